@@ -1,0 +1,2 @@
+# ops/ kernels: each test compares the fast path with the reference and checks known values.
+gs_cmocka_test(test_ops_resample unit SOURCES unit/test_ops_resample.c LIBS gs_ops)
