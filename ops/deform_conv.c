@@ -1,0 +1,725 @@
+#include "ops/deform_conv.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <immintrin.h>
+#include <omp.h>
+#include <oneapi/dnnl/dnnl.h>
+#include <oneapi/dnnl/dnnl_debug.h>
+
+#include "ops/error.h"
+
+/* Bytes of one column tile the fast path aims for: small enough to stay in a core's L2 while
+ * the matmul reads it, large enough for the matmul to block well. */
+#define GS_DEFORM_TILE_BYTES (384 * 1024)
+#define GS_DEFORM_ALIGN 64
+
+/* ------------------------------------------------------------------------------------------ */
+/* Shapes                                                                                     */
+
+void gs_deform_conv_desc_3x3(gs_deform_conv_desc *d, int n, int cin, int cout, int h, int w)
+{
+    memset(d, 0, sizeof *d);
+    d->n = n;
+    d->cin = cin;
+    d->cout = cout;
+    d->h = h;
+    d->w = w;
+    d->kh = d->kw = 3;
+    d->stride_h = d->stride_w = 1;
+    d->pad_h = d->pad_w = 1;
+    d->dil_h = d->dil_w = 1;
+    d->offset_format = GS_DEFORM_OFFSET_SPLIT;
+}
+
+int gs_deform_conv_out_size(const gs_deform_conv_desc *d, int *ho, int *wo)
+{
+    if (d->n < 1 || d->cin < 1 || d->cout < 1 || d->h < 1 || d->w < 1)
+        return gs_error_set("deform_conv: bad shape n=%d cin=%d cout=%d h=%d w=%d", d->n, d->cin,
+                            d->cout, d->h, d->w);
+    if (d->kh < 1 || d->kw < 1 || d->stride_h < 1 || d->stride_w < 1 || d->pad_h < 0 ||
+        d->pad_w < 0 || d->dil_h < 1 || d->dil_w < 1)
+        return gs_error_set("deform_conv: bad kernel %dx%d stride %dx%d pad %dx%d dilation %dx%d",
+                            d->kh, d->kw, d->stride_h, d->stride_w, d->pad_h, d->pad_w, d->dil_h,
+                            d->dil_w);
+    if (d->offset_format < GS_DEFORM_OFFSET_SPLIT ||
+        d->offset_format > GS_DEFORM_OFFSET_RAW_BLOCKED)
+        return gs_error_set("deform_conv: unknown offset format %d", (int)d->offset_format);
+    long eh = (long)d->h + 2L * d->pad_h - (long)d->dil_h * (d->kh - 1) - 1;
+    long ew = (long)d->w + 2L * d->pad_w - (long)d->dil_w * (d->kw - 1) - 1;
+    if (eh < 0 || ew < 0)
+        return gs_error_set("deform_conv: kernel %dx%d (dilation %dx%d) larger than the padded "
+                            "input %dx%d",
+                            d->kh, d->kw, d->dil_h, d->dil_w, d->h + 2 * d->pad_h,
+                            d->w + 2 * d->pad_w);
+    long oh = eh / d->stride_h + 1, ow = ew / d->stride_w + 1;
+    /* Plan entries store pixel indices as int32 and offsets multiply by 16. */
+    if ((long)d->h * d->w * 16 > INT32_MAX || oh * ow > INT32_MAX / 64)
+        return gs_error_set("deform_conv: map %dx%d too large", d->h, d->w);
+    *ho = (int)oh;
+    *wo = (int)ow;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Reference                                                                                  */
+
+/* Bilinear sample of one channel plane with torchvision's zero rule. */
+static float ref_bilinear(const float *plane, int h, int w, float y, float x)
+{
+    if (y <= -1.0f || y >= (float)h || x <= -1.0f || x >= (float)w)
+        return 0.0f;
+    float fy = floorf(y), fx = floorf(x);
+    int y0 = (int)fy, x0 = (int)fx, y1 = y0 + 1, x1 = x0 + 1;
+    float ly = y - fy, lx = x - fx, hy = 1.0f - ly, hx = 1.0f - lx;
+    float v00 = (y0 >= 0 && x0 >= 0) ? plane[(size_t)y0 * w + x0] : 0.0f;
+    float v01 = (y0 >= 0 && x1 <= w - 1) ? plane[(size_t)y0 * w + x1] : 0.0f;
+    float v10 = (y1 <= h - 1 && x0 >= 0) ? plane[(size_t)y1 * w + x0] : 0.0f;
+    float v11 = (y1 <= h - 1 && x1 <= w - 1) ? plane[(size_t)y1 * w + x1] : 0.0f;
+    return hy * hx * v00 + hy * lx * v01 + ly * hx * v10 + ly * lx * v11;
+}
+
+int gs_deform_conv2d_ref(const gs_deform_conv_desc *d, const float *input, const float *offset,
+                         const float *mask, const float *weight, const float *bias, float *out)
+{
+    int ho, wo;
+    gs_deform_conv_desc plain = *d;
+    plain.offset_format = GS_DEFORM_OFFSET_SPLIT;
+    if (gs_deform_conv_out_size(&plain, &ho, &wo) < 0)
+        return -1;
+    const int taps = d->kh * d->kw;
+    const size_t hw = (size_t)d->h * d->w, ohw = (size_t)ho * wo;
+    for (int n = 0; n < d->n; n++) {
+        const float *in_n = input + (size_t)n * d->cin * hw;
+        const float *off_n = offset + (size_t)n * 2 * taps * ohw;
+        const float *mask_n = mask ? mask + (size_t)n * taps * ohw : NULL;
+        for (int co = 0; co < d->cout; co++) {
+            float *out_c = out + ((size_t)n * d->cout + co) * ohw;
+            for (int oy = 0; oy < ho; oy++) {
+                for (int ox = 0; ox < wo; ox++) {
+                    size_t p = (size_t)oy * wo + ox;
+                    float acc = bias ? bias[co] : 0.0f;
+                    for (int ci = 0; ci < d->cin; ci++) {
+                        for (int i = 0; i < d->kh; i++) {
+                            for (int j = 0; j < d->kw; j++) {
+                                int k = i * d->kw + j;
+                                float y = (float)(oy * d->stride_h - d->pad_h + i * d->dil_h) +
+                                          off_n[(size_t)(2 * k) * ohw + p];
+                                float x = (float)(ox * d->stride_w - d->pad_w + j * d->dil_w) +
+                                          off_n[(size_t)(2 * k + 1) * ohw + p];
+                                float m = mask_n ? mask_n[(size_t)k * ohw + p] : 1.0f;
+                                float v = ref_bilinear(in_n + (size_t)ci * hw, d->h, d->w, y, x);
+                                acc +=
+                                    weight[(((size_t)co * d->cin + ci) * d->kh + i) * d->kw + j] *
+                                    (m * v);
+                            }
+                        }
+                    }
+                    out_c[p] = acc;
+                }
+            }
+        }
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Blocked layout helpers                                                                     */
+
+size_t gs_deform_conv_blocked_size(int n, int c, int h, int w)
+{
+    return (size_t)n * (size_t)((c + 15) / 16) * 16 * (size_t)h * (size_t)w;
+}
+
+void gs_deform_conv_pack_nchw16c(const float *src, int n, int c, int h, int w, float *dst)
+{
+    const size_t hw = (size_t)h * w;
+    const int cb = (c + 15) / 16;
+    for (int b = 0; b < n; b++)
+        for (int blk = 0; blk < cb; blk++) {
+            float *d = dst + ((size_t)b * cb + blk) * hw * 16;
+            for (size_t p = 0; p < hw; p++)
+                for (int l = 0; l < 16; l++) {
+                    int ch = blk * 16 + l;
+                    d[p * 16 + l] = ch < c ? src[((size_t)b * c + ch) * hw + p] : 0.0f;
+                }
+        }
+}
+
+void gs_deform_conv_unpack_nchw16c(const float *src, int n, int c, int h, int w, float *dst)
+{
+    const size_t hw = (size_t)h * w;
+    const int cb = (c + 15) / 16;
+    for (int b = 0; b < n; b++)
+        for (int ch = 0; ch < c; ch++) {
+            const float *s = src + ((size_t)b * cb + ch / 16) * hw * 16 + ch % 16;
+            float *d = dst + ((size_t)b * c + ch) * hw;
+            for (size_t p = 0; p < hw; p++)
+                d[p] = s[p * 16];
+        }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Fast path                                                                                  */
+
+/* One (output pixel, tap) of the sampling plan: four corner pixel indices into an H*W plane
+ * (always valid addresses) and their bilinear weights times the mask (0 for corners outside
+ * the map). */
+typedef struct {
+    int32_t idx[4];
+    float wt[4];
+} plan_entry;
+
+enum { MM_FULL = 0, MM_TAIL = 1 };
+
+struct gs_deform_conv {
+    gs_deform_conv_desc d;
+    int ho, wo, taps;
+    int cb_in, cb_out;
+    int kdim; /* cb_in * taps * 16: columns of a column-tile row */
+    int ndim; /* cb_out * 16 */
+    int tile_p, tiles, tail_p;
+    int relu;
+    dnnl_engine_t engine;
+    dnnl_primitive_t mm[2];
+    dnnl_memory_desc_t src_md[2], dst_md[2], wei_md[2], bias_md;
+    size_t scratchpad_bytes;
+    float *wei[2]; /* in the layout each matmul asked for; wei[1] may alias wei[0] */
+    float *bias;   /* [ndim], zero past cout */
+};
+
+typedef struct {
+    plan_entry *plan;
+    float *col;
+    float *gemm;
+    void *scratchpad;
+    dnnl_stream_t stream;
+    dnnl_memory_t src[2], dst[2], wei[2], scr[2], bias;
+} deform_thread;
+
+struct gs_deform_conv_scratch {
+    const gs_deform_conv *conv;
+    int nthr;
+    deform_thread *t;
+};
+
+static void *aligned_floats(size_t count)
+{
+    size_t bytes = count * sizeof(float);
+    bytes = (bytes + GS_DEFORM_ALIGN - 1) / GS_DEFORM_ALIGN * GS_DEFORM_ALIGN;
+    if (bytes == 0)
+        bytes = GS_DEFORM_ALIGN;
+    return aligned_alloc(GS_DEFORM_ALIGN, bytes);
+}
+
+#define DNNL_CHECK(call, what)                                                                     \
+    do {                                                                                           \
+        dnnl_status_t st_ = (call);                                                                \
+        if (st_ != dnnl_success) {                                                                 \
+            gs_error_set("deform_conv: %s: %s", what, dnnl_status2str(st_));                       \
+            goto fail;                                                                             \
+        }                                                                                          \
+    } while (0)
+
+/* Creates the single-threaded matmul [rows, kdim] x [kdim, ndim] + bias (+ ReLU). The weight
+ * layout is "any" unless *wei_md already holds a concrete layout, which is then required.
+ * Creation runs with one OpenMP thread so oneDNN blocks the work for the one thread that will
+ * execute it inside our parallel region. */
+static int create_matmul(gs_deform_conv *c, int which, int rows, int fixed_wei)
+{
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_post_ops_t ops = NULL;
+    dnnl_matmul_desc_t md;
+    int outer_threads = omp_get_max_threads();
+    int ok = -1;
+    dnnl_dims_t src_dims = {rows, c->kdim}, wei_dims = {c->kdim, c->ndim},
+                dst_dims = {rows, c->ndim}, bias_dims = {1, c->ndim};
+
+    DNNL_CHECK(dnnl_memory_desc_init_by_tag(&c->src_md[which], 2, src_dims, dnnl_f32, dnnl_ab),
+               "src desc");
+    DNNL_CHECK(dnnl_memory_desc_init_by_tag(&c->dst_md[which], 2, dst_dims, dnnl_f32, dnnl_ab),
+               "dst desc");
+    DNNL_CHECK(dnnl_memory_desc_init_by_tag(&c->bias_md, 2, bias_dims, dnnl_f32, dnnl_ab),
+               "bias desc");
+    if (!fixed_wei)
+        DNNL_CHECK(dnnl_memory_desc_init_by_tag(&c->wei_md[which], 2, wei_dims, dnnl_f32,
+                                                dnnl_format_tag_any),
+                   "weights desc");
+    DNNL_CHECK(dnnl_matmul_desc_init(&md, &c->src_md[which], &c->wei_md[which], &c->bias_md,
+                                     &c->dst_md[which]),
+               "matmul desc");
+    DNNL_CHECK(dnnl_primitive_attr_create(&attr), "attr");
+    DNNL_CHECK(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user),
+               "scratchpad mode");
+    if (c->relu) {
+        DNNL_CHECK(dnnl_post_ops_create(&ops), "post-ops");
+        DNNL_CHECK(dnnl_post_ops_append_eltwise(ops, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f),
+                   "relu post-op");
+        DNNL_CHECK(dnnl_primitive_attr_set_post_ops(attr, ops), "set post-ops");
+    }
+    omp_set_num_threads(1);
+    dnnl_status_t st = dnnl_primitive_desc_create(&pd, &md, attr, c->engine, NULL);
+    omp_set_num_threads(outer_threads);
+    DNNL_CHECK(st, "matmul primitive desc");
+    c->wei_md[which] = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    size_t spad =
+        dnnl_memory_desc_get_size(dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0));
+    if (spad > c->scratchpad_bytes)
+        c->scratchpad_bytes = spad;
+    DNNL_CHECK(dnnl_primitive_create(&c->mm[which], pd), "matmul primitive");
+    ok = 0;
+fail:
+    if (pd)
+        dnnl_primitive_desc_destroy(pd);
+    if (ops)
+        dnnl_post_ops_destroy(ops);
+    if (attr)
+        dnnl_primitive_attr_destroy(attr);
+    return ok;
+}
+
+/* Reorders the plain [kdim, ndim] weight into the layout matmul `which` asked for. */
+static int reorder_weights(gs_deform_conv *c, int which, float *plain)
+{
+    dnnl_memory_desc_t plain_md;
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_primitive_t prim = NULL;
+    dnnl_memory_t from = NULL, to = NULL;
+    dnnl_stream_t stream = NULL;
+    dnnl_dims_t dims = {c->kdim, c->ndim};
+    int ok = -1;
+
+    c->wei[which] = aligned_floats(dnnl_memory_desc_get_size(&c->wei_md[which]) / sizeof(float));
+    if (!c->wei[which]) {
+        gs_error_set("deform_conv: out of memory for weights");
+        goto fail;
+    }
+    DNNL_CHECK(dnnl_memory_desc_init_by_tag(&plain_md, 2, dims, dnnl_f32, dnnl_ab),
+               "plain weights desc");
+    DNNL_CHECK(dnnl_memory_create(&from, &plain_md, c->engine, plain), "weights memory");
+    DNNL_CHECK(dnnl_memory_create(&to, &c->wei_md[which], c->engine, c->wei[which]),
+               "weights memory");
+    DNNL_CHECK(dnnl_reorder_primitive_desc_create(&pd, &plain_md, c->engine, &c->wei_md[which],
+                                                  c->engine, NULL),
+               "weights reorder desc");
+    DNNL_CHECK(dnnl_primitive_create(&prim, pd), "weights reorder");
+    DNNL_CHECK(dnnl_stream_create(&stream, c->engine, dnnl_stream_default_flags), "stream");
+    dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}};
+    DNNL_CHECK(dnnl_primitive_execute(prim, stream, 2, args), "weights reorder");
+    DNNL_CHECK(dnnl_stream_wait(stream), "weights reorder");
+    ok = 0;
+fail:
+    if (stream)
+        dnnl_stream_destroy(stream);
+    if (prim)
+        dnnl_primitive_destroy(prim);
+    if (pd)
+        dnnl_primitive_desc_destroy(pd);
+    if (to)
+        dnnl_memory_destroy(to);
+    if (from)
+        dnnl_memory_destroy(from);
+    return ok;
+}
+
+gs_deform_conv *gs_deform_conv_new(const gs_deform_conv_desc *d, const float *weight,
+                                   const float *bias, int fuse_relu)
+{
+    float *plain = NULL;
+    gs_deform_conv *c = calloc(1, sizeof *c);
+    if (!c) {
+        gs_error_set("deform_conv: out of memory");
+        return NULL;
+    }
+    c->d = *d;
+    if (gs_deform_conv_out_size(d, &c->ho, &c->wo) < 0)
+        goto fail;
+    c->taps = d->kh * d->kw;
+    c->cb_in = (d->cin + 15) / 16;
+    c->cb_out = (d->cout + 15) / 16;
+    c->kdim = c->cb_in * c->taps * 16;
+    c->ndim = c->cb_out * 16;
+    c->relu = fuse_relu != 0;
+
+    const int ohw = c->ho * c->wo;
+    int tile = GS_DEFORM_TILE_BYTES / (c->kdim * (int)sizeof(float));
+    tile = tile / 16 * 16;
+    if (tile < 32)
+        tile = 32;
+    if (tile > ohw)
+        tile = ohw;
+    c->tile_p = tile;
+    c->tiles = (ohw + tile - 1) / tile;
+    c->tail_p = ohw - (c->tiles - 1) * tile;
+
+    DNNL_CHECK(dnnl_engine_create(&c->engine, dnnl_cpu, 0), "engine");
+
+    /* Column index = (input block, tap, lane) so one gathered 16-float vector fills 16
+     * consecutive columns; padded input channels and output columns get weight 0. */
+    plain = aligned_floats((size_t)c->kdim * c->ndim);
+    c->bias = aligned_floats((size_t)c->ndim);
+    if (!plain || !c->bias) {
+        gs_error_set("deform_conv: out of memory for weights");
+        goto fail;
+    }
+    memset(plain, 0, (size_t)c->kdim * c->ndim * sizeof(float));
+    for (int co = 0; co < d->cout; co++)
+        for (int ci = 0; ci < d->cin; ci++)
+            for (int k = 0; k < c->taps; k++) {
+                size_t row = (size_t)(ci / 16) * c->taps * 16 + (size_t)k * 16 + ci % 16;
+                plain[row * c->ndim + co] = weight[((size_t)co * d->cin + ci) * c->taps + k];
+            }
+    for (int co = 0; co < c->ndim; co++)
+        c->bias[co] = (bias && co < d->cout) ? bias[co] : 0.0f;
+
+    if (create_matmul(c, MM_FULL, c->tile_p, 0) < 0 || reorder_weights(c, MM_FULL, plain) < 0)
+        goto fail;
+    if (c->tail_p != c->tile_p) {
+        /* Prefer the full tile's weight layout so one reordered copy serves both. */
+        c->wei_md[MM_TAIL] = c->wei_md[MM_FULL];
+        if (create_matmul(c, MM_TAIL, c->tail_p, 1) == 0) {
+            c->wei[MM_TAIL] = c->wei[MM_FULL];
+        } else {
+            gs_error_clear();
+            if (create_matmul(c, MM_TAIL, c->tail_p, 0) < 0 ||
+                reorder_weights(c, MM_TAIL, plain) < 0)
+                goto fail;
+        }
+    }
+    free(plain);
+    return c;
+fail:
+    gs_error_prefix("deform_conv %d->%d @%dx%d", d->cin, d->cout, d->h, d->w);
+    free(plain);
+    gs_deform_conv_destroy(&c);
+    return NULL;
+}
+
+void gs_deform_conv_destroy(gs_deform_conv **pc)
+{
+    if (!pc || !*pc)
+        return;
+    gs_deform_conv *c = *pc;
+    for (int i = 0; i < 2; i++)
+        if (c->mm[i])
+            dnnl_primitive_destroy(c->mm[i]);
+    if (c->wei[MM_TAIL] != c->wei[MM_FULL])
+        free(c->wei[MM_TAIL]);
+    free(c->wei[MM_FULL]);
+    free(c->bias);
+    if (c->engine)
+        dnnl_engine_destroy(c->engine);
+    free(c);
+    *pc = NULL;
+}
+
+const gs_deform_conv_desc *gs_deform_conv_get_desc(const gs_deform_conv *c)
+{
+    return &c->d;
+}
+
+static void thread_free(deform_thread *t)
+{
+    for (int i = 0; i < 2; i++) {
+        if (t->src[i])
+            dnnl_memory_destroy(t->src[i]);
+        if (t->dst[i])
+            dnnl_memory_destroy(t->dst[i]);
+        if (t->wei[i])
+            dnnl_memory_destroy(t->wei[i]);
+        if (t->scr[i])
+            dnnl_memory_destroy(t->scr[i]);
+    }
+    if (t->bias)
+        dnnl_memory_destroy(t->bias);
+    if (t->stream)
+        dnnl_stream_destroy(t->stream);
+    free(t->plan);
+    free(t->col);
+    free(t->gemm);
+    free(t->scratchpad);
+    memset(t, 0, sizeof *t);
+}
+
+static int thread_init(const gs_deform_conv *c, deform_thread *t)
+{
+    t->plan = aligned_alloc(
+        GS_DEFORM_ALIGN, ((size_t)c->tile_p * c->taps * sizeof(plan_entry) + GS_DEFORM_ALIGN - 1) /
+                             GS_DEFORM_ALIGN * GS_DEFORM_ALIGN);
+    t->col = aligned_floats((size_t)c->tile_p * c->kdim);
+    t->gemm = aligned_floats((size_t)c->tile_p * c->ndim);
+    t->scratchpad = aligned_floats(c->scratchpad_bytes / sizeof(float) + 1);
+    if (!t->plan || !t->col || !t->gemm || !t->scratchpad)
+        return gs_error_set("deform_conv: out of memory for scratch");
+    DNNL_CHECK(dnnl_stream_create(&t->stream, c->engine, dnnl_stream_default_flags), "stream");
+    DNNL_CHECK(dnnl_memory_create(&t->bias, &c->bias_md, c->engine, c->bias), "bias memory");
+    for (int i = 0; i < 2; i++) {
+        if (!c->mm[i])
+            continue;
+        const_dnnl_primitive_desc_t pd;
+        DNNL_CHECK(dnnl_primitive_get_primitive_desc(c->mm[i], &pd), "query matmul");
+        const dnnl_memory_desc_t *spad_md =
+            dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+        DNNL_CHECK(dnnl_memory_create(&t->src[i], &c->src_md[i], c->engine, t->col), "src memory");
+        DNNL_CHECK(dnnl_memory_create(&t->dst[i], &c->dst_md[i], c->engine, t->gemm), "dst memory");
+        DNNL_CHECK(dnnl_memory_create(&t->wei[i], &c->wei_md[i], c->engine, c->wei[i]),
+                   "weights memory");
+        DNNL_CHECK(dnnl_memory_create(&t->scr[i], spad_md, c->engine, t->scratchpad),
+                   "scratchpad memory");
+    }
+    return 0;
+fail:
+    return -1;
+}
+
+gs_deform_conv_scratch *gs_deform_conv_scratch_new(const gs_deform_conv *c)
+{
+    gs_deform_conv_scratch *s = calloc(1, sizeof *s);
+    if (!s) {
+        gs_error_set("deform_conv: out of memory");
+        return NULL;
+    }
+    s->conv = c;
+    s->nthr = omp_get_max_threads();
+    s->t = calloc((size_t)s->nthr, sizeof *s->t);
+    if (!s->t) {
+        gs_error_set("deform_conv: out of memory");
+        goto fail;
+    }
+    for (int i = 0; i < s->nthr; i++)
+        if (thread_init(c, &s->t[i]) < 0)
+            goto fail;
+    return s;
+fail:
+    gs_deform_conv_scratch_destroy(&s);
+    return NULL;
+}
+
+void gs_deform_conv_scratch_destroy(gs_deform_conv_scratch **ps)
+{
+    if (!ps || !*ps)
+        return;
+    gs_deform_conv_scratch *s = *ps;
+    if (s->t)
+        for (int i = 0; i < s->nthr; i++)
+            thread_free(&s->t[i]);
+    free(s->t);
+    free(s);
+    *ps = NULL;
+}
+
+/* Where offsets and mask of one image live: dy_k at oy_ch[2k] + pix*pix_stride, and so on. */
+typedef struct {
+    const float *base;
+    size_t pix_stride;
+    int sigmoid;
+    const float *mask_base; /* NULL: mask is 1 */
+} offset_view;
+
+static size_t offset_channel(const gs_deform_conv *c, int ch)
+{
+    size_t ohw = (size_t)c->ho * c->wo;
+    if (c->d.offset_format == GS_DEFORM_OFFSET_RAW_BLOCKED)
+        return (size_t)(ch / 16) * ohw * 16 + (size_t)(ch % 16);
+    return (size_t)ch * ohw;
+}
+
+/* Fills plan[p * taps + k] for output pixels p0 .. p0+np-1 of one image. */
+static void build_plan(const gs_deform_conv *c, const offset_view *v, int p0, int np,
+                       plan_entry *plan)
+{
+    const gs_deform_conv_desc *d = &c->d;
+    const int taps = c->taps, h = d->h, w = d->w;
+    const size_t ohw = (size_t)c->ho * c->wo;
+    for (int k = 0; k < taps; k++) {
+        const int i = k / d->kw, j = k % d->kw;
+        const float *dy = v->base + offset_channel(c, 2 * k);
+        const float *dx = v->base + offset_channel(c, 2 * k + 1);
+        const float *m = NULL;
+        if (v->mask_base)
+            m = v->mask_base + (size_t)k * ohw;
+        else if (v->sigmoid)
+            m = v->base + offset_channel(c, 2 * taps + k);
+        int oy = p0 / c->wo, ox = p0 % c->wo;
+        for (int p = 0; p < np; p++) {
+            const size_t q = (size_t)(p0 + p) * v->pix_stride;
+            plan_entry *e = &plan[(size_t)p * taps + k];
+            float y = (float)(oy * d->stride_h - d->pad_h + i * d->dil_h) + dy[q];
+            float x = (float)(ox * d->stride_w - d->pad_w + j * d->dil_w) + dx[q];
+            float mk = 1.0f;
+            if (m)
+                mk = v->sigmoid ? 1.0f / (1.0f + expf(-m[q])) : m[q];
+            if (++ox == c->wo) {
+                ox = 0;
+                oy++;
+            }
+            /* The negated form also sends NaN offsets to the all-zero case. */
+            if (!(y > -1.0f && y < (float)h && x > -1.0f && x < (float)w)) {
+                memset(e, 0, sizeof *e);
+                continue;
+            }
+            float fy = floorf(y), fx = floorf(x);
+            int y0 = (int)fy, x0 = (int)fx, y1 = y0 + 1, x1 = x0 + 1;
+            float ly = y - fy, lx = x - fx, hy = 1.0f - ly, hx = 1.0f - lx;
+            int vy0 = y0 >= 0, vy1 = y1 <= h - 1, vx0 = x0 >= 0, vx1 = x1 <= w - 1;
+            int cy0 = vy0 ? y0 : 0, cy1 = vy1 ? y1 : h - 1;
+            int cx0 = vx0 ? x0 : 0, cx1 = vx1 ? x1 : w - 1;
+            e->idx[0] = cy0 * w + cx0;
+            e->idx[1] = cy0 * w + cx1;
+            e->idx[2] = cy1 * w + cx0;
+            e->idx[3] = cy1 * w + cx1;
+            e->wt[0] = (vy0 && vx0) ? hy * hx * mk : 0.0f;
+            e->wt[1] = (vy0 && vx1) ? hy * lx * mk : 0.0f;
+            e->wt[2] = (vy1 && vx0) ? ly * hx * mk : 0.0f;
+            e->wt[3] = (vy1 && vx1) ? ly * lx * mk : 0.0f;
+        }
+    }
+}
+
+/* col[p][(cb * taps + k) * 16 + l] = sum_corner wt * in[cb][idx][l]. */
+__attribute__((target("avx512f"))) static void
+gather_avx512(const gs_deform_conv *c, const plan_entry *plan, int np, const float *in, float *col)
+{
+    const int taps = c->taps, cb_in = c->cb_in, kdim = c->kdim;
+    const size_t plane = (size_t)c->d.h * c->d.w * 16;
+    for (int p = 0; p < np; p++) {
+        float *row = col + (size_t)p * kdim;
+        for (int k = 0; k < taps; k++) {
+            const plan_entry *e = &plan[(size_t)p * taps + k];
+            const __m512 w0 = _mm512_set1_ps(e->wt[0]), w1 = _mm512_set1_ps(e->wt[1]);
+            const __m512 w2 = _mm512_set1_ps(e->wt[2]), w3 = _mm512_set1_ps(e->wt[3]);
+            const float *a0 = in + (size_t)e->idx[0] * 16, *a1 = in + (size_t)e->idx[1] * 16;
+            const float *a2 = in + (size_t)e->idx[2] * 16, *a3 = in + (size_t)e->idx[3] * 16;
+            float *dst = row + (size_t)k * 16;
+            for (int cb = 0; cb < cb_in; cb++) {
+                const size_t o = (size_t)cb * plane;
+                __m512 v = _mm512_mul_ps(w0, _mm512_loadu_ps(a0 + o));
+                v = _mm512_fmadd_ps(w1, _mm512_loadu_ps(a1 + o), v);
+                v = _mm512_fmadd_ps(w2, _mm512_loadu_ps(a2 + o), v);
+                v = _mm512_fmadd_ps(w3, _mm512_loadu_ps(a3 + o), v);
+                _mm512_store_ps(dst + (size_t)cb * taps * 16, v);
+            }
+        }
+    }
+}
+
+static void gather_generic(const gs_deform_conv *c, const plan_entry *plan, int np, const float *in,
+                           float *col)
+{
+    const int taps = c->taps, cb_in = c->cb_in, kdim = c->kdim;
+    const size_t plane = (size_t)c->d.h * c->d.w * 16;
+    for (int p = 0; p < np; p++)
+        for (int k = 0; k < taps; k++) {
+            const plan_entry *e = &plan[(size_t)p * taps + k];
+            for (int cb = 0; cb < cb_in; cb++) {
+                const float *b = in + (size_t)cb * plane;
+                float *dst = col + (size_t)p * kdim + ((size_t)cb * taps + k) * 16;
+                for (int l = 0; l < 16; l++)
+                    dst[l] = e->wt[0] * b[(size_t)e->idx[0] * 16 + l] +
+                             e->wt[1] * b[(size_t)e->idx[1] * 16 + l] +
+                             e->wt[2] * b[(size_t)e->idx[2] * 16 + l] +
+                             e->wt[3] * b[(size_t)e->idx[3] * 16 + l];
+            }
+        }
+}
+
+/* Does one tile; returns a oneDNN status. */
+static dnnl_status_t run_tile(const gs_deform_conv *c, deform_thread *t, int use_avx512, int n,
+                              int tile, const float *input, const offset_view *v, float *out)
+{
+    const size_t ohw = (size_t)c->ho * c->wo;
+    const int p0 = tile * c->tile_p;
+    const int np = tile == c->tiles - 1 ? c->tail_p : c->tile_p;
+    const int which = np == c->tile_p ? MM_FULL : MM_TAIL;
+    const float *in_n = input + (size_t)n * c->cb_in * 16 * c->d.h * c->d.w;
+
+    build_plan(c, v, p0, np, t->plan);
+    if (use_avx512)
+        gather_avx512(c, t->plan, np, in_n, t->col);
+    else
+        gather_generic(c, t->plan, np, in_n, t->col);
+
+    dnnl_exec_arg_t args[5] = {{DNNL_ARG_SRC, t->src[which]},
+                               {DNNL_ARG_WEIGHTS, t->wei[which]},
+                               {DNNL_ARG_BIAS, t->bias},
+                               {DNNL_ARG_DST, t->dst[which]},
+                               {DNNL_ARG_SCRATCHPAD, t->scr[which]}};
+    dnnl_status_t st = dnnl_primitive_execute(c->mm[which], t->stream, 5, args);
+    if (st == dnnl_success)
+        st = dnnl_stream_wait(t->stream);
+    if (st != dnnl_success)
+        return st;
+
+    /* [np, ndim] rows -> nChw16c: each 16-channel chunk of a row is one pixel of a block. */
+    float *out_n = out + (size_t)n * c->cb_out * 16 * ohw;
+    for (int cb = 0; cb < c->cb_out; cb++) {
+        float *dst = out_n + ((size_t)cb * ohw + p0) * 16;
+        const float *src = t->gemm + (size_t)cb * 16;
+        for (int p = 0; p < np; p++)
+            memcpy(dst + (size_t)p * 16, src + (size_t)p * c->ndim, 16 * sizeof(float));
+    }
+    return dnnl_success;
+}
+
+int gs_deform_conv_run(const gs_deform_conv *c, gs_deform_conv_scratch *s, const float *input,
+                       const float *offset, const float *mask, float *out)
+{
+    if (!s || s->conv != c)
+        return gs_error_set("deform_conv: scratch was made for another conv");
+    if (!input || !offset || !out)
+        return gs_error_set("deform_conv: NULL input, offset or output");
+    if (c->d.offset_format != GS_DEFORM_OFFSET_SPLIT && mask)
+        return gs_error_set("deform_conv: a separate mask needs GS_DEFORM_OFFSET_SPLIT");
+
+    const size_t ohw = (size_t)c->ho * c->wo;
+    const int taps = c->taps;
+    size_t off_image;
+    switch (c->d.offset_format) {
+    case GS_DEFORM_OFFSET_SPLIT:
+        off_image = 2 * (size_t)taps * ohw;
+        break;
+    case GS_DEFORM_OFFSET_RAW_NCHW:
+        off_image = 3 * (size_t)taps * ohw;
+        break;
+    default:
+        off_image = (size_t)((3 * taps + 15) / 16) * 16 * ohw;
+        break;
+    }
+    const int use_avx512 = __builtin_cpu_supports("avx512f");
+    int nthr = omp_get_max_threads();
+    if (nthr > s->nthr)
+        nthr = s->nthr;
+    const int jobs = c->d.n * c->tiles;
+    if (nthr > jobs)
+        nthr = jobs;
+    dnnl_status_t failed = dnnl_success;
+
+#pragma omp parallel num_threads(nthr)
+    {
+        /* oneDNN sees one thread per worker: the matmul runs inside our parallel region. */
+        omp_set_num_threads(1);
+        deform_thread *t = &s->t[omp_get_thread_num()];
+#pragma omp for schedule(static)
+        for (int job = 0; job < jobs; job++) {
+            const int n = job / c->tiles, tile = job % c->tiles;
+            offset_view v;
+            v.base = offset + (size_t)n * off_image;
+            v.pix_stride = c->d.offset_format == GS_DEFORM_OFFSET_RAW_BLOCKED ? 16 : 1;
+            v.sigmoid = c->d.offset_format != GS_DEFORM_OFFSET_SPLIT;
+            v.mask_base = mask ? mask + (size_t)n * taps * ohw : NULL;
+            dnnl_status_t st = run_tile(c, t, use_avx512, n, tile, input, &v, out);
+            if (st != dnnl_success) {
+#pragma omp critical(gs_deform_conv_fail)
+                failed = st;
+            }
+        }
+    }
+    if (failed != dnnl_success)
+        return gs_error_set("deform_conv: matmul failed: %s", dnnl_status2str(failed));
+    /* Output padding channels are exact zeros: their weights and bias are 0 (and ReLU(0)=0). */
+    return 0;
+}

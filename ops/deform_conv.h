@@ -1,0 +1,116 @@
+/*
+ * deform_conv: modulated deformable convolution (DCNv2), as torchvision.ops.deform_conv2d with
+ * a mask, groups = 1 and offset groups = 1.
+ *
+ * For output pixel (oy, ox) and kernel tap k = i*kw + j, the sampling point is
+ *   y = oy*stride_h - pad_h + i*dil_h + dy_k(oy, ox),  x likewise with dx_k,
+ * the sample is bilinear with zeros outside the map (0 if y <= -1, y >= H, x <= -1 or x >= W;
+ * otherwise each of the four floor-based corners outside the map contributes 0), and
+ *   out[co] = bias[co] + sum_{ci,k} weight[co][ci][i][j] * mask_k * sample(ci, y, x).
+ * Offsets are interleaved (dy_0, dx_0, dy_1, dx_1, ...): channel 2k is dy_k, 2k+1 is dx_k.
+ *
+ * Two implementations:
+ *  - gs_deform_conv2d_ref(): plain loops over NCHW buffers, the executable specification.
+ *  - gs_deform_conv: the fast path. Built once per shape with gs_deform_conv_new() (weights
+ *    are reordered once; oneDNN matmul primitives are created once), immutable afterwards so
+ *    any number of threads may share it. Every thread that runs it owns a
+ *    gs_deform_conv_scratch (gs_deform_conv_scratch_new()), which holds the per-call buffers
+ *    (sampling plan, column tile, GEMM tile, oneDNN scratchpad) for each OpenMP thread.
+ *    gs_deform_conv_run() splits the output pixels into tiles, and OpenMP threads each take
+ *    whole tiles: build the sampling plan for the tile (four corner addresses and four
+ *    bilinear weights with the mask folded in, invalid corners weight 0 at a clamped valid
+ *    address), gather the column block [tile pixels, Cin16 * taps] with 16-float vector loads,
+ *    and multiply it by the reordered weight with a single-threaded oneDNN matmul (bias and
+ *    optional ReLU fused), writing straight into the blocked output.
+ *
+ * Activation layout of the fast path: nChw16c, the layout oneDNN's AVX-512 fp32 convolutions
+ * choose, i.e. float [N][ceil(C/16)][H][W][16] with channels >= C in the last block set to 0.
+ * The output is written in the same layout with its padding channels set to 0. Padding
+ * channels of the input are ignored (their weights are 0) as long as they are finite.
+ * gs_deform_conv_pack_nchw16c() / gs_deform_conv_unpack_nchw16c() convert plain NCHW.
+ *
+ * Offsets and mask may be given in three ways (gs_deform_offset_format):
+ *  - GS_DEFORM_OFFSET_SPLIT: torchvision's arguments, offset float NCHW [N, 2*kh*kw, Ho, Wo]
+ *    and mask float NCHW [N, kh*kw, Ho, Wo] already after the sigmoid (mask NULL means 1).
+ *  - GS_DEFORM_OFFSET_RAW_NCHW: the raw output of DCNv2's conv_offset_mask, one float NCHW
+ *    tensor [N, 3*kh*kw, Ho, Wo]; channels 0 .. 2*kh*kw-1 are the interleaved offsets,
+ *    channels 2*kh*kw .. 3*kh*kw-1 are mask logits, to which this module applies the sigmoid.
+ *  - GS_DEFORM_OFFSET_RAW_BLOCKED: the same 3*kh*kw channels in nChw16c (channels padded to a
+ *    multiple of 16), so a oneDNN conv producing them in its preferred layout needs no reorder.
+ */
+#ifndef GS_OPS_DEFORM_CONV_H
+#define GS_OPS_DEFORM_CONV_H
+
+#include <stddef.h>
+
+typedef enum {
+    GS_DEFORM_OFFSET_SPLIT = 0,
+    GS_DEFORM_OFFSET_RAW_NCHW = 1,
+    GS_DEFORM_OFFSET_RAW_BLOCKED = 2,
+} gs_deform_offset_format;
+
+/* Shape of one deformable conv. h, w are the input's; the output size follows PyTorch:
+ * ho = (h + 2*pad_h - dil_h*(kh-1) - 1) / stride_h + 1, wo likewise. */
+typedef struct {
+    int n, cin, cout, h, w;
+    int kh, kw;
+    int stride_h, stride_w;
+    int pad_h, pad_w;
+    int dil_h, dil_w;
+    gs_deform_offset_format offset_format; /* used by the fast path only */
+} gs_deform_conv_desc;
+
+/* Fills *d with a 3x3, stride 1, pad 1, dilation 1 conv (the DCN layer of the decoder), split
+ * offsets. */
+void gs_deform_conv_desc_3x3(gs_deform_conv_desc *d, int n, int cin, int cout, int h, int w);
+
+/* Checks the descriptor and computes the output size; returns 0, or -1 with the error set. */
+int gs_deform_conv_out_size(const gs_deform_conv_desc *d, int *ho, int *wo);
+
+/* Reference implementation on NCHW buffers: input [N,Cin,H,W], offset [N,2*kh*kw,Ho,Wo],
+ * mask [N,kh*kw,Ho,Wo] after sigmoid (NULL = all ones), weight [Cout,Cin,kh,kw], bias [Cout]
+ * or NULL, out [N,Cout,Ho,Wo] (caller-owned, overwritten). d->offset_format is ignored.
+ * Returns 0, or -1 with the error set on a bad descriptor. */
+int gs_deform_conv2d_ref(const gs_deform_conv_desc *d, const float *input, const float *offset,
+                         const float *mask, const float *weight, const float *bias, float *out);
+
+typedef struct gs_deform_conv gs_deform_conv;
+typedef struct gs_deform_conv_scratch gs_deform_conv_scratch;
+
+/* Builds the fast path for shape *d with weight [Cout,Cin,kh,kw] and bias [Cout] (NULL = 0),
+ * both copied; ReLU is applied to the output when fuse_relu is non-zero. Returns a new object
+ * the caller frees with gs_deform_conv_destroy(), or NULL with the error set. */
+gs_deform_conv *gs_deform_conv_new(const gs_deform_conv_desc *d, const float *weight,
+                                   const float *bias, int fuse_relu);
+
+/* Frees *c (NULL allowed) and sets *c to NULL. Scratches made for it must be freed first. */
+void gs_deform_conv_destroy(gs_deform_conv **c);
+
+/* The descriptor the object was built for. */
+const gs_deform_conv_desc *gs_deform_conv_get_desc(const gs_deform_conv *c);
+
+/* Per-worker scratch for running c with up to omp_get_max_threads() (at this call) OpenMP
+ * threads. Returns a new object (free with gs_deform_conv_scratch_destroy()), or NULL with the
+ * error set. One scratch must not be used by two calls at the same time. */
+gs_deform_conv_scratch *gs_deform_conv_scratch_new(const gs_deform_conv *c);
+void gs_deform_conv_scratch_destroy(gs_deform_conv_scratch **s);
+
+/* Runs the conv: input nChw16c [N][ceil(Cin/16)][H][W][16]; offset and mask as selected by
+ * the descriptor's offset_format (mask must be NULL for the RAW formats); out nChw16c
+ * [N][ceil(Cout/16)][Ho][Wo][16], caller-owned, fully overwritten (padding channels = 0).
+ * Uses min(omp_get_max_threads(), threads of the scratch) threads. Returns 0, or -1 with the
+ * error set if oneDNN fails or the arguments do not fit. */
+int gs_deform_conv_run(const gs_deform_conv *c, gs_deform_conv_scratch *s, const float *input,
+                       const float *offset, const float *mask, float *out);
+
+/* Number of floats of an nChw16c buffer for n x c x h x w. */
+size_t gs_deform_conv_blocked_size(int n, int c, int h, int w);
+
+/* NCHW [n,c,h,w] -> nChw16c (padding channels set to 0); dst holds
+ * gs_deform_conv_blocked_size() floats. */
+void gs_deform_conv_pack_nchw16c(const float *src, int n, int c, int h, int w, float *dst);
+
+/* nChw16c -> NCHW [n,c,h,w] (padding channels dropped). */
+void gs_deform_conv_unpack_nchw16c(const float *src, int n, int c, int h, int w, float *dst);
+
+#endif
