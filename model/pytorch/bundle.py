@@ -340,12 +340,23 @@ def load_networks(path, names=None):
     """Returns ({network: eval-mode module}, metadata) built from the bundle at ``path``.
 
     ``names`` restricts to those networks (default: every network present). A requested
-    network without tensors is an error. Weights are converted to float32.
+    network without tensors is an error. Also checks the metadata keys, format version,
+    activation, every key and shape, and that all values are finite (BundleError).
+    Weights are converted to float32.
     """
     tensors, meta = read_bundle(path)
     if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
-        raise BundleError("%s: not a %s version %s file" % (path, FORMAT, FORMAT_VERSION))
-    activation = meta.get("activation", "relu")
+        raise BundleError("%s: not a %s version %s file (format %r, format_version %r)"
+                          % (path, FORMAT, FORMAT_VERSION, meta.get("format"),
+                             meta.get("format_version")))
+    absent = [k for k in METADATA_KEYS if k not in meta]
+    if absent:
+        raise BundleError("%s: metadata key(s) missing: %s" % (path, ", ".join(absent)))
+    activation = meta["activation"]
+    try:
+        networks.parse_activation(activation)
+    except ValueError as e:
+        raise BundleError("%s: metadata %s" % (path, e)) from None
     by_net = split_networks(tensors)
     names = list(by_net) if names is None else list(names)
     nets = {}
@@ -356,6 +367,9 @@ def load_networks(path, names=None):
         net = networks.build(name, activation)
         sd = {k: v.float() for k, v in by_net[name].items()}
         check_state_dict(name, net, sd)
+        for k, v in sd.items():
+            if not bool(torch.isfinite(v).all()):
+                raise BundleError("%s: tensor %s.%s contains NaN or Inf" % (path, name, k))
         net.load_state_dict(sd, strict=False)
         nets[name] = net.eval()
     return nets, meta
