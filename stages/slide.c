@@ -99,10 +99,19 @@ static int looks_like_dicom(const char *path, const uint8_t *head, size_t n)
     return n >= 132 && memcmp(head + 128, "DICM", 4) == 0;
 }
 
-/* Checks what OpenSlide cannot tell apart (missing, unreadable, empty, DICOM) before handing
- * the path to OpenSlide. Returns 0, or -1 with the message set; *dicom says whether the file
- * looks like DICOM. */
-static int check_file(const char *path, int *dicom)
+/* Classic or BigTIFF, either byte order: most slide formats are TIFF inside. */
+static int looks_like_tiff(const uint8_t *head, size_t n)
+{
+    return n >= 4 && (memcmp(head, "II*\0", 4) == 0 || memcmp(head, "MM\0*", 4) == 0 ||
+                      memcmp(head, "II+\0", 4) == 0 || memcmp(head, "MM\0+", 4) == 0);
+}
+
+enum file_kind { FILE_OTHER, FILE_DICOM, FILE_TIFF };
+
+/* Checks what OpenSlide cannot tell apart (missing, unreadable, empty, DICOM, a damaged TIFF)
+ * before handing the path to OpenSlide. Returns 0, or -1 with the message set; *kind says what
+ * the first bytes look like. */
+static int check_file(const char *path, enum file_kind *kind)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
@@ -129,13 +138,19 @@ static int check_file(const char *path, int *dicom)
         return -1;
     }
     close(fd);
-    *dicom = looks_like_dicom(path, head, (size_t)got);
+    *kind = looks_like_dicom(path, head, (size_t)got) ? FILE_DICOM
+            : looks_like_tiff(head, (size_t)got)      ? FILE_TIFF
+                                                      : FILE_OTHER;
     return 0;
 }
 
-static int not_a_slide(const char *path, int dicom)
+static int not_a_slide(const char *path, enum file_kind kind)
 {
-    if (dicom)
+    if (kind == FILE_TIFF)
+        return gs_error_set("%s: not a slide OpenSlide can read (a TIFF file, perhaps truncated "
+                            "or damaged)",
+                            path);
+    if (kind == FILE_DICOM)
         return gs_error_set("%s: unsupported format: DICOM whole-slide images need OpenSlide >= "
                             "4.0; this build has %s",
                             path, openslide_get_version());
@@ -255,18 +270,18 @@ gs_slide *gs_slide_open(const char *path, const gs_slide_options *opt)
                      o.default_mpp);
         return NULL;
     }
-    int dicom = 0;
-    if (check_file(path, &dicom) != 0)
+    enum file_kind kind = FILE_OTHER;
+    if (check_file(path, &kind) != 0)
         return NULL;
     /* detect_vendor is cheap and tells "not a slide" apart from "a slide that failed". */
     const char *vendor = openslide_detect_vendor(path);
     if (!vendor) {
-        not_a_slide(path, dicom);
+        not_a_slide(path, kind);
         return NULL;
     }
     openslide_t *osr = openslide_open(path);
     if (!osr) {
-        not_a_slide(path, dicom);
+        not_a_slide(path, kind);
         return NULL;
     }
     const char *err = openslide_get_error(osr);
