@@ -72,7 +72,7 @@ static void assert_same_float(float got, float want, const char *what, size_t i)
 {
     if (isnan(want)) {
         if (!isnan(got))
-            fail_msg("%s[%zu]: got %a, want NaN", what, i);
+            fail_msg("%s[%zu]: got %a, want NaN", what, i, (double)got);
         return;
     }
     if (memcmp(&got, &want, sizeof got) != 0)

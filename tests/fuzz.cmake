@@ -1,0 +1,33 @@
+# Fuzz targets. gs_fuzz_target(NAME SOURCE file.c CORPUS dir LIBS ...) builds one libFuzzer
+# target. With GS_FUZZ (the sanitize preset, clang) it is linked with -fsanitize=fuzzer and
+# its ctest fuzzes for a bounded time over a copy of the seed corpus in the build tree (new
+# inputs land there, never in the source tree). Without GS_FUZZ (gcc release) the same file
+# gets a small main() (GS_FUZZ_STANDALONE) and the ctest replays every seed once, so the
+# target always compiles and the seeds stay regression tests. All carry the label fuzz.
+set(GS_FUZZ_SECONDS 60 CACHE STRING "Seconds each libFuzzer ctest runs")
+
+function(gs_fuzz_target name)
+  cmake_parse_arguments(F "" "SOURCE;CORPUS" "LIBS" ${ARGN})
+  add_executable(${name} ${F_SOURCE})
+  target_link_libraries(${name} PRIVATE ${F_LIBS})
+  if(GS_FUZZ)
+    target_compile_options(${name} PRIVATE -fsanitize=fuzzer)
+    target_link_options(${name} PRIVATE -fsanitize=fuzzer)
+    set(work ${CMAKE_CURRENT_BINARY_DIR}/fuzz-corpus/${name})
+    add_test(NAME ${name}_corpus
+             COMMAND ${CMAKE_COMMAND} -E copy_directory ${F_CORPUS} ${work})
+    set_tests_properties(${name}_corpus PROPERTIES LABELS fuzz FIXTURES_SETUP ${name}_corpus)
+    add_test(NAME ${name}
+             COMMAND ${name} -max_total_time=${GS_FUZZ_SECONDS} -rss_limit_mb=2048
+                     -timeout=30 -print_final_stats=1 ${work})
+    set_tests_properties(${name} PROPERTIES LABELS fuzz FIXTURES_REQUIRED ${name}_corpus
+                                            ENVIRONMENT "${GS_TEST_ENV}")
+  else()
+    target_compile_definitions(${name} PRIVATE GS_FUZZ_STANDALONE)
+    add_test(NAME ${name} COMMAND ${name} ${F_CORPUS})
+    set_tests_properties(${name} PROPERTIES LABELS fuzz ENVIRONMENT "${GS_TEST_ENV}")
+  endif()
+endfunction()
+
+gs_fuzz_target(fuzz_weights SOURCE fuzz/fuzz_weights.c
+               CORPUS ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/corpus/weights LIBS gs_model)
