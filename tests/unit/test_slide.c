@@ -634,6 +634,29 @@ static void missing_empty_and_directory(void **state)
 static void dicom_is_unsupported(void **state)
 {
     const char *names[] = {"wsi/openslide-python/boxes_0.dcm", "wsi/openslide-python/boxes_1.dcm"};
+    /* Always: a DICOM preamble + "DICM" magic under a neutral name, and a .dcm name. */
+    char dir[] = "/tmp/gs_test_slide_dcm_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    const char *local[] = {"magic.bin", "named.DCM"};
+    for (int i = 0; i < 2; i++) {
+        char path[1100];
+        snprintf(path, sizeof path, "%s/%s", dir, local[i]);
+        uint8_t head[200] = {0};
+        if (i == 0)
+            memcpy(head + 128, "DICM", 4);
+        else
+            memset(head, 'x', sizeof head);
+        FILE *f = fopen(path, "wb");
+        assert_non_null(f);
+        assert_int_equal(fwrite(head, 1, sizeof head, f), sizeof head);
+        fclose(f);
+        assert_null(gs_slide_open(path, NULL));
+        assert_error_contains(path);
+        assert_error_contains("DICOM whole-slide images need OpenSlide >= 4.0");
+        unlink(path);
+    }
+    rmdir(dir);
+
     int tested = 0;
     for (int i = 0; i < 2; i++) {
         char path[1024];
@@ -646,7 +669,7 @@ static void dicom_is_unsupported(void **state)
         tested++;
     }
     if (!tested)
-        skip();
+        printf("NOTE: the shared DICOM pair was not tested\n");
 }
 
 /* Truncated copies of the CMU region: whatever OpenSlide makes of each, the reader must end
