@@ -165,15 +165,20 @@ void gs_deform_conv_unpack_nchw16c(const float *src, int n, int c, int h, int w,
 /* ------------------------------------------------------------------------------------------ */
 /* Fast path                                                                                  */
 
-/* One (output pixel, tap) of the sampling plan: four corner pixel indices into an H*W plane
- * (always valid addresses) and their bilinear weights times the mask (0 for corners outside
- * the map). */
-typedef struct {
-    int32_t idx[4];
-    float wt[4];
-} plan_entry;
+/* The sampling plan of a tile is stored per tap k as eight arrays of tile_pad entries, one
+ * entry per output pixel of the tile: four corner pixel indices into an H*W plane (always
+ * valid addresses) and their bilinear weights times the mask (0 for corners outside the map):
+ *   idx[(k * 4 + corner) * tile_pad + p], wt[(k * 4 + corner) * tile_pad + p].
+ * Struct-of-arrays so that 16 pixels are planned with one vector per quantity. */
 
 enum { MM_FULL = 0, MM_TAIL = 1 };
+
+static int portable_only;
+
+void gs_deform_conv_use_portable_kernels(int on)
+{
+    __atomic_store_n(&portable_only, on != 0, __ATOMIC_RELAXED);
+}
 
 struct gs_deform_conv {
     gs_deform_conv_desc d;
@@ -182,6 +187,7 @@ struct gs_deform_conv {
     int kdim; /* cb_in * taps * 16: columns of a column-tile row */
     int ndim; /* cb_out * 16 */
     int tile_p, tiles, tail_p;
+    int tile_pad; /* tile_p rounded up to 16 */
     int relu;
     dnnl_engine_t engine;
     dnnl_primitive_t mm[2];
@@ -192,7 +198,10 @@ struct gs_deform_conv {
 };
 
 typedef struct {
-    plan_entry *plan;
+    int32_t *idx;
+    float *wt;
+    float *base_y, *base_x; /* per tile pixel: oy*stride - pad, ox*stride - pad */
+    float *dy, *dx, *mask;  /* one tap's offsets and mask, staged contiguously */
     float *col;
     float *gemm;
     void *scratchpad;
@@ -261,16 +270,19 @@ static int create_matmul(gs_deform_conv *c, int which, int rows, int fixed_wei)
                    "relu post-op");
         DNNL_CHECK(dnnl_primitive_attr_set_post_ops(attr, ops), "set post-ops");
     }
+    /* Both the descriptor and the primitive must see the same thread count: the primitive's
+     * kernels are generated for the descriptor's blocking (and both are cached by it). */
     omp_set_num_threads(1);
     dnnl_status_t st = dnnl_primitive_desc_create(&pd, &md, attr, c->engine, NULL);
+    if (st == dnnl_success)
+        st = dnnl_primitive_create(&c->mm[which], pd);
     omp_set_num_threads(outer_threads);
-    DNNL_CHECK(st, "matmul primitive desc");
+    DNNL_CHECK(st, "matmul primitive");
     c->wei_md[which] = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
     size_t spad =
         dnnl_memory_desc_get_size(dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0));
     if (spad > c->scratchpad_bytes)
         c->scratchpad_bytes = spad;
-    DNNL_CHECK(dnnl_primitive_create(&c->mm[which], pd), "matmul primitive");
     ok = 0;
 fail:
     if (pd)
@@ -355,6 +367,7 @@ gs_deform_conv *gs_deform_conv_new(const gs_deform_conv_desc *d, const float *we
     c->tile_p = tile;
     c->tiles = (ohw + tile - 1) / tile;
     c->tail_p = ohw - (c->tiles - 1) * tile;
+    c->tile_pad = (tile + 15) / 16 * 16;
 
     DNNL_CHECK(dnnl_engine_create(&c->engine, dnnl_cpu, 0), "engine");
 
@@ -438,7 +451,13 @@ static void thread_free(deform_thread *t)
         dnnl_memory_destroy(t->bias);
     if (t->stream)
         dnnl_stream_destroy(t->stream);
-    free(t->plan);
+    free(t->idx);
+    free(t->wt);
+    free(t->base_y);
+    free(t->base_x);
+    free(t->dy);
+    free(t->dx);
+    free(t->mask);
     free(t->col);
     free(t->gemm);
     free(t->scratchpad);
@@ -447,13 +466,20 @@ static void thread_free(deform_thread *t)
 
 static int thread_init(const gs_deform_conv *c, deform_thread *t)
 {
-    t->plan = aligned_alloc(
-        GS_DEFORM_ALIGN, ((size_t)c->tile_p * c->taps * sizeof(plan_entry) + GS_DEFORM_ALIGN - 1) /
-                             GS_DEFORM_ALIGN * GS_DEFORM_ALIGN);
+    const size_t plan_len = (size_t)c->taps * 4 * c->tile_pad;
+    t->idx = aligned_floats(plan_len); /* int32 and float have the same size */
+    t->wt = aligned_floats(plan_len);
+    t->base_y = aligned_floats((size_t)c->tile_pad);
+    t->base_x = aligned_floats((size_t)c->tile_pad);
+    t->dy = aligned_floats((size_t)c->tile_pad);
+    t->dx = aligned_floats((size_t)c->tile_pad);
+    t->mask = aligned_floats((size_t)c->tile_pad);
+    if (!t->idx || !t->wt || !t->base_y || !t->base_x || !t->dy || !t->dx || !t->mask)
+        return gs_error_set("deform_conv: out of memory for scratch");
     t->col = aligned_floats((size_t)c->tile_p * c->kdim);
     t->gemm = aligned_floats((size_t)c->tile_p * c->ndim);
     t->scratchpad = aligned_floats(c->scratchpad_bytes / sizeof(float) + 1);
-    if (!t->plan || !t->col || !t->gemm || !t->scratchpad)
+    if (!t->col || !t->gemm || !t->scratchpad)
         return gs_error_set("deform_conv: out of memory for scratch");
     DNNL_CHECK(dnnl_stream_create(&t->stream, c->engine, dnnl_stream_default_flags), "stream");
     DNNL_CHECK(dnnl_memory_create(&t->bias, &c->bias_md, c->engine, c->bias), "bias memory");
@@ -528,103 +554,196 @@ static size_t offset_channel(const gs_deform_conv *c, int ch)
     return (size_t)ch * ohw;
 }
 
-/* Fills plan[p * taps + k] for output pixels p0 .. p0+np-1 of one image. */
-static void build_plan(const gs_deform_conv *c, const offset_view *v, int p0, int np,
-                       plan_entry *plan)
+/* Plans one tap for np pixels from staged offsets/mask (mask NULL = 1). by/bx already hold
+ * oy*stride - pad + i*dil (and x likewise) as floats: small integers, so exact, and y below
+ * equals the reference's (float)(oy*sh - ph + i*dh) + dy bit for bit. */
+static void plan_tap_generic(int h, int w, int np, const float *by, const float *bx, float ioff,
+                             float joff, const float *dy, const float *dx, const float *m,
+                             int32_t *idx, float *wt, int pad)
 {
-    const gs_deform_conv_desc *d = &c->d;
-    const int taps = c->taps, h = d->h, w = d->w;
-    const size_t ohw = (size_t)c->ho * c->wo;
-    for (int k = 0; k < taps; k++) {
-        const int i = k / d->kw, j = k % d->kw;
-        const float *dy = v->base + offset_channel(c, 2 * k);
-        const float *dx = v->base + offset_channel(c, 2 * k + 1);
-        const float *m = NULL;
-        if (v->mask_base)
-            m = v->mask_base + (size_t)k * ohw;
-        else if (v->sigmoid)
-            m = v->base + offset_channel(c, 2 * taps + k);
-        int oy = p0 / c->wo, ox = p0 % c->wo;
-        for (int p = 0; p < np; p++) {
-            const size_t q = (size_t)(p0 + p) * v->pix_stride;
-            plan_entry *e = &plan[(size_t)p * taps + k];
-            float y = (float)(oy * d->stride_h - d->pad_h + i * d->dil_h) + dy[q];
-            float x = (float)(ox * d->stride_w - d->pad_w + j * d->dil_w) + dx[q];
-            float mk = 1.0f;
-            if (m)
-                mk = v->sigmoid ? 1.0f / (1.0f + expf(-m[q])) : m[q];
-            if (++ox == c->wo) {
-                ox = 0;
-                oy++;
+    for (int p = 0; p < np; p++) {
+        float y = (by[p] + ioff) + dy[p];
+        float x = (bx[p] + joff) + dx[p];
+        float mk = m ? m[p] : 1.0f;
+        /* The negated form also sends NaN offsets to the all-zero case. */
+        if (!(y > -1.0f && y < (float)h && x > -1.0f && x < (float)w)) {
+            for (int q = 0; q < 4; q++) {
+                idx[q * pad + p] = 0;
+                wt[q * pad + p] = 0.0f;
             }
-            /* The negated form also sends NaN offsets to the all-zero case. */
-            if (!(y > -1.0f && y < (float)h && x > -1.0f && x < (float)w)) {
-                memset(e, 0, sizeof *e);
-                continue;
-            }
-            float fy = floorf(y), fx = floorf(x);
-            int y0 = (int)fy, x0 = (int)fx, y1 = y0 + 1, x1 = x0 + 1;
-            float ly = y - fy, lx = x - fx, hy = 1.0f - ly, hx = 1.0f - lx;
-            int vy0 = y0 >= 0, vy1 = y1 <= h - 1, vx0 = x0 >= 0, vx1 = x1 <= w - 1;
-            int cy0 = vy0 ? y0 : 0, cy1 = vy1 ? y1 : h - 1;
-            int cx0 = vx0 ? x0 : 0, cx1 = vx1 ? x1 : w - 1;
-            e->idx[0] = cy0 * w + cx0;
-            e->idx[1] = cy0 * w + cx1;
-            e->idx[2] = cy1 * w + cx0;
-            e->idx[3] = cy1 * w + cx1;
-            e->wt[0] = (vy0 && vx0) ? hy * hx * mk : 0.0f;
-            e->wt[1] = (vy0 && vx1) ? hy * lx * mk : 0.0f;
-            e->wt[2] = (vy1 && vx0) ? ly * hx * mk : 0.0f;
-            e->wt[3] = (vy1 && vx1) ? ly * lx * mk : 0.0f;
+            continue;
         }
+        float fy = floorf(y), fx = floorf(x);
+        int y0 = (int)fy, x0 = (int)fx, y1 = y0 + 1, x1 = x0 + 1;
+        float ly = y - fy, lx = x - fx, hy = 1.0f - ly, hx = 1.0f - lx;
+        int vy0 = y0 >= 0, vy1 = y1 <= h - 1, vx0 = x0 >= 0, vx1 = x1 <= w - 1;
+        int cy0 = vy0 ? y0 : 0, cy1 = vy1 ? y1 : h - 1;
+        int cx0 = vx0 ? x0 : 0, cx1 = vx1 ? x1 : w - 1;
+        idx[0 * pad + p] = cy0 * w + cx0;
+        idx[1 * pad + p] = cy0 * w + cx1;
+        idx[2 * pad + p] = cy1 * w + cx0;
+        idx[3 * pad + p] = cy1 * w + cx1;
+        wt[0 * pad + p] = (vy0 && vx0) ? hy * hx * mk : 0.0f;
+        wt[1 * pad + p] = (vy0 && vx1) ? hy * lx * mk : 0.0f;
+        wt[2 * pad + p] = (vy1 && vx0) ? ly * hx * mk : 0.0f;
+        wt[3 * pad + p] = (vy1 && vx1) ? ly * lx * mk : 0.0f;
     }
 }
 
-/* col[p][(cb * taps + k) * 16 + l] = sum_corner wt * in[cb][idx][l]. */
+/* plan_tap_generic, 16 pixels at a time, with the same arithmetic (so the same bits). */
 __attribute__((target("avx512f"))) static void
-gather_avx512(const gs_deform_conv *c, const plan_entry *plan, int np, const float *in, float *col)
+plan_tap_avx512(int h, int w, int np, const float *by, const float *bx, float ioff, float joff,
+                const float *dy, const float *dx, const float *m, int32_t *idx, float *wt, int pad)
 {
-    const int taps = c->taps, cb_in = c->cb_in, kdim = c->kdim;
-    const size_t plane = (size_t)c->d.h * c->d.w * 16;
+    const __m512 vio = _mm512_set1_ps(ioff), vjo = _mm512_set1_ps(joff);
+    const __m512 minus1 = _mm512_set1_ps(-1.0f), one = _mm512_set1_ps(1.0f);
+    const __m512 fh = _mm512_set1_ps((float)h), fw = _mm512_set1_ps((float)w);
+    const __m512i zero_i = _mm512_setzero_si512(), one_i = _mm512_set1_epi32(1);
+    const __m512i hm1 = _mm512_set1_epi32(h - 1), wm1 = _mm512_set1_epi32(w - 1);
+    const __m512i wv = _mm512_set1_epi32(w);
+    for (int p = 0; p < np; p += 16) {
+        const __mmask16 live = np - p >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (np - p)) - 1);
+        __m512 y = _mm512_add_ps(_mm512_add_ps(_mm512_maskz_loadu_ps(live, by + p), vio),
+                                 _mm512_maskz_loadu_ps(live, dy + p));
+        __m512 x = _mm512_add_ps(_mm512_add_ps(_mm512_maskz_loadu_ps(live, bx + p), vjo),
+                                 _mm512_maskz_loadu_ps(live, dx + p));
+        __m512 mk = m ? _mm512_maskz_loadu_ps(live, m + p) : one;
+        /* Ordered compares are false for NaN, as in the scalar version. */
+        __mmask16 in =
+            _mm512_cmp_ps_mask(y, minus1, _CMP_GT_OQ) & _mm512_cmp_ps_mask(y, fh, _CMP_LT_OQ) &
+            _mm512_cmp_ps_mask(x, minus1, _CMP_GT_OQ) & _mm512_cmp_ps_mask(x, fw, _CMP_LT_OQ);
+        /* Outside lanes may hold huge values: work on 0 there, their weights are 0 anyway. */
+        y = _mm512_maskz_mov_ps(in, y);
+        x = _mm512_maskz_mov_ps(in, x);
+        __m512 fy = _mm512_roundscale_ps(y, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+        __m512 fx = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+        __m512i y0 = _mm512_cvttps_epi32(fy), x0 = _mm512_cvttps_epi32(fx);
+        __m512i y1 = _mm512_add_epi32(y0, one_i), x1 = _mm512_add_epi32(x0, one_i);
+        __m512 ly = _mm512_sub_ps(y, fy), lx = _mm512_sub_ps(x, fx);
+        __m512 hy = _mm512_sub_ps(one, ly), hx = _mm512_sub_ps(one, lx);
+        __mmask16 vy0 = in & _mm512_cmpge_epi32_mask(y0, zero_i);
+        __mmask16 vy1 = in & _mm512_cmple_epi32_mask(y1, hm1);
+        __mmask16 vx0 = in & _mm512_cmpge_epi32_mask(x0, zero_i);
+        __mmask16 vx1 = in & _mm512_cmple_epi32_mask(x1, wm1);
+        __m512i cy0 = _mm512_maskz_mov_epi32(vy0, y0);
+        __m512i cy1 = _mm512_mask_mov_epi32(hm1, vy1, y1);
+        __m512i cx0 = _mm512_maskz_mov_epi32(vx0, x0);
+        __m512i cx1 = _mm512_mask_mov_epi32(wm1, vx1, x1);
+        __m512i r0 = _mm512_mullo_epi32(cy0, wv), r1 = _mm512_mullo_epi32(cy1, wv);
+        _mm512_mask_storeu_epi32(idx + 0 * pad + p, live, _mm512_add_epi32(r0, cx0));
+        _mm512_mask_storeu_epi32(idx + 1 * pad + p, live, _mm512_add_epi32(r0, cx1));
+        _mm512_mask_storeu_epi32(idx + 2 * pad + p, live, _mm512_add_epi32(r1, cx0));
+        _mm512_mask_storeu_epi32(idx + 3 * pad + p, live, _mm512_add_epi32(r1, cx1));
+        _mm512_mask_storeu_ps(wt + 0 * pad + p, live,
+                              _mm512_maskz_mul_ps(vy0 & vx0, _mm512_mul_ps(hy, hx), mk));
+        _mm512_mask_storeu_ps(wt + 1 * pad + p, live,
+                              _mm512_maskz_mul_ps(vy0 & vx1, _mm512_mul_ps(hy, lx), mk));
+        _mm512_mask_storeu_ps(wt + 2 * pad + p, live,
+                              _mm512_maskz_mul_ps(vy1 & vx0, _mm512_mul_ps(ly, hx), mk));
+        _mm512_mask_storeu_ps(wt + 3 * pad + p, live,
+                              _mm512_maskz_mul_ps(vy1 & vx1, _mm512_mul_ps(ly, lx), mk));
+    }
+}
+
+/* Builds the plan of output pixels p0 .. p0+np-1 of one image into t->idx / t->wt. */
+static void build_plan(const gs_deform_conv *c, deform_thread *t, const offset_view *v, int p0,
+                       int np, int use_avx512)
+{
+    const gs_deform_conv_desc *d = &c->d;
+    const int taps = c->taps, pad = c->tile_pad;
+    const size_t ohw = (size_t)c->ho * c->wo;
+    int oy = p0 / c->wo, ox = p0 % c->wo;
     for (int p = 0; p < np; p++) {
-        float *row = col + (size_t)p * kdim;
-        for (int k = 0; k < taps; k++) {
-            const plan_entry *e = &plan[(size_t)p * taps + k];
-            const __m512 w0 = _mm512_set1_ps(e->wt[0]), w1 = _mm512_set1_ps(e->wt[1]);
-            const __m512 w2 = _mm512_set1_ps(e->wt[2]), w3 = _mm512_set1_ps(e->wt[3]);
-            const float *a0 = in + (size_t)e->idx[0] * 16, *a1 = in + (size_t)e->idx[1] * 16;
-            const float *a2 = in + (size_t)e->idx[2] * 16, *a3 = in + (size_t)e->idx[3] * 16;
-            float *dst = row + (size_t)k * 16;
+        t->base_y[p] = (float)(oy * d->stride_h - d->pad_h);
+        t->base_x[p] = (float)(ox * d->stride_w - d->pad_w);
+        if (++ox == c->wo) {
+            ox = 0;
+            oy++;
+        }
+    }
+    for (int k = 0; k < taps; k++) {
+        const int i = k / d->kw, j = k % d->kw;
+        const float *dy = v->base + offset_channel(c, 2 * k) + (size_t)p0 * v->pix_stride;
+        const float *dx = v->base + offset_channel(c, 2 * k + 1) + (size_t)p0 * v->pix_stride;
+        const float *m = NULL;
+        if (v->mask_base) {
+            m = v->mask_base + (size_t)k * ohw + p0;
+        } else if (v->sigmoid) {
+            const float *raw =
+                v->base + offset_channel(c, 2 * taps + k) + (size_t)p0 * v->pix_stride;
+            for (int p = 0; p < np; p++)
+                t->mask[p] = 1.0f / (1.0f + expf(-raw[(size_t)p * v->pix_stride]));
+            m = t->mask;
+        }
+        if (v->pix_stride != 1) {
+            for (int p = 0; p < np; p++) {
+                t->dy[p] = dy[(size_t)p * v->pix_stride];
+                t->dx[p] = dx[(size_t)p * v->pix_stride];
+            }
+            dy = t->dy;
+            dx = t->dx;
+        }
+        int32_t *idx = t->idx + (size_t)k * 4 * pad;
+        float *wt = t->wt + (size_t)k * 4 * pad;
+        const float ioff = (float)(i * d->dil_h), joff = (float)(j * d->dil_w);
+        if (use_avx512)
+            plan_tap_avx512(d->h, d->w, np, t->base_y, t->base_x, ioff, joff, dy, dx, m, idx, wt,
+                            pad);
+        else
+            plan_tap_generic(d->h, d->w, np, t->base_y, t->base_x, ioff, joff, dy, dx, m, idx, wt,
+                             pad);
+    }
+}
+
+/* col[p][(cb * taps + k) * 16 + l] = sum over corners of wt * in[cb][idx][l]. Tap-outer so
+ * that consecutive pixels sample neighbouring input pixels. */
+__attribute__((target("avx512f"))) static void
+gather_avx512(const gs_deform_conv *c, const deform_thread *t, int np, const float *in, float *col)
+{
+    const int taps = c->taps, cb_in = c->cb_in, kdim = c->kdim, pad = c->tile_pad;
+    const size_t plane = (size_t)c->d.h * c->d.w * 16;
+    for (int k = 0; k < taps; k++) {
+        const int32_t *i0 = t->idx + (size_t)k * 4 * pad, *i1 = i0 + pad, *i2 = i1 + pad,
+                      *i3 = i2 + pad;
+        const float *w0 = t->wt + (size_t)k * 4 * pad, *w1 = w0 + pad, *w2 = w1 + pad,
+                    *w3 = w2 + pad;
+        for (int p = 0; p < np; p++) {
+            const __m512 b0 = _mm512_set1_ps(w0[p]), b1 = _mm512_set1_ps(w1[p]);
+            const __m512 b2 = _mm512_set1_ps(w2[p]), b3 = _mm512_set1_ps(w3[p]);
+            const float *a0 = in + (size_t)i0[p] * 16, *a1 = in + (size_t)i1[p] * 16;
+            const float *a2 = in + (size_t)i2[p] * 16, *a3 = in + (size_t)i3[p] * 16;
+            float *dst = col + (size_t)p * kdim + (size_t)k * 16;
             for (int cb = 0; cb < cb_in; cb++) {
                 const size_t o = (size_t)cb * plane;
-                __m512 v = _mm512_mul_ps(w0, _mm512_loadu_ps(a0 + o));
-                v = _mm512_fmadd_ps(w1, _mm512_loadu_ps(a1 + o), v);
-                v = _mm512_fmadd_ps(w2, _mm512_loadu_ps(a2 + o), v);
-                v = _mm512_fmadd_ps(w3, _mm512_loadu_ps(a3 + o), v);
+                __m512 v = _mm512_mul_ps(b0, _mm512_loadu_ps(a0 + o));
+                v = _mm512_fmadd_ps(b1, _mm512_loadu_ps(a1 + o), v);
+                v = _mm512_fmadd_ps(b2, _mm512_loadu_ps(a2 + o), v);
+                v = _mm512_fmadd_ps(b3, _mm512_loadu_ps(a3 + o), v);
                 _mm512_store_ps(dst + (size_t)cb * taps * 16, v);
             }
         }
     }
 }
 
-static void gather_generic(const gs_deform_conv *c, const plan_entry *plan, int np, const float *in,
+static void gather_generic(const gs_deform_conv *c, const deform_thread *t, int np, const float *in,
                            float *col)
 {
-    const int taps = c->taps, cb_in = c->cb_in, kdim = c->kdim;
+    const int taps = c->taps, cb_in = c->cb_in, kdim = c->kdim, pad = c->tile_pad;
     const size_t plane = (size_t)c->d.h * c->d.w * 16;
-    for (int p = 0; p < np; p++)
-        for (int k = 0; k < taps; k++) {
-            const plan_entry *e = &plan[(size_t)p * taps + k];
+    for (int k = 0; k < taps; k++) {
+        const int32_t *idx = t->idx + (size_t)k * 4 * pad;
+        const float *wt = t->wt + (size_t)k * 4 * pad;
+        for (int p = 0; p < np; p++)
             for (int cb = 0; cb < cb_in; cb++) {
                 const float *b = in + (size_t)cb * plane;
                 float *dst = col + (size_t)p * kdim + ((size_t)cb * taps + k) * 16;
                 for (int l = 0; l < 16; l++)
-                    dst[l] = e->wt[0] * b[(size_t)e->idx[0] * 16 + l] +
-                             e->wt[1] * b[(size_t)e->idx[1] * 16 + l] +
-                             e->wt[2] * b[(size_t)e->idx[2] * 16 + l] +
-                             e->wt[3] * b[(size_t)e->idx[3] * 16 + l];
+                    dst[l] = wt[p] * b[(size_t)idx[p] * 16 + l] +
+                             wt[pad + p] * b[(size_t)idx[pad + p] * 16 + l] +
+                             wt[2 * pad + p] * b[(size_t)idx[2 * pad + p] * 16 + l] +
+                             wt[3 * pad + p] * b[(size_t)idx[3 * pad + p] * 16 + l];
             }
-        }
+    }
 }
 
 /* Does one tile; returns a oneDNN status. */
@@ -637,11 +756,11 @@ static dnnl_status_t run_tile(const gs_deform_conv *c, deform_thread *t, int use
     const int which = np == c->tile_p ? MM_FULL : MM_TAIL;
     const float *in_n = input + (size_t)n * c->cb_in * 16 * c->d.h * c->d.w;
 
-    build_plan(c, v, p0, np, t->plan);
+    build_plan(c, t, v, p0, np, use_avx512);
     if (use_avx512)
-        gather_avx512(c, t->plan, np, in_n, t->col);
+        gather_avx512(c, t, np, in_n, t->col);
     else
-        gather_generic(c, t->plan, np, in_n, t->col);
+        gather_generic(c, t, np, in_n, t->col);
 
     dnnl_exec_arg_t args[5] = {{DNNL_ARG_SRC, t->src[which]},
                                {DNNL_ARG_WEIGHTS, t->wei[which]},
@@ -689,7 +808,8 @@ int gs_deform_conv_run(const gs_deform_conv *c, gs_deform_conv_scratch *s, const
         off_image = (size_t)((3 * taps + 15) / 16) * 16 * ohw;
         break;
     }
-    const int use_avx512 = __builtin_cpu_supports("avx512f");
+    const int use_avx512 =
+        !__atomic_load_n(&portable_only, __ATOMIC_RELAXED) && __builtin_cpu_supports("avx512f");
     int nthr = omp_get_max_threads();
     if (nthr > s->nthr)
         nthr = s->nthr;

@@ -103,6 +103,10 @@ void gs_deform_conv_scratch_destroy(gs_deform_conv_scratch **s);
 int gs_deform_conv_run(const gs_deform_conv *c, gs_deform_conv_scratch *s, const float *input,
                        const float *offset, const float *mask, float *out);
 
+/* With on != 0, later runs use the portable C kernels for planning and gathering even on
+ * AVX-512 machines (process-wide; for tests and measurements). Results agree to rounding. */
+void gs_deform_conv_use_portable_kernels(int on);
+
 /* Number of floats of an nChw16c buffer for n x c x h x w. */
 size_t gs_deform_conv_blocked_size(int n, int c, int h, int w);
 

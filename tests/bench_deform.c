@@ -19,6 +19,7 @@
 #include <oneapi/dnnl/dnnl_debug.h>
 
 #include "ops/deform_conv.h"
+#include "ops/error.h"
 
 typedef struct {
     int cin, cout, res;
@@ -71,13 +72,20 @@ static float *rand_floats(size_t n, float lo, float hi, unsigned *seed)
         }                                                                                          \
     } while (0)
 
-/* Median seconds of a dense oneDNN 3x3 conv (bias, ReLU) cin->cout at res x res. */
-static double time_dense(const bench_shape *s, int reps, const char **impl)
-{
+typedef struct {
     dnnl_engine_t eng;
     dnnl_stream_t stream;
-    CHECK(dnnl_engine_create(&eng, dnnl_cpu, 0));
-    CHECK(dnnl_stream_create(&stream, eng, dnnl_stream_default_flags));
+    dnnl_primitive_t conv;
+    dnnl_exec_arg_t args[4];
+    float *bufs[4];
+    char impl[64];
+} dense_bench;
+
+/* A dense oneDNN 3x3 conv (bias, ReLU) cin->cout at res x res with random data. */
+static void dense_setup(const bench_shape *s, dense_bench *b)
+{
+    CHECK(dnnl_engine_create(&b->eng, dnnl_cpu, 0));
+    CHECK(dnnl_stream_create(&b->stream, b->eng, dnnl_stream_default_flags));
     dnnl_memory_desc_t src, wei, bias, dst;
     dnnl_dims_t sd = {1, s->cin, s->res, s->res}, wd = {s->cout, s->cin, 3, 3}, bd = {s->cout},
                 dd = {1, s->cout, s->res, s->res};
@@ -96,90 +104,89 @@ static double time_dense(const bench_shape *s, int reps, const char **impl)
     CHECK(dnnl_post_ops_append_eltwise(ops, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f));
     CHECK(dnnl_primitive_attr_set_post_ops(attr, ops));
     dnnl_primitive_desc_t pd;
-    CHECK(dnnl_primitive_desc_create(&pd, &cd, attr, eng, NULL));
-    CHECK(dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, impl));
-    dnnl_primitive_t conv;
-    CHECK(dnnl_primitive_create(&conv, pd));
+    CHECK(dnnl_primitive_desc_create(&pd, &cd, attr, b->eng, NULL));
+    const char *impl = "";
+    CHECK(dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl));
+    snprintf(b->impl, sizeof b->impl, "%s", impl);
+    CHECK(dnnl_primitive_create(&b->conv, pd));
     const dnnl_memory_desc_t *mds[4] = {dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0),
                                         dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0),
                                         dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 1),
                                         dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0)};
     int arg_ids[4] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_BIAS, DNNL_ARG_DST};
-    dnnl_exec_arg_t args[4];
-    float *bufs[4];
     unsigned seed = 7;
     for (int i = 0; i < 4; i++) {
         size_t n = dnnl_memory_desc_get_size(mds[i]) / sizeof(float);
-        bufs[i] = rand_floats(n, -1, 1, &seed);
-        args[i].arg = arg_ids[i];
-        CHECK(dnnl_memory_create(&args[i].memory, mds[i], eng, bufs[i]));
+        b->bufs[i] = rand_floats(n, -1, 1, &seed);
+        b->args[i].arg = arg_ids[i];
+        CHECK(dnnl_memory_create(&b->args[i].memory, mds[i], b->eng, b->bufs[i]));
     }
-    double *t = malloc(sizeof(double) * (size_t)reps);
-    for (int r = -2; r < reps; r++) {
-        double t0 = now_s();
-        CHECK(dnnl_primitive_execute(conv, stream, 4, args));
-        CHECK(dnnl_stream_wait(stream));
-        if (r >= 0)
-            t[r] = now_s() - t0;
-    }
-    double m = median(t, reps);
-    free(t);
-    for (int i = 0; i < 4; i++) {
-        dnnl_memory_destroy(args[i].memory);
-        free(bufs[i]);
-    }
-    dnnl_primitive_destroy(conv);
-    /* impl points into pd: keep a copy before destroying it */
-    static char impl_copy[64];
-    snprintf(impl_copy, sizeof impl_copy, "%s", *impl);
-    *impl = impl_copy;
     dnnl_primitive_desc_destroy(pd);
     dnnl_post_ops_destroy(ops);
     dnnl_primitive_attr_destroy(attr);
-    dnnl_stream_destroy(stream);
-    dnnl_engine_destroy(eng);
-    return m;
 }
 
-/* Median seconds of our deformable conv, same shape, raw NCHW offsets within +-3 pixels. */
-static double time_deform(const bench_shape *s, int reps)
+static void dense_run(dense_bench *b)
+{
+    CHECK(dnnl_primitive_execute(b->conv, b->stream, 4, b->args));
+    CHECK(dnnl_stream_wait(b->stream));
+}
+
+static void dense_free(dense_bench *b)
+{
+    for (int i = 0; i < 4; i++) {
+        dnnl_memory_destroy(b->args[i].memory);
+        free(b->bufs[i]);
+    }
+    dnnl_primitive_destroy(b->conv);
+    dnnl_stream_destroy(b->stream);
+    dnnl_engine_destroy(b->eng);
+}
+
+typedef struct {
+    gs_deform_conv *c;
+    gs_deform_conv_scratch *sc;
+    float *w, *b, *in, *om, *out;
+} deform_bench;
+
+/* Our deformable conv, same shape, bias + ReLU, raw NCHW offsets within +-3 pixels. */
+static void deform_setup(const bench_shape *s, deform_bench *b)
 {
     gs_deform_conv_desc d;
     gs_deform_conv_desc_3x3(&d, 1, s->cin, s->cout, s->res, s->res);
     d.offset_format = GS_DEFORM_OFFSET_RAW_NCHW;
     unsigned seed = 11;
     size_t hw = (size_t)s->res * s->res;
-    float *w = rand_floats((size_t)s->cout * s->cin * 9, -0.1f, 0.1f, &seed);
-    float *b = rand_floats((size_t)s->cout, -1, 1, &seed);
-    float *in = rand_floats(gs_deform_conv_blocked_size(1, s->cin, s->res, s->res), -1, 1, &seed);
-    float *om = rand_floats(27 * hw, -3, 3, &seed);
-    float *out = rand_floats(gs_deform_conv_blocked_size(1, s->cout, s->res, s->res), 0, 0, &seed);
-    gs_deform_conv *c = gs_deform_conv_new(&d, w, b, 1);
-    gs_deform_conv_scratch *sc = c ? gs_deform_conv_scratch_new(c) : NULL;
-    if (!sc) {
-        fprintf(stderr, "deform_conv: %s\n", "creation failed");
+    b->w = rand_floats((size_t)s->cout * s->cin * 9, -0.1f, 0.1f, &seed);
+    b->b = rand_floats((size_t)s->cout, -1, 1, &seed);
+    b->in = rand_floats(gs_deform_conv_blocked_size(1, s->cin, s->res, s->res), -1, 1, &seed);
+    b->om = rand_floats(27 * hw, -3, 3, &seed);
+    b->out = rand_floats(gs_deform_conv_blocked_size(1, s->cout, s->res, s->res), 0, 0, &seed);
+    b->c = gs_deform_conv_new(&d, b->w, b->b, 1);
+    b->sc = b->c ? gs_deform_conv_scratch_new(b->c) : NULL;
+    if (!b->sc) {
+        fprintf(stderr, "deform_conv: %s\n", gs_error_get());
         exit(1);
     }
-    double *t = malloc(sizeof(double) * (size_t)reps);
-    for (int r = -2; r < reps; r++) {
-        double t0 = now_s();
-        if (gs_deform_conv_run(c, sc, in, om, NULL, out) < 0) {
-            fprintf(stderr, "deform_conv run failed\n");
-            exit(1);
-        }
-        if (r >= 0)
-            t[r] = now_s() - t0;
+}
+
+static void deform_run(deform_bench *b)
+{
+    if (gs_deform_conv_run(b->c, b->sc, b->in, b->om, NULL, b->out) < 0) {
+        fprintf(stderr, "deform_conv: %s\n", gs_error_get());
+        exit(1);
     }
-    double m = median(t, reps);
-    free(t);
-    gs_deform_conv_scratch_destroy(&sc);
-    gs_deform_conv_destroy(&c);
-    free(w);
-    free(b);
-    free(in);
-    free(om);
-    free(out);
-    return m;
+}
+
+static void deform_free(deform_bench *b)
+{
+    gs_deform_conv_scratch_destroy(&b->sc);
+    gs_deform_conv_destroy(&b->c);
+    free(b->w);
+    free(b->b);
+    free(b->in);
+    free(b->om);
+    free(b->out);
 }
 
 int main(int argc, char **argv)
@@ -206,6 +213,7 @@ int main(int argc, char **argv)
         thread_counts[0] = only_threads;
         nt = 1;
     }
+    double *td = malloc(sizeof(double) * (size_t)reps), *tc = malloc(sizeof(double) * (size_t)reps);
     printf("%-16s %4s %12s %12s %7s %9s %9s  %s\n", "shape", "thr", "deform ms", "dense ms",
            "ratio", "dcn GF/s", "conv GF/s", "dense impl");
     for (int ti = 0; ti < nt; ti++) {
@@ -214,16 +222,34 @@ int main(int argc, char **argv)
             if (only >= 0 && i != only)
                 continue;
             const bench_shape *s = &SHAPES[i];
-            const char *impl = "";
-            double td = time_deform(s, reps);
-            double tc = time_dense(s, reps, &impl);
+            deform_bench db;
+            dense_bench cb;
+            deform_setup(s, &db);
+            dense_setup(s, &cb);
+            /* Alternate the two so that load from elsewhere hits both alike. */
+            for (int r = -2; r < reps; r++) {
+                double t0 = now_s();
+                deform_run(&db);
+                double t1 = now_s();
+                dense_run(&cb);
+                double t2 = now_s();
+                if (r >= 0) {
+                    td[r] = t1 - t0;
+                    tc[r] = t2 - t1;
+                }
+            }
+            double md = median(td, reps), mc = median(tc, reps);
             double gflop = 2.0 * s->cin * s->cout * 9.0 * s->res * s->res * 1e-9;
             char name[32];
             snprintf(name, sizeof name, "%d->%d@%d", s->cin, s->cout, s->res);
             printf("%-16s %4d %12.3f %12.3f %7.2f %9.1f %9.1f  %s\n", name, thread_counts[ti],
-                   td * 1e3, tc * 1e3, td / tc, gflop / td, gflop / tc, impl);
+                   md * 1e3, mc * 1e3, md / mc, gflop / md, gflop / mc, cb.impl);
             fflush(stdout);
+            deform_free(&db);
+            dense_free(&cb);
         }
     }
+    free(td);
+    free(tc);
     return 0;
 }

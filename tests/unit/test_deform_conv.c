@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -509,6 +510,41 @@ static void repeated_runs_reuse_scratch(void **state)
     free(a2);
 }
 
+/* The portable C kernels (used on machines without AVX-512) against the reference. */
+static void portable_kernels_match_reference(void **state)
+{
+    const shape shapes[] = {
+        {2, 3, 17, 7, 13, 3, 3, 1, 1, 1, 1, 1, 1},
+        {1, 32, 48, 11, 10, 3, 3, 2, 2, 1, 1, 1, 1},
+        {2, 16, 16, 12, 13, 3, 3, 1, 1, 2, 2, 2, 2},
+    };
+    gs_deform_conv_use_portable_kernels(1);
+    rng_seed(12);
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        check_random(&shapes[s], 2.5f, 1, 1);
+        check_random(&shapes[s], 20.0f, 0, 1);
+    }
+    fractional_offsets_at_borders(state);
+    raw_offset_formats(state);
+    gs_deform_conv_use_portable_kernels(0);
+}
+
+/* Convs built under different OpenMP thread counts coexist (oneDNN caches primitives by the
+ * thread count they were made for) and run under either count. */
+static void thread_count_changes(void **state)
+{
+    const shape sh = {1, 40, 24, 30, 31, 3, 3, 1, 1, 1, 1, 1, 1};
+    int before = omp_get_max_threads();
+    rng_seed(13);
+    omp_set_num_threads(1);
+    check_random(&sh, 2.0f, 1, 1);
+    omp_set_num_threads(2);
+    check_random(&sh, 2.0f, 1, 1);
+    omp_set_num_threads(1);
+    check_random(&sh, 2.0f, 1, 1);
+    omp_set_num_threads(before);
+}
+
 static void bad_arguments_are_errors(void **state)
 {
     gs_deform_conv_desc d;
@@ -681,6 +717,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(zero_mask_gives_bias),
         cmocka_unit_test(raw_offset_formats),
         cmocka_unit_test(repeated_runs_reuse_scratch),
+        cmocka_unit_test(portable_kernels_match_reference),
+        cmocka_unit_test(thread_count_changes),
         cmocka_unit_test(bad_arguments_are_errors),
         cmocka_unit_test(pack_unpack_round_trip),
     };
