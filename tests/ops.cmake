@@ -3,3 +3,4 @@ gs_cmocka_test(test_ops_resample unit SOURCES unit/test_ops_resample.c LIBS gs_o
 gs_cmocka_test(test_ops_colour unit SOURCES unit/test_ops_colour.c LIBS gs_ops)
 gs_cmocka_test(test_ops_otsu unit SOURCES unit/test_ops_otsu.c LIBS gs_ops)
 gs_cmocka_test(test_ops_morph unit SOURCES unit/test_ops_morph.c LIBS gs_ops)
+gs_cmocka_test(test_ops_components unit SOURCES unit/test_ops_components.c LIBS gs_ops)
