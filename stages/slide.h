@@ -20,7 +20,7 @@
  *
  * A gs_slide is not thread-safe: use one per job (one OpenSlide handle per job is also what
  * the design asks for). Memory for reads is bounded: large regions are read from OpenSlide in
- * pieces of at most 4 Mpx.
+ * pieces of at most 1 Mpx (4 MiB of ARGB).
  */
 #ifndef GS_STAGES_SLIDE_H
 #define GS_STAGES_SLIDE_H
@@ -110,9 +110,11 @@ int gs_slide_read_region(gs_slide *s, int level, int64_t x, int64_t y, int w, in
  * (tx, ty) in target pixels into caller-owned rgb (w*h*3 bytes). Chooses the level with
  * gs_slide_target_level(), reads the covering region with a margin and resamples it (area mean
  * when shrinking, bilinear when enlarging, a plain copy when the scale is 1 within 1e-3).
- * The tile's registration on the target grid is within half a target pixel at its top-left
- * corner and within one pixel over the tile (whole-image resampling of an integer-sized
- * source). Returns 0 or -1 as gs_slide_read_region(). */
+ * The resampler maps whole images, so the source span is an integer number of level pixels;
+ * its margins are chosen (up to 24 extra level pixels) so that the span starts and ends as
+ * close as possible to whole target pixels: registration error is at most half a target pixel
+ * and usually a few hundredths (zero when the scale is a simple fraction such as 4/5).
+ * Returns 0 or -1 as gs_slide_read_region(). */
 int gs_slide_read_target(gs_slide *s, int64_t tx, int64_t ty, int w, int h, uint8_t *rgb);
 
 /* Whole-slide thumbnail whose longer side is max_dim (or the level-0 size if that is smaller),
