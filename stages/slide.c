@@ -18,7 +18,7 @@
 #include "ops/resample.h"
 
 /* OpenSlide allocates nothing per call, but the caller's ARGB buffer is w*h*4 bytes; reading a
- * level in one call would need gigabytes. Pieces of at most 4 Mpx (16 MiB) keep memory
+ * level in one call would need gigabytes. Pieces of at most 1 Mpx (4 MiB) keep memory
  * bounded; 4096 columns is also OpenSlide's own internal chunk width, so rows of up to 4096
  * pixels are read with the same positioning OpenSlide would use. */
 enum { PIECE_MAX_W = 4096, PIECE_PIXELS = 1 << 20 };
