@@ -89,7 +89,7 @@ static int no_values(size_t n)
 /* Bin edges and centres as numpy.histogram(range=(min, max)) and skimage make them: edges are
  * min + i * (max - min) / nbins in double, rounded to float, the last one exactly max; centres
  * are (e[i] + e[i+1]) / 2 in float. */
-static void make_bins(float lo, float hi, int nbins, float *edges, double *centers)
+static void make_bins(float lo, float hi, int nbins, float *edges, float *centers)
 {
     double step = ((double)hi - (double)lo) / nbins;
     for (int i = 0; i < nbins; i++)
@@ -103,98 +103,75 @@ static void make_bins(float lo, float hi, int nbins, float *edges, double *cente
     }
 }
 
-static int finish_f32(const double *counts, const double *centers, int nbins, int fast, float *thr)
+static int selected(const float *v, const uint8_t *mask, size_t i)
 {
-    int k = fast ? pick_fast(counts, centers, nbins) : pick_ref(counts, centers, nbins);
-    if (k < 0)
-        return gs_error_set("otsu: out of memory for %d bins", nbins);
-    *thr = (float)centers[k];
-    return 0;
+    return (!mask || mask[i]) && isfinite(v[i]);
 }
 
-int gs_otsu_f32_ref(const float *v, const uint8_t *mask, size_t n, int nbins, float *thr)
+/* Range of the selected values; -1 with the message set if there is nothing to separate. */
+static int value_range(const float *v, const uint8_t *mask, size_t n, int fast, float *lo_out,
+                       float *hi_out)
 {
-    if (check_args(v, n, nbins, thr))
-        return -1;
-    int ret = -1;
     float lo = INFINITY, hi = -INFINITY;
     size_t count = 0;
-    for (size_t i = 0; i < n; i++) {
-        if ((mask && !mask[i]) || !isfinite(v[i]))
-            continue;
-        count++;
-        if (v[i] < lo)
-            lo = v[i];
-        if (v[i] > hi)
-            hi = v[i];
+    if (!fast) {
+        for (size_t i = 0; i < n; i++) {
+            if (!selected(v, mask, i))
+                continue;
+            count++;
+            if (v[i] < lo)
+                lo = v[i];
+            if (v[i] > hi)
+                hi = v[i];
+        }
+    } else {
+        const int parallel = n >= GS_OTSU_PARALLEL_MIN;
+#pragma omp parallel for reduction(min : lo) reduction(max : hi) reduction(+ : count) if (parallel)
+        for (size_t i = 0; i < n; i++) {
+            float x = v[i];
+            if ((mask && !mask[i]) || !isfinite(x))
+                continue;
+            count++;
+            lo = x < lo ? x : lo;
+            hi = x > hi ? x : hi;
+        }
     }
     if (count == 0)
         return no_values(n);
     if (lo == hi)
         return gs_error_set("otsu: all %zu values are equal (%g), nothing to separate", count,
                             (double)lo);
+    *lo_out = lo;
+    *hi_out = hi;
+    return 0;
+}
 
-    float *edges = malloc(sizeof *edges * ((size_t)nbins + 1));
-    double *counts = calloc((size_t)nbins, sizeof *counts);
-    double *centers = malloc(sizeof *centers * (size_t)nbins);
-    if (!edges || !counts || !centers) {
-        gs_error_set("otsu: out of memory for %d bins", nbins);
-        goto free_bins;
-    }
-    make_bins(lo, hi, nbins, edges, centers);
+/* Reference binning: bin b holds e[b] <= x < e[b+1], the last bin also holds the maximum. */
+static void bin_ref(const float *v, const uint8_t *mask, size_t n, int nbins, const float *edges,
+                    uint64_t *counts)
+{
     for (size_t i = 0; i < n; i++) {
-        if ((mask && !mask[i]) || !isfinite(v[i]))
+        if (!selected(v, mask, i))
             continue;
-        /* Bin b holds e[b] <= x < e[b+1]; the last bin also holds the maximum. */
         for (int b = 0; b < nbins; b++) {
             if (v[i] >= edges[b] && (v[i] < edges[b + 1] || b == nbins - 1)) {
-                counts[b] += 1.0;
+                counts[b]++;
                 break;
             }
         }
     }
-    ret = finish_f32(counts, centers, nbins, 0, thr);
-
-free_bins:
-    free(centers);
-    free(counts);
-    free(edges);
-    return ret;
 }
 
-int gs_otsu_f32(const float *v, const uint8_t *mask, size_t n, int nbins, float *thr)
+/* Fast binning: an arithmetic guess, corrected against the float edges (the guess can be a bin
+ * off where an edge was rounded), into per-thread histograms. Returns -1 if out of memory. */
+static int bin_fast(const float *v, const uint8_t *mask, size_t n, int nbins, const float *edges,
+                    uint64_t *counts)
 {
-    if (check_args(v, n, nbins, thr))
-        return -1;
-    int ret = -1;
     const int nthreads = n >= GS_OTSU_PARALLEL_MIN ? omp_get_max_threads() : 1;
-    float lo = INFINITY, hi = -INFINITY;
-    size_t count = 0;
-#pragma omp parallel for reduction(min : lo) reduction(max : hi) reduction(+ : count)             \
-    num_threads(nthreads) if (nthreads > 1)
-    for (size_t i = 0; i < n; i++) {
-        float x = v[i];
-        if ((mask && !mask[i]) || !isfinite(x))
-            continue;
-        count++;
-        lo = x < lo ? x : lo;
-        hi = x > hi ? x : hi;
-    }
-    if (count == 0)
-        return no_values(n);
-    if (lo == hi)
-        return gs_error_set("otsu: all %zu values are equal (%g), nothing to separate", count,
-                            (double)lo);
-
-    float *edges = malloc(sizeof *edges * ((size_t)nbins + 1));
-    double *counts = calloc((size_t)nbins, sizeof *counts);
-    double *centers = malloc(sizeof *centers * (size_t)nbins);
     uint64_t *hist = calloc((size_t)nbins * (size_t)nthreads, sizeof *hist);
-    if (!edges || !counts || !centers || !hist) {
-        gs_error_set("otsu: out of memory for %d bins", nbins);
-        goto free_bins;
-    }
-    make_bins(lo, hi, nbins, edges, centers);
+    if (!hist)
+        return -1;
+    const float lo = edges[0], hi = edges[nbins];
     const double dlo = lo, scale = nbins / ((double)hi - (double)lo);
     const int last = nbins - 1;
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1)
@@ -205,8 +182,6 @@ int gs_otsu_f32(const float *v, const uint8_t *mask, size_t n, int nbins, float 
             float x = v[i];
             if ((mask && !mask[i]) || !isfinite(x))
                 continue;
-            /* The arithmetic guess can be one bin off where float edges were rounded; the
-             * edge comparisons make it exact. */
             double g = ((double)x - dlo) * scale;
             int b = g >= last ? last : (int)g;
             while (b > 0 && x < edges[b])
@@ -218,15 +193,93 @@ int gs_otsu_f32(const float *v, const uint8_t *mask, size_t n, int nbins, float 
     }
     for (int t = 0; t < nthreads; t++)
         for (int b = 0; b < nbins; b++)
-            counts[b] += (double)hist[(size_t)t * nbins + b];
-    ret = finish_f32(counts, centers, nbins, 1, thr);
-
-free_bins:
+            counts[b] += hist[(size_t)t * nbins + b];
     free(hist);
-    free(centers);
-    free(counts);
+    return 0;
+}
+
+static int histogram_f32(const float *v, const uint8_t *mask, size_t n, int nbins, int fast,
+                         uint64_t *counts, float *centers)
+{
+    float lo = 0.0f, hi = 0.0f;
+    if (value_range(v, mask, n, fast, &lo, &hi))
+        return -1;
+    float *edges = malloc(sizeof *edges * ((size_t)nbins + 1));
+    if (!edges)
+        return gs_error_set("otsu: out of memory for %d bins", nbins);
+    make_bins(lo, hi, nbins, edges, centers);
+    memset(counts, 0, sizeof *counts * (size_t)nbins);
+    int ret = 0;
+    if (!fast)
+        bin_ref(v, mask, n, nbins, edges, counts);
+    else if (bin_fast(v, mask, n, nbins, edges, counts))
+        ret = gs_error_set("otsu: out of memory for %d bins", nbins);
     free(edges);
     return ret;
+}
+
+static int histogram_api(const float *v, const uint8_t *mask, size_t n, int nbins, int fast,
+                         uint64_t *counts, float *centers)
+{
+    if (check_args(v, n, nbins, counts) || check_args(v, n, nbins, centers))
+        return -1;
+    return histogram_f32(v, mask, n, nbins, fast, counts, centers);
+}
+
+int gs_otsu_histogram_f32(const float *v, const uint8_t *mask, size_t n, int nbins,
+                          uint64_t *counts, float *centers)
+{
+    return histogram_api(v, mask, n, nbins, 1, counts, centers);
+}
+
+int gs_otsu_histogram_f32_ref(const float *v, const uint8_t *mask, size_t n, int nbins,
+                              uint64_t *counts, float *centers)
+{
+    return histogram_api(v, mask, n, nbins, 0, counts, centers);
+}
+
+static int otsu_f32(const float *v, const uint8_t *mask, size_t n, int nbins, int fast, float *thr)
+{
+    if (check_args(v, n, nbins, thr))
+        return -1;
+    int ret = -1;
+    uint64_t *hist = malloc(sizeof *hist * (size_t)nbins);
+    float *fcenters = malloc(sizeof *fcenters * (size_t)nbins);
+    double *counts = malloc(sizeof *counts * (size_t)nbins * 2);
+    if (!hist || !fcenters || !counts) {
+        gs_error_set("otsu: out of memory for %d bins", nbins);
+        goto free_bins;
+    }
+    if (histogram_f32(v, mask, n, nbins, fast, hist, fcenters))
+        goto free_bins;
+    double *centers = counts + nbins;
+    for (int b = 0; b < nbins; b++) {
+        counts[b] = (double)hist[b];
+        centers[b] = fcenters[b];
+    }
+    int k = fast ? pick_fast(counts, centers, nbins) : pick_ref(counts, centers, nbins);
+    if (k < 0) {
+        gs_error_set("otsu: out of memory for %d bins", nbins);
+        goto free_bins;
+    }
+    *thr = fcenters[k];
+    ret = 0;
+
+free_bins:
+    free(counts);
+    free(fcenters);
+    free(hist);
+    return ret;
+}
+
+int gs_otsu_f32_ref(const float *v, const uint8_t *mask, size_t n, int nbins, float *thr)
+{
+    return otsu_f32(v, mask, n, nbins, 0, thr);
+}
+
+int gs_otsu_f32(const float *v, const uint8_t *mask, size_t n, int nbins, float *thr)
+{
+    return otsu_f32(v, mask, n, nbins, 1, thr);
 }
 
 /* skimage histograms integer images from the smallest to the largest value present, one bin per

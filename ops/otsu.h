@@ -32,6 +32,13 @@
 int gs_otsu_f32(const float *v, const uint8_t *mask, size_t n, int nbins, float *thr);
 int gs_otsu_f32_ref(const float *v, const uint8_t *mask, size_t n, int nbins, float *thr);
 
+/* The histogram gs_otsu_f32 chooses from: fills counts[nbins] and centers[nbins] (caller-owned)
+ * with the number of selected values per bin and the bin centres. Returns 0, or -1 as above. */
+int gs_otsu_histogram_f32(const float *v, const uint8_t *mask, size_t n, int nbins,
+                          uint64_t *counts, float *centers);
+int gs_otsu_histogram_f32_ref(const float *v, const uint8_t *mask, size_t n, int nbins,
+                              uint64_t *counts, float *centers);
+
 /* The same for 8-bit values, one bin per value between the smallest and largest present. */
 int gs_otsu_u8(const uint8_t *v, const uint8_t *mask, size_t n, uint8_t *thr);
 int gs_otsu_u8_ref(const uint8_t *v, const uint8_t *mask, size_t n, uint8_t *thr);

@@ -209,6 +209,70 @@ static void fast_matches_ref_u8(void **state)
     free(m);
 }
 
+/* Values on, just below and just above every float bin edge, where an arithmetic bin guess is
+ * most likely to be wrong; the fast histogram must match the reference's edge comparisons. */
+static void histogram_bin_edges(void **state)
+{
+    static const struct {
+        float lo, hi;
+        int nbins;
+    } ranges[] = {
+        {0.1f, 0.7f, 256},    {-5.0f, 3.0f, 7},        {0.0f, 1000.0f, 1000},
+        {-3e38f, 3e38f, 256}, {1.0f, 1.0000048f, 256}, /* many duplicate edges */
+        {1e-30f, 2e-30f, 3},
+    };
+    for (size_t ri = 0; ri < sizeof ranges / sizeof ranges[0]; ri++) {
+        const float lo = ranges[ri].lo, hi = ranges[ri].hi;
+        const int nb = ranges[ri].nbins;
+        const double step = ((double)hi - (double)lo) / nb;
+        size_t n = 0, cap = (size_t)nb * 3 + 8;
+        float *v = malloc(sizeof *v * cap);
+        assert_non_null(v);
+        v[n++] = lo;
+        v[n++] = hi;
+        for (int i = 0; i <= nb; i++) {
+            float e = i == nb ? hi : (float)((double)i * step + (double)lo);
+            float cands[3] = {e, nextafterf(e, -INFINITY), nextafterf(e, INFINITY)};
+            for (int k = 0; k < 3; k++)
+                if (cands[k] >= lo && cands[k] <= hi)
+                    v[n++] = cands[k];
+        }
+        uint64_t *a = malloc(sizeof *a * (size_t)nb), *b = malloc(sizeof *b * (size_t)nb);
+        float *ca = malloc(sizeof *ca * (size_t)nb), *cb = malloc(sizeof *cb * (size_t)nb);
+        assert_non_null(a);
+        assert_non_null(b);
+        assert_non_null(ca);
+        assert_non_null(cb);
+        assert_int_equal(gs_otsu_histogram_f32(v, NULL, n, nb, a, ca), 0);
+        assert_int_equal(gs_otsu_histogram_f32_ref(v, NULL, n, nb, b, cb), 0);
+        uint64_t total = 0;
+        for (int i = 0; i < nb; i++) {
+            if (a[i] != b[i])
+                fail_msg("range %zu bin %d: fast %llu ref %llu", ri, i, (unsigned long long)a[i],
+                         (unsigned long long)b[i]);
+            total += a[i];
+        }
+        assert_int_equal(total, n);
+        assert_memory_equal(ca, cb, sizeof *ca * (size_t)nb);
+        for (int i = 0; i < nb; i++)
+            assert_true(isfinite(ca[i]) && ca[i] >= lo && ca[i] <= hi);
+        assert_true(otsu_f(1, v, NULL, n, nb) == otsu_f(0, v, NULL, n, nb));
+        free(v);
+        free(a);
+        free(b);
+        free(ca);
+        free(cb);
+    }
+    /* Hand check: {0, 0.5, 1} in two bins [0, 0.5) and [0.5, 1]: counts 1 and 2. */
+    const float h[3] = {0.5f, 1.0f, 0.0f};
+    uint64_t c[2];
+    float ce[2];
+    assert_int_equal(gs_otsu_histogram_f32(h, NULL, 3, 2, c, ce), 0);
+    assert_int_equal(c[0], 1);
+    assert_int_equal(c[1], 2);
+    assert_true(ce[0] == 0.25f && ce[1] == 0.75f);
+}
+
 static void errors(void **state)
 {
     float t = 0;
@@ -245,11 +309,9 @@ static void errors(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(hand_computed),
-        cmocka_unit_test(matches_skimage),
-        cmocka_unit_test(fast_matches_ref_f32),
-        cmocka_unit_test(fast_matches_ref_u8),
-        cmocka_unit_test(errors),
+        cmocka_unit_test(hand_computed),        cmocka_unit_test(matches_skimage),
+        cmocka_unit_test(fast_matches_ref_f32), cmocka_unit_test(fast_matches_ref_u8),
+        cmocka_unit_test(histogram_bin_edges),  cmocka_unit_test(errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
