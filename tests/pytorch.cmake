@@ -1,0 +1,9 @@
+# PyTorch mirror (model/pytorch): python unittest scripts run with the system interpreter
+# that has Debian's torch/torchvision (DESIGN.md section 6). Same environment as the
+# cmocka tests (GS_TEST_ENV from tests/CMakeLists.txt).
+foreach(gs_pytorch_test keys dcn bundle export forward)
+  add_test(NAME pytorch_${gs_pytorch_test}
+           COMMAND /usr/bin/python3 ${CMAKE_SOURCE_DIR}/tests/pytorch/test_${gs_pytorch_test}.py)
+  set_tests_properties(pytorch_${gs_pytorch_test} PROPERTIES LABELS unit
+                       ENVIRONMENT "${GS_TEST_ENV}")
+endforeach()
