@@ -98,8 +98,9 @@ int gs_resize_area_u8_ref(const uint8_t *src, int sw, int sh, size_t sstride, in
     return 0;
 }
 
-/* One destination column's footprint: the first and last source pixel carry partial weights,
- * everything between carries the full weight dn, so the middle can be summed unweighted. */
+/* One destination row's or column's footprint: the first and last source pixel carry partial
+ * weights, everything between carries the full weight dn, so the middle can be summed
+ * unweighted. */
 typedef struct {
     int32_t first, last;
     uint32_t wfirst, wlast;
@@ -117,63 +118,68 @@ static void area_spans(area_span *sp, int sn, int dn)
     }
 }
 
-/* Horizontal pass of one source row into exact weighted sums (weights sum to sw per pixel).
+/* Horizontal pass over one vertically accumulated row (entries <= 255 * sh) into the output row.
  * `ch` is a compile-time constant at each call site so the channel loop unrolls. */
-static inline void area_row(const uint8_t *row, const area_span *sp, int dw, int ch, uint64_t dn,
-                            uint64_t *out)
+static inline void area_cols(const uint32_t *acc, const area_span *sp, int dw, int ch, uint64_t den,
+                             uint8_t *out)
 {
+    const uint64_t full = (uint64_t)dw;
     for (int x = 0; x < dw; x++) {
         const area_span s = sp[x];
-        uint64_t acc[4] = {0, 0, 0, 0};
-        if (s.first == s.last) {
+        const uint32_t *a = acc + (size_t)s.first * ch, *b = acc + (size_t)s.last * ch;
+        uint64_t mid[4] = {0, 0, 0, 0};
+        for (const uint32_t *p = a + ch; p < b; p += ch)
             for (int c = 0; c < ch; c++)
-                acc[c] = (uint64_t)s.wfirst * row[(size_t)s.first * ch + c];
-        } else {
-            uint64_t mid[4] = {0, 0, 0, 0};
-            for (int32_t i = s.first + 1; i < s.last; i++)
-                for (int c = 0; c < ch; c++)
-                    mid[c] += row[(size_t)i * ch + c];
-            for (int c = 0; c < ch; c++)
-                acc[c] = (uint64_t)s.wfirst * row[(size_t)s.first * ch + c] +
-                         (uint64_t)s.wlast * row[(size_t)s.last * ch + c] + dn * mid[c];
+                mid[c] += p[c];
+        for (int c = 0; c < ch; c++) {
+            uint64_t sum = s.first == s.last ? (uint64_t)s.wfirst * a[c]
+                                             : (uint64_t)s.wfirst * a[c] +
+                                                   (uint64_t)s.wlast * b[c] + full * mid[c];
+            out[(size_t)x * ch + c] = round_div(sum, den);
         }
-        for (int c = 0; c < ch; c++)
-            out[(size_t)x * ch + c] = acc[c];
     }
 }
 
-static void area_row_any(const uint8_t *row, const area_span *sp, int dw, int ch, uint64_t dn,
-                         uint64_t *out)
+static void area_cols_any(const uint32_t *acc, const area_span *sp, int dw, int ch, uint64_t den,
+                          uint8_t *out)
 {
     switch (ch) {
     case 1:
-        area_row(row, sp, dw, 1, dn, out);
+        area_cols(acc, sp, dw, 1, den, out);
         break;
     case 2:
-        area_row(row, sp, dw, 2, dn, out);
+        area_cols(acc, sp, dw, 2, den, out);
         break;
     case 3:
-        area_row(row, sp, dw, 3, dn, out);
+        area_cols(acc, sp, dw, 3, den, out);
         break;
     default:
-        area_row(row, sp, dw, 4, dn, out);
+        area_cols(acc, sp, dw, 4, den, out);
         break;
     }
 }
 
+/*
+ * Fast area averaging: for each destination row, the source rows it covers are accumulated with
+ * their vertical weights into one uint32 row (a contiguous multiply-add the compiler
+ * vectorises; the weights of a destination row sum to sh, so entries stay <= 255 * sh), then
+ * one horizontal pass applies the column weights and the exact rounding division. Sources
+ * taller than UINT32_MAX / 255 rows fall back to the reference.
+ */
 int gs_resize_area_u8(const uint8_t *src, int sw, int sh, size_t sstride, int channels,
                       uint8_t *dst, int dw, int dh, size_t dstride)
 {
     if (check_area(src, sw, sh, sstride, channels, dst, dw, dh, dstride))
         return -1;
+    if ((uint64_t)sh * 255u > UINT32_MAX)
+        return gs_resize_area_u8_ref(src, sw, sh, sstride, channels, dst, dw, dh, dstride);
     int ret = -1;
-    const size_t rowlen = (size_t)dw * (size_t)channels;
+    const size_t rowlen = (size_t)sw * (size_t)channels;
     const int nthreads =
-        (size_t)dw * (size_t)dh * channels >= GS_RESAMPLE_PARALLEL_MIN ? omp_get_max_threads() : 1;
+        (size_t)sw * (size_t)sh * channels >= GS_RESAMPLE_PARALLEL_MIN ? omp_get_max_threads() : 1;
     area_span *xs = malloc(sizeof *xs * (size_t)dw);
     area_span *ys = malloc(sizeof *ys * (size_t)dh);
-    /* Per thread: one horizontal row and one vertical accumulator. */
-    uint64_t *work = malloc(sizeof *work * rowlen * 2 * (size_t)nthreads);
+    uint32_t *work = malloc(sizeof *work * rowlen * (size_t)nthreads);
     if (!xs || !ys || !work) {
         gs_error_set("resample: out of memory for %dx%d area tables", dw, dh);
         goto free_tables;
@@ -184,19 +190,19 @@ int gs_resize_area_u8(const uint8_t *src, int sw, int sh, size_t sstride, int ch
 
 #pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1)
     for (int y = 0; y < dh; y++) {
-        uint64_t *hrow = work + rowlen * 2 * (size_t)omp_get_thread_num();
-        uint64_t *vacc = hrow + rowlen;
+        uint32_t *acc = work + rowlen * (size_t)omp_get_thread_num();
         const area_span s = ys[y];
-        memset(vacc, 0, sizeof *vacc * rowlen);
         for (int32_t j = s.first; j <= s.last; j++) {
-            uint64_t wy = j == s.first ? s.wfirst : j == s.last ? s.wlast : (uint64_t)dh;
-            area_row_any(src + (size_t)j * sstride, xs, dw, channels, (uint64_t)dw, hrow);
-            for (size_t k = 0; k < rowlen; k++)
-                vacc[k] += wy * hrow[k];
+            const uint32_t wy = j == s.first ? s.wfirst : j == s.last ? s.wlast : (uint32_t)dh;
+            const uint8_t *row = src + (size_t)j * sstride;
+            if (j == s.first)
+                for (size_t k = 0; k < rowlen; k++)
+                    acc[k] = wy * row[k];
+            else
+                for (size_t k = 0; k < rowlen; k++)
+                    acc[k] += wy * row[k];
         }
-        uint8_t *out = dst + (size_t)y * dstride;
-        for (size_t k = 0; k < rowlen; k++)
-            out[k] = round_div(vacc[k], den);
+        area_cols_any(acc, xs, dw, channels, den, dst + (size_t)y * dstride);
     }
     ret = 0;
 
