@@ -435,6 +435,12 @@ int gs_slide_target_level(const gs_slide *s, double target_mpp, double *level_to
     return best;
 }
 
+double gs_slide_target_mpp(const gs_slide *s)
+{
+    GS_ASSERT(s);
+    return s->opt.target_mpp;
+}
+
 void gs_slide_target_size(const gs_slide *s, int64_t *w, int64_t *h)
 {
     GS_ASSERT(s);

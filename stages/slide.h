@@ -95,6 +95,9 @@ const char *gs_slide_warning(const gs_slide *s, size_t i);
  * level's pixels to target pixels (mpp_level / target_mpp: < 1 shrinks, > 1 enlarges). */
 int gs_slide_target_level(const gs_slide *s, double target_mpp, double *level_to_target);
 
+/* The configured target resolution, um/px. */
+double gs_slide_target_mpp(const gs_slide *s);
+
 /* Target-grid size of the whole slide at the configured target mpp (level-0 size * mpp /
  * target_mpp, floored); w and h may be NULL. */
 void gs_slide_target_size(const gs_slide *s, int64_t *w, int64_t *h);
