@@ -11,7 +11,7 @@
  *
  * gs_rgb_to_hed_ref computes each pixel in double precision with the formula above;
  * gs_rgb_to_hed looks every (channel, stain) contribution up in a 256-entry float table and
- * runs rows in parallel, and agrees with the reference to about 1e-6. No state, no I/O.
+ * runs rows in parallel, and agrees with the reference within 2e-6. No state, no I/O.
  */
 #ifndef GS_OPS_COLOUR_H
 #define GS_OPS_COLOUR_H

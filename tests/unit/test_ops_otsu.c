@@ -162,6 +162,8 @@ static void fast_matches_ref_f32(void **state)
             v[n - 1] = 1.0f; /* at least two distinct values, also under the mask */
             m[0] = m[n - 1] = 1;
             for (size_t bi = 0; bi < sizeof bins / sizeof bins[0]; bi++) {
+                if (n > 10000 && bins[bi] > 256)
+                    continue; /* the reference bins by linear search */
                 for (int masked = 0; masked < 2; masked++) {
                     const uint8_t *mk = masked ? m : NULL;
                     float a = otsu_f(1, v, mk, n, bins[bi]), b = otsu_f(0, v, mk, n, bins[bi]);
