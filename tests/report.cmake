@@ -1,0 +1,2 @@
+# Classical focus measure, mask contours, slide heatmap and slide reports.
+gs_cmocka_test(test_ops_focus unit SOURCES unit/test_ops_focus.c LIBS gs_stages)
