@@ -645,6 +645,37 @@ plan_tap_avx512(int h, int w, int np, const float *by, const float *bx, float io
     }
 }
 
+/* dst[p] = 1 / (1 + exp(-src[p])) for p < n. exp by range reduction to r in [-ln2/2, ln2/2]
+ * and a degree-6 polynomial (the Cephes expf coefficients), within ~2 ulp of expf; the
+ * division is exact-rounded. Inputs beyond +-88 saturate to 0 and 1 as expf's do. */
+__attribute__((target("avx512f"))) static void sigmoid_avx512(const float *src, float *dst, int n)
+{
+    const __m512 lo = _mm512_set1_ps(-88.0f), hi = _mm512_set1_ps(88.0f);
+    const __m512 log2e = _mm512_set1_ps(1.44269504088896341f);
+    const __m512 ln2_hi = _mm512_set1_ps(0.693359375f), ln2_lo = _mm512_set1_ps(-2.12194440e-4f);
+    const __m512 one = _mm512_set1_ps(1.0f);
+    const __m512 c0 = _mm512_set1_ps(1.9875691500e-4f), c1 = _mm512_set1_ps(1.3981999507e-3f);
+    const __m512 c2 = _mm512_set1_ps(8.3334519073e-3f), c3 = _mm512_set1_ps(4.1665795894e-2f);
+    const __m512 c4 = _mm512_set1_ps(1.6666665459e-1f), c5 = _mm512_set1_ps(5.0000001201e-1f);
+    for (int p = 0; p < n; p += 16) {
+        const __mmask16 live = n - p >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - p)) - 1);
+        __m512 x = _mm512_sub_ps(_mm512_setzero_ps(), _mm512_maskz_loadu_ps(live, src + p));
+        x = _mm512_min_ps(_mm512_max_ps(x, lo), hi);
+        __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(x, log2e),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        __m512 r = _mm512_fnmadd_ps(k, ln2_hi, x);
+        r = _mm512_fnmadd_ps(k, ln2_lo, r);
+        __m512 q = _mm512_fmadd_ps(c0, r, c1);
+        q = _mm512_fmadd_ps(q, r, c2);
+        q = _mm512_fmadd_ps(q, r, c3);
+        q = _mm512_fmadd_ps(q, r, c4);
+        q = _mm512_fmadd_ps(q, r, c5);
+        __m512 e = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(q, r), r, r), one);
+        e = _mm512_scalef_ps(e, k);
+        _mm512_mask_storeu_ps(dst + p, live, _mm512_div_ps(one, _mm512_add_ps(one, e)));
+    }
+}
+
 /* Builds the plan of output pixels p0 .. p0+np-1 of one image into t->idx / t->wt. */
 static void build_plan(const gs_deform_conv *c, deform_thread *t, const offset_view *v, int p0,
                        int np, int use_avx512)
@@ -671,8 +702,12 @@ static void build_plan(const gs_deform_conv *c, deform_thread *t, const offset_v
         } else if (v->sigmoid) {
             const float *raw =
                 v->base + offset_channel(c, 2 * taps + k) + (size_t)p0 * v->pix_stride;
-            for (int p = 0; p < np; p++)
-                t->mask[p] = 1.0f / (1.0f + expf(-raw[(size_t)p * v->pix_stride]));
+            if (use_avx512 && v->pix_stride == 1) {
+                sigmoid_avx512(raw, t->mask, np);
+            } else {
+                for (int p = 0; p < np; p++)
+                    t->mask[p] = 1.0f / (1.0f + expf(-raw[(size_t)p * v->pix_stride]));
+            }
             m = t->mask;
         }
         if (v->pix_stride != 1) {

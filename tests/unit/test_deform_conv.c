@@ -440,6 +440,10 @@ static void raw_offset_formats(void **state)
     float *mask = malloc((size_t)d.n * 9 * ohw * sizeof *mask);
     float *raw_b = malloc(gs_deform_conv_blocked_size(d.n, 27, ho, wo) * sizeof *raw_b);
     float *ref = malloc(n_out * sizeof *ref), *out = malloc(n_out * sizeof *out);
+    /* Some mask logits at the extremes, where exp under- or overflows. */
+    const float extreme[] = {-200.0f, -88.5f, -87.0f, -20.0f, 0.0f, 17.0f, 87.0f, 88.5f, 1e30f};
+    for (size_t e = 0; e < sizeof extreme / sizeof extreme[0]; e++)
+        raw[(18 + e) * ohw + 5 * e] = extreme[e];
     for (int n = 0; n < d.n; n++)
         for (size_t p = 0; p < ohw; p++) {
             for (int ch = 0; ch < 18; ch++)
@@ -470,6 +474,46 @@ static void raw_offset_formats(void **state)
     free(mask);
     free(raw_b);
     free(ref);
+    free(out);
+}
+
+/* With a 1x1 kernel, weight 1, zero offsets and an all-ones input, the output is the mask
+ * itself, so this measures the module's sigmoid directly: within 4e-7 relative of the
+ * double-precision value (a few float ulps) over the whole range of logits. */
+static void sigmoid_of_raw_mask_is_accurate(void **state)
+{
+    const int h = 37, w = 53, n = h * w; /* not a multiple of 16: masked tails too */
+    gs_deform_conv_desc d;
+    gs_deform_conv_desc_3x3(&d, 1, 1, 1, h, w);
+    d.kh = d.kw = 1;
+    d.pad_h = d.pad_w = 0;
+    float one = 1.0f;
+    float *ones = const_buf((size_t)n, 1.0f), *raw = const_buf(3 * (size_t)n, 0.0f);
+    float *out = malloc((size_t)n * sizeof *out);
+    for (int p = 0; p < n; p++)
+        raw[2 * n + p] = -100.0f + 200.0f * (float)p / (float)(n - 1);
+    raw[2 * n + 7] = 1e30f;
+    raw[2 * n + 8] = -1e30f;
+    for (int fmt = GS_DEFORM_OFFSET_RAW_NCHW; fmt <= GS_DEFORM_OFFSET_RAW_BLOCKED; fmt++) {
+        d.offset_format = (gs_deform_offset_format)fmt;
+        float *arg = raw, *blocked = NULL;
+        if (fmt == GS_DEFORM_OFFSET_RAW_BLOCKED) {
+            blocked = malloc(gs_deform_conv_blocked_size(1, 3, h, w) * sizeof *blocked);
+            gs_deform_conv_pack_nchw16c(raw, 1, 3, h, w, blocked);
+            arg = blocked;
+        }
+        assert_int_equal(run_fast(&d, ones, arg, NULL, &one, NULL, 0, out), 0);
+        for (int p = 0; p < n; p++) {
+            double e = 1.0 / (1.0 + exp(-(double)raw[2 * n + p]));
+            if (!(fabs(out[p] - e) <= 4e-7 * e + 1e-37)) {
+                print_error("logit %g: sigmoid %.9g, expected %.9g\n", raw[2 * n + p], out[p], e);
+                fail();
+            }
+        }
+        free(blocked);
+    }
+    free(ones);
+    free(raw);
     free(out);
 }
 
@@ -716,6 +760,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(fractional_offsets_at_borders),
         cmocka_unit_test(zero_mask_gives_bias),
         cmocka_unit_test(raw_offset_formats),
+        cmocka_unit_test(sigmoid_of_raw_mask_is_accurate),
         cmocka_unit_test(repeated_runs_reuse_scratch),
         cmocka_unit_test(portable_kernels_match_reference),
         cmocka_unit_test(thread_count_changes),
