@@ -1,0 +1,2 @@
+# Coordinator state as libraries: journal, slide table, tile ledger, config.
+gs_cmocka_test(test_journal unit SOURCES unit/test_journal.c LIBS gs_daemon)

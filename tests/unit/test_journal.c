@@ -1,0 +1,360 @@
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "daemon/journal.h"
+#include "ops/error.h"
+
+static const char *ID_A = "00000000000000aa";
+static const char *ID_B = "00000000000000bb";
+
+static void make_tmpdir(char *buf, size_t n)
+{
+    snprintf(buf, n, "/tmp/gs_test_journal_XXXXXX");
+    assert_non_null(mkdtemp(buf));
+}
+
+static void remove_tree(const char *dir)
+{
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+static json_t *rec(const char *state, int n)
+{
+    return json_pack("{s:s, s:i}", "state", state, "n", n);
+}
+
+static void commit(gs_journal *j, const char *id, const char *state, int n, int terminal, int64_t t,
+                   uint64_t expect_seq)
+{
+    json_t *r = id ? rec(state, n) : NULL;
+    char payload[64];
+    snprintf(payload, sizeof payload, "event %llu", (unsigned long long)expect_seq);
+    uint64_t seq = 0;
+    assert_int_equal(gs_journal_next_seq(j), expect_seq);
+    assert_int_equal(gs_journal_commit(j, id, r, terminal, t, payload, strlen(payload), &seq), 0);
+    assert_int_equal(seq, expect_seq);
+    json_decref(r);
+}
+
+static const char *state_of(const gs_journal *j, const char *id)
+{
+    const json_t *r = gs_journal_slide_get(j, id);
+    return r ? json_string_value(json_object_get(r, "state")) : NULL;
+}
+
+static int warned(const gs_journal *j, const char *needle)
+{
+    for (size_t i = 0; i < gs_journal_warning_count(j); i++)
+        if (strstr(gs_journal_warning(j, i), needle))
+            return 1;
+    return 0;
+}
+
+static off_t file_size(const char *dir, const char *name)
+{
+    char p[600];
+    struct stat st;
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    assert_int_equal(stat(p, &st), 0);
+    return st.st_size;
+}
+
+static void write_file(const char *dir, const char *name, const void *data, size_t n)
+{
+    char p[600];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    FILE *f = fopen(p, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(data, 1, n, f), n);
+    fclose(f);
+}
+
+static void crc_matches_zlib_check_value(void **state)
+{
+    (void)state;
+    /* The standard check value of CRC-32/ISO-HDLC. */
+    assert_int_equal(gs_journal_crc32(0, "123456789", 9), 0xcbf43926u);
+}
+
+static void round_trip(void **state)
+{
+    (void)state;
+    char dir[64];
+    make_tmpdir(dir, sizeof dir);
+    gs_journal *j = gs_journal_open(dir);
+    assert_non_null(j);
+    assert_int_equal(gs_journal_last_seq(j), 0);
+    commit(j, ID_A, "accepted", 1, 0, 1000, 1);
+    commit(j, ID_B, "accepted", 1, 0, 1001, 2);
+    commit(j, ID_A, "planned", 2, 0, 1002, 3);
+    commit(j, NULL, NULL, 0, 0, 1003, 4); /* an event without a record change */
+    json_t *marked = json_pack("{s:s}", "state", "marked");
+    assert_int_equal(gs_journal_put_slide(j, ID_B, marked, 0, 1004), 0);
+    json_decref(marked);
+    gs_journal_destroy(&j);
+    assert_null(j);
+
+    j = gs_journal_open(dir);
+    assert_non_null(j);
+    assert_int_equal(gs_journal_warning_count(j), 0);
+    assert_int_equal(gs_journal_last_seq(j), 4);
+    assert_int_equal(gs_journal_slide_count(j), 2);
+    assert_string_equal(state_of(j, ID_A), "planned");
+    assert_string_equal(state_of(j, ID_B), "marked");
+    gs_journal_event ev[8];
+    size_t n = gs_journal_events_since(j, 1, ev, 8);
+    assert_int_equal(n, 3);
+    assert_int_equal(ev[0].seq, 2);
+    assert_string_equal(ev[0].slide_id, ID_B);
+    assert_memory_equal(ev[0].payload, "event 2", 7);
+    assert_string_equal(ev[2].slide_id, "");
+    assert_int_equal(gs_journal_events_since(j, 0, ev, 2), 2);
+    assert_int_equal(gs_journal_events_since(j, 4, ev, 8), 0);
+    commit(j, ID_A, "done", 3, 1, 2000, 5);
+    gs_journal_destroy(&j);
+    remove_tree(dir);
+}
+
+static void torn_last_record_is_dropped(void **state)
+{
+    (void)state;
+    char dir[64];
+    make_tmpdir(dir, sizeof dir);
+    gs_journal *j = gs_journal_open(dir);
+    assert_non_null(j);
+    commit(j, ID_A, "accepted", 1, 0, 1000, 1);
+    off_t good = file_size(dir, "events.log");
+    commit(j, ID_B, "accepted", 1, 0, 1001, 2);
+    off_t full = file_size(dir, "events.log");
+    gs_journal_destroy(&j);
+
+    /* Crash in the middle of the second append: the log ends mid-record, and the slide
+     * file of B was never written. */
+    char p[600];
+    snprintf(p, sizeof p, "%s/events.log", dir);
+    assert_int_equal(truncate(p, good + (full - good) / 2), 0);
+    snprintf(p, sizeof p, "%s/%s.json", dir, ID_B);
+    assert_int_equal(unlink(p), 0);
+
+    j = gs_journal_open(dir);
+    assert_non_null(j);
+    assert_true(warned(j, "torn last record"));
+    assert_int_equal(gs_journal_last_seq(j), 1);
+    assert_int_equal(gs_journal_slide_count(j), 1);
+    assert_string_equal(state_of(j, ID_A), "accepted");
+    assert_null(state_of(j, ID_B));
+    /* The log was repaired: the next append follows the intact record, and a later replay
+     * is clean. */
+    assert_int_equal(file_size(dir, "events.log"), good);
+    commit(j, ID_B, "accepted", 7, 0, 1005, 2);
+    gs_journal_destroy(&j);
+    j = gs_journal_open(dir);
+    assert_int_equal(gs_journal_warning_count(j), 0);
+    assert_int_equal(gs_journal_last_seq(j), 2);
+    gs_journal_destroy(&j);
+    remove_tree(dir);
+}
+
+static void corrupt_middle_record_keeps_later_ones(void **state)
+{
+    (void)state;
+    char dir[64];
+    make_tmpdir(dir, sizeof dir);
+    gs_journal *j = gs_journal_open(dir);
+    commit(j, ID_A, "accepted", 1, 0, 1000, 1);
+    off_t first = file_size(dir, "events.log");
+    commit(j, ID_A, "planned", 2, 0, 1001, 2);
+    commit(j, ID_B, "accepted", 1, 0, 1002, 3);
+    gs_journal_destroy(&j);
+
+    char p[600];
+    snprintf(p, sizeof p, "%s/events.log", dir);
+    int fd = open(p, O_WRONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, "XXXX", 4, first + 30), 4); /* inside record 2's body */
+    close(fd);
+
+    j = gs_journal_open(dir);
+    assert_non_null(j);
+    assert_true(warned(j, "corrupt record"));
+    assert_int_equal(gs_journal_last_seq(j), 3);
+    gs_journal_event ev[4];
+    assert_int_equal(gs_journal_events_since(j, 0, ev, 4), 2);
+    assert_int_equal(ev[0].seq, 1);
+    assert_int_equal(ev[1].seq, 3);
+    /* The slide file of A still has the planned state. */
+    assert_string_equal(state_of(j, ID_A), "planned");
+    gs_journal_destroy(&j);
+    remove_tree(dir);
+}
+
+static void log_newer_than_slide_file_wins(void **state)
+{
+    (void)state;
+    char dir[64];
+    make_tmpdir(dir, sizeof dir);
+    gs_journal *j = gs_journal_open(dir);
+    commit(j, ID_A, "accepted", 1, 0, 1000, 1);
+    char p[600], saved[600];
+    snprintf(p, sizeof p, "%s/%s.json", dir, ID_A);
+    snprintf(saved, sizeof saved, "%s/saved", dir);
+    char cmd[1300];
+    snprintf(cmd, sizeof cmd, "cp '%s' '%s'", p, saved);
+    assert_int_equal(system(cmd), 0);
+    commit(j, ID_A, "planned", 2, 0, 1001, 2);
+    gs_journal_destroy(&j);
+    /* Crash between the log append and the rename of the slide file: the old file is there,
+     * with a half-written temporary beside it. */
+    assert_int_equal(rename(saved, p), 0);
+    write_file(dir, "00000000000000aa.json.tmp", "{\"slide_id\":", 12);
+
+    j = gs_journal_open(dir);
+    assert_non_null(j);
+    assert_true(warned(j, "00000000000000aa.json.tmp: removed a half-written temporary file"));
+    assert_true(warned(j, "restored from events.log seq 2"));
+    assert_string_equal(state_of(j, ID_A), "planned");
+    gs_journal_destroy(&j);
+    snprintf(p, sizeof p, "%s/00000000000000aa.json.tmp", dir);
+    assert_int_equal(access(p, F_OK), -1);
+    /* The file was rewritten, so the next replay is clean. */
+    j = gs_journal_open(dir);
+    assert_int_equal(gs_journal_warning_count(j), 0);
+    assert_string_equal(state_of(j, ID_A), "planned");
+    gs_journal_destroy(&j);
+    remove_tree(dir);
+}
+
+static void garbage_files_are_skipped_with_warnings(void **state)
+{
+    (void)state;
+    char dir[64];
+    make_tmpdir(dir, sizeof dir);
+    gs_journal *j = gs_journal_open(dir);
+    commit(j, ID_A, "accepted", 1, 0, 1000, 1);
+    gs_journal_destroy(&j);
+    write_file(dir, "garbage.bin", "\x01\x02\x03", 3);
+    write_file(dir, "00000000000000cc.json", "not json at all", 15);
+    write_file(dir, "00000000000000dd.json", "{\"slide_id\":\"00000000000000ee\"}", 31);
+    write_file(dir, "state.json", "[1,2]", 5);
+
+    j = gs_journal_open(dir);
+    assert_non_null(j);
+    assert_true(warned(j, "garbage.bin: ignored"));
+    assert_true(warned(j, "00000000000000cc.json: skipped: not JSON"));
+    assert_true(warned(j, "00000000000000dd.json: skipped: not a slide record"));
+    assert_true(warned(j, "state.json: skipped"));
+    assert_int_equal(gs_journal_slide_count(j), 1);
+    assert_string_equal(state_of(j, ID_A), "accepted");
+    assert_int_equal(gs_journal_last_seq(j), 1);
+    gs_journal_destroy(&j);
+    remove_tree(dir);
+}
+
+static void unwritable_dir_is_a_clear_error(void **state)
+{
+    (void)state;
+    char dir[64];
+    make_tmpdir(dir, sizeof dir);
+    write_file(dir, "plainfile", "x", 1);
+    char p[600];
+    /* A path under a regular file cannot be created, even by root. */
+    snprintf(p, sizeof p, "%s/plainfile/journal", dir);
+    gs_error_clear();
+    assert_null(gs_journal_open(p));
+    assert_non_null(strstr(gs_error_get(), "plainfile"));
+    assert_non_null(strstr(gs_error_get(), "journal"));
+    assert_null(gs_journal_open(""));
+    /* Nested folders are created. */
+    snprintf(p, sizeof p, "%s/a/b/c", dir);
+    gs_journal *j = gs_journal_open(p);
+    assert_non_null(j);
+    gs_journal_destroy(&j);
+    gs_journal_destroy(&j); /* idempotent */
+    remove_tree(dir);
+}
+
+static void retention_drops_old_terminal_slides_and_keeps_seq(void **state)
+{
+    (void)state;
+    char dir[64];
+    make_tmpdir(dir, sizeof dir);
+    gs_journal *j = gs_journal_open(dir);
+    commit(j, ID_A, "accepted", 1, 0, 1000, 1);
+    commit(j, ID_B, "accepted", 1, 0, 1000, 2);
+    commit(j, ID_A, "done", 2, 1, 2000, 3);
+    size_t dropped = 99;
+    /* Not old enough yet. */
+    assert_int_equal(gs_journal_retain(j, 2500, 1000, &dropped), 0);
+    assert_int_equal(dropped, 0);
+    assert_int_equal(gs_journal_retain(j, 5000, 1000, &dropped), 0);
+    assert_int_equal(dropped, 1);
+    assert_null(gs_journal_slide_get(j, ID_A));
+    assert_int_equal(gs_journal_complete_from(j), 4);
+    gs_journal_event ev[4];
+    assert_int_equal(gs_journal_events_since(j, 0, ev, 4), 1);
+    assert_int_equal(ev[0].seq, 2);
+    gs_journal_destroy(&j);
+
+    j = gs_journal_open(dir);
+    assert_int_equal(gs_journal_warning_count(j), 0);
+    assert_int_equal(gs_journal_slide_count(j), 1);
+    assert_int_equal(gs_journal_last_seq(j), 3);
+    assert_int_equal(gs_journal_complete_from(j), 4);
+    assert_int_equal(gs_journal_events_since(j, 0, ev, 4), 1);
+    /* B (in flight) is never dropped; once terminal and old, it goes too, and the seq
+     * survives in state.json although no event is left. */
+    commit(j, ID_B, "failed", 2, 1, 3000, 4);
+    assert_int_equal(gs_journal_retain(j, 10000, 1000, &dropped), 0);
+    assert_int_equal(dropped, 1);
+    gs_journal_destroy(&j);
+    j = gs_journal_open(dir);
+    assert_int_equal(gs_journal_slide_count(j), 0);
+    assert_int_equal(gs_journal_last_seq(j), 4);
+    assert_int_equal(gs_journal_next_seq(j), 5);
+    gs_journal_destroy(&j);
+    remove_tree(dir);
+}
+
+static void bad_arguments_are_errors(void **state)
+{
+    (void)state;
+    char dir[64];
+    make_tmpdir(dir, sizeof dir);
+    gs_journal *j = gs_journal_open(dir);
+    json_t *r = rec("accepted", 1);
+    assert_int_equal(gs_journal_commit(j, "NOTHEX0000000000", r, 0, 0, "", 0, NULL), -1);
+    assert_int_equal(gs_journal_commit(j, NULL, r, 0, 0, "", 0, NULL), -1);
+    assert_int_equal(gs_journal_put_slide(j, "short", r, 0, 0), -1);
+    assert_int_equal(gs_journal_last_seq(j), 0);
+    json_decref(r);
+    gs_journal_destroy(&j);
+    remove_tree(dir);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(crc_matches_zlib_check_value),
+        cmocka_unit_test(round_trip),
+        cmocka_unit_test(torn_last_record_is_dropped),
+        cmocka_unit_test(corrupt_middle_record_keeps_later_ones),
+        cmocka_unit_test(log_newer_than_slide_file_wins),
+        cmocka_unit_test(garbage_files_are_skipped_with_warnings),
+        cmocka_unit_test(unwritable_dir_is_a_clear_error),
+        cmocka_unit_test(retention_drops_old_terminal_slides_and_keeps_seq),
+        cmocka_unit_test(bad_arguments_are_errors),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
