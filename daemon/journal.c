@@ -745,16 +745,20 @@ int gs_journal_commit(gs_journal *j, const char *slide_id, const json_t *record,
             warn(j, "events.log: cannot cut a failed append: %s", strerror(errno));
         goto fail;
     }
-    j->last_seq = s;
+    /* The slide file goes before the in-memory state changes. If it cannot be written, the
+     * appended record is cut off again, so the caller's -1 means "did not happen" both now
+     * and after a restart; only a crash between the two writes leaves the log record alone,
+     * and replay then restores the file from it. */
+    if (record && write_slide_file(j, slide_id, record, terminal, time_unix_ms, s) != 0) {
+        if (ftruncate(j->log_fd, end) != 0 || fsync(j->log_fd) != 0)
+            warn(j, "events.log: cannot cut a record whose slide file failed: %s", strerror(errno));
+        goto fail;
+    }
     if (add_event(j, s, slide_id, payload, payload_len) != 0)
         goto fail;
-    if (record) {
-        if (set_slide(j, slide_id, (json_t *)record, terminal, time_unix_ms, s) != 0)
-            goto fail;
-        /* The log record is already the commit; a failure here is repaired by replay. */
-        if (write_slide_file(j, slide_id, record, terminal, time_unix_ms, s) != 0)
-            goto fail;
-    }
+    j->last_seq = s;
+    if (record && set_slide(j, slide_id, (json_t *)record, terminal, time_unix_ms, s) != 0)
+        goto fail;
     free(frame);
     free(text);
     if (seq)
