@@ -203,3 +203,22 @@ int64_t gs_focus_tissue_mask(const uint8_t *px, int w, int h, size_t stride, int
     }
     return n;
 }
+
+int gs_focus_judge_tile(const uint8_t *px, int w, int h, size_t stride, int channels,
+                        double threshold, gs_focus *out)
+{
+    gs_focus local;
+    if (!out)
+        out = &local;
+    if (check_args(px, w, h, stride, channels, out) < 0)
+        return -1;
+    uint8_t *mask = malloc((size_t)w * (size_t)h);
+    if (!mask)
+        return gs_error_set("focus: out of memory for a %dx%d mask", w, h);
+    int rc = -1;
+    if (gs_focus_tissue_mask(px, w, h, stride, channels, GS_FOCUS_GLASS_GREY, mask) >= 0 &&
+        gs_focus_measure(px, w, h, stride, channels, mask, out) == 0)
+        rc = gs_focus_tile_blurry(out, threshold);
+    free(mask);
+    return rc;
+}

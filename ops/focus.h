@@ -76,6 +76,13 @@ int gs_focus_measure_ref(const uint8_t *px, int w, int h, size_t stride, int cha
 int64_t gs_focus_tissue_mask(const uint8_t *px, int w, int h, size_t stride, int channels,
                              int glass_grey, uint8_t *mask);
 
+/* The blur stage's whole judgement of one tile: tissue mask (GS_FOCUS_GLASS_GREY), measure,
+ * threshold. Fills *out (may be NULL) and returns 1 if the tile is blurry, 0 if it is sharp, or
+ * -1 with the message set (bad arguments, out of memory, or no tissue pixel to measure: the
+ * caller cannot judge such a tile). */
+int gs_focus_judge_tile(const uint8_t *px, int w, int h, size_t stride, int channels,
+                        double threshold, gs_focus *out);
+
 /* Returns 1 if a tile with this measure is blurry under `threshold`, else 0. */
 int gs_focus_tile_blurry(const gs_focus *f, double threshold);
 

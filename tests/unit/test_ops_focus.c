@@ -184,6 +184,10 @@ static void slide_rule(void **state)
     assert_int_equal(gs_focus_slide_out_of_focus(16, 32, GS_FOCUS_SLIDE_FRACTION), 0);
     assert_int_equal(gs_focus_slide_out_of_focus(17, 32, GS_FOCUS_SLIDE_FRACTION), 1);
     assert_int_equal(gs_focus_slide_out_of_focus(0, 0, GS_FOCUS_SLIDE_FRACTION), 0);
+    /* A glass-only tile has nothing to judge. */
+    uint8_t glass[16 * 16 * 3];
+    memset(glass, 240, sizeof glass);
+    assert_int_equal(gs_focus_judge_tile(glass, 16, 16, 48, 3, GS_FOCUS_THRESHOLD, NULL), -1);
 }
 
 /* Masked score of an RGB image as the blur stage computes it; checks fast == reference. */
@@ -249,6 +253,12 @@ static void real_defocus_pair(void **state)
     printf("0.5 um/px, masked: in focus %.1f, out of focus %.1f (threshold %.0f)\n", sa, sb,
            GS_FOCUS_THRESHOLD);
     assert_true(sa > 5 * sb);
+    /* The blur stage's one-call judgement agrees. */
+    gs_focus j;
+    assert_int_equal(gs_focus_judge_tile(a2, w2, h2, (size_t)w2 * 3, 3, GS_FOCUS_THRESHOLD, &j), 0);
+    assert_true(j.score == sa);
+    assert_int_equal(gs_focus_judge_tile(b2, w2, h2, (size_t)w2 * 3, 3, GS_FOCUS_THRESHOLD, NULL),
+                     1);
     assert_true(sa > 2 * GS_FOCUS_THRESHOLD);
     assert_true(sb < GS_FOCUS_THRESHOLD / 2);
     free(a);
