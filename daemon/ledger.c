@@ -1,9 +1,15 @@
 #include "daemon/ledger.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include "daemon/journal.h"
 #include "ops/error.h"
 
 /* Per-tile flags. */
@@ -32,6 +38,8 @@ struct gs_ledger {
     uint32_t *heap_idx;
     float *heap_score;
     float *heap_feat;
+    int fd;          /* the ledger file outcomes are appended to, or -1 */
+    char *file_path; /* for messages */
 };
 
 void gs_ledger_options_default(gs_ledger_options *o)
@@ -70,6 +78,7 @@ gs_ledger *gs_ledger_new(uint32_t n_tiles, uint32_t attempt, const gs_ledger_opt
     if (!l->outcome || !l->flags || !l->requests || !l->last_request || !l->loss_due || !l->score ||
         !l->heap_idx || !l->heap_score || !l->heap_feat)
         goto fail_oom;
+    l->fd = -1;
     l->c.planned = n_tiles;
     l->c.pending = n_tiles;
     l->last_result = INT64_MIN;
@@ -98,6 +107,9 @@ void gs_ledger_destroy(gs_ledger **lp)
     free(l->heap_idx);
     free(l->heap_score);
     free(l->heap_feat);
+    if (l->fd >= 0)
+        close(l->fd);
+    free(l->file_path);
     free(l);
     *lp = NULL;
 }
@@ -154,11 +166,89 @@ static void set_error(gs_ledger *l, uint32_t i, const char *msg)
     l->error[i] = strndup(msg, MAX_ERROR_LEN);
 }
 
+/* ---- the ledger file ----------------------------------------------------------------------
+ * Framing: [magic u32][body_len u32][body][crc32(body) u32], little-endian; body: [index u32]
+ * [outcome u8][score f32][dim u32][dim x f32 feature]. Records are appended without fsync:
+ * the file only saves work at a restart, and a torn tail costs only its tiles. */
+#define LEDGER_MAGIC 0x314c5347u /* "GSL1" */
+#define REC_FIXED 13
+
+static void put32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint32_t float_bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+static float bits_float(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+static void file_append(gs_ledger *l, uint32_t i, gs_tile_outcome out, float score,
+                        const float *feature)
+{
+    if (l->fd < 0)
+        return;
+    uint32_t dim = out == GS_TILE_INFERRED ? l->o.feature_dim : 0;
+    size_t body = REC_FIXED + 4 * (size_t)dim;
+    uint8_t stack[REC_FIXED + 12 + 4 * 512];
+    uint8_t *buf = body + 12 <= sizeof stack ? stack : malloc(body + 12);
+    if (!buf) {
+        l->c.file_errors++;
+        return;
+    }
+    put32(buf, LEDGER_MAGIC);
+    put32(buf + 4, (uint32_t)body);
+    uint8_t *b = buf + 8;
+    put32(b, i);
+    b[4] = (uint8_t)out;
+    put32(b + 5, float_bits(score));
+    put32(b + 9, dim);
+    for (uint32_t k = 0; k < dim; k++)
+        put32(b + REC_FIXED + 4 * k, float_bits(feature[k]));
+    put32(b + body, gs_journal_crc32(0, b, body));
+    size_t n = body + 12, done = 0;
+    while (done < n) {
+        ssize_t w = write(l->fd, buf + done, n - done);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            break;
+        done += (size_t)w;
+    }
+    if (done < n) {
+        /* Stop writing: later records after a gap would be adopted without the lost one,
+         * which is harmless, but a full disk would only fail again. */
+        fprintf(stderr, "ledger %s: write failed (%s); outcomes are no longer saved\n",
+                l->file_path, strerror(errno));
+        l->c.file_errors++;
+        close(l->fd);
+        l->fd = -1;
+    }
+    if (buf != stack)
+        free(buf);
+}
+
 int gs_ledger_set_background(gs_ledger *l, uint32_t index)
 {
     if (index >= l->n || l->outcome[index] != GS_TILE_PENDING)
         return gs_error_set("ledger: tile %u: out of range or already recorded", index);
     set_outcome(l, index, GS_TILE_BACKGROUND);
+    file_append(l, index, GS_TILE_BACKGROUND, 0.f, NULL);
     return 0;
 }
 
@@ -301,6 +391,7 @@ int gs_ledger_record(gs_ledger *l, uint32_t attempt, uint32_t index, gs_tile_out
         l->score[index] = score;
         heap_offer(l, index, score, feature);
     }
+    file_append(l, index, outcome, score, feature);
     return GS_LEDGER_RECORDED;
 }
 
@@ -317,9 +408,10 @@ int gs_ledger_failed_request(gs_ledger *l, uint32_t attempt, uint32_t index, con
     l->last_result = now_ms;
     set_error(l, index, error);
     if (l->requests[index] >= l->o.tile_max_requests) {
-        if (l->inferring)
+        if (l->inferring) {
             set_outcome(l, index, GS_TILE_ERROR);
-        else
+            file_append(l, index, GS_TILE_ERROR, 0.f, NULL);
+        } else
             l->flags[index] = (uint8_t)((l->flags[index] & ~(F_RETRY | F_LOSS)) | F_GAVE_UP);
         return GS_LEDGER_GAVE_UP;
     }
@@ -345,6 +437,7 @@ int gs_ledger_judge_blur(gs_ledger *l, uint32_t attempt, uint32_t index, int blu
     if (blurry) {
         l->c.blur_blurry++;
         set_outcome(l, index, GS_TILE_BLURRY);
+        file_append(l, index, GS_TILE_BLURRY, 0.f, NULL);
     }
     return GS_LEDGER_RECORDED;
 }
@@ -386,9 +479,10 @@ size_t gs_ledger_due(gs_ledger *l, int64_t now_ms, uint32_t *out, size_t max)
         if (l->requests[i] >= l->o.tile_max_requests) {
             if (!(l->flags[i] & F_RETRY))
                 set_error(l, i, "no result after the last request");
-            if (l->inferring)
+            if (l->inferring) {
                 set_outcome(l, i, GS_TILE_ERROR);
-            else
+                file_append(l, i, GS_TILE_ERROR, 0.f, NULL);
+            } else
                 l->flags[i] = (uint8_t)((l->flags[i] & ~(F_RETRY | F_LOSS)) | F_GAVE_UP);
             continue;
         }
@@ -470,4 +564,112 @@ uint32_t gs_ledger_top(const gs_ledger *l, uint32_t *index, float *score, float 
             memcpy(features + i * d, l->heap_feat + s * d, d * sizeof *features);
     }
     return k;
+}
+
+int gs_ledger_adopt_file(gs_ledger *l, const char *path, uint32_t *adopted, uint32_t *dropped)
+{
+    uint32_t n_adopted = 0, n_dropped = 0;
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT)
+            goto out;
+        return gs_error_set("ledger %s: %s", path, strerror(errno));
+    }
+    struct stat st;
+    uint8_t *buf = NULL;
+    if (fstat(fd, &st) != 0 || !(buf = malloc((size_t)st.st_size + 1))) {
+        close(fd);
+        return gs_error_set("ledger %s: cannot read: %s", path, strerror(errno));
+    }
+    size_t size = 0;
+    while (size < (size_t)st.st_size) {
+        ssize_t r = read(fd, buf + size, (size_t)st.st_size - size);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        size += (size_t)r;
+    }
+    size_t o = 0;
+    while (o + 8 <= size) {
+        uint32_t body = get32(buf + o + 4);
+        if (get32(buf + o) != LEDGER_MAGIC || body < REC_FIXED || o + 12 + (size_t)body > size)
+            break;
+        const uint8_t *b = buf + o + 8;
+        if (gs_journal_crc32(0, b, body) != get32(b + body))
+            break;
+        uint32_t i = get32(b), dim = get32(b + 9);
+        gs_tile_outcome out = (gs_tile_outcome)b[4];
+        float score = bits_float(get32(b + 5));
+        o += 12 + (size_t)body;
+        int ok = i < l->n && (size_t)body == REC_FIXED + 4 * (size_t)dim &&
+                 out >= GS_TILE_INFERRED && out <= GS_TILE_ERROR;
+        if (ok && out == GS_TILE_INFERRED)
+            ok = dim == l->o.feature_dim && isfinite(score) && score >= 0.f && score <= 1.f;
+        else if (ok)
+            ok = dim == 0;
+        if (!ok || l->outcome[i] != GS_TILE_PENDING) {
+            n_dropped++; /* another plan's record, or one already adopted */
+            continue;
+        }
+        set_outcome(l, i, out);
+        if (out == GS_TILE_INFERRED) {
+            float *feat = malloc((size_t)dim * sizeof *feat);
+            if (!feat) {
+                free(buf);
+                close(fd);
+                return gs_error_set("ledger %s: out of memory", path);
+            }
+            for (uint32_t k = 0; k < dim; k++)
+                feat[k] = bits_float(get32(b + REC_FIXED + 4 * k));
+            l->score[i] = score;
+            heap_offer(l, i, score, feat);
+            free(feat);
+        }
+        n_adopted++;
+    }
+    if (o < size) {
+        /* A torn or corrupt tail: cut it, so records appended next follow intact ones. */
+        fprintf(stderr, "ledger %s: dropped %zu bytes of torn or corrupt records at offset %zu\n",
+                path, size - o, o);
+        n_dropped++;
+        if (ftruncate(fd, (off_t)o) != 0) {
+            free(buf);
+            close(fd);
+            return gs_error_set("ledger %s: cannot cut the torn tail: %s", path, strerror(errno));
+        }
+    }
+    free(buf);
+    close(fd);
+out:
+    if (adopted)
+        *adopted = n_adopted;
+    if (dropped)
+        *dropped = n_dropped;
+    return 0;
+}
+
+int gs_ledger_attach_file(gs_ledger *l, const char *path)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return gs_error_set("ledger %s: %s", path, strerror(errno));
+    char *p = strdup(path);
+    if (!p) {
+        close(fd);
+        return gs_error_set("ledger %s: out of memory", path);
+    }
+    if (l->fd >= 0)
+        close(l->fd);
+    free(l->file_path);
+    l->fd = fd;
+    l->file_path = p;
+    return 0;
+}
+
+int gs_ledger_sync(gs_ledger *l)
+{
+    if (l->fd >= 0 && fsync(l->fd) != 0)
+        return gs_error_set("ledger %s: fsync: %s", l->file_path, strerror(errno));
+    return 0;
 }

@@ -20,6 +20,10 @@
  * one stays pending, and a sample tile out of requests is left unjudged (not an error).
  * gs_ledger_begin_inference() starts the inference phase with fresh request counts.
  *
+ * Outcomes can be saved to a ledger file (PROTOCOL.md §8: CRC-framed records, appended, not
+ * fsynced one by one) so that after a coordinator restart the new attempt's ledger adopts the
+ * outcomes whose records are intact instead of inferring the slide again.
+ *
  * The clock is passed in (milliseconds, any monotonic origin), so tests control time. Use:
  * l = gs_ledger_new(n, attempt, &opts); gs_ledger_set_background() for the plan's background
  * tiles; gs_ledger_requested() whenever a tile is sent; feed results with gs_ledger_record(),
@@ -68,6 +72,7 @@ typedef struct {
     uint32_t blur_judged;       /* sample tiles judged in the blur phase */
     uint32_t blur_blurry;       /* of which blurry */
     uint32_t blur_outstanding;  /* requested in the blur phase, not judged, not given up */
+    uint32_t file_errors;       /* failed appends to the ledger file */
 } gs_ledger_counts;
 
 typedef struct gs_ledger gs_ledger;
@@ -150,5 +155,21 @@ void gs_ledger_counts_get(const gs_ledger *l, gs_ledger_counts *c);
  * features[] (k x feature_dim). Any output may be NULL; the caller sizes them for top_k.
  * Returns k. */
 uint32_t gs_ledger_top(const gs_ledger *l, uint32_t *index, float *score, float *features);
+
+/* Adopts the outcomes saved in the ledger file at path by an earlier ledger of the same plan
+ * (any attempt): each intact record of a pending tile sets its outcome (and, for INFERRED,
+ * its score and top-k entry). Records that do not fit (index out of range, wrong feature
+ * size, tile already settled) are skipped; a torn or corrupt tail is cut off the file. A
+ * missing file adopts nothing. *adopted and *dropped (may be NULL) get the counts. Returns 0,
+ * or -1 with the error set when the file cannot be read. */
+int gs_ledger_adopt_file(gs_ledger *l, const char *path, uint32_t *adopted, uint32_t *dropped);
+
+/* From now on, appends every outcome this ledger records to path (created if missing). A
+ * failed append is counted in file_errors and ends the saving (the ledger itself goes on).
+ * Returns 0, or -1 with the error set. */
+int gs_ledger_attach_file(gs_ledger *l, const char *path);
+
+/* fsyncs the ledger file (e.g. when the slide leaves INFERRING). Returns 0 or -1. */
+int gs_ledger_sync(gs_ledger *l);
 
 #endif

@@ -7,6 +7,8 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "daemon/ledger.h"
 #include "ops/error.h"
@@ -376,6 +378,103 @@ static void blur_phase_judgements(void **state)
     gs_ledger_destroy(&l);
 }
 
+static void ledger_file_is_adopted_after_restart(void **state)
+{
+    (void)state;
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/gs_test_ledger_XXXXXX");
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    unlink(path);
+    gs_ledger_options o = opts(3);
+    uint32_t adopted = 99, dropped = 99;
+    gs_ledger *l = gs_ledger_new(8, 1, &o);
+    /* a missing file adopts nothing */
+    assert_int_equal(gs_ledger_adopt_file(l, path, &adopted, &dropped), 0);
+    assert_int_equal(adopted, 0);
+    assert_int_equal(dropped, 0);
+    assert_int_equal(gs_ledger_attach_file(l, path), 0);
+    assert_int_equal(gs_ledger_set_background(l, 7), 0);
+    gs_ledger_requested(l, 6, 0);
+    assert_int_equal(gs_ledger_judge_blur(l, 1, 6, 1, 1), GS_LEDGER_RECORDED);
+    gs_ledger_begin_inference(l);
+    float f[DIM];
+    for (uint32_t i = 0; i < 5; i++) {
+        feature_of(i, f);
+        assert_int_equal(gs_ledger_record(l, 1, i, GS_TILE_INFERRED, 0.1f * (float)i, f, 2),
+                         GS_LEDGER_RECORDED);
+    }
+    for (int r = 0; r < 3; r++) {
+        gs_ledger_requested(l, 5, 3);
+        gs_ledger_failed_request(l, 1, 5, "bad tile", 4);
+    }
+    assert_int_equal(gs_ledger_outcome(l, 5), GS_TILE_ERROR);
+    assert_int_equal(gs_ledger_sync(l), 0);
+    uint32_t top1[3];
+    float feat1[3 * DIM];
+    assert_int_equal(gs_ledger_top(l, top1, NULL, feat1), 3);
+    gs_ledger_destroy(&l);
+
+    /* the coordinator restarts: attempt 2 adopts everything */
+    l = gs_ledger_new(8, 2, &o);
+    assert_int_equal(gs_ledger_adopt_file(l, path, &adopted, &dropped), 0);
+    assert_int_equal(adopted, 8);
+    assert_int_equal(dropped, 0);
+    assert_true(gs_ledger_complete(l));
+    gs_ledger_counts c;
+    gs_ledger_counts_get(l, &c);
+    assert_int_equal(c.inferred, 5);
+    assert_int_equal(c.background, 1);
+    assert_int_equal(c.blurry, 1);
+    assert_int_equal(c.error, 1);
+    uint32_t top2[3];
+    float feat2[3 * DIM];
+    assert_int_equal(gs_ledger_top(l, top2, NULL, feat2), 3);
+    assert_memory_equal(top1, top2, sizeof top1);
+    assert_memory_equal(feat1, feat2, sizeof feat1);
+    assert_true(gs_ledger_score(l, 4) == 0.4f);
+    /* adopting the same file twice: every record is for a settled tile */
+    assert_int_equal(gs_ledger_adopt_file(l, path, &adopted, &dropped), 0);
+    assert_int_equal(adopted, 0);
+    assert_int_equal(dropped, 8);
+    gs_ledger_destroy(&l);
+
+    /* a torn last record is cut; the intact ones are adopted; appends continue after them */
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(truncate(path, st.st_size - 3), 0);
+    l = gs_ledger_new(8, 3, &o);
+    assert_int_equal(gs_ledger_adopt_file(l, path, &adopted, &dropped), 0);
+    assert_int_equal(adopted, 7);
+    assert_int_equal(dropped, 1);
+    assert_int_equal(gs_ledger_outcome(l, 5), GS_TILE_PENDING); /* its record was the torn one */
+    gs_ledger_begin_inference(l);
+    assert_int_equal(gs_ledger_attach_file(l, path), 0);
+    feature_of(5, f);
+    gs_ledger_requested(l, 5, 10);
+    assert_int_equal(gs_ledger_record(l, 3, 5, GS_TILE_INFERRED, 0.9f, f, 11), GS_LEDGER_RECORDED);
+    gs_ledger_destroy(&l);
+    l = gs_ledger_new(8, 4, &o);
+    assert_int_equal(gs_ledger_adopt_file(l, path, &adopted, &dropped), 0);
+    assert_int_equal(adopted, 8);
+    assert_int_equal(dropped, 0);
+    assert_int_equal(gs_ledger_top(l, top2, NULL, NULL), 3);
+    assert_int_equal(top2[0], 5);
+    gs_ledger_destroy(&l);
+
+    /* a ledger of a smaller plan drops records it cannot hold */
+    l = gs_ledger_new(4, 5, &o);
+    assert_int_equal(gs_ledger_adopt_file(l, path, &adopted, &dropped), 0);
+    assert_int_equal(adopted, 4);
+    assert_int_equal(dropped, 4);
+    gs_ledger_destroy(&l);
+    unlink(path);
+    l = gs_ledger_new(1, 1, &o);
+    assert_int_equal(gs_ledger_attach_file(l, "/nonexistent/dir/ledger"), -1);
+    gs_ledger_destroy(&l);
+}
+
 static void empty_plan_is_complete(void **state)
 {
     (void)state;
@@ -397,6 +496,7 @@ int main(void)
         cmocka_unit_test(stall_deadline_rerequests_then_error),
         cmocka_unit_test(worker_loss_makes_older_requests_due_after_grace),
         cmocka_unit_test(blur_phase_judgements),
+        cmocka_unit_test(ledger_file_is_adopted_after_restart),
         cmocka_unit_test(empty_plan_is_complete),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
