@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 
 #include "ops/error.h"
 #include "proto/gastroscreen.pb-c.h"
@@ -936,4 +937,58 @@ gs_slide_step gs_slide_next_step(const gs_slide_info *v)
 void gs_slides_stats_get(const gs_slides *t, gs_slides_stats *s)
 {
     *s = t->stats;
+}
+
+int gs_slides_resolve_path(const char *const *roots, size_t n_roots, const char *path, char *out,
+                           size_t out_len, int64_t *size, int64_t *mtime_ms)
+{
+    if (!path || !*path || !text_ok(path, MAX_PATH_LEN))
+        return gs_error_set("intake: empty or overlong path");
+    char *real = realpath(path, NULL);
+    if (!real)
+        return gs_error_set("%s: %s", path, strerror(errno));
+    int rc = -1;
+    int inside = 0;
+    for (size_t i = 0; i < n_roots && !inside; i++) {
+        char *root = realpath(roots[i], NULL);
+        if (!root)
+            continue; /* a missing root admits nothing */
+        size_t n = strlen(root);
+        /* "/" as a root admits everything; otherwise the match must end at a separator */
+        inside = strncmp(real, root, n) == 0 && (n == 1 || real[n] == '/');
+        free(root);
+    }
+    struct stat st;
+    if (!inside) {
+        gs_error_set("%s: outside the slide roots", path);
+    } else if (stat(real, &st) != 0) {
+        gs_error_set("%s: %s", path, strerror(errno));
+    } else if (!S_ISREG(st.st_mode)) {
+        gs_error_set("%s: not a regular file", path);
+    } else if (strlen(real) + 1 > out_len) {
+        gs_error_set("%s: resolved path too long", path);
+    } else {
+        memcpy(out, real, strlen(real) + 1);
+        *size = (int64_t)st.st_size;
+        *mtime_ms = (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
+        rc = 0;
+    }
+    free(real);
+    return rc;
+}
+
+int gs_slides_retain(gs_slides *t, int64_t now_unix_ms, int64_t max_age_ms, size_t *dropped)
+{
+    if (gs_journal_retain(t->journal, now_unix_ms, max_age_ms, dropped) != 0)
+        return -1;
+    /* The journal decided which records went; the table follows it. */
+    size_t w = 0;
+    for (size_t i = 0; i < t->n; i++) {
+        if (gs_journal_slide_get(t->journal, t->slides[i]->id))
+            t->slides[w++] = t->slides[i];
+        else
+            slide_free(t->slides[i]);
+    }
+    t->n = w;
+    return 0;
 }

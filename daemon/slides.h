@@ -154,6 +154,15 @@ int gs_slides_intake(gs_slides *t, const char *path, int64_t size, int64_t mtime
                      gs_intake_source source, const char *external_id, int64_t now_unix_ms,
                      char out_id[GS_SLIDE_ID_LEN + 1], int *duplicate, uint64_t *seq);
 
+/* Rule 1's first half, before gs_slides_intake(): resolves path (realpath: symlinks, "..")
+ * into out (out_len bytes), and checks that it is a regular file under one of the roots
+ * (each resolved too; a root matches whole path components, so /srv/slides does not admit
+ * /srv/slides2/x). Fills *size and *mtime_ms from stat. Returns 0, or -1 with the error set
+ * ("/x.svs: outside the slide roots", "...: No such file or directory", "...: not a regular
+ * file"). */
+int gs_slides_resolve_path(const char *const *roots, size_t n_roots, const char *path, char *out,
+                           size_t out_len, int64_t *size, int64_t *mtime_ms);
+
 /* ACCEPTED -> PLANNED on a PlanResult without error, with the slide's quickhash and, when the
  * plan said so, unassessable_reason (NULL or "" otherwise). If another slide has the same
  * path and quickhash, the slide is folded into it instead: DONE with duplicate_of, and
@@ -196,6 +205,11 @@ int gs_slides_fail(gs_slides *t, const char *slide_id, uint32_t attempt, const c
  * slide"), and *seq is that verdict's number; otherwise *seq = 0. */
 int gs_slides_crash_mark(gs_slides *t, const char *slide_id, uint32_t attempt, int64_t now_unix_ms,
                          uint64_t *seq);
+
+/* Retention: drops from the journal and the table every terminal slide last changed before
+ * now_unix_ms - max_age_ms (gs_journal_retain). *dropped (may be NULL) gets the count.
+ * Returns 0 or -1. */
+int gs_slides_retain(gs_slides *t, int64_t now_unix_ms, int64_t max_age_ms, size_t *dropped);
 
 /* Checks a message's fence: 0 if (slide_id, attempt) is the current attempt of a slide in
  * flight, else GS_SLIDES_IGNORED (counted as stale). */

@@ -480,6 +480,100 @@ static void journal_failure_changes_nothing(void **state)
     assert_int_equal(mkdir(f->dir, 0700), 0);
 }
 
+static void touch(const char *path)
+{
+    FILE *fp = fopen(path, "w");
+    assert_non_null(fp);
+    fputs("slide", fp);
+    fclose(fp);
+}
+
+static void resolve_path_checks_roots(void **state)
+{
+    fixture *f = *state;
+    char root[128], root2[128], p[256], out[4096];
+    snprintf(root, sizeof root, "%s/root", f->dir);
+    snprintf(root2, sizeof root2, "%s/root2", f->dir);
+    assert_int_equal(mkdir(root, 0700), 0);
+    assert_int_equal(mkdir(root2, 0700), 0);
+    snprintf(p, sizeof p, "%s/sub", root);
+    assert_int_equal(mkdir(p, 0700), 0);
+    snprintf(p, sizeof p, "%s/sub/a.svs", root);
+    touch(p);
+    snprintf(p, sizeof p, "%s/b.svs", root2);
+    touch(p);
+    snprintf(p, sizeof p, "%s/outside.svs", f->dir);
+    touch(p);
+    char link[256];
+    snprintf(link, sizeof link, "%s/escape.svs", root);
+    assert_int_equal(symlink(p, link), 0);
+    const char *roots[] = {"/nonexistent-root", root};
+    int64_t size = 0, mtime = 0;
+
+    /* inside, through ".." */
+    snprintf(p, sizeof p, "%s/sub/../sub/a.svs", root);
+    assert_int_equal(gs_slides_resolve_path(roots, 2, p, out, sizeof out, &size, &mtime), 0);
+    char want[256];
+    snprintf(want, sizeof want, "%s/sub/a.svs", root);
+    char *real_want = realpath(want, NULL);
+    assert_string_equal(out, real_want);
+    free(real_want);
+    assert_int_equal(size, 5);
+    assert_true(mtime > 0);
+    /* the same path always resolves to the same text: the identity for intake */
+    char again[4096];
+    snprintf(p, sizeof p, "%s/sub/a.svs", root);
+    assert_int_equal(gs_slides_resolve_path(roots, 2, p, again, sizeof again, &size, &mtime), 0);
+    assert_string_equal(out, again);
+
+    /* a sibling whose name starts with the root's is outside */
+    snprintf(p, sizeof p, "%s/b.svs", root2);
+    assert_int_equal(gs_slides_resolve_path(roots, 2, p, out, sizeof out, &size, &mtime), -1);
+    assert_non_null(strstr(gs_error_get(), "outside the slide roots"));
+    /* a symlink out of the root is outside */
+    assert_int_equal(gs_slides_resolve_path(roots, 2, link, out, sizeof out, &size, &mtime), -1);
+    assert_non_null(strstr(gs_error_get(), "outside the slide roots"));
+    /* a folder is not a slide */
+    snprintf(p, sizeof p, "%s/sub", root);
+    assert_int_equal(gs_slides_resolve_path(roots, 2, p, out, sizeof out, &size, &mtime), -1);
+    assert_non_null(strstr(gs_error_get(), "not a regular file"));
+    snprintf(p, sizeof p, "%s/missing.svs", root);
+    assert_int_equal(gs_slides_resolve_path(roots, 2, p, out, sizeof out, &size, &mtime), -1);
+    assert_non_null(strstr(gs_error_get(), "No such file"));
+    /* no roots: nothing is admitted */
+    snprintf(p, sizeof p, "%s/sub/a.svs", root);
+    assert_int_equal(gs_slides_resolve_path(roots, 0, p, out, sizeof out, &size, &mtime), -1);
+    assert_int_equal(gs_slides_resolve_path(roots, 2, p, out, 8, &size, &mtime), -1);
+}
+
+static void retention_drops_old_finished_slides(void **state)
+{
+    fixture *f = *state;
+    char a[17], b[17];
+    accept(f, "/slides/r1.svs", a);
+    accept(f, "/slides/r2.svs", b);
+    assert_int_equal(gs_slides_fail(f->t, a, 1, "unreadable", NULL, 1000, NULL), 0);
+    size_t dropped = 9;
+    assert_int_equal(gs_slides_retain(f->t, 1500, 1000, &dropped), 0);
+    assert_int_equal(dropped, 0);
+    assert_int_equal(gs_slides_retain(f->t, 5000, 1000, &dropped), 0);
+    assert_int_equal(dropped, 1);
+    assert_int_equal(gs_slides_count(f->t), 1);
+    gs_slide_info v;
+    assert_int_equal(gs_slides_get(f->t, a, &v), -1);
+    assert_int_equal(gs_slides_get(f->t, b, &v), 0);
+    /* the path is free again: a new intake is a new slide */
+    char c[17];
+    int dup = 1;
+    assert_int_equal(gs_slides_intake(f->t, "/slides/r1.svs", 1000, 5000, GS_INTAKE_SUBMIT, NULL,
+                                      6000, c, &dup, NULL),
+                     0);
+    assert_int_equal(dup, 0);
+    close_fixture(f);
+    open_fixture(f);
+    assert_int_equal(gs_slides_count(f->t), 2);
+}
+
 static void names(void **state)
 {
     (void)state;
@@ -501,6 +595,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(recovery_bumps_attempt_and_fences_old_results, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(journal_failure_changes_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(resolve_path_checks_roots, setup, teardown),
+        cmocka_unit_test_setup_teardown(retention_drops_old_finished_slides, setup, teardown),
         cmocka_unit_test(names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
