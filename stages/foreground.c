@@ -303,3 +303,20 @@ out_of_memory:
     gs_error_set("out of memory while planning %s", job->path ? job->path : "(no path)");
     return NULL;
 }
+
+int gs_foreground_handle(gs_worker_job *job, void *ud)
+{
+    const Gastroscreen__V1__WorkMessage *m = gs_worker_job_message(job);
+    GS_ASSERT(m->body_case == GASTROSCREEN__V1__WORK_MESSAGE__BODY_PLAN_JOB && m->plan_job);
+    Gastroscreen__V1__PlanResult *r =
+        gs_foreground_plan(m->plan_job, ud, gs_worker_job_worker_id(job));
+    if (!r)
+        return -1;
+    Gastroscreen__V1__WorkMessage out = GASTROSCREEN__V1__WORK_MESSAGE__INIT;
+    out.protocol = GASTROSCREEN__V1__PROTOCOL_VERSION__PROTOCOL_VERSION_1;
+    out.body_case = GASTROSCREEN__V1__WORK_MESSAGE__BODY_PLAN_RESULT;
+    out.plan_result = r;
+    int rc = gs_worker_job_emit(job, &out);
+    gs_foreground_result_free(&r);
+    return rc;
+}

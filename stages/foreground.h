@@ -24,6 +24,7 @@
 #include "proto/gastroscreen.pb-c.h"
 #include "stages/slide.h"
 #include "stages/tissue.h"
+#include "stages/worker.h"
 
 /* Computes the tissue plan of `slide` with tile side o->tile_size (target pixels) keeping
  * every window with tissue > o->min_tissue_fraction (the caller passes 0: every window with
@@ -53,6 +54,11 @@ void gs_foreground_options_default(gs_foreground_options *o);
 Gastroscreen__V1__PlanResult *gs_foreground_plan(const Gastroscreen__V1__PlanJob *job,
                                                  const gs_foreground_options *o,
                                                  const char *worker_id);
+
+/* The foreground stage's gs_worker_handler: serves the job's PlanJob with gs_foreground_plan
+ * (ud: a const gs_foreground_options *, or NULL for the defaults) and emits the PlanResult.
+ * Returns 0 (bad slides are answered with `error`, not failed), or -1 when out of memory. */
+int gs_foreground_handle(gs_worker_job *job, void *ud);
 
 /* Frees a result made by gs_foreground_plan and sets *r to NULL. Accepts NULL. */
 void gs_foreground_result_free(Gastroscreen__V1__PlanResult **r);

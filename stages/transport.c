@@ -406,6 +406,19 @@ int gs_transport_send(gs_transport *t, const gs_peer *to, const ProtobufCMessage
     return rc;
 }
 
+int gs_transport_send_packed(gs_transport *t, const gs_peer *to, const void *buf, size_t len,
+                             int flags)
+{
+    GS_ASSERT(t->type == ZMQ_DEALER || t->type == ZMQ_ROUTER || t->type == ZMQ_REQ);
+    int zflags = (flags & GS_SEND_DONTWAIT) ? ZMQ_DONTWAIT : 0;
+    if (send_prefix(t, to, NULL, zflags) < 0)
+        return -1;
+    if (zmq_send(t->sock, buf, len, t->type == ZMQ_ROUTER ? 0 : zflags) < 0)
+        return send_failed(t, "envelope");
+    t->counters.sent++;
+    return 0;
+}
+
 /* Zero-copy hand-over: ZeroMQ calls this when the frame is closed. `cancelled` is set by a
  * failed send, in which case the caller keeps the pixels. */
 typedef struct {

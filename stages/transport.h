@@ -133,6 +133,13 @@ enum { GS_SEND_DONTWAIT = 1 };
 int gs_transport_send(gs_transport *t, const gs_peer *to, const ProtobufCMessage *envelope,
                       int flags);
 
+/* Like gs_transport_send for an envelope already packed into `buf` (len bytes), e.g. by
+ * another thread; the caller vouches that the bytes are an envelope of the channel's type.
+ * Not for PUB (the topic comes from the unpacked event) nor tiles. Returns 0 or -1 as
+ * gs_transport_send. */
+int gs_transport_send_packed(gs_transport *t, const gs_peer *to, const void *buf, size_t len,
+                             int flags);
+
 /* Called by ZeroMQ (from its I/O thread: must be thread-safe) when it is done with pixels. */
 typedef void gs_pixels_free_fn(void *pixels, void *hint);
 

@@ -1,0 +1,137 @@
+/*
+ * worker: the loop every stage worker runs against the coordinator (PROTOCOL.md §5).
+ *
+ * A gs_worker connects a DEALER to the coordinator's `work` endpoint, says WorkerHello, waits
+ * for WorkerWelcome (a refusal ends gs_worker_run with -1 and the reason), announces its free
+ * job slots with WorkerReady, and then, from its main loop:
+ *   - takes the jobs of its stage (PlanJob for foreground, TileJob for tiler, ScreenTask for
+ *     screener, ReportJob for reporter) and runs the stage's handler on them in `threads`
+ *     handler threads (one job per thread: threads = job slots), sending back whatever results
+ *     the handler emits and a fresh WorkerReady after each finished job;
+ *   - sends WorkerHeartbeat every heartbeat_ms with its progress, the jobs in hand and its
+ *     StageStats (items/s and busy fraction over the last 10 s, queue depth, counters, memory),
+ *     and calls the config's on_tick hook there (a stage main sends WATCHDOG=1 / STATUS from it);
+ *   - counts and drops what is malformed or of the wrong type (gs_transport does the framing,
+ *     the worker checks the job's fence and that the job is for its stage);
+ *   - says hello again when it hears nothing from the coordinator for liveness x heartbeat_ms or
+ *     sees a new coordinator_id, abandoning its jobs (their later results are discarded: they
+ *     would be stale by the fence anyway);
+ *   - stops gracefully when *config.stop becomes non-zero (a SIGTERM handler sets it): it sends
+ *     WorkerReady{0}, hands back the jobs not started, tells running handlers to stop
+ *     (gs_worker_job_stopping), waits for them up to stop_grace_ms, sends their results and a
+ *     WorkerGoodbye listing what it hands back (jobs, and the unsent tiles a handler reported),
+ *     and returns 0.
+ *
+ * Handlers are plain library functions of the stage (stages/foreground: gs_foreground_handle)
+ * and see a gs_worker_job: the job message, a way to emit results, a stop flag, progress and
+ * hand-back. gs_worker_job_new_local() runs a handler without any socket, for tests and for
+ * callers that want one result synchronously.
+ *
+ * Blur and infer workers, which take tiles from their own PULL inbox rather than jobs on
+ * `work`, use the same life cycle (hello with tile_inbox, heartbeats, goodbye) but their tile
+ * intake is not part of this loop.
+ */
+#ifndef GS_STAGES_WORKER_H
+#define GS_STAGES_WORKER_H
+
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "proto/gastroscreen.pb-c.h"
+#include "stages/transport.h"
+
+typedef struct gs_worker gs_worker;
+typedef struct gs_worker_job gs_worker_job;
+
+/* Serves one job, in a handler thread. Emits results with gs_worker_job_emit (a job may emit
+ * several: a tiler's failed tiles and its TileJobDone). Returns 0 when done, -1 with the error
+ * when the job failed in a way its results could not say (counted in StageStats.errors). */
+typedef int gs_worker_handler(gs_worker_job *job, void *ud);
+
+/* Called from the main loop once per heartbeat with the stats just sent (for sd_notify). */
+typedef void gs_worker_tick(const Gastroscreen__V1__StageStats *stats, void *ud);
+
+typedef struct {
+    Gastroscreen__V1__Stage stage;
+    const char *work_endpoint; /* the coordinator's `work` endpoint, e.g. "tcp://coord:5554" */
+    const char *instance;      /* systemd instance name, "1" by default */
+    const char *version;       /* reported in hello; NULL = GS_VERSION or "" */
+    const char *tile_inbox;    /* blur / infer: the reachable address of their tile inbox */
+    const Gastroscreen__V1__ModelProvenance *model; /* model-using stages: the loaded bundle */
+    int threads;                                    /* handler threads = job slots, >= 1 */
+    int batch_size;    /* reported in hello; the handler decides what it means */
+    int heartbeat_ms;  /* until the welcome says otherwise; 1000 by default */
+    int liveness;      /* missed heartbeats before the coordinator counts as lost; 5 */
+    int stop_grace_ms; /* time running handlers get after a stop; 5000 by default */
+    gs_worker_handler *handler;
+    void *handler_ud;
+    gs_worker_tick *on_tick; /* may be NULL */
+    void *tick_ud;
+    volatile sig_atomic_t *stop; /* non-zero: stop gracefully; may be NULL */
+    void *zmq_ctx;               /* the context to use (inproc:// needs the coordinator's); NULL =
+                                    a context of the worker's own */
+    int quiet;                   /* no log lines (tests that send floods of garbage) */
+} gs_worker_config;
+
+/* Fills *c with the defaults above (stage and endpoint unset, one thread). */
+void gs_worker_config_default(gs_worker_config *c);
+
+/* Creates the worker: its DEALER (connected), its handler threads. The config's strings and
+ * model are copied. Returns the worker (caller destroys), or NULL with the error (bad config,
+ * a stage that takes no jobs and has no tile_inbox, socket errors). */
+gs_worker *gs_worker_new(const gs_worker_config *c);
+
+/* Runs the loop until a graceful stop (returns 0), a refusal by the coordinator (-1, error
+ * "refused by the coordinator: <reason>") or a fatal socket error (-1). Call once. */
+int gs_worker_run(gs_worker *w);
+
+/* Stops and joins the handler threads (a handler still running is waited for: handlers must
+ * watch gs_worker_job_stopping), closes the socket and frees everything; sets *w to NULL. */
+void gs_worker_destroy(gs_worker **w);
+
+/* "<stage>.<instance>@<host>:<pid>". Owned by the worker. */
+const char *gs_worker_id(const gs_worker *w);
+
+/* The job message (a WorkMessage with one of the job bodies). Owned by the job. */
+const Gastroscreen__V1__WorkMessage *gs_worker_job_message(const gs_worker_job *j);
+
+/* The worker's id, for results' worker_id. Owned by the worker. */
+const char *gs_worker_job_worker_id(const gs_worker_job *j);
+
+/* Index of the handler thread running the job (0..threads-1), for per-thread state. */
+int gs_worker_job_thread(const gs_worker_job *j);
+
+/* Queues a result (a WorkMessage envelope, packed at once: the caller keeps ownership) to be
+ * sent to the coordinator. Thread-safe. Returns 0, or -1 when out of memory. */
+int gs_worker_job_emit(gs_worker_job *j, const Gastroscreen__V1__WorkMessage *result);
+
+/* 1 once the worker is stopping (or abandoned the job): the handler should finish quickly or
+ * stop and report what it did not do with gs_worker_job_hand_back. */
+int gs_worker_job_stopping(const gs_worker_job *j);
+
+/* Adds items finished (tiles, slides) to the worker's progress; a job whose handler never
+ * calls this counts as one item. */
+void gs_worker_job_progress(gs_worker_job *j, uint64_t items);
+
+/* Hands the job back instead of finishing it: it goes into WorkerGoodbye with `unsent` (a
+ * tiler's tiles not sent; may be NULL/0). Copies the list. 0, or -1 when out of memory. */
+int gs_worker_job_hand_back(gs_worker_job *j, const uint32_t *unsent, size_t n);
+
+/* A job outside any worker: runs `handler` on `message` (a WorkMessage job envelope, copied)
+ * in the calling thread. Returns the job (caller destroys with gs_worker_job_destroy_local) or
+ * NULL when out of memory; *rc receives the handler's return value. worker_id may be NULL. */
+gs_worker_job *gs_worker_job_run_local(gs_worker_handler *handler, void *ud,
+                                       const Gastroscreen__V1__WorkMessage *message,
+                                       const char *worker_id, int *rc);
+
+/* Results emitted by a local job, unpacked (owned by the job); i < count. */
+size_t gs_worker_job_result_count(const gs_worker_job *j);
+const Gastroscreen__V1__WorkMessage *gs_worker_job_result(const gs_worker_job *j, size_t i);
+
+/* 1 if the handler handed the local job back; the unsent list is returned in *unsent / *n. */
+int gs_worker_job_handed_back(const gs_worker_job *j, const uint32_t **unsent, size_t *n);
+
+void gs_worker_job_destroy_local(gs_worker_job **j);
+
+#endif

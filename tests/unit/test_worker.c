@@ -1,0 +1,472 @@
+/* worker: a fake coordinator (a ROUTER in the test thread, over inproc:// or tcp loopback)
+ * drives a real gs_worker running in a thread: hello / welcome / ready, jobs answered,
+ * heartbeats with stats, garbage and wrong jobs counted and survived, a new coordinator or a
+ * silent one means hello again, a refusal ends the loop, a stop flag or SIGTERM ends it with a
+ * goodbye that hands back the running job. Timing is never asserted tightly: every wait is a
+ * generous upper bound against hangs. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ops/error.h"
+#include "stages/foreground.h"
+#include "stages/transport.h"
+#include "stages/worker.h"
+
+#define WAIT_MS 15000
+
+static const gs_transport_options quiet = {0, NULL, 1};
+
+typedef struct {
+    void *ctx;
+    gs_transport *router;
+    gs_peer peer;
+    int heartbeats;
+    uint64_t last_progress;
+    uint64_t last_malformed, last_wrong_type, last_processed;
+    size_t last_in_hand;
+    uint64_t last_in_hand_job;
+} coord;
+
+static int64_t ms_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void coord_open(coord *c, const char *ep)
+{
+    memset(c, 0, sizeof *c);
+    c->ctx = zmq_ctx_new();
+    c->router = gs_transport_new(c->ctx, GS_CHANNEL_WORK, ZMQ_ROUTER, GS_BIND, ep, &quiet);
+    assert_non_null(c->router);
+}
+
+static void coord_close(coord *c)
+{
+    gs_transport_destroy(&c->router);
+    zmq_ctx_term(c->ctx);
+}
+
+/* Receives until a message with `body` arrives (heartbeats are noted on the way); the caller
+ * releases *in. Fails the test after WAIT_MS. */
+static const Gastroscreen__V1__WorkMessage *coord_expect(coord *c, int body, gs_inbound *in)
+{
+    int64_t end = ms_now() + WAIT_MS;
+    while (ms_now() < end) {
+        zmq_pollitem_t it = {gs_transport_socket(c->router), 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&it, 1, 100) != 1)
+            continue;
+        if (gs_transport_recv(c->router, in, GS_RECV_DONTWAIT) != GS_RECV_MESSAGE) {
+            gs_inbound_release(in);
+            continue;
+        }
+        c->peer = in->from;
+        const Gastroscreen__V1__WorkMessage *m = in->msg.work;
+        if (m->body_case == GASTROSCREEN__V1__WORK_MESSAGE__BODY_WORKER_HEARTBEAT) {
+            c->heartbeats++;
+            c->last_progress = m->worker_heartbeat->progress;
+            c->last_in_hand = m->worker_heartbeat->n_in_hand;
+            c->last_in_hand_job = c->last_in_hand ? m->worker_heartbeat->in_hand[0]->job_id : 0;
+            assert_non_null(m->worker_heartbeat->stats);
+            c->last_malformed = m->worker_heartbeat->stats->malformed;
+            c->last_wrong_type = m->worker_heartbeat->stats->wrong_type;
+            c->last_processed = m->worker_heartbeat->stats->processed;
+            assert_true(m->worker_heartbeat->stats->busy_fraction >= 0 &&
+                        m->worker_heartbeat->stats->busy_fraction <= 1);
+        }
+        if ((int)m->body_case == body)
+            return m;
+        gs_inbound_release(in);
+    }
+    fail_msg("no message with body %d within %d ms", body, WAIT_MS);
+    return NULL;
+}
+
+static void coord_send(coord *c, Gastroscreen__V1__WorkMessage *m)
+{
+    m->protocol = GASTROSCREEN__V1__PROTOCOL_VERSION__PROTOCOL_VERSION_1;
+    assert_int_equal(gs_transport_send(c->router, &c->peer, &m->base, 0), 0);
+}
+
+static void coord_welcome(coord *c, int accepted, const char *reason, const char *id, int hb_ms,
+                          int liveness)
+{
+    Gastroscreen__V1__WorkMessage m = GASTROSCREEN__V1__WORK_MESSAGE__INIT;
+    Gastroscreen__V1__WorkerWelcome w = GASTROSCREEN__V1__WORKER_WELCOME__INIT;
+    w.accepted = accepted;
+    w.reason = (char *)reason;
+    w.coordinator_id = (char *)id;
+    w.heartbeat_ms = (uint32_t)hb_ms;
+    w.liveness = (uint32_t)liveness;
+    m.body_case = GASTROSCREEN__V1__WORK_MESSAGE__BODY_WELCOME;
+    m.welcome = &w;
+    coord_send(c, &m);
+}
+
+static void coord_plan_job(coord *c, const char *slide_id, uint64_t job_id)
+{
+    Gastroscreen__V1__WorkMessage m = GASTROSCREEN__V1__WORK_MESSAGE__INIT;
+    Gastroscreen__V1__PlanJob j = GASTROSCREEN__V1__PLAN_JOB__INIT;
+    j.slide_id = (char *)slide_id;
+    j.attempt = 1;
+    j.job_id = job_id;
+    j.path = "/slides/x.svs";
+    m.body_case = GASTROSCREEN__V1__WORK_MESSAGE__BODY_PLAN_JOB;
+    m.plan_job = &j;
+    coord_send(c, &m);
+}
+
+/* Hello -> welcome -> ready; returns the free slots announced. */
+static uint32_t coord_handshake(coord *c, const char *id, int hb_ms, int liveness)
+{
+    gs_inbound in;
+    const Gastroscreen__V1__WorkMessage *m =
+        coord_expect(c, GASTROSCREEN__V1__WORK_MESSAGE__BODY_HELLO, &in);
+    assert_int_equal(m->hello->stage, GASTROSCREEN__V1__STAGE__STAGE_FOREGROUND);
+    assert_non_null(strstr(m->hello->worker_id, "foreground.7@"));
+    assert_int_equal(m->hello->pid, (uint32_t)getpid());
+    gs_inbound_release(&in);
+    coord_welcome(c, 1, "", id, hb_ms, liveness);
+    m = coord_expect(c, GASTROSCREEN__V1__WORK_MESSAGE__BODY_READY, &in);
+    uint32_t slots = m->ready->free_slots;
+    gs_inbound_release(&in);
+    return slots;
+}
+
+/* ---- the worker side ------------------------------------------------------------------- */
+
+static int echo_handler(gs_worker_job *job, void *ud)
+{
+    (void)ud;
+    const Gastroscreen__V1__PlanJob *pj = gs_worker_job_message(job)->plan_job;
+    Gastroscreen__V1__WorkMessage out = GASTROSCREEN__V1__WORK_MESSAGE__INIT;
+    Gastroscreen__V1__PlanResult r = GASTROSCREEN__V1__PLAN_RESULT__INIT;
+    r.slide_id = pj->slide_id;
+    r.attempt = pj->attempt;
+    r.job_id = pj->job_id;
+    r.worker_id = (char *)gs_worker_job_worker_id(job);
+    r.error = "echo";
+    out.protocol = GASTROSCREEN__V1__PROTOCOL_VERSION__PROTOCOL_VERSION_1;
+    out.body_case = GASTROSCREEN__V1__WORK_MESSAGE__BODY_PLAN_RESULT;
+    out.plan_result = &r;
+    gs_worker_job_progress(job, 1);
+    return gs_worker_job_emit(job, &out);
+}
+
+/* Works until told to stop, then hands back three "tiles". */
+static int slow_handler(gs_worker_job *job, void *ud)
+{
+    (void)ud;
+    int64_t end = ms_now() + 60000;
+    while (!gs_worker_job_stopping(job) && ms_now() < end)
+        usleep(1000);
+    static const uint32_t unsent[] = {1, 2, 3};
+    return gs_worker_job_hand_back(job, unsent, 3);
+}
+
+typedef struct {
+    gs_worker *w;
+    int rc;
+    char error[512];
+} runner;
+
+static void *run_worker(void *p)
+{
+    runner *r = p;
+    r->rc = gs_worker_run(r->w);
+    snprintf(r->error, sizeof r->error, "%s", gs_error_get());
+    return NULL;
+}
+
+static volatile sig_atomic_t stop_flag;
+
+static gs_worker *start_worker(const char *ep, void *ctx, gs_worker_handler *h, int threads,
+                               runner *r, pthread_t *th)
+{
+    gs_worker_config cfg;
+    gs_worker_config_default(&cfg);
+    cfg.stage = GASTROSCREEN__V1__STAGE__STAGE_FOREGROUND;
+    cfg.work_endpoint = ep;
+    cfg.instance = "7";
+    cfg.threads = threads;
+    cfg.handler = h;
+    cfg.stop = &stop_flag;
+    cfg.zmq_ctx = ctx;
+    cfg.quiet = 1;
+    cfg.heartbeat_ms = 100;
+    stop_flag = 0;
+    gs_worker *w = gs_worker_new(&cfg);
+    assert_non_null(w);
+    r->w = w;
+    r->rc = 99;
+    assert_int_equal(pthread_create(th, NULL, run_worker, r), 0);
+    return w;
+}
+
+static void jobs_heartbeats_garbage_and_stop(const char *bind_ep, int shared_ctx)
+{
+    coord c;
+    coord_open(&c, bind_ep);
+    runner r;
+    pthread_t th;
+    gs_worker *w = start_worker(gs_transport_endpoint(c.router), shared_ctx ? c.ctx : NULL,
+                                echo_handler, 2, &r, &th);
+    assert_int_equal(coord_handshake(&c, "c1", 100, 50), 2);
+
+    /* Jobs, one at a time (each frees its slot again). */
+    gs_inbound in;
+    for (uint64_t id = 1; id <= 6; id++) {
+        coord_plan_job(&c, "00000000000000c1", id);
+        const Gastroscreen__V1__WorkMessage *m =
+            coord_expect(&c, GASTROSCREEN__V1__WORK_MESSAGE__BODY_PLAN_RESULT, &in);
+        assert_int_equal(m->plan_result->job_id, id);
+        assert_string_equal(m->plan_result->slide_id, "00000000000000c1");
+        assert_string_equal(m->plan_result->worker_id, gs_worker_id(w));
+        gs_inbound_release(&in);
+        m = coord_expect(&c, GASTROSCREEN__V1__WORK_MESSAGE__BODY_READY, &in);
+        assert_int_equal(m->ready->free_slots, 2);
+        gs_inbound_release(&in);
+    }
+    /* Heartbeats come from the main loop with the progress. */
+    int64_t end = ms_now() + WAIT_MS;
+    while ((c.heartbeats < 2 || c.last_progress < 6) && ms_now() < end) {
+        coord_expect(&c, GASTROSCREEN__V1__WORK_MESSAGE__BODY_WORKER_HEARTBEAT, &in);
+        gs_inbound_release(&in);
+    }
+    assert_true(c.heartbeats >= 2);
+    assert_int_equal(c.last_progress, 6);
+    assert_int_equal(c.last_processed, 6);
+
+    /* Garbage, a job for another stage, a job with a malformed fence: counted and dropped. */
+    void *sock = gs_transport_socket(c.router);
+    assert_true(zmq_send(sock, c.peer.id, c.peer.len, ZMQ_SNDMORE) >= 0);
+    assert_true(zmq_send(sock, "\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff", 11, 0) >= 0);
+    Gastroscreen__V1__WorkMessage tm = GASTROSCREEN__V1__WORK_MESSAGE__INIT;
+    Gastroscreen__V1__TileJob tj = GASTROSCREEN__V1__TILE_JOB__INIT;
+    tj.slide_id = "00000000000000c1";
+    tj.attempt = 1;
+    tm.body_case = GASTROSCREEN__V1__WORK_MESSAGE__BODY_TILE_JOB;
+    tm.tile_job = &tj;
+    coord_send(&c, &tm);
+    coord_plan_job(&c, "not-a-slide-id", 50);
+    /* And the worker still serves a good job. */
+    coord_plan_job(&c, "00000000000000c2", 7);
+    const Gastroscreen__V1__WorkMessage *m =
+        coord_expect(&c, GASTROSCREEN__V1__WORK_MESSAGE__BODY_PLAN_RESULT, &in);
+    assert_int_equal(m->plan_result->job_id, 7);
+    gs_inbound_release(&in);
+    end = ms_now() + WAIT_MS;
+    while ((c.last_malformed < 2 || c.last_wrong_type < 1) && ms_now() < end) {
+        coord_expect(&c, GASTROSCREEN__V1__WORK_MESSAGE__BODY_WORKER_HEARTBEAT, &in);
+        gs_inbound_release(&in);
+    }
+    assert_int_equal(c.last_malformed, 2);
+    assert_int_equal(c.last_wrong_type, 1);
+
+    /* Stop: ready 0, then goodbye with nothing to hand back. */
+    __atomic_store_n(&stop_flag, 1, __ATOMIC_RELAXED);
+    m = coord_expect(&c, GASTROSCREEN__V1__WORK_MESSAGE__BODY_READY, &in);
+    assert_int_equal(m->ready->free_slots, 0);
+    gs_inbound_release(&in);
+    m = coord_expect(&c, GASTROSCREEN__V1__WORK_MESSAGE__BODY_GOODBYE, &in);
+    assert_int_equal(m->goodbye->n_handed_back, 0);
+    assert_string_equal(m->goodbye->worker_id, gs_worker_id(w));
+    gs_inbound_release(&in);
+    pthread_join(th, NULL);
+    assert_int_equal(r.rc, 0);
+    gs_worker_destroy(&w);
+    assert_null(w);
+    coord_close(&c);
+}
+
+static void inproc_worker(void **state)
+{
+    (void)state;
+    jobs_heartbeats_garbage_and_stop("inproc://test-worker", 1);
+}
+
+static void tcp_worker(void **state)
+{
+    (void)state;
+    jobs_heartbeats_garbage_and_stop("tcp://127.0.0.1:*", 0);
+}
+
+static void on_sigterm(int sig)
+{
+    (void)sig;
+    __atomic_store_n(&stop_flag, 1, __ATOMIC_RELAXED);
+}
+
+static void sigterm_hands_back_the_running_job(void **state)
+{
+    (void)state;
+    struct sigaction sa, old;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigterm;
+    sigemptyset(&sa.sa_mask);
+    assert_int_equal(sigaction(SIGTERM, &sa, &old), 0);
+
+    coord c;
+    coord_open(&c, "inproc://test-worker-sigterm");
+    runner r;
+    pthread_t th;
+    gs_worker *w = start_worker("inproc://test-worker-sigterm", c.ctx, slow_handler, 1, &r, &th);
+    assert_int_equal(coord_handshake(&c, "c1", 100, 50), 1);
+    coord_plan_job(&c, "00000000000000d4", 42);
+    gs_inbound in;
+    /* Wait until a heartbeat shows the job in hand. */
+    int64_t end = ms_now() + WAIT_MS;
+    while (c.last_in_hand_job != 42 && ms_now() < end) {
+        coord_expect(&c, GASTROSCREEN__V1__WORK_MESSAGE__BODY_WORKER_HEARTBEAT, &in);
+        gs_inbound_release(&in);
+    }
+    assert_int_equal(c.last_in_hand_job, 42);
+    raise(SIGTERM);
+    const Gastroscreen__V1__WorkMessage *m =
+        coord_expect(&c, GASTROSCREEN__V1__WORK_MESSAGE__BODY_GOODBYE, &in);
+    assert_int_equal(m->goodbye->n_handed_back, 1);
+    const Gastroscreen__V1__HandedBack *hb = m->goodbye->handed_back[0];
+    assert_int_equal(hb->job->job_id, 42);
+    assert_string_equal(hb->job->slide_id, "00000000000000d4");
+    assert_int_equal(hb->job->kind, GASTROSCREEN__V1__JOB_KIND__JOB_KIND_PLAN);
+    assert_int_equal(hb->n_unsent_tiles, 3);
+    assert_int_equal(hb->unsent_tiles[2], 3);
+    gs_inbound_release(&in);
+    pthread_join(th, NULL);
+    assert_int_equal(r.rc, 0);
+    gs_worker_destroy(&w);
+    coord_close(&c);
+    sigaction(SIGTERM, &old, NULL);
+}
+
+static void refused_worker_ends(void **state)
+{
+    (void)state;
+    coord c;
+    coord_open(&c, "inproc://test-worker-refused");
+    runner r;
+    pthread_t th;
+    gs_worker *w = start_worker("inproc://test-worker-refused", c.ctx, echo_handler, 1, &r, &th);
+    gs_inbound in;
+    coord_expect(&c, GASTROSCREEN__V1__WORK_MESSAGE__BODY_HELLO, &in);
+    gs_inbound_release(&in);
+    coord_welcome(&c, 0, "model sha256 differs from the coordinator's", "c1", 100, 5);
+    pthread_join(th, NULL);
+    assert_int_equal(r.rc, -1);
+    assert_non_null(strstr(r.error, "refused by the coordinator: model sha256 differs"));
+    gs_worker_destroy(&w);
+    coord_close(&c);
+}
+
+static void new_or_silent_coordinator_means_hello_again(void **state)
+{
+    (void)state;
+    coord c;
+    coord_open(&c, "inproc://test-worker-hello");
+    runner r;
+    pthread_t th;
+    gs_worker *w = start_worker("inproc://test-worker-hello", c.ctx, echo_handler, 1, &r, &th);
+    coord_handshake(&c, "c1", 100, 50);
+    /* A coordinator heartbeat from another coordinator_id: a restarted coordinator. */
+    Gastroscreen__V1__WorkMessage m = GASTROSCREEN__V1__WORK_MESSAGE__INIT;
+    Gastroscreen__V1__CoordinatorHeartbeat ch = GASTROSCREEN__V1__COORDINATOR_HEARTBEAT__INIT;
+    ch.coordinator_id = "c2";
+    m.body_case = GASTROSCREEN__V1__WORK_MESSAGE__BODY_COORDINATOR_HEARTBEAT;
+    m.coordinator_heartbeat = &ch;
+    coord_send(&c, &m);
+    /* Hello again; this time a short liveness, then silence: hello once more. */
+    coord_handshake(&c, "c2", 50, 2);
+    gs_inbound in;
+    coord_expect(&c, GASTROSCREEN__V1__WORK_MESSAGE__BODY_HELLO, &in);
+    gs_inbound_release(&in);
+    __atomic_store_n(&stop_flag, 1, __ATOMIC_RELAXED);
+    pthread_join(th, NULL);
+    assert_int_equal(r.rc, 0);
+    gs_worker_destroy(&w);
+    coord_close(&c);
+}
+
+/* The foreground handler, run without sockets. */
+static void foreground_handler_without_sockets(void **state)
+{
+    (void)state;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/CMU-1-Small-Region.svs", getenv("GS_TEST_DATA"));
+    Gastroscreen__V1__WorkMessage m = GASTROSCREEN__V1__WORK_MESSAGE__INIT;
+    Gastroscreen__V1__PlanJob pj = GASTROSCREEN__V1__PLAN_JOB__INIT;
+    pj.slide_id = "00000000000000e5";
+    pj.attempt = 1;
+    pj.job_id = 3;
+    pj.path = path;
+    pj.min_tissue_fraction = 0.1f;
+    m.protocol = GASTROSCREEN__V1__PROTOCOL_VERSION__PROTOCOL_VERSION_1;
+    m.body_case = GASTROSCREEN__V1__WORK_MESSAGE__BODY_PLAN_JOB;
+    m.plan_job = &pj;
+    int rc = 1;
+    gs_worker_job *j = gs_worker_job_run_local(gs_foreground_handle, NULL, &m, NULL, &rc);
+    assert_non_null(j);
+    assert_int_equal(rc, 0);
+    assert_int_equal(gs_worker_job_result_count(j), 1);
+    const Gastroscreen__V1__WorkMessage *out = gs_worker_job_result(j, 0);
+    assert_int_equal(out->body_case, GASTROSCREEN__V1__WORK_MESSAGE__BODY_PLAN_RESULT);
+    assert_string_equal(out->plan_result->error, "");
+    assert_true(out->plan_result->n_tiles > 0);
+    assert_int_equal(out->plan_result->job_id, 3);
+    const uint32_t *unsent;
+    size_t n;
+    assert_false(gs_worker_job_handed_back(j, &unsent, &n));
+    gs_worker_job_destroy_local(&j);
+    assert_null(j);
+}
+
+static void bad_configs(void **state)
+{
+    (void)state;
+    gs_worker_config cfg;
+    gs_worker_config_default(&cfg);
+    cfg.stage = GASTROSCREEN__V1__STAGE__STAGE_FOREGROUND;
+    assert_null(gs_worker_new(&cfg));
+    assert_non_null(strstr(gs_error_get(), "no work endpoint"));
+    cfg.work_endpoint = "inproc://nowhere";
+    assert_null(gs_worker_new(&cfg));
+    assert_non_null(strstr(gs_error_get(), "needs a job handler"));
+    cfg.stage = GASTROSCREEN__V1__STAGE__STAGE_INFER;
+    assert_null(gs_worker_new(&cfg));
+    assert_non_null(strstr(gs_error_get(), "needs a tile inbox"));
+    cfg.stage = GASTROSCREEN__V1__STAGE__STAGE_COORDINATOR;
+    assert_null(gs_worker_new(&cfg));
+    cfg.stage = GASTROSCREEN__V1__STAGE__STAGE_FOREGROUND;
+    cfg.handler = echo_handler;
+    cfg.threads = 0;
+    assert_null(gs_worker_new(&cfg));
+    cfg.threads = 1;
+    cfg.work_endpoint = "bogus://x";
+    assert_null(gs_worker_new(&cfg));
+    assert_non_null(strstr(gs_error_get(), "bogus://x"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(inproc_worker),
+        cmocka_unit_test(tcp_worker),
+        cmocka_unit_test(sigterm_hands_back_the_running_job),
+        cmocka_unit_test(refused_worker_ends),
+        cmocka_unit_test(new_or_silent_coordinator_means_hello_again),
+        cmocka_unit_test(foreground_handler_without_sockets),
+        cmocka_unit_test(bad_configs),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
