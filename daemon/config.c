@@ -292,6 +292,24 @@ int gs_config_load(gs_config *c, const char *path)
     FILE *f = fopen(path, "r");
     if (!f)
         return gs_error_set("%s: %s", path, strerror(errno));
+    /* inih reads lines into a fixed buffer and parses the rest of a longer line as a line of
+     * its own, so a long value would be cut and the error land on the wrong line: refuse long
+     * lines here, with their own number. */
+    char *text = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    for (int n = 1; (len = getline(&text, &cap, f)) >= 0; n++) {
+        if (len > 0 && text[len - 1] == '\n')
+            len--;
+        if (len > GS_CONFIG_MAX_LINE) {
+            free(text);
+            fclose(f);
+            return gs_error_set("%s:%d: line longer than %d characters", path, n,
+                                GS_CONFIG_MAX_LINE);
+        }
+    }
+    free(text);
+    rewind(f);
     int line = ini_parse_file(f, on_key, &st);
     fclose(f);
     if (line != 0) {

@@ -13,7 +13,8 @@
  * a bare number is seconds. slide_roots is a whitespace-separated list of absolute folders
  * (inih continuation lines may add more). An unknown section or key, a key set twice, a value
  * that is not a number where one is expected or is outside its range is an error naming the
- * file, the line and the key, and the load fails.
+ * file, the line and the key, and the load fails; so is a line longer than
+ * GS_CONFIG_MAX_LINE characters (inih would cut it).
  *
  * Use: c = gs_config_new() (defaults); gs_config_load(c, path); read the fields;
  * gs_config_destroy(&c). Fields are plain data owned by the config (strings are never NULL).
@@ -23,6 +24,9 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+/* Longest line accepted (inih's line buffer is 200 bytes with the newline and NUL). */
+#define GS_CONFIG_MAX_LINE 198
 
 typedef struct {
     /* [coordinator] */

@@ -263,7 +263,20 @@ static void errors_name_file_line_and_key(void **state)
     expect_error("[foreground]\nstride = 1024\n", "stride", "tile_size");
     expect_error("[coordinator]\njournal_dir = relative\n", "journal_dir", NULL);
 
+    /* a line inih would cut is refused with its own line number */
+    char longline[400];
+    snprintf(longline, sizeof longline, "[intake]\nwatch_dir = /%0*d\n[infer]\n", 250, 0);
+    expect_error(longline, ":2: ", "longer than");
+    char fits[400];
+    snprintf(fits, sizeof fits, "[intake]\nwatch_dir = /%0*d\n", GS_CONFIG_MAX_LINE - 13, 0);
     gs_config *c = gs_config_new();
+    const char *p = write_conf(fits);
+    assert_int_equal(gs_config_load(c, p), 0);
+    unlink(p);
+    assert_int_equal(strlen(c->watch_dir), GS_CONFIG_MAX_LINE - 12);
+    gs_config_destroy(&c);
+
+    c = gs_config_new();
     assert_int_equal(gs_config_load(c, "/nonexistent/gastroscreen.conf"), -1);
     assert_non_null(strstr(gs_error_get(), "/nonexistent/gastroscreen.conf: No such file"));
     gs_config_destroy(&c);
