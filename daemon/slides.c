@@ -893,6 +893,27 @@ int gs_slides_get(const gs_slides *t, const char *slide_id, gs_slide_info *info)
     return 0;
 }
 
+int gs_slides_get_by_path(const gs_slides *t, const char *path, gs_slide_info *info)
+{
+    const slide *best = NULL;
+    for (size_t i = 0; path && i < t->n; i++) {
+        const slide *s = t->slides[i];
+        if (s->duplicate_of || strcmp(S(s->path), path) != 0)
+            continue;
+        if (!terminal(s->state)) {
+            best = s;
+            break;
+        }
+        if (!best || s->accepted_ms > best->accepted_ms ||
+            (s->accepted_ms == best->accepted_ms && s->last_seq > best->last_seq))
+            best = s;
+    }
+    if (!best)
+        return gs_error_set("%s: no slide with this path", S(path));
+    view(best, info);
+    return 0;
+}
+
 size_t gs_slides_count(const gs_slides *t)
 {
     return t->n;

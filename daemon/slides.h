@@ -218,6 +218,11 @@ int gs_slides_fence(gs_slides *t, const char *slide_id, uint32_t attempt);
 /* Fills *info for slide_id; returns 0, or -1 if unknown. */
 int gs_slides_get(const gs_slides *t, const char *slide_id, gs_slide_info *info);
 
+/* Fills *info for the slide of a canonical path that answers for it: the one in flight, else
+ * the most recently accepted (folded records answer for nothing: their duplicate_of does).
+ * Returns 0, or -1 if no slide has that path. */
+int gs_slides_get_by_path(const gs_slides *t, const char *path, gs_slide_info *info);
+
 /* The slides in no particular order: count, and *info for index i (0, or -1 out of range). */
 size_t gs_slides_count(const gs_slides *t);
 int gs_slides_at(const gs_slides *t, size_t i, gs_slide_info *info);

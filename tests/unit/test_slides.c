@@ -323,6 +323,15 @@ static void intake_is_idempotent(void **state)
     assert_int_equal(gs_slides_planned(f->t, d, 1, "OTHER", NULL, 900, &folded, NULL), 0);
     assert_int_equal(folded, 0);
     assert_int_equal(info(f, d).state, GS_SLIDE_PLANNED);
+    /* by path: d is in flight; once it is done, the newest slide of the path answers,
+     * never the folded record */
+    v.slide_id = NULL;
+    assert_int_equal(gs_slides_get_by_path(f->t, "/slides/d.svs", &v), 0);
+    assert_string_equal(v.slide_id, d);
+    assert_int_equal(gs_slides_fail(f->t, d, 1, "unreadable", NULL, 950, NULL), 0);
+    assert_int_equal(gs_slides_get_by_path(f->t, "/slides/d.svs", &v), 0);
+    assert_string_equal(v.slide_id, d);
+    assert_int_equal(gs_slides_get_by_path(f->t, "/slides/none.svs", &v), -1);
     /* bad paths */
     assert_int_equal(
         gs_slides_intake(f->t, "relative.svs", 1, 1, GS_INTAKE_SUBMIT, NULL, 1, d, NULL, NULL), -1);
