@@ -268,7 +268,9 @@ static uint8_t *read_file_at(gs_journal *j, const char *name, size_t *n)
 {
     int fd = openat(j->dir_fd, name, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        gs_error_set("%s: %s", name, strerror(errno));
+        int e = errno; /* callers tell a missing file by errno */
+        gs_error_set("%s: %s", name, strerror(e));
+        errno = e;
         return NULL;
     }
     struct stat st;
@@ -528,8 +530,11 @@ static void replay_state_file(gs_journal *j)
 {
     size_t n = 0;
     uint8_t *text = read_file_at(j, "state.json", &n);
-    if (!text)
+    if (!text) {
+        if (errno != ENOENT)
+            warn(j, "state.json: skipped: %s", gs_error_get());
         return;
+    }
     json_error_t jerr;
     json_t *st = json_loadb((const char *)text, n, JSON_REJECT_DUPLICATES, &jerr);
     free(text);
