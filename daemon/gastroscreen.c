@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "daemon/cmd_infer.h"
 #include "daemon/cmd_tiles.h"
 
 static void usage(FILE *f)
@@ -17,6 +18,9 @@ static void usage(FILE *f)
             "commands:\n"
             "  tiles SLIDE [--out DIR]   print the slide's facts and its tissue plan; write the\n"
             "                            mask, the plan overlay and the plan as JSON\n"
+            "  infer --model BUNDLE (TILE.png | SLIDE --x X --y Y) [--out DIR]\n"
+            "                            run the networks on one tile; print scores, write the\n"
+            "                            heatmap PNG (and every raw output as .npy with --out)\n"
             "\n"
             "Run 'gastroscreen COMMAND --help' for a command's options.\n");
 }
@@ -38,6 +42,8 @@ int main(int argc, char **argv)
     }
     if (!strcmp(cmd, "tiles"))
         return gs_cmd_tiles(argc - 1, argv + 1);
+    if (!strcmp(cmd, "infer"))
+        return gs_cmd_infer(argc - 1, argv + 1);
     fprintf(stderr, "gastroscreen: unknown command '%s'\n", cmd);
     usage(stderr);
     return 2;

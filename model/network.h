@@ -1,0 +1,103 @@
+/*
+ * network: the four gastroscreen networks (multi-task DLA-34, foreground, blur, screener) on
+ * oneDNN, loaded from a bundle and run on uint8 RGB tiles.
+ *
+ * A gs_model is loaded once from a bundle (model/FORMAT.md): every tensor of every network
+ * present is looked up with the shape the architecture dictates (shared/reference/
+ * network-architecture.md, the PyTorch mirror model/pytorch/networks.py), checked finite,
+ * batch norm folded into the preceding conv (never into a DCN's conv_offset_mask) with eps
+ * from the metadata, and reordered once into oneDNN's layouts (model/runtime.h). A network
+ * whose tensors are all absent is "absent" (gs_model_has() = 0) and reported as untrained; a
+ * network with some but not all of its tensors, a wrong shape, a non-finite value or a tensor
+ * the architecture does not use is an error naming the tensor. The model is immutable:
+ * threads share it.
+ *
+ * Each worker makes a gs_net_state per (network, batch, height, width) it runs: the oneDNN
+ * primitives for exactly those shapes, activations and scratch. Run functions take the
+ * state and caller-owned input/output arrays.
+ *
+ *     gs_model *m = gs_model_load("bundle.safetensors");
+ *     gs_net_state *s = gs_net_state_new(m, GS_NET_MULTITASK, 1, 512, 512);
+ *     float logit, feature[512], seg[128 * 128];
+ *     gs_net_run_multitask(s, rgb, &logit, feature, seg);
+ *     gs_net_state_destroy(&s);
+ *     gs_model_destroy(&m);
+ *
+ * Inputs are normalised as the metadata says: x = (pixel / 255 - input_mean[c]) /
+ * input_std[c], RGB. Outputs equal model/pytorch/run.py's (same names in the comments below).
+ */
+#ifndef GS_MODEL_NETWORK_H
+#define GS_MODEL_NETWORK_H
+
+#include <stdint.h>
+
+#include "model/weights.h"
+
+typedef enum {
+    GS_NET_MULTITASK = 0,
+    GS_NET_FOREGROUND,
+    GS_NET_BLUR,
+    GS_NET_SCREENER,
+    GS_NET_COUNT
+} gs_net_id;
+
+typedef struct gs_model gs_model;
+typedef struct gs_net_state gs_net_state;
+
+/* "multitask", "foreground", "blur", "screener" (static strings). */
+const char *gs_net_name(gs_net_id id);
+
+/* Opens the bundle at `path` (gs_weights_open + gs_weights_check_bundle) and builds every
+ * network present. Returns a new model (free with gs_model_destroy) or NULL with an error that
+ * starts with the file name and names the tensor or metadata key at fault. */
+gs_model *gs_model_load(const char *path);
+
+/* Same on an already opened bundle; takes ownership of *w (sets it to NULL) on success and on
+ * failure. */
+gs_model *gs_model_from_weights(gs_weights **w);
+
+void gs_model_destroy(gs_model **m);
+
+/* 1 if the bundle holds the network's tensors, 0 if it is absent (then untrained). */
+int gs_model_has(const gs_model *m, gs_net_id id);
+
+/* The metadata provenance of the network ("untrained" or free text; owned by the model).
+ * Absent networks always report "untrained". */
+const char *gs_model_provenance(const gs_model *m, gs_net_id id);
+
+/* 1 if the network counts as untrained (absent, or provenance exactly "untrained"). */
+int gs_model_untrained(const gs_model *m, gs_net_id id);
+
+/* The underlying bundle (metadata access); owned by the model. */
+const gs_weights *gs_model_weights(const gs_model *m);
+
+/* A per-worker state for network `id` at batch n and input h x w:
+ *  multitask: h, w multiples of 32 (512 normally); foreground: multiples of 8 (512);
+ *  blur: multiples of 4 (256); screener: n = k rows of features, h = w = 1.
+ * Returns a new state (free with gs_net_state_destroy before the model) or NULL with the
+ * error set (absent network, bad size, oneDNN failure). Not for two threads at once. */
+gs_net_state *gs_net_state_new(const gs_model *m, gs_net_id id, int n, int h, int w);
+void gs_net_state_destroy(gs_net_state **s);
+
+/* Weights re-reordered for this state because oneDNN chose another layout than at load. */
+int gs_net_state_weight_reorders(const gs_net_state *s);
+
+/* Multi-task forward on n uint8 RGB tiles rgb[n][h][w][3]. Writes (caller-owned):
+ * logit[n] (multitask_logit), feature[n][512] (multitask_feature), seg[n][h/4][w/4]
+ * (multitask_seg, logits). Returns 0 or -1 with the error set. */
+int gs_net_run_multitask(gs_net_state *s, const uint8_t *rgb, float *logit, float *feature,
+                         float *seg);
+
+/* Foreground forward on n thumbnails rgb[n][h][w][3]: logit[n][h][w] (bilinear x8 of the
+ * low-resolution logits, align_corners=False; foreground_logit) and, if not NULL,
+ * lowres[n][h/8][w/8] (foreground_logit_lowres). Returns 0 or -1. */
+int gs_net_run_foreground(gs_net_state *s, const uint8_t *rgb, float *logit, float *lowres);
+
+/* Blur forward on n crops rgb[n][h][w][3] (256x256 normally): logit[n] (blur_logit). */
+int gs_net_run_blur(gs_net_state *s, const uint8_t *rgb, float *logit);
+
+/* Screener forward on features[k][512] (k = the state's n; not normalised): *logit
+ * (screener_logit). */
+int gs_net_run_screener(gs_net_state *s, const float *features, float *logit);
+
+#endif

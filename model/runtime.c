@@ -1,0 +1,709 @@
+#include "model/runtime.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <oneapi/dnnl/dnnl_debug.h>
+
+#include "ops/error.h"
+
+#define DNNL_TRY(call, what)                                                                       \
+    do {                                                                                           \
+        dnnl_status_t st_ = (call);                                                                \
+        if (st_ != dnnl_success) {                                                                 \
+            gs_error_set("oneDNN: %s: %s", what, dnnl_status2str(st_));                            \
+            goto fail;                                                                             \
+        }                                                                                          \
+    } while (0)
+
+int gs_act_parse(const char *spec, gs_act *act)
+{
+    if (!spec)
+        return gs_error_set("metadata activation: missing");
+    if (!strcmp(spec, "relu")) {
+        act->kind = GS_ACT_RELU;
+        act->slope = 0.0f;
+        return 0;
+    }
+    if (!strncmp(spec, "leaky:", 6) && spec[6] != '\0') {
+        char *end = NULL;
+        errno = 0;
+        double s = strtod(spec + 6, &end);
+        if (errno == 0 && *end == '\0' && isfinite(s) && s >= 0.0 && s < 1.0) {
+            act->kind = GS_ACT_LEAKY;
+            act->slope = (float)s;
+            return 0;
+        }
+        return gs_error_set("metadata activation \"%s\": slope must be a number in [0, 1)", spec);
+    }
+    return gs_error_set("metadata activation \"%s\": expected \"relu\" or \"leaky:<slope>\"", spec);
+}
+
+void gs_rt_fold_bn(float *w, float *b, int cout, size_t per_out, const float *gamma,
+                   const float *beta, const float *mean, const float *var, float eps)
+{
+    for (int o = 0; o < cout; o++) {
+        /* Same float32 arithmetic order as PyTorch's eval-mode BN: the scale is computed once
+           per channel, so the folded conv differs from conv-then-BN only by reassociation. */
+        float s = gamma[o] / sqrtf(var[o] + eps);
+        for (size_t i = 0; i < per_out; i++)
+            w[(size_t)o * per_out + i] *= s;
+        b[o] = (b[o] - mean[o]) * s + beta[o];
+    }
+}
+
+static float *aligned_floats(size_t n)
+{
+    size_t bytes = (n * sizeof(float) + 63) / 64 * 64;
+    if (bytes == 0)
+        bytes = 64;
+    float *p = aligned_alloc(64, bytes);
+    if (p)
+        memset(p, 0, bytes);
+    return p;
+}
+
+/* Output size of c on an h x w input. */
+static void conv_out_size(const gs_rt_conv *c, int h, int w, int *ho, int *wo)
+{
+    if (c->deconv) {
+        *ho = (h - 1) * c->stride - 2 * c->pad + c->kh;
+        *wo = (w - 1) * c->stride - 2 * c->pad + c->kw;
+    } else {
+        *ho = (h + 2 * c->pad - c->kh) / c->stride + 1;
+        *wo = (w + 2 * c->pad - c->kw) / c->stride + 1;
+    }
+}
+
+static void weights_dims(const gs_rt_conv *c, int *ndims, dnnl_dims_t dims)
+{
+    if (c->deconv) {
+        *ndims = 5;
+        dims[0] = c->cout;
+        dims[1] = 1;
+        dims[2] = 1;
+        dims[3] = c->kh;
+        dims[4] = c->kw;
+    } else {
+        *ndims = 4;
+        dims[0] = c->cout;
+        dims[1] = c->cin;
+        dims[2] = c->kh;
+        dims[3] = c->kw;
+    }
+}
+
+/* Creates the primitive descriptor of c between src and dst (whose shapes must match) with
+ * weights md `wmd` (any or a fixed layout) and attributes attr (may be NULL). */
+static int conv_pd(dnnl_engine_t engine, const gs_rt_conv *c, const dnnl_memory_desc_t *src,
+                   const dnnl_memory_desc_t *dst, const dnnl_memory_desc_t *wmd,
+                   const_dnnl_primitive_attr_t attr, dnnl_primitive_desc_t *pd)
+{
+    dnnl_memory_desc_t bmd;
+    int h = (int)src->dims[2], w = (int)src->dims[3], ho = (int)dst->dims[2],
+        wo = (int)dst->dims[3];
+    dnnl_dims_t strides = {c->stride, c->stride};
+    dnnl_dims_t pl = {c->pad, c->pad};
+    dnnl_dims_t pr;
+    if (c->deconv) {
+        pr[0] = c->pad;
+        pr[1] = c->pad;
+    } else {
+        pr[0] = (dnnl_dim_t)(ho - 1) * c->stride + c->kh - h - c->pad;
+        pr[1] = (dnnl_dim_t)(wo - 1) * c->stride + c->kw - w - c->pad;
+    }
+    if (c->has_bias) {
+        dnnl_dims_t bd = {c->cout};
+        DNNL_TRY(dnnl_memory_desc_init_by_tag(&bmd, 1, bd, dnnl_f32, dnnl_a), "bias md");
+    }
+    if (c->deconv) {
+        dnnl_deconvolution_desc_t d;
+        DNNL_TRY(dnnl_deconvolution_forward_desc_init(
+                     &d, dnnl_forward_inference, dnnl_deconvolution_direct, src, wmd,
+                     c->has_bias ? &bmd : NULL, dst, strides, pl, pr),
+                 "deconvolution desc");
+        DNNL_TRY(dnnl_primitive_desc_create(pd, &d, attr, engine, NULL), "deconvolution pd");
+    } else {
+        dnnl_convolution_desc_t d;
+        DNNL_TRY(dnnl_convolution_forward_desc_init(
+                     &d, dnnl_forward_inference, dnnl_convolution_direct, src, wmd,
+                     c->has_bias ? &bmd : NULL, dst, strides, pl, pr),
+                 "convolution desc");
+        DNNL_TRY(dnnl_primitive_desc_create(pd, &d, attr, engine, NULL), "convolution pd");
+    }
+    return 0;
+fail:
+    return gs_error_prefix("conv %dx%d %d->%d stride %d%s", c->kh, c->kw, c->cin, c->cout,
+                           c->stride, c->deconv ? " (transposed, depthwise)" : "");
+}
+
+/* Runs a one-off reorder from (from_md, from) to (to_md, to). */
+static int reorder_once(dnnl_engine_t engine, const dnnl_memory_desc_t *from_md, void *from,
+                        const dnnl_memory_desc_t *to_md, void *to)
+{
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_primitive_t prim = NULL;
+    dnnl_memory_t a = NULL, b = NULL;
+    dnnl_stream_t stream = NULL;
+    int rc = -1;
+    DNNL_TRY(dnnl_memory_create(&a, from_md, engine, from), "reorder source");
+    DNNL_TRY(dnnl_memory_create(&b, to_md, engine, to), "reorder destination");
+    DNNL_TRY(dnnl_reorder_primitive_desc_create(&pd, from_md, engine, to_md, engine, NULL),
+             "reorder pd");
+    DNNL_TRY(dnnl_primitive_create(&prim, pd), "reorder");
+    DNNL_TRY(dnnl_stream_create(&stream, engine, dnnl_stream_default_flags), "stream");
+    dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, a}, {DNNL_ARG_TO, b}};
+    DNNL_TRY(dnnl_primitive_execute(prim, stream, 2, args), "reorder");
+    DNNL_TRY(dnnl_stream_wait(stream), "reorder");
+    rc = 0;
+fail:
+    if (stream)
+        dnnl_stream_destroy(stream);
+    if (prim)
+        dnnl_primitive_destroy(prim);
+    if (pd)
+        dnnl_primitive_desc_destroy(pd);
+    if (b)
+        dnnl_memory_destroy(b);
+    if (a)
+        dnnl_memory_destroy(a);
+    return rc;
+}
+
+static void act_md(int n, int c, int h, int w, int plain, dnnl_memory_desc_t *md)
+{
+    dnnl_dims_t dims = {n, c, h, w};
+    dnnl_status_t st =
+        dnnl_memory_desc_init_by_tag(md, 4, dims, dnnl_f32, plain ? dnnl_nchw : dnnl_aBcd16b);
+    GS_ASSERT(st == dnnl_success);
+}
+
+int gs_rt_conv_init(gs_rt_conv *c, dnnl_engine_t engine, int cin, int cout, int k, int stride,
+                    int pad, int deconv, const float *w, const float *bias)
+{
+    memset(c, 0, sizeof *c);
+    c->cin = cin;
+    c->cout = cout;
+    c->kh = c->kw = k;
+    c->stride = stride;
+    c->pad = pad;
+    c->deconv = deconv;
+    c->has_bias = bias != NULL;
+    GS_ASSERT(!deconv || cin == cout);
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_memory_desc_t src, dst, any, plain_md;
+    int ndims, ho, wo;
+    dnnl_dims_t wd;
+    weights_dims(c, &ndims, wd);
+    conv_out_size(c, 64, 64, &ho, &wo);
+    /* The 3-channel network input is the only plain activation (see runtime.h). */
+    act_md(1, cin, 64, 64, cin == 3, &src);
+    act_md(1, cout, ho, wo, 0, &dst);
+    DNNL_TRY(dnnl_memory_desc_init_by_tag(&any, ndims, wd, dnnl_f32, dnnl_format_tag_any),
+             "weights md");
+    DNNL_TRY(dnnl_memory_desc_init_by_tag(&plain_md, ndims, wd, dnnl_f32,
+                                          ndims == 5 ? dnnl_goihw : dnnl_oihw),
+             "weights md");
+    if (conv_pd(engine, c, &src, &dst, &any, NULL, &pd) != 0)
+        goto fail_noset;
+    c->wmd = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    c->wr = aligned_floats(dnnl_memory_desc_get_size(&c->wmd) / sizeof(float));
+    if (!c->wr) {
+        gs_error_set("out of memory for conv weights");
+        goto fail_noset;
+    }
+    if (reorder_once(engine, &plain_md, (void *)w, &c->wmd, c->wr) != 0)
+        goto fail_noset;
+    if (bias) {
+        c->bias = aligned_floats((size_t)cout);
+        if (!c->bias) {
+            gs_error_set("out of memory for conv bias");
+            goto fail_noset;
+        }
+        memcpy(c->bias, bias, (size_t)cout * sizeof(float));
+    }
+    dnnl_primitive_desc_destroy(pd);
+    return 0;
+fail:
+fail_noset:
+    if (pd)
+        dnnl_primitive_desc_destroy(pd);
+    gs_rt_conv_free(c);
+    return -1;
+}
+
+void gs_rt_conv_free(gs_rt_conv *c)
+{
+    free(c->wr);
+    free(c->bias);
+    c->wr = NULL;
+    c->bias = NULL;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Plans */
+
+enum { STEP_PRIM, STEP_COPY, STEP_DCN };
+
+typedef struct {
+    int kind;
+    dnnl_primitive_t prim;
+    int nargs;
+    dnnl_exec_arg_t args[5];
+    const float *src;
+    float *dst;
+    size_t nfloats;
+    gs_deform_conv *dcn;
+    gs_deform_conv_scratch *scratch;
+    const float *offset;
+} step;
+
+typedef struct {
+    float *data;
+    size_t nfloats;
+    int in_use;
+} buffer;
+
+struct gs_rt_plan {
+    dnnl_engine_t engine;
+    dnnl_stream_t stream;
+    int n, dry;
+    gs_rt_tensor **tensors;
+    size_t ntensors, cap_tensors;
+    buffer *bufs;
+    size_t nbufs, cap_bufs;
+    step *steps;
+    size_t nsteps, cap_steps;
+    float **owned; /* weights re-reordered for this plan */
+    size_t nowned, cap_owned;
+    dnnl_memory_t *mems; /* weight and bias memories */
+    size_t nmems, cap_mems;
+    int weight_reorders;
+};
+
+static int grow(void **arr, size_t *cap, size_t need, size_t elem)
+{
+    if (need <= *cap)
+        return 0;
+    size_t nc = *cap ? *cap * 2 : 16;
+    while (nc < need)
+        nc *= 2;
+    void *p = realloc(*arr, nc * elem);
+    if (!p)
+        return gs_error_set("out of memory growing a plan");
+    *arr = p;
+    *cap = nc;
+    return 0;
+}
+
+gs_rt_plan *gs_rt_plan_new(dnnl_engine_t engine, int n, int dry)
+{
+    gs_rt_plan *p = calloc(1, sizeof *p);
+    if (!p) {
+        gs_error_set("out of memory for a plan");
+        return NULL;
+    }
+    p->engine = engine;
+    p->n = n;
+    p->dry = dry;
+    if (!dry && dnnl_stream_create(&p->stream, engine, dnnl_stream_default_flags) != dnnl_success) {
+        gs_error_set("oneDNN: cannot create a stream");
+        free(p);
+        return NULL;
+    }
+    return p;
+}
+
+int gs_rt_plan_is_dry(const gs_rt_plan *p)
+{
+    return p->dry;
+}
+
+int gs_rt_plan_weight_reorders(const gs_rt_plan *p)
+{
+    return p->weight_reorders;
+}
+
+void gs_rt_plan_destroy(gs_rt_plan **pp)
+{
+    if (!pp || !*pp)
+        return;
+    gs_rt_plan *p = *pp;
+    for (size_t i = 0; i < p->nsteps; i++) {
+        if (p->steps[i].prim)
+            dnnl_primitive_destroy(p->steps[i].prim);
+        gs_deform_conv_scratch_destroy(&p->steps[i].scratch);
+        gs_deform_conv_destroy(&p->steps[i].dcn);
+    }
+    free(p->steps);
+    for (size_t i = 0; i < p->nmems; i++)
+        dnnl_memory_destroy(p->mems[i]);
+    free(p->mems);
+    for (size_t i = 0; i < p->ntensors; i++) {
+        if (p->tensors[i]->mem)
+            dnnl_memory_destroy(p->tensors[i]->mem);
+        free(p->tensors[i]);
+    }
+    free(p->tensors);
+    for (size_t i = 0; i < p->nbufs; i++)
+        free(p->bufs[i].data);
+    free(p->bufs);
+    for (size_t i = 0; i < p->nowned; i++)
+        free(p->owned[i]);
+    free(p->owned);
+    if (p->stream)
+        dnnl_stream_destroy(p->stream);
+    free(p);
+    *pp = NULL;
+}
+
+gs_rt_tensor *gs_rt_plan_tensor(gs_rt_plan *p, int c, int h, int w, int plain)
+{
+    if (c <= 0 || h <= 0 || w <= 0) {
+        gs_error_set("tensor shape %dx%dx%d is empty", c, h, w);
+        return NULL;
+    }
+    gs_rt_tensor *t = calloc(1, sizeof *t);
+    if (!t || grow((void **)&p->tensors, &p->cap_tensors, p->ntensors + 1, sizeof *p->tensors)) {
+        free(t);
+        gs_error_set("out of memory for a tensor");
+        return NULL;
+    }
+    p->tensors[p->ntensors++] = t;
+    t->n = p->n;
+    t->c = c;
+    t->h = h;
+    t->w = w;
+    t->plain = plain;
+    t->buf = -1;
+    act_md(p->n, c, h, w, plain, &t->md);
+    t->nfloats = dnnl_memory_desc_get_size(&t->md) / sizeof(float);
+    if (p->dry)
+        return t;
+    /* Best fit among released buffers, else a new zeroed one. */
+    int best = -1;
+    for (size_t i = 0; i < p->nbufs; i++)
+        if (!p->bufs[i].in_use && p->bufs[i].nfloats >= t->nfloats &&
+            (best < 0 || p->bufs[i].nfloats < p->bufs[best].nfloats))
+            best = (int)i;
+    if (best < 0) {
+        if (grow((void **)&p->bufs, &p->cap_bufs, p->nbufs + 1, sizeof *p->bufs))
+            return NULL;
+        float *d = aligned_floats(t->nfloats);
+        if (!d) {
+            gs_error_set("out of memory for a %dx%dx%dx%d activation", p->n, c, h, w);
+            return NULL;
+        }
+        p->bufs[p->nbufs] = (buffer){d, t->nfloats, 0};
+        best = (int)p->nbufs++;
+    }
+    p->bufs[best].in_use = 1;
+    t->buf = best;
+    t->data = p->bufs[best].data;
+    if (dnnl_memory_create(&t->mem, &t->md, p->engine, t->data) != dnnl_success) {
+        gs_error_set("oneDNN: cannot create an activation memory");
+        return NULL;
+    }
+    return t;
+}
+
+void gs_rt_plan_release(gs_rt_plan *p, gs_rt_tensor *t)
+{
+    if (!p->dry && t && t->buf >= 0)
+        p->bufs[t->buf].in_use = 0;
+}
+
+static step *new_step(gs_rt_plan *p, int kind)
+{
+    if (grow((void **)&p->steps, &p->cap_steps, p->nsteps + 1, sizeof *p->steps))
+        return NULL;
+    step *s = &p->steps[p->nsteps++];
+    memset(s, 0, sizeof *s);
+    s->kind = kind;
+    return s;
+}
+
+static int keep_mem(gs_rt_plan *p, dnnl_memory_t m)
+{
+    if (grow((void **)&p->mems, &p->cap_mems, p->nmems + 1, sizeof *p->mems)) {
+        dnnl_memory_destroy(m);
+        return -1;
+    }
+    p->mems[p->nmems++] = m;
+    return 0;
+}
+
+static int make_attr(gs_act act, int sum, dnnl_primitive_attr_t *attr)
+{
+    dnnl_post_ops_t ops = NULL;
+    *attr = NULL;
+    DNNL_TRY(dnnl_primitive_attr_create(attr), "attr");
+    DNNL_TRY(dnnl_post_ops_create(&ops), "post-ops");
+    if (sum)
+        DNNL_TRY(dnnl_post_ops_append_sum(ops, 1.0f), "sum post-op");
+    if (act.kind != GS_ACT_NONE)
+        DNNL_TRY(dnnl_post_ops_append_eltwise(ops, 1.0f, dnnl_eltwise_relu,
+                                              act.kind == GS_ACT_LEAKY ? act.slope : 0.0f, 0.0f),
+                 "eltwise post-op");
+    DNNL_TRY(dnnl_primitive_attr_set_post_ops(*attr, ops), "set post-ops");
+    dnnl_post_ops_destroy(ops);
+    return 0;
+fail:
+    if (ops)
+        dnnl_post_ops_destroy(ops);
+    if (*attr)
+        dnnl_primitive_attr_destroy(*attr);
+    *attr = NULL;
+    return -1;
+}
+
+int gs_rt_plan_conv(gs_rt_plan *p, const gs_rt_conv *c, gs_rt_tensor *src, gs_rt_tensor **dst,
+                    int sum, gs_act act)
+{
+    int ho, wo;
+    if (src->c != c->cin)
+        return gs_error_set("conv expects %d input channels, got %d", c->cin, src->c);
+    conv_out_size(c, src->h, src->w, &ho, &wo);
+    if (ho <= 0 || wo <= 0)
+        return gs_error_set("conv input %dx%d too small", src->h, src->w);
+    if (!*dst) {
+        GS_ASSERT(!sum);
+        *dst = gs_rt_plan_tensor(p, c->cout, ho, wo, 0);
+        if (!*dst)
+            return -1;
+    }
+    gs_rt_tensor *d = *dst;
+    if (d->c != c->cout || d->h != ho || d->w != wo)
+        return gs_error_set("conv output %dx%dx%d does not match destination %dx%dx%d", c->cout, ho,
+                            wo, d->c, d->h, d->w);
+    if (p->dry)
+        return 0;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_memory_desc_t any;
+    int ndims;
+    dnnl_dims_t wd;
+    weights_dims(c, &ndims, wd);
+    DNNL_TRY(dnnl_memory_desc_init_by_tag(&any, ndims, wd, dnnl_f32, dnnl_format_tag_any),
+             "weights md");
+    if (make_attr(act, sum, &attr) != 0)
+        goto fail_noset;
+    if (conv_pd(p->engine, c, &src->md, &d->md, &any, attr, &pd) != 0)
+        goto fail_noset;
+    const dnnl_memory_desc_t *want = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    void *wdata = c->wr;
+    if (!dnnl_memory_desc_equal(want, &c->wmd)) {
+        /* oneDNN picked another layout for these shapes: reorder a private copy once. */
+        float *copy = aligned_floats(dnnl_memory_desc_get_size(want) / sizeof(float));
+        if (!copy || grow((void **)&p->owned, &p->cap_owned, p->nowned + 1, sizeof *p->owned)) {
+            free(copy);
+            gs_error_set("out of memory for reordered weights");
+            goto fail_noset;
+        }
+        p->owned[p->nowned++] = copy;
+        if (reorder_once(p->engine, &c->wmd, c->wr, want, copy) != 0)
+            goto fail_noset;
+        wdata = copy;
+        p->weight_reorders++;
+    }
+    step *s = new_step(p, STEP_PRIM);
+    if (!s)
+        goto fail_noset;
+    DNNL_TRY(dnnl_primitive_create(&s->prim, pd), "conv primitive");
+    dnnl_memory_t wm = NULL, bm = NULL;
+    DNNL_TRY(dnnl_memory_create(&wm, want, p->engine, wdata), "weights memory");
+    if (keep_mem(p, wm))
+        goto fail_noset;
+    s->args[s->nargs++] = (dnnl_exec_arg_t){DNNL_ARG_SRC, src->mem};
+    s->args[s->nargs++] = (dnnl_exec_arg_t){DNNL_ARG_WEIGHTS, wm};
+    s->args[s->nargs++] = (dnnl_exec_arg_t){DNNL_ARG_DST, d->mem};
+    if (c->has_bias) {
+        DNNL_TRY(dnnl_memory_create(&bm, dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 1),
+                                    p->engine, c->bias),
+                 "bias memory");
+        if (keep_mem(p, bm))
+            goto fail_noset;
+        s->args[s->nargs++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, bm};
+    }
+    dnnl_primitive_desc_destroy(pd);
+    dnnl_primitive_attr_destroy(attr);
+    return 0;
+fail:
+fail_noset:
+    if (pd)
+        dnnl_primitive_desc_destroy(pd);
+    if (attr)
+        dnnl_primitive_attr_destroy(attr);
+    return -1;
+}
+
+int gs_rt_plan_maxpool2(gs_rt_plan *p, gs_rt_tensor *src, gs_rt_tensor **dst)
+{
+    if (src->h < 2 || src->w < 2)
+        return gs_error_set("max-pool input %dx%d too small", src->h, src->w);
+    *dst = gs_rt_plan_tensor(p, src->c, src->h / 2, src->w / 2, 0);
+    if (!*dst)
+        return -1;
+    if (p->dry)
+        return 0;
+    dnnl_pooling_desc_t d;
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_dims_t strides = {2, 2}, kernel = {2, 2}, pad = {0, 0};
+    DNNL_TRY(dnnl_pooling_forward_desc_init(&d, dnnl_forward_inference, dnnl_pooling_max, &src->md,
+                                            &(*dst)->md, strides, kernel, pad, pad),
+             "pooling desc");
+    DNNL_TRY(dnnl_primitive_desc_create(&pd, &d, NULL, p->engine, NULL), "pooling pd");
+    step *s = new_step(p, STEP_PRIM);
+    if (!s)
+        goto fail_noset;
+    DNNL_TRY(dnnl_primitive_create(&s->prim, pd), "pooling");
+    s->args[s->nargs++] = (dnnl_exec_arg_t){DNNL_ARG_SRC, src->mem};
+    s->args[s->nargs++] = (dnnl_exec_arg_t){DNNL_ARG_DST, (*dst)->mem};
+    dnnl_primitive_desc_destroy(pd);
+    return 0;
+fail:
+fail_noset:
+    if (pd)
+        dnnl_primitive_desc_destroy(pd);
+    return -1;
+}
+
+int gs_rt_plan_copy(gs_rt_plan *p, gs_rt_tensor *src, gs_rt_tensor **dst)
+{
+    *dst = gs_rt_plan_tensor(p, src->c, src->h, src->w, src->plain);
+    if (!*dst)
+        return -1;
+    if (p->dry)
+        return 0;
+    step *s = new_step(p, STEP_COPY);
+    if (!s)
+        return -1;
+    s->src = src->data;
+    s->dst = (*dst)->data;
+    s->nfloats = src->nfloats;
+    return 0;
+}
+
+int gs_rt_plan_act(gs_rt_plan *p, gs_rt_tensor *t, gs_act act)
+{
+    if (p->dry || act.kind == GS_ACT_NONE)
+        return 0;
+    dnnl_eltwise_desc_t d;
+    dnnl_primitive_desc_t pd = NULL;
+    DNNL_TRY(dnnl_eltwise_forward_desc_init(&d, dnnl_forward_inference, dnnl_eltwise_relu, &t->md,
+                                            act.kind == GS_ACT_LEAKY ? act.slope : 0.0f, 0.0f),
+             "eltwise desc");
+    DNNL_TRY(dnnl_primitive_desc_create(&pd, &d, NULL, p->engine, NULL), "eltwise pd");
+    step *s = new_step(p, STEP_PRIM);
+    if (!s)
+        goto fail_noset;
+    DNNL_TRY(dnnl_primitive_create(&s->prim, pd), "eltwise");
+    s->args[s->nargs++] = (dnnl_exec_arg_t){DNNL_ARG_SRC, t->mem};
+    s->args[s->nargs++] = (dnnl_exec_arg_t){DNNL_ARG_DST, t->mem};
+    dnnl_primitive_desc_destroy(pd);
+    return 0;
+fail:
+fail_noset:
+    if (pd)
+        dnnl_primitive_desc_destroy(pd);
+    return -1;
+}
+
+int gs_rt_plan_dcn(gs_rt_plan *p, const float *weight, const float *bias, int cout,
+                   gs_rt_tensor *src, gs_rt_tensor *offset, gs_act act, gs_rt_tensor **dst)
+{
+    if (offset->c != 27 || offset->h != src->h || offset->w != src->w || src->plain ||
+        offset->plain)
+        return gs_error_set("deformable conv: offset tensor %dx%dx%d does not fit input %dx%dx%d",
+                            offset->c, offset->h, offset->w, src->c, src->h, src->w);
+    *dst = gs_rt_plan_tensor(p, cout, src->h, src->w, 0);
+    if (!*dst)
+        return -1;
+    if (p->dry)
+        return 0;
+    gs_deform_conv_desc d;
+    gs_deform_conv_desc_3x3(&d, p->n, src->c, cout, src->h, src->w);
+    d.offset_format = GS_DEFORM_OFFSET_RAW_BLOCKED;
+    step *s = new_step(p, STEP_DCN);
+    if (!s)
+        return -1;
+    s->dcn = gs_deform_conv_new(&d, weight, bias, act.kind == GS_ACT_RELU);
+    if (!s->dcn)
+        return -1;
+    s->scratch = gs_deform_conv_scratch_new(s->dcn);
+    if (!s->scratch)
+        return -1;
+    s->src = src->data;
+    s->offset = offset->data;
+    s->dst = (*dst)->data;
+    if (act.kind == GS_ACT_LEAKY)
+        return gs_rt_plan_act(p, *dst, act);
+    return 0;
+}
+
+int gs_rt_plan_run(gs_rt_plan *p)
+{
+    GS_ASSERT(!p->dry);
+    for (size_t i = 0; i < p->nsteps; i++) {
+        step *s = &p->steps[i];
+        switch (s->kind) {
+        case STEP_PRIM:
+            if (dnnl_primitive_execute(s->prim, p->stream, s->nargs, s->args) != dnnl_success)
+                return gs_error_set("oneDNN: step %zu failed", i);
+            break;
+        case STEP_COPY:
+            if (dnnl_stream_wait(p->stream) != dnnl_success)
+                return gs_error_set("oneDNN: stream wait failed");
+            memcpy(s->dst, s->src, s->nfloats * sizeof(float));
+            break;
+        case STEP_DCN:
+            if (dnnl_stream_wait(p->stream) != dnnl_success)
+                return gs_error_set("oneDNN: stream wait failed");
+            if (gs_deform_conv_run(s->dcn, s->scratch, s->src, s->offset, NULL, s->dst) != 0)
+                return gs_error_prefix("step %zu", i);
+            break;
+        default:
+            GS_ASSERT(0);
+        }
+    }
+    if (dnnl_stream_wait(p->stream) != dnnl_success)
+        return gs_error_set("oneDNN: stream wait failed");
+    return 0;
+}
+
+void gs_rt_gap(const gs_rt_tensor *t, float *out)
+{
+    GS_ASSERT(!t->plain);
+    int nb = (t->c + 15) / 16;
+    size_t hw = (size_t)t->h * t->w;
+    for (int n = 0; n < t->n; n++)
+        for (int b = 0; b < nb; b++) {
+            const float *base = t->data + ((size_t)n * nb + b) * hw * 16;
+            double acc[16] = {0};
+            for (size_t i = 0; i < hw; i++)
+                for (int l = 0; l < 16; l++)
+                    acc[l] += base[i * 16 + l];
+            for (int l = 0; l < 16 && b * 16 + l < t->c; l++)
+                out[(size_t)n * t->c + b * 16 + l] = (float)(acc[l] / (double)hw);
+        }
+}
+
+void gs_rt_extract_channel(const gs_rt_tensor *t, int ch, float *out)
+{
+    GS_ASSERT(ch >= 0 && ch < t->c);
+    size_t hw = (size_t)t->h * t->w;
+    if (t->plain) {
+        for (int n = 0; n < t->n; n++)
+            memcpy(out + n * hw, t->data + ((size_t)n * t->c + ch) * hw, hw * sizeof(float));
+        return;
+    }
+    int nb = (t->c + 15) / 16, b = ch / 16, l = ch % 16;
+    for (int n = 0; n < t->n; n++) {
+        const float *base = t->data + ((size_t)n * nb + b) * hw * 16;
+        for (size_t i = 0; i < hw; i++)
+            out[n * hw + i] = base[i * 16 + l];
+    }
+}

@@ -1,0 +1,133 @@
+/*
+ * runtime: the oneDNN layer machinery the networks are built from.
+ *
+ * Two kinds of objects, matching the split between an immutable model and a per-worker state:
+ *  - gs_rt_conv: one convolution or depthwise transposed convolution with its weights, batch
+ *    norm already folded in (gs_rt_fold_bn) and reordered ONCE into the layout oneDNN prefers
+ *    for it. It is built when the bundle is loaded and then only read, so threads share it.
+ *  - gs_rt_plan: a straight-line program for one (batch, height, width): the activation
+ *    buffers, the oneDNN primitives made for exactly those shapes, the deformable convs of
+ *    ops/deform_conv with their scratch, and a stream. Building it records steps; running it
+ *    executes them in order. A plan belongs to one worker at a time.
+ *
+ * Activations live in oneDNN's nChw16c layout (aBcd16b, channels padded to 16 with zeros)
+ * from layer to layer: it is the layout oneDNN's AVX-512 fp32 convolutions pick for
+ * format_tag_any, ops/deform_conv works in it without reorders, and channel blocks of 16 let
+ * Root's split-K convs and the residual copies stay plain memcpy/sum. Only the network input
+ * (3 channels, NCHW) is plain. Weights are created with format_tag_any and reordered to what
+ * the primitive asks for.
+ *
+ * A plan can be "dry": it only tracks shapes, makes no buffers and no primitives. The network
+ * builders walk the architecture once dry while loading the model (to create the gs_rt_conv
+ * objects in order) and again for real for each state, so the architecture is written once.
+ *
+ * Fusion: conv + folded BN + activation is one primitive with an eltwise post-op; a residual
+ * or skip add is a sum post-op into a destination pre-filled with the other operand (a copy
+ * step when that operand must survive); Root's 1x1 conv over a concat is split by input
+ * channel ranges, each part accumulating into the same destination through sum post-ops.
+ */
+#ifndef GS_MODEL_RUNTIME_H
+#define GS_MODEL_RUNTIME_H
+
+#include <stddef.h>
+
+#include <oneapi/dnnl/dnnl.h>
+
+#include "ops/deform_conv.h"
+
+/* Activation at one site. */
+typedef enum { GS_ACT_NONE = 0, GS_ACT_RELU, GS_ACT_LEAKY } gs_act_kind;
+typedef struct {
+    gs_act_kind kind;
+    float slope; /* leaky only */
+} gs_act;
+
+/* Parses the bundle's "activation" metadata: "relu" or "leaky:<slope>" with 0 <= slope < 1.
+ * Returns 0, or -1 with the error naming the value. */
+int gs_act_parse(const char *spec, gs_act *act);
+
+/* Folds inference batch norm into a conv: s = gamma / sqrt(var + eps) per output channel,
+ * w[o][*] *= s (per_out weights per output channel), b[o] = (b[o] - mean) * s + beta.
+ * w and b (cout floats; its input is the conv bias or zeros) are modified in place. */
+void gs_rt_fold_bn(float *w, float *b, int cout, size_t per_out, const float *gamma,
+                   const float *beta, const float *mean, const float *var, float eps);
+
+/* One convolution (or depthwise deconvolution) with its weights in oneDNN's layout. Owned by
+ * whoever embeds it; free with gs_rt_conv_free. */
+typedef struct {
+    int cin, cout, kh, kw, stride, pad;
+    int deconv;             /* depthwise transposed conv: groups = cin = cout, no bias */
+    int has_bias;           /* bias used (folded BN or conv bias) */
+    dnnl_memory_desc_t wmd; /* layout chosen at load */
+    float *wr;              /* weights in wmd (64-byte aligned, owned) */
+    float *bias;            /* [cout] or NULL (owned) */
+} gs_rt_conv;
+
+/* Fills c from plain weights: conv OIHW [cout][cin][kh][kw], deconv [c][1][kh][kw] (the
+ * PyTorch depthwise ConvTranspose2d layout); bias [cout] or NULL; both copied. The layout is
+ * the one oneDNN picks for this geometry on a nominal 64x64 input. Returns 0, or -1 with the
+ * error set (c is then empty). */
+int gs_rt_conv_init(gs_rt_conv *c, dnnl_engine_t engine, int cin, int cout, int k, int stride,
+                    int pad, int deconv, const float *w, const float *bias);
+void gs_rt_conv_free(gs_rt_conv *c);
+
+/* One activation tensor of a plan: n x c x h x w, nChw16c unless plain. Owned by the plan. */
+typedef struct {
+    int n, c, h, w;
+    int plain;      /* NCHW */
+    float *data;    /* NULL in a dry plan */
+    size_t nfloats; /* buffer size (with channel padding) */
+    dnnl_memory_desc_t md;
+    dnnl_memory_t mem;
+    int buf; /* index of the pooled buffer */
+} gs_rt_tensor;
+
+typedef struct gs_rt_plan gs_rt_plan;
+
+/* A new plan for batch n on `engine` (borrowed; must outlive the plan). dry != 0 makes a
+ * shape-only plan. Returns NULL with the error set. Free with gs_rt_plan_destroy. */
+gs_rt_plan *gs_rt_plan_new(dnnl_engine_t engine, int n, int dry);
+void gs_rt_plan_destroy(gs_rt_plan **p);
+int gs_rt_plan_is_dry(const gs_rt_plan *p);
+
+/* A new tensor (plain NCHW if plain != 0). Its buffer may be one released earlier in the plan
+ * (gs_rt_plan_release); contents are unspecified but finite. Returns NULL with the error set. */
+gs_rt_tensor *gs_rt_plan_tensor(gs_rt_plan *p, int c, int h, int w, int plain);
+
+/* Declares that no step added later reads t: its buffer may back later tensors. */
+void gs_rt_plan_release(gs_rt_plan *p, gs_rt_tensor *t);
+
+/* Step: dst = act(conv(src) + bias [+ dst if sum]). dst is created when *dst is NULL (with the
+ * conv's output shape), else must have that shape. Returns 0 or -1 with the error set. */
+int gs_rt_plan_conv(gs_rt_plan *p, const gs_rt_conv *c, gs_rt_tensor *src, gs_rt_tensor **dst,
+                    int sum, gs_act act);
+
+/* Step: dst = maxpool 2x2 stride 2 (floor) of src; creates *dst. */
+int gs_rt_plan_maxpool2(gs_rt_plan *p, gs_rt_tensor *src, gs_rt_tensor **dst);
+
+/* Step: dst (created) = copy of src. */
+int gs_rt_plan_copy(gs_rt_plan *p, gs_rt_tensor *src, gs_rt_tensor **dst);
+
+/* Step: t = act(t) in place (nothing for GS_ACT_NONE). */
+int gs_rt_plan_act(gs_rt_plan *p, gs_rt_tensor *t, gs_act act);
+
+/* Step: dst (created) = act(modulated deformable 3x3 conv of src) with offsets and mask taken
+ * from the 27-channel raw tensor `offset` (output of the conv_offset_mask conv), weights
+ * [cout][cin][3][3] and bias [cout] (borrowed from the model; copied into the ops object). */
+int gs_rt_plan_dcn(gs_rt_plan *p, const float *weight, const float *bias, int cout,
+                   gs_rt_tensor *src, gs_rt_tensor *offset, gs_act act, gs_rt_tensor **dst);
+
+/* Runs every step in order. Returns 0 or -1 with the error set. */
+int gs_rt_plan_run(gs_rt_plan *p);
+
+/* Number of weight layouts that had to be re-reordered for this plan's shapes because oneDNN
+ * chose a different one than at load (0 expected on one machine; for diagnostics). */
+int gs_rt_plan_weight_reorders(const gs_rt_plan *p);
+
+/* Global average over h*w of a blocked tensor: out[n][c] (n x t->c floats, caller-owned). */
+void gs_rt_gap(const gs_rt_tensor *t, float *out);
+
+/* Copies channel `ch` of blocked tensor t into out[n][h][w] (caller-owned). */
+void gs_rt_extract_channel(const gs_rt_tensor *t, int ch, float *out);
+
+#endif
