@@ -526,9 +526,15 @@ void gs_ledger_counts_get(const gs_ledger *l, gs_ledger_counts *c)
 {
     *c = l->c;
     c->blur_outstanding = 0;
-    if (!l->inferring)
-        for (uint32_t i = 0; i < l->n; i++)
-            c->blur_outstanding += (uint32_t)outstanding(l, i);
+    c->in_flight = 0;
+    for (uint32_t i = 0; i < l->n; i++) {
+        if (!outstanding(l, i))
+            continue;
+        if (!l->inferring)
+            c->blur_outstanding++;
+        if (!(l->flags[i] & F_RETRY))
+            c->in_flight++;
+    }
 }
 
 typedef struct {

@@ -73,6 +73,9 @@ typedef struct {
     uint32_t blur_blurry;       /* of which blurry */
     uint32_t blur_outstanding;  /* requested in the blur phase, not judged, not given up */
     uint32_t file_errors;       /* failed appends to the ledger file */
+    /* Requested in this phase and awaiting a result (not failed, not settled): what counts
+     * against the slide's window of outstanding tiles (PROTOCOL.md §10). */
+    uint32_t in_flight;
 } gs_ledger_counts;
 
 typedef struct gs_ledger gs_ledger;

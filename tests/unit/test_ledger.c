@@ -210,7 +210,12 @@ static void failed_requests_retry_then_error(void **state)
     assert_int_equal(gs_ledger_unrequested(l, un, 8), 0);
     assert_int_equal(gs_ledger_due(l, 10, due, 8), 0);
     /* tile 1 fails three times: due at once after each of the first two, then ERROR */
+    gs_ledger_counts c;
+    gs_ledger_counts_get(l, &c);
+    assert_int_equal(c.in_flight, 3);
     assert_int_equal(gs_ledger_failed_request(l, 1, 1, "read error 1", 10), GS_LEDGER_RETRY);
+    gs_ledger_counts_get(l, &c);
+    assert_int_equal(c.in_flight, 2); /* the failed one is in nobody's pipe */
     assert_int_equal(gs_ledger_due(l, 10, due, 8), 1);
     assert_int_equal(due[0], 1);
     assert_int_equal(gs_ledger_due(l, 11, due, 8), 1); /* stays due until requested */
@@ -234,8 +239,8 @@ static void failed_requests_retry_then_error(void **state)
     assert_int_equal(gs_ledger_record(l, 1, 2, GS_TILE_BACKGROUND, 0, NULL, 20),
                      GS_LEDGER_RECORDED);
     assert_true(gs_ledger_complete(l));
-    gs_ledger_counts c;
     gs_ledger_counts_get(l, &c);
+    assert_int_equal(c.in_flight, 0);
     assert_int_equal(c.error, 1);
     assert_int_equal(c.inferred, 1);
     assert_int_equal(c.background, 1);
