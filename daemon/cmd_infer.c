@@ -355,7 +355,11 @@ int gs_cmd_infer(int argc, char **argv)
     uint8_t *heat = NULL;
     gs_net_state *s = NULL;
     const char *dir = out ? out : ".";
-    gs_model *m = gs_model_load(model_path);
+    gs_model *m = NULL;
+    /* PNG tiles do not depend on the bundle: check them before the (slower) model load. */
+    if (!is_slide && read_inputs(argv + optind, npaths, NULL, 0, 0, NULL, &rgb, &n, &h, &w))
+        goto fail;
+    m = gs_model_load(model_path);
     if (!m)
         goto fail;
     printf("model: %s\n", model_path);
@@ -364,8 +368,7 @@ int gs_cmd_infer(int argc, char **argv)
         gs_error_set("%s: the bundle has no multitask network", model_path);
         goto fail;
     }
-    if (read_inputs(argv + optind, npaths, is_slide ? argv[optind] : NULL, x, y, m, &rgb, &n, &h,
-                    &w))
+    if (is_slide && read_inputs(NULL, 0, argv[optind], x, y, m, &rgb, &n, &h, &w))
         goto fail;
     if (out && make_dir(out))
         goto fail;

@@ -16,3 +16,6 @@ add_test(NAME runtime_parity
                  --size ${GS_RUNTIME_PARITY_SIZE})
 set_tests_properties(runtime_parity PROPERTIES LABELS parity ENVIRONMENT "${GS_TEST_ENV}"
                      TIMEOUT 900)
+
+# `gastroscreen infer` error paths (in-process).
+gs_cmocka_test(test_runtime_infer fault SOURCES unit/test_runtime_infer.c LIBS gs_daemon)
