@@ -1,5 +1,6 @@
 #include "stages/tiler.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -9,6 +10,7 @@
 
 #include "ops/error.h"
 #include "stages/slide.h"
+#include "stages/transport.h"
 
 #define PATH_MAX_BYTES 4096
 #define TILE_MIN 16
@@ -275,4 +277,200 @@ void gs_tiler_job_done(const gs_tiler_job *j, Gastroscreen__V1__TileJobDone *don
     done->worker_id = (char *)j->tiler_id;
     done->sent = j->sent;
     done->failed = j->failed;
+}
+
+/* ---- the tiler stage on a gs_worker ----------------------------------------------------- */
+
+#define SINKS_MAX 256
+/* A tile waiting for room in the sinks looks at the stop flag this often. */
+#define POLLOUT_SLICE_MS 100
+
+typedef struct {
+    gs_transport *push;
+    char *sinks[SINKS_MAX];
+    size_t nsinks;
+} tiler_thread;
+
+struct gs_tiler_stage {
+    void *ctx;
+    int hwm;
+    int nthreads;
+    tiler_thread *threads;
+};
+
+gs_tiler_stage *gs_tiler_stage_new(void *zctx, int threads, int tile_hwm)
+{
+    if (!zctx || threads < 1) {
+        gs_error_set("tiler stage: needs a ZeroMQ context and at least one thread");
+        return NULL;
+    }
+    gs_tiler_stage *s = calloc(1, sizeof *s);
+    if (!s || !(s->threads = calloc((size_t)threads, sizeof *s->threads))) {
+        free(s);
+        gs_error_set("out of memory for the tiler stage");
+        return NULL;
+    }
+    s->ctx = zctx;
+    s->hwm = tile_hwm > 0 ? tile_hwm : 8;
+    s->nthreads = threads;
+    return s;
+}
+
+void gs_tiler_stage_destroy(gs_tiler_stage **sp)
+{
+    if (!sp || !*sp)
+        return;
+    gs_tiler_stage *s = *sp;
+    for (int i = 0; i < s->nthreads; i++) {
+        gs_transport_destroy(&s->threads[i].push);
+        for (size_t k = 0; k < s->threads[i].nsinks; k++)
+            free(s->threads[i].sinks[k]);
+    }
+    free(s->threads);
+    free(s);
+    *sp = NULL;
+}
+
+/* Makes the thread's PUSH connections equal to the job's sink_endpoints. */
+static int sync_sinks(gs_tiler_stage *s, tiler_thread *t, const Gastroscreen__V1__TileJob *job)
+{
+    if (job->n_sink_endpoints == 0 || job->n_sink_endpoints > SINKS_MAX)
+        return gs_error_set("tile job: %zu sink endpoints", job->n_sink_endpoints);
+    if (!t->push) {
+        gs_transport_options o = {s->hwm, "tiles", 0};
+        /* Connected to nothing yet: the first sink is connected below like the others. */
+        t->push = gs_transport_new(s->ctx, GS_CHANNEL_TILES, ZMQ_PUSH, GS_CONNECT,
+                                   job->sink_endpoints[0], &o);
+        if (!t->push)
+            return -1;
+        if (!(t->sinks[0] = strdup(job->sink_endpoints[0])))
+            return gs_error_set("out of memory");
+        t->nsinks = 1;
+    }
+    for (size_t k = 0; k < t->nsinks;) {
+        int wanted = 0;
+        for (size_t i = 0; i < job->n_sink_endpoints && !wanted; i++)
+            wanted = !strcmp(t->sinks[k], job->sink_endpoints[i]);
+        if (wanted) {
+            k++;
+            continue;
+        }
+        gs_transport_disconnect(t->push, t->sinks[k]); /* already gone is fine */
+        free(t->sinks[k]);
+        t->sinks[k] = t->sinks[--t->nsinks];
+    }
+    for (size_t i = 0; i < job->n_sink_endpoints; i++) {
+        int have = 0;
+        for (size_t k = 0; k < t->nsinks && !have; k++)
+            have = !strcmp(t->sinks[k], job->sink_endpoints[i]);
+        if (have)
+            continue;
+        if (gs_transport_connect(t->push, job->sink_endpoints[i]) < 0)
+            return -1;
+        if (!(t->sinks[t->nsinks] = strdup(job->sink_endpoints[i])))
+            return gs_error_set("out of memory");
+        t->nsinks++;
+    }
+    return 0;
+}
+
+static void free_pixels(void *pixels, void *hint)
+{
+    (void)hint;
+    free(pixels);
+}
+
+/* Pushes one tile, waiting for room; 1 when sent, 0 when a stop came first, -1 on error. */
+static int push_tile(tiler_thread *t, gs_worker_job *job, gs_tiler_item *it)
+{
+    for (;;) {
+        if (gs_worker_job_stopping(job))
+            return 0;
+        zmq_pollitem_t p = {gs_transport_socket(t->push), 0, ZMQ_POLLOUT, 0};
+        int n = zmq_poll(&p, 1, POLLOUT_SLICE_MS);
+        if (n < 0 && errno != EINTR)
+            return gs_error_set("tiles: poll: %s", zmq_strerror(errno));
+        if (n <= 0)
+            continue;
+        if (gs_transport_send_tile(t->push, &it->message, it->pixels, it->pixels_len, free_pixels,
+                                   NULL, GS_SEND_DONTWAIT) == 0) {
+            it->pixels = NULL; /* ZeroMQ frees them */
+            return 1;
+        }
+        if (errno != EAGAIN)
+            return -1;
+    }
+}
+
+static int hand_back_from(gs_worker_job *job, gs_tiler_job *tj, const uint32_t *current)
+{
+    size_t n;
+    const uint32_t *rest = gs_tiler_job_unsent(tj, &n);
+    uint32_t *all = malloc((n + 1) * sizeof *all);
+    if (!all)
+        return gs_error_set("out of memory handing back tiles");
+    size_t k = 0;
+    if (current)
+        all[k++] = *current;
+    for (size_t i = 0; i < n; i++)
+        all[k++] = rest[i];
+    int rc = gs_worker_job_hand_back(job, all, k);
+    free(all);
+    return rc;
+}
+
+int gs_tiler_handle(gs_worker_job *job, void *ud)
+{
+    gs_tiler_stage *s = ud;
+    int th = gs_worker_job_thread(job);
+    GS_ASSERT(th >= 0 && th < s->nthreads);
+    tiler_thread *t = &s->threads[th];
+    const Gastroscreen__V1__WorkMessage *m = gs_worker_job_message(job);
+    GS_ASSERT(m->body_case == GASTROSCREEN__V1__WORK_MESSAGE__BODY_TILE_JOB && m->tile_job);
+    const Gastroscreen__V1__TileJob *job_msg = m->tile_job;
+    gs_tiler_job *tj = gs_tiler_job_new(job_msg, gs_worker_job_worker_id(job));
+    if (!tj)
+        return -1;
+    int rc = -1;
+    if (sync_sinks(s, t, job_msg) < 0)
+        goto destroy_job;
+    for (;;) {
+        if (gs_worker_job_stopping(job)) {
+            rc = hand_back_from(job, tj, NULL);
+            goto destroy_job;
+        }
+        gs_tiler_item it;
+        int got = gs_tiler_job_next(tj, &it);
+        if (got < 0)
+            goto destroy_job;
+        if (got == 0)
+            break;
+        if (it.failed) {
+            if (gs_worker_job_emit(job, &it.result) < 0)
+                goto destroy_job;
+            gs_worker_job_progress(job, 1);
+            continue;
+        }
+        int sent = push_tile(t, job, &it);
+        uint32_t index = it.header.tile_index;
+        gs_tiler_item_release(&it);
+        if (sent < 0)
+            goto destroy_job;
+        if (sent == 0) {
+            rc = hand_back_from(job, tj, &index);
+            goto destroy_job;
+        }
+        gs_worker_job_progress(job, 1);
+    }
+    Gastroscreen__V1__TileJobDone done;
+    gs_tiler_job_done(tj, &done);
+    Gastroscreen__V1__WorkMessage out = GASTROSCREEN__V1__WORK_MESSAGE__INIT;
+    out.protocol = GASTROSCREEN__V1__PROTOCOL_VERSION__PROTOCOL_VERSION_1;
+    out.body_case = GASTROSCREEN__V1__WORK_MESSAGE__BODY_TILE_JOB_DONE;
+    out.tile_job_done = &done;
+    rc = gs_worker_job_emit(job, &out);
+
+destroy_job:
+    gs_tiler_job_destroy(&tj);
+    return rc;
 }

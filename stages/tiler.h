@@ -30,6 +30,7 @@
 #include <stdint.h>
 
 #include "proto/gastroscreen.pb-c.h"
+#include "stages/worker.h"
 
 typedef struct gs_tiler_job gs_tiler_job;
 
@@ -79,5 +80,26 @@ void gs_tiler_job_counts(const gs_tiler_job *j, uint32_t *sent, uint32_t *failed
 /* Fills *done (a caller-owned TileJobDone, initialised here) with the fence, job id, tiler id
  * and counts; its strings point into the job. */
 void gs_tiler_job_done(const gs_tiler_job *j, Gastroscreen__V1__TileJobDone *done);
+
+/* ---- the tiler stage on a gs_worker ----------------------------------------------------- */
+
+/* The sockets of a tiler worker: one tile PUSH per handler thread, connected to exactly the
+ * sink_endpoints of the job it serves (new ones connected, missing ones disconnected). */
+typedef struct gs_tiler_stage gs_tiler_stage;
+
+/* zctx must be the context the tile inboxes live in (the same as the worker's for inproc://);
+ * threads = the worker's threads; tile_hwm = the tile sockets' high-water mark (0: 8).
+ * Returns the stage (caller destroys after the worker), or NULL with the error. */
+gs_tiler_stage *gs_tiler_stage_new(void *zctx, int threads, int tile_hwm);
+
+/* Closes the PUSH sockets; call after gs_worker_destroy (handler threads joined). */
+void gs_tiler_stage_destroy(gs_tiler_stage **s);
+
+/* The tiler's gs_worker_handler (ud: the gs_tiler_stage). Serves the job's TileJob: each tile
+ * is pushed to the sinks (waiting for room with ZMQ_POLLOUT, never past a stop request), each
+ * failed tile is emitted as a TileResult{ERROR}, and a TileJobDone ends the job. When the
+ * worker stops mid-job the tiles not pushed are handed back. A malformed job returns -1
+ * (counted; the coordinator's deadline re-sends). */
+int gs_tiler_handle(gs_worker_job *job, void *ud);
 
 #endif

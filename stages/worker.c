@@ -690,12 +690,15 @@ static void fill_stats(gs_worker *w, Gastroscreen__V1__StageStats *s, int64_t no
 {
     uint64_t busy = 0;
     int depth = 0;
+    /* Progress includes the items of jobs still running: it must advance while busy. */
+    uint64_t progress = w->progress;
     pthread_mutex_lock(&w->mu);
     busy = w->busy_us_done;
     for (gs_worker_job *j = w->jobs; j; j = j->next) {
         depth++;
         if (j->state == JOB_RUNNING)
             busy += (uint64_t)(now - j->started_us);
+        progress += atomic_load(&j->items); /* reaping moves them into w->progress */
     }
     pthread_mutex_unlock(&w->mu);
     /* Keep the samples of the last window; the oldest one within it is the reference. */
@@ -703,7 +706,7 @@ static void fill_stats(gs_worker *w, Gastroscreen__V1__StageStats *s, int64_t no
         memmove(w->samples, w->samples + 1, (SAMPLES - 1) * sizeof *w->samples);
         w->nsamples--;
     }
-    w->samples[w->nsamples++] = (sample){now, w->progress, busy};
+    w->samples[w->nsamples++] = (sample){now, progress, busy};
     int first = 0;
     while (first < w->nsamples - 1 && now - w->samples[first].t_us > STATS_WINDOW_US)
         first++;
@@ -716,13 +719,13 @@ static void fill_stats(gs_worker *w, Gastroscreen__V1__StageStats *s, int64_t no
     s->host = w->host;
     s->started_unix_ms = w->started_unix_ms;
     if (dt > 0) {
-        s->tiles_per_second = (double)(w->progress - ref->progress) / dt;
+        s->tiles_per_second = (double)(progress - ref->progress) / dt;
         double slots = w->nthreads > 0 ? w->nthreads : 1;
         double bf = (double)(busy - ref->busy_us) / 1e6 / dt / slots;
         s->busy_fraction = bf < 0 ? 0 : bf > 1 ? 1 : bf;
     }
     s->queue_depth = (uint32_t)depth;
-    s->processed = w->progress;
+    s->processed = progress;
     s->malformed = tc->malformed + w->malformed;
     s->wrong_type = tc->wrong_type + w->wrong_type;
     s->errors = w->errors + w->dropped_jobs;
@@ -767,7 +770,7 @@ static void send_heartbeat(gs_worker *w, int64_t now)
     hb.n_in_hand = in_hand_refs(w, &refs, &ptrs);
     hb.in_hand = ptrs;
     hb.worker_id = w->id;
-    hb.progress = w->progress;
+    hb.progress = st.processed;
     hb.stats = &st;
     m.body_case = GASTROSCREEN__V1__WORK_MESSAGE__BODY_WORKER_HEARTBEAT;
     m.worker_heartbeat = &hb;
@@ -884,7 +887,10 @@ static void take_job(gs_worker *w, const Gastroscreen__V1__WorkMessage *m, int s
         w->handed = j;
         return;
     }
-    if (jobs_in_hand(w) >= w->cfg.threads) {
+    /* A handler emits its result before it returns, so the coordinator may free the slot and
+     * send the next job before this loop has reaped the previous one: queue up to one job
+     * per thread beyond the slots. More than that is a coordinator ignoring the credit. */
+    if (jobs_in_hand(w) >= 2 * w->cfg.threads) {
         w->dropped_jobs++;
         logf_w(w, "dropped job %" PRIu64 ": no free slot (the coordinator's deadline re-sends it)",
                j->job_id);

@@ -20,6 +20,7 @@
 
 #include "ops/error.h"
 #include "stages/foreground.h"
+#include "stages/tiler.h"
 #include "stages/transport.h"
 #include "stages/worker.h"
 
@@ -36,6 +37,9 @@ typedef struct {
     uint64_t last_malformed, last_wrong_type, last_processed;
     size_t last_in_hand;
     uint64_t last_in_hand_job;
+    char id[64]; /* coordinator_id once welcomed: then it heartbeats like a real one */
+    int silent;  /* 1: never heartbeat (the worker must notice the silence) */
+    int64_t next_beat_ms;
 } coord;
 
 static int64_t ms_now(void)
@@ -65,6 +69,17 @@ static const Gastroscreen__V1__WorkMessage *coord_expect(coord *c, int body, gs_
 {
     int64_t end = ms_now() + WAIT_MS;
     while (ms_now() < end) {
+        if (c->id[0] && !c->silent && c->peer.len && ms_now() >= c->next_beat_ms) {
+            Gastroscreen__V1__WorkMessage m = GASTROSCREEN__V1__WORK_MESSAGE__INIT;
+            Gastroscreen__V1__CoordinatorHeartbeat ch =
+                GASTROSCREEN__V1__COORDINATOR_HEARTBEAT__INIT;
+            ch.coordinator_id = c->id;
+            m.protocol = GASTROSCREEN__V1__PROTOCOL_VERSION__PROTOCOL_VERSION_1;
+            m.body_case = GASTROSCREEN__V1__WORK_MESSAGE__BODY_COORDINATOR_HEARTBEAT;
+            m.coordinator_heartbeat = &ch;
+            gs_transport_send(c->router, &c->peer, &m.base, GS_SEND_DONTWAIT);
+            c->next_beat_ms = ms_now() + 200;
+        }
         zmq_pollitem_t it = {gs_transport_socket(c->router), 0, ZMQ_POLLIN, 0};
         if (zmq_poll(&it, 1, 100) != 1)
             continue;
@@ -113,6 +128,7 @@ static void coord_welcome(coord *c, int accepted, const char *reason, const char
     m.body_case = GASTROSCREEN__V1__WORK_MESSAGE__BODY_WELCOME;
     m.welcome = &w;
     coord_send(c, &m);
+    snprintf(c->id, sizeof c->id, "%s", id);
 }
 
 static void coord_plan_job(coord *c, const char *slide_id, uint64_t job_id)
@@ -129,13 +145,16 @@ static void coord_plan_job(coord *c, const char *slide_id, uint64_t job_id)
 }
 
 /* Hello -> welcome -> ready; returns the free slots announced. */
-static uint32_t coord_handshake(coord *c, const char *id, int hb_ms, int liveness)
+static uint32_t coord_handshake_stage(coord *c, const char *id, int hb_ms, int liveness,
+                                      Gastroscreen__V1__Stage stage)
 {
     gs_inbound in;
     const Gastroscreen__V1__WorkMessage *m =
         coord_expect(c, GASTROSCREEN__V1__WORK_MESSAGE__BODY_HELLO, &in);
-    assert_int_equal(m->hello->stage, GASTROSCREEN__V1__STAGE__STAGE_FOREGROUND);
-    assert_non_null(strstr(m->hello->worker_id, "foreground.7@"));
+    assert_int_equal(m->hello->stage, stage);
+    char prefix[64];
+    snprintf(prefix, sizeof prefix, "%s.7@", gs_stage_name(stage));
+    assert_non_null(strstr(m->hello->worker_id, prefix));
     assert_int_equal(m->hello->pid, (uint32_t)getpid());
     gs_inbound_release(&in);
     coord_welcome(c, 1, "", id, hb_ms, liveness);
@@ -143,6 +162,11 @@ static uint32_t coord_handshake(coord *c, const char *id, int hb_ms, int livenes
     uint32_t slots = m->ready->free_slots;
     gs_inbound_release(&in);
     return slots;
+}
+
+static uint32_t coord_handshake(coord *c, const char *id, int hb_ms, int liveness)
+{
+    return coord_handshake_stage(c, id, hb_ms, liveness, GASTROSCREEN__V1__STAGE__STAGE_FOREGROUND);
 }
 
 /* ---- the worker side ------------------------------------------------------------------- */
@@ -192,12 +216,14 @@ static void *run_worker(void *p)
 
 static volatile sig_atomic_t stop_flag;
 
-static gs_worker *start_worker(const char *ep, void *ctx, gs_worker_handler *h, int threads,
-                               runner *r, pthread_t *th)
+static gs_worker *start_stage_worker(const char *ep, void *ctx, Gastroscreen__V1__Stage stage,
+                                     gs_worker_handler *h, void *ud, int threads, runner *r,
+                                     pthread_t *th)
 {
     gs_worker_config cfg;
     gs_worker_config_default(&cfg);
-    cfg.stage = GASTROSCREEN__V1__STAGE__STAGE_FOREGROUND;
+    cfg.stage = stage;
+    cfg.handler_ud = ud;
     cfg.work_endpoint = ep;
     cfg.instance = "7";
     cfg.threads = threads;
@@ -213,6 +239,13 @@ static gs_worker *start_worker(const char *ep, void *ctx, gs_worker_handler *h, 
     r->rc = 99;
     assert_int_equal(pthread_create(th, NULL, run_worker, r), 0);
     return w;
+}
+
+static gs_worker *start_worker(const char *ep, void *ctx, gs_worker_handler *h, int threads,
+                               runner *r, pthread_t *th)
+{
+    return start_stage_worker(ep, ctx, GASTROSCREEN__V1__STAGE__STAGE_FOREGROUND, h, NULL, threads,
+                              r, th);
 }
 
 static void jobs_heartbeats_garbage_and_stop(const char *bind_ep, int shared_ctx)
@@ -387,6 +420,7 @@ static void new_or_silent_coordinator_means_hello_again(void **state)
     m.coordinator_heartbeat = &ch;
     coord_send(&c, &m);
     /* Hello again; this time a short liveness, then silence: hello once more. */
+    c.silent = 1;
     coord_handshake(&c, "c2", 50, 2);
     gs_inbound in;
     coord_expect(&c, GASTROSCREEN__V1__WORK_MESSAGE__BODY_HELLO, &in);
@@ -395,6 +429,174 @@ static void new_or_silent_coordinator_means_hello_again(void **state)
     pthread_join(th, NULL);
     assert_int_equal(r.rc, 0);
     gs_worker_destroy(&w);
+    coord_close(&c);
+}
+
+/* ---- the tiler stage on a worker ------------------------------------------------------- */
+
+typedef struct {
+    Gastroscreen__V1__WorkMessage msg;
+    Gastroscreen__V1__TileJob job;
+    Gastroscreen__V1__TileGrid grid;
+    Gastroscreen__V1__InferJob infer;
+    Gastroscreen__V1__TileRef refs[20];
+    Gastroscreen__V1__TileRef *ptrs[20];
+    char *sinks[1];
+    char path[4096];
+} tile_job_box;
+
+static void make_tile_job(tile_job_box *b, const char *rel, size_t n, const char *sink,
+                          uint64_t job_id)
+{
+    memset(b, 0, sizeof *b);
+    snprintf(b->path, sizeof b->path, "%s/%s", getenv("GS_TEST_DATA"), rel);
+    gastroscreen__v1__work_message__init(&b->msg);
+    gastroscreen__v1__tile_job__init(&b->job);
+    gastroscreen__v1__tile_grid__init(&b->grid);
+    gastroscreen__v1__infer_job__init(&b->infer);
+    b->grid.tile_size = 512;
+    b->grid.target_mpp = 0.5;
+    b->grid.window_level0 = 513;
+    b->grid.stride_level0 = 513;
+    b->job.slide_id = "00000000000000f6";
+    b->job.attempt = 1;
+    b->job.job_id = job_id;
+    b->job.path = b->path;
+    b->job.grid = &b->grid;
+    b->job.request = 1;
+    b->job.job_case = GASTROSCREEN__V1__TILE_JOB__JOB_INFER;
+    b->job.infer = &b->infer;
+    for (size_t i = 0; i < n; i++) {
+        gastroscreen__v1__tile_ref__init(&b->refs[i]);
+        b->refs[i].index = (uint32_t)i;
+        b->refs[i].x0 = (int64_t)(i % 4) * 513;
+        b->refs[i].y0 = (int64_t)(i / 4) * 513;
+        b->ptrs[i] = &b->refs[i];
+    }
+    b->job.n_tiles = n;
+    b->job.tiles = b->ptrs;
+    b->sinks[0] = (char *)sink;
+    b->job.n_sink_endpoints = 1;
+    b->job.sink_endpoints = b->sinks;
+    b->msg.body_case = GASTROSCREEN__V1__WORK_MESSAGE__BODY_TILE_JOB;
+    b->msg.tile_job = &b->job;
+}
+
+/* Receives tiles from the inbox until none comes for `quiet_ms`; marks their indices. */
+static int drain_inbox(gs_transport *inbox, int *seen, size_t n, int quiet_ms)
+{
+    int got = 0;
+    for (;;) {
+        zmq_pollitem_t it = {gs_transport_socket(inbox), 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&it, 1, quiet_ms) != 1)
+            return got;
+        gs_inbound in;
+        assert_int_equal(gs_transport_recv(inbox, &in, GS_RECV_DONTWAIT), GS_RECV_MESSAGE);
+        const Gastroscreen__V1__TileHeader *h = in.msg.tile->tile;
+        assert_true(h->tile_index < n);
+        assert_int_equal(seen[h->tile_index], 0);
+        seen[h->tile_index] = 1;
+        assert_int_equal(in.pixels_len, 512 * 512 * 3);
+        assert_string_equal(h->slide_id, "00000000000000f6");
+        gs_inbound_release(&in);
+        got++;
+    }
+}
+
+static void tiler_worker(void **state)
+{
+    (void)state;
+    coord c;
+    coord_open(&c, "inproc://test-tiler-work");
+    gs_transport *inbox = gs_transport_new(c.ctx, GS_CHANNEL_TILES, ZMQ_PULL, GS_BIND,
+                                           "inproc://test-tiler-inbox", &quiet);
+    assert_non_null(inbox);
+    gs_tiler_stage *stage = gs_tiler_stage_new(c.ctx, 1, 4);
+    assert_non_null(stage);
+    runner r;
+    pthread_t th;
+    gs_worker *w =
+        start_stage_worker("inproc://test-tiler-work", c.ctx, GASTROSCREEN__V1__STAGE__STAGE_TILER,
+                           gs_tiler_handle, stage, 1, &r, &th);
+    assert_int_equal(coord_handshake_stage(&c, "c1", 100, 50, GASTROSCREEN__V1__STAGE__STAGE_TILER),
+                     1);
+
+    /* Six tiles pushed to the inbox, then TileJobDone. */
+    tile_job_box b;
+    make_tile_job(&b, "CMU-1-Small-Region.svs", 6, "inproc://test-tiler-inbox", 1);
+    coord_send(&c, &b.msg);
+    int seen[20] = {0};
+    int got = 0;
+    int64_t end = ms_now() + WAIT_MS;
+    while (got < 6 && ms_now() < end)
+        got += drain_inbox(inbox, seen, 20, 100);
+    assert_int_equal(got, 6);
+    gs_inbound in;
+    const Gastroscreen__V1__WorkMessage *m =
+        coord_expect(&c, GASTROSCREEN__V1__WORK_MESSAGE__BODY_TILE_JOB_DONE, &in);
+    assert_int_equal(m->tile_job_done->sent, 6);
+    assert_int_equal(m->tile_job_done->failed, 0);
+    assert_int_equal(m->tile_job_done->job_id, 1);
+    gs_inbound_release(&in);
+
+    /* A corrupt slide: every tile a failed request, the job still done. */
+    make_tile_job(&b, "corrupt/unreadable.svs", 3, "inproc://test-tiler-inbox", 2);
+    coord_send(&c, &b.msg);
+    for (int i = 0; i < 3; i++) {
+        m = coord_expect(&c, GASTROSCREEN__V1__WORK_MESSAGE__BODY_TILE_RESULT, &in);
+        assert_int_equal(m->tile_result->outcome,
+                         GASTROSCREEN__V1__TILE_OUTCOME__TILE_OUTCOME_ERROR);
+        assert_non_null(strstr(m->tile_result->error, "Bogus marker length"));
+        gs_inbound_release(&in);
+    }
+    m = coord_expect(&c, GASTROSCREEN__V1__WORK_MESSAGE__BODY_TILE_JOB_DONE, &in);
+    assert_int_equal(m->tile_job_done->failed, 3);
+    gs_inbound_release(&in);
+
+    /* Twenty tiles into an inbox nobody reads: the pipe fills (HWM), the tiler waits; a stop
+     * hands back exactly the tiles not pushed. */
+    make_tile_job(&b, "CMU-1-Small-Region.svs", 20, "inproc://test-tiler-inbox", 3);
+    coord_send(&c, &b.msg);
+    end = ms_now() + WAIT_MS;
+    uint64_t before = 6 + 3; /* items of the two jobs above */
+    while (c.last_progress < before + 4 && ms_now() < end) {
+        coord_expect(&c, GASTROSCREEN__V1__WORK_MESSAGE__BODY_WORKER_HEARTBEAT, &in);
+        gs_inbound_release(&in);
+    }
+    assert_true(c.last_progress >= before + 4);
+    /* The tiler waits for room in a handler thread; the main loop keeps heartbeating. */
+    int hb_before = c.heartbeats;
+    for (int i = 0; i < 3; i++) {
+        coord_expect(&c, GASTROSCREEN__V1__WORK_MESSAGE__BODY_WORKER_HEARTBEAT, &in);
+        assert_int_equal(c.last_in_hand_job, 3);
+        gs_inbound_release(&in);
+    }
+    assert_int_equal(c.heartbeats, hb_before + 3);
+    __atomic_store_n(&stop_flag, 1, __ATOMIC_RELAXED);
+    m = coord_expect(&c, GASTROSCREEN__V1__WORK_MESSAGE__BODY_GOODBYE, &in);
+    assert_int_equal(m->goodbye->n_handed_back, 1);
+    const Gastroscreen__V1__HandedBack *hb = m->goodbye->handed_back[0];
+    assert_int_equal(hb->job->job_id, 3);
+    assert_int_equal(hb->job->kind, GASTROSCREEN__V1__JOB_KIND__JOB_KIND_TILES);
+    assert_true(hb->n_unsent_tiles > 0 && hb->n_unsent_tiles < 20);
+    int seen3[20] = {0};
+    for (size_t i = 0; i < hb->n_unsent_tiles; i++) {
+        assert_true(hb->unsent_tiles[i] < 20);
+        seen3[hb->unsent_tiles[i]] = 2;
+    }
+    size_t unsent = hb->n_unsent_tiles;
+    gs_inbound_release(&in);
+    pthread_join(th, NULL);
+    assert_int_equal(r.rc, 0);
+    /* What was pushed is in the inbox: pushed + handed back = all twenty, no overlap. */
+    int seen_pushed[20] = {0};
+    int pushed = drain_inbox(inbox, seen_pushed, 20, 500);
+    for (int i = 0; i < 20; i++)
+        assert_int_equal(seen_pushed[i] + (seen3[i] != 0), 1);
+    assert_int_equal((size_t)pushed + unsent, 20);
+    gs_worker_destroy(&w);
+    gs_tiler_stage_destroy(&stage);
+    gs_transport_destroy(&inbox);
     coord_close(&c);
 }
 
@@ -465,6 +667,7 @@ int main(void)
         cmocka_unit_test(sigterm_hands_back_the_running_job),
         cmocka_unit_test(refused_worker_ends),
         cmocka_unit_test(new_or_silent_coordinator_means_hello_again),
+        cmocka_unit_test(tiler_worker),
         cmocka_unit_test(foreground_handler_without_sockets),
         cmocka_unit_test(bad_configs),
     };
