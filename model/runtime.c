@@ -246,7 +246,7 @@ void gs_rt_conv_free(gs_rt_conv *c)
 /* ---------------------------------------------------------------------------------------- */
 /* Plans */
 
-enum { STEP_PRIM, STEP_COPY, STEP_DCN };
+enum { STEP_PRIM, STEP_COPY, STEP_DCN, STEP_ADD };
 
 typedef struct {
     int kind;
@@ -587,6 +587,22 @@ int gs_rt_plan_copy(gs_rt_plan *p, gs_rt_tensor *src, gs_rt_tensor **dst)
     return 0;
 }
 
+int gs_rt_plan_add(gs_rt_plan *p, gs_rt_tensor *dst, gs_rt_tensor *src)
+{
+    if (dst->c != src->c || dst->h != src->h || dst->w != src->w || dst->plain != src->plain)
+        return gs_error_set("add: shapes %dx%dx%d and %dx%dx%d differ", dst->c, dst->h, dst->w,
+                            src->c, src->h, src->w);
+    if (p->dry)
+        return 0;
+    step *s = new_step(p, STEP_ADD);
+    if (!s)
+        return -1;
+    s->src = src->data;
+    s->dst = dst->data;
+    s->nfloats = dst->nfloats;
+    return 0;
+}
+
 int gs_rt_plan_act(gs_rt_plan *p, gs_rt_tensor *t, gs_act act)
 {
     if (p->dry || act.kind == GS_ACT_NONE)
@@ -659,6 +675,17 @@ int gs_rt_plan_run(gs_rt_plan *p)
                 return gs_error_set("oneDNN: stream wait failed");
             memcpy(s->dst, s->src, s->nfloats * sizeof(float));
             break;
+        case STEP_ADD: {
+            if (dnnl_stream_wait(p->stream) != dnnl_success)
+                return gs_error_set("oneDNN: stream wait failed");
+            float *restrict d = s->dst;
+            const float *restrict a = s->src;
+            long nf = (long)s->nfloats;
+#pragma omp parallel for simd schedule(static)
+            for (long k = 0; k < nf; k++)
+                d[k] += a[k];
+            break;
+        }
         case STEP_DCN:
             if (dnnl_stream_wait(p->stream) != dnnl_success)
                 return gs_error_set("oneDNN: stream wait failed");

@@ -22,9 +22,10 @@
  * objects in order) and again for real for each state, so the architecture is written once.
  *
  * Fusion: conv + folded BN + activation is one primitive with an eltwise post-op; a residual
- * or skip add is a sum post-op into a destination pre-filled with the other operand (a copy
- * step when that operand must survive); Root's 1x1 conv over a concat is split by input
- * channel ranges, each part accumulating into the same destination through sum post-ops.
+ * add is a sum post-op into a destination pre-filled with the other operand (a copy step
+ * when that operand must survive); the decoder's skip add after a depthwise deconvolution is
+ * a separate add step (gs_rt_plan_add explains why); Root's 1x1 conv over a concat is split by
+ * input channel ranges, each part accumulating into the same destination through sum post-ops.
  */
 #ifndef GS_MODEL_RUNTIME_H
 #define GS_MODEL_RUNTIME_H
@@ -107,6 +108,11 @@ int gs_rt_plan_maxpool2(gs_rt_plan *p, gs_rt_tensor *src, gs_rt_tensor **dst);
 
 /* Step: dst (created) = copy of src. */
 int gs_rt_plan_copy(gs_rt_plan *p, gs_rt_tensor *src, gs_rt_tensor **dst);
+
+/* Step: dst += src elementwise (same shape and layout). For the depthwise deconvolution's
+ * skip add: oneDNN 2.6 runs that deconvolution 10-20x slower with a sum post-op (measured:
+ * 64ch 64->128 went from ~4 ms to ~70 ms), so the add is a separate memory-bound pass. */
+int gs_rt_plan_add(gs_rt_plan *p, gs_rt_tensor *dst, gs_rt_tensor *src);
 
 /* Step: t = act(t) in place (nothing for GS_ACT_NONE). */
 int gs_rt_plan_act(gs_rt_plan *p, gs_rt_tensor *t, gs_act act);
