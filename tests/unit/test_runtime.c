@@ -7,6 +7,7 @@
  * no Python is needed.
  */
 #include <math.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -223,7 +224,10 @@ static const char *write_bundle(const variant *v)
         int64_t cnt = count_of(&es[i]);
         int is_var = strstr(es[i].name, "running_var") != NULL;
         for (int64_t j = 0; j < cnt; j++) {
-            float x = is_var ? 1.0f + 0.01f * (float)j : 0.05f * sinf((float)j);
+            int is_gamma = strstr(es[i].name, ".bn") && strstr(es[i].name, ".weight");
+            float x = is_var     ? 1.0f + 0.01f * (float)j
+                      : is_gamma ? 1.0f + 0.1f * sinf((float)j)
+                                 : 0.3f * sinf(0.9f * (float)j + 1.0f);
             if (v->nan && !strcmp(v->nan, es[i].name) && j == cnt / 2)
                 x = NAN;
             assert_int_equal(fwrite(&x, 4, 1, f), 1); /* little-endian host (x86-64) */
@@ -288,6 +292,59 @@ static void test_load_blur_only(void **state)
     unlink(path);
 }
 
+typedef struct {
+    const gs_model *m;
+    uint8_t grey;
+    float logit;
+    int rc;
+} worker_arg;
+
+static void *worker(void *p)
+{
+    worker_arg *a = p;
+    a->rc = -1;
+    gs_net_state *s = gs_net_state_new(a->m, GS_NET_BLUR, 1, 64, 64);
+    uint8_t *rgb = malloc(64 * 64 * 3);
+    if (s && rgb) {
+        for (int i = 0; i < 64 * 64 * 3; i++)
+            rgb[i] = (uint8_t)(a->grey + (((uint32_t)i * 2654435761u) >> 28));
+        a->rc = 0;
+        for (int r = 0; r < 5 && a->rc == 0; r++)
+            a->rc = gs_net_run_blur(s, rgb, &a->logit);
+    }
+    free(rgb);
+    gs_net_state_destroy(&s);
+    return NULL;
+}
+
+/* One immutable model, a state per thread: results equal the single-threaded ones. */
+static void test_threads_share_model(void **state)
+{
+    (void)state;
+    variant v = {0};
+    const char *path = write_bundle(&v);
+    gs_model *m = gs_model_load(path);
+    assert_non_null(m);
+    worker_arg solo[2] = {{m, 10, 0, -1}, {m, 230, 0, -1}},
+               par[2] = {{m, 10, 0, -1}, {m, 230, 0, -1}};
+    worker(&solo[0]);
+    worker(&solo[1]);
+    assert_int_equal(solo[0].rc, 0);
+    assert_int_equal(solo[1].rc, 0);
+    printf("blur logits %.9g %.9g\n", solo[0].logit, solo[1].logit);
+    assert_true(fabsf(solo[0].logit - solo[1].logit) > 1e-6f);
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, worker, &par[i]), 0);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(pthread_join(t[i], NULL), 0);
+        assert_int_equal(par[i].rc, 0);
+        assert_float_equal(par[i].logit, solo[i].logit, 1e-6);
+    }
+    gs_model_destroy(&m);
+    unlink(path);
+}
+
 static void test_load_errors(void **state)
 {
     (void)state;
@@ -312,7 +369,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fold_bn_hand),   cmocka_unit_test(test_act_parse),
         cmocka_unit_test(test_deconv_no_flip), cmocka_unit_test(test_load_blur_only),
-        cmocka_unit_test(test_load_errors),
+        cmocka_unit_test(test_load_errors),    cmocka_unit_test(test_threads_share_model),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
