@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "daemon/cmd_bench.h"
 #include "daemon/cmd_infer.h"
 #include "daemon/cmd_tiles.h"
 
@@ -21,6 +22,9 @@ static void usage(FILE *f)
             "  infer --model BUNDLE (TILE.png | SLIDE --x X --y Y) [--out DIR]\n"
             "                            run the networks on one tile; print scores, write the\n"
             "                            heatmap PNG (and every raw output as .npy with --out)\n"
+            "  bench [--json] [--threads N] [--repeat N] [--quick] [--model BUNDLE]\n"
+            "                            time our deformable conv vs dense oneDNN convs and the\n"
+            "                            networks on this machine (DESIGN.md section 8)\n"
             "\n"
             "Run 'gastroscreen COMMAND --help' for a command's options.\n");
 }
@@ -40,6 +44,8 @@ int main(int argc, char **argv)
         printf("gastroscreen %s\n", GS_VERSION);
         return 0;
     }
+    if (!strcmp(cmd, "bench"))
+        return gs_cmd_bench(argc - 1, argv + 1);
     if (!strcmp(cmd, "tiles"))
         return gs_cmd_tiles(argc - 1, argv + 1);
     if (!strcmp(cmd, "infer"))

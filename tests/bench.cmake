@@ -1,0 +1,16 @@
+# gastroscreen bench: smoke tests of the benchmark command (figures checked for presence and
+# sign only; no timing assertions, machines are noisy). The full run is manual:
+#   gastroscreen bench [--model BUNDLE]   and   tests/bench/torch_side.py
+add_test(NAME bench_smoke
+         COMMAND /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/bench/smoke.py
+                 --gastroscreen $<TARGET_FILE:gastroscreen>)
+set_tests_properties(bench_smoke PROPERTIES LABELS unit ENVIRONMENT "${GS_TEST_ENV}")
+
+# bench_deform (declared in deform.cmake, which sorts after this file) is now a thin front end
+# of daemon/cmd_bench, so it needs gs_daemon; deferred until that target exists.
+function(gs_bench_link_bench_deform)
+  if(TARGET bench_deform)
+    target_link_libraries(bench_deform PRIVATE gs_daemon)
+  endif()
+endfunction()
+cmake_language(DEFER CALL gs_bench_link_bench_deform)
