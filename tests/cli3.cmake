@@ -1,0 +1,3 @@
+# Monitoring and the CLI client commands (daemon/metrics, cmd_submit/watch/status/top) and the
+# systemd units (systemd-analyze verify on every unit, with the built binaries staged).
+gs_cmocka_test(test_metrics unit SOURCES unit/test_metrics.c LIBS gs_daemon)
