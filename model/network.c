@@ -446,10 +446,7 @@ static int up_add(builder *b, const char *key, gs_rt_tensor *x, int f, gs_rt_ten
     } else {
         y = take_layer(b, key, LAYER_CONV);
     }
-    *out = NULL;
-    if (gs_rt_plan_conv(b->p, &y->conv, x, out, 0, act_none))
-        return -1;
-    return gs_rt_plan_add(b->p, *out, prev);
+    return gs_rt_plan_dwdeconv(b->p, &y->conv, x, prev, out);
 }
 
 /* IDAUp forward over layers[startp..endp) (in place), as CenterNet's. */

@@ -217,6 +217,17 @@ int gs_rt_conv_init(gs_rt_conv *c, dnnl_engine_t engine, int cin, int cout, int 
     }
     if (reorder_once(engine, &plain_md, (void *)w, &c->wmd, c->wr) != 0)
         goto fail_noset;
+    if (deconv) {
+        int nb = (cout + 15) / 16;
+        c->dwk = aligned_floats((size_t)nb * k * k * 16);
+        if (!c->dwk) {
+            gs_error_set("out of memory for deconvolution weights");
+            goto fail_noset;
+        }
+        for (int ch = 0; ch < cout; ch++)
+            for (int i = 0; i < k * k; i++)
+                c->dwk[((size_t)(ch / 16) * k * k + i) * 16 + ch % 16] = w[(size_t)ch * k * k + i];
+    }
     if (bias) {
         c->bias = aligned_floats((size_t)cout);
         if (!c->bias) {
@@ -239,14 +250,16 @@ void gs_rt_conv_free(gs_rt_conv *c)
 {
     free(c->wr);
     free(c->bias);
+    free(c->dwk);
     c->wr = NULL;
     c->bias = NULL;
+    c->dwk = NULL;
 }
 
 /* ---------------------------------------------------------------------------------------- */
 /* Plans */
 
-enum { STEP_PRIM, STEP_COPY, STEP_DCN, STEP_ADD };
+enum { STEP_PRIM, STEP_COPY, STEP_DCN, STEP_ADD, STEP_DWDECONV };
 
 typedef struct {
     int kind;
@@ -256,6 +269,9 @@ typedef struct {
     const float *src;
     float *dst;
     size_t nfloats;
+    const gs_rt_conv *conv; /* STEP_DWDECONV */
+    const float *skip;
+    int n, cb, h, w, ho, wo;
     gs_deform_conv *dcn;
     gs_deform_conv_scratch *scratch;
     const float *offset;
@@ -603,6 +619,91 @@ int gs_rt_plan_add(gs_rt_plan *p, gs_rt_tensor *dst, gs_rt_tensor *src)
     return 0;
 }
 
+int gs_rt_plan_dwdeconv(gs_rt_plan *p, const gs_rt_conv *c, gs_rt_tensor *src, gs_rt_tensor *skip,
+                        gs_rt_tensor **dst)
+{
+    GS_ASSERT(c->deconv && c->dwk);
+    int ho, wo;
+    conv_out_size(c, src->h, src->w, &ho, &wo);
+    if (src->c != c->cin || src->plain || skip->plain || skip->c != c->cout || skip->h != ho ||
+        skip->w != wo)
+        return gs_error_set("depthwise deconvolution: input %dx%dx%d, skip %dx%dx%d do not fit",
+                            src->c, src->h, src->w, skip->c, skip->h, skip->w);
+    if (c->kh / c->stride > 8 || c->kw / c->stride > 8 || c->kh % c->stride || c->kw % c->stride)
+        return gs_error_set("depthwise deconvolution: kernel %d with stride %d unsupported", c->kh,
+                            c->stride);
+    *dst = gs_rt_plan_tensor(p, c->cout, ho, wo, 0);
+    if (!*dst)
+        return -1;
+    if (p->dry)
+        return 0;
+    step *s = new_step(p, STEP_DWDECONV);
+    if (!s)
+        return -1;
+    s->conv = c;
+    s->src = src->data;
+    s->skip = skip->data;
+    s->dst = (*dst)->data;
+    s->n = p->n;
+    s->cb = (c->cout + 15) / 16;
+    s->h = src->h;
+    s->w = src->w;
+    s->ho = ho;
+    s->wo = wo;
+    return 0;
+}
+
+/* The input rows/columns (and kernel taps) that reach output index o of a transposed conv:
+ * o = i*stride - pad + k. Returns the count (<= k/stride). */
+static int dw_taps(int o, int stride, int pad, int k, int in, int *idx, int *tap)
+{
+    int n = 0;
+    for (int kk = (o + pad) % stride; kk < k; kk += stride) {
+        int i = (o + pad - kk) / stride;
+        if (i >= 0 && i < in) {
+            idx[n] = i;
+            tap[n] = kk;
+            n++;
+        }
+    }
+    return n;
+}
+
+static void run_dwdeconv(const step *s)
+{
+    const gs_rt_conv *c = s->conv;
+    int k = c->kh, f = c->stride, pad = c->pad;
+    long rows = (long)s->n * s->cb * s->ho;
+#pragma omp parallel for schedule(static)
+    for (long r = 0; r < rows; r++) {
+        int y = (int)(r % s->ho);
+        long nc = r / s->ho; /* n * cb + block */
+        int b = (int)(nc % s->cb);
+        const float *in = s->src + (size_t)nc * s->h * s->w * 16;
+        const float *wk = c->dwk + (size_t)b * k * k * 16;
+        const float *sk = s->skip + ((size_t)nc * s->ho + y) * s->wo * 16;
+        float *out = s->dst + ((size_t)nc * s->ho + y) * s->wo * 16;
+        int iy[8], ky[8], ix[8], kx[8];
+        int ny = dw_taps(y, f, pad, k, s->h, iy, ky);
+        for (int x = 0; x < s->wo; x++) {
+            int nx = dw_taps(x, f, pad, k, s->w, ix, kx);
+            float acc[16];
+            for (int l = 0; l < 16; l++)
+                acc[l] = sk[(size_t)x * 16 + l];
+            for (int a = 0; a < ny; a++)
+                for (int bb = 0; bb < nx; bb++) {
+                    const float *v = in + ((size_t)iy[a] * s->w + ix[bb]) * 16;
+                    const float *wv = wk + ((size_t)ky[a] * k + kx[bb]) * 16;
+#pragma omp simd
+                    for (int l = 0; l < 16; l++)
+                        acc[l] += wv[l] * v[l];
+                }
+            for (int l = 0; l < 16; l++)
+                out[(size_t)x * 16 + l] = acc[l];
+        }
+    }
+}
+
 int gs_rt_plan_act(gs_rt_plan *p, gs_rt_tensor *t, gs_act act)
 {
     if (p->dry || act.kind == GS_ACT_NONE)
@@ -686,6 +787,11 @@ int gs_rt_plan_run(gs_rt_plan *p)
                 d[k] += a[k];
             break;
         }
+        case STEP_DWDECONV:
+            if (dnnl_stream_wait(p->stream) != dnnl_success)
+                return gs_error_set("oneDNN: stream wait failed");
+            run_dwdeconv(s);
+            break;
         case STEP_DCN:
             if (dnnl_stream_wait(p->stream) != dnnl_success)
                 return gs_error_set("oneDNN: stream wait failed");

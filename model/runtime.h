@@ -62,6 +62,7 @@ typedef struct {
     dnnl_memory_desc_t wmd; /* layout chosen at load */
     float *wr;              /* weights in wmd (64-byte aligned, owned) */
     float *bias;            /* [cout] or NULL (owned) */
+    float *dwk;             /* deconv only: [ceil(c/16)][kh][kw][16] for gs_rt_plan_dwdeconv */
 } gs_rt_conv;
 
 /* Fills c from plain weights: conv OIHW [cout][cin][kh][kw], deconv [c][1][kh][kw] (the
@@ -113,6 +114,15 @@ int gs_rt_plan_copy(gs_rt_plan *p, gs_rt_tensor *src, gs_rt_tensor **dst);
  * skip add: oneDNN 2.6 runs that deconvolution 10-20x slower with a sum post-op (measured:
  * 64ch 64->128 went from ~4 ms to ~70 ms), so the add is a separate memory-bound pass. */
 int gs_rt_plan_add(gs_rt_plan *p, gs_rt_tensor *dst, gs_rt_tensor *src);
+
+/* Step: dst (created) = skip + depthwise transposed conv c of src, in one pass over the
+ * blocked layout (our own kernel; PyTorch's index relation out = in*stride - pad + k, no
+ * flip). oneDNN 2.6's depthwise deconvolution (jit_dw, built on backward-data) was measured
+ * at ~1 GFLOP/s here (15-18 ms for 64 channels 64x64 -> 128x128, about a quarter of the whole
+ * multi-task forward for 0.2% of its FLOPs), so the network uses this; gs_rt_plan_conv still
+ * runs c through oneDNN and the unit test checks the two against each other. */
+int gs_rt_plan_dwdeconv(gs_rt_plan *p, const gs_rt_conv *c, gs_rt_tensor *src, gs_rt_tensor *skip,
+                        gs_rt_tensor **dst);
 
 /* Step: t = act(t) in place (nothing for GS_ACT_NONE). */
 int gs_rt_plan_act(gs_rt_plan *p, gs_rt_tensor *t, gs_act act);
