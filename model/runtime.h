@@ -23,9 +23,11 @@
  *
  * Fusion: conv + folded BN + activation is one primitive with an eltwise post-op; a residual
  * add is a sum post-op into a destination pre-filled with the other operand (a copy step
- * when that operand must survive); the decoder's skip add after a depthwise deconvolution is
- * a separate add step (gs_rt_plan_add explains why); Root's 1x1 conv over a concat is split by
- * input channel ranges, each part accumulating into the same destination through sum post-ops.
+ * when that operand must survive); Root's 1x1 conv over a concat is split by input channel
+ * ranges, each part accumulating into the same destination through sum post-ops. The
+ * decoder's depthwise transposed convs run in our own kernel with the skip add fused
+ * (gs_rt_plan_dwdeconv says why); oneDNN's deconvolution remains available through
+ * gs_rt_plan_conv and is what the unit test checks that kernel against.
  */
 #ifndef GS_MODEL_RUNTIME_H
 #define GS_MODEL_RUNTIME_H
@@ -110,9 +112,7 @@ int gs_rt_plan_maxpool2(gs_rt_plan *p, gs_rt_tensor *src, gs_rt_tensor **dst);
 /* Step: dst (created) = copy of src. */
 int gs_rt_plan_copy(gs_rt_plan *p, gs_rt_tensor *src, gs_rt_tensor **dst);
 
-/* Step: dst += src elementwise (same shape and layout). For the depthwise deconvolution's
- * skip add: oneDNN 2.6 runs that deconvolution 10-20x slower with a sum post-op (measured:
- * 64ch 64->128 went from ~4 ms to ~70 ms), so the add is a separate memory-bound pass. */
+/* Step: dst += src elementwise (same shape and layout). */
 int gs_rt_plan_add(gs_rt_plan *p, gs_rt_tensor *dst, gs_rt_tensor *src);
 
 /* Step: dst (created) = skip + depthwise transposed conv c of src, in one pass over the
