@@ -53,6 +53,9 @@ struct gs_worker_job {
     uint32_t *unsent;
     size_t n_unsent;
     struct gs_worker_job *next;
+    /* tile stages: the batch, validated, pixels in place */
+    gs_inbound *tiles;
+    size_t n_tiles;
     /* local jobs: results unpacked */
     Gastroscreen__V1__WorkMessage **results;
     size_t n_results;
@@ -71,6 +74,7 @@ struct gs_worker {
     void *ctx;
     int own_ctx;
     gs_transport *dealer;
+    gs_transport *inbox; /* tile stages */
     int efd;
     pthread_t *threads;
     int nthreads;
@@ -241,6 +245,9 @@ static void job_free(gs_worker_job *j)
 {
     if (!j)
         return;
+    for (size_t i = 0; i < j->n_tiles; i++)
+        gs_inbound_release(&j->tiles[i]);
+    free(j->tiles);
     if (j->msg)
         gastroscreen__v1__work_message__free_unpacked(j->msg, NULL);
     for (size_t i = 0; i < j->n_results; i++)
@@ -253,6 +260,22 @@ static void job_free(gs_worker_job *j)
 const Gastroscreen__V1__WorkMessage *gs_worker_job_message(const gs_worker_job *j)
 {
     return j->msg;
+}
+
+size_t gs_worker_job_tile_count(const gs_worker_job *j)
+{
+    return j->n_tiles;
+}
+
+const Gastroscreen__V1__TileHeader *gs_worker_job_tile(const gs_worker_job *j, size_t i,
+                                                       const uint8_t **pixels, size_t *len)
+{
+    GS_ASSERT(i < j->n_tiles);
+    if (pixels)
+        *pixels = j->tiles[i].pixels;
+    if (len)
+        *len = j->tiles[i].pixels_len;
+    return j->tiles[i].msg.tile->tile;
 }
 
 const char *gs_worker_job_worker_id(const gs_worker_job *j)
@@ -442,6 +465,33 @@ static int copy_str(char *dst, size_t n, const char *src, const char *what)
     return 0;
 }
 
+/* Binds the tile inbox and works out the address tilers must connect to. */
+static int bind_inbox(gs_worker *w, const gs_worker_config *c)
+{
+    gs_transport_options o = {c->tile_hwm > 0 ? c->tile_hwm : 8, "tile inbox", c->quiet};
+    w->inbox =
+        gs_transport_new(w->ctx, GS_CHANNEL_TILES, ZMQ_PULL, GS_BIND, c->tile_inbox_bind, &o);
+    if (!w->inbox)
+        return -1;
+    if (w->tile_inbox[0])
+        return 0;
+    const char *bound = gs_transport_endpoint(w->inbox);
+    const char *any = strstr(bound, "://0.0.0.0:");
+    if (any) {
+        int n = snprintf(w->tile_inbox, sizeof w->tile_inbox, "%.*s://%s:%s", (int)(any - bound),
+                         bound, c->advertise_host ? c->advertise_host : w->host, any + 11);
+        if (n < 0 || (size_t)n >= sizeof w->tile_inbox)
+            return gs_error_set("worker: tile inbox address too long");
+        return 0;
+    }
+    return copy_str(w->tile_inbox, sizeof w->tile_inbox, bound, "tile inbox");
+}
+
+const char *gs_worker_tile_inbox(const gs_worker *w)
+{
+    return w->tile_inbox;
+}
+
 gs_worker *gs_worker_new(const gs_worker_config *c)
 {
     if (!c->work_endpoint || !c->work_endpoint[0]) {
@@ -453,12 +503,12 @@ gs_worker *gs_worker_new(const gs_worker_config *c)
         return NULL;
     }
     int takes_jobs = stage_job_body(c->stage) != GASTROSCREEN__V1__WORK_MESSAGE__BODY__NOT_SET;
-    if (takes_jobs && !c->handler) {
-        gs_error_set("worker: the %s stage needs a job handler", gs_stage_name(c->stage));
+    if (!takes_jobs && (!c->tile_inbox_bind || !c->tile_inbox_bind[0])) {
+        gs_error_set("worker: the %s stage needs a tile inbox to bind", gs_stage_name(c->stage));
         return NULL;
     }
-    if (!takes_jobs && (!c->tile_inbox || !c->tile_inbox[0])) {
-        gs_error_set("worker: the %s stage needs a tile inbox", gs_stage_name(c->stage));
+    if (!c->handler) {
+        gs_error_set("worker: the %s stage needs a job handler", gs_stage_name(c->stage));
         return NULL;
     }
     if (c->threads < 1 || c->threads > 256 || c->heartbeat_ms < 10 || c->liveness < 1 ||
@@ -521,6 +571,8 @@ gs_worker *gs_worker_new(const gs_worker_config *c)
     w->dealer = gs_transport_new(w->ctx, GS_CHANNEL_WORK, ZMQ_DEALER, GS_CONNECT, w->endpoint, &to);
     if (!w->dealer)
         goto free_worker;
+    if (!takes_jobs && bind_inbox(w, c) < 0)
+        goto free_worker;
     w->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (w->efd < 0) {
         gs_error_set("eventfd: %s", strerror(errno));
@@ -528,7 +580,7 @@ gs_worker *gs_worker_new(const gs_worker_config *c)
     }
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
-    if (takes_jobs) {
+    {
         w->threads = calloc((size_t)c->threads, sizeof *w->threads);
         if (!w->threads) {
             gs_error_set("out of memory for threads");
@@ -561,6 +613,7 @@ destroy_sync:
 free_worker:
     if (w->efd >= 0)
         close(w->efd);
+    gs_transport_destroy(&w->inbox);
     gs_transport_destroy(&w->dealer);
     if (w->own_ctx)
         zmq_ctx_term(w->ctx);
@@ -608,6 +661,7 @@ void gs_worker_destroy(gs_worker **wp)
     pthread_mutex_destroy(&w->mu);
     pthread_cond_destroy(&w->cv);
     close(w->efd);
+    gs_transport_destroy(&w->inbox);
     gs_transport_destroy(&w->dealer);
     if (w->own_ctx)
         zmq_ctx_term(w->ctx);
@@ -728,8 +782,25 @@ static void fill_stats(gs_worker *w, Gastroscreen__V1__StageStats *s, int64_t no
     s->processed = progress;
     s->malformed = tc->malformed + w->malformed;
     s->wrong_type = tc->wrong_type + w->wrong_type;
+    if (w->inbox) {
+        const gs_transport_counters *ic = gs_transport_counters_get(w->inbox);
+        s->malformed += ic->malformed;
+        s->wrong_type += ic->wrong_type;
+    }
     s->errors = w->errors + w->dropped_jobs;
     memory_use(&s->rss_bytes, &s->peak_rss_bytes);
+}
+
+/* The first tile of batch j with the same slide attempt as tile t. */
+static size_t first_of_slide(const gs_worker_job *j, size_t t)
+{
+    const Gastroscreen__V1__TileHeader *h = j->tiles[t].msg.tile->tile;
+    for (size_t i = 0; i < t; i++) {
+        const Gastroscreen__V1__TileHeader *o = j->tiles[i].msg.tile->tile;
+        if (o->attempt == h->attempt && !strcmp(o->slide_id, h->slide_id))
+            return i;
+    }
+    return t;
 }
 
 /* JobRefs of the current generation's jobs in hand; *refs and *ptrs are malloc'd. */
@@ -739,7 +810,7 @@ static size_t in_hand_refs(gs_worker *w, Gastroscreen__V1__JobRef **refs,
     pthread_mutex_lock(&w->mu);
     size_t n = 0;
     for (gs_worker_job *j = w->jobs; j; j = j->next)
-        n += j->generation == w->generation;
+        n += j->generation == w->generation ? (j->n_tiles ? j->n_tiles : 1) : 0;
     *refs = calloc(n ? n : 1, sizeof **refs);
     *ptrs = calloc(n ? n : 1, sizeof **ptrs);
     size_t k = 0;
@@ -747,13 +818,25 @@ static size_t in_hand_refs(gs_worker *w, Gastroscreen__V1__JobRef **refs,
         for (gs_worker_job *j = w->jobs; j; j = j->next) {
             if (j->generation != w->generation)
                 continue;
-            Gastroscreen__V1__JobRef *r = &(*refs)[k];
-            gastroscreen__v1__job_ref__init(r);
-            r->slide_id = j->slide_id;
-            r->attempt = j->attempt;
-            r->job_id = j->job_id;
-            r->kind = j->kind;
-            (*ptrs)[k++] = r;
+            size_t parts = j->n_tiles ? j->n_tiles : 1;
+            for (size_t t = 0; t < parts; t++) {
+                const char *sid = j->slide_id;
+                uint32_t attempt = j->attempt;
+                if (j->n_tiles) {
+                    const Gastroscreen__V1__TileHeader *h = j->tiles[t].msg.tile->tile;
+                    if (first_of_slide(j, t) != t)
+                        continue;
+                    sid = h->slide_id;
+                    attempt = h->attempt;
+                }
+                Gastroscreen__V1__JobRef *r = &(*refs)[k];
+                gastroscreen__v1__job_ref__init(r);
+                r->slide_id = (char *)sid;
+                r->attempt = attempt;
+                r->job_id = j->job_id;
+                r->kind = j->kind;
+                (*ptrs)[k++] = r;
+            }
         }
     }
     pthread_mutex_unlock(&w->mu);
@@ -824,7 +907,7 @@ static int reap_jobs(gs_worker *w)
             w->errors++;
         uint64_t items = atomic_load(&j->items);
         if (!j->handed_back)
-            w->progress += items ? items : (j->rc == 0);
+            w->progress += items ? items : (j->rc == 0 ? (j->n_tiles ? j->n_tiles : 1) : 0);
         else
             w->progress += items;
         if (current && j->handed_back) {
@@ -905,6 +988,78 @@ static void take_job(gs_worker *w, const Gastroscreen__V1__WorkMessage *m, int s
     pthread_mutex_unlock(&w->mu);
 }
 
+static int queued_jobs(gs_worker *w)
+{
+    int n = 0;
+    pthread_mutex_lock(&w->mu);
+    for (gs_worker_job *j = w->jobs; j; j = j->next)
+        n += j->state == JOB_QUEUED;
+    pthread_mutex_unlock(&w->mu);
+    return n;
+}
+
+/* Tile stages: reads the tiles waiting in the inbox, up to batch_size, into one job. Called
+ * only when no batch is queued, so the worker holds at most one batch beyond those running
+ * and a slow worker pushes back on the tilers. */
+static void take_tiles(gs_worker *w)
+{
+    int infer = w->cfg.stage == GASTROSCREEN__V1__STAGE__STAGE_INFER;
+    size_t cap = w->cfg.batch_size > 0 ? (size_t)w->cfg.batch_size : 1;
+    gs_worker_job *j = calloc(1, sizeof *j);
+    if (j)
+        j->tiles = calloc(cap, sizeof *j->tiles);
+    if (!j || !j->tiles) {
+        free(j);
+        w->dropped_jobs++;
+        logf_w(w, "out of memory for a batch of %zu tiles", cap);
+        return;
+    }
+    while (j->n_tiles < cap) {
+        gs_inbound *in = &j->tiles[j->n_tiles];
+        gs_recv_status st = gs_transport_recv(w->inbox, in, GS_RECV_DONTWAIT);
+        if (st != GS_RECV_MESSAGE) {
+            gs_inbound_release(in);
+            if (st == GS_RECV_DROPPED)
+                continue; /* counted by the transport */
+            break;
+        }
+        const Gastroscreen__V1__TileHeader *h = in->msg.tile->tile;
+        if (!is_slide_id(h->slide_id) || h->attempt < 1) {
+            w->malformed++;
+            logf_w(w, "dropped a tile with a malformed fence");
+            gs_inbound_release(in);
+            continue;
+        }
+        if (h->job_case != (infer ? GASTROSCREEN__V1__TILE_HEADER__JOB_INFER
+                                  : GASTROSCREEN__V1__TILE_HEADER__JOB_BLUR)) {
+            w->wrong_type++;
+            logf_w(w, "dropped a tile meant for another stage");
+            gs_inbound_release(in);
+            continue;
+        }
+        j->n_tiles++;
+    }
+    if (j->n_tiles == 0) {
+        job_free(j);
+        return;
+    }
+    const Gastroscreen__V1__TileHeader *first = j->tiles[0].msg.tile->tile;
+    snprintf(j->slide_id, sizeof j->slide_id, "%s", first->slide_id);
+    j->attempt = first->attempt;
+    j->kind = infer ? GASTROSCREEN__V1__JOB_KIND__JOB_KIND_INFER_TILES
+                    : GASTROSCREEN__V1__JOB_KIND__JOB_KIND_BLUR_TILES;
+    atomic_init(&j->stopping, 0);
+    atomic_init(&j->items, 0);
+    j->w = w;
+    j->generation = w->generation;
+    pthread_mutex_lock(&w->mu);
+    j->state = JOB_QUEUED;
+    j->next = w->jobs;
+    w->jobs = j;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
 static void send_goodbye(gs_worker *w)
 {
     /* Jobs still running past the grace period are handed back whole. */
@@ -912,31 +1067,53 @@ static void send_goodbye(gs_worker *w)
     for (gs_worker_job *j = w->jobs; j; j = j->next)
         if (j->generation == w->generation && j->state != JOB_DONE)
             j->handed_back = 1;
-    size_t n = 0;
-    for (gs_worker_job *j = w->handed; j; j = j->next)
-        n++;
-    for (gs_worker_job *j = w->jobs; j; j = j->next)
-        n += j->generation == w->generation && j->handed_back;
+    /* One entry per job, or per slide attempt of a tile batch (with its tile indices). */
+    size_t n = 0, tiles = 0;
+    for (int pass = 0; pass < 2; pass++)
+        for (gs_worker_job *j = pass ? w->jobs : w->handed; j; j = j->next)
+            if (!pass || (j->generation == w->generation && j->handed_back)) {
+                n += j->n_tiles ? j->n_tiles : 1;
+                tiles += j->n_tiles;
+            }
     Gastroscreen__V1__HandedBack *hb = calloc(n ? n : 1, sizeof *hb);
     Gastroscreen__V1__HandedBack **hbp = calloc(n ? n : 1, sizeof *hbp);
     Gastroscreen__V1__JobRef *refs = calloc(n ? n : 1, sizeof *refs);
-    size_t k = 0;
-    if (hb && hbp && refs) {
+    uint32_t *pool = calloc(tiles ? tiles : 1, sizeof *pool);
+    size_t k = 0, used = 0;
+    if (hb && hbp && refs && pool) {
         for (int pass = 0; pass < 2; pass++) {
             for (gs_worker_job *j = pass ? w->jobs : w->handed; j; j = j->next) {
                 if (pass && !(j->generation == w->generation && j->handed_back))
                     continue;
-                gastroscreen__v1__handed_back__init(&hb[k]);
-                gastroscreen__v1__job_ref__init(&refs[k]);
-                refs[k].slide_id = j->slide_id;
-                refs[k].attempt = j->attempt;
-                refs[k].job_id = j->job_id;
-                refs[k].kind = j->kind;
-                hb[k].job = &refs[k];
-                hb[k].unsent_tiles = j->unsent;
-                hb[k].n_unsent_tiles = j->n_unsent;
-                hbp[k] = &hb[k];
-                k++;
+                size_t parts = j->n_tiles ? j->n_tiles : 1;
+                for (size_t t = 0; t < parts; t++) {
+                    if (j->n_tiles && first_of_slide(j, t) != t)
+                        continue;
+                    gastroscreen__v1__handed_back__init(&hb[k]);
+                    gastroscreen__v1__job_ref__init(&refs[k]);
+                    refs[k].slide_id = j->slide_id;
+                    refs[k].attempt = j->attempt;
+                    refs[k].job_id = j->job_id;
+                    refs[k].kind = j->kind;
+                    hb[k].unsent_tiles = j->unsent;
+                    hb[k].n_unsent_tiles = j->n_unsent;
+                    if (j->n_tiles) {
+                        const Gastroscreen__V1__TileHeader *h = j->tiles[t].msg.tile->tile;
+                        refs[k].slide_id = h->slide_id;
+                        refs[k].attempt = h->attempt;
+                        hb[k].unsent_tiles = pool + used;
+                        hb[k].n_unsent_tiles = 0;
+                        for (size_t i = t; i < j->n_tiles; i++) {
+                            if (first_of_slide(j, i) != t)
+                                continue;
+                            pool[used++] = j->tiles[i].msg.tile->tile->tile_index;
+                            hb[k].n_unsent_tiles++;
+                        }
+                    }
+                    hb[k].job = &refs[k];
+                    hbp[k] = &hb[k];
+                    k++;
+                }
             }
         }
     }
@@ -954,6 +1131,7 @@ static void send_goodbye(gs_worker *w)
     free(hb);
     free(hbp);
     free(refs);
+    free(pool);
 }
 
 static int running_jobs(gs_worker *w)
@@ -1012,9 +1190,12 @@ int gs_worker_run(gs_worker *w)
             timeout = 0;
         if (timeout > MAX_POLL_MS)
             timeout = MAX_POLL_MS;
-        zmq_pollitem_t items[2] = {{gs_transport_socket(w->dealer), 0, ZMQ_POLLIN, 0},
-                                   {NULL, w->efd, ZMQ_POLLIN, 0}};
-        if (zmq_poll(items, 2, timeout) < 0) {
+        int want_tiles = w->inbox && !stopping && queued_jobs(w) == 0;
+        zmq_pollitem_t items[3] = {
+            {gs_transport_socket(w->dealer), 0, ZMQ_POLLIN, 0},
+            {NULL, w->efd, ZMQ_POLLIN, 0},
+            {w->inbox ? gs_transport_socket(w->inbox) : NULL, 0, ZMQ_POLLIN, 0}};
+        if (zmq_poll(items, want_tiles ? 3 : 2, timeout) < 0) {
             if (errno == EINTR)
                 continue;
             rc = gs_error_set("worker: poll: %s", zmq_strerror(errno));
@@ -1072,6 +1253,8 @@ int gs_worker_run(gs_worker *w)
             }
             gs_inbound_release(&in);
         }
+        if (want_tiles && (items[2].revents & ZMQ_POLLIN))
+            take_tiles(w);
         if (items[1].revents & ZMQ_POLLIN) {
             uint64_t v;
             ssize_t r = read(w->efd, &v, sizeof v);

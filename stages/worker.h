@@ -27,9 +27,14 @@
  * hand-back. gs_worker_job_new_local() runs a handler without any socket, for tests and for
  * callers that want one result synchronously.
  *
- * Blur and infer workers, which take tiles from their own PULL inbox rather than jobs on
- * `work`, use the same life cycle (hello with tile_inbox, heartbeats, goodbye) but their tile
- * intake is not part of this loop.
+ * Blur and infer workers take tiles instead of jobs: the worker binds their tile inbox (a PULL
+ * at tile_inbox_bind, announced in the hello), and the main loop reads at most one batch ahead
+ * (up to batch_size tiles that are waiting, from any slides) only while no batch is queued, so
+ * backpressure reaches the tilers. Each tile is checked (fence, a header for this stage:
+ * InferJob for infer, BlurJob for blur) and a batch becomes a job whose handler reads the tiles
+ * with gs_worker_job_tile (pixels in place, no copy) and emits one TileResult / BlurResult per
+ * tile. On a graceful stop a batch not started (or handed back) is listed in the goodbye, one
+ * HandedBack per slide attempt with its tile indices.
  */
 #ifndef GS_STAGES_WORKER_H
 #define GS_STAGES_WORKER_H
@@ -54,10 +59,16 @@ typedef void gs_worker_tick(const Gastroscreen__V1__StageStats *stats, void *ud)
 
 typedef struct {
     Gastroscreen__V1__Stage stage;
-    const char *work_endpoint; /* the coordinator's `work` endpoint, e.g. "tcp://coord:5554" */
-    const char *instance;      /* systemd instance name, "1" by default */
-    const char *version;       /* reported in hello; NULL = GS_VERSION or "" */
-    const char *tile_inbox;    /* blur / infer: the reachable address of their tile inbox */
+    const char *work_endpoint;   /* the coordinator's `work` endpoint, e.g. "tcp://coord:5554" */
+    const char *instance;        /* systemd instance name, "1" by default */
+    const char *version;         /* reported in hello; NULL = GS_VERSION or "" */
+    const char *tile_inbox_bind; /* blur / infer: where to bind the tile inbox, e.g.
+                                    "tcp://0.0.0.0:*" (any port), "ipc:///run/..." or
+                                    "inproc://gs-tiles-infer-1" */
+    const char *tile_inbox;      /* the address announced to tilers; NULL = the bound endpoint,
+                                    with a wildcard address replaced by advertise_host */
+    const char *advertise_host;  /* NULL = this host's name */
+    int tile_hwm;                /* tile inbox RCVHWM; 0 = 8 */
     const Gastroscreen__V1__ModelProvenance *model; /* model-using stages: the loaded bundle */
     int threads;                                    /* handler threads = job slots, >= 1 */
     int batch_size;    /* reported in hello; the handler decides what it means */
@@ -93,11 +104,21 @@ void gs_worker_destroy(gs_worker **w);
 /* "<stage>.<instance>@<host>:<pid>". Owned by the worker. */
 const char *gs_worker_id(const gs_worker *w);
 
-/* The job message (a WorkMessage with one of the job bodies). Owned by the job. */
+/* The job message (a WorkMessage with one of the job bodies; NULL for a tile batch). Owned by
+ * the job. */
 const Gastroscreen__V1__WorkMessage *gs_worker_job_message(const gs_worker_job *j);
 
 /* The worker's id, for results' worker_id. Owned by the worker. */
 const char *gs_worker_job_worker_id(const gs_worker_job *j);
+
+/* Tile stages: the number of tiles in the job's batch (0 for other jobs), and tile i's header
+ * with its pixels (read in place; owned by the job). */
+size_t gs_worker_job_tile_count(const gs_worker_job *j);
+const Gastroscreen__V1__TileHeader *gs_worker_job_tile(const gs_worker_job *j, size_t i,
+                                                       const uint8_t **pixels, size_t *len);
+
+/* The tile inbox address announced in the hello (tile stages; "" otherwise). */
+const char *gs_worker_tile_inbox(const gs_worker *w);
 
 /* Index of the handler thread running the job (0..threads-1), for per-thread state. */
 int gs_worker_job_thread(const gs_worker_job *j);
@@ -115,7 +136,8 @@ int gs_worker_job_stopping(const gs_worker_job *j);
 void gs_worker_job_progress(gs_worker_job *j, uint64_t items);
 
 /* Hands the job back instead of finishing it: it goes into WorkerGoodbye with `unsent` (a
- * tiler's tiles not sent; may be NULL/0). Copies the list. 0, or -1 when out of memory. */
+ * tiler's tiles not sent; may be NULL/0; for a tile batch the whole batch is handed back and
+ * the list is ignored). Copies the list. 0, or -1 when out of memory. */
 int gs_worker_job_hand_back(gs_worker_job *j, const uint32_t *unsent, size_t n);
 
 /* A job outside any worker: runs `handler` on `message` (a WorkMessage job envelope, copied)

@@ -600,6 +600,232 @@ static void tiler_worker(void **state)
     coord_close(&c);
 }
 
+/* ---- tile stages: the worker binds the inbox and batches tiles ------------------------- */
+
+/* Answers each tile of the batch with a TileResult whose score is the mean pixel / 255. */
+static int score_handler(gs_worker_job *job, void *ud)
+{
+    (void)ud;
+    size_t n = gs_worker_job_tile_count(job);
+    assert_true(n >= 1 && n <= 4);
+    for (size_t i = 0; i < n; i++) {
+        const uint8_t *px;
+        size_t len;
+        const Gastroscreen__V1__TileHeader *h = gs_worker_job_tile(job, i, &px, &len);
+        uint64_t sum = 0;
+        for (size_t k = 0; k < len; k++)
+            sum += px[k];
+        Gastroscreen__V1__WorkMessage out = GASTROSCREEN__V1__WORK_MESSAGE__INIT;
+        Gastroscreen__V1__TileResult r = GASTROSCREEN__V1__TILE_RESULT__INIT;
+        r.slide_id = h->slide_id;
+        r.attempt = h->attempt;
+        r.tile_index = h->tile_index;
+        r.worker_id = (char *)gs_worker_job_worker_id(job);
+        r.outcome = GASTROSCREEN__V1__TILE_OUTCOME__TILE_OUTCOME_INFERRED;
+        r.score = (float)((double)sum / (double)len / 255.0);
+        r.request = h->request;
+        out.protocol = GASTROSCREEN__V1__PROTOCOL_VERSION__PROTOCOL_VERSION_1;
+        out.body_case = GASTROSCREEN__V1__WORK_MESSAGE__BODY_TILE_RESULT;
+        out.tile_result = &r;
+        if (gs_worker_job_emit(job, &out) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Holds its batch until the worker stops, then hands it back. */
+static int holding_handler(gs_worker_job *job, void *ud)
+{
+    (void)ud;
+    int64_t end = ms_now() + 60000;
+    while (!gs_worker_job_stopping(job) && ms_now() < end)
+        usleep(1000);
+    return gs_worker_job_hand_back(job, NULL, 0);
+}
+
+static gs_worker *start_infer_worker(void *ctx, const char *ep, gs_worker_handler *h, runner *r,
+                                     pthread_t *th)
+{
+    gs_worker_config cfg;
+    gs_worker_config_default(&cfg);
+    cfg.stage = GASTROSCREEN__V1__STAGE__STAGE_INFER;
+    cfg.work_endpoint = ep;
+    cfg.instance = "7";
+    cfg.threads = 1;
+    cfg.batch_size = 4;
+    cfg.handler = h;
+    cfg.tile_inbox_bind = "tcp://0.0.0.0:*";
+    cfg.advertise_host = "127.0.0.1";
+    cfg.stop = &stop_flag;
+    cfg.zmq_ctx = ctx;
+    cfg.quiet = 1;
+    cfg.heartbeat_ms = 100;
+    stop_flag = 0;
+    gs_worker *w = gs_worker_new(&cfg);
+    assert_non_null(w);
+    r->w = w;
+    r->rc = 99;
+    assert_int_equal(pthread_create(th, NULL, run_worker, r), 0);
+    return w;
+}
+
+/* Hello (with the inbox) and welcome; tile stages announce no job slots. */
+static void infer_handshake(coord *c, gs_worker *w)
+{
+    gs_inbound in;
+    const Gastroscreen__V1__WorkMessage *m =
+        coord_expect(c, GASTROSCREEN__V1__WORK_MESSAGE__BODY_HELLO, &in);
+    assert_int_equal(m->hello->stage, GASTROSCREEN__V1__STAGE__STAGE_INFER);
+    assert_int_equal(m->hello->batch_size, 4);
+    assert_string_equal(m->hello->tile_inbox, gs_worker_tile_inbox(w));
+    assert_non_null(strstr(m->hello->tile_inbox, "tcp://127.0.0.1:"));
+    gs_inbound_release(&in);
+    coord_welcome(c, 1, "", "c1", 100, 50);
+}
+
+static void push_test_tile(gs_transport *push, const char *slide, uint32_t attempt, uint32_t index,
+                           int blur, uint8_t value)
+{
+    Gastroscreen__V1__TileMessage tm = GASTROSCREEN__V1__TILE_MESSAGE__INIT;
+    Gastroscreen__V1__TileHeader h = GASTROSCREEN__V1__TILE_HEADER__INIT;
+    Gastroscreen__V1__InferJob ij = GASTROSCREEN__V1__INFER_JOB__INIT;
+    Gastroscreen__V1__BlurJob bj = GASTROSCREEN__V1__BLUR_JOB__INIT;
+    tm.protocol = GASTROSCREEN__V1__PROTOCOL_VERSION__PROTOCOL_VERSION_1;
+    tm.body_case = GASTROSCREEN__V1__TILE_MESSAGE__BODY_TILE;
+    tm.tile = &h;
+    h.slide_id = (char *)slide;
+    h.attempt = attempt;
+    h.tile_index = index;
+    h.width = 16;
+    h.height = 16;
+    h.channels = 3;
+    h.pixel_format = GASTROSCREEN__V1__PIXEL_FORMAT__PIXEL_FORMAT_RGB8;
+    if (blur) {
+        h.job_case = GASTROSCREEN__V1__TILE_HEADER__JOB_BLUR;
+        h.blur = &bj;
+    } else {
+        h.job_case = GASTROSCREEN__V1__TILE_HEADER__JOB_INFER;
+        h.infer = &ij;
+    }
+    uint8_t px[16 * 16 * 3];
+    memset(px, value, sizeof px);
+    assert_int_equal(gs_transport_send_tile(push, &tm, px, sizeof px, NULL, NULL, 0), 0);
+}
+
+static void infer_worker_batches_tiles(void **state)
+{
+    (void)state;
+    coord c;
+    coord_open(&c, "inproc://test-infer-work");
+    runner r;
+    pthread_t th;
+    gs_worker *w = start_infer_worker(c.ctx, "inproc://test-infer-work", score_handler, &r, &th);
+    infer_handshake(&c, w);
+    gs_transport *push = gs_transport_new(c.ctx, GS_CHANNEL_TILES, ZMQ_PUSH, GS_CONNECT,
+                                          gs_worker_tile_inbox(w), &quiet);
+    assert_non_null(push);
+    /* Ten tiles of two slides, plus a blur tile, a tile with no fence and garbage. */
+    for (uint32_t i = 0; i < 10; i++)
+        push_test_tile(push, i % 2 ? "00000000000000a1" : "00000000000000a2", 1, i, 0,
+                       (uint8_t)(10 * i));
+    push_test_tile(push, "00000000000000a1", 1, 99, 1, 0);
+    push_test_tile(push, "not-hex", 1, 98, 0, 0);
+    void *raw = gs_transport_socket(push);
+    assert_true(zmq_send(raw, "\xff\xff\xff", 3, ZMQ_SNDMORE) >= 0);
+    assert_true(zmq_send(raw, "x", 1, 0) >= 0);
+    push_test_tile(push, "00000000000000a2", 1, 10, 0, 200);
+
+    int seen[11] = {0};
+    gs_inbound in;
+    for (int k = 0; k < 11; k++) {
+        const Gastroscreen__V1__WorkMessage *m =
+            coord_expect(&c, GASTROSCREEN__V1__WORK_MESSAGE__BODY_TILE_RESULT, &in);
+        const Gastroscreen__V1__TileResult *tr = m->tile_result;
+        assert_true(tr->tile_index <= 10);
+        assert_int_equal(seen[tr->tile_index], 0);
+        seen[tr->tile_index] = 1;
+        uint8_t v = tr->tile_index == 10 ? 200 : (uint8_t)(10 * tr->tile_index);
+        assert_float_equal(tr->score, v / 255.0, 1e-6);
+        assert_string_equal(tr->slide_id, tr->tile_index % 2 && tr->tile_index != 10
+                                              ? "00000000000000a1"
+                                              : "00000000000000a2");
+        gs_inbound_release(&in);
+    }
+    int64_t end = ms_now() + WAIT_MS;
+    while ((c.last_malformed < 2 || c.last_wrong_type < 1 || c.last_processed < 11) &&
+           ms_now() < end) {
+        coord_expect(&c, GASTROSCREEN__V1__WORK_MESSAGE__BODY_WORKER_HEARTBEAT, &in);
+        gs_inbound_release(&in);
+    }
+    assert_int_equal(c.last_malformed, 2);  /* garbage, no fence */
+    assert_int_equal(c.last_wrong_type, 1); /* a blur tile at an infer worker */
+    assert_int_equal(c.last_processed, 11);
+
+    __atomic_store_n(&stop_flag, 1, __ATOMIC_RELAXED);
+    const Gastroscreen__V1__WorkMessage *m =
+        coord_expect(&c, GASTROSCREEN__V1__WORK_MESSAGE__BODY_GOODBYE, &in);
+    assert_int_equal(m->goodbye->n_handed_back, 0);
+    gs_inbound_release(&in);
+    pthread_join(th, NULL);
+    assert_int_equal(r.rc, 0);
+    gs_transport_destroy(&push);
+    gs_worker_destroy(&w);
+    coord_close(&c);
+}
+
+static void infer_worker_hands_back_its_batch(void **state)
+{
+    (void)state;
+    coord c;
+    coord_open(&c, "inproc://test-infer-stop");
+    runner r;
+    pthread_t th;
+    gs_worker *w = start_infer_worker(c.ctx, "inproc://test-infer-stop", holding_handler, &r, &th);
+    infer_handshake(&c, w);
+    gs_transport *push = gs_transport_new(c.ctx, GS_CHANNEL_TILES, ZMQ_PUSH, GS_CONNECT,
+                                          gs_worker_tile_inbox(w), &quiet);
+    push_test_tile(push, "00000000000000b1", 2, 5, 0, 1);
+    push_test_tile(push, "00000000000000b2", 1, 6, 0, 1);
+    push_test_tile(push, "00000000000000b1", 2, 7, 0, 1);
+    /* Wait until a heartbeat shows both slide attempts in hand. */
+    gs_inbound in;
+    int64_t end = ms_now() + WAIT_MS;
+    while (c.last_in_hand < 2 && ms_now() < end) {
+        coord_expect(&c, GASTROSCREEN__V1__WORK_MESSAGE__BODY_WORKER_HEARTBEAT, &in);
+        gs_inbound_release(&in);
+    }
+    assert_true(c.last_in_hand >= 1);
+    __atomic_store_n(&stop_flag, 1, __ATOMIC_RELAXED);
+    const Gastroscreen__V1__WorkMessage *m =
+        coord_expect(&c, GASTROSCREEN__V1__WORK_MESSAGE__BODY_GOODBYE, &in);
+    /* Grouped per slide attempt, each with its tile indices; every tile exactly once. */
+    int seen[8] = {0};
+    for (size_t i = 0; i < m->goodbye->n_handed_back; i++) {
+        const Gastroscreen__V1__HandedBack *hb = m->goodbye->handed_back[i];
+        assert_int_equal(hb->job->kind, GASTROSCREEN__V1__JOB_KIND__JOB_KIND_INFER_TILES);
+        for (size_t k = 0; k < hb->n_unsent_tiles; k++) {
+            uint32_t t = hb->unsent_tiles[k];
+            assert_true(t >= 5 && t <= 7);
+            seen[t]++;
+            assert_string_equal(hb->job->slide_id,
+                                t == 6 ? "00000000000000b2" : "00000000000000b1");
+            assert_int_equal(hb->job->attempt, t == 6 ? 1 : 2);
+        }
+    }
+    /* The first batch may hold one, two or all three tiles (they arrive as they arrive); the
+     * rest wait in the inbox, which stopped being read. Those handed back are listed once. */
+    int listed = seen[5] + seen[6] + seen[7];
+    assert_true(listed >= 1 && listed <= 3);
+    assert_true(seen[5] <= 1 && seen[6] <= 1 && seen[7] <= 1);
+    assert_true(m->goodbye->n_handed_back >= 1 && m->goodbye->n_handed_back <= 2);
+    gs_inbound_release(&in);
+    pthread_join(th, NULL);
+    assert_int_equal(r.rc, 0);
+    gs_transport_destroy(&push);
+    gs_worker_destroy(&w);
+    coord_close(&c);
+}
+
 /* The foreground handler, run without sockets. */
 static void foreground_handler_without_sockets(void **state)
 {
@@ -647,6 +873,10 @@ static void bad_configs(void **state)
     cfg.stage = GASTROSCREEN__V1__STAGE__STAGE_INFER;
     assert_null(gs_worker_new(&cfg));
     assert_non_null(strstr(gs_error_get(), "needs a tile inbox"));
+    cfg.tile_inbox_bind = "inproc://inbox";
+    assert_null(gs_worker_new(&cfg));
+    assert_non_null(strstr(gs_error_get(), "needs a job handler"));
+    cfg.tile_inbox_bind = NULL;
     cfg.stage = GASTROSCREEN__V1__STAGE__STAGE_COORDINATOR;
     assert_null(gs_worker_new(&cfg));
     cfg.stage = GASTROSCREEN__V1__STAGE__STAGE_FOREGROUND;
@@ -668,6 +898,8 @@ int main(void)
         cmocka_unit_test(refused_worker_ends),
         cmocka_unit_test(new_or_silent_coordinator_means_hello_again),
         cmocka_unit_test(tiler_worker),
+        cmocka_unit_test(infer_worker_batches_tiles),
+        cmocka_unit_test(infer_worker_hands_back_its_batch),
         cmocka_unit_test(foreground_handler_without_sockets),
         cmocka_unit_test(bad_configs),
     };
