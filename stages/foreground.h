@@ -16,7 +16,8 @@
  * plan of an open slide. The classical method (stages/tissue: Ruifrok H&E deconvolution +
  * Otsu) is gs_foreground_classical and is the default; when the bundle's foreground network
  * is trained, its plan function is passed in the options with method = METHOD_NETWORK and
- * nothing else here changes.
+ * nothing else here changes. PlanJob.thumbnail_size is the network's input side; the
+ * classical method sizes its mask by resolution (gs_tissue_options.mask_mpp) instead.
  */
 #ifndef GS_STAGES_FOREGROUND_H
 #define GS_STAGES_FOREGROUND_H
