@@ -7,7 +7,11 @@
 
 #include "daemon/cmd_bench.h"
 #include "daemon/cmd_infer.h"
+#include "daemon/cmd_status.h"
+#include "daemon/cmd_submit.h"
 #include "daemon/cmd_tiles.h"
+#include "daemon/cmd_top.h"
+#include "daemon/cmd_watch.h"
 
 static void usage(FILE *f)
 {
@@ -25,6 +29,10 @@ static void usage(FILE *f)
             "  bench [--json] [--threads N] [--repeat N] [--quick] [--model BUNDLE]\n"
             "                            time our deformable conv vs dense oneDNN convs and the\n"
             "                            networks on this machine (DESIGN.md section 8)\n"
+            "  submit PATH...            submit slides to gastroscreend; prints each slide id\n"
+            "  watch [--since SEQ]       print one line per verdict as gastroscreend publishes\n"
+            "  status [SLIDE]            state of a slide, or of every slide in flight\n"
+            "  top [--once [--json]]     live tiles/s, queue depth, busy %% per stage\n"
             "\n"
             "Run 'gastroscreen COMMAND --help' for a command's options.\n");
 }
@@ -50,6 +58,14 @@ int main(int argc, char **argv)
         return gs_cmd_tiles(argc - 1, argv + 1);
     if (!strcmp(cmd, "infer"))
         return gs_cmd_infer(argc - 1, argv + 1);
+    if (!strcmp(cmd, "submit"))
+        return gs_cmd_submit(argc - 1, argv + 1);
+    if (!strcmp(cmd, "watch"))
+        return gs_cmd_watch(argc - 1, argv + 1);
+    if (!strcmp(cmd, "status"))
+        return gs_cmd_status(argc - 1, argv + 1);
+    if (!strcmp(cmd, "top"))
+        return gs_cmd_top(argc - 1, argv + 1);
     fprintf(stderr, "gastroscreen: unknown command '%s'\n", cmd);
     usage(stderr);
     return 2;

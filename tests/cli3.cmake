@@ -1,3 +1,6 @@
 # Monitoring and the CLI client commands (daemon/metrics, cmd_submit/watch/status/top) and the
 # systemd units (systemd-analyze verify on every unit, with the built binaries staged).
 gs_cmocka_test(test_metrics unit SOURCES unit/test_metrics.c LIBS gs_daemon)
+# submit / status / watch / top against a fake coordinator thread on loopback.
+gs_cmocka_test(test_cli_client unit SOURCES unit/test_cli_client.c LIBS gs_daemon)
+set_tests_properties(test_cli_client PROPERTIES TIMEOUT 300)
