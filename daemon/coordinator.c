@@ -1154,11 +1154,15 @@ static int drive(gs_coordinator *c)
     slide_rt **list = malloc((n ? n : 1) * sizeof *list);
     if (!list)
         return gs_error_set("coordinator: out of memory");
-    memcpy(list, c->active, n * sizeof *list);
+    if (n)
+        memcpy(list, c->active, n * sizeof *list);
     int rc = 0;
     for (size_t i = 0; i < n && rc == 0; i++) {
         slide_rt *rt = list[i];
-        if (!rt_find(c, list[i]->id) || rt_find(c, list[i]->id) != rt)
+        int still = 0; /* compared by pointer: a dropped slide's memory is gone */
+        for (size_t k = 0; k < c->n_active; k++)
+            still |= c->active[k] == rt;
+        if (!still)
             continue;
         if (rt->phase == PH_BLUR || rt->phase == PH_INFER) {
             rc = dispatch_tiles(c, rt);
@@ -2026,12 +2030,10 @@ static void stats_refresh(gs_coordinator *c)
             s.stage[i].busy_fraction /= s.stage[i].workers;
     gs_intake_counters ic;
     gs_intake_counters_get(c->intake, &ic);
-    s.malformed[GS_COORD_SOCKET_INTAKE] = 0;
-    s.wrong_type[GS_COORD_SOCKET_INTAKE] = 0;
-    /* The intake module sums its two sockets; split is not kept there, so both go to intake
-     * except what the submit transport counted itself. */
-    s.malformed[GS_COORD_SOCKET_INTAKE] = ic.malformed;
-    s.wrong_type[GS_COORD_SOCKET_INTAKE] = ic.wrong_type;
+    s.malformed[GS_COORD_SOCKET_INTAKE] = ic.intake_malformed;
+    s.wrong_type[GS_COORD_SOCKET_INTAKE] = ic.intake_wrong_type;
+    s.malformed[GS_COORD_SOCKET_SUBMIT] = ic.submit_malformed;
+    s.wrong_type[GS_COORD_SOCKET_SUBMIT] = ic.submit_wrong_type;
     const gs_transport_counters *q = gs_transport_counters_get(c->query);
     const gs_transport_counters *wk = gs_transport_counters_get(c->work);
     s.malformed[GS_COORD_SOCKET_QUERY] += q->malformed;
@@ -2356,6 +2358,7 @@ int gs_coordinator_step(gs_coordinator *c, int timeout_ms)
         return -1;
     publish_pending(c);
     tick(c);
+    stats_refresh(c);
     return 0;
 }
 

@@ -176,7 +176,7 @@ static int handle_submit(gs_intake *in, gs_inbound *msg, gs_recv_status st)
     }
     const Gastroscreen__V1__SubmitMessage *m = msg->msg.submit;
     if (m->body_case != GASTROSCREEN__V1__SUBMIT_MESSAGE__BODY_REQUEST) {
-        in->n.wrong_type++;
+        in->n.submit_wrong_type++;
         reply_submit(in, &msg->from, "", GASTROSCREEN__V1__SUBMIT_STATUS__SUBMIT_STATUS_REJECTED,
                      "", 0, "wrong message type: only SubmitRequest is served");
         return 0;
@@ -184,7 +184,7 @@ static int handle_submit(gs_intake *in, gs_inbound *msg, gs_recv_status st)
     const Gastroscreen__V1__SubmitRequest *rq = m->request;
     if (!valid_string(rq->path, 4096) || !rq->path[0] || !valid_string(rq->request_id, 1024) ||
         !valid_string(rq->external_id, 1024)) {
-        in->n.malformed++;
+        in->n.submit_malformed++;
         reply_submit(in, &msg->from, "", GASTROSCREEN__V1__SUBMIT_STATUS__SUBMIT_STATUS_REJECTED,
                      "", 0, "malformed request: path missing or a string too long");
         return 0;
@@ -215,13 +215,13 @@ static int handle_arrived(gs_intake *in, gs_inbound *msg, gs_recv_status st)
     }
     const Gastroscreen__V1__EventMessage *ev = msg->msg.event;
     if (ev->body_case != GASTROSCREEN__V1__EVENT_MESSAGE__BODY_ARRIVED) {
-        in->n.wrong_type++;
+        in->n.intake_wrong_type++;
         return 0;
     }
     const Gastroscreen__V1__SlideArrived *a = ev->arrived;
     if (!valid_string(a->path, 4096) || !a->path[0] || !valid_string(a->announcer, 1024) ||
         !valid_string(a->external_id, 1024)) {
-        in->n.malformed++;
+        in->n.intake_malformed++;
         return 0;
     }
     char id[GS_SLIDE_ID_LEN + 1];
@@ -387,12 +387,12 @@ void gs_intake_counters_get(const gs_intake *in, gs_intake_counters *c)
     *c = in->n;
     if (in->sub) {
         const gs_transport_counters *t = gs_transport_counters_get(in->sub);
-        c->malformed += t->malformed;
-        c->wrong_type += t->wrong_type;
+        c->intake_malformed += t->malformed;
+        c->intake_wrong_type += t->wrong_type;
     }
     if (in->submit) {
         const gs_transport_counters *t = gs_transport_counters_get(in->submit);
-        c->malformed += t->malformed;
-        c->wrong_type += t->wrong_type;
+        c->submit_malformed += t->malformed;
+        c->submit_wrong_type += t->wrong_type;
     }
 }

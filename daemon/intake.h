@@ -50,7 +50,8 @@ typedef struct {
 typedef struct {
     uint64_t announced, submitted, watched; /* intakes accepted (new or duplicate) per door */
     uint64_t rejected;                      /* paths refused (roots, missing, not a file) */
-    uint64_t malformed, wrong_type;         /* over both sockets, incl. content checks */
+    /* per socket, incl. the transport's framing checks and the content checks here */
+    uint64_t intake_malformed, intake_wrong_type, submit_malformed, submit_wrong_type;
 } gs_intake_counters;
 
 typedef struct gs_intake gs_intake;

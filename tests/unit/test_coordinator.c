@@ -1,0 +1,1012 @@
+/*
+ * test_coordinator: the coordinator library driven in-process over inproc:// with fake workers
+ * written here (stages/transport DEALERs answering each job), and a test clock, so liveness,
+ * loss grace and deadlines are reached by advancing the clock, never by sleeping.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "daemon/config.h"
+#include "daemon/coordinator.h"
+#include "daemon/slides.h"
+#include "ops/error.h"
+#include "stages/transport.h"
+
+#define N_TILES 40 /* every 10th is background: 36 to infer */
+#define N_INFER 36
+#define MAX_FAKES 8
+
+typedef struct {
+    gs_transport *t;
+    int stage;
+    char id[64];
+    char inbox[64];
+    int welcomed, refused;
+    int dead;           /* sends nothing, answers nothing; tiles routed to it vanish */
+    uint32_t tiles_got; /* tiles routed to it as a sink */
+    int64_t last_hb;
+} fake;
+
+typedef struct {
+    char dir[256], slide[PATH_MAX], conf[PATH_MAX];
+    void *ctx;
+    gs_config *cfg;
+    gs_coordinator *c;
+    int gen;
+    int64_t now;
+    fake f[MAX_FAKES];
+    size_t nf;
+    gs_transport *sub;
+    /* behaviour */
+    int all_blurry, duplicate_results, stale_results;
+    int infer_budget; /* >= 0: infer results answered before the sinks go quiet; -1 = all */
+    float screen_score;
+    /* observations */
+    uint32_t infer_tile_jobs, blur_tile_jobs, infer_results;
+    uint32_t screen_k;
+    int screen_sorted;
+    int report_class;
+    int verdict_events;
+    char verdict_topic[256];
+    uint32_t rr;
+} world;
+
+static int64_t test_clock(void *ud)
+{
+    return ((world *)ud)->now;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+
+static void write_config(world *w)
+{
+    snprintf(w->conf, sizeof w->conf, "%s/gen%d.conf", w->dir, w->gen);
+    FILE *f = fopen(w->conf, "w");
+    assert_non_null(f);
+    const char *names[] = {"intake", "submit", "query", "events", "work"};
+    fprintf(f, "[coordinator]\n");
+    for (int i = 0; i < 5; i++)
+        fprintf(f, "%s = inproc://t%d-%d-%s\n", names[i], (int)getpid(), w->gen, names[i]);
+    fprintf(f, "journal_dir = %s/journal\nspool_dir = %s/spool\nmetrics =\n", w->dir, w->dir);
+    fprintf(f, "[intake]\nslide_roots = %s/slides\n", w->dir);
+    fprintf(f, "[reporter]\nreport_dir = %s/reports\n", w->dir);
+    fclose(f);
+}
+
+static void world_start(world *w)
+{
+    w->gen++;
+    write_config(w);
+    w->cfg = gs_config_new();
+    assert_non_null(w->cfg);
+    if (gs_config_load(w->cfg, w->conf) != 0)
+        fail_msg("config: %s", gs_error_get());
+    gs_coordinator_options o;
+    gs_coordinator_options_default(&o);
+    o.config = w->cfg;
+    o.zmq_ctx = w->ctx;
+    o.clock_ms = test_clock;
+    o.clock_ud = w;
+    o.quiet = 1;
+    Gastroscreen__V1__ModelProvenance mp = GASTROSCREEN__V1__MODEL_PROVENANCE__INIT;
+    mp.bundle = "test.safetensors";
+    mp.sha256 = "aaaa";
+    mp.untrained = 1;
+    mp.notice = "model: untrained — not a diagnosis";
+    o.model = &mp;
+    w->c = gs_coordinator_new(&o);
+    if (!w->c)
+        fail_msg("coordinator: %s", gs_error_get());
+    gs_transport_options q = {.quiet = 1};
+    w->sub = gs_transport_new(w->ctx, GS_CHANNEL_EVENTS, ZMQ_SUB, GS_CONNECT,
+                              gs_coordinator_endpoint(w->c, GS_CHANNEL_EVENTS), &q);
+    assert_non_null(w->sub);
+    assert_int_equal(gs_transport_subscribe(w->sub, "slide."), 0);
+}
+
+static void fakes_destroy(world *w)
+{
+    for (size_t i = 0; i < w->nf; i++)
+        gs_transport_destroy(&w->f[i].t);
+    w->nf = 0;
+}
+
+static void world_stop(world *w)
+{
+    fakes_destroy(w);
+    gs_transport_destroy(&w->sub);
+    gs_coordinator_destroy(&w->c);
+    gs_config_destroy(&w->cfg);
+}
+
+static void world_init(world *w)
+{
+    memset(w, 0, sizeof *w);
+    snprintf(w->dir, sizeof w->dir, "/tmp/gs-coord-XXXXXX");
+    assert_non_null(mkdtemp(w->dir));
+    char p[PATH_MAX + 32];
+    snprintf(p, sizeof p, "%s/slides", w->dir);
+    assert_int_equal(mkdir(p, 0755), 0);
+    snprintf(w->slide, sizeof w->slide, "%s/slides/a.svs", w->dir);
+    FILE *f = fopen(w->slide, "w");
+    assert_non_null(f);
+    fputs("not really a slide: the fake foreground plans it\n", f);
+    fclose(f);
+    w->ctx = zmq_ctx_new();
+    assert_non_null(w->ctx);
+    w->infer_budget = -1;
+    w->screen_score = 0.9f;
+    w->report_class = -1;
+    w->now = 1000000;
+}
+
+static void world_free(world *w)
+{
+    world_stop(w);
+    zmq_ctx_term(w->ctx);
+    char cmd[PATH_MAX + 16];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", w->dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* fake workers */
+
+static void fake_send(fake *f, Gastroscreen__V1__WorkMessage *m)
+{
+    m->protocol = GASTROSCREEN__V1__PROTOCOL_VERSION__PROTOCOL_VERSION_1;
+    assert_int_equal(gs_transport_send(f->t, NULL, &m->base, 0), 0);
+}
+
+static void fake_ready(fake *f)
+{
+    Gastroscreen__V1__WorkerReady r = GASTROSCREEN__V1__WORKER_READY__INIT;
+    r.worker_id = f->id;
+    r.free_slots = 1;
+    Gastroscreen__V1__WorkMessage m = GASTROSCREEN__V1__WORK_MESSAGE__INIT;
+    m.body_case = GASTROSCREEN__V1__WORK_MESSAGE__BODY_READY;
+    m.ready = &r;
+    fake_send(f, &m);
+}
+
+static fake *fake_add(world *w, int stage, const char *sha256)
+{
+    assert_true(w->nf < MAX_FAKES);
+    fake *f = &w->f[w->nf++];
+    memset(f, 0, sizeof *f);
+    f->stage = stage;
+    snprintf(f->id, sizeof f->id, "%s.%zu@test:%d", gs_stage_name(stage), w->nf, (int)getpid());
+    if (stage == GASTROSCREEN__V1__STAGE__STAGE_BLUR ||
+        stage == GASTROSCREEN__V1__STAGE__STAGE_INFER)
+        snprintf(f->inbox, sizeof f->inbox, "inproc://fake-inbox-%d-%zu", w->gen, w->nf);
+    gs_transport_options q = {.quiet = 1};
+    f->t = gs_transport_new(w->ctx, GS_CHANNEL_WORK, ZMQ_DEALER, GS_CONNECT,
+                            gs_coordinator_endpoint(w->c, GS_CHANNEL_WORK), &q);
+    assert_non_null(f->t);
+    Gastroscreen__V1__ModelProvenance mp = GASTROSCREEN__V1__MODEL_PROVENANCE__INIT;
+    mp.sha256 = (char *)sha256;
+    Gastroscreen__V1__WorkerHello h = GASTROSCREEN__V1__WORKER_HELLO__INIT;
+    h.worker_id = f->id;
+    h.stage = stage;
+    h.host = "test";
+    h.pid = (uint32_t)getpid();
+    h.tile_inbox = f->inbox;
+    h.threads = 1;
+    h.batch_size = 4;
+    h.model = &mp;
+    Gastroscreen__V1__WorkMessage m = GASTROSCREEN__V1__WORK_MESSAGE__INIT;
+    m.body_case = GASTROSCREEN__V1__WORK_MESSAGE__BODY_HELLO;
+    m.hello = &h;
+    fake_send(f, &m);
+    f->last_hb = w->now;
+    return f;
+}
+
+static void fakes_all(world *w)
+{
+    for (int s = GASTROSCREEN__V1__STAGE__STAGE_TILER; s <= GASTROSCREEN__V1__STAGE__STAGE_REPORTER;
+         s++)
+        fake_add(w, s, "aaaa");
+}
+
+static fake *fake_by_inbox(world *w, const char *inbox)
+{
+    for (size_t i = 0; i < w->nf; i++)
+        if (w->f[i].inbox[0] && strcmp(w->f[i].inbox, inbox) == 0)
+            return &w->f[i];
+    return NULL;
+}
+
+static void answer_plan(world *w, fake *f, const Gastroscreen__V1__PlanJob *j)
+{
+    Gastroscreen__V1__SlideFacts facts = GASTROSCREEN__V1__SLIDE_FACTS__INIT;
+    facts.vendor = "generic-tiff";
+    facts.width = 10240;
+    facts.height = 4096;
+    facts.level_count = 1;
+    facts.mpp_x = facts.mpp_y = 0.25;
+    facts.quickhash = "quickhash-a";
+    Gastroscreen__V1__TileGrid grid = GASTROSCREEN__V1__TILE_GRID__INIT;
+    grid.level_downsample = 1;
+    grid.tile_size = 512;
+    grid.target_mpp = 0.5;
+    grid.window_level0 = grid.stride_level0 = 1024;
+    Gastroscreen__V1__PlannedTile tiles[N_TILES], *pt[N_TILES];
+    for (int i = 0; i < N_TILES; i++) {
+        tiles[i] = (Gastroscreen__V1__PlannedTile)GASTROSCREEN__V1__PLANNED_TILE__INIT;
+        tiles[i].x0 = (i % 10) * 1024;
+        tiles[i].y0 = (i / 10) * 1024;
+        tiles[i].tissue_fraction = i % 10 == 9 ? 0.1f : 0.8f;
+        pt[i] = &tiles[i];
+    }
+    Gastroscreen__V1__PlanResult r = GASTROSCREEN__V1__PLAN_RESULT__INIT;
+    r.slide_id = j->slide_id;
+    r.attempt = j->attempt;
+    r.job_id = j->job_id;
+    r.worker_id = f->id;
+    r.facts = &facts;
+    r.grid = &grid;
+    r.n_tiles = N_TILES;
+    r.tiles = pt;
+    Gastroscreen__V1__WorkMessage m = GASTROSCREEN__V1__WORK_MESSAGE__INIT;
+    m.body_case = GASTROSCREEN__V1__WORK_MESSAGE__BODY_PLAN_RESULT;
+    m.plan_result = &r;
+    fake_send(f, &m);
+    (void)w;
+}
+
+static void sink_result(world *w, fake *sink, const Gastroscreen__V1__TileJob *j, uint32_t index,
+                        uint32_t attempt)
+{
+    Gastroscreen__V1__WorkMessage m = GASTROSCREEN__V1__WORK_MESSAGE__INIT;
+    Gastroscreen__V1__BlurResult b = GASTROSCREEN__V1__BLUR_RESULT__INIT;
+    Gastroscreen__V1__TileResult t = GASTROSCREEN__V1__TILE_RESULT__INIT;
+    float feature[512];
+    uint8_t heat[256];
+    if (j->job_case == GASTROSCREEN__V1__TILE_JOB__JOB_BLUR) {
+        b.slide_id = j->slide_id;
+        b.attempt = attempt;
+        b.tile_index = index;
+        b.worker_id = sink->id;
+        b.blurry = w->all_blurry;
+        b.focus = w->all_blurry ? 0.01f : 0.5f;
+        b.request = j->request;
+        m.body_case = GASTROSCREEN__V1__WORK_MESSAGE__BODY_BLUR_RESULT;
+        m.blur_result = &b;
+    } else {
+        for (int k = 0; k < 512; k++)
+            feature[k] = (float)index * 0.001f + (float)k * 1e-6f;
+        memset(heat, (int)(index & 0xff), sizeof heat);
+        t.slide_id = j->slide_id;
+        t.attempt = attempt;
+        t.tile_index = index;
+        t.worker_id = sink->id;
+        t.outcome = GASTROSCREEN__V1__TILE_OUTCOME__TILE_OUTCOME_INFERRED;
+        t.score = (float)index / 100.f;
+        t.n_feature = 512;
+        t.feature = feature;
+        t.heatmap.data = heat;
+        t.heatmap.len = sizeof heat;
+        t.heatmap_size = 16;
+        t.request = j->request;
+        m.body_case = GASTROSCREEN__V1__WORK_MESSAGE__BODY_TILE_RESULT;
+        m.tile_result = &t;
+    }
+    fake_send(sink, &m);
+}
+
+static void answer_tiles(world *w, fake *f, const Gastroscreen__V1__TileJob *j)
+{
+    int blur = j->job_case == GASTROSCREEN__V1__TILE_JOB__JOB_BLUR;
+    if (blur)
+        w->blur_tile_jobs++;
+    else
+        w->infer_tile_jobs++;
+    assert_true(j->n_sink_endpoints > 0);
+    for (size_t i = 0; i < j->n_tiles; i++) {
+        fake *sink = fake_by_inbox(w, j->sink_endpoints[w->rr++ % j->n_sink_endpoints]);
+        assert_non_null(sink);
+        assert_int_equal(sink->stage, blur ? GASTROSCREEN__V1__STAGE__STAGE_BLUR
+                                           : GASTROSCREEN__V1__STAGE__STAGE_INFER);
+        sink->tiles_got++;
+        if (sink->dead)
+            continue;
+        if (!blur) {
+            if (w->infer_budget >= 0 && w->infer_results >= (uint32_t)w->infer_budget)
+                continue;
+            w->infer_results++;
+        }
+        sink_result(w, sink, j, j->tiles[i]->index, j->attempt);
+        if (w->duplicate_results)
+            sink_result(w, sink, j, j->tiles[i]->index, j->attempt);
+        if (w->stale_results)
+            sink_result(w, sink, j, j->tiles[i]->index, j->attempt + 1);
+    }
+    Gastroscreen__V1__TileJobDone d = GASTROSCREEN__V1__TILE_JOB_DONE__INIT;
+    d.slide_id = j->slide_id;
+    d.attempt = j->attempt;
+    d.job_id = j->job_id;
+    d.worker_id = f->id;
+    d.sent = (uint32_t)j->n_tiles;
+    Gastroscreen__V1__WorkMessage m = GASTROSCREEN__V1__WORK_MESSAGE__INIT;
+    m.body_case = GASTROSCREEN__V1__WORK_MESSAGE__BODY_TILE_JOB_DONE;
+    m.tile_job_done = &d;
+    fake_send(f, &m);
+}
+
+static void answer_screen(world *w, fake *f, const Gastroscreen__V1__ScreenTask *s)
+{
+    w->screen_k = s->k;
+    w->screen_sorted = s->n_tile_scores == s->k && s->n_features == (size_t)s->k * 512;
+    for (size_t i = 1; i < s->n_tile_scores; i++)
+        if (s->tile_scores[i] > s->tile_scores[i - 1])
+            w->screen_sorted = 0;
+    Gastroscreen__V1__ScreenResult r = GASTROSCREEN__V1__SCREEN_RESULT__INIT;
+    r.slide_id = s->slide_id;
+    r.attempt = s->attempt;
+    r.job_id = s->job_id;
+    r.worker_id = f->id;
+    r.score = w->screen_score;
+    Gastroscreen__V1__WorkMessage m = GASTROSCREEN__V1__WORK_MESSAGE__INIT;
+    m.body_case = GASTROSCREEN__V1__WORK_MESSAGE__BODY_SCREEN_RESULT;
+    m.screen_result = &r;
+    fake_send(f, &m);
+}
+
+static void answer_report(world *w, fake *f, const Gastroscreen__V1__ReportJob *j)
+{
+    assert_non_null(j->verdict);
+    w->report_class = j->verdict->verdict_class;
+    char json[PATH_MAX + 32];
+    snprintf(json, sizeof json, "%s/report.json", j->out_dir);
+    Gastroscreen__V1__ReportPaths p = GASTROSCREEN__V1__REPORT_PATHS__INIT;
+    p.report_json = json;
+    Gastroscreen__V1__ReportResult r = GASTROSCREEN__V1__REPORT_RESULT__INIT;
+    r.slide_id = j->slide_id;
+    r.attempt = j->attempt;
+    r.job_id = j->job_id;
+    r.worker_id = f->id;
+    r.paths = &p;
+    Gastroscreen__V1__WorkMessage m = GASTROSCREEN__V1__WORK_MESSAGE__INIT;
+    m.body_case = GASTROSCREEN__V1__WORK_MESSAGE__BODY_REPORT_RESULT;
+    m.report_result = &r;
+    fake_send(f, &m);
+}
+
+/* One round: the coordinator steps, every fake answers what it got. Returns messages handled. */
+static int pump(world *w)
+{
+    int n = 0;
+    if (gs_coordinator_step(w->c, 0) != 0)
+        fail_msg("step: %s", gs_error_get());
+    for (size_t i = 0; i < w->nf; i++) {
+        fake *f = &w->f[i];
+        for (;;) {
+            gs_inbound in;
+            memset(&in, 0, sizeof in);
+            gs_recv_status st = gs_transport_recv(f->t, &in, GS_RECV_DONTWAIT);
+            if (st != GS_RECV_MESSAGE) {
+                gs_inbound_release(&in);
+                if (st == GS_RECV_EMPTY || st == GS_RECV_ERROR)
+                    break;
+                continue;
+            }
+            const Gastroscreen__V1__WorkMessage *m = in.msg.work;
+            if (!f->dead) {
+                n++;
+                switch (m->body_case) {
+                case GASTROSCREEN__V1__WORK_MESSAGE__BODY_WELCOME:
+                    if (m->welcome->accepted) {
+                        f->welcomed = 1;
+                        if (!f->inbox[0])
+                            fake_ready(f);
+                    } else
+                        f->refused = 1;
+                    break;
+                case GASTROSCREEN__V1__WORK_MESSAGE__BODY_PLAN_JOB:
+                    answer_plan(w, f, m->plan_job);
+                    fake_ready(f);
+                    break;
+                case GASTROSCREEN__V1__WORK_MESSAGE__BODY_TILE_JOB:
+                    answer_tiles(w, f, m->tile_job);
+                    fake_ready(f);
+                    break;
+                case GASTROSCREEN__V1__WORK_MESSAGE__BODY_SCREEN_TASK:
+                    answer_screen(w, f, m->screen_task);
+                    fake_ready(f);
+                    break;
+                case GASTROSCREEN__V1__WORK_MESSAGE__BODY_REPORT_JOB:
+                    answer_report(w, f, m->report_job);
+                    fake_ready(f);
+                    break;
+                default:
+                    n--;
+                    break;
+                }
+            }
+            gs_inbound_release(&in);
+        }
+        if (!f->dead && w->now - f->last_hb >= 1000) {
+            f->last_hb = w->now;
+            Gastroscreen__V1__WorkerHeartbeat h = GASTROSCREEN__V1__WORKER_HEARTBEAT__INIT;
+            h.worker_id = f->id;
+            Gastroscreen__V1__WorkMessage m = GASTROSCREEN__V1__WORK_MESSAGE__INIT;
+            m.body_case = GASTROSCREEN__V1__WORK_MESSAGE__BODY_WORKER_HEARTBEAT;
+            m.worker_heartbeat = &h;
+            fake_send(f, &m);
+        }
+    }
+    for (;;) {
+        gs_inbound in;
+        memset(&in, 0, sizeof in);
+        gs_recv_status st = gs_transport_recv(w->sub, &in, GS_RECV_DONTWAIT);
+        if (st == GS_RECV_MESSAGE && strncmp(in.topic, "slide.verdict.", 14) == 0) {
+            w->verdict_events++;
+            snprintf(w->verdict_topic, sizeof w->verdict_topic, "%s", in.topic);
+        }
+        gs_inbound_release(&in);
+        if (st == GS_RECV_EMPTY || st == GS_RECV_ERROR)
+            break;
+    }
+    return n;
+}
+
+typedef int predicate(world *w, const char *id);
+
+/* Pumps until pred holds; when nothing moves, the test clock advances half a second. */
+static int run_until(world *w, predicate *pred, const char *id)
+{
+    int idle = 0;
+    for (int round = 0; round < 200000; round++) {
+        if (pred(w, id))
+            return 1;
+        if (pump(w) == 0) {
+            if (++idle >= 3) {
+                w->now += 500;
+                idle = 0;
+            }
+        } else
+            idle = 0;
+    }
+    return pred(w, id);
+}
+
+static int is_terminal(world *w, const char *id)
+{
+    gs_slide_info info;
+    if (gs_slides_get(gs_coordinator_slides(w->c), id, &info) != 0)
+        return 0;
+    return info.state == GS_SLIDE_DONE || info.state == GS_SLIDE_FAILED;
+}
+
+static int welcomed(world *w, const char *id)
+{
+    (void)id;
+    for (size_t i = 0; i < w->nf; i++)
+        if (!w->f[i].welcomed && !w->f[i].refused)
+            return 0;
+    return 1;
+}
+
+static int has_verdict_event(world *w, const char *id)
+{
+    (void)id;
+    return w->verdict_events > 0;
+}
+
+static gs_slide_info slide_info(world *w, const char *id)
+{
+    gs_slide_info info;
+    assert_int_equal(gs_slides_get(gs_coordinator_slides(w->c), id, &info), 0);
+    return info;
+}
+
+/* Submits a path over the submit socket (REQ) and returns the reply's status. */
+static int submit(world *w, const char *path, char id[GS_SLIDE_ID_LEN + 1], uint64_t *seq)
+{
+    gs_transport_options q = {.quiet = 1};
+    gs_transport *req = gs_transport_new(w->ctx, GS_CHANNEL_SUBMIT, ZMQ_REQ, GS_CONNECT,
+                                         gs_coordinator_endpoint(w->c, GS_CHANNEL_SUBMIT), &q);
+    assert_non_null(req);
+    Gastroscreen__V1__SubmitRequest r = GASTROSCREEN__V1__SUBMIT_REQUEST__INIT;
+    r.path = (char *)path;
+    r.request_id = "rq-1";
+    Gastroscreen__V1__SubmitMessage m = GASTROSCREEN__V1__SUBMIT_MESSAGE__INIT;
+    m.protocol = GASTROSCREEN__V1__PROTOCOL_VERSION__PROTOCOL_VERSION_1;
+    m.body_case = GASTROSCREEN__V1__SUBMIT_MESSAGE__BODY_REQUEST;
+    m.request = &r;
+    assert_int_equal(gs_transport_send(req, NULL, &m.base, 0), 0);
+    int status = -1;
+    for (int i = 0; i < 100000 && status < 0; i++) {
+        pump(w);
+        gs_inbound in;
+        memset(&in, 0, sizeof in);
+        if (gs_transport_recv(req, &in, GS_RECV_DONTWAIT) == GS_RECV_MESSAGE) {
+            assert_int_equal(in.msg.submit->body_case,
+                             GASTROSCREEN__V1__SUBMIT_MESSAGE__BODY_REPLY);
+            const Gastroscreen__V1__SubmitReply *rep = in.msg.submit->reply;
+            assert_string_equal(rep->request_id, "rq-1");
+            status = rep->status;
+            if (id)
+                snprintf(id, GS_SLIDE_ID_LEN + 1, "%s", rep->slide_id);
+            if (seq)
+                *seq = rep->seq;
+        }
+        gs_inbound_release(&in);
+    }
+    gs_transport_destroy(&req);
+    return status;
+}
+
+/* One query over a REQ; the reply is returned unpacked (caller frees). */
+static Gastroscreen__V1__QueryMessage *query(world *w, Gastroscreen__V1__QueryMessage *m)
+{
+    gs_transport_options q = {.quiet = 1};
+    gs_transport *req = gs_transport_new(w->ctx, GS_CHANNEL_QUERY, ZMQ_REQ, GS_CONNECT,
+                                         gs_coordinator_endpoint(w->c, GS_CHANNEL_QUERY), &q);
+    assert_non_null(req);
+    m->protocol = GASTROSCREEN__V1__PROTOCOL_VERSION__PROTOCOL_VERSION_1;
+    assert_int_equal(gs_transport_send(req, NULL, &m->base, 0), 0);
+    Gastroscreen__V1__QueryMessage *out = NULL;
+    for (int i = 0; i < 100000 && !out; i++) {
+        pump(w);
+        gs_inbound in;
+        memset(&in, 0, sizeof in);
+        if (gs_transport_recv(req, &in, GS_RECV_DONTWAIT) == GS_RECV_MESSAGE) {
+            out = in.msg.query;
+            in.msg.query = NULL; /* keep it past the release */
+        }
+        gs_inbound_release(&in);
+    }
+    gs_transport_destroy(&req);
+    assert_non_null(out);
+    return out;
+}
+
+static Gastroscreen__V1__QueryMessage *events_since(world *w, uint64_t after, uint32_t max)
+{
+    Gastroscreen__V1__EventsSinceRequest r = GASTROSCREEN__V1__EVENTS_SINCE_REQUEST__INIT;
+    r.after_seq = after;
+    r.max_events = max;
+    Gastroscreen__V1__QueryMessage m = GASTROSCREEN__V1__QUERY_MESSAGE__INIT;
+    m.body_case = GASTROSCREEN__V1__QUERY_MESSAGE__BODY_EVENTS_SINCE;
+    m.events_since = &r;
+    Gastroscreen__V1__QueryMessage *rep = query(w, &m);
+    assert_int_equal(rep->body_case, GASTROSCREEN__V1__QUERY_MESSAGE__BODY_EVENTS);
+    return rep;
+}
+
+/* Verdict events of slide id in the journal (via the query socket). */
+static int journal_verdicts(world *w, const char *id)
+{
+    Gastroscreen__V1__QueryMessage *rep = events_since(w, 0, 1000);
+    int n = 0;
+    for (size_t i = 0; i < rep->events->n_events; i++) {
+        const Gastroscreen__V1__EventMessage *ev = rep->events->events[i];
+        if (ev->body_case == GASTROSCREEN__V1__EVENT_MESSAGE__BODY_VERDICT &&
+            strcmp(ev->verdict->slide_id, id) == 0)
+            n++;
+    }
+    gastroscreen__v1__query_message__free_unpacked(rep, NULL);
+    return n;
+}
+
+static void start_with_workers(world *w)
+{
+    world_start(w);
+    fakes_all(w);
+    assert_true(run_until(w, welcomed, NULL));
+}
+
+/* ------------------------------------------------------------------------------------------ */
+
+static void slide_flows_to_done(void **state)
+{
+    (void)state;
+    world w;
+    world_init(&w);
+    w.duplicate_results = 1;
+    w.stale_results = 1;
+    start_with_workers(&w);
+    char id[GS_SLIDE_ID_LEN + 1], id2[GS_SLIDE_ID_LEN + 1];
+    uint64_t seq = 0;
+    assert_int_equal(submit(&w, w.slide, id, &seq),
+                     GASTROSCREEN__V1__SUBMIT_STATUS__SUBMIT_STATUS_ACCEPTED);
+    assert_true(seq >= 1);
+    /* The same file again is the same slide. */
+    assert_int_equal(submit(&w, w.slide, id2, NULL),
+                     GASTROSCREEN__V1__SUBMIT_STATUS__SUBMIT_STATUS_DUPLICATE);
+    assert_string_equal(id, id2);
+    /* Outside the roots: rejected. */
+    assert_int_equal(submit(&w, "/etc/passwd", NULL, NULL),
+                     GASTROSCREEN__V1__SUBMIT_STATUS__SUBMIT_STATUS_REJECTED);
+
+    assert_true(run_until(&w, is_terminal, id));
+    gs_slide_info info = slide_info(&w, id);
+    assert_int_equal(info.state, GS_SLIDE_DONE);
+    assert_int_equal(info.verdict, GS_VERDICT_POSITIVE);
+    assert_int_equal(info.tiles.planned, N_TILES);
+    assert_int_equal(info.tiles.background, N_TILES - N_INFER);
+    assert_int_equal(info.tiles.inferred, N_INFER);
+    assert_int_equal(info.tiles.blurry, 0);
+    assert_true(w.blur_tile_jobs > 0);
+    assert_true(w.infer_tile_jobs > 0);
+    assert_int_equal(w.screen_k, N_INFER);
+    assert_true(w.screen_sorted);
+    assert_int_equal(w.report_class, GS_VERDICT_POSITIVE);
+    assert_true(strstr(info.report_json, "report.json") != NULL);
+
+    gs_coordinator_stats s;
+    gs_coordinator_stats_get(w.c, &s);
+    assert_true(s.duplicates >= N_INFER); /* every infer result came twice */
+    assert_true(s.stale >= N_INFER);      /* and once more with another attempt */
+    assert_int_equal(s.verdicts[GS_VERDICT_POSITIVE], 1);
+    assert_int_equal(s.slides_accepted, 1);
+    assert_int_equal(s.intake_duplicates, 1);
+
+    /* Published after it was journalled, exactly once. */
+    assert_true(run_until(&w, has_verdict_event, id));
+    for (int i = 0; i < 50; i++)
+        pump(&w);
+    assert_int_equal(w.verdict_events, 1);
+    assert_string_equal(w.verdict_topic, "slide.verdict.positive.");
+    assert_int_equal(journal_verdicts(&w, id), 1);
+    world_free(&w);
+}
+
+static void blur_first_unassessable(void **state)
+{
+    (void)state;
+    world w;
+    world_init(&w);
+    w.all_blurry = 1;
+    start_with_workers(&w);
+    char id[GS_SLIDE_ID_LEN + 1];
+    assert_int_equal(gs_coordinator_intake(w.c, w.slide, GS_INTAKE_EMBEDDED, "", id, NULL), 0);
+    assert_true(run_until(&w, is_terminal, id));
+    gs_slide_info info = slide_info(&w, id);
+    assert_int_equal(info.state, GS_SLIDE_DONE);
+    assert_int_equal(info.verdict, GS_VERDICT_UNASSESSABLE);
+    assert_true(info.out_of_focus);
+    assert_true(strstr(info.reason, "out of focus") != NULL);
+    assert_int_equal(info.tiles.blurry, 32);
+    assert_int_equal(info.tiles.inferred, 0);
+    assert_true(w.blur_tile_jobs > 0);
+    assert_int_equal(w.infer_tile_jobs, 0);
+    for (size_t i = 0; i < w.nf; i++)
+        if (w.f[i].stage == GASTROSCREEN__V1__STAGE__STAGE_INFER)
+            assert_int_equal(w.f[i].tiles_got, 0);
+    assert_int_equal(w.report_class, GS_VERDICT_UNASSESSABLE);
+    assert_int_equal(w.screen_k, 0);
+    assert_int_equal(journal_verdicts(&w, id), 1);
+    world_free(&w);
+}
+
+static int some_inferred(world *w, const char *id)
+{
+    (void)id;
+    return w->infer_results >= 8;
+}
+
+static void lost_worker_tiles_rerequested(void **state)
+{
+    (void)state;
+    world w;
+    world_init(&w);
+    start_with_workers(&w);
+    fake *second = fake_add(&w, GASTROSCREEN__V1__STAGE__STAGE_INFER, "aaaa");
+    assert_true(run_until(&w, welcomed, NULL));
+    fake *first = NULL;
+    for (size_t i = 0; i < w.nf; i++)
+        if (w.f[i].stage == GASTROSCREEN__V1__STAGE__STAGE_INFER && &w.f[i] != second)
+            first = &w.f[i];
+    assert_non_null(first);
+    char id[GS_SLIDE_ID_LEN + 1];
+    assert_int_equal(gs_coordinator_intake(w.c, w.slide, GS_INTAKE_EMBEDDED, "", id, NULL), 0);
+    assert_true(run_until(&w, some_inferred, id));
+    /* The first infer worker vanishes: no heartbeat, no result; tiles sent to it are lost. */
+    first->dead = 1;
+    uint32_t second_before = second->tiles_got;
+    assert_true(run_until(&w, is_terminal, id));
+    gs_slide_info info = slide_info(&w, id);
+    assert_int_equal(info.state, GS_SLIDE_DONE);
+    assert_int_equal(info.tiles.inferred, N_INFER);
+    assert_int_equal(info.tiles.error, 0);
+    assert_true(info.tiles.rerequested > 0);
+    assert_true(first->tiles_got > 0);
+    assert_true(second->tiles_got > second_before);
+    gs_coordinator_stats s;
+    gs_coordinator_stats_get(w.c, &s);
+    assert_int_equal(s.workers_lost, 1);
+    assert_true(s.tiles_rerequested > 0);
+    assert_int_equal(journal_verdicts(&w, id), 1);
+    world_free(&w);
+}
+
+/* Sends raw bytes from a fresh socket, pumps until they are surely read, closes. */
+static void raw_send(world *w, int type, const char *endpoint, const char *topic, const void *buf,
+                     size_t len)
+{
+    void *s = zmq_socket(w->ctx, type);
+    assert_non_null(s);
+    int linger = 0;
+    zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
+    assert_int_equal(zmq_connect(s, endpoint), 0);
+    if (topic)
+        zmq_send(s, topic, strlen(topic), ZMQ_SNDMORE);
+    assert_true(zmq_send(s, buf, len, 0) >= 0);
+    for (int i = 0; i < 20; i++)
+        pump(w);
+    zmq_close(s);
+}
+
+/* REQ with raw bytes; returns 1 when any reply came back. */
+static int raw_req(world *w, const char *endpoint, const void *buf, size_t len, int *body_case,
+                   int query_socket)
+{
+    void *s = zmq_socket(w->ctx, ZMQ_REQ);
+    int linger = 0;
+    zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
+    assert_int_equal(zmq_connect(s, endpoint), 0);
+    assert_true(zmq_send(s, buf, len, 0) >= 0);
+    int got = 0;
+    for (int i = 0; i < 100000 && !got; i++) {
+        pump(w);
+        uint8_t reply[65536];
+        int n = zmq_recv(s, reply, sizeof reply, ZMQ_DONTWAIT);
+        if (n >= 0) {
+            got = 1;
+            if (query_socket) {
+                Gastroscreen__V1__QueryMessage *q =
+                    gastroscreen__v1__query_message__unpack(NULL, (size_t)n, reply);
+                assert_non_null(q);
+                *body_case = q->body_case;
+                gastroscreen__v1__query_message__free_unpacked(q, NULL);
+            } else {
+                Gastroscreen__V1__SubmitMessage *q =
+                    gastroscreen__v1__submit_message__unpack(NULL, (size_t)n, reply);
+                assert_non_null(q);
+                *body_case = q->reply ? (int)q->reply->status : -1;
+                gastroscreen__v1__submit_message__free_unpacked(q, NULL);
+            }
+        }
+    }
+    zmq_close(s);
+    return got;
+}
+
+static void garbage_on_every_socket(void **state)
+{
+    (void)state;
+    world w;
+    world_init(&w);
+    start_with_workers(&w);
+    const uint8_t garbage[] = {0xff, 0x13, 0x37, 0x00, 0x42, 0x99, 0xfe, 0x01};
+    /* A valid envelope of another type: a QueryMessage request. */
+    Gastroscreen__V1__EventsSinceRequest er = GASTROSCREEN__V1__EVENTS_SINCE_REQUEST__INIT;
+    Gastroscreen__V1__QueryMessage qm = GASTROSCREEN__V1__QUERY_MESSAGE__INIT;
+    qm.protocol = GASTROSCREEN__V1__PROTOCOL_VERSION__PROTOCOL_VERSION_1;
+    qm.body_case = GASTROSCREEN__V1__QUERY_MESSAGE__BODY_EVENTS_SINCE;
+    qm.events_since = &er;
+    uint8_t wrong[64];
+    size_t wrong_len = gastroscreen__v1__query_message__pack(&qm, wrong);
+    /* A worker-bound body sent to the coordinator. */
+    Gastroscreen__V1__CoordinatorHeartbeat ch = GASTROSCREEN__V1__COORDINATOR_HEARTBEAT__INIT;
+    ch.coordinator_id = "x";
+    Gastroscreen__V1__WorkMessage wm = GASTROSCREEN__V1__WORK_MESSAGE__INIT;
+    wm.protocol = GASTROSCREEN__V1__PROTOCOL_VERSION__PROTOCOL_VERSION_1;
+    wm.body_case = GASTROSCREEN__V1__WORK_MESSAGE__BODY_COORDINATOR_HEARTBEAT;
+    wm.coordinator_heartbeat = &ch;
+    uint8_t backwards[64];
+    size_t backwards_len = gastroscreen__v1__work_message__pack(&wm, backwards);
+    /* A malformed result: a tile result with no fence. */
+    Gastroscreen__V1__TileResult tr = GASTROSCREEN__V1__TILE_RESULT__INIT;
+    tr.slide_id = "not-hex";
+    Gastroscreen__V1__WorkMessage wm2 = GASTROSCREEN__V1__WORK_MESSAGE__INIT;
+    wm2.protocol = GASTROSCREEN__V1__PROTOCOL_VERSION__PROTOCOL_VERSION_1;
+    wm2.body_case = GASTROSCREEN__V1__WORK_MESSAGE__BODY_TILE_RESULT;
+    wm2.tile_result = &tr;
+    uint8_t unfenced[64];
+    size_t unfenced_len = gastroscreen__v1__work_message__pack(&wm2, unfenced);
+
+    const char *work = gs_coordinator_endpoint(w.c, GS_CHANNEL_WORK);
+    raw_send(&w, ZMQ_DEALER, work, NULL, garbage, sizeof garbage);
+    raw_send(&w, ZMQ_DEALER, work, NULL, wrong, wrong_len);
+    raw_send(&w, ZMQ_DEALER, work, NULL, backwards, backwards_len);
+    raw_send(&w, ZMQ_DEALER, work, NULL, unfenced, unfenced_len);
+    int body = -1;
+    assert_true(raw_req(&w, gs_coordinator_endpoint(w.c, GS_CHANNEL_SUBMIT), garbage,
+                        sizeof garbage, &body, 0));
+    assert_int_equal(body, GASTROSCREEN__V1__SUBMIT_STATUS__SUBMIT_STATUS_REJECTED);
+    assert_true(
+        raw_req(&w, gs_coordinator_endpoint(w.c, GS_CHANNEL_SUBMIT), wrong, wrong_len, &body, 0));
+    assert_int_equal(body, GASTROSCREEN__V1__SUBMIT_STATUS__SUBMIT_STATUS_REJECTED);
+    assert_true(raw_req(&w, gs_coordinator_endpoint(w.c, GS_CHANNEL_QUERY), garbage, sizeof garbage,
+                        &body, 1));
+    assert_int_equal(body, GASTROSCREEN__V1__QUERY_MESSAGE__BODY_ERROR);
+    assert_true(raw_req(&w, gs_coordinator_endpoint(w.c, GS_CHANNEL_QUERY), backwards,
+                        backwards_len, &body, 1));
+    assert_int_equal(body, GASTROSCREEN__V1__QUERY_MESSAGE__BODY_ERROR);
+    /* Intake: a PUB binds nothing here; the coordinator's SUB is bound, so connect a PUB and
+     * repeat until the subscription has reached it (a new PUB drops its first messages). */
+    void *pub = zmq_socket(w.ctx, ZMQ_PUB);
+    int linger = 0;
+    zmq_setsockopt(pub, ZMQ_LINGER, &linger, sizeof linger);
+    assert_int_equal(zmq_connect(pub, gs_coordinator_endpoint(w.c, GS_CHANNEL_INTAKE)), 0);
+    gs_coordinator_stats s;
+    for (int i = 0; i < 100000; i++) {
+        zmq_send(pub, "slide.arrived.", 14, ZMQ_SNDMORE);
+        zmq_send(pub, garbage, sizeof garbage, 0);
+        pump(&w);
+        gs_coordinator_stats_get(w.c, &s);
+        if (s.malformed[GS_COORD_SOCKET_INTAKE] > 0)
+            break;
+    }
+    zmq_close(pub);
+    for (int i = 0; i < 20; i++)
+        pump(&w);
+    w.now += 1000; /* the snapshot is refreshed once a second */
+    pump(&w);
+    gs_coordinator_stats_get(w.c, &s);
+    assert_true(s.malformed[GS_COORD_SOCKET_INTAKE] > 0);
+    assert_true(s.malformed[GS_COORD_SOCKET_SUBMIT] + s.malformed[GS_COORD_SOCKET_INTAKE] >= 2);
+    assert_true(s.malformed[GS_COORD_SOCKET_QUERY] >= 1);
+    assert_true(s.wrong_type[GS_COORD_SOCKET_QUERY] >= 1);
+    assert_true(s.malformed[GS_COORD_SOCKET_WORK] >= 2);  /* garbage, and the unfenced result */
+    assert_true(s.wrong_type[GS_COORD_SOCKET_WORK] >= 2); /* another envelope, a backwards body */
+
+    /* A worker with another model is refused; the service keeps working. */
+    fake *odd = fake_add(&w, GASTROSCREEN__V1__STAGE__STAGE_INFER, "bbbb");
+    assert_true(run_until(&w, welcomed, NULL));
+    assert_true(odd->refused);
+    char id[GS_SLIDE_ID_LEN + 1];
+    assert_int_equal(submit(&w, w.slide, id, NULL),
+                     GASTROSCREEN__V1__SUBMIT_STATUS__SUBMIT_STATUS_ACCEPTED);
+    assert_true(run_until(&w, is_terminal, id));
+    assert_int_equal(slide_info(&w, id).state, GS_SLIDE_DONE);
+    assert_int_equal(odd->tiles_got, 0);
+    world_free(&w);
+}
+
+static void query_answers_events_and_state(void **state)
+{
+    (void)state;
+    world w;
+    world_init(&w);
+    w.screen_score = 0.2f;
+    start_with_workers(&w);
+    char id[GS_SLIDE_ID_LEN + 1];
+    assert_int_equal(submit(&w, w.slide, id, NULL),
+                     GASTROSCREEN__V1__SUBMIT_STATUS__SUBMIT_STATUS_ACCEPTED);
+    assert_true(run_until(&w, is_terminal, id));
+
+    Gastroscreen__V1__QueryMessage *rep = events_since(&w, 0, 0);
+    const Gastroscreen__V1__EventsSinceReply *e = rep->events;
+    assert_true(e->n_events >= 7); /* accepted, planned, blur checked, inferring, screened, ... */
+    for (size_t i = 0; i < e->n_events; i++)
+        assert_int_equal(e->events[i]->seq, i + 1); /* contiguous from 1 */
+    assert_int_equal(e->last_seq, e->n_events);
+    assert_false(e->truncated);
+    assert_int_equal(e->events[0]->body_case, GASTROSCREEN__V1__EVENT_MESSAGE__BODY_ACCEPTED);
+    const Gastroscreen__V1__EventMessage *last = e->events[e->n_events - 1];
+    assert_int_equal(last->body_case, GASTROSCREEN__V1__EVENT_MESSAGE__BODY_VERDICT);
+    assert_int_equal(last->verdict->verdict_class,
+                     GASTROSCREEN__V1__VERDICT_CLASS__VERDICT_CLASS_NEGATIVE);
+    uint64_t total = e->n_events;
+    gastroscreen__v1__query_message__free_unpacked(rep, NULL);
+
+    rep = events_since(&w, 2, 3);
+    assert_int_equal(rep->events->n_events, 3);
+    assert_int_equal(rep->events->events[0]->seq, 3);
+    assert_int_equal(rep->events->last_seq, total);
+    gastroscreen__v1__query_message__free_unpacked(rep, NULL);
+
+    Gastroscreen__V1__SlideStateRequest sr = GASTROSCREEN__V1__SLIDE_STATE_REQUEST__INIT;
+    sr.slide_id = id;
+    Gastroscreen__V1__QueryMessage m = GASTROSCREEN__V1__QUERY_MESSAGE__INIT;
+    m.body_case = GASTROSCREEN__V1__QUERY_MESSAGE__BODY_SLIDE_STATE;
+    m.slide_state = &sr;
+    rep = query(&w, &m);
+    assert_int_equal(rep->body_case, GASTROSCREEN__V1__QUERY_MESSAGE__BODY_STATE);
+    assert_int_equal(rep->state->n_slides, 1);
+    const Gastroscreen__V1__SlideStatus *st = rep->state->slides[0];
+    assert_string_equal(st->slide_id, id);
+    assert_int_equal(st->state, GASTROSCREEN__V1__SLIDE_STATE__SLIDE_STATE_DONE);
+    assert_non_null(st->verdict);
+    assert_int_equal(st->verdict->verdict_class,
+                     GASTROSCREEN__V1__VERDICT_CLASS__VERDICT_CLASS_NEGATIVE);
+    assert_int_equal(st->tiles->inferred, N_INFER);
+    assert_int_equal(st->last_seq, total);
+    gastroscreen__v1__query_message__free_unpacked(rep, NULL);
+
+    sr.slide_id = "";
+    sr.path = w.slide;
+    rep = query(&w, &m);
+    assert_int_equal(rep->state->n_slides, 1);
+    assert_string_equal(rep->state->slides[0]->slide_id, id);
+    gastroscreen__v1__query_message__free_unpacked(rep, NULL);
+
+    sr.path = "";
+    sr.in_flight = 1;
+    rep = query(&w, &m);
+    assert_int_equal(rep->state->n_slides, 0);
+    gastroscreen__v1__query_message__free_unpacked(rep, NULL);
+
+    sr.in_flight = 0;
+    sr.slide_id = "0123456789abcdef";
+    rep = query(&w, &m);
+    assert_int_equal(rep->body_case, GASTROSCREEN__V1__QUERY_MESSAGE__BODY_STATE);
+    assert_int_equal(rep->state->n_slides, 0);
+    gastroscreen__v1__query_message__free_unpacked(rep, NULL);
+    world_free(&w);
+}
+
+static int inferring_with_budget_spent(world *w, const char *id)
+{
+    gs_slide_info info;
+    if (gs_slides_get(gs_coordinator_slides(w->c), id, &info) != 0)
+        return 0;
+    return info.state == GS_SLIDE_INFERRING && w->infer_results >= (uint32_t)w->infer_budget;
+}
+
+static void restart_mid_slide_one_verdict(void **state)
+{
+    (void)state;
+    world w;
+    world_init(&w);
+    w.infer_budget = 12;
+    start_with_workers(&w);
+    char id[GS_SLIDE_ID_LEN + 1];
+    assert_int_equal(submit(&w, w.slide, id, NULL),
+                     GASTROSCREEN__V1__SUBMIT_STATUS__SUBMIT_STATUS_ACCEPTED);
+    assert_true(run_until(&w, inferring_with_budget_spent, id));
+    for (int i = 0; i < 20; i++)
+        pump(&w); /* let the last results land in the ledger */
+    assert_int_equal(slide_info(&w, id).attempt, 1);
+
+    /* The coordinator stops mid-slide; a new one starts on the same journal and spool. */
+    world_stop(&w);
+    uint32_t before = w.infer_results;
+    w.infer_budget = -1;
+    w.verdict_events = 0;
+    start_with_workers(&w);
+    gs_slide_info info = slide_info(&w, id);
+    assert_int_equal(info.attempt, 2);
+    assert_int_equal(info.state, GS_SLIDE_INFERRING);
+    assert_true(run_until(&w, is_terminal, id));
+    info = slide_info(&w, id);
+    assert_int_equal(info.state, GS_SLIDE_DONE);
+    assert_int_equal(info.tiles.inferred, N_INFER);
+    /* The outcomes of the first attempt were adopted, not inferred again. */
+    uint32_t again = 0;
+    for (size_t i = 0; i < w.nf; i++)
+        if (w.f[i].stage == GASTROSCREEN__V1__STAGE__STAGE_INFER)
+            again += w.f[i].tiles_got;
+    assert_int_equal(again, N_INFER - before);
+    assert_int_equal(journal_verdicts(&w, id), 1);
+    world_free(&w);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(slide_flows_to_done),
+        cmocka_unit_test(blur_first_unassessable),
+        cmocka_unit_test(lost_worker_tiles_rerequested),
+        cmocka_unit_test(garbage_on_every_socket),
+        cmocka_unit_test(query_answers_events_and_state),
+        cmocka_unit_test(restart_mid_slide_one_verdict),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
