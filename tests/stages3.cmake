@@ -9,3 +9,38 @@ set_tests_properties(stages3_bundle PROPERTIES LABELS unit FIXTURES_SETUP stages
 
 gs_cmocka_test(test_stage_handlers unit SOURCES unit/test_stage_handlers.c LIBS gs_stages)
 set_tests_properties(test_stage_handlers PROPERTIES FIXTURES_REQUIRED stages3_bundle TIMEOUT 600)
+
+# The executables: --help exits 0 with the usage; a bad flag exits 2 naming it; a missing
+# model file exits 1 naming the file (stages that load a model); a bad value in the config file
+# exits 2 naming file, line and key; a worker started against no coordinator stops cleanly
+# (exit 0) on SIGTERM once it is running (it prints "connecting to" when its loop starts).
+foreach(stage tiler foreground blur infer screener reporter)
+  set(exe $<TARGET_FILE:gastroscreen-${stage}>)
+  add_test(NAME stage_exec_${stage}_help
+           COMMAND sh -c "out=$(\"$0\" --help) && echo \"$out\" | grep -q 'usage: gastroscreen-${stage} '"
+                   ${exe})
+  add_test(NAME stage_exec_${stage}_bad_flag
+           COMMAND sh -c "out=$(\"$0\" --no-such-flag 2>&1); rc=$?; echo \"$out\"; [ $rc -eq 2 ] && echo \"$out\" | grep -q -- '--no-such-flag: not an option'"
+                   ${exe})
+  add_test(NAME stage_exec_${stage}_bad_config
+           COMMAND sh -c "f=\"$1/bad-${stage}.conf\"; mkdir -p \"$1\" && printf '[coordinator]\\nheartbeat_ms = 0\\n' > \"$f\" && out=$(\"$0\" --config \"$f\" 2>&1); rc=$?; echo \"$out\"; [ $rc -eq 2 ] && echo \"$out\" | grep -q \"$f:2: .coordinator. heartbeat_ms\""
+                   ${exe} ${GS_STAGES3_DIR})
+  set_tests_properties(stage_exec_${stage}_help stage_exec_${stage}_bad_flag
+                       stage_exec_${stage}_bad_config PROPERTIES LABELS unit)
+endforeach()
+foreach(stage foreground blur infer screener)
+  add_test(NAME stage_exec_${stage}_missing_model
+           COMMAND sh -c "out=$(\"$0\" --model /nonexistent/missing.safetensors 2>&1); rc=$?; echo \"$out\"; [ $rc -eq 1 ] && echo \"$out\" | grep -q '/nonexistent/missing.safetensors'"
+                   $<TARGET_FILE:gastroscreen-${stage}>)
+  set_tests_properties(stage_exec_${stage}_missing_model PROPERTIES LABELS unit)
+endforeach()
+set(GS_STAGES3_SIGTERM_tiler "")
+set(GS_STAGES3_SIGTERM_blur "--tile-inbox tcp://127.0.0.1:* --model ${GS_STAGES3_DIR}/seed1.safetensors")
+foreach(stage tiler blur)
+  add_test(NAME stage_exec_${stage}_sigterm
+           COMMAND sh -c "log=\"$1/sigterm-${stage}.log\"; mkdir -p \"$1\"; set -f; \"$0\" --config \"$2\" --coordinator tcp://127.0.0.1:1 $3 2>\"$log\" & p=$!; i=0; until grep -q 'connecting to' \"$log\"; do i=$((i+1)); [ $i -gt 600 ] && { kill -9 $p; cat \"$log\"; exit 1; }; sleep 0.1; done; kill -TERM $p; wait $p; rc=$?; cat \"$log\"; [ $rc -eq 0 ] && grep -q stopped \"$log\""
+                   $<TARGET_FILE:gastroscreen-${stage}> ${GS_STAGES3_DIR}
+                   ${CMAKE_SOURCE_DIR}/systemd/gastroscreen.conf "${GS_STAGES3_SIGTERM_${stage}}")
+  set_tests_properties(stage_exec_${stage}_sigterm PROPERTIES LABELS unit FIXTURES_REQUIRED
+                       stages3_bundle)
+endforeach()
