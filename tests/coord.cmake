@@ -3,5 +3,3 @@ gs_cmocka_test(test_journal unit SOURCES unit/test_journal.c LIBS gs_daemon)
 gs_cmocka_test(test_ledger unit SOURCES unit/test_ledger.c LIBS gs_daemon)
 gs_cmocka_test(test_slides unit SOURCES unit/test_slides.c LIBS gs_daemon)
 gs_cmocka_test(test_config unit SOURCES unit/test_config.c LIBS gs_daemon)
-# The coordinator library driven in-process with fake workers (inproc://, a test clock).
-gs_cmocka_test(test_coordinator unit SOURCES unit/test_coordinator.c LIBS gs_daemon)
