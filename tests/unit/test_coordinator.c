@@ -50,14 +50,18 @@ typedef struct {
     gs_transport *sub;
     /* behaviour */
     int all_blurry, duplicate_results, stale_results;
-    int infer_budget; /* >= 0: infer results answered before the sinks go quiet; -1 = all */
+    int plan_error;    /* the foreground answers every plan with an error */
+    int goodbye_plans; /* the next foreground given a plan hands it back and leaves */
+    int swallow_plans; /* a foreground given a plan vanishes with it (a crash) */
+    int watch;         /* the config has a watched folder */
+    int infer_budget;  /* >= 0: infer results answered before the sinks go quiet; -1 = all */
     float screen_score;
     /* observations */
     uint32_t infer_tile_jobs, blur_tile_jobs, infer_results;
     uint32_t screen_k;
     int screen_sorted;
     int report_class;
-    int verdict_events;
+    int verdict_events, accepted_events;
     char verdict_topic[256];
     uint32_t rr;
 } world;
@@ -79,7 +83,9 @@ static void write_config(world *w)
     for (int i = 0; i < 5; i++)
         fprintf(f, "%s = inproc://t%d-%d-%s\n", names[i], (int)getpid(), w->gen, names[i]);
     fprintf(f, "journal_dir = %s/journal\nspool_dir = %s/spool\nmetrics =\n", w->dir, w->dir);
-    fprintf(f, "[intake]\nslide_roots = %s/slides\n", w->dir);
+    fprintf(f, "[intake]\nslide_roots = %s/slides %s/watch\n", w->dir, w->dir);
+    if (w->watch)
+        fprintf(f, "watch_dir = %s/watch\nwatch_settle = 5s\n", w->dir);
     fprintf(f, "[reporter]\nreport_dir = %s/reports\n", w->dir);
     fclose(f);
 }
@@ -137,6 +143,8 @@ static void world_init(world *w)
     assert_non_null(mkdtemp(w->dir));
     char p[PATH_MAX + 32];
     snprintf(p, sizeof p, "%s/slides", w->dir);
+    assert_int_equal(mkdir(p, 0755), 0);
+    snprintf(p, sizeof p, "%s/watch", w->dir);
     assert_int_equal(mkdir(p, 0755), 0);
     snprintf(w->slide, sizeof w->slide, "%s/slides/a.svs", w->dir);
     FILE *f = fopen(w->slide, "w");
@@ -228,6 +236,27 @@ static fake *fake_by_inbox(world *w, const char *inbox)
     return NULL;
 }
 
+/* A graceful stop with the plan job in hand: it is handed back. */
+static void fake_goodbye(fake *f, const Gastroscreen__V1__PlanJob *j)
+{
+    Gastroscreen__V1__JobRef ref = GASTROSCREEN__V1__JOB_REF__INIT;
+    ref.slide_id = j->slide_id;
+    ref.attempt = j->attempt;
+    ref.job_id = j->job_id;
+    ref.kind = GASTROSCREEN__V1__JOB_KIND__JOB_KIND_PLAN;
+    Gastroscreen__V1__HandedBack hb = GASTROSCREEN__V1__HANDED_BACK__INIT, *phb = &hb;
+    hb.job = &ref;
+    Gastroscreen__V1__WorkerGoodbye g = GASTROSCREEN__V1__WORKER_GOODBYE__INIT;
+    g.worker_id = f->id;
+    g.n_handed_back = 1;
+    g.handed_back = &phb;
+    g.reason = "stopping (SIGTERM)";
+    Gastroscreen__V1__WorkMessage m = GASTROSCREEN__V1__WORK_MESSAGE__INIT;
+    m.body_case = GASTROSCREEN__V1__WORK_MESSAGE__BODY_GOODBYE;
+    m.goodbye = &g;
+    fake_send(f, &m);
+}
+
 static void answer_plan(world *w, fake *f, const Gastroscreen__V1__PlanJob *j)
 {
     Gastroscreen__V1__SlideFacts facts = GASTROSCREEN__V1__SLIDE_FACTS__INIT;
@@ -255,15 +284,18 @@ static void answer_plan(world *w, fake *f, const Gastroscreen__V1__PlanJob *j)
     r.attempt = j->attempt;
     r.job_id = j->job_id;
     r.worker_id = f->id;
-    r.facts = &facts;
-    r.grid = &grid;
-    r.n_tiles = N_TILES;
-    r.tiles = pt;
+    if (w->plan_error)
+        r.error = "openslide: cannot open";
+    else {
+        r.facts = &facts;
+        r.grid = &grid;
+        r.n_tiles = N_TILES;
+        r.tiles = pt;
+    }
     Gastroscreen__V1__WorkMessage m = GASTROSCREEN__V1__WORK_MESSAGE__INIT;
     m.body_case = GASTROSCREEN__V1__WORK_MESSAGE__BODY_PLAN_RESULT;
     m.plan_result = &r;
     fake_send(f, &m);
-    (void)w;
 }
 
 static void sink_result(world *w, fake *sink, const Gastroscreen__V1__TileJob *j, uint32_t index,
@@ -415,6 +447,16 @@ static int pump(world *w)
                         f->refused = 1;
                     break;
                 case GASTROSCREEN__V1__WORK_MESSAGE__BODY_PLAN_JOB:
+                    if (w->swallow_plans) {
+                        f->dead = 1;
+                        break;
+                    }
+                    if (w->goodbye_plans) {
+                        w->goodbye_plans = 0;
+                        fake_goodbye(f, m->plan_job);
+                        f->dead = 1;
+                        break;
+                    }
                     answer_plan(w, f, m->plan_job);
                     fake_ready(f);
                     break;
@@ -451,6 +493,8 @@ static int pump(world *w)
         gs_inbound in;
         memset(&in, 0, sizeof in);
         gs_recv_status st = gs_transport_recv(w->sub, &in, GS_RECV_DONTWAIT);
+        if (st == GS_RECV_MESSAGE && strcmp(in.topic, "slide.accepted.") == 0)
+            w->accepted_events++;
         if (st == GS_RECV_MESSAGE && strncmp(in.topic, "slide.verdict.", 14) == 0) {
             w->verdict_events++;
             snprintf(w->verdict_topic, sizeof w->verdict_topic, "%s", in.topic);
@@ -998,6 +1042,171 @@ static void restart_mid_slide_one_verdict(void **state)
     world_free(&w);
 }
 
+static void failed_plan_reports_then_fails(void **state)
+{
+    (void)state;
+    world w;
+    world_init(&w);
+    w.plan_error = 1;
+    start_with_workers(&w);
+    char id[GS_SLIDE_ID_LEN + 1];
+    assert_int_equal(gs_coordinator_intake(w.c, w.slide, GS_INTAKE_EMBEDDED, "", id, NULL), 0);
+    assert_true(run_until(&w, is_terminal, id));
+    gs_slide_info info = slide_info(&w, id);
+    assert_int_equal(info.state, GS_SLIDE_FAILED);
+    assert_int_equal(info.verdict, GS_VERDICT_FAILED);
+    assert_string_equal(info.reason, "plan: openslide: cannot open");
+    /* report.json says why: the FAILED report job went out before FAILED was journalled. */
+    assert_int_equal(w.report_class, GS_VERDICT_FAILED);
+    assert_true(strstr(info.report_json, "report.json") != NULL);
+    assert_int_equal(w.blur_tile_jobs + w.infer_tile_jobs, 0);
+    assert_true(run_until(&w, has_verdict_event, id));
+    assert_string_equal(w.verdict_topic, "slide.verdict.failed.");
+    assert_int_equal(journal_verdicts(&w, id), 1);
+    world_free(&w);
+}
+
+static void handed_back_job_is_resent(void **state)
+{
+    (void)state;
+    world w;
+    world_init(&w);
+    w.goodbye_plans = 1;
+    start_with_workers(&w);
+    fake_add(&w, GASTROSCREEN__V1__STAGE__STAGE_FOREGROUND, "aaaa");
+    assert_true(run_until(&w, welcomed, NULL));
+    char id[GS_SLIDE_ID_LEN + 1];
+    assert_int_equal(gs_coordinator_intake(w.c, w.slide, GS_INTAKE_EMBEDDED, "", id, NULL), 0);
+    assert_true(run_until(&w, is_terminal, id));
+    gs_slide_info info = slide_info(&w, id);
+    assert_int_equal(info.state, GS_SLIDE_DONE);
+    assert_int_equal(info.crash_marks, 0); /* a goodbye is not a crash */
+    gs_coordinator_stats s;
+    gs_coordinator_stats_get(w.c, &s);
+    assert_int_equal(s.workers_goodbye, 1);
+    assert_int_equal(s.workers_lost, 0);
+    assert_int_equal(s.jobs_resent, 1);
+    world_free(&w);
+}
+
+static void poison_after_three_lost_workers(void **state)
+{
+    (void)state;
+    world w;
+    world_init(&w);
+    w.swallow_plans = 1;
+    start_with_workers(&w);
+    fake_add(&w, GASTROSCREEN__V1__STAGE__STAGE_FOREGROUND, "aaaa");
+    fake_add(&w, GASTROSCREEN__V1__STAGE__STAGE_FOREGROUND, "aaaa");
+    assert_true(run_until(&w, welcomed, NULL));
+    char id[GS_SLIDE_ID_LEN + 1];
+    assert_int_equal(gs_coordinator_intake(w.c, w.slide, GS_INTAKE_EMBEDDED, "", id, NULL), 0);
+    assert_true(run_until(&w, is_terminal, id));
+    gs_slide_info info = slide_info(&w, id);
+    assert_int_equal(info.state, GS_SLIDE_FAILED);
+    assert_int_equal(info.crash_marks, 3);
+    assert_true(strncmp(info.reason, "poison", 6) == 0);
+    gs_coordinator_stats s;
+    gs_coordinator_stats_get(w.c, &s);
+    assert_int_equal(s.workers_lost, 3);
+    assert_int_equal(s.failed_poison, 1);
+    assert_int_equal(journal_verdicts(&w, id), 1);
+    world_free(&w);
+}
+
+static int has_slide(world *w, const char *id)
+{
+    (void)id;
+    return gs_slides_count(gs_coordinator_slides(w->c)) > 0;
+}
+
+static void announced_slide_is_accepted(void **state)
+{
+    (void)state;
+    world w;
+    world_init(&w);
+    start_with_workers(&w);
+    void *pub = zmq_socket(w.ctx, ZMQ_PUB);
+    int linger = 0;
+    zmq_setsockopt(pub, ZMQ_LINGER, &linger, sizeof linger);
+    assert_int_equal(zmq_connect(pub, gs_coordinator_endpoint(w.c, GS_CHANNEL_INTAKE)), 0);
+    Gastroscreen__V1__SlideArrived a = GASTROSCREEN__V1__SLIDE_ARRIVED__INIT;
+    a.path = w.slide;
+    a.announcer = "scanner-3";
+    a.external_id = "ACC-1";
+    Gastroscreen__V1__EventMessage ev = GASTROSCREEN__V1__EVENT_MESSAGE__INIT;
+    ev.protocol = GASTROSCREEN__V1__PROTOCOL_VERSION__PROTOCOL_VERSION_1;
+    ev.body_case = GASTROSCREEN__V1__EVENT_MESSAGE__BODY_ARRIVED;
+    ev.arrived = &a;
+    uint8_t buf[1024];
+    size_t len = gastroscreen__v1__event_message__pack(&ev, buf);
+    /* An announcer repeats until it sees slide.accepted. (a new PUB loses its first sends). */
+    for (int i = 0; i < 100000 && w.accepted_events == 0; i++) {
+        zmq_send(pub, "slide.arrived.", 14, ZMQ_SNDMORE);
+        zmq_send(pub, buf, len, 0);
+        pump(&w);
+    }
+    zmq_close(pub);
+    for (int i = 0; i < 20; i++)
+        pump(&w);
+    assert_true(w.accepted_events >= 1);
+    assert_int_equal(gs_slides_count(gs_coordinator_slides(w.c)), 1); /* repeats: duplicates */
+    gs_slide_info info;
+    assert_int_equal(gs_slides_at(gs_coordinator_slides(w.c), 0, &info), 0);
+    assert_int_equal(info.source, GS_INTAKE_ANNOUNCED);
+    assert_string_equal(info.external_id, "ACC-1");
+    char id[GS_SLIDE_ID_LEN + 1];
+    snprintf(id, sizeof id, "%s", info.slide_id);
+    assert_true(run_until(&w, is_terminal, id));
+    assert_int_equal(slide_info(&w, id).state, GS_SLIDE_DONE);
+    world_free(&w);
+}
+
+static void watched_file_taken_once_settled(void **state)
+{
+    (void)state;
+    world w;
+    world_init(&w);
+    w.watch = 1;
+    world_start(&w);
+    char path[PATH_MAX + 32];
+    snprintf(path, sizeof path, "%s/watch/b.svs", w.dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("first part", f);
+    fflush(f);
+    /* Not settled for 4 s: not taken. */
+    for (int i = 0; i < 8; i++) {
+        w.now += 500;
+        for (int k = 0; k < 3; k++)
+            pump(&w);
+    }
+    assert_int_equal(gs_slides_count(gs_coordinator_slides(w.c)), 0);
+    /* It grows: the settle time starts again. */
+    fputs(" and more", f);
+    fclose(f);
+    for (int i = 0; i < 8; i++) {
+        w.now += 500;
+        for (int k = 0; k < 3; k++)
+            pump(&w);
+    }
+    assert_int_equal(gs_slides_count(gs_coordinator_slides(w.c)), 0);
+    assert_true(run_until(&w, has_slide, NULL));
+    for (int i = 0; i < 40; i++) {
+        w.now += 500;
+        pump(&w);
+    }
+    assert_int_equal(gs_slides_count(gs_coordinator_slides(w.c)), 1);
+    gs_slide_info info;
+    assert_int_equal(gs_slides_at(gs_coordinator_slides(w.c), 0, &info), 0);
+    assert_int_equal(info.source, GS_INTAKE_WATCHED);
+    gs_coordinator_stats s;
+    gs_coordinator_stats_get(w.c, &s);
+    assert_int_equal(s.slides_accepted, 1);
+    assert_int_equal(s.intake_duplicates, 0);
+    world_free(&w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1007,6 +1216,11 @@ int main(void)
         cmocka_unit_test(garbage_on_every_socket),
         cmocka_unit_test(query_answers_events_and_state),
         cmocka_unit_test(restart_mid_slide_one_verdict),
+        cmocka_unit_test(failed_plan_reports_then_fails),
+        cmocka_unit_test(handed_back_job_is_resent),
+        cmocka_unit_test(poison_after_three_lost_workers),
+        cmocka_unit_test(announced_slide_is_accepted),
+        cmocka_unit_test(watched_file_taken_once_settled),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
