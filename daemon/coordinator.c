@@ -99,7 +99,7 @@ struct gs_coordinator {
     size_t n_jobs, cap_jobs;
     slide_rt **active;
     size_t n_active;
-    int64_t next_tick;
+    int64_t next_tick, next_retain;
     uint64_t rate_hist[11];
     int64_t rate_time[11];
     gs_coordinator_stats st; /* loop-owned counters */
@@ -256,6 +256,32 @@ static uint8_t *read_file(const char *path, size_t *len)
     return buf;
 }
 
+/* A terminal slide's spool folder (plan, ledger file): removed, or for a poisoned slide moved
+ * to spool/poison/ for an operator (PROTOCOL.md §12). Best effort: a leftover is harmless. */
+static void spool_retire(const gs_coordinator *c, const char *slide, int poison)
+{
+    char dir[PATH_MAX], path[PATH_MAX + 32];
+    spool_path(c, slide, NULL, dir, sizeof dir);
+    struct stat st;
+    if (stat(dir, &st) != 0)
+        return;
+    if (poison) {
+        snprintf(path, sizeof path, "%s/poison", c->cfg->spool_dir);
+        if (mkdir(path, 0750) != 0 && errno != EEXIST)
+            return;
+        snprintf(path, sizeof path, "%s/poison/%s", c->cfg->spool_dir, slide);
+        if (rename(dir, path) != 0)
+            logf_(c, "slide %s: cannot keep its spool in poison/: %s", slide, strerror(errno));
+        return;
+    }
+    static const char *const files[] = {"plan.pb", "plan.pb.tmp", "ledger.bin"};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+        unlink(path);
+    }
+    rmdir(dir);
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* publication */
 
@@ -287,11 +313,18 @@ static void publish_pending(gs_coordinator *c)
             if (ev) {
                 if (ev->body_case == GASTROSCREEN__V1__EVENT_MESSAGE__BODY_VERDICT) {
                     int cls = ev->verdict->verdict_class;
+                    int poison =
+                        cls == GS_VERDICT_FAILED && strncmp(ev->verdict->reason, "poison", 6) == 0;
                     if (cls >= 0 && cls < 5)
                         c->st.verdicts[cls]++;
-                    if (cls == GS_VERDICT_FAILED && strncmp(ev->verdict->reason, "poison", 6) == 0)
-                        c->st.failed_poison++;
-                }
+                    c->st.failed_poison += poison;
+                    if (slide_id_ok(ev->verdict->slide_id))
+                        spool_retire(c, ev->verdict->slide_id, poison);
+                } else if (ev->body_case == GASTROSCREEN__V1__EVENT_MESSAGE__BODY_STATE_CHANGED &&
+                           ev->state_changed->to ==
+                               GASTROSCREEN__V1__SLIDE_STATE__SLIDE_STATE_DONE &&
+                           slide_id_ok(ev->state_changed->slide_id))
+                    spool_retire(c, ev->state_changed->slide_id, 0); /* folded */
                 send_event(c, ev);
                 gastroscreen__v1__event_message__free_unpacked(ev, NULL);
             }
@@ -2075,6 +2108,15 @@ static void tick(gs_coordinator *c)
     if (old > 0 && c->rate_time[0] > c->rate_time[old])
         c->st.tiles_per_second = (double)(c->rate_hist[0] - c->rate_hist[old]) * 1000.0 /
                                  (double)(c->rate_time[0] - c->rate_time[old]);
+    if (now >= c->next_retain) {
+        /* Compaction of slides terminal for longer than journal_retention, hourly. */
+        c->next_retain = now + 3600 * 1000;
+        size_t dropped = 0;
+        if (gs_slides_retain(c->slides, wall_ms(), c->cfg->journal_retention_ms, &dropped) != 0)
+            logf_(c, "journal retention: %s", gs_error_get());
+        else if (dropped)
+            logf_(c, "journal retention: %zu slides dropped", dropped);
+    }
     stats_refresh(c);
     gs_coordinator_stats s;
     gs_coordinator_stats_get(c, &s);
@@ -2257,6 +2299,15 @@ gs_coordinator *gs_coordinator_new(const gs_coordinator_options *o)
     if (!c->intake)
         goto fail;
     publish_pending(c);
+    /* Terminal slides whose spool outlived them (a crash before the cleanup, poison found by
+     * recovery) are retired once here; afterwards each is retired as its verdict goes out. */
+    for (size_t i = 0; i < gs_slides_count(c->slides); i++) {
+        gs_slide_info info;
+        if (gs_slides_at(c->slides, i, &info) == 0 &&
+            (info.state == GS_SLIDE_DONE || info.state == GS_SLIDE_FAILED))
+            spool_retire(c, info.slide_id,
+                         info.state == GS_SLIDE_FAILED && strncmp(info.reason, "poison", 6) == 0);
+    }
     stats_refresh(c);
     return c;
 

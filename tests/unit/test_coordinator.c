@@ -690,6 +690,10 @@ static void slide_flows_to_done(void **state)
     assert_true(w.screen_sorted);
     assert_int_equal(w.report_class, GS_VERDICT_POSITIVE);
     assert_true(strstr(info.report_json, "report.json") != NULL);
+    /* The plan and ledger file left the spool with the verdict. */
+    char spool[PATH_MAX + 64];
+    snprintf(spool, sizeof spool, "%s/spool/%s", w.dir, id);
+    assert_int_not_equal(access(spool, F_OK), 0);
 
     gs_coordinator_stats s;
     gs_coordinator_stats_get(w.c, &s);
