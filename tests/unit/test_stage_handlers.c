@@ -408,6 +408,31 @@ static void screener_rows_repeated(void **state)
     assert_int_equal(gs_screener_score(s, &t, NULL, &b), 0);
     assert_non_null(strstr(b.r.error, "another bundle"));
     gs_screener_destroy(&s);
+
+    /* The worker handler on a local job: one ScreenResult, same score as the direct call. */
+    gs_screener_stage *st = gs_screener_stage_new(m, 1, 64, &mp);
+    assert_non_null(st);
+    few[3] -= 5.0f;
+    t.k = ROWS;
+    t.n_features = ROWS * 512;
+    t.features = few;
+    t.model_sha256 = "abc";
+    Gastroscreen__V1__WorkMessage wm = GASTROSCREEN__V1__WORK_MESSAGE__INIT;
+    wm.protocol = GASTROSCREEN__V1__PROTOCOL_VERSION__PROTOCOL_VERSION_1;
+    wm.body_case = GASTROSCREEN__V1__WORK_MESSAGE__BODY_SCREEN_TASK;
+    wm.screen_task = &t;
+    int rc = -1;
+    gs_worker_job *j = gs_worker_job_run_local(gs_screener_handle, st, &wm, NULL, &rc);
+    assert_non_null(j);
+    assert_int_equal(rc, 0);
+    assert_int_equal(gs_worker_job_result_count(j), 1);
+    const Gastroscreen__V1__WorkMessage *out = gs_worker_job_result(j, 0);
+    assert_int_equal(out->body_case, GASTROSCREEN__V1__WORK_MESSAGE__BODY_SCREEN_RESULT);
+    assert_true(out->screen_result->score == a.r.score);
+    assert_string_equal(out->screen_result->model->sha256, "abc");
+    gs_worker_job_destroy_local(&j);
+    gs_screener_stage_destroy(&st);
+    assert_null(st);
     gs_model_destroy(&m);
 }
 
@@ -554,6 +579,22 @@ static void reporter_positive_writes_three_files(void **state)
     assert_true(file_exists(res->r.paths->report_json));
     assert_string_equal(res->r.paths->heatmap_png, "");
     assert_string_equal(res->r.paths->regions_geojson, "");
+
+    /* The worker handler on a local job: one ReportResult with the paths. */
+    Gastroscreen__V1__WorkMessage wm = GASTROSCREEN__V1__WORK_MESSAGE__INIT;
+    wm.protocol = GASTROSCREEN__V1__PROTOCOL_VERSION__PROTOCOL_VERSION_1;
+    wm.body_case = GASTROSCREEN__V1__WORK_MESSAGE__BODY_REPORT_JOB;
+    wm.report_job = &job;
+    int rc = -1;
+    gs_worker_job *j = gs_worker_job_run_local(gs_reporter_handle, NULL, &wm, NULL, &rc);
+    assert_non_null(j);
+    assert_int_equal(rc, 0);
+    assert_int_equal(gs_worker_job_result_count(j), 1);
+    const Gastroscreen__V1__WorkMessage *out = gs_worker_job_result(j, 0);
+    assert_int_equal(out->body_case, GASTROSCREEN__V1__WORK_MESSAGE__BODY_REPORT_RESULT);
+    assert_string_equal(out->report_result->error, "");
+    assert_true(file_exists(out->report_result->paths->report_json));
+    gs_worker_job_destroy_local(&j);
 
     /* No folder to write to, and a malformed slide id: answered with error. */
     job.out_dir = "";
