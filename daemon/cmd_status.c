@@ -72,8 +72,11 @@ static void print_details(const Gastroscreen__V1__SlideStatus *s)
         printf("warning: %s\n", v->warnings[i]);
     if (v->report && *v->report->report_json)
         printf("report: %s\n", v->report->report_json);
-    if (v->model && (*v->model->notice || v->model->untrained))
-        printf("model: %s\n", *v->model->notice ? v->model->notice : "untrained — not a diagnosis");
+    /* The notice is a whole line of its own ("model: untrained — not a diagnosis"). */
+    if (v->model && *v->model->notice)
+        printf("%s\n", v->model->notice);
+    else if (v->model && v->model->untrained)
+        printf("model: untrained — not a diagnosis\n");
 }
 
 static json_t *status_json(const Gastroscreen__V1__SlideStatus *s)

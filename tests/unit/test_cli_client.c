@@ -617,7 +617,8 @@ static void status_lists_and_details(void **state)
     assert_non_null(strstr(out, "positive 0.910"));
     assert_non_null(strstr(out, "reason: because\n"));
     assert_non_null(strstr(out, "warning: no mpp: used default 0.25\n"));
-    assert_non_null(strstr(out, "model: untrained — not a diagnosis"));
+    assert_non_null(strstr(out, "\nmodel: untrained — not a diagnosis\n"));
+    assert_null(strstr(out, "model: model:"));
     free(out);
     free(err);
 
