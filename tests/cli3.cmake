@@ -10,3 +10,15 @@ add_test(NAME systemd_units COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/systemd/ver
          ${CMAKE_SOURCE_DIR} ${CMAKE_BINARY_DIR})
 set_tests_properties(systemd_units PROPERTIES LABELS unit ENVIRONMENT "${GS_TEST_ENV}"
                      SKIP_RETURN_CODE 77)
+# The client commands against the real gastroscreend (with a foreground and a reporter worker)
+# on a slide without tissue: submit, watch, status, top --once --json, /metrics.
+if(TARGET gastroscreend)
+  add_test(NAME cli_against_gastroscreend
+           COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/cli3/against_gastroscreend.sh
+                   $<TARGET_FILE:gastroscreen> $<TARGET_FILE:gastroscreend>
+                   $<TARGET_FILE:gastroscreen-foreground> $<TARGET_FILE:gastroscreen-reporter>
+                   ${CMAKE_BINARY_DIR}/tests/stages3/seed1.safetensors)
+  set_tests_properties(cli_against_gastroscreend PROPERTIES LABELS integration
+                       ENVIRONMENT "${GS_TEST_ENV}" SKIP_RETURN_CODE 77 TIMEOUT 600
+                       FIXTURES_REQUIRED stages3_bundle)
+endif()
