@@ -204,7 +204,9 @@ static int conv_bn(builder *b, const char *conv, const char *bias_key, const cha
             bias = get_tensor(b, bias_key, 1, cout, 0, 0, 0);
         else if (bn)
             bias = calloc((size_t)cout, sizeof(float));
-        int rc = (bias_key || bn) && !bias ? -1 : 0;
+        int rc = 0;
+        if ((bias_key || bn) && !bias)
+            rc = bias_key ? -1 : gs_error_set("out of memory for %s", conv);
         if (rc == 0 && bn)
             rc = fold(b, bn, w, bias, cout, (size_t)cin * k * k);
         layer *ny = rc == 0 ? push_layer(b, conv, LAYER_CONV) : NULL;
@@ -240,9 +242,9 @@ static int root(builder *b, const char *pfx, gs_rt_tensor **parts, int nparts, i
         float *w = get_tensor(b, name, 4, cout, cin, 1, 1);
         float *bias = calloc((size_t)cout, sizeof(float));
         float *slice = malloc((size_t)cout * cin * sizeof(float));
-        int rc = w && bias && slice ? 0 : -1;
-        if (rc == 0 && !bias)
-            rc = gs_error_set("out of memory");
+        int rc = w ? 0 : -1;
+        if (rc == 0 && (!bias || !slice))
+            rc = gs_error_set("out of memory for %s", pfx);
         snprintf(name, sizeof name, "%s.bn", pfx);
         if (rc == 0)
             rc = fold(b, name, w, bias, cout, (size_t)cin);
@@ -285,7 +287,9 @@ static int load_unused_project(builder *b, const char *pfx, int cin, int cout)
     snprintf(k, sizeof k, "%s.project.0.weight", pfx);
     float *w = get_tensor(b, k, 4, cout, cin, 1, 1);
     float *bias = calloc((size_t)cout, sizeof(float));
-    int rc = w && bias ? 0 : -1;
+    int rc = w ? 0 : -1;
+    if (rc == 0 && !bias)
+        rc = gs_error_set("out of memory for %s", pfx);
     snprintf(k, sizeof k, "%s.project.1", pfx);
     if (rc == 0)
         rc = fold(b, k, w, bias, cout, (size_t)cin);
