@@ -38,7 +38,7 @@ set(GS_STAGES3_SIGTERM_tiler "")
 set(GS_STAGES3_SIGTERM_blur "--tile-inbox tcp://127.0.0.1:* --model ${GS_STAGES3_DIR}/seed1.safetensors")
 foreach(stage tiler blur)
   add_test(NAME stage_exec_${stage}_sigterm
-           COMMAND sh -c "log=\"$1/sigterm-${stage}.log\"; mkdir -p \"$1\"; set -f; \"$0\" --config \"$2\" --coordinator tcp://127.0.0.1:1 $3 2>\"$log\" & p=$!; i=0; until grep -q 'connecting to' \"$log\"; do i=$((i+1)); [ $i -gt 600 ] && { kill -9 $p; cat \"$log\"; exit 1; }; sleep 0.1; done; kill -TERM $p; wait $p; rc=$?; cat \"$log\"; [ $rc -eq 0 ] && grep -q stopped \"$log\""
+           COMMAND sh -c "log=\"$1/sigterm-${stage}.log\"; mkdir -p \"$1\"; rm -f \"$log\"; set -f; \"$0\" --config \"$2\" --coordinator tcp://127.0.0.1:1 $3 2>\"$log\" & p=$!; i=0; until grep -q 'connecting to' \"$log\"; do i=$((i+1)); [ $i -gt 600 ] && { kill -9 $p; cat \"$log\"; exit 1; }; sleep 0.1; done; kill -TERM $p; wait $p; rc=$?; cat \"$log\"; [ $rc -eq 0 ] && grep -q stopped \"$log\""
                    $<TARGET_FILE:gastroscreen-${stage}> ${GS_STAGES3_DIR}
                    ${CMAKE_SOURCE_DIR}/systemd/gastroscreen.conf "${GS_STAGES3_SIGTERM_${stage}}")
   set_tests_properties(stage_exec_${stage}_sigterm PROPERTIES LABELS unit FIXTURES_REQUIRED
