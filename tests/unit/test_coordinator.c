@@ -9,11 +9,13 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -1211,6 +1213,87 @@ static void watched_file_taken_once_settled(void **state)
     world_free(&w);
 }
 
+static void touched_file_folds_into_first_slide(void **state)
+{
+    (void)state;
+    world w;
+    world_init(&w);
+    start_with_workers(&w);
+    char id[GS_SLIDE_ID_LEN + 1], id2[GS_SLIDE_ID_LEN + 1];
+    assert_int_equal(submit(&w, w.slide, id, NULL),
+                     GASTROSCREEN__V1__SUBMIT_STATUS__SUBMIT_STATUS_ACCEPTED);
+    assert_true(run_until(&w, is_terminal, id));
+    /* The file is touched: a new intake by rule 1, the same slide by its quickhash. */
+    struct timespec ts[2] = {{.tv_sec = 1000000000}, {.tv_sec = 1000000000}};
+    assert_int_equal(utimensat(AT_FDCWD, w.slide, ts, 0), 0);
+    assert_int_equal(submit(&w, w.slide, id2, NULL),
+                     GASTROSCREEN__V1__SUBMIT_STATUS__SUBMIT_STATUS_ACCEPTED);
+    assert_string_not_equal(id, id2);
+    assert_true(run_until(&w, is_terminal, id2));
+    gs_slide_info info = slide_info(&w, id2);
+    assert_int_equal(info.state, GS_SLIDE_DONE);
+    assert_string_equal(info.duplicate_of, id);
+    assert_int_equal(journal_verdicts(&w, id2), 0); /* one slide, one verdict */
+    assert_int_equal(journal_verdicts(&w, id), 1);
+    /* Asked about the folded record, the coordinator answers the first slide's verdict. */
+    Gastroscreen__V1__SlideStateRequest sr = GASTROSCREEN__V1__SLIDE_STATE_REQUEST__INIT;
+    sr.slide_id = id2;
+    Gastroscreen__V1__QueryMessage m = GASTROSCREEN__V1__QUERY_MESSAGE__INIT;
+    m.body_case = GASTROSCREEN__V1__QUERY_MESSAGE__BODY_SLIDE_STATE;
+    m.slide_state = &sr;
+    Gastroscreen__V1__QueryMessage *rep = query(&w, &m);
+    assert_int_equal(rep->state->n_slides, 1);
+    assert_string_equal(rep->state->slides[0]->duplicate_of, id);
+    assert_non_null(rep->state->slides[0]->verdict);
+    assert_string_equal(rep->state->slides[0]->verdict->slide_id, id);
+    assert_int_equal(rep->state->slides[0]->verdict->verdict_class,
+                     GASTROSCREEN__V1__VERDICT_CLASS__VERDICT_CLASS_POSITIVE);
+    gastroscreen__v1__query_message__free_unpacked(rep, NULL);
+    world_free(&w);
+}
+
+static int all_terminal(world *w, const char *id)
+{
+    (void)id;
+    return gs_slides_count(gs_coordinator_slides(w->c)) == 4 &&
+           gs_slides_in_flight(gs_coordinator_slides(w->c)) == 0;
+}
+
+static void slides_in_flight_are_limited(void **state)
+{
+    (void)state;
+    world w;
+    world_init(&w);
+    start_with_workers(&w);
+    for (int i = 0; i < 4; i++) {
+        char path[PATH_MAX + 32];
+        snprintf(path, sizeof path, "%s/slides/s%d.svs", w.dir, i);
+        FILE *f = fopen(path, "w");
+        assert_non_null(f);
+        fprintf(f, "slide %d\n", i);
+        fclose(f);
+        assert_int_equal(gs_coordinator_intake(w.c, path, GS_INTAKE_EMBEDDED, "", NULL, NULL), 0);
+    }
+    uint32_t most_active = 0;
+    int idle = 0;
+    for (int round = 0; round < 200000 && !all_terminal(&w, NULL); round++) {
+        gs_coordinator_stats s;
+        gs_coordinator_stats_get(w.c, &s);
+        if (s.slides_active > most_active)
+            most_active = s.slides_active;
+        if (pump(&w) == 0 && ++idle >= 3) {
+            w.now += 500;
+            idle = 0;
+        }
+    }
+    assert_true(all_terminal(&w, NULL));
+    assert_int_equal(most_active, 2); /* max_slides_in_flight */
+    gs_coordinator_stats s;
+    gs_coordinator_stats_get(w.c, &s);
+    assert_int_equal(s.verdicts[GS_VERDICT_POSITIVE], 4);
+    world_free(&w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1225,6 +1308,8 @@ int main(void)
         cmocka_unit_test(poison_after_three_lost_workers),
         cmocka_unit_test(announced_slide_is_accepted),
         cmocka_unit_test(watched_file_taken_once_settled),
+        cmocka_unit_test(touched_file_folds_into_first_slide),
+        cmocka_unit_test(slides_in_flight_are_limited),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
