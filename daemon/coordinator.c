@@ -63,7 +63,8 @@ typedef struct {
     gs_ledger *ledger;
     uint8_t *is_sample;
     uint32_t n_sample;
-    uint8_t *heat; /* n_tiles x hs^2 */
+    uint8_t *heat;   /* n_tiles x hs^2 */
+    FILE *heat_file; /* heat.bin in the spool: the heatmaps survive a restart like outcomes */
     uint32_t hs;
     uint64_t job_id; /* the outstanding plan/screen/report job, 0 = none */
     int64_t job_deadline;
@@ -307,7 +308,7 @@ static void spool_retire(const gs_coordinator *c, const char *slide, int poison)
             logf_(c, "slide %s: cannot keep its spool in poison/: %s", slide, strerror(errno));
         return;
     }
-    static const char *const files[] = {"plan.pb", "plan.pb.tmp", "ledger.bin"};
+    static const char *const files[] = {"plan.pb", "plan.pb.tmp", "ledger.bin", "heat.bin"};
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
         snprintf(path, sizeof path, "%s/%s", dir, files[i]);
         unlink(path);
@@ -379,6 +380,8 @@ static void rt_free(slide_rt **prt)
     gs_ledger_destroy(&rt->ledger);
     free(rt->is_sample);
     free(rt->heat);
+    if (rt->heat_file)
+        fclose(rt->heat_file);
     for (size_t i = 0; i < rt->n_warn; i++)
         free(rt->warn[i]);
     free(rt->warn);
@@ -529,6 +532,60 @@ static int load_plan(gs_coordinator *c, slide_rt *rt)
     return 0;
 }
 
+/* heat.bin records: [u32 index][u32 crc of index and map][hs^2 bytes], appended as tiles are
+ * recorded, not fsynced one by one (as the ledger file): after a restart the intact records
+ * give back the heatmaps of the adopted tiles; a torn tail is cut before appending again. */
+static void heat_file_open(gs_coordinator *c, slide_rt *rt, int adopt)
+{
+    char path[PATH_MAX];
+    spool_path(c, rt->id, "heat.bin", path, sizeof path);
+    if (!adopt)
+        unlink(path);
+    rt->heat_file = fopen(path, "a+b");
+    if (!rt->heat_file) {
+        logf_(c, "slide %s: %s: %s (heatmaps not saved)", rt->id, path, strerror(errno));
+        return;
+    }
+    size_t map = (size_t)rt->hs * rt->hs, rec = 8 + map;
+    uint8_t *buf = malloc(rec);
+    long good = 0;
+    uint32_t n = gs_ledger_tile_count(rt->ledger);
+    if (buf && adopt) {
+        rewind(rt->heat_file);
+        while (fread(buf, 1, rec, rt->heat_file) == rec) {
+            uint32_t idx, crc;
+            memcpy(&idx, buf, 4);
+            memcpy(&crc, buf + 4, 4);
+            uint32_t want = gs_journal_crc32(gs_journal_crc32(0, buf, 4), buf + 8, map);
+            if (crc != want)
+                break;
+            good += (long)rec;
+            if (idx < n && gs_ledger_outcome(rt->ledger, idx) == GS_TILE_INFERRED)
+                memcpy(rt->heat + (size_t)idx * map, buf + 8, map);
+        }
+    }
+    free(buf);
+    fflush(rt->heat_file);
+    if (ftruncate(fileno(rt->heat_file), good) != 0)
+        logf_(c, "slide %s: %s: %s", rt->id, path, strerror(errno));
+    fseek(rt->heat_file, 0, SEEK_END);
+}
+
+static void heat_file_append(slide_rt *rt, uint32_t idx)
+{
+    if (!rt->heat_file)
+        return;
+    size_t map = (size_t)rt->hs * rt->hs;
+    const uint8_t *data = rt->heat + (size_t)idx * map;
+    uint32_t crc = gs_journal_crc32(gs_journal_crc32(0, &idx, 4), data, map);
+    if (fwrite(&idx, 4, 1, rt->heat_file) != 1 || fwrite(&crc, 4, 1, rt->heat_file) != 1 ||
+        fwrite(data, 1, map, rt->heat_file) != map || fflush(rt->heat_file) != 0) {
+        /* A short write would misalign the records after it: stop saving. */
+        fclose(rt->heat_file);
+        rt->heat_file = NULL;
+    }
+}
+
 /* A ledger for the plan: background tiles set, the sample marked; adopt = take the outcomes
  * of the ledger file (restart in INFERRING), else start the file afresh. */
 static int make_ledger(gs_coordinator *c, slide_rt *rt, int adopt)
@@ -582,6 +639,7 @@ static int make_ledger(gs_coordinator *c, slide_rt *rt, int adopt)
         unlink(path);
     if (gs_ledger_attach_file(rt->ledger, path) != 0)
         logf_(c, "slide %s: %s (outcomes not saved)", rt->id, gs_error_get());
+    heat_file_open(c, rt, adopt);
     return 0;
 }
 
@@ -1421,8 +1479,10 @@ static void on_tile_result(gs_coordinator *c, const Gastroscreen__V1__TileResult
         return;
     }
     if (r == GS_LEDGER_RECORDED &&
-        t->outcome == GASTROSCREEN__V1__TILE_OUTCOME__TILE_OUTCOME_INFERRED)
+        t->outcome == GASTROSCREEN__V1__TILE_OUTCOME__TILE_OUTCOME_INFERRED) {
         memcpy(rt->heat + (size_t)t->tile_index * rt->hs * rt->hs, t->heatmap.data, t->heatmap.len);
+        heat_file_append(rt, t->tile_index);
+    }
     note_tile(c, r);
 }
 

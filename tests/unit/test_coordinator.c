@@ -63,6 +63,7 @@ typedef struct {
     uint32_t screen_k;
     int screen_sorted;
     int report_class;
+    int report_heat_ok; /* every INFERRED tile of the last report job had its own heatmap */
     int verdict_events, accepted_events;
     char verdict_topic[256];
     uint32_t rr;
@@ -402,6 +403,14 @@ static void answer_report(world *w, fake *f, const Gastroscreen__V1__ReportJob *
 {
     assert_non_null(j->verdict);
     w->report_class = j->verdict->verdict_class;
+    w->report_heat_ok = j->n_tiles > 0;
+    for (size_t i = 0; i < j->n_tiles; i++) {
+        const Gastroscreen__V1__TileSummary *t = j->tiles[i];
+        if (t->outcome == GASTROSCREEN__V1__TILE_OUTCOME__TILE_OUTCOME_INFERRED &&
+            (t->heatmap.len != 256 || t->heatmap.data[0] != (uint8_t)(t->index & 0xff) ||
+             t->heatmap.data[255] != (uint8_t)(t->index & 0xff)))
+            w->report_heat_ok = 0;
+    }
     char json[PATH_MAX + 32];
     snprintf(json, sizeof json, "%s/report.json", j->out_dir);
     Gastroscreen__V1__ReportPaths p = GASTROSCREEN__V1__REPORT_PATHS__INIT;
@@ -691,6 +700,7 @@ static void slide_flows_to_done(void **state)
     assert_int_equal(w.screen_k, N_INFER);
     assert_true(w.screen_sorted);
     assert_int_equal(w.report_class, GS_VERDICT_POSITIVE);
+    assert_true(w.report_heat_ok);
     assert_true(strstr(info.report_json, "report.json") != NULL);
     /* The plan and ledger file left the spool with the verdict. */
     char spool[PATH_MAX + 64];
@@ -1044,6 +1054,8 @@ static void restart_mid_slide_one_verdict(void **state)
         if (w.f[i].stage == GASTROSCREEN__V1__STAGE__STAGE_INFER)
             again += w.f[i].tiles_got;
     assert_int_equal(again, N_INFER - before);
+    /* The heatmaps of the adopted tiles came back from the spool for the report. */
+    assert_true(w.report_heat_ok);
     assert_int_equal(journal_verdicts(&w, id), 1);
     world_free(&w);
 }
