@@ -72,7 +72,7 @@ static void collect(gs_metrics_sink *k, void *ud)
     gs_metrics_sample(k, d->fam_slides, "duplicate", (double)s.intake_duplicates);
     gs_metrics_sample(k, d->fam_slides, "rejected", (double)s.intake_rejected);
     for (int v = GS_VERDICT_NEGATIVE; v <= GS_VERDICT_FAILED; v++)
-        gs_metrics_sample(k, d->fam_verdicts, gs_verdict_class_name(v), (double)s.verdicts[v]);
+        gs_metrics_sample(k, d->fam_verdicts, gs_slides_verdict_name(v), (double)s.verdicts[v]);
     gs_metrics_sample(k, d->fam_poison, NULL, (double)s.failed_poison);
     for (int i = 0; i < GS_COORD_SOCKET_COUNT; i++) {
         gs_metrics_sample(k, d->fam_malformed, gs_coord_socket_name(i), (double)s.malformed[i]);

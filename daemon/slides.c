@@ -77,7 +77,7 @@ const char *gs_slide_state_name(gs_slide_state s)
     return (unsigned)s < 9 ? names[s] : "unspecified";
 }
 
-const char *gs_verdict_class_name(gs_verdict_class v)
+const char *gs_slides_verdict_name(gs_verdict_class v)
 {
     static const char *names[] = {"none", "negative", "positive", "unassessable", "failed"};
     return (unsigned)v < 5 ? names[v] : "none";

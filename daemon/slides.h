@@ -239,6 +239,6 @@ void gs_slides_stats_get(const gs_slides *t, gs_slides_stats *s);
 const char *gs_slide_state_name(gs_slide_state s);
 
 /* "negative", "positive", "unassessable", "failed" ("none" for GS_VERDICT_NONE). */
-const char *gs_verdict_class_name(gs_verdict_class v);
+const char *gs_slides_verdict_name(gs_verdict_class v);
 
 #endif
