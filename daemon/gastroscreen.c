@@ -7,6 +7,7 @@
 
 #include "daemon/cmd_bench.h"
 #include "daemon/cmd_infer.h"
+#include "daemon/cmd_screen.h"
 #include "daemon/cmd_status.h"
 #include "daemon/cmd_submit.h"
 #include "daemon/cmd_tiles.h"
@@ -21,6 +22,9 @@ static void usage(FILE *f)
             "Screens gastric biopsy whole-slide images for cancer.\n"
             "\n"
             "commands:\n"
+            "  screen SLIDE... [--model BUNDLE] [--out DIR] [--config FILE]\n"
+            "                            screen slides in this process (the service's stages\n"
+            "                            as threads); one verdict line per slide\n"
             "  tiles SLIDE [--out DIR]   print the slide's facts and its tissue plan; write the\n"
             "                            mask, the plan overlay and the plan as JSON\n"
             "  infer --model BUNDLE (TILE.png | SLIDE --x X --y Y) [--out DIR]\n"
@@ -52,6 +56,8 @@ int main(int argc, char **argv)
         printf("gastroscreen %s\n", GS_VERSION);
         return 0;
     }
+    if (!strcmp(cmd, "screen"))
+        return gs_cmd_screen(argc - 1, argv + 1);
     if (!strcmp(cmd, "bench"))
         return gs_cmd_bench(argc - 1, argv + 1);
     if (!strcmp(cmd, "tiles"))

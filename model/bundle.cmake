@@ -1,0 +1,20 @@
+# The default model bundle: the multi-task network and the screener with seeded random weights
+# (provenance "untrained"; no trained gastric weights exist yet), made by
+# model/pytorch/make_bundle.py as part of the default build. `gastroscreen screen` finds it at
+# <build>/model/default.safetensors next to the build tree's daemon/gastroscreen, or at
+# <prefix>/share/gastroscreen/default.safetensors once installed (daemon/cmd_screen.h gives
+# the lookup order). The bundle has no foreground or blur network, so those stages use their
+# classical methods. The fixed seed and creation time make the file byte-identical per build.
+include(GNUInstallDirs)
+set(GS_DEFAULT_BUNDLE ${CMAKE_BINARY_DIR}/model/default.safetensors)
+set(GS_MAKE_BUNDLE_DEPS ${CMAKE_SOURCE_DIR}/model/pytorch/make_bundle.py
+    ${CMAKE_SOURCE_DIR}/model/pytorch/bundle.py ${CMAKE_SOURCE_DIR}/model/pytorch/networks.py)
+add_custom_command(
+  OUTPUT ${GS_DEFAULT_BUNDLE}
+  COMMAND /usr/bin/python3 ${CMAKE_SOURCE_DIR}/model/pytorch/make_bundle.py --seed 20191008
+          --nets multitask,screener --created 2019-10-08T00:00:00Z --out ${GS_DEFAULT_BUNDLE}
+  DEPENDS ${GS_MAKE_BUNDLE_DEPS}
+  COMMENT "Making the default model bundle (seeded, untrained) model/default.safetensors"
+  VERBATIM)
+add_custom_target(gs_default_bundle ALL DEPENDS ${GS_DEFAULT_BUNDLE})
+install(FILES ${GS_DEFAULT_BUNDLE} DESTINATION ${CMAKE_INSTALL_DATADIR}/gastroscreen)

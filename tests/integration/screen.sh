@@ -1,0 +1,53 @@
+#!/bin/sh
+# `gastroscreen screen` end to end, in one process, with the default bundle found next to the
+# build tree (no --model: the lookup order of daemon/cmd_screen.h is part of what is tested).
+# usage: screen.sh GASTROSCREEN TEST_DATA SCRATCH_DIR sample|mixed [BOUND_SECONDS]
+#   sample: the sample slide -> exit 0, one verdict line with class, score, threshold, report
+#           folder and the untrained notice; report.json, heatmap.png, regions.geojson exist.
+#   mixed:  a tiny real slide, a corrupt one and a missing path -> exit 1; the corrupt slide is
+#           `failed` with a reason, the real one gets a verdict other than failed, the missing
+#           one is "not screened".
+# Every run is bounded by timeout(1) (a hang fails the test instead of blocking ctest).
+set -u
+exe=$1 data=$2 mode=$4 d=$3/screen-$4 bound=${5:-280}
+rm -rf "$d" && mkdir -p "$d" || exit 1
+notice='model: untrained — not a diagnosis'
+
+fail() { echo "FAIL: $*"; echo "--- stdout"; cat "$d/out.txt"; echo "--- stderr"; cat "$d/err.txt"; exit 1; }
+
+case $mode in
+sample)
+    timeout -k 10 "$bound" "$exe" screen "$data/CMU-1-Small-Region.svs" --out "$d/reports" \
+        > "$d/out.txt" 2> "$d/err.txt"
+    rc=$?
+    [ $rc -eq 0 ] || fail "exit status $rc, expected 0"
+    [ "$(wc -l < "$d/out.txt")" -eq 1 ] || fail "expected exactly one verdict line"
+    line=$(cat "$d/out.txt")
+    echo "$line"
+    echo "$line" | grep -Eq "^$data/CMU-1-Small-Region.svs: (negative|positive) score [0-9.]+ threshold [0-9.]+ report " ||
+        fail "verdict line not as documented"
+    echo "$line" | grep -qF "$notice" || fail "no untrained notice on the verdict line"
+    folder=$(echo "$line" | sed -n 's/.* report \([^;]*\);.*/\1/p')
+    case $folder in "$d/reports/"*) ;; *) fail "report folder '$folder' not under --out" ;; esac
+    for f in report.json heatmap.png regions.geojson; do
+        [ -s "$folder/$f" ] || fail "missing $folder/$f"
+    done
+    grep -qF "$notice" "$folder/report.json" || fail "no untrained notice in report.json"
+    ;;
+mixed)
+    timeout -k 10 "$bound" "$exe" screen "$data/small.svs" "$data/corrupt/broken.svs" \
+        "$d/no-such-slide.svs" --out "$d/reports" > "$d/out.txt" 2> "$d/err.txt"
+    rc=$?
+    cat "$d/out.txt"
+    [ $rc -eq 1 ] || fail "exit status $rc, expected 1 (a failed and a missing slide)"
+    [ "$(wc -l < "$d/out.txt")" -eq 3 ] || fail "expected three lines"
+    grep -Eq "^$data/corrupt/broken.svs: failed score - threshold [0-9.]+ report [^;]+; reason: .+" \
+        "$d/out.txt" || fail "the corrupt slide is not failed with a reason"
+    grep -Eq "^$data/small.svs: (negative|positive|unassessable) " "$d/out.txt" ||
+        fail "the real slide got no verdict"
+    grep -q "^$d/no-such-slide.svs: not screened: " "$d/out.txt" || fail "missing slide not reported"
+    ;;
+*)
+    echo "unknown mode $mode"; exit 2 ;;
+esac
+echo PASS
