@@ -73,7 +73,9 @@ static void collect(gs_metrics_sink *k, void *ud)
     gs_metrics_sample(k, d->fam_slides, "rejected", (double)s.intake_rejected);
     for (int v = GS_VERDICT_NEGATIVE; v <= GS_VERDICT_FAILED; v++)
         gs_metrics_sample(k, d->fam_verdicts, gs_slides_verdict_name(v), (double)s.verdicts[v]);
-    gs_metrics_sample(k, d->fam_poison, NULL, (double)s.failed_poison);
+    gs_metrics_sample(k, d->fam_poison, "poison", (double)s.failed_poison);
+    gs_metrics_sample(k, d->fam_poison, "other",
+                      (double)(s.verdicts[GS_VERDICT_FAILED] - s.failed_poison));
     for (int i = 0; i < GS_COORD_SOCKET_COUNT; i++) {
         gs_metrics_sample(k, d->fam_malformed, gs_coord_socket_name(i), (double)s.malformed[i]);
         gs_metrics_sample(k, d->fam_wrong, gs_coord_socket_name(i), (double)s.wrong_type[i]);
@@ -105,8 +107,9 @@ static int register_metrics(gs_metrics *m, daemon_state *d)
                                             "Slide intakes by outcome", "outcome")) < 0 ||
         (d->fam_verdicts = gs_metrics_counter(m, "gastroscreen_verdicts_total",
                                               "Verdicts published by class", "class")) < 0 ||
-        (d->fam_poison = gs_metrics_counter(m, "gastroscreen_slides_poisoned_total",
-                                            "Slides failed as poison", NULL)) < 0 ||
+        (d->fam_poison = gs_metrics_counter(m, "gastroscreen_slides_failed_total",
+                                            "Slides failed, poison or other reasons", "reason")) <
+            0 ||
         (d->fam_malformed = gs_metrics_counter(m, "gastroscreen_messages_malformed_total",
                                                "Malformed messages dropped", "socket")) < 0 ||
         (d->fam_wrong = gs_metrics_counter(m, "gastroscreen_messages_wrong_type_total",
