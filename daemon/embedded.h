@@ -5,9 +5,11 @@
  * of each stage (tiler, foreground, blur, infer, screener, reporter: stages/worker with the
  * stages' own handlers, the code the stage executables run) in threads of its own, all joined
  * over inproc:// endpoints of one zmq context. The model bundle is loaded once and shared by
- * the workers (each keeps its own per-thread network state). The foreground and blur workers
- * use their classical methods whenever the bundle has no trained network for them (the
- * default bundle holds only the multi-task network and the screener).
+ * the workers (each keeps its own per-thread network state). The blur worker uses its
+ * classical method whenever the bundle has no trained blur network (stages/blur decides), and
+ * the foreground worker always uses the classical method, as gastroscreen-foreground does (no
+ * network plan function is wired in yet); the default bundle holds only the multi-task
+ * network and the screener.
  *
  * Use:
  *     gs_config *cfg = gs_config_new();  ... set journal_dir, spool_dir, report_dir, roots ...

@@ -5,8 +5,9 @@
 # <prefix>/share/gastroscreen/default.safetensors once installed (daemon/cmd_screen.h gives
 # the lookup order). The bundle has no foreground or blur network, so those stages use their
 # classical methods. The fixed seed and creation time make the file byte-identical per build.
-include(GNUInstallDirs)
 set(GS_DEFAULT_BUNDLE ${CMAKE_BINARY_DIR}/model/default.safetensors)
+# The root CMakeLists.txt installs it (share/gastroscreen): make the path visible there.
+set(GS_DEFAULT_BUNDLE ${GS_DEFAULT_BUNDLE} PARENT_SCOPE)
 set(GS_MAKE_BUNDLE_DEPS ${CMAKE_SOURCE_DIR}/model/pytorch/make_bundle.py
     ${CMAKE_SOURCE_DIR}/model/pytorch/bundle.py ${CMAKE_SOURCE_DIR}/model/pytorch/networks.py)
 add_custom_command(
@@ -17,4 +18,3 @@ add_custom_command(
   COMMENT "Making the default model bundle (seeded, untrained) model/default.safetensors"
   VERBATIM)
 add_custom_target(gs_default_bundle ALL DEPENDS ${GS_DEFAULT_BUNDLE})
-install(FILES ${GS_DEFAULT_BUNDLE} DESTINATION ${CMAKE_INSTALL_DATADIR}/gastroscreen)
