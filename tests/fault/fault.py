@@ -21,6 +21,7 @@ every planned tile with an outcome). Every wait is bounded; every child is kille
 Exit status: 0 pass, 1 fail.
 """
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -144,6 +145,13 @@ def final_checks(c, live_watch, ids, want):
             check(t["inferred"] + t["background"] + t["blurry"] + t["error"] == t["planned"],
                   "slide %s: tiles without an outcome: %s" % (sid, t))
             check(t["inferred"] > 0, "slide %s: no tile inferred" % sid)
+            rj = os.path.join(c.root, "reports", sid, "report.json")
+            check(os.path.isfile(rj), "slide %s: no %s" % (sid, rj))
+            with open(rj) as f:
+                rep = json.load(f)
+            check(rep.get("verdict") == cls and rep["slide"]["id"] == sid,
+                  "slide %s: report.json says %s for %s" % (sid, rep.get("verdict"),
+                                                            rep["slide"]["id"]))
         else:
             check(s["state"] == "failed" and cls == "failed" and
                   "poison" in (v.get("reason") or ""),

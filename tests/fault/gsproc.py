@@ -147,7 +147,9 @@ class Cluster:
         for k, v in (coord_settings or {}).items():
             lines.append("%s = %s" % (k, v))
         lines += ["[intake]", "slide_roots = " + os.path.join(root, "slides"),
-                  "[model]", "bundle = " + bundle]
+                  "[model]", "bundle = " + bundle,
+                  # The coordinator names each slide's report folder from this key.
+                  "[reporter]", "report_dir = " + os.path.join(root, "reports")]
         with open(self.config, "w") as f:
             f.write("\n".join(lines) + "\n")
         self.counter = 0
