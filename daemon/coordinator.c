@@ -1057,6 +1057,13 @@ static void verdict_for_report(gs_coordinator *c, slide_rt *rt, const gs_slide_i
     b->v.report = &b->rp;
     b->v.tiles = &b->tc;
     b->v.blurred_fraction = info->blurred_fraction;
+    if (rt->ledger) {
+        /* The reporter needs the sample size: a fraction of 0 over 32 judged tiles and a check
+         * that never ran (no tissue, plan failure) must read differently in the report. */
+        gs_ledger_counts lc;
+        gs_ledger_counts_get(rt->ledger, &lc);
+        b->v.blur_sample_judged = lc.blur_judged;
+    }
     b->v.external_id = (char *)info->external_id;
     b->v.decided_unix_ms = wall_ms();
     b->v.state = rt->report_class == GS_VERDICT_FAILED

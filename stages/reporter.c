@@ -150,9 +150,8 @@ int gs_reporter_write(const Gastroscreen__V1__ReportJob *job, const gs_reporter_
         r.tiles.blurry = v->tiles->blurry;
         r.tiles.error = v->tiles->error;
         r.tiles.rerequested = v->tiles->rerequested;
-        if (v->tiles->blurry > 0 && v->blurred_fraction > 0 && v->blurred_fraction <= 1)
-            r.blur_sample_judged = (int)lround(v->tiles->blurry / (double)v->blurred_fraction);
     }
+    r.blur_sample_judged = (int)v->blur_sample_judged;
     r.blurred_fraction = v->blurred_fraction;
 
     gs_report_timing timings[16];

@@ -63,6 +63,7 @@ typedef struct {
     uint32_t screen_k;
     int screen_sorted;
     int report_class;
+    uint32_t report_blur_judged;
     int report_heat_ok; /* every INFERRED tile of the last report job had its own heatmap */
     int verdict_events, accepted_events;
     char verdict_topic[256];
@@ -403,6 +404,7 @@ static void answer_report(world *w, fake *f, const Gastroscreen__V1__ReportJob *
 {
     assert_non_null(j->verdict);
     w->report_class = j->verdict->verdict_class;
+    w->report_blur_judged = j->verdict->blur_sample_judged;
     w->report_heat_ok = j->n_tiles > 0;
     for (size_t i = 0; i < j->n_tiles; i++) {
         const Gastroscreen__V1__TileSummary *t = j->tiles[i];
@@ -700,6 +702,9 @@ static void slide_flows_to_done(void **state)
     assert_int_equal(w.screen_k, N_INFER);
     assert_true(w.screen_sorted);
     assert_int_equal(w.report_class, GS_VERDICT_POSITIVE);
+    /* The blur check ran on a sample and found nothing blurry: the reporter must see how many
+     * tiles were judged, not only the fraction 0. */
+    assert_true(w.report_blur_judged > 0);
     assert_true(w.report_heat_ok);
     assert_true(strstr(info.report_json, "report.json") != NULL);
     /* The plan and ledger file left the spool with the verdict. */
@@ -748,6 +753,7 @@ static void blur_first_unassessable(void **state)
         if (w.f[i].stage == GASTROSCREEN__V1__STAGE__STAGE_INFER)
             assert_int_equal(w.f[i].tiles_got, 0);
     assert_int_equal(w.report_class, GS_VERDICT_UNASSESSABLE);
+    assert_int_equal(w.report_blur_judged, 32);
     assert_int_equal(w.screen_k, 0);
     assert_int_equal(journal_verdicts(&w, id), 1);
     world_free(&w);

@@ -502,7 +502,8 @@ static void reporter_positive_writes_three_files(void **state)
     v.reason = "score 0.91 > 0.74";
     v.model = &mp;
     v.tiles = &tc;
-    v.blurred_fraction = 0.25f;
+    v.blurred_fraction = 0.0f; /* the check ran and found nothing blurry */
+    v.blur_sample_judged = 32;
     v.n_warnings = 1;
     v.warnings = warn;
     Gastroscreen__V1__SlideFacts f = GASTROSCREEN__V1__SLIDE_FACTS__INIT;
@@ -559,6 +560,9 @@ static void reporter_positive_writes_three_files(void **state)
     assert_int_equal(
         json_integer_value(json_object_get(json_object_get(root, "tiles"), "inferred")), 4);
     assert_true(json_array_size(json_object_get(root, "warnings")) >= 1);
+    assert_true(json_is_real(json_object_get(root, "blurred_fraction")));
+    assert_true(json_real_value(json_object_get(root, "blurred_fraction")) == 0.0);
+    assert_int_equal(json_integer_value(json_object_get(root, "blur_sample_judged")), 32);
     assert_non_null(json_object_get(json_object_get(root, "timings"), "infer"));
     json_decref(root);
     /* heatmap.png is the thumbnail size (longer side 1024 or the slide's). */
