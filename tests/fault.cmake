@@ -4,7 +4,8 @@
 # worker, of a tiler and of the coordinator while a slide is INFERRING -> each slide ends in
 # exactly one verdict (counted by a subscriber across the restart and by a replay of the
 # journal, checked against the state query); a slide whose infer workers keep dying ends
-# `failed` as poison. Every wait inside is bounded; the TIMEOUT is only a safety net.
+# `failed` as poison. Every wait inside is bounded; the TIMEOUT is only a safety net (the
+# sanitize build runs the network several times slower).
 foreach(case infer tiler coordinator poison)
   add_test(NAME fault_${case}
            COMMAND /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/fault/fault.py ${case}
@@ -12,5 +13,5 @@ foreach(case infer tiler coordinator poison)
                    --data ${CMAKE_CURRENT_SOURCE_DIR}/data --scratch ${CMAKE_BINARY_DIR}/tests/fault)
   # Several processes each: run alone so that the machine's cores are not oversubscribed.
   set_tests_properties(fault_${case} PROPERTIES LABELS fault FIXTURES_REQUIRED stages3_bundle
-                       TIMEOUT 1800 RUN_SERIAL TRUE)
+                       TIMEOUT 3600 RUN_SERIAL TRUE)
 endforeach()

@@ -35,7 +35,7 @@ from gsproc import wait_for  # noqa: E402
 SLIDE = "CMU-1-Small-Region.svs"
 # The machine may be loaded (2 cores, other tests running): the bounds are generous safety
 # nets, not timings.
-SLIDE_TIMEOUT = 900
+SLIDE_TIMEOUT = 1200
 COORD_SETTINGS = {
     "heartbeat_ms": 1000,
     "liveness": 5,
