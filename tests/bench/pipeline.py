@@ -1,0 +1,149 @@
+#!/usr/bin/python3
+"""Pipeline benchmark: tiles/s of the service as separate processes on loopback (gastroscreend
+and one process per stage, infer at batch 4) against the bare multi-task network in one
+process (`gastroscreen bench`'s network section, batch 4), in one run, alternating
+(pipeline round, network round, pipeline round, ...) so load from elsewhere on the machine
+hits both alike. Prints the medians, the ratio (target >= 0.95) and each process's peak
+memory (VmHWM from /proc/PID/status, read while the process is alive).
+
+Pipeline tiles/s of a round: K copies of the slide are submitted at once; the figure is the
+number of tiles the multi-task network inferred divided by the time from the first inferred
+tile to the last one (read from the coordinator's state query, polled every 0.25 s), so the
+plan and blur check of the first slide and the screen and report of the last, which the bare
+network does not do, are left out; the end-to-end figure (submit to last verdict) is printed
+too.
+
+Not a ctest (machines are noisy); run by tests/bench/pipeline.sh.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fault"))
+import gsproc  # noqa: E402
+from gsproc import wait_for  # noqa: E402
+
+
+def pipeline_round(c, src, rnd, k):
+    paths = [c.add_slide(src, "r%d-%d.svs" % (rnd, i)) for i in range(k)]
+    t_submit = time.monotonic()
+    ids = list(c.submit(paths).values())
+    first = last = None
+    inferred = 0
+    deadline = t_submit + 3600
+    while True:
+        st = {s["slide_id"]: s for s in (c.status() or [])}
+        now = time.monotonic()
+        n = 0
+        for sid in ids:
+            s = st.get(sid)
+            if s:
+                n += s["tiles"]["inferred"]
+        # Slides that left the in-flight list are terminal: ask for each one.
+        done = [sid for sid in ids if sid not in st]
+        for sid in done:
+            s = c.status(sid)
+            if s:
+                n += s[0]["tiles"]["inferred"]
+        if n > inferred:
+            if first is None:
+                first = (now, n)
+            last = (now, n)
+            inferred = n
+        if len(done) == len(ids):
+            t_end = now
+            break
+        if now > deadline:
+            raise gsproc.Timeout("round %d did not finish" % rnd)
+        time.sleep(0.25)
+    finals = [c.status(sid)[0] for sid in ids]
+    bad = [s for s in finals if s["state"] != "done"]
+    if bad:
+        raise RuntimeError("round %d: slides not done: %s" % (rnd, bad))
+    total = sum(s["tiles"]["inferred"] for s in finals)
+    steady = (last[1] - first[1]) / (last[0] - first[0]) if last[0] > first[0] else float("nan")
+    return {"tiles": total, "steady_tiles_per_s": steady,
+            "end_to_end_tiles_per_s": total / (t_end - t_submit),
+            "seconds": t_end - t_submit}
+
+
+def network_round(gastroscreen, bundle, repeat):
+    r = subprocess.run([gastroscreen, "bench", "--json", "--model", bundle, "--repeat",
+                        str(repeat)], capture_output=True, text=True, timeout=3600)
+    if r.returncode != 0:
+        raise RuntimeError("gastroscreen bench failed: " + r.stderr)
+    j = json.loads(r.stdout)
+    for row in j["network"]["multitask"]["batches"] if "multitask" in j["network"] else []:
+        if row["batch"] == 4:
+            return row["tiles_per_s"]
+    raise RuntimeError("gastroscreen bench printed no batch-4 multitask row")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build", required=True)
+    ap.add_argument("--bundle", required=True)
+    ap.add_argument("--slide", required=True)
+    ap.add_argument("--scratch", default="/tmp/gastroscreen-pipeline-bench")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--slides-per-round", type=int, default=2)
+    ap.add_argument("--infer-threads", type=int, default=1)
+    ap.add_argument("--bench-repeat", type=int, default=3)
+    a = ap.parse_args()
+    print("load average at the start (1, 5, 15 min): %.2f %.2f %.2f on %d CPUs" %
+          (os.getloadavg() + (os.cpu_count(),)), flush=True)
+    c = gsproc.Cluster(a.build, a.bundle, a.scratch, {"max_slides_in_flight": 2}, infer_batch=4)
+    rows, nets = [], []
+    try:
+        c.start_coordinator()
+        ws = {}
+        for s in gsproc.STAGES:
+            extra = ["--threads", str(a.infer_threads)] if s == "infer" else []
+            ws[s] = c.start_worker(s, 1, extra)
+        wait_for("six welcomed workers",
+                 lambda: c.coordinator.text().count("welcomed") >= 6, 300)
+        for rnd in range(a.rounds):
+            rows.append(pipeline_round(c, a.slide, rnd, a.slides_per_round))
+            print("pipeline round %d: %s" % (rnd, json.dumps(rows[-1])), flush=True)
+            nets.append(network_round(c.cli, a.bundle, a.bench_repeat))
+            print("network round %d: %.3f tiles/s (batch 4)" % (rnd, nets[-1]), flush=True)
+        peaks = [("gastroscreend", c.coordinator.vmhwm_kb())]
+        peaks += [("gastroscreen-" + s, ws[s].vmhwm_kb()) for s in gsproc.STAGES]
+    finally:
+        c.close()
+    steady = statistics.median(r["steady_tiles_per_s"] for r in rows)
+    e2e = statistics.median(r["end_to_end_tiles_per_s"] for r in rows)
+    net = statistics.median(nets)
+    print()
+    print("pipeline (separate processes, loopback tcp, infer batch 4, %d infer thread(s), "
+          "%d slide(s) of %d tiles per round, %d rounds)" %
+          (a.infer_threads, a.slides_per_round, rows[0]["tiles"] // a.slides_per_round,
+           a.rounds))
+    print("  median tiles/s, first to last inferred tile: %.3f" % steady)
+    print("  median tiles/s, submit to last verdict:      %.3f" % e2e)
+    print("bare multi-task network, one process, batch 4 (gastroscreen bench), median of "
+          "rounds: %.3f tiles/s" % net)
+    print("ratio pipeline / bare network: %.3f (first-to-last), %.3f (end to end); "
+          "target >= 0.95" % (steady / net, e2e / net))
+    print("ratio per round (pipeline round i / network round i, first-to-last): %s" %
+          ", ".join("%.3f" % (r["steady_tiles_per_s"] / n) for r, n in zip(rows, nets)))
+    print("load average at the end (1, 5, 15 min): %.2f %.2f %.2f on %d CPUs" %
+          (os.getloadavg() + (os.cpu_count(),)))
+    print("peak memory (VmHWM):")
+    for name, kb in peaks:
+        print("  %-24s %8.1f MB" % (name, kb / 1024.0 if kb else float("nan")))
+    print(json.dumps({"pipeline_rounds": rows, "network_tiles_per_s": nets,
+                      "pipeline_median_tiles_per_s": steady,
+                      "pipeline_median_end_to_end_tiles_per_s": e2e,
+                      "network_median_tiles_per_s": net, "ratio": steady / net,
+                      "ratio_end_to_end": e2e / net,
+                      "peak_mb": {n: (kb / 1024.0 if kb else None) for n, kb in peaks}}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
