@@ -206,6 +206,25 @@ def case_coordinator(c, a):
               "slide %s: attempt %s after one restart (want 2)" % (sid, states[sid].get("attempt")))
 
 
+def infer_holding(c, sid):
+    """True when the slide is INFERRING and the one live infer worker reported tiles in hand
+    (queue depth, from the same heartbeat that carries its in_hand list) to the coordinator."""
+    s = slide_state(c, sid)
+    check(s is not None and s["state"] not in ("done", "failed"),
+          "slide %s ended before the poison kills: %s" % (sid, s))
+    if s["state"] != "inferring":
+        return False
+    rc, out, _ = c.run_cli(["top", "--once", "--json", "--config", c.config,
+                            "--endpoint", "events=" + c.ep["events"],
+                            "--endpoint", "query=" + c.ep["query"]])
+    if rc != 0:
+        return False
+    for st in json.loads(out).get("stages", []):
+        if st["stage"] == "infer":
+            return st["instances"] == 1 and st["queue_depth"] >= 1
+    return False
+
+
 def case_poison(c, a):
     c.start_coordinator()
     live = c.start_watch()
@@ -214,19 +233,16 @@ def case_poison(c, a):
     ids = list(c.submit([path]).values())
     infer = ws["infer.1"]
     for n in range(1, 4):
-        # The worker holds the slide's tiles once it has inferred one of them (and it reports
-        # them in in_hand every second); kill it then, as a crashing slide would.
-        before = slide_state(c, ids[0])["tiles"]["inferred"]
-        wait_inferring(c, ids[0], before + 1)
-        time.sleep(1.5)
+        # Killed as soon as it has told the coordinator it holds the slide's tiles, as a
+        # worker crashing on the slide would be (before it could finish them).
+        wait_for("infer worker %d holding tiles of slide %s" % (n, ids[0]),
+                 lambda: infer_holding(c, ids[0]), SLIDE_TIMEOUT, poll=0.1)
         print("fault: kill -9 %s (pid %d), crash %d" % (infer.name, infer.pid, n), flush=True)
         infer.kill9()
         wait_for("the coordinator to count %d lost worker(s)" % n,
                  lambda: (metric(c, 'gastroscreen_worker_events_total{event="lost"}') or 0) >= n,
                  120)
-        infer = c.start_worker("infer", n + 1)
-        if n == 3:
-            break
+        infer = c.start_worker("infer", n + 1, ["--threads", "1"])
     final_checks(c, live, ids, {ids[0]: "poison"})
     check(os.path.isdir(os.path.join(c.root, "spool", "poison")),
           "no spool/poison folder after a poisoned slide")
