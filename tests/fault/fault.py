@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -275,7 +276,7 @@ def main():
             case_coordinator(c, a)
         else:
             case_poison(c, a)
-    except (Failure, gsproc.Timeout, RuntimeError) as e:
+    except (Failure, gsproc.Timeout, RuntimeError, OSError, subprocess.TimeoutExpired) as e:
         c.close()
         print("FAIL: %s" % e)
         for p in c.procs:
