@@ -62,6 +62,7 @@ typedef struct {
     Gastroscreen__V1__PlanResult *plan;
     gs_ledger *ledger;
     uint8_t *is_sample;
+    int64_t *sent_ms; /* per tile: when it was last requested (clock_ms), -1 = never */
     uint32_t n_sample;
     uint8_t *heat;   /* n_tiles x hs^2 */
     FILE *heat_file; /* heat.bin in the spool: the heatmaps survive a restart like outcomes */
@@ -330,6 +331,27 @@ static int send_event(gs_coordinator *c, Gastroscreen__V1__EventMessage *ev)
     return -1;
 }
 
+/* Histogram bounds in seconds: a slide takes from seconds (no tissue) to many minutes; a tile
+ * round trip from milliseconds (blur) to the stall timeout. */
+static const double slide_bounds[] = {1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600};
+static const double tile_bounds[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                                     1,     2.5,  5,     10,   30,  60,   120};
+#define N_SLIDE_BOUNDS (sizeof slide_bounds / sizeof slide_bounds[0])
+#define N_TILE_BOUNDS (sizeof tile_bounds / sizeof tile_bounds[0])
+
+/* The slide's time from acceptance to its verdict. A slide unknown to the table (never the
+ * case for a verdict just journalled) counts as 0 s so the histogram's count stays the number
+ * of verdicts. */
+static void observe_slide(gs_coordinator *c, const Gastroscreen__V1__Verdict *v)
+{
+    gs_slide_info info;
+    double secs = 0;
+    if (slide_id_ok(v->slide_id) && gs_slides_get(c->slides, v->slide_id, &info) == 0 &&
+        info.accepted_unix_ms > 0 && v->decided_unix_ms > info.accepted_unix_ms)
+        secs = (double)(v->decided_unix_ms - info.accepted_unix_ms) / 1000.0;
+    gs_metrics_hist_observe(&c->st.slide_seconds, slide_bounds, N_SLIDE_BOUNDS, secs);
+}
+
 /* Publishes every journalled record not yet published, oldest first. */
 static void publish_pending(gs_coordinator *c)
 {
@@ -349,8 +371,10 @@ static void publish_pending(gs_coordinator *c)
                     int cls = ev->verdict->verdict_class;
                     int poison =
                         cls == GS_VERDICT_FAILED && strncmp(ev->verdict->reason, "poison", 6) == 0;
-                    if (cls >= 0 && cls < 5)
+                    if (cls >= 0 && cls < 5) {
                         c->st.verdicts[cls]++;
+                        observe_slide(c, ev->verdict);
+                    }
                     c->st.failed_poison += poison;
                     if (slide_id_ok(ev->verdict->slide_id))
                         spool_retire(c, ev->verdict->slide_id, poison);
@@ -379,6 +403,7 @@ static void rt_free(slide_rt **prt)
         gastroscreen__v1__plan_result__free_unpacked(rt->plan, NULL);
     gs_ledger_destroy(&rt->ledger);
     free(rt->is_sample);
+    free(rt->sent_ms);
     free(rt->heat);
     if (rt->heat_file)
         fclose(rt->heat_file);
@@ -601,10 +626,14 @@ static int make_ledger(gs_coordinator *c, slide_rt *rt, int adopt)
     lo.feature_dim = FEATURE_DIM;
     rt->ledger = gs_ledger_new(n, rt->attempt, &lo);
     rt->is_sample = calloc(n ? n : 1, 1);
+    free(rt->sent_ms);
+    rt->sent_ms = malloc((n ? n : 1) * sizeof *rt->sent_ms);
     rt->hs = cfg->heatmap_size;
     rt->heat = calloc((size_t)(n ? n : 1) * rt->hs * rt->hs, 1);
-    if (!rt->ledger || !rt->is_sample || !rt->heat)
+    if (!rt->ledger || !rt->is_sample || !rt->sent_ms || !rt->heat)
         return gs_error_set("slide %s: out of memory for the ledger", rt->id);
+    for (uint32_t i = 0; i < n; i++)
+        rt->sent_ms[i] = -1;
     uint32_t n_elig = 0;
     for (uint32_t i = 0; i < n; i++) {
         if (rt->plan->tiles[i]->tissue_fraction < (float)cfg->min_tissue_fraction)
@@ -1003,8 +1032,10 @@ static int dispatch_tiles(gs_coordinator *c, slide_rt *rt)
             free(fresh);
             return -1;
         }
-        for (uint32_t i = 0; i < k; i++)
+        for (uint32_t i = 0; i < k; i++) {
             gs_ledger_requested(rt->ledger, refs[i].index, now);
+            rt->sent_ms[refs[i].index] = now;
+        }
         if (request > 1)
             c->st.tiles_rerequested += k;
     }
@@ -1418,6 +1449,29 @@ static int on_plan_result(gs_coordinator *c, const Gastroscreen__V1__PlanResult 
     return 0;
 }
 
+size_t gs_coordinator_slide_bounds(const double **bounds)
+{
+    *bounds = slide_bounds;
+    return N_SLIDE_BOUNDS;
+}
+
+size_t gs_coordinator_tile_bounds(const double **bounds)
+{
+    *bounds = tile_bounds;
+    return N_TILE_BOUNDS;
+}
+
+/* A tile's round trip (request to the result that recorded its outcome or judgement); which:
+ * 0 blur, 1 infer. Results that record nothing (duplicates, stale, errors) are left out. */
+static void observe_tile(gs_coordinator *c, const slide_rt *rt, uint32_t index, int which, int r,
+                         int64_t now)
+{
+    if (r != GS_LEDGER_RECORDED || !rt->sent_ms || rt->sent_ms[index] < 0)
+        return;
+    gs_metrics_hist_observe(&c->st.tile_seconds[which], tile_bounds, N_TILE_BOUNDS,
+                            (double)(now - rt->sent_ms[index]) / 1000.0);
+}
+
 static void note_tile(gs_coordinator *c, int r)
 {
     if (r == GS_LEDGER_RECORDED)
@@ -1490,6 +1544,7 @@ static void on_tile_result(gs_coordinator *c, const Gastroscreen__V1__TileResult
         memcpy(rt->heat + (size_t)t->tile_index * rt->hs * rt->hs, t->heatmap.data, t->heatmap.len);
         heat_file_append(rt, t->tile_index);
     }
+    observe_tile(c, rt, t->tile_index, 1, r, now);
     note_tile(c, r);
 }
 
@@ -1519,8 +1574,11 @@ static void on_blur_result(gs_coordinator *c, const Gastroscreen__V1__BlurResult
                 : gs_ledger_judge_blur(rt->ledger, b->attempt, b->tile_index, b->blurry, now);
     if (r < 0)
         count_malformed(c, "BlurResult", NULL);
-    else
+    else {
+        if (!b->error[0])
+            observe_tile(c, rt, b->tile_index, 0, r, now);
         note_tile(c, r);
+    }
 }
 
 static int on_screen_result(gs_coordinator *c, const Gastroscreen__V1__ScreenResult *s)

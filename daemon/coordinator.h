@@ -38,6 +38,7 @@
 #include <stdint.h>
 
 #include "daemon/config.h"
+#include "daemon/metrics.h"
 #include "daemon/slides.h"
 #include "proto/gastroscreen.pb-c.h"
 #include "stages/transport.h"
@@ -87,7 +88,17 @@ typedef struct {
     uint64_t workers_welcomed, workers_refused, workers_lost, workers_goodbye;
     uint64_t events_published, queries_answered;
     double tiles_per_second; /* tile outcomes recorded per second over the last 10 s */
+    /* Seconds from acceptance to the verdict of every verdict published (bucketed over
+     * gs_coordinator_slide_bounds()), and from a tile's request to its result (over
+     * gs_coordinator_tile_bounds()) for the results that count: [0] blur, [1] infer. */
+    gs_metrics_hist slide_seconds;
+    gs_metrics_hist tile_seconds[2];
 } gs_coordinator_stats;
+
+/* The bucket bounds (seconds) of the histograms in gs_coordinator_stats: returns how many and
+ * points *bounds at a static array (not to be freed). */
+size_t gs_coordinator_slide_bounds(const double **bounds);
+size_t gs_coordinator_tile_bounds(const double **bounds);
 
 /* Called from the loop about once a second (for sd_notify STATUS / WATCHDOG). */
 typedef void gs_coordinator_tick(const gs_coordinator_stats *stats, void *ud);

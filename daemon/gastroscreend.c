@@ -46,7 +46,8 @@ typedef struct {
     gs_coordinator *c;
     int watchdog;
     int fam_slides, fam_verdicts, fam_malformed, fam_wrong, fam_ignored, fam_tiles, fam_jobs,
-        fam_workers_ev, fam_workers, fam_tps, fam_busy, fam_queue, fam_seq, fam_poison;
+        fam_workers_ev, fam_workers, fam_tps, fam_busy, fam_queue, fam_seq, fam_poison,
+        fam_slide_secs, fam_tile_secs;
 } daemon_state;
 
 static void on_tick(const gs_coordinator_stats *s, void *ud)
@@ -99,10 +100,21 @@ static void collect(gs_metrics_sink *k, void *ud)
         gs_metrics_sample(k, d->fam_queue, name, (double)s.stage[st].queue_depth);
     }
     gs_metrics_sample(k, d->fam_seq, NULL, (double)s.last_seq);
+    gs_metrics_sample_histogram(k, d->fam_slide_secs, NULL, s.slide_seconds.counts,
+                                s.slide_seconds.sum);
+    gs_metrics_sample_histogram(k, d->fam_tile_secs,
+                                gs_stage_name(GASTROSCREEN__V1__STAGE__STAGE_BLUR),
+                                s.tile_seconds[0].counts, s.tile_seconds[0].sum);
+    gs_metrics_sample_histogram(k, d->fam_tile_secs,
+                                gs_stage_name(GASTROSCREEN__V1__STAGE__STAGE_INFER),
+                                s.tile_seconds[1].counts, s.tile_seconds[1].sum);
 }
 
 static int register_metrics(gs_metrics *m, daemon_state *d)
 {
+    const double *slide_b, *tile_b;
+    size_t n_slide_b = gs_coordinator_slide_bounds(&slide_b);
+    size_t n_tile_b = gs_coordinator_tile_bounds(&tile_b);
     if ((d->fam_slides = gs_metrics_counter(m, "gastroscreen_intake_total",
                                             "Slide intakes by outcome", "outcome")) < 0 ||
         (d->fam_verdicts = gs_metrics_counter(m, "gastroscreen_verdicts_total",
@@ -133,7 +145,14 @@ static int register_metrics(gs_metrics *m, daemon_state *d)
         (d->fam_queue = gs_metrics_gauge(m, "gastroscreen_stage_queue_depth",
                                          "Items received and not finished", "stage")) < 0 ||
         (d->fam_seq = gs_metrics_gauge(m, "gastroscreen_journal_last_seq",
-                                       "Newest journal sequence number", NULL)) < 0)
+                                       "Newest journal sequence number", NULL)) < 0 ||
+        (d->fam_slide_secs = gs_metrics_histogram(
+             m, "gastroscreen_slide_duration_seconds",
+             "Seconds from a slide's acceptance to its verdict", NULL, slide_b, n_slide_b)) < 0 ||
+        (d->fam_tile_secs =
+             gs_metrics_histogram(m, "gastroscreen_tile_round_trip_seconds",
+                                  "Seconds from a tile's request to the result that recorded it",
+                                  "stage", tile_b, n_tile_b)) < 0)
         return -1;
     gs_metrics_set_collector(m, collect, d);
     return 0;

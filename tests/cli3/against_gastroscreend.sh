@@ -103,6 +103,35 @@ text = r.read().decode()
 samples = [l for l in text.splitlines() if l and not l.startswith("#")]
 assert samples and all(l.startswith("gastroscreen_") for l in samples), text[:500]
 assert any("unassessable" in l and not l.endswith(" 0") for l in samples), text
+# Histograms: cumulative buckets ending in +Inf equal to _count; one slide duration per verdict.
+import re
+def series(name):
+    out = {}
+    for l in samples:
+        m = re.match(r'^' + name + r'_(bucket|count|sum)(\{[^}]*\})? (\S+)$', l)
+        if m:
+            labels = m.group(2) or ""
+            le = re.search(r'le="([^"]*)"', labels)
+            key = re.sub(r',?le="[^"]*"', "", labels)
+            key = "" if key == "{}" else key
+            s = out.setdefault(key, {"buckets": []})
+            if m.group(1) == "bucket":
+                s["buckets"].append((le.group(1), float(m.group(3))))
+            else:
+                s[m.group(1)] = float(m.group(3))
+    return out
+for name in ("gastroscreen_slide_duration_seconds", "gastroscreen_tile_round_trip_seconds"):
+    assert "# TYPE %s histogram" % name in text, name
+    ss = series(name)
+    assert ss, name
+    for key, s in ss.items():
+        counts = [c for _, c in s["buckets"]]
+        assert counts == sorted(counts), (name, key, s)
+        assert s["buckets"][-1][0] == "+Inf" and s["buckets"][-1][1] == s["count"], (name, key, s)
+verdicts = sum(float(l.split()[-1]) for l in samples if l.startswith("gastroscreen_verdicts_total"))
+slide = series("gastroscreen_slide_duration_seconds")[""]
+assert verdicts == 1 and slide["count"] == verdicts, (verdicts, slide)
+assert set(series("gastroscreen_tile_round_trip_seconds")) == {'{stage="blur"}', '{stage="infer"}'}
 try:
     urllib.request.urlopen(base + "/nothing")
     raise SystemExit("no 404")

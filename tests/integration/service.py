@@ -295,6 +295,18 @@ report_dir = {d}/reports
     total = sum(v for k, v in m.items() if k.startswith("gastroscreen_verdicts_total"))
     if total != len(order):
         fail("gastroscreen_verdicts_total sums to %d, expected %d" % (total, len(order)), logs)
+    # And the histograms: one slide duration per verdict, infer round trips observed (each
+    # +Inf bucket is cumulative and equals its _count).
+    if m.get("gastroscreen_slide_duration_seconds_count") != len(order) or \
+            m.get('gastroscreen_slide_duration_seconds_bucket{le="+Inf"}') != len(order):
+        fail("gastroscreen_slide_duration_seconds counts %s, expected %d" %
+             ({k: v for k, v in m.items() if k.startswith("gastroscreen_slide_duration")},
+              len(order)), logs)
+    infer_rtt = m.get('gastroscreen_tile_round_trip_seconds_count{stage="infer"}', 0)
+    if infer_rtt < 1 or m.get('gastroscreen_tile_round_trip_seconds_bucket'
+                               '{stage="infer",le="+Inf"}') != infer_rtt:
+        fail("gastroscreen_tile_round_trip_seconds{stage=\"infer\"} counts %s" %
+             {k: v for k, v in m.items() if k.startswith("gastroscreen_tile_round")}, logs)
 
     # Clean stop of everything.
     for p in children:

@@ -666,6 +666,15 @@ static void start_with_workers(world *w)
     assert_true(run_until(w, welcomed, NULL));
 }
 
+/* Observations in a histogram of the stats (n_bounds + 1 buckets). */
+static uint64_t hist_count(const gs_metrics_hist *h, size_t n_bounds)
+{
+    uint64_t n = 0;
+    for (size_t i = 0; i <= n_bounds; i++)
+        n += h->counts[i];
+    return n;
+}
+
 /* ------------------------------------------------------------------------------------------ */
 
 static void slide_flows_to_done(void **state)
@@ -719,6 +728,16 @@ static void slide_flows_to_done(void **state)
     assert_int_equal(s.verdicts[GS_VERDICT_POSITIVE], 1);
     assert_int_equal(s.slides_accepted, 1);
     assert_int_equal(s.intake_duplicates, 1);
+    /* The histograms behind /metrics: one slide duration; one round trip per tile outcome or
+     * judgement recorded (the duplicated and stale results are not observations). */
+    const double *bounds;
+    size_t nb = gs_coordinator_slide_bounds(&bounds);
+    assert_true(nb > 0 && nb <= GS_METRICS_MAX_BUCKETS);
+    assert_int_equal(hist_count(&s.slide_seconds, nb), 1);
+    assert_true(s.slide_seconds.sum >= 0);
+    nb = gs_coordinator_tile_bounds(&bounds);
+    assert_int_equal(hist_count(&s.tile_seconds[1], nb), N_INFER);
+    assert_int_equal(hist_count(&s.tile_seconds[0], nb), w.report_blur_judged);
 
     /* Published after it was journalled, exactly once. */
     assert_true(run_until(&w, has_verdict_event, id));
