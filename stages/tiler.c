@@ -285,11 +285,17 @@ void gs_tiler_job_done(const gs_tiler_job *j, Gastroscreen__V1__TileJobDone *don
 /* A tile waiting for room in the sinks looks at the stop flag this often. */
 #define POLLOUT_SLICE_MS 100
 
+/* One PUSH of a handler thread with the endpoints it is connected to. A thread keeps one per
+ * sink stage (infer, blur): zmq_disconnect discards the tiles still queued for that peer once
+ * LINGER runs out, so switching one socket between the infer inboxes and the blur inboxes (one
+ * slide in its blur check while another infers) silently lost tiles a busy infer worker had
+ * not read yet. Endpoints are only disconnected when their worker left the stage's list. */
 typedef struct {
     gs_transport *push;
     char *sinks[SINKS_MAX];
     size_t nsinks;
 } tiler_thread;
+#define SINK_STAGES 2 /* tiler_thread [2 * thread + 0]: infer sinks, [2 * thread + 1]: blur */
 
 struct gs_tiler_stage {
     void *ctx;
@@ -305,7 +311,7 @@ gs_tiler_stage *gs_tiler_stage_new(void *zctx, int threads, int tile_hwm)
         return NULL;
     }
     gs_tiler_stage *s = calloc(1, sizeof *s);
-    if (!s || !(s->threads = calloc((size_t)threads, sizeof *s->threads))) {
+    if (!s || !(s->threads = calloc((size_t)threads * SINK_STAGES, sizeof *s->threads))) {
         free(s);
         gs_error_set("out of memory for the tiler stage");
         return NULL;
@@ -321,7 +327,7 @@ void gs_tiler_stage_destroy(gs_tiler_stage **sp)
     if (!sp || !*sp)
         return;
     gs_tiler_stage *s = *sp;
-    for (int i = 0; i < s->nthreads; i++) {
+    for (int i = 0; i < s->nthreads * SINK_STAGES; i++) {
         gs_transport_destroy(&s->threads[i].push);
         for (size_t k = 0; k < s->threads[i].nsinks; k++)
             free(s->threads[i].sinks[k]);
@@ -424,10 +430,11 @@ int gs_tiler_handle(gs_worker_job *job, void *ud)
     gs_tiler_stage *s = ud;
     int th = gs_worker_job_thread(job);
     GS_ASSERT(th >= 0 && th < s->nthreads);
-    tiler_thread *t = &s->threads[th];
     const Gastroscreen__V1__WorkMessage *m = gs_worker_job_message(job);
     GS_ASSERT(m->body_case == GASTROSCREEN__V1__WORK_MESSAGE__BODY_TILE_JOB && m->tile_job);
     const Gastroscreen__V1__TileJob *job_msg = m->tile_job;
+    int blur = job_msg->job_case == GASTROSCREEN__V1__TILE_JOB__JOB_BLUR;
+    tiler_thread *t = &s->threads[th * SINK_STAGES + blur];
     gs_tiler_job *tj = gs_tiler_job_new(job_msg, gs_worker_job_worker_id(job));
     if (!tj)
         return -1;

@@ -83,8 +83,11 @@ void gs_tiler_job_done(const gs_tiler_job *j, Gastroscreen__V1__TileJobDone *don
 
 /* ---- the tiler stage on a gs_worker ----------------------------------------------------- */
 
-/* The sockets of a tiler worker: one tile PUSH per handler thread, connected to exactly the
- * sink_endpoints of the job it serves (new ones connected, missing ones disconnected). */
+/* The sockets of a tiler worker: per handler thread, one tile PUSH for infer jobs and one for
+ * blur jobs, each connected to exactly the sink_endpoints of the last job of its kind (new ones
+ * connected, missing ones disconnected). Two sockets, because a disconnect discards the tiles
+ * still queued for that peer: alternating one socket between the two stages' inboxes lost
+ * tiles. */
 typedef struct gs_tiler_stage gs_tiler_stage;
 
 /* zctx must be the context the tile inboxes live in (the same as the worker's for inproc://);
