@@ -12,13 +12,13 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
-#include <systemd/sd-journal.h>
 #include <unistd.h>
 
 #include "daemon/intake.h"
 #include "daemon/journal.h"
 #include "daemon/ledger.h"
 #include "ops/error.h"
+#include "stages/log.h"
 
 #define FEATURE_DIM 512
 #define MAX_HAND 32
@@ -103,7 +103,6 @@ struct gs_coordinator {
     slide_rt **active;
     size_t n_active;
     int64_t next_tick, next_retain;
-    int journald; /* log lines go to the journal with fields */
     uint64_t rate_hist[11];
     int64_t rate_time[11];
     gs_coordinator_stats st; /* loop-owned counters */
@@ -136,21 +135,10 @@ static int64_t now_ms(const gs_coordinator *c)
 
 static void logf_(const gs_coordinator *c, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-/* 1 when stderr is the journal's stream (systemd sets JOURNAL_STREAM to its dev:ino): then
- * log lines go to the journal with structured fields instead. */
-static int stderr_is_journal(void)
-{
-    const char *e = getenv("JOURNAL_STREAM");
-    unsigned long long dev, ino;
-    struct stat st;
-    if (!e || sscanf(e, "%llu:%llu", &dev, &ino) != 2 || fstat(STDERR_FILENO, &st) != 0)
-        return 0;
-    return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
-}
-
 static int slide_id_ok(const char *s);
 
-/* One log line. Under journald it carries STAGE=coordinator and, for a line about a slide
+/* One log line (stages/log). Under journald it carries STAGE=coordinator and, for a line about a
+ * slide
  * ("slide <id>..."), SLIDE_ID, so `journalctl SLIDE_ID=...` follows a slide. */
 static void logf_(const gs_coordinator *c, const char *fmt, ...)
 {
@@ -161,22 +149,13 @@ static void logf_(const gs_coordinator *c, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    if (c->journald) {
-        char id[GS_SLIDE_ID_LEN + 1] = "";
-        if (strncmp(msg, "slide ", 6) == 0 && strlen(msg) >= 6 + GS_SLIDE_ID_LEN) {
-            memcpy(id, msg + 6, GS_SLIDE_ID_LEN);
-            if (!slide_id_ok(id))
-                id[0] = 0;
-        }
-        if (id[0])
-            sd_journal_send("MESSAGE=%s", msg, "PRIORITY=6", "STAGE=coordinator", "SLIDE_ID=%s", id,
-                            "SYSLOG_IDENTIFIER=gastroscreend", NULL);
-        else
-            sd_journal_send("MESSAGE=%s", msg, "PRIORITY=6", "STAGE=coordinator",
-                            "SYSLOG_IDENTIFIER=gastroscreend", NULL);
-        return;
+    char id[GS_SLIDE_ID_LEN + 1] = "";
+    if (strncmp(msg, "slide ", 6) == 0 && strlen(msg) >= 6 + GS_SLIDE_ID_LEN) {
+        memcpy(id, msg + 6, GS_SLIDE_ID_LEN);
+        if (!slide_id_ok(id))
+            id[0] = 0;
     }
-    fprintf(stderr, "gastroscreend: %s\n", msg);
+    gs_log_line("gastroscreend", "coordinator", id, GS_LOG_INFO, msg);
 }
 
 static int str_ok(const char *s, size_t max)
@@ -2368,7 +2347,6 @@ gs_coordinator *gs_coordinator_new(const gs_coordinator_options *o)
     if (!c->o.clock_ms)
         c->o.clock_ms = mono_ms;
     c->cfg = o->config;
-    c->journald = stderr_is_journal();
     pthread_mutex_init(&c->snap_lock, NULL);
     atomic_init(&c->stop_flag, 0);
     if (copy_model(c, o->model) != 0)

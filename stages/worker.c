@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "ops/error.h"
+#include "stages/log.h"
 
 #ifndef GS_VERSION
 #define GS_VERSION ""
@@ -111,16 +112,35 @@ static int64_t unix_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void logf_w(const gs_worker *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void logf_w(const gs_worker *w, const char *fmt, ...)
+/* One log line of the worker (stages/log: under journald with STAGE and, when slide is not
+ * NULL, SLIDE_ID). */
+static void vlog_w(const gs_worker *w, const char *slide, const char *fmt, va_list ap)
 {
     if (w->cfg.quiet)
         return;
+    char ident[64], msg[GS_LOG_MESSAGE_MAX + 1];
+    snprintf(ident, sizeof ident, "gastroscreen-%s", gs_stage_name(w->cfg.stage));
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    gs_log_line(ident, gs_stage_name(w->cfg.stage), slide, GS_LOG_INFO, msg);
+}
+
+static void logf_w(const gs_worker *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void logf_w(const gs_worker *w, const char *fmt, ...)
+{
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "gastroscreen-%s: ", gs_stage_name(w->cfg.stage));
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    vlog_w(w, NULL, fmt, ap);
+    va_end(ap);
+}
+
+/* A line about one slide (carries SLIDE_ID under journald). */
+static void logf_slide(const gs_worker *w, const char *slide, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void logf_slide(const gs_worker *w, const char *slide, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vlog_w(w, slide, fmt, ap);
     va_end(ap);
 }
 
@@ -441,8 +461,8 @@ static void *handler_thread(void *p)
         gs_error_clear();
         int rc = w->cfg.handler(j, w->cfg.handler_ud);
         if (rc < 0)
-            logf_w(w, "job %" PRIu64 " of slide %s failed: %s", j->job_id, j->slide_id,
-                   gs_error_get());
+            logf_slide(w, j->slide_id, "job %" PRIu64 " of slide %s failed: %s", j->job_id,
+                       j->slide_id, gs_error_get());
         pthread_mutex_lock(&w->mu);
         j->rc = rc;
         j->state = JOB_DONE;
@@ -975,8 +995,10 @@ static void take_job(gs_worker *w, const Gastroscreen__V1__WorkMessage *m, int s
      * per thread beyond the slots. More than that is a coordinator ignoring the credit. */
     if (jobs_in_hand(w) >= 2 * w->cfg.threads) {
         w->dropped_jobs++;
-        logf_w(w, "dropped job %" PRIu64 ": no free slot (the coordinator's deadline re-sends it)",
-               j->job_id);
+        logf_slide(w, j->slide_id,
+                   "dropped job %" PRIu64 " of slide %s: no free slot (the coordinator's "
+                   "deadline re-sends it)",
+                   j->job_id, j->slide_id);
         job_free(j);
         return;
     }
