@@ -11,6 +11,7 @@
 #include "stages/blur.h"
 #include "stages/foreground.h"
 #include "stages/infer.h"
+#include "stages/log.h"
 #include "stages/provenance.h"
 #include "stages/reporter.h"
 #include "stages/screener.h"
@@ -49,9 +50,17 @@ static gs_net_id stage_net(Gastroscreen__V1__Stage s)
     }
 }
 
+/* A line of the stage process (stages/log: under journald with STAGE=name). */
+static void log_stage(const char *name, int priority, const char *msg)
+{
+    char ident[64];
+    snprintf(ident, sizeof ident, "gastroscreen-%s", name);
+    gs_log_line(ident, name, NULL, priority, msg);
+}
+
 static int fail(const char *name)
 {
-    fprintf(stderr, "gastroscreen-%s: %s\n", name, gs_error_get());
+    log_stage(name, GS_LOG_ERR, gs_error_get());
     return 1;
 }
 
@@ -75,7 +84,7 @@ int gs_stage_run(Gastroscreen__V1__Stage stage, int argc, char **argv)
     int uses_model = needs_model || stage == GASTROSCREEN__V1__STAGE__STAGE_BLUR ||
                      stage == GASTROSCREEN__V1__STAGE__STAGE_FOREGROUND;
     if (needs_model && !c.model[0]) {
-        fprintf(stderr, "gastroscreen-%s: no model: give --model BUNDLE or [model] bundle\n", name);
+        log_stage(name, GS_LOG_ERR, "no model: give --model BUNDLE or [model] bundle");
         return 2;
     }
 
@@ -178,8 +187,11 @@ int gs_stage_run(Gastroscreen__V1__Stage stage, int argc, char **argv)
     if (!(w = gs_worker_new(&wc)))
         goto report;
     if (stage == GASTROSCREEN__V1__STAGE__STAGE_BLUR ||
-        stage == GASTROSCREEN__V1__STAGE__STAGE_INFER)
-        fprintf(stderr, "gastroscreen-%s: tile inbox %s\n", name, gs_worker_tile_inbox(w));
+        stage == GASTROSCREEN__V1__STAGE__STAGE_INFER) {
+        char msg[GS_LOG_MESSAGE_MAX + 1];
+        snprintf(msg, sizeof msg, "tile inbox %s", gs_worker_tile_inbox(w));
+        log_stage(name, GS_LOG_INFO, msg);
+    }
     sd_notifyf(0, "READY=1\nSTATUS=connecting to %s", c.work);
     if (gs_worker_run(w) == 0)
         rc = 0;
