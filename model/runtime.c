@@ -8,6 +8,7 @@
 
 #include <oneapi/dnnl/dnnl_debug.h>
 
+#include "ops/dnnl_reorder.h"
 #include "ops/error.h"
 
 #define DNNL_TRY(call, what)                                                                       \
@@ -140,39 +141,6 @@ fail:
                            c->stride, c->deconv ? " (transposed, depthwise)" : "");
 }
 
-/* Runs a one-off reorder from (from_md, from) to (to_md, to). */
-static int reorder_once(dnnl_engine_t engine, const dnnl_memory_desc_t *from_md, void *from,
-                        const dnnl_memory_desc_t *to_md, void *to)
-{
-    dnnl_primitive_desc_t pd = NULL;
-    dnnl_primitive_t prim = NULL;
-    dnnl_memory_t a = NULL, b = NULL;
-    dnnl_stream_t stream = NULL;
-    int rc = -1;
-    DNNL_TRY(dnnl_memory_create(&a, from_md, engine, from), "reorder source");
-    DNNL_TRY(dnnl_memory_create(&b, to_md, engine, to), "reorder destination");
-    DNNL_TRY(dnnl_reorder_primitive_desc_create(&pd, from_md, engine, to_md, engine, NULL),
-             "reorder pd");
-    DNNL_TRY(dnnl_primitive_create(&prim, pd), "reorder");
-    DNNL_TRY(dnnl_stream_create(&stream, engine, dnnl_stream_default_flags), "stream");
-    dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, a}, {DNNL_ARG_TO, b}};
-    DNNL_TRY(dnnl_primitive_execute(prim, stream, 2, args), "reorder");
-    DNNL_TRY(dnnl_stream_wait(stream), "reorder");
-    rc = 0;
-fail:
-    if (stream)
-        dnnl_stream_destroy(stream);
-    if (prim)
-        dnnl_primitive_destroy(prim);
-    if (pd)
-        dnnl_primitive_desc_destroy(pd);
-    if (b)
-        dnnl_memory_destroy(b);
-    if (a)
-        dnnl_memory_destroy(a);
-    return rc;
-}
-
 static void act_md(int n, int c, int h, int w, int plain, dnnl_memory_desc_t *md)
 {
     dnnl_dims_t dims = {n, c, h, w};
@@ -215,7 +183,7 @@ int gs_rt_conv_init(gs_rt_conv *c, dnnl_engine_t engine, int cin, int cout, int 
         gs_error_set("out of memory for conv weights");
         goto fail_noset;
     }
-    if (reorder_once(engine, &plain_md, (void *)w, &c->wmd, c->wr) != 0)
+    if (gs_dnnl_reorder(engine, &plain_md, (void *)w, &c->wmd, c->wr) != 0)
         goto fail_noset;
     if (deconv) {
         int nb = (cout + 15) / 16;
@@ -520,7 +488,7 @@ int gs_rt_plan_conv(gs_rt_plan *p, const gs_rt_conv *c, gs_rt_tensor *src, gs_rt
             goto fail_noset;
         }
         p->owned[p->nowned++] = copy;
-        if (reorder_once(p->engine, &c->wmd, c->wr, want, copy) != 0)
+        if (gs_dnnl_reorder(p->engine, &c->wmd, c->wr, want, copy) != 0)
             goto fail_noset;
         wdata = copy;
         p->weight_reorders++;

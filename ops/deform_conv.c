@@ -10,6 +10,7 @@
 #include <oneapi/dnnl/dnnl.h>
 #include <oneapi/dnnl/dnnl_debug.h>
 
+#include "ops/dnnl_reorder.h"
 #include "ops/error.h"
 
 /* Bytes of one column tile the fast path aims for: small enough to stay in a core's L2 while
@@ -298,10 +299,6 @@ fail:
 static int reorder_weights(gs_deform_conv *c, int which, float *plain)
 {
     dnnl_memory_desc_t plain_md;
-    dnnl_primitive_desc_t pd = NULL;
-    dnnl_primitive_t prim = NULL;
-    dnnl_memory_t from = NULL, to = NULL;
-    dnnl_stream_t stream = NULL;
     dnnl_dims_t dims = {c->kdim, c->ndim};
     int ok = -1;
 
@@ -312,29 +309,12 @@ static int reorder_weights(gs_deform_conv *c, int which, float *plain)
     }
     DNNL_CHECK(dnnl_memory_desc_init_by_tag(&plain_md, 2, dims, dnnl_f32, dnnl_ab),
                "plain weights desc");
-    DNNL_CHECK(dnnl_memory_create(&from, &plain_md, c->engine, plain), "weights memory");
-    DNNL_CHECK(dnnl_memory_create(&to, &c->wei_md[which], c->engine, c->wei[which]),
-               "weights memory");
-    DNNL_CHECK(dnnl_reorder_primitive_desc_create(&pd, &plain_md, c->engine, &c->wei_md[which],
-                                                  c->engine, NULL),
-               "weights reorder desc");
-    DNNL_CHECK(dnnl_primitive_create(&prim, pd), "weights reorder");
-    DNNL_CHECK(dnnl_stream_create(&stream, c->engine, dnnl_stream_default_flags), "stream");
-    dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}};
-    DNNL_CHECK(dnnl_primitive_execute(prim, stream, 2, args), "weights reorder");
-    DNNL_CHECK(dnnl_stream_wait(stream), "weights reorder");
+    if (gs_dnnl_reorder(c->engine, &plain_md, plain, &c->wei_md[which], c->wei[which]) != 0) {
+        gs_error_prefix("deform_conv: weights");
+        goto fail;
+    }
     ok = 0;
 fail:
-    if (stream)
-        dnnl_stream_destroy(stream);
-    if (prim)
-        dnnl_primitive_destroy(prim);
-    if (pd)
-        dnnl_primitive_desc_destroy(pd);
-    if (to)
-        dnnl_memory_destroy(to);
-    if (from)
-        dnnl_memory_destroy(from);
     return ok;
 }
 
