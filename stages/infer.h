@@ -16,9 +16,12 @@
  *   - ERROR with `error`: a tile that failed a check or gave a non-finite output (a failed
  *     request; the coordinator asks again).
  * Every result carries the fence of its header, the request, the worker id and timings
- * (wait_us as given, read_us from the tiler, compute_us of its batch, batch_size).
+ * (wait_us as given, read_us from the tiler, compute_us and batch_size of the network call
+ * that ran it).
  *
- * A partial batch is padded with copies of its first tile, so one state serves every batch.
+ * A full batch runs in one network call; a partial one (the end of a slide, or fewer tiles
+ * waiting) runs tile by tile in a second, one-tile state made on first use, so no compute goes
+ * to padding.
  *
  * For a gs_worker, gs_infer_stage holds one gs_infer per handler thread (made on first use)
  * and gs_infer_handle is the handler over tile batches (gs_worker_job_tile).

@@ -275,6 +275,7 @@ static void infer_cmu_tile_matches_the_network(void **state)
     assert_non_null(ns);
     const Gastroscreen__V1__TileResult *rs[2] = {r0, r3};
     const uint8_t *tiles[2] = {a, b};
+    float direct[2];
     for (int t = 0; t < 2; t++) {
         const Gastroscreen__V1__TileResult *r = rs[t];
         float logit, feature[512], *seg = malloc(sizeof(float) * (SIDE / 4) * (SIDE / 4));
@@ -283,6 +284,7 @@ static void infer_cmu_tile_matches_the_network(void **state)
         assert_true(isfinite(r->score) && r->score >= 0 && r->score <= 1);
         printf("tile %d: score %.6f (direct %.6f)\n", t, r->score, sigmoidf_(logit));
         assert_true(fabsf(r->score - sigmoidf_(logit)) < 1e-4f);
+        direct[t] = sigmoidf_(logit);
         assert_int_equal(r->n_feature, 512);
         double maxdiff = 0, maxabs = 0;
         for (int i = 0; i < 512; i++) {
@@ -309,6 +311,21 @@ static void infer_cmu_tile_matches_the_network(void **state)
             }
         free(seg);
     }
+    /* Three tiles at batch 2: a full batch (b, a), then a partial one (b) that runs alone in
+     * the one-tile state, not padded: same score as the direct run, batch_size 1. */
+    const Gastroscreen__V1__TileHeader *hp3[3] = {&h[0], &h[0], &h[0]};
+    const uint8_t *pp3[3] = {b, a, b};
+    assert_int_equal(gs_infer_run(inf, 3, hp3, pp3, lens, NULL, NULL), 0);
+    for (int i = 0; i < 3; i++) {
+        const Gastroscreen__V1__TileResult *r = gs_infer_result(inf, (size_t)i);
+        assert_int_equal(r->outcome, GASTROSCREEN__V1__TILE_OUTCOME__TILE_OUTCOME_INFERRED);
+        assert_int_equal(r->timing->batch_size, i < 2 ? 2 : 1);
+        assert_true(r->timing->compute_us > 0);
+        printf("partial batch, tile %d: score %.6f (direct %.6f)\n", i, r->score,
+               direct[i == 1 ? 0 : 1]);
+        assert_true(fabsf(r->score - direct[i == 1 ? 0 : 1]) < 1e-4f);
+    }
+
     /* Tiles a worker must refuse, each a failed request: wrong size, not a multiple of 32,
      * a heatmap larger than the seg map, no InferJob. */
     Gastroscreen__V1__TileHeader bad;
