@@ -3,8 +3,10 @@
 and one process per stage, infer at batch 4) against the bare multi-task network in one
 process (`gastroscreen bench`'s network section, batch 4), in one run, alternating
 (pipeline round, network round, pipeline round, ...) so load from elsewhere on the machine
-hits both alike. Prints the medians, the ratio (target >= 0.95) and each process's peak
-memory (VmHWM from /proc/PID/status, read while the process is alive).
+hits both alike. Prints the medians, the ratio (target >= 0.95), each process's CPU seconds
+per pipeline round (utime + stime from /proc/PID/stat: where the cores went besides the
+network) and each process's peak memory (VmHWM from /proc/PID/status, read while the process
+is alive).
 
 Pipeline tiles/s of a round: K copies of the slide are submitted at once; the figure is the
 number of tiles the multi-task network inferred divided by the time from the first inferred
@@ -12,6 +14,11 @@ tile to the last one (read from the coordinator's state query, polled every 0.25
 plan and blur check of the first slide and the screen and report of the last, which the bare
 network does not do, are left out; the end-to-end figure (submit to last verdict) is printed
 too.
+
+The sample slide has 13 tissue tiles, so its per-slide work (plan, blur check, thumbnail,
+report) weighs more than on a real biopsy slide; --mosaic N makes, at bench time, a slide of
+N x N copies of its pixels (a tiled, zlib-compressed pyramidal TIFF at 0.5 um/px with 4x and
+16x levels, tifffile + PIL) so a round's slides have about N*N times the tiles.
 
 Not a ctest (machines are noisy); run by tests/bench/pipeline.sh.
 """
@@ -28,8 +35,34 @@ import gsproc  # noqa: E402
 from gsproc import wait_for  # noqa: E402
 
 
-def pipeline_round(c, src, rnd, k):
-    paths = [c.add_slide(src, "r%d-%d.svs" % (rnd, i)) for i in range(k)]
+def make_mosaic(src, n, dst):
+    """n x n copies of src's level-0 pixels as a tiled pyramidal TIFF at 0.5 um/px."""
+    import numpy as np
+    import tifffile
+    from PIL import Image
+
+    rgb = np.asarray(Image.open(src).convert("RGB"))
+    level = np.tile(rgb, (n, n, 1))
+    with tifffile.TiffWriter(dst) as tif:
+        for down in (1, 4, 16):
+            if down > 1:
+                h, w = level.shape[0] // down, level.shape[1] // down
+                img = np.asarray(Image.fromarray(np.tile(rgb, (n, n, 1))).resize(
+                    (w, h), Image.BOX))
+            else:
+                img = level
+            # 20000 px/cm = 0.5 um/px at level 0
+            tifffile_res = (20000 / down, 20000 / down)
+            tif.write(img, tile=(256, 256), photometric="rgb", compression="zlib",
+                      subfiletype=1 if down > 1 else 0,
+                      resolution=tifffile_res, resolutionunit="CENTIMETER")
+    return dst
+
+
+def pipeline_round(c, procs, src, rnd, k):
+    cpu0 = {name: p.cpu_seconds() for name, p in procs}
+    ext = os.path.splitext(src)[1]
+    paths = [c.add_slide(src, "r%d-%d%s" % (rnd, i, ext)) for i in range(k)]
     t_submit = time.monotonic()
     ids = list(c.submit(paths).values())
     first = last = None
@@ -66,7 +99,8 @@ def pipeline_round(c, src, rnd, k):
         raise RuntimeError("round %d: slides not done: %s" % (rnd, bad))
     total = sum(s["tiles"]["inferred"] for s in finals)
     steady = (last[1] - first[1]) / (last[0] - first[0]) if last[0] > first[0] else float("nan")
-    return {"tiles": total, "steady_tiles_per_s": steady,
+    cpu = {name: round(p.cpu_seconds() - cpu0[name], 2) for name, p in procs}
+    return {"tiles": total, "steady_tiles_per_s": steady, "cpu_seconds": cpu,
             "end_to_end_tiles_per_s": total / (t_end - t_submit),
             "seconds": t_end - t_submit}
 
@@ -93,7 +127,13 @@ def main():
     ap.add_argument("--slides-per-round", type=int, default=2)
     ap.add_argument("--infer-threads", type=int, default=1)
     ap.add_argument("--bench-repeat", type=int, default=3)
+    ap.add_argument("--mosaic", type=int, default=1,
+                    help="slide of N x N copies of --slide's pixels (default 1: --slide itself)")
     a = ap.parse_args()
+    if a.mosaic > 1:
+        os.makedirs(a.scratch + ".bundle", exist_ok=True)
+        a.slide = make_mosaic(a.slide, a.mosaic,
+                              os.path.join(a.scratch + ".bundle", "mosaic-%d.tiff" % a.mosaic))
     print("load average at the start (1, 5, 15 min): %.2f %.2f %.2f on %d CPUs" %
           (os.getloadavg() + (os.cpu_count(),)), flush=True)
     c = gsproc.Cluster(a.build, a.bundle, a.scratch, {"max_slides_in_flight": 2}, infer_batch=4)
@@ -106,13 +146,14 @@ def main():
             ws[s] = c.start_worker(s, 1, extra)
         wait_for("six welcomed workers",
                  lambda: c.coordinator.text().count("welcomed") >= 6, 300)
+        procs = [("gastroscreend", c.coordinator)]
+        procs += [("gastroscreen-" + s, ws[s]) for s in gsproc.STAGES]
         for rnd in range(a.rounds):
-            rows.append(pipeline_round(c, a.slide, rnd, a.slides_per_round))
+            rows.append(pipeline_round(c, procs, a.slide, rnd, a.slides_per_round))
             print("pipeline round %d: %s" % (rnd, json.dumps(rows[-1])), flush=True)
             nets.append(network_round(c.cli, a.bundle, a.bench_repeat))
             print("network round %d: %.3f tiles/s (batch 4)" % (rnd, nets[-1]), flush=True)
-        peaks = [("gastroscreend", c.coordinator.vmhwm_kb())]
-        peaks += [("gastroscreen-" + s, ws[s].vmhwm_kb()) for s in gsproc.STAGES]
+        peaks = [(name, p.vmhwm_kb()) for name, p in procs]
     finally:
         c.close()
     steady = statistics.median(r["steady_tiles_per_s"] for r in rows)
@@ -120,8 +161,8 @@ def main():
     net = statistics.median(nets)
     print()
     print("pipeline (separate processes, loopback tcp, infer batch 4, %d infer thread(s), "
-          "%d slide(s) of %d tiles per round, %d rounds)" %
-          (a.infer_threads, a.slides_per_round, rows[0]["tiles"] // a.slides_per_round,
+          "%d slide(s) (%s) of %d tiles per round, %d rounds)" %
+          (a.infer_threads, a.slides_per_round, os.path.basename(a.slide), rows[0]["tiles"] // a.slides_per_round,
            a.rounds))
     print("  median tiles/s, first to last inferred tile: %.3f" % steady)
     print("  median tiles/s, submit to last verdict:      %.3f" % e2e)
@@ -133,9 +174,11 @@ def main():
           ", ".join("%.3f" % (r["steady_tiles_per_s"] / n) for r, n in zip(rows, nets)))
     print("load average at the end (1, 5, 15 min): %.2f %.2f %.2f on %d CPUs" %
           (os.getloadavg() + (os.cpu_count(),)))
-    print("peak memory (VmHWM):")
+    print("per process: median CPU seconds per pipeline round, peak memory (VmHWM):")
     for name, kb in peaks:
-        print("  %-24s %8.1f MB" % (name, kb / 1024.0 if kb else float("nan")))
+        print("  %-24s %7.2f s %8.1f MB" % (
+            name, statistics.median(r["cpu_seconds"][name] for r in rows),
+            kb / 1024.0 if kb else float("nan")))
     print(json.dumps({"pipeline_rounds": rows, "network_tiles_per_s": nets,
                       "pipeline_median_tiles_per_s": steady,
                       "pipeline_median_end_to_end_tiles_per_s": e2e,

@@ -105,6 +105,16 @@ class Proc:
         with open(self.log_path, "rb") as f:
             return f.read().decode("utf-8", "replace")
 
+    def cpu_seconds(self):
+        """User + system CPU time the live process has used so far, or None once it is gone."""
+        try:
+            with open("/proc/%d/stat" % self.pid) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        # utime and stime are fields 14 and 15 of proc(5); fields[0] here is field 3.
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def vmhwm_kb(self):
         """Peak resident set (VmHWM) of the live process in kB, or None once it is gone."""
         try:
