@@ -80,7 +80,11 @@ static const char *const USAGE =
     "                   /usr/bin/python3 model/pytorch/make_bundle.py --seed 1 --out B\n"
     "\n"
     "Side by side with PyTorch (torchvision deform_conv2d, the mirror with dense convs):\n"
-    "  /usr/bin/python3 tests/bench/torch_side.py --gastroscreen PATH [--model B]\n";
+    "  /usr/bin/python3 tests/bench/torch_side.py --gastroscreen PATH [--model B]\n"
+    "Side by side with the service as separate processes (gastroscreend and the six stage\n"
+    "workers on loopback; rounds alternate with this command's network section; target:\n"
+    "pipeline tiles/s >= 0.95 of the bare network; also each process's CPU and peak memory):\n"
+    "  tests/bench/pipeline.sh [BUILD_DIR] [--mosaic N] [--rounds N]\n";
 
 static int parse_int(const char *opt, const char *s, int lo, int hi, int *out)
 {
