@@ -41,6 +41,7 @@ struct gs_slide {
     double *level_ds;
     double mpp;
     int mpp_known;
+    const char *mpp_source; /* a static string, see gs_slide_mpp_source() */
     double objective;
     char *quickhash;
     size_t nprops;
@@ -224,17 +225,89 @@ static double read_mpp_axis(gs_slide *s, const char *name)
     return v;
 }
 
+/* Micrometres per TIFF ResolutionUnit, as OpenSlide 3.4 prints the unit ("centimeter",
+ * "inch"), or 0 when the unit gives no physical size ("none", "unknown") or is absent. */
+static double tiff_unit_um(const char *unit)
+{
+    if (!unit)
+        return 0;
+    if (strcmp(unit, "centimeter") == 0)
+        return 10000;
+    if (strcmp(unit, "inch") == 0)
+        return 25400;
+    return 0;
+}
+
+/* One axis of the TIFF resolution tags (pixels per unit): returns the mpp, or 0 if the tag is
+ * absent or the value is not a plausible microscope resolution. An implausible value is
+ * described in note (for a single warning that names both axes), else note is left empty. */
+static double read_tiff_axis(gs_slide *s, const char *name, const char *unit, double um_per_unit,
+                             char *note, size_t note_size)
+{
+    note[0] = '\0';
+    const char *text = gs_slide_property(s, name);
+    double ppu;
+    if (!text)
+        return 0;
+    if (parse_number(text, &ppu) != 0 || !(ppu > 0)) {
+        snprintf(note, note_size, "%s '%.40s' per %s", name, text, unit);
+        return 0;
+    }
+    double mpp = um_per_unit / ppu;
+    if (mpp < MPP_MIN || mpp > MPP_MAX) {
+        snprintf(note, note_size, "%s '%.40s' per %s = %g um/px", name, text, unit, mpp);
+        return 0;
+    }
+    return mpp;
+}
+
+/* OpenSlide 3.4 gives no openslide.mpp-x/-y for generic TIFF, but the file may say its
+ * resolution in the standard tags; OpenSlide 4.0 derives mpp from them the same way. Returns
+ * the mean of the plausible axes, or 0 (with a warning if a tag was there but implausible:
+ * 72 dpi, an image editor's default, would read as 352.8 um/px). -1 on out of memory. */
+static int read_tiff_resolution(gs_slide *s, double *mpp)
+{
+    *mpp = 0;
+    const char *unit = gs_slide_property(s, "tiff.ResolutionUnit");
+    double um_per_unit = tiff_unit_um(unit);
+    if (um_per_unit == 0)
+        return 0;
+    char note_x[160], note_y[160];
+    double mx = read_tiff_axis(s, "tiff.XResolution", unit, um_per_unit, note_x, sizeof note_x);
+    double my = read_tiff_axis(s, "tiff.YResolution", unit, um_per_unit, note_y, sizeof note_y);
+    if ((note_x[0] || note_y[0]) &&
+        add_warning(s, "ignoring implausible TIFF resolution %s%s%s (plausible: %g..%g um/px)",
+                    note_x, note_x[0] && note_y[0] ? ", " : "", note_y, MPP_MIN, MPP_MAX) != 0)
+        return -1;
+    if (mx > 0 && my > 0)
+        *mpp = (mx + my) / 2;
+    else
+        *mpp = mx > 0 ? mx : my;
+    return 0;
+}
+
 static int read_resolution(gs_slide *s)
 {
+    const char *mpp_x = gs_slide_property(s, OPENSLIDE_PROPERTY_NAME_MPP_X);
+    const char *mpp_y = gs_slide_property(s, OPENSLIDE_PROPERTY_NAME_MPP_Y);
     double mx = read_mpp_axis(s, OPENSLIDE_PROPERTY_NAME_MPP_X);
     double my = read_mpp_axis(s, OPENSLIDE_PROPERTY_NAME_MPP_Y);
     if (mx > 0 && my > 0)
         s->mpp = (mx + my) / 2;
     else
         s->mpp = mx > 0 ? mx : my;
+    s->mpp_source = "slide";
+    /* Only a file with no OpenSlide mpp at all falls back to the tags: an implausible
+     * openslide.mpp-x is a broken file, not a sign that the tags are better. */
+    if (!(s->mpp > 0) && !mpp_x && !mpp_y) {
+        if (read_tiff_resolution(s, &s->mpp) != 0)
+            return -1;
+        s->mpp_source = "tiff-resolution";
+    }
     s->mpp_known = s->mpp > 0;
     if (!s->mpp_known) {
         s->mpp = s->opt.default_mpp;
+        s->mpp_source = "default";
         if (add_warning(s, "no microns-per-pixel in the slide; assuming %g um/px", s->mpp) != 0)
             return -1;
     }
@@ -384,6 +457,12 @@ int gs_slide_mpp_known(const gs_slide *s)
 {
     GS_ASSERT(s);
     return s->mpp_known;
+}
+
+const char *gs_slide_mpp_source(const gs_slide *s)
+{
+    GS_ASSERT(s);
+    return s->mpp_source;
 }
 
 double gs_slide_objective(const gs_slide *s)

