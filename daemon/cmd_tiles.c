@@ -68,8 +68,8 @@ static json_t *slide_json(gs_slide *s)
     }
     return json_pack("{s:s, s:s, s:o, s:f, s:s, s:f, s:s}", "path", gs_slide_path(s), "vendor",
                      gs_slide_vendor(s), "levels", levels, "mpp", gs_slide_mpp(s), "mpp_source",
-                     gs_slide_mpp_known(s) ? "slide" : "default", "objective",
-                     gs_slide_objective(s), "quickhash", gs_slide_quickhash(s));
+                     gs_slide_mpp_source(s), "objective", gs_slide_objective(s), "quickhash",
+                     gs_slide_quickhash(s));
 }
 
 static json_t *plan_json(gs_slide *s, const gs_plan *p, double min_tissue)
@@ -163,8 +163,11 @@ static void print_facts(gs_slide *s)
     for (int l = 0; l < gs_slide_level_count(s); l++)
         printf(" %.4g", gs_slide_level_downsample(s, l));
     printf(" (downsamples)\n");
+    const char *src = gs_slide_mpp_source(s);
     printf("resolution  %.4f um/px (%s)", gs_slide_mpp(s),
-           gs_slide_mpp_known(s) ? "from the slide" : "default: the slide has none");
+           !strcmp(src, "slide")             ? "from the slide"
+           : !strcmp(src, "tiff-resolution") ? "from the TIFF resolution tags"
+                                             : "default: the slide has none");
     if (gs_slide_objective(s) > 0)
         printf(", objective %gx", gs_slide_objective(s));
     printf("\n");
