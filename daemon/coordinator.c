@@ -64,7 +64,9 @@ typedef struct {
     uint8_t *is_sample;
     int64_t *sent_ms; /* per tile: when it was last requested (clock_ms), -1 = never */
     uint32_t n_sample;
-    uint8_t *heat;   /* n_tiles x hs^2 */
+    gs_slide_method blur_method; /* of the sample's judged tiles (UNKNOWN until one is) */
+    int blur_mixed;              /* warned once: the sample was judged by two methods */
+    uint8_t *heat;               /* n_tiles x hs^2 */
     FILE *heat_file; /* heat.bin in the spool: the heatmaps survive a restart like outcomes */
     uint32_t hs;
     uint64_t job_id; /* the outstanding plan/screen/report job, 0 = none */
@@ -679,8 +681,8 @@ static int blur_settled(gs_coordinator *c, slide_rt *rt)
     char reason[256];
     snprintf(reason, sizeof reason, "out of focus: %u of %u sample tiles blurry", lc.blur_blurry,
              lc.blur_judged);
-    if (gs_slides_blur_checked(c->slides, rt->id, rt->attempt, frac, out, out ? reason : "",
-                               wall_ms(), NULL) < 0)
+    if (gs_slides_blur_checked(c->slides, rt->id, rt->attempt, frac, rt->blur_method, out,
+                               out ? reason : "", wall_ms(), NULL) < 0)
         return -1;
     publish_pending(c);
     if (out) {
@@ -1023,6 +1025,24 @@ static int dispatch_tiles(gs_coordinator *c, slide_rt *rt)
     return 0;
 }
 
+/* The method a worker named, or UNKNOWN for a value this build does not know. */
+static gs_slide_method method_of(Gastroscreen__V1__Method m)
+{
+    switch (m) {
+    case GASTROSCREEN__V1__METHOD__METHOD_NETWORK:
+        return GS_METHOD_NETWORK;
+    case GASTROSCREEN__V1__METHOD__METHOD_CLASSICAL:
+        return GS_METHOD_CLASSICAL;
+    default:
+        return GS_METHOD_UNKNOWN;
+    }
+}
+
+static gs_slide_method plan_method(const Gastroscreen__V1__PlanResult *p)
+{
+    return method_of(p->method);
+}
+
 static void fill_provenance(const gs_coordinator *c, Gastroscreen__V1__ModelProvenance *mp)
 {
     *mp = c->model;
@@ -1075,6 +1095,16 @@ static void verdict_for_report(gs_coordinator *c, slide_rt *rt, const gs_slide_i
         b->v.blur_sample_judged = lc.blur_judged;
     }
     b->v.external_id = (char *)info->external_id;
+    /* From the slide's record (journalled with PLANNED and BLUR_CHECKED, so a restart keeps
+     * them); a plan recorded without its method still has it in the spooled plan file. */
+    gs_slide_method fm = info->foreground_method;
+    if (fm == GS_METHOD_UNKNOWN && rt->plan)
+        fm = plan_method(rt->plan);
+    b->v.foreground_method = (Gastroscreen__V1__Method)fm;
+    /* A slide failing in its blur check has judged tiles but no BLUR_CHECKED record. */
+    b->v.blur_method =
+        (Gastroscreen__V1__Method)(info->blur_method != GS_METHOD_UNKNOWN ? info->blur_method
+                                                                          : rt->blur_method);
     b->v.decided_unix_ms = wall_ms();
     b->v.state = rt->report_class == GS_VERDICT_FAILED
                      ? GASTROSCREEN__V1__SLIDE_STATE__SLIDE_STATE_FAILED
@@ -1360,6 +1390,23 @@ static int fence(gs_coordinator *c, const char *slide, uint32_t attempt, slide_r
     return 0;
 }
 
+/* Which method judged the sample. Workers of one bundle agree; a worker started without the
+ * bundle (classical) next to one with a trained blur network would not, and the report must
+ * not claim one method for both: the first stays, and the verdict says so in a warning. */
+static void note_blur_method(slide_rt *rt, Gastroscreen__V1__Method m)
+{
+    gs_slide_method bm = method_of(m);
+    if (bm == GS_METHOD_UNKNOWN)
+        return;
+    if (rt->blur_method == GS_METHOD_UNKNOWN)
+        rt->blur_method = bm;
+    else if (bm != rt->blur_method && !rt->blur_mixed) {
+        rt->blur_mixed = 1;
+        rt_warn(rt, "blur check: the sample was judged by both the network and the classical "
+                    "method (the report names the first)");
+    }
+}
+
 static int on_plan_result(gs_coordinator *c, const Gastroscreen__V1__PlanResult *p)
 {
     slide_rt *rt;
@@ -1408,7 +1455,7 @@ static int on_plan_result(gs_coordinator *c, const Gastroscreen__V1__PlanResult 
     if (w != 0)
         return -1;
     int folded = 0;
-    if (gs_slides_planned(c->slides, rt->id, rt->attempt, p->facts->quickhash,
+    if (gs_slides_planned(c->slides, rt->id, rt->attempt, p->facts->quickhash, plan_method(p),
                           p->unassessable_reason, wall_ms(), &folded, NULL) < 0)
         return -1;
     publish_pending(c);
@@ -1554,8 +1601,10 @@ static void on_blur_result(gs_coordinator *c, const Gastroscreen__V1__BlurResult
     if (r < 0)
         count_malformed(c, "BlurResult", NULL);
     else {
-        if (!b->error[0])
+        if (!b->error[0]) {
+            note_blur_method(rt, b->method);
             observe_tile(c, rt, b->tile_index, 0, r, now);
+        }
         note_tile(c, r);
     }
 }
@@ -2057,6 +2106,8 @@ static void fill_status(gs_coordinator *c, const gs_slide_info *info, const gs_s
     b->v.report = &b->rp;
     b->v.tiles = &b->vtc;
     b->v.blurred_fraction = vinfo->blurred_fraction;
+    b->v.foreground_method = (Gastroscreen__V1__Method)vinfo->foreground_method;
+    b->v.blur_method = (Gastroscreen__V1__Method)vinfo->blur_method;
     b->v.external_id = (char *)vinfo->external_id;
     b->v.decided_unix_ms = vinfo->updated_unix_ms;
     b->v.state = (Gastroscreen__V1__SlideState)vinfo->state;

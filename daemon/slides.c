@@ -24,6 +24,7 @@ typedef struct {
     gs_verdict_class verdict;
     uint32_t attempt, crash_marks;
     int out_of_focus;
+    gs_slide_method foreground_method, blur_method;
     float score, blurred_fraction;
     gs_slide_tiles tiles;
     int64_t size, mtime_ms, accepted_ms, updated_ms;
@@ -132,11 +133,18 @@ static json_t *record_of(const slide *s)
         json_pack("[I, I, I, I, I, I]", (json_int_t)s->tiles.planned, (json_int_t)s->tiles.inferred,
                   (json_int_t)s->tiles.background, (json_int_t)s->tiles.blurry,
                   (json_int_t)s->tiles.error, (json_int_t)s->tiles.rerequested);
-    if (!tiles || json_object_set_new(r, "tiles", tiles) != 0) {
+    if (!tiles || json_object_set_new(r, "tiles", tiles) != 0 ||
+        json_object_set_new(r, "foreground_method", json_integer(s->foreground_method)) != 0 ||
+        json_object_set_new(r, "blur_method", json_integer(s->blur_method)) != 0) {
         json_decref(r);
         return NULL;
     }
     return r;
+}
+
+static int method_ok(long long m)
+{
+    return m >= GS_METHOD_UNKNOWN && m <= GS_METHOD_CLASSICAL;
 }
 
 static char *dup_nonempty(const char *s)
@@ -184,6 +192,16 @@ static slide *slide_of(const json_t *r)
             gs_error_set("a tile count is out of range");
             goto fail;
         }
+    /* Records journalled before the methods were recorded have neither: unknown, never
+     * guessed. */
+    json_int_t fm = 0, bm = 0;
+    if (json_unpack((json_t *)r, "{s?I, s?I}", "foreground_method", &fm, "blur_method", &bm) != 0 ||
+        !method_ok(fm) || !method_ok(bm)) {
+        gs_error_set("a method is out of range");
+        goto fail;
+    }
+    s->foreground_method = (gs_slide_method)fm;
+    s->blur_method = (gs_slide_method)bm;
     memcpy(s->id, str[10], GS_SLIDE_ID_LEN);
     char **f[N_STR];
     str_fields(s, f);
@@ -287,6 +305,8 @@ static uint8_t *event_of(const gs_slides *t, const slide *c, event_kind kind, gs
         v.external_id = (char *)S(c->external_id);
         v.decided_unix_ms = now;
         v.state = (Gastroscreen__V1__SlideState)c->state;
+        v.foreground_method = (Gastroscreen__V1__Method)c->foreground_method;
+        v.blur_method = (Gastroscreen__V1__Method)c->blur_method;
         if (c->warnings && *c->warnings) {
             warnings_buf = strdup(c->warnings);
             if (!warnings_buf)
@@ -587,14 +607,16 @@ static int from_any(const slide *s)
 }
 
 int gs_slides_planned(gs_slides *t, const char *slide_id, uint32_t attempt, const char *quickhash,
-                      const char *unassessable_reason, int64_t now_unix_ms, int *folded,
-                      uint64_t *seq)
+                      gs_slide_method method, const char *unassessable_reason, int64_t now_unix_ms,
+                      int *folded, uint64_t *seq)
 {
     slide *s = NULL;
     if (folded)
         *folded = 0;
     if (!text_ok(quickhash, MAX_TEXT_LEN) || !text_ok(unassessable_reason, MAX_TEXT_LEN))
         return gs_error_set("slide %s: plan strings too long", S(slide_id));
+    if (!method_ok(method))
+        return gs_error_set("slide %s: plan method %d unknown", S(slide_id), (int)method);
     int r = check(t, slide_id, attempt, GS_SLIDE_PLANNED, from_accepted, &s);
     if (r != -2)
         return r;
@@ -621,24 +643,26 @@ int gs_slides_planned(gs_slides *t, const char *slide_id, uint32_t attempt, cons
         return 0;
     }
     c.state = GS_SLIDE_PLANNED;
+    c.foreground_method = method;
     c.unassessable_reason = (char *)unassessable_reason;
     return commit(t, s, &c, EV_STATE, GS_SLIDE_ACCEPTED, NULL, now_unix_ms, seq);
 }
 
 int gs_slides_blur_checked(gs_slides *t, const char *slide_id, uint32_t attempt,
-                           float blurred_fraction, int out_of_focus, const char *reason,
-                           int64_t now_unix_ms, uint64_t *seq)
+                           float blurred_fraction, gs_slide_method method, int out_of_focus,
+                           const char *reason, int64_t now_unix_ms, uint64_t *seq)
 {
     slide *s = NULL;
     if (!isfinite(blurred_fraction) || blurred_fraction < 0.f || blurred_fraction > 1.f ||
-        !text_ok(reason, MAX_TEXT_LEN))
-        return gs_error_set("slide %s: bad blurred fraction or reason", S(slide_id));
+        !text_ok(reason, MAX_TEXT_LEN) || !method_ok(method))
+        return gs_error_set("slide %s: bad blurred fraction, method or reason", S(slide_id));
     int r = check(t, slide_id, attempt, GS_SLIDE_BLUR_CHECKED, from_planned, &s);
     if (r != -2)
         return r;
     slide c = *s;
     c.state = GS_SLIDE_BLUR_CHECKED;
     c.blurred_fraction = blurred_fraction;
+    c.blur_method = method;
     c.out_of_focus = !!out_of_focus;
     if (out_of_focus) {
         c.verdict = GS_VERDICT_UNASSESSABLE;
@@ -874,6 +898,8 @@ static void view(const slide *s, gs_slide_info *v)
     v->attempt = s->attempt;
     v->crash_marks = s->crash_marks;
     v->out_of_focus = s->out_of_focus;
+    v->foreground_method = s->foreground_method;
+    v->blur_method = s->blur_method;
     v->score = s->score;
     v->blurred_fraction = s->blurred_fraction;
     v->tiles = s->tiles;

@@ -59,6 +59,14 @@ typedef enum {
     GS_VERDICT_FAILED = 4,
 } gs_verdict_class;
 
+/* Which method made the tissue plan or judged the blur-first sample (numbered as Method).
+ * UNKNOWN: the stage did not run, or the slide was recorded without it. */
+typedef enum {
+    GS_METHOD_UNKNOWN = 0,
+    GS_METHOD_NETWORK = 1,
+    GS_METHOD_CLASSICAL = 2,
+} gs_slide_method;
+
 typedef enum {
     GS_INTAKE_ANNOUNCED = 1,
     GS_INTAKE_SUBMIT = 2,
@@ -118,6 +126,7 @@ typedef struct {
     gs_verdict_class verdict;
     uint32_t attempt, crash_marks;
     int out_of_focus;
+    gs_slide_method foreground_method, blur_method; /* journalled with PLANNED, BLUR_CHECKED */
     float score, blurred_fraction;
     gs_slide_tiles tiles;
     int64_t size, mtime_ms, accepted_unix_ms, updated_unix_ms;
@@ -163,19 +172,21 @@ int gs_slides_intake(gs_slides *t, const char *path, int64_t size, int64_t mtime
 int gs_slides_resolve_path(const char *const *roots, size_t n_roots, const char *path, char *out,
                            size_t out_len, int64_t *size, int64_t *mtime_ms);
 
-/* ACCEPTED -> PLANNED on a PlanResult without error, with the slide's quickhash and, when the
- * plan said so, unassessable_reason (NULL or "" otherwise). If another slide has the same
- * path and quickhash, the slide is folded into it instead: DONE with duplicate_of, and
- * *folded = 1 (may be NULL). */
+/* ACCEPTED -> PLANNED on a PlanResult without error, with the slide's quickhash, the method
+ * that made the plan (PlanResult.method; kept in the record and every later Verdict) and,
+ * when the plan said so, unassessable_reason (NULL or "" otherwise). If another slide has the
+ * same path and quickhash, the slide is folded into it instead: DONE with duplicate_of, and
+ * *folded = 1 (may be NULL). A method outside gs_slide_method is an error. */
 int gs_slides_planned(gs_slides *t, const char *slide_id, uint32_t attempt, const char *quickhash,
-                      const char *unassessable_reason, int64_t now_unix_ms, int *folded,
-                      uint64_t *seq);
+                      gs_slide_method method, const char *unassessable_reason, int64_t now_unix_ms,
+                      int *folded, uint64_t *seq);
 
-/* PLANNED -> BLUR_CHECKED when the sample is settled. out_of_focus says the slide ends
- * unassessable, with reason ("out of focus: 27 of 32 sample tiles blurry"). */
+/* PLANNED -> BLUR_CHECKED when the sample is settled, with the method that judged it
+ * (BlurResult.method; GS_METHOD_UNKNOWN when no tile was judged). out_of_focus says the slide
+ * ends unassessable, with reason ("out of focus: 27 of 32 sample tiles blurry"). */
 int gs_slides_blur_checked(gs_slides *t, const char *slide_id, uint32_t attempt,
-                           float blurred_fraction, int out_of_focus, const char *reason,
-                           int64_t now_unix_ms, uint64_t *seq);
+                           float blurred_fraction, gs_slide_method method, int out_of_focus,
+                           const char *reason, int64_t now_unix_ms, uint64_t *seq);
 
 /* BLUR_CHECKED (sharp enough) -> INFERRING. */
 int gs_slides_inferring(gs_slides *t, const char *slide_id, uint32_t attempt, int64_t now_unix_ms,

@@ -161,6 +161,8 @@ static int validate(const gs_report *r)
 
 static int any_untrained(const gs_report *r)
 {
+    if (r->untrained_bundle)
+        return 1;
     for (size_t i = 0; i < r->n_models; i++)
         if (r->models[i].untrained)
             return 1;
@@ -380,11 +382,12 @@ static json_t *report_json(const gs_report *r, const gs_report_paths *paths, int
     json_t *models = json_array();
     for (size_t i = 0; models && i < r->n_models; i++) {
         const gs_report_model *m = &r->models[i];
-        json_t *mj =
-            json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:b}", "network", str_or_null(m->network),
-                      "method", str_or_null(m->method), "bundle", str_or_null(m->bundle), "sha256",
-                      str_or_null(m->sha256), "format_version", str_or_null(m->format_version),
-                      "trained_on", str_or_null(m->trained_on), "untrained", m->untrained != 0);
+        json_t *mj = json_pack(
+            "{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:b}", "network", str_or_null(m->network),
+            "method", str_or_null(m->method), "algorithm", str_or_null(m->algorithm), "version",
+            str_or_null(m->version), "bundle", str_or_null(m->bundle), "sha256",
+            str_or_null(m->sha256), "format_version", str_or_null(m->format_version), "trained_on",
+            str_or_null(m->trained_on), "untrained", m->untrained != 0);
         if (!mj || json_array_append_new(models, mj) != 0)
             (*bad)++;
     }

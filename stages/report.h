@@ -14,14 +14,17 @@
  *             "mpp_defaulted"},
  *   "verdict": "negative" | "positive" | "unassessable" | "failed",
  *   "score", "threshold", "reason",
- *   "untrained": true when any network used is untrained, and then
- *   "notice": "model: untrained — not a diagnosis" (null for a fully trained model),
- *   "tiles": {"planned", "inferred", "background", "blurry", "error", "rerequested"},
+ *   "untrained": true when any network used is untrained or the bundle in use is
+ * (untrained_bundle), and then "notice": "model: untrained — not a diagnosis" (null for a fully
+ * trained model), "tiles": {"planned", "inferred", "background", "blurry", "error", "rerequested"},
  *   "blurred_fraction": blurry / judged of the blur-first sample (null if no sample judged),
  *   "blur_sample_judged",
  *   "timings": {"<stage>": seconds, ...} in the order given (stage names must differ),
- *   "models": [{"network", "method", "bundle", "sha256", "format_version", "trained_on",
- *               "untrained"}, ...],
+ *   "models": [{"network", "method", "algorithm", "version", "bundle", "sha256",
+ *               "format_version", "trained_on", "untrained"}, ...]: every method that judged
+ *             the slide, in the order given: a network with its bundle's provenance, a
+ *             classical method with what it computes and the gastroscreen version that
+ *             implements it (no bundle), or "method": "unknown" with nulls,
  *   "warnings": ["no mpp: used default 0.25", ...],
  *   "heatmap": {"file": "heatmap.png", "cell_level0" (null without a heatmap),
  *               "cells_with_data"} or null when no image was written,
@@ -67,16 +70,25 @@ const char *gs_verdict_class_name(gs_verdict_class c);
 /* The plain statement every output carries when any network used is untrained. */
 #define GS_REPORT_UNTRAINED_NOTICE "model: untrained — not a diagnosis"
 
-/* One network that took part in the verdict (or whose classical fallback did). */
+/* What the classical methods compute, as report.json names them (DESIGN.md §2). */
+#define GS_REPORT_CLASSICAL_FOREGROUND                                                             \
+    "tissue mask: Ruifrok-Johnston H&E colour deconvolution + Otsu threshold on a low-resolution " \
+    "view (stages/tissue)"
+#define GS_REPORT_CLASSICAL_BLUR                                                                   \
+    "focus: brightness-normalised variance of the Laplacian over tissue pixels (ops/focus)"
+
+/* One network or classical method that took part in the verdict. */
 typedef struct {
     const char *network;        /* "foreground", "blur", "multitask", "screener" */
-    const char *method;         /* "network", or "classical" when the fallback ran instead */
+    const char *method;         /* "network", "classical" (the fallback ran instead), or
+                                   "unknown" (the stage ran; which method is not recorded) */
+    const char *algorithm;      /* classical: what it computes; NULL = none */
+    const char *version;        /* classical: gastroscreen version implementing it; NULL = none */
     const char *bundle;         /* bundle file name; NULL = none */
     const char *sha256;         /* lower-case hex SHA-256 of the bundle; NULL = none */
     const char *format_version; /* bundle format version (model/FORMAT.md); NULL = none */
     const char *trained_on;     /* what the weights were trained on, or "untrained" */
-    int untrained;              /* nonzero: seeded random weights (counts even if the
-                                   classical method replaced the network) */
+    int untrained;              /* nonzero: this network's weights are seeded random ones */
 } gs_report_model;
 
 /* Seconds a slide spent in one stage. */
@@ -115,6 +127,8 @@ typedef struct {
     size_t n_timings;
     const gs_report_model *models; /* n_models entries (may be NULL when 0) */
     size_t n_models;
+    int untrained_bundle;        /* nonzero: the bundle in use is untrained, so the notice is shown
+                                    even when only classical methods judged this slide */
     const char *const *warnings; /* n_warnings strings (may be NULL when 0) */
     size_t n_warnings;
     int64_t decided_unix_ms; /* when the verdict was decided; 0 = now */

@@ -62,6 +62,71 @@ static gs_heatmap *build_heatmap(const Gastroscreen__V1__ReportJob *job, int *fa
     return h;
 }
 
+static const char *nonempty(const char *s)
+{
+    return s && s[0] ? s : NULL;
+}
+
+/* The entry of a network of the verdict's bundle. */
+static gs_report_model network_entry(const char *name, const Gastroscreen__V1__ModelProvenance *mp,
+                                     int untrained)
+{
+    gs_report_model m = {.network = name, .method = "network", .untrained = untrained};
+    if (mp) {
+        m.bundle = nonempty(mp->bundle);
+        m.sha256 = nonempty(mp->sha256);
+        m.format_version = nonempty(mp->format_version);
+        m.trained_on = nonempty(mp->trained_on);
+    }
+    return m;
+}
+
+/* The entry of a stage that can run a network or a classical method; ran says the stage did
+ * run (so an unspecified method is "unknown" rather than no entry). Returns 1 with *out
+ * filled, or 0 when there is nothing to list. */
+static int stage_entry(const char *name, Gastroscreen__V1__Method method, const char *algorithm,
+                       int ran, const Gastroscreen__V1__ModelProvenance *mp, gs_report_model *out)
+{
+    switch (method) {
+    case GASTROSCREEN__V1__METHOD__METHOD_NETWORK:
+        /* A worker runs these networks only when the bundle marks them trained (stages/blur). */
+        *out = network_entry(name, mp, 0);
+        return 1;
+    case GASTROSCREEN__V1__METHOD__METHOD_CLASSICAL:
+        *out = (gs_report_model){.network = name,
+                                 .method = "classical",
+                                 .algorithm = algorithm,
+                                 .version = "gastroscreen " GS_VERSION};
+        return 1;
+    default:
+        if (!ran)
+            return 0;
+        *out = (gs_report_model){.network = name, .method = "unknown"};
+        return 1;
+    }
+}
+
+/* Every method that judged the slide, in pipeline order, into models[4]: the tissue plan and
+ * the blur check as the verdict names them, the multi-task network when it inferred a tile,
+ * the screener when the verdict is its score. Returns the count. */
+static size_t report_models(const Gastroscreen__V1__ReportJob *job, gs_report_model models[4])
+{
+    const Gastroscreen__V1__Verdict *v = job->verdict;
+    const Gastroscreen__V1__ModelProvenance *mp = v->model;
+    size_t n = 0;
+    n += (size_t)stage_entry("foreground", v->foreground_method, GS_REPORT_CLASSICAL_FOREGROUND,
+                             job->grid != NULL, mp, &models[n]);
+    n += (size_t)stage_entry("blur", v->blur_method, GS_REPORT_CLASSICAL_BLUR,
+                             v->blur_sample_judged > 0, mp, &models[n]);
+    int untrained = mp && mp->untrained;
+    if (v->tiles && v->tiles->inferred > 0)
+        models[n++] = network_entry("multitask", mp, untrained);
+    if (v->verdict_class == GASTROSCREEN__V1__VERDICT_CLASS__VERDICT_CLASS_NEGATIVE ||
+        v->verdict_class == GASTROSCREEN__V1__VERDICT_CLASS__VERDICT_CLASS_POSITIVE)
+        models[n++] = network_entry("screener", mp, untrained);
+    return n;
+}
+
 static int valid_slide_id(const char *s)
 {
     if (!s || !s[0] || strlen(s) > 64)
@@ -168,23 +233,10 @@ int gs_reporter_write(const Gastroscreen__V1__ReportJob *job, const gs_reporter_
     r.timings = timings;
     r.n_timings = n_timings;
 
-    gs_report_model models[2];
-    size_t n_models = 0;
-    const Gastroscreen__V1__ModelProvenance *mp = v->model;
-    if (mp && ((mp->sha256 && mp->sha256[0]) || mp->untrained)) {
-        static const char *const nets[2] = {"multitask", "screener"};
-        for (int i = 0; i < 2; i++)
-            models[n_models++] = (gs_report_model){
-                nets[i],
-                "network",
-                mp->bundle && mp->bundle[0] ? mp->bundle : NULL,
-                mp->sha256 && mp->sha256[0] ? mp->sha256 : NULL,
-                mp->format_version && mp->format_version[0] ? mp->format_version : NULL,
-                mp->trained_on && mp->trained_on[0] ? mp->trained_on : NULL,
-                mp->untrained};
-    }
+    gs_report_model models[4];
     r.models = models;
-    r.n_models = n_models;
+    r.n_models = report_models(job, models);
+    r.untrained_bundle = v->model && v->model->untrained;
     r.decided_unix_ms = v->decided_unix_ms;
     r.region_threshold = o->region_threshold;
 

@@ -14,9 +14,18 @@
  * read is a warning in the report, not a failure; a folder or file that cannot be written is
  * answered with `error`.
  *
- * Models: the verdict carries one ModelProvenance (the bundle); the report lists it for the
- * multi-task network and the screener, the networks a screening verdict comes from, so an
- * untrained bundle puts "model: untrained — not a diagnosis" into every report.json.
+ * Models: report.json lists every method that judged the slide, in pipeline order:
+ *   - "foreground" and "blur" as Verdict.foreground_method / blur_method name them: a
+ *     classical entry (what it computes, GS_REPORT_CLASSICAL_*, and the gastroscreen version;
+ *     no bundle), or a network entry with the bundle's provenance (untrained false: workers run
+ *     these networks only when the bundle marks them trained), or "unknown" when the stage ran
+ *     (the job has a plan grid; the blur check judged tiles) but the verdict does not name
+ *     its method; no entry for a stage that did not run;
+ *   - "multitask" when the tile counts have an inferred tile, and "screener" when the verdict is
+ *     negative or positive, both with the verdict's ModelProvenance (the bundle).
+ * So a slide that ended at the blur check lists only the plan and the blur check. The verdict's
+ * untrained bundle still puts "model: untrained — not a diagnosis" into every report.json
+ * (gs_report.untrained_bundle), as it is on every verdict line.
  * The blur_sample_judged count is not part of ReportJob; it is derived from the tile counts
  * as blurry / blurred_fraction when both are positive, otherwise the report leaves
  * blurred_fraction null.

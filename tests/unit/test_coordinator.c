@@ -58,12 +58,15 @@ typedef struct {
     int watch;         /* the config has a watched folder */
     int infer_budget;  /* >= 0: infer results answered before the sinks go quiet; -1 = all */
     float screen_score;
+    int blur_method; /* Method the fake blur workers name (classical by default) */
     /* observations */
     uint32_t infer_tile_jobs, blur_tile_jobs, infer_results;
     uint32_t screen_k;
     int screen_sorted;
     int report_class;
     uint32_t report_blur_judged;
+    int report_fg_method, report_blur_method;   /* Method in the last ReportJob's verdict */
+    int verdict_fg_method, verdict_blur_method; /* Method in the last published verdict */
     int report_heat_ok; /* every INFERRED tile of the last report job had its own heatmap */
     int verdict_events, accepted_events;
     char verdict_topic[256];
@@ -159,6 +162,7 @@ static void world_init(world *w)
     assert_non_null(w->ctx);
     w->infer_budget = -1;
     w->screen_score = 0.9f;
+    w->blur_method = GASTROSCREEN__V1__METHOD__METHOD_CLASSICAL;
     w->report_class = -1;
     w->now = 1000000;
 }
@@ -295,6 +299,7 @@ static void answer_plan(world *w, fake *f, const Gastroscreen__V1__PlanJob *j)
         r.grid = &grid;
         r.n_tiles = N_TILES;
         r.tiles = pt;
+        r.method = GASTROSCREEN__V1__METHOD__METHOD_CLASSICAL;
     }
     Gastroscreen__V1__WorkMessage m = GASTROSCREEN__V1__WORK_MESSAGE__INIT;
     m.body_case = GASTROSCREEN__V1__WORK_MESSAGE__BODY_PLAN_RESULT;
@@ -317,6 +322,7 @@ static void sink_result(world *w, fake *sink, const Gastroscreen__V1__TileJob *j
         b.worker_id = sink->id;
         b.blurry = w->all_blurry;
         b.focus = w->all_blurry ? 0.01f : 0.5f;
+        b.method = (Gastroscreen__V1__Method)w->blur_method;
         b.request = j->request;
         m.body_case = GASTROSCREEN__V1__WORK_MESSAGE__BODY_BLUR_RESULT;
         m.blur_result = &b;
@@ -405,6 +411,8 @@ static void answer_report(world *w, fake *f, const Gastroscreen__V1__ReportJob *
     assert_non_null(j->verdict);
     w->report_class = j->verdict->verdict_class;
     w->report_blur_judged = j->verdict->blur_sample_judged;
+    w->report_fg_method = j->verdict->foreground_method;
+    w->report_blur_method = j->verdict->blur_method;
     w->report_heat_ok = j->n_tiles > 0;
     for (size_t i = 0; i < j->n_tiles; i++) {
         const Gastroscreen__V1__TileSummary *t = j->tiles[i];
@@ -511,6 +519,11 @@ static int pump(world *w)
         if (st == GS_RECV_MESSAGE && strncmp(in.topic, "slide.verdict.", 14) == 0) {
             w->verdict_events++;
             snprintf(w->verdict_topic, sizeof w->verdict_topic, "%s", in.topic);
+            const Gastroscreen__V1__EventMessage *ev = in.msg.event;
+            if (ev && ev->body_case == GASTROSCREEN__V1__EVENT_MESSAGE__BODY_VERDICT) {
+                w->verdict_fg_method = ev->verdict->foreground_method;
+                w->verdict_blur_method = ev->verdict->blur_method;
+            }
         }
         gs_inbound_release(&in);
         if (st == GS_RECV_EMPTY || st == GS_RECV_ERROR)
@@ -684,6 +697,7 @@ static void slide_flows_to_done(void **state)
     world_init(&w);
     w.duplicate_results = 1;
     w.stale_results = 1;
+    w.blur_method = GASTROSCREEN__V1__METHOD__METHOD_NETWORK; /* a bundle with a trained one */
     start_with_workers(&w);
     char id[GS_SLIDE_ID_LEN + 1], id2[GS_SLIDE_ID_LEN + 1];
     uint64_t seq = 0;
@@ -716,6 +730,11 @@ static void slide_flows_to_done(void **state)
     assert_true(w.report_blur_judged > 0);
     assert_true(w.report_heat_ok);
     assert_true(strstr(info.report_json, "report.json") != NULL);
+    /* The methods the workers named reach the record and the reporter. */
+    assert_int_equal(info.foreground_method, GS_METHOD_CLASSICAL);
+    assert_int_equal(info.blur_method, GS_METHOD_NETWORK);
+    assert_int_equal(w.report_fg_method, GASTROSCREEN__V1__METHOD__METHOD_CLASSICAL);
+    assert_int_equal(w.report_blur_method, GASTROSCREEN__V1__METHOD__METHOD_NETWORK);
     /* The plan and ledger file left the spool with the verdict. */
     char spool[PATH_MAX + 64];
     snprintf(spool, sizeof spool, "%s/spool/%s", w.dir, id);
@@ -745,6 +764,8 @@ static void slide_flows_to_done(void **state)
         pump(&w);
     assert_int_equal(w.verdict_events, 1);
     assert_string_equal(w.verdict_topic, "slide.verdict.positive.");
+    assert_int_equal(w.verdict_fg_method, GASTROSCREEN__V1__METHOD__METHOD_CLASSICAL);
+    assert_int_equal(w.verdict_blur_method, GASTROSCREEN__V1__METHOD__METHOD_NETWORK);
     assert_int_equal(journal_verdicts(&w, id), 1);
     world_free(&w);
 }
@@ -773,6 +794,8 @@ static void blur_first_unassessable(void **state)
             assert_int_equal(w.f[i].tiles_got, 0);
     assert_int_equal(w.report_class, GS_VERDICT_UNASSESSABLE);
     assert_int_equal(w.report_blur_judged, 32);
+    assert_int_equal(w.report_fg_method, GASTROSCREEN__V1__METHOD__METHOD_CLASSICAL);
+    assert_int_equal(w.report_blur_method, GASTROSCREEN__V1__METHOD__METHOD_CLASSICAL);
     assert_int_equal(w.screen_k, 0);
     assert_int_equal(journal_verdicts(&w, id), 1);
     world_free(&w);
@@ -1069,6 +1092,11 @@ static void restart_mid_slide_one_verdict(void **state)
     gs_slide_info info = slide_info(&w, id);
     assert_int_equal(info.attempt, 2);
     assert_int_equal(info.state, GS_SLIDE_INFERRING);
+    /* The blur check does not run again: the methods come back from the journal. */
+    assert_int_equal(info.foreground_method, GS_METHOD_CLASSICAL);
+    assert_int_equal(info.blur_method, GS_METHOD_CLASSICAL);
+    uint32_t blur_jobs_before = w.blur_tile_jobs;
+    w.report_fg_method = w.report_blur_method = -1;
     assert_true(run_until(&w, is_terminal, id));
     info = slide_info(&w, id);
     assert_int_equal(info.state, GS_SLIDE_DONE);
@@ -1081,6 +1109,9 @@ static void restart_mid_slide_one_verdict(void **state)
     assert_int_equal(again, N_INFER - before);
     /* The heatmaps of the adopted tiles came back from the spool for the report. */
     assert_true(w.report_heat_ok);
+    assert_int_equal(w.blur_tile_jobs, blur_jobs_before);
+    assert_int_equal(w.report_fg_method, GASTROSCREEN__V1__METHOD__METHOD_CLASSICAL);
+    assert_int_equal(w.report_blur_method, GASTROSCREEN__V1__METHOD__METHOD_CLASSICAL);
     assert_int_equal(journal_verdicts(&w, id), 1);
     world_free(&w);
 }

@@ -149,8 +149,17 @@ static void positive_report_round_trip(void **state)
 {
     (void)state;
     const gs_report_model models[] = {
-        {"foreground", "classical", "default.safetensors", "ab12", "1", "untrained", 1},
-        {"multitask", "network", "default.safetensors", "ab12", "1", "untrained", 1},
+        {.network = "foreground",
+         .method = "classical",
+         .algorithm = GS_REPORT_CLASSICAL_FOREGROUND,
+         .version = "gastroscreen " GS_VERSION},
+        {.network = "multitask",
+         .method = "network",
+         .bundle = "default.safetensors",
+         .sha256 = "ab12",
+         .format_version = "1",
+         .trained_on = "untrained",
+         .untrained = 1},
     };
     gs_report r;
     fill_report(&r, models, 2);
@@ -202,8 +211,23 @@ static void positive_report_round_trip(void **state)
     assert_string_equal(json_object_iter_key(json_object_iter(t)), "plan"); /* order kept */
     json_t *m = json_object_get(j, "models");
     assert_int_equal(json_array_size(m), 2);
-    assert_string_equal(json_string_value(json_object_get(json_array_get(m, 0), "method")),
-                        "classical");
+    /* Every entry has every key, in the order given; absent values are null. */
+    json_t *fg = json_array_get(m, 0), *mt = json_array_get(m, 1);
+    assert_int_equal(json_object_size(fg), 9);
+    assert_int_equal(json_object_size(mt), 9);
+    assert_string_equal(json_string_value(json_object_get(fg, "network")), "foreground");
+    assert_string_equal(json_string_value(json_object_get(fg, "method")), "classical");
+    assert_non_null(strstr(json_string_value(json_object_get(fg, "algorithm")), "Otsu"));
+    assert_string_equal(json_string_value(json_object_get(fg, "version")),
+                        "gastroscreen " GS_VERSION);
+    assert_true(json_is_null(json_object_get(fg, "bundle")));
+    assert_true(json_is_null(json_object_get(fg, "sha256")));
+    assert_true(json_is_false(json_object_get(fg, "untrained")));
+    assert_string_equal(json_string_value(json_object_get(mt, "method")), "network");
+    assert_true(json_is_null(json_object_get(mt, "algorithm")));
+    assert_true(json_is_null(json_object_get(mt, "version")));
+    assert_string_equal(json_string_value(json_object_get(mt, "sha256")), "ab12");
+    assert_true(json_is_true(json_object_get(mt, "untrained")));
     assert_string_equal(json_string_value(json_array_get(json_object_get(j, "warnings"), 0)),
                         "no mpp: used default 0.25");
     assert_int_equal(json_integer_value(json_object_get(json_object_get(j, "regions"), "count")),
@@ -297,8 +321,12 @@ static void positive_report_round_trip(void **state)
 static void trained_model_has_no_notice(void **state)
 {
     (void)state;
-    const gs_report_model models[] = {
-        {"multitask", "network", "gastric.safetensors", "cd34", "1", "gastric-2026", 0}};
+    const gs_report_model models[] = {{.network = "multitask",
+                                       .method = "network",
+                                       .bundle = "gastric.safetensors",
+                                       .sha256 = "cd34",
+                                       .format_version = "1",
+                                       .trained_on = "gastric-2026"}};
     gs_report r;
     fill_report(&r, models, 1);
     r.verdict = GS_VERDICT_UNASSESSABLE;
@@ -330,6 +358,50 @@ static void trained_model_has_no_notice(void **state)
     assert_int_equal(gs_png_read(paths.heatmap_png, 3, &png, &w, &h), 0);
     assert_memory_equal(png, thumb, sizeof thumb);
     free(png);
+}
+
+/* An unassessable slide judged only by classical methods: no network entry is untrained, so
+ * the notice follows the bundle in use (untrained_bundle), not the entries. */
+static void classical_only_notice_follows_bundle(void **state)
+{
+    (void)state;
+    const gs_report_model models[] = {
+        {.network = "foreground",
+         .method = "classical",
+         .algorithm = GS_REPORT_CLASSICAL_FOREGROUND,
+         .version = "gastroscreen " GS_VERSION},
+        {.network = "blur",
+         .method = "classical",
+         .algorithm = GS_REPORT_CLASSICAL_BLUR,
+         .version = "gastroscreen " GS_VERSION},
+    };
+    gs_report r;
+    fill_report(&r, models, 2);
+    r.verdict = GS_VERDICT_UNASSESSABLE;
+    r.reason = "out of focus: 27 of 32 sample tiles blurry";
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/classical-trained", tmp_root);
+    gs_report_paths paths;
+    assert_int_equal(gs_report_write(&r, dir, &paths), 0);
+    json_t *j = load(paths.report_json);
+    assert_true(json_is_false(json_object_get(j, "untrained")));
+    assert_true(json_is_null(json_object_get(j, "notice")));
+    json_t *m = json_object_get(j, "models");
+    assert_int_equal(json_array_size(m), 2);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(m, 1), "network")),
+                        "blur");
+    assert_non_null(
+        strstr(json_string_value(json_object_get(json_array_get(m, 1), "algorithm")), "Laplacian"));
+    json_decref(j);
+
+    r.untrained_bundle = 1;
+    snprintf(dir, sizeof dir, "%s/classical-untrained", tmp_root);
+    assert_int_equal(gs_report_write(&r, dir, &paths), 0);
+    j = load(paths.report_json);
+    assert_true(json_is_true(json_object_get(j, "untrained")));
+    assert_string_equal(json_string_value(json_object_get(j, "notice")),
+                        "model: untrained \xe2\x80\x94 not a diagnosis");
+    json_decref(j);
 }
 
 static void failed_writes_only_report_json(void **state)
@@ -435,6 +507,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(positive_report_round_trip),
         cmocka_unit_test(trained_model_has_no_notice),
+        cmocka_unit_test(classical_only_notice_follows_bundle),
         cmocka_unit_test(failed_writes_only_report_json),
         cmocka_unit_test(heatmap_without_thumbnail),
         cmocka_unit_test(bad_reports),

@@ -121,7 +121,8 @@ static void full_flow_journals_every_transition(void **state)
     assert_int_equal(info(f, id).attempt, 1);
 
     int folded = -1;
-    assert_int_equal(gs_slides_planned(f->t, id, 1, "qh1", NULL, 200, &folded, &seq), 0);
+    assert_int_equal(
+        gs_slides_planned(f->t, id, 1, "qh1", GS_METHOD_CLASSICAL, NULL, 200, &folded, &seq), 0);
     assert_int_equal(folded, 0);
     assert_int_equal(seq, 2);
     m = event(f, 2);
@@ -131,7 +132,8 @@ static void full_flow_journals_every_transition(void **state)
     assert_int_equal(m->state_changed->attempt, 1);
     gastroscreen__v1__event_message__free_unpacked(m, NULL);
 
-    assert_int_equal(gs_slides_blur_checked(f->t, id, 1, 0.125f, 0, NULL, 300, &seq), 0);
+    assert_int_equal(
+        gs_slides_blur_checked(f->t, id, 1, 0.125f, GS_METHOD_CLASSICAL, 0, NULL, 300, &seq), 0);
     assert_int_equal(gs_slides_inferring(f->t, id, 1, 400, &seq), 0);
     assert_int_equal(gs_slides_screened(f->t, id, 1, 0.91f, 500, &seq), 0);
     gs_slide_info v = info(f, id);
@@ -183,6 +185,63 @@ static void full_flow_journals_every_transition(void **state)
     assert_int_equal(gs_slides_recover(f->t, 800), -1); /* once only */
 }
 
+/* The plan's and the blur check's methods go into the record with PLANNED and BLUR_CHECKED,
+ * into the published verdict, and come back after a restart; a record written before they
+ * were recorded loads them as unknown. */
+static void methods_are_journalled(void **state)
+{
+    fixture *f = *state;
+    char id[17];
+    accept(f, "/slides/m.svs", id);
+    assert_int_equal(gs_slides_planned(f->t, id, 1, "q", (gs_slide_method)3, NULL, 1, NULL, NULL),
+                     -1);
+    assert_int_equal(gs_slides_planned(f->t, id, 1, "q", GS_METHOD_NETWORK, NULL, 1, NULL, NULL),
+                     0);
+    assert_int_equal(info(f, id).foreground_method, GS_METHOD_NETWORK);
+    assert_int_equal(info(f, id).blur_method, GS_METHOD_UNKNOWN);
+    assert_int_equal(
+        gs_slides_blur_checked(f->t, id, 1, 0.9f, (gs_slide_method)-1, 1, "oof", 2, NULL), -1);
+    assert_int_equal(gs_slides_blur_checked(f->t, id, 1, 0.9f, GS_METHOD_CLASSICAL, 1,
+                                            "out of focus: 9 of 10", 2, NULL),
+                     0);
+
+    /* A restart between the blur check and the report: the record gives both back. */
+    close_fixture(f);
+    open_fixture(f);
+    assert_int_equal(gs_slides_recover(f->t, 3), 1);
+    gs_slide_info v = info(f, id);
+    assert_int_equal(v.attempt, 2);
+    assert_int_equal(v.foreground_method, GS_METHOD_NETWORK);
+    assert_int_equal(v.blur_method, GS_METHOD_CLASSICAL);
+    assert_int_equal(gs_slide_next_step(&v), GS_STEP_REPORT);
+    gs_slide_report rep = {.report_json = "/out/m/report.json"};
+    assert_int_equal(gs_slides_reported(f->t, id, 2, &rep, 4, NULL), 0);
+    uint64_t seq = 0;
+    assert_int_equal(gs_slides_done(f->t, id, 2, 5, &seq), 0);
+    Gastroscreen__V1__EventMessage *m = event(f, seq);
+    assert_int_equal(m->body_case, GASTROSCREEN__V1__EVENT_MESSAGE__BODY_VERDICT);
+    assert_int_equal(m->verdict->verdict_class,
+                     GASTROSCREEN__V1__VERDICT_CLASS__VERDICT_CLASS_UNASSESSABLE);
+    assert_int_equal(m->verdict->foreground_method, GASTROSCREEN__V1__METHOD__METHOD_NETWORK);
+    assert_int_equal(m->verdict->blur_method, GASTROSCREEN__V1__METHOD__METHOD_CLASSICAL);
+    gastroscreen__v1__event_message__free_unpacked(m, NULL);
+
+    /* The same record without the two keys (an older coordinator wrote it): unknown. */
+    json_t *old = json_deep_copy(gs_journal_slide_get(f->j, id));
+    assert_non_null(old);
+    assert_int_equal(json_object_get(old, "blur_method") != NULL, 1);
+    assert_int_equal(json_object_del(old, "foreground_method"), 0);
+    assert_int_equal(json_object_del(old, "blur_method"), 0);
+    assert_int_equal(gs_journal_put_slide(f->j, id, old, 1, 5), 0);
+    json_decref(old);
+    close_fixture(f);
+    open_fixture(f);
+    v = info(f, id);
+    assert_int_equal(v.state, GS_SLIDE_DONE);
+    assert_int_equal(v.foreground_method, GS_METHOD_UNKNOWN);
+    assert_int_equal(v.blur_method, GS_METHOD_UNKNOWN);
+}
+
 static void illegal_transitions_are_errors_and_change_nothing(void **state)
 {
     fixture *f = *state;
@@ -194,10 +253,12 @@ static void illegal_transitions_are_errors_and_change_nothing(void **state)
     assert_int_equal(gs_slides_inferring(f->t, id, 1, 1, NULL), -1);
     assert_int_equal(gs_slides_done(f->t, id, 1, 1, NULL), -1);
     assert_int_equal(gs_slides_reported(f->t, id, 1, NULL, 1, NULL), -1);
-    assert_int_equal(gs_slides_planned(f->t, id, 1, "q", NULL, 1, NULL, NULL), 0);
+    assert_int_equal(gs_slides_planned(f->t, id, 1, "q", GS_METHOD_CLASSICAL, NULL, 1, NULL, NULL),
+                     0);
     /* a plan without an unassessable reason cannot go straight to REPORTED */
     assert_int_equal(gs_slides_reported(f->t, id, 1, NULL, 1, NULL), -1);
-    assert_int_equal(gs_slides_blur_checked(f->t, id, 1, 0.9f, 1, "out of focus: 9 of 10", 2, NULL),
+    assert_int_equal(gs_slides_blur_checked(f->t, id, 1, 0.9f, GS_METHOD_CLASSICAL, 1,
+                                            "out of focus: 9 of 10", 2, NULL),
                      0);
     /* out of focus: no inference */
     assert_int_equal(gs_slides_inferring(f->t, id, 1, 3, NULL), -1);
@@ -224,18 +285,24 @@ static void stale_and_duplicate_messages_are_ignored(void **state)
     char id[17];
     accept(f, "/slides/c.svs", id);
     uint64_t last = gs_journal_last_seq(f->j);
-    assert_int_equal(gs_slides_planned(f->t, id, 2, "q", NULL, 1, NULL, NULL), GS_SLIDES_IGNORED);
-    assert_int_equal(gs_slides_planned(f->t, "ffffffffffffffff", 1, "q", NULL, 1, NULL, NULL),
+    assert_int_equal(gs_slides_planned(f->t, id, 2, "q", GS_METHOD_CLASSICAL, NULL, 1, NULL, NULL),
+                     GS_SLIDES_IGNORED);
+    assert_int_equal(gs_slides_planned(f->t, "ffffffffffffffff", 1, "q", GS_METHOD_CLASSICAL, NULL,
+                                       1, NULL, NULL),
                      GS_SLIDES_IGNORED);
     assert_int_equal(gs_slides_fence(f->t, id, 0), GS_SLIDES_IGNORED);
     assert_int_equal(gs_slides_fence(f->t, id, 1), 0);
     assert_int_equal(gs_journal_last_seq(f->j), last);
-    assert_int_equal(gs_slides_planned(f->t, id, 1, "q", NULL, 1, NULL, NULL), 0);
+    assert_int_equal(gs_slides_planned(f->t, id, 1, "q", GS_METHOD_CLASSICAL, NULL, 1, NULL, NULL),
+                     0);
     /* a re-sent PlanJob's second answer, now and after the slide moved on */
-    assert_int_equal(gs_slides_planned(f->t, id, 1, "q", NULL, 2, NULL, NULL), GS_SLIDES_IGNORED);
-    assert_int_equal(gs_slides_blur_checked(f->t, id, 1, 0.f, 0, NULL, 3, NULL), 0);
+    assert_int_equal(gs_slides_planned(f->t, id, 1, "q", GS_METHOD_CLASSICAL, NULL, 2, NULL, NULL),
+                     GS_SLIDES_IGNORED);
+    assert_int_equal(
+        gs_slides_blur_checked(f->t, id, 1, 0.f, GS_METHOD_CLASSICAL, 0, NULL, 3, NULL), 0);
     assert_int_equal(gs_slides_inferring(f->t, id, 1, 4, NULL), 0);
-    assert_int_equal(gs_slides_planned(f->t, id, 1, "q", NULL, 5, NULL, NULL), GS_SLIDES_IGNORED);
+    assert_int_equal(gs_slides_planned(f->t, id, 1, "q", GS_METHOD_CLASSICAL, NULL, 5, NULL, NULL),
+                     GS_SLIDES_IGNORED);
     assert_int_equal(gs_slides_inferring(f->t, id, 1, 5, NULL), GS_SLIDES_IGNORED);
     assert_int_equal(gs_slides_fail(f->t, id, 1, "plan: no result after 3 sends", NULL, 6, NULL),
                      0);
@@ -281,7 +348,8 @@ static void intake_is_idempotent(void **state)
     assert_int_equal(gs_slides_count(f->t), 1);
 
     /* finish it */
-    assert_int_equal(gs_slides_planned(f->t, a, 1, "QH", "no tissue", 200, NULL, NULL), 0);
+    assert_int_equal(
+        gs_slides_planned(f->t, a, 1, "QH", GS_METHOD_CLASSICAL, "no tissue", 200, NULL, NULL), 0);
     gs_slide_info v = info(f, a);
     assert_int_equal(gs_slide_next_step(&v), GS_STEP_REPORT);
     assert_int_equal(gs_slides_reported(f->t, a, 1, NULL, 300, NULL), 0);
@@ -302,7 +370,8 @@ static void intake_is_idempotent(void **state)
     assert_int_equal(dup, 0);
     assert_string_not_equal(a, c);
     int folded = 0;
-    assert_int_equal(gs_slides_planned(f->t, c, 1, "QH", NULL, 700, &folded, &seq), 0);
+    assert_int_equal(
+        gs_slides_planned(f->t, c, 1, "QH", GS_METHOD_CLASSICAL, NULL, 700, &folded, &seq), 0);
     assert_int_equal(folded, 1);
     v = info(f, c);
     assert_int_equal(v.state, GS_SLIDE_DONE);
@@ -320,7 +389,8 @@ static void intake_is_idempotent(void **state)
                                       800, d, &dup, NULL),
                      0);
     assert_int_equal(dup, 0);
-    assert_int_equal(gs_slides_planned(f->t, d, 1, "OTHER", NULL, 900, &folded, NULL), 0);
+    assert_int_equal(
+        gs_slides_planned(f->t, d, 1, "OTHER", GS_METHOD_CLASSICAL, NULL, 900, &folded, NULL), 0);
     assert_int_equal(folded, 0);
     assert_int_equal(info(f, d).state, GS_SLIDE_PLANNED);
     /* by path: d is in flight; once it is done, the newest slide of the path answers,
@@ -345,7 +415,8 @@ static void poison_after_crash_marks(void **state)
     char id[17];
     uint64_t seq = 99;
     accept(f, "/slides/e.svs", id);
-    assert_int_equal(gs_slides_planned(f->t, id, 1, "q", NULL, 1, NULL, NULL), 0);
+    assert_int_equal(gs_slides_planned(f->t, id, 1, "q", GS_METHOD_CLASSICAL, NULL, 1, NULL, NULL),
+                     0);
     uint64_t last = gs_journal_last_seq(f->j);
     assert_int_equal(gs_slides_crash_mark(f->t, id, 1, 2, &seq), 0);
     assert_int_equal(seq, 0);
@@ -377,12 +448,17 @@ static void restart_recovery(void **state)
     accept(f, "/slides/rep.svs", rep);
     accept(f, "/slides/old.svs", old);
     accept(f, "/slides/done.svs", done);
-    assert_int_equal(gs_slides_planned(f->t, pl, 1, "1", NULL, 1, NULL, NULL), 0);
-    assert_int_equal(gs_slides_planned(f->t, inf, 1, "2", NULL, 1, NULL, NULL), 0);
-    assert_int_equal(gs_slides_blur_checked(f->t, inf, 1, 0.f, 0, NULL, 1, NULL), 0);
+    assert_int_equal(gs_slides_planned(f->t, pl, 1, "1", GS_METHOD_CLASSICAL, NULL, 1, NULL, NULL),
+                     0);
+    assert_int_equal(gs_slides_planned(f->t, inf, 1, "2", GS_METHOD_CLASSICAL, NULL, 1, NULL, NULL),
+                     0);
+    assert_int_equal(
+        gs_slides_blur_checked(f->t, inf, 1, 0.f, GS_METHOD_CLASSICAL, 0, NULL, 1, NULL), 0);
     assert_int_equal(gs_slides_inferring(f->t, inf, 1, 1, NULL), 0);
-    assert_int_equal(gs_slides_planned(f->t, rep, 1, "3", NULL, 1, NULL, NULL), 0);
-    assert_int_equal(gs_slides_blur_checked(f->t, rep, 1, 0.f, 0, NULL, 1, NULL), 0);
+    assert_int_equal(gs_slides_planned(f->t, rep, 1, "3", GS_METHOD_CLASSICAL, NULL, 1, NULL, NULL),
+                     0);
+    assert_int_equal(
+        gs_slides_blur_checked(f->t, rep, 1, 0.f, GS_METHOD_CLASSICAL, 0, NULL, 1, NULL), 0);
     assert_int_equal(gs_slides_inferring(f->t, rep, 1, 1, NULL), 0);
     assert_int_equal(gs_slides_screened(f->t, rep, 1, 0.1f, 1, NULL), 0);
     assert_int_equal(gs_slides_reported(f->t, rep, 1, NULL, 1, NULL), 0);
@@ -424,14 +500,18 @@ static void recovery_bumps_attempt_and_fences_old_results(void **state)
     accept(f, "/s/rep.svs", rep);
     const char *planned[] = {pl, pu, oof, inf, scr, rep};
     for (int i = 0; i < 6; i++)
-        assert_int_equal(gs_slides_planned(f->t, planned[i], 1, planned[i],
+        assert_int_equal(gs_slides_planned(f->t, planned[i], 1, planned[i], GS_METHOD_CLASSICAL,
                                            planned[i] == pu ? "not brightfield" : NULL, 1, NULL,
                                            NULL),
                          0);
-    assert_int_equal(gs_slides_blur_checked(f->t, oof, 1, 0.8f, 1, "out of focus", 1, NULL), 0);
+    assert_int_equal(
+        gs_slides_blur_checked(f->t, oof, 1, 0.8f, GS_METHOD_CLASSICAL, 1, "out of focus", 1, NULL),
+        0);
     const char *sharp[] = {inf, scr, rep};
     for (int i = 0; i < 3; i++) {
-        assert_int_equal(gs_slides_blur_checked(f->t, sharp[i], 1, 0.f, 0, NULL, 1, NULL), 0);
+        assert_int_equal(
+            gs_slides_blur_checked(f->t, sharp[i], 1, 0.f, GS_METHOD_CLASSICAL, 0, NULL, 1, NULL),
+            0);
         assert_int_equal(gs_slides_inferring(f->t, sharp[i], 1, 1, NULL), 0);
     }
     assert_int_equal(gs_slides_screened(f->t, scr, 1, 0.3f, 1, NULL), 0);
@@ -477,7 +557,8 @@ static void journal_failure_changes_nothing(void **state)
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->dir);
     assert_int_equal(system(cmd), 0);
     uint64_t last = gs_journal_last_seq(f->j);
-    assert_int_equal(gs_slides_planned(f->t, id, 1, "q", NULL, 1, NULL, NULL), -1);
+    assert_int_equal(gs_slides_planned(f->t, id, 1, "q", GS_METHOD_CLASSICAL, NULL, 1, NULL, NULL),
+                     -1);
     assert_int_equal(gs_journal_last_seq(f->j), last); /* the number was not used */
     assert_non_null(strstr(gs_error_get(), id));
     assert_int_equal(info(f, id).state, GS_SLIDE_ACCEPTED);
@@ -595,6 +676,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(full_flow_journals_every_transition, setup, teardown),
+        cmocka_unit_test_setup_teardown(methods_are_journalled, setup, teardown),
         cmocka_unit_test_setup_teardown(illegal_transitions_are_errors_and_change_nothing, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(stale_and_duplicate_messages_are_ignored, setup, teardown),
