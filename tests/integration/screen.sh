@@ -3,7 +3,8 @@
 # build tree (no --model: the lookup order of daemon/cmd_screen.h is part of what is tested).
 # usage: screen.sh GASTROSCREEN TEST_DATA SCRATCH_DIR sample|mixed [BOUND_SECONDS]
 #   sample: the sample slide -> exit 0, one verdict line with class, score, threshold, report
-#           folder and the untrained notice; report.json, heatmap.png, regions.geojson exist.
+#           folder and the untrained notice; report.json, heatmap.png, regions.geojson exist;
+#           report.json lists the classical plan and blur check and the bundle's two networks.
 #   mixed:  a tiny real slide, a corrupt one and a missing path -> exit 1; the corrupt slide is
 #           `failed` with a reason, the real one gets a verdict other than failed, the missing
 #           one is "not screened".
@@ -33,6 +34,26 @@ sample)
         [ -s "$folder/$f" ] || fail "missing $folder/$f"
     done
     grep -qF "$notice" "$folder/report.json" || fail "no untrained notice in report.json"
+    # Every method that judged the slide, in pipeline order: the default bundle's foreground
+    # and blur networks are untrained, so the plan and the blur check are classical (named,
+    # with the gastroscreen version, no bundle); the multi-task network and the screener are
+    # the bundle's.
+    /usr/bin/python3 - "$folder/report.json" <<'PY' || fail "report.json models not as expected"
+import json, re, sys
+r = json.load(open(sys.argv[1]))
+m = r["models"]
+assert [e["network"] for e in m] == ["foreground", "blur", "multitask", "screener"], m
+for e in m[:2]:
+    assert e["method"] == "classical" and e["algorithm"], e
+    assert e["version"] == "gastroscreen " + r["versions"]["gastroscreen"], e
+    assert e["bundle"] is None and e["sha256"] is None and e["untrained"] is False, e
+assert "Otsu" in m[0]["algorithm"] and "Laplacian" in m[1]["algorithm"], m
+for e in m[2:]:
+    assert e["method"] == "network" and e["algorithm"] is None, e
+    assert re.fullmatch("[0-9a-f]{64}", e["sha256"] or ""), e
+    assert e["untrained"] is True, e
+print("models:", ", ".join("%s=%s" % (e["network"], e["method"]) for e in m))
+PY
     ;;
 mixed)
     timeout -k 10 "$bound" "$exe" screen "$data/small.svs" "$data/corrupt/broken.svs" \
