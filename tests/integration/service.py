@@ -20,6 +20,8 @@ usage: /usr/bin/python3 service.py BUILD_DIR TEST_DATA SCRATCH BOUND_SECONDS
 Exit 0: pass; 1: fail; 77: skipped (a Python module for making the blurred slide is missing).
 """
 import atexit
+import glob
+import json
 import os
 import re
 import shutil
@@ -281,6 +283,28 @@ report_dir = {d}/reports
              logs)
     if "INFERRING" in states.get(path["blurred"], ""):
         fail("the out-of-focus slide went through INFERRING: " + states[path["blurred"]], logs)
+
+    # report.json names every method that judged the slide (the default bundle's foreground
+    # and blur networks are untrained: classical plan and blur check); the out-of-focus slide
+    # never met the multi-task network or the screener, the sample slide met both.
+    reports = {}
+    for rj in glob.glob(os.path.join(d, "reports", "*", "report.json")):
+        with open(rj) as f:
+            rep = json.load(f)
+        reports[rep["slide"]["path"]] = rep
+    for k, want in (("blurred", ["foreground", "blur"]),
+                    ("sample", ["foreground", "blur", "multitask", "screener"])):
+        rep = reports.get(path[k])
+        if rep is None:
+            fail("no report.json for the %s slide (have %s)" % (k, sorted(reports)), logs)
+        models = rep["models"]
+        names = [e["network"] for e in models]
+        methods = [e["method"] for e in models]
+        print("%s report models: %s" % (k, ", ".join("%s=%s" % e for e in zip(names, methods))))
+        if names != want or methods[:2] != ["classical", "classical"] or \
+                not all(e["algorithm"] and e["bundle"] is None for e in models[:2]) or \
+                not all(e["method"] == "network" and e["sha256"] for e in models[2:]):
+            fail("the %s slide's report.json models: %s" % (k, models), logs)
 
     infer_workers = [w for w in workers if w[1] == "infer"]
     busy = [w for w in infer_workers if int(w[3].split("=")[1]) > 0]
