@@ -127,6 +127,7 @@ static int make_worker(gs_embedded *e, stage_worker *sw, const char *work, int q
             return -1;
         wc.model = &sw->prov.msg;
     }
+    wc.omp_threads = GS_WORKER_OMP_THREADS(sw->stage);
     const char *sha = e->prov.sha256;
     switch (sw->stage) {
     case GASTROSCREEN__V1__STAGE__STAGE_TILER:

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <omp.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -442,6 +443,8 @@ static void *handler_thread(void *p)
     gs_worker *w = a->w;
     int index = a->index;
     free(a);
+    if (w->cfg.omp_threads > 0)
+        omp_set_num_threads(w->cfg.omp_threads); /* this thread's setting only */
     pthread_mutex_lock(&w->mu);
     for (;;) {
         gs_worker_job *j = NULL;
@@ -532,9 +535,10 @@ gs_worker *gs_worker_new(const gs_worker_config *c)
         return NULL;
     }
     if (c->threads < 1 || c->threads > 256 || c->heartbeat_ms < 10 || c->liveness < 1 ||
-        c->stop_grace_ms < 0) {
-        gs_error_set("worker: threads %d (1..256), heartbeat %d ms (>= 10), liveness %d (>= 1)",
-                     c->threads, c->heartbeat_ms, c->liveness);
+        c->stop_grace_ms < 0 || c->omp_threads < 0 || c->omp_threads > 1024) {
+        gs_error_set("worker: threads %d (1..256), OpenMP threads %d (0..1024), heartbeat %d ms "
+                     "(>= 10), liveness %d (>= 1)",
+                     c->threads, c->omp_threads, c->heartbeat_ms, c->liveness);
         return NULL;
     }
     gs_worker *w = calloc(1, sizeof *w);

@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <omp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -187,6 +188,20 @@ static int echo_handler(gs_worker_job *job, void *ud)
     out.plan_result = &r;
     gs_worker_job_progress(job, 1);
     return gs_worker_job_emit(job, &out);
+}
+
+/* Echoes, noting the OpenMP thread count its kernels would get. */
+static int omp_seen = -1;
+static int omp_handler(gs_worker_job *job, void *ud)
+{
+    __atomic_store_n(&omp_seen, omp_get_max_threads(), __ATOMIC_RELAXED);
+    return echo_handler(job, ud);
+}
+
+static void *read_omp_default(void *p)
+{
+    *(int *)p = omp_get_max_threads();
+    return NULL;
 }
 
 /* Works until told to stop, then hands back three "tiles". */
@@ -959,6 +974,51 @@ static void foreground_handler_without_sockets(void **state)
     assert_null(j);
 }
 
+/* omp_threads = n: the handler's kernels get n OpenMP threads; 0: what any new thread gets. */
+static void handler_omp_threads(void **state)
+{
+    (void)state;
+    int dflt = -1;
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, read_omp_default, &dflt), 0);
+    pthread_join(t, NULL);
+    const int want[2] = {dflt == 3 ? 5 : 3, 0};
+    for (int k = 0; k < 2; k++) {
+        coord c;
+        coord_open(&c, "inproc://test-worker-omp");
+        gs_worker_config cfg;
+        gs_worker_config_default(&cfg);
+        cfg.stage = GASTROSCREEN__V1__STAGE__STAGE_FOREGROUND;
+        cfg.work_endpoint = gs_transport_endpoint(c.router);
+        cfg.handler = omp_handler;
+        cfg.omp_threads = want[k];
+        cfg.instance = "7";
+        cfg.stop = &stop_flag;
+        cfg.zmq_ctx = c.ctx;
+        cfg.quiet = 1;
+        cfg.heartbeat_ms = 100;
+        stop_flag = 0;
+        runner r = {.w = gs_worker_new(&cfg), .rc = 99};
+        assert_non_null(r.w);
+        pthread_t th;
+        assert_int_equal(pthread_create(&th, NULL, run_worker, &r), 0);
+        assert_int_equal(coord_handshake(&c, "c1", 100, 50), 1);
+        __atomic_store_n(&omp_seen, -1, __ATOMIC_RELAXED);
+        coord_plan_job(&c, "00000000000000c1", 1);
+        gs_inbound in;
+        coord_expect(&c, GASTROSCREEN__V1__WORK_MESSAGE__BODY_PLAN_RESULT, &in);
+        gs_inbound_release(&in);
+        printf("omp_threads %d: the handler saw %d (a new thread's default: %d)\n", want[k],
+               __atomic_load_n(&omp_seen, __ATOMIC_RELAXED), dflt);
+        assert_int_equal(__atomic_load_n(&omp_seen, __ATOMIC_RELAXED), want[k] ? want[k] : dflt);
+        __atomic_store_n(&stop_flag, 1, __ATOMIC_RELAXED);
+        pthread_join(th, NULL);
+        assert_int_equal(r.rc, 0);
+        gs_worker_destroy(&r.w);
+        coord_close(&c);
+    }
+}
+
 static void bad_configs(void **state)
 {
     (void)state;
@@ -984,6 +1044,10 @@ static void bad_configs(void **state)
     cfg.threads = 0;
     assert_null(gs_worker_new(&cfg));
     cfg.threads = 1;
+    cfg.omp_threads = -1;
+    assert_null(gs_worker_new(&cfg));
+    assert_non_null(strstr(gs_error_get(), "OpenMP threads -1"));
+    cfg.omp_threads = 0;
     cfg.work_endpoint = "bogus://x";
     assert_null(gs_worker_new(&cfg));
     assert_non_null(strstr(gs_error_get(), "bogus://x"));
@@ -994,6 +1058,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(inproc_worker),
         cmocka_unit_test(tcp_worker),
+        cmocka_unit_test(handler_omp_threads),
         cmocka_unit_test(sigterm_hands_back_the_running_job),
         cmocka_unit_test(refused_worker_ends),
         cmocka_unit_test(new_or_silent_coordinator_means_hello_again),
