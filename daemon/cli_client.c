@@ -187,6 +187,12 @@ const char *gs_cli_verdict_name(int c)
     return c >= 0 && c < 5 ? names[c] : "?";
 }
 
+const char *gs_cli_method_name(int m)
+{
+    static const char *names[] = {NULL, "network", "classical"};
+    return m >= 0 && m < 3 ? names[m] : "?";
+}
+
 const char *gs_cli_state_name(int s)
 {
     static const char *names[] = {"unspecified", "accepted", "planned", "blur_checked", "inferring",

@@ -74,5 +74,8 @@ int gs_cli_valid_slide_id(const char *s);
 /* Lower-case names without the enum prefix: "negative", "inferring" ("?" when out of range). */
 const char *gs_cli_verdict_name(int verdict_class);
 const char *gs_cli_state_name(int state);
+/* A Method's name ("network", "classical"), or NULL for METHOD_UNSPECIFIED (the stage did not
+ * run or its method was not recorded); "?" for a value this build does not know. */
+const char *gs_cli_method_name(int method);
 
 #endif

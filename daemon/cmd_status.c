@@ -70,6 +70,9 @@ static void print_details(const Gastroscreen__V1__SlideStatus *s)
         printf("reason: %s\n", v->reason);
     for (size_t i = 0; i < v->n_warnings; i++)
         printf("warning: %s\n", v->warnings[i]);
+    const char *fm = gs_cli_method_name(v->foreground_method);
+    const char *bm = gs_cli_method_name(v->blur_method);
+    printf("methods: tissue plan %s, blur check %s\n", fm ? fm : "-", bm ? bm : "-");
     if (v->report && *v->report->report_json)
         printf("report: %s\n", v->report->report_json);
     /* The notice is a whole line of its own ("model: untrained — not a diagnosis"). */
@@ -106,6 +109,12 @@ static json_t *status_json(const Gastroscreen__V1__SlideStatus *s)
             json_object_set_new(vj, "warnings", w);
             if (v->model)
                 json_object_set_new(vj, "untrained", json_boolean(v->model->untrained));
+            const char *fm = gs_cli_method_name(v->foreground_method);
+            const char *bm = gs_cli_method_name(v->blur_method);
+            json_object_set_new(vj, "methods",
+                                json_pack("{s:o, s:o}", "foreground",
+                                          fm ? json_string(fm) : json_null(), "blur",
+                                          bm ? json_string(bm) : json_null()));
             if (v->report && *v->report->report_json)
                 json_object_set_new(vj, "report_json", json_string(v->report->report_json));
         }

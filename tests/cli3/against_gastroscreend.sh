@@ -81,6 +81,14 @@ grep -q "model: untrained — not a diagnosis" "$tmp/watch.out" || fail "no untr
 
 out=$("$gs" status "${conf[@]}" "$id") || fail "status: exit $?"
 echo "$out" | grep -q "^$id  done .*unassessable" || fail "status printed: $out"
+# No tissue: the plan ran (classical: the default bundle's foreground network is untrained),
+# the blur check never did.
+echo "$out" | grep -q "^methods: tissue plan classical, blur check -$" || fail "status printed: $out"
+out=$("$gs" status "${conf[@]}" --json "$id") || fail "status --json: exit $?"
+echo "$out" | $py -c '
+import json, sys
+m = json.load(sys.stdin)[0]["verdict"]["methods"]
+assert m == {"foreground": "classical", "blur": None}, m' || fail "status --json printed: $out"
 "$gs" status "${conf[@]}" 0123456789abcdef >/dev/null 2>&1 && fail "unknown slide: exit 0"
 
 "$gs" top "${conf[@]}" --once --json >"$tmp/top.json" || fail "top: exit $?"
