@@ -45,6 +45,7 @@ struct gs_model {
     float eps;
     float mean[3], std[3];
     int present[GS_NET_COUNT];
+    int built[GS_NET_COUNT]; /* folded and reordered (a subset of present) */
     const char *provenance[GS_NET_COUNT];
     layer_list layers[GS_NET_COUNT];
 };
@@ -62,15 +63,19 @@ struct gs_net_state {
 
 /* ---------------------------------------------------------------------------------------- */
 /* The builder: one walk of the architecture, either loading (dry plan, creates layers) or
- * planning (real plan, uses the layers in the same order). */
+ * planning (real plan, uses the layers in the same order). A loading walk may be a checking
+ * one (a network present in the bundle but not asked for): it looks every tensor up in the
+ * header and checks its shape, reads no value and creates no layer, so the network's pages
+ * of the mapping are never touched and nothing is allocated for it. */
 
 typedef struct {
     gs_model *m;
     gs_net_id id;
     gs_rt_plan *p;
     int loading;
-    size_t next; /* planning: index of the next layer */
-    char **used; /* loading: full names of the tensors consumed */
+    int checking; /* loading only: names and shapes, no values, no layers */
+    size_t next;  /* planning: index of the next layer */
+    char **used;  /* loading: full names of the tensors consumed */
     size_t nused, cap_used;
 } builder;
 
@@ -122,6 +127,65 @@ static float *get_tensor(builder *b, const char *key, int ndim, int64_t s0, int6
         return NULL;
     }
     return dst;
+}
+
+static void format_shape(char *buf, size_t n, int ndim, const int64_t *shape)
+{
+    size_t used = (size_t)snprintf(buf, n, "[");
+    for (int i = 0; i < ndim && used < n; i++)
+        used += (size_t)snprintf(buf + used, n - used, "%s%lld", i ? "," : "", (long long)shape[i]);
+    if (used < n)
+        snprintf(buf + used, n - used, "]");
+}
+
+/* Checking walk: tensor <net>.<key> is in the bundle with exactly this shape (its values are
+ * not read, so not checked finite). Returns 0 or -1 with the error set in the words of
+ * gs_weights_get_f32. */
+static int check_tensor(builder *b, const char *key, int ndim, int64_t s0, int64_t s1, int64_t s2,
+                        int64_t s3)
+{
+    char full[160];
+    snprintf(full, sizeof full, "%s.%s", net_names[b->id], key);
+    const int64_t shape[4] = {s0, s1, s2, s3};
+    const gs_tensor *t = gs_weights_find(b->m->w, full);
+    if (!t)
+        return gs_error_set("tensor %s: missing", full);
+    int same = t->ndim == ndim;
+    for (int i = 0; i < ndim && same; i++)
+        same = t->shape[i] == shape[i];
+    if (!same) {
+        char got[160], want[96];
+        format_shape(got, sizeof got, t->ndim, t->shape);
+        format_shape(want, sizeof want, ndim, shape);
+        return gs_error_set("tensor %s: shape %s but expected %s", full, got, want);
+    }
+    return note_used(b, full);
+}
+
+/* Checking walk: the four tensors of BN <bn> over cout channels. */
+static int check_bn(builder *b, const char *bn, int cout)
+{
+    static const char *const parts[4] = {"weight", "bias", "running_mean", "running_var"};
+    char k[160];
+    for (int i = 0; i < 4; i++) {
+        snprintf(k, sizeof k, "%s.%s", bn, parts[i]);
+        if (check_tensor(b, k, 1, cout, 0, 0, 0))
+            return -1;
+    }
+    return 0;
+}
+
+/* Checking walk: a conv with this geometry and no weights, enough for a dry plan step. */
+static gs_rt_conv shape_only_conv(int cin, int cout, int k, int stride)
+{
+    gs_rt_conv c;
+    memset(&c, 0, sizeof c);
+    c.cin = cin;
+    c.cout = cout;
+    c.kh = c.kw = k;
+    c.stride = stride;
+    c.pad = k / 2;
+    return c;
 }
 
 static layer *push_layer(builder *b, const char *name, int kind)
@@ -193,6 +257,16 @@ static int conv_bn(builder *b, const char *conv, const char *bias_key, const cha
                    gs_rt_tensor **dst)
 {
     const layer *y;
+    if (b->checking) {
+        char key[128];
+        snprintf(key, sizeof key, "%s.weight", conv);
+        if (check_tensor(b, key, 4, cout, src->c, k, k) ||
+            (bias_key && check_tensor(b, bias_key, 1, cout, 0, 0, 0)) ||
+            (bn && check_bn(b, bn, cout)))
+            return -1;
+        gs_rt_conv g = shape_only_conv(src->c, cout, k, stride);
+        return gs_rt_plan_conv(b->p, &g, src, dst, sum, act);
+    }
     if (b->loading) {
         char key[128];
         int cin = src->c;
@@ -234,6 +308,23 @@ static int root(builder *b, const char *pfx, gs_rt_tensor **parts, int nparts, i
                 gs_rt_tensor **dst)
 {
     char name[128];
+    if (b->checking) {
+        int cin = 0;
+        for (int i = 0; i < nparts; i++)
+            cin += parts[i]->c;
+        snprintf(name, sizeof name, "%s.conv.weight", pfx);
+        if (check_tensor(b, name, 4, cout, cin, 1, 1))
+            return -1;
+        snprintf(name, sizeof name, "%s.bn", pfx);
+        if (check_bn(b, name, cout))
+            return -1;
+        for (int i = 0; i < nparts; i++) {
+            gs_rt_conv g = shape_only_conv(parts[i]->c, cout, 1, 1);
+            if (gs_rt_plan_conv(b->p, &g, parts[i], dst, i > 0, act_none))
+                return -1;
+        }
+        return 0;
+    }
     if (b->loading) {
         int cin = 0;
         for (int i = 0; i < nparts; i++)
@@ -285,6 +376,12 @@ static int load_unused_project(builder *b, const char *pfx, int cin, int cout)
         return 0;
     char k[128];
     snprintf(k, sizeof k, "%s.project.0.weight", pfx);
+    if (b->checking) {
+        if (check_tensor(b, k, 4, cout, cin, 1, 1))
+            return -1;
+        snprintf(k, sizeof k, "%s.project.1", pfx);
+        return check_bn(b, k, cout);
+    }
     float *w = get_tensor(b, k, 4, cout, cin, 1, 1);
     float *bias = calloc((size_t)cout, sizeof(float));
     int rc = w ? 0 : -1;
@@ -401,6 +498,20 @@ static int deform(builder *b, const char *pfx, gs_rt_tensor *x, int cout, gs_rt_
         return -1;
     const layer *y;
     snprintf(k, sizeof k, "%s.conv", pfx);
+    if (b->checking) {
+        char wk[160];
+        snprintf(wk, sizeof wk, "%s.weight", k);
+        snprintf(bk, sizeof bk, "%s.bias", k);
+        snprintf(bn, sizeof bn, "%s.actf.0", pfx);
+        if (check_tensor(b, wk, 4, cout, x->c, 3, 3) || check_tensor(b, bk, 1, cout, 0, 0, 0) ||
+            check_bn(b, bn, cout))
+            return -1;
+        /* A dry plan reads neither weights nor bias. */
+        if (gs_rt_plan_dcn(b->p, NULL, NULL, cout, x, off, b->m->act, out))
+            return -1;
+        gs_rt_plan_release(b->p, off);
+        return 0;
+    }
     if (b->loading) {
         int cin = x->c;
         char wk[160];
@@ -435,6 +546,20 @@ static int up_add(builder *b, const char *key, gs_rt_tensor *x, int f, gs_rt_ten
                   gs_rt_tensor **out)
 {
     const layer *y;
+    if (b->checking) {
+        char wk[160];
+        snprintf(wk, sizeof wk, "%s.weight", key);
+        if (check_tensor(b, wk, 4, x->c, 1, 2 * f, 2 * f))
+            return -1;
+        /* gs_rt_plan_dwdeconv wants the repacked kernel even when dry: make the output of
+           ConvTranspose2d(kernel 2f, stride f, padding f/2) directly. */
+        int ho = (x->h - 1) * f - 2 * (f / 2) + 2 * f, wo = (x->w - 1) * f - 2 * (f / 2) + 2 * f;
+        if (prev->c != x->c || prev->h != ho || prev->w != wo)
+            return gs_error_set("%s: skip %dx%dx%d does not fit output %dx%dx%d", key, prev->c,
+                                prev->h, prev->w, x->c, ho, wo);
+        *out = gs_rt_plan_tensor(b->p, x->c, ho, wo, 0);
+        return *out ? 0 : -1;
+    }
     if (b->loading) {
         char wk[160];
         snprintf(wk, sizeof wk, "%s.weight", key);
@@ -479,6 +604,15 @@ static int ida(builder *b, const char *pfx, gs_rt_tensor **layers, int startp, i
 
 static int fc_layer(builder *b, const char *pfx, int in, int out, const layer **y)
 {
+    if (b->checking) {
+        char k[128];
+        snprintf(k, sizeof k, "%s.weight", pfx);
+        if (check_tensor(b, k, 2, out, in, 0, 0))
+            return -1;
+        snprintf(k, sizeof k, "%s.bias", pfx);
+        *y = NULL;
+        return check_tensor(b, k, 1, out, 0, 0, 0);
+    }
     if (b->loading) {
         char k[128];
         snprintf(k, sizeof k, "%s.weight", pfx);
@@ -581,6 +715,15 @@ static int build_screener(builder *b, gs_net_state *st)
     /* Conv1d(512, 512, 1) over k rows = a 1x1 conv on k images of 512 x 1 x 1; its weight is
        [512,512,1] in the bundle. */
     const layer *y;
+    if (b->checking) {
+        if (check_tensor(b, "conv.weight", 3, 512, 512, 1, 0) ||
+            check_tensor(b, "conv.bias", 1, 512, 0, 0, 0))
+            return -1;
+        gs_rt_conv g = shape_only_conv(512, 512, 1, 1);
+        if (gs_rt_plan_conv(b->p, &g, st->in, &st->out_a, 0, act_relu))
+            return -1;
+        return fc_layer(b, "fc", 512, 1, &st->fc);
+    }
     if (b->loading) {
         float *w = get_tensor(b, "conv.weight", 3, 512, 512, 1, 0);
         float *bias = w ? get_tensor(b, "conv.bias", 1, 512, 0, 0, 0) : NULL;
@@ -672,9 +815,10 @@ static int parse_meta(gs_model *m)
     return 0;
 }
 
-static int load_network(gs_model *m, gs_net_id id)
+/* Builds network `id` (checking != 0: only checks its tensors' names and shapes). */
+static int load_network(gs_model *m, gs_net_id id, int checking)
 {
-    builder b = {.m = m, .id = id, .loading = 1};
+    builder b = {.m = m, .id = id, .loading = 1, .checking = checking};
     gs_net_state st = {.m = m, .id = id, .n = 1};
     switch (id) {
     case GS_NET_MULTITASK:
@@ -718,8 +862,17 @@ done:
     return rc;
 }
 
-gs_model *gs_model_from_weights(gs_weights **wp)
+gs_model *gs_model_from_weights_nets(gs_weights **wp, const gs_net_id *nets, size_t n)
 {
+    int want[GS_NET_COUNT] = {0};
+    for (size_t i = 0; i < n; i++) {
+        if ((int)nets[i] < 0 || nets[i] >= GS_NET_COUNT) {
+            gs_weights_destroy(wp);
+            gs_error_set("network id %d: no such network", (int)nets[i]);
+            return NULL;
+        }
+        want[nets[i]] = 1;
+    }
     gs_model *m = calloc(1, sizeof *m);
     if (!m) {
         gs_weights_destroy(wp);
@@ -743,8 +896,9 @@ gs_model *gs_model_from_weights(gs_weights **wp)
         m->present[id] = gs_weights_count_prefix(m->w, prefix) > 0;
         const char *prov = gs_weights_meta(m->w, key);
         m->provenance[id] = !m->present[id] || !prov ? "untrained" : prov;
-        if (m->present[id] && load_network(m, (gs_net_id)id))
+        if (m->present[id] && load_network(m, (gs_net_id)id, !want[id]))
             goto fail;
+        m->built[id] = m->present[id] && want[id];
     }
     return m;
 fail:
@@ -752,12 +906,20 @@ fail:
     return NULL;
 }
 
-gs_model *gs_model_load(const char *path)
+static const gs_net_id all_nets[GS_NET_COUNT] = {GS_NET_MULTITASK, GS_NET_FOREGROUND, GS_NET_BLUR,
+                                                 GS_NET_SCREENER};
+
+gs_model *gs_model_from_weights(gs_weights **wp)
+{
+    return gs_model_from_weights_nets(wp, all_nets, GS_NET_COUNT);
+}
+
+gs_model *gs_model_load_nets(const char *path, const gs_net_id *nets, size_t n)
 {
     gs_weights *w = gs_weights_open(path);
     if (!w)
         return NULL;
-    gs_model *m = gs_model_from_weights(&w);
+    gs_model *m = gs_model_from_weights_nets(&w, nets, n);
     if (!m) {
         /* Our own messages do not carry the file name yet; gs_weights' ones do. */
         const char *msg = gs_error_get();
@@ -766,6 +928,11 @@ gs_model *gs_model_load(const char *path)
             gs_error_prefix("%s", path);
     }
     return m;
+}
+
+gs_model *gs_model_load(const char *path)
+{
+    return gs_model_load_nets(path, all_nets, GS_NET_COUNT);
 }
 
 void gs_model_destroy(gs_model **mp)
@@ -795,6 +962,12 @@ int gs_model_has(const gs_model *m, gs_net_id id)
     return m->present[id];
 }
 
+int gs_model_built(const gs_model *m, gs_net_id id)
+{
+    GS_ASSERT(id >= 0 && id < GS_NET_COUNT);
+    return m->built[id];
+}
+
 const char *gs_model_provenance(const gs_model *m, gs_net_id id)
 {
     GS_ASSERT(id >= 0 && id < GS_NET_COUNT);
@@ -819,6 +992,12 @@ gs_net_state *gs_net_state_new(const gs_model *m, gs_net_id id, int n, int h, in
     GS_ASSERT(id >= 0 && id < GS_NET_COUNT);
     if (!m->present[id]) {
         gs_error_set("network %s is absent from the bundle (untrained)", net_names[id]);
+        return NULL;
+    }
+    if (!m->built[id]) {
+        gs_error_set("network %s was not loaded: the model was loaded without it "
+                     "(gs_model_load_nets)",
+                     net_names[id]);
         return NULL;
     }
     int mult = id == GS_NET_MULTITASK ? 32 : id == GS_NET_FOREGROUND ? 8 : 4;

@@ -12,6 +12,15 @@
  * the architecture does not use is an error naming the tensor. The model is immutable:
  * threads share it.
  *
+ * A process that runs one network (a stage executable) loads only that one with
+ * gs_model_load_nets(): the other networks present are then "skipped": their tensors' names
+ * and shapes are still checked against the architecture (a missing, misshapen or unexpected
+ * tensor fails the load as before), but their values are never read (so neither checked
+ * finite nor their BN variances non-negative), nothing is folded or reordered for them, and
+ * their pages of the mapped bundle are not touched. A skipped network keeps its gs_model_has()
+ * (the bundle holds it), provenance and gs_model_untrained() answers; gs_model_built() is 0
+ * for it and gs_net_state_new() refuses it with a message saying it was not loaded.
+ *
  * Each worker makes a gs_net_state per (network, batch, height, width) it runs: the oneDNN
  * primitives for exactly those shapes, activations and scratch. Run functions take the
  * state and caller-owned input/output arrays.
@@ -29,6 +38,7 @@
 #ifndef GS_MODEL_NETWORK_H
 #define GS_MODEL_NETWORK_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "model/weights.h"
@@ -56,10 +66,23 @@ gs_model *gs_model_load(const char *path);
  * failure. */
 gs_model *gs_model_from_weights(gs_weights **w);
 
+/* As gs_model_load / gs_model_from_weights, but builds only the networks nets[0..n) (repeats
+ * allowed; n = 0 builds none); the others present are checked by name and shape only (see
+ * above). Asking for a network absent from the bundle is not an error: it stays absent
+ * (untrained), as with gs_model_load. Returns a new model or NULL with the error set (also for
+ * an id out of range). */
+gs_model *gs_model_load_nets(const char *path, const gs_net_id *nets, size_t n);
+gs_model *gs_model_from_weights_nets(gs_weights **w, const gs_net_id *nets, size_t n);
+
 void gs_model_destroy(gs_model **m);
 
-/* 1 if the bundle holds the network's tensors, 0 if it is absent (then untrained). */
+/* 1 if the bundle holds the network's tensors, 0 if it is absent (then untrained). Whether
+ * the network was built (gs_model_load_nets) does not change this answer. */
 int gs_model_has(const gs_model *m, gs_net_id id);
+
+/* 1 if the network was built, so gs_net_state_new() can make states for it: present in the
+ * bundle and asked for (gs_model_load builds every present network). */
+int gs_model_built(const gs_model *m, gs_net_id id);
 
 /* The metadata provenance of the network ("untrained" or free text; owned by the model).
  * Absent networks always report "untrained". */
@@ -75,7 +98,8 @@ const gs_weights *gs_model_weights(const gs_model *m);
  *  multitask: h, w multiples of 32 (512 normally); foreground: multiples of 8 (512);
  *  blur: multiples of 4 (256); screener: n = k rows of features, h = w = 1.
  * Returns a new state (free with gs_net_state_destroy before the model) or NULL with the
- * error set (absent network, bad size, oneDNN failure). Not for two threads at once. */
+ * error set (absent network, network not built by gs_model_load_nets, bad size, oneDNN
+ * failure). Not for two threads at once. */
 gs_net_state *gs_net_state_new(const gs_model *m, gs_net_id id, int n, int h, int w);
 void gs_net_state_destroy(gs_net_state **s);
 

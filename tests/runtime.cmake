@@ -19,3 +19,7 @@ set_tests_properties(runtime_parity PROPERTIES LABELS parity ENVIRONMENT "${GS_T
 
 # `gastroscreen infer` error paths (in-process).
 gs_cmocka_test(test_runtime_infer fault SOURCES unit/test_runtime_infer.c LIBS gs_daemon)
+
+# gs_model_load_nets: building only some networks of the seeded four-network bundle.
+gs_cmocka_test(test_network_subset unit SOURCES unit/test_network_subset.c LIBS gs_model)
+set_tests_properties(test_network_subset PROPERTIES FIXTURES_REQUIRED stages3_bundle TIMEOUT 300)

@@ -2,7 +2,9 @@
  * Unit tests of model/runtime and model/network: BN folding by hand, activation metadata,
  * the depthwise transposed conv against a direct ConvTranspose2d loop (asymmetric kernel, so
  * a spatial flip would show), and bundle loading: absent networks, missing tensor, wrong
- * shape, NaN, unexpected tensor, bad activation / bn_eps metadata, each naming the culprit.
+ * shape, NaN, unexpected tensor, bad activation / bn_eps metadata, each naming the culprit;
+ * and the same bundles with the blur network skipped (gs_model_load_nets): names and shapes
+ * still checked, values (a NaN) not.
  * Bundles are written here by a small safetensors writer holding only the blur network, so
  * no Python is needed.
  */
@@ -374,12 +376,72 @@ static void test_load_errors(void **state)
     expect_load_error(&v, "bn_eps", "\"-1\"");
 }
 
+/* The blur network skipped (only multitask asked for, which this bundle lacks): its names and
+ * shapes are still checked, its values are not read (documented in model/network.h). */
+static void test_load_nets_skipped_blur(void **state)
+{
+    (void)state;
+    const gs_net_id mt = GS_NET_MULTITASK;
+    variant v = {0};
+    const char *path = write_bundle(&v);
+    gs_model *m = gs_model_load_nets(path, &mt, 1);
+    if (!m)
+        fail_msg("%s", gs_error_get());
+    assert_int_equal(gs_model_has(m, GS_NET_MULTITASK), 0);
+    assert_int_equal(gs_model_built(m, GS_NET_MULTITASK), 0);
+    assert_int_equal(gs_model_has(m, GS_NET_BLUR), 1);
+    assert_int_equal(gs_model_built(m, GS_NET_BLUR), 0);
+    assert_int_equal(gs_model_untrained(m, GS_NET_BLUR), 0);
+    assert_string_equal(gs_model_provenance(m, GS_NET_BLUR), "unit test data");
+    assert_null(gs_net_state_new(m, GS_NET_MULTITASK, 1, 64, 64));
+    assert_non_null(strstr(gs_error_get(), "absent"));
+    assert_null(gs_net_state_new(m, GS_NET_BLUR, 1, 64, 64));
+    assert_non_null(strstr(gs_error_get(), "blur was not loaded"));
+    gs_model_destroy(&m);
+    unlink(path);
+
+    struct {
+        variant v;
+        const char *needle1, *needle2;
+    } bad[] = {
+        {{.skip = "blur.bn2.running_var"}, "blur.bn2.running_var", "missing"},
+        {{.reshape = "blur.conv2.weight"}, "blur.conv2.weight", "expected [32,16,5,5]"},
+        {{.extra = "blur.conv3.weight"}, "blur.conv3.weight", "not part of the blur network"},
+        {{.bn_eps = "-1"}, "bn_eps", "\"-1\""},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        path = write_bundle(&bad[i].v);
+        m = gs_model_load_nets(path, &mt, 1);
+        const char *msg = gs_error_get();
+        printf("expected error: %s\n", msg);
+        assert_null(m);
+        assert_non_null(strstr(msg, path));
+        assert_non_null(strstr(msg, bad[i].needle1));
+        assert_non_null(strstr(msg, bad[i].needle2));
+        unlink(path);
+    }
+    /* A NaN is a value: found when blur is built, not when it is skipped. */
+    v = (variant){.nan = "blur.fc.weight"};
+    path = write_bundle(&v);
+    const gs_net_id blur = GS_NET_BLUR;
+    assert_null(gs_model_load_nets(path, &blur, 1));
+    assert_non_null(strstr(gs_error_get(), "not finite"));
+    m = gs_model_load_nets(path, &mt, 1);
+    assert_non_null(m);
+    gs_model_destroy(&m);
+    unlink(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_fold_bn_hand),   cmocka_unit_test(test_act_parse),
-        cmocka_unit_test(test_deconv_no_flip), cmocka_unit_test(test_load_blur_only),
-        cmocka_unit_test(test_load_errors),    cmocka_unit_test(test_threads_share_model),
+        cmocka_unit_test(test_fold_bn_hand),
+        cmocka_unit_test(test_act_parse),
+        cmocka_unit_test(test_deconv_no_flip),
+        cmocka_unit_test(test_load_blur_only),
+        cmocka_unit_test(test_load_errors),
+        cmocka_unit_test(test_threads_share_model),
+        cmocka_unit_test(test_load_nets_skipped_blur),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
