@@ -205,7 +205,9 @@ int main(int argc, char **argv)
     if (config_path && gs_config_load(cfg, config_path) != 0)
         goto out;
     const char *bundle = model_path ? model_path : cfg->bundle;
-    model = gs_model_load(bundle);
+    /* The coordinator runs no network: it needs the bundle's provenance and that the bundle is
+     * sound (names, shapes, metadata), not folded weights. */
+    model = gs_model_load_nets(bundle, NULL, 0);
     if (!model)
         goto out;
     gs_provenance prov;
