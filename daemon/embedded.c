@@ -127,7 +127,6 @@ static int make_worker(gs_embedded *e, stage_worker *sw, const char *work, int q
             return -1;
         wc.model = &sw->prov.msg;
     }
-    wc.omp_threads = GS_WORKER_OMP_THREADS(sw->stage);
     const char *sha = e->prov.sha256;
     switch (sw->stage) {
     case GASTROSCREEN__V1__STAGE__STAGE_TILER:
@@ -185,6 +184,7 @@ static int make_worker(gs_embedded *e, stage_worker *sw, const char *work, int q
     }
     if (wc.threads < 1)
         wc.threads = 1;
+    wc.omp_threads = gs_worker_omp_threads(sw->stage, wc.threads);
     if (!(sw->w = gs_worker_new(&wc)))
         return -1;
     return 0;

@@ -124,7 +124,7 @@ int gs_stage_run(Gastroscreen__V1__Stage stage, int argc, char **argv)
     wc.work_endpoint = c.work;
     wc.instance = c.instance;
     wc.threads = c.threads;
-    wc.omp_threads = GS_WORKER_OMP_THREADS(stage);
+    wc.omp_threads = gs_worker_omp_threads(stage, c.threads);
     wc.batch_size = c.batch;
     wc.heartbeat_ms = c.heartbeat_ms;
     wc.liveness = c.liveness;

@@ -156,6 +156,16 @@ void gs_worker_config_default(gs_worker_config *c)
     c->stop_grace_ms = 5000;
 }
 
+int gs_worker_omp_threads(Gastroscreen__V1__Stage stage, int threads)
+{
+    if (stage != GASTROSCREEN__V1__STAGE__STAGE_INFER)
+        return 1;
+    if (threads <= 1)
+        return 0;
+    int all = omp_get_max_threads();
+    return all / threads > 1 ? all / threads : 1;
+}
+
 /* The job body a stage takes on `work`, or NOT_SET for stages that take none. */
 static Gastroscreen__V1__WorkMessage__BodyCase stage_job_body(Gastroscreen__V1__Stage s)
 {

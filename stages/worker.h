@@ -73,7 +73,7 @@ typedef struct {
     int threads;                                    /* handler threads = job slots, >= 1 */
     int omp_threads;   /* OpenMP threads a handler's kernels may use (omp_set_num_threads in each
                           handler thread); 0 = the process default (OMP_NUM_THREADS, else every
-                          core). See GS_WORKER_OMP_THREADS. */
+                          core). See gs_worker_omp_threads(). */
     int batch_size;    /* reported in hello; the handler decides what it means */
     int heartbeat_ms;  /* until the welcome says otherwise; 1000 by default */
     int liveness;      /* missed heartbeats before the coordinator counts as lost; 5 */
@@ -88,12 +88,15 @@ typedef struct {
     int quiet;                   /* no log lines (tests that send floods of garbage) */
 } gs_worker_config;
 
-/* The omp_threads a stage's worker should use: 0 (every core) for infer, whose network is the
- * service's work; 1 for the others, whose kernels (resampling a tile or thumbnail, the focus
- * measure, the small networks) are short: a team of threads there costs more than it saves,
- * because libgomp's idle threads spin for milliseconds after each parallel region, CPU taken
- * from the infer stage on shared cores (the reporter spent more time spinning than resizing). */
-#define GS_WORKER_OMP_THREADS(stage) ((stage) == GASTROSCREEN__V1__STAGE__STAGE_INFER ? 0 : 1)
+/* The omp_threads a stage's worker with `threads` handler threads should use. Infer, whose
+ * network is the service's work, shares the process's OpenMP threads (OMP_NUM_THREADS, else
+ * every core) among its handler threads: 0 (all of them) for one handler thread, else
+ * max(1, all / threads), so two handlers never run two full teams on the same cores. Every
+ * other stage gets 1: its kernels (resampling a tile or thumbnail, the focus measure, the small
+ * networks) are short, and a team costs more than it saves there, because libgomp's idle
+ * threads spin for milliseconds after each parallel region, CPU taken from the infer stage on
+ * shared cores (the reporter spent more time spinning than resizing). */
+int gs_worker_omp_threads(Gastroscreen__V1__Stage stage, int threads);
 
 /* Fills *c with the defaults above (stage and endpoint unset, one thread). */
 void gs_worker_config_default(gs_worker_config *c);

@@ -1017,6 +1017,14 @@ static void handler_omp_threads(void **state)
         gs_worker_destroy(&r.w);
         coord_close(&c);
     }
+    /* What the stages ask for: 1 for all but infer; infer splits the process's threads. */
+    int all = omp_get_max_threads();
+    assert_int_equal(gs_worker_omp_threads(GASTROSCREEN__V1__STAGE__STAGE_TILER, 4), 1);
+    assert_int_equal(gs_worker_omp_threads(GASTROSCREEN__V1__STAGE__STAGE_REPORTER, 1), 1);
+    assert_int_equal(gs_worker_omp_threads(GASTROSCREEN__V1__STAGE__STAGE_INFER, 1), 0);
+    assert_int_equal(gs_worker_omp_threads(GASTROSCREEN__V1__STAGE__STAGE_INFER, 2),
+                     all / 2 > 1 ? all / 2 : 1);
+    assert_int_equal(gs_worker_omp_threads(GASTROSCREEN__V1__STAGE__STAGE_INFER, 4 * all), 1);
 }
 
 static void bad_configs(void **state)
