@@ -300,6 +300,7 @@ typedef struct {
 struct gs_tiler_stage {
     void *ctx;
     int hwm;
+    int sink_wait_ms;
     int nthreads;
     tiler_thread *threads;
 };
@@ -318,8 +319,15 @@ gs_tiler_stage *gs_tiler_stage_new(void *zctx, int threads, int tile_hwm)
     }
     s->ctx = zctx;
     s->hwm = tile_hwm > 0 ? tile_hwm : 8;
+    s->sink_wait_ms = GS_TILER_SINK_WAIT_MS;
     s->nthreads = threads;
     return s;
+}
+
+void gs_tiler_stage_set_sink_wait(gs_tiler_stage *s, int ms)
+{
+    GS_ASSERT(s && ms > 0);
+    s->sink_wait_ms = ms;
 }
 
 void gs_tiler_stage_destroy(gs_tiler_stage **sp)
@@ -386,12 +394,16 @@ static void free_pixels(void *pixels, void *hint)
     free(pixels);
 }
 
-/* Pushes one tile, waiting for room; 1 when sent, 0 when a stop came first, -1 on error. */
-static int push_tile(tiler_thread *t, gs_worker_job *job, gs_tiler_item *it)
+/* Pushes one tile, waiting for room up to wait_ms; 1 when sent, 0 when a stop came first, 2
+ * when no sink took it in time, -1 on error. */
+static int push_tile(tiler_thread *t, gs_worker_job *job, gs_tiler_item *it, int wait_ms)
 {
+    uint64_t give_up = now_us() + (uint64_t)wait_ms * 1000;
     for (;;) {
         if (gs_worker_job_stopping(job))
             return 0;
+        if (now_us() >= give_up)
+            return 2;
         zmq_pollitem_t p = {gs_transport_socket(t->push), 0, ZMQ_POLLOUT, 0};
         int n = zmq_poll(&p, 1, POLLOUT_SLICE_MS);
         if (n < 0 && errno != EINTR)
@@ -406,6 +418,17 @@ static int push_tile(tiler_thread *t, gs_worker_job *job, gs_tiler_item *it)
         if (errno != EAGAIN)
             return -1;
     }
+}
+
+/* The tile just taken with gs_tiler_job_next could not be sent: it fails with msg (into *it),
+ * and so does every later tile of the job, as after a read error. */
+static void sink_failed(gs_tiler_job *j, const char *msg, gs_tiler_item *it)
+{
+    GS_ASSERT(j->next > 0 && j->sent > 0);
+    snprintf(j->read_error, sizeof j->read_error, "%s", msg);
+    j->sent--;
+    memset(it, 0, sizeof *it);
+    fail_item(j, it, j->job->tiles[j->next - 1], j->read_error);
 }
 
 static int hand_back_from(gs_worker_job *job, gs_tiler_job *tj, const uint32_t *current)
@@ -458,11 +481,21 @@ int gs_tiler_handle(gs_worker_job *job, void *ud)
             gs_worker_job_progress(job, 1);
             continue;
         }
-        int sent = push_tile(t, job, &it);
+        int sent = push_tile(t, job, &it, s->sink_wait_ms);
         uint32_t index = it.header.tile_index;
         gs_tiler_item_release(&it);
         if (sent < 0)
             goto destroy_job;
+        if (sent == 2) {
+            char msg[160];
+            snprintf(msg, sizeof msg, "no tile sink took a tile for %.3g s (%zu %s inbox(es))",
+                     s->sink_wait_ms / 1000.0, t->nsinks, blur ? "blur" : "infer");
+            sink_failed(tj, msg, &it);
+            if (gs_worker_job_emit(job, &it.result) < 0)
+                goto destroy_job;
+            gs_worker_job_progress(job, 1);
+            continue;
+        }
         if (sent == 0) {
             rc = hand_back_from(job, tj, &index);
             goto destroy_job;

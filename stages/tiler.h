@@ -95,6 +95,15 @@ typedef struct gs_tiler_stage gs_tiler_stage;
  * Returns the stage (caller destroys after the worker), or NULL with the error. */
 gs_tiler_stage *gs_tiler_stage_new(void *zctx, int threads, int tile_hwm);
 
+/* The longest a handler waits for any of a job's sinks to take a tile (GS_TILER_SINK_WAIT_MS by
+ * default). A busy infer worker holds tiles back for seconds (backpressure), but a job whose
+ * sinks all died (their workers were killed; the job names the inboxes known when it was sent)
+ * would otherwise wait forever and keep the handler thread from every later job. After the
+ * wait, that tile and the rest of the job fail as TileResults with an error ("no tile sink
+ * took a tile for N s"): the coordinator asks again, with the sinks it knows then. */
+#define GS_TILER_SINK_WAIT_MS 60000
+void gs_tiler_stage_set_sink_wait(gs_tiler_stage *s, int ms);
+
 /* Closes the PUSH sockets; call after gs_worker_destroy (handler threads joined). */
 void gs_tiler_stage_destroy(gs_tiler_stage **s);
 

@@ -518,6 +518,48 @@ static int drain_inbox(gs_transport *inbox, int *seen, size_t n, int quiet_ms)
     }
 }
 
+/* A job whose only sink is gone (nothing listens at its inbox): after the sink wait the tile
+ * being pushed and every later one fail as requests (the coordinator asks again), the job ends
+ * with TileJobDone, and the handler is free for the next job instead of waiting forever. */
+static void tiler_sink_gone(void **state)
+{
+    (void)state;
+    void *ctx = zmq_ctx_new();
+    assert_non_null(ctx);
+    gs_tiler_stage *stage = gs_tiler_stage_new(ctx, 1, 4);
+    assert_non_null(stage);
+    gs_tiler_stage_set_sink_wait(stage, 300);
+    /* A port that was free a moment ago: bound, its number read, closed. */
+    gs_transport *probe =
+        gs_transport_new(ctx, GS_CHANNEL_TILES, ZMQ_PULL, GS_BIND, "tcp://127.0.0.1:*", &quiet);
+    assert_non_null(probe);
+    char gone[256];
+    snprintf(gone, sizeof gone, "%s", gs_transport_endpoint(probe));
+    gs_transport_destroy(&probe);
+    tile_job_box b;
+    make_tile_job(&b, "CMU-1-Small-Region.svs", 5, gone, 9);
+    int rc = 99;
+    gs_worker_job *j = gs_worker_job_run_local(gs_tiler_handle, stage, &b.msg, "tiler.1@t", &rc);
+    assert_non_null(j);
+    assert_int_equal(rc, 0);
+    assert_int_equal(gs_worker_job_result_count(j), 6);
+    for (size_t i = 0; i < 5; i++) {
+        const Gastroscreen__V1__WorkMessage *m = gs_worker_job_result(j, i);
+        assert_int_equal(m->body_case, GASTROSCREEN__V1__WORK_MESSAGE__BODY_TILE_RESULT);
+        assert_int_equal(m->tile_result->tile_index, i);
+        assert_int_equal(m->tile_result->outcome,
+                         GASTROSCREEN__V1__TILE_OUTCOME__TILE_OUTCOME_ERROR);
+        assert_non_null(strstr(m->tile_result->error, "no tile sink took a tile for 0.3 s"));
+    }
+    const Gastroscreen__V1__WorkMessage *m = gs_worker_job_result(j, 5);
+    assert_int_equal(m->body_case, GASTROSCREEN__V1__WORK_MESSAGE__BODY_TILE_JOB_DONE);
+    assert_int_equal(m->tile_job_done->sent, 0);
+    assert_int_equal(m->tile_job_done->failed, 5);
+    gs_worker_job_destroy_local(&j);
+    gs_tiler_stage_destroy(&stage);
+    zmq_ctx_term(ctx);
+}
+
 static void tiler_worker(void **state)
 {
     (void)state;
@@ -1071,6 +1113,7 @@ int main(void)
         cmocka_unit_test(refused_worker_ends),
         cmocka_unit_test(new_or_silent_coordinator_means_hello_again),
         cmocka_unit_test(tiler_worker),
+        cmocka_unit_test(tiler_sink_gone),
         cmocka_unit_test(tiler_blur_job_keeps_queued_infer_tiles),
         cmocka_unit_test(infer_worker_batches_tiles),
         cmocka_unit_test(infer_worker_hands_back_its_batch),
