@@ -15,3 +15,6 @@ foreach(case infer tiler coordinator poison)
   set_tests_properties(fault_${case} PROPERTIES LABELS fault FIXTURES_REQUIRED stages3_bundle
                        TIMEOUT 3600 RUN_SERIAL TRUE)
 endforeach()
+# Label sanitize: also run by the sanitize workflow (ASan + UBSan over the coordinator's
+# restart and journal replay, ~5 min instrumented); the other fault cases run in release only.
+set_tests_properties(fault_coordinator PROPERTIES LABELS "fault;sanitize")

@@ -40,5 +40,6 @@ add_test(NAME service_processes
          COMMAND /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/integration/service.py
                  ${CMAKE_BINARY_DIR} ${GS_TEST_DATA} ${CMAKE_BINARY_DIR}/tests
                  ${GS_INTEGRATION_BOUND})
-set_tests_properties(service_processes PROPERTIES LABELS integration SKIP_RETURN_CODE 77
+# Label sanitize: also run by the sanitize workflow (every stage process instrumented, ~2-3 min).
+set_tests_properties(service_processes PROPERTIES LABELS "integration;sanitize" SKIP_RETURN_CODE 77
                      TIMEOUT ${GS_INTEGRATION_TIMEOUT})
