@@ -82,20 +82,6 @@ static int set_str(char **field, const char *value)
     return 0;
 }
 
-static gs_net_id stage_net(Gastroscreen__V1__Stage s)
-{
-    switch (s) {
-    case GASTROSCREEN__V1__STAGE__STAGE_FOREGROUND:
-        return GS_NET_FOREGROUND;
-    case GASTROSCREEN__V1__STAGE__STAGE_BLUR:
-        return GS_NET_BLUR;
-    case GASTROSCREEN__V1__STAGE__STAGE_SCREENER:
-        return GS_NET_SCREENER;
-    default:
-        return GS_NET_MULTITASK;
-    }
-}
-
 static void *worker_main(void *arg)
 {
     stage_worker *sw = arg;
@@ -122,7 +108,7 @@ static int make_worker(gs_embedded *e, stage_worker *sw, const char *work, int q
     wc.quiet = quiet;
     if (sw->stage != GASTROSCREEN__V1__STAGE__STAGE_TILER &&
         sw->stage != GASTROSCREEN__V1__STAGE__STAGE_REPORTER) {
-        gs_net_id net = stage_net(sw->stage);
+        gs_net_id net = gs_provenance_stage_net(sw->stage);
         if (gs_provenance_init(&sw->prov, cfg->bundle, e->model, &net, 1) != 0)
             return -1;
         wc.model = &sw->prov.msg;

@@ -181,3 +181,17 @@ int gs_provenance_init(gs_provenance *p, const char *path, const gs_model *m, co
     p->msg.notice = p->notice;
     return 0;
 }
+
+gs_net_id gs_provenance_stage_net(Gastroscreen__V1__Stage stage)
+{
+    switch (stage) {
+    case GASTROSCREEN__V1__STAGE__STAGE_FOREGROUND:
+        return GS_NET_FOREGROUND;
+    case GASTROSCREEN__V1__STAGE__STAGE_BLUR:
+        return GS_NET_BLUR;
+    case GASTROSCREEN__V1__STAGE__STAGE_SCREENER:
+        return GS_NET_SCREENER;
+    default:
+        return GS_NET_MULTITASK;
+    }
+}

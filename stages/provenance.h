@@ -44,4 +44,9 @@ int gs_sha256_file(const char *path, char hex[65]);
 int gs_provenance_init(gs_provenance *p, const char *path, const gs_model *m, const gs_net_id *nets,
                        size_t n);
 
+/* The network a stage worker runs (the only one a stage executable builds) and whose
+ * provenance it announces: foreground, blur and screener their own, every other stage the
+ * multi-task network. */
+gs_net_id gs_provenance_stage_net(Gastroscreen__V1__Stage stage);
+
 #endif

@@ -35,21 +35,6 @@ static void on_tick(const Gastroscreen__V1__StageStats *st, void *ud)
                (unsigned long long)st->processed);
 }
 
-/* The network the stage runs (the only one it builds) and whose provenance it announces. */
-static gs_net_id stage_net(Gastroscreen__V1__Stage s)
-{
-    switch (s) {
-    case GASTROSCREEN__V1__STAGE__STAGE_FOREGROUND:
-        return GS_NET_FOREGROUND;
-    case GASTROSCREEN__V1__STAGE__STAGE_BLUR:
-        return GS_NET_BLUR;
-    case GASTROSCREEN__V1__STAGE__STAGE_SCREENER:
-        return GS_NET_SCREENER;
-    default:
-        return GS_NET_MULTITASK;
-    }
-}
-
 /* A line of the stage process (stages/log: under journald with STAGE=name). */
 static void log_stage(const char *name, int priority, const char *msg)
 {
@@ -104,7 +89,7 @@ int gs_stage_run(Gastroscreen__V1__Stage stage, int argc, char **argv)
         /* Only the stage's own network is built: the multi-task network alone is ~77 MB of
            folded weights a blur, screener or foreground process would never run. The others
            are still checked by name and shape, and their provenance is kept. */
-        gs_net_id net = stage_net(stage);
+        gs_net_id net = gs_provenance_stage_net(stage);
         if (!(m = gs_model_load_nets(c.model, &net, 1)))
             return fail(name); /* the message starts with the file name */
         if (gs_provenance_init(&prov, c.model, m, &net, 1) < 0) {
