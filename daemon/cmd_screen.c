@@ -48,19 +48,6 @@ static void usage(FILE *f)
           f);
 }
 
-/* Replaces a config string (owned by the config). */
-static int set_str(char **field, const char *value)
-{
-    char *s = strdup(value);
-    if (!s) {
-        gs_error_set("out of memory");
-        return -1;
-    }
-    free(*field);
-    *field = s;
-    return 0;
-}
-
 /* The bundle to load per the lookup order of cmd_screen.h, into out. Returns 0, or -1 with
  * the error naming what was tried. */
 static int find_model(const char *given, const gs_config *cfg, int have_config, char *out,
@@ -295,9 +282,10 @@ int gs_cmd_screen(int argc, char **argv)
     char journal[PATH_MAX + 16], spool[PATH_MAX + 16];
     snprintf(journal, sizeof journal, "%s/journal", tmp);
     snprintf(spool, sizeof spool, "%s/spool", tmp);
-    if (set_str(&cfg->journal_dir, journal) || set_str(&cfg->spool_dir, spool) ||
-        set_str(&cfg->report_dir, out_real) || set_str(&cfg->watch_dir, "") ||
-        set_roots(cfg, slides, n))
+    if (gs_config_set_string(&cfg->journal_dir, journal) ||
+        gs_config_set_string(&cfg->spool_dir, spool) ||
+        gs_config_set_string(&cfg->report_dir, out_real) ||
+        gs_config_set_string(&cfg->watch_dir, "") || set_roots(cfg, slides, n))
         goto report;
 
     struct sigaction sa;

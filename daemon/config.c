@@ -157,19 +157,23 @@ static int add_roots(gs_config *c, const char *text)
     return 0;
 }
 
+int gs_config_set_string(char **field, const char *value)
+{
+    char *s = strdup(value);
+    if (!s)
+        return gs_error_set("out of memory");
+    free(*field);
+    *field = s;
+    return 0;
+}
+
 static int set_value(gs_config *c, const key_def *k, const char *value)
 {
     char *field = (char *)c + k->offset;
     char *end = NULL;
     switch (k->type) {
-    case T_STR: {
-        char *s = strdup(value);
-        if (!s)
-            return gs_error_set("out of memory");
-        free(*(char **)field);
-        *(char **)field = s;
-        return 0;
-    }
+    case T_STR:
+        return gs_config_set_string((char **)field, value);
     case T_ROOTS:
         return add_roots(c, value);
     case T_U32: {

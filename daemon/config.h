@@ -79,6 +79,11 @@ void gs_config_destroy(gs_config **c);
  * the config may hold some of the file's values: discard it. */
 int gs_config_load(gs_config *c, const char *path);
 
+/* Replaces one of a config's string fields (e.g. &c->journal_dir) with a copy of value, freeing
+ * the old one: for callers that override what the file said. Returns 0, or -1 with the error
+ * set when out of memory. */
+int gs_config_set_string(char **field, const char *value);
+
 /* The known keys, for documentation checks: gs_config_key() returns 0 and the section and key
  * names (static strings) of key i, or -1 when i is out of range. */
 size_t gs_config_key_count(void);

@@ -69,19 +69,6 @@ static int64_t mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Replaces a config string (owned by the config, malloc'd). */
-static int set_str(char **field, const char *value)
-{
-    char *s = strdup(value);
-    if (!s) {
-        gs_error_set("out of memory");
-        return -1;
-    }
-    free(*field);
-    *field = s;
-    return 0;
-}
-
 static void *worker_main(void *arg)
 {
     stage_worker *sw = arg;
@@ -223,10 +210,13 @@ gs_embedded *gs_embedded_new(const gs_embedded_options *o)
                  names[i]);
     snprintf(e->tile_inbox[0], sizeof e->tile_inbox[0], "%s", ep[3]);
     snprintf(e->tile_inbox[1], sizeof e->tile_inbox[1], "%s", ep[4]);
-    if (set_str(&e->cfg->intake, "") || set_str(&e->cfg->intake_connect, "") ||
-        set_str(&e->cfg->submit, "") || set_str(&e->cfg->query, ep[0]) ||
-        set_str(&e->cfg->events, ep[1]) || set_str(&e->cfg->work, ep[2]) ||
-        set_str(&e->cfg->bundle, o->model_path) || set_str(&e->cfg->metrics, ""))
+    if (gs_config_set_string(&e->cfg->intake, "") ||
+        gs_config_set_string(&e->cfg->intake_connect, "") ||
+        gs_config_set_string(&e->cfg->submit, "") || gs_config_set_string(&e->cfg->query, ep[0]) ||
+        gs_config_set_string(&e->cfg->events, ep[1]) ||
+        gs_config_set_string(&e->cfg->work, ep[2]) ||
+        gs_config_set_string(&e->cfg->bundle, o->model_path) ||
+        gs_config_set_string(&e->cfg->metrics, ""))
         goto fail;
 
     if (!(e->model = gs_model_load(o->model_path)))

@@ -262,8 +262,9 @@ static int run_network(gs_infer *s, size_t k, uint64_t *compute_us)
         int64_t t0 = now_us();
         if (gs_net_run_multitask(s->net, s->input, s->logit, s->feature, s->seg) < 0)
             return gs_error_prefix("infer: multitask");
+        uint64_t us = (uint64_t)(now_us() - t0);
         for (size_t b = 0; b < k; b++)
-            compute_us[b] = (uint64_t)(now_us() - t0);
+            compute_us[b] = us;
         return (int)k;
     }
     if (!s->net1 && !(s->net1 = gs_net_state_new(s->m, GS_NET_MULTITASK, 1, s->side, s->side)))

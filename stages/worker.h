@@ -93,9 +93,9 @@ typedef struct {
  * every core) among its handler threads: 0 (all of them) for one handler thread, else
  * max(1, all / threads), so two handlers never run two full teams on the same cores. Every
  * other stage gets 1: its kernels (resampling a tile or thumbnail, the focus measure, the small
- * networks) are short, and a team costs more than it saves there, because libgomp's idle
- * threads spin for milliseconds after each parallel region, CPU taken from the infer stage on
- * shared cores (the reporter spent more time spinning than resizing). */
+ * networks) are short, and a team costs more than it saves there: libgomp's idle threads
+ * keep spinning after each parallel region, CPU taken from the infer stage on shared cores
+ * (perf showed the reporter spending more time in libgomp than in its resize). */
 int gs_worker_omp_threads(Gastroscreen__V1__Stage stage, int threads);
 
 /* Fills *c with the defaults above (stage and endpoint unset, one thread). */

@@ -45,14 +45,11 @@ def make_mosaic(src, n, dst):
 
     rgb = np.asarray(Image.open(src).convert("RGB"))
     level = np.tile(rgb, (n, n, 1))
+    full = Image.fromarray(level)
     with tifffile.TiffWriter(dst) as tif:
         for down in (1, 4, 16):
-            if down > 1:
-                h, w = level.shape[0] // down, level.shape[1] // down
-                img = np.asarray(Image.fromarray(np.tile(rgb, (n, n, 1))).resize(
-                    (w, h), Image.BOX))
-            else:
-                img = level
+            h, w = level.shape[0] // down, level.shape[1] // down
+            img = level if down == 1 else np.asarray(full.resize((w, h), Image.BOX))
             # 20000 px/cm = 0.5 um/px at level 0
             tifffile_res = (20000 / down, 20000 / down)
             tif.write(img, tile=(256, 256), photometric="rgb", compression="zlib",
