@@ -2,7 +2,7 @@
 # (provenance "untrained"; no trained gastric weights exist yet), made by
 # model/pytorch/make_bundle.py as part of the default build. `gastroscreen screen` finds it at
 # <build>/model/default.safetensors next to the build tree's daemon/gastroscreen, or at
-# <prefix>/share/gastroscreen/default.safetensors once installed (daemon/cmd_screen.h gives
+# <prefix>/share/gastroscreen/default.safetensors once installed (daemon/cli/cmd_screen.c gives
 # the lookup order). The bundle has no foreground or blur network, so those stages use their
 # classical methods. The fixed seed and creation time make the file byte-identical per build.
 set(GS_DEFAULT_BUNDLE ${CMAKE_BINARY_DIR}/model/default.safetensors)

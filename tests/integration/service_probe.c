@@ -1,6 +1,6 @@
 /*
  * service_probe: the ZeroMQ side of the service integration test (tests/integration/
- * service.py), written against stages/transport so it speaks the protocol exactly.
+ * service.py), written against stages/runtime/transport so it speaks the protocol exactly.
  *
  *   service_probe announce INTAKE EVENTS BOUND_S LINGER_S PATH...
  *       Publishes a `slide.arrived.` event for each PATH on a PUB connected to the
@@ -29,7 +29,7 @@
 
 #include "ops/error.h"
 #include "proto/gastroscreen.pb-c.h"
-#include "stages/transport.h"
+#include "stages/runtime/transport.h"
 
 #define MAX_SLIDES 64
 #define MAX_WORKERS 32

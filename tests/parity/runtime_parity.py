@@ -2,7 +2,7 @@
 """Parity of the C runtime (`gastroscreen infer --out`) with the PyTorch mirror (run.py).
 
 For each case: a seeded bundle from model/pytorch/make_bundle.py, inputs (real tiles read
-from slides by the C side through stages/slide, or seeded random uint8 tiles as PNG), then
+from slides by the C side through stages/slide/reader, or seeded random uint8 tiles as PNG), then
 `gastroscreen infer --model B INPUT --out C` and `run.py` on the very inputs the C side
 wrote (tiles_u8.npy, blur_u8.npy, screener_input.npy). For EVERY output of every network:
 
@@ -181,7 +181,7 @@ def main():
     shared = os.environ.get("GS_SHARED_DATA", "")
 
     cond1 = make_bundle(args.work, 1, "relu", size, True)
-    # Real tissue (CMU-1, H&E) read through stages/slide at the bundle's target resolution.
+    # Real tissue (CMU-1, H&E) read through stages/slide/reader at the bundle's target resolution.
     cmu = os.path.join(test_data, "CMU-1-Small-Region.svs")
     f, _ = case(args, "cmu_tile", cond1, [cmu], slide_xy=(700, 900))
     failures += f

@@ -1,5 +1,5 @@
 /* gastroscreen submit / status / watch / top against a fake coordinator: a thread of this test
- * that binds the submit and query ROUTERs and the events PUB on loopback (stages/transport,
+ * that binds the submit and query ROUTERs and the events PUB on loopback (stages/runtime/transport,
  * as PROTOCOL.md §2-3 say) and answers from a small scripted journal. The commands run in this
  * process with stdout and stderr redirected to files. */
 #include <setjmp.h>
@@ -18,11 +18,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "daemon/cli_client.h"
-#include "daemon/cmd_status.h"
-#include "daemon/cmd_submit.h"
-#include "daemon/cmd_top.h"
-#include "daemon/cmd_watch.h"
+#include "daemon/cli/client.h"
+#include "daemon/cli/commands.h"
 #include "ops/error.h"
 
 #define ID_A "00000000000000a1"

@@ -9,7 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "daemon/config.h"
+#include "daemon/service/config.h"
 #include "ops/error.h"
 
 static char tmp_path[64];

@@ -1,7 +1,7 @@
 /*
  * test_coordinator: the coordinator library driven in-process over inproc:// with fake workers
- * written here (stages/transport DEALERs answering each job), and a test clock, so liveness,
- * loss grace and deadlines are reached by advancing the clock, never by sleeping.
+ * written here (stages/runtime/transport DEALERs answering each job), and a test clock, so
+ * liveness, loss grace and deadlines are reached by advancing the clock, never by sleeping.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -19,11 +19,11 @@
 #include <unistd.h>
 #include <zmq.h>
 
-#include "daemon/config.h"
-#include "daemon/coordinator.h"
-#include "daemon/slides.h"
+#include "daemon/service/config.h"
+#include "daemon/service/coordinator.h"
+#include "daemon/service/slide_table.h"
 #include "ops/error.h"
-#include "stages/transport.h"
+#include "stages/runtime/transport.h"
 
 #define N_TILES 40 /* every 10th is background: 36 to infer */
 #define N_INFER 36

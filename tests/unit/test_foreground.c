@@ -15,7 +15,7 @@
 #include <unistd.h>
 
 #include "ops/error.h"
-#include "stages/foreground.h"
+#include "stages/handlers/foreground.h"
 
 static const char *data_dir(void)
 {
@@ -108,7 +108,7 @@ static void plans_the_aperio_region(void **state)
     assert_true(r->timing->read_us + r->timing->compute_us > 0);
     assert_packs(r);
 
-    /* The same plan as stages/tissue gives for this slide. */
+    /* The same plan as stages/slide/tissue gives for this slide. */
     gs_slide *s = gs_slide_open(path, NULL);
     gs_tissue_options to;
     gs_tissue_options_default(&to);

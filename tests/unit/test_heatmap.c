@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "ops/error.h"
-#include "stages/heatmap.h"
+#include "stages/slide/heatmap.h"
 
 static void fill(uint8_t *m, int n, uint8_t v)
 {

@@ -11,7 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "daemon/journal.h"
+#include "daemon/service/journal.h"
 #include "ops/error.h"
 
 static const char *ID_A = "00000000000000aa";

@@ -10,7 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "daemon/ledger.h"
+#include "daemon/service/ledger.h"
 #include "ops/error.h"
 
 #define DIM 8 /* small features keep the tests fast; the heap is the same for 512 */

@@ -1,5 +1,5 @@
-/* stages/log: the journal fields of a line, when stderr counts as the journal's stream, and the
- * plain stderr form outside journald. */
+/* stages/runtime/log: the journal fields of a line, when stderr counts as the journal's stream, and
+ * the plain stderr form outside journald. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,7 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "stages/log.h"
+#include "stages/runtime/log.h"
 
 static void assert_field(const gs_log_record *r, int i, const char *want)
 {

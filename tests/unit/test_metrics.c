@@ -1,5 +1,5 @@
-/* daemon/metrics: registry rules, the text format parsed back line by line, and /metrics over
- * a loopback HTTP connection (a plain socket client), including garbage requests. */
+/* daemon/service/metrics: registry rules, the text format parsed back line by line, and /metrics
+ * over a loopback HTTP connection (a plain socket client), including garbage requests. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,7 +15,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "daemon/metrics.h"
+#include "daemon/service/metrics.h"
 #include "ops/error.h"
 
 static const double bounds[] = {0.01, 0.1, 1.0, 10.0};

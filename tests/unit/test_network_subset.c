@@ -1,6 +1,6 @@
 /*
  * Unit tests of gs_model_load_nets (model/network.h): a model that builds only some of the
- * bundle's networks, on the seeded four-network bundle made by the stages3_bundle fixture.
+ * bundle's networks, on the seeded four-network bundle made by the seeded_bundle fixture.
  * Only the blur network built: its outputs equal the full load's bit for bit, presence,
  * provenance and "untrained" answers equal the full load's for every network, and states of
  * the networks not built are refused with a message naming the network. The networks skipped
@@ -28,7 +28,7 @@ static const char *bundle_path(void)
     static char p[4096];
     const char *b = getenv("GS_BUILD_DIR");
     assert_non_null(b);
-    snprintf(p, sizeof p, "%s/tests/stages3/seed1.safetensors", b);
+    snprintf(p, sizeof p, "%s/tests/seeded/seed1.safetensors", b);
     return p;
 }
 

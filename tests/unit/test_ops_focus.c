@@ -12,8 +12,8 @@
 #include "ops/error.h"
 #include "ops/focus.h"
 #include "ops/resample.h"
-#include "stages/png_io.h"
-#include "stages/slide.h"
+#include "stages/slide/png_io.h"
+#include "stages/slide/reader.h"
 
 static uint64_t rng_next(uint64_t *s)
 {

@@ -13,7 +13,7 @@
 #include <unistd.h>
 
 #include "ops/error.h"
-#include "stages/png_io.h"
+#include "stages/slide/png_io.h"
 
 static char tmpdir[256];
 

@@ -14,8 +14,8 @@
 #include <unistd.h>
 
 #include "proto/gastroscreen.pb-c.h"
-#include "stages/report.h"
-#include "stages/reporter.h"
+#include "stages/slide/report_files.h"
+#include "stages/handlers/reporter.h"
 
 #define SLIDE_ID "0123456789abcdef"
 #define SHA "00000000000000000000000000000000000000000000000000000000000000aa"

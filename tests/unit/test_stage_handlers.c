@@ -1,9 +1,9 @@
 /*
- * The stage handlers of stages/blur, stages/infer, stages/screener and stages/reporter on
- * real inputs, without sockets: the FQPath focus pair through the classical blur judgement,
- * a CMU-1 tile through the infer stage against a direct run of model/network on a seeded
- * bundle (made by model/pytorch/make_bundle.py --seed 1 at test time, see
- * tests/stages3.cmake), the screener's row repetition, and the reporter's folder for a
+ * The stage handlers of stages/handlers/blur, stages/handlers/infer, stages/handlers/screener and
+ * stages/handlers/reporter on real inputs, without sockets: the FQPath focus pair through the
+ * classical blur judgement, a CMU-1 tile through the infer stage against a direct run of
+ * model/network on a seeded bundle (made by model/pytorch/make_bundle.py --seed 1 at test time, see
+ * tests/cmake/handlers.cmake), the screener's row repetition, and the reporter's folder for a
  * positive and a failed verdict.
  */
 #include <setjmp.h>
@@ -23,13 +23,13 @@
 #include "model/network.h"
 #include "ops/error.h"
 #include "ops/resample.h"
-#include "stages/blur.h"
-#include "stages/infer.h"
-#include "stages/png_io.h"
-#include "stages/provenance.h"
-#include "stages/reporter.h"
-#include "stages/screener.h"
-#include "stages/slide.h"
+#include "stages/handlers/blur.h"
+#include "stages/handlers/infer.h"
+#include "stages/slide/png_io.h"
+#include "stages/runtime/provenance.h"
+#include "stages/handlers/reporter.h"
+#include "stages/handlers/screener.h"
+#include "stages/slide/reader.h"
 
 #define SLIDE_ID "0123456789abcdef"
 #define SIDE 256 /* infer tile side: real pixels, affordable under the sanitizers */
@@ -39,7 +39,7 @@ static const char *bundle_path(void)
     static char p[4096];
     const char *b = getenv("GS_BUILD_DIR");
     assert_non_null(b);
-    snprintf(p, sizeof p, "%s/tests/stages3/seed1.safetensors", b);
+    snprintf(p, sizeof p, "%s/tests/seeded/seed1.safetensors", b);
     return p;
 }
 
@@ -459,7 +459,7 @@ static void make_dir(char *buf, size_t n, const char *name)
 {
     const char *b = getenv("GS_BUILD_DIR");
     assert_non_null(b);
-    snprintf(buf, n, "%s/tests/stages3/%s-%ld", b, name, (long)getpid());
+    snprintf(buf, n, "%s/tests/seeded/%s-%ld", b, name, (long)getpid());
 }
 
 static int file_exists(const char *p)
@@ -657,7 +657,7 @@ int main(void)
     char dir[4096];
     const char *b = getenv("GS_BUILD_DIR");
     if (b) {
-        snprintf(dir, sizeof dir, "%s/tests/stages3", b);
+        snprintf(dir, sizeof dir, "%s/tests/seeded", b);
         mkdir(dir, 0755);
     }
     const struct CMUnitTest tests[] = {

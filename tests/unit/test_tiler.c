@@ -12,9 +12,9 @@
 #include <string.h>
 
 #include "ops/error.h"
-#include "stages/foreground.h"
-#include "stages/slide.h"
-#include "stages/tiler.h"
+#include "stages/handlers/foreground.h"
+#include "stages/slide/reader.h"
+#include "stages/handlers/tiler.h"
 
 #define MAX_REFS 64
 

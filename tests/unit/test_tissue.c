@@ -11,9 +11,9 @@
 #include <tiffio.h>
 
 #include "ops/error.h"
-#include "stages/png_io.h"
-#include "stages/slide.h"
-#include "stages/tissue.h"
+#include "stages/slide/png_io.h"
+#include "stages/slide/reader.h"
+#include "stages/slide/tissue.h"
 
 /* A labelled patch is called tissue when this much of it is in the mask: the partial-tissue
  * patches hold 15% or more and sparse adipose about 3%; glass and ink patches hold 1% or less. */

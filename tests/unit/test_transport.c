@@ -15,7 +15,7 @@
 #include <zmq.h>
 
 #include "ops/error.h"
-#include "stages/transport.h"
+#include "stages/runtime/transport.h"
 
 /* Generous: only guards against a hang; a healthy run never waits this long. */
 #define WAIT_MS 10000

@@ -20,10 +20,10 @@
 #include <unistd.h>
 
 #include "ops/error.h"
-#include "stages/foreground.h"
-#include "stages/tiler.h"
-#include "stages/transport.h"
-#include "stages/worker.h"
+#include "stages/handlers/foreground.h"
+#include "stages/handlers/tiler.h"
+#include "stages/runtime/transport.h"
+#include "stages/runtime/worker.h"
 
 #define WAIT_MS 15000
 

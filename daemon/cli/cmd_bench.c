@@ -1,0 +1,592 @@
+/*
+ * cmd_bench: `gastroscreen bench [--json] [--threads N] [--repeat N] [--quick]
+ * [--model BUNDLE]`, the performance figures of DESIGN.md §8 for this machine, in one run.
+ *
+ * Prints the machine (CPU, threads used, oneDNN version and ISA), then:
+ *  - for each decoder deformable-conv shape (network-architecture.md §3.3), our primitive vs
+ *    a dense oneDNN 3x3 conv of the same shape: median times, their ratio (target <= 1.5) and
+ *    both GFLOP/s;
+ *  - the dense-conv FLOP rate reference: the median over the distinct stride-1 3x3 conv shapes
+ *    of the multi-task network (7 decoder + 3 encoder/head shapes, batch 1) of the GFLOP/s
+ *    oneDNN reaches running them as dense convs;
+ *  - with --model: the multi-task network's tiles/s and GFLOP/s at batch 1 and 4 on 512x512
+ *    tiles (FLOPs counted from the bundle's layer shapes), their fraction of that reference
+ *    (target >= 0.70), also against the same reference convs re-timed interleaved with the
+ *    network (so a change of machine load between sections does not skew the fraction), and
+ *    the small networks' times. Without --model the section is skipped
+ *    (a bundle cannot be made from C; model/pytorch/make_bundle.py makes a seeded one).
+ * Medians over --repeat timed rounds after warm-up rounds; the variants being compared run
+ * interleaved (A B A B ...) so machine noise hits them alike. --json prints one JSON object
+ * with every figure instead (tests/bench/torch_side.py reads it). --quick runs one decoder
+ * shape only (and batch 1 only for the network), for smoke tests.
+ */
+#include "daemon/cli/commands.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <omp.h>
+
+#include "daemon/cli/bench.h"
+#include "model/network.h"
+#include "ops/error.h"
+
+/* Decoder DCN shapes of network-architecture.md §3.3 (cin -> cout @ side), batch 1. */
+typedef struct {
+    int cin, cout, res;
+} conv_shape;
+
+static const conv_shape DECODER_SHAPES[] = {
+    {512, 256, 16}, {256, 256, 32}, {256, 128, 32}, {128, 128, 64},
+    {128, 64, 64},  {64, 64, 128},  {256, 64, 32},
+};
+enum { N_DECODER = sizeof DECODER_SHAPES / sizeof DECODER_SHAPES[0] };
+/* The shape --quick runs: the cheapest decoder shape, enough to exercise both paths. */
+enum { QUICK_SHAPE = 6 };
+
+/* The other distinct stride-1 3x3 conv shapes of the multi-task network (encoder stem and
+ * level0, level5's blocks, the seg head); the ones shared with the decoder are not repeated. */
+static const conv_shape OTHER_SHAPES[] = {{16, 16, 512}, {512, 512, 16}, {64, 256, 128}};
+enum { N_OTHER = sizeof OTHER_SHAPES / sizeof OTHER_SHAPES[0] };
+
+typedef struct {
+    int json;
+    int threads;
+    int repeat;
+    int quick;
+    const char *model;
+} bench_opts;
+
+enum { N_REF = N_DECODER + N_OTHER };
+
+/* The shapes of the dense reference (only the quick shape with --quick); returns how many. */
+static int reference_shapes(const bench_opts *o, conv_shape *out)
+{
+    if (o->quick) {
+        out[0] = DECODER_SHAPES[QUICK_SHAPE];
+        return 1;
+    }
+    for (int k = 0; k < N_DECODER; k++)
+        out[k] = DECODER_SHAPES[k];
+    for (int k = 0; k < N_OTHER; k++)
+        out[N_DECODER + k] = OTHER_SHAPES[k];
+    return N_REF;
+}
+
+#define DENSE_REFERENCE_DEFINITION                                                                 \
+    "median over the distinct stride-1 3x3 conv shapes of the multi-task network at 512x512 "      \
+    "(the 7 decoder shapes + 16->16@512, 512->512@16, 64->256@128), batch 1, of the GFLOP/s "      \
+    "of a dense oneDNN conv (bias + fused ReLU, format_tag_any) of that shape"
+
+static const char *const USAGE =
+    "usage: gastroscreen bench [--json] [--threads N] [--repeat N] [--quick] [--model BUNDLE]\n"
+    "\n"
+    "Measures on this machine, in one run: each decoder deformable-conv shape with our\n"
+    "primitive vs a dense oneDNN 3x3 conv of the same shape (target: ratio <= 1.5); the\n"
+    "dense-conv FLOP rate reference (median GFLOP/s of oneDNN dense convs over the network's\n"
+    "own 3x3 shapes); with --model, the multi-task network's tiles/s and GFLOP/s at batch 1\n"
+    "and 4 on 512x512 tiles and their fraction of that reference (target >= 0.70), and the\n"
+    "small networks' times.\n"
+    "\n"
+    "  --json         print one JSON object with every figure instead of the table\n"
+    "  --threads N    OpenMP threads for everything (default: all, as OMP_NUM_THREADS)\n"
+    "  --repeat N     timed rounds; figures are medians (default 10); warm-up rounds first\n"
+    "  --quick        one decoder shape and batch 1 only (smoke tests)\n"
+    "  --model B      a model bundle; the network section is skipped without one. A seeded\n"
+    "                 bundle (random weights, same cost) is made with\n"
+    "                   /usr/bin/python3 model/pytorch/make_bundle.py --seed 1 --out B\n"
+    "\n"
+    "Side by side with PyTorch (torchvision deform_conv2d, the mirror with dense convs):\n"
+    "  /usr/bin/python3 tests/bench/torch_side.py --gastroscreen PATH [--model B]\n"
+    "Side by side with the service as separate processes (gastroscreend and the six stage\n"
+    "workers on loopback; rounds alternate with this command's network section; target:\n"
+    "pipeline tiles/s >= 0.95 of the bare network; also each process's CPU and peak memory):\n"
+    "  tests/bench/pipeline.sh [BUILD_DIR] [--mosaic N] [--rounds N]\n";
+
+static int parse_int(const char *opt, const char *s, int lo, int hi, int *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) {
+        fprintf(stderr, "gastroscreen bench: --%s: '%s' is not an integer in [%d, %d]\n", opt, s,
+                lo, hi);
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
+/* Returns 0 to run, 1 after --help, 2 on a usage error. */
+static int parse_args(int argc, char **argv, bench_opts *o)
+{
+    static const struct option longopts[] = {{"json", no_argument, NULL, 'j'},
+                                             {"threads", required_argument, NULL, 't'},
+                                             {"repeat", required_argument, NULL, 'r'},
+                                             {"quick", no_argument, NULL, 'q'},
+                                             {"model", required_argument, NULL, 'm'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {NULL, 0, NULL, 0}};
+    memset(o, 0, sizeof *o);
+    o->repeat = 10;
+    optind = 1;
+    opterr = 0;
+    for (;;) {
+        int c = getopt_long(argc, argv, "", longopts, NULL);
+        if (c == -1)
+            break;
+        switch (c) {
+        case 'j':
+            o->json = 1;
+            break;
+        case 't':
+            if (parse_int("threads", optarg, 1, 4096, &o->threads) < 0)
+                return 2;
+            break;
+        case 'r':
+            if (parse_int("repeat", optarg, 1, 100000, &o->repeat) < 0)
+                return 2;
+            break;
+        case 'q':
+            o->quick = 1;
+            break;
+        case 'm':
+            o->model = optarg;
+            break;
+        case 'h':
+            fputs(USAGE, stdout);
+            return 1;
+        default:
+            fprintf(stderr, "gastroscreen bench: bad option '%s'\n", argv[optind - 1]);
+            fputs(USAGE, stderr);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "gastroscreen bench: unexpected argument '%s'\n", argv[optind]);
+        fputs(USAGE, stderr);
+        return 2;
+    }
+    return 0;
+}
+
+static void shape_name(const conv_shape *s, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "%d->%d@%d", s->cin, s->cout, s->res);
+}
+
+/* Times our deformable conv against the dense conv on one shape (interleaved). Appends an
+ * object to `rows`. Returns 0 or -1 with the error set. */
+static int bench_deform_shape(const conv_shape *s, const bench_opts *o, json_t *rows)
+{
+    int rc = -1;
+    gs_bench_deform *f = gs_bench_deform_new(1, s->cin, s->cout, s->res, s->res);
+    gs_bench_dense *d = f ? gs_bench_dense_new(1, s->cin, s->cout, s->res, s->res) : NULL;
+    if (!d)
+        goto free_objects;
+    gs_bench_fn fns[2] = {gs_bench_deform_run, gs_bench_dense_run};
+    void *ctx[2] = {f, d};
+    double med[2];
+    if (gs_bench_interleaved(2, fns, ctx, 2, o->repeat, med) < 0)
+        goto free_objects;
+    double gflop = gs_bench_conv_gflop(1, s->cin, s->cout, s->res, s->res, 3);
+    char name[48];
+    shape_name(s, name, sizeof name);
+    json_array_append_new(
+        rows, json_pack("{s:s, s:i, s:i, s:i, s:i, s:f, s:f, s:f, s:f, s:f, s:f, s:s}", "shape",
+                        name, "cin", s->cin, "cout", s->cout, "res", s->res, "batch", 1, "gflop",
+                        gflop, "deform_ms", med[0] * 1e3, "dense_ms", med[1] * 1e3, "ratio",
+                        med[0] / med[1], "deform_gflops", gflop / med[0], "dense_gflops",
+                        gflop / med[1], "dense_impl", gs_bench_dense_impl(d)));
+    rc = 0;
+free_objects:
+    gs_bench_dense_destroy(&d);
+    gs_bench_deform_destroy(&f);
+    return rc;
+}
+
+/* Times a dense conv alone (the reference shapes not in the decoder table). */
+static int bench_dense_shape(const conv_shape *s, const bench_opts *o, double *gflops)
+{
+    gs_bench_dense *d = gs_bench_dense_new(1, s->cin, s->cout, s->res, s->res);
+    if (!d)
+        return -1;
+    gs_bench_fn fn = gs_bench_dense_run;
+    void *ctx = d;
+    double med;
+    int rc = gs_bench_interleaved(1, &fn, &ctx, 2, o->repeat, &med);
+    if (rc == 0)
+        *gflops = gs_bench_conv_gflop(1, s->cin, s->cout, s->res, s->res, 3) / med;
+    gs_bench_dense_destroy(&d);
+    return rc;
+}
+
+/* The dense reference from the decoder rows plus the other shapes. Returns the object (its
+ * "median_gflops" is the reference) or NULL with the error set. */
+static json_t *dense_reference(const bench_opts *o, json_t *deform_rows, double *median)
+{
+    double rates[N_DECODER + N_OTHER], flop_sum = 0, time_sum = 0;
+    int n = 0;
+    json_t *shapes = json_array();
+    size_t i;
+    json_t *row;
+    json_array_foreach(deform_rows, i, row)
+    {
+        double g = json_real_value(json_object_get(row, "dense_gflops"));
+        double gf = json_real_value(json_object_get(row, "gflop"));
+        rates[n++] = g;
+        flop_sum += gf;
+        time_sum += gf / g;
+        json_array_append_new(shapes, json_pack("{s:O, s:f}", "shape",
+                                                json_object_get(row, "shape"), "dense_gflops", g));
+    }
+    for (int k = 0; k < N_OTHER && !o->quick; k++) {
+        double g = 0;
+        if (bench_dense_shape(&OTHER_SHAPES[k], o, &g) < 0) {
+            json_decref(shapes);
+            return NULL;
+        }
+        const conv_shape *s = &OTHER_SHAPES[k];
+        double gf = gs_bench_conv_gflop(1, s->cin, s->cout, s->res, s->res, 3);
+        rates[n++] = g;
+        flop_sum += gf;
+        time_sum += gf / g;
+        char name[48];
+        shape_name(s, name, sizeof name);
+        json_array_append_new(shapes, json_pack("{s:s, s:f}", "shape", name, "dense_gflops", g));
+    }
+    GS_ASSERT(n >= 1);
+    *median = gs_bench_median(rates, n);
+    return json_pack("{s:s, s:o, s:f, s:f}", "definition",
+                     o->quick ? "quick run: the dense GFLOP/s of the one decoder shape measured"
+                              : DENSE_REFERENCE_DEFINITION,
+                     "shapes", shapes, "median_gflops", *median, "aggregate_gflops",
+                     flop_sum / time_sum);
+}
+
+/* One network run, for gs_bench_interleaved. */
+typedef struct {
+    gs_net_id id;
+    gs_net_state *st;
+    int n, h, w;
+    uint8_t *rgb;
+    float *in_f; /* screener features */
+    float *o1, *o2, *o3;
+} net_run;
+
+static int net_run_once(void *ctx)
+{
+    net_run *r = ctx;
+    switch (r->id) {
+    case GS_NET_MULTITASK:
+        return gs_net_run_multitask(r->st, r->rgb, r->o1, r->o2, r->o3);
+    case GS_NET_FOREGROUND:
+        return gs_net_run_foreground(r->st, r->rgb, r->o1, NULL);
+    case GS_NET_BLUR:
+        return gs_net_run_blur(r->st, r->rgb, r->o1);
+    case GS_NET_SCREENER:
+        return gs_net_run_screener(r->st, r->in_f, r->o1);
+    default:
+        GS_ASSERT(0);
+    }
+    return -1;
+}
+
+static void net_run_free(net_run *r)
+{
+    gs_net_state_destroy(&r->st);
+    free(r->rgb);
+    free(r->in_f);
+    free(r->o1);
+    free(r->o2);
+    free(r->o3);
+    memset(r, 0, sizeof *r);
+}
+
+/* Sets up a run of network id at batch n on h x w inputs with random data. Returns 0 or -1. */
+static int net_run_init(net_run *r, const gs_model *m, gs_net_id id, int n, int h, int w)
+{
+    memset(r, 0, sizeof *r);
+    r->id = id;
+    r->n = n;
+    r->h = h;
+    r->w = w;
+    r->st = gs_net_state_new(m, id, n, h, w);
+    if (!r->st)
+        goto fail;
+    size_t px = (size_t)n * (size_t)h * (size_t)w;
+    unsigned seed = 5;
+    if (id == GS_NET_SCREENER) {
+        r->in_f = malloc(sizeof(float) * (size_t)n * 512);
+        r->o1 = malloc(sizeof(float));
+        if (!r->in_f || !r->o1)
+            goto oom;
+        for (size_t i = 0; i < (size_t)n * 512; i++) {
+            seed = seed * 1664525u + 1013904223u;
+            r->in_f[i] = (float)(seed >> 8) / 16777216.0f;
+        }
+        return 0;
+    }
+    r->rgb = malloc(px * 3);
+    if (!r->rgb)
+        goto oom;
+    for (size_t i = 0; i < px * 3; i++) {
+        seed = seed * 1664525u + 1013904223u;
+        r->rgb[i] = (uint8_t)(seed >> 24);
+    }
+    if (id == GS_NET_MULTITASK) {
+        r->o1 = malloc(sizeof(float) * (size_t)n);
+        r->o2 = malloc(sizeof(float) * (size_t)n * 512);
+        r->o3 = malloc(sizeof(float) * px / 16);
+        if (!r->o1 || !r->o2 || !r->o3)
+            goto oom;
+    } else {
+        r->o1 = malloc(sizeof(float) * (id == GS_NET_FOREGROUND ? px : (size_t)n));
+        if (!r->o1)
+            goto oom;
+    }
+    return 0;
+oom:
+    gs_error_set("out of memory");
+fail:
+    gs_error_prefix("%s batch %d at %dx%d", gs_net_name(id), n, h, w);
+    net_run_free(r);
+    return -1;
+}
+
+/* The network section. Returns the object or NULL with the error set. */
+static json_t *bench_networks(const bench_opts *o, double dense_ref)
+{
+    json_t *out = NULL;
+    gs_model *m = gs_model_load(o->model);
+    if (!m)
+        return NULL;
+    net_run runs[2];
+    memset(runs, 0, sizeof runs);
+    gs_bench_dense *refs[N_REF] = {NULL};
+    json_t *mt = json_null(), *small = json_array();
+    if (gs_model_has(m, GS_NET_MULTITASK)) {
+        const int tile = 512;
+        double gflop = gs_bench_multitask_gflop(gs_model_weights(m), tile, tile);
+        if (gflop < 0)
+            goto fail;
+        const int batches[2] = {1, 4};
+        const int nb = o->quick ? 1 : 2;
+        for (int b = 0; b < nb; b++)
+            if (net_run_init(&runs[b], m, GS_NET_MULTITASK, batches[b], tile, tile) < 0)
+                goto fail;
+        /* The reference dense convs run again here, interleaved with the network, so that the
+         * fraction is not skewed by the load changing between the two sections. */
+        conv_shape shapes[N_REF];
+        const int nref = reference_shapes(o, shapes);
+        gs_bench_fn fns[2 + N_REF];
+        void *ctx[2 + N_REF];
+        double med[2 + N_REF];
+        for (int b = 0; b < nb; b++) {
+            fns[b] = net_run_once;
+            ctx[b] = &runs[b];
+        }
+        for (int k = 0; k < nref; k++) {
+            refs[k] =
+                gs_bench_dense_new(1, shapes[k].cin, shapes[k].cout, shapes[k].res, shapes[k].res);
+            if (!refs[k])
+                goto fail;
+            fns[nb + k] = gs_bench_dense_run;
+            ctx[nb + k] = refs[k];
+        }
+        if (gs_bench_interleaved(nb + nref, fns, ctx, 1, o->repeat, med) < 0)
+            goto fail;
+        double rates[N_REF];
+        for (int k = 0; k < nref; k++)
+            rates[k] = gs_bench_conv_gflop(1, shapes[k].cin, shapes[k].cout, shapes[k].res,
+                                           shapes[k].res, 3) /
+                       med[nb + k];
+        const double inter_ref = gs_bench_median(rates, nref);
+        json_t *rows = json_array();
+        for (int b = 0; b < nb; b++) {
+            double rate = batches[b] * gflop / med[b];
+            json_array_append_new(
+                rows, json_pack("{s:i, s:f, s:f, s:f, s:f, s:f}", "batch", batches[b], "ms",
+                                med[b] * 1e3, "tiles_per_s", batches[b] / med[b], "gflops", rate,
+                                "fraction_of_dense_reference", rate / dense_ref,
+                                "fraction_of_interleaved_dense_reference", rate / inter_ref));
+            net_run_free(&runs[b]);
+        }
+        json_decref(mt);
+        mt = json_pack("{s:i, s:f, s:f, s:o, s:s}", "tile", tile, "gflop_per_tile", gflop,
+                       "interleaved_dense_reference_gflops", inter_ref, "batches", rows,
+                       "provenance", gs_model_provenance(m, GS_NET_MULTITASK));
+    }
+    /* Small networks at the sizes the pipeline runs them: one 512x512 thumbnail, one 256x256
+     * crop per tile (batch 4, like the tiles), one slide's top-64 features. */
+    static const struct {
+        gs_net_id id;
+        int n, h, w;
+    } SMALL[] = {
+        {GS_NET_FOREGROUND, 1, 512, 512}, {GS_NET_BLUR, 4, 256, 256}, {GS_NET_SCREENER, 64, 1, 1}};
+    for (size_t k = 0; k < sizeof SMALL / sizeof SMALL[0]; k++) {
+        if (!gs_model_has(m, SMALL[k].id))
+            continue;
+        if (net_run_init(&runs[0], m, SMALL[k].id, SMALL[k].n, SMALL[k].h, SMALL[k].w) < 0)
+            goto fail;
+        gs_bench_fn fn = net_run_once;
+        void *ctx = &runs[0];
+        double med;
+        if (gs_bench_interleaved(1, &fn, &ctx, 2, o->repeat, &med) < 0)
+            goto fail;
+        net_run_free(&runs[0]);
+        json_array_append_new(small, json_pack("{s:s, s:i, s:i, s:i, s:f}", "name",
+                                               gs_net_name(SMALL[k].id), "batch", SMALL[k].n, "h",
+                                               SMALL[k].h, "w", SMALL[k].w, "ms", med * 1e3));
+    }
+    out = json_pack("{s:s, s:o, s:o}", "bundle", o->model, "multitask", mt, "small", small);
+    mt = small = NULL;
+fail:
+    for (int b = 0; b < 2; b++)
+        net_run_free(&runs[b]);
+    for (int k = 0; k < N_REF; k++)
+        gs_bench_dense_destroy(&refs[k]);
+    json_decref(mt);
+    json_decref(small);
+    gs_model_destroy(&m);
+    if (!out)
+        gs_error_prefix("%s", o->model);
+    return out;
+}
+
+static double num(json_t *obj, const char *key)
+{
+    return json_number_value(json_object_get(obj, key));
+}
+
+static void print_text(json_t *r)
+{
+    json_t *mach = json_object_get(r, "machine");
+    printf("machine: %s, %d CPUs, %d threads used, oneDNN %s (%s)\n",
+           json_string_value(json_object_get(mach, "cpu")),
+           (int)json_integer_value(json_object_get(mach, "cpus")),
+           (int)json_integer_value(json_object_get(mach, "threads")),
+           json_string_value(json_object_get(mach, "onednn")),
+           json_string_value(json_object_get(mach, "isa")));
+    printf("medians over %d rounds after warm-up, variants interleaved\n\n",
+           (int)json_integer_value(json_object_get(r, "repeat")));
+    printf("deformable conv (ours) vs dense oneDNN 3x3 conv, batch 1 (target: ratio <= 1.5)\n");
+    printf("%-14s %10s %10s %7s %10s %10s  %s\n", "shape", "ours ms", "dense ms", "ratio",
+           "ours GF/s", "dense GF/s", "dense impl");
+    size_t i;
+    json_t *row;
+    json_array_foreach(json_object_get(r, "deform_vs_dense"), i, row)
+    {
+        printf("%-14s %10.3f %10.3f %7.2f %10.1f %10.1f  %s\n",
+               json_string_value(json_object_get(row, "shape")), num(row, "deform_ms"),
+               num(row, "dense_ms"), num(row, "ratio"), num(row, "deform_gflops"),
+               num(row, "dense_gflops"), json_string_value(json_object_get(row, "dense_impl")));
+    }
+    json_t *ref = json_object_get(r, "dense_reference");
+    printf("\ndense-conv FLOP rate reference: %.1f GFLOP/s (FLOP-weighted over the same shapes: "
+           "%.1f)\n  = %s\n",
+           num(ref, "median_gflops"), num(ref, "aggregate_gflops"),
+           json_string_value(json_object_get(ref, "definition")));
+    json_t *net = json_object_get(r, "network");
+    if (!json_is_object(net)) {
+        printf("\nnetworks: skipped (%s)\n",
+               json_string_value(json_object_get(r, "network_skipped")));
+        return;
+    }
+    printf("\nnetworks (bundle %s)\n", json_string_value(json_object_get(net, "bundle")));
+    json_t *mt = json_object_get(net, "multitask");
+    if (json_is_object(mt)) {
+        printf("multi-task, %dx%d tiles, %.2f GFLOP per tile (counted from the layer shapes); "
+               "target: >= 0.70 of the dense reference\n",
+               (int)json_integer_value(json_object_get(mt, "tile")),
+               (int)json_integer_value(json_object_get(mt, "tile")), num(mt, "gflop_per_tile"));
+        printf("dense reference re-measured interleaved with the network: %.1f GFLOP/s\n",
+               num(mt, "interleaved_dense_reference_gflops"));
+        printf("%6s %10s %10s %10s %13s %13s\n", "batch", "ms", "tiles/s", "GFLOP/s",
+               "of dense ref", "of interleaved");
+        json_array_foreach(json_object_get(mt, "batches"), i, row)
+        {
+            printf("%6d %10.1f %10.3f %10.1f %12.1f%% %12.1f%%\n",
+                   (int)json_integer_value(json_object_get(row, "batch")), num(row, "ms"),
+                   num(row, "tiles_per_s"), num(row, "gflops"),
+                   100.0 * num(row, "fraction_of_dense_reference"),
+                   100.0 * num(row, "fraction_of_interleaved_dense_reference"));
+        }
+    } else {
+        printf("multi-task: absent from the bundle\n");
+    }
+    json_array_foreach(json_object_get(net, "small"), i, row)
+    {
+        printf("%-10s batch %2d at %3dx%-3d %10.3f ms\n",
+               json_string_value(json_object_get(row, "name")),
+               (int)json_integer_value(json_object_get(row, "batch")),
+               (int)json_integer_value(json_object_get(row, "h")),
+               (int)json_integer_value(json_object_get(row, "w")), num(row, "ms"));
+    }
+}
+
+int gs_cmd_bench(int argc, char **argv)
+{
+    bench_opts o;
+    int prc = parse_args(argc, argv, &o);
+    if (prc)
+        return prc == 1 ? 0 : 2;
+    if (o.threads > 0)
+        omp_set_num_threads(o.threads);
+    gs_bench_machine mach;
+    gs_bench_machine_get(&mach);
+    json_t *rows = json_array();
+    json_t *r =
+        json_pack("{s:{s:s, s:i, s:i, s:s, s:s}, s:i, s:i, s:i}", "machine", "cpu", mach.cpu,
+                  "cpus", mach.cpus, "threads", omp_get_max_threads(), "onednn", mach.onednn, "isa",
+                  mach.isa, "repeat", o.repeat, "warmup", 2, "quick", o.quick);
+    int rc = 1;
+    for (int k = 0; k < N_DECODER; k++) {
+        if (o.quick && k != QUICK_SHAPE)
+            continue;
+        if (bench_deform_shape(&DECODER_SHAPES[k], &o, rows) < 0)
+            goto report_error;
+    }
+    json_object_set_new(r, "deform_vs_dense", rows);
+    rows = NULL;
+    double dense_ref = 0;
+    json_t *ref = dense_reference(&o, json_object_get(r, "deform_vs_dense"), &dense_ref);
+    if (!ref)
+        goto report_error;
+    json_object_set_new(r, "dense_reference", ref);
+    if (o.model) {
+        json_t *net = bench_networks(&o, dense_ref);
+        if (!net)
+            goto report_error;
+        json_object_set_new(r, "network", net);
+    } else {
+        json_object_set_new(r, "network", json_null());
+        json_object_set_new(r, "network_skipped",
+                            json_string("no --model given; make a bundle with /usr/bin/python3 "
+                                        "model/pytorch/make_bundle.py --seed 1 --out B"));
+    }
+    if (o.json) {
+        char *s = json_dumps(r, JSON_INDENT(1) | JSON_REAL_PRECISION(6));
+        if (!s) {
+            gs_error_set("cannot format the JSON output");
+            goto report_error;
+        }
+        printf("%s\n", s);
+        free(s);
+    } else {
+        print_text(r);
+    }
+    rc = 0;
+    goto free_result;
+report_error:
+    fprintf(stderr, "gastroscreen bench: %s\n", gs_error_get());
+free_result:
+    json_decref(rows);
+    json_decref(r);
+    return rc;
+}

@@ -1,0 +1,402 @@
+/*
+ * cmd_screen: `gastroscreen screen SLIDE... [--model BUNDLE] [--out DIR] [--config FILE]
+ * [--verbose]`, the whole service in one process (daemon/cli/embedded: the coordinator and one
+ * worker of each stage as threads over inproc://, the same code as gastroscreend and the
+ * stage executables).
+ *
+ * Each SLIDE is submitted; the journal and spool live in a temporary folder removed at exit,
+ * so every run screens its slides afresh. Reports go to DIR/<slide_id>/ (report.json,
+ * heatmap.png, regions.geojson; DIR defaults to ./gastroscreen-reports). While it runs, a
+ * progress bar is drawn on stderr when stderr is a terminal. One line per slide is printed on
+ * stdout as each verdict arrives (slides that cannot be submitted come first, as
+ * "PATH: not screened: REASON"):
+ *     PATH: CLASS score S threshold T report FOLDER[; reason: R][; model: untrained ...]
+ * CLASS is negative, positive, unassessable or failed; S is "-" when there is no score; the
+ * notice "model: untrained — not a diagnosis" ends every line when the bundle's multi-task
+ * network or screener is untrained.
+ *
+ * The bundle: --model BUNDLE; else [model] bundle of --config FILE when one is given; else
+ * the first that exists of <exe>/../model/default.safetensors (the build tree: made by the
+ * default build, model/bundle.cmake), <exe>/../share/gastroscreen/default.safetensors (an
+ * install under a prefix) and /usr/share/gastroscreen/default.safetensors. --config supplies
+ * threads, batches, thresholds and timeouts (its endpoints, folders and slide roots are
+ * replaced: the slide roots become the folders of the given slides).
+ *
+ * Exit status: 0 when every slide got a negative, positive or unassessable verdict; 1 when
+ * any slide FAILED (a lab wants to hear about those), could not be submitted (missing, not a
+ * file), or the service could not start or stopped (interrupted by SIGINT / SIGTERM); 2 on a
+ * usage error.
+ */
+#include "daemon/cli/commands.h"
+
+#include <errno.h>
+#include <ftw.h>
+#include <getopt.h>
+#include <libgen.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "daemon/service/config.h"
+#include "daemon/cli/embedded.h"
+#include "ops/error.h"
+
+#define DEFAULT_OUT "gastroscreen-reports"
+
+static volatile sig_atomic_t g_interrupted;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    g_interrupted = 1;
+}
+
+static void usage(FILE *f)
+{
+    fputs("usage: gastroscreen screen SLIDE... [--model BUNDLE] [--out DIR] [--config FILE]\n"
+          "                          [--verbose]\n"
+          "Screens each slide with the coordinator and one worker of each stage running as\n"
+          "threads of this process; prints one verdict line per slide:\n"
+          "  PATH: CLASS score S threshold T report FOLDER[; reason: ...][; model: untrained ...]\n"
+          "  --model BUNDLE  model bundle; default: [model] bundle of --config, else the first\n"
+          "                  of <exe>/../model/default.safetensors (build tree),\n"
+          "                  <exe>/../share/gastroscreen/default.safetensors and\n"
+          "                  /usr/share/gastroscreen/default.safetensors\n"
+          "  --out DIR       reports go to DIR/<slide id>/ (default ./" DEFAULT_OUT ")\n"
+          "  --config FILE   threads, batches, thresholds, timeouts (INI; see\n"
+          "                  systemd/gastroscreen.conf); endpoints and folders are ignored\n"
+          "  --verbose       log lines of the coordinator and the workers on stderr\n"
+          "Exit status: 0 when every slide got a negative, positive or unassessable verdict;\n"
+          "1 when any slide failed or could not be submitted, or the service failed; 2 on a\n"
+          "usage error.\n",
+          f);
+}
+
+/* The bundle to load per the lookup order above, into out. Returns 0, or -1 with
+ * the error naming what was tried. */
+static int find_model(const char *given, const gs_config *cfg, int have_config, char *out,
+                      size_t len)
+{
+    if (given) {
+        snprintf(out, len, "%s", given);
+        return 0;
+    }
+    if (have_config) {
+        snprintf(out, len, "%s", cfg->bundle);
+        return 0;
+    }
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    char tried[3][PATH_MAX + 64];
+    size_t n_tried = 0;
+    if (n > 0) {
+        exe[n] = '\0';
+        char *dir = dirname(exe);
+        snprintf(tried[n_tried++], sizeof tried[0], "%s/../model/default.safetensors", dir);
+        snprintf(tried[n_tried++], sizeof tried[0], "%s/../share/gastroscreen/default.safetensors",
+                 dir);
+    }
+    snprintf(tried[n_tried++], sizeof tried[0], "/usr/share/gastroscreen/default.safetensors");
+    for (size_t i = 0; i < n_tried; i++) {
+        char real[PATH_MAX];
+        if (access(tried[i], R_OK) == 0 && realpath(tried[i], real)) {
+            snprintf(out, len, "%s", real);
+            return 0;
+        }
+    }
+    gs_error_set("no model bundle: give --model BUNDLE (looked for %s%s%s%s%s)", tried[0],
+                 n_tried > 1 ? ", " : "", n_tried > 1 ? tried[1] : "", n_tried > 2 ? ", " : "",
+                 n_tried > 2 ? tried[2] : "");
+    return -1;
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    remove(path);
+    return 0;
+}
+
+/* One slide of the command line. */
+typedef struct {
+    const char *arg;
+    char id[GS_SLIDE_ID_LEN + 1];
+    int submitted, reported;
+    gs_verdict_class verdict;
+} slide_entry;
+
+/* Prints the verdict line of a terminal slide (info), following a folded duplicate to the
+ * slide that answers for it. */
+static void print_verdict(const gs_embedded *e, const slide_entry *s, const gs_slide_info *info,
+                          const gs_config *cfg)
+{
+    gs_slide_info own = *info;
+    const gs_slide_info *v = info;
+    gs_slide_info other;
+    if (info->duplicate_of && info->duplicate_of[0] &&
+        gs_slides_get(gs_embedded_slides(e), info->duplicate_of, &other) == 0)
+        v = &other;
+    char score[32] = "-";
+    if (v->verdict == GS_VERDICT_NEGATIVE || v->verdict == GS_VERDICT_POSITIVE)
+        snprintf(score, sizeof score, "%.4f", v->score);
+    char folder[PATH_MAX + 32];
+    if (v->report_json && v->report_json[0]) {
+        char tmp[PATH_MAX];
+        snprintf(tmp, sizeof tmp, "%s", v->report_json);
+        snprintf(folder, sizeof folder, "%s", dirname(tmp));
+    } else {
+        snprintf(folder, sizeof folder, "-");
+    }
+    printf("%s: %s score %s threshold %.4f report %s", s->arg, gs_slides_verdict_name(v->verdict),
+           score, cfg->threshold, folder);
+    if (v != info)
+        printf("; duplicate of %s", own.duplicate_of);
+    if (v->reason && v->reason[0])
+        printf("; reason: %s", v->reason);
+    const gs_provenance *p = gs_embedded_provenance(e);
+    if (p->notice[0])
+        printf("; %s", p->notice);
+    printf("\n");
+    fflush(stdout);
+}
+
+/* Draws "[#####     ] 1/3 slides, 120/400 tiles" over the previous one. */
+static void draw_progress(const gs_embedded *e, const slide_entry *s, size_t n)
+{
+    size_t done = 0;
+    uint64_t tiles = 0, planned = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!s[i].submitted || s[i].reported) {
+            done++;
+            continue;
+        }
+        gs_slide_info info;
+        if (gs_slides_get(gs_embedded_slides(e), s[i].id, &info) != 0)
+            continue;
+        planned += info.tiles.planned;
+        tiles += info.tiles.inferred + info.tiles.background + info.tiles.error;
+    }
+    double frac = (double)done / (double)n;
+    if (planned > 0)
+        frac += (double)(tiles > planned ? planned : tiles) / (double)planned / (double)n;
+    int width = 30, fill = (int)(frac * width + 0.5);
+    char bar[64];
+    for (int i = 0; i < width; i++)
+        bar[i] = i < fill ? '#' : ' ';
+    bar[width] = '\0';
+    fprintf(stderr, "\r\033[K[%s] %zu/%zu slides, %llu/%llu tiles", bar, done, n,
+            (unsigned long long)tiles, (unsigned long long)planned);
+    fflush(stderr);
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Sets the slide roots to the folders of the slides that exist (a missing slide is refused at
+ * submission with its own message). */
+static int set_roots(gs_config *cfg, const slide_entry *s, size_t n)
+{
+    for (size_t i = 0; i < cfg->n_slide_roots; i++)
+        free(cfg->slide_roots[i]);
+    free(cfg->slide_roots);
+    cfg->n_slide_roots = 0;
+    if (!(cfg->slide_roots = calloc(n + 1, sizeof *cfg->slide_roots))) {
+        gs_error_set("out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char real[PATH_MAX];
+        if (!realpath(s[i].arg, real))
+            continue;
+        const char *dir = dirname(real);
+        int seen = 0;
+        for (size_t j = 0; j < cfg->n_slide_roots && !seen; j++)
+            seen = !strcmp(cfg->slide_roots[j], dir);
+        if (seen)
+            continue;
+        if (!(cfg->slide_roots[cfg->n_slide_roots] = strdup(dir))) {
+            gs_error_set("out of memory");
+            return -1;
+        }
+        cfg->n_slide_roots++;
+    }
+    return 0;
+}
+
+int gs_cmd_screen(int argc, char **argv)
+{
+    const char *model_arg = NULL, *out_arg = DEFAULT_OUT, *config_path = NULL;
+    int quiet = 1;
+    static const struct option opts[] = {
+        {"model", required_argument, NULL, 'm'},  {"out", required_argument, NULL, 'o'},
+        {"config", required_argument, NULL, 'c'}, {"verbose", no_argument, NULL, 'v'},
+        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
+    optind = 1;
+    int ch;
+    while ((ch = getopt_long(argc, argv, "m:o:c:vh", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'm':
+            model_arg = optarg;
+            break;
+        case 'o':
+            out_arg = optarg;
+            break;
+        case 'c':
+            config_path = optarg;
+            break;
+        case 'v':
+            quiet = 0;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind >= argc) {
+        fprintf(stderr, "gastroscreen screen: no slide given\n");
+        usage(stderr);
+        return 2;
+    }
+    size_t n = (size_t)(argc - optind);
+    int rc = 1, service_error = 1;
+    char tmp[PATH_MAX] = "";
+    gs_config *cfg = NULL;
+    gs_embedded *e = NULL;
+    slide_entry *slides = calloc(n, sizeof *slides);
+    if (!slides) {
+        gs_error_set("out of memory");
+        goto report;
+    }
+    for (size_t i = 0; i < n; i++)
+        slides[i].arg = argv[optind + (int)i];
+
+    if (!(cfg = gs_config_new()))
+        goto report;
+    if (config_path && gs_config_load(cfg, config_path) != 0)
+        goto report;
+    char model[PATH_MAX];
+    if (find_model(model_arg, cfg, config_path != NULL, model, sizeof model) != 0)
+        goto report;
+    if (mkdir(out_arg, 0755) != 0 && errno != EEXIST) {
+        gs_error_set("%s: %s", out_arg, strerror(errno));
+        goto report;
+    }
+    char out_real[PATH_MAX];
+    if (!realpath(out_arg, out_real)) {
+        gs_error_set("%s: %s", out_arg, strerror(errno));
+        goto report;
+    }
+    const char *tmpdir = getenv("TMPDIR");
+    snprintf(tmp, sizeof tmp, "%s/gastroscreen-screen-XXXXXX",
+             tmpdir && tmpdir[0] ? tmpdir : "/tmp");
+    if (!mkdtemp(tmp)) {
+        gs_error_set("%s: %s", tmp, strerror(errno));
+        tmp[0] = '\0';
+        goto report;
+    }
+    char journal[PATH_MAX + 16], spool[PATH_MAX + 16];
+    snprintf(journal, sizeof journal, "%s/journal", tmp);
+    snprintf(spool, sizeof spool, "%s/spool", tmp);
+    if (gs_config_set_string(&cfg->journal_dir, journal) ||
+        gs_config_set_string(&cfg->spool_dir, spool) ||
+        gs_config_set_string(&cfg->report_dir, out_real) ||
+        gs_config_set_string(&cfg->watch_dir, "") || set_roots(cfg, slides, n))
+        goto report;
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    gs_embedded_options eo = {.config = cfg, .model_path = model, .quiet = quiet};
+    if (!(e = gs_embedded_new(&eo)))
+        goto report;
+
+    size_t pending = 0;
+    int not_submitted = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (gs_embedded_submit(e, slides[i].arg, slides[i].id, NULL) != 0) {
+            printf("%s: not screened: %s\n", slides[i].arg, gs_error_get());
+            not_submitted = 1;
+            continue;
+        }
+        slides[i].submitted = 1;
+        pending++;
+    }
+    fflush(stdout);
+    int tty = isatty(STDERR_FILENO);
+    int64_t drawn = 0;
+    int service_failed = 0;
+    while (pending > 0 && !g_interrupted) {
+        if (gs_embedded_step(e, 100) != 0) {
+            service_failed = 1;
+            break;
+        }
+        for (size_t i = 0; i < n; i++) {
+            slide_entry *s = &slides[i];
+            gs_slide_info info;
+            if (!s->submitted || s->reported ||
+                gs_slides_get(gs_embedded_slides(e), s->id, &info) != 0)
+                continue;
+            if (info.state != GS_SLIDE_DONE && info.state != GS_SLIDE_FAILED)
+                continue;
+            if (tty)
+                fprintf(stderr, "\r\033[K");
+            print_verdict(e, s, &info, cfg);
+            s->reported = 1;
+            s->verdict = info.verdict;
+            pending--;
+            drawn = 0;
+        }
+        if (tty && pending > 0 && mono_ms() - drawn >= 200) {
+            draw_progress(e, slides, n);
+            drawn = mono_ms();
+        }
+    }
+    if (tty)
+        fprintf(stderr, "\r\033[K");
+    if (service_failed)
+        goto report;
+    if (g_interrupted) {
+        gs_error_set("interrupted with %zu slide%s unfinished", pending, pending == 1 ? "" : "s");
+        goto report;
+    }
+    service_error = 0;
+    rc = not_submitted ? 1 : 0;
+    for (size_t i = 0; i < n; i++)
+        if (slides[i].submitted && slides[i].verdict == GS_VERDICT_FAILED)
+            rc = 1;
+    {
+        gs_coordinator_stats st;
+        gs_coordinator_stats_get(gs_embedded_coordinator(e), &st);
+        fprintf(stderr, "gastroscreen screen: %zu slide%s, %llu tiles recorded; reports in %s\n", n,
+                n == 1 ? "" : "s", (unsigned long long)st.tiles_recorded, out_real);
+    }
+
+report:
+    if (service_error)
+        fprintf(stderr, "gastroscreen screen: %s\n", gs_error_get());
+    gs_embedded_destroy(&e);
+    gs_config_destroy(&cfg);
+    if (tmp[0])
+        nftw(tmp, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    free(slides);
+    return rc;
+}

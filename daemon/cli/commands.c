@@ -1,0 +1,69 @@
+#include "daemon/cli/commands.h"
+
+#include <string.h>
+
+const gs_cli_command gs_cli_commands[] = {
+    {"screen", "SLIDE... [--model BUNDLE] [--out DIR] [--config FILE]",
+     "screen slides in this process (the service's stages\nas threads); one verdict line per slide",
+     gs_cmd_screen},
+    {"tiles", "SLIDE [--out DIR]",
+     "print the slide's facts and its tissue plan; write the\nmask, the plan overlay and the plan "
+     "as JSON",
+     gs_cmd_tiles},
+    {"infer", "--model BUNDLE (TILE.png | SLIDE --x X --y Y) [--out DIR]",
+     "run the networks on one tile; print scores, write the\nheatmap PNG (and every raw output as "
+     ".npy with --out)",
+     gs_cmd_infer},
+    {"bench", "[--json] [--threads N] [--repeat N] [--quick] [--model BUNDLE]",
+     "time our deformable conv vs dense oneDNN convs and the\nnetworks on this machine (DESIGN.md "
+     "section 8)",
+     gs_cmd_bench},
+    {"submit", "PATH...", "submit slides to gastroscreend; prints each slide id", gs_cmd_submit},
+    {"watch", "[--since SEQ]", "print one line per verdict as gastroscreend publishes",
+     gs_cmd_watch},
+    {"status", "[SLIDE]", "state of a slide, or of every slide in flight", gs_cmd_status},
+    {"top", "[--once [--json]]", "live tiles/s, queue depth, busy % per stage", gs_cmd_top},
+    {NULL, NULL, NULL, NULL},
+};
+
+const gs_cli_command *gs_cli_command_find(const char *name)
+{
+    for (const gs_cli_command *c = gs_cli_commands; c->name; c++)
+        if (!strcmp(c->name, name))
+            return c;
+    return NULL;
+}
+
+/* Synopsis and summary share a line when both fit in the summary column (28 characters in),
+ * as a reader scans the left column for names. */
+enum { SUMMARY_COLUMN = 28 };
+
+static void print_summary(FILE *f, const char *summary, int col)
+{
+    fprintf(f, "%*s", SUMMARY_COLUMN - col, "");
+    for (const char *p = summary; *p; p++) {
+        fputc(*p, f);
+        if (*p == '\n')
+            fprintf(f, "%*s", SUMMARY_COLUMN, "");
+    }
+    fputc('\n', f);
+}
+
+void gs_cli_usage(FILE *f)
+{
+    fputs("usage: gastroscreen [--help] [--version] COMMAND [ARGS]\n"
+          "\n"
+          "Screens gastric biopsy whole-slide images for cancer.\n"
+          "\n"
+          "commands:\n",
+          f);
+    for (const gs_cli_command *c = gs_cli_commands; c->name; c++) {
+        int col = fprintf(f, "  %s %s", c->name, c->synopsis);
+        if (col + 2 > SUMMARY_COLUMN) {
+            fputc('\n', f);
+            col = 0;
+        }
+        print_summary(f, c->summary, col);
+    }
+    fputs("\nRun 'gastroscreen COMMAND --help' for a command's options.\n", f);
+}

@@ -1,0 +1,264 @@
+/*
+ * gastroscreend: the coordinator daemon (PROTOCOL.md). A thin main over daemon/service/coordinator:
+ * reads the config (--config FILE), loads the model bundle (its sha256 is what workers must
+ * match, its provenance goes into every verdict), binds the endpoints, serves /metrics, tells
+ * systemd READY=1 once the sockets are up and the model is loaded, then runs the loop until
+ * SIGTERM / SIGINT, sending STATUS (one line with throughput) and WATCHDOG=1 (when
+ * WATCHDOG_USEC is set) from the loop once a second.
+ *
+ * Exit status: 0 after a clean stop or --help; 2 for a bad command line; 1 otherwise.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include "daemon/service/config.h"
+#include "daemon/service/coordinator.h"
+#include "daemon/service/metrics.h"
+#include "model/network.h"
+#include "ops/error.h"
+#include "stages/runtime/provenance.h"
+
+static volatile sig_atomic_t g_stop;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    g_stop = 1;
+}
+
+static void usage(FILE *f)
+{
+    fputs("usage: gastroscreend [--config FILE] [--model BUNDLE] [--quiet]\n"
+          "  --config FILE   settings (INI; systemd/gastroscreen.conf documents every key);\n"
+          "                  default /etc/gastroscreen/gastroscreen.conf if it exists\n"
+          "  --model BUNDLE  the model bundle, overriding [model] bundle\n"
+          "  --quiet         no log lines about workers and slides\n",
+          f);
+}
+
+typedef struct {
+    gs_coordinator *c;
+    int watchdog;
+    int fam_slides, fam_verdicts, fam_malformed, fam_wrong, fam_ignored, fam_tiles, fam_jobs,
+        fam_workers_ev, fam_workers, fam_tps, fam_busy, fam_queue, fam_seq, fam_poison,
+        fam_slide_secs, fam_tile_secs;
+} daemon_state;
+
+static void on_tick(const gs_coordinator_stats *s, void *ud)
+{
+    daemon_state *d = ud;
+    const gs_coordinator_stage_stats *infer = &s->stage[GASTROSCREEN__V1__STAGE__STAGE_INFER];
+    sd_notifyf(
+        0,
+        "STATUS=%u slides in flight, %.1f tiles/s (infer %.1f tiles/s, %u workers), "
+        "%llu verdicts",
+        s->slides_in_flight, s->tiles_per_second, infer->tiles_per_second, infer->workers,
+        (unsigned long long)(s->verdicts[1] + s->verdicts[2] + s->verdicts[3] + s->verdicts[4]));
+    if (d->watchdog)
+        sd_notify(0, "WATCHDOG=1");
+}
+
+static void collect(gs_metrics_sink *k, void *ud)
+{
+    daemon_state *d = ud;
+    gs_coordinator_stats s;
+    gs_coordinator_stats_get(d->c, &s);
+    gs_metrics_sample(k, d->fam_slides, "accepted", (double)s.slides_accepted);
+    gs_metrics_sample(k, d->fam_slides, "duplicate", (double)s.intake_duplicates);
+    gs_metrics_sample(k, d->fam_slides, "rejected", (double)s.intake_rejected);
+    for (int v = GS_VERDICT_NEGATIVE; v <= GS_VERDICT_FAILED; v++)
+        gs_metrics_sample(k, d->fam_verdicts, gs_slides_verdict_name(v), (double)s.verdicts[v]);
+    gs_metrics_sample(k, d->fam_poison, "poison", (double)s.failed_poison);
+    gs_metrics_sample(k, d->fam_poison, "other",
+                      (double)(s.verdicts[GS_VERDICT_FAILED] - s.failed_poison));
+    for (int i = 0; i < GS_COORD_SOCKET_COUNT; i++) {
+        gs_metrics_sample(k, d->fam_malformed, gs_coord_socket_name(i), (double)s.malformed[i]);
+        gs_metrics_sample(k, d->fam_wrong, gs_coord_socket_name(i), (double)s.wrong_type[i]);
+    }
+    gs_metrics_sample(k, d->fam_ignored, "stale", (double)s.stale);
+    gs_metrics_sample(k, d->fam_ignored, "duplicate", (double)s.duplicates);
+    gs_metrics_sample(k, d->fam_tiles, "recorded", (double)s.tiles_recorded);
+    gs_metrics_sample(k, d->fam_tiles, "rerequested", (double)s.tiles_rerequested);
+    gs_metrics_sample(k, d->fam_jobs, "sent", (double)s.jobs_sent);
+    gs_metrics_sample(k, d->fam_jobs, "resent", (double)s.jobs_resent);
+    gs_metrics_sample(k, d->fam_workers_ev, "welcomed", (double)s.workers_welcomed);
+    gs_metrics_sample(k, d->fam_workers_ev, "refused", (double)s.workers_refused);
+    gs_metrics_sample(k, d->fam_workers_ev, "lost", (double)s.workers_lost);
+    gs_metrics_sample(k, d->fam_workers_ev, "goodbye", (double)s.workers_goodbye);
+    for (int st = GASTROSCREEN__V1__STAGE__STAGE_TILER;
+         st <= GASTROSCREEN__V1__STAGE__STAGE_COORDINATOR; st++) {
+        const char *name = gs_stage_name(st);
+        gs_metrics_sample(k, d->fam_workers, name, (double)s.stage[st].workers);
+        gs_metrics_sample(k, d->fam_tps, name, s.stage[st].tiles_per_second);
+        gs_metrics_sample(k, d->fam_busy, name, s.stage[st].busy_fraction);
+        gs_metrics_sample(k, d->fam_queue, name, (double)s.stage[st].queue_depth);
+    }
+    gs_metrics_sample(k, d->fam_seq, NULL, (double)s.last_seq);
+    gs_metrics_sample_histogram(k, d->fam_slide_secs, NULL, s.slide_seconds.counts,
+                                s.slide_seconds.sum);
+    gs_metrics_sample_histogram(k, d->fam_tile_secs,
+                                gs_stage_name(GASTROSCREEN__V1__STAGE__STAGE_BLUR),
+                                s.tile_seconds[0].counts, s.tile_seconds[0].sum);
+    gs_metrics_sample_histogram(k, d->fam_tile_secs,
+                                gs_stage_name(GASTROSCREEN__V1__STAGE__STAGE_INFER),
+                                s.tile_seconds[1].counts, s.tile_seconds[1].sum);
+}
+
+static int register_metrics(gs_metrics *m, daemon_state *d)
+{
+    const double *slide_b, *tile_b;
+    size_t n_slide_b = gs_coordinator_slide_bounds(&slide_b);
+    size_t n_tile_b = gs_coordinator_tile_bounds(&tile_b);
+    if ((d->fam_slides = gs_metrics_counter(m, "gastroscreen_intake_total",
+                                            "Slide intakes by outcome", "outcome")) < 0 ||
+        (d->fam_verdicts = gs_metrics_counter(m, "gastroscreen_verdicts_total",
+                                              "Verdicts published by class", "class")) < 0 ||
+        (d->fam_poison = gs_metrics_counter(m, "gastroscreen_slides_failed_total",
+                                            "Slides failed, poison or other reasons", "reason")) <
+            0 ||
+        (d->fam_malformed = gs_metrics_counter(m, "gastroscreen_messages_malformed_total",
+                                               "Malformed messages dropped", "socket")) < 0 ||
+        (d->fam_wrong = gs_metrics_counter(m, "gastroscreen_messages_wrong_type_total",
+                                           "Messages of the wrong type dropped", "socket")) < 0 ||
+        (d->fam_ignored =
+             gs_metrics_counter(m, "gastroscreen_results_ignored_total",
+                                "Results ignored by the fence or the ledger", "reason")) < 0 ||
+        (d->fam_tiles = gs_metrics_counter(m, "gastroscreen_tiles_total",
+                                           "Tile outcomes recorded and re-requests sent", "kind")) <
+            0 ||
+        (d->fam_jobs = gs_metrics_counter(m, "gastroscreen_jobs_total", "Jobs sent to workers",
+                                          "kind")) < 0 ||
+        (d->fam_workers_ev = gs_metrics_counter(m, "gastroscreen_worker_events_total",
+                                                "Worker life-cycle events", "event")) < 0 ||
+        (d->fam_workers =
+             gs_metrics_gauge(m, "gastroscreen_workers", "Live workers per stage", "stage")) < 0 ||
+        (d->fam_tps = gs_metrics_gauge(m, "gastroscreen_stage_tiles_per_second",
+                                       "Items per second over the last 10 s", "stage")) < 0 ||
+        (d->fam_busy = gs_metrics_gauge(m, "gastroscreen_stage_busy_ratio",
+                                        "Mean busy share of the stage's workers", "stage")) < 0 ||
+        (d->fam_queue = gs_metrics_gauge(m, "gastroscreen_stage_queue_depth",
+                                         "Items received and not finished", "stage")) < 0 ||
+        (d->fam_seq = gs_metrics_gauge(m, "gastroscreen_journal_last_seq",
+                                       "Newest journal sequence number", NULL)) < 0 ||
+        (d->fam_slide_secs = gs_metrics_histogram(
+             m, "gastroscreen_slide_duration_seconds",
+             "Seconds from a slide's acceptance to its verdict", NULL, slide_b, n_slide_b)) < 0 ||
+        (d->fam_tile_secs =
+             gs_metrics_histogram(m, "gastroscreen_tile_round_trip_seconds",
+                                  "Seconds from a tile's request to the result that recorded it",
+                                  "stage", tile_b, n_tile_b)) < 0)
+        return -1;
+    gs_metrics_set_collector(m, collect, d);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    const char *config_path = NULL, *model_path = NULL;
+    int quiet = 0;
+    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
+                                         {"model", required_argument, NULL, 'm'},
+                                         {"quiet", no_argument, NULL, 'q'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    int ch;
+    while ((ch = getopt_long(argc, argv, "c:m:qh", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'c':
+            config_path = optarg;
+            break;
+        case 'm':
+            model_path = optarg;
+            break;
+        case 'q':
+            quiet = 1;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind != argc) {
+        fprintf(stderr, "gastroscreend: unexpected argument '%s'\n", argv[optind]);
+        usage(stderr);
+        return 2;
+    }
+    int rc = 1;
+    gs_config *cfg = gs_config_new();
+    gs_model *model = NULL;
+    gs_coordinator *c = NULL;
+    gs_metrics *metrics = NULL;
+    daemon_state d = {0};
+    if (!cfg)
+        goto out;
+    if (!config_path && access("/etc/gastroscreen/gastroscreen.conf", R_OK) == 0)
+        config_path = "/etc/gastroscreen/gastroscreen.conf";
+    if (config_path && gs_config_load(cfg, config_path) != 0)
+        goto out;
+    const char *bundle = model_path ? model_path : cfg->bundle;
+    /* The coordinator runs no network: it needs the bundle's provenance and that the bundle is
+     * sound (names, shapes, metadata), not folded weights. */
+    model = gs_model_load_nets(bundle, NULL, 0);
+    if (!model)
+        goto out;
+    gs_provenance prov;
+    const gs_net_id nets[] = {GS_NET_MULTITASK, GS_NET_SCREENER};
+    if (gs_provenance_init(&prov, bundle, model, nets, 2) != 0)
+        goto out;
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    gs_coordinator_options o;
+    gs_coordinator_options_default(&o);
+    o.config = cfg;
+    o.model = &prov.msg;
+    o.on_tick = on_tick;
+    o.tick_ud = &d;
+    o.stop = &g_stop;
+    o.quiet = quiet;
+    c = gs_coordinator_new(&o);
+    if (!c)
+        goto out;
+    d.c = c;
+    uint64_t usec = 0;
+    d.watchdog = sd_watchdog_enabled(0, &usec) > 0;
+    metrics = gs_metrics_new(cfg->metrics);
+    if (!metrics || register_metrics(metrics, &d) != 0)
+        goto out;
+    if (!quiet)
+        fprintf(stderr,
+                "gastroscreend: coordinator %s: work %s, events %s, query %s, submit %s; model "
+                "%s (%s)%s%s\n",
+                "ready", gs_coordinator_endpoint(c, GS_CHANNEL_WORK),
+                gs_coordinator_endpoint(c, GS_CHANNEL_EVENTS),
+                gs_coordinator_endpoint(c, GS_CHANNEL_QUERY),
+                gs_coordinator_endpoint(c, GS_CHANNEL_SUBMIT), prov.bundle, prov.sha256,
+                prov.notice[0] ? "; " : "", prov.notice);
+    sd_notify(0, "READY=1");
+    rc = gs_coordinator_run(c) == 0 ? 0 : 1;
+    sd_notify(0, "STOPPING=1");
+
+out:
+    if (rc != 0 && gs_error_get()[0])
+        fprintf(stderr, "gastroscreend: %s\n", gs_error_get());
+    gs_metrics_destroy(&metrics);
+    gs_coordinator_destroy(&c);
+    gs_model_destroy(&model);
+    gs_config_destroy(&cfg);
+    return rc;
+}

@@ -1,0 +1,876 @@
+#include "daemon/service/journal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "ops/error.h"
+
+/* Log framing: [magic u32][body_len u32][body][crc32(body) u32], little-endian. Body:
+ * [seq u64][slide_id 16 bytes, NUL-padded][time_unix_ms i64][flags u8][record_len u32]
+ * [record JSON][payload]. */
+#define LOG_MAGIC 0x314a5347u /* "GSJ1" */
+#define LOG_BODY_FIXED (8 + GS_SLIDE_ID_LEN + 8 + 1 + 4)
+#define LOG_BODY_MAX (64u << 20) /* a length beyond this is corruption, not a record */
+#define FLAG_RECORD 1u
+#define FLAG_TERMINAL 2u
+
+typedef struct {
+    char id[GS_SLIDE_ID_LEN + 1];
+    json_t *record;
+    int terminal;
+    int64_t time_ms;
+    uint64_t seq; /* sequence number of the log record this record came with */
+} slide_entry;
+
+typedef struct {
+    uint64_t seq;
+    char id[GS_SLIDE_ID_LEN + 1];
+    uint8_t *payload;
+    size_t len;
+} event_entry;
+
+struct gs_journal {
+    char *dir;
+    int dir_fd;
+    int log_fd;
+    uint64_t last_seq;
+    uint64_t complete_from;
+    slide_entry *slides;
+    size_t n_slides, cap_slides;
+    event_entry *events;
+    size_t n_events, cap_events;
+    char **warnings;
+    size_t n_warnings;
+};
+
+uint32_t gs_journal_crc32(uint32_t crc, const void *data, size_t n)
+{
+    const uint8_t *p = data;
+    crc = ~crc;
+    for (size_t i = 0; i < n; i++) {
+        crc ^= p[i];
+        for (int k = 0; k < 8; k++)
+            crc = (crc >> 1) ^ (0xedb88320u & (0u - (crc & 1u)));
+    }
+    return ~crc;
+}
+
+static void put_u32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void put_u64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint32_t get_u32(const uint8_t *p)
+{
+    uint32_t v = 0;
+    for (int i = 3; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+static uint64_t get_u64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+static int is_slide_id(const char *s)
+{
+    if (!s || strlen(s) != GS_SLIDE_ID_LEN)
+        return 0;
+    for (int i = 0; i < GS_SLIDE_ID_LEN; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return 0;
+    return 1;
+}
+
+/* Warnings are kept for the caller and printed, so an operator sees them in the journal of
+ * systemd even when the caller does not forward them. */
+__attribute__((format(printf, 2, 3))) static void warn(gs_journal *j, const char *fmt, ...)
+{
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "journal %s: warning: %s\n", j->dir, buf);
+    char **w = realloc(j->warnings, (j->n_warnings + 1) * sizeof *w);
+    if (!w)
+        return;
+    j->warnings = w;
+    w[j->n_warnings] = strdup(buf);
+    if (w[j->n_warnings])
+        j->n_warnings++;
+}
+
+static int write_all(int fd, const void *buf, size_t n)
+{
+    const uint8_t *p = buf;
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* Writes buf to dir/name through dir/name.tmp: write, fsync, rename, fsync of the folder, so
+ * that after a crash the file is either the old one or the new one, never a mix. */
+static int write_atomic(gs_journal *j, const char *name, const void *buf, size_t n)
+{
+    char tmp[512];
+    snprintf(tmp, sizeof tmp, "%s.tmp", name);
+    int fd = openat(j->dir_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return gs_error_set("journal %s: %s: %s", j->dir, tmp, strerror(errno));
+    if (write_all(fd, buf, n) != 0 || fsync(fd) != 0) {
+        gs_error_set("journal %s: %s: %s", j->dir, tmp, strerror(errno));
+        goto fail_unlink;
+    }
+    if (close(fd) != 0) {
+        fd = -1;
+        gs_error_set("journal %s: %s: %s", j->dir, tmp, strerror(errno));
+        goto fail_unlink;
+    }
+    fd = -1;
+    if (renameat(j->dir_fd, tmp, j->dir_fd, name) != 0) {
+        gs_error_set("journal %s: rename %s: %s", j->dir, tmp, strerror(errno));
+        goto fail_unlink;
+    }
+    if (fsync(j->dir_fd) != 0)
+        return gs_error_set("journal %s: fsync folder: %s", j->dir, strerror(errno));
+    return 0;
+fail_unlink:
+    if (fd >= 0)
+        close(fd);
+    unlinkat(j->dir_fd, tmp, 0);
+    return -1;
+}
+
+static slide_entry *find_slide(const gs_journal *j, const char *id)
+{
+    for (size_t i = 0; i < j->n_slides; i++)
+        if (strcmp(j->slides[i].id, id) == 0)
+            return &j->slides[i];
+    return NULL;
+}
+
+/* Installs (a reference to) record as slide id's newest record. */
+static int set_slide(gs_journal *j, const char *id, json_t *record, int terminal, int64_t time_ms,
+                     uint64_t seq)
+{
+    slide_entry *e = find_slide(j, id);
+    if (!e) {
+        if (j->n_slides == j->cap_slides) {
+            size_t cap = j->cap_slides ? 2 * j->cap_slides : 64;
+            slide_entry *s = realloc(j->slides, cap * sizeof *s);
+            if (!s)
+                return gs_error_set("journal %s: out of memory", j->dir);
+            j->slides = s;
+            j->cap_slides = cap;
+        }
+        e = &j->slides[j->n_slides++];
+        memset(e, 0, sizeof *e);
+        memcpy(e->id, id, GS_SLIDE_ID_LEN);
+    }
+    json_incref(record);
+    json_decref(e->record);
+    e->record = record;
+    e->terminal = terminal;
+    e->time_ms = time_ms;
+    e->seq = seq;
+    return 0;
+}
+
+static int add_event(gs_journal *j, uint64_t seq, const char *id, const void *payload, size_t len)
+{
+    if (j->n_events == j->cap_events) {
+        size_t cap = j->cap_events ? 2 * j->cap_events : 256;
+        event_entry *e = realloc(j->events, cap * sizeof *e);
+        if (!e)
+            return gs_error_set("journal %s: out of memory", j->dir);
+        j->events = e;
+        j->cap_events = cap;
+    }
+    event_entry *e = &j->events[j->n_events];
+    memset(e, 0, sizeof *e);
+    e->seq = seq;
+    if (id)
+        memcpy(e->id, id, strnlen(id, GS_SLIDE_ID_LEN));
+    e->payload = malloc(len ? len : 1);
+    if (!e->payload)
+        return gs_error_set("journal %s: out of memory", j->dir);
+    if (len)
+        memcpy(e->payload, payload, len);
+    e->len = len;
+    j->n_events++;
+    return 0;
+}
+
+/* The slide file: an envelope around the caller's record, so replay knows which log records
+ * are newer (seq) and retention knows what it may drop (terminal, time). */
+static int write_slide_file(gs_journal *j, const char *id, const json_t *record, int terminal,
+                            int64_t time_ms, uint64_t seq)
+{
+    json_t *env =
+        json_pack("{s:s, s:I, s:b, s:I, s:O}", "slide_id", id, "seq", (json_int_t)seq, "terminal",
+                  terminal, "time_unix_ms", (json_int_t)time_ms, "record", record);
+    if (!env)
+        return gs_error_set("journal %s: cannot encode the record of %s", j->dir, id);
+    char *text = json_dumps(env, JSON_COMPACT);
+    json_decref(env);
+    if (!text)
+        return gs_error_set("journal %s: cannot encode the record of %s", j->dir, id);
+    char name[64];
+    snprintf(name, sizeof name, "%s.json", id);
+    int rc = write_atomic(j, name, text, strlen(text));
+    free(text);
+    return rc;
+}
+
+static int write_state_file(gs_journal *j)
+{
+    json_t *st = json_pack("{s:I, s:I}", "last_seq", (json_int_t)j->last_seq, "complete_from",
+                           (json_int_t)j->complete_from);
+    char *text = st ? json_dumps(st, JSON_COMPACT) : NULL;
+    json_decref(st);
+    if (!text)
+        return gs_error_set("journal %s: cannot encode state.json", j->dir);
+    int rc = write_atomic(j, "state.json", text, strlen(text));
+    free(text);
+    return rc;
+}
+
+/* Reads a whole file of the folder into a malloc'd buffer (NUL-terminated, *n without it).
+ * Returns NULL with the error set. */
+static uint8_t *read_file_at(gs_journal *j, const char *name, size_t *n)
+{
+    int fd = openat(j->dir_fd, name, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno; /* callers tell a missing file by errno */
+        gs_error_set("%s: %s", name, strerror(e));
+        errno = e;
+        return NULL;
+    }
+    struct stat st;
+    uint8_t *buf = NULL;
+    if (fstat(fd, &st) != 0) {
+        gs_error_set("%s: %s", name, strerror(errno));
+        goto out_close;
+    }
+    buf = malloc((size_t)st.st_size + 1);
+    if (!buf) {
+        gs_error_set("%s: out of memory", name);
+        goto out_close;
+    }
+    size_t got = 0;
+    while (got < (size_t)st.st_size) {
+        ssize_t r = read(fd, buf + got, (size_t)st.st_size - got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+    }
+    buf[got] = 0;
+    *n = got;
+out_close:
+    close(fd);
+    return buf;
+}
+
+/* One parsed log record, pointing into the log buffer. */
+typedef struct {
+    uint64_t seq;
+    char id[GS_SLIDE_ID_LEN + 1];
+    int64_t time_ms;
+    unsigned flags;
+    const uint8_t *rec;
+    size_t rec_len;
+    const uint8_t *payload;
+    size_t payload_len;
+    size_t total; /* bytes of the framed record */
+} log_record;
+
+/* Parses the record at buf[0..n). Returns 0, or -1 when it is torn, corrupt or malformed. */
+static int parse_record(const uint8_t *buf, size_t n, log_record *r)
+{
+    if (n < 8 || get_u32(buf) != LOG_MAGIC)
+        return -1;
+    uint32_t body_len = get_u32(buf + 4);
+    if (body_len < LOG_BODY_FIXED || body_len > LOG_BODY_MAX || (size_t)body_len + 12 > n)
+        return -1;
+    const uint8_t *b = buf + 8;
+    if (gs_journal_crc32(0, b, body_len) != get_u32(b + body_len))
+        return -1;
+    memset(r, 0, sizeof *r);
+    r->seq = get_u64(b);
+    memcpy(r->id, b + 8, GS_SLIDE_ID_LEN);
+    r->time_ms = (int64_t)get_u64(b + 8 + GS_SLIDE_ID_LEN);
+    r->flags = b[16 + GS_SLIDE_ID_LEN];
+    r->rec_len = get_u32(b + 17 + GS_SLIDE_ID_LEN);
+    if (r->seq == 0 || r->rec_len > body_len - LOG_BODY_FIXED)
+        return -1;
+    if (r->id[0] && !is_slide_id(r->id))
+        return -1;
+    if ((r->flags & FLAG_RECORD) && !r->id[0])
+        return -1;
+    r->rec = b + LOG_BODY_FIXED;
+    r->payload = r->rec + r->rec_len;
+    r->payload_len = body_len - LOG_BODY_FIXED - r->rec_len;
+    r->total = (size_t)body_len + 12;
+    return 0;
+}
+
+/* Where the next intact record starts at or after `from`, or n if none does. */
+static size_t next_intact(const uint8_t *buf, size_t n, size_t from)
+{
+    log_record r;
+    for (size_t o = from; o + 8 <= n; o++)
+        if (get_u32(buf + o) == LOG_MAGIC && parse_record(buf + o, n - o, &r) == 0)
+            return o;
+    return n;
+}
+
+static int replay_slide_files(gs_journal *j)
+{
+    int fd = dup(j->dir_fd);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    if (!d) {
+        if (fd >= 0)
+            close(fd);
+        return gs_error_set("journal %s: cannot list: %s", j->dir, strerror(errno));
+    }
+    rewinddir(d);
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        const char *name = de->d_name;
+        size_t len = strlen(name);
+        if (name[0] == '.' || strcmp(name, "events.log") == 0 || strcmp(name, "state.json") == 0)
+            continue;
+        if (len > 4 && strcmp(name + len - 4, ".tmp") == 0) {
+            /* A temporary file is a write that never reached its rename: the previous
+             * version of the file (or the log record) is the truth. */
+            unlinkat(j->dir_fd, name, 0);
+            warn(j, "%s: removed a half-written temporary file", name);
+            continue;
+        }
+        char id[GS_SLIDE_ID_LEN + 1] = {0};
+        if (len != GS_SLIDE_ID_LEN + 5 || strcmp(name + GS_SLIDE_ID_LEN, ".json") != 0 ||
+            (memcpy(id, name, GS_SLIDE_ID_LEN), !is_slide_id(id))) {
+            warn(j, "%s: ignored: not a journal file", name);
+            continue;
+        }
+        size_t n = 0;
+        uint8_t *text = read_file_at(j, name, &n);
+        if (!text) {
+            warn(j, "%s: skipped: %s", name, gs_error_get());
+            continue;
+        }
+        json_error_t jerr;
+        json_t *env = json_loadb((const char *)text, n, JSON_REJECT_DUPLICATES, &jerr);
+        free(text);
+        const char *sid = NULL;
+        json_int_t seq = 0, time_ms = 0;
+        int terminal = 0;
+        json_t *record = NULL;
+        if (!env) {
+            warn(j, "%s: skipped: not JSON (%s)", name, jerr.text);
+            continue;
+        }
+        if (json_unpack(env, "{s:s, s:I, s:b, s:I, s:o}", "slide_id", &sid, "seq", &seq, "terminal",
+                        &terminal, "time_unix_ms", &time_ms, "record", &record) != 0 ||
+            strcmp(sid, id) != 0 || seq < 0 || !json_is_object(record)) {
+            warn(j, "%s: skipped: not a slide record", name);
+            json_decref(env);
+            continue;
+        }
+        int rc = set_slide(j, id, record, terminal, time_ms, (uint64_t)seq);
+        json_decref(env);
+        if (rc != 0) {
+            closedir(d);
+            return -1;
+        }
+        if ((uint64_t)seq > j->last_seq)
+            j->last_seq = (uint64_t)seq;
+    }
+    closedir(d);
+    return 0;
+}
+
+/* Rewrites events.log keeping the intact records for which keep() says yes, through a
+ * temporary file, and reopens it for appending. */
+static int rewrite_log(gs_journal *j, int (*keep)(gs_journal *, const log_record *))
+{
+    size_t n = 0;
+    uint8_t *buf = read_file_at(j, "events.log", &n);
+    if (!buf)
+        return gs_error_prefix("journal %s", j->dir);
+    uint8_t *out = malloc(n ? n : 1);
+    if (!out) {
+        free(buf);
+        return gs_error_set("journal %s: out of memory", j->dir);
+    }
+    size_t o = 0, w = 0;
+    while ((o = next_intact(buf, n, o)) < n) {
+        log_record r;
+        parse_record(buf + o, n - o, &r);
+        if (!keep || keep(j, &r)) {
+            memcpy(out + w, buf + o, r.total);
+            w += r.total;
+        }
+        o += r.total;
+    }
+    free(buf);
+    if (j->log_fd >= 0) {
+        close(j->log_fd);
+        j->log_fd = -1;
+    }
+    int rc = write_atomic(j, "events.log", out, w);
+    free(out);
+    if (rc != 0)
+        return -1;
+    j->log_fd = openat(j->dir_fd, "events.log", O_WRONLY | O_APPEND | O_CLOEXEC);
+    if (j->log_fd < 0)
+        return gs_error_set("journal %s: events.log: %s", j->dir, strerror(errno));
+    return 0;
+}
+
+static int replay_log(gs_journal *j)
+{
+    size_t n = 0;
+    uint8_t *buf = read_file_at(j, "events.log", &n);
+    if (!buf) {
+        if (errno == ENOENT)
+            return 0;
+        warn(j, "events.log: unreadable: %s", gs_error_get());
+        return 0;
+    }
+    int repaired = 0, rc = 0;
+    size_t o = 0;
+    uint64_t prev = 0;
+    while (o < n) {
+        log_record r;
+        if (parse_record(buf + o, n - o, &r) != 0) {
+            size_t next = next_intact(buf, n, o + 1);
+            warn(j, "events.log: dropped %zu bytes at offset %zu (%s record)", next - o, o,
+                 next == n ? "torn last" : "corrupt");
+            repaired = 1;
+            o = next;
+            continue;
+        }
+        o += r.total;
+        if (r.seq <= prev) {
+            warn(j, "events.log: dropped a record with seq %llu after seq %llu",
+                 (unsigned long long)r.seq, (unsigned long long)prev);
+            repaired = 1;
+            continue;
+        }
+        prev = r.seq;
+        if (r.seq > j->last_seq)
+            j->last_seq = r.seq;
+        if (add_event(j, r.seq, r.id, r.payload, r.payload_len) != 0) {
+            rc = -1;
+            break;
+        }
+        if (!(r.flags & FLAG_RECORD))
+            continue;
+        slide_entry *e = find_slide(j, r.id);
+        if (e && e->seq >= r.seq)
+            continue;
+        /* The log record is newer than the slide file: the process died between the two
+         * writes (or the file was lost). The log is the commit point, so it wins. */
+        json_error_t jerr;
+        json_t *record = json_loadb((const char *)r.rec, r.rec_len, JSON_REJECT_DUPLICATES, &jerr);
+        if (!record || !json_is_object(record)) {
+            warn(j, "events.log: seq %llu: slide %s: unreadable record", (unsigned long long)r.seq,
+                 r.id);
+            json_decref(record);
+            continue;
+        }
+        rc = set_slide(j, r.id, record, !!(r.flags & FLAG_TERMINAL), r.time_ms, r.seq);
+        json_decref(record);
+        if (rc != 0)
+            break;
+        if (write_slide_file(j, r.id, find_slide(j, r.id)->record, !!(r.flags & FLAG_TERMINAL),
+                             r.time_ms, r.seq) != 0) {
+            rc = -1;
+            break;
+        }
+        warn(j, "%s.json: restored from events.log seq %llu", r.id, (unsigned long long)r.seq);
+    }
+    free(buf);
+    if (rc == 0 && repaired)
+        rc = rewrite_log(j, NULL);
+    return rc;
+}
+
+static void replay_state_file(gs_journal *j)
+{
+    size_t n = 0;
+    uint8_t *text = read_file_at(j, "state.json", &n);
+    if (!text) {
+        if (errno != ENOENT)
+            warn(j, "state.json: skipped: %s", gs_error_get());
+        return;
+    }
+    json_error_t jerr;
+    json_t *st = json_loadb((const char *)text, n, JSON_REJECT_DUPLICATES, &jerr);
+    free(text);
+    json_int_t last = 0, from = 0;
+    if (!st || json_unpack(st, "{s:I, s:I}", "last_seq", &last, "complete_from", &from) != 0 ||
+        last < 0 || from < 1) {
+        warn(j, "state.json: skipped: not a journal state");
+    } else {
+        if ((uint64_t)last > j->last_seq)
+            j->last_seq = (uint64_t)last;
+        j->complete_from = (uint64_t)from;
+    }
+    json_decref(st);
+}
+
+static int make_dirs(const char *dir)
+{
+    char path[4096];
+    if (snprintf(path, sizeof path, "%s", dir) >= (int)sizeof path)
+        return gs_error_set("journal %s: path too long", dir);
+    for (char *p = path + 1;; p++) {
+        if (*p == '/' || *p == 0) {
+            char c = *p;
+            *p = 0;
+            if (mkdir(path, 0750) != 0 && errno != EEXIST)
+                return gs_error_set("journal %s: cannot create %s: %s", dir, path, strerror(errno));
+            *p = c;
+            if (c == 0)
+                break;
+        }
+    }
+    return 0;
+}
+
+gs_journal *gs_journal_open(const char *dir)
+{
+    if (!dir || !*dir) {
+        gs_error_set("journal: no folder given");
+        return NULL;
+    }
+    if (make_dirs(dir) != 0)
+        return NULL;
+    gs_journal *j = calloc(1, sizeof *j);
+    if (!j) {
+        gs_error_set("journal %s: out of memory", dir);
+        return NULL;
+    }
+    j->log_fd = -1;
+    j->complete_from = 1;
+    j->dir = strdup(dir);
+    j->dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (!j->dir || j->dir_fd < 0) {
+        gs_error_set("journal %s: cannot open the folder: %s", dir, strerror(errno));
+        goto fail;
+    }
+    /* A real write, not access(): root passes access() on a read-only mount. */
+    int probe = openat(j->dir_fd, ".probe", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (probe < 0) {
+        gs_error_set("journal %s: not writable: %s", dir, strerror(errno));
+        goto fail;
+    }
+    close(probe);
+    unlinkat(j->dir_fd, ".probe", 0);
+
+    replay_state_file(j);
+    if (replay_slide_files(j) != 0 || replay_log(j) != 0)
+        goto fail;
+    if (j->log_fd < 0) {
+        j->log_fd =
+            openat(j->dir_fd, "events.log", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        if (j->log_fd < 0) {
+            gs_error_set("journal %s: events.log: %s", dir, strerror(errno));
+            goto fail;
+        }
+        if (fsync(j->dir_fd) != 0) {
+            gs_error_set("journal %s: fsync folder: %s", dir, strerror(errno));
+            goto fail;
+        }
+    }
+    return j;
+fail:
+    gs_journal_destroy(&j);
+    return NULL;
+}
+
+void gs_journal_destroy(gs_journal **jp)
+{
+    if (!jp || !*jp)
+        return;
+    gs_journal *j = *jp;
+    if (j->log_fd >= 0)
+        close(j->log_fd);
+    if (j->dir_fd >= 0)
+        close(j->dir_fd);
+    for (size_t i = 0; i < j->n_slides; i++)
+        json_decref(j->slides[i].record);
+    for (size_t i = 0; i < j->n_events; i++)
+        free(j->events[i].payload);
+    for (size_t i = 0; i < j->n_warnings; i++)
+        free(j->warnings[i]);
+    free(j->slides);
+    free(j->events);
+    free(j->warnings);
+    free(j->dir);
+    free(j);
+    *jp = NULL;
+}
+
+const char *gs_journal_dir(const gs_journal *j)
+{
+    return j->dir;
+}
+
+uint64_t gs_journal_last_seq(const gs_journal *j)
+{
+    return j->last_seq;
+}
+
+uint64_t gs_journal_next_seq(const gs_journal *j)
+{
+    return j->last_seq + 1;
+}
+
+uint64_t gs_journal_complete_from(const gs_journal *j)
+{
+    return j->complete_from;
+}
+
+size_t gs_journal_warning_count(const gs_journal *j)
+{
+    return j->n_warnings;
+}
+
+const char *gs_journal_warning(const gs_journal *j, size_t i)
+{
+    return i < j->n_warnings ? j->warnings[i] : NULL;
+}
+
+size_t gs_journal_slide_count(const gs_journal *j)
+{
+    return j->n_slides;
+}
+
+int gs_journal_slide_at(const gs_journal *j, size_t i, const char **slide_id, const json_t **record,
+                        int *terminal, int64_t *time_unix_ms, uint64_t *seq)
+{
+    if (i >= j->n_slides)
+        return -1;
+    const slide_entry *e = &j->slides[i];
+    if (slide_id)
+        *slide_id = e->id;
+    if (record)
+        *record = e->record;
+    if (terminal)
+        *terminal = e->terminal;
+    if (time_unix_ms)
+        *time_unix_ms = e->time_ms;
+    if (seq)
+        *seq = e->seq;
+    return 0;
+}
+
+const json_t *gs_journal_slide_get(const gs_journal *j, const char *slide_id)
+{
+    const slide_entry *e = slide_id ? find_slide(j, slide_id) : NULL;
+    return e ? e->record : NULL;
+}
+
+int gs_journal_commit(gs_journal *j, const char *slide_id, const json_t *record, int terminal,
+                      int64_t time_unix_ms, const void *payload, size_t payload_len, uint64_t *seq)
+{
+    if (slide_id && !is_slide_id(slide_id))
+        return gs_error_set("journal %s: bad slide id", j->dir);
+    if (record && (!slide_id || !json_is_object(record)))
+        return gs_error_set("journal %s: a record needs a slide id and a JSON object", j->dir);
+    char *text = record ? json_dumps(record, JSON_COMPACT) : NULL;
+    if (record && !text)
+        return gs_error_set("journal %s: cannot encode the record of %s", j->dir, slide_id);
+    size_t rec_len = text ? strlen(text) : 0;
+    size_t body_len = LOG_BODY_FIXED + rec_len + payload_len;
+    uint8_t *frame = NULL;
+    if (body_len > LOG_BODY_MAX) {
+        gs_error_set("journal %s: record of %zu bytes is too large", j->dir, body_len);
+        goto fail;
+    }
+    frame = calloc(1, body_len + 12);
+    if (!frame) {
+        gs_error_set("journal %s: out of memory", j->dir);
+        goto fail;
+    }
+    uint64_t s = j->last_seq + 1;
+    uint8_t *b = frame + 8;
+    put_u32(frame, LOG_MAGIC);
+    put_u32(frame + 4, (uint32_t)body_len);
+    put_u64(b, s);
+    if (slide_id)
+        memcpy(b + 8, slide_id, GS_SLIDE_ID_LEN);
+    put_u64(b + 8 + GS_SLIDE_ID_LEN, (uint64_t)time_unix_ms);
+    b[16 + GS_SLIDE_ID_LEN] =
+        (uint8_t)((record ? FLAG_RECORD : 0) | (terminal ? FLAG_TERMINAL : 0));
+    put_u32(b + 17 + GS_SLIDE_ID_LEN, (uint32_t)rec_len);
+    if (rec_len)
+        memcpy(b + LOG_BODY_FIXED, text, rec_len);
+    if (payload_len)
+        memcpy(b + LOG_BODY_FIXED + rec_len, payload, payload_len);
+    put_u32(b + body_len, gs_journal_crc32(0, b, body_len));
+
+    off_t end = lseek(j->log_fd, 0, SEEK_END);
+    if (write_all(j->log_fd, frame, body_len + 12) != 0 || fsync(j->log_fd) != 0) {
+        gs_error_set("journal %s: events.log: %s", j->dir, strerror(errno));
+        /* Cut a partial record off so that the next append does not follow garbage. */
+        if (end >= 0 && ftruncate(j->log_fd, end) != 0)
+            warn(j, "events.log: cannot cut a failed append: %s", strerror(errno));
+        goto fail;
+    }
+    /* The slide file goes before the in-memory state changes. If it cannot be written, the
+     * appended record is cut off again, so the caller's -1 means "did not happen" both now
+     * and after a restart; only a crash between the two writes leaves the log record alone,
+     * and replay then restores the file from it. */
+    if (record && write_slide_file(j, slide_id, record, terminal, time_unix_ms, s) != 0) {
+        if (ftruncate(j->log_fd, end) != 0 || fsync(j->log_fd) != 0)
+            warn(j, "events.log: cannot cut a record whose slide file failed: %s", strerror(errno));
+        goto fail;
+    }
+    if (add_event(j, s, slide_id, payload, payload_len) != 0)
+        goto fail;
+    j->last_seq = s;
+    if (record && set_slide(j, slide_id, (json_t *)record, terminal, time_unix_ms, s) != 0)
+        goto fail;
+    free(frame);
+    free(text);
+    if (seq)
+        *seq = s;
+    return 0;
+fail:
+    free(frame);
+    free(text);
+    return -1;
+}
+
+int gs_journal_put_slide(gs_journal *j, const char *slide_id, const json_t *record, int terminal,
+                         int64_t time_unix_ms)
+{
+    if (!is_slide_id(slide_id) || !json_is_object(record))
+        return gs_error_set("journal %s: bad slide id or record", j->dir);
+    slide_entry *e = find_slide(j, slide_id);
+    /* Keeping the seq of the last log record makes the file win over that record at replay,
+     * since it is the newer of the two. */
+    uint64_t seq = e ? e->seq : 0;
+    if (write_slide_file(j, slide_id, record, terminal, time_unix_ms, seq) != 0)
+        return -1;
+    return set_slide(j, slide_id, (json_t *)record, terminal, time_unix_ms, seq);
+}
+
+size_t gs_journal_events_since(const gs_journal *j, uint64_t after_seq, gs_journal_event *out,
+                               size_t max)
+{
+    /* Events are in seq order: binary search for the first one after after_seq. */
+    size_t lo = 0, hi = j->n_events;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (j->events[mid].seq <= after_seq)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    size_t k = 0;
+    for (size_t i = lo; i < j->n_events && k < max; i++, k++) {
+        out[k].seq = j->events[i].seq;
+        out[k].slide_id = j->events[i].id;
+        out[k].payload = j->events[i].payload;
+        out[k].payload_len = j->events[i].len;
+    }
+    return k;
+}
+
+static int keep_unless_dropped(gs_journal *j, const log_record *r)
+{
+    return !r->id[0] || find_slide(j, r->id) != NULL;
+}
+
+int gs_journal_retain(gs_journal *j, int64_t now_unix_ms, int64_t max_age_ms, size_t *dropped)
+{
+    size_t n_drop = 0;
+    uint64_t max_dropped_seq = 0;
+    char(*ids)[GS_SLIDE_ID_LEN + 1] = NULL;
+    for (size_t i = 0; i < j->n_slides; i++)
+        if (j->slides[i].terminal && j->slides[i].time_ms < now_unix_ms - max_age_ms)
+            n_drop++;
+    if (dropped)
+        *dropped = n_drop;
+    if (n_drop == 0)
+        return 0;
+    ids = malloc(n_drop * sizeof *ids);
+    if (!ids)
+        return gs_error_set("journal %s: out of memory", j->dir);
+    size_t k = 0, w = 0;
+    for (size_t i = 0; i < j->n_slides; i++) {
+        slide_entry *e = &j->slides[i];
+        if (e->terminal && e->time_ms < now_unix_ms - max_age_ms) {
+            memcpy(ids[k++], e->id, sizeof ids[0]);
+            json_decref(e->record);
+        } else {
+            j->slides[w++] = *e;
+        }
+    }
+    j->n_slides = w;
+    w = 0;
+    for (size_t i = 0; i < j->n_events; i++) {
+        event_entry *e = &j->events[i];
+        if (e->id[0] && !find_slide(j, e->id)) {
+            if (e->seq > max_dropped_seq)
+                max_dropped_seq = e->seq;
+            free(e->payload);
+        } else {
+            j->events[w++] = *e;
+        }
+    }
+    j->n_events = w;
+    if (max_dropped_seq + 1 > j->complete_from)
+        j->complete_from = max_dropped_seq + 1;
+    /* Order matters: state.json first (the seq floor survives even if every event goes),
+     * then the log without the slides, then the files; a crash in between leaves files whose
+     * slide has no events, which replay reads like any other record and the next retention
+     * drops again. */
+    int rc = write_state_file(j);
+    if (rc == 0)
+        rc = rewrite_log(j, keep_unless_dropped);
+    for (size_t i = 0; rc == 0 && i < n_drop; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "%s.json", ids[i]);
+        if (unlinkat(j->dir_fd, name, 0) != 0 && errno != ENOENT)
+            rc = gs_error_set("journal %s: %s: %s", j->dir, name, strerror(errno));
+    }
+    if (rc == 0 && fsync(j->dir_fd) != 0)
+        rc = gs_error_set("journal %s: fsync folder: %s", j->dir, strerror(errno));
+    free(ids);
+    return rc;
+}

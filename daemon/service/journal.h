@@ -1,0 +1,114 @@
+/*
+ * journal: the coordinator's crash-safe record of slide state and of the events it publishes.
+ *
+ * A journal is a folder holding:
+ *   - events.log: an append-only log. Each record is one journalled event: its sequence
+ *     number, the slide it is about, the slide's new record (JSON, optional) and an opaque
+ *     payload (the coordinator puts the packed EventMessage there). Every record is framed
+ *     with a magic, a length and a CRC-32, appended and fsynced before the call returns, so a
+ *     record is the commit point of a transition. A torn or corrupt record is detected on
+ *     replay, dropped with a warning, and the log is rewritten without it.
+ *   - <slide_id>.json: the newest record of each slide, written to a temporary file, fsynced,
+ *     renamed and the folder fsynced, so a file is either whole or absent. These files make
+ *     replay fast and survive compaction of the log; when a log record is newer than the file
+ *     (a crash between the two writes), the log record wins and the file is rewritten.
+ *   - state.json: the sequence-number floor and the first sequence number from which the log
+ *     is complete, written at each compaction so numbers are never reused.
+ *
+ * Use: j = gs_journal_open(dir) replays the folder (warnings about anything dropped are kept
+ * for gs_journal_warning()); read the slides with gs_journal_slide_at(); journal a transition
+ * with gs_journal_commit() (the event's sequence number is gs_journal_next_seq() when the
+ * payload is built, and is returned); record a change that publishes nothing with
+ * gs_journal_put_slide(); answer "events since N" with gs_journal_events_since(); drop old
+ * terminal slides with gs_journal_retain(); gs_journal_destroy(&j). Not thread-safe: the
+ * coordinator's main loop owns it.
+ */
+#ifndef GS_DAEMON_SERVICE_JOURNAL_H
+#define GS_DAEMON_SERVICE_JOURNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+typedef struct gs_journal gs_journal;
+
+/* Length of a slide id (16 lower-case hex digits), without the NUL. */
+#define GS_SLIDE_ID_LEN 16
+
+/* One journalled event as kept in memory: payload points into journal-owned memory, valid
+ * until the next call that changes the journal. slide_id is "" for an event of no slide. */
+typedef struct {
+    uint64_t seq;
+    const char *slide_id;
+    const uint8_t *payload;
+    size_t payload_len;
+} gs_journal_event;
+
+/* Opens the journal folder dir (created with its parents if missing) and replays it. Torn,
+ * corrupt or half-written files are skipped (or removed, for temporary files) and each gives
+ * one warning naming the file; they never make the open fail. Returns the journal (caller
+ * owns; gs_journal_destroy), or NULL with the error set when dir cannot be created or
+ * written, or on allocation failure. */
+gs_journal *gs_journal_open(const char *dir);
+
+/* Closes the journal and sets *j to NULL. NULL and *j == NULL are accepted. */
+void gs_journal_destroy(gs_journal **j);
+
+/* The folder the journal was opened on (journal-owned). */
+const char *gs_journal_dir(const gs_journal *j);
+
+/* The newest sequence number ever given (0 for a new journal). */
+uint64_t gs_journal_last_seq(const gs_journal *j);
+
+/* The sequence number the next gs_journal_commit() will give: gs_journal_last_seq() + 1. */
+uint64_t gs_journal_next_seq(const gs_journal *j);
+
+/* Events with a sequence number at or above this are all retained (none compacted away);
+ * 1 until the first compaction that dropped events. */
+uint64_t gs_journal_complete_from(const gs_journal *j);
+
+/* Warnings of the replay (one per file or log range skipped, removed or repaired), in the
+ * order found. Strings are journal-owned. */
+size_t gs_journal_warning_count(const gs_journal *j);
+const char *gs_journal_warning(const gs_journal *j, size_t i);
+
+/* Slides with a record, in no particular order. gs_journal_slide_at() returns 0 and fills the
+ * non-NULL outputs (journal-owned, valid until the journal changes), or -1 if i is out of
+ * range. */
+size_t gs_journal_slide_count(const gs_journal *j);
+int gs_journal_slide_at(const gs_journal *j, size_t i, const char **slide_id, const json_t **record,
+                        int *terminal, int64_t *time_unix_ms, uint64_t *seq);
+
+/* The newest record of slide_id (journal-owned), or NULL if it has none. */
+const json_t *gs_journal_slide_get(const gs_journal *j, const char *slide_id);
+
+/* Journals one event: appends it to the log with the next sequence number and fsyncs, then,
+ * if record is not NULL, writes the slide's record file (write, fsync, rename, fsync folder).
+ * slide_id may be NULL only when record is NULL. terminal and time_unix_ms go with the record
+ * (retention drops terminal slides by that time). The payload is copied. On success returns 0
+ * and the sequence number in *seq (may be NULL); on an I/O error returns -1 with the error
+ * set, and the sequence number is not used. */
+int gs_journal_commit(gs_journal *j, const char *slide_id, const json_t *record, int terminal,
+                      int64_t time_unix_ms, const void *payload, size_t payload_len, uint64_t *seq);
+
+/* Replaces a slide's record without journalling an event (nothing is published, no sequence
+ * number is used): the file is written with write, fsync, rename. Returns 0 or -1. */
+int gs_journal_put_slide(gs_journal *j, const char *slide_id, const json_t *record, int terminal,
+                         int64_t time_unix_ms);
+
+/* Fills out[0..max) with the events whose seq > after_seq, oldest first, and returns how many.
+ * The pointers in out are journal-owned (see gs_journal_event). */
+size_t gs_journal_events_since(const gs_journal *j, uint64_t after_seq, gs_journal_event *out,
+                               size_t max);
+
+/* Drops every terminal slide whose record time is older than now_unix_ms - max_age_ms: its
+ * file, and its events from the log (rewritten through a temporary file). The number of
+ * slides dropped goes to *dropped (may be NULL). Returns 0, or -1 on an I/O error (the
+ * journal stays consistent: dropping is redone at the next call). */
+int gs_journal_retain(gs_journal *j, int64_t now_unix_ms, int64_t max_age_ms, size_t *dropped);
+
+/* CRC-32 (IEEE 802.3, as zlib's crc32) of n bytes, continuing from crc (start with 0). */
+uint32_t gs_journal_crc32(uint32_t crc, const void *data, size_t n);
+
+#endif

@@ -1,0 +1,256 @@
+#include "stages/handlers/blur.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "ops/error.h"
+#include "ops/focus.h"
+
+struct gs_blur {
+    const gs_model *m;
+    int network; /* use the blur network */
+    char sha256[65];
+    gs_net_state *net; /* network only, made on first use */
+    uint8_t crop[GS_BLUR_CROP * GS_BLUR_CROP * 3];
+};
+
+static int64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+gs_blur *gs_blur_new(const gs_model *m, const char *model_sha256)
+{
+    if (model_sha256 && strlen(model_sha256) > 64) {
+        gs_error_set("blur: model sha256 longer than 64 characters");
+        return NULL;
+    }
+    gs_blur *b = calloc(1, sizeof *b);
+    if (!b) {
+        gs_error_set("out of memory for a blur state");
+        return NULL;
+    }
+    b->m = m;
+    b->network = m && gs_model_has(m, GS_NET_BLUR) && !gs_model_untrained(m, GS_NET_BLUR);
+    snprintf(b->sha256, sizeof b->sha256, "%s", model_sha256 ? model_sha256 : "");
+    return b;
+}
+
+void gs_blur_destroy(gs_blur **bp)
+{
+    if (!bp || !*bp)
+        return;
+    gs_net_state_destroy(&(*bp)->net);
+    free(*bp);
+    *bp = NULL;
+}
+
+Gastroscreen__V1__Method gs_blur_method(const gs_blur *b)
+{
+    return b->network ? GASTROSCREEN__V1__METHOD__METHOD_NETWORK
+                      : GASTROSCREEN__V1__METHOD__METHOD_CLASSICAL;
+}
+
+static int pixel_channels(Gastroscreen__V1__PixelFormat f)
+{
+    switch (f) {
+    case GASTROSCREEN__V1__PIXEL_FORMAT__PIXEL_FORMAT_RGB8:
+        return 3;
+    case GASTROSCREEN__V1__PIXEL_FORMAT__PIXEL_FORMAT_RGBA8:
+        return 4;
+    case GASTROSCREEN__V1__PIXEL_FORMAT__PIXEL_FORMAT_GRAY8:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+static void fail(gs_blur_result *out, const char *fmt, const char *arg)
+{
+    snprintf(out->error, sizeof out->error, fmt, arg);
+    out->r.error = out->error;
+    out->r.blurry = 0;
+    out->r.focus = 0;
+}
+
+/* The network's judgement of the central crop: focus = P(sharp). */
+static int judge_network(gs_blur *b, const Gastroscreen__V1__TileHeader *h, const uint8_t *px,
+                         int ch, gs_blur_result *out)
+{
+    int w = (int)h->width, hh = (int)h->height;
+    if (w < GS_BLUR_CROP || hh < GS_BLUR_CROP) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "tile %dx%d smaller than the %d px crop", w, hh, GS_BLUR_CROP);
+        fail(out, "%s", msg);
+        return 0;
+    }
+    if (!b->net && !(b->net = gs_net_state_new(b->m, GS_NET_BLUR, 1, GS_BLUR_CROP, GS_BLUR_CROP)))
+        return gs_error_prefix("blur network");
+    int x0 = (w - GS_BLUR_CROP) / 2, y0 = (hh - GS_BLUR_CROP) / 2;
+    for (int y = 0; y < GS_BLUR_CROP; y++)
+        for (int x = 0; x < GS_BLUR_CROP; x++) {
+            const uint8_t *p = px + (((size_t)(y0 + y) * w) + (size_t)(x0 + x)) * (size_t)ch;
+            uint8_t *q = b->crop + ((size_t)y * GS_BLUR_CROP + x) * 3;
+            q[0] = p[0];
+            q[1] = ch == 1 ? p[0] : p[1];
+            q[2] = ch == 1 ? p[0] : p[2];
+        }
+    float logit;
+    if (gs_net_run_blur(b->net, b->crop, &logit) < 0)
+        return gs_error_prefix("blur network");
+    if (!isfinite(logit)) {
+        fail(out, "%s", "the blur network gave a non-finite output");
+        return 0;
+    }
+    double focus = 1.0 - 1.0 / (1.0 + exp(-(double)logit));
+    double t = h->blur->focus_threshold > 0 && h->blur->focus_threshold < 1
+                   ? h->blur->focus_threshold
+                   : 0.5;
+    out->r.focus = (float)focus;
+    out->r.blurry = focus < t;
+    out->r.tissue_fraction = 1.0f;
+    return 0;
+}
+
+int gs_blur_judge(gs_blur *b, const Gastroscreen__V1__TileHeader *h, const uint8_t *px, size_t len,
+                  const char *worker_id, gs_blur_result *out)
+{
+    int64_t t0 = now_us();
+    gastroscreen__v1__blur_result__init(&out->r);
+    gastroscreen__v1__stage_timing__init(&out->timing);
+    out->error[0] = '\0';
+    snprintf(out->worker_id, sizeof out->worker_id, "%s", worker_id ? worker_id : "");
+    out->r.worker_id = out->worker_id;
+    out->r.timing = &out->timing;
+    out->r.method = gs_blur_method(b);
+    out->timing.batch_size = 1;
+    if (!h) {
+        fail(out, "%s", "no tile header");
+        return 0;
+    }
+    out->r.slide_id = h->slide_id ? h->slide_id : "";
+    out->r.attempt = h->attempt;
+    out->r.tile_index = h->tile_index;
+    out->r.request = h->request;
+    out->timing.read_us = h->read_us;
+    if (h->job_case != GASTROSCREEN__V1__TILE_HEADER__JOB_BLUR || !h->blur) {
+        fail(out, "%s", "not a blur tile (no BlurJob in the header)");
+        return 0;
+    }
+    if (b->sha256[0] && h->blur->model_sha256 && h->blur->model_sha256[0] &&
+        strcmp(h->blur->model_sha256, b->sha256)) {
+        fail(out, "tile is for model %s, this worker has another bundle", h->blur->model_sha256);
+        return 0;
+    }
+    int ch = pixel_channels(h->pixel_format);
+    if (!ch || h->channels != (uint32_t)ch || h->width == 0 || h->height == 0 || h->width > 8192 ||
+        h->height > 8192 || (size_t)h->width * h->height * (size_t)ch != len || !px) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "bad tile frame: %ux%u, %u channels, format %d, %zu bytes",
+                 h->width, h->height, h->channels, (int)h->pixel_format, len);
+        fail(out, "%s", msg);
+        return 0;
+    }
+    if (b->network) {
+        if (judge_network(b, h, px, ch, out) < 0)
+            return -1;
+    } else {
+        double t = h->blur->focus_threshold > 0 && isfinite(h->blur->focus_threshold)
+                       ? h->blur->focus_threshold
+                       : GS_FOCUS_THRESHOLD;
+        gs_focus f;
+        int r = gs_focus_judge_tile(px, (int)h->width, (int)h->height, (size_t)h->width * ch, ch, t,
+                                    &f);
+        if (r < 0) {
+            fail(out, "cannot judge focus: %s", gs_error_get());
+            gs_error_clear();
+        } else {
+            out->r.blurry = r == 1;
+            out->r.focus = (float)f.score;
+            out->r.tissue_fraction = (float)((double)f.pixels / ((double)h->width * h->height));
+        }
+    }
+    out->timing.compute_us = (uint64_t)(now_us() - t0);
+    return 0;
+}
+
+/* ---- worker stage ------------------------------------------------------------------------ */
+
+struct gs_blur_stage {
+    const gs_model *m;
+    int threads;
+    char sha256[65];
+    gs_blur **states;
+};
+
+gs_blur_stage *gs_blur_stage_new(const gs_model *m, int threads, const char *model_sha256)
+{
+    if (threads < 1 || threads > 256) {
+        gs_error_set("blur: threads %d outside 1..256", threads);
+        return NULL;
+    }
+    gs_blur_stage *st = calloc(1, sizeof *st);
+    if (!st || !(st->states = calloc((size_t)threads, sizeof *st->states))) {
+        free(st);
+        gs_error_set("out of memory for the blur stage");
+        return NULL;
+    }
+    st->m = m;
+    st->threads = threads;
+    snprintf(st->sha256, sizeof st->sha256, "%s", model_sha256 ? model_sha256 : "");
+    for (int i = 0; i < threads; i++)
+        if (!(st->states[i] = gs_blur_new(m, st->sha256))) {
+            gs_blur_stage_destroy(&st);
+            return NULL;
+        }
+    return st;
+}
+
+void gs_blur_stage_destroy(gs_blur_stage **sp)
+{
+    if (!sp || !*sp)
+        return;
+    gs_blur_stage *st = *sp;
+    for (int i = 0; i < st->threads && st->states; i++)
+        gs_blur_destroy(&st->states[i]);
+    free(st->states);
+    free(st);
+    *sp = NULL;
+}
+
+int gs_blur_handle(gs_worker_job *job, void *ud)
+{
+    gs_blur_stage *st = ud;
+    int t = gs_worker_job_thread(job);
+    GS_ASSERT(t >= 0 && t < st->threads);
+    size_t n = gs_worker_job_tile_count(job);
+    if (n == 0)
+        return gs_error_set("blur: a job without tiles");
+    gs_blur_result *res = malloc(sizeof *res);
+    if (!res)
+        return gs_error_set("out of memory for a blur result");
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        const uint8_t *px;
+        size_t len;
+        const Gastroscreen__V1__TileHeader *h = gs_worker_job_tile(job, i, &px, &len);
+        if (gs_blur_judge(st->states[t], h, px, len, gs_worker_job_worker_id(job), res) < 0) {
+            rc = -1;
+            break;
+        }
+        res->timing.batch_size = (uint32_t)n;
+        Gastroscreen__V1__WorkMessage m = GASTROSCREEN__V1__WORK_MESSAGE__INIT;
+        m.protocol = GASTROSCREEN__V1__PROTOCOL_VERSION__PROTOCOL_VERSION_1;
+        m.body_case = GASTROSCREEN__V1__WORK_MESSAGE__BODY_BLUR_RESULT;
+        m.blur_result = &res->r;
+        rc = gs_worker_job_emit(job, &m);
+        gs_worker_job_progress(job, 1);
+    }
+    free(res);
+    return rc;
+}

@@ -1,0 +1,76 @@
+/*
+ * blur: the blur stage's work, one blur-first sample tile in and a BlurResult out
+ * (PROTOCOL.md §6 "Blur first"), with no sockets, so tests and the embedded mode call it
+ * directly.
+ *
+ * A gs_blur is one worker thread's state. gs_blur_judge() checks the tile (a BlurJob header,
+ * the bundle's sha256 when the header names one, a pixel frame that agrees with the header)
+ * and judges it with one of two methods (DESIGN.md §2.3):
+ *   - METHOD_NETWORK when the bundle holds a trained blur network: the central 256x256 crop
+ *     (reference §7.2: no downsampling, which would remove the evidence), P(blurred) =
+ *     sigmoid(logit); focus = 1 - P(blurred), the probability of sharp; blurry when focus <
+ *     threshold (the job's focus_threshold when it is in (0, 1), else 0.5);
+ *   - METHOD_CLASSICAL otherwise (an untrained or absent network, or no model at all):
+ *     gs_focus_judge_tile of ops/focus, the brightness-normalised Laplacian variance over the
+ *     tissue pixels; focus = that score, blurry when focus < threshold (the job's
+ *     focus_threshold when > 0, else GS_FOCUS_THRESHOLD); tissue_fraction = the share of
+ *     pixels the measure used.
+ * A tile that cannot be judged (bad frame, another model, no tissue to measure) gets `error`:
+ * a failed request, which the coordinator asks again or gives up on.
+ *
+ * For a gs_worker, gs_blur_stage holds one gs_blur per handler thread and gs_blur_handle is
+ * the handler over tile batches (gs_worker_job_tile), one BlurResult per tile.
+ */
+#ifndef GS_STAGES_HANDLERS_BLUR_H
+#define GS_STAGES_HANDLERS_BLUR_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model/network.h"
+#include "proto/gastroscreen.pb-c.h"
+#include "stages/runtime/worker.h"
+
+/* Side of the central crop the blur network sees. */
+#define GS_BLUR_CROP 256
+
+typedef struct gs_blur gs_blur;
+
+/* One judgement: the BlurResult and the storage its pointers use. */
+typedef struct {
+    Gastroscreen__V1__BlurResult r;
+    Gastroscreen__V1__StageTiming timing;
+    char error[512];
+    char worker_id[512];
+} gs_blur_result;
+
+/* A state on model m (borrowed; NULL = no bundle: always classical). The network is used when
+ * m holds a blur network that is not marked untrained. model_sha256 (copied; NULL or "" =
+ * accept any) is checked against each header's BlurJob.model_sha256. Returns the state
+ * (caller destroys) or NULL with the error. */
+gs_blur *gs_blur_new(const gs_model *m, const char *model_sha256);
+void gs_blur_destroy(gs_blur **b);
+
+/* The method this state uses (METHOD_NETWORK or METHOD_CLASSICAL). */
+Gastroscreen__V1__Method gs_blur_method(const gs_blur *b);
+
+/* Judges one tile (header h, pixels px of len bytes, read in place) into *out; worker_id may
+ * be NULL. Returns 0 with out->r filled (a tile that cannot be judged has out->r.error set),
+ * or -1 with the error when the network could not run (out of memory, oneDNN). */
+int gs_blur_judge(gs_blur *b, const Gastroscreen__V1__TileHeader *h, const uint8_t *px, size_t len,
+                  const char *worker_id, gs_blur_result *out);
+
+/* ---- the blur stage on a gs_worker ------------------------------------------------------ */
+
+typedef struct gs_blur_stage gs_blur_stage;
+
+/* threads = the worker's handler threads; m and model_sha256 as gs_blur_new. Returns the stage
+ * (caller destroys after the worker) or NULL with the error. */
+gs_blur_stage *gs_blur_stage_new(const gs_model *m, int threads, const char *model_sha256);
+void gs_blur_stage_destroy(gs_blur_stage **s);
+
+/* The blur stage's gs_worker_handler (ud: the gs_blur_stage): judges every tile of the job's
+ * batch and emits one BlurResult each. Returns 0, or -1 when the network failed (error set). */
+int gs_blur_handle(gs_worker_job *job, void *ud);
+
+#endif

@@ -1,0 +1,322 @@
+#include "stages/handlers/foreground.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "ops/error.h"
+
+#define PATH_MAX_BYTES 4096
+#define TILE_MIN 16
+#define TILE_MAX 2048
+
+static uint64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+gs_plan *gs_foreground_classical(gs_slide *slide, const gs_tissue_options *o, void *ud)
+{
+    (void)ud;
+    return gs_plan_new(slide, o);
+}
+
+void gs_foreground_options_default(gs_foreground_options *o)
+{
+    gs_tissue_options_default(&o->tissue);
+    o->method_fn = gs_foreground_classical;
+    o->method_ud = NULL;
+    o->method = GASTROSCREEN__V1__METHOD__METHOD_CLASSICAL;
+}
+
+/* Every string of a result is malloc'd (never protobuf_c_empty_string) so that one free
+ * function releases them all. */
+static char *dup_str(const char *s)
+{
+    return strdup(s ? s : "");
+}
+
+static char *fmt_str(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *fmt_str(const char *fmt, ...)
+{
+    char buf[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    return strdup(buf);
+}
+
+void gs_foreground_result_free(Gastroscreen__V1__PlanResult **rp)
+{
+    if (!rp || !*rp)
+        return;
+    Gastroscreen__V1__PlanResult *r = *rp;
+    free(r->slide_id);
+    free(r->worker_id);
+    free(r->error);
+    free(r->unassessable_reason);
+    if (r->facts) {
+        free(r->facts->vendor);
+        free(r->facts->quickhash);
+        free(r->facts);
+    }
+    free(r->grid);
+    for (size_t i = 0; i < r->n_tiles; i++)
+        free(r->tiles[i]);
+    free(r->tiles);
+    for (size_t i = 0; i < r->n_warnings; i++)
+        free(r->warnings[i]);
+    free(r->warnings);
+    free(r->timing);
+    free(r);
+    *rp = NULL;
+}
+
+/* Sets r->error (replacing any) to msg; -1 when out of memory. */
+static int set_error(Gastroscreen__V1__PlanResult *r, char *msg)
+{
+    if (!msg)
+        return -1;
+    free(r->error);
+    r->error = msg;
+    return 0;
+}
+
+static int add_warning(Gastroscreen__V1__PlanResult *r, const char *w)
+{
+    char **grown = realloc(r->warnings, (r->n_warnings + 1) * sizeof *grown);
+    if (!grown)
+        return -1;
+    r->warnings = grown;
+    if (!(r->warnings[r->n_warnings] = strdup(w)))
+        return -1;
+    r->n_warnings++;
+    return 0;
+}
+
+static int fill_facts(Gastroscreen__V1__PlanResult *r, gs_slide *s)
+{
+    Gastroscreen__V1__SlideFacts *f = malloc(sizeof *f);
+    if (!f)
+        return -1;
+    gastroscreen__v1__slide_facts__init(f);
+    r->facts = f;
+    f->vendor = dup_str(gs_slide_vendor(s));
+    f->quickhash = dup_str(gs_slide_quickhash(s));
+    if (!f->vendor || !f->quickhash)
+        return -1;
+    gs_slide_level_size(s, 0, &f->width, &f->height);
+    f->level_count = (uint32_t)gs_slide_level_count(s);
+    f->mpp_x = f->mpp_y = gs_slide_mpp(s);
+    if (gs_slide_mpp_known(s)) {
+        /* Keep the two axes apart when the slide gives both; the plan uses their mean. */
+        const char *mx = gs_slide_property(s, "openslide.mpp-x");
+        const char *my = gs_slide_property(s, "openslide.mpp-y");
+        double vx = mx ? strtod(mx, NULL) : 0, vy = my ? strtod(my, NULL) : 0;
+        if (vx > 0 && vy > 0 && isfinite(vx) && isfinite(vy)) {
+            f->mpp_x = vx;
+            f->mpp_y = vy;
+        }
+    }
+    f->mpp_defaulted = !gs_slide_mpp_known(s);
+    f->objective_power = gs_slide_objective(s);
+    for (size_t i = 0; i < gs_slide_warning_count(s); i++)
+        if (add_warning(r, gs_slide_warning(s, i)) < 0)
+            return -1;
+    return 0;
+}
+
+static int fill_grid(Gastroscreen__V1__PlanResult *r, gs_slide *s, uint32_t tile, double target_mpp)
+{
+    Gastroscreen__V1__TileGrid *g = malloc(sizeof *g);
+    if (!g)
+        return -1;
+    gastroscreen__v1__tile_grid__init(g);
+    r->grid = g;
+    int level = gs_slide_target_level(s, target_mpp, NULL);
+    g->level = (uint32_t)level;
+    g->level_downsample = gs_slide_level_downsample(s, level);
+    g->tile_size = tile;
+    g->target_mpp = target_mpp;
+    /* The same rounding stages/slide/tissue uses for each window's footprint. */
+    g->window_level0 = (uint32_t)llround((double)tile * target_mpp / gs_slide_mpp(s));
+    g->stride_level0 = g->window_level0;
+    return 0;
+}
+
+static int fill_tiles(Gastroscreen__V1__PlanResult *r, const gs_plan *p, float min_fraction,
+                      size_t *enough)
+{
+    size_t n = gs_plan_tile_count(p);
+    *enough = 0;
+    if (n == 0)
+        return 0;
+    r->tiles = calloc(n, sizeof *r->tiles);
+    if (!r->tiles)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        const gs_tile *t = gs_plan_tile(p, i);
+        Gastroscreen__V1__PlannedTile *pt = malloc(sizeof *pt);
+        if (!pt)
+            return -1;
+        gastroscreen__v1__planned_tile__init(pt);
+        pt->x0 = t->x0;
+        pt->y0 = t->y0;
+        pt->tissue_fraction = t->tissue;
+        r->tiles[r->n_tiles++] = pt;
+        if (t->tissue >= min_fraction)
+            (*enough)++;
+    }
+    return 0;
+}
+
+/* Checks the job and fills in protocol defaults; -1 with the error for a job that cannot be
+ * served as asked. */
+static int job_parameters(const Gastroscreen__V1__PlanJob *job, double *target, uint32_t *tile,
+                          double *default_mpp, float *min_fraction)
+{
+    if (!job->path || !job->path[0])
+        return gs_error_set("plan job without a slide path");
+    if (strlen(job->path) >= PATH_MAX_BYTES)
+        return gs_error_set("plan job: slide path longer than %d bytes", PATH_MAX_BYTES);
+    *target = job->target_mpp != 0 ? job->target_mpp : 0.5;
+    *tile = job->tile_size ? job->tile_size : 512;
+    *default_mpp = job->default_mpp != 0 ? job->default_mpp : 0.25;
+    *min_fraction = job->min_tissue_fraction;
+    if (!isfinite(*target) || *target <= 0 || *target > 1000)
+        return gs_error_set("plan job: target_mpp %g is not a resolution", *target);
+    if (!isfinite(*default_mpp) || *default_mpp <= 0 || *default_mpp > 1000)
+        return gs_error_set("plan job: default_mpp %g is not a resolution", *default_mpp);
+    if (*tile < TILE_MIN || *tile > TILE_MAX)
+        return gs_error_set("plan job: tile_size %u outside %d..%d", *tile, TILE_MIN, TILE_MAX);
+    if (job->stride && job->stride != *tile)
+        return gs_error_set("plan job: stride %u differs from tile_size %u; overlapping windows "
+                            "are not supported",
+                            job->stride, *tile);
+    if (!isfinite(*min_fraction) || *min_fraction < 0 || *min_fraction > 1)
+        return gs_error_set("plan job: min_tissue_fraction %g outside 0..1", (double)*min_fraction);
+    return 0;
+}
+
+Gastroscreen__V1__PlanResult *gs_foreground_plan(const Gastroscreen__V1__PlanJob *job,
+                                                 const gs_foreground_options *o,
+                                                 const char *worker_id)
+{
+    gs_foreground_options defaults;
+    if (!o) {
+        gs_foreground_options_default(&defaults);
+        o = &defaults;
+    }
+    uint64_t t_start = now_us();
+    Gastroscreen__V1__PlanResult *r = malloc(sizeof *r);
+    if (!r) {
+        gs_error_set("out of memory for a plan result");
+        return NULL;
+    }
+    gastroscreen__v1__plan_result__init(r);
+    r->slide_id = dup_str(job->slide_id);
+    r->worker_id = dup_str(worker_id);
+    r->error = dup_str("");
+    r->unassessable_reason = dup_str("");
+    r->attempt = job->attempt;
+    r->job_id = job->job_id;
+    r->method = o->method;
+    r->timing = malloc(sizeof *r->timing);
+    gs_slide *slide = NULL;
+    gs_plan *plan = NULL;
+    if (!r->slide_id || !r->worker_id || !r->error || !r->unassessable_reason || !r->timing)
+        goto out_of_memory;
+    gastroscreen__v1__stage_timing__init(r->timing);
+
+    double target = 0, default_mpp = 0;
+    uint32_t tile = 0;
+    float min_fraction = 0;
+    if (job_parameters(job, &target, &tile, &default_mpp, &min_fraction) < 0) {
+        if (set_error(r, strdup(gs_error_get())) < 0)
+            goto out_of_memory;
+        return r;
+    }
+
+    gs_slide_options so;
+    gs_slide_options_default(&so);
+    so.target_mpp = target;
+    so.default_mpp = default_mpp;
+    slide = gs_slide_open(job->path, &so);
+    uint64_t t_open = now_us();
+    r->timing->read_us = t_open - t_start;
+    if (!slide) {
+        if (set_error(r, strdup(gs_error_get())) < 0)
+            goto out_of_memory;
+        return r;
+    }
+    if (fill_facts(r, slide) < 0 || fill_grid(r, slide, tile, target) < 0)
+        goto out_of_memory;
+
+    gs_tissue_options to = o->tissue;
+    to.tile_size = (int)tile;
+    to.min_tissue_fraction = 0; /* every window with any tissue; the coordinator decides */
+    plan = o->method_fn(slide, &to, o->method_ud);
+    r->timing->compute_us = now_us() - t_open;
+    if (!plan) {
+        /* An OpenSlide error while reading the thumbnail: the handle is already closed. */
+        if (set_error(r, strdup(gs_error_get())) < 0)
+            goto out_of_memory;
+        goto close_slide;
+    }
+    if (gs_plan_status(plan) == GS_TISSUE_NOT_BRIGHTFIELD) {
+        free(r->unassessable_reason);
+        r->unassessable_reason =
+            fmt_str("not brightfield: median grey %.0f of 255 (a dark background: fluorescence "
+                    "or a failed scan)",
+                    gs_plan_stats(plan)->median_grey);
+        if (!r->unassessable_reason)
+            goto out_of_memory;
+        goto close_slide;
+    }
+    size_t enough;
+    if (fill_tiles(r, plan, min_fraction, &enough) < 0)
+        goto out_of_memory;
+    if (enough == 0) {
+        free(r->unassessable_reason);
+        r->unassessable_reason = fmt_str("no tissue: no window holds %.0f%% tissue (%zu windows "
+                                         "hold some)",
+                                         100.0 * min_fraction, r->n_tiles);
+        if (!r->unassessable_reason)
+            goto out_of_memory;
+    }
+
+close_slide:
+    gs_plan_destroy(&plan);
+    gs_slide_destroy(&slide);
+    return r;
+
+out_of_memory:
+    gs_plan_destroy(&plan);
+    gs_slide_destroy(&slide);
+    gs_foreground_result_free(&r);
+    gs_error_set("out of memory while planning %s", job->path ? job->path : "(no path)");
+    return NULL;
+}
+
+int gs_foreground_handle(gs_worker_job *job, void *ud)
+{
+    const Gastroscreen__V1__WorkMessage *m = gs_worker_job_message(job);
+    GS_ASSERT(m->body_case == GASTROSCREEN__V1__WORK_MESSAGE__BODY_PLAN_JOB && m->plan_job);
+    Gastroscreen__V1__PlanResult *r =
+        gs_foreground_plan(m->plan_job, ud, gs_worker_job_worker_id(job));
+    if (!r)
+        return -1;
+    Gastroscreen__V1__WorkMessage out = GASTROSCREEN__V1__WORK_MESSAGE__INIT;
+    out.protocol = GASTROSCREEN__V1__PROTOCOL_VERSION__PROTOCOL_VERSION_1;
+    out.body_case = GASTROSCREEN__V1__WORK_MESSAGE__BODY_PLAN_RESULT;
+    out.plan_result = r;
+    int rc = gs_worker_job_emit(job, &out);
+    gs_foreground_result_free(&r);
+    return rc;
+}

@@ -1,0 +1,67 @@
+/*
+ * foreground: the foreground stage's work, a PlanJob in, a PlanResult out (PROTOCOL.md §6
+ * "Plan"), with no sockets, so tests and the embedded mode call it directly.
+ *
+ * gs_foreground_plan() opens the slide with its own OpenSlide handle, finds the tissue with a
+ * foreground method and answers the plan: the slide facts (vendor, level-0 size, mpp and
+ * whether it was defaulted, quickhash, objective), the grid the tilers will read (level,
+ * window and stride in level-0 pixels) and every window holding any tissue with its tissue
+ * fraction, in row-major order, plus the slide's warnings ("no mpp ..."). Bad slides never
+ * fail the process: an unreadable or unsupported file gives a result with `error` (the
+ * OpenSlide message); a fluorescence scan or a slide where no window reaches the job's
+ * min_tissue_fraction gives `unassessable_reason` ("not brightfield: ...", "no tissue: ...").
+ * Facts are filled whenever the slide opened, so the coordinator can still fold duplicates.
+ *
+ * The foreground method is a function boundary: gs_foreground_method_fn computes the tissue
+ * plan of an open slide. The classical method (stages/slide/tissue: Ruifrok H&E deconvolution +
+ * Otsu) is gs_foreground_classical and is the default; when the bundle's foreground network
+ * is trained, its plan function is passed in the options with method = METHOD_NETWORK and
+ * nothing else here changes. PlanJob.thumbnail_size is the network's input side; the
+ * classical method sizes its mask by resolution (gs_tissue_options.mask_mpp) instead.
+ */
+#ifndef GS_STAGES_HANDLERS_FOREGROUND_H
+#define GS_STAGES_HANDLERS_FOREGROUND_H
+
+#include "proto/gastroscreen.pb-c.h"
+#include "stages/slide/reader.h"
+#include "stages/slide/tissue.h"
+#include "stages/runtime/worker.h"
+
+/* Computes the tissue plan of `slide` with tile side o->tile_size (target pixels) keeping
+ * every window with tissue > o->min_tissue_fraction (the caller passes 0: every window with
+ * any tissue). Returns a plan the caller destroys, or NULL with the error. */
+typedef gs_plan *gs_foreground_method_fn(gs_slide *slide, const gs_tissue_options *o, void *ud);
+
+/* The classical method: gs_plan_new() of stages/slide/tissue. */
+gs_plan *gs_foreground_classical(gs_slide *slide, const gs_tissue_options *o, void *ud);
+
+typedef struct {
+    gs_tissue_options tissue;           /* mask settings; tile size and fraction come from
+                                           the job */
+    gs_foreground_method_fn *method_fn; /* gs_foreground_classical by default */
+    void *method_ud;
+    Gastroscreen__V1__Method method; /* reported in PlanResult.method */
+} gs_foreground_options;
+
+/* Fills *o with the defaults: stages/slide/tissue's mask settings, the classical method. */
+void gs_foreground_options_default(gs_foreground_options *o);
+
+/* Serves one PlanJob. `worker_id` is copied into the result (may be NULL). Zero fields of the
+ * job take the protocol defaults (target 0.5 um/px, tile 512, stride = tile, default mpp
+ * 0.25); a job that cannot be served as asked (a stride other than the tile size: the plan
+ * has no overlapping windows; a tile side outside 16..2048; a path over 4096 bytes; a
+ * non-finite resolution) is answered with `error` too. Returns the result, owned by the caller
+ * (gs_foreground_result_free), or NULL only when out of memory (error set). */
+Gastroscreen__V1__PlanResult *gs_foreground_plan(const Gastroscreen__V1__PlanJob *job,
+                                                 const gs_foreground_options *o,
+                                                 const char *worker_id);
+
+/* The foreground stage's gs_worker_handler: serves the job's PlanJob with gs_foreground_plan
+ * (ud: a const gs_foreground_options *, or NULL for the defaults) and emits the PlanResult.
+ * Returns 0 (bad slides are answered with `error`, not failed), or -1 when out of memory. */
+int gs_foreground_handle(gs_worker_job *job, void *ud);
+
+/* Frees a result made by gs_foreground_plan and sets *r to NULL. Accepts NULL. */
+void gs_foreground_result_free(Gastroscreen__V1__PlanResult **r);
+
+#endif

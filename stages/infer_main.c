@@ -1,7 +1,0 @@
-/* gastroscreen-infer: the infer stage worker (stages/stage_run.h describes flags and exit). */
-#include "stages/stage_run.h"
-
-int main(int argc, char **argv)
-{
-    return gs_stage_run(GASTROSCREEN__V1__STAGE__STAGE_INFER, argc, argv);
-}

@@ -1,0 +1,201 @@
+#include "stages/runtime/stage_run.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <systemd/sd-daemon.h>
+#include <zmq.h>
+
+#include "model/network.h"
+#include "ops/error.h"
+#include "stages/handlers/blur.h"
+#include "stages/handlers/foreground.h"
+#include "stages/handlers/infer.h"
+#include "stages/runtime/log.h"
+#include "stages/runtime/provenance.h"
+#include "stages/handlers/reporter.h"
+#include "stages/handlers/screener.h"
+#include "stages/runtime/stage_config.h"
+#include "stages/handlers/tiler.h"
+#include "stages/runtime/worker.h"
+
+static volatile sig_atomic_t stop_flag;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop_flag = 1;
+}
+
+static void on_tick(const Gastroscreen__V1__StageStats *st, void *ud)
+{
+    (void)ud;
+    sd_notifyf(0, "WATCHDOG=1\nSTATUS=%.1f items/s, busy %.0f%%, queue %u, processed %llu",
+               st->tiles_per_second, st->busy_fraction * 100, st->queue_depth,
+               (unsigned long long)st->processed);
+}
+
+/* A line of the stage process (stages/runtime/log: under journald with STAGE=name). */
+static void log_stage(const char *name, int priority, const char *msg)
+{
+    char ident[64];
+    snprintf(ident, sizeof ident, "gastroscreen-%s", name);
+    gs_log_line(ident, name, NULL, priority, msg);
+}
+
+static int fail(const char *name)
+{
+    log_stage(name, GS_LOG_ERR, gs_error_get());
+    return 1;
+}
+
+int gs_stage_run(Gastroscreen__V1__Stage stage, int argc, char **argv)
+{
+    const char *name = gs_stage_name(stage);
+    gs_stage_config c;
+    gs_stage_config_default(&c, stage);
+    int help = 0;
+    if (gs_stage_config_args(&c, argc, argv, &help) < 0) {
+        fprintf(stderr, "gastroscreen-%s: %s\n", name, gs_error_get());
+        gs_stage_config_usage(stage, stderr);
+        return 2;
+    }
+    if (help) {
+        gs_stage_config_usage(stage, stdout);
+        return 0;
+    }
+    int needs_model = stage == GASTROSCREEN__V1__STAGE__STAGE_INFER ||
+                      stage == GASTROSCREEN__V1__STAGE__STAGE_SCREENER;
+    int uses_model = needs_model || stage == GASTROSCREEN__V1__STAGE__STAGE_BLUR ||
+                     stage == GASTROSCREEN__V1__STAGE__STAGE_FOREGROUND;
+    if (needs_model && !c.model[0]) {
+        log_stage(name, GS_LOG_ERR, "no model: give --model BUNDLE or [model] bundle");
+        return 2;
+    }
+
+    int rc = 1;
+    gs_model *m = NULL;
+    gs_provenance prov;
+    void *zctx = NULL;
+    gs_tiler_stage *tiler = NULL;
+    gs_blur_stage *blur = NULL;
+    gs_infer_stage *infer = NULL;
+    gs_screener_stage *screener = NULL;
+    gs_worker *w = NULL;
+    gs_foreground_options fg;
+    gs_reporter_options rep;
+
+    if (uses_model && c.model[0]) {
+        /* Only the stage's own network is built: the multi-task network alone is ~77 MB of
+           folded weights a blur, screener or foreground process would never run. The others
+           are still checked by name and shape, and their provenance is kept. */
+        gs_net_id net = gs_provenance_stage_net(stage);
+        if (!(m = gs_model_load_nets(c.model, &net, 1)))
+            return fail(name); /* the message starts with the file name */
+        if (gs_provenance_init(&prov, c.model, m, &net, 1) < 0) {
+            rc = fail(name);
+            goto free_model;
+        }
+    }
+    if (!(zctx = zmq_ctx_new())) {
+        gs_error_set("zmq_ctx_new failed");
+        rc = fail(name);
+        goto free_model;
+    }
+
+    gs_worker_config wc;
+    gs_worker_config_default(&wc);
+    wc.stage = stage;
+    wc.work_endpoint = c.work;
+    wc.instance = c.instance;
+    wc.threads = c.threads;
+    wc.omp_threads = gs_worker_omp_threads(stage, c.threads);
+    wc.batch_size = c.batch;
+    wc.heartbeat_ms = c.heartbeat_ms;
+    wc.liveness = c.liveness;
+    wc.model = m ? &prov.msg : NULL;
+    wc.on_tick = on_tick;
+    wc.stop = &stop_flag;
+    wc.zmq_ctx = zctx;
+    const char *sha = m ? prov.sha256 : NULL;
+    switch (stage) {
+    case GASTROSCREEN__V1__STAGE__STAGE_TILER:
+        if (!(tiler = gs_tiler_stage_new(zctx, c.threads, c.tile_hwm)))
+            goto report;
+        wc.handler = gs_tiler_handle;
+        wc.handler_ud = tiler;
+        break;
+    case GASTROSCREEN__V1__STAGE__STAGE_FOREGROUND:
+        gs_foreground_options_default(&fg);
+        fg.tissue.mask_mpp = c.mask_mpp;
+        fg.tissue.mask_max_dim = c.mask_max_dim;
+        wc.handler = gs_foreground_handle;
+        wc.handler_ud = &fg;
+        break;
+    case GASTROSCREEN__V1__STAGE__STAGE_BLUR:
+        if (!(blur = gs_blur_stage_new(m, c.threads, sha)))
+            goto report;
+        wc.handler = gs_blur_handle;
+        wc.handler_ud = blur;
+        break;
+    case GASTROSCREEN__V1__STAGE__STAGE_INFER:
+        if (!(infer = gs_infer_stage_new(m, c.threads, c.batch, sha)))
+            goto report;
+        wc.handler = gs_infer_handle;
+        wc.handler_ud = infer;
+        break;
+    case GASTROSCREEN__V1__STAGE__STAGE_SCREENER:
+        if (!(screener = gs_screener_stage_new(m, c.threads, c.top_k, &prov.msg)))
+            goto report;
+        wc.handler = gs_screener_handle;
+        wc.handler_ud = screener;
+        break;
+    case GASTROSCREEN__V1__STAGE__STAGE_REPORTER:
+        gs_reporter_options_default(&rep);
+        rep.report_dir = c.report_dir;
+        wc.handler = gs_reporter_handle;
+        wc.handler_ud = &rep;
+        break;
+    default:
+        gs_error_set("stage %d has no executable", (int)stage);
+        goto report;
+    }
+    if (stage == GASTROSCREEN__V1__STAGE__STAGE_BLUR ||
+        stage == GASTROSCREEN__V1__STAGE__STAGE_INFER) {
+        wc.tile_inbox_bind = c.tile_inbox;
+        wc.advertise_host = c.advertise_host[0] ? c.advertise_host : NULL;
+    }
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+
+    if (!(w = gs_worker_new(&wc)))
+        goto report;
+    if (stage == GASTROSCREEN__V1__STAGE__STAGE_BLUR ||
+        stage == GASTROSCREEN__V1__STAGE__STAGE_INFER) {
+        char msg[GS_LOG_MESSAGE_MAX + 1];
+        snprintf(msg, sizeof msg, "tile inbox %s", gs_worker_tile_inbox(w));
+        log_stage(name, GS_LOG_INFO, msg);
+    }
+    sd_notifyf(0, "READY=1\nSTATUS=connecting to %s", c.work);
+    if (gs_worker_run(w) == 0)
+        rc = 0;
+    sd_notify(0, "STOPPING=1");
+
+report:
+    if (rc != 0)
+        fail(name);
+    gs_worker_destroy(&w);
+    gs_tiler_stage_destroy(&tiler);
+    gs_blur_stage_destroy(&blur);
+    gs_infer_stage_destroy(&infer);
+    gs_screener_stage_destroy(&screener);
+    zmq_ctx_term(zctx);
+free_model:
+    gs_model_destroy(&m);
+    return rc;
+}

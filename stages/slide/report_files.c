@@ -1,0 +1,487 @@
+#include "stages/slide/report_files.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <math.h>
+#include <openslide/openslide.h>
+#include <png.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "ops/components.h"
+#include "ops/contours.h"
+#include "ops/error.h"
+#include "stages/slide/png_io.h"
+
+const char *gs_verdict_class_name(gs_verdict_class c)
+{
+    switch (c) {
+    case GS_VERDICT_NEGATIVE:
+        return "negative";
+    case GS_VERDICT_POSITIVE:
+        return "positive";
+    case GS_VERDICT_UNASSESSABLE:
+        return "unassessable";
+    case GS_VERDICT_FAILED:
+        return "failed";
+    }
+    return NULL;
+}
+
+/* mkdir -p: creates dir and its missing parents. Returns 0 or -1 with the message set. */
+static int make_dirs(const char *dir)
+{
+    char buf[PATH_MAX];
+    size_t n = strlen(dir);
+    if (n == 0 || n >= sizeof buf)
+        return gs_error_set("report: bad output folder \"%s\"", dir);
+    memcpy(buf, dir, n + 1);
+    for (size_t i = 1; i <= n; i++) {
+        if (buf[i] != '/' && buf[i] != '\0')
+            continue;
+        char saved = buf[i];
+        buf[i] = '\0';
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+            return gs_error_set("%s: cannot create folder: %s", buf, strerror(errno));
+        buf[i] = saved;
+    }
+    struct stat st;
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+        return gs_error_set("%s: not a folder", dir);
+    return 0;
+}
+
+static int join(char *out, const char *dir, const char *name)
+{
+    int k = snprintf(out, PATH_MAX, "%s/%s", dir, name);
+    if (k < 0 || k >= PATH_MAX)
+        return gs_error_set("%s/%s: path too long", dir, name);
+    return 0;
+}
+
+/* Writes text to path through a temporary file beside it, fsync and rename, then fsyncs the
+ * folder so the rename itself survives a crash. Returns 0 or -1 with the message set. */
+static int write_atomic(const char *path, const char *dir, const char *text)
+{
+    char tmp[PATH_MAX];
+    int k = snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", path);
+    if (k < 0 || k >= (int)sizeof tmp)
+        return gs_error_set("%s: path too long", path);
+    int fd = mkstemp(tmp);
+    if (fd < 0)
+        return gs_error_set("%s: cannot create a temporary file beside it: %s", path,
+                            strerror(errno));
+    /* mkstemp makes the file private (0600); reports are meant to be read by others. */
+    if (fchmod(fd, 0644) != 0) {
+        gs_error_set("%s: cannot set permissions: %s", tmp, strerror(errno));
+        goto fail_close_tmp;
+    }
+    size_t len = strlen(text), done = 0;
+    while (done < len) {
+        ssize_t w = write(fd, text + done, len - done);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            gs_error_set("%s: cannot write: %s", tmp, strerror(errno));
+            goto fail_close_tmp;
+        }
+        done += (size_t)w;
+    }
+    if (fsync(fd) != 0) {
+        gs_error_set("%s: cannot write: %s", tmp, strerror(errno));
+        goto fail_close_tmp;
+    }
+    if (close(fd) != 0) {
+        fd = -1;
+        gs_error_set("%s: cannot write: %s", tmp, strerror(errno));
+        goto fail_unlink_tmp;
+    }
+    if (rename(tmp, path) != 0) {
+        gs_error_set("%s: cannot rename %s into place: %s", path, tmp, strerror(errno));
+        goto fail_unlink_tmp;
+    }
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (dfd >= 0) {
+        fsync(dfd); /* best effort: some file systems refuse fsync on folders */
+        close(dfd);
+    }
+    return 0;
+
+fail_close_tmp:
+    close(fd);
+fail_unlink_tmp:
+    unlink(tmp);
+    return -1;
+}
+
+/* JSON string or null; jansson rejects invalid UTF-8, which we report instead of dropping. */
+static json_t *str_or_null(const char *s)
+{
+    return s ? json_string(s) : json_null();
+}
+
+/* Adds key = value to obj, taking the value's reference; counts failures in *bad. */
+static void put(json_t *obj, const char *key, json_t *value, int *bad)
+{
+    if (!value || json_object_set_new(obj, key, value) != 0)
+        (*bad)++;
+}
+
+static int validate(const gs_report *r)
+{
+    if (!r)
+        return gs_error_set("report: NULL report");
+    if (!r->slide_id || !*r->slide_id)
+        return gs_error_set("report: no slide id");
+    if (!gs_verdict_class_name(r->verdict))
+        return gs_error_set("report %s: bad verdict class %d", r->slide_id, (int)r->verdict);
+    if (!r->reason)
+        return gs_error_set("report %s: no reason", r->slide_id);
+    if ((r->n_timings && !r->timings) || (r->n_models && !r->models) ||
+        (r->n_warnings && !r->warnings))
+        return gs_error_set("report %s: a list has a count but no entries", r->slide_id);
+    if (r->verdict != GS_VERDICT_FAILED) {
+        if (r->thumbnail && (r->thumb_w <= 0 || r->thumb_h <= 0))
+            return gs_error_set("report %s: thumbnail of %dx%d", r->slide_id, r->thumb_w,
+                                r->thumb_h);
+        if (!r->thumbnail && !r->heatmap && (r->thumb_w || r->thumb_h))
+            return gs_error_set("report %s: thumbnail size without pixels", r->slide_id);
+        if (!(r->region_threshold >= 0 && r->region_threshold <= 1))
+            return gs_error_set("report %s: region threshold %g outside 0..1", r->slide_id,
+                                r->region_threshold);
+    }
+    return 0;
+}
+
+static int any_untrained(const gs_report *r)
+{
+    if (r->untrained_bundle)
+        return 1;
+    for (size_t i = 0; i < r->n_models; i++)
+        if (r->models[i].untrained)
+            return 1;
+    return 0;
+}
+
+/* Writes heatmap.png. Returns 0 or -1 with the message set. */
+static int write_heatmap_png(const gs_report *r, const char *path)
+{
+    uint8_t *img = NULL;
+    int w, h;
+    if (r->thumbnail) {
+        w = r->thumb_w;
+        h = r->thumb_h;
+        if (r->heatmap) {
+            img = gs_heatmap_render(r->heatmap, r->thumbnail, w, h, GS_HEATMAP_ALPHA);
+            if (!img)
+                return -1;
+        }
+    } else {
+        /* No thumbnail: the colours over white, one pixel per cell. */
+        gs_heatmap_size(r->heatmap, &w, &h);
+        img = malloc((size_t)w * h * 3);
+        if (!img)
+            return gs_error_set("report: out of memory for a %dx%d image", w, h);
+        for (int y = 0; y < h; y++)
+            for (int x = 0; x < w; x++) {
+                float v = gs_heatmap_value(r->heatmap, x, y);
+                uint8_t *o = img + ((size_t)y * w + x) * 3;
+                if (isnan(v)) {
+                    o[0] = o[1] = o[2] = 255;
+                    continue;
+                }
+                uint8_t c[3];
+                gs_heatmap_colour(v, c);
+                for (int k = 0; k < 3; k++)
+                    o[k] = (uint8_t)lround((1 - GS_HEATMAP_ALPHA) * 255 + GS_HEATMAP_ALPHA * c[k]);
+            }
+    }
+    int rc = gs_png_write(path, img ? img : r->thumbnail, w, h, (size_t)w * 3, 3);
+    free(img);
+    return rc;
+}
+
+/* Cell values are floats; six decimals is all they hold. */
+static double round6(double v)
+{
+    return round(v * 1e6) / 1e6;
+}
+
+static json_t *ring_json(const gs_ring *ring, double scale, int *bad)
+{
+    json_t *a = json_array();
+    if (!a) {
+        (*bad)++;
+        return NULL;
+    }
+    for (size_t i = 0; i <= ring->n; i++) { /* i == n closes the ring */
+        const gs_point *p = &ring->pts[i % ring->n];
+        json_t *pt = json_pack("[ff]", p->x * scale, p->y * scale);
+        if (!pt || json_array_append_new(a, pt) != 0)
+            (*bad)++;
+    }
+    return a;
+}
+
+/* Builds the regions FeatureCollection; *count gets the number of features. Returns a new
+ * reference, or NULL with the message set. */
+static json_t *regions_json(const gs_report *r, int *count)
+{
+    *count = 0;
+    json_t *fc = json_pack("{s:s, s:[]}", "type", "FeatureCollection", "features");
+    if (!fc) {
+        gs_error_set("report: out of memory for regions");
+        return NULL;
+    }
+    if (!r->heatmap)
+        return fc;
+    int cols, rows;
+    gs_heatmap_size(r->heatmap, &cols, &rows);
+    const double cell = gs_heatmap_cell(r->heatmap);
+    uint8_t *mask = malloc((size_t)cols * rows);
+    int32_t *labels = malloc(sizeof(int32_t) * (size_t)cols * rows);
+    gs_contours *c = NULL;
+    int bad = 0;
+    if (!mask || !labels) {
+        gs_error_set("report: out of memory for a %dx%d region mask", cols, rows);
+        goto fail_free_regions;
+    }
+    gs_heatmap_threshold(r->heatmap, (float)r->region_threshold, mask);
+    int n = gs_components_label(mask, cols, rows, labels, NULL);
+    if (n < 0)
+        goto fail_free_regions;
+    c = gs_contours_new(mask, cols, rows);
+    if (!c)
+        goto fail_free_regions;
+    GS_ASSERT((int)gs_contours_count(c) == n);
+    /* Score of each region: highest and mean cell value, by the labels contours share. */
+    double *mx = calloc((size_t)n + 1, sizeof *mx), *sum = calloc((size_t)n + 1, sizeof *sum);
+    if (!mx || !sum) {
+        free(mx);
+        free(sum);
+        gs_error_set("report: out of memory for %d regions", n);
+        goto fail_free_regions;
+    }
+    for (int j = 0; j < rows; j++)
+        for (int i = 0; i < cols; i++) {
+            int32_t l = labels[(size_t)j * cols + i];
+            if (!l)
+                continue;
+            double v = gs_heatmap_value(r->heatmap, i, j);
+            mx[l] = v > mx[l] ? v : mx[l];
+            sum[l] += v;
+        }
+    static const uint8_t default_red[3] = {255, 0, 0};
+    const uint8_t *col = (r->region_colour[0] | r->region_colour[1] | r->region_colour[2])
+                             ? r->region_colour
+                             : default_red;
+    json_t *features = json_object_get(fc, "features");
+    for (int i = 0; i < n; i++) {
+        const gs_polygon *p = gs_contours_polygon(c, (size_t)i);
+        json_t *rings = json_array();
+        if (!rings) {
+            bad++;
+            break;
+        }
+        json_t *ring = ring_json(&p->outer, cell, &bad);
+        if (!ring || json_array_append_new(rings, ring) != 0)
+            bad++;
+        for (size_t k = 0; k < p->n_holes; k++) {
+            ring = ring_json(&p->holes[k], cell, &bad);
+            if (!ring || json_array_append_new(rings, ring) != 0)
+                bad++;
+        }
+        char name[64];
+        snprintf(name, sizeof name, "Suspicious region %d", i + 1);
+        json_t *f =
+            json_pack("{s:s, s:{s:s, s:o}, s:{s:s, s:s, s:{s:s, s:[iii]}, s:f, s:f, s:f}}", "type",
+                      "Feature", "geometry", "type", "Polygon", "coordinates", rings, "properties",
+                      "objectType", "annotation", "name", name, "classification", "name",
+                      "Suspicious", "color", col[0], col[1], col[2], "score", round6(mx[p->label]),
+                      "mean_score", round6(sum[p->label] / (double)p->pixels), "area_level0_px2",
+                      gs_polygon_area(p) * cell * cell);
+        if (!f || json_array_append_new(features, f) != 0)
+            bad++;
+    }
+    free(mx);
+    free(sum);
+    if (bad) {
+        gs_error_set("report: out of memory building %d regions", n);
+        goto fail_free_regions;
+    }
+    *count = n;
+    gs_contours_destroy(&c);
+    free(labels);
+    free(mask);
+    return fc;
+
+fail_free_regions:
+    gs_contours_destroy(&c);
+    free(labels);
+    free(mask);
+    json_decref(fc);
+    return NULL;
+}
+
+static json_t *versions_json(void)
+{
+    int major, minor, patch;
+    zmq_version(&major, &minor, &patch);
+    char zv[32];
+    snprintf(zv, sizeof zv, "%d.%d.%d", major, minor, patch);
+    return json_pack("{s:s, s:s, s:s, s:s, s:s}", "gastroscreen", GS_VERSION, "openslide",
+                     openslide_get_version(), "jansson", jansson_version_str(), "zeromq", zv,
+                     "libpng", png_get_libpng_ver(NULL));
+}
+
+static json_t *report_json(const gs_report *r, const gs_report_paths *paths, int nregions, int *bad)
+{
+    json_t *o = json_object();
+    if (!o) {
+        (*bad)++;
+        return NULL;
+    }
+    put(o, "format", json_string("gastroscreen-report"), bad);
+    put(o, "format_version", json_integer(1), bad);
+    put(o, "slide",
+        json_pack("{s:s, s:o, s:I, s:o, s:o, s:I, s:I, s:o, s:b}", "id", r->slide_id, "path",
+                  str_or_null(r->path), "attempt", (json_int_t)r->attempt, "external_id",
+                  str_or_null(r->external_id), "vendor", str_or_null(r->vendor), "width",
+                  (json_int_t)r->width, "height", (json_int_t)r->height, "mpp",
+                  r->mpp > 0 ? json_real(r->mpp) : json_null(), "mpp_defaulted",
+                  r->mpp_defaulted != 0),
+        bad);
+    put(o, "verdict", json_string(gs_verdict_class_name(r->verdict)), bad);
+    put(o, "score", json_real(r->score), bad);
+    put(o, "threshold", json_real(r->threshold), bad);
+    put(o, "reason", json_string(r->reason), bad);
+    int untrained = any_untrained(r);
+    put(o, "untrained", json_boolean(untrained), bad);
+    put(o, "notice", untrained ? json_string(GS_REPORT_UNTRAINED_NOTICE) : json_null(), bad);
+    put(o, "tiles",
+        json_pack("{s:I, s:I, s:I, s:I, s:I, s:I}", "planned", (json_int_t)r->tiles.planned,
+                  "inferred", (json_int_t)r->tiles.inferred, "background",
+                  (json_int_t)r->tiles.background, "blurry", (json_int_t)r->tiles.blurry, "error",
+                  (json_int_t)r->tiles.error, "rerequested", (json_int_t)r->tiles.rerequested),
+        bad);
+    put(o, "blurred_fraction",
+        r->blur_sample_judged > 0 ? json_real(r->blurred_fraction) : json_null(), bad);
+    put(o, "blur_sample_judged", json_integer(r->blur_sample_judged), bad);
+    json_t *t = json_object();
+    for (size_t i = 0; t && i < r->n_timings; i++)
+        if (!r->timings[i].stage || json_object_get(t, r->timings[i].stage) ||
+            json_object_set_new(t, r->timings[i].stage, json_real(r->timings[i].seconds)) != 0)
+            (*bad)++;
+    put(o, "timings", t, bad);
+    json_t *models = json_array();
+    for (size_t i = 0; models && i < r->n_models; i++) {
+        const gs_report_model *m = &r->models[i];
+        json_t *mj = json_pack(
+            "{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:b}", "network", str_or_null(m->network),
+            "method", str_or_null(m->method), "algorithm", str_or_null(m->algorithm), "version",
+            str_or_null(m->version), "bundle", str_or_null(m->bundle), "sha256",
+            str_or_null(m->sha256), "format_version", str_or_null(m->format_version), "trained_on",
+            str_or_null(m->trained_on), "untrained", m->untrained != 0);
+        if (!mj || json_array_append_new(models, mj) != 0)
+            (*bad)++;
+    }
+    put(o, "models", models, bad);
+    json_t *w = json_array();
+    for (size_t i = 0; w && i < r->n_warnings; i++)
+        if (!r->warnings[i] || json_array_append_new(w, json_string(r->warnings[i])) != 0)
+            (*bad)++;
+    put(o, "warnings", w, bad);
+    if (paths->heatmap_png[0] && r->heatmap)
+        put(o, "heatmap",
+            json_pack("{s:s, s:f, s:I}", "file", "heatmap.png", "cell_level0",
+                      gs_heatmap_cell(r->heatmap), "cells_with_data",
+                      (json_int_t)gs_heatmap_cells_with_data(r->heatmap)),
+            bad);
+    else if (paths->heatmap_png[0]) /* the bare thumbnail */
+        put(o, "heatmap",
+            json_pack("{s:s, s:n, s:i}", "file", "heatmap.png", "cell_level0", "cells_with_data",
+                      0),
+            bad);
+    else
+        put(o, "heatmap", json_null(), bad);
+    if (paths->regions_geojson[0])
+        put(o, "regions",
+            json_pack("{s:s, s:i, s:f}", "file", "regions.geojson", "count", nregions, "threshold",
+                      r->region_threshold),
+            bad);
+    else
+        put(o, "regions", json_null(), bad);
+    put(o, "versions", versions_json(), bad);
+    int64_t ms = r->decided_unix_ms;
+    if (ms == 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    }
+    put(o, "decided_unix_ms", json_integer(ms), bad);
+    return o;
+}
+
+int gs_report_write(const gs_report *r, const char *out_dir, gs_report_paths *paths)
+{
+    gs_report_paths local;
+    if (!paths)
+        paths = &local;
+    memset(paths, 0, sizeof *paths);
+    if (validate(r) < 0)
+        return -1;
+    if (!out_dir)
+        return gs_error_set("report %s: no output folder", r->slide_id);
+    if (make_dirs(out_dir) < 0)
+        return gs_error_prefix("report %s", r->slide_id);
+
+    char path[PATH_MAX];
+    int nregions = 0;
+    if (r->verdict != GS_VERDICT_FAILED) {
+        if (r->thumbnail || r->heatmap) {
+            if (join(path, out_dir, "heatmap.png") < 0 || write_heatmap_png(r, path) < 0)
+                return gs_error_prefix("report %s", r->slide_id);
+            memcpy(paths->heatmap_png, path, sizeof path);
+        }
+        json_t *fc = regions_json(r, &nregions);
+        if (!fc)
+            return gs_error_prefix("report %s", r->slide_id);
+        /* Compact: a region file is for programs. 12 digits keep level-0 coordinates with
+         * their 1/16-cell saddle cuts exact. */
+        char *text = json_dumps(fc, JSON_COMPACT | JSON_REAL_PRECISION(12));
+        json_decref(fc);
+        if (!text)
+            return gs_error_set("report %s: cannot serialise regions", r->slide_id);
+        int rc = join(path, out_dir, "regions.geojson");
+        if (rc == 0)
+            rc = write_atomic(path, out_dir, text);
+        free(text);
+        if (rc < 0)
+            return gs_error_prefix("report %s", r->slide_id);
+        memcpy(paths->regions_geojson, path, sizeof path);
+        paths->regions = nregions;
+    }
+
+    int bad = 0;
+    json_t *o = report_json(r, paths, nregions, &bad);
+    char *text = o && !bad ? json_dumps(o, JSON_INDENT(2) | JSON_REAL_PRECISION(10)) : NULL;
+    json_decref(o);
+    if (!text)
+        return gs_error_set("report %s: cannot build report.json (invalid UTF-8 in a string, "
+                            "a duplicate stage name or out of memory)",
+                            r->slide_id);
+    int rc = join(path, out_dir, "report.json");
+    if (rc == 0)
+        rc = write_atomic(path, out_dir, text);
+    free(text);
+    if (rc < 0)
+        return gs_error_prefix("report %s", r->slide_id);
+    memcpy(paths->report_json, path, sizeof path);
+    return 0;
+}

@@ -1,0 +1,159 @@
+/*
+ * report_files: a slide's report folder: report.json, heatmap.png and regions.geojson.
+ *
+ * The reporter stage (and the embedded `gastroscreen screen`) fills a gs_report with
+ * everything known about a finished slide and calls gs_report_write(). Every file goes
+ * through a temporary file in the same folder, fsync and rename, so a reader never sees half a
+ * file and a failed write leaves the previous file in place; report.json is written last, so
+ * its presence means the folder is complete. For a FAILED verdict only report.json is written
+ * and no image is touched (the slide may be poison, PROTOCOL.md "Failure").
+ *
+ * report.json (UTF-8, one object; absent optional values are JSON null):
+ *   "format": "gastroscreen-report", "format_version": 1,
+ *   "slide": {"id", "path", "attempt", "external_id", "vendor", "width", "height", "mpp",
+ *             "mpp_defaulted"},
+ *   "verdict": "negative" | "positive" | "unassessable" | "failed",
+ *   "score", "threshold", "reason",
+ *   "untrained": true when any network used is untrained or the bundle in use is
+ * (untrained_bundle), and then "notice": "model: untrained — not a diagnosis" (null for a fully
+ * trained model), "tiles": {"planned", "inferred", "background", "blurry", "error", "rerequested"},
+ *   "blurred_fraction": blurry / judged of the blur-first sample (null if no sample judged),
+ *   "blur_sample_judged",
+ *   "timings": {"<stage>": seconds, ...} in the order given (stage names must differ),
+ *   "models": [{"network", "method", "algorithm", "version", "bundle", "sha256",
+ *               "format_version", "trained_on", "untrained"}, ...]: every method that judged
+ *             the slide, in the order given: a network with its bundle's provenance, a
+ *             classical method with what it computes and the gastroscreen version that
+ *             implements it (no bundle), or "method": "unknown" with nulls,
+ *   "warnings": ["no mpp: used default 0.25", ...],
+ *   "heatmap": {"file": "heatmap.png", "cell_level0" (null without a heatmap),
+ *               "cells_with_data"} or null when no image was written,
+ *   "regions": {"file": "regions.geojson", "count", "threshold"} or null,
+ *   "versions": {"gastroscreen", "openslide", "jansson", "zeromq", "libpng"},
+ *   "decided_unix_ms".
+ *
+ * regions.geojson: a FeatureCollection with one Feature per suspicious region: the 8-connected
+ * groups of heatmap cells with value >= region_threshold (ops/contours), as a Polygon in
+ * level-0 pixel coordinates (x right, y down): first ring the outline, then one ring per hole,
+ * every ring closed (last point = first). Orientation follows RFC 7946's right-hand rule on
+ * the numbers as written (outline counter-clockwise, holes clockwise in a y-up reading; on the
+ * slide, with y down, the outline appears clockwise). QuPath ignores ring orientation.
+ * Properties: "objectType": "annotation", "classification": {"name": "Suspicious", "color":
+ * [r, g, b]}, "name": "Suspicious region <n>", "score" (highest cell value in the region),
+ * "mean_score", "area_level0_px2". Cells are squares of cell_level0 pixels, so the outermost
+ * cells of the grid may reach past the slide's edge by less than one cell.
+ *
+ * heatmap.png: the thumbnail with the heatmap blended over it (stages/slide/heatmap), the bare
+ * thumbnail when there is no heatmap (an unassessable slide), or, without a thumbnail, the
+ * colours alone over white at one pixel per cell.
+ */
+#ifndef GS_STAGES_SLIDE_REPORT_FILES_H
+#define GS_STAGES_SLIDE_REPORT_FILES_H
+
+#include <limits.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "stages/slide/heatmap.h"
+
+/* The four verdicts; numbered as gastroscreen.v1.VerdictClass. */
+typedef enum {
+    GS_VERDICT_NEGATIVE = 1,
+    GS_VERDICT_POSITIVE = 2,
+    GS_VERDICT_UNASSESSABLE = 3,
+    GS_VERDICT_FAILED = 4,
+} gs_verdict_class;
+
+/* "negative", "positive", "unassessable", "failed", or NULL for any other value. */
+const char *gs_verdict_class_name(gs_verdict_class c);
+
+/* The plain statement every output carries when any network used is untrained. */
+#define GS_REPORT_UNTRAINED_NOTICE "model: untrained — not a diagnosis"
+
+/* What the classical methods compute, as report.json names them (DESIGN.md §2). */
+#define GS_REPORT_CLASSICAL_FOREGROUND                                                             \
+    "tissue mask: Ruifrok-Johnston H&E colour deconvolution + Otsu threshold on a low-resolution " \
+    "view (stages/slide/tissue)"
+#define GS_REPORT_CLASSICAL_BLUR                                                                   \
+    "focus: brightness-normalised variance of the Laplacian over tissue pixels (ops/focus)"
+
+/* One network or classical method that took part in the verdict. */
+typedef struct {
+    const char *network;        /* "foreground", "blur", "multitask", "screener" */
+    const char *method;         /* "network", "classical" (the fallback ran instead), or
+                                   "unknown" (the stage ran; which method is not recorded) */
+    const char *algorithm;      /* classical: what it computes; NULL = none */
+    const char *version;        /* classical: gastroscreen version implementing it; NULL = none */
+    const char *bundle;         /* bundle file name; NULL = none */
+    const char *sha256;         /* lower-case hex SHA-256 of the bundle; NULL = none */
+    const char *format_version; /* bundle format version (model/FORMAT.md); NULL = none */
+    const char *trained_on;     /* what the weights were trained on, or "untrained" */
+    int untrained;              /* nonzero: this network's weights are seeded random ones */
+} gs_report_model;
+
+/* Seconds a slide spent in one stage. */
+typedef struct {
+    const char *stage; /* "plan", "blur", "infer", "screen", "report", ... */
+    double seconds;
+} gs_report_timing;
+
+/* Tile counts by ledger outcome (TileCounts). */
+typedef struct {
+    uint32_t planned, inferred, background, blurry, error, rerequested;
+} gs_report_tiles;
+
+/* What a report says. Plain data filled by the caller, who keeps ownership of every pointer;
+ * strings are UTF-8, NULL = absent (JSON null) unless marked required. */
+typedef struct {
+    const char *slide_id;    /* required: the coordinator's slide id */
+    uint32_t attempt;        /* the slide attempt the verdict belongs to */
+    const char *path;        /* slide file path */
+    const char *external_id; /* lab accession number, or NULL */
+    const char *vendor;      /* OpenSlide vendor, or NULL */
+    int64_t width, height;   /* level-0 size in pixels (0 = unknown) */
+    double mpp;              /* level-0 microns per pixel used (0 = unknown) */
+    int mpp_defaulted;       /* nonzero: the slide had no mpp and a default was used */
+
+    gs_verdict_class verdict; /* required */
+    double score;             /* screener output 0..1; 0 when there is none */
+    double threshold;         /* decision threshold: positive if score > threshold */
+    const char *reason;       /* required: one line, e.g. "score 0.91 > 0.74" */
+
+    gs_report_tiles tiles;
+    int blur_sample_judged;  /* sample tiles judged by the blur check; 0 = none judged */
+    double blurred_fraction; /* blurry / judged; reported only when blur_sample_judged > 0 */
+
+    const gs_report_timing *timings; /* n_timings entries (may be NULL when 0) */
+    size_t n_timings;
+    const gs_report_model *models; /* n_models entries (may be NULL when 0) */
+    size_t n_models;
+    int untrained_bundle;        /* nonzero: the bundle in use is untrained, so the notice is shown
+                                    even when only classical methods judged this slide */
+    const char *const *warnings; /* n_warnings strings (may be NULL when 0) */
+    size_t n_warnings;
+    int64_t decided_unix_ms; /* when the verdict was decided; 0 = now */
+
+    /* Heatmap and regions; ignored for GS_VERDICT_FAILED. */
+    const gs_heatmap *heatmap; /* slide heatmap over the level-0 image, or NULL */
+    const uint8_t *thumbnail;  /* RGB thumbnail of the whole slide, rows thumb_w*3 apart, or NULL */
+    int thumb_w, thumb_h;
+    double region_threshold;  /* heatmap value (0..1) at or above which a cell is suspicious */
+    uint8_t region_colour[3]; /* QuPath classification colour; {0,0,0} = default red */
+} gs_report;
+
+/* Where gs_report_write put the files ("" = not written) and how many regions it wrote. */
+typedef struct {
+    char report_json[PATH_MAX];
+    char heatmap_png[PATH_MAX];
+    char regions_geojson[PATH_MAX];
+    int regions;
+} gs_report_paths;
+
+/* Writes the report of r into the folder out_dir (created with its parents if missing, mode
+ * 0755): heatmap.png and regions.geojson (not for FAILED), then report.json. paths may be NULL.
+ * Returns 0, or -1 with the message set: missing required fields, a bad verdict, thumbnail
+ * size without pixels, or a file that cannot be written (files already renamed into place stay;
+ * report.json is then not written). */
+int gs_report_write(const gs_report *r, const char *out_dir, gs_report_paths *paths);
+
+#endif

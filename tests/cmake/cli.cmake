@@ -1,0 +1,22 @@
+# The gastroscreen command line (daemon/cli): end to end over the built binary, the client
+# commands against a fake coordinator, and `gastroscreen infer`'s error paths in-process.
+add_test(NAME cli_tiles COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/cli/tiles.sh $<TARGET_FILE:gastroscreen>)
+set_tests_properties(cli_tiles PROPERTIES LABELS integration ENVIRONMENT "${GS_TEST_ENV}")
+add_test(NAME cli_tiles_faults COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/cli/tiles_faults.sh $<TARGET_FILE:gastroscreen>)
+set_tests_properties(cli_tiles_faults PROPERTIES LABELS fault ENVIRONMENT "${GS_TEST_ENV}")
+
+# submit / status / watch / top against a fake coordinator thread on loopback.
+gs_cmocka_test(test_cli_client unit SOURCES unit/test_cli_client.c LIBS gs_daemon)
+set_tests_properties(test_cli_client PROPERTIES TIMEOUT 300)
+# `gastroscreen infer` error paths (in-process).
+gs_cmocka_test(test_cmd_infer fault SOURCES unit/test_cmd_infer.c LIBS gs_daemon)
+# The client commands against the real gastroscreend (with a foreground and a reporter worker)
+# on a slide without tissue: submit, watch, status, top --once --json, /metrics.
+add_test(NAME cli_against_gastroscreend
+         COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/cli/against_gastroscreend.sh
+                 $<TARGET_FILE:gastroscreen> $<TARGET_FILE:gastroscreend>
+                 $<TARGET_FILE:gastroscreen-foreground> $<TARGET_FILE:gastroscreen-reporter>
+                 ${CMAKE_BINARY_DIR}/tests/seeded/seed1.safetensors)
+set_tests_properties(cli_against_gastroscreend PROPERTIES LABELS integration
+                     ENVIRONMENT "${GS_TEST_ENV}" SKIP_RETURN_CODE 77 TIMEOUT 600
+                     FIXTURES_REQUIRED seeded_bundle)

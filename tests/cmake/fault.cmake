@@ -1,0 +1,20 @@
+# Fault tests (label fault): real processes on loopback (gastroscreend and the six stage
+# executables, free ports, scratch journal/spool/slide folders under the build tree), driven by
+# tests/fault/fault.py on the seeded bundle tests/cmake/handlers.cmake makes: kill -9 of an infer
+# worker, of a tiler and of the coordinator while a slide is INFERRING -> each slide ends in
+# exactly one verdict (counted by a subscriber across the restart and by a replay of the
+# journal, checked against the state query); a slide whose infer workers keep dying ends
+# `failed` as poison. Every wait inside is bounded; the TIMEOUT is only a safety net (the
+# sanitize build runs the network several times slower).
+foreach(case infer tiler coordinator poison)
+  add_test(NAME fault_${case}
+           COMMAND /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/fault/fault.py ${case}
+                   --build ${CMAKE_BINARY_DIR} --bundle ${CMAKE_BINARY_DIR}/tests/seeded/seed1.safetensors
+                   --data ${CMAKE_CURRENT_SOURCE_DIR}/data --scratch ${CMAKE_BINARY_DIR}/tests/fault)
+  # Several processes each: run alone so that the machine's cores are not oversubscribed.
+  set_tests_properties(fault_${case} PROPERTIES LABELS fault FIXTURES_REQUIRED seeded_bundle
+                       TIMEOUT 3600 RUN_SERIAL TRUE)
+endforeach()
+# Label sanitize: also run by the sanitize workflow (ASan + UBSan over the coordinator's
+# restart and journal replay, ~5 min instrumented); the other fault cases run in release only.
+set_tests_properties(fault_coordinator PROPERTIES LABELS "fault;sanitize")

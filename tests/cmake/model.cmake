@@ -1,0 +1,27 @@
+# model/: the safetensors weight reader. test_weights writes its fixtures with
+# tests/tools/safetensors_writer.py (/usr/bin/python3, stdlib only) into $GS_BUILD_DIR.
+gs_cmocka_test(test_weights unit SOURCES unit/test_weights.c LIBS gs_model)
+
+# Network runtime (model/runtime, model/network), C against the PyTorch mirror.
+gs_cmocka_test(test_runtime unit SOURCES unit/test_runtime.c LIBS gs_model)
+
+# C vs the PyTorch mirror on seeded bundles, real slide tiles and random tiles, through the
+# CLI. The sanitizer build runs it on 128x128 inputs (its C side is 5-10x slower); the
+# release build at 512x512.
+if(GS_SANITIZE)
+  set(GS_RUNTIME_PARITY_SIZE 128)
+else()
+  set(GS_RUNTIME_PARITY_SIZE 512)
+endif()
+add_test(NAME runtime_parity
+         COMMAND /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/parity/runtime_parity.py
+                 --gastroscreen $<TARGET_FILE:gastroscreen>
+                 --work ${CMAKE_CURRENT_BINARY_DIR}/runtime_parity
+                 --size ${GS_RUNTIME_PARITY_SIZE})
+set_tests_properties(runtime_parity PROPERTIES LABELS parity ENVIRONMENT "${GS_TEST_ENV}"
+                     TIMEOUT 900)
+
+
+# gs_model_load_nets: building only some networks of the seeded four-network bundle.
+gs_cmocka_test(test_network_subset unit SOURCES unit/test_network_subset.c LIBS gs_model)
+set_tests_properties(test_network_subset PROPERTIES FIXTURES_REQUIRED seeded_bundle TIMEOUT 300)

@@ -1,0 +1,19 @@
+# ops/ kernels: each test compares the fast path with the reference and checks known values.
+gs_cmocka_test(test_error unit SOURCES unit/test_error.c LIBS gs_ops)
+gs_cmocka_test(test_ops_resample unit SOURCES unit/test_ops_resample.c LIBS gs_ops)
+gs_cmocka_test(test_ops_colour unit SOURCES unit/test_ops_colour.c LIBS gs_ops)
+gs_cmocka_test(test_ops_otsu unit SOURCES unit/test_ops_otsu.c LIBS gs_ops)
+gs_cmocka_test(test_ops_morph unit SOURCES unit/test_ops_morph.c LIBS gs_ops)
+gs_cmocka_test(test_ops_components unit SOURCES unit/test_ops_components.c LIBS gs_ops)
+gs_cmocka_test(test_ops_contours unit SOURCES unit/test_ops_contours.c LIBS gs_ops)
+# The classical focus measure; its test reads the real focus pairs as PNG (stages/slide/png_io).
+gs_cmocka_test(test_ops_focus unit SOURCES unit/test_ops_focus.c LIBS gs_stages)
+
+# ops/deform_conv: unit tests and torchvision parity. The parity script writes seeded
+# torchvision cases into a scratch folder and runs `test_deform_conv --parity DIR` on them.
+gs_cmocka_test(test_deform_conv unit SOURCES unit/test_deform_conv.c LIBS gs_ops)
+add_test(NAME deform_conv_torch_parity
+         COMMAND /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/parity/deform_conv_torch.py
+                 --checker $<TARGET_FILE:test_deform_conv>)
+set_tests_properties(deform_conv_torch_parity PROPERTIES LABELS parity
+                     ENVIRONMENT "${GS_TEST_ENV}")

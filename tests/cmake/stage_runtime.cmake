@@ -1,0 +1,5 @@
+# stages/runtime: transport (ZeroMQ sockets, framing, validation), the generic worker loop and
+# the log lines (journald fields, the JOURNAL_STREAM check, plain stderr).
+gs_cmocka_test(test_transport unit SOURCES unit/test_transport.c LIBS gs_stages)
+gs_cmocka_test(test_worker unit SOURCES unit/test_worker.c LIBS gs_stages)
+gs_cmocka_test(test_log unit SOURCES unit/test_log.c LIBS gs_stages)
