@@ -10,7 +10,9 @@
 #     must not exceed GS_SECURITY_MAX (default 2.5 of 10);
 #   - sysusers.d and tmpfiles.d files are applied to a temporary root and must create the user
 #     and the folders, without a warning;
-#   - a copy with a misspelt key must be reported, so this check cannot pass vacuously.
+#   - a copy with a misspelt key must be reported, so this check cannot pass vacuously;
+#   - every Documentation=file: path that a unit names is installed by `cmake --install`
+#     (installed into a scratch prefix /usr mapped under DESTDIR).
 # usage: verify.sh SOURCE_DIR BUILD_DIR
 set -u
 src=${1:?source dir}
@@ -91,6 +93,25 @@ if [ -z "$out" ]; then
     failed=1
 fi
 rm -f "$tmp/units/gs-selftest.target"
+
+# Documentation= paths: what `cmake --install` puts under DESTDIR with the prefix /usr.
+if [ -f "$build/cmake_install.cmake" ]; then
+    dest="$tmp/install"
+    if ! out=$(DESTDIR="$dest" cmake --install "$build" --prefix /usr 2>&1); then
+        echo "FAIL cmake --install into $dest:"
+        echo "$out"
+        failed=1
+    else
+        for doc in $(sed -n 's|^Documentation=file:||p' "$units"/*.service "$units"/*.target | sort -u); do
+            if [ -f "$dest$doc" ]; then
+                echo "ok   Documentation=file:$doc is installed"
+            else
+                echo "FAIL Documentation=file:$doc is not installed by cmake --install"
+                failed=1
+            fi
+        done
+    fi
+fi
 
 # sysusers.d and tmpfiles.d into a scratch root.
 root="$tmp/root"
