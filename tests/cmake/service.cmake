@@ -5,6 +5,9 @@ gs_cmocka_test(test_slide_table unit SOURCES unit/test_slide_table.c LIBS gs_dae
 gs_cmocka_test(test_config unit SOURCES unit/test_config.c LIBS gs_daemon)
 gs_cmocka_test(test_metrics unit SOURCES unit/test_metrics.c LIBS gs_daemon)
 
+# The coordinator's spool folder (plan, heat maps, retire, poison) as a crash leaves it.
+gs_cmocka_test(test_spool unit SOURCES unit/test_spool.c LIBS gs_daemon)
+
 # The coordinator library (daemon/service/coordinator, daemon/service/intake) driven in-process over inproc://
 # with fake workers written in the test and a test clock (no sleeps, no timing assertions).
 gs_cmocka_test(test_coordinator unit SOURCES unit/test_coordinator.c LIBS gs_daemon)
