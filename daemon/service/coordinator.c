@@ -1,7 +1,6 @@
 #include "daemon/service/coordinator.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
@@ -10,13 +9,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "daemon/service/intake.h"
 #include "daemon/service/journal.h"
 #include "daemon/service/ledger.h"
+#include "daemon/service/spool.h"
 #include "ops/error.h"
 #include "stages/runtime/log.h"
 
@@ -67,7 +66,7 @@ typedef struct {
     gs_slide_method blur_method; /* of the sample's judged tiles (UNKNOWN until one is) */
     int blur_mixed;              /* warned once: the sample was judged by two methods */
     uint8_t *heat;               /* n_tiles x hs^2 */
-    FILE *heat_file; /* heat.bin in the spool: the heatmaps survive a restart like outcomes */
+    gs_spool_heat *heat_file;    /* the heatmaps survive a restart like outcomes */
     uint32_t hs;
     uint64_t job_id; /* the outstanding plan/screen/report job, 0 = none */
     int64_t job_deadline;
@@ -89,6 +88,7 @@ struct gs_coordinator {
     int own_ctx;
     gs_journal *journal;
     gs_slides *slides;
+    gs_spool *spool;
     gs_intake *intake;
     gs_transport *work, *query, *events;
     Gastroscreen__V1__ModelProvenance model;
@@ -175,127 +175,14 @@ static int slide_id_ok(const char *s)
     return 1;
 }
 
-static int mkdir_p(const char *path)
-{
-    char tmp[PATH_MAX];
-    if ((size_t)snprintf(tmp, sizeof tmp, "%s", path) >= sizeof tmp)
-        return gs_error_set("%s: path too long", path);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = 0;
-        if (mkdir(tmp, 0750) != 0 && errno != EEXIST)
-            return gs_error_set("%s: %s", tmp, strerror(errno));
-        *p = '/';
-    }
-    if (mkdir(tmp, 0750) != 0 && errno != EEXIST)
-        return gs_error_set("%s: %s", tmp, strerror(errno));
-    return 0;
-}
-
-static void spool_path(const gs_coordinator *c, const char *slide, const char *file, char *out,
-                       size_t n)
-{
-    snprintf(out, n, "%s/%s%s%s", c->cfg->spool_dir, slide, file ? "/" : "", file ? file : "");
-}
-
-/* write, fsync, rename, fsync folder: the file is whole or absent. */
-static int write_atomic(const char *dir, const char *path, const void *buf, size_t len)
-{
-    char tmp[PATH_MAX + 8];
-    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp)
-        return gs_error_set("%s: path too long", path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-    if (fd < 0)
-        return gs_error_set("%s: %s", tmp, strerror(errno));
-    const uint8_t *p = buf;
-    size_t left = len;
-    while (left > 0) {
-        ssize_t w = write(fd, p, left);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0) {
-            int e = errno;
-            close(fd);
-            unlink(tmp);
-            return gs_error_set("%s: %s", tmp, strerror(e));
-        }
-        p += w;
-        left -= (size_t)w;
-    }
-    if (fsync(fd) != 0 || close(fd) != 0) {
-        int e = errno;
-        unlink(tmp);
-        return gs_error_set("%s: %s", tmp, strerror(e));
-    }
-    if (rename(tmp, path) != 0) {
-        int e = errno;
-        unlink(tmp);
-        return gs_error_set("%s: %s", path, strerror(e));
-    }
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        fsync(dfd);
-        close(dfd);
-    }
-    return 0;
-}
-
-static uint8_t *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        gs_error_set("%s: %s", path, strerror(errno));
-        return NULL;
-    }
-    uint8_t *buf = NULL;
-    size_t cap = 0, n = 0;
-    for (;;) {
-        if (n == cap) {
-            cap = cap ? cap * 2 : 65536;
-            uint8_t *nb = realloc(buf, cap);
-            if (!nb) {
-                free(buf);
-                fclose(f);
-                gs_error_set("%s: out of memory", path);
-                return NULL;
-            }
-            buf = nb;
-        }
-        size_t r = fread(buf + n, 1, cap - n, f);
-        n += r;
-        if (r == 0)
-            break;
-    }
-    fclose(f);
-    *len = n;
-    return buf;
-}
-
 /* A terminal slide's spool folder (plan, ledger file): removed, or for a poisoned slide moved
  * to spool/poison/ for an operator (PROTOCOL.md §12). Best effort: a leftover is harmless. */
 static void spool_retire(const gs_coordinator *c, const char *slide, int poison)
 {
-    char dir[PATH_MAX], path[PATH_MAX + 32];
-    spool_path(c, slide, NULL, dir, sizeof dir);
-    struct stat st;
-    if (stat(dir, &st) != 0)
-        return;
-    if (poison) {
-        snprintf(path, sizeof path, "%s/poison", c->cfg->spool_dir);
-        if (mkdir(path, 0750) != 0 && errno != EEXIST)
-            return;
-        snprintf(path, sizeof path, "%s/poison/%s", c->cfg->spool_dir, slide);
-        if (rename(dir, path) != 0)
-            logf_(c, "slide %s: cannot keep its spool in poison/: %s", slide, strerror(errno));
-        return;
-    }
-    static const char *const files[] = {"plan.pb", "plan.pb.tmp", "ledger.bin", "heat.bin"};
-    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
-        snprintf(path, sizeof path, "%s/%s", dir, files[i]);
-        unlink(path);
-    }
-    rmdir(dir);
+    if (!poison)
+        gs_spool_retire(c->spool, slide);
+    else if (gs_spool_poison(c->spool, slide) != 0)
+        logf_(c, "slide %s: cannot keep its spool in poison/: %s", slide, gs_error_get());
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -386,8 +273,7 @@ static void rt_free(slide_rt **prt)
     free(rt->is_sample);
     free(rt->sent_ms);
     free(rt->heat);
-    if (rt->heat_file)
-        fclose(rt->heat_file);
+    gs_spool_heat_destroy(&rt->heat_file);
     for (size_t i = 0; i < rt->n_warn; i++)
         free(rt->warn[i]);
     free(rt->warn);
@@ -525,71 +411,36 @@ static int fail_slide(gs_coordinator *c, slide_rt *rt, const char *fmt, ...)
 
 static int load_plan(gs_coordinator *c, slide_rt *rt)
 {
-    char path[PATH_MAX];
-    spool_path(c, rt->id, "plan.pb", path, sizeof path);
-    size_t len = 0;
-    uint8_t *buf = read_file(path, &len);
-    if (!buf)
-        return -1;
-    rt->plan = gastroscreen__v1__plan_result__unpack(NULL, len, buf);
-    free(buf);
-    if (!rt->plan || !rt->plan->grid)
-        return gs_error_set("%s: the plan does not unpack", path);
-    return 0;
+    rt->plan = gs_spool_plan_read(c->spool, rt->id);
+    return rt->plan ? 0 : -1;
 }
 
-/* heat.bin records: [u32 index][u32 crc of index and map][hs^2 bytes], appended as tiles are
- * recorded, not fsynced one by one (as the ledger file): after a restart the intact records
- * give back the heatmaps of the adopted tiles; a torn tail is cut before appending again. */
+/* heat.bin's records come back only for the tiles whose outcome the ledger file gave back:
+ * a heatmap without its outcome would be reported for a tile inferred again. */
+static void heat_adopt(void *ud, uint32_t idx, const uint8_t *map)
+{
+    slide_rt *rt = ud;
+    size_t bytes = (size_t)rt->hs * rt->hs;
+    if (idx < gs_ledger_tile_count(rt->ledger) &&
+        gs_ledger_outcome(rt->ledger, idx) == GS_TILE_INFERRED)
+        memcpy(rt->heat + (size_t)idx * bytes, map, bytes);
+}
+
 static void heat_file_open(gs_coordinator *c, slide_rt *rt, int adopt)
 {
-    char path[PATH_MAX];
-    spool_path(c, rt->id, "heat.bin", path, sizeof path);
-    if (!adopt)
-        unlink(path);
-    rt->heat_file = fopen(path, "a+b");
-    if (!rt->heat_file) {
-        logf_(c, "slide %s: %s: %s (heatmaps not saved)", rt->id, path, strerror(errno));
-        return;
-    }
-    size_t map = (size_t)rt->hs * rt->hs, rec = 8 + map;
-    uint8_t *buf = malloc(rec);
-    long good = 0;
-    uint32_t n = gs_ledger_tile_count(rt->ledger);
-    if (buf && adopt) {
-        rewind(rt->heat_file);
-        while (fread(buf, 1, rec, rt->heat_file) == rec) {
-            uint32_t idx, crc;
-            memcpy(&idx, buf, 4);
-            memcpy(&crc, buf + 4, 4);
-            uint32_t want = gs_journal_crc32(gs_journal_crc32(0, buf, 4), buf + 8, map);
-            if (crc != want)
-                break;
-            good += (long)rec;
-            if (idx < n && gs_ledger_outcome(rt->ledger, idx) == GS_TILE_INFERRED)
-                memcpy(rt->heat + (size_t)idx * map, buf + 8, map);
-        }
-    }
-    free(buf);
-    fflush(rt->heat_file);
-    if (ftruncate(fileno(rt->heat_file), good) != 0)
-        logf_(c, "slide %s: %s: %s", rt->id, path, strerror(errno));
-    fseek(rt->heat_file, 0, SEEK_END);
+    rt->heat_file =
+        gs_spool_heat_open(c->spool, rt->id, (size_t)rt->hs * rt->hs, adopt, heat_adopt, rt);
+    if (!rt->heat_file)
+        logf_(c, "slide %s: %s (heatmaps not saved)", rt->id, gs_error_get());
 }
 
 static void heat_file_append(slide_rt *rt, uint32_t idx)
 {
     if (!rt->heat_file)
         return;
-    size_t map = (size_t)rt->hs * rt->hs;
-    const uint8_t *data = rt->heat + (size_t)idx * map;
-    uint32_t crc = gs_journal_crc32(gs_journal_crc32(0, &idx, 4), data, map);
-    if (fwrite(&idx, 4, 1, rt->heat_file) != 1 || fwrite(&crc, 4, 1, rt->heat_file) != 1 ||
-        fwrite(data, 1, map, rt->heat_file) != map || fflush(rt->heat_file) != 0) {
-        /* A short write would misalign the records after it: stop saving. */
-        fclose(rt->heat_file);
-        rt->heat_file = NULL;
-    }
+    /* A short write would misalign the records after it: stop saving. */
+    if (gs_spool_heat_append(rt->heat_file, idx, rt->heat + (size_t)idx * rt->hs * rt->hs) != 0)
+        gs_spool_heat_destroy(&rt->heat_file);
 }
 
 /* A ledger for the plan: background tiles set, the sample marked; adopt = take the outcomes
@@ -637,7 +488,8 @@ static int make_ledger(gs_coordinator *c, slide_rt *rt, int adopt)
         }
     }
     char path[PATH_MAX];
-    spool_path(c, rt->id, "ledger.bin", path, sizeof path);
+    if (gs_spool_ledger_path(c->spool, rt->id, path, sizeof path) != 0)
+        return -1;
     if (adopt) {
         uint32_t adopted = 0, dropped = 0;
         if (gs_ledger_adopt_file(rt->ledger, path, &adopted, &dropped) != 0)
@@ -1437,22 +1289,7 @@ static int on_plan_result(gs_coordinator *c, const Gastroscreen__V1__PlanResult 
         return 0;
     }
     /* The plan goes to the spool before PLANNED is journalled: the record references it. */
-    char dir[PATH_MAX], path[PATH_MAX];
-    spool_path(c, rt->id, NULL, dir, sizeof dir);
-    spool_path(c, rt->id, "plan.pb", path, sizeof path);
-    size_t len = gastroscreen__v1__plan_result__get_packed_size(p);
-    uint8_t *buf = malloc(len ? len : 1);
-    if (!buf)
-        return gs_error_set("coordinator: out of memory");
-    gastroscreen__v1__plan_result__pack(p, buf);
-    int w = mkdir_p(dir) == 0 ? write_atomic(dir, path, buf, len) : -1;
-    if (w == 0) {
-        rt->plan = gastroscreen__v1__plan_result__unpack(NULL, len, buf);
-        if (!rt->plan)
-            w = gs_error_set("coordinator: out of memory");
-    }
-    free(buf);
-    if (w != 0)
+    if (gs_spool_plan_write(c->spool, rt->id, p, &rt->plan) != 0)
         return -1;
     int folded = 0;
     if (gs_slides_planned(c->slides, rt->id, rt->attempt, p->facts->quickhash, plan_method(p),
@@ -2419,7 +2256,8 @@ gs_coordinator *gs_coordinator_new(const gs_coordinator_options *o)
         for (size_t i = 0; i < sizeof rnd; i++)
             snprintf(c->coordinator_id + 2 * i, 3, "%02x", rnd[i]);
     }
-    if (mkdir_p(c->cfg->spool_dir) != 0)
+    c->spool = gs_spool_new(c->cfg->spool_dir);
+    if (!c->spool)
         goto fail;
     c->journal = gs_journal_open(c->cfg->journal_dir);
     if (!c->journal)
@@ -2523,6 +2361,7 @@ void gs_coordinator_destroy(gs_coordinator **pc)
         zmq_ctx_term(c->zctx);
     gs_slides_destroy(&c->slides);
     gs_journal_destroy(&c->journal);
+    gs_spool_destroy(&c->spool);
     for (int i = 0; i < 6; i++)
         free(c->model_strings[i]);
     pthread_mutex_destroy(&c->snap_lock);
