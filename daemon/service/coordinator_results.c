@@ -1,0 +1,310 @@
+/* Workers' results: each is checked (a malformed one is counted and dropped), fenced (a result
+ * of another attempt or a slide no longer active is stale) and recorded, moving its slide on. */
+#include "daemon/service/coordinator_internal.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+/* The method a worker named, or UNKNOWN for a value this build does not know. */
+static gs_slide_method method_of(Gastroscreen__V1__Method m)
+{
+    switch (m) {
+    case GASTROSCREEN__V1__METHOD__METHOD_NETWORK:
+        return GS_METHOD_NETWORK;
+    case GASTROSCREEN__V1__METHOD__METHOD_CLASSICAL:
+        return GS_METHOD_CLASSICAL;
+    default:
+        return GS_METHOD_UNKNOWN;
+    }
+}
+
+gs_slide_method coord_plan_method(const Gastroscreen__V1__PlanResult *p)
+{
+    return method_of(p->method);
+}
+
+/* The fence: 0 and *prt for a result of the current attempt of an active slide; 1 stale. */
+static int fence(gs_coordinator *c, const char *slide, uint32_t attempt, slide_rt **prt)
+{
+    if (gs_slides_fence(c->slides, slide, attempt) != 0) {
+        c->st.stale++;
+        return 1;
+    }
+    slide_rt *rt = coord_rt_find(c, slide);
+    if (!rt || rt->attempt != attempt) {
+        c->st.stale++;
+        return 1;
+    }
+    *prt = rt;
+    return 0;
+}
+
+/* Which method judged the sample. Workers of one bundle agree; a worker started without the
+ * bundle (classical) next to one with a trained blur network would not, and the report must
+ * not claim one method for both: the first stays, and the verdict says so in a warning. */
+static void note_blur_method(slide_rt *rt, Gastroscreen__V1__Method m)
+{
+    gs_slide_method bm = method_of(m);
+    if (bm == GS_METHOD_UNKNOWN)
+        return;
+    if (rt->blur_method == GS_METHOD_UNKNOWN)
+        rt->blur_method = bm;
+    else if (bm != rt->blur_method && !rt->blur_mixed) {
+        rt->blur_mixed = 1;
+        coord_rt_warn(rt, "blur check: the sample was judged by both the network and the classical "
+                          "method (the report names the first)");
+    }
+}
+
+int coord_on_plan_result(gs_coordinator *c, const Gastroscreen__V1__PlanResult *p)
+{
+    slide_rt *rt;
+    if (!coord_slide_id_ok(p->slide_id) || p->attempt < 1 || !coord_str_ok(p->error, 1024) ||
+        !coord_str_ok(p->unassessable_reason, 1024)) {
+        coord_count_malformed(c, "PlanResult", NULL);
+        return 0;
+    }
+    if (fence(c, p->slide_id, p->attempt, &rt) != 0)
+        return 0;
+    if (rt->phase != PH_PLAN) {
+        c->st.duplicates++;
+        return 0;
+    }
+    coord_remove_job(c, p->job_id);
+    if (p->error[0]) {
+        rt->job_id = 0;
+        return coord_fail_slide(c, rt, "plan: %s", p->error);
+    }
+    int ok =
+        p->grid && p->facts && p->grid->tile_size > 0 && coord_str_ok(p->facts->quickhash, 1024);
+    for (size_t i = 0; ok && i < p->n_tiles; i++)
+        ok = isfinite(p->tiles[i]->tissue_fraction) && p->tiles[i]->tissue_fraction >= 0.f &&
+             p->tiles[i]->tissue_fraction <= 1.f;
+    for (size_t i = 0; ok && i < p->n_warnings; i++)
+        ok = coord_str_ok(p->warnings[i], 1024);
+    if (!ok) {
+        coord_count_malformed(c, "PlanResult (plan incomplete)", NULL);
+        return 0;
+    }
+    /* The plan goes to the spool before PLANNED is journalled: the record references it. */
+    if (gs_spool_plan_write(c->spool, rt->id, p, &rt->plan) != 0)
+        return -1;
+    int folded = 0;
+    if (gs_slides_planned(c->slides, rt->id, rt->attempt, p->facts->quickhash, coord_plan_method(p),
+                          p->unassessable_reason, coord_wall_ms(), &folded, NULL) < 0)
+        return -1;
+    coord_publish_pending(c);
+    if (folded) {
+        coord_rt_drop(c, rt);
+        return 0;
+    }
+    coord_plan_warnings(rt);
+    if (coord_make_ledger(c, rt, 0) != 0)
+        return -1;
+    if (p->unassessable_reason[0]) {
+        rt->report_class = GS_VERDICT_UNASSESSABLE;
+        snprintf(rt->reason, sizeof rt->reason, "%s", p->unassessable_reason);
+        coord_rt_phase(c, rt, PH_REPORT);
+    } else
+        coord_rt_phase(c, rt, PH_BLUR);
+    return 0;
+}
+
+void coord_note_tile(gs_coordinator *c, int r)
+{
+    if (r == GS_LEDGER_RECORDED)
+        c->st.tiles_recorded++;
+    else if (r == GS_LEDGER_DUPLICATE)
+        c->st.duplicates++;
+    else if (r == GS_LEDGER_STALE)
+        c->st.stale++;
+}
+
+void coord_on_tile_result(gs_coordinator *c, const Gastroscreen__V1__TileResult *t)
+{
+    slide_rt *rt;
+    if (!coord_slide_id_ok(t->slide_id) || t->attempt < 1 || !coord_str_ok(t->error, 1024)) {
+        coord_count_malformed(c, "TileResult", NULL);
+        return;
+    }
+    if (fence(c, t->slide_id, t->attempt, &rt) != 0)
+        return;
+    if (!rt->ledger || t->tile_index >= gs_ledger_tile_count(rt->ledger)) {
+        coord_count_malformed(c, rt->ledger ? "TileResult (index)" : "TileResult (no plan yet)",
+                              NULL);
+        return;
+    }
+    int64_t now = coord_now_ms(c);
+    if (t->outcome == GASTROSCREEN__V1__TILE_OUTCOME__TILE_OUTCOME_ERROR) {
+        if (rt->phase != PH_BLUR && rt->phase != PH_INFER) {
+            c->st.duplicates++;
+            return;
+        }
+        if (rt->phase == PH_BLUR && !rt->is_sample[t->tile_index]) {
+            coord_count_malformed(c, "TileResult (not a sample tile)", NULL);
+            return;
+        }
+        coord_note_tile(c, gs_ledger_failed_request(rt->ledger, t->attempt, t->tile_index,
+                                                    t->error[0] ? t->error : "tile error", now));
+        return;
+    }
+    if (rt->phase == PH_BLUR || rt->phase == PH_PLAN) {
+        coord_count_malformed(c, "TileResult (before inference)", NULL);
+        return;
+    }
+    if (rt->phase != PH_INFER) {
+        c->st.duplicates++;
+        return;
+    }
+    if (t->outcome == GASTROSCREEN__V1__TILE_OUTCOME__TILE_OUTCOME_INFERRED) {
+        if (t->n_feature != FEATURE_DIM || !isfinite(t->score) || t->score < 0.f ||
+            t->score > 1.f || t->heatmap_size != rt->hs ||
+            t->heatmap.len != (size_t)rt->hs * rt->hs) {
+            coord_count_malformed(c, "TileResult (feature, score or heatmap)", NULL);
+            return;
+        }
+        for (size_t i = 0; i < FEATURE_DIM; i++)
+            if (!isfinite(t->feature[i])) {
+                coord_count_malformed(c, "TileResult (feature)", NULL);
+                return;
+            }
+    } else if (t->outcome != GASTROSCREEN__V1__TILE_OUTCOME__TILE_OUTCOME_BACKGROUND) {
+        coord_count_malformed(c, "TileResult (outcome)", NULL);
+        return;
+    }
+    int r = gs_ledger_record(rt->ledger, t->attempt, t->tile_index, (gs_tile_outcome)t->outcome,
+                             t->score, t->feature, now);
+    if (r < 0) {
+        coord_count_malformed(c, "TileResult", NULL);
+        return;
+    }
+    if (r == GS_LEDGER_RECORDED &&
+        t->outcome == GASTROSCREEN__V1__TILE_OUTCOME__TILE_OUTCOME_INFERRED) {
+        memcpy(rt->heat + (size_t)t->tile_index * rt->hs * rt->hs, t->heatmap.data, t->heatmap.len);
+        coord_heat_file_append(rt, t->tile_index);
+    }
+    coord_observe_tile(c, rt, t->tile_index, 1, r, now);
+    coord_note_tile(c, r);
+}
+
+void coord_on_blur_result(gs_coordinator *c, const Gastroscreen__V1__BlurResult *b)
+{
+    slide_rt *rt;
+    if (!coord_slide_id_ok(b->slide_id) || b->attempt < 1 || !coord_str_ok(b->error, 1024)) {
+        coord_count_malformed(c, "BlurResult", NULL);
+        return;
+    }
+    if (fence(c, b->slide_id, b->attempt, &rt) != 0)
+        return;
+    if (rt->phase != PH_BLUR) {
+        if (rt->phase == PH_PLAN)
+            coord_count_malformed(c, "BlurResult (no plan yet)", NULL);
+        else
+            c->st.duplicates++;
+        return;
+    }
+    if (b->tile_index >= gs_ledger_tile_count(rt->ledger) || !rt->is_sample[b->tile_index]) {
+        coord_count_malformed(c, "BlurResult (not a sample tile)", NULL);
+        return;
+    }
+    int64_t now = coord_now_ms(c);
+    int r = b->error[0]
+                ? gs_ledger_failed_request(rt->ledger, b->attempt, b->tile_index, b->error, now)
+                : gs_ledger_judge_blur(rt->ledger, b->attempt, b->tile_index, b->blurry, now);
+    if (r < 0)
+        coord_count_malformed(c, "BlurResult", NULL);
+    else {
+        if (!b->error[0]) {
+            note_blur_method(rt, b->method);
+            coord_observe_tile(c, rt, b->tile_index, 0, r, now);
+        }
+        coord_note_tile(c, r);
+    }
+}
+
+int coord_on_screen_result(gs_coordinator *c, const Gastroscreen__V1__ScreenResult *s)
+{
+    slide_rt *rt;
+    if (!coord_slide_id_ok(s->slide_id) || s->attempt < 1 || !coord_str_ok(s->error, 1024)) {
+        coord_count_malformed(c, "ScreenResult", NULL);
+        return 0;
+    }
+    if (fence(c, s->slide_id, s->attempt, &rt) != 0)
+        return 0;
+    if (rt->phase != PH_SCREEN) {
+        c->st.duplicates++;
+        return 0;
+    }
+    if (s->error[0]) {
+        coord_remove_job(c, s->job_id);
+        coord_logf(c, "slide %s: screener error: %s", rt->id, s->error);
+        rt->job_id = 0;
+        rt->need_send = 1;
+        return 0;
+    }
+    if (!isfinite(s->score) || s->score < 0.f || s->score > 1.f) {
+        coord_count_malformed(c, "ScreenResult (score)", NULL);
+        return 0;
+    }
+    coord_remove_job(c, s->job_id);
+    if (gs_slides_screened(c->slides, rt->id, rt->attempt, s->score, coord_wall_ms(), NULL) < 0)
+        return -1;
+    coord_publish_pending(c);
+    gs_slide_info info;
+    if (gs_slides_get(c->slides, rt->id, &info) != 0)
+        return -1;
+    rt->report_class = info.verdict;
+    rt->score = s->score;
+    snprintf(rt->reason, sizeof rt->reason, "%s", info.reason);
+    coord_rt_phase(c, rt, PH_REPORT);
+    return 0;
+}
+
+int coord_on_report_result(gs_coordinator *c, const Gastroscreen__V1__ReportResult *r)
+{
+    slide_rt *rt;
+    if (!coord_slide_id_ok(r->slide_id) || r->attempt < 1 || !coord_str_ok(r->error, 1024) ||
+        (r->paths && (!coord_str_ok(r->paths->report_json, 4096) ||
+                      !coord_str_ok(r->paths->heatmap_png, 4096) ||
+                      !coord_str_ok(r->paths->regions_geojson, 4096)))) {
+        coord_count_malformed(c, "ReportResult", NULL);
+        return 0;
+    }
+    if (fence(c, r->slide_id, r->attempt, &rt) != 0)
+        return 0;
+    if (rt->phase != PH_REPORT && rt->phase != PH_FAIL_REPORT) {
+        c->st.duplicates++;
+        return 0;
+    }
+    coord_remove_job(c, r->job_id);
+    const char *json = r->paths ? r->paths->report_json : NULL;
+    const char *png = r->paths ? r->paths->heatmap_png : NULL;
+    const char *geo = r->paths ? r->paths->regions_geojson : NULL;
+    if (rt->phase == PH_FAIL_REPORT) {
+        if (r->error[0])
+            coord_rt_warn(rt, "report: %s", r->error);
+        return coord_finalize_fail(c, rt, json, png, geo);
+    }
+    if (r->error[0]) {
+        rt->job_id = 0;
+        return coord_fail_slide(c, rt, "report: %s", r->error);
+    }
+    rt->stage_sec[GASTROSCREEN__V1__STAGE__STAGE_REPORTER] +=
+        (double)(coord_now_ms(c) - rt->phase_start) / 1000.0;
+    gs_slide_report rep = {.report_json = json,
+                           .heatmap_png = png,
+                           .regions_geojson = geo,
+                           .warnings = (const char *const *)rt->warn,
+                           .n_warnings = rt->n_warn};
+    coord_tile_counts(rt, &rep.tiles);
+    if (gs_slides_reported(c->slides, rt->id, rt->attempt, &rep, coord_wall_ms(), NULL) < 0)
+        return -1;
+    /* DONE (the verdict) is journalled and fsynced before it is published. */
+    if (gs_slides_done(c->slides, rt->id, rt->attempt, coord_wall_ms(), NULL) < 0)
+        return -1;
+    coord_logf(c, "slide %s: %s", rt->id, rt->reason);
+    coord_rt_drop(c, rt);
+    coord_publish_pending(c);
+    return 0;
+}
