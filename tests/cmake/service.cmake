@@ -10,7 +10,8 @@ gs_cmocka_test(test_spool unit SOURCES unit/test_spool.c LIBS gs_daemon)
 
 # The coordinator library (daemon/service/coordinator, daemon/service/intake) driven in-process over inproc://
 # with fake workers written in the test and a test clock (no sleeps, no timing assertions).
-gs_cmocka_test(test_coordinator unit SOURCES unit/test_coordinator.c LIBS gs_daemon)
+gs_cmocka_test(test_coordinator unit SOURCES unit/test_coordinator.c unit/coordinator_world.c
+               LIBS gs_daemon)
 
 # The gastroscreend executable: --help, a bad flag (exit 2 naming it), a model that does not
 # load (exit 1 naming the file), and a start on loopback -> readiness -> SIGTERM -> exit 0 with
