@@ -1,126 +1,84 @@
 #include "daemon/service/config.h"
 
-#include <errno.h>
-#include <ini.h>
-#include <math.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "ops/error.h"
 
-typedef enum { T_STR, T_U32, T_F64, T_DUR, T_ROOTS } key_type;
-
-/* One known key: where it goes, its default (parsed by the same code as the file, so the
- * defaults are validated too) and its range. */
+/* Where each schema key lives in gs_config. The size lets gs_config_new() catch a key without
+ * a field, or a field of another type than its key's. */
 typedef struct {
-    const char *section, *key;
-    key_type type;
-    size_t offset;
-    const char *def;
-    double min, max; /* numbers; durations in ms */
-} key_def;
+    size_t offset, size;
+} key_field;
 
-#define O(f) offsetof(gs_config, f)
-#define DAY (86400.0 * 1000.0)
-
-static const key_def KEYS[] = {
-    {"coordinator", "intake", T_STR, O(intake), "tcp://*:5550", 0, 0},
-    {"coordinator", "intake_connect", T_STR, O(intake_connect), "", 0, 0},
-    {"coordinator", "submit", T_STR, O(submit), "tcp://*:5551", 0, 0},
-    {"coordinator", "query", T_STR, O(query), "tcp://*:5552", 0, 0},
-    {"coordinator", "events", T_STR, O(events), "tcp://*:5553", 0, 0},
-    {"coordinator", "work", T_STR, O(work), "tcp://*:5554", 0, 0},
-    {"coordinator", "journal_dir", T_STR, O(journal_dir), "/var/lib/gastroscreen/journal", 0, 0},
-    {"coordinator", "spool_dir", T_STR, O(spool_dir), "/var/lib/gastroscreen/spool", 0, 0},
-    {"coordinator", "metrics", T_STR, O(metrics), "127.0.0.1:9464", 0, 0},
-    {"coordinator", "heartbeat_ms", T_U32, O(heartbeat_ms), "1000", 100, 60000},
-    {"coordinator", "liveness", T_U32, O(liveness), "5", 2, 100},
-    {"coordinator", "max_slides_in_flight", T_U32, O(max_slides_in_flight), "2", 1, 64},
-    {"coordinator", "tiles_per_job", T_U32, O(tiles_per_job), "16", 1, 1024},
-    {"coordinator", "journal_retention", T_DUR, O(journal_retention_ms), "7d", 60000, 3650 * DAY},
-    {"coordinator", "tile_stall_timeout", T_DUR, O(tile_stall_timeout_ms), "120s", 1000, DAY},
-    {"coordinator", "loss_grace", T_DUR, O(loss_grace_ms), "15s", 0, DAY},
-    {"coordinator", "plan_timeout", T_DUR, O(plan_timeout_ms), "300s", 1000, DAY},
-    {"coordinator", "screen_timeout", T_DUR, O(screen_timeout_ms), "60s", 1000, DAY},
-    {"coordinator", "report_timeout", T_DUR, O(report_timeout_ms), "300s", 1000, DAY},
-    {"coordinator", "tile_max_requests", T_U32, O(tile_max_requests), "3", 1, 100},
-    {"coordinator", "job_max_sends", T_U32, O(job_max_sends), "3", 1, 100},
-    {"coordinator", "poison_limit", T_U32, O(poison_limit), "3", 1, 100},
-    {"coordinator", "max_attempts", T_U32, O(max_attempts), "5", 1, 100},
-    {"coordinator", "max_error_fraction", T_F64, O(max_error_fraction), "0.05", 0, 1},
-    {"intake", "slide_roots", T_ROOTS, O(slide_roots), "/srv/slides", 0, 0},
-    {"intake", "watch_dir", T_STR, O(watch_dir), "", 0, 0},
-    {"intake", "watch_settle", T_DUR, O(watch_settle_ms), "5s", 0, DAY},
-    {"model", "bundle", T_STR, O(bundle), "/usr/share/gastroscreen/default.safetensors", 0, 0},
-    {"foreground", "threads", T_U32, O(foreground_threads), "1", 1, 256},
-    {"foreground", "target_mpp", T_F64, O(target_mpp), "0.5", 0.05, 10},
-    {"foreground", "tile_size", T_U32, O(tile_size), "512", 64, 4096},
-    {"foreground", "stride", T_U32, O(stride), "512", 16, 4096},
-    {"foreground", "default_mpp", T_F64, O(default_mpp), "0.25", 0.05, 10},
-    {"foreground", "min_tissue_fraction", T_F64, O(min_tissue_fraction), "0.25", 0, 1},
-    {"foreground", "thumbnail_size", T_U32, O(thumbnail_size), "512", 64, 8192},
-    {"foreground", "mask_mpp", T_F64, O(mask_mpp), "4", 0.5, 64},
-    {"foreground", "mask_max_dim", T_U32, O(mask_max_dim), "4096", 256, 16384},
-    {"tiler", "threads", T_U32, O(tiler_threads), "2", 1, 256},
-    {"tiler", "tile_hwm", T_U32, O(tile_hwm), "8", 4, 16},
-    {"blur", "threads", T_U32, O(blur_threads), "1", 1, 256},
-    {"blur", "batch", T_U32, O(blur_batch), "8", 1, 1024},
-    {"blur", "blur_sample", T_U32, O(blur_sample), "32", 1, 4096},
-    {"blur", "blur_min_valid", T_U32, O(blur_min_valid), "8", 1, 4096},
-    {"blur", "blur_slide_fraction", T_F64, O(blur_slide_fraction), "0.5", 0, 1},
-    {"blur", "focus_threshold", T_F64, O(focus_threshold), "0", 0, 1e9},
-    {"blur", "tile_inbox", T_STR, O(blur_tile_inbox), "tcp://*:*", 0, 0},
-    {"blur", "advertise_host", T_STR, O(blur_advertise_host), "", 0, 0},
-    {"infer", "threads", T_U32, O(infer_threads), "2", 1, 256},
-    {"infer", "batch", T_U32, O(infer_batch), "4", 1, 1024},
-    {"infer", "heatmap_size", T_U32, O(heatmap_size), "16", 1, 512},
-    {"infer", "tile_inbox", T_STR, O(infer_tile_inbox), "tcp://*:*", 0, 0},
-    {"infer", "advertise_host", T_STR, O(infer_advertise_host), "", 0, 0},
-    {"screener", "threads", T_U32, O(screener_threads), "1", 1, 256},
-    {"screener", "threshold", T_F64, O(threshold), "0.74", 0, 1},
-    {"screener", "top_k", T_U32, O(top_k), "64", 1, 4096},
-    {"reporter", "threads", T_U32, O(reporter_threads), "1", 1, 256},
-    {"reporter", "report_dir", T_STR, O(report_dir), "/var/lib/gastroscreen/reports", 0, 0},
-};
-#define N_KEYS (sizeof KEYS / sizeof KEYS[0])
-
-size_t gs_config_key_count(void)
-{
-    return N_KEYS;
-}
-
-int gs_config_key(size_t i, const char **section, const char **key)
-{
-    if (i >= N_KEYS)
-        return -1;
-    *section = KEYS[i].section;
-    *key = KEYS[i].key;
-    return 0;
-}
-
-int gs_config_parse_duration(const char *text, int64_t *ms)
-{
-    char *end = NULL;
-    errno = 0;
-    double v = strtod(text, &end);
-    if (end == text || errno != 0 || !isfinite(v) || v < 0)
-        return gs_error_set("\"%s\" is not a duration (e.g. 500ms, 15s, 5m, 2h, 7d)", text);
-    static const struct {
-        const char *unit;
-        double ms;
-    } units[] = {{"", 1000}, {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {"d", 86400000}};
-    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
-        if (strcmp(end, units[i].unit) == 0) {
-            double r = v * units[i].ms;
-            if (r > 9.0e15)
-                return gs_error_set("\"%s\" is too long a duration", text);
-            *ms = (int64_t)llround(r);
-            return 0;
-        }
+#define F(f)                                                                                       \
+    {                                                                                              \
+        offsetof(gs_config, f), sizeof(((gs_config *)0)->f)                                        \
     }
-    return gs_error_set("\"%s\": unknown unit (ms, s, m, h, d)", text);
+
+static const key_field FIELDS[GS_CFG_KEY_COUNT] = {
+    [GS_CFG_COORDINATOR_INTAKE] = F(intake),
+    [GS_CFG_COORDINATOR_INTAKE_CONNECT] = F(intake_connect),
+    [GS_CFG_COORDINATOR_SUBMIT] = F(submit),
+    [GS_CFG_COORDINATOR_QUERY] = F(query),
+    [GS_CFG_COORDINATOR_EVENTS] = F(events),
+    [GS_CFG_COORDINATOR_WORK] = F(work),
+    [GS_CFG_COORDINATOR_JOURNAL_DIR] = F(journal_dir),
+    [GS_CFG_COORDINATOR_SPOOL_DIR] = F(spool_dir),
+    [GS_CFG_COORDINATOR_METRICS] = F(metrics),
+    [GS_CFG_COORDINATOR_HEARTBEAT_MS] = F(heartbeat_ms),
+    [GS_CFG_COORDINATOR_LIVENESS] = F(liveness),
+    [GS_CFG_COORDINATOR_MAX_SLIDES_IN_FLIGHT] = F(max_slides_in_flight),
+    [GS_CFG_COORDINATOR_TILES_PER_JOB] = F(tiles_per_job),
+    [GS_CFG_COORDINATOR_JOURNAL_RETENTION] = F(journal_retention_ms),
+    [GS_CFG_COORDINATOR_TILE_STALL_TIMEOUT] = F(tile_stall_timeout_ms),
+    [GS_CFG_COORDINATOR_LOSS_GRACE] = F(loss_grace_ms),
+    [GS_CFG_COORDINATOR_PLAN_TIMEOUT] = F(plan_timeout_ms),
+    [GS_CFG_COORDINATOR_SCREEN_TIMEOUT] = F(screen_timeout_ms),
+    [GS_CFG_COORDINATOR_REPORT_TIMEOUT] = F(report_timeout_ms),
+    [GS_CFG_COORDINATOR_TILE_MAX_REQUESTS] = F(tile_max_requests),
+    [GS_CFG_COORDINATOR_JOB_MAX_SENDS] = F(job_max_sends),
+    [GS_CFG_COORDINATOR_POISON_LIMIT] = F(poison_limit),
+    [GS_CFG_COORDINATOR_MAX_ATTEMPTS] = F(max_attempts),
+    [GS_CFG_COORDINATOR_MAX_ERROR_FRACTION] = F(max_error_fraction),
+    [GS_CFG_INTAKE_SLIDE_ROOTS] = F(slide_roots),
+    [GS_CFG_INTAKE_WATCH_DIR] = F(watch_dir),
+    [GS_CFG_INTAKE_WATCH_SETTLE] = F(watch_settle_ms),
+    [GS_CFG_MODEL_BUNDLE] = F(bundle),
+    [GS_CFG_FOREGROUND_THREADS] = F(foreground_threads),
+    [GS_CFG_FOREGROUND_TARGET_MPP] = F(target_mpp),
+    [GS_CFG_FOREGROUND_TILE_SIZE] = F(tile_size),
+    [GS_CFG_FOREGROUND_STRIDE] = F(stride),
+    [GS_CFG_FOREGROUND_DEFAULT_MPP] = F(default_mpp),
+    [GS_CFG_FOREGROUND_MIN_TISSUE_FRACTION] = F(min_tissue_fraction),
+    [GS_CFG_FOREGROUND_THUMBNAIL_SIZE] = F(thumbnail_size),
+    [GS_CFG_FOREGROUND_MASK_MPP] = F(mask_mpp),
+    [GS_CFG_FOREGROUND_MASK_MAX_DIM] = F(mask_max_dim),
+    [GS_CFG_TILER_THREADS] = F(tiler_threads),
+    [GS_CFG_TILER_TILE_HWM] = F(tile_hwm),
+    [GS_CFG_BLUR_THREADS] = F(blur_threads),
+    [GS_CFG_BLUR_BATCH] = F(blur_batch),
+    [GS_CFG_BLUR_BLUR_SAMPLE] = F(blur_sample),
+    [GS_CFG_BLUR_BLUR_MIN_VALID] = F(blur_min_valid),
+    [GS_CFG_BLUR_BLUR_SLIDE_FRACTION] = F(blur_slide_fraction),
+    [GS_CFG_BLUR_FOCUS_THRESHOLD] = F(focus_threshold),
+    [GS_CFG_BLUR_TILE_INBOX] = F(blur_tile_inbox),
+    [GS_CFG_BLUR_ADVERTISE_HOST] = F(blur_advertise_host),
+    [GS_CFG_INFER_THREADS] = F(infer_threads),
+    [GS_CFG_INFER_BATCH] = F(infer_batch),
+    [GS_CFG_INFER_HEATMAP_SIZE] = F(heatmap_size),
+    [GS_CFG_INFER_TILE_INBOX] = F(infer_tile_inbox),
+    [GS_CFG_INFER_ADVERTISE_HOST] = F(infer_advertise_host),
+    [GS_CFG_SCREENER_THREADS] = F(screener_threads),
+    [GS_CFG_SCREENER_THRESHOLD] = F(threshold),
+    [GS_CFG_SCREENER_TOP_K] = F(top_k),
+    [GS_CFG_REPORTER_THREADS] = F(reporter_threads),
+    [GS_CFG_REPORTER_REPORT_DIR] = F(report_dir),
+};
+
+static int is_text(gs_config_type t)
+{
+    return t == GS_CONFIG_STRING || t == GS_CONFIG_PATH;
 }
 
 static void free_roots(gs_config *c)
@@ -132,24 +90,17 @@ static void free_roots(gs_config *c)
     c->n_slide_roots = 0;
 }
 
-/* Adds the whitespace-separated absolute folders of text to the roots. */
-static int add_roots(gs_config *c, const char *text)
+/* Replaces the roots with the whitespace-separated folders of text (the schema checked them). */
+static int set_roots(gs_config *c, const char *text)
 {
-    const char *p = text;
-    while (*p) {
-        while (*p == ' ' || *p == '\t')
-            p++;
-        if (!*p)
-            break;
+    free_roots(c);
+    for (const char *p = text + strspn(text, " \t"); *p; p += strspn(p, " \t")) {
         size_t n = strcspn(p, " \t");
-        if (p[0] != '/')
-            return gs_error_set("\"%.*s\" is not an absolute path", (int)n, p);
         char **r = realloc(c->slide_roots, (c->n_slide_roots + 1) * sizeof *r);
         if (!r)
             return gs_error_set("out of memory");
         c->slide_roots = r;
-        r[c->n_slide_roots] = strndup(p, n);
-        if (!r[c->n_slide_roots])
+        if (!(r[c->n_slide_roots] = strndup(p, n)))
             return gs_error_set("out of memory");
         c->n_slide_roots++;
         p += n;
@@ -167,94 +118,33 @@ int gs_config_set_string(char **field, const char *value)
     return 0;
 }
 
-static int set_value(gs_config *c, const key_def *k, const char *value)
+static int set_field(gs_config *c, gs_config_key_id k, const gs_config_value *v)
 {
-    char *field = (char *)c + k->offset;
-    char *end = NULL;
-    switch (k->type) {
-    case T_STR:
-        return gs_config_set_string((char **)field, value);
-    case T_ROOTS:
-        return add_roots(c, value);
-    case T_U32: {
-        errno = 0;
-        long long v = strtoll(value, &end, 10);
-        if (!*value || *end || errno != 0)
-            return gs_error_set("\"%s\" is not a whole number", value);
-        if ((double)v < k->min || (double)v > k->max)
-            return gs_error_set("%lld is out of range %.0f..%.0f", v, k->min, k->max);
-        *(uint32_t *)field = (uint32_t)v;
+    gs_config_type type = gs_config_schema_key(k)->type;
+    void *at = (char *)c + FIELDS[k].offset;
+    switch (type) {
+    case GS_CONFIG_STRING:
+    case GS_CONFIG_PATH:
+        GS_ASSERT(FIELDS[k].size == sizeof(char *));
+        return gs_config_set_string(at, v->text);
+    case GS_CONFIG_FOLDERS:
+        GS_ASSERT(FIELDS[k].offset == offsetof(gs_config, slide_roots));
+        return set_roots(c, v->text);
+    case GS_CONFIG_COUNT:
+        GS_ASSERT(FIELDS[k].size == sizeof(uint32_t));
+        *(uint32_t *)at = v->count;
+        return 0;
+    case GS_CONFIG_NUMBER:
+        GS_ASSERT(FIELDS[k].size == sizeof(double));
+        *(double *)at = v->number;
+        return 0;
+    case GS_CONFIG_DURATION:
+        GS_ASSERT(FIELDS[k].size == sizeof(int64_t));
+        *(int64_t *)at = v->ms;
         return 0;
     }
-    case T_F64: {
-        errno = 0;
-        double v = strtod(value, &end);
-        if (!*value || *end || errno != 0 || !isfinite(v))
-            return gs_error_set("\"%s\" is not a number", value);
-        if (v < k->min || v > k->max)
-            return gs_error_set("%g is out of range %g..%g", v, k->min, k->max);
-        *(double *)field = v;
-        return 0;
-    }
-    case T_DUR: {
-        int64_t ms = 0;
-        if (gs_config_parse_duration(value, &ms) != 0)
-            return -1;
-        if ((double)ms < k->min || (double)ms > k->max)
-            return gs_error_set("%s is out of range %gs..%gs", value, k->min / 1000, k->max / 1000);
-        *(int64_t *)field = ms;
-        return 0;
-    }
-    }
-    return gs_error_set("unknown key type");
-}
-
-/* What the inih callback needs: the config, which keys the file set (to refuse a key set
- * twice), and the first error, which inih reports only by line number. */
-typedef struct {
-    gs_config *c;
-    unsigned char seen[N_KEYS];
-    const char *last_key; /* inih repeats the name for continuation lines */
-    char error[1200];
-} load_state;
-
-static int on_key(void *user, const char *section, const char *name, const char *value)
-{
-    load_state *st = user;
-    const key_def *k = NULL;
-    size_t i;
-    int section_known = 0;
-    for (i = 0; i < N_KEYS; i++) {
-        if (strcmp(KEYS[i].section, section) != 0)
-            continue;
-        section_known = 1;
-        if (strcmp(KEYS[i].key, name) == 0) {
-            k = &KEYS[i];
-            break;
-        }
-    }
-    int rc = 0;
-    if (!*section) {
-        rc = gs_error_set("%s: key outside a section", name);
-    } else if (!section_known) {
-        rc = gs_error_set("[%s]: unknown section", section);
-    } else if (!k) {
-        rc = gs_error_set("[%s] %s: unknown key", section, name);
-    } else if (st->seen[i] && !(k->type == T_ROOTS && st->last_key == k->key)) {
-        rc = gs_error_set("[%s] %s: set twice", section, name);
-    } else {
-        if (k->type == T_ROOTS && !st->seen[i])
-            free_roots(st->c); /* the file replaces the default list */
-        st->seen[i] = 1;
-        if (set_value(st->c, k, value) != 0)
-            rc = gs_error_prefix("[%s] %s", section, name);
-    }
-    st->last_key = k ? k->key : NULL;
-    if (rc == 0)
-        return 1;
-    if (!st->error[0])
-        snprintf(st->error, sizeof st->error, "%s", gs_error_get());
-    return 0;
+    GS_ASSERT(!"unknown gs_config_type");
+    return -1;
 }
 
 gs_config *gs_config_new(void)
@@ -264,10 +154,10 @@ gs_config *gs_config_new(void)
         gs_error_set("config: out of memory");
         return NULL;
     }
-    for (size_t i = 0; i < N_KEYS; i++) {
-        /* A GS_ASSERT would do for a bad default, but allocation can fail too. */
-        if (set_value(c, &KEYS[i], KEYS[i].def) != 0) {
-            gs_error_prefix("config: default of [%s] %s", KEYS[i].section, KEYS[i].key);
+    for (int k = 0; k < GS_CFG_KEY_COUNT; k++) {
+        gs_config_value v = gs_config_schema_default((gs_config_key_id)k);
+        if (set_field(c, (gs_config_key_id)k, &v) != 0) {
+            gs_error_prefix("config");
             gs_config_destroy(&c);
             return NULL;
         }
@@ -280,11 +170,9 @@ void gs_config_destroy(gs_config **cp)
     if (!cp || !*cp)
         return;
     gs_config *c = *cp;
-    for (size_t i = 0; i < N_KEYS; i++)
-        if (KEYS[i].type == T_STR) {
-            char **f = (char **)((char *)c + KEYS[i].offset);
-            free(*f);
-        }
+    for (int k = 0; k < GS_CFG_KEY_COUNT; k++)
+        if (is_text(gs_config_schema_key((gs_config_key_id)k)->type))
+            free(*(char **)((char *)c + FIELDS[k].offset));
     free_roots(c);
     free(c);
     *cp = NULL;
@@ -292,45 +180,29 @@ void gs_config_destroy(gs_config **cp)
 
 int gs_config_load(gs_config *c, const char *path)
 {
-    load_state st = {.c = c};
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return gs_error_set("%s: %s", path, strerror(errno));
-    /* inih reads lines into a fixed buffer and parses the rest of a longer line as a line of
-     * its own, so a long value would be cut and the error land on the wrong line: refuse long
-     * lines here, with their own number. */
-    char *text = NULL;
-    size_t cap = 0;
-    ssize_t len;
-    for (int n = 1; (len = getline(&text, &cap, f)) >= 0; n++) {
-        if (len > 0 && text[len - 1] == '\n')
-            len--;
-        if (len > GS_CONFIG_MAX_LINE) {
-            free(text);
-            fclose(f);
-            return gs_error_set("%s:%d: line longer than %d characters", path, n,
-                                GS_CONFIG_MAX_LINE);
+    int rc = -1;
+    gs_config_values *v = gs_config_values_new();
+    if (!v)
+        return -1;
+    if (gs_config_values_load(v, path) != 0)
+        goto destroy_values;
+    for (int k = 0; k < GS_CFG_KEY_COUNT; k++) {
+        if (!gs_config_values_is_set(v, (gs_config_key_id)k))
+            continue;
+        if (set_field(c, (gs_config_key_id)k, gs_config_values_get(v, (gs_config_key_id)k)) != 0) {
+            gs_error_prefix("%s", path);
+            goto destroy_values;
         }
+        c->set[k] = 1;
     }
-    free(text);
-    rewind(f);
-    int line = ini_parse_file(f, on_key, &st);
-    fclose(f);
-    if (line != 0) {
-        if (line < 0)
-            return gs_error_set("%s: cannot parse (out of memory)", path);
-        if (st.error[0])
-            return gs_error_set("%s:%d: %s", path, line, st.error);
-        return gs_error_set("%s:%d: syntax error (expected [section] or key = value)", path, line);
-    }
-    if (c->blur_min_valid > c->blur_sample)
-        return gs_error_set("%s: [blur] blur_min_valid (%u) exceeds blur_sample (%u)", path,
-                            c->blur_min_valid, c->blur_sample);
-    if (c->stride > c->tile_size)
-        return gs_error_set("%s: [foreground] stride (%u) exceeds tile_size (%u): tiles would "
-                            "leave gaps",
-                            path, c->stride, c->tile_size);
-    if (!c->journal_dir[0] || c->journal_dir[0] != '/')
-        return gs_error_set("%s: [coordinator] journal_dir must be an absolute path", path);
-    return 0;
+    rc = 0;
+destroy_values:
+    gs_config_values_destroy(&v);
+    return rc;
+}
+
+int gs_config_is_set(const gs_config *c, gs_config_key_id k)
+{
+    GS_ASSERT((unsigned)k < GS_CFG_KEY_COUNT);
+    return c->set[k];
 }

@@ -1,23 +1,19 @@
 /*
- * config: the settings of gastroscreend and its stage workers, read from an INI file (inih).
+ * config: the settings of gastroscreend and of the in-process stages of the embedded mode, as
+ * one struct of plain fields read from the INI file (systemd/gastroscreen.conf is the
+ * documented example).
  *
- * One file serves every process of a lab server (systemd/gastroscreen.conf is the documented
- * example). Sections: [coordinator] (endpoints, journal, timeouts, limits), [intake] (slide
- * roots, watched folder), [model] (the bundle), [foreground] (the tile plan), [tiler],
- * [blur], [infer], [screener] and [reporter] (threads, batch sizes and each stage's
- * thresholds). Every key has a default (PROTOCOL.md §15, except where the code in the tree
- * decides: the tissue plan's min_tissue_fraction 0.25 and mask at 4 um/px up to 4096 px, as
- * stages/slide/tissue.h), so an empty file is a valid configuration.
+ * The keys, their types, defaults, ranges and the rules joining them are the schema's
+ * (stages/runtime/config_schema), which the stage workers read the same file with, so a value
+ * gastroscreend accepts is one every worker accepts and the errors read alike: "FILE:LINE:
+ * [section] key: what is wrong". Sections: [coordinator] (endpoints, journal, timeouts,
+ * limits), [intake] (slide roots, watched folder), [model] (the bundle), [foreground] (the tile
+ * plan), [tiler], [blur], [infer], [screener] and [reporter] (threads, batch sizes and each
+ * stage's thresholds). Every key has a default, so an empty file is a valid configuration.
  *
- * Durations are written as a number with an optional unit: "500ms", "15s", "5m", "2h", "7d";
- * a bare number is seconds. slide_roots is a whitespace-separated list of absolute folders
- * (inih continuation lines may add more). An unknown section or key, a key set twice, a value
- * that is not a number where one is expected or is outside its range is an error naming the
- * file, the line and the key, and the load fails; so is a line longer than
- * GS_CONFIG_MAX_LINE characters (inih would cut it).
- *
- * Use: c = gs_config_new() (defaults); gs_config_load(c, path); read the fields;
- * gs_config_destroy(&c). Fields are plain data owned by the config (strings are never NULL).
+ * Use: c = gs_config_new() (defaults); gs_config_load(c, path); read the fields, and
+ * gs_config_is_set() to tell a value the lab chose from a default; gs_config_destroy(&c).
+ * Fields are plain data owned by the config (strings are never NULL).
  */
 #ifndef GS_DAEMON_SERVICE_CONFIG_H
 #define GS_DAEMON_SERVICE_CONFIG_H
@@ -25,8 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Longest line accepted (inih's line buffer is 200 bytes with the newline and NUL). */
-#define GS_CONFIG_MAX_LINE 198
+#include "stages/runtime/config_schema.h"
 
 typedef struct {
     /* [coordinator] */
@@ -65,6 +60,8 @@ typedef struct {
     /* [reporter] */
     uint32_t reporter_threads;
     char *report_dir;
+    /* Keys a loaded file set (gs_config_is_set). */
+    unsigned char set[GS_CFG_KEY_COUNT];
 } gs_config;
 
 /* A config holding every default. Returns it (caller owns; gs_config_destroy) or NULL with
@@ -74,23 +71,20 @@ gs_config *gs_config_new(void);
 /* Frees the config and sets *c to NULL; NULL and *c == NULL are accepted. */
 void gs_config_destroy(gs_config **c);
 
-/* Reads path over the current values. Returns 0, or -1 with the error set ("path:12:
- * [infer] batch: 0 is out of range 1..1024"; "path: No such file or directory"). On error
- * the config may hold some of the file's values: discard it. */
+/* Reads path with the schema (gs_config_values_load: every line, then the rules joining keys,
+ * over the defaults) and copies the keys the file sets over the current values. Returns 0, or -1
+ * with the error set ("path:12: [infer] batch: 0 is out of range 1..1024"; "path: No such file or
+ * directory"). A file that does not load leaves the config unchanged; running out of memory while
+ * copying may not: discard the config then. */
 int gs_config_load(gs_config *c, const char *path);
+
+/* 1 when a file loaded into c set key k (the lab chose the value), 0 when c holds the default
+ * or a value a caller wrote. */
+int gs_config_is_set(const gs_config *c, gs_config_key_id k);
 
 /* Replaces one of a config's string fields (e.g. &c->journal_dir) with a copy of value, freeing
  * the old one: for callers that override what the file said. Returns 0, or -1 with the error
  * set when out of memory. */
 int gs_config_set_string(char **field, const char *value);
-
-/* The known keys, for documentation checks: gs_config_key() returns 0 and the section and key
- * names (static strings) of key i, or -1 when i is out of range. */
-size_t gs_config_key_count(void);
-int gs_config_key(size_t i, const char **section, const char **key);
-
-/* Parses a duration ("250ms", "15s", "5m", "2h", "7d", or a bare number of seconds) into
- * milliseconds. Returns 0, or -1 with the error set. */
-int gs_config_parse_duration(const char *text, int64_t *ms);
 
 #endif

@@ -57,7 +57,7 @@ static void defaults(void **state)
     assert_int_equal(c->n_slide_roots, 1);
     assert_string_equal(c->slide_roots[0], "/srv/slides");
     assert_int_equal(c->watch_settle_ms, 5000);
-    /* the tissue code's values, not PROTOCOL.md's 0.1 */
+    /* the tissue code's values (stages/slide/tissue.h), as PROTOCOL.md §15 */
     assert_true(c->min_tissue_fraction == 0.25);
     assert_true(c->mask_mpp == 4.0);
     assert_int_equal(c->mask_max_dim, 4096);
@@ -77,8 +77,8 @@ static void defaults(void **state)
     gs_config_destroy(&c);
 }
 
-/* The example documents every key, under its section, with the default value: loading it
- * gives exactly the defaults. */
+/* The example shows every key with its default value: loading it gives exactly the
+ * defaults. */
 static void example_file_loads_and_matches_defaults(void **state)
 {
     (void)state;
@@ -156,21 +156,18 @@ static void example_file_loads_and_matches_defaults(void **state)
     size_t n = fread(text, 1, sizeof text - 1, f);
     fclose(f);
     text[n] = 0;
-    for (size_t i = 0; i < gs_config_key_count(); i++) {
-        const char *sec, *key;
-        assert_int_equal(gs_config_key(i, &sec, &key), 0);
+    for (int k = 0; k < GS_CFG_KEY_COUNT; k++) {
+        const gs_config_key_info *i = gs_config_schema_key((gs_config_key_id)k);
         char head[64], line[80];
-        snprintf(head, sizeof head, "\n[%s]\n", sec);
-        snprintf(line, sizeof line, "\n%s =", key);
+        snprintf(head, sizeof head, "\n[%s]\n", i->section);
+        snprintf(line, sizeof line, "\n%s =", i->name);
         const char *start = strstr(text, head);
         assert_non_null(start);
         const char *end = strstr(start + 1, "\n[");
         const char *at = strstr(start, line);
         if (!at || (end && at > end))
-            fail_msg("[%s] %s is not documented in the example", sec, key);
+            fail_msg("[%s] %s is not documented in the example", i->section, i->name);
     }
-    const char *sec, *key;
-    assert_int_equal(gs_config_key(gs_config_key_count(), &sec, &key), -1);
 }
 
 static void values_override_defaults(void **state)
@@ -208,6 +205,8 @@ static void values_override_defaults(void **state)
     assert_int_equal(c->infer_threads, 8);
     assert_true(c->threshold == 0.6);
     assert_int_equal(c->blur_batch, 8); /* untouched */
+    assert_int_equal(gs_config_is_set(c, GS_CFG_INFER_BATCH), 1);
+    assert_int_equal(gs_config_is_set(c, GS_CFG_BLUR_BATCH), 0);
     gs_config_destroy(&c);
 
     /* an empty file is all defaults */
