@@ -1,215 +1,192 @@
 #include "stages/runtime/stage_config.h"
 
-#include <errno.h>
-#include <ini.h>
-#include <math.h>
-#include <stdlib.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "ops/error.h"
 #include "stages/runtime/transport.h"
 
-void gs_stage_config_default(gs_stage_config *c, Gastroscreen__V1__Stage stage)
+/* A setting of gs_stage_config: its key (section NULL: the stage's own section, so "threads"
+ * is [blur] threads in the blur worker), its field and the flag that overrides it. A stage holds
+ * the field when its section has the key: --batch is an option of blur and infer only. */
+typedef struct {
+    const char *section, *name;
+    size_t offset, size;
+    const char *flag, *arg; /* NULL: no flag */
+} stage_field;
+
+#define F(sec, key, f, flag, arg)                                                                  \
+    {                                                                                              \
+        sec, key, offsetof(gs_stage_config, f), sizeof(((gs_stage_config *)0)->f), flag, arg       \
+    }
+
+static const stage_field FIELDS[] = {
+    F("coordinator", "work", work, "--coordinator", "ENDPOINT"),
+    F("model", "bundle", model, "--model", "BUNDLE"),
+    F(NULL, "threads", threads, "--threads", "N"),
+    F(NULL, "batch", batch, "--batch", "N"),
+    F(NULL, "tile_inbox", tile_inbox, "--tile-inbox", "ENDPOINT"),
+    F(NULL, "advertise_host", advertise_host, "--advertise-host", "HOST"),
+    F(NULL, "tile_hwm", tile_hwm, "--tile-hwm", "N"),
+    F(NULL, "mask_mpp", mask_mpp, NULL, NULL),
+    F(NULL, "mask_max_dim", mask_max_dim, NULL, NULL),
+    F(NULL, "top_k", top_k, "--top-k", "N"),
+    F(NULL, "report_dir", report_dir, "--report-dir", "DIR"),
+    F("coordinator", "heartbeat_ms", heartbeat_ms, "--heartbeat-ms", "N"),
+    F("coordinator", "liveness", liveness, NULL, NULL),
+};
+#define N_FIELDS (sizeof FIELDS / sizeof FIELDS[0])
+
+static int runs_network(Gastroscreen__V1__Stage s)
 {
-    memset(c, 0, sizeof *c);
-    c->stage = stage;
-    snprintf(c->work, sizeof c->work, "tcp://localhost:5554");
-    snprintf(c->instance, sizeof c->instance, "1");
-    c->threads = stage == GASTROSCREEN__V1__STAGE__STAGE_TILER ||
-                         stage == GASTROSCREEN__V1__STAGE__STAGE_INFER
-                     ? 2
-                     : 1;
-    c->batch = stage == GASTROSCREEN__V1__STAGE__STAGE_BLUR    ? 8
-               : stage == GASTROSCREEN__V1__STAGE__STAGE_INFER ? 4
-                                                               : 1;
-    snprintf(c->tile_inbox, sizeof c->tile_inbox, "tcp://*:*");
-    c->tile_hwm = 8;
-    c->mask_mpp = 4;
-    c->mask_max_dim = 4096;
-    c->top_k = 64;
-    snprintf(c->report_dir, sizeof c->report_dir, "/var/lib/gastroscreen/reports");
-    c->heartbeat_ms = 1000;
-    c->liveness = 5;
+    return s != GASTROSCREEN__V1__STAGE__STAGE_TILER &&
+           s != GASTROSCREEN__V1__STAGE__STAGE_REPORTER;
 }
 
-static int set_str(char *dst, size_t n, const char *v, const char *key)
+/* Returns 0 and the key of f when `stage` holds the field, -1 when it does not. */
+static int field_key(Gastroscreen__V1__Stage stage, const stage_field *f, gs_config_key_id *k)
 {
-    if (strlen(v) >= n)
-        return gs_error_set("%s: longer than %zu bytes", key, n - 1);
+    if (!strcmp(f->name, "bundle") && !runs_network(stage))
+        return -1;
+    return gs_config_schema_find(f->section ? f->section : gs_stage_name(stage), f->name, k);
+}
+
+static int set_str(char *dst, size_t size, const char *v)
+{
+    if (strlen(v) > size - 1)
+        return gs_error_set("longer than %zu bytes", size - 1);
     memcpy(dst, v, strlen(v) + 1);
-    return 0;
-}
-
-static int set_int(int *dst, const char *v, long lo, long hi, const char *key)
-{
-    char *end;
-    errno = 0;
-    long x = strtol(v, &end, 10);
-    if (errno || end == v || *end || x < lo || x > hi)
-        return gs_error_set("%s: '%s' is not a whole number in %ld..%ld", key, v, lo, hi);
-    *dst = (int)x;
-    return 0;
-}
-
-static int set_double(double *dst, const char *v, double lo, double hi, const char *key)
-{
-    char *end;
-    errno = 0;
-    double x = strtod(v, &end);
-    if (errno || end == v || *end || !isfinite(x) || x < lo || x > hi)
-        return gs_error_set("%s: '%s' is not a number in %g..%g", key, v, lo, hi);
-    *dst = x;
     return 0;
 }
 
 /* The coordinator binds every interface ("*" as host); a worker on its host connects to
  * localhost. */
-static int set_work(gs_stage_config *c, const char *v, const char *key)
+static int set_work(gs_stage_config *c, const char *v)
 {
-    if (!strncmp(v, "tcp://*:", 8)) {
-        char buf[1024];
-        snprintf(buf, sizeof buf, "tcp://localhost:%s", v + 8);
-        return set_str(c->work, sizeof c->work, buf, key);
-    }
     if (!v[0])
-        return gs_error_set("%s: empty endpoint", key);
-    return set_str(c->work, sizeof c->work, v, key);
+        return gs_error_set("empty endpoint");
+    const char *any = "tcp://*:";
+    if (strncmp(v, any, strlen(any)))
+        return set_str(c->work, sizeof c->work, v);
+    char buf[sizeof c->work];
+    if (snprintf(buf, sizeof buf, "tcp://localhost:%s", v + strlen(any)) >= (int)sizeof buf)
+        return gs_error_set("longer than %zu bytes", sizeof buf - 1);
+    return set_str(c->work, sizeof c->work, buf);
 }
 
-static int has_batch(Gastroscreen__V1__Stage s)
+/* Stores a parsed value of key k in field f. Returns 0, or -1 with the error (a text too long
+ * for its field, an empty work endpoint) for the caller to prefix with the key or flag. */
+static int set_field(gs_stage_config *c, const stage_field *f, gs_config_key_id k,
+                     const gs_config_value *v)
 {
-    return s == GASTROSCREEN__V1__STAGE__STAGE_BLUR || s == GASTROSCREEN__V1__STAGE__STAGE_INFER;
-}
-
-/* One key of the stage's own section; 1 if it was not one this stage reads. */
-static int stage_key(gs_stage_config *c, const char *name, const char *v)
-{
-    Gastroscreen__V1__Stage s = c->stage;
-    if (!strcmp(name, "threads"))
-        return set_int(&c->threads, v, 1, 256, name);
-    if (!strcmp(name, "batch") && has_batch(s))
-        return set_int(&c->batch, v, 1, 1024, name);
-    if (!strcmp(name, "tile_inbox") && has_batch(s))
-        return set_str(c->tile_inbox, sizeof c->tile_inbox, v, name);
-    if (!strcmp(name, "advertise_host") && has_batch(s))
-        return set_str(c->advertise_host, sizeof c->advertise_host, v, name);
-    if (!strcmp(name, "tile_hwm") && s == GASTROSCREEN__V1__STAGE__STAGE_TILER)
-        return set_int(&c->tile_hwm, v, 4, 16, name);
-    if (!strcmp(name, "mask_mpp") && s == GASTROSCREEN__V1__STAGE__STAGE_FOREGROUND)
-        return set_double(&c->mask_mpp, v, 0.5, 64, name);
-    if (!strcmp(name, "mask_max_dim") && s == GASTROSCREEN__V1__STAGE__STAGE_FOREGROUND)
-        return set_int(&c->mask_max_dim, v, 256, 16384, name);
-    if (!strcmp(name, "top_k") && s == GASTROSCREEN__V1__STAGE__STAGE_SCREENER)
-        return set_int(&c->top_k, v, 1, 4096, name);
-    if (!strcmp(name, "report_dir") && s == GASTROSCREEN__V1__STAGE__STAGE_REPORTER)
-        return set_str(c->report_dir, sizeof c->report_dir, v, name);
-    return 1;
-}
-
-typedef struct {
-    gs_stage_config *c;
-    int failed;
-    char first[1024]; /* the first key's error; inih reports its line */
-} load_state;
-
-static int on_key(void *user, const char *section, const char *name, const char *value)
-{
-    load_state *st = user;
-    gs_stage_config *c = st->c;
-    int rc = 0;
-    if (!strcmp(section, "coordinator")) {
-        if (!strcmp(name, "work"))
-            rc = set_work(c, value, name);
-        else if (!strcmp(name, "heartbeat_ms"))
-            rc = set_int(&c->heartbeat_ms, value, 10, 60000, name);
-        else if (!strcmp(name, "liveness"))
-            rc = set_int(&c->liveness, value, 1, 100, name);
-    } else if (!strcmp(section, "model")) {
-        /* Only the stages that run a network load the bundle. */
-        if (!strcmp(name, "bundle") && c->stage != GASTROSCREEN__V1__STAGE__STAGE_TILER &&
-            c->stage != GASTROSCREEN__V1__STAGE__STAGE_REPORTER)
-            rc = set_str(c->model, sizeof c->model, value, name);
-    } else if (!strcmp(section, gs_stage_name(c->stage))) {
-        rc = stage_key(c, name, value) < 0 ? -1 : 0;
+    void *at = (char *)c + f->offset;
+    if (k == GS_CFG_COORDINATOR_WORK)
+        return set_work(c, v->text);
+    switch (gs_config_schema_key(k)->type) {
+    case GS_CONFIG_STRING:
+    case GS_CONFIG_PATH:
+    case GS_CONFIG_FOLDERS:
+        return set_str(at, f->size, v->text);
+    case GS_CONFIG_COUNT:
+        GS_ASSERT(f->size == sizeof(int));
+        *(int *)at = (int)v->count;
+        return 0;
+    case GS_CONFIG_NUMBER:
+        GS_ASSERT(f->size == sizeof(double));
+        *(double *)at = v->number;
+        return 0;
+    case GS_CONFIG_DURATION:
+        break;
     }
-    if (rc < 0) {
-        if (!st->failed)
-            snprintf(st->first, sizeof st->first, "[%s] %s", section, gs_error_get());
-        st->failed = 1;
-        return 0; /* inih then reports the first such line */
+    GS_ASSERT(!"a stage setting of a type it cannot hold");
+    return -1;
+}
+
+void gs_stage_config_default(gs_stage_config *c, Gastroscreen__V1__Stage stage)
+{
+    memset(c, 0, sizeof *c);
+    c->stage = stage;
+    snprintf(c->instance, sizeof c->instance, "1");
+    c->batch = 1; /* the worker's batch for a stage without a batch key */
+    for (size_t i = 0; i < N_FIELDS; i++) {
+        gs_config_key_id k;
+        /* No model unless given: foreground and blur run their classical methods then. */
+        if (field_key(stage, &FIELDS[i], &k) != 0 || k == GS_CFG_MODEL_BUNDLE)
+            continue;
+        gs_config_value v = gs_config_schema_default(k);
+        int rc = set_field(c, &FIELDS[i], k, &v);
+        GS_ASSERT(rc == 0);
     }
-    return 1;
 }
 
 int gs_stage_config_load(gs_stage_config *c, const char *path)
 {
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return gs_error_set("%s: %s", path, strerror(errno));
-    load_state st = {c, 0, ""};
-    gs_error_clear();
-    int line = ini_parse_file(f, on_key, &st);
-    fclose(f);
-    if (line < 0)
-        return gs_error_set("%s: cannot be read", path);
-    if (line > 0) {
-        if (st.failed)
-            return gs_error_set("%s:%d: %s", path, line, st.first);
-        return gs_error_set("%s:%d: not an INI line", path, line);
+    int rc = -1;
+    gs_config_values *v = gs_config_values_new();
+    if (!v)
+        return -1;
+    if (gs_config_values_load(v, path) != 0)
+        goto destroy_values;
+    for (size_t i = 0; i < N_FIELDS; i++) {
+        gs_config_key_id k;
+        if (field_key(c->stage, &FIELDS[i], &k) != 0 || !gs_config_values_is_set(v, k))
+            continue;
+        if (set_field(c, &FIELDS[i], k, gs_config_values_get(v, k)) != 0) {
+            const gs_config_key_info *info = gs_config_schema_key(k);
+            gs_error_prefix("%s:%d: [%s] %s", path, gs_config_values_line(v, k), info->section,
+                            info->name);
+            goto destroy_values;
+        }
+        c->set[k] = 1;
     }
-    return 0;
+    rc = 0;
+destroy_values:
+    gs_config_values_destroy(&v);
+    return rc;
 }
 
-/* Flags with a value; NULL-terminated. */
-static const char *const VALUE_FLAGS[] = {"--config",         "--coordinator",
-                                          "--instance",       "--id",
-                                          "--threads",        "--batch",
-                                          "--model",          "--tile-inbox",
-                                          "--advertise-host", "--tile-hwm",
-                                          "--top-k",          "--report-dir",
-                                          "--heartbeat-ms",   NULL};
-
-static int takes_value(const char *flag)
+int gs_stage_config_is_set(const gs_stage_config *c, gs_config_key_id k)
 {
-    for (int i = 0; VALUE_FLAGS[i]; i++)
-        if (!strcmp(flag, VALUE_FLAGS[i]))
-            return 1;
-    return 0;
+    GS_ASSERT((unsigned)k < GS_CFG_KEY_COUNT);
+    return c->set[k];
+}
+
+/* The field a flag sets in `stage`, or NULL when the flag is not one of its options. */
+static const stage_field *flag_field(Gastroscreen__V1__Stage stage, const char *flag,
+                                     gs_config_key_id *k)
+{
+    for (size_t i = 0; i < N_FIELDS; i++)
+        if (FIELDS[i].flag && !strcmp(FIELDS[i].flag, flag))
+            return field_key(stage, &FIELDS[i], k) == 0 ? &FIELDS[i] : NULL;
+    return NULL;
+}
+
+static int takes_value(Gastroscreen__V1__Stage stage, const char *flag)
+{
+    gs_config_key_id k;
+    return !strcmp(flag, "--config") || !strcmp(flag, "--instance") || !strcmp(flag, "--id") ||
+           flag_field(stage, flag, &k);
 }
 
 static int apply_flag(gs_stage_config *c, const char *f, const char *v)
 {
-    Gastroscreen__V1__Stage s = c->stage;
-    int tile_stage = has_batch(s);
-    if (!strcmp(f, "--coordinator"))
-        return set_work(c, v, f);
     if (!strcmp(f, "--instance") || !strcmp(f, "--id")) {
-        for (const char *p = v; *p; p++)
-            if (*p == '/' || *p == '@' || *p == ' ')
-                return gs_error_set("%s: '%s' may not contain '/', '@' or spaces", f, v);
-        return v[0] ? set_str(c->instance, sizeof c->instance, v, f)
-                    : gs_error_set("%s: empty name", f);
+        if (!v[0])
+            return gs_error_set("%s: empty name", f);
+        if (strpbrk(v, "/@ "))
+            return gs_error_set("%s: '%s' may not contain '/', '@' or spaces", f, v);
+        if (set_str(c->instance, sizeof c->instance, v) != 0)
+            return gs_error_prefix("%s", f);
+        return 0;
     }
-    if (!strcmp(f, "--threads"))
-        return set_int(&c->threads, v, 1, 256, f);
-    if (!strcmp(f, "--batch") && tile_stage)
-        return set_int(&c->batch, v, 1, 1024, f);
-    if (!strcmp(f, "--model") && s != GASTROSCREEN__V1__STAGE__STAGE_TILER &&
-        s != GASTROSCREEN__V1__STAGE__STAGE_REPORTER)
-        return set_str(c->model, sizeof c->model, v, f);
-    if (!strcmp(f, "--tile-inbox") && tile_stage)
-        return set_str(c->tile_inbox, sizeof c->tile_inbox, v, f);
-    if (!strcmp(f, "--advertise-host") && tile_stage)
-        return set_str(c->advertise_host, sizeof c->advertise_host, v, f);
-    if (!strcmp(f, "--tile-hwm") && s == GASTROSCREEN__V1__STAGE__STAGE_TILER)
-        return set_int(&c->tile_hwm, v, 4, 16, f);
-    if (!strcmp(f, "--top-k") && s == GASTROSCREEN__V1__STAGE__STAGE_SCREENER)
-        return set_int(&c->top_k, v, 1, 4096, f);
-    if (!strcmp(f, "--report-dir") && s == GASTROSCREEN__V1__STAGE__STAGE_REPORTER)
-        return set_str(c->report_dir, sizeof c->report_dir, v, f);
-    if (!strcmp(f, "--heartbeat-ms"))
-        return set_int(&c->heartbeat_ms, v, 10, 60000, f);
-    return gs_error_set("%s: not an option of gastroscreen-%s", f, gs_stage_name(s));
+    gs_config_key_id k;
+    const stage_field *fl = flag_field(c->stage, f, &k);
+    GS_ASSERT(fl); /* takes_value() said so */
+    gs_config_value parsed;
+    if (gs_config_schema_parse(k, v, &parsed) != 0 || set_field(c, fl, k, &parsed) != 0)
+        return gs_error_prefix("%s", f);
+    c->set[k] = 1;
+    return 0;
 }
 
 int gs_stage_config_args(gs_stage_config *c, int argc, char **argv, int *help)
@@ -222,7 +199,7 @@ int gs_stage_config_args(gs_stage_config *c, int argc, char **argv, int *help)
         }
     /* The file first, so flags override it wherever they appear. */
     for (int i = 1; i < argc; i++) {
-        if (strncmp(argv[i], "--", 2) || !takes_value(argv[i]))
+        if (strncmp(argv[i], "--", 2) || !takes_value(c->stage, argv[i]))
             continue;
         if (i + 1 >= argc)
             return gs_error_set("%s needs a value", argv[i]);
@@ -234,7 +211,7 @@ int gs_stage_config_args(gs_stage_config *c, int argc, char **argv, int *help)
         const char *f = argv[i];
         if (strncmp(f, "--", 2))
             return gs_error_set("unexpected argument '%s'", f);
-        if (!takes_value(f))
+        if (!takes_value(c->stage, f))
             return gs_error_set("%s: not an option of gastroscreen-%s", f, gs_stage_name(c->stage));
         const char *v = argv[++i];
         if (!strcmp(f, "--config"))
@@ -245,47 +222,60 @@ int gs_stage_config_args(gs_stage_config *c, int argc, char **argv, int *help)
     return 0;
 }
 
+/* Columns of the usage synopsis: as wide as the hand-written lines below it. */
+#define USAGE_WIDTH 88
+
 void gs_stage_config_usage(Gastroscreen__V1__Stage stage, FILE *f)
 {
     const char *n = gs_stage_name(stage);
-    int tile_stage = has_batch(stage);
-    int model_stage = stage != GASTROSCREEN__V1__STAGE__STAGE_TILER &&
-                      stage != GASTROSCREEN__V1__STAGE__STAGE_REPORTER;
     fprintf(f,
             "usage: gastroscreen-%s [--config FILE] [--coordinator ENDPOINT] [--instance NAME]\n"
-            "       [--threads N]%s%s%s%s%s%s [--heartbeat-ms N]\n"
+            "      ",
+            n);
+    gs_config_key_id k;
+    int col = 6;
+    for (size_t i = 0; i < N_FIELDS; i++) {
+        if (!FIELDS[i].flag || !strcmp(FIELDS[i].flag, "--coordinator") ||
+            field_key(stage, &FIELDS[i], &k) != 0)
+            continue;
+        int len = (int)(strlen(FIELDS[i].flag) + strlen(FIELDS[i].arg)) + 4;
+        if (col + len > USAGE_WIDTH) {
+            fprintf(f, "\n      ");
+            col = 6;
+        }
+        col += fprintf(f, " [%s %s]", FIELDS[i].flag, FIELDS[i].arg);
+    }
+    fprintf(f,
+            "\n"
             "\n"
             "The gastroscreen %s stage worker (proto/PROTOCOL.md): connects to the coordinator's\n"
-            "`work` endpoint, serves its jobs in N handler threads, heartbeats once a second with\n"
-            "its statistics, and stops gracefully on SIGTERM (finishes or hands back its work).\n"
+            "`work` endpoint, serves its jobs in N handler threads, heartbeats with its\n"
+            "statistics, and stops gracefully on SIGTERM (finishes or hands back its work).\n"
             "\n"
-            "  --config FILE           read [coordinator] work, heartbeat_ms, liveness, [model] "
-            "bundle\n"
-            "                          and [%s] from FILE (systemd/gastroscreen.conf format)\n"
+            "  --config FILE           settings (systemd/gastroscreen.conf format): every key is\n"
+            "                          checked; this stage uses [coordinator] work, heartbeat_ms,\n"
+            "                          liveness%s and [%s]\n"
             "  --coordinator ENDPOINT  the coordinator's work endpoint (tcp://localhost:5554)\n"
-            "  --instance NAME         instance name in the worker id (1); alias --id\n"
-            "  --threads N             handler threads = jobs or batches at once\n",
-            n, tile_stage ? " [--batch N]" : "", model_stage ? " [--model BUNDLE]" : "",
-            tile_stage ? " [--tile-inbox ENDPOINT] [--advertise-host HOST]" : "",
-            stage == GASTROSCREEN__V1__STAGE__STAGE_TILER ? " [--tile-hwm N]" : "",
-            stage == GASTROSCREEN__V1__STAGE__STAGE_SCREENER ? " [--top-k N]" : "",
-            stage == GASTROSCREEN__V1__STAGE__STAGE_REPORTER ? " [--report-dir DIR]" : "", n, n);
-    if (model_stage)
+            "  --instance NAME         instance name in the worker id (1); alias --id\n",
+            n, runs_network(stage) ? ", [model] bundle" : "", n);
+    if (runs_network(stage))
         fprintf(f, "  --model BUNDLE          model bundle (.safetensors)%s\n",
                 stage == GASTROSCREEN__V1__STAGE__STAGE_INFER ||
                         stage == GASTROSCREEN__V1__STAGE__STAGE_SCREENER
                     ? " (required)"
                     : " (optional: its sha256 is announced)");
-    if (tile_stage)
-        fprintf(f, "  --batch N               tiles per batch\n"
-                   "  --tile-inbox ENDPOINT   where to bind the tile inbox (tcp://*:*)\n"
-                   "  --advertise-host HOST   host name tilers connect to (this host's name)\n");
-    if (stage == GASTROSCREEN__V1__STAGE__STAGE_TILER)
-        fprintf(f, "  --tile-hwm N            tile socket high-water mark, 4..16 (8)\n");
-    if (stage == GASTROSCREEN__V1__STAGE__STAGE_SCREENER)
-        fprintf(f, "  --top-k N               rows of the screener matrix (64)\n");
-    if (stage == GASTROSCREEN__V1__STAGE__STAGE_REPORTER)
-        fprintf(f, "  --report-dir DIR        report folder for jobs without one\n");
-    fprintf(f, "  --heartbeat-ms N        heartbeat period until the coordinator says (1000)\n"
-               "  --help                  this text\n");
+    /* The other flags say what their key's schema entry says, so help and file agree. */
+    for (size_t i = 0; i < N_FIELDS; i++) {
+        const stage_field *fl = &FIELDS[i];
+        if (!fl->flag || field_key(stage, fl, &k) != 0 || k == GS_CFG_COORDINATOR_WORK ||
+            k == GS_CFG_MODEL_BUNDLE)
+            continue;
+        const gs_config_key_info *info = gs_config_schema_key(k);
+        char opt[64], range[64];
+        snprintf(opt, sizeof opt, "%s %s", fl->flag, fl->arg);
+        gs_config_schema_range(k, range, sizeof range);
+        fprintf(f, "  %-22s  %s (%s%s%s%s)\n", opt, info->doc, range, range[0] ? "; " : "",
+                info->def[0] ? "default " : "default empty", info->def);
+    }
+    fprintf(f, "  --help                  this text\n");
 }

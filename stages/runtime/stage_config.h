@@ -1,26 +1,29 @@
 /*
  * stage_config: the settings of one stage worker process, from its command line and,
- * optionally, the shared INI file (systemd/gastroscreen.conf, parsed with inih).
+ * optionally, the shared INI file (systemd/gastroscreen.conf).
  *
- * Stages must not depend on daemon/ (layering ops <- model <- stages <- daemon), so this is
- * not daemon/service/config: it reads only what a worker of one stage needs, with the same key
- * names as daemon/service/config.c: [coordinator] work, heartbeat_ms, liveness; [model] bundle; and
- * the stage's own section: threads, batch (blur, infer), tile_inbox and advertise_host (blur,
- * infer), tile_hwm (tiler), mask_mpp and mask_max_dim (foreground), top_k (screener),
- * report_dir (reporter). Other sections and keys belong to other processes and are skipped
- * here (daemon/service/config validates the whole file for gastroscreend). A value that does not
- * parse or is out of range is an error naming the file, the line and the key.
+ * The file is read with the schema every process shares (stages/runtime/config_schema), so
+ * a worker checks the whole file as gastroscreend does (an unknown key, a value out of range,
+ * keys that contradict each other: "FILE:LINE: [section] key: ...") and keeps what a worker
+ * of its stage needs: [coordinator] work, heartbeat_ms, liveness; [model] bundle (stages that
+ * run a network); and from the stage's own section threads, batch, tile_inbox and
+ * advertise_host (blur, infer), tile_hwm (tiler), mask_mpp and mask_max_dim (foreground),
+ * top_k (screener), report_dir (reporter). Stages must not depend on daemon/ (ops <- model
+ * <- stages <- daemon), which is why this struct is not daemon/service/config's.
  *
  * The coordinator's `work` key is its bind address; a bind to every interface (host "*", tcp)
  * is read as "tcp://localhost:PORT" (a worker on the coordinator's host); on another node set
  * --coordinator or write the coordinator's host in the file. The tiler and the reporter run
- * no network: they ignore [model] bundle and refuse --model.
+ * no network: they ignore [model] bundle and refuse --model. Unlike gastroscreend, a worker
+ * assumes no bundle: without --model or [model] bundle in its file it loads none (foreground
+ * and blur run without one; infer and screener refuse to start).
  *
- * Flags (gs_stage_config_args) override the file: --config FILE, --coordinator ENDPOINT,
- * --instance NAME (alias --id), --threads N, --batch N, --model FILE, --tile-inbox ENDPOINT,
- * --advertise-host HOST, --tile-hwm N, --top-k N, --report-dir DIR, --heartbeat-ms N,
- * --help. Use: gs_stage_config_default(&c, stage); gs_stage_config_args(&c, argc, argv, &help);
- * ...; gs_stage_config_free(&c).
+ * Flags (gs_stage_config_args) override the file and take the range of their key: --config
+ * FILE, --coordinator ENDPOINT, --instance NAME (alias --id), --threads N, --batch N, --model
+ * FILE, --tile-inbox ENDPOINT, --advertise-host HOST, --tile-hwm N, --top-k N, --report-dir DIR,
+ * --heartbeat-ms N, --help. Use: gs_stage_config_default(&c, stage);
+ * gs_stage_config_args(&c, argc, argv, &help); read the fields. The struct holds no memory
+ * to free.
  */
 #ifndef GS_STAGES_RUNTIME_STAGE_CONFIG_H
 #define GS_STAGES_RUNTIME_STAGE_CONFIG_H
@@ -28,6 +31,7 @@
 #include <stdio.h>
 
 #include "proto/gastroscreen.pb-c.h"
+#include "stages/runtime/config_schema.h"
 
 typedef struct {
     Gastroscreen__V1__Stage stage;
@@ -43,18 +47,21 @@ typedef struct {
     int top_k;                /* screener: rows of the screener matrix */
     char report_dir[4096];    /* reporter: folder for jobs without out_dir */
     int heartbeat_ms, liveness;
+    /* Keys the file or a flag set (gs_stage_config_is_set). */
+    unsigned char set[GS_CFG_KEY_COUNT];
 } gs_stage_config;
 
-/* Fills *c with the defaults of `stage` (daemon/service/config.c's: work tcp://localhost:5554,
- * threads 1 (tiler 2, infer 2), batch 8 for blur and 4 for infer, tile_inbox on every interface,
- * any port,
- * tile_hwm 8, top_k 64, report_dir /var/lib/gastroscreen/reports, heartbeat 1000 ms,
- * liveness 5, no model). */
+/* Fills *c with the schema's defaults for `stage` (work tcp://localhost:5554, the stage
+ * section's threads and batch; batch 1 for a stage without one) and no model. */
 void gs_stage_config_default(gs_stage_config *c, Gastroscreen__V1__Stage stage);
 
-/* Reads the file at path over *c. Returns 0, or -1 with the error ("path:12: [infer] batch:
- * 0 is out of range 1..1024", "path: No such file or directory"). */
+/* Reads the file at path (every key checked, gs_config_values_load) and copies the keys of
+ * the stage it sets over *c. Returns 0, or -1 with the error ("path:12: [infer] batch: 0 is
+ * out of range 1..1024", "path: No such file or directory"). */
 int gs_stage_config_load(gs_stage_config *c, const char *path);
+
+/* 1 when the file or a flag set key k (the lab chose the value), 0 when it is the default. */
+int gs_stage_config_is_set(const gs_stage_config *c, gs_config_key_id k);
 
 /* Applies the command line (argv[0] is the program). --config is read first wherever it
  * appears, then the other flags in order. Sets *help to 1 when --help was given (nothing else
