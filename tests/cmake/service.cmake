@@ -3,6 +3,9 @@ gs_cmocka_test(test_journal unit SOURCES unit/test_journal.c LIBS gs_daemon)
 gs_cmocka_test(test_ledger unit SOURCES unit/test_ledger.c LIBS gs_daemon)
 gs_cmocka_test(test_slide_table unit SOURCES unit/test_slide_table.c LIBS gs_daemon)
 gs_cmocka_test(test_config unit SOURCES unit/test_config.c LIBS gs_daemon)
+# The settings schema (stages/runtime/config_schema) against systemd/gastroscreen.conf and
+# through both of its readers, gastroscreend's and the stage workers'.
+gs_cmocka_test(test_config_schema unit SOURCES unit/test_config_schema.c LIBS gs_daemon)
 gs_cmocka_test(test_metrics unit SOURCES unit/test_metrics.c LIBS gs_daemon)
 
 # The coordinator's spool folder (plan, heat maps, retire, poison) as a crash leaves it.
