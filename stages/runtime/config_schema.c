@@ -87,8 +87,8 @@ static const gs_config_key_info KEYS[GS_CFG_KEY_COUNT] = {
                                       "resolution of the tiles, microns per pixel"},
     [GS_CFG_FOREGROUND_TILE_SIZE] = {"foreground", "tile_size", GS_CONFIG_COUNT, "512", 64, 4096,
                                      "tile side, pixels at target_mpp"},
-    [GS_CFG_FOREGROUND_STRIDE] = {"foreground", "stride", GS_CONFIG_COUNT, "512", 16, 4096,
-                                  "window step, pixels"},
+    [GS_CFG_FOREGROUND_STRIDE] = {"foreground", "stride", GS_CONFIG_COUNT, "512", 64, 4096,
+                                  "window step, pixels; must equal tile_size"},
     [GS_CFG_FOREGROUND_DEFAULT_MPP] = {"foreground", "default_mpp", GS_CONFIG_NUMBER, "0.25", 0.05,
                                        10, "microns per pixel of a slide that does not say"},
     [GS_CFG_FOREGROUND_MIN_TISSUE_FRACTION] = {"foreground", "min_tissue_fraction",
@@ -472,9 +472,11 @@ static int check_rules(const gs_config_values *v, const char *path)
             min_valid, sample);
     uint32_t stride = v->keys[GS_CFG_FOREGROUND_STRIDE].v.count;
     uint32_t tile = v->keys[GS_CFG_FOREGROUND_TILE_SIZE].v.count;
-    if (stride > tile)
+    if (stride != tile)
         return gs_error_set(
-            "%s: [foreground] stride: %u exceeds tile_size %u: tiles would leave gaps",
+            "%s: [foreground] stride: %u differs from tile_size %u: overlapping windows are not "
+            "supported (the heat map and the tile ledger assume the tiles partition the slide); "
+            "set stride = tile_size",
             where(at, sizeof at, path,
                   later_line(v, GS_CFG_FOREGROUND_STRIDE, GS_CFG_FOREGROUND_TILE_SIZE)),
             stride, tile);

@@ -9,7 +9,7 @@
  * values of one read: every key starts at its default; gs_config_values_load() reads a file
  * over them, checking every line against the schema (an unknown section or key, a key set
  * twice, a value that does not parse or is out of range), then the rules that join keys
- * (blur_min_valid <= blur_sample; stride <= tile_size), and records which keys the file set
+ * (blur_min_valid <= blur_sample; stride == tile_size), and records which keys the file set
  * and on which line. Errors read "FILE:LINE: [section] key: what is wrong", with the line of the
  * first bad key (for a rule joining keys, the later line of the two); a line longer than
  * GS_CONFIG_MAX_LINE characters is refused too (inih would cut it).

@@ -298,6 +298,32 @@ static void readers_agree_on_every_key(void **state)
     unlink(p);
 }
 
+/* stride is the window step: any value but tile_size would fail every slide (the heat map and
+ * the ledger assume the tiles partition the slide), so both readers refuse it up front. */
+static void stride_must_equal_tile_size(void **state)
+{
+    (void)state;
+    both_refuse("[foreground]\nstride = 256\n",
+                "%s:2: [foreground] stride: 256 differs from tile_size 512: overlapping windows "
+                "are not supported");
+    /* A changed tile_size alone: the error is on its line, and still names stride. */
+    both_refuse("[foreground]\n\ntile_size = 256\n",
+                "%s:3: [foreground] stride: 512 differs from tile_size 256");
+    both_refuse("[foreground]\nstride = 256\ntile_size = 1024\n", "%s:3: [foreground] stride:");
+
+    const char *p = write_conf("[foreground]\ntile_size = 256\nstride = 256\n");
+    gs_config *c = gs_config_new();
+    if (gs_config_load(c, p) != 0)
+        fail_msg("%s", gs_error_get());
+    assert_int_equal(c->tile_size, 256);
+    assert_int_equal(c->stride, 256);
+    gs_config_destroy(&c);
+    gs_stage_config sc;
+    gs_stage_config_default(&sc, GASTROSCREEN__V1__STAGE__STAGE_FOREGROUND);
+    assert_int_equal(gs_stage_config_load(&sc, p), 0);
+    unlink(p);
+}
+
 static void values_record_what_the_file_set(void **state)
 {
     (void)state;
@@ -380,6 +406,7 @@ int main(void)
         cmocka_unit_test(example_documents_exactly_the_schema),
         cmocka_unit_test(example_loads_through_both_readers),
         cmocka_unit_test(readers_agree_on_every_key),
+        cmocka_unit_test(stride_must_equal_tile_size),
         cmocka_unit_test(values_record_what_the_file_set),
         cmocka_unit_test(stage_flags_use_the_schema),
     };
