@@ -51,6 +51,38 @@ static int parse3(const gs_weights *w, const char *key, float *v)
     return 0;
 }
 
+/* A metadata number in [lo, hi]; whole when `whole`. */
+static int parse_number(const gs_weights *w, const char *key, double lo, double hi, int whole,
+                        double *v)
+{
+    const char *s = gs_weights_meta(w, key);
+    char *end = NULL;
+    double d = s ? strtod(s, &end) : NAN;
+    if (!s || end == s || *end != '\0' || !isfinite(d) || d < lo || d > hi ||
+        (whole && d != floor(d)))
+        return gs_error_set("metadata %s = \"%s\": expected %s in %g..%g", key, s ? s : "(missing)",
+                            whole ? "a whole number" : "a number", lo, hi);
+    *v = d;
+    return 0;
+}
+
+/* The decision metadata: the values the pipeline judges with unless the lab's config sets its
+ * own. topk's bound is the screener's largest matrix (stages/handlers/screener.c). */
+static int parse_thresholds(gs_model *m)
+{
+    double topk, screen, blur, fg;
+    if (parse_number(m->w, "topk", 1, 4096, 1, &topk) ||
+        parse_number(m->w, "threshold.screen", 0, 1, 0, &screen) ||
+        parse_number(m->w, "threshold.blur", 0, 1, 0, &blur) ||
+        parse_number(m->w, "threshold.foreground", 0, 1, 0, &fg))
+        return -1;
+    m->thresholds = (gs_model_thresholds){.topk = (uint32_t)topk,
+                                          .screen = (float)screen,
+                                          .blur = (float)blur,
+                                          .foreground = (float)fg};
+    return 0;
+}
+
 static int parse_meta(gs_model *m)
 {
     const char *col = gs_weights_meta(m->w, "input_colour");
@@ -71,7 +103,7 @@ static int parse_meta(gs_model *m)
         return gs_error_set("metadata bn_eps = \"%s\": expected a positive number",
                             e ? e : "(missing)");
     m->eps = (float)eps;
-    return 0;
+    return parse_thresholds(m);
 }
 
 /* Builds network `id` (checking != 0: only checks its tensors' names and shapes). */
@@ -236,6 +268,11 @@ const char *gs_model_provenance(const gs_model *m, gs_net_id id)
 int gs_model_untrained(const gs_model *m, gs_net_id id)
 {
     return !gs_model_has(m, id) || !strcmp(gs_model_provenance(m, id), "untrained");
+}
+
+gs_model_thresholds gs_model_get_thresholds(const gs_model *m)
+{
+    return m->thresholds;
 }
 
 const gs_weights *gs_model_weights(const gs_model *m)

@@ -91,6 +91,19 @@ const char *gs_model_provenance(const gs_model *m, gs_net_id id);
 /* 1 if the network counts as untrained (absent, or provenance exactly "untrained"). */
 int gs_model_untrained(const gs_model *m, gs_net_id id);
 
+/* The bundle's decision metadata (model/FORMAT.md "Metadata"), checked when the model loads:
+ * topk a whole number in 1..4096 and each threshold a number in [0, 1]. A judgement is
+ * positive (blurred, tissue) when the network's probability is strictly greater. */
+typedef struct {
+    uint32_t topk;    /* patch features the screener takes */
+    float screen;     /* slide positive if the screener score > screen */
+    float blur;       /* tile blurred if P(blurred) > blur */
+    float foreground; /* pixel is tissue if P(foreground) > foreground */
+} gs_model_thresholds;
+
+/* The bundle's decision metadata (a copy). */
+gs_model_thresholds gs_model_get_thresholds(const gs_model *m);
+
 /* The underlying bundle (metadata access); owned by the model. */
 const gs_weights *gs_model_weights(const gs_model *m);
 

@@ -32,6 +32,7 @@ struct gs_model {
     dnnl_engine_t engine;
     gs_act act;
     float eps;
+    gs_model_thresholds thresholds;
     float mean[3], std[3];
     int present[GS_NET_COUNT];
     int built[GS_NET_COUNT]; /* folded and reordered (a subset of present) */

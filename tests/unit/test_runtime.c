@@ -168,6 +168,7 @@ typedef struct {
     const char *extra;      /* extra tensor name */
     const char *activation; /* metadata value */
     const char *bn_eps;
+    const char *topk, *screen, *blur; /* decision metadata values (default 64, 0.74, 0.5) */
 } variant;
 
 static int64_t count_of(const entry *e)
@@ -201,13 +202,15 @@ static const char *write_bundle(const variant *v)
                        "{\"__metadata__\":{\"format\":\"gastroscreen-bundle\",\"format_version\":"
                        "\"1\",\"input_colour\":\"RGB\",\"input_mean\":\"0.485,0.456,0.406\","
                        "\"input_std\":\"0.229,0.224,0.225\",\"target_mpp\":\"0.5\","
-                       "\"tile_size\":\"512\",\"topk\":\"64\",\"threshold.screen\":\"0.74\","
-                       "\"threshold.blur\":\"0.5\",\"threshold.foreground\":\"0.5\","
+                       "\"tile_size\":\"512\",\"topk\":\"%s\",\"threshold.screen\":\"%s\","
+                       "\"threshold.blur\":\"%s\",\"threshold.foreground\":\"0.5\","
                        "\"activation\":\"%s\",\"bn_eps\":\"%s\",\"provenance.multitask\":"
                        "\"untrained\",\"provenance.foreground\":\"untrained\","
                        "\"provenance.blur\":\"unit test data\",\"provenance.screener\":"
                        "\"untrained\",\"created\":\"2024-01-01T00:00:00Z\",\"creator\":\"test\"}",
-                       v->activation ? v->activation : "relu", v->bn_eps ? v->bn_eps : "1e-5");
+                       v->topk ? v->topk : "64", v->screen ? v->screen : "0.74",
+                       v->blur ? v->blur : "0.5", v->activation ? v->activation : "relu",
+                       v->bn_eps ? v->bn_eps : "1e-5");
     int64_t off = 0;
     for (int i = 0; i < n; i++) {
         int64_t bytes = count_of(&es[i]) * 4;
@@ -374,6 +377,30 @@ static void test_load_errors(void **state)
     expect_load_error(&v, "activation", "\"leaky:2\"");
     v = (variant){.bn_eps = "-1"};
     expect_load_error(&v, "bn_eps", "\"-1\"");
+    v = (variant){.topk = "0"};
+    expect_load_error(&v, "topk", "\"0\"");
+    v = (variant){.topk = "64.5"};
+    expect_load_error(&v, "topk", "a whole number");
+    v = (variant){.screen = "1.5"};
+    expect_load_error(&v, "threshold.screen", "\"1.5\"");
+    v = (variant){.blur = "half"};
+    expect_load_error(&v, "threshold.blur", "\"half\"");
+}
+
+/* The decision metadata comes back as the bundle wrote it. */
+static void test_thresholds_read(void **state)
+{
+    (void)state;
+    variant v = {.topk = "12", .screen = "0.3125", .blur = "0.25"};
+    gs_model *m = gs_model_load(write_bundle(&v));
+    if (!m)
+        fail_msg("%s", gs_error_get());
+    gs_model_thresholds t = gs_model_get_thresholds(m);
+    assert_int_equal(t.topk, 12);
+    assert_float_equal(t.screen, 0.3125, 1e-7);
+    assert_float_equal(t.blur, 0.25, 1e-7);
+    assert_float_equal(t.foreground, 0.5, 1e-7);
+    gs_model_destroy(&m);
 }
 
 /* The blur network skipped (only multitask asked for, which this bundle lacks): its names and
@@ -435,13 +462,10 @@ static void test_load_nets_skipped_blur(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_fold_bn_hand),
-        cmocka_unit_test(test_act_parse),
-        cmocka_unit_test(test_deconv_no_flip),
-        cmocka_unit_test(test_load_blur_only),
-        cmocka_unit_test(test_load_errors),
-        cmocka_unit_test(test_threads_share_model),
-        cmocka_unit_test(test_load_nets_skipped_blur),
+        cmocka_unit_test(test_fold_bn_hand),        cmocka_unit_test(test_act_parse),
+        cmocka_unit_test(test_deconv_no_flip),      cmocka_unit_test(test_load_blur_only),
+        cmocka_unit_test(test_load_errors),         cmocka_unit_test(test_thresholds_read),
+        cmocka_unit_test(test_threads_share_model), cmocka_unit_test(test_load_nets_skipped_blur),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
