@@ -244,10 +244,12 @@ static int run_others(const gs_model *m, const uint8_t *rgb, int n, int h, int w
         if (write_npy(dir, "foreground_logit.npy", "<f4", a, 4, 4, sa) ||
             write_npy(dir, "foreground_logit_lowres.npy", "<f4", b, 4, 4, sb))
             goto done;
-        double frac = 0.0;
+        /* Tissue where P(foreground) > the bundle's threshold.foreground (model/FORMAT.md). */
+        double t = gs_model_get_thresholds(m).foreground, frac = 0.0;
         for (size_t i = 0; i < (size_t)n * h * w; i++)
-            frac += a[i] >= 0.0f;
-        printf("foreground: tissue fraction (sigmoid >= 0.5) %.4f\n", frac / ((double)n * h * w));
+            frac += sigmoidf(a[i]) > t;
+        printf("foreground: tissue fraction (P > threshold.foreground %.4g) %.4f\n", t,
+               frac / ((double)n * h * w));
         gs_net_state_destroy(&s);
         free(a);
         free(b);
@@ -274,7 +276,8 @@ static int run_others(const gs_model *m, const uint8_t *rgb, int n, int h, int w
             write_npy(dir, "blur_logit.npy", "<f4", a, 4, 2, sl))
             goto done;
         for (int i = 0; i < n; i++)
-            printf("blur: tile %d: P(blurred) %.4f (logit %.6f)\n", i, sigmoidf(a[i]), a[i]);
+            printf("blur: tile %d: P(blurred) %.4f (logit %.6f)%s\n", i, sigmoidf(a[i]), a[i],
+                   sigmoidf(a[i]) > gs_model_get_thresholds(m).blur ? ": blurred" : "");
         gs_net_state_destroy(&s);
         free(a);
         a = NULL;

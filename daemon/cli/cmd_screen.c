@@ -15,7 +15,7 @@
  * notice "model: untrained — not a diagnosis" ends every line when the bundle's multi-task
  * network or screener is untrained.
  *
- * The bundle: --model BUNDLE; else [model] bundle of --config FILE when one is given; else
+ * The bundle: --model BUNDLE; else [model] bundle of --config FILE when the file sets it; else
  * the first that exists of <exe>/../model/default.safetensors (the build tree: made by the
  * default build, model/bundle.cmake), <exe>/../share/gastroscreen/default.safetensors (an
  * install under a prefix) and /usr/share/gastroscreen/default.safetensors. --config supplies
@@ -79,14 +79,13 @@ static void usage(FILE *f)
 
 /* The bundle to load per the lookup order above, into out. Returns 0, or -1 with
  * the error naming what was tried. */
-static int find_model(const char *given, const gs_config *cfg, int have_config, char *out,
-                      size_t len)
+static int find_model(const char *given, const gs_config *cfg, char *out, size_t len)
 {
     if (given) {
         snprintf(out, len, "%s", given);
         return 0;
     }
-    if (have_config) {
+    if (gs_config_is_set(cfg, GS_CFG_MODEL_BUNDLE)) {
         snprintf(out, len, "%s", cfg->bundle);
         return 0;
     }
@@ -134,8 +133,7 @@ typedef struct {
 
 /* Prints the verdict line of a terminal slide (info), following a folded duplicate to the
  * slide that answers for it. */
-static void print_verdict(const gs_embedded *e, const slide_entry *s, const gs_slide_info *info,
-                          const gs_config *cfg)
+static void print_verdict(const gs_embedded *e, const slide_entry *s, const gs_slide_info *info)
 {
     gs_slide_info own = *info;
     const gs_slide_info *v = info;
@@ -155,7 +153,7 @@ static void print_verdict(const gs_embedded *e, const slide_entry *s, const gs_s
         snprintf(folder, sizeof folder, "-");
     }
     printf("%s: %s score %s threshold %.4f report %s", s->arg, gs_slides_verdict_name(v->verdict),
-           score, cfg->threshold, folder);
+           score, gs_embedded_decision(e)->threshold, folder);
     if (v != info)
         printf("; duplicate of %s", own.duplicate_of);
     if (v->reason && v->reason[0])
@@ -289,7 +287,7 @@ int gs_cmd_screen(int argc, char **argv)
     if (config_path && gs_config_load(cfg, config_path) != 0)
         goto report;
     char model[PATH_MAX];
-    if (find_model(model_arg, cfg, config_path != NULL, model, sizeof model) != 0)
+    if (find_model(model_arg, cfg, model, sizeof model) != 0)
         goto report;
     if (mkdir(out_arg, 0755) != 0 && errno != EEXIST) {
         gs_error_set("%s: %s", out_arg, strerror(errno));
@@ -359,7 +357,7 @@ int gs_cmd_screen(int argc, char **argv)
                 continue;
             if (tty)
                 fprintf(stderr, "\r\033[K");
-            print_verdict(e, s, &info, cfg);
+            print_verdict(e, s, &info);
             s->reported = 1;
             s->verdict = info.verdict;
             pending--;

@@ -17,6 +17,7 @@
 #include "stages/handlers/reporter.h"
 #include "stages/handlers/screener.h"
 #include "stages/handlers/tiler.h"
+#include "stages/runtime/decision.h"
 #include "stages/runtime/worker.h"
 
 /* The six worker stages, in the order they are started. */
@@ -46,7 +47,8 @@ struct gs_embedded {
     gs_config *cfg;
     void *zctx;
     gs_model *model;
-    gs_provenance prov; /* multitask + screener: what verdicts come from */
+    gs_decision decision; /* the screener's threshold and top k, resolved once */
+    gs_provenance prov;   /* multitask + screener: what verdicts come from */
     gs_coordinator *coord;
     volatile sig_atomic_t stop_workers;
     stage_worker workers[N_STAGES];
@@ -139,8 +141,8 @@ static int make_worker(gs_embedded *e, stage_worker *sw, const char *work, int q
         break;
     case GASTROSCREEN__V1__STAGE__STAGE_SCREENER:
         wc.threads = (int)cfg->screener_threads;
-        if (!(e->screener =
-                  gs_screener_stage_new(e->model, wc.threads, (int)cfg->top_k, &e->prov.msg)))
+        if (!(e->screener = gs_screener_stage_new(e->model, wc.threads, (int)e->decision.top_k,
+                                                  &e->prov.msg)))
             return -1;
         wc.handler = gs_screener_handle;
         wc.handler_ud = e->screener;
@@ -221,6 +223,10 @@ gs_embedded *gs_embedded_new(const gs_embedded_options *o)
 
     if (!(e->model = gs_model_load(o->model_path)))
         goto fail;
+    gs_model_thresholds bundle_thresholds = gs_model_get_thresholds(e->model);
+    gs_decision_resolve(&e->decision, &bundle_thresholds, e->cfg->threshold,
+                        gs_config_is_set(e->cfg, GS_CFG_SCREENER_THRESHOLD), e->cfg->top_k,
+                        gs_config_is_set(e->cfg, GS_CFG_SCREENER_TOP_K));
     const gs_net_id nets[] = {GS_NET_MULTITASK, GS_NET_SCREENER};
     if (gs_provenance_init(&e->prov, o->model_path, e->model, nets, 2) != 0)
         goto fail;
@@ -234,6 +240,7 @@ gs_embedded *gs_embedded_new(const gs_embedded_options *o)
     co.config = e->cfg;
     co.zmq_ctx = e->zctx;
     co.model = &e->prov.msg;
+    co.decision = &e->decision;
     co.quiet = o->quiet;
     if (!(e->coord = gs_coordinator_new(&co)))
         goto fail;
@@ -325,4 +332,9 @@ gs_coordinator *gs_embedded_coordinator(gs_embedded *e)
 const gs_provenance *gs_embedded_provenance(const gs_embedded *e)
 {
     return &e->prov;
+}
+
+const gs_decision *gs_embedded_decision(const gs_embedded *e)
+{
+    return &e->decision;
 }

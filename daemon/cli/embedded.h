@@ -26,6 +26,7 @@
 #include "daemon/service/config.h"
 #include "daemon/service/coordinator.h"
 #include "daemon/service/slide_table.h"
+#include "stages/runtime/decision.h"
 #include "stages/runtime/provenance.h"
 
 typedef struct gs_embedded gs_embedded;
@@ -68,5 +69,9 @@ gs_coordinator *gs_embedded_coordinator(gs_embedded *e);
 /* What the verdicts come from: the bundle's provenance for the multi-task network and the
  * screener (notice is GS_REPORT_UNTRAINED_NOTICE when either is untrained). Owned by e. */
 const gs_provenance *gs_embedded_provenance(const gs_embedded *e);
+
+/* The screener's threshold and top k that judge the slides, with their sources
+ * (stages/runtime/decision: the bundle's unless the config set them). Owned by e. */
+const gs_decision *gs_embedded_decision(const gs_embedded *e);
 
 #endif

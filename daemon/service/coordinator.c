@@ -155,6 +155,13 @@ gs_coordinator *gs_coordinator_new(const gs_coordinator_options *o)
     atomic_init(&c->stop_flag, 0);
     if (copy_model(c, o->model) != 0)
         goto fail;
+    if (o->decision)
+        c->decision = *o->decision;
+    else
+        gs_decision_resolve(&c->decision, NULL, c->cfg->threshold,
+                            gs_config_is_set(c->cfg, GS_CFG_SCREENER_THRESHOLD), c->cfg->top_k,
+                            gs_config_is_set(c->cfg, GS_CFG_SCREENER_TOP_K));
+    c->o.decision = NULL; /* the copy above is the one used */
     c->started_unix_ms = coord_wall_ms();
     {
         unsigned char rnd[16];
@@ -184,7 +191,8 @@ gs_coordinator *gs_coordinator_new(const gs_coordinator_options *o)
     gs_slides_options_default(&so);
     so.poison_limit = c->cfg->poison_limit;
     so.max_attempts = c->cfg->max_attempts;
-    so.threshold = (float)c->cfg->threshold;
+    so.threshold = (float)c->decision.threshold;
+    so.threshold_source = c->decision.threshold_source;
     so.model_bundle = c->model.bundle;
     so.model_sha256 = c->model.sha256;
     so.model_format_version = c->model.format_version;

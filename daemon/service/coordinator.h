@@ -42,6 +42,7 @@
 #include "daemon/service/metrics.h"
 #include "daemon/service/slide_table.h"
 #include "proto/gastroscreen.pb-c.h"
+#include "stages/runtime/decision.h"
 #include "stages/runtime/transport.h"
 
 typedef struct gs_coordinator gs_coordinator;
@@ -110,6 +111,9 @@ typedef struct {
     /* The bundle workers must have loaded (copied into every verdict). A NULL model or an
      * empty sha256 turns the sha256 check off. */
     const Gastroscreen__V1__ModelProvenance *model;
+    /* The screener's threshold and top k with their sources (stages/runtime/decision), copied;
+     * NULL = the config's values, source "config" when the file set them, else "default". */
+    const gs_decision *decision;
     /* Monotonic clock in ms; NULL = CLOCK_MONOTONIC. Tests pass their own to drive deadlines. */
     int64_t (*clock_ms)(void *ud);
     void *clock_ud;

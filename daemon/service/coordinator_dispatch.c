@@ -161,7 +161,8 @@ static void verdict_for_report(gs_coordinator *c, slide_rt *rt, const gs_slide_i
     b->v.score = rt->report_class == GS_VERDICT_NEGATIVE || rt->report_class == GS_VERDICT_POSITIVE
                      ? rt->score
                      : 0.f;
-    b->v.threshold = (float)c->cfg->threshold;
+    b->v.threshold = (float)c->decision.threshold;
+    b->v.threshold_source = (char *)c->decision.threshold_source;
     b->v.reason = rt->reason;
     b->v.model = &b->mp;
     b->v.n_warnings = rt->n_warn;
@@ -293,7 +294,7 @@ static int send_plan(gs_coordinator *c, slide_rt *rt, worker *w)
 
 static int send_screen(gs_coordinator *c, slide_rt *rt, worker *w)
 {
-    uint32_t k_max = c->cfg->top_k;
+    uint32_t k_max = c->decision.top_k;
     uint32_t *idx = malloc(k_max * sizeof *idx);
     float *score = malloc(k_max * sizeof *score);
     float *feat = malloc((size_t)k_max * FEATURE_DIM * sizeof *feat);

@@ -265,7 +265,7 @@ int coord_make_ledger(gs_coordinator *c, slide_rt *rt, int adopt)
     lo.tile_max_requests = cfg->tile_max_requests;
     lo.stall_timeout_ms = cfg->tile_stall_timeout_ms;
     lo.loss_grace_ms = cfg->loss_grace_ms;
-    lo.top_k = cfg->top_k;
+    lo.top_k = c->decision.top_k;
     lo.feature_dim = FEATURE_DIM;
     rt->ledger = gs_ledger_new(n, rt->attempt, &lo);
     rt->is_sample = calloc(n ? n : 1, 1);

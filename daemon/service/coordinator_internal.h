@@ -109,6 +109,7 @@ struct gs_coordinator {
     gs_intake *intake;
     gs_transport *work, *query, *events;
     Gastroscreen__V1__ModelProvenance model;
+    gs_decision decision; /* the threshold and top k that judge, with their sources */
     char *model_strings[6];
     char coordinator_id[33];
     int64_t started_unix_ms;

@@ -297,6 +297,7 @@ static uint8_t *event_of(const gs_slides *t, const slide *c, event_kind kind, gs
         v.verdict_class = (Gastroscreen__V1__VerdictClass)c->verdict;
         v.score = c->score;
         v.threshold = t->o.threshold;
+        v.threshold_source = (char *)S(t->o.threshold_source);
         v.reason = (char *)S(c->reason);
         v.model = &mp;
         v.report = &rp;

@@ -87,9 +87,10 @@ typedef enum {
 #define GS_SLIDES_IGNORED 1
 
 typedef struct {
-    uint32_t poison_limit; /* crash marks that fail a slide (3) */
-    uint32_t max_attempts; /* attempts beyond which a restart fails a slide (5) */
-    float threshold;       /* positive if score > threshold (0.74) */
+    uint32_t poison_limit;        /* crash marks that fail a slide (3) */
+    uint32_t max_attempts;        /* attempts beyond which a restart fails a slide (5) */
+    float threshold;              /* positive if score > threshold (0.74) */
+    const char *threshold_source; /* where it came from (stages/runtime/decision); static */
     /* Model provenance copied into every verdict (may be NULL = empty). */
     const char *model_bundle, *model_sha256, *model_format_version, *model_trained_on;
     const char *model_notice;

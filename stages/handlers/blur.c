@@ -108,9 +108,11 @@ static int judge_network(gs_blur *b, const Gastroscreen__V1__TileHeader *h, cons
         return 0;
     }
     double focus = 1.0 - 1.0 / (1.0 + exp(-(double)logit));
+    /* A configured threshold in (0, 1) is on focus (1 - P(blurred)); else the bundle's
+     * threshold.blur: blurred when P(blurred) > threshold.blur, i.e. focus < 1 - it. */
     double t = h->blur->focus_threshold > 0 && h->blur->focus_threshold < 1
                    ? h->blur->focus_threshold
-                   : 0.5;
+                   : 1.0 - (double)gs_model_get_thresholds(b->m).blur;
     out->r.focus = (float)focus;
     out->r.blurry = focus < t;
     out->r.tissue_fraction = 1.0f;

@@ -208,6 +208,7 @@ int gs_reporter_write(const Gastroscreen__V1__ReportJob *job, const gs_reporter_
     r.verdict = (gs_verdict_class)v->verdict_class;
     r.score = v->score;
     r.threshold = v->threshold;
+    r.threshold_source = v->threshold_source;
     r.reason = v->reason && v->reason[0] ? v->reason : gs_verdict_class_name(r.verdict);
     if (v->tiles) {
         r.tiles.planned = v->tiles->planned;

@@ -8,6 +8,7 @@
 
 #include "model/network.h"
 #include "ops/error.h"
+#include "stages/runtime/decision.h"
 #include "stages/handlers/blur.h"
 #include "stages/handlers/foreground.h"
 #include "stages/handlers/infer.h"
@@ -53,6 +54,8 @@ int gs_stage_run(Gastroscreen__V1__Stage stage, int argc, char **argv)
 {
     const char *name = gs_stage_name(stage);
     gs_stage_config c;
+    gs_model_thresholds bundle_thresholds;
+    gs_decision decision;
     gs_stage_config_default(&c, stage);
     int help = 0;
     if (gs_stage_config_args(&c, argc, argv, &help) < 0) {
@@ -145,7 +148,12 @@ int gs_stage_run(Gastroscreen__V1__Stage stage, int argc, char **argv)
         wc.handler_ud = infer;
         break;
     case GASTROSCREEN__V1__STAGE__STAGE_SCREENER:
-        if (!(screener = gs_screener_stage_new(m, c.threads, c.top_k, &prov.msg)))
+        /* The bundle's topk unless the config set top_k: the coordinator resolves the rows it
+         * sends the same way (stages/runtime/decision). */
+        bundle_thresholds = gs_model_get_thresholds(m);
+        gs_decision_resolve(&decision, &bundle_thresholds, 0, 0, (uint32_t)c.top_k,
+                            gs_stage_config_is_set(&c, GS_CFG_SCREENER_TOP_K));
+        if (!(screener = gs_screener_stage_new(m, c.threads, (int)decision.top_k, &prov.msg)))
             goto report;
         wc.handler = gs_screener_handle;
         wc.handler_ud = screener;

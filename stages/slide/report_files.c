@@ -360,6 +360,10 @@ static json_t *report_json(const gs_report *r, const gs_report_paths *paths, int
     put(o, "verdict", json_string(gs_verdict_class_name(r->verdict)), bad);
     put(o, "score", json_real(r->score), bad);
     put(o, "threshold", json_real(r->threshold), bad);
+    put(o, "threshold_source",
+        r->threshold_source && r->threshold_source[0] ? json_string(r->threshold_source)
+                                                      : json_null(),
+        bad);
     put(o, "reason", json_string(r->reason), bad);
     int untrained = any_untrained(r);
     put(o, "untrained", json_boolean(untrained), bad);

@@ -13,7 +13,8 @@
  *   "slide": {"id", "path", "attempt", "external_id", "vendor", "width", "height", "mpp",
  *             "mpp_defaulted"},
  *   "verdict": "negative" | "positive" | "unassessable" | "failed",
- *   "score", "threshold", "reason",
+ *   "score", "threshold", "threshold_source" (where the threshold came from: "bundle", "config"
+ *   or "default", stages/runtime/decision; null when the verdict does not say), "reason",
  *   "untrained": true when any network used is untrained or the bundle in use is
  * (untrained_bundle), and then "notice": "model: untrained — not a diagnosis" (null for a fully
  * trained model), "tiles": {"planned", "inferred", "background", "blurry", "error", "rerequested"},
@@ -114,10 +115,11 @@ typedef struct {
     double mpp;              /* level-0 microns per pixel used (0 = unknown) */
     int mpp_defaulted;       /* nonzero: the slide had no mpp and a default was used */
 
-    gs_verdict_class verdict; /* required */
-    double score;             /* screener output 0..1; 0 when there is none */
-    double threshold;         /* decision threshold: positive if score > threshold */
-    const char *reason;       /* required: one line, e.g. "score 0.91 > 0.74" */
+    gs_verdict_class verdict;     /* required */
+    double score;                 /* screener output 0..1; 0 when there is none */
+    double threshold;             /* decision threshold: positive if score > threshold */
+    const char *threshold_source; /* "bundle", "config", "default"; NULL or "": not known */
+    const char *reason;           /* required: one line, e.g. "score 0.91 > 0.74" */
 
     gs_report_tiles tiles;
     int blur_sample_judged;  /* sample tiles judged by the blur check; 0 = none judged */

@@ -3,3 +3,4 @@
 gs_cmocka_test(test_transport unit SOURCES unit/test_transport.c LIBS gs_stages)
 gs_cmocka_test(test_worker unit SOURCES unit/test_worker.c LIBS gs_stages)
 gs_cmocka_test(test_log unit SOURCES unit/test_log.c LIBS gs_stages)
+gs_cmocka_test(test_decision unit SOURCES unit/test_decision.c LIBS gs_stages)

@@ -4,10 +4,12 @@
 # usage: screen.sh GASTROSCREEN TEST_DATA SCRATCH_DIR sample|mixed [BOUND_SECONDS]
 #   sample: the sample slide -> exit 0, one verdict line with class, score, threshold, report
 #           folder and the untrained notice; report.json, heatmap.png, regions.geojson exist;
-#           report.json lists the classical plan and blur check and the bundle's two networks.
-#   mixed:  a tiny real slide, a corrupt one and a missing path -> exit 1; the corrupt slide is
-#           `failed` with a reason, the real one gets a verdict other than failed, the missing
-#           one is "not screened".
+#           report.json lists the classical plan and blur check and the bundle's two networks,
+#           and the bundle's threshold.screen (0.74) as the threshold that judged.
+#   mixed:  a tiny real slide, a corrupt one and a missing path, with a config file that sets
+#           [screener] threshold = 0.6 -> exit 1; the corrupt slide is `failed` with a reason,
+#           the real one gets a verdict other than failed, the missing one is "not screened";
+#           every verdict line and report.json give the config's 0.6, source "config".
 # Every run is bounded by timeout(1) (a hang fails the test instead of blocking ctest).
 set -u
 exe=$1 data=$2 mode=$4 d=$3/screen-$4 bound=${5:-280}
@@ -53,11 +55,14 @@ for e in m[2:]:
     assert re.fullmatch("[0-9a-f]{64}", e["sha256"] or ""), e
     assert e["untrained"] is True, e
 print("models:", ", ".join("%s=%s" % (e["network"], e["method"]) for e in m))
+assert r["threshold_source"] == "bundle" and abs(r["threshold"] - 0.74) < 1e-6, r["threshold"]
 PY
     ;;
 mixed)
+    printf '[screener]\nthreshold = 0.6\n' > "$d/lab.conf"
     timeout -k 10 "$bound" "$exe" screen "$data/small.svs" "$data/corrupt/broken.svs" \
-        "$d/no-such-slide.svs" --out "$d/reports" > "$d/out.txt" 2> "$d/err.txt"
+        "$d/no-such-slide.svs" --out "$d/reports" --config "$d/lab.conf" \
+        > "$d/out.txt" 2> "$d/err.txt"
     rc=$?
     cat "$d/out.txt"
     [ $rc -eq 1 ] || fail "exit status $rc, expected 1 (a failed and a missing slide)"
@@ -67,6 +72,12 @@ mixed)
     grep -Eq "^$data/small.svs: (negative|positive|unassessable) " "$d/out.txt" ||
         fail "the real slide got no verdict"
     grep -q "^$d/no-such-slide.svs: not screened: " "$d/out.txt" || fail "missing slide not reported"
+    [ "$(grep -c ' threshold 0.6000 report ' "$d/out.txt")" -eq 2 ] ||
+        fail "the verdict lines do not give the config's threshold 0.6"
+    for f in "$d"/reports/*/report.json; do
+        /usr/bin/python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); assert r["threshold_source"] == "config" and abs(r["threshold"] - 0.6) < 1e-6, (r["threshold"], r["threshold_source"])' "$f" ||
+            fail "$f: threshold not the config's 0.6 from config"
+    done
     ;;
 *)
     echo "unknown mode $mode"; exit 2 ;;

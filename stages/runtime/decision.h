@@ -1,0 +1,45 @@
+/*
+ * decision: the values that decide a slide, the screener's threshold and its top k, and where
+ * each came from.
+ *
+ * A bundle carries the values its screener was calibrated with (model/FORMAT.md:
+ * threshold.screen, topk). A lab's config file overrides one only by setting its key
+ * explicitly ([screener] threshold, top_k): the schema's default never wins over the bundle,
+ * so a recalibrated bundle takes effect without editing every config. gastroscreend and the
+ * embedded mode resolve once at start and hand the result to the coordinator, which copies
+ * the threshold and its source into every verdict (report.json "threshold",
+ * "threshold_source"); the screener worker resolves top k the same way, so its matrix has the
+ * rows the coordinator sends.
+ *
+ *     gs_decision d;
+ *     gs_decision_resolve(&d, model, cfg->threshold, gs_config_is_set(cfg,
+ * GS_CFG_SCREENER_THRESHOLD), cfg->top_k, gs_config_is_set(cfg, GS_CFG_SCREENER_TOP_K));
+ */
+#ifndef GS_STAGES_RUNTIME_DECISION_H
+#define GS_STAGES_RUNTIME_DECISION_H
+
+#include <stdint.h>
+
+#include "model/network.h"
+
+/* Where a value came from (the strings report.json and the verdict carry). */
+#define GS_DECISION_FROM_BUNDLE "bundle"
+#define GS_DECISION_FROM_CONFIG "config"
+/* No bundle to take it from and the config left the key alone: the schema's default. */
+#define GS_DECISION_FROM_DEFAULT "default"
+
+typedef struct {
+    double threshold;             /* slide positive if the screener score > threshold */
+    const char *threshold_source; /* one of GS_DECISION_FROM_* (static) */
+    uint32_t top_k;               /* patch features the screener takes */
+    const char *top_k_source;
+} gs_decision;
+
+/* Fills *d: for each value, the config's when the key was set explicitly, else the bundle's
+ * (bundle: gs_model_get_thresholds() of the loaded bundle, or NULL when there is none), else
+ * the config's default. Never fails: the bundle's values were checked when it loaded and the
+ * config's when it was read. */
+void gs_decision_resolve(gs_decision *d, const gs_model_thresholds *bundle, double cfg_threshold,
+                         int threshold_set, uint32_t cfg_top_k, int top_k_set);
+
+#endif

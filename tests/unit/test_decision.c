@@ -1,0 +1,68 @@
+/*
+ * test_decision: which threshold and top k judge a slide (stages/runtime/decision): the
+ * config's only when the file set the key, else the bundle's, else the config's default.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "stages/runtime/decision.h"
+
+static const gs_model_thresholds BUNDLE = {
+    .topk = 12, .screen = 0.3125f, .blur = 0.5f, .foreground = 0.5f};
+
+static void bundle_wins_over_defaults(void **state)
+{
+    (void)state;
+    gs_decision d;
+    gs_decision_resolve(&d, &BUNDLE, 0.74, 0, 64, 0);
+    assert_float_equal(d.threshold, 0.3125, 1e-7);
+    assert_string_equal(d.threshold_source, GS_DECISION_FROM_BUNDLE);
+    assert_int_equal(d.top_k, 12);
+    assert_string_equal(d.top_k_source, GS_DECISION_FROM_BUNDLE);
+}
+
+static void explicit_config_wins_over_bundle(void **state)
+{
+    (void)state;
+    gs_decision d;
+    /* Set explicitly to the very value of the default: still the lab's choice. */
+    gs_decision_resolve(&d, &BUNDLE, 0.74, 1, 64, 0);
+    assert_float_equal(d.threshold, 0.74, 1e-7);
+    assert_string_equal(d.threshold_source, GS_DECISION_FROM_CONFIG);
+    assert_int_equal(d.top_k, 12);
+    assert_string_equal(d.top_k_source, GS_DECISION_FROM_BUNDLE);
+    gs_decision_resolve(&d, &BUNDLE, 0.5, 0, 32, 1);
+    assert_float_equal(d.threshold, 0.3125, 1e-7);
+    assert_string_equal(d.threshold_source, GS_DECISION_FROM_BUNDLE);
+    assert_int_equal(d.top_k, 32);
+    assert_string_equal(d.top_k_source, GS_DECISION_FROM_CONFIG);
+}
+
+static void no_bundle_uses_config(void **state)
+{
+    (void)state;
+    gs_decision d;
+    gs_decision_resolve(&d, NULL, 0.74, 0, 64, 0);
+    assert_float_equal(d.threshold, 0.74, 1e-7);
+    assert_string_equal(d.threshold_source, GS_DECISION_FROM_DEFAULT);
+    assert_int_equal(d.top_k, 64);
+    assert_string_equal(d.top_k_source, GS_DECISION_FROM_DEFAULT);
+    gs_decision_resolve(&d, NULL, 0.6, 1, 8, 1);
+    assert_float_equal(d.threshold, 0.6, 1e-7);
+    assert_string_equal(d.threshold_source, GS_DECISION_FROM_CONFIG);
+    assert_int_equal(d.top_k, 8);
+    assert_string_equal(d.top_k_source, GS_DECISION_FROM_CONFIG);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(bundle_wins_over_defaults),
+        cmocka_unit_test(explicit_config_wins_over_bundle),
+        cmocka_unit_test(no_bundle_uses_config),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
