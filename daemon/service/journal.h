@@ -31,10 +31,9 @@
 
 #include <jansson.h>
 
-typedef struct gs_journal gs_journal;
+#include "proto/vocab.h"
 
-/* Length of a slide id (16 lower-case hex digits), without the NUL. */
-#define GS_SLIDE_ID_LEN 16
+typedef struct gs_journal gs_journal;
 
 /* One journalled event as kept in memory: payload points into journal-owned memory, valid
  * until the next call that changes the journal. slide_id is "" for an event of no slide. */

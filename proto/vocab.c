@@ -1,0 +1,74 @@
+#include "proto/vocab.h"
+
+#include <string.h>
+
+int gs_slide_id_ok(const char *s)
+{
+    /* strnlen: an over-long string from the network is not read to its end. */
+    if (!s || strnlen(s, GS_SLIDE_ID_LEN + 1) != GS_SLIDE_ID_LEN)
+        return 0;
+    for (size_t i = 0; i < GS_SLIDE_ID_LEN; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return 0;
+    return 1;
+}
+
+static int take(gs_fence *out, const char *slide_id, uint32_t attempt, uint64_t job_id)
+{
+    out->slide_id = slide_id;
+    out->attempt = attempt;
+    out->job_id = job_id;
+    return 0;
+}
+
+/* Every fenced body has slide_id = 1 and attempt = 2 (PROTOCOL.md §1); these read them from
+ * a body that may be NULL, with or without the job_id the body carries. */
+#define FENCE(b) ((b) ? take(out, (b)->slide_id, (b)->attempt, 0) : -1)
+#define FENCE_JOB(b) ((b) ? take(out, (b)->slide_id, (b)->attempt, (b)->job_id) : -1)
+
+static int work_fence(const Gastroscreen__V1__WorkMessage *m, gs_fence *out)
+{
+    switch (m->body_case) {
+    case GASTROSCREEN__V1__WORK_MESSAGE__BODY_PLAN_JOB:
+        return FENCE_JOB(m->plan_job);
+    case GASTROSCREEN__V1__WORK_MESSAGE__BODY_TILE_JOB:
+        return FENCE_JOB(m->tile_job);
+    case GASTROSCREEN__V1__WORK_MESSAGE__BODY_SCREEN_TASK:
+        return FENCE_JOB(m->screen_task);
+    case GASTROSCREEN__V1__WORK_MESSAGE__BODY_REPORT_JOB:
+        return FENCE_JOB(m->report_job);
+    case GASTROSCREEN__V1__WORK_MESSAGE__BODY_PLAN_RESULT:
+        return FENCE_JOB(m->plan_result);
+    case GASTROSCREEN__V1__WORK_MESSAGE__BODY_TILE_JOB_DONE:
+        return FENCE_JOB(m->tile_job_done);
+    case GASTROSCREEN__V1__WORK_MESSAGE__BODY_TILE_RESULT:
+        return FENCE(m->tile_result);
+    case GASTROSCREEN__V1__WORK_MESSAGE__BODY_BLUR_RESULT:
+        return FENCE(m->blur_result);
+    case GASTROSCREEN__V1__WORK_MESSAGE__BODY_SCREEN_RESULT:
+        return FENCE_JOB(m->screen_result);
+    case GASTROSCREEN__V1__WORK_MESSAGE__BODY_REPORT_RESULT:
+        return FENCE_JOB(m->report_result);
+    default:
+        return -1; /* life cycle, or no body */
+    }
+}
+
+int gs_fence_of(const ProtobufCMessage *message, gs_fence *out)
+{
+    memset(out, 0, sizeof *out); /* take() fills it only on success */
+    if (!message)
+        return -1;
+    if (message->descriptor == &gastroscreen__v1__work_message__descriptor)
+        return work_fence((const Gastroscreen__V1__WorkMessage *)message, out);
+    if (message->descriptor == &gastroscreen__v1__tile_message__descriptor) {
+        const Gastroscreen__V1__TileMessage *t = (const Gastroscreen__V1__TileMessage *)message;
+        return t->body_case == GASTROSCREEN__V1__TILE_MESSAGE__BODY_TILE ? FENCE_JOB(t->tile) : -1;
+    }
+    return -1;
+}
+
+int gs_fence_ok(const gs_fence *f)
+{
+    return f && gs_slide_id_ok(f->slide_id) && f->attempt >= 1;
+}

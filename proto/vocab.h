@@ -1,0 +1,52 @@
+/*
+ * vocab: the protocol's vocabulary, written once for every process that speaks it.
+ *
+ * proto/gastroscreen.proto declares the messages; proto/PROTOCOL.md gives the rules. What
+ * the generated code leaves to each receiver lives here: the form of a slide id (PROTOCOL.md
+ * §1, "Identifiers") and the fence of a job or result (§1, "The fence"; §9). Stages, the
+ * coordinator and the CLI call these instead of keeping their own copies, so that a change
+ * to the vocabulary is made here and in PROTOCOL.md and nowhere else.
+ *
+ * Use: gs_slide_id_ok(id) before an id from the network names a file, a topic or a journal
+ * record; gs_fence_of(&envelope->base, &f) for the (slide_id, attempt) of any WorkMessage or
+ * TileMessage, then gs_fence_ok(&f) for §14 step 6. Every function is pure and thread-safe
+ * and allocates nothing. This module depends on the generated code only: stages and daemon
+ * include it, never the other way round.
+ */
+#ifndef GS_PROTO_VOCAB_H
+#define GS_PROTO_VOCAB_H
+
+#include <stdint.h>
+
+#include "proto/gastroscreen.pb-c.h"
+
+/* Length of a slide id without the NUL: the coordinator draws 64 random bits per slide and
+ * writes them as lower-case hex, so that an id is safe in topics, file names and journald
+ * fields (PROTOCOL.md §1, "Identifiers"). */
+#define GS_SLIDE_ID_LEN 16
+
+/* 1 when s is a slide id: exactly GS_SLIDE_ID_LEN characters, each 0-9 or a-f (upper case is
+ * not an id). 0 otherwise, and for NULL. */
+int gs_slide_id_ok(const char *s);
+
+/* The fence of one job or result as the message carries it, not yet checked. */
+typedef struct {
+    const char *slide_id; /* borrowed from the message: valid while the message is */
+    uint32_t attempt;     /* 0 when not set */
+    /* Not part of the fence, but carried beside it by jobs, PlanResult, TileJobDone,
+     * ScreenResult, ReportResult and TileHeader (its TileJob); 0 for the others. */
+    uint64_t job_id;
+} gs_fence;
+
+/* Takes the fence out of message, a WorkMessage or a TileMessage envelope (pass &env->base):
+ * the fence of its job or result body, or of its TileHeader. Returns 0 with *out filled, or
+ * -1 with *out zeroed when the envelope carries no fence: a life-cycle body (hello, ready,
+ * heartbeats, welcome, goodbye), no body, a body case whose message is NULL, another
+ * envelope type, or message NULL. */
+int gs_fence_of(const ProtobufCMessage *message, gs_fence *out);
+
+/* 1 when a fence is well-formed (PROTOCOL.md §14, step 6): gs_slide_id_ok(slide_id) and
+ * attempt >= 1. Whether it is the slide's current attempt is the receiver's question (§9). */
+int gs_fence_ok(const gs_fence *f);
+
+#endif
