@@ -171,16 +171,6 @@ drop_socket:
     return -1;
 }
 
-int gs_cli_valid_slide_id(const char *s)
-{
-    if (!s || strlen(s) != 16)
-        return 0;
-    for (size_t i = 0; i < 16; i++)
-        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-            return 0;
-    return 1;
-}
-
 const char *gs_cli_verdict_name(int c)
 {
     static const char *names[] = {"unspecified", "negative", "positive", "unassessable", "failed"};

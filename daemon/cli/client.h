@@ -68,9 +68,6 @@ int gs_cli_connect_address(const char *bind, char *out, size_t n);
 int gs_cli_request(void *zctx, gs_channel channel, const char *endpoint, gs_transport **req,
                    const ProtobufCMessage *request, gs_inbound *in, int timeout_ms);
 
-/* 1 when s is a coordinator-assigned slide id: 16 lower-case hex digits. */
-int gs_cli_valid_slide_id(const char *s);
-
 /* Lower-case names without the enum prefix: "negative", "inferring" ("?" when out of range). */
 const char *gs_cli_verdict_name(int verdict_class);
 const char *gs_cli_state_name(int state);

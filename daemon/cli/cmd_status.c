@@ -19,6 +19,7 @@
 
 #include "daemon/cli/client.h"
 #include "ops/error.h"
+#include "proto/vocab.h"
 
 static void usage(FILE *f)
 {
@@ -38,7 +39,7 @@ static int check_reply(const Gastroscreen__V1__QueryMessage *m)
         return gs_error_set("malformed reply: not a SlideStateReply (body %d)", (int)m->body_case);
     for (size_t i = 0; i < m->state->n_slides; i++) {
         const Gastroscreen__V1__SlideStatus *s = m->state->slides[i];
-        if (!gs_cli_valid_slide_id(s->slide_id))
+        if (!gs_slide_id_ok(s->slide_id))
             return gs_error_set("malformed reply: slide id '%.64s'", s->slide_id);
         if (s->state < GASTROSCREEN__V1__SLIDE_STATE__SLIDE_STATE_ACCEPTED ||
             s->state > GASTROSCREEN__V1__SLIDE_STATE__SLIDE_STATE_FAILED)
@@ -169,7 +170,7 @@ int gs_cmd_status(int argc, char **argv)
     Gastroscreen__V1__SlideStateRequest rq = GASTROSCREEN__V1__SLIDE_STATE_REQUEST__INIT;
     if (!slide) {
         rq.in_flight = 1;
-    } else if (gs_cli_valid_slide_id(slide)) {
+    } else if (gs_slide_id_ok(slide)) {
         rq.slide_id = (char *)slide;
     } else {
         if (!realpath(slide, path)) {

@@ -19,6 +19,7 @@
 
 #include "daemon/cli/client.h"
 #include "ops/error.h"
+#include "proto/vocab.h"
 
 static void usage(FILE *f)
 {
@@ -68,7 +69,7 @@ static int check_reply(const Gastroscreen__V1__SubmitMessage *m, const char *req
     switch (r->status) {
     case GASTROSCREEN__V1__SUBMIT_STATUS__SUBMIT_STATUS_ACCEPTED:
     case GASTROSCREEN__V1__SUBMIT_STATUS__SUBMIT_STATUS_DUPLICATE:
-        if (!gs_cli_valid_slide_id(r->slide_id))
+        if (!gs_slide_id_ok(r->slide_id))
             return gs_error_set("malformed reply: slide id '%.64s' is not 16 hex digits",
                                 r->slide_id);
         return 0;

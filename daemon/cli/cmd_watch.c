@@ -25,6 +25,7 @@
 
 #include "daemon/cli/client.h"
 #include "ops/error.h"
+#include "proto/vocab.h"
 
 static volatile sig_atomic_t stop_requested;
 
@@ -62,7 +63,7 @@ static int check_event(const Gastroscreen__V1__EventMessage *e)
         const Gastroscreen__V1__Verdict *v = e->verdict;
         if (e->seq == 0)
             return gs_error_set("verdict event without a sequence number");
-        if (!gs_cli_valid_slide_id(v->slide_id))
+        if (!gs_slide_id_ok(v->slide_id))
             return gs_error_set("verdict with slide id '%.64s'", v->slide_id);
         if (v->verdict_class < GASTROSCREEN__V1__VERDICT_CLASS__VERDICT_CLASS_NEGATIVE ||
             v->verdict_class > GASTROSCREEN__V1__VERDICT_CLASS__VERDICT_CLASS_FAILED)

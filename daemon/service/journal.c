@@ -90,16 +90,6 @@ static uint64_t get_u64(const uint8_t *p)
     return v;
 }
 
-static int is_slide_id(const char *s)
-{
-    if (!s || strlen(s) != GS_SLIDE_ID_LEN)
-        return 0;
-    for (int i = 0; i < GS_SLIDE_ID_LEN; i++)
-        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-            return 0;
-    return 1;
-}
-
 /* Warnings are kept for the caller and printed, so an operator sees them in the journal of
  * systemd even when the caller does not forward them. */
 __attribute__((format(printf, 2, 3))) static void warn(gs_journal *j, const char *fmt, ...)
@@ -332,7 +322,7 @@ static int parse_record(const uint8_t *buf, size_t n, log_record *r)
     r->rec_len = get_u32(b + 17 + GS_SLIDE_ID_LEN);
     if (r->seq == 0 || r->rec_len > body_len - LOG_BODY_FIXED)
         return -1;
-    if (r->id[0] && !is_slide_id(r->id))
+    if (r->id[0] && !gs_slide_id_ok(r->id))
         return -1;
     if ((r->flags & FLAG_RECORD) && !r->id[0])
         return -1;
@@ -378,7 +368,7 @@ static int replay_slide_files(gs_journal *j)
         }
         char id[GS_SLIDE_ID_LEN + 1] = {0};
         if (len != GS_SLIDE_ID_LEN + 5 || strcmp(name + GS_SLIDE_ID_LEN, ".json") != 0 ||
-            (memcpy(id, name, GS_SLIDE_ID_LEN), !is_slide_id(id))) {
+            (memcpy(id, name, GS_SLIDE_ID_LEN), !gs_slide_id_ok(id))) {
             warn(j, "%s: ignored: not a journal file", name);
             continue;
         }
@@ -706,7 +696,7 @@ const json_t *gs_journal_slide_get(const gs_journal *j, const char *slide_id)
 int gs_journal_commit(gs_journal *j, const char *slide_id, const json_t *record, int terminal,
                       int64_t time_unix_ms, const void *payload, size_t payload_len, uint64_t *seq)
 {
-    if (slide_id && !is_slide_id(slide_id))
+    if (slide_id && !gs_slide_id_ok(slide_id))
         return gs_error_set("journal %s: bad slide id", j->dir);
     if (record && (!slide_id || !json_is_object(record)))
         return gs_error_set("journal %s: a record needs a slide id and a JSON object", j->dir);
@@ -778,7 +768,7 @@ fail:
 int gs_journal_put_slide(gs_journal *j, const char *slide_id, const json_t *record, int terminal,
                          int64_t time_unix_ms)
 {
-    if (!is_slide_id(slide_id) || !json_is_object(record))
+    if (!gs_slide_id_ok(slide_id) || !json_is_object(record))
         return gs_error_set("journal %s: bad slide id or record", j->dir);
     slide_entry *e = find_slide(j, slide_id);
     /* Keeping the seq of the last log record makes the file win over that record at replay,

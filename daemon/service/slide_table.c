@@ -180,10 +180,10 @@ static slide *slide_of(const json_t *r)
         gs_error_set("missing or mistyped fields");
         goto fail;
     }
-    if (strlen(str[10]) != GS_SLIDE_ID_LEN || state < GS_SLIDE_ACCEPTED ||
-        state > GS_SLIDE_FAILED || source < 0 || source > GS_INTAKE_EMBEDDED || verdict < 0 ||
-        verdict > GS_VERDICT_FAILED || attempt < 1 || attempt > UINT32_MAX || marks < 0 ||
-        marks > UINT32_MAX || str[0][0] != '/' || last < 0) {
+    if (!gs_slide_id_ok(str[10]) || state < GS_SLIDE_ACCEPTED || state > GS_SLIDE_FAILED ||
+        source < 0 || source > GS_INTAKE_EMBEDDED || verdict < 0 || verdict > GS_VERDICT_FAILED ||
+        attempt < 1 || attempt > UINT32_MAX || marks < 0 || marks > UINT32_MAX ||
+        str[0][0] != '/' || last < 0) {
         gs_error_set("a field is out of range");
         goto fail;
     }

@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "ops/error.h"
+#include "proto/vocab.h"
 #include "stages/slide/heatmap.h"
 #include "stages/slide/report_files.h"
 #include "stages/slide/reader.h"
@@ -128,16 +129,6 @@ static size_t report_models(const Gastroscreen__V1__ReportJob *job, gs_report_mo
     return n;
 }
 
-static int valid_slide_id(const char *s)
-{
-    if (!s || !s[0] || strlen(s) > 64)
-        return 0;
-    for (; *s; s++)
-        if (!((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'z') || *s == '-' || *s == '_'))
-            return 0;
-    return 1;
-}
-
 int gs_reporter_write(const Gastroscreen__V1__ReportJob *job, const gs_reporter_options *o,
                       const char *worker_id, gs_report_result *out)
 {
@@ -160,7 +151,7 @@ int gs_reporter_write(const Gastroscreen__V1__ReportJob *job, const gs_reporter_
 
     const Gastroscreen__V1__Verdict *v = job->verdict;
     char msg[1024];
-    if (!valid_slide_id(job->slide_id)) {
+    if (!gs_slide_id_ok(job->slide_id)) {
         fail(out, "report job without a well-formed slide_id");
         return 0;
     }

@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "ops/error.h"
+#include "proto/vocab.h"
 #include "stages/slide/reader.h"
 #include "stages/runtime/transport.h"
 
@@ -38,16 +39,6 @@ static uint64_t now_us(void)
     return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
-static int is_slide_id(const char *s)
-{
-    if (!s || strlen(s) != 16)
-        return 0;
-    for (int i = 0; i < 16; i++)
-        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-            return 0;
-    return 1;
-}
-
 static int cmp_u32(const void *a, const void *b)
 {
     uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
@@ -57,7 +48,7 @@ static int cmp_u32(const void *a, const void *b)
 /* PROTOCOL.md §14 step 6 for a TileJob. */
 static int check_job(const Gastroscreen__V1__TileJob *job)
 {
-    if (!is_slide_id(job->slide_id))
+    if (!gs_slide_id_ok(job->slide_id))
         return gs_error_set("tile job: slide_id is not 16 lower-case hex digits");
     if (job->attempt < 1)
         return gs_error_set("tile job: attempt not set");

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "ops/error.h"
+#include "proto/vocab.h"
 #include "stages/runtime/log.h"
 
 #ifndef GS_VERSION
@@ -40,7 +41,7 @@ typedef struct result_buf {
 struct gs_worker_job {
     gs_worker *w; /* NULL for a local job */
     Gastroscreen__V1__WorkMessage *msg;
-    char slide_id[64];
+    char slide_id[GS_SLIDE_ID_LEN + 1];
     uint32_t attempt;
     uint64_t job_id;
     Gastroscreen__V1__JobKind kind;
@@ -185,66 +186,41 @@ static Gastroscreen__V1__WorkMessage__BodyCase stage_job_body(Gastroscreen__V1__
 
 /* ---- jobs ------------------------------------------------------------------------------- */
 
-static int is_slide_id(const char *s)
+/* The JobKind of a job body (JobRef.kind in heartbeats and hand-backs), or UNSPECIFIED for a
+ * body that is not a job. */
+static Gastroscreen__V1__JobKind job_kind(Gastroscreen__V1__WorkMessage__BodyCase body)
 {
-    if (!s || strlen(s) != 16)
-        return 0;
-    for (int i = 0; i < 16; i++)
-        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-            return 0;
-    return 1;
+    switch (body) {
+    case GASTROSCREEN__V1__WORK_MESSAGE__BODY_PLAN_JOB:
+        return GASTROSCREEN__V1__JOB_KIND__JOB_KIND_PLAN;
+    case GASTROSCREEN__V1__WORK_MESSAGE__BODY_TILE_JOB:
+        return GASTROSCREEN__V1__JOB_KIND__JOB_KIND_TILES;
+    case GASTROSCREEN__V1__WORK_MESSAGE__BODY_SCREEN_TASK:
+        return GASTROSCREEN__V1__JOB_KIND__JOB_KIND_SCREEN;
+    case GASTROSCREEN__V1__WORK_MESSAGE__BODY_REPORT_JOB:
+        return GASTROSCREEN__V1__JOB_KIND__JOB_KIND_REPORT;
+    default:
+        return GASTROSCREEN__V1__JOB_KIND__JOB_KIND_UNSPECIFIED;
+    }
 }
 
 /* Takes the fence and kind out of a job envelope; -1 with the error when it is not a job or
  * its fence is malformed (PROTOCOL.md §14 step 6). */
 static int job_identity(const Gastroscreen__V1__WorkMessage *m, gs_worker_job *j)
 {
-    const char *sid = NULL;
-    uint32_t attempt = 0;
-    uint64_t job_id = 0;
-    switch (m->body_case) {
-    case GASTROSCREEN__V1__WORK_MESSAGE__BODY_PLAN_JOB:
-        if (m->plan_job) {
-            sid = m->plan_job->slide_id;
-            attempt = m->plan_job->attempt;
-            job_id = m->plan_job->job_id;
-        }
-        j->kind = GASTROSCREEN__V1__JOB_KIND__JOB_KIND_PLAN;
-        break;
-    case GASTROSCREEN__V1__WORK_MESSAGE__BODY_TILE_JOB:
-        if (m->tile_job) {
-            sid = m->tile_job->slide_id;
-            attempt = m->tile_job->attempt;
-            job_id = m->tile_job->job_id;
-        }
-        j->kind = GASTROSCREEN__V1__JOB_KIND__JOB_KIND_TILES;
-        break;
-    case GASTROSCREEN__V1__WORK_MESSAGE__BODY_SCREEN_TASK:
-        if (m->screen_task) {
-            sid = m->screen_task->slide_id;
-            attempt = m->screen_task->attempt;
-            job_id = m->screen_task->job_id;
-        }
-        j->kind = GASTROSCREEN__V1__JOB_KIND__JOB_KIND_SCREEN;
-        break;
-    case GASTROSCREEN__V1__WORK_MESSAGE__BODY_REPORT_JOB:
-        if (m->report_job) {
-            sid = m->report_job->slide_id;
-            attempt = m->report_job->attempt;
-            job_id = m->report_job->job_id;
-        }
-        j->kind = GASTROSCREEN__V1__JOB_KIND__JOB_KIND_REPORT;
-        break;
-    default:
+    Gastroscreen__V1__JobKind kind = job_kind(m->body_case);
+    if (kind == GASTROSCREEN__V1__JOB_KIND__JOB_KIND_UNSPECIFIED)
         return gs_error_set("not a job (body %d)", (int)m->body_case);
-    }
-    if (!is_slide_id(sid))
+    j->kind = kind;
+    gs_fence f;
+    gs_fence_of(&m->base, &f);
+    if (!gs_slide_id_ok(f.slide_id))
         return gs_error_set("job without a well-formed slide_id");
-    if (attempt < 1)
+    if (f.attempt < 1)
         return gs_error_set("job without an attempt");
-    snprintf(j->slide_id, sizeof j->slide_id, "%s", sid);
-    j->attempt = attempt;
-    j->job_id = job_id;
+    snprintf(j->slide_id, sizeof j->slide_id, "%s", f.slide_id);
+    j->attempt = f.attempt;
+    j->job_id = f.job_id;
     return 0;
 }
 
@@ -1060,7 +1036,8 @@ static void take_tiles(gs_worker *w)
             break;
         }
         const Gastroscreen__V1__TileHeader *h = in->msg.tile->tile;
-        if (!is_slide_id(h->slide_id) || h->attempt < 1) {
+        gs_fence f;
+        if (gs_fence_of(&in->msg.tile->base, &f) < 0 || !gs_fence_ok(&f)) {
             w->malformed++;
             logf_w(w, "dropped a tile with a malformed fence");
             gs_inbound_release(in);
