@@ -72,3 +72,17 @@ int gs_fence_ok(const gs_fence *f)
 {
     return f && gs_slide_id_ok(f->slide_id) && f->attempt >= 1;
 }
+
+int gs_pixel_channels(Gastroscreen__V1__PixelFormat f)
+{
+    switch (f) {
+    case GASTROSCREEN__V1__PIXEL_FORMAT__PIXEL_FORMAT_RGB8:
+        return 3;
+    case GASTROSCREEN__V1__PIXEL_FORMAT__PIXEL_FORMAT_RGBA8:
+        return 4;
+    case GASTROSCREEN__V1__PIXEL_FORMAT__PIXEL_FORMAT_GRAY8:
+        return 1;
+    default:
+        return 0;
+    }
+}

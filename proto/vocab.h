@@ -3,7 +3,8 @@
  *
  * proto/gastroscreen.proto declares the messages; proto/PROTOCOL.md gives the rules. What
  * the generated code leaves to each receiver lives here: the form of a slide id (PROTOCOL.md
- * §1, "Identifiers") and the fence of a job or result (§1, "The fence"; §9). Stages, the
+ * §1, "Identifiers"), the fence of a job or result (§1, "The fence"; §9) and the channels
+ * of a pixel format (§3, "Pixels"). Stages, the
  * coordinator and the CLI call these instead of keeping their own copies, so that a change
  * to the vocabulary is made here and in PROTOCOL.md and nowhere else.
  *
@@ -48,5 +49,10 @@ int gs_fence_of(const ProtobufCMessage *message, gs_fence *out);
 /* 1 when a fence is well-formed (PROTOCOL.md §14, step 6): gs_slide_id_ok(slide_id) and
  * attempt >= 1. Whether it is the slide's current attempt is the receiver's question (§9). */
 int gs_fence_ok(const gs_fence *f);
+
+/* Channels of a pixel frame in format f, one byte each (PROTOCOL.md §3, "Pixels"): 3 for
+ * RGB8, 4 for RGBA8, 1 for GRAY8; 0 for UNSPECIFIED and for values this build does not know,
+ * which make a tile malformed. */
+int gs_pixel_channels(Gastroscreen__V1__PixelFormat f);
 
 #endif

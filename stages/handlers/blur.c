@@ -8,6 +8,7 @@
 
 #include "ops/error.h"
 #include "ops/focus.h"
+#include "proto/vocab.h"
 
 struct gs_blur {
     const gs_model *m;
@@ -54,20 +55,6 @@ Gastroscreen__V1__Method gs_blur_method(const gs_blur *b)
 {
     return b->network ? GASTROSCREEN__V1__METHOD__METHOD_NETWORK
                       : GASTROSCREEN__V1__METHOD__METHOD_CLASSICAL;
-}
-
-static int pixel_channels(Gastroscreen__V1__PixelFormat f)
-{
-    switch (f) {
-    case GASTROSCREEN__V1__PIXEL_FORMAT__PIXEL_FORMAT_RGB8:
-        return 3;
-    case GASTROSCREEN__V1__PIXEL_FORMAT__PIXEL_FORMAT_RGBA8:
-        return 4;
-    case GASTROSCREEN__V1__PIXEL_FORMAT__PIXEL_FORMAT_GRAY8:
-        return 1;
-    default:
-        return 0;
-    }
 }
 
 static void fail(gs_blur_result *out, const char *fmt, const char *arg)
@@ -149,7 +136,7 @@ int gs_blur_judge(gs_blur *b, const Gastroscreen__V1__TileHeader *h, const uint8
         fail(out, "tile is for model %s, this worker has another bundle", h->blur->model_sha256);
         return 0;
     }
-    int ch = pixel_channels(h->pixel_format);
+    int ch = gs_pixel_channels(h->pixel_format);
     if (!ch || h->channels != (uint32_t)ch || h->width == 0 || h->height == 0 || h->width > 8192 ||
         h->height > 8192 || (size_t)h->width * h->height * (size_t)ch != len || !px) {
         char msg[256];

@@ -9,6 +9,7 @@
 
 #include "ops/error.h"
 #include "ops/focus.h"
+#include "proto/vocab.h"
 
 #define FEATURE_DIM 512
 #define MAX_BATCH 256
@@ -129,20 +130,6 @@ static int ensure_slots(gs_infer *s, size_t n)
     return 0;
 }
 
-static int pixel_channels(Gastroscreen__V1__PixelFormat f)
-{
-    switch (f) {
-    case GASTROSCREEN__V1__PIXEL_FORMAT__PIXEL_FORMAT_RGB8:
-        return 3;
-    case GASTROSCREEN__V1__PIXEL_FORMAT__PIXEL_FORMAT_RGBA8:
-        return 4;
-    case GASTROSCREEN__V1__PIXEL_FORMAT__PIXEL_FORMAT_GRAY8:
-        return 1;
-    default:
-        return 0;
-    }
-}
-
 /* Copies a tile into RGB8 and counts its tissue pixels (grey below glass, as ops/focus). */
 static int64_t to_rgb(const uint8_t *px, int w, int h, int ch, uint8_t *rgb)
 {
@@ -209,7 +196,7 @@ static int check_tile(gs_infer *s, slot *sl, const Gastroscreen__V1__TileHeader 
                     h->infer->model_sha256);
         return 0;
     }
-    int ch = pixel_channels(h->pixel_format);
+    int ch = gs_pixel_channels(h->pixel_format);
     if (!ch || h->channels != (uint32_t)ch || h->width == 0 || h->width != h->height ||
         h->width > 4096 || (size_t)h->width * h->height * (size_t)ch != len) {
         snprintf(msg, sizeof msg, "bad tile frame: %ux%u, %u channels, format %d, %zu bytes",

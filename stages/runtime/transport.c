@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "ops/error.h"
+#include "proto/vocab.h"
 
 /* PROTOCOL.md §2: requests to the coordinator are small; a reply (EventsSinceReply with 1000
  * events) or a job (a ReportJob with every tile summary) is not. */
@@ -622,20 +623,6 @@ static int body_allowed(const gs_transport *t, int body)
     return 0;
 }
 
-static int format_channels(Gastroscreen__V1__PixelFormat f)
-{
-    switch (f) {
-    case GASTROSCREEN__V1__PIXEL_FORMAT__PIXEL_FORMAT_RGB8:
-        return 3;
-    case GASTROSCREEN__V1__PIXEL_FORMAT__PIXEL_FORMAT_RGBA8:
-        return 4;
-    case GASTROSCREEN__V1__PIXEL_FORMAT__PIXEL_FORMAT_GRAY8:
-        return 1;
-    default:
-        return 0;
-    }
-}
-
 /* Checks the pixel frame against the header (PROTOCOL.md §3 "Pixels"). */
 static gs_recv_status check_pixels(gs_transport *t, gs_inbound *in)
 {
@@ -643,7 +630,7 @@ static gs_recv_status check_pixels(gs_transport *t, gs_inbound *in)
     char detail[160];
     if (!h)
         return drop(t, in, GS_DROP_WRONG_TYPE, "tile body without content");
-    int c = format_channels(h->pixel_format);
+    int c = gs_pixel_channels(h->pixel_format);
     if (c == 0 || (uint32_t)c != h->channels) {
         snprintf(detail, sizeof detail, "pixel format %d with %" PRIu32 " channels",
                  (int)h->pixel_format, h->channels);

@@ -3,7 +3,8 @@
  *
  * Slide ids are accepted exactly as the validators they replace accepted them (16 lower-case
  * hex digits, nothing else); the fence comes out of every job and result body of WorkMessage
- * and out of a TileMessage, and nothing comes out of a message that has none.
+ * and out of a TileMessage, and nothing comes out of a message that has none; every pixel
+ * format has its channel count.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -229,12 +230,31 @@ static void fence_ok(void **state)
     assert_false(gs_fence_ok(NULL));
 }
 
+/* ---- pixel formats --------------------------------------------------------------------- */
+
+static void pixel_channels(void **state)
+{
+    (void)state;
+    assert_int_equal(gs_pixel_channels(GASTROSCREEN__V1__PIXEL_FORMAT__PIXEL_FORMAT_RGB8), 3);
+    assert_int_equal(gs_pixel_channels(GASTROSCREEN__V1__PIXEL_FORMAT__PIXEL_FORMAT_RGBA8), 4);
+    assert_int_equal(gs_pixel_channels(GASTROSCREEN__V1__PIXEL_FORMAT__PIXEL_FORMAT_GRAY8), 1);
+    assert_int_equal(gs_pixel_channels(GASTROSCREEN__V1__PIXEL_FORMAT__PIXEL_FORMAT_UNSPECIFIED),
+                     0);
+    assert_int_equal(gs_pixel_channels((Gastroscreen__V1__PixelFormat)4), 0);
+    assert_int_equal(gs_pixel_channels((Gastroscreen__V1__PixelFormat)-1), 0);
+    /* Every format the schema declares has its channels here. */
+    const ProtobufCEnumDescriptor *d = &gastroscreen__v1__pixel_format__descriptor;
+    for (unsigned i = 0; i < d->n_values; i++)
+        if (d->values[i].value != 0)
+            assert_true(gs_pixel_channels((Gastroscreen__V1__PixelFormat)d->values[i].value) > 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(slide_ids),       cmocka_unit_test(fence_of_every_work_body),
         cmocka_unit_test(fence_of_a_tile), cmocka_unit_test(no_fence),
-        cmocka_unit_test(fence_ok),
+        cmocka_unit_test(fence_ok),        cmocka_unit_test(pixel_channels),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
