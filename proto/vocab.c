@@ -13,6 +13,76 @@ int gs_slide_id_ok(const char *s)
     return 1;
 }
 
+/* The tables are indexed by the proto enums' values; index 0, UNSPECIFIED, has no name. */
+static const char *const stage_names[] = {
+    [GASTROSCREEN__V1__STAGE__STAGE_TILER] = "tiler",
+    [GASTROSCREEN__V1__STAGE__STAGE_FOREGROUND] = "foreground",
+    [GASTROSCREEN__V1__STAGE__STAGE_BLUR] = "blur",
+    [GASTROSCREEN__V1__STAGE__STAGE_INFER] = "infer",
+    [GASTROSCREEN__V1__STAGE__STAGE_SCREENER] = "screener",
+    [GASTROSCREEN__V1__STAGE__STAGE_REPORTER] = "reporter",
+    [GASTROSCREEN__V1__STAGE__STAGE_COORDINATOR] = "coordinator",
+};
+
+static const char *const slide_state_names[] = {
+    [GASTROSCREEN__V1__SLIDE_STATE__SLIDE_STATE_ACCEPTED] = "accepted",
+    [GASTROSCREEN__V1__SLIDE_STATE__SLIDE_STATE_PLANNED] = "planned",
+    [GASTROSCREEN__V1__SLIDE_STATE__SLIDE_STATE_BLUR_CHECKED] = "blur_checked",
+    [GASTROSCREEN__V1__SLIDE_STATE__SLIDE_STATE_INFERRING] = "inferring",
+    [GASTROSCREEN__V1__SLIDE_STATE__SLIDE_STATE_SCREENED] = "screened",
+    [GASTROSCREEN__V1__SLIDE_STATE__SLIDE_STATE_REPORTED] = "reported",
+    [GASTROSCREEN__V1__SLIDE_STATE__SLIDE_STATE_DONE] = "done",
+    [GASTROSCREEN__V1__SLIDE_STATE__SLIDE_STATE_FAILED] = "failed",
+};
+
+static const char *const verdict_class_names[] = {
+    [GASTROSCREEN__V1__VERDICT_CLASS__VERDICT_CLASS_NEGATIVE] = "negative",
+    [GASTROSCREEN__V1__VERDICT_CLASS__VERDICT_CLASS_POSITIVE] = "positive",
+    [GASTROSCREEN__V1__VERDICT_CLASS__VERDICT_CLASS_UNASSESSABLE] = "unassessable",
+    [GASTROSCREEN__V1__VERDICT_CLASS__VERDICT_CLASS_FAILED] = "failed",
+};
+
+static const char *const method_names[] = {
+    [GASTROSCREEN__V1__METHOD__METHOD_NETWORK] = "network",
+    [GASTROSCREEN__V1__METHOD__METHOD_CLASSICAL] = "classical",
+};
+
+static const char *const tile_outcome_names[] = {
+    [GASTROSCREEN__V1__TILE_OUTCOME__TILE_OUTCOME_INFERRED] = "inferred",
+    [GASTROSCREEN__V1__TILE_OUTCOME__TILE_OUTCOME_BACKGROUND] = "background",
+    [GASTROSCREEN__V1__TILE_OUTCOME__TILE_OUTCOME_BLURRY] = "blurry",
+    [GASTROSCREEN__V1__TILE_OUTCOME__TILE_OUTCOME_ERROR] = "error",
+};
+
+/* names[value], or NULL out of the table (negative values included). */
+#define NAME(names, value)                                                                         \
+    ((value) >= 0 && (size_t)(value) < sizeof names / sizeof names[0] ? names[value] : NULL)
+
+const char *gs_stage_name(int stage)
+{
+    return NAME(stage_names, stage);
+}
+
+const char *gs_slide_state_name(int state)
+{
+    return NAME(slide_state_names, state);
+}
+
+const char *gs_verdict_class_name(int verdict)
+{
+    return NAME(verdict_class_names, verdict);
+}
+
+const char *gs_method_name(int method)
+{
+    return NAME(method_names, method);
+}
+
+const char *gs_tile_outcome_name(int tile_outcome)
+{
+    return NAME(tile_outcome_names, tile_outcome);
+}
+
 static int take(gs_fence *out, const char *slide_id, uint32_t attempt, uint64_t job_id)
 {
     out->slide_id = slide_id;

@@ -3,16 +3,18 @@
  *
  * proto/gastroscreen.proto declares the messages; proto/PROTOCOL.md gives the rules. What
  * the generated code leaves to each receiver lives here: the form of a slide id (PROTOCOL.md
- * §1, "Identifiers"), the fence of a job or result (§1, "The fence"; §9) and the channels
- * of a pixel format (§3, "Pixels"). Stages, the
+ * §1, "Identifiers"), the fence of a job or result (§1, "The fence"; §9), the names of enum
+ * values as topics and people read them (§3, "Topics") and the channels of a pixel format
+ * (§3, "Pixels"). Stages, the
  * coordinator and the CLI call these instead of keeping their own copies, so that a change
  * to the vocabulary is made here and in PROTOCOL.md and nowhere else.
  *
  * Use: gs_slide_id_ok(id) before an id from the network names a file, a topic or a journal
  * record; gs_fence_of(&envelope->base, &f) for the (slide_id, attempt) of any WorkMessage or
- * TileMessage, then gs_fence_ok(&f) for §14 step 6. Every function is pure and thread-safe
- * and allocates nothing. This module depends on the generated code only: stages and daemon
- * include it, never the other way round.
+ * TileMessage, then gs_fence_ok(&f) for §14 step 6; gs_stage_name(stage) and the other names,
+ * with the caller choosing what to print for a value that has none. Every function is pure and
+ * thread-safe and allocates nothing. This module depends on the generated code only: stages and
+ * daemon include it, never the other way round.
  */
 #ifndef GS_PROTO_VOCAB_H
 #define GS_PROTO_VOCAB_H
@@ -49,6 +51,18 @@ int gs_fence_of(const ProtobufCMessage *message, gs_fence *out);
 /* 1 when a fence is well-formed (PROTOCOL.md §14, step 6): gs_slide_id_ok(slide_id) and
  * attempt >= 1. Whether it is the slide's current attempt is the receiver's question (§9). */
 int gs_fence_ok(const gs_fence *f);
+
+/* Lower-case names of enum values without their prefix (STAGE_TILER -> "tiler",
+ * SLIDE_STATE_BLUR_CHECKED -> "blur_checked", METHOD_CLASSICAL -> "classical"): the words of
+ * topics (PROTOCOL.md §3, "Topics"), worker ids, log fields, metric labels, the CLI's output and
+ * report.json. Each takes a value of its proto enum, or of the C enum pinned to it, and returns
+ * a static string; NULL for UNSPECIFIED (0) and for values this build does not know, so that
+ * each caller decides what such a value prints as. */
+const char *gs_stage_name(int stage);               /* Stage */
+const char *gs_slide_state_name(int state);         /* SlideState */
+const char *gs_verdict_class_name(int verdict);     /* VerdictClass */
+const char *gs_method_name(int method);             /* Method */
+const char *gs_tile_outcome_name(int tile_outcome); /* TileOutcome */
 
 /* Channels of a pixel frame in format f, one byte each (PROTOCOL.md §3, "Pixels"): 3 for
  * RGB8, 4 for RGBA8, 1 for GRAY8; 0 for UNSPECIFIED and for values this build does not know,

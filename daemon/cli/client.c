@@ -170,22 +170,3 @@ drop_socket:
     gs_transport_destroy(req);
     return -1;
 }
-
-const char *gs_cli_verdict_name(int c)
-{
-    static const char *names[] = {"unspecified", "negative", "positive", "unassessable", "failed"};
-    return c >= 0 && c < 5 ? names[c] : "?";
-}
-
-const char *gs_cli_method_name(int m)
-{
-    static const char *names[] = {NULL, "network", "classical"};
-    return m >= 0 && m < 3 ? names[m] : "?";
-}
-
-const char *gs_cli_state_name(int s)
-{
-    static const char *names[] = {"unspecified", "accepted", "planned", "blur_checked", "inferring",
-                                  "screened",    "reported", "done",    "failed"};
-    return s >= 0 && s < 9 ? names[s] : "?";
-}

@@ -68,11 +68,4 @@ int gs_cli_connect_address(const char *bind, char *out, size_t n);
 int gs_cli_request(void *zctx, gs_channel channel, const char *endpoint, gs_transport **req,
                    const ProtobufCMessage *request, gs_inbound *in, int timeout_ms);
 
-/* Lower-case names without the enum prefix: "negative", "inferring" ("?" when out of range). */
-const char *gs_cli_verdict_name(int verdict_class);
-const char *gs_cli_state_name(int state);
-/* A Method's name ("network", "classical"), or NULL for METHOD_UNSPECIFIED (the stage did not
- * run or its method was not recorded); "?" for a value this build does not know. */
-const char *gs_cli_method_name(int method);
-
 #endif

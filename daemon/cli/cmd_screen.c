@@ -152,8 +152,10 @@ static void print_verdict(const gs_embedded *e, const slide_entry *s, const gs_s
     } else {
         snprintf(folder, sizeof folder, "-");
     }
-    printf("%s: %s score %s threshold %.4f report %s", s->arg, gs_slides_verdict_name(v->verdict),
-           score, gs_embedded_decision(e)->threshold, folder);
+    /* "none": a folded duplicate whose slide is gone has no verdict of its own. */
+    const char *cls = gs_verdict_class_name(v->verdict);
+    printf("%s: %s score %s threshold %.4f report %s", s->arg, cls ? cls : "none", score,
+           gs_embedded_decision(e)->threshold, folder);
     if (v != info)
         printf("; duplicate of %s", own.duplicate_of);
     if (v->reason && v->reason[0])

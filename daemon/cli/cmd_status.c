@@ -54,6 +54,21 @@ static int check_reply(const Gastroscreen__V1__QueryMessage *m)
     return 0;
 }
 
+/* name, or "?" for a value this build does not know (check_reply() lets no unknown state or
+ * verdict class through; methods are not checked). */
+static const char *known(const char *name)
+{
+    return name ? name : "?";
+}
+
+/* A Method's name, or NULL for METHOD_UNSPECIFIED (the stage did not run or its method was not
+ * recorded: "-", or null in JSON); "?" for a value this build does not know. */
+static const char *method_name(int method)
+{
+    return method == GASTROSCREEN__V1__METHOD__METHOD_UNSPECIFIED ? NULL
+                                                                  : known(gs_method_name(method));
+}
+
 static uint32_t tiles_done(const Gastroscreen__V1__TileCounts *t)
 {
     return t ? t->inferred + t->background + t->blurry + t->error : 0;
@@ -63,12 +78,14 @@ static void print_line(const Gastroscreen__V1__SlideStatus *s)
 {
     char verdict[64] = "-";
     if (s->verdict)
-        snprintf(verdict, sizeof verdict, "%s %.3f", gs_cli_verdict_name(s->verdict->verdict_class),
+        snprintf(verdict, sizeof verdict, "%s %.3f",
+                 known(gs_verdict_class_name(s->verdict->verdict_class)),
                  (double)s->verdict->score);
     if (*s->duplicate_of)
         snprintf(verdict, sizeof verdict, "dup of %.16s", s->duplicate_of);
-    printf("%-16s  %-12s  %7u  %5u/%-5u  %-22s  %s\n", s->slide_id, gs_cli_state_name(s->state),
-           s->attempt, tiles_done(s->tiles), s->tiles ? s->tiles->planned : 0, verdict, s->path);
+    printf("%-16s  %-12s  %7u  %5u/%-5u  %-22s  %s\n", s->slide_id,
+           known(gs_slide_state_name(s->state)), s->attempt, tiles_done(s->tiles),
+           s->tiles ? s->tiles->planned : 0, verdict, s->path);
 }
 
 static void print_details(const Gastroscreen__V1__SlideStatus *s)
@@ -80,8 +97,8 @@ static void print_details(const Gastroscreen__V1__SlideStatus *s)
         printf("reason: %s\n", v->reason);
     for (size_t i = 0; i < v->n_warnings; i++)
         printf("warning: %s\n", v->warnings[i]);
-    const char *fm = gs_cli_method_name(v->foreground_method);
-    const char *bm = gs_cli_method_name(v->blur_method);
+    const char *fm = method_name(v->foreground_method);
+    const char *bm = method_name(v->blur_method);
     printf("methods: tissue plan %s, blur check %s\n", fm ? fm : "-", bm ? bm : "-");
     if (v->report && *v->report->report_json)
         printf("report: %s\n", v->report->report_json);
@@ -95,8 +112,8 @@ static void print_details(const Gastroscreen__V1__SlideStatus *s)
 static json_t *status_json(const Gastroscreen__V1__SlideStatus *s)
 {
     json_t *o = json_pack("{s:s, s:s, s:i, s:s, s:I}", "slide_id", s->slide_id, "state",
-                          gs_cli_state_name(s->state), "attempt", (int)s->attempt, "path", s->path,
-                          "accepted_unix_ms", (json_int_t)s->accepted_unix_ms);
+                          known(gs_slide_state_name(s->state)), "attempt", (int)s->attempt, "path",
+                          s->path, "accepted_unix_ms", (json_int_t)s->accepted_unix_ms);
     if (!o)
         return NULL;
     if (s->tiles)
@@ -109,9 +126,9 @@ static json_t *status_json(const Gastroscreen__V1__SlideStatus *s)
         json_object_set_new(o, "duplicate_of", json_string(s->duplicate_of));
     if (s->verdict) {
         const Gastroscreen__V1__Verdict *v = s->verdict;
-        json_t *vj = json_pack("{s:s, s:f, s:f, s:s}", "class",
-                               gs_cli_verdict_name(v->verdict_class), "score", (double)v->score,
-                               "threshold", (double)v->threshold, "reason", v->reason);
+        json_t *vj = json_pack(
+            "{s:s, s:f, s:f, s:s}", "class", known(gs_verdict_class_name(v->verdict_class)),
+            "score", (double)v->score, "threshold", (double)v->threshold, "reason", v->reason);
         if (vj) {
             json_t *w = json_array();
             for (size_t i = 0; i < v->n_warnings; i++)
@@ -119,8 +136,8 @@ static json_t *status_json(const Gastroscreen__V1__SlideStatus *s)
             json_object_set_new(vj, "warnings", w);
             if (v->model)
                 json_object_set_new(vj, "untrained", json_boolean(v->model->untrained));
-            const char *fm = gs_cli_method_name(v->foreground_method);
-            const char *bm = gs_cli_method_name(v->blur_method);
+            const char *fm = method_name(v->foreground_method);
+            const char *bm = method_name(v->blur_method);
             json_object_set_new(vj, "methods",
                                 json_pack("{s:o, s:o}", "foreground",
                                           fm ? json_string(fm) : json_null(), "blur",

@@ -74,8 +74,10 @@ static int check_event(const Gastroscreen__V1__EventMessage *e)
 
 static void print_verdict(watcher *w, const Gastroscreen__V1__Verdict *v)
 {
-    printf("%s %s %.3f %s (%s)%s\n", v->slide_id, gs_cli_verdict_name(v->verdict_class),
-           (double)v->score, v->path, *v->reason ? v->reason : "no reason given",
+    /* check_event() let only known classes through. */
+    const char *cls = gs_verdict_class_name(v->verdict_class);
+    printf("%s %s %.3f %s (%s)%s\n", v->slide_id, cls ? cls : "?", (double)v->score, v->path,
+           *v->reason ? v->reason : "no reason given",
            v->model && v->model->untrained ? " [model: untrained — not a diagnosis]" : "");
     fflush(stdout);
     w->printed++;

@@ -73,7 +73,7 @@ static void collect(gs_metrics_sink *k, void *ud)
     gs_metrics_sample(k, d->fam_slides, "duplicate", (double)s.intake_duplicates);
     gs_metrics_sample(k, d->fam_slides, "rejected", (double)s.intake_rejected);
     for (int v = GS_VERDICT_NEGATIVE; v <= GS_VERDICT_FAILED; v++)
-        gs_metrics_sample(k, d->fam_verdicts, gs_slides_verdict_name(v), (double)s.verdicts[v]);
+        gs_metrics_sample(k, d->fam_verdicts, gs_verdict_class_name(v), (double)s.verdicts[v]);
     gs_metrics_sample(k, d->fam_poison, "poison", (double)s.failed_poison);
     gs_metrics_sample(k, d->fam_poison, "other",
                       (double)(s.verdicts[GS_VERDICT_FAILED] - s.failed_poison));

@@ -71,19 +71,6 @@ void gs_slides_options_default(gs_slides_options *o)
     o->threshold = 0.74f;
 }
 
-const char *gs_slide_state_name(gs_slide_state s)
-{
-    static const char *names[] = {"unspecified", "accepted", "planned", "blur_checked", "inferring",
-                                  "screened",    "reported", "done",    "failed"};
-    return (unsigned)s < 9 ? names[s] : "unspecified";
-}
-
-const char *gs_slides_verdict_name(gs_verdict_class v)
-{
-    static const char *names[] = {"none", "negative", "positive", "unassessable", "failed"};
-    return (unsigned)v < 5 ? names[v] : "none";
-}
-
 static int terminal(gs_slide_state s)
 {
     return s == GS_SLIDE_DONE || s == GS_SLIDE_FAILED;

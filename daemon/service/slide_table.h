@@ -38,6 +38,7 @@
 #include <stdint.h>
 
 #include "daemon/service/journal.h"
+#include "proto/vocab.h"
 
 /* Numbered as SlideState, VerdictClass and IntakeSource in proto/gastroscreen.proto. */
 typedef enum {
@@ -246,11 +247,5 @@ size_t gs_slides_in_flight(const gs_slides *t);
 gs_slide_step gs_slide_next_step(const gs_slide_info *info);
 
 void gs_slides_stats_get(const gs_slides *t, gs_slides_stats *s);
-
-/* "accepted", "planned", ... "failed": the lower-case names used in topics. */
-const char *gs_slide_state_name(gs_slide_state s);
-
-/* "negative", "positive", "unassessable", "failed" ("none" for GS_VERDICT_NONE). */
-const char *gs_slides_verdict_name(gs_verdict_class v);
 
 #endif

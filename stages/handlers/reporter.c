@@ -72,7 +72,9 @@ static const char *nonempty(const char *s)
 static gs_report_model network_entry(const char *name, const Gastroscreen__V1__ModelProvenance *mp,
                                      int untrained)
 {
-    gs_report_model m = {.network = name, .method = "network", .untrained = untrained};
+    gs_report_model m = {.network = name,
+                         .method = gs_method_name(GASTROSCREEN__V1__METHOD__METHOD_NETWORK),
+                         .untrained = untrained};
     if (mp) {
         m.bundle = nonempty(mp->bundle);
         m.sha256 = nonempty(mp->sha256);
@@ -96,7 +98,7 @@ static int stage_entry(const char *name, Gastroscreen__V1__Method method, const 
         return 1;
     case GASTROSCREEN__V1__METHOD__METHOD_CLASSICAL:
         *out = (gs_report_model){.network = name,
-                                 .method = "classical",
+                                 .method = gs_method_name(method),
                                  .algorithm = algorithm,
                                  .version = "gastroscreen " GS_VERSION};
         return 1;
@@ -216,8 +218,8 @@ int gs_reporter_write(const Gastroscreen__V1__ReportJob *job, const gs_reporter_
     size_t n_timings = 0;
     for (size_t i = 0; i < job->n_stage_seconds && n_timings < 16; i++) {
         const Gastroscreen__V1__StageSeconds *s = job->stage_seconds[i];
-        const char *name = s ? gs_stage_name(s->stage) : "";
-        int dup = !name[0] || !isfinite(s->seconds);
+        const char *name = s ? gs_stage_name(s->stage) : NULL;
+        int dup = !name || !isfinite(s->seconds);
         for (size_t k = 0; k < n_timings && !dup; k++)
             dup = !strcmp(timings[k].stage, name);
         if (!dup)

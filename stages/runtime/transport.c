@@ -1,6 +1,5 @@
 #include "stages/runtime/transport.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -255,86 +254,51 @@ const gs_transport_counters *gs_transport_counters_get(const gs_transport *t)
 
 /* ---- topics ---------------------------------------------------------------------------- */
 
-const char *gs_stage_name(Gastroscreen__V1__Stage stage)
+/* The topic's last segment is the name of an enum value (proto/vocab); a value without a name
+ * (UNSPECIFIED, or unknown to this build) has no topic. */
+static int named_segment(const char *name, const char *what, int value, const char **seg)
 {
-    switch (stage) {
-    case GASTROSCREEN__V1__STAGE__STAGE_TILER:
-        return "tiler";
-    case GASTROSCREEN__V1__STAGE__STAGE_FOREGROUND:
-        return "foreground";
-    case GASTROSCREEN__V1__STAGE__STAGE_BLUR:
-        return "blur";
-    case GASTROSCREEN__V1__STAGE__STAGE_INFER:
-        return "infer";
-    case GASTROSCREEN__V1__STAGE__STAGE_SCREENER:
-        return "screener";
-    case GASTROSCREEN__V1__STAGE__STAGE_REPORTER:
-        return "reporter";
-    case GASTROSCREEN__V1__STAGE__STAGE_COORDINATOR:
-        return "coordinator";
-    default:
-        return "";
-    }
-}
-
-/* The enum value's proto name without `prefix`, in lower case, into buf; -1 for values that are
- * unknown or UNSPECIFIED (no topic names them). */
-static int enum_segment(const ProtobufCEnumDescriptor *d, const char *prefix, int value, char *buf,
-                        size_t n)
-{
-    const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(d, value);
-    size_t plen = strlen(prefix);
-    if (!v || value == 0 || strncmp(v->name, prefix, plen) != 0)
-        return gs_error_set("%s value %d has no topic", d->short_name, value);
-    const char *s = v->name + plen;
-    size_t len = strlen(s);
-    if (len + 1 > n)
-        return gs_error_set("topic buffer too small");
-    for (size_t i = 0; i <= len; i++)
-        buf[i] = (char)tolower((unsigned char)s[i]);
+    if (!name)
+        return gs_error_set("%s value %d has no topic", what, value);
+    *seg = name;
     return 0;
 }
 
 int gs_event_topic(const Gastroscreen__V1__EventMessage *e, char *buf, size_t n)
 {
-    char seg[64];
-    const char *head = NULL;
+    const char *head = NULL, *seg = NULL;
     int rc = 0;
     switch (e->body_case) {
     case GASTROSCREEN__V1__EVENT_MESSAGE__BODY_ARRIVED:
         head = "slide.arrived";
-        seg[0] = '\0';
         break;
     case GASTROSCREEN__V1__EVENT_MESSAGE__BODY_ACCEPTED:
         head = "slide.accepted";
-        seg[0] = '\0';
         break;
     case GASTROSCREEN__V1__EVENT_MESSAGE__BODY_STATE_CHANGED:
         head = "slide.state";
-        rc = e->state_changed
-                 ? enum_segment(&gastroscreen__v1__slide_state__descriptor, "SLIDE_STATE_",
-                                (int)e->state_changed->to, seg, sizeof seg)
-                 : gs_error_set("state_changed without content");
+        rc = e->state_changed ? named_segment(gs_slide_state_name(e->state_changed->to),
+                                              "SlideState", e->state_changed->to, &seg)
+                              : gs_error_set("state_changed without content");
         break;
     case GASTROSCREEN__V1__EVENT_MESSAGE__BODY_VERDICT:
         head = "slide.verdict";
-        rc = e->verdict
-                 ? enum_segment(&gastroscreen__v1__verdict_class__descriptor, "VERDICT_CLASS_",
-                                (int)e->verdict->verdict_class, seg, sizeof seg)
-                 : gs_error_set("verdict without content");
+        rc = e->verdict ? named_segment(gs_verdict_class_name(e->verdict->verdict_class),
+                                        "VerdictClass", e->verdict->verdict_class, &seg)
+                        : gs_error_set("verdict without content");
         break;
     case GASTROSCREEN__V1__EVENT_MESSAGE__BODY_STATS:
         head = "stats";
-        rc = e->stats ? enum_segment(&gastroscreen__v1__stage__descriptor, "STAGE_",
-                                     (int)e->stats->stage, seg, sizeof seg)
-                      : gs_error_set("stats without content");
+        rc = e->stats
+                 ? named_segment(gs_stage_name(e->stats->stage), "Stage", e->stats->stage, &seg)
+                 : gs_error_set("stats without content");
         break;
     default:
         return gs_error_set("event without a body has no topic");
     }
     if (rc < 0)
         return -1;
-    int len = seg[0] ? snprintf(buf, n, "%s.%s.", head, seg) : snprintf(buf, n, "%s.", head);
+    int len = seg ? snprintf(buf, n, "%s.%s.", head, seg) : snprintf(buf, n, "%s.", head);
     if (len < 0 || (size_t)len >= n)
         return gs_error_set("topic buffer too small");
     return 0;

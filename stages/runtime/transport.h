@@ -40,6 +40,7 @@
 #include <zmq.h>
 
 #include "proto/gastroscreen.pb-c.h"
+#include "proto/vocab.h"
 
 typedef enum {
     GS_CHANNEL_WORK = 0, /* WorkMessage: coordinator ROUTER, workers DEALER */
@@ -192,13 +193,9 @@ gs_recv_status gs_transport_recv(gs_transport *t, gs_inbound *in, int flags);
  * inbound that holds nothing, and twice. */
 void gs_inbound_release(gs_inbound *in);
 
-/* Writes the topic PROTOCOL.md §3 gives an event ("slide.verdict.positive.", "stats.infer.")
- * into buf. Returns 0, or -1 with the error when the event has no body, an enum out of range
- * or buf is too small. */
+/* Writes the topic PROTOCOL.md §3 gives an event ("slide.verdict.positive.", "stats.infer.";
+ * the names are proto/vocab's) into buf. Returns 0, or -1 with the error when the event has no
+ * body, an enum out of range or buf is too small. */
 int gs_event_topic(const Gastroscreen__V1__EventMessage *event, char *buf, size_t n);
-
-/* The lower-case names used in topics and ids: "tiler", "foreground", ... ("" when out of
- * range). */
-const char *gs_stage_name(Gastroscreen__V1__Stage stage);
 
 #endif

@@ -507,7 +507,7 @@ gs_worker *gs_worker_new(const gs_worker_config *c)
         gs_error_set("worker: no work endpoint");
         return NULL;
     }
-    if (!gs_stage_name(c->stage)[0] || c->stage == GASTROSCREEN__V1__STAGE__STAGE_COORDINATOR) {
+    if (!gs_stage_name(c->stage) || c->stage == GASTROSCREEN__V1__STAGE__STAGE_COORDINATOR) {
         gs_error_set("worker: stage %d is not a worker stage", (int)c->stage);
         return NULL;
     }

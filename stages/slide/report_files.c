@@ -19,21 +19,6 @@
 #include "ops/error.h"
 #include "stages/slide/png_io.h"
 
-const char *gs_verdict_class_name(gs_verdict_class c)
-{
-    switch (c) {
-    case GS_VERDICT_NEGATIVE:
-        return "negative";
-    case GS_VERDICT_POSITIVE:
-        return "positive";
-    case GS_VERDICT_UNASSESSABLE:
-        return "unassessable";
-    case GS_VERDICT_FAILED:
-        return "failed";
-    }
-    return NULL;
-}
-
 /* mkdir -p: creates dir and its missing parents. Returns 0 or -1 with the message set. */
 static int make_dirs(const char *dir)
 {

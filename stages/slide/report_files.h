@@ -55,6 +55,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "proto/vocab.h"
 #include "stages/slide/heatmap.h"
 
 /* The four verdicts; numbered as gastroscreen.v1.VerdictClass. */
@@ -64,9 +65,6 @@ typedef enum {
     GS_VERDICT_UNASSESSABLE = 3,
     GS_VERDICT_FAILED = 4,
 } gs_verdict_class;
-
-/* "negative", "positive", "unassessable", "failed", or NULL for any other value. */
-const char *gs_verdict_class_name(gs_verdict_class c);
 
 /* The plain statement every output carries when any network used is untrained. */
 #define GS_REPORT_UNTRAINED_NOTICE "model: untrained — not a diagnosis"

@@ -109,7 +109,7 @@ static void on_event(const Gastroscreen__V1__EventMessage *ev, slide_rec *s, int
     }
     case GASTROSCREEN__V1__EVENT_MESSAGE__BODY_STATS: {
         const Gastroscreen__V1__StageStats *st = ev->stats;
-        const char *stage = gs_stage_name(st->stage);
+        const char *stage = gs_stage_name(st->stage) ? gs_stage_name(st->stage) : "";
         int k = 0;
         while (k < *nw && strcmp(w[k].instance, st->instance_id))
             k++;

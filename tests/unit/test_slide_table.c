@@ -669,7 +669,7 @@ static void names(void **state)
     (void)state;
     assert_string_equal(gs_slide_state_name(GS_SLIDE_BLUR_CHECKED), "blur_checked");
     assert_string_equal(gs_slide_state_name(GS_SLIDE_FAILED), "failed");
-    assert_string_equal(gs_slides_verdict_name(GS_VERDICT_UNASSESSABLE), "unassessable");
+    assert_string_equal(gs_verdict_class_name(GS_VERDICT_UNASSESSABLE), "unassessable");
 }
 
 int main(void)

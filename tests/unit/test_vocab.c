@@ -3,8 +3,9 @@
  *
  * Slide ids are accepted exactly as the validators they replace accepted them (16 lower-case
  * hex digits, nothing else); the fence comes out of every job and result body of WorkMessage
- * and out of a TileMessage, and nothing comes out of a message that has none; every pixel
- * format has its channel count.
+ * and out of a TileMessage, and nothing comes out of a message that has none; every enum
+ * value is named as the code printed it before (and as topics derive it from the schema), and
+ * UNSPECIFIED or unknown values have no name; every pixel format has its channel count.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,6 +13,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <ctype.h>
 #include <string.h>
 
 #include "proto/vocab.h"
@@ -230,6 +232,131 @@ static void fence_ok(void **state)
     assert_false(gs_fence_ok(NULL));
 }
 
+/* ---- names ---------------------------------------------------------------------------- */
+
+static void stage_names(void **state)
+{
+    (void)state;
+    assert_string_equal(gs_stage_name(GASTROSCREEN__V1__STAGE__STAGE_TILER), "tiler");
+    assert_string_equal(gs_stage_name(GASTROSCREEN__V1__STAGE__STAGE_FOREGROUND), "foreground");
+    assert_string_equal(gs_stage_name(GASTROSCREEN__V1__STAGE__STAGE_BLUR), "blur");
+    assert_string_equal(gs_stage_name(GASTROSCREEN__V1__STAGE__STAGE_INFER), "infer");
+    assert_string_equal(gs_stage_name(GASTROSCREEN__V1__STAGE__STAGE_SCREENER), "screener");
+    assert_string_equal(gs_stage_name(GASTROSCREEN__V1__STAGE__STAGE_REPORTER), "reporter");
+    assert_string_equal(gs_stage_name(GASTROSCREEN__V1__STAGE__STAGE_COORDINATOR), "coordinator");
+    assert_null(gs_stage_name(GASTROSCREEN__V1__STAGE__STAGE_UNSPECIFIED));
+    assert_null(gs_stage_name(8));
+    assert_null(gs_stage_name(-1));
+}
+
+static void slide_state_names(void **state)
+{
+    (void)state;
+    assert_string_equal(gs_slide_state_name(GASTROSCREEN__V1__SLIDE_STATE__SLIDE_STATE_ACCEPTED),
+                        "accepted");
+    assert_string_equal(gs_slide_state_name(GASTROSCREEN__V1__SLIDE_STATE__SLIDE_STATE_PLANNED),
+                        "planned");
+    assert_string_equal(
+        gs_slide_state_name(GASTROSCREEN__V1__SLIDE_STATE__SLIDE_STATE_BLUR_CHECKED),
+        "blur_checked");
+    assert_string_equal(gs_slide_state_name(GASTROSCREEN__V1__SLIDE_STATE__SLIDE_STATE_INFERRING),
+                        "inferring");
+    assert_string_equal(gs_slide_state_name(GASTROSCREEN__V1__SLIDE_STATE__SLIDE_STATE_SCREENED),
+                        "screened");
+    assert_string_equal(gs_slide_state_name(GASTROSCREEN__V1__SLIDE_STATE__SLIDE_STATE_REPORTED),
+                        "reported");
+    assert_string_equal(gs_slide_state_name(GASTROSCREEN__V1__SLIDE_STATE__SLIDE_STATE_DONE),
+                        "done");
+    assert_string_equal(gs_slide_state_name(GASTROSCREEN__V1__SLIDE_STATE__SLIDE_STATE_FAILED),
+                        "failed");
+    assert_null(gs_slide_state_name(GASTROSCREEN__V1__SLIDE_STATE__SLIDE_STATE_UNSPECIFIED));
+    assert_null(gs_slide_state_name(9));
+    assert_null(gs_slide_state_name(-1));
+}
+
+static void verdict_class_names(void **state)
+{
+    (void)state;
+    assert_string_equal(
+        gs_verdict_class_name(GASTROSCREEN__V1__VERDICT_CLASS__VERDICT_CLASS_NEGATIVE), "negative");
+    assert_string_equal(
+        gs_verdict_class_name(GASTROSCREEN__V1__VERDICT_CLASS__VERDICT_CLASS_POSITIVE), "positive");
+    assert_string_equal(
+        gs_verdict_class_name(GASTROSCREEN__V1__VERDICT_CLASS__VERDICT_CLASS_UNASSESSABLE),
+        "unassessable");
+    assert_string_equal(
+        gs_verdict_class_name(GASTROSCREEN__V1__VERDICT_CLASS__VERDICT_CLASS_FAILED), "failed");
+    assert_null(gs_verdict_class_name(GASTROSCREEN__V1__VERDICT_CLASS__VERDICT_CLASS_UNSPECIFIED));
+    assert_null(gs_verdict_class_name(5));
+    assert_null(gs_verdict_class_name(-1));
+}
+
+static void method_names(void **state)
+{
+    (void)state;
+    assert_string_equal(gs_method_name(GASTROSCREEN__V1__METHOD__METHOD_NETWORK), "network");
+    assert_string_equal(gs_method_name(GASTROSCREEN__V1__METHOD__METHOD_CLASSICAL), "classical");
+    assert_null(gs_method_name(GASTROSCREEN__V1__METHOD__METHOD_UNSPECIFIED));
+    assert_null(gs_method_name(3));
+    assert_null(gs_method_name(-1));
+}
+
+static void tile_outcome_names(void **state)
+{
+    (void)state;
+    assert_string_equal(gs_tile_outcome_name(GASTROSCREEN__V1__TILE_OUTCOME__TILE_OUTCOME_INFERRED),
+                        "inferred");
+    assert_string_equal(
+        gs_tile_outcome_name(GASTROSCREEN__V1__TILE_OUTCOME__TILE_OUTCOME_BACKGROUND),
+        "background");
+    assert_string_equal(gs_tile_outcome_name(GASTROSCREEN__V1__TILE_OUTCOME__TILE_OUTCOME_BLURRY),
+                        "blurry");
+    assert_string_equal(gs_tile_outcome_name(GASTROSCREEN__V1__TILE_OUTCOME__TILE_OUTCOME_ERROR),
+                        "error");
+    assert_null(gs_tile_outcome_name(GASTROSCREEN__V1__TILE_OUTCOME__TILE_OUTCOME_UNSPECIFIED));
+    assert_null(gs_tile_outcome_name(5));
+    assert_null(gs_tile_outcome_name(-1));
+}
+
+/* Every value the schema declares, but UNSPECIFIED, is named as PROTOCOL.md §3 says topics name
+ * it: the proto name without its prefix, in lower case. A value added to the schema without a
+ * name here fails this. */
+static void names_follow_the_schema(void **state)
+{
+    (void)state;
+    static const struct {
+        const ProtobufCEnumDescriptor *d;
+        const char *prefix;
+        const char *(*name)(int);
+    } enums[] = {
+        {&gastroscreen__v1__stage__descriptor, "STAGE_", gs_stage_name},
+        {&gastroscreen__v1__slide_state__descriptor, "SLIDE_STATE_", gs_slide_state_name},
+        {&gastroscreen__v1__verdict_class__descriptor, "VERDICT_CLASS_", gs_verdict_class_name},
+        {&gastroscreen__v1__method__descriptor, "METHOD_", gs_method_name},
+        {&gastroscreen__v1__tile_outcome__descriptor, "TILE_OUTCOME_", gs_tile_outcome_name},
+    };
+    for (size_t e = 0; e < sizeof enums / sizeof enums[0]; e++) {
+        const ProtobufCEnumDescriptor *d = enums[e].d;
+        size_t plen = strlen(enums[e].prefix);
+        for (unsigned i = 0; i < d->n_values; i++) {
+            const ProtobufCEnumValue *v = &d->values[i];
+            const char *got = enums[e].name(v->value);
+            if (v->value == 0) {
+                assert_null(got);
+                continue;
+            }
+            assert_non_null(got);
+            assert_memory_equal(v->name, enums[e].prefix, plen);
+            char want[64];
+            size_t n = strlen(v->name + plen);
+            assert_true(n < sizeof want);
+            for (size_t k = 0; k <= n; k++)
+                want[k] = (char)tolower((unsigned char)v->name[plen + k]);
+            assert_string_equal(got, want);
+        }
+    }
+}
+
 /* ---- pixel formats --------------------------------------------------------------------- */
 
 static void pixel_channels(void **state)
@@ -252,9 +379,18 @@ static void pixel_channels(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(slide_ids),       cmocka_unit_test(fence_of_every_work_body),
-        cmocka_unit_test(fence_of_a_tile), cmocka_unit_test(no_fence),
-        cmocka_unit_test(fence_ok),        cmocka_unit_test(pixel_channels),
+        cmocka_unit_test(slide_ids),
+        cmocka_unit_test(fence_of_every_work_body),
+        cmocka_unit_test(fence_of_a_tile),
+        cmocka_unit_test(no_fence),
+        cmocka_unit_test(fence_ok),
+        cmocka_unit_test(stage_names),
+        cmocka_unit_test(slide_state_names),
+        cmocka_unit_test(verdict_class_names),
+        cmocka_unit_test(method_names),
+        cmocka_unit_test(tile_outcome_names),
+        cmocka_unit_test(names_follow_the_schema),
+        cmocka_unit_test(pixel_channels),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
