@@ -1,20 +1,21 @@
 /*
  * vocab: the protocol's vocabulary, written once for every process that speaks it.
  *
- * proto/gastroscreen.proto declares the messages; proto/PROTOCOL.md gives the rules. What
- * the generated code leaves to each receiver lives here: the form of a slide id (PROTOCOL.md
- * §1, "Identifiers"), the fence of a job or result (§1, "The fence"; §9), the names of enum
- * values as topics and people read them (§3, "Topics") and the channels of a pixel format
- * (§3, "Pixels"). Stages, the
- * coordinator and the CLI call these instead of keeping their own copies, so that a change
- * to the vocabulary is made here and in PROTOCOL.md and nowhere else.
+ * proto/gastroscreen.proto declares the messages; proto/PROTOCOL.md gives the rules. What the
+ * generated code leaves to each receiver lives here: the form of a slide id (PROTOCOL.md §1,
+ * "Identifiers"), the fence of a job or result (§1, "The fence"; §9), the names of enum values
+ * as topics and people read them (§3, "Topics"), the channels of a pixel format (§3,
+ * "Pixels"), and gs_verdict_class, the one C enum of verdict classes, with GS_VOCAB_PIN that
+ * ties every such C mirror of a proto enum to the schema. Stages, the coordinator and the CLI
+ * use these instead of keeping their own copies, so that a change to the vocabulary is made
+ * here and in PROTOCOL.md and nowhere else.
  *
  * Use: gs_slide_id_ok(id) before an id from the network names a file, a topic or a journal
  * record; gs_fence_of(&envelope->base, &f) for the (slide_id, attempt) of any WorkMessage or
  * TileMessage, then gs_fence_ok(&f) for §14 step 6; gs_stage_name(stage) and the other names,
  * with the caller choosing what to print for a value that has none. Every function is pure and
- * thread-safe and allocates nothing. This module depends on the generated code only: stages and
- * daemon include it, never the other way round.
+ * thread-safe and allocates nothing; returned strings are static. This module depends on the
+ * generated code only: stages and daemon include it, never the other way round.
  */
 #ifndef GS_PROTO_VOCAB_H
 #define GS_PROTO_VOCAB_H
@@ -22,6 +23,27 @@
 #include <stdint.h>
 
 #include "proto/gastroscreen.pb-c.h"
+
+/* Pins an enumerator of a C enum to the proto enum value it mirrors (one per enumerator, next
+ * to the C enum), so that code may cast between the two and a renumbering in the schema
+ * fails the build instead of converting silently. */
+#define GS_VOCAB_PIN(c_value, proto_value)                                                         \
+    _Static_assert((int)(c_value) == (int)(proto_value), #c_value " mirrors " #proto_value)
+
+/* The class of a slide's verdict (VerdictClass; PROTOCOL.md §6), under short names for the
+ * slide table, the coordinator and report files; NONE while the slide has none. */
+typedef enum {
+    GS_VERDICT_NONE = 0,
+    GS_VERDICT_NEGATIVE = 1,
+    GS_VERDICT_POSITIVE = 2,
+    GS_VERDICT_UNASSESSABLE = 3,
+    GS_VERDICT_FAILED = 4,
+} gs_verdict_class;
+GS_VOCAB_PIN(GS_VERDICT_NONE, GASTROSCREEN__V1__VERDICT_CLASS__VERDICT_CLASS_UNSPECIFIED);
+GS_VOCAB_PIN(GS_VERDICT_NEGATIVE, GASTROSCREEN__V1__VERDICT_CLASS__VERDICT_CLASS_NEGATIVE);
+GS_VOCAB_PIN(GS_VERDICT_POSITIVE, GASTROSCREEN__V1__VERDICT_CLASS__VERDICT_CLASS_POSITIVE);
+GS_VOCAB_PIN(GS_VERDICT_UNASSESSABLE, GASTROSCREEN__V1__VERDICT_CLASS__VERDICT_CLASS_UNASSESSABLE);
+GS_VOCAB_PIN(GS_VERDICT_FAILED, GASTROSCREEN__V1__VERDICT_CLASS__VERDICT_CLASS_FAILED);
 
 /* Length of a slide id without the NUL: the coordinator draws 64 random bits per slide and
  * writes them as lower-case hex, so that an id is safe in topics, file names and journald

@@ -36,7 +36,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Outcomes, numbered as TileOutcome in proto/gastroscreen.proto. */
+#include "proto/vocab.h"
+
+/* Outcomes (TileOutcome, whose UNSPECIFIED is "pending"). */
 typedef enum {
     GS_TILE_PENDING = 0,
     GS_TILE_INFERRED = 1,
@@ -44,6 +46,11 @@ typedef enum {
     GS_TILE_BLURRY = 3,
     GS_TILE_ERROR = 4,
 } gs_tile_outcome;
+GS_VOCAB_PIN(GS_TILE_PENDING, GASTROSCREEN__V1__TILE_OUTCOME__TILE_OUTCOME_UNSPECIFIED);
+GS_VOCAB_PIN(GS_TILE_INFERRED, GASTROSCREEN__V1__TILE_OUTCOME__TILE_OUTCOME_INFERRED);
+GS_VOCAB_PIN(GS_TILE_BACKGROUND, GASTROSCREEN__V1__TILE_OUTCOME__TILE_OUTCOME_BACKGROUND);
+GS_VOCAB_PIN(GS_TILE_BLURRY, GASTROSCREEN__V1__TILE_OUTCOME__TILE_OUTCOME_BLURRY);
+GS_VOCAB_PIN(GS_TILE_ERROR, GASTROSCREEN__V1__TILE_OUTCOME__TILE_OUTCOME_ERROR);
 
 /* What became of one result (the non-negative returns of the recording functions). */
 typedef enum {

@@ -40,7 +40,7 @@
 #include "daemon/service/journal.h"
 #include "proto/vocab.h"
 
-/* Numbered as SlideState, VerdictClass and IntakeSource in proto/gastroscreen.proto. */
+/* A slide's state (SlideState). The verdict class is gs_verdict_class of proto/vocab. */
 typedef enum {
     GS_SLIDE_ACCEPTED = 1,
     GS_SLIDE_PLANNED = 2,
@@ -51,29 +51,37 @@ typedef enum {
     GS_SLIDE_DONE = 7,
     GS_SLIDE_FAILED = 8,
 } gs_slide_state;
+GS_VOCAB_PIN(GS_SLIDE_ACCEPTED, GASTROSCREEN__V1__SLIDE_STATE__SLIDE_STATE_ACCEPTED);
+GS_VOCAB_PIN(GS_SLIDE_PLANNED, GASTROSCREEN__V1__SLIDE_STATE__SLIDE_STATE_PLANNED);
+GS_VOCAB_PIN(GS_SLIDE_BLUR_CHECKED, GASTROSCREEN__V1__SLIDE_STATE__SLIDE_STATE_BLUR_CHECKED);
+GS_VOCAB_PIN(GS_SLIDE_INFERRING, GASTROSCREEN__V1__SLIDE_STATE__SLIDE_STATE_INFERRING);
+GS_VOCAB_PIN(GS_SLIDE_SCREENED, GASTROSCREEN__V1__SLIDE_STATE__SLIDE_STATE_SCREENED);
+GS_VOCAB_PIN(GS_SLIDE_REPORTED, GASTROSCREEN__V1__SLIDE_STATE__SLIDE_STATE_REPORTED);
+GS_VOCAB_PIN(GS_SLIDE_DONE, GASTROSCREEN__V1__SLIDE_STATE__SLIDE_STATE_DONE);
+GS_VOCAB_PIN(GS_SLIDE_FAILED, GASTROSCREEN__V1__SLIDE_STATE__SLIDE_STATE_FAILED);
 
-typedef enum {
-    GS_VERDICT_NONE = 0,
-    GS_VERDICT_NEGATIVE = 1,
-    GS_VERDICT_POSITIVE = 2,
-    GS_VERDICT_UNASSESSABLE = 3,
-    GS_VERDICT_FAILED = 4,
-} gs_verdict_class;
-
-/* Which method made the tissue plan or judged the blur-first sample (numbered as Method).
- * UNKNOWN: the stage did not run, or the slide was recorded without it. */
+/* Which method made the tissue plan or judged the blur-first sample (Method). UNKNOWN: the
+ * stage did not run, or the slide was recorded without it. */
 typedef enum {
     GS_METHOD_UNKNOWN = 0,
     GS_METHOD_NETWORK = 1,
     GS_METHOD_CLASSICAL = 2,
 } gs_slide_method;
+GS_VOCAB_PIN(GS_METHOD_UNKNOWN, GASTROSCREEN__V1__METHOD__METHOD_UNSPECIFIED);
+GS_VOCAB_PIN(GS_METHOD_NETWORK, GASTROSCREEN__V1__METHOD__METHOD_NETWORK);
+GS_VOCAB_PIN(GS_METHOD_CLASSICAL, GASTROSCREEN__V1__METHOD__METHOD_CLASSICAL);
 
+/* How a slide reached the coordinator (IntakeSource). */
 typedef enum {
     GS_INTAKE_ANNOUNCED = 1,
     GS_INTAKE_SUBMIT = 2,
     GS_INTAKE_WATCHED = 3,
     GS_INTAKE_EMBEDDED = 4,
 } gs_intake_source;
+GS_VOCAB_PIN(GS_INTAKE_ANNOUNCED, GASTROSCREEN__V1__INTAKE_SOURCE__INTAKE_SOURCE_ANNOUNCED);
+GS_VOCAB_PIN(GS_INTAKE_SUBMIT, GASTROSCREEN__V1__INTAKE_SOURCE__INTAKE_SOURCE_SUBMIT);
+GS_VOCAB_PIN(GS_INTAKE_WATCHED, GASTROSCREEN__V1__INTAKE_SOURCE__INTAKE_SOURCE_WATCHED);
+GS_VOCAB_PIN(GS_INTAKE_EMBEDDED, GASTROSCREEN__V1__INTAKE_SOURCE__INTAKE_SOURCE_EMBEDDED);
 
 /* How an unfinished slide resumes after a restart (PROTOCOL.md §12). */
 typedef enum {

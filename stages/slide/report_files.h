@@ -58,14 +58,6 @@
 #include "proto/vocab.h"
 #include "stages/slide/heatmap.h"
 
-/* The four verdicts; numbered as gastroscreen.v1.VerdictClass. */
-typedef enum {
-    GS_VERDICT_NEGATIVE = 1,
-    GS_VERDICT_POSITIVE = 2,
-    GS_VERDICT_UNASSESSABLE = 3,
-    GS_VERDICT_FAILED = 4,
-} gs_verdict_class;
-
 /* The plain statement every output carries when any network used is untrained. */
 #define GS_REPORT_UNTRAINED_NOTICE "model: untrained — not a diagnosis"
 
