@@ -83,6 +83,12 @@ const char *gs_tile_outcome_name(int tile_outcome)
     return NAME(tile_outcome_names, tile_outcome);
 }
 
+int gs_poison_by_legacy_reason(int verdict_class, const char *reason)
+{
+    return verdict_class == GS_VERDICT_FAILED && reason &&
+           strncmp(reason, GS_POISON_REASON, sizeof GS_POISON_REASON - 1) == 0;
+}
+
 static int take(gs_fence *out, const char *slide_id, uint32_t attempt, uint64_t job_id)
 {
     out->slide_id = slide_id;

@@ -5,10 +5,11 @@
  * generated code leaves to each receiver lives here: the form of a slide id (PROTOCOL.md §1,
  * "Identifiers"), the fence of a job or result (§1, "The fence"; §9), the names of enum values
  * as topics and people read them (§3, "Topics"), the channels of a pixel format (§3,
- * "Pixels"), and gs_verdict_class, the one C enum of verdict classes, with GS_VOCAB_PIN that
- * ties every such C mirror of a proto enum to the schema. Stages, the coordinator and the CLI
- * use these instead of keeping their own copies, so that a change to the vocabulary is made
- * here and in PROTOCOL.md and nowhere else.
+ * "Pixels"), how to read a poison verdict written before Verdict.poison existed (§12), and
+ * gs_verdict_class, the one C enum of verdict classes, with GS_VOCAB_PIN that ties every such
+ * C mirror of a proto enum to the schema. Stages, the coordinator and the CLI use these
+ * instead of keeping their own copies, so that a change to the vocabulary is made here and in
+ * PROTOCOL.md and nowhere else.
  *
  * Use: gs_slide_id_ok(id) before an id from the network names a file, a topic or a journal
  * record; gs_fence_of(&envelope->base, &f) for the (slide_id, attempt) of any WorkMessage or
@@ -85,6 +86,16 @@ const char *gs_slide_state_name(int state);         /* SlideState */
 const char *gs_verdict_class_name(int verdict);     /* VerdictClass */
 const char *gs_method_name(int method);             /* Method */
 const char *gs_tile_outcome_name(int tile_outcome); /* TileOutcome */
+
+/* The word that begins the reason of a poison verdict ("poison: 3 workers were lost ..."), for
+ * people; programs read Verdict.poison (PROTOCOL.md §12). */
+#define GS_POISON_REASON "poison"
+
+/* 1 when a verdict recorded before Verdict.poison existed was poison, by the rule the builds
+ * of that time used: class FAILED and a reason beginning with GS_POISON_REASON. Only for a
+ * record written without the flag (PROTOCOL.md §12); a record with the flag is answered by
+ * it. 0 otherwise, and for a NULL reason. */
+int gs_poison_by_legacy_reason(int verdict_class, const char *reason);
 
 /* Channels of a pixel frame in format f, one byte each (PROTOCOL.md §3, "Pixels"): 3 for
  * RGB8, 4 for RGBA8, 1 for GRAY8; 0 for UNSPECIFIED and for values this build does not know,

@@ -24,6 +24,7 @@ typedef struct {
     gs_verdict_class verdict;
     uint32_t attempt, crash_marks;
     int out_of_focus;
+    int poison; /* FAILED as poison (PROTOCOL.md §12) */
     gs_slide_method foreground_method, blur_method;
     float score, blurred_fraction;
     gs_slide_tiles tiles;
@@ -122,7 +123,8 @@ static json_t *record_of(const slide *s)
                   (json_int_t)s->tiles.error, (json_int_t)s->tiles.rerequested);
     if (!tiles || json_object_set_new(r, "tiles", tiles) != 0 ||
         json_object_set_new(r, "foreground_method", json_integer(s->foreground_method)) != 0 ||
-        json_object_set_new(r, "blur_method", json_integer(s->blur_method)) != 0) {
+        json_object_set_new(r, "blur_method", json_integer(s->blur_method)) != 0 ||
+        json_object_set_new(r, "poison", json_boolean(s->poison)) != 0) {
         json_decref(r);
         return NULL;
     }
@@ -189,6 +191,15 @@ static slide *slide_of(const json_t *r)
     }
     s->foreground_method = (gs_slide_method)fm;
     s->blur_method = (gs_slide_method)bm;
+    /* Records journalled before the poison flag existed have no "poison" key. For them alone,
+     * and only here, the flag comes from the reason, as those builds decided it (PROTOCOL.md
+     * §12); a slide they failed as poison stays poison after the upgrade. */
+    const json_t *poison = json_object_get(r, "poison");
+    if (poison && !json_is_boolean(poison)) {
+        gs_error_set("poison is not a boolean");
+        goto fail;
+    }
+    s->poison = poison ? json_is_true(poison) : gs_poison_by_legacy_reason(verdict, str[5]);
     memcpy(s->id, str[10], GS_SLIDE_ID_LEN);
     char **f[N_STR];
     str_fields(s, f);
@@ -295,6 +306,7 @@ static uint8_t *event_of(const gs_slides *t, const slide *c, event_kind kind, gs
         v.state = (Gastroscreen__V1__SlideState)c->state;
         v.foreground_method = (Gastroscreen__V1__Method)c->foreground_method;
         v.blur_method = (Gastroscreen__V1__Method)c->blur_method;
+        v.poison = c->poison;
         if (c->warnings && *c->warnings) {
             warnings_buf = strdup(c->warnings);
             if (!warnings_buf)
@@ -768,8 +780,9 @@ int gs_slides_done(gs_slides *t, const char *slide_id, uint32_t attempt, int64_t
     return commit(t, s, &c, EV_VERDICT, GS_SLIDE_REPORTED, NULL, now_unix_ms, seq);
 }
 
-int gs_slides_fail(gs_slides *t, const char *slide_id, uint32_t attempt, const char *reason,
-                   const gs_slide_report *report, int64_t now_unix_ms, uint64_t *seq)
+/* gs_slides_fail(), and the poison verdicts this module decides itself. */
+static int fail(gs_slides *t, const char *slide_id, uint32_t attempt, const char *reason,
+                int poison, const gs_slide_report *report, int64_t now_unix_ms, uint64_t *seq)
 {
     slide *s = NULL;
     if (!reason || !*reason || !text_ok(reason, MAX_TEXT_LEN))
@@ -784,11 +797,18 @@ int gs_slides_fail(gs_slides *t, const char *slide_id, uint32_t attempt, const c
         return gs_error_prefix("slide %s", slide_id);
     c.state = GS_SLIDE_FAILED;
     c.verdict = GS_VERDICT_FAILED;
+    c.poison = poison;
     c.score = 0.f;
     c.reason = (char *)reason;
     r = commit(t, s, &c, EV_VERDICT, s->state, NULL, now_unix_ms, seq);
     free(warnings);
     return r;
+}
+
+int gs_slides_fail(gs_slides *t, const char *slide_id, uint32_t attempt, const char *reason,
+                   const gs_slide_report *report, int64_t now_unix_ms, uint64_t *seq)
+{
+    return fail(t, slide_id, attempt, reason, 0, report, now_unix_ms, seq);
 }
 
 int gs_slides_crash_mark(gs_slides *t, const char *slide_id, uint32_t attempt, int64_t now_unix_ms,
@@ -803,9 +823,10 @@ int gs_slides_crash_mark(gs_slides *t, const char *slide_id, uint32_t attempt, i
     if (s->crash_marks + 1 >= t->o.poison_limit) {
         char reason[128];
         s->crash_marks++; /* restored below if the journal refuses */
-        snprintf(reason, sizeof reason, "poison: %u workers were lost while holding this slide",
+        snprintf(reason, sizeof reason,
+                 GS_POISON_REASON ": %u workers were lost while holding this slide",
                  s->crash_marks);
-        r = gs_slides_fail(t, slide_id, attempt, reason, NULL, now_unix_ms, seq);
+        r = fail(t, slide_id, attempt, reason, 1, NULL, now_unix_ms, seq);
         if (r != 0)
             s->crash_marks--;
         return r;
@@ -842,9 +863,10 @@ int gs_slides_recover(gs_slides *t, int64_t now_unix_ms)
         } else if (s->attempt + 1 > t->o.max_attempts) {
             char reason[128];
             snprintf(reason, sizeof reason,
-                     "poison: the coordinator restarted %u times with this slide in flight",
+                     GS_POISON_REASON
+                     ": the coordinator restarted %u times with this slide in flight",
                      s->attempt);
-            r = gs_slides_fail(t, s->id, s->attempt, reason, NULL, now_unix_ms, NULL);
+            r = fail(t, s->id, s->attempt, reason, 1, NULL, now_unix_ms, NULL);
         } else {
             slide c = *s;
             c.attempt++;
@@ -886,6 +908,7 @@ static void view(const slide *s, gs_slide_info *v)
     v->attempt = s->attempt;
     v->crash_marks = s->crash_marks;
     v->out_of_focus = s->out_of_focus;
+    v->poison = s->poison;
     v->foreground_method = s->foreground_method;
     v->blur_method = s->blur_method;
     v->score = s->score;

@@ -23,9 +23,9 @@
  * mtime, is a duplicate of that slide (journalled as a duplicate `accepted` event); at planning,
  * a slide whose path and quickhash match another slide's is folded into it (DONE with
  * duplicate_of, no verdict of its own). A slide whose workers were lost poison_limit times
- * fails with "poison: ...". After a restart, gs_slides_recover() gives every unfinished slide
- * attempt + 1 (or fails it as poison beyond max_attempts) and gs_slide_next_step() says how
- * it resumes.
+ * fails as poison (the verdict's poison flag, and a reason "poison: ..."). After a restart,
+ * gs_slides_recover() gives every unfinished slide attempt + 1 (or fails it as poison beyond
+ * max_attempts) and gs_slide_next_step() says how it resumes.
  *
  * Use: t = gs_slides_new(journal, &opts) loads the journal's records; gs_slides_recover(t,
  * now) once at start; then the transition functions from the coordinator's loop;
@@ -136,6 +136,7 @@ typedef struct {
     gs_verdict_class verdict;
     uint32_t attempt, crash_marks;
     int out_of_focus;
+    int poison; /* FAILED as poison (Verdict.poison); see gs_slides_crash_mark, gs_slides_recover */
     gs_slide_method foreground_method, blur_method; /* journalled with PLANNED, BLUR_CHECKED */
     float score, blurred_fraction;
     gs_slide_tiles tiles;
@@ -217,7 +218,8 @@ int gs_slides_done(gs_slides *t, const char *slide_id, uint32_t attempt, int64_t
                    uint64_t *seq);
 
 /* Any non-terminal state -> FAILED with reason; report (may be NULL) gives the report paths,
- * counts and warnings of the failed verdict. */
+ * counts and warnings of the failed verdict. Never poison, whatever the reason's words: the
+ * table decides poison itself (gs_slides_crash_mark, gs_slides_recover). */
 int gs_slides_fail(gs_slides *t, const char *slide_id, uint32_t attempt, const char *reason,
                    const gs_slide_report *report, int64_t now_unix_ms, uint64_t *seq);
 

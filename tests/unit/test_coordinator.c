@@ -515,7 +515,8 @@ static void poison_after_three_lost_workers(void **state)
     gs_slide_info info = slide_info(&w, id);
     assert_int_equal(info.state, GS_SLIDE_FAILED);
     assert_int_equal(info.crash_marks, 3);
-    assert_true(strncmp(info.reason, "poison", 6) == 0);
+    assert_int_equal(info.poison, 1);
+    assert_true(strncmp(info.reason, GS_POISON_REASON, sizeof GS_POISON_REASON - 1) == 0);
     gs_coordinator_stats s;
     gs_coordinator_stats_get(w.c, &s);
     assert_int_equal(s.workers_lost, 3);

@@ -436,6 +436,78 @@ static void poison_after_crash_marks(void **state)
     assert_int_equal(v.state, GS_SLIDE_FAILED);
     assert_string_equal(v.reason, "poison: 3 workers were lost while holding this slide");
     assert_int_equal(v.crash_marks, 3);
+    assert_int_equal(v.poison, 1);
+    Gastroscreen__V1__EventMessage *m = event(f, seq);
+    assert_int_equal(m->body_case, GASTROSCREEN__V1__EVENT_MESSAGE__BODY_VERDICT);
+    assert_int_equal(m->verdict->verdict_class,
+                     GASTROSCREEN__V1__VERDICT_CLASS__VERDICT_CLASS_FAILED);
+    assert_true(m->verdict->poison);
+    gastroscreen__v1__event_message__free_unpacked(m, NULL);
+    /* the flag is journalled with the record */
+    close_fixture(f);
+    open_fixture(f);
+    assert_int_equal(info(f, id).poison, 1);
+}
+
+/* Records and verdicts of a build before the poison flag: a slide that build failed as poison
+ * is still poison after the upgrade, and other slides are not (PROTOCOL.md §12). */
+static void poison_of_records_without_the_flag(void **state)
+{
+    fixture *f = *state;
+    char poisoned[17], failed[17], done[17], named[17];
+    accept(f, "/slides/p.svs", poisoned);
+    accept(f, "/slides/f.svs", failed);
+    accept(f, "/slides/d.svs", done);
+    accept(f, "/slides/n.svs", named);
+    uint64_t seq = 0;
+    assert_int_equal(gs_slides_fail(f->t, poisoned, 1,
+                                    "poison: 3 workers were lost while holding this slide", NULL, 2,
+                                    NULL),
+                     0);
+    assert_int_equal(gs_slides_fail(f->t, failed, 1, "plan: unsupported format", NULL, 2, &seq), 0);
+    /* A failure that does not come from the slide table is never poison, whatever its words. */
+    assert_int_equal(info(f, poisoned).poison, 0);
+    Gastroscreen__V1__EventMessage *m = event(f, seq);
+    assert_false(m->verdict->poison);
+    gastroscreen__v1__event_message__free_unpacked(m, NULL);
+    assert_int_equal(
+        gs_slides_planned(f->t, done, 1, "q", GS_METHOD_CLASSICAL, "no tissue", 3, NULL, NULL), 0);
+    assert_int_equal(gs_slides_reported(f->t, done, 1, NULL, 4, NULL), 0);
+    assert_int_equal(gs_slides_done(f->t, done, 1, 5, NULL), 0);
+    assert_int_equal(gs_slides_crash_mark(f->t, named, 1, 6, NULL), 0);
+
+    /* Drop the key from every record, as the older build wrote them. */
+    const char *ids[] = {poisoned, failed, done, named};
+    for (size_t i = 0; i < 4; i++) {
+        json_t *old = json_deep_copy(gs_journal_slide_get(f->j, ids[i]));
+        assert_non_null(old);
+        assert_int_equal(json_object_del(old, "poison"), 0);
+        int terminal = i < 3;
+        assert_int_equal(gs_journal_put_slide(f->j, ids[i], old, terminal, 7), 0);
+        json_decref(old);
+    }
+    close_fixture(f);
+    open_fixture(f);
+    assert_int_equal(info(f, poisoned).poison, 1); /* FAILED, reason "poison: ..." */
+    assert_int_equal(info(f, failed).poison, 0);
+    assert_int_equal(info(f, done).poison, 0);
+    assert_int_equal(info(f, named).poison, 0); /* not FAILED */
+
+    /* A flag that is there is the answer, even against the words. */
+    json_t *rec = json_deep_copy(gs_journal_slide_get(f->j, poisoned));
+    assert_int_equal(json_object_set_new(rec, "poison", json_false()), 0);
+    assert_int_equal(gs_journal_put_slide(f->j, poisoned, rec, 1, 8), 0);
+    json_decref(rec);
+    /* and a flag that is not a boolean makes the record unreadable */
+    rec = json_deep_copy(gs_journal_slide_get(f->j, failed));
+    assert_int_equal(json_object_set_new(rec, "poison", json_string("yes")), 0);
+    assert_int_equal(gs_journal_put_slide(f->j, failed, rec, 1, 8), 0);
+    json_decref(rec);
+    close_fixture(f);
+    open_fixture(f);
+    assert_int_equal(info(f, poisoned).poison, 0);
+    gs_slide_info v;
+    assert_int_equal(gs_slides_get(f->t, failed, &v), -1);
 }
 
 static void restart_recovery(void **state)
@@ -483,6 +555,8 @@ static void restart_recovery(void **state)
     assert_int_equal(v.state, GS_SLIDE_FAILED);
     assert_string_equal(v.reason,
                         "poison: the coordinator restarted 5 times with this slide in flight");
+    assert_int_equal(v.poison, 1);
+    assert_int_equal(info(f, done).poison, 0);
     assert_int_equal(gs_journal_last_seq(f->j), before + 4);
     assert_int_equal(gs_slides_in_flight(f->t), 0);
 }
@@ -682,6 +756,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(stale_and_duplicate_messages_are_ignored, setup, teardown),
         cmocka_unit_test_setup_teardown(intake_is_idempotent, setup, teardown),
         cmocka_unit_test_setup_teardown(poison_after_crash_marks, setup, teardown),
+        cmocka_unit_test_setup_teardown(poison_of_records_without_the_flag, setup, teardown),
         cmocka_unit_test_setup_teardown(restart_recovery, setup, teardown),
         cmocka_unit_test_setup_teardown(recovery_bumps_attempt_and_fences_old_results, setup,
                                         teardown),

@@ -5,7 +5,8 @@
  * hex digits, nothing else); the fence comes out of every job and result body of WorkMessage
  * and out of a TileMessage, and nothing comes out of a message that has none; every enum
  * value is named as the code printed it before (and as topics derive it from the schema), and
- * UNSPECIFIED or unknown values have no name; every pixel format has its channel count.
+ * UNSPECIFIED or unknown values have no name; a verdict recorded before Verdict.poison is read
+ * as poison by the old rule; every pixel format has its channel count.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -357,6 +358,27 @@ static void names_follow_the_schema(void **state)
     }
 }
 
+/* ---- poison ---------------------------------------------------------------------------- */
+
+static void poison_by_legacy_reason(void **state)
+{
+    (void)state;
+    assert_true(gs_poison_by_legacy_reason(GS_VERDICT_FAILED,
+                                           "poison: 3 workers were lost while holding this slide"));
+    assert_true(gs_poison_by_legacy_reason(
+        GS_VERDICT_FAILED, "poison: the coordinator restarted 5 times with this slide in flight"));
+    assert_true(gs_poison_by_legacy_reason(GS_VERDICT_FAILED, GS_POISON_REASON));
+    assert_false(gs_poison_by_legacy_reason(GS_VERDICT_FAILED, "plan: unsupported format"));
+    assert_false(gs_poison_by_legacy_reason(GS_VERDICT_FAILED, "poiso"));
+    assert_false(gs_poison_by_legacy_reason(GS_VERDICT_FAILED, "Poison: 3 workers"));
+    assert_false(gs_poison_by_legacy_reason(GS_VERDICT_FAILED, ""));
+    assert_false(gs_poison_by_legacy_reason(GS_VERDICT_FAILED, NULL));
+    /* only a FAILED verdict can have been poison */
+    assert_false(gs_poison_by_legacy_reason(GS_VERDICT_NONE, "poison: 3 workers"));
+    assert_false(gs_poison_by_legacy_reason(GS_VERDICT_UNASSESSABLE, "poison: 3 workers"));
+    assert_false(gs_poison_by_legacy_reason(GS_VERDICT_NEGATIVE, "poison: 3 workers"));
+}
+
 /* ---- pixel formats --------------------------------------------------------------------- */
 
 static void pixel_channels(void **state)
@@ -390,6 +412,7 @@ int main(void)
         cmocka_unit_test(method_names),
         cmocka_unit_test(tile_outcome_names),
         cmocka_unit_test(names_follow_the_schema),
+        cmocka_unit_test(poison_by_legacy_reason),
         cmocka_unit_test(pixel_channels),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
