@@ -82,7 +82,7 @@ static void print_line(const Gastroscreen__V1__SlideStatus *s)
                  known(gs_verdict_class_name(s->verdict->verdict_class)),
                  (double)s->verdict->score);
     if (*s->duplicate_of)
-        snprintf(verdict, sizeof verdict, "dup of %.16s", s->duplicate_of);
+        snprintf(verdict, sizeof verdict, "dup of %.*s", GS_SLIDE_ID_LEN, s->duplicate_of);
     printf("%-16s  %-12s  %7u  %5u/%-5u  %-22s  %s\n", s->slide_id,
            known(gs_slide_state_name(s->state)), s->attempt, tiles_done(s->tiles),
            s->tiles ? s->tiles->planned : 0, verdict, s->path);

@@ -168,8 +168,8 @@ int gs_slides_recover(gs_slides *t, int64_t now_unix_ms);
 /* Intake of a slide file (PROTOCOL.md §13, rule 1). path must be canonical and absolute (the
  * caller resolved it and checked the roots); size and mtime_ms are from stat. A new slide is
  * ACCEPTED; a duplicate journals an `accepted` event with duplicate = true for the existing
- * slide. Writes the slide id into out_id (17 bytes), *duplicate (may be NULL), *seq (may be
- * NULL). Returns 0 or -1 (bad path, journal failure). */
+ * slide. Writes the slide id into out_id (GS_SLIDE_ID_LEN + 1 bytes), *duplicate (may be NULL),
+ * *seq (may be NULL). Returns 0 or -1 (bad path, journal failure). */
 int gs_slides_intake(gs_slides *t, const char *path, int64_t size, int64_t mtime_ms,
                      gs_intake_source source, const char *external_id, int64_t now_unix_ms,
                      char out_id[GS_SLIDE_ID_LEN + 1], int *duplicate, uint64_t *seq);
