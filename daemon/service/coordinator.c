@@ -50,10 +50,12 @@ void coord_logf(const gs_coordinator *c, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    static const char prefix[] = "slide ";
     char id[GS_SLIDE_ID_LEN + 1] = "";
-    if (strncmp(msg, "slide ", 6) == 0 && strlen(msg) >= 6 + GS_SLIDE_ID_LEN) {
-        memcpy(id, msg + 6, GS_SLIDE_ID_LEN);
-        if (!coord_slide_id_ok(id))
+    if (strncmp(msg, prefix, sizeof prefix - 1) == 0 &&
+        strlen(msg) >= sizeof prefix - 1 + GS_SLIDE_ID_LEN) {
+        memcpy(id, msg + sizeof prefix - 1, GS_SLIDE_ID_LEN);
+        if (!gs_slide_id_ok(id))
             id[0] = 0;
     }
     gs_log_line("gastroscreend", "coordinator", id, GS_LOG_INFO, msg);
@@ -62,16 +64,6 @@ void coord_logf(const gs_coordinator *c, const char *fmt, ...)
 int coord_str_ok(const char *s, size_t max)
 {
     return s && strnlen(s, max + 1) <= max;
-}
-
-int coord_slide_id_ok(const char *s)
-{
-    if (!s || strlen(s) != GS_SLIDE_ID_LEN)
-        return 0;
-    for (int i = 0; i < GS_SLIDE_ID_LEN; i++)
-        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-            return 0;
-    return 1;
 }
 
 void coord_fill_provenance(const gs_coordinator *c, Gastroscreen__V1__ModelProvenance *mp)
@@ -255,9 +247,7 @@ gs_coordinator *gs_coordinator_new(const gs_coordinator_options *o)
         gs_slide_info info;
         if (gs_slides_at(c->slides, i, &info) == 0 &&
             (info.state == GS_SLIDE_DONE || info.state == GS_SLIDE_FAILED))
-            coord_spool_retire(c, info.slide_id,
-                               info.state == GS_SLIDE_FAILED &&
-                                   strncmp(info.reason, "poison", 6) == 0);
+            coord_spool_retire(c, info.slide_id, info.state == GS_SLIDE_FAILED && info.poison);
     }
     coord_stats_refresh(c);
     return c;
@@ -306,6 +296,13 @@ static int on_work(gs_coordinator *c, gs_inbound *in)
     int64_t now = coord_now_ms(c);
     if (w)
         w->last_heard = now;
+    /* Every job and result names its slide and attempt (PROTOCOL.md §14, step 6); one check
+     * here, so no handler can forget it. Life-cycle bodies carry no fence. */
+    gs_fence f;
+    if (gs_fence_of(&m->base, &f) == 0 && !gs_fence_ok(&f)) {
+        coord_count_malformed(c, "work message (slide id or attempt)", &in->from);
+        return 0;
+    }
     switch (m->body_case) {
     case GASTROSCREEN__V1__WORK_MESSAGE__BODY_HELLO:
         coord_on_hello(c, &in->from, m->hello);

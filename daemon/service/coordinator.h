@@ -80,7 +80,7 @@ typedef struct {
     uint32_t slides_in_flight; /* not terminal, incl. those waiting for a slot */
     uint32_t slides_active;    /* being worked on (at most max_slides_in_flight) */
     uint64_t slides_accepted, intake_duplicates, intake_rejected;
-    uint64_t verdicts[5];                      /* by gs_verdict_class */
+    uint64_t verdicts[GS_VERDICT_FAILED + 1];  /* by gs_verdict_class */
     uint64_t failed_poison;                    /* FAILED verdicts for poison */
     uint64_t malformed[GS_COORD_SOCKET_COUNT]; /* incl. content checks */
     uint64_t wrong_type[GS_COORD_SOCKET_COUNT];

@@ -54,19 +54,23 @@ void coord_publish_pending(gs_coordinator *c)
             if (ev) {
                 if (ev->body_case == GASTROSCREEN__V1__EVENT_MESSAGE__BODY_VERDICT) {
                     int cls = ev->verdict->verdict_class;
-                    int poison =
-                        cls == GS_VERDICT_FAILED && strncmp(ev->verdict->reason, "poison", 6) == 0;
-                    if (cls >= 0 && cls < 5) {
+                    /* The slide table's flag, not the event's: an event journalled by a build
+                     * without Verdict.poison says false (PROTOCOL.md §12). */
+                    gs_slide_info vi;
+                    int poison = cls == GS_VERDICT_FAILED &&
+                                 gs_slides_get(c->slides, ev->verdict->slide_id, &vi) == 0 &&
+                                 vi.poison;
+                    if (cls >= GS_VERDICT_NONE && cls <= GS_VERDICT_FAILED) {
                         c->st.verdicts[cls]++;
                         coord_observe_slide(c, ev->verdict);
                     }
                     c->st.failed_poison += poison;
-                    if (coord_slide_id_ok(ev->verdict->slide_id))
+                    if (gs_slide_id_ok(ev->verdict->slide_id))
                         coord_spool_retire(c, ev->verdict->slide_id, poison);
                 } else if (ev->body_case == GASTROSCREEN__V1__EVENT_MESSAGE__BODY_STATE_CHANGED &&
                            ev->state_changed->to ==
                                GASTROSCREEN__V1__SLIDE_STATE__SLIDE_STATE_DONE &&
-                           coord_slide_id_ok(ev->state_changed->slide_id))
+                           gs_slide_id_ok(ev->state_changed->slide_id))
                     coord_spool_retire(c, ev->state_changed->slide_id, 0); /* folded */
                 coord_send_event(c, ev);
                 gastroscreen__v1__event_message__free_unpacked(ev, NULL);

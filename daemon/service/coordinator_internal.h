@@ -33,6 +33,7 @@
 #include "daemon/service/journal.h"
 #include "daemon/service/ledger.h"
 #include "daemon/service/spool.h"
+#include "proto/vocab.h"
 
 #define FEATURE_DIM 512
 #define MAX_HAND 32
@@ -145,9 +146,6 @@ void coord_logf(const gs_coordinator *c, const char *fmt, ...)
 
 /* 1 if s is not NULL and at most max bytes long, else 0. */
 int coord_str_ok(const char *s, size_t max);
-
-/* 1 if s is a slide id (GS_SLIDE_ID_LEN lower-case hex digits), else 0. */
-int coord_slide_id_ok(const char *s);
 
 /* Counts a malformed message on the work socket and logs what was dropped. */
 void coord_count_malformed(gs_coordinator *c, const char *what, const gs_peer *p);
@@ -276,6 +274,8 @@ gs_slide_method coord_plan_method(const Gastroscreen__V1__PlanResult *p);
 /* Counts what became of a tile result (recorded, duplicate, stale). */
 void coord_note_tile(gs_coordinator *c, int r);
 
+/* The coord_on_*_result handlers are called only by the work loop, which has checked the
+ * message's fence (gs_fence_ok) already. */
 int coord_on_plan_result(gs_coordinator *c, const Gastroscreen__V1__PlanResult *p);
 void coord_on_tile_result(gs_coordinator *c, const Gastroscreen__V1__TileResult *t);
 void coord_on_blur_result(gs_coordinator *c, const Gastroscreen__V1__BlurResult *b);

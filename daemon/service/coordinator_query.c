@@ -134,6 +134,7 @@ static void fill_status(gs_coordinator *c, const gs_slide_info *info, const gs_s
     b->v.external_id = (char *)vinfo->external_id;
     b->v.decided_unix_ms = vinfo->updated_unix_ms;
     b->v.state = (Gastroscreen__V1__SlideState)vinfo->state;
+    b->v.poison = vinfo->poison != 0;
     if (vinfo->warnings[0] && (b->warn_copy = strdup(vinfo->warnings)) != NULL) {
         size_t n = 1;
         for (const char *p = b->warn_copy; *p; p++)

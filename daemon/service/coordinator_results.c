@@ -60,8 +60,7 @@ static void note_blur_method(slide_rt *rt, Gastroscreen__V1__Method m)
 int coord_on_plan_result(gs_coordinator *c, const Gastroscreen__V1__PlanResult *p)
 {
     slide_rt *rt;
-    if (!coord_slide_id_ok(p->slide_id) || p->attempt < 1 || !coord_str_ok(p->error, 1024) ||
-        !coord_str_ok(p->unassessable_reason, 1024)) {
+    if (!coord_str_ok(p->error, 1024) || !coord_str_ok(p->unassessable_reason, 1024)) {
         coord_count_malformed(c, "PlanResult", NULL);
         return 0;
     }
@@ -124,7 +123,7 @@ void coord_note_tile(gs_coordinator *c, int r)
 void coord_on_tile_result(gs_coordinator *c, const Gastroscreen__V1__TileResult *t)
 {
     slide_rt *rt;
-    if (!coord_slide_id_ok(t->slide_id) || t->attempt < 1 || !coord_str_ok(t->error, 1024)) {
+    if (!coord_str_ok(t->error, 1024)) {
         coord_count_malformed(c, "TileResult", NULL);
         return;
     }
@@ -191,7 +190,7 @@ void coord_on_tile_result(gs_coordinator *c, const Gastroscreen__V1__TileResult 
 void coord_on_blur_result(gs_coordinator *c, const Gastroscreen__V1__BlurResult *b)
 {
     slide_rt *rt;
-    if (!coord_slide_id_ok(b->slide_id) || b->attempt < 1 || !coord_str_ok(b->error, 1024)) {
+    if (!coord_str_ok(b->error, 1024)) {
         coord_count_malformed(c, "BlurResult", NULL);
         return;
     }
@@ -226,7 +225,7 @@ void coord_on_blur_result(gs_coordinator *c, const Gastroscreen__V1__BlurResult 
 int coord_on_screen_result(gs_coordinator *c, const Gastroscreen__V1__ScreenResult *s)
 {
     slide_rt *rt;
-    if (!coord_slide_id_ok(s->slide_id) || s->attempt < 1 || !coord_str_ok(s->error, 1024)) {
+    if (!coord_str_ok(s->error, 1024)) {
         coord_count_malformed(c, "ScreenResult", NULL);
         return 0;
     }
@@ -264,7 +263,7 @@ int coord_on_screen_result(gs_coordinator *c, const Gastroscreen__V1__ScreenResu
 int coord_on_report_result(gs_coordinator *c, const Gastroscreen__V1__ReportResult *r)
 {
     slide_rt *rt;
-    if (!coord_slide_id_ok(r->slide_id) || r->attempt < 1 || !coord_str_ok(r->error, 1024) ||
+    if (!coord_str_ok(r->error, 1024) ||
         (r->paths && (!coord_str_ok(r->paths->report_json, 4096) ||
                       !coord_str_ok(r->paths->heatmap_png, 4096) ||
                       !coord_str_ok(r->paths->regions_geojson, 4096)))) {

@@ -22,7 +22,7 @@ void coord_observe_slide(gs_coordinator *c, const Gastroscreen__V1__Verdict *v)
 {
     gs_slide_info info;
     double secs = 0;
-    if (coord_slide_id_ok(v->slide_id) && gs_slides_get(c->slides, v->slide_id, &info) == 0 &&
+    if (gs_slide_id_ok(v->slide_id) && gs_slides_get(c->slides, v->slide_id, &info) == 0 &&
         info.accepted_unix_ms > 0 && v->decided_unix_ms > info.accepted_unix_ms)
         secs = (double)(v->decided_unix_ms - info.accepted_unix_ms) / 1000.0;
     gs_metrics_hist_observe(&c->st.slide_seconds, slide_bounds, N_SLIDE_BOUNDS, secs);

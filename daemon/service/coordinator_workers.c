@@ -263,7 +263,7 @@ void coord_on_heartbeat(gs_coordinator *c, worker *w, const Gastroscreen__V1__Wo
     w->n_hand = 0;
     for (size_t i = 0; i < h->n_in_hand && w->n_hand < MAX_HAND; i++) {
         const Gastroscreen__V1__JobRef *r = h->in_hand[i];
-        if (!coord_slide_id_ok(r->slide_id))
+        if (!gs_slide_id_ok(r->slide_id))
             continue;
         snprintf(w->hand[w->n_hand].slide, sizeof w->hand[0].slide, "%s", r->slide_id);
         w->hand[w->n_hand].attempt = r->attempt;
@@ -301,7 +301,7 @@ int coord_on_goodbye(gs_coordinator *c, worker *w, const Gastroscreen__V1__Worke
     c->st.workers_goodbye++;
     for (size_t i = 0; i < g->n_handed_back; i++) {
         const Gastroscreen__V1__HandedBack *hb = g->handed_back[i];
-        if (!hb->job || !coord_slide_id_ok(hb->job->slide_id))
+        if (!hb->job || !gs_slide_id_ok(hb->job->slide_id))
             continue;
         slide_rt *rt = coord_rt_find(c, hb->job->slide_id);
         if (!rt || rt->attempt != hb->job->attempt)
