@@ -4,3 +4,6 @@ gs_cmocka_test(test_transport unit SOURCES unit/test_transport.c LIBS gs_stages)
 gs_cmocka_test(test_worker unit SOURCES unit/test_worker.c LIBS gs_stages)
 gs_cmocka_test(test_log unit SOURCES unit/test_log.c LIBS gs_stages)
 gs_cmocka_test(test_decision unit SOURCES unit/test_decision.c LIBS gs_stages)
+# File helpers (mkdir -p, atomic writes, whole-file reads, clocks) and the CRC record files.
+gs_cmocka_test(test_fileio unit SOURCES unit/test_fileio.c LIBS gs_stages)
+gs_cmocka_test(test_recfile unit SOURCES unit/test_recfile.c LIBS gs_stages)
