@@ -11,15 +11,27 @@
 #include <unistd.h>
 
 #include "ops/error.h"
+#include "stages/runtime/fileio.h"
+#include "stages/runtime/recfile.h"
 
-/* Log framing: [magic u32][body_len u32][body][crc32(body) u32], little-endian. Body:
- * [seq u64][slide_id 16 bytes, NUL-padded][time_unix_ms i64][flags u8][record_len u32]
- * [record JSON][payload]. */
-#define LOG_MAGIC 0x314a5347u /* "GSJ1" */
+/* events.log is a record file (stages/runtime/recfile) of kind "JLOG". A record's payload,
+ * little-endian: [seq u64][slide_id 16 bytes, NUL-padded][time_unix_ms i64][flags u8]
+ * [record_len u32][record JSON][payload]. Releases before the record files framed the same
+ * bodies as [magic "GSJ1"][body_len u32][body][crc32(body) u32] with no file header; such a
+ * log is converted when the journal opens, so a journal with slides in flight survives the
+ * upgrade. */
+#define LOG_KIND "JLOG"
+#define LOG_VERSION 1
+#define LOG_LEGACY_MAGIC 0x314a5347u /* "GSJ1" */
 #define LOG_BODY_FIXED (8 + GS_SLIDE_ID_LEN + 8 + 1 + 4)
 #define LOG_BODY_MAX (64u << 20) /* a length beyond this is corruption, not a record */
 #define FLAG_RECORD 1u
 #define FLAG_TERMINAL 2u
+/* The journal's files are the service's own: the group may read them, nobody else. */
+#define FILE_MODE 0640
+#define DIR_MODE 0750
+/* A slide file is a few KB of JSON; one near this size is not a journal file. */
+#define FILE_MAX (16u << 20)
 
 typedef struct {
     char id[GS_SLIDE_ID_LEN + 1];
@@ -39,7 +51,7 @@ typedef struct {
 struct gs_journal {
     char *dir;
     int dir_fd;
-    int log_fd;
+    gs_recfile *log;
     uint64_t last_seq;
     uint64_t complete_from;
     slide_entry *slides;
@@ -52,14 +64,7 @@ struct gs_journal {
 
 uint32_t gs_journal_crc32(uint32_t crc, const void *data, size_t n)
 {
-    const uint8_t *p = data;
-    crc = ~crc;
-    for (size_t i = 0; i < n; i++) {
-        crc ^= p[i];
-        for (int k = 0; k < 8; k++)
-            crc = (crc >> 1) ^ (0xedb88320u & (0u - (crc & 1u)));
-    }
-    return ~crc;
+    return gs_crc32(crc, data, n);
 }
 
 static void put_u32(uint8_t *p, uint32_t v)
@@ -109,53 +114,25 @@ __attribute__((format(printf, 2, 3))) static void warn(gs_journal *j, const char
         j->n_warnings++;
 }
 
-static int write_all(int fd, const void *buf, size_t n)
+/* The path of a file of the journal's folder. Returns 0, or -1 with the error set when it
+ * does not fit. */
+static int path_of(const gs_journal *j, const char *name, char *out, size_t n)
 {
-    const uint8_t *p = buf;
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
+    if ((size_t)snprintf(out, n, "%s/%s", j->dir, name) >= n)
+        return gs_error_set("journal %s: %s: path too long", j->dir, name);
     return 0;
 }
 
-/* Writes buf to dir/name through dir/name.tmp: write, fsync, rename, fsync of the folder, so
- * that after a crash the file is either the old one or the new one, never a mix. */
+/* Writes buf to the folder's file name through gs_write_atomic, so that after a crash the
+ * file is either the old one or the new one, never a mix. */
 static int write_atomic(gs_journal *j, const char *name, const void *buf, size_t n)
 {
-    char tmp[512];
-    snprintf(tmp, sizeof tmp, "%s.tmp", name);
-    int fd = openat(j->dir_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0)
-        return gs_error_set("journal %s: %s: %s", j->dir, tmp, strerror(errno));
-    if (write_all(fd, buf, n) != 0 || fsync(fd) != 0) {
-        gs_error_set("journal %s: %s: %s", j->dir, tmp, strerror(errno));
-        goto fail_unlink;
-    }
-    if (close(fd) != 0) {
-        fd = -1;
-        gs_error_set("journal %s: %s: %s", j->dir, tmp, strerror(errno));
-        goto fail_unlink;
-    }
-    fd = -1;
-    if (renameat(j->dir_fd, tmp, j->dir_fd, name) != 0) {
-        gs_error_set("journal %s: rename %s: %s", j->dir, tmp, strerror(errno));
-        goto fail_unlink;
-    }
-    if (fsync(j->dir_fd) != 0)
-        return gs_error_set("journal %s: fsync folder: %s", j->dir, strerror(errno));
+    char path[PATH_MAX];
+    if (path_of(j, name, path, sizeof path) != 0)
+        return -1;
+    if (gs_write_atomic(path, buf, n, FILE_MODE) != 0)
+        return gs_error_prefix("journal %s", j->dir);
     return 0;
-fail_unlink:
-    if (fd >= 0)
-        close(fd);
-    unlinkat(j->dir_fd, tmp, 0);
-    return -1;
 }
 
 static slide_entry *find_slide(const gs_journal *j, const char *id)
@@ -253,44 +230,17 @@ static int write_state_file(gs_journal *j)
 }
 
 /* Reads a whole file of the folder into a malloc'd buffer (NUL-terminated, *n without it).
- * Returns NULL with the error set. */
+ * Returns NULL with the error set and errno from the failure (callers tell a missing file by
+ * ENOENT). */
 static uint8_t *read_file_at(gs_journal *j, const char *name, size_t *n)
 {
-    int fd = openat(j->dir_fd, name, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        int e = errno; /* callers tell a missing file by errno */
-        gs_error_set("%s: %s", name, strerror(e));
-        errno = e;
+    char path[PATH_MAX];
+    if (path_of(j, name, path, sizeof path) != 0)
         return NULL;
-    }
-    struct stat st;
-    uint8_t *buf = NULL;
-    if (fstat(fd, &st) != 0) {
-        gs_error_set("%s: %s", name, strerror(errno));
-        goto out_close;
-    }
-    buf = malloc((size_t)st.st_size + 1);
-    if (!buf) {
-        gs_error_set("%s: out of memory", name);
-        goto out_close;
-    }
-    size_t got = 0;
-    while (got < (size_t)st.st_size) {
-        ssize_t r = read(fd, buf + got, (size_t)st.st_size - got);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            break;
-        got += (size_t)r;
-    }
-    buf[got] = 0;
-    *n = got;
-out_close:
-    close(fd);
-    return buf;
+    return gs_read_file(path, FILE_MAX, n);
 }
 
-/* One parsed log record, pointing into the log buffer. */
+/* One parsed log record, pointing into the record's payload. */
 typedef struct {
     uint64_t seq;
     char id[GS_SLIDE_ID_LEN + 1];
@@ -300,19 +250,13 @@ typedef struct {
     size_t rec_len;
     const uint8_t *payload;
     size_t payload_len;
-    size_t total; /* bytes of the framed record */
 } log_record;
 
-/* Parses the record at buf[0..n). Returns 0, or -1 when it is torn, corrupt or malformed. */
-static int parse_record(const uint8_t *buf, size_t n, log_record *r)
+/* Parses the payload b[0..body_len) of an intact log record. Returns 0, or -1 when it is
+ * malformed (the crc held, so this is a record no release wrote). */
+static int parse_record(const uint8_t *b, size_t body_len, log_record *r)
 {
-    if (n < 8 || get_u32(buf) != LOG_MAGIC)
-        return -1;
-    uint32_t body_len = get_u32(buf + 4);
-    if (body_len < LOG_BODY_FIXED || body_len > LOG_BODY_MAX || (size_t)body_len + 12 > n)
-        return -1;
-    const uint8_t *b = buf + 8;
-    if (gs_journal_crc32(0, b, body_len) != get_u32(b + body_len))
+    if (body_len < LOG_BODY_FIXED)
         return -1;
     memset(r, 0, sizeof *r);
     r->seq = get_u64(b);
@@ -329,18 +273,7 @@ static int parse_record(const uint8_t *buf, size_t n, log_record *r)
     r->rec = b + LOG_BODY_FIXED;
     r->payload = r->rec + r->rec_len;
     r->payload_len = body_len - LOG_BODY_FIXED - r->rec_len;
-    r->total = (size_t)body_len + 12;
     return 0;
-}
-
-/* Where the next intact record starts at or after `from`, or n if none does. */
-static size_t next_intact(const uint8_t *buf, size_t n, size_t from)
-{
-    log_record r;
-    for (size_t o = from; o + 8 <= n; o++)
-        if (get_u32(buf + o) == LOG_MAGIC && parse_record(buf + o, n - o, &r) == 0)
-            return o;
-    return n;
 }
 
 static int replay_slide_files(gs_journal *j)
@@ -409,111 +342,123 @@ static int replay_slide_files(gs_journal *j)
     return 0;
 }
 
-/* Rewrites events.log keeping the intact records for which keep() says yes, through a
- * temporary file, and reopens it for appending. */
+/* What rewrite_log keeps of the intact records: those that parse, in increasing seq (what
+ * replay takes), and that keep (NULL: all) says yes to. */
+typedef struct {
+    gs_journal *j;
+    int (*keep)(gs_journal *, const log_record *);
+    uint64_t prev;
+} rewrite_ctx;
+
+static int rewrite_keep(void *ud, const uint8_t *payload, size_t len)
+{
+    rewrite_ctx *c = ud;
+    log_record r;
+    if (parse_record(payload, len, &r) != 0 || r.seq <= c->prev)
+        return 0;
+    c->prev = r.seq;
+    return !c->keep || c->keep(c->j, &r);
+}
+
+/* Rewrites events.log with the records rewrite_keep keeps, replacing it atomically; appends
+ * go on in the new file. */
 static int rewrite_log(gs_journal *j, int (*keep)(gs_journal *, const log_record *))
 {
-    size_t n = 0;
-    uint8_t *buf = read_file_at(j, "events.log", &n);
-    if (!buf)
+    rewrite_ctx c = {j, keep, 0};
+    if (gs_recfile_rewrite(j->log, rewrite_keep, &c, NULL) != 0)
         return gs_error_prefix("journal %s", j->dir);
-    uint8_t *out = malloc(n ? n : 1);
-    if (!out) {
-        free(buf);
-        return gs_error_set("journal %s: out of memory", j->dir);
-    }
-    size_t o = 0, w = 0;
-    while ((o = next_intact(buf, n, o)) < n) {
-        log_record r;
-        parse_record(buf + o, n - o, &r);
-        if (!keep || keep(j, &r)) {
-            memcpy(out + w, buf + o, r.total);
-            w += r.total;
-        }
-        o += r.total;
-    }
-    free(buf);
-    if (j->log_fd >= 0) {
-        close(j->log_fd);
-        j->log_fd = -1;
-    }
-    int rc = write_atomic(j, "events.log", out, w);
-    free(out);
-    if (rc != 0)
-        return -1;
-    j->log_fd = openat(j->dir_fd, "events.log", O_WRONLY | O_APPEND | O_CLOEXEC);
-    if (j->log_fd < 0)
-        return gs_error_set("journal %s: events.log: %s", j->dir, strerror(errno));
     return 0;
 }
 
-static int replay_log(gs_journal *j)
+typedef struct {
+    gs_journal *j;
+    uint64_t prev;
+    int repaired; /* something was dropped: the log is rewritten without it */
+} replay_ctx;
+
+static void replay_damage(void *ud, uint64_t offset, uint64_t len, int at_end)
 {
-    size_t n = 0;
-    uint8_t *buf = read_file_at(j, "events.log", &n);
-    if (!buf) {
-        if (errno == ENOENT)
-            return 0;
-        warn(j, "events.log: unreadable: %s", gs_error_get());
+    replay_ctx *c = ud;
+    warn(c->j, "events.log: dropped %llu bytes at offset %llu (%s record)", (unsigned long long)len,
+         (unsigned long long)offset, at_end ? "torn last" : "corrupt");
+    c->repaired = 1;
+}
+
+static int replay_record(void *ud, const uint8_t *payload, size_t len, uint64_t offset)
+{
+    replay_ctx *c = ud;
+    gs_journal *j = c->j;
+    log_record r;
+    if (parse_record(payload, len, &r) != 0) {
+        warn(j, "events.log: dropped a malformed record at offset %llu",
+             (unsigned long long)offset);
+        c->repaired = 1;
         return 0;
     }
-    int repaired = 0, rc = 0;
-    size_t o = 0;
-    uint64_t prev = 0;
-    while (o < n) {
-        log_record r;
-        if (parse_record(buf + o, n - o, &r) != 0) {
-            size_t next = next_intact(buf, n, o + 1);
-            warn(j, "events.log: dropped %zu bytes at offset %zu (%s record)", next - o, o,
-                 next == n ? "torn last" : "corrupt");
-            repaired = 1;
-            o = next;
-            continue;
-        }
-        o += r.total;
-        if (r.seq <= prev) {
-            warn(j, "events.log: dropped a record with seq %llu after seq %llu",
-                 (unsigned long long)r.seq, (unsigned long long)prev);
-            repaired = 1;
-            continue;
-        }
-        prev = r.seq;
-        if (r.seq > j->last_seq)
-            j->last_seq = r.seq;
-        if (add_event(j, r.seq, r.id, r.payload, r.payload_len) != 0) {
-            rc = -1;
-            break;
-        }
-        if (!(r.flags & FLAG_RECORD))
-            continue;
-        slide_entry *e = find_slide(j, r.id);
-        if (e && e->seq >= r.seq)
-            continue;
-        /* The log record is newer than the slide file: the process died between the two
-         * writes (or the file was lost). The log is the commit point, so it wins. */
-        json_error_t jerr;
-        json_t *record = json_loadb((const char *)r.rec, r.rec_len, JSON_REJECT_DUPLICATES, &jerr);
-        if (!record || !json_is_object(record)) {
-            warn(j, "events.log: seq %llu: slide %s: unreadable record", (unsigned long long)r.seq,
-                 r.id);
-            json_decref(record);
-            continue;
-        }
-        rc = set_slide(j, r.id, record, !!(r.flags & FLAG_TERMINAL), r.time_ms, r.seq);
-        json_decref(record);
-        if (rc != 0)
-            break;
-        if (write_slide_file(j, r.id, find_slide(j, r.id)->record, !!(r.flags & FLAG_TERMINAL),
-                             r.time_ms, r.seq) != 0) {
-            rc = -1;
-            break;
-        }
-        warn(j, "%s.json: restored from events.log seq %llu", r.id, (unsigned long long)r.seq);
+    if (r.seq <= c->prev) {
+        warn(j, "events.log: dropped a record with seq %llu after seq %llu",
+             (unsigned long long)r.seq, (unsigned long long)c->prev);
+        c->repaired = 1;
+        return 0;
     }
-    free(buf);
-    if (rc == 0 && repaired)
-        rc = rewrite_log(j, NULL);
-    return rc;
+    c->prev = r.seq;
+    if (r.seq > j->last_seq)
+        j->last_seq = r.seq;
+    if (add_event(j, r.seq, r.id, r.payload, r.payload_len) != 0)
+        return -1;
+    if (!(r.flags & FLAG_RECORD))
+        return 0;
+    slide_entry *e = find_slide(j, r.id);
+    if (e && e->seq >= r.seq)
+        return 0;
+    /* The log record is newer than the slide file: the process died between the two
+     * writes (or the file was lost). The log is the commit point, so it wins. */
+    json_error_t jerr;
+    json_t *record = json_loadb((const char *)r.rec, r.rec_len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!record || !json_is_object(record)) {
+        warn(j, "events.log: seq %llu: slide %s: unreadable record", (unsigned long long)r.seq,
+             r.id);
+        json_decref(record);
+        return 0;
+    }
+    int rc = set_slide(j, r.id, record, !!(r.flags & FLAG_TERMINAL), r.time_ms, r.seq);
+    json_decref(record);
+    if (rc != 0)
+        return -1;
+    if (write_slide_file(j, r.id, find_slide(j, r.id)->record, !!(r.flags & FLAG_TERMINAL),
+                         r.time_ms, r.seq) != 0)
+        return -1;
+    warn(j, "%s.json: restored from events.log seq %llu", r.id, (unsigned long long)r.seq);
+    return 0;
+}
+
+/* Opens events.log (created if missing, converted if an earlier release wrote it) and
+ * replays every intact record; a log that is not a journal log fails the open. */
+static int replay_log(gs_journal *j)
+{
+    char path[PATH_MAX];
+    if (path_of(j, "events.log", path, sizeof path) != 0)
+        return -1;
+    gs_recfile_options o = {.kind = LOG_KIND,
+                            .version = LOG_VERSION,
+                            .max_record = LOG_BODY_MAX,
+                            .legacy_magic = LOG_LEGACY_MAGIC,
+                            .mode = FILE_MODE,
+                            .create = 1};
+    j->log = gs_recfile_open(path, &o);
+    if (!j->log)
+        return gs_error_prefix("journal %s", j->dir);
+    gs_recfile_legacy_info li;
+    gs_recfile_legacy(j->log, &li);
+    if (li.converted)
+        warn(j,
+             "events.log: converted from the format of earlier releases (%llu records kept, "
+             "%llu damaged bytes dropped)",
+             (unsigned long long)li.records, (unsigned long long)li.dropped);
+    replay_ctx c = {j, 0, 0};
+    if (gs_recfile_salvage(j->log, replay_record, replay_damage, &c, NULL) != 0)
+        return -1;
+    return c.repaired ? rewrite_log(j, NULL) : 0;
 }
 
 static void replay_state_file(gs_journal *j)
@@ -540,39 +485,21 @@ static void replay_state_file(gs_journal *j)
     json_decref(st);
 }
 
-static int make_dirs(const char *dir)
-{
-    char path[4096];
-    if (snprintf(path, sizeof path, "%s", dir) >= (int)sizeof path)
-        return gs_error_set("journal %s: path too long", dir);
-    for (char *p = path + 1;; p++) {
-        if (*p == '/' || *p == 0) {
-            char c = *p;
-            *p = 0;
-            if (mkdir(path, 0750) != 0 && errno != EEXIST)
-                return gs_error_set("journal %s: cannot create %s: %s", dir, path, strerror(errno));
-            *p = c;
-            if (c == 0)
-                break;
-        }
-    }
-    return 0;
-}
-
 gs_journal *gs_journal_open(const char *dir)
 {
     if (!dir || !*dir) {
         gs_error_set("journal: no folder given");
         return NULL;
     }
-    if (make_dirs(dir) != 0)
+    if (gs_mkdir_p(dir, DIR_MODE) != 0) {
+        gs_error_prefix("journal %s", dir);
         return NULL;
+    }
     gs_journal *j = calloc(1, sizeof *j);
     if (!j) {
         gs_error_set("journal %s: out of memory", dir);
         return NULL;
     }
-    j->log_fd = -1;
     j->complete_from = 1;
     j->dir = strdup(dir);
     j->dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -592,18 +519,6 @@ gs_journal *gs_journal_open(const char *dir)
     replay_state_file(j);
     if (replay_slide_files(j) != 0 || replay_log(j) != 0)
         goto fail;
-    if (j->log_fd < 0) {
-        j->log_fd =
-            openat(j->dir_fd, "events.log", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-        if (j->log_fd < 0) {
-            gs_error_set("journal %s: events.log: %s", dir, strerror(errno));
-            goto fail;
-        }
-        if (fsync(j->dir_fd) != 0) {
-            gs_error_set("journal %s: fsync folder: %s", dir, strerror(errno));
-            goto fail;
-        }
-    }
     return j;
 fail:
     gs_journal_destroy(&j);
@@ -615,8 +530,7 @@ void gs_journal_destroy(gs_journal **jp)
     if (!jp || !*jp)
         return;
     gs_journal *j = *jp;
-    if (j->log_fd >= 0)
-        close(j->log_fd);
+    gs_recfile_destroy(&j->log);
     if (j->dir_fd >= 0)
         close(j->dir_fd);
     for (size_t i = 0; i < j->n_slides; i++)
@@ -705,20 +619,17 @@ int gs_journal_commit(gs_journal *j, const char *slide_id, const json_t *record,
         return gs_error_set("journal %s: cannot encode the record of %s", j->dir, slide_id);
     size_t rec_len = text ? strlen(text) : 0;
     size_t body_len = LOG_BODY_FIXED + rec_len + payload_len;
-    uint8_t *frame = NULL;
+    uint8_t *b = NULL;
     if (body_len > LOG_BODY_MAX) {
         gs_error_set("journal %s: record of %zu bytes is too large", j->dir, body_len);
         goto fail;
     }
-    frame = calloc(1, body_len + 12);
-    if (!frame) {
+    b = calloc(1, body_len);
+    if (!b) {
         gs_error_set("journal %s: out of memory", j->dir);
         goto fail;
     }
     uint64_t s = j->last_seq + 1;
-    uint8_t *b = frame + 8;
-    put_u32(frame, LOG_MAGIC);
-    put_u32(frame + 4, (uint32_t)body_len);
     put_u64(b, s);
     if (slide_id)
         memcpy(b + 8, slide_id, GS_SLIDE_ID_LEN);
@@ -730,14 +641,12 @@ int gs_journal_commit(gs_journal *j, const char *slide_id, const json_t *record,
         memcpy(b + LOG_BODY_FIXED, text, rec_len);
     if (payload_len)
         memcpy(b + LOG_BODY_FIXED + rec_len, payload, payload_len);
-    put_u32(b + body_len, gs_journal_crc32(0, b, body_len));
 
-    off_t end = lseek(j->log_fd, 0, SEEK_END);
-    if (write_all(j->log_fd, frame, body_len + 12) != 0 || fsync(j->log_fd) != 0) {
-        gs_error_set("journal %s: events.log: %s", j->dir, strerror(errno));
-        /* Cut a partial record off so that the next append does not follow garbage. */
-        if (end >= 0 && ftruncate(j->log_fd, end) != 0)
-            warn(j, "events.log: cannot cut a failed append: %s", strerror(errno));
+    /* A failed append cuts its partial record off itself (recfile), so the next append does
+     * not follow garbage. */
+    uint64_t end = gs_recfile_end(j->log);
+    if (gs_recfile_append(j->log, b, body_len, 1) != 0) {
+        gs_error_prefix("journal %s", j->dir);
         goto fail;
     }
     /* The slide file goes before the in-memory state changes. If it cannot be written, the
@@ -745,8 +654,12 @@ int gs_journal_commit(gs_journal *j, const char *slide_id, const json_t *record,
      * and after a restart; only a crash between the two writes leaves the log record alone,
      * and replay then restores the file from it. */
     if (record && write_slide_file(j, slide_id, record, terminal, time_unix_ms, s) != 0) {
-        if (ftruncate(j->log_fd, end) != 0 || fsync(j->log_fd) != 0)
-            warn(j, "events.log: cannot cut a record whose slide file failed: %s", strerror(errno));
+        char why[1024];
+        snprintf(why, sizeof why, "%s", gs_error_get());
+        if (gs_recfile_truncate(j->log, end) != 0) {
+            warn(j, "events.log: cannot cut a record whose slide file failed: %s", gs_error_get());
+            gs_error_set("%s", why);
+        }
         goto fail;
     }
     if (add_event(j, s, slide_id, payload, payload_len) != 0)
@@ -754,13 +667,13 @@ int gs_journal_commit(gs_journal *j, const char *slide_id, const json_t *record,
     j->last_seq = s;
     if (record && set_slide(j, slide_id, (json_t *)record, terminal, time_unix_ms, s) != 0)
         goto fail;
-    free(frame);
+    free(b);
     free(text);
     if (seq)
         *seq = s;
     return 0;
 fail:
-    free(frame);
+    free(b);
     free(text);
     return -1;
 }

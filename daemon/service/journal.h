@@ -2,14 +2,18 @@
  * journal: the coordinator's crash-safe record of slide state and of the events it publishes.
  *
  * A journal is a folder holding:
- *   - events.log: an append-only log. Each record is one journalled event: its sequence
- *     number, the slide it is about, the slide's new record (JSON, optional) and an opaque
- *     payload (the coordinator puts the packed EventMessage there). Every record is framed
- *     with a magic, a length and a CRC-32, appended and fsynced before the call returns, so a
- *     record is the commit point of a transition. A torn or corrupt record is detected on
- *     replay, dropped with a warning, and the log is rewritten without it.
- *   - <slide_id>.json: the newest record of each slide, written to a temporary file, fsynced,
- *     renamed and the folder fsynced, so a file is either whole or absent. These files make
+ *   - events.log: an append-only log, a record file (stages/runtime/recfile) of kind "JLOG".
+ *     Each record is one journalled event: its sequence number, the slide it is about, the
+ *     slide's new record (JSON, optional) and an opaque payload (the coordinator puts the
+ *     packed EventMessage there). Every record is framed with a length and a CRC-32, appended
+ *     and fsynced before the call returns, so a record is the commit point of a transition. A
+ *     torn or corrupt record is detected on replay, dropped with a warning, and the log is
+ *     rewritten without it; the records after a corrupt one are kept. A log written by a
+ *     release before the record files (no file header, a "GSJ1" magic per record) is
+ *     converted at open, with a warning.
+ *   - <slide_id>.json: the newest record of each slide, written with gs_write_atomic
+ *     (stages/runtime/fileio: temporary file, fsync, rename, fsync of the folder), so a file
+ *     is either whole or absent. These files make
  *     replay fast and survive compaction of the log; when a log record is newer than the file
  *     (a crash between the two writes), the log record wins and the file is rewritten.
  *   - state.json: the sequence-number floor and the first sequence number from which the log
@@ -48,7 +52,9 @@ typedef struct {
  * corrupt or half-written files are skipped (or removed, for temporary files) and each gives
  * one warning naming the file; they never make the open fail. Returns the journal (caller
  * owns; gs_journal_destroy), or NULL with the error set when dir cannot be created or
- * written, or on allocation failure. */
+ * written, when events.log is not a journal log (another file's header, a newer format, a
+ * damaged header: it is left for an operator, never read as empty), or on allocation
+ * failure. */
 gs_journal *gs_journal_open(const char *dir);
 
 /* Closes the journal and sets *j to NULL. NULL and *j == NULL are accepted. */
@@ -107,7 +113,8 @@ size_t gs_journal_events_since(const gs_journal *j, uint64_t after_seq, gs_journ
  * journal stays consistent: dropping is redone at the next call). */
 int gs_journal_retain(gs_journal *j, int64_t now_unix_ms, int64_t max_age_ms, size_t *dropped);
 
-/* CRC-32 (IEEE 802.3, as zlib's crc32) of n bytes, continuing from crc (start with 0). */
+/* CRC-32 (IEEE 802.3, as zlib's crc32) of n bytes, continuing from crc (start with 0): the
+ * same function as gs_crc32 (stages/runtime/recfile.h), which new code calls directly. */
 uint32_t gs_journal_crc32(uint32_t crc, const void *data, size_t n);
 
 #endif

@@ -327,8 +327,10 @@ static void retention_drops_old_terminal_slides_and_keeps_seq(void **state)
     remove_tree(dir);
 }
 
-/* Random damage to the log: every record whose bytes were not touched is recovered, every
- * damaged one is dropped, and replay never crashes (the sanitizer preset checks the reads). */
+/* Random damage to the log's records: every record whose bytes were not touched is
+ * recovered, every damaged one is dropped, and replay never crashes (the sanitizer preset
+ * checks the reads). The file header before the first record is left alone: a damaged header
+ * makes the open fail (record_file_header_damage_fails_the_open). */
 static void random_damage_keeps_every_intact_record(void **state)
 {
     (void)state;
@@ -339,7 +341,7 @@ static void random_damage_keeps_every_intact_record(void **state)
         gs_journal *j = gs_journal_open(dir);
         enum { N = 20 };
         off_t start[N + 1];
-        start[0] = 0;
+        start[0] = file_size(dir, "events.log");
         for (int i = 0; i < N; i++) {
             char payload[300];
             rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
@@ -356,7 +358,7 @@ static void random_damage_keeps_every_intact_record(void **state)
         int flips = 1 + (int)(rng % 4);
         for (int k = 0; k < flips; k++) {
             rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
-            off_t at = (off_t)(rng % (uint64_t)start[N]);
+            off_t at = start[0] + (off_t)(rng % (uint64_t)(start[N] - start[0]));
             unsigned char b;
             assert_int_equal(pread(fd, &b, 1, at), 1);
             b ^= (unsigned char)(1u << (rng >> 40) % 8);
@@ -383,6 +385,140 @@ static void random_damage_keeps_every_intact_record(void **state)
         gs_journal_destroy(&j);
         remove_tree(dir);
     }
+}
+
+/* Little-endian, as the release before the record files wrote its log. */
+static size_t put_le(uint8_t *p, uint64_t v, int bytes)
+{
+    for (int i = 0; i < bytes; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+    return (size_t)bytes;
+}
+
+/* One events.log record exactly as the release before the record files wrote it:
+ * [magic "GSJ1"][body_len u32][body][crc32(body) u32]; body: [seq u64][slide_id 16 bytes,
+ * NUL-padded][time_unix_ms i64][flags u8: 1 record, 2 terminal][record_len u32][record JSON]
+ * [payload]. Returns its size. */
+static size_t old_log_record(uint8_t *out, uint64_t seq, const char *id, int64_t t, int terminal,
+                             const char *record, const char *payload)
+{
+    uint8_t *b = out + 8;
+    size_t k = put_le(b, seq, 8);
+    memset(b + k, 0, 16);
+    if (id)
+        memcpy(b + k, id, 16);
+    k += 16;
+    k += put_le(b + k, (uint64_t)t, 8);
+    b[k++] = (uint8_t)((record ? 1 : 0) | (terminal ? 2 : 0));
+    size_t rec_len = record ? strlen(record) : 0;
+    k += put_le(b + k, rec_len, 4);
+    memcpy(b + k, record ? record : "", rec_len);
+    k += rec_len;
+    memcpy(b + k, payload, strlen(payload));
+    k += strlen(payload);
+    put_le(out, 0x314a5347u, 4);
+    put_le(out + 4, k, 4);
+    put_le(b + k, gs_journal_crc32(0, b, k), 4);
+    return 8 + k + 4;
+}
+
+/* A lab upgrades with slides in flight: the journal the previous release wrote (its log
+ * framing, its slide files, a crash that left a torn append and a slide file not yet written)
+ * replays, and the log is converted once. */
+static void journal_of_the_previous_release_replays(void **state)
+{
+    (void)state;
+    char dir[64];
+    make_tmpdir(dir, sizeof dir);
+    static uint8_t log[4096];
+    size_t n = 0;
+    n += old_log_record(log + n, 1, ID_A, 1000, 0, "{\"state\":\"accepted\",\"n\":1}", "event 1");
+    n += old_log_record(log + n, 2, ID_B, 1001, 0, "{\"state\":\"accepted\",\"n\":1}", "event 2");
+    n += old_log_record(log + n, 3, ID_A, 1002, 0, "{\"state\":\"planned\",\"n\":2}", "event 3");
+    n += old_log_record(log + n, 4, NULL, 1003, 0, NULL, "event 4");
+    /* The fifth append was cut short by the crash. */
+    uint8_t torn[256];
+    size_t t = old_log_record(torn, 5, ID_B, 1004, 0, "{\"state\":\"planned\",\"n\":2}", "event 5");
+    memcpy(log + n, torn, t / 2);
+    write_file(dir, "events.log", log, n + t / 2);
+    /* A's slide file is up to date; B's was never written (the crash came first). */
+    const char *a_file = "{\"slide_id\":\"00000000000000aa\",\"seq\":3,\"terminal\":false,"
+                         "\"time_unix_ms\":1002,\"record\":{\"state\":\"planned\",\"n\":2}}";
+    write_file(dir, "00000000000000aa.json", a_file, strlen(a_file));
+
+    gs_journal *j = gs_journal_open(dir);
+    assert_non_null(j);
+    assert_true(warned(j, "events.log: converted"));
+    assert_true(warned(j, "4 records kept"));
+    assert_true(warned(j, "00000000000000bb.json: restored from events.log seq 2"));
+    assert_int_equal(gs_journal_last_seq(j), 4);
+    assert_int_equal(gs_journal_slide_count(j), 2);
+    assert_string_equal(state_of(j, ID_A), "planned");
+    assert_string_equal(state_of(j, ID_B), "accepted");
+    gs_journal_event ev[8];
+    assert_int_equal(gs_journal_events_since(j, 0, ev, 8), 4);
+    assert_int_equal(ev[3].seq, 4);
+    assert_string_equal(ev[3].slide_id, "");
+    assert_memory_equal(ev[3].payload, "event 4", 7);
+    assert_string_equal(ev[1].slide_id, ID_B);
+    commit(j, ID_B, "planned", 2, 0, 1005, 5);
+    gs_journal_destroy(&j);
+
+    /* Converted once: the log is a record file now and replays without a warning. */
+    char p[600];
+    snprintf(p, sizeof p, "%s/events.log", dir);
+    FILE *f = fopen(p, "rb");
+    assert_non_null(f);
+    char head[8];
+    assert_int_equal(fread(head, 1, sizeof head, f), sizeof head);
+    fclose(f);
+    assert_memory_equal(head, "GSRFJLOG", 8);
+    j = gs_journal_open(dir);
+    assert_non_null(j);
+    assert_int_equal(gs_journal_warning_count(j), 0);
+    assert_int_equal(gs_journal_last_seq(j), 5);
+    assert_string_equal(state_of(j, ID_B), "planned");
+    gs_journal_destroy(&j);
+    remove_tree(dir);
+
+    /* The previous release created an empty log at its first open: that is a new log. */
+    make_tmpdir(dir, sizeof dir);
+    write_file(dir, "events.log", "", 0);
+    j = gs_journal_open(dir);
+    assert_non_null(j);
+    assert_int_equal(gs_journal_warning_count(j), 0);
+    commit(j, ID_A, "accepted", 1, 0, 1000, 1);
+    gs_journal_destroy(&j);
+    remove_tree(dir);
+}
+
+/* A log that is not a journal log (damaged header, another program's file) fails the open
+ * naming it, and is left as it was for an operator: never read as an empty log. */
+static void record_file_header_damage_fails_the_open(void **state)
+{
+    (void)state;
+    char dir[64];
+    make_tmpdir(dir, sizeof dir);
+    gs_journal *j = gs_journal_open(dir);
+    commit(j, ID_A, "accepted", 1, 0, 1000, 1);
+    gs_journal_destroy(&j);
+    char p[600];
+    snprintf(p, sizeof p, "%s/events.log", dir);
+    off_t size = file_size(dir, "events.log");
+    int fd = open(p, O_WRONLY);
+    assert_int_equal(pwrite(fd, "V", 1, 9), 1); /* the version */
+    close(fd);
+    gs_error_clear();
+    assert_null(gs_journal_open(dir));
+    assert_non_null(strstr(gs_error_get(), "events.log"));
+    assert_non_null(strstr(gs_error_get(), "damaged"));
+    assert_int_equal(file_size(dir, "events.log"), size);
+
+    write_file(dir, "events.log", "some text that is not a journal\n", 32);
+    assert_null(gs_journal_open(dir));
+    assert_non_null(strstr(gs_error_get(), "events.log"));
+    assert_int_equal(file_size(dir, "events.log"), 32);
+    remove_tree(dir);
 }
 
 static void bad_arguments_are_errors(void **state)
@@ -413,6 +549,8 @@ int main(void)
         cmocka_unit_test(unwritable_dir_is_a_clear_error),
         cmocka_unit_test(retention_drops_old_terminal_slides_and_keeps_seq),
         cmocka_unit_test(random_damage_keeps_every_intact_record),
+        cmocka_unit_test(journal_of_the_previous_release_replays),
+        cmocka_unit_test(record_file_header_damage_fails_the_open),
         cmocka_unit_test(bad_arguments_are_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
