@@ -209,6 +209,14 @@ static int legacy_convert(gs_recfile *f, const uint8_t *buf, size_t n, uint32_t 
     return 0;
 }
 
+/* For a file that exists but is not one to open: errno EINVAL, so that no caller takes it for
+ * a missing file (ENOENT) from whatever the last system call left. Returns -1. */
+static int refuse(void)
+{
+    errno = EINVAL;
+    return -1;
+}
+
 /* Checks the header of an opened file against the options; converts a file in the old
  * framing (then *reopen is set: the file at path was replaced). Returns 0 or -1 with the
  * error set. */
@@ -221,15 +229,21 @@ static int check_header(gs_recfile *f, const gs_recfile_options *o, int *reopen)
         return gs_error_set("%s: cannot read: %s", f->path, strerror(errno));
     size_t n = (size_t)got;
     if (n >= KIND_LEN && memcmp(h, MAGIC, KIND_LEN) == 0) {
-        if (n < sizeof h || gs_crc32(0, h, HEADER_CRC_AT) != get32(h + HEADER_CRC_AT))
-            return gs_error_set("%s: damaged record-file header", f->path);
-        if (memcmp(h + KIND_LEN, o->kind, KIND_LEN) != 0)
-            return gs_error_set("%s: a record file of kind \"%.4s\", not \"%.4s\"", f->path,
-                                (const char *)h + KIND_LEN, o->kind);
+        if (n < sizeof h || gs_crc32(0, h, HEADER_CRC_AT) != get32(h + HEADER_CRC_AT)) {
+            gs_error_set("%s: damaged record-file header", f->path);
+            return refuse();
+        }
+        if (memcmp(h + KIND_LEN, o->kind, KIND_LEN) != 0) {
+            gs_error_set("%s: a record file of kind \"%.4s\", not \"%.4s\"", f->path,
+                         (const char *)h + KIND_LEN, o->kind);
+            return refuse();
+        }
         f->version = get32(h + VERSION_AT);
-        if (f->version > o->version)
-            return gs_error_set("%s: format version %u is newer than this build reads (%u)",
-                                f->path, f->version, o->version);
+        if (f->version > o->version) {
+            gs_error_set("%s: format version %u is newer than this build reads (%u)", f->path,
+                         f->version, o->version);
+            return refuse();
+        }
         return 0;
     }
     if (o->legacy_magic) {
@@ -246,9 +260,9 @@ static int check_header(gs_recfile *f, const gs_recfile_options *o, int *reopen)
         if (rc <= 0)
             return rc;
     }
-    return gs_error_set("%s: not a \"%.4s\" record file (it starts with %02x %02x %02x %02x)",
-                        f->path, o->kind, n > 0 ? h[0] : 0, n > 1 ? h[1] : 0, n > 2 ? h[2] : 0,
-                        n > 3 ? h[3] : 0);
+    gs_error_set("%s: not a \"%.4s\" record file (it starts with %02x %02x %02x %02x)", f->path,
+                 o->kind, n > 0 ? h[0] : 0, n > 1 ? h[1] : 0, n > 2 ? h[2] : 0, n > 3 ? h[3] : 0);
+    return refuse();
 }
 
 /* Opens f->path, creating it (or filling an empty file) with a header if asked. Returns 0 or
@@ -267,8 +281,10 @@ static int open_fd(gs_recfile *f, const gs_recfile_options *o)
         if (f->fd >= 0 && fstat(f->fd, &st) != 0)
             return gs_error_set("%s: %s", f->path, strerror(errno));
         /* A device or a pipe would be "empty" below and replaced by a new file. */
-        if (f->fd >= 0 && !S_ISREG(st.st_mode))
-            return gs_error_set("%s: not a regular file", f->path);
+        if (f->fd >= 0 && !S_ISREG(st.st_mode)) {
+            gs_error_set("%s: not a regular file", f->path);
+            return refuse();
+        }
         /* An empty file is what the owner's release before this module left before its first
          * record: nothing to keep, so it is made a new file like a missing one. The header
          * goes in atomically, so no crash leaves half a header. */
@@ -289,7 +305,8 @@ static int open_fd(gs_recfile *f, const gs_recfile_options *o)
         if (gs_write_atomic(f->path, h, sizeof h, mode) != 0)
             return -1;
     }
-    return gs_error_set("%s: empty right after it was created", f->path);
+    gs_error_set("%s: empty right after it was created", f->path);
+    return refuse();
 }
 
 gs_recfile *gs_recfile_open(const char *path, const gs_recfile_options *o)

@@ -84,7 +84,7 @@ typedef int (*gs_recfile_keep_fn)(void *ud, const uint8_t *payload, size_t len);
 
 /* Opens path for reading and appending (see the top of this file). Returns the file (caller
  * owns; gs_recfile_destroy) or NULL with the error set naming path; errno is ENOENT when the
- * file is missing and opts->create is 0. */
+ * file is missing and opts->create is 0, and EINVAL when it is there but refused. */
 gs_recfile *gs_recfile_open(const char *path, const gs_recfile_options *opts);
 
 /* Closes the file and sets *f to NULL; NULL and *f == NULL are accepted. */
