@@ -9,8 +9,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "daemon/service/journal.h"
 #include "ops/error.h"
+#include "stages/runtime/recfile.h"
 
 /* Per-tile flags. */
 #define F_RETRY 1u   /* a request failed: due at once */
@@ -38,8 +38,7 @@ struct gs_ledger {
     uint32_t *heap_idx;
     float *heap_score;
     float *heap_feat;
-    int fd;          /* the ledger file outcomes are appended to, or -1 */
-    char *file_path; /* for messages */
+    gs_recfile *file; /* the ledger file outcomes are appended to, or NULL */
 };
 
 void gs_ledger_options_default(gs_ledger_options *o)
@@ -78,7 +77,6 @@ gs_ledger *gs_ledger_new(uint32_t n_tiles, uint32_t attempt, const gs_ledger_opt
     if (!l->outcome || !l->flags || !l->requests || !l->last_request || !l->loss_due || !l->score ||
         !l->heap_idx || !l->heap_score || !l->heap_feat)
         goto fail_oom;
-    l->fd = -1;
     l->c.planned = n_tiles;
     l->c.pending = n_tiles;
     l->last_result = INT64_MIN;
@@ -107,9 +105,7 @@ void gs_ledger_destroy(gs_ledger **lp)
     free(l->heap_idx);
     free(l->heap_score);
     free(l->heap_feat);
-    if (l->fd >= 0)
-        close(l->fd);
-    free(l->file_path);
+    gs_recfile_destroy(&l->file);
     free(l);
     *lp = NULL;
 }
@@ -167,11 +163,30 @@ static void set_error(gs_ledger *l, uint32_t i, const char *msg)
 }
 
 /* ---- the ledger file ----------------------------------------------------------------------
- * Framing: [magic u32][body_len u32][body][crc32(body) u32], little-endian; body: [index u32]
- * [outcome u8][score f32][dim u32][dim x f32 feature]. Records are appended without fsync:
- * the file only saves work at a restart, and a torn tail costs only its tiles. */
-#define LEDGER_MAGIC 0x314c5347u /* "GSL1" */
+ * A record file (stages/runtime/recfile) of kind "LEDG"; a record's payload, little-endian:
+ * [index u32][outcome u8][score f32][dim u32][dim x f32 feature]. Records are appended
+ * without fsync: the file only saves work at a restart, and a torn tail costs only its
+ * tiles. Releases before the record files framed the same bodies as [magic "GSL1"]
+ * [body_len u32][body][crc32(body) u32] with no file header; such a file is converted when it
+ * is adopted, so a slide in flight keeps its outcomes across the upgrade. */
+#define LEDGER_KIND "LEDG"
+#define LEDGER_VERSION 1
+#define LEDGER_LEGACY_MAGIC 0x314c5347u /* "GSL1" */
 #define REC_FIXED 13
+/* The longest record a ledger writes: feature_dim is at most 65536 (gs_ledger_new). */
+#define REC_MAX (REC_FIXED + 4 * 65536)
+/* Saved outcomes are the service's own: the group may read them, nobody else. */
+#define FILE_MODE 0640
+
+static gs_recfile_options file_options(int create)
+{
+    return (gs_recfile_options){.kind = LEDGER_KIND,
+                                .version = LEDGER_VERSION,
+                                .max_record = REC_MAX,
+                                .legacy_magic = LEDGER_LEGACY_MAGIC,
+                                .mode = FILE_MODE,
+                                .create = create};
+}
 
 static void put32(uint8_t *p, uint32_t v)
 {
@@ -201,46 +216,31 @@ static float bits_float(uint32_t u)
 static void file_append(gs_ledger *l, uint32_t i, gs_tile_outcome out, float score,
                         const float *feature)
 {
-    if (l->fd < 0)
+    if (!l->file)
         return;
     uint32_t dim = out == GS_TILE_INFERRED ? l->o.feature_dim : 0;
     size_t body = REC_FIXED + 4 * (size_t)dim;
-    uint8_t stack[REC_FIXED + 12 + 4 * 512];
-    uint8_t *buf = body + 12 <= sizeof stack ? stack : malloc(body + 12);
-    if (!buf) {
+    uint8_t stack[REC_FIXED + 4 * 512];
+    uint8_t *b = body <= sizeof stack ? stack : malloc(body);
+    if (!b) {
         l->c.file_errors++;
         return;
     }
-    put32(buf, LEDGER_MAGIC);
-    put32(buf + 4, (uint32_t)body);
-    uint8_t *b = buf + 8;
     put32(b, i);
     b[4] = (uint8_t)out;
     put32(b + 5, float_bits(score));
     put32(b + 9, dim);
     for (uint32_t k = 0; k < dim; k++)
         put32(b + REC_FIXED + 4 * k, float_bits(feature[k]));
-    put32(b + body, gs_journal_crc32(0, b, body));
-    size_t n = body + 12, done = 0;
-    while (done < n) {
-        ssize_t w = write(l->fd, buf + done, n - done);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            break;
-        done += (size_t)w;
-    }
-    if (done < n) {
-        /* Stop writing: later records after a gap would be adopted without the lost one,
-         * which is harmless, but a full disk would only fail again. */
-        fprintf(stderr, "ledger %s: write failed (%s); outcomes are no longer saved\n",
-                l->file_path, strerror(errno));
+    if (gs_recfile_append(l->file, b, body, 0) != 0) {
+        /* Stop writing: a full disk would only fail again. The failed record was cut off,
+         * so the outcomes saved so far are still adopted after a restart. */
+        fprintf(stderr, "ledger: %s; outcomes are no longer saved\n", gs_error_get());
         l->c.file_errors++;
-        close(l->fd);
-        l->fd = -1;
+        gs_recfile_destroy(&l->file);
     }
-    if (buf != stack)
-        free(buf);
+    if (b != stack)
+        free(b);
 }
 
 int gs_ledger_set_background(gs_ledger *l, uint32_t index)
@@ -572,110 +572,104 @@ uint32_t gs_ledger_top(const gs_ledger *l, uint32_t *index, float *score, float 
     return k;
 }
 
+typedef struct {
+    gs_ledger *l;
+    uint32_t adopted, dropped;
+    const char *path;
+} adopt_ctx;
+
+/* Adopts one intact record if it fits this ledger and its tile is pending. */
+static int adopt_record(void *ud, const uint8_t *b, size_t body, uint64_t offset)
+{
+    (void)offset;
+    adopt_ctx *c = ud;
+    gs_ledger *l = c->l;
+    if (body < REC_FIXED) {
+        c->dropped++; /* intact, but no release wrote it */
+        return 0;
+    }
+    uint32_t i = get32(b), dim = get32(b + 9);
+    gs_tile_outcome out = (gs_tile_outcome)b[4];
+    float score = bits_float(get32(b + 5));
+    int ok = i < l->n && body == REC_FIXED + 4 * (size_t)dim && out >= GS_TILE_INFERRED &&
+             out <= GS_TILE_ERROR;
+    if (ok && out == GS_TILE_INFERRED)
+        ok = dim == l->o.feature_dim && isfinite(score) && score >= 0.f && score <= 1.f;
+    else if (ok)
+        ok = dim == 0;
+    if (!ok || l->outcome[i] != GS_TILE_PENDING) {
+        c->dropped++; /* another plan's record, or one already adopted */
+        return 0;
+    }
+    set_outcome(l, i, out);
+    if (out == GS_TILE_INFERRED) {
+        float *feat = malloc((size_t)dim * sizeof *feat);
+        if (!feat)
+            return gs_error_set("ledger %s: out of memory", c->path);
+        for (uint32_t k = 0; k < dim; k++)
+            feat[k] = bits_float(get32(b + REC_FIXED + 4 * k));
+        l->score[i] = score;
+        heap_offer(l, i, score, feat);
+        free(feat);
+    }
+    c->adopted++;
+    return 0;
+}
+
 int gs_ledger_adopt_file(gs_ledger *l, const char *path, uint32_t *adopted, uint32_t *dropped)
 {
-    uint32_t n_adopted = 0, n_dropped = 0;
-    int fd = open(path, O_RDWR | O_CLOEXEC);
-    if (fd < 0) {
+    adopt_ctx c = {l, 0, 0, path};
+    gs_recfile_options o = file_options(0);
+    gs_recfile *f = gs_recfile_open(path, &o);
+    if (!f) {
         if (errno == ENOENT)
             goto out;
-        return gs_error_set("ledger %s: %s", path, strerror(errno));
+        return gs_error_prefix("ledger");
     }
-    struct stat st;
-    uint8_t *buf = NULL;
-    if (fstat(fd, &st) != 0 || !(buf = malloc((size_t)st.st_size + 1))) {
-        close(fd);
-        return gs_error_set("ledger %s: cannot read: %s", path, strerror(errno));
+    gs_recfile_legacy_info li;
+    gs_recfile_legacy(f, &li);
+    if (li.converted) {
+        fprintf(stderr,
+                "ledger %s: converted from the format of earlier releases (%llu records kept, "
+                "%llu damaged bytes dropped)\n",
+                path, (unsigned long long)li.records, (unsigned long long)li.dropped);
+        if (li.dropped)
+            c.dropped++;
     }
-    size_t size = 0;
-    while (size < (size_t)st.st_size) {
-        ssize_t r = read(fd, buf + size, (size_t)st.st_size - size);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            break;
-        size += (size_t)r;
-    }
-    size_t o = 0;
-    while (o + 8 <= size) {
-        uint32_t body = get32(buf + o + 4);
-        if (get32(buf + o) != LEDGER_MAGIC || body < REC_FIXED || o + 12 + (size_t)body > size)
-            break;
-        const uint8_t *b = buf + o + 8;
-        if (gs_journal_crc32(0, b, body) != get32(b + body))
-            break;
-        uint32_t i = get32(b), dim = get32(b + 9);
-        gs_tile_outcome out = (gs_tile_outcome)b[4];
-        float score = bits_float(get32(b + 5));
-        o += 12 + (size_t)body;
-        int ok = i < l->n && (size_t)body == REC_FIXED + 4 * (size_t)dim &&
-                 out >= GS_TILE_INFERRED && out <= GS_TILE_ERROR;
-        if (ok && out == GS_TILE_INFERRED)
-            ok = dim == l->o.feature_dim && isfinite(score) && score >= 0.f && score <= 1.f;
-        else if (ok)
-            ok = dim == 0;
-        if (!ok || l->outcome[i] != GS_TILE_PENDING) {
-            n_dropped++; /* another plan's record, or one already adopted */
-            continue;
-        }
-        set_outcome(l, i, out);
-        if (out == GS_TILE_INFERRED) {
-            float *feat = malloc((size_t)dim * sizeof *feat);
-            if (!feat) {
-                free(buf);
-                close(fd);
-                return gs_error_set("ledger %s: out of memory", path);
-            }
-            for (uint32_t k = 0; k < dim; k++)
-                feat[k] = bits_float(get32(b + REC_FIXED + 4 * k));
-            l->score[i] = score;
-            heap_offer(l, i, score, feat);
-            free(feat);
-        }
-        n_adopted++;
-    }
-    if (o < size) {
+    gs_recfile_scan_info info;
+    int rc = gs_recfile_scan(f, adopt_record, &c, &info);
+    if (rc == 0 && info.damaged) {
         /* A torn or corrupt tail: cut it, so records appended next follow intact ones. */
-        fprintf(stderr, "ledger %s: dropped %zu bytes of torn or corrupt records at offset %zu\n",
-                path, size - o, o);
-        n_dropped++;
-        if (ftruncate(fd, (off_t)o) != 0) {
-            free(buf);
-            close(fd);
-            return gs_error_set("ledger %s: cannot cut the torn tail: %s", path, strerror(errno));
-        }
+        fprintf(stderr, "ledger %s: dropped %llu bytes of torn or corrupt records at offset %llu\n",
+                path, (unsigned long long)info.damaged, (unsigned long long)info.intact_end);
+        c.dropped++;
+        rc = gs_recfile_cut_tail(f, NULL);
     }
-    free(buf);
-    close(fd);
+    gs_recfile_destroy(&f);
+    if (rc != 0)
+        return gs_error_prefix("ledger");
 out:
     if (adopted)
-        *adopted = n_adopted;
+        *adopted = c.adopted;
     if (dropped)
-        *dropped = n_dropped;
+        *dropped = c.dropped;
     return 0;
 }
 
 int gs_ledger_attach_file(gs_ledger *l, const char *path)
 {
-    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (fd < 0)
-        return gs_error_set("ledger %s: %s", path, strerror(errno));
-    char *p = strdup(path);
-    if (!p) {
-        close(fd);
-        return gs_error_set("ledger %s: out of memory", path);
-    }
-    if (l->fd >= 0)
-        close(l->fd);
-    free(l->file_path);
-    l->fd = fd;
-    l->file_path = p;
+    gs_recfile_options o = file_options(1);
+    gs_recfile *f = gs_recfile_open(path, &o);
+    if (!f)
+        return gs_error_prefix("ledger");
+    gs_recfile_destroy(&l->file);
+    l->file = f;
     return 0;
 }
 
 int gs_ledger_sync(gs_ledger *l)
 {
-    if (l->fd >= 0 && fsync(l->fd) != 0)
-        return gs_error_set("ledger %s: fsync: %s", l->file_path, strerror(errno));
+    if (l->file && gs_recfile_sync(l->file) != 0)
+        return gs_error_prefix("ledger");
     return 0;
 }

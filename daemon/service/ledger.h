@@ -21,8 +21,10 @@
  * gs_ledger_begin_inference() starts the inference phase with fresh request counts.
  *
  * Outcomes can be saved to a ledger file (PROTOCOL.md §8: CRC-framed records, appended, not
- * fsynced one by one) so that after a coordinator restart the new attempt's ledger adopts the
- * outcomes whose records are intact instead of inferring the slide again.
+ * fsynced one by one; a record file of kind "LEDG", stages/runtime/recfile) so that after a
+ * coordinator restart the new attempt's ledger adopts the outcomes whose records are intact
+ * instead of inferring the slide again. A ledger file of the release before the record files
+ * (no header, a "GSL1" magic per record) is converted when it is adopted.
  *
  * The clock is passed in (milliseconds, any monotonic origin), so tests control time. Use:
  * l = gs_ledger_new(n, attempt, &opts); gs_ledger_set_background() for the plan's background
@@ -171,12 +173,14 @@ uint32_t gs_ledger_top(const gs_ledger *l, uint32_t *index, float *score, float 
  * its score and top-k entry). Records that do not fit (index out of range, wrong feature
  * size, tile already settled) are skipped; a torn or corrupt tail is cut off the file. A
  * missing file adopts nothing. *adopted and *dropped (may be NULL) get the counts. Returns 0,
- * or -1 with the error set when the file cannot be read. */
+ * or -1 with the error set when the file cannot be read or is not a ledger file (another
+ * kind, a newer format, a damaged header: it is left in place, never read as empty). */
 int gs_ledger_adopt_file(gs_ledger *l, const char *path, uint32_t *adopted, uint32_t *dropped);
 
 /* From now on, appends every outcome this ledger records to path (created if missing). A
- * failed append is counted in file_errors and ends the saving (the ledger itself goes on).
- * Returns 0, or -1 with the error set. */
+ * failed append is counted in file_errors and ends the saving (the ledger itself goes on);
+ * its partial record is cut off, so the outcomes saved before it are still adopted. Returns
+ * 0, or -1 with the error set (a file that is not a ledger file is refused as by adopt). */
 int gs_ledger_attach_file(gs_ledger *l, const char *path);
 
 /* fsyncs the ledger file (e.g. when the slide leaves INFERRING). Returns 0 or -1. */

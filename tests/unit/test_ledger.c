@@ -4,7 +4,9 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <fcntl.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -12,6 +14,7 @@
 
 #include "daemon/service/ledger.h"
 #include "ops/error.h"
+#include "stages/runtime/recfile.h"
 
 #define DIM 8 /* small features keep the tests fast; the heap is the same for 512 */
 
@@ -480,6 +483,108 @@ static void ledger_file_is_adopted_after_restart(void **state)
     gs_ledger_destroy(&l);
 }
 
+static size_t put_le32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+    return 4;
+}
+
+/* One ledger.bin record exactly as the release before the record files wrote it:
+ * [magic "GSL1"][body_len u32][body][crc32(body) u32]; body: [index u32][outcome u8]
+ * [score f32][dim u32][dim x f32]. Returns its size. */
+static size_t old_ledger_record(uint8_t *out, uint32_t index, gs_tile_outcome outcome, float score,
+                                const float *feature, uint32_t dim)
+{
+    uint8_t *b = out + 8;
+    put_le32(b, index);
+    b[4] = (uint8_t)outcome;
+    uint32_t u;
+    memcpy(&u, &score, sizeof u);
+    put_le32(b + 5, u);
+    put_le32(b + 9, dim);
+    for (uint32_t k = 0; k < dim; k++) {
+        memcpy(&u, &feature[k], sizeof u);
+        put_le32(b + 13 + 4 * k, u);
+    }
+    uint32_t body = 13 + 4 * dim;
+    put_le32(out, 0x314c5347u);
+    put_le32(out + 4, body);
+    put_le32(b + body, gs_crc32(0, b, body));
+    return 8 + body + 4;
+}
+
+/* A slide in flight across the upgrade: the ledger file of the previous release (ending in a
+ * torn append) is adopted, converted, and appended to afterwards. */
+static void ledger_file_of_the_previous_release_is_adopted(void **state)
+{
+    (void)state;
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/gs_test_ledger_old_XXXXXX");
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    uint8_t raw[1024];
+    float f[DIM];
+    feature_of(0, f);
+    size_t n = old_ledger_record(raw, 0, GS_TILE_INFERRED, 0.75f, f, DIM);
+    n += old_ledger_record(raw + n, 1, GS_TILE_BACKGROUND, 0.f, NULL, 0);
+    n += old_ledger_record(raw + n, 2, GS_TILE_BLURRY, 0.f, NULL, 0);
+    uint8_t torn[128];
+    size_t t = old_ledger_record(torn, 3, GS_TILE_ERROR, 0.f, NULL, 0);
+    memcpy(raw + n, torn, t - 5);
+    assert_int_equal(write(fd, raw, n + t - 5), (ssize_t)(n + t - 5));
+    close(fd);
+
+    gs_ledger_options o = opts(3);
+    uint32_t adopted = 99, dropped = 99;
+    gs_ledger *l = gs_ledger_new(4, 2, &o);
+    assert_int_equal(gs_ledger_adopt_file(l, path, &adopted, &dropped), 0);
+    assert_int_equal(adopted, 3);
+    assert_int_equal(dropped, 1); /* the torn record */
+    assert_int_equal(gs_ledger_outcome(l, 0), GS_TILE_INFERRED);
+    assert_true(gs_ledger_score(l, 0) == 0.75f);
+    assert_int_equal(gs_ledger_outcome(l, 1), GS_TILE_BACKGROUND);
+    assert_int_equal(gs_ledger_outcome(l, 2), GS_TILE_BLURRY);
+    assert_int_equal(gs_ledger_outcome(l, 3), GS_TILE_PENDING);
+    float top[DIM];
+    assert_int_equal(gs_ledger_top(l, NULL, NULL, top), 1);
+    assert_memory_equal(top, f, sizeof f);
+    /* The file is a record file now; outcomes recorded next follow the adopted ones. */
+    FILE *fp = fopen(path, "rb");
+    char head[8];
+    assert_int_equal(fread(head, 1, sizeof head, fp), sizeof head);
+    fclose(fp);
+    assert_memory_equal(head, "GSRFLEDG", 8);
+    assert_int_equal(gs_ledger_attach_file(l, path), 0);
+    gs_ledger_begin_inference(l);
+    for (int r = 0; r < 3; r++) {
+        gs_ledger_requested(l, 3, r);
+        gs_ledger_failed_request(l, 2, 3, "unreadable", r);
+    }
+    assert_int_equal(gs_ledger_outcome(l, 3), GS_TILE_ERROR);
+    gs_ledger_destroy(&l);
+    l = gs_ledger_new(4, 3, &o);
+    assert_int_equal(gs_ledger_adopt_file(l, path, &adopted, &dropped), 0);
+    assert_int_equal(adopted, 4);
+    assert_int_equal(dropped, 0);
+    gs_ledger_destroy(&l);
+
+    /* A file that is not a ledger file is an error naming it, and stays as it was. */
+    fd = open(path, O_WRONLY | O_TRUNC);
+    assert_int_equal(write(fd, "plan.pb, not a ledger", 21), 21);
+    close(fd);
+    l = gs_ledger_new(4, 4, &o);
+    gs_error_clear();
+    assert_int_equal(gs_ledger_adopt_file(l, path, &adopted, &dropped), -1);
+    assert_non_null(strstr(gs_error_get(), path));
+    assert_int_equal(gs_ledger_attach_file(l, path), -1);
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_size, 21);
+    gs_ledger_destroy(&l);
+    unlink(path);
+}
+
 static void empty_plan_is_complete(void **state)
 {
     (void)state;
@@ -502,6 +607,7 @@ int main(void)
         cmocka_unit_test(worker_loss_makes_older_requests_due_after_grace),
         cmocka_unit_test(blur_phase_judgements),
         cmocka_unit_test(ledger_file_is_adopted_after_restart),
+        cmocka_unit_test(ledger_file_of_the_previous_release_is_adopted),
         cmocka_unit_test(empty_plan_is_complete),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
