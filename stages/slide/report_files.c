@@ -1,7 +1,5 @@
 #include "stages/slide/report_files.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <jansson.h>
 #include <math.h>
 #include <openslide/openslide.h>
@@ -9,38 +7,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <time.h>
-#include <unistd.h>
 #include <zmq.h>
 
 #include "ops/components.h"
 #include "ops/contours.h"
 #include "ops/error.h"
+#include "stages/runtime/fileio.h"
 #include "stages/slide/png_io.h"
 
-/* mkdir -p: creates dir and its missing parents. Returns 0 or -1 with the message set. */
-static int make_dirs(const char *dir)
-{
-    char buf[PATH_MAX];
-    size_t n = strlen(dir);
-    if (n == 0 || n >= sizeof buf)
-        return gs_error_set("report: bad output folder \"%s\"", dir);
-    memcpy(buf, dir, n + 1);
-    for (size_t i = 1; i <= n; i++) {
-        if (buf[i] != '/' && buf[i] != '\0')
-            continue;
-        char saved = buf[i];
-        buf[i] = '\0';
-        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-            return gs_error_set("%s: cannot create folder: %s", buf, strerror(errno));
-        buf[i] = saved;
-    }
-    struct stat st;
-    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
-        return gs_error_set("%s: not a folder", dir);
-    return 0;
-}
+/* Report files are meant to be read by others (a viewer, QuPath): the file mode is applied
+ * as is, whatever the umask; folders get theirs less the umask, as mkdir does. */
+#define REPORT_FILE_MODE 0644
+#define REPORT_DIR_MODE 0755
 
 static int join(char *out, const char *dir, const char *name)
 {
@@ -50,59 +28,11 @@ static int join(char *out, const char *dir, const char *name)
     return 0;
 }
 
-/* Writes text to path through a temporary file beside it, fsync and rename, then fsyncs the
- * folder so the rename itself survives a crash. Returns 0 or -1 with the message set. */
-static int write_atomic(const char *path, const char *dir, const char *text)
+/* Writes text to path with gs_write_atomic: a reader never sees half a file, and a failed
+ * write leaves the previous file in place. Returns 0 or -1 with the message set. */
+static int write_text(const char *path, const char *text)
 {
-    char tmp[PATH_MAX];
-    int k = snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", path);
-    if (k < 0 || k >= (int)sizeof tmp)
-        return gs_error_set("%s: path too long", path);
-    int fd = mkstemp(tmp);
-    if (fd < 0)
-        return gs_error_set("%s: cannot create a temporary file beside it: %s", path,
-                            strerror(errno));
-    /* mkstemp makes the file private (0600); reports are meant to be read by others. */
-    if (fchmod(fd, 0644) != 0) {
-        gs_error_set("%s: cannot set permissions: %s", tmp, strerror(errno));
-        goto fail_close_tmp;
-    }
-    size_t len = strlen(text), done = 0;
-    while (done < len) {
-        ssize_t w = write(fd, text + done, len - done);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            gs_error_set("%s: cannot write: %s", tmp, strerror(errno));
-            goto fail_close_tmp;
-        }
-        done += (size_t)w;
-    }
-    if (fsync(fd) != 0) {
-        gs_error_set("%s: cannot write: %s", tmp, strerror(errno));
-        goto fail_close_tmp;
-    }
-    if (close(fd) != 0) {
-        fd = -1;
-        gs_error_set("%s: cannot write: %s", tmp, strerror(errno));
-        goto fail_unlink_tmp;
-    }
-    if (rename(tmp, path) != 0) {
-        gs_error_set("%s: cannot rename %s into place: %s", path, tmp, strerror(errno));
-        goto fail_unlink_tmp;
-    }
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY);
-    if (dfd >= 0) {
-        fsync(dfd); /* best effort: some file systems refuse fsync on folders */
-        close(dfd);
-    }
-    return 0;
-
-fail_close_tmp:
-    close(fd);
-fail_unlink_tmp:
-    unlink(tmp);
-    return -1;
+    return gs_write_atomic(path, text, strlen(text), REPORT_FILE_MODE);
 }
 
 /* JSON string or null; jansson rejects invalid UTF-8, which we report instead of dropping. */
@@ -407,12 +337,7 @@ static json_t *report_json(const gs_report *r, const gs_report_paths *paths, int
     else
         put(o, "regions", json_null(), bad);
     put(o, "versions", versions_json(), bad);
-    int64_t ms = r->decided_unix_ms;
-    if (ms == 0) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-    }
+    int64_t ms = r->decided_unix_ms ? r->decided_unix_ms : gs_unix_ms();
     put(o, "decided_unix_ms", json_integer(ms), bad);
     return o;
 }
@@ -427,7 +352,7 @@ int gs_report_write(const gs_report *r, const char *out_dir, gs_report_paths *pa
         return -1;
     if (!out_dir)
         return gs_error_set("report %s: no output folder", r->slide_id);
-    if (make_dirs(out_dir) < 0)
+    if (gs_mkdir_p(out_dir, REPORT_DIR_MODE) < 0)
         return gs_error_prefix("report %s", r->slide_id);
 
     char path[PATH_MAX];
@@ -449,7 +374,7 @@ int gs_report_write(const gs_report *r, const char *out_dir, gs_report_paths *pa
             return gs_error_set("report %s: cannot serialise regions", r->slide_id);
         int rc = join(path, out_dir, "regions.geojson");
         if (rc == 0)
-            rc = write_atomic(path, out_dir, text);
+            rc = write_text(path, text);
         free(text);
         if (rc < 0)
             return gs_error_prefix("report %s", r->slide_id);
@@ -467,7 +392,7 @@ int gs_report_write(const gs_report *r, const char *out_dir, gs_report_paths *pa
                             r->slide_id);
     int rc = join(path, out_dir, "report.json");
     if (rc == 0)
-        rc = write_atomic(path, out_dir, text);
+        rc = write_text(path, text);
     free(text);
     if (rc < 0)
         return gs_error_prefix("report %s", r->slide_id);
