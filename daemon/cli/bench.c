@@ -4,7 +4,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <oneapi/dnnl/dnnl.h>
@@ -12,12 +11,11 @@
 
 #include "ops/deform_conv.h"
 #include "ops/error.h"
+#include "stages/runtime/fileio.h"
 
 double gs_bench_now(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+    return 1e-9 * (double)gs_mono_ns();
 }
 
 static int cmp_double(const void *a, const void *b)

@@ -39,12 +39,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "daemon/service/config.h"
 #include "daemon/cli/embedded.h"
 #include "ops/error.h"
+#include "stages/runtime/fileio.h"
 
 #define DEFAULT_OUT "gastroscreen-reports"
 
@@ -194,13 +194,6 @@ static void draw_progress(const gs_embedded *e, const slide_entry *s, size_t n)
     fprintf(stderr, "\r\033[K[%s] %zu/%zu slides, %llu/%llu tiles", bar, done, n,
             (unsigned long long)tiles, (unsigned long long)planned);
     fflush(stderr);
-}
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* Sets the slide roots to the folders of the slides that exist (a missing slide is refused at
@@ -365,9 +358,9 @@ int gs_cmd_screen(int argc, char **argv)
             pending--;
             drawn = 0;
         }
-        if (tty && pending > 0 && mono_ms() - drawn >= 200) {
+        if (tty && pending > 0 && gs_mono_ms() - drawn >= 200) {
             draw_progress(e, slides, n);
-            drawn = mono_ms();
+            drawn = gs_mono_ms();
         }
     }
     if (tty)

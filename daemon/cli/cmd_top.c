@@ -26,11 +26,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "daemon/cli/client.h"
 #include "ops/error.h"
+#include "stages/runtime/fileio.h"
 
 enum { MAX_INSTANCES = 512, STALE_MS = 5000, N_STAGES = 7 };
 
@@ -73,13 +73,6 @@ typedef struct {
     uint64_t queue_depth, processed, errors, malformed, wrong_type, rss;
 } stage_total;
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Checks a stats event's content. Returns 0 or -1 with the error set. */
 static int check_stats(const Gastroscreen__V1__StageStats *s)
 {
@@ -109,7 +102,7 @@ static void forget_stale(board *b, int64_t now)
 static int record(board *b, const Gastroscreen__V1__EventMessage *e)
 {
     const Gastroscreen__V1__StageStats *s = e->stats;
-    int64_t now = now_ms();
+    int64_t now = gs_mono_ms();
     forget_stale(b, now);
     instance *in = NULL;
     for (size_t i = 0; i < b->n && !in; i++)
@@ -273,7 +266,7 @@ int gs_cmd_top(int argc, char **argv)
     stop_requested = 0;
     int tty = isatty(STDOUT_FILENO);
     int coordinator_rounds = 0;
-    int64_t last_draw = 0, last_heard = now_ms();
+    int64_t last_draw = 0, last_heard = gs_mono_ms();
     status = 0;
     while (!stop_requested) {
         zmq_pollitem_t item = {.socket = gs_transport_socket(sub), .events = ZMQ_POLLIN};
@@ -285,7 +278,7 @@ int gs_cmd_top(int argc, char **argv)
             status = 1;
             break;
         }
-        int64_t now = now_ms();
+        int64_t now = gs_mono_ms();
         if (n > 0) {
             gs_inbound in = {0};
             if (gs_transport_recv(sub, &in, GS_RECV_DONTWAIT) == GS_RECV_MESSAGE) {
@@ -322,7 +315,7 @@ int gs_cmd_top(int argc, char **argv)
         }
     }
     if (once && status == 0 && !stop_requested) {
-        forget_stale(b, now_ms());
+        forget_stale(b, gs_mono_ms());
         if (as_json) {
             json_t *j = snapshot_json(b);
             json_dumpf(j, stdout, JSON_INDENT(2));

@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -18,6 +17,7 @@
 #include "stages/handlers/screener.h"
 #include "stages/handlers/tiler.h"
 #include "stages/runtime/decision.h"
+#include "stages/runtime/fileio.h"
 #include "stages/runtime/worker.h"
 
 /* The six worker stages, in the order they are started. */
@@ -63,13 +63,6 @@ struct gs_embedded {
 
 /* Distinguishes the inproc names of several services in one process (tests). */
 static atomic_uint instance_counter;
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void *worker_main(void *arg)
 {
@@ -264,11 +257,11 @@ gs_embedded *gs_embedded_new(const gs_embedded_options *o)
         }
         sw->started = 1;
     }
-    int64_t until = mono_ms() + WELCOME_WAIT_MS;
+    int64_t until = gs_mono_ms() + WELCOME_WAIT_MS;
     while (!all_welcomed(e)) {
         if (gs_embedded_step(e, 50) != 0)
             goto fail;
-        if (mono_ms() > until) {
+        if (gs_mono_ms() > until) {
             gs_error_set("embedded: the workers were not welcomed within %d s",
                          WELCOME_WAIT_MS / 1000);
             goto fail;

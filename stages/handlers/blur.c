@@ -4,11 +4,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "ops/error.h"
 #include "ops/focus.h"
 #include "proto/vocab.h"
+#include "stages/runtime/fileio.h"
 
 struct gs_blur {
     const gs_model *m;
@@ -17,13 +17,6 @@ struct gs_blur {
     gs_net_state *net; /* network only, made on first use */
     uint8_t crop[GS_BLUR_CROP * GS_BLUR_CROP * 3];
 };
-
-static int64_t now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 gs_blur *gs_blur_new(const gs_model *m, const char *model_sha256)
 {
@@ -109,7 +102,7 @@ static int judge_network(gs_blur *b, const Gastroscreen__V1__TileHeader *h, cons
 int gs_blur_judge(gs_blur *b, const Gastroscreen__V1__TileHeader *h, const uint8_t *px, size_t len,
                   const char *worker_id, gs_blur_result *out)
 {
-    int64_t t0 = now_us();
+    int64_t t0 = gs_mono_us();
     gastroscreen__v1__blur_result__init(&out->r);
     gastroscreen__v1__stage_timing__init(&out->timing);
     out->error[0] = '\0';
@@ -164,7 +157,7 @@ int gs_blur_judge(gs_blur *b, const Gastroscreen__V1__TileHeader *h, const uint8
             out->r.tissue_fraction = (float)((double)f.pixels / ((double)h->width * h->height));
         }
     }
-    out->timing.compute_us = (uint64_t)(now_us() - t0);
+    out->timing.compute_us = (uint64_t)(gs_mono_us() - t0);
     return 0;
 }
 

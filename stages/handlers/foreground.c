@@ -5,20 +5,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "ops/error.h"
+#include "stages/runtime/fileio.h"
 
 #define PATH_MAX_BYTES 4096
 #define TILE_MIN 16
 #define TILE_MAX 2048
-
-static uint64_t now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
 
 gs_plan *gs_foreground_classical(gs_slide *slide, const gs_tissue_options *o, void *ud)
 {
@@ -213,7 +206,7 @@ Gastroscreen__V1__PlanResult *gs_foreground_plan(const Gastroscreen__V1__PlanJob
         gs_foreground_options_default(&defaults);
         o = &defaults;
     }
-    uint64_t t_start = now_us();
+    int64_t t_start = gs_mono_us();
     Gastroscreen__V1__PlanResult *r = malloc(sizeof *r);
     if (!r) {
         gs_error_set("out of memory for a plan result");
@@ -248,8 +241,8 @@ Gastroscreen__V1__PlanResult *gs_foreground_plan(const Gastroscreen__V1__PlanJob
     so.target_mpp = target;
     so.default_mpp = default_mpp;
     slide = gs_slide_open(job->path, &so);
-    uint64_t t_open = now_us();
-    r->timing->read_us = t_open - t_start;
+    int64_t t_open = gs_mono_us();
+    r->timing->read_us = (uint64_t)(t_open - t_start);
     if (!slide) {
         if (set_error(r, strdup(gs_error_get())) < 0)
             goto out_of_memory;
@@ -262,7 +255,7 @@ Gastroscreen__V1__PlanResult *gs_foreground_plan(const Gastroscreen__V1__PlanJob
     to.tile_size = (int)tile;
     to.min_tissue_fraction = 0; /* every window with any tissue; the coordinator decides */
     plan = o->method_fn(slide, &to, o->method_ud);
-    r->timing->compute_us = now_us() - t_open;
+    r->timing->compute_us = (uint64_t)(gs_mono_us() - t_open);
     if (!plan) {
         /* An OpenSlide error while reading the thumbnail: the handle is already closed. */
         if (set_error(r, strdup(gs_error_get())) < 0)

@@ -5,11 +5,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "ops/error.h"
 #include "ops/focus.h"
 #include "proto/vocab.h"
+#include "stages/runtime/fileio.h"
 
 #define FEATURE_DIM 512
 #define MAX_BATCH 256
@@ -36,13 +36,6 @@ struct gs_infer {
     slot *slots;
     size_t n_slots;
 };
-
-static int64_t now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 gs_infer *gs_infer_new(const gs_model *m, int batch, const char *model_sha256)
 {
@@ -246,10 +239,10 @@ static void pool_heatmap(const float *seg, int q, int hs, uint8_t *out)
 static int run_network(gs_infer *s, size_t k, uint64_t *compute_us)
 {
     if (k == (size_t)s->batch) {
-        int64_t t0 = now_us();
+        int64_t t0 = gs_mono_us();
         if (gs_net_run_multitask(s->net, s->input, s->logit, s->feature, s->seg) < 0)
             return gs_error_prefix("infer: multitask");
-        uint64_t us = (uint64_t)(now_us() - t0);
+        uint64_t us = (uint64_t)(gs_mono_us() - t0);
         for (size_t b = 0; b < k; b++)
             compute_us[b] = us;
         return (int)k;
@@ -258,11 +251,11 @@ static int run_network(gs_infer *s, size_t k, uint64_t *compute_us)
         return gs_error_prefix("infer: %dx%d tiles", s->side, s->side);
     size_t px = (size_t)s->side * s->side * 3, q = (size_t)(s->side / 4) * (s->side / 4);
     for (size_t b = 0; b < k; b++) {
-        int64_t t0 = now_us();
+        int64_t t0 = gs_mono_us();
         if (gs_net_run_multitask(s->net1, s->input + b * px, s->logit + b,
                                  s->feature + b * FEATURE_DIM, s->seg + b * q) < 0)
             return gs_error_prefix("infer: multitask");
-        compute_us[b] = (uint64_t)(now_us() - t0);
+        compute_us[b] = (uint64_t)(gs_mono_us() - t0);
     }
     return 1;
 }

@@ -4,13 +4,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "ops/error.h"
 #include "proto/vocab.h"
 #include "stages/slide/heatmap.h"
 #include "stages/slide/report_files.h"
 #include "stages/slide/reader.h"
+#include "stages/runtime/fileio.h"
 #include "stages/runtime/transport.h"
 
 #define MAX_WARNINGS 64
@@ -20,13 +20,6 @@ void gs_reporter_options_default(gs_reporter_options *o)
     memset(o, 0, sizeof *o);
     o->thumbnail_size = 1024;
     o->region_threshold = 0.5;
-}
-
-static int64_t now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
 static void fail(gs_report_result *out, const char *msg)
@@ -139,7 +132,7 @@ int gs_reporter_write(const Gastroscreen__V1__ReportJob *job, const gs_reporter_
         gs_reporter_options_default(&defaults);
         o = &defaults;
     }
-    int64_t t0 = now_us();
+    int64_t t0 = gs_mono_us();
     memset(out, 0, sizeof *out);
     gastroscreen__v1__report_result__init(&out->r);
     gastroscreen__v1__report_paths__init(&out->paths);
@@ -241,7 +234,7 @@ int gs_reporter_write(const Gastroscreen__V1__ReportJob *job, const gs_reporter_
     int tw = 0, th = 0;
     int rc = 0;
     if (!failed_verdict) {
-        int64_t tr = now_us();
+        int64_t tr = gs_mono_us();
         int heat_failed = 0;
         heat = build_heatmap(job, &heat_failed);
         if (heat_failed) {
@@ -259,7 +252,7 @@ int gs_reporter_write(const Gastroscreen__V1__ReportJob *job, const gs_reporter_
             tw = th = 0;
         }
         gs_slide_destroy(&s);
-        out->timing.read_us = (uint64_t)(now_us() - tr);
+        out->timing.read_us = (uint64_t)(gs_mono_us() - tr);
         r.heatmap = heat;
         r.thumbnail = thumb;
         r.thumb_w = tw;
@@ -286,7 +279,7 @@ int gs_reporter_write(const Gastroscreen__V1__ReportJob *job, const gs_reporter_
     out->r.paths = &out->paths;
     out->r.regions = (uint32_t)(paths.regions > 0 ? paths.regions : 0);
 free_images:
-    out->timing.compute_us = (uint64_t)(now_us() - t0) - out->timing.read_us;
+    out->timing.compute_us = (uint64_t)(gs_mono_us() - t0) - out->timing.read_us;
     free(thumb);
     gs_heatmap_destroy(&heat);
     return rc;

@@ -4,9 +4,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "ops/error.h"
+#include "stages/runtime/fileio.h"
 
 #define FEATURE_DIM 512
 #define MAX_K 4096
@@ -18,13 +18,6 @@ struct gs_screener {
     gs_net_state *net;
     float *matrix; /* k x 512 */
 };
-
-static int64_t now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 /* The state and matrix for k rows. */
 static int ensure_k(gs_screener *s, int k)
@@ -89,7 +82,7 @@ static void fail(gs_screen_result *out, const char *msg)
 int gs_screener_score(gs_screener *s, const Gastroscreen__V1__ScreenTask *t, const char *worker_id,
                       gs_screen_result *out)
 {
-    int64_t t0 = now_us();
+    int64_t t0 = gs_mono_us();
     gastroscreen__v1__screen_result__init(&out->r);
     gastroscreen__v1__stage_timing__init(&out->timing);
     out->error[0] = '\0';
@@ -142,7 +135,7 @@ int gs_screener_score(gs_screener *s, const Gastroscreen__V1__ScreenTask *t, con
         return 0;
     }
     out->r.score = (float)(1.0 / (1.0 + exp(-(double)logit)));
-    out->timing.compute_us = (uint64_t)(now_us() - t0);
+    out->timing.compute_us = (uint64_t)(gs_mono_us() - t0);
     return 0;
 }
 

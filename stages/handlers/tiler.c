@@ -6,11 +6,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "ops/error.h"
 #include "proto/vocab.h"
 #include "stages/slide/reader.h"
+#include "stages/runtime/fileio.h"
 #include "stages/runtime/transport.h"
 
 #define PATH_MAX_BYTES 4096
@@ -31,13 +31,6 @@ struct gs_tiler_job {
     uint32_t sent, failed;
     uint32_t *unsent; /* n_tiles entries, filled by gs_tiler_job_unsent */
 };
-
-static uint64_t now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
 
 static int cmp_u32(const void *a, const void *b)
 {
@@ -194,7 +187,7 @@ int gs_tiler_job_next(gs_tiler_job *j, gs_tiler_item *it)
         return -1;
     }
     j->next++;
-    uint64_t t0 = now_us();
+    int64_t t0 = gs_mono_us();
     int64_t tx = llround((double)ref->x0 / j->level0_per_target);
     int64_t ty = llround((double)ref->y0 / j->level0_per_target);
     if (gs_slide_read_target(j->slide, tx, ty, (int)side, (int)side, px) < 0) {
@@ -219,7 +212,7 @@ int gs_tiler_job_next(gs_tiler_job *j, gs_tiler_item *it)
     h->job_id = job->job_id;
     h->tiler_id = j->tiler_id;
     h->request = job->request;
-    h->read_us = now_us() - t0;
+    h->read_us = (uint64_t)(gs_mono_us() - t0);
     if (job->job_case == GASTROSCREEN__V1__TILE_JOB__JOB_INFER) {
         h->job_case = GASTROSCREEN__V1__TILE_HEADER__JOB_INFER;
         h->infer = job->infer;
@@ -389,11 +382,11 @@ static void free_pixels(void *pixels, void *hint)
  * when no sink took it in time, -1 on error. */
 static int push_tile(tiler_thread *t, gs_worker_job *job, gs_tiler_item *it, int wait_ms)
 {
-    uint64_t give_up = now_us() + (uint64_t)wait_ms * 1000;
+    int64_t give_up = gs_mono_us() + (int64_t)wait_ms * 1000;
     for (;;) {
         if (gs_worker_job_stopping(job))
             return 0;
-        if (now_us() >= give_up)
+        if (gs_mono_us() >= give_up)
             return 2;
         zmq_pollitem_t p = {gs_transport_socket(t->push), 0, ZMQ_POLLOUT, 0};
         int n = zmq_poll(&p, 1, POLLOUT_SLICE_MS);

@@ -5,10 +5,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "ops/error.h"
 #include "proto/vocab.h"
+#include "stages/runtime/fileio.h"
 
 /* PROTOCOL.md §2: requests to the coordinator are small; a reply (EventsSinceReply with 1000
  * events) or a job (a ReportJob with every tile summary) is not. */
@@ -454,13 +454,6 @@ free_header:
 
 /* ---- receiving ------------------------------------------------------------------------- */
 
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
 static void peer_hex(const gs_peer *p, char *buf, size_t n)
 {
     size_t k = 0;
@@ -478,7 +471,7 @@ static gs_recv_status drop(gs_transport *t, gs_inbound *in, gs_drop_reason r, co
         t->counters.malformed++;
     in->drop = r;
     if (!t->quiet) {
-        int64_t now = now_ns();
+        int64_t now = gs_mono_ns();
         if (t->last_log_ns[r] == 0 || now - t->last_log_ns[r] >= LOG_INTERVAL_NS) {
             char peer[2 * sizeof in->from.id + 1];
             peer_hex(&in->from, peer, sizeof peer);

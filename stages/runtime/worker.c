@@ -10,11 +10,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "ops/error.h"
 #include "proto/vocab.h"
+#include "stages/runtime/fileio.h"
 #include "stages/runtime/log.h"
 
 #ifndef GS_VERSION
@@ -99,20 +99,6 @@ struct gs_worker {
     int welcomed;
     int heartbeat_ms, liveness;
 };
-
-static int64_t now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-static int64_t unix_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* One log line of the worker (stages/runtime/log: under journald with STAGE and, when slide is not
  * NULL, SLIDE_ID). */
@@ -445,7 +431,7 @@ static void *handler_thread(void *p)
         }
         j->state = JOB_RUNNING;
         j->thread = index;
-        j->started_us = now_us();
+        j->started_us = gs_mono_us();
         pthread_mutex_unlock(&w->mu);
         gs_error_clear();
         int rc = w->cfg.handler(j, w->cfg.handler_ud);
@@ -455,7 +441,7 @@ static void *handler_thread(void *p)
         pthread_mutex_lock(&w->mu);
         j->rc = rc;
         j->state = JOB_DONE;
-        w->busy_us_done += (uint64_t)(now_us() - j->started_us);
+        w->busy_us_done += (uint64_t)(gs_mono_us() - j->started_us);
         notify(w);
     }
     pthread_mutex_unlock(&w->mu);
@@ -566,7 +552,7 @@ gs_worker *gs_worker_new(const gs_worker_config *c)
     w->cfg.model = NULL;
     w->heartbeat_ms = c->heartbeat_ms;
     w->liveness = c->liveness;
-    w->started_unix_ms = unix_ms();
+    w->started_unix_ms = gs_unix_ms();
 
     w->ctx = c->zmq_ctx;
     if (!w->ctx) {
@@ -1179,13 +1165,13 @@ static void begin_stop(gs_worker *w)
 
 int gs_worker_run(gs_worker *w)
 {
-    int64_t now = now_us();
+    int64_t now = gs_mono_us();
     int64_t next_hb = now + (int64_t)w->heartbeat_ms * 1000;
     int64_t hello_due = now, last_heard = now, stop_deadline = 0;
     int stopping = 0, rc = 0;
     logf_w(w, "%s connecting to %s", w->id, w->endpoint);
     for (;;) {
-        now = now_us();
+        now = gs_mono_us();
         /* An atomic load: the flag may be set by a signal handler on another thread. */
         if (!stopping && w->cfg.stop && __atomic_load_n(w->cfg.stop, __ATOMIC_RELAXED)) {
             stopping = 1;
@@ -1227,7 +1213,7 @@ int gs_worker_run(gs_worker *w)
                 break;
             }
             if (st == GS_RECV_MESSAGE) {
-                last_heard = now_us();
+                last_heard = gs_mono_us();
                 const Gastroscreen__V1__WorkMessage *m = in.msg.work;
                 if (m->body_case == GASTROSCREEN__V1__WORK_MESSAGE__BODY_WELCOME && m->welcome) {
                     const Gastroscreen__V1__WorkerWelcome *wl = m->welcome;
@@ -1245,7 +1231,7 @@ int gs_worker_run(gs_worker *w)
                     if (!w->welcomed)
                         logf_w(w, "welcomed by coordinator %s", w->coordinator_id);
                     w->welcomed = 1;
-                    next_hb = now_us() + (int64_t)w->heartbeat_ms * 1000;
+                    next_hb = gs_mono_us() + (int64_t)w->heartbeat_ms * 1000;
                     send_ready(w, stopping);
                 } else if (m->body_case ==
                                GASTROSCREEN__V1__WORK_MESSAGE__BODY_COORDINATOR_HEARTBEAT &&
@@ -1256,7 +1242,7 @@ int gs_worker_run(gs_worker *w)
                                m->coordinator_heartbeat->coordinator_id);
                         abandon_jobs(w);
                         w->welcomed = 0;
-                        hello_due = now_us();
+                        hello_due = gs_mono_us();
                     }
                 } else if (w->welcomed) {
                     take_job(w, m, stopping);
@@ -1279,7 +1265,7 @@ int gs_worker_run(gs_worker *w)
             if (w->welcomed)
                 send_ready(w, stopping);
         }
-        now = now_us();
+        now = gs_mono_us();
         if (now >= next_hb) {
             send_heartbeat(w, now);
             next_hb += (int64_t)w->heartbeat_ms * 1000;
