@@ -19,19 +19,11 @@
 /* ------------------------------------------------------------------------------------------ */
 /* helpers the coordinator's files share */
 
-int64_t coord_wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
+/* The default clock_ms of the options: the monotonic clock (tests drive their own). */
 static int64_t mono_ms(void *ud)
 {
     (void)ud;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return gs_mono_ms();
 }
 
 int64_t coord_now_ms(const gs_coordinator *c)
@@ -97,8 +89,8 @@ static int accept_cb(void *ud, const char *path, int64_t size, int64_t mtime_ms,
                      char out_id[GS_SLIDE_ID_LEN + 1], int *duplicate, uint64_t *seq)
 {
     gs_coordinator *c = ud;
-    if (gs_slides_intake(c->slides, path, size, mtime_ms, source, external_id, coord_wall_ms(),
-                         out_id, duplicate, seq) != 0)
+    if (gs_slides_intake(c->slides, path, size, mtime_ms, source, external_id, gs_unix_ms(), out_id,
+                         duplicate, seq) != 0)
         return -1;
     if (*duplicate)
         c->st.intake_duplicates++;
@@ -154,7 +146,7 @@ gs_coordinator *gs_coordinator_new(const gs_coordinator_options *o)
                             gs_config_is_set(c->cfg, GS_CFG_SCREENER_THRESHOLD), c->cfg->top_k,
                             gs_config_is_set(c->cfg, GS_CFG_SCREENER_TOP_K));
     c->o.decision = NULL; /* the copy above is the one used */
-    c->started_unix_ms = coord_wall_ms();
+    c->started_unix_ms = gs_unix_ms();
     {
         unsigned char rnd[16];
         FILE *f = fopen("/dev/urandom", "rb");
@@ -162,11 +154,9 @@ gs_coordinator *gs_coordinator_new(const gs_coordinator_options *o)
         if (f)
             fclose(f);
         if (got != sizeof rnd) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
+            int64_t ns = gs_mono_ns() ^ gs_unix_ms();
             for (size_t i = 0; i < sizeof rnd; i++)
-                rnd[i] =
-                    (unsigned char)((ts.tv_nsec >> (i % 4 * 8)) ^ (getpid() >> (i % 2 * 8)) ^ i);
+                rnd[i] = (unsigned char)((ns >> (i % 8 * 8)) ^ (getpid() >> (i % 2 * 8)) ^ i);
         }
         for (size_t i = 0; i < sizeof rnd; i++)
             snprintf(c->coordinator_id + 2 * i, 3, "%02x", rnd[i]);
@@ -197,7 +187,7 @@ gs_coordinator *gs_coordinator_new(const gs_coordinator_options *o)
     /* Records up to here were published by an earlier coordinator (or lost with it; the query
      * socket recovers them). What recovery journals now is published once bound. */
     c->published = gs_journal_last_seq(c->journal);
-    if (gs_slides_recover(c->slides, coord_wall_ms()) < 0)
+    if (gs_slides_recover(c->slides, gs_unix_ms()) < 0)
         goto fail;
     if (o->zmq_ctx)
         c->zctx = o->zmq_ctx;
@@ -357,8 +347,7 @@ static void tick(gs_coordinator *c)
         /* Compaction of slides terminal for longer than journal_retention, hourly. */
         c->next_retain = now + 3600 * 1000;
         size_t dropped = 0;
-        if (gs_slides_retain(c->slides, coord_wall_ms(), c->cfg->journal_retention_ms, &dropped) !=
-            0)
+        if (gs_slides_retain(c->slides, gs_unix_ms(), c->cfg->journal_retention_ms, &dropped) != 0)
             coord_logf(c, "journal retention: %s", gs_error_get());
         else if (dropped)
             coord_logf(c, "journal retention: %zu slides dropped", dropped);

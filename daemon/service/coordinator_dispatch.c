@@ -188,7 +188,7 @@ static void verdict_for_report(gs_coordinator *c, slide_rt *rt, const gs_slide_i
     b->v.blur_method =
         (Gastroscreen__V1__Method)(info->blur_method != GS_METHOD_UNKNOWN ? info->blur_method
                                                                           : rt->blur_method);
-    b->v.decided_unix_ms = coord_wall_ms();
+    b->v.decided_unix_ms = gs_unix_ms();
     b->v.state = rt->report_class == GS_VERDICT_FAILED
                      ? GASTROSCREEN__V1__SLIDE_STATE__SLIDE_STATE_FAILED
                      : GASTROSCREEN__V1__SLIDE_STATE__SLIDE_STATE_DONE;

@@ -200,7 +200,7 @@ int coord_finalize_fail(gs_coordinator *c, slide_rt *rt, const char *json, const
     coord_tile_counts(rt, &rep.tiles);
     if (rt->ledger)
         gs_ledger_sync(rt->ledger);
-    int r = gs_slides_fail(c->slides, rt->id, rt->attempt, rt->reason, &rep, coord_wall_ms(), NULL);
+    int r = gs_slides_fail(c->slides, rt->id, rt->attempt, rt->reason, &rep, gs_unix_ms(), NULL);
     coord_logf(c, "slide %s failed: %s", rt->id, rt->reason);
     coord_rt_drop(c, rt);
     coord_publish_pending(c);
@@ -352,7 +352,7 @@ static int blur_settled(gs_coordinator *c, slide_rt *rt)
     snprintf(reason, sizeof reason, "out of focus: %u of %u sample tiles blurry", lc.blur_blurry,
              lc.blur_judged);
     if (gs_slides_blur_checked(c->slides, rt->id, rt->attempt, frac, rt->blur_method, out,
-                               out ? reason : "", coord_wall_ms(), NULL) < 0)
+                               out ? reason : "", gs_unix_ms(), NULL) < 0)
         return -1;
     coord_publish_pending(c);
     if (out) {
@@ -361,7 +361,7 @@ static int blur_settled(gs_coordinator *c, slide_rt *rt)
         coord_rt_phase(c, rt, PH_REPORT);
         return 0;
     }
-    if (gs_slides_inferring(c->slides, rt->id, rt->attempt, coord_wall_ms(), NULL) < 0)
+    if (gs_slides_inferring(c->slides, rt->id, rt->attempt, gs_unix_ms(), NULL) < 0)
         return -1;
     coord_publish_pending(c);
     return start_inference(c, rt);
@@ -429,7 +429,7 @@ static int activate(gs_coordinator *c, const gs_slide_info *info)
             coord_rt_phase(c, rt, PH_REPORT);
             return 0;
         }
-        if (gs_slides_inferring(c->slides, rt->id, rt->attempt, coord_wall_ms(), NULL) < 0)
+        if (gs_slides_inferring(c->slides, rt->id, rt->attempt, gs_unix_ms(), NULL) < 0)
             return -1;
         coord_publish_pending(c);
         return start_inference(c, rt);
@@ -443,7 +443,7 @@ static int activate(gs_coordinator *c, const gs_slide_info *info)
         coord_rt_phase(c, rt, PH_REPORT);
         return 0;
     case GS_SLIDE_REPORTED:
-        if (gs_slides_done(c->slides, rt->id, rt->attempt, coord_wall_ms(), NULL) < 0)
+        if (gs_slides_done(c->slides, rt->id, rt->attempt, gs_unix_ms(), NULL) < 0)
             return -1;
         coord_rt_drop(c, rt);
         coord_publish_pending(c);

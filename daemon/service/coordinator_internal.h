@@ -34,6 +34,7 @@
 #include "daemon/service/ledger.h"
 #include "daemon/service/spool.h"
 #include "proto/vocab.h"
+#include "stages/runtime/fileio.h"
 
 #define FEATURE_DIM 512
 #define MAX_HAND 32
@@ -133,9 +134,6 @@ struct gs_coordinator {
 
 /* ------------------------------------------------------------------------------------------ */
 /* coordinator.c: helpers */
-
-/* Wall-clock ms since the epoch (what records and verdicts carry). */
-int64_t coord_wall_ms(void);
 
 /* The coordinator's monotonic clock in ms (options.clock_ms; tests drive it). */
 int64_t coord_now_ms(const gs_coordinator *c);

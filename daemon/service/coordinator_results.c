@@ -91,7 +91,7 @@ int coord_on_plan_result(gs_coordinator *c, const Gastroscreen__V1__PlanResult *
         return -1;
     int folded = 0;
     if (gs_slides_planned(c->slides, rt->id, rt->attempt, p->facts->quickhash, coord_plan_method(p),
-                          p->unassessable_reason, coord_wall_ms(), &folded, NULL) < 0)
+                          p->unassessable_reason, gs_unix_ms(), &folded, NULL) < 0)
         return -1;
     coord_publish_pending(c);
     if (folded) {
@@ -247,7 +247,7 @@ int coord_on_screen_result(gs_coordinator *c, const Gastroscreen__V1__ScreenResu
         return 0;
     }
     coord_remove_job(c, s->job_id);
-    if (gs_slides_screened(c->slides, rt->id, rt->attempt, s->score, coord_wall_ms(), NULL) < 0)
+    if (gs_slides_screened(c->slides, rt->id, rt->attempt, s->score, gs_unix_ms(), NULL) < 0)
         return -1;
     coord_publish_pending(c);
     gs_slide_info info;
@@ -297,10 +297,10 @@ int coord_on_report_result(gs_coordinator *c, const Gastroscreen__V1__ReportResu
                            .warnings = (const char *const *)rt->warn,
                            .n_warnings = rt->n_warn};
     coord_tile_counts(rt, &rep.tiles);
-    if (gs_slides_reported(c->slides, rt->id, rt->attempt, &rep, coord_wall_ms(), NULL) < 0)
+    if (gs_slides_reported(c->slides, rt->id, rt->attempt, &rep, gs_unix_ms(), NULL) < 0)
         return -1;
     /* DONE (the verdict) is journalled and fsynced before it is published. */
-    if (gs_slides_done(c->slides, rt->id, rt->attempt, coord_wall_ms(), NULL) < 0)
+    if (gs_slides_done(c->slides, rt->id, rt->attempt, gs_unix_ms(), NULL) < 0)
         return -1;
     coord_logf(c, "slide %s: %s", rt->id, rt->reason);
     coord_rt_drop(c, rt);

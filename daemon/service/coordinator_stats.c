@@ -147,7 +147,7 @@ void coord_stats_publish(gs_coordinator *c)
     ss.slides_in_flight = s.slides_in_flight;
     Gastroscreen__V1__EventMessage ev = GASTROSCREEN__V1__EVENT_MESSAGE__INIT;
     ev.protocol = GASTROSCREEN__V1__PROTOCOL_VERSION__PROTOCOL_VERSION_1;
-    ev.time_unix_ms = coord_wall_ms();
+    ev.time_unix_ms = gs_unix_ms();
     ev.body_case = GASTROSCREEN__V1__EVENT_MESSAGE__BODY_STATS;
     ev.stats = &ss;
     coord_send_event(c, &ev);

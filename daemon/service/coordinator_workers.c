@@ -183,7 +183,7 @@ static int worker_gone(gs_coordinator *c, worker *w, int lost)
         if (dup)
             continue;
         uint64_t seq = 0;
-        int r = gs_slides_crash_mark(c->slides, marks[i], mark_att[i], coord_wall_ms(), &seq);
+        int r = gs_slides_crash_mark(c->slides, marks[i], mark_att[i], gs_unix_ms(), &seq);
         if (r < 0)
             return -1;
         if (r == 0 && seq) {
@@ -287,7 +287,7 @@ void coord_on_heartbeat(gs_coordinator *c, worker *w, const Gastroscreen__V1__Wo
             s->stage == (Gastroscreen__V1__Stage)w->stage) {
             Gastroscreen__V1__EventMessage ev = GASTROSCREEN__V1__EVENT_MESSAGE__INIT;
             ev.protocol = GASTROSCREEN__V1__PROTOCOL_VERSION__PROTOCOL_VERSION_1;
-            ev.time_unix_ms = coord_wall_ms();
+            ev.time_unix_ms = gs_unix_ms();
             ev.body_case = GASTROSCREEN__V1__EVENT_MESSAGE__BODY_STATS;
             ev.stats = (Gastroscreen__V1__StageStats *)s;
             coord_send_event(c, &ev);

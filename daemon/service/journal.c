@@ -62,11 +62,6 @@ struct gs_journal {
     size_t n_warnings;
 };
 
-uint32_t gs_journal_crc32(uint32_t crc, const void *data, size_t n)
-{
-    return gs_crc32(crc, data, n);
-}
-
 static void put_u32(uint8_t *p, uint32_t v)
 {
     for (int i = 0; i < 4; i++)

@@ -113,8 +113,4 @@ size_t gs_journal_events_since(const gs_journal *j, uint64_t after_seq, gs_journ
  * journal stays consistent: dropping is redone at the next call). */
 int gs_journal_retain(gs_journal *j, int64_t now_unix_ms, int64_t max_age_ms, size_t *dropped);
 
-/* CRC-32 (IEEE 802.3, as zlib's crc32) of n bytes, continuing from crc (start with 0): the
- * same function as gs_crc32 (stages/runtime/recfile.h), which new code calls directly. */
-uint32_t gs_journal_crc32(uint32_t crc, const void *data, size_t n);
-
 #endif

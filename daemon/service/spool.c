@@ -1,5 +1,6 @@
 #include "daemon/service/spool.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -9,16 +10,28 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "daemon/service/journal.h"
 #include "ops/error.h"
+#include "stages/runtime/fileio.h"
+#include "stages/runtime/recfile.h"
 
 #define PLAN_FILE "plan.pb"
 #define LEDGER_FILE "ledger.bin"
 #define HEAT_FILE "heat.bin"
 #define POISON_DIR "poison"
 
-/* A heat.bin record starts with the tile index and the CRC-32 of the index and the map. */
-#define HEAT_HEAD (2 * sizeof(uint32_t))
+/* heat.bin is a record file (stages/runtime/recfile) of kind HEAT; a version-1 record is
+ * [tile index u32 LE][map]. */
+#define HEAT_KIND "HEAT"
+#define HEAT_VERSION 1
+#define HEAT_INDEX_LEN 4
+/* Files of earlier builds: no header, records [index u32][CRC-32 of index and map u32][map] in
+ * host byte order, read once and converted when a slide is adopted after an upgrade. */
+#define HEAT_LEGACY_HEAD 8
+/* 1 GiB: four million 16 x 16 heatmaps, far beyond any slide's tiles. */
+#define HEAT_LEGACY_MAX (1u << 30)
+
+/* A plan of the largest slides is a few MB (one small record per tile); more is not a plan. */
+#define PLAN_FILE_MAX (256u << 20)
 
 /* Room for "/<slide>/<file>.tmp" after the spool folder, so that a path built from a valid id
  * never needs checking for length below. */
@@ -29,101 +42,10 @@ struct gs_spool {
 };
 
 struct gs_spool_heat {
-    FILE *f;
+    gs_recfile *f;
     size_t map_bytes;
-    char path[PATH_MAX];
+    uint8_t *rec; /* one record's payload: index + map */
 };
-
-static int mkdir_p(const char *path)
-{
-    char tmp[PATH_MAX];
-    if ((size_t)snprintf(tmp, sizeof tmp, "%s", path) >= sizeof tmp)
-        return gs_error_set("%s: path too long", path);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = 0;
-        if (mkdir(tmp, 0750) != 0 && errno != EEXIST)
-            return gs_error_set("%s: %s", tmp, strerror(errno));
-        *p = '/';
-    }
-    if (mkdir(tmp, 0750) != 0 && errno != EEXIST)
-        return gs_error_set("%s: %s", tmp, strerror(errno));
-    return 0;
-}
-
-/* write, fsync, rename, fsync folder: the file is whole or absent. */
-static int write_atomic(const char *dir, const char *path, const void *buf, size_t len)
-{
-    char tmp[PATH_MAX + 8];
-    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp)
-        return gs_error_set("%s: path too long", path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-    if (fd < 0)
-        return gs_error_set("%s: %s", tmp, strerror(errno));
-    const uint8_t *p = buf;
-    size_t left = len;
-    while (left > 0) {
-        ssize_t w = write(fd, p, left);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0) {
-            int e = errno;
-            close(fd);
-            unlink(tmp);
-            return gs_error_set("%s: %s", tmp, strerror(e));
-        }
-        p += w;
-        left -= (size_t)w;
-    }
-    if (fsync(fd) != 0 || close(fd) != 0) {
-        int e = errno;
-        unlink(tmp);
-        return gs_error_set("%s: %s", tmp, strerror(e));
-    }
-    if (rename(tmp, path) != 0) {
-        int e = errno;
-        unlink(tmp);
-        return gs_error_set("%s: %s", path, strerror(e));
-    }
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        fsync(dfd);
-        close(dfd);
-    }
-    return 0;
-}
-
-static uint8_t *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        gs_error_set("%s: %s", path, strerror(errno));
-        return NULL;
-    }
-    uint8_t *buf = NULL;
-    size_t cap = 0, n = 0;
-    for (;;) {
-        if (n == cap) {
-            cap = cap ? cap * 2 : 65536;
-            uint8_t *nb = realloc(buf, cap);
-            if (!nb) {
-                free(buf);
-                fclose(f);
-                gs_error_set("%s: out of memory", path);
-                return NULL;
-            }
-            buf = nb;
-        }
-        size_t r = fread(buf + n, 1, cap - n, f);
-        n += r;
-        if (r == 0)
-            break;
-    }
-    fclose(f);
-    *len = n;
-    return buf;
-}
 
 /* A slide id becomes a folder name: nothing that could climb out of the spool or into
  * poison/ by accident. */
@@ -166,7 +88,7 @@ gs_spool *gs_spool_new(const char *dir)
         gs_error_set("%s: path too long for a spool", dir);
         goto free_spool;
     }
-    if (mkdir_p(s->dir) != 0)
+    if (gs_mkdir_p(s->dir, 0750) != 0)
         goto free_spool;
     return s;
 
@@ -206,7 +128,7 @@ int gs_spool_plan_write(const gs_spool *s, const char *slide,
     if (!buf)
         return gs_error_set("%s: out of memory", path);
     gastroscreen__v1__plan_result__pack(plan, buf);
-    int w = mkdir_p(dir) == 0 ? write_atomic(dir, path, buf, len) : -1;
+    int w = gs_mkdir_p(dir, 0750) == 0 ? gs_write_atomic(path, buf, len, 0640) : -1;
     if (w == 0 && written) {
         *written = gastroscreen__v1__plan_result__unpack(NULL, len, buf);
         if (!*written)
@@ -222,7 +144,7 @@ Gastroscreen__V1__PlanResult *gs_spool_plan_read(const gs_spool *s, const char *
     if (slide_path(s, slide, PLAN_FILE, path, sizeof path) != 0)
         return NULL;
     size_t len = 0;
-    uint8_t *buf = read_file(path, &len);
+    uint8_t *buf = gs_read_file(path, PLAN_FILE_MAX, &len);
     if (!buf)
         return NULL;
     Gastroscreen__V1__PlanResult *plan = gastroscreen__v1__plan_result__unpack(NULL, len, buf);
@@ -236,79 +158,144 @@ Gastroscreen__V1__PlanResult *gs_spool_plan_read(const gs_spool *s, const char *
     return plan;
 }
 
+static void put_u32le(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint32_t get_u32le(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+typedef struct {
+    gs_spool_heat *h;
+    gs_spool_heat_record *on_record;
+    void *ud;
+    const char *path;
+} heat_scan;
+
+static int heat_visit(void *ud, const uint8_t *payload, size_t len, uint64_t offset)
+{
+    heat_scan *hs = ud;
+    if (len != HEAT_INDEX_LEN + hs->h->map_bytes)
+        return gs_error_set("%s: record at %llu holds %zu bytes, not a %zu-byte heatmap", hs->path,
+                            (unsigned long long)offset, len, hs->h->map_bytes);
+    if (hs->on_record)
+        hs->on_record(hs->ud, get_u32le(payload), payload + HEAT_INDEX_LEN);
+    return 0;
+}
+
+/* Reads an earlier build's heat.bin (see HEAT_LEGACY_HEAD): every record up to the first torn
+ * or corrupt one is copied into *recs (caller frees) as a version-1 payload, for the caller to
+ * append to the new file. Returns how many, or -1 with the error set: also for a file that is
+ * a record file after all (of a newer version, or damaged), which is not ours to rewrite. */
+static long heat_legacy_load(const char *path, size_t map_bytes, uint8_t **recs)
+{
+    size_t len = 0;
+    uint8_t *buf = gs_read_file(path, HEAT_LEGACY_MAX, &len);
+    if (!buf)
+        return -1;
+    if (len >= 4 && !memcmp(buf, "GSRF", 4)) {
+        free(buf);
+        return gs_error_set("%s: a heat map file this build cannot read", path);
+    }
+    size_t rec = HEAT_LEGACY_HEAD + map_bytes, n = 0;
+    *recs = malloc((len / rec + 1) * (HEAT_INDEX_LEN + map_bytes));
+    if (!*recs) {
+        free(buf);
+        return gs_error_set("%s: out of memory", path);
+    }
+    for (size_t off = 0; off + rec <= len; off += rec, n++) {
+        uint32_t idx, crc;
+        memcpy(&idx, buf + off, sizeof idx);
+        memcpy(&crc, buf + off + sizeof idx, sizeof crc);
+        if (crc != gs_crc32(gs_crc32(0, &idx, sizeof idx), buf + off + HEAT_LEGACY_HEAD, map_bytes))
+            break;
+        uint8_t *out = *recs + n * (HEAT_INDEX_LEN + map_bytes);
+        put_u32le(out, idx);
+        memcpy(out + HEAT_INDEX_LEN, buf + off + HEAT_LEGACY_HEAD, map_bytes);
+    }
+    free(buf);
+    return (long)n;
+}
+
 /* heat.bin is not fsynced record by record (as the ledger file): after a crash the intact
- * records give back the heatmaps of the tiles the ledger adopts, and a torn tail must be cut
- * before appending, or every record after it would be unreadable too. */
+ * records give back the heatmaps of the tiles the ledger adopts, and a torn tail is cut before
+ * appending (gs_recfile_cut_tail), or every record after it would be unreadable too. */
 gs_spool_heat *gs_spool_heat_open(const gs_spool *s, const char *slide, size_t map_bytes, int adopt,
                                   gs_spool_heat_record *on_record, void *ud)
 {
+    char path[PATH_MAX];
+    uint8_t *legacy = NULL;
+    long n_legacy = 0;
     gs_spool_heat *h = calloc(1, sizeof *h);
     if (!h) {
         gs_error_set("spool: out of memory");
         return NULL;
     }
     h->map_bytes = map_bytes;
-    if (slide_path(s, slide, HEAT_FILE, h->path, sizeof h->path) != 0)
+    if (slide_path(s, slide, HEAT_FILE, path, sizeof path) != 0)
         goto free_heat;
+    if (!(h->rec = malloc(HEAT_INDEX_LEN + map_bytes))) {
+        gs_error_set("%s: out of memory", path);
+        goto free_heat;
+    }
     if (!adopt)
-        unlink(h->path);
-    h->f = fopen(h->path, "a+b");
-    if (!h->f) {
-        gs_error_set("%s: %s", h->path, strerror(errno));
-        goto free_heat;
+        unlink(path);
+    gs_recfile_options o = {.kind = HEAT_KIND,
+                            .version = HEAT_VERSION,
+                            .max_record = (uint32_t)(HEAT_INDEX_LEN + map_bytes),
+                            .create = 1};
+    h->f = gs_recfile_open(path, &o);
+    if (!h->f && adopt && errno == EINVAL) {
+        /* Not a record file: an earlier build's heat.bin, read once and written anew. */
+        if ((n_legacy = heat_legacy_load(path, map_bytes, &legacy)) < 0)
+            goto free_heat;
+        unlink(path);
+        h->f = gs_recfile_open(path, &o);
     }
-    size_t rec = HEAT_HEAD + map_bytes;
-    uint8_t *buf = malloc(rec);
-    if (!buf) {
-        gs_error_set("%s: out of memory", h->path);
+    if (!h->f)
+        goto free_legacy;
+    heat_scan hs = {.h = h, .on_record = on_record, .ud = ud, .path = path};
+    if (adopt && gs_recfile_scan(h->f, heat_visit, &hs, NULL) != 0)
         goto close_file;
-    }
-    long good = 0;
-    if (adopt) {
-        rewind(h->f);
-        while (fread(buf, 1, rec, h->f) == rec) {
-            uint32_t idx, crc;
-            memcpy(&idx, buf, sizeof idx);
-            memcpy(&crc, buf + sizeof idx, sizeof crc);
-            uint32_t want =
-                gs_journal_crc32(gs_journal_crc32(0, buf, sizeof idx), buf + HEAT_HEAD, map_bytes);
-            if (crc != want)
-                break;
-            good += (long)rec;
-            if (on_record)
-                on_record(ud, idx, buf + HEAT_HEAD);
-        }
-    }
-    free(buf);
-    fflush(h->f);
-    if (ftruncate(fileno(h->f), good) != 0) {
-        gs_error_set("%s: %s", h->path, strerror(errno));
+    if (gs_recfile_cut_tail(h->f, NULL) != 0)
         goto close_file;
+    for (long i = 0; i < n_legacy; i++) {
+        const uint8_t *r = legacy + (size_t)i * (HEAT_INDEX_LEN + map_bytes);
+        if (on_record)
+            on_record(ud, get_u32le(r), r + HEAT_INDEX_LEN);
+        if (gs_recfile_append(h->f, r, HEAT_INDEX_LEN + map_bytes, 0) != 0)
+            goto close_file;
     }
-    fseek(h->f, 0, SEEK_END);
+    free(legacy);
     return h;
 
 close_file:
-    fclose(h->f);
+    gs_recfile_destroy(&h->f);
+free_legacy:
+    free(legacy);
 free_heat:
+    free(h->rec);
     free(h);
     return NULL;
 }
 
 int gs_spool_heat_append(gs_spool_heat *h, uint32_t index, const uint8_t *map)
 {
-    uint32_t crc = gs_journal_crc32(gs_journal_crc32(0, &index, sizeof index), map, h->map_bytes);
-    if (fwrite(&index, sizeof index, 1, h->f) != 1 || fwrite(&crc, sizeof crc, 1, h->f) != 1 ||
-        fwrite(map, 1, h->map_bytes, h->f) != h->map_bytes || fflush(h->f) != 0)
-        return gs_error_set("%s: %s", h->path, strerror(errno));
-    return 0;
+    put_u32le(h->rec, index);
+    memcpy(h->rec + HEAT_INDEX_LEN, map, h->map_bytes);
+    return gs_recfile_append(h->f, h->rec, HEAT_INDEX_LEN + h->map_bytes, 0);
 }
 
 void gs_spool_heat_destroy(gs_spool_heat **h)
 {
     if (!h || !*h)
         return;
-    fclose((*h)->f);
+    gs_recfile_destroy(&(*h)->f);
+    free((*h)->rec);
     free(*h);
     *h = NULL;
 }
@@ -321,10 +308,23 @@ int gs_spool_retire(const gs_spool *s, const char *slide)
     struct stat st;
     if (stat(dir, &st) != 0)
         return 0;
-    static const char *const files[] = {PLAN_FILE, PLAN_FILE ".tmp", LEDGER_FILE, HEAT_FILE};
+    static const char *const files[] = {PLAN_FILE, LEDGER_FILE, HEAT_FILE};
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++)
         if (slide_path(s, slide, files[i], path, sizeof path) == 0)
             unlink(path);
+    /* Temporary files of an atomic write that a crash interrupted (gs_write_atomic names them
+     * <file>.<pid>.<n>.tmp). */
+    DIR *d = opendir(dir);
+    if (d) {
+        size_t sl = strlen(GS_TMP_SUFFIX);
+        for (struct dirent *e; (e = readdir(d)) != NULL;) {
+            size_t n = strlen(e->d_name);
+            if (n > sl && !strcmp(e->d_name + n - sl, GS_TMP_SUFFIX) &&
+                (size_t)snprintf(path, sizeof path, "%s/%s", dir, e->d_name) < sizeof path)
+                unlink(path);
+        }
+        closedir(d);
+    }
     if (rmdir(dir) != 0)
         return gs_error_set("%s: %s", dir, strerror(errno));
     return 0;

@@ -7,10 +7,12 @@
  *                 journalled, since the record refers to it and a restart plans nothing again;
  *   - ledger.bin: the tile ledger's outcome file (written by daemon/service/ledger; the spool
  *                 only names it and removes it);
- *   - heat.bin:   the heatmaps of the inferred tiles, one record per tile, appended as results
- *                 arrive: [u32 tile index][u32 CRC-32 of the index and map][map bytes], host
- *                 byte order, not fsynced one by one. After a crash the intact records are read
- *                 back and the first torn or corrupt one is cut off with everything after it.
+ *   - heat.bin:   the heatmaps of the inferred tiles, appended as results arrive: a record file
+ *                 (stages/runtime/recfile) of kind HEAT, version 1, one record per tile
+ *                 [tile index u32 LE][map bytes], not fsynced one by one. After a crash the
+ *                 intact records are read back and the first torn or corrupt one is cut off
+ *                 with everything after it. A heat.bin of an earlier build (no header; records
+ *                 [index][CRC-32][map] in host order) is converted when its slide is adopted.
  * A slide's folder goes when its verdict does (gs_spool_retire), or, for a slide failed as
  * poison, moves to poison/<slide id> for an operator to look at (gs_spool_poison).
  *

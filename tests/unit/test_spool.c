@@ -11,16 +11,21 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "daemon/service/journal.h"
 #include "daemon/service/spool.h"
 #include "ops/error.h"
+#include "stages/runtime/recfile.h"
 
 /* The spool as a crash leaves it, without a coordinator: files written, cut short or damaged
  * by hand, then opened again. */
 
 static const char *ID = "00000000000000aa";
 #define MAP 16 /* a 4 x 4 heatmap */
-#define REC (8 + MAP)
+/* heat.bin: the record file's header, then per tile a frame (length, CRC) and the payload
+ * [index u32 LE][map]. */
+#define HDR GS_RECFILE_HEADER_LEN
+#define REC (GS_RECFILE_FRAME_LEN + 4 + MAP)
+/* An earlier build's record: [index][CRC-32 of index and map][map], host order, no header. */
+#define OLD_REC (8 + MAP)
 
 typedef struct {
     char dir[64];
@@ -252,7 +257,7 @@ static void write_heat(fixture *f, uint32_t n)
     }
     gs_spool_heat_destroy(&h);
     assert_null(h);
-    assert_int_equal(size_of(f, "00000000000000aa/heat.bin"), (long)n * REC);
+    assert_int_equal(size_of(f, "00000000000000aa/heat.bin"), HDR + (long)n * REC);
 }
 
 static void expect_records(const seen *s, uint32_t first, size_t n)
@@ -266,30 +271,73 @@ static void expect_records(const seen *s, uint32_t first, size_t n)
     }
 }
 
-/* The records on disk are [u32 index][u32 CRC-32 of index and map][map], nothing else: the
- * format a coordinator of the previous version wrote and the next one must read. */
+static uint32_t get_le(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* heat.bin on disk: a record file of kind HEAT, version 1, records [index u32 LE][map]
+ * (stages/runtime/recfile frames them): the format the next coordinator must read. */
 static void heat_format_on_disk(void **state)
 {
     fixture *f = *state;
     write_heat(f, 2);
     char p[PATH_MAX];
     path_of(f, "00000000000000aa/heat.bin", p, sizeof p);
-    uint8_t raw[2 * REC];
+    uint8_t raw[HDR + 2 * REC];
     FILE *fp = fopen(p, "rb");
     assert_non_null(fp);
     assert_int_equal(fread(raw, 1, sizeof raw, fp), sizeof raw);
     fclose(fp);
+    assert_memory_equal(raw, "GSRFHEAT", 8);
+    assert_int_equal(get_le(raw + 8), 1);
     for (uint32_t i = 0; i < 2; i++) {
-        const uint8_t *r = raw + i * REC;
-        uint32_t idx, crc, want_idx = 10 + i;
+        const uint8_t *r = raw + HDR + i * REC;
         uint8_t map[MAP];
-        memcpy(&idx, r, 4);
-        memcpy(&crc, r + 4, 4);
-        map_of(want_idx, map);
-        assert_int_equal(idx, want_idx);
-        assert_memory_equal(r + 8, map, MAP);
-        assert_int_equal(crc, gs_journal_crc32(gs_journal_crc32(0, &want_idx, 4), map, MAP));
+        map_of(10 + i, map);
+        assert_int_equal(get_le(r), 4 + MAP);
+        assert_int_equal(get_le(r + 4), gs_crc32(gs_crc32(0, r, 4), r + 8, 4 + MAP));
+        assert_int_equal(get_le(r + 8), 10 + i);
+        assert_memory_equal(r + 12, map, MAP);
     }
+}
+
+/* A heat.bin an earlier build wrote (no header, host order, its own CRC) is read when its
+ * slide is adopted after an upgrade, up to a torn tail, and converted; appends follow. */
+static void heat_old_format_is_converted(void **state)
+{
+    fixture *f = *state;
+    plan_buf b;
+    make_plan(&b, 512);
+    assert_int_equal(gs_spool_plan_write(f->s, ID, &b.p, NULL), 0);
+    uint8_t old[3 * OLD_REC];
+    for (uint32_t i = 0; i < 3; i++) {
+        uint8_t *r = old + i * OLD_REC;
+        uint32_t idx = 10 + i;
+        map_of(idx, r + 8);
+        uint32_t crc = gs_crc32(gs_crc32(0, &idx, 4), r + 8, MAP);
+        memcpy(r, &idx, 4);
+        memcpy(r + 4, &crc, 4);
+    }
+    /* two whole records and a torn third */
+    put_file(f, "00000000000000aa/heat.bin", old, 2 * OLD_REC + 5);
+
+    seen s = {0};
+    gs_spool_heat *h = gs_spool_heat_open(f->s, ID, MAP, 1, collect, &s);
+    if (!h)
+        fail_msg("%s", gs_error_get());
+    expect_records(&s, 10, 2);
+    uint8_t map[MAP];
+    map_of(12, map);
+    assert_int_equal(gs_spool_heat_append(h, 12, map), 0);
+    gs_spool_heat_destroy(&h);
+    assert_int_equal(size_of(f, "00000000000000aa/heat.bin"), HDR + 3 * REC);
+
+    memset(&s, 0, sizeof s);
+    h = gs_spool_heat_open(f->s, ID, MAP, 1, collect, &s);
+    assert_non_null(h);
+    expect_records(&s, 10, 3);
+    gs_spool_heat_destroy(&h);
 }
 
 /* A crash in the middle of an append: the whole records come back, the torn one is cut off,
@@ -298,13 +346,13 @@ static void heat_torn_tail_is_cut(void **state)
 {
     fixture *f = *state;
     write_heat(f, 5);
-    cut_file(f, "00000000000000aa/heat.bin", 4 * REC + 5);
+    cut_file(f, "00000000000000aa/heat.bin", HDR + 4 * REC + 5);
 
     seen s = {0};
     gs_spool_heat *h = gs_spool_heat_open(f->s, ID, MAP, 1, collect, &s);
     assert_non_null(h);
     expect_records(&s, 10, 4);
-    assert_int_equal(size_of(f, "00000000000000aa/heat.bin"), 4 * REC);
+    assert_int_equal(size_of(f, "00000000000000aa/heat.bin"), HDR + 4 * REC);
     uint8_t map[MAP];
     map_of(14, map);
     assert_int_equal(gs_spool_heat_append(h, 14, map), 0);
@@ -315,7 +363,7 @@ static void heat_torn_tail_is_cut(void **state)
     assert_non_null(h);
     expect_records(&s, 10, 5);
     gs_spool_heat_destroy(&h);
-    assert_int_equal(size_of(f, "00000000000000aa/heat.bin"), 5 * REC);
+    assert_int_equal(size_of(f, "00000000000000aa/heat.bin"), HDR + 5 * REC);
 }
 
 /* A damaged record ends what can be trusted: the records before it come back, it and every
@@ -324,23 +372,23 @@ static void heat_flipped_byte_cuts_from_there(void **state)
 {
     fixture *f = *state;
     write_heat(f, 5);
-    flip_byte(f, "00000000000000aa/heat.bin", 2 * REC + 8 + 3); /* record 2's map */
+    flip_byte(f, "00000000000000aa/heat.bin", HDR + 2 * REC + 12 + 3); /* record 2's map */
 
     seen s = {0};
     gs_spool_heat *h = gs_spool_heat_open(f->s, ID, MAP, 1, collect, &s);
     assert_non_null(h);
     expect_records(&s, 10, 2);
     gs_spool_heat_destroy(&h);
-    assert_int_equal(size_of(f, "00000000000000aa/heat.bin"), 2 * REC);
+    assert_int_equal(size_of(f, "00000000000000aa/heat.bin"), HDR + 2 * REC);
 
     /* a damaged index is caught the same way */
-    flip_byte(f, "00000000000000aa/heat.bin", 1 * REC + 0);
+    flip_byte(f, "00000000000000aa/heat.bin", HDR + 1 * REC + 8);
     memset(&s, 0, sizeof s);
     h = gs_spool_heat_open(f->s, ID, MAP, 1, collect, &s);
     assert_non_null(h);
     expect_records(&s, 10, 1);
     gs_spool_heat_destroy(&h);
-    assert_int_equal(size_of(f, "00000000000000aa/heat.bin"), 1 * REC);
+    assert_int_equal(size_of(f, "00000000000000aa/heat.bin"), HDR + 1 * REC);
 }
 
 /* A slide planned afresh (not adopted) starts an empty heat.bin whatever was there. */
@@ -352,7 +400,7 @@ static void heat_fresh_open_discards(void **state)
     gs_spool_heat *h = gs_spool_heat_open(f->s, ID, MAP, 0, collect, &s);
     assert_non_null(h);
     assert_int_equal(s.n, 0);
-    assert_int_equal(size_of(f, "00000000000000aa/heat.bin"), 0);
+    assert_int_equal(size_of(f, "00000000000000aa/heat.bin"), HDR);
     gs_spool_heat_destroy(&h);
 
     /* no folder (no plan yet): an error naming the file, nothing created */
@@ -403,7 +451,7 @@ static void poison_moves_the_folder_whole(void **state)
     assert_false(exists(f, "00000000000000aa"));
     assert_true(exists(f, "poison/00000000000000aa/plan.pb"));
     assert_true(exists(f, "poison/00000000000000aa/ledger.bin"));
-    assert_int_equal(size_of(f, "poison/00000000000000aa/heat.bin"), 2 * REC);
+    assert_int_equal(size_of(f, "poison/00000000000000aa/heat.bin"), HDR + 2 * REC);
 
     /* poisoned again (a later attempt) while the first is still kept: left in place */
     write_heat(f, 1);
@@ -411,7 +459,7 @@ static void poison_moves_the_folder_whole(void **state)
     assert_int_equal(gs_spool_poison(f->s, ID), -1);
     assert_non_null(strstr(gs_error_get(), "poison/00000000000000aa"));
     assert_true(exists(f, "00000000000000aa/heat.bin"));
-    assert_int_equal(size_of(f, "poison/00000000000000aa/heat.bin"), 2 * REC);
+    assert_int_equal(size_of(f, "poison/00000000000000aa/heat.bin"), HDR + 2 * REC);
 }
 
 static void names_cannot_leave_the_spool(void **state)
@@ -441,6 +489,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(plan_written_then_read_back, setup, teardown),
         cmocka_unit_test_setup_teardown(plan_missing_or_damaged_is_an_error, setup, teardown),
         cmocka_unit_test_setup_teardown(heat_format_on_disk, setup, teardown),
+        cmocka_unit_test_setup_teardown(heat_old_format_is_converted, setup, teardown),
         cmocka_unit_test_setup_teardown(heat_torn_tail_is_cut, setup, teardown),
         cmocka_unit_test_setup_teardown(heat_flipped_byte_cuts_from_there, setup, teardown),
         cmocka_unit_test_setup_teardown(heat_fresh_open_discards, setup, teardown),
