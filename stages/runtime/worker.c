@@ -1,4 +1,5 @@
 #include "stages/runtime/worker.h"
+#include "stages/runtime/worker_internal.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -21,84 +22,10 @@
 #define GS_VERSION ""
 #endif
 
-/* Stats windows: rates and busy fraction are over the last 10 s (StageStats). */
-#define STATS_WINDOW_US (10LL * 1000 * 1000)
-#define SAMPLES 64
 /* A hello that could not be sent (no connection yet: ZMQ_IMMEDIATE) is retried this often. */
 #define HELLO_RETRY_US (100 * 1000)
 /* The loop wakes at least this often to notice the stop flag between signals. */
 #define MAX_POLL_MS 100
-
-enum job_state { JOB_QUEUED, JOB_RUNNING, JOB_DONE };
-
-typedef struct result_buf {
-    struct result_buf *next;
-    uint8_t *data;
-    size_t len;
-    uint64_t generation;
-} result_buf;
-
-struct gs_worker_job {
-    gs_worker *w; /* NULL for a local job */
-    Gastroscreen__V1__WorkMessage *msg;
-    char slide_id[GS_SLIDE_ID_LEN + 1];
-    uint32_t attempt;
-    uint64_t job_id;
-    Gastroscreen__V1__JobKind kind;
-    uint64_t generation;
-    enum job_state state;
-    int thread;
-    atomic_int stopping;
-    atomic_uint_fast64_t items;
-    int rc;
-    int64_t started_us;
-    int handed_back;
-    uint32_t *unsent;
-    size_t n_unsent;
-    struct gs_worker_job *next;
-    /* tile stages: the batch, validated, pixels in place */
-    gs_inbound *tiles;
-    size_t n_tiles;
-    /* local jobs: results unpacked */
-    Gastroscreen__V1__WorkMessage **results;
-    size_t n_results;
-};
-
-typedef struct {
-    int64_t t_us;
-    uint64_t progress;
-    uint64_t busy_us;
-} sample;
-
-struct gs_worker {
-    gs_worker_config cfg;
-    char endpoint[1024], instance[64], version[64], tile_inbox[1024], host[256], id[512];
-    Gastroscreen__V1__ModelProvenance *model; /* unpacked copy, or NULL */
-    void *ctx;
-    int own_ctx;
-    gs_transport *dealer;
-    gs_transport *inbox; /* tile stages */
-    int efd;
-    pthread_t *threads;
-    int nthreads;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    /* Under mu: */
-    gs_worker_job *jobs; /* every job in hand: queued, running, finished but not reaped */
-    result_buf *res_head, *res_tail;
-    int shutdown;
-    uint64_t busy_us_done;
-    /* Main thread only: */
-    uint64_t generation;
-    gs_worker_job *handed; /* jobs to list in the goodbye */
-    uint64_t progress, errors, malformed, wrong_type, dropped_jobs;
-    int64_t started_unix_ms;
-    sample samples[SAMPLES];
-    int nsamples;
-    char coordinator_id[128];
-    int welcomed;
-    int heartbeat_ms, liveness;
-};
 
 /* One log line of the worker (stages/runtime/log: under journald with STAGE and, when slide is not
  * NULL, SLIDE_ID). */
@@ -122,9 +49,7 @@ static void logf_w(const gs_worker *w, const char *fmt, ...)
 }
 
 /* A line about one slide (carries SLIDE_ID under journald). */
-static void logf_slide(const gs_worker *w, const char *slide, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void logf_slide(const gs_worker *w, const char *slide, const char *fmt, ...)
+void worker_log_slide(const gs_worker *w, const char *slide, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -168,284 +93,6 @@ static Gastroscreen__V1__WorkMessage__BodyCase stage_job_body(Gastroscreen__V1__
     default:
         return GASTROSCREEN__V1__WORK_MESSAGE__BODY__NOT_SET;
     }
-}
-
-/* ---- jobs ------------------------------------------------------------------------------- */
-
-/* The JobKind of a job body (JobRef.kind in heartbeats and hand-backs), or UNSPECIFIED for a
- * body that is not a job. */
-static Gastroscreen__V1__JobKind job_kind(Gastroscreen__V1__WorkMessage__BodyCase body)
-{
-    switch (body) {
-    case GASTROSCREEN__V1__WORK_MESSAGE__BODY_PLAN_JOB:
-        return GASTROSCREEN__V1__JOB_KIND__JOB_KIND_PLAN;
-    case GASTROSCREEN__V1__WORK_MESSAGE__BODY_TILE_JOB:
-        return GASTROSCREEN__V1__JOB_KIND__JOB_KIND_TILES;
-    case GASTROSCREEN__V1__WORK_MESSAGE__BODY_SCREEN_TASK:
-        return GASTROSCREEN__V1__JOB_KIND__JOB_KIND_SCREEN;
-    case GASTROSCREEN__V1__WORK_MESSAGE__BODY_REPORT_JOB:
-        return GASTROSCREEN__V1__JOB_KIND__JOB_KIND_REPORT;
-    default:
-        return GASTROSCREEN__V1__JOB_KIND__JOB_KIND_UNSPECIFIED;
-    }
-}
-
-/* Takes the fence and kind out of a job envelope; -1 with the error when it is not a job or
- * its fence is malformed (PROTOCOL.md §14 step 6). */
-static int job_identity(const Gastroscreen__V1__WorkMessage *m, gs_worker_job *j)
-{
-    Gastroscreen__V1__JobKind kind = job_kind(m->body_case);
-    if (kind == GASTROSCREEN__V1__JOB_KIND__JOB_KIND_UNSPECIFIED)
-        return gs_error_set("not a job (body %d)", (int)m->body_case);
-    j->kind = kind;
-    gs_fence f;
-    gs_fence_of(&m->base, &f);
-    if (!gs_slide_id_ok(f.slide_id))
-        return gs_error_set("job without a well-formed slide_id");
-    if (f.attempt < 1)
-        return gs_error_set("job without an attempt");
-    snprintf(j->slide_id, sizeof j->slide_id, "%s", f.slide_id);
-    j->attempt = f.attempt;
-    j->job_id = f.job_id;
-    return 0;
-}
-
-/* A job owning a copy of `m` (packed and unpacked again: protobuf-c has no deep copy). */
-static gs_worker_job *job_new(const Gastroscreen__V1__WorkMessage *m)
-{
-    gs_worker_job *j = calloc(1, sizeof *j);
-    if (!j)
-        return NULL;
-    size_t len = protobuf_c_message_get_packed_size(&m->base);
-    uint8_t *buf = malloc(len ? len : 1);
-    if (!buf) {
-        free(j);
-        return NULL;
-    }
-    protobuf_c_message_pack(&m->base, buf);
-    j->msg = gastroscreen__v1__work_message__unpack(NULL, len, buf);
-    free(buf);
-    if (!j->msg) {
-        free(j);
-        return NULL;
-    }
-    atomic_init(&j->stopping, 0);
-    atomic_init(&j->items, 0);
-    return j;
-}
-
-static void job_free(gs_worker_job *j)
-{
-    if (!j)
-        return;
-    for (size_t i = 0; i < j->n_tiles; i++)
-        gs_inbound_release(&j->tiles[i]);
-    free(j->tiles);
-    if (j->msg)
-        gastroscreen__v1__work_message__free_unpacked(j->msg, NULL);
-    for (size_t i = 0; i < j->n_results; i++)
-        gastroscreen__v1__work_message__free_unpacked(j->results[i], NULL);
-    free(j->results);
-    free(j->unsent);
-    free(j);
-}
-
-const Gastroscreen__V1__WorkMessage *gs_worker_job_message(const gs_worker_job *j)
-{
-    return j->msg;
-}
-
-size_t gs_worker_job_tile_count(const gs_worker_job *j)
-{
-    return j->n_tiles;
-}
-
-const Gastroscreen__V1__TileHeader *gs_worker_job_tile(const gs_worker_job *j, size_t i,
-                                                       const uint8_t **pixels, size_t *len)
-{
-    GS_ASSERT(i < j->n_tiles);
-    if (pixels)
-        *pixels = j->tiles[i].pixels;
-    if (len)
-        *len = j->tiles[i].pixels_len;
-    return j->tiles[i].msg.tile->tile;
-}
-
-const char *gs_worker_job_worker_id(const gs_worker_job *j)
-{
-    return j->w ? j->w->id : "";
-}
-
-int gs_worker_job_thread(const gs_worker_job *j)
-{
-    return j->thread;
-}
-
-int gs_worker_job_stopping(const gs_worker_job *j)
-{
-    return atomic_load(&((gs_worker_job *)j)->stopping);
-}
-
-void gs_worker_job_progress(gs_worker_job *j, uint64_t items)
-{
-    atomic_fetch_add(&j->items, items);
-}
-
-int gs_worker_job_hand_back(gs_worker_job *j, const uint32_t *unsent, size_t n)
-{
-    uint32_t *copy = NULL;
-    if (n) {
-        copy = malloc(n * sizeof *copy);
-        if (!copy)
-            return gs_error_set("out of memory handing back %zu tiles", n);
-        memcpy(copy, unsent, n * sizeof *copy);
-    }
-    /* The main loop may be reading the list for a goodbye at the end of the grace period. */
-    if (j->w)
-        pthread_mutex_lock(&j->w->mu);
-    free(j->unsent);
-    j->unsent = copy;
-    j->n_unsent = n;
-    j->handed_back = 1;
-    if (j->w)
-        pthread_mutex_unlock(&j->w->mu);
-    return 0;
-}
-
-static void notify(gs_worker *w)
-{
-    uint64_t one = 1;
-    ssize_t r = write(w->efd, &one, sizeof one);
-    (void)r; /* the counter saturating still leaves the fd readable */
-}
-
-int gs_worker_job_emit(gs_worker_job *j, const Gastroscreen__V1__WorkMessage *result)
-{
-    size_t len = protobuf_c_message_get_packed_size(&result->base);
-    uint8_t *buf = malloc(len ? len : 1);
-    if (!buf)
-        return gs_error_set("out of memory for a %zu-byte result", len);
-    protobuf_c_message_pack(&result->base, buf);
-    if (!j->w) {
-        Gastroscreen__V1__WorkMessage *copy =
-            gastroscreen__v1__work_message__unpack(NULL, len, buf);
-        free(buf);
-        Gastroscreen__V1__WorkMessage **grown =
-            copy ? realloc(j->results, (j->n_results + 1) * sizeof *grown) : NULL;
-        if (!grown) {
-            if (copy)
-                gastroscreen__v1__work_message__free_unpacked(copy, NULL);
-            return gs_error_set("out of memory for a result");
-        }
-        j->results = grown;
-        j->results[j->n_results++] = copy;
-        return 0;
-    }
-    result_buf *r = malloc(sizeof *r);
-    if (!r) {
-        free(buf);
-        return gs_error_set("out of memory for a result");
-    }
-    *r = (result_buf){NULL, buf, len, j->generation};
-    gs_worker *w = j->w;
-    pthread_mutex_lock(&w->mu);
-    if (w->res_tail)
-        w->res_tail->next = r;
-    else
-        w->res_head = r;
-    w->res_tail = r;
-    pthread_mutex_unlock(&w->mu);
-    notify(w);
-    return 0;
-}
-
-gs_worker_job *gs_worker_job_run_local(gs_worker_handler *handler, void *ud,
-                                       const Gastroscreen__V1__WorkMessage *message,
-                                       const char *worker_id, int *rc)
-{
-    (void)worker_id;
-    gs_worker_job *j = job_new(message);
-    if (!j) {
-        gs_error_set("out of memory for a job");
-        return NULL;
-    }
-    job_identity(j->msg, j); /* fence fields for the handler's convenience; not enforced */
-    j->state = JOB_RUNNING;
-    *rc = handler(j, ud);
-    j->state = JOB_DONE;
-    return j;
-}
-
-size_t gs_worker_job_result_count(const gs_worker_job *j)
-{
-    return j->n_results;
-}
-
-const Gastroscreen__V1__WorkMessage *gs_worker_job_result(const gs_worker_job *j, size_t i)
-{
-    GS_ASSERT(i < j->n_results);
-    return j->results[i];
-}
-
-int gs_worker_job_handed_back(const gs_worker_job *j, const uint32_t **unsent, size_t *n)
-{
-    *unsent = j->unsent;
-    *n = j->n_unsent;
-    return j->handed_back;
-}
-
-void gs_worker_job_destroy_local(gs_worker_job **j)
-{
-    if (!j || !*j)
-        return;
-    job_free(*j);
-    *j = NULL;
-}
-
-/* ---- handler threads --------------------------------------------------------------------- */
-
-typedef struct {
-    gs_worker *w;
-    int index;
-} thread_arg;
-
-static void *handler_thread(void *p)
-{
-    thread_arg *a = p;
-    gs_worker *w = a->w;
-    int index = a->index;
-    free(a);
-    if (w->cfg.omp_threads > 0)
-        omp_set_num_threads(w->cfg.omp_threads); /* this thread's setting only */
-    pthread_mutex_lock(&w->mu);
-    for (;;) {
-        gs_worker_job *j = NULL;
-        for (gs_worker_job *k = w->jobs; k; k = k->next)
-            if (k->state == JOB_QUEUED)
-                j = k; /* the list is newest first: take the oldest */
-        if (!j) {
-            if (w->shutdown)
-                break;
-            pthread_cond_wait(&w->cv, &w->mu);
-            continue;
-        }
-        j->state = JOB_RUNNING;
-        j->thread = index;
-        j->started_us = gs_mono_us();
-        pthread_mutex_unlock(&w->mu);
-        gs_error_clear();
-        int rc = w->cfg.handler(j, w->cfg.handler_ud);
-        if (rc < 0)
-            logf_slide(w, j->slide_id, "job %" PRIu64 " of slide %s failed: %s", j->job_id,
-                       j->slide_id, gs_error_get());
-        pthread_mutex_lock(&w->mu);
-        j->rc = rc;
-        j->state = JOB_DONE;
-        w->busy_us_done += (uint64_t)(gs_mono_us() - j->started_us);
-        notify(w);
-    }
-    pthread_mutex_unlock(&w->mu);
-    return NULL;
 }
 
 /* ---- the worker -------------------------------------------------------------------------- */
@@ -585,7 +232,7 @@ gs_worker *gs_worker_new(const gs_worker_config *c)
         for (int i = 0; i < c->threads; i++) {
             thread_arg *a = malloc(sizeof *a);
             if (!a || (a->w = w, a->index = i,
-                       pthread_create(&w->threads[i], NULL, handler_thread, a) != 0)) {
+                       pthread_create(&w->threads[i], NULL, worker_handler_thread, a) != 0)) {
                 free(a);
                 gs_error_set("cannot start handler thread %d", i);
                 goto stop_threads;
@@ -640,12 +287,12 @@ void gs_worker_destroy(gs_worker **wp)
     free(w->threads);
     while (w->jobs) {
         gs_worker_job *n = w->jobs->next;
-        job_free(w->jobs);
+        worker_job_free(w->jobs);
         w->jobs = n;
     }
     while (w->handed) {
         gs_worker_job *n = w->handed->next;
-        job_free(w->handed);
+        worker_job_free(w->handed);
         w->handed = n;
     }
     while (w->res_head) {
@@ -910,7 +557,7 @@ static int reap_jobs(gs_worker *w)
             j->next = w->handed;
             w->handed = j;
         } else {
-            job_free(j);
+            worker_job_free(j);
         }
         finished += current;
     }
@@ -928,7 +575,7 @@ static void abandon_jobs(gs_worker *w)
         gs_worker_job *j = *pp;
         if (j->state == JOB_QUEUED) {
             *pp = j->next;
-            job_free(j);
+            worker_job_free(j);
             continue;
         }
         atomic_store(&j->stopping, 1);
@@ -945,16 +592,16 @@ static void take_job(gs_worker *w, const Gastroscreen__V1__WorkMessage *m, int s
         logf_w(w, "dropped a job of the wrong stage (body %d)", (int)m->body_case);
         return;
     }
-    gs_worker_job *j = job_new(m);
+    gs_worker_job *j = worker_job_new(m);
     if (!j) {
         w->dropped_jobs++;
         logf_w(w, "out of memory: dropped a job");
         return;
     }
-    if (job_identity(j->msg, j) < 0) {
+    if (worker_job_identity(j->msg, j) < 0) {
         w->malformed++;
         logf_w(w, "dropped a malformed job: %s", gs_error_get());
-        job_free(j);
+        worker_job_free(j);
         return;
     }
     j->w = w;
@@ -971,11 +618,11 @@ static void take_job(gs_worker *w, const Gastroscreen__V1__WorkMessage *m, int s
      * per thread beyond the slots. More than that is a coordinator ignoring the credit. */
     if (jobs_in_hand(w) >= 2 * w->cfg.threads) {
         w->dropped_jobs++;
-        logf_slide(w, j->slide_id,
-                   "dropped job %" PRIu64 " of slide %s: no free slot (the coordinator's "
-                   "deadline re-sends it)",
-                   j->job_id, j->slide_id);
-        job_free(j);
+        worker_log_slide(w, j->slide_id,
+                         "dropped job %" PRIu64 " of slide %s: no free slot (the coordinator's "
+                         "deadline re-sends it)",
+                         j->job_id, j->slide_id);
+        worker_job_free(j);
         return;
     }
     pthread_mutex_lock(&w->mu);
@@ -1039,7 +686,7 @@ static void take_tiles(gs_worker *w)
         j->n_tiles++;
     }
     if (j->n_tiles == 0) {
-        job_free(j);
+        worker_job_free(j);
         return;
     }
     const Gastroscreen__V1__TileHeader *first = j->tiles[0].msg.tile->tile;
