@@ -1,7 +1,9 @@
 # stages/runtime: transport (ZeroMQ sockets, framing, validation), the generic worker loop and
 # the log lines (journald fields, the JOURNAL_STREAM check, plain stderr).
 gs_cmocka_test(test_transport unit SOURCES unit/test_transport.c LIBS gs_stages)
-gs_cmocka_test(test_worker unit SOURCES unit/test_worker.c LIBS gs_stages)
+gs_cmocka_test(test_worker unit SOURCES unit/test_worker.c unit/fake_coordinator.c LIBS gs_stages)
+gs_cmocka_test(test_worker_stages unit SOURCES unit/test_worker_stages.c unit/fake_coordinator.c
+               LIBS gs_stages)
 gs_cmocka_test(test_log unit SOURCES unit/test_log.c LIBS gs_stages)
 gs_cmocka_test(test_decision unit SOURCES unit/test_decision.c LIBS gs_stages)
 # File helpers (mkdir -p, atomic writes, whole-file reads, clocks) and the CRC record files.
