@@ -228,8 +228,8 @@ uint8_t *gs_read_file(const char *path, size_t max_len, size_t *len)
             break;
         n += (size_t)r;
         if (n > max_len) {
-            errno = EFBIG;
             gs_error_set("%s: larger than %zu bytes", path, max_len);
+            errno = EFBIG; /* after the message: formatting it may change errno */
             goto fail_free;
         }
     }

@@ -505,8 +505,15 @@ int gs_recfile_rewrite(gs_recfile *f, gs_recfile_keep_fn keep, void *ud, uint64_
     int rc = -1;
     if (walk(f, 1, rewrite_visit, NULL, &c, NULL) != 0)
         goto out_free;
-    if (gs_write_atomic(f->path, c.out, c.w, st.st_mode & 07777) != 0)
-        goto out_free;
+    int unsynced = 0;
+    if (gs_write_atomic(f->path, c.out, c.w, st.st_mode & 07777) != 0) {
+        /* gs_write_atomic fails after the rename too (the folder's fsync): then the path is
+         * the new file already, and appends must not go on into the unlinked old one. */
+        struct stat now;
+        if (stat(f->path, &now) != 0 || now.st_ino == st.st_ino)
+            goto out_free;
+        unsynced = 1;
+    }
     /* The old descriptor now refers to the replaced file: appends must go to the new one. */
     close(f->fd);
     f->fd = open(f->path, O_RDWR | O_CLOEXEC);
@@ -519,7 +526,7 @@ int gs_recfile_rewrite(gs_recfile *f, gs_recfile_keep_fn keep, void *ud, uint64_
     f->intact_end = c.w;
     if (kept)
         *kept = c.kept;
-    rc = 0;
+    rc = unsynced ? -1 : 0; /* the message of gs_write_atomic stands */
 out_free:
     free(c.out);
     return rc;

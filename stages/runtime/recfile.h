@@ -116,7 +116,9 @@ int gs_recfile_cut_tail(gs_recfile *f, uint64_t *cut);
 
 /* Replaces the file (through gs_write_atomic) with its header and the intact records, found
  * as gs_recfile_salvage finds them, for which keep (NULL: keep all) says 1, in order.
- * *kept (may be NULL) gets their number. On -1 (error set) the file is unchanged. */
+ * *kept (may be NULL) gets their number. On -1 (error set) the file is unchanged, or, when
+ * only the folder's fsync after the rename failed, replaced and reopened: either way later
+ * appends go to the file the path names. */
 int gs_recfile_rewrite(gs_recfile *f, gs_recfile_keep_fn keep, void *ud, uint64_t *kept);
 
 /* Appends one record of len bytes (len <= max_record; 0 is allowed), written completely,
