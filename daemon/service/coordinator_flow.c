@@ -389,13 +389,13 @@ static int tiles_settled(gs_coordinator *c, slide_rt *rt)
 /* Activates a slide in flight (new, or resumed after a restart). */
 static int activate(gs_coordinator *c, const gs_slide_info *info)
 {
-    slide_rt *rt = calloc(1, sizeof *rt);
     slide_rt **na = realloc(c->active, (c->n_active + 1) * sizeof *na);
-    if (!rt || !na) {
-        free(rt);
+    if (!na)
         return gs_error_set("coordinator: out of memory");
-    }
-    c->active = na;
+    c->active = na; /* even if the calloc fails: the old block may be gone */
+    slide_rt *rt = calloc(1, sizeof *rt);
+    if (!rt)
+        return gs_error_set("coordinator: out of memory");
     c->active[c->n_active++] = rt;
     snprintf(rt->id, sizeof rt->id, "%s", info->slide_id);
     rt->attempt = info->attempt;

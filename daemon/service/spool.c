@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "ops/error.h"
+#include "proto/vocab.h"
 #include "stages/runtime/fileio.h"
 #include "stages/runtime/recfile.h"
 
@@ -35,7 +36,7 @@
 
 /* Room for "/<slide>/<file>.tmp" after the spool folder, so that a path built from a valid id
  * never needs checking for length below. */
-#define SLIDE_PATH_ROOM (2 * GS_SPOOL_NAME_MAX)
+#define SLIDE_PATH_ROOM 128
 
 struct gs_spool {
     char dir[PATH_MAX - SLIDE_PATH_ROOM];
@@ -47,25 +48,13 @@ struct gs_spool_heat {
     uint8_t *rec; /* one record's payload: index + map */
 };
 
-/* A slide id becomes a folder name: nothing that could climb out of the spool or into
- * poison/ by accident. */
-static int name_ok(const char *slide)
-{
-    if (!slide || !slide[0] || strnlen(slide, GS_SPOOL_NAME_MAX + 1) > GS_SPOOL_NAME_MAX)
-        return 0;
-    for (const char *p = slide; *p; p++)
-        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
-              *p == '-' || *p == '_'))
-            return 0;
-    return 1;
-}
-
 /* <spool>/<slide>[/<file>] in out. The spool folder's length is bounded at gs_spool_new and
- * the id's by name_ok, so only a caller's short buffer can make this fail. */
+ * the id's by gs_slide_id_ok (which also keeps a name from leaving the spool or naming
+ * poison/), so only a caller's short buffer can make this fail. */
 static int slide_path(const gs_spool *s, const char *slide, const char *file, char *out, size_t n)
 {
-    if (!name_ok(slide))
-        return gs_error_set("spool: \"%.*s\" is not a slide id", GS_SPOOL_NAME_MAX,
+    if (!gs_slide_id_ok(slide))
+        return gs_error_set("spool: \"%.*s\" is not a slide id", GS_SLIDE_ID_LEN + 1,
                             slide ? slide : "");
     if ((size_t)snprintf(out, n, "%s/%s%s%s", s->dir, slide, file ? "/" : "", file ? file : "") >=
         n)
@@ -221,6 +210,42 @@ static long heat_legacy_load(const char *path, size_t map_bytes, uint8_t **recs)
     return (long)n;
 }
 
+/* Converts an earlier build's heat.bin at path into a record file, atomically: the intact
+ * records go into a temporary record file that replaces path only once it is on disk, so a
+ * crash leaves either file whole. Returns 0 or -1 with the error set. */
+static int heat_convert(const char *path, size_t map_bytes, const gs_recfile_options *o)
+{
+    uint8_t *recs = NULL;
+    long n = heat_legacy_load(path, map_bytes, &recs);
+    if (n < 0)
+        return -1;
+    char tmp[PATH_MAX + 16];
+    snprintf(tmp, sizeof tmp, "%s.convert" GS_TMP_SUFFIX, path);
+    unlink(tmp);
+    int rc = -1;
+    gs_recfile *f = gs_recfile_open(tmp, o);
+    if (!f)
+        goto free_recs;
+    for (long i = 0; i < n; i++)
+        if (gs_recfile_append(f, recs + (size_t)i * (HEAT_INDEX_LEN + map_bytes),
+                              HEAT_INDEX_LEN + map_bytes, 0) != 0)
+            goto close_tmp;
+    if (gs_recfile_sync(f) != 0)
+        goto close_tmp;
+    if (rename(tmp, path) != 0) {
+        gs_error_set("%s: cannot rename %s into place: %s", path, tmp, strerror(errno));
+        goto close_tmp;
+    }
+    rc = gs_fsync_parent(path);
+close_tmp:
+    gs_recfile_destroy(&f);
+    if (rc != 0)
+        unlink(tmp);
+free_recs:
+    free(recs);
+    return rc;
+}
+
 /* heat.bin is not fsynced record by record (as the ledger file): after a crash the intact
  * records give back the heatmaps of the tiles the ledger adopts, and a torn tail is cut before
  * appending (gs_recfile_cut_tail), or every record after it would be unreadable too. */
@@ -228,8 +253,6 @@ gs_spool_heat *gs_spool_heat_open(const gs_spool *s, const char *slide, size_t m
                                   gs_spool_heat_record *on_record, void *ud)
 {
     char path[PATH_MAX];
-    uint8_t *legacy = NULL;
-    long n_legacy = 0;
     gs_spool_heat *h = calloc(1, sizeof *h);
     if (!h) {
         gs_error_set("spool: out of memory");
@@ -250,33 +273,22 @@ gs_spool_heat *gs_spool_heat_open(const gs_spool *s, const char *slide, size_t m
                             .create = 1};
     h->f = gs_recfile_open(path, &o);
     if (!h->f && adopt && errno == EINVAL) {
-        /* Not a record file: an earlier build's heat.bin, read once and written anew. */
-        if ((n_legacy = heat_legacy_load(path, map_bytes, &legacy)) < 0)
+        /* Not a record file: an earlier build's heat.bin, converted once. */
+        if (heat_convert(path, map_bytes, &o) != 0)
             goto free_heat;
-        unlink(path);
         h->f = gs_recfile_open(path, &o);
     }
     if (!h->f)
-        goto free_legacy;
+        goto free_heat;
     heat_scan hs = {.h = h, .on_record = on_record, .ud = ud, .path = path};
     if (adopt && gs_recfile_scan(h->f, heat_visit, &hs, NULL) != 0)
         goto close_file;
     if (gs_recfile_cut_tail(h->f, NULL) != 0)
         goto close_file;
-    for (long i = 0; i < n_legacy; i++) {
-        const uint8_t *r = legacy + (size_t)i * (HEAT_INDEX_LEN + map_bytes);
-        if (on_record)
-            on_record(ud, get_u32le(r), r + HEAT_INDEX_LEN);
-        if (gs_recfile_append(h->f, r, HEAT_INDEX_LEN + map_bytes, 0) != 0)
-            goto close_file;
-    }
-    free(legacy);
     return h;
 
 close_file:
     gs_recfile_destroy(&h->f);
-free_legacy:
-    free(legacy);
 free_heat:
     free(h->rec);
     free(h);

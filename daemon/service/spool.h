@@ -16,9 +16,9 @@
  * A slide's folder goes when its verdict does (gs_spool_retire), or, for a slide failed as
  * poison, moves to poison/<slide id> for an operator to look at (gs_spool_poison).
  *
- * Nothing here knows the coordinator: every function takes the spool and a slide id (letters,
- * digits, '-' and '_', at most GS_SPOOL_NAME_MAX characters; anything else is refused, so a
- * name can never leave the folder). Functions return 0 / a pointer, or -1 / NULL with the
+ * Nothing here knows the coordinator: every function takes the spool and a slide id
+ * (gs_slide_id_ok, proto/vocab; anything else is refused, so a name can never leave the folder
+ * or name poison/). Functions return 0 / a pointer, or -1 / NULL with the
  * error set (ops/error.h) naming the file.
  *
  * Use:
@@ -37,9 +37,6 @@
 #include <stdint.h>
 
 #include "proto/gastroscreen.pb-c.h"
-
-/* The longest slide id the spool takes as a folder name. */
-#define GS_SPOOL_NAME_MAX 64
 
 typedef struct gs_spool gs_spool;
 
