@@ -161,8 +161,11 @@ static void verdict_for_report(gs_coordinator *c, slide_rt *rt, const gs_slide_i
     b->v.score = rt->report_class == GS_VERDICT_NEGATIVE || rt->report_class == GS_VERDICT_POSITIVE
                      ? rt->score
                      : 0.f;
-    b->v.threshold = (float)c->decision.threshold;
-    b->v.threshold_source = (char *)c->decision.threshold_source;
+    /* The threshold that judged the slide (journalled at SCREENED, so a restart with another
+     * config reports it unchanged); for a slide never screened, the coordinator's. */
+    b->v.threshold = info->threshold_source[0] ? info->threshold : (float)c->decision.threshold;
+    b->v.threshold_source =
+        (char *)(info->threshold_source[0] ? info->threshold_source : c->decision.threshold_source);
     b->v.reason = rt->reason;
     b->v.model = &b->mp;
     b->v.n_warnings = rt->n_warn;

@@ -122,8 +122,9 @@ static void fill_status(gs_coordinator *c, const gs_slide_info *info, const gs_s
     b->v.path = (char *)vinfo->path;
     b->v.verdict_class = (Gastroscreen__V1__VerdictClass)vinfo->verdict;
     b->v.score = vinfo->score;
-    b->v.threshold = (float)c->decision.threshold;
-    b->v.threshold_source = (char *)c->decision.threshold_source;
+    b->v.threshold = vinfo->threshold_source[0] ? vinfo->threshold : (float)c->decision.threshold;
+    b->v.threshold_source = (char *)(vinfo->threshold_source[0] ? vinfo->threshold_source
+                                                                : c->decision.threshold_source);
     b->v.reason = (char *)vinfo->reason;
     b->v.model = &b->mp;
     b->v.report = &b->rp;

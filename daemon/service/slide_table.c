@@ -27,6 +27,9 @@ typedef struct {
     int poison; /* FAILED as poison (PROTOCOL.md §12) */
     gs_slide_method foreground_method, blur_method;
     float score, blurred_fraction;
+    /* What judged the score (set at SCREENED; source "" before, or in older records). */
+    float threshold;
+    char threshold_source[GS_SLIDE_SOURCE_MAX + 1];
     gs_slide_tiles tiles;
     int64_t size, mtime_ms, accepted_ms, updated_ms;
     uint64_t last_seq;
@@ -124,7 +127,10 @@ static json_t *record_of(const slide *s)
     if (!tiles || json_object_set_new(r, "tiles", tiles) != 0 ||
         json_object_set_new(r, "foreground_method", json_integer(s->foreground_method)) != 0 ||
         json_object_set_new(r, "blur_method", json_integer(s->blur_method)) != 0 ||
-        json_object_set_new(r, "poison", json_boolean(s->poison)) != 0) {
+        json_object_set_new(r, "poison", json_boolean(s->poison)) != 0 ||
+        (s->threshold_source[0] &&
+         (json_object_set_new(r, "threshold", json_real(s->threshold)) != 0 ||
+          json_object_set_new(r, "threshold_source", json_string(s->threshold_source)) != 0))) {
         json_decref(r);
         return NULL;
     }
@@ -200,6 +206,17 @@ static slide *slide_of(const json_t *r)
         goto fail;
     }
     s->poison = poison ? json_is_true(poison) : gs_poison_by_legacy_reason(verdict, str[5]);
+    /* The threshold that judged, recorded from SCREENED on; absent in older records. */
+    double thr = 0;
+    const char *thr_src = "";
+    if (json_unpack((json_t *)r, "{s?F, s?s}", "threshold", &thr, "threshold_source", &thr_src) !=
+            0 ||
+        !(thr >= 0 && thr <= 1) || strlen(thr_src) > GS_SLIDE_SOURCE_MAX) {
+        gs_error_set("threshold or its source out of range");
+        goto fail;
+    }
+    s->threshold = (float)thr;
+    snprintf(s->threshold_source, sizeof s->threshold_source, "%s", thr_src);
     memcpy(s->id, str[10], GS_SLIDE_ID_LEN);
     char **f[N_STR];
     str_fields(s, f);
@@ -294,8 +311,11 @@ static uint8_t *event_of(const gs_slides *t, const slide *c, event_kind kind, gs
         v.path = (char *)S(c->path);
         v.verdict_class = (Gastroscreen__V1__VerdictClass)c->verdict;
         v.score = c->score;
-        v.threshold = t->o.threshold;
-        v.threshold_source = (char *)S(t->o.threshold_source);
+        /* The threshold that judged the slide; a slide never screened (or screened by a build
+         * that did not record it) carries the table's. */
+        v.threshold = c->threshold_source[0] ? c->threshold : t->o.threshold;
+        v.threshold_source =
+            (char *)(c->threshold_source[0] ? c->threshold_source : S(t->o.threshold_source));
         v.reason = (char *)S(c->reason);
         v.model = &mp;
         v.report = &rp;
@@ -697,6 +717,10 @@ int gs_slides_screened(gs_slides *t, const char *slide_id, uint32_t attempt, flo
     c.state = GS_SLIDE_SCREENED;
     c.score = score;
     c.verdict = score > t->o.threshold ? GS_VERDICT_POSITIVE : GS_VERDICT_NEGATIVE;
+    c.threshold = t->o.threshold;
+    snprintf(c.threshold_source, sizeof c.threshold_source, "%s",
+             t->o.threshold_source && t->o.threshold_source[0] ? t->o.threshold_source
+                                                               : GS_SLIDE_SOURCE_UNKNOWN);
     snprintf(reason, sizeof reason, "score %.2f %s %.2f", (double)score,
              c.verdict == GS_VERDICT_POSITIVE ? ">" : "<=", (double)t->o.threshold);
     c.reason = reason;
@@ -912,6 +936,8 @@ static void view(const slide *s, gs_slide_info *v)
     v->foreground_method = s->foreground_method;
     v->blur_method = s->blur_method;
     v->score = s->score;
+    v->threshold = s->threshold;
+    v->threshold_source = s->threshold_source;
     v->blurred_fraction = s->blurred_fraction;
     v->tiles = s->tiles;
     v->size = s->size;

@@ -125,6 +125,11 @@ typedef struct {
 
 /* A view of one slide. Strings are table-owned ("" when unset) and valid until the next call
  * that changes the table. */
+/* The longest threshold source a record keeps ("bundle", "config", "default":
+ * stages/runtime/decision); a table whose options name none records "unknown". */
+#define GS_SLIDE_SOURCE_MAX 15
+#define GS_SLIDE_SOURCE_UNKNOWN "unknown"
+
 typedef struct {
     const char *slide_id, *path, *external_id, *quickhash, *duplicate_of;
     const char *unassessable_reason; /* from the plan (no tissue, not brightfield) */
@@ -139,6 +144,10 @@ typedef struct {
     int poison; /* FAILED as poison (Verdict.poison); see gs_slides_crash_mark, gs_slides_recover */
     gs_slide_method foreground_method, blur_method; /* journalled with PLANNED, BLUR_CHECKED */
     float score, blurred_fraction;
+    /* The threshold that judged the score and where it came from (journalled with SCREENED;
+     * threshold_source is "" for a slide not screened, or screened by an older build). */
+    float threshold;
+    const char *threshold_source;
     gs_slide_tiles tiles;
     int64_t size, mtime_ms, accepted_unix_ms, updated_unix_ms;
     uint64_t last_seq; /* sequence number of its newest event */

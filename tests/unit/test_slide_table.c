@@ -185,6 +185,55 @@ static void full_flow_journals_every_transition(void **state)
     assert_int_equal(gs_slides_recover(f->t, 800), -1); /* once only */
 }
 
+/* The threshold that judged a slide is journalled with SCREENED: a coordinator restarted with
+ * another threshold (the lab edited its config) still reports the one that judged it. */
+static void judging_threshold_survives_a_restart(void **state)
+{
+    fixture *f = *state;
+    close_fixture(f);
+    f->j = gs_journal_open(f->dir);
+    assert_non_null(f->j);
+    gs_slides_options o = options();
+    o.threshold = 0.6f;
+    o.threshold_source = "config";
+    f->t = gs_slides_new(f->j, &o);
+    assert_non_null(f->t);
+    char id[17];
+    accept(f, "/slides/t.svs", id);
+    int folded = -1;
+    assert_int_equal(
+        gs_slides_planned(f->t, id, 1, "qh", GS_METHOD_CLASSICAL, NULL, 2, &folded, NULL), 0);
+    assert_int_equal(
+        gs_slides_blur_checked(f->t, id, 1, 0.f, GS_METHOD_CLASSICAL, 0, NULL, 3, NULL), 0);
+    assert_int_equal(gs_slides_inferring(f->t, id, 1, 4, NULL), 0);
+    assert_int_equal(gs_slides_screened(f->t, id, 1, 0.65f, 5, NULL), 0);
+    gs_slide_info v = info(f, id);
+    assert_int_equal(v.verdict, GS_VERDICT_POSITIVE); /* 0.65 > 0.6 */
+    assert_true(v.threshold == 0.6f);
+    assert_string_equal(v.threshold_source, "config");
+
+    close_fixture(f);
+    open_fixture(f); /* the default options: 0.74, no source */
+    assert_int_equal(gs_slides_recover(f->t, 6), 1); /* attempt 2 */
+    v = info(f, id);
+    assert_true(v.threshold == 0.6f);
+    assert_string_equal(v.threshold_source, "config");
+    gs_slide_report rep = {.tiles = {1, 1, 0, 0, 0, 0}};
+    uint32_t attempt = v.attempt;
+    if (v.state == GS_SLIDE_SCREENED) {
+        uint64_t seq = 0;
+        assert_int_equal(gs_slides_reported(f->t, id, attempt, &rep, 7, NULL), 0);
+        assert_int_equal(gs_slides_done(f->t, id, attempt, 8, &seq), 0);
+        Gastroscreen__V1__EventMessage *m = event(f, seq);
+        assert_int_equal(m->body_case, GASTROSCREEN__V1__EVENT_MESSAGE__BODY_VERDICT);
+        assert_true(m->verdict->threshold == 0.6f);
+        assert_string_equal(m->verdict->threshold_source, "config");
+        gastroscreen__v1__event_message__free_unpacked(m, NULL);
+    } else {
+        fail_msg("recovery left the screened slide in state %d", (int)v.state);
+    }
+}
+
 /* The plan's and the blur check's methods go into the record with PLANNED and BLUR_CHECKED,
  * into the published verdict, and come back after a restart; a record written before they
  * were recorded loads them as unknown. */
@@ -750,6 +799,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(full_flow_journals_every_transition, setup, teardown),
+        cmocka_unit_test_setup_teardown(judging_threshold_survives_a_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(methods_are_journalled, setup, teardown),
         cmocka_unit_test_setup_teardown(illegal_transitions_are_errors_and_change_nothing, setup,
                                         teardown),
