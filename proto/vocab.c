@@ -144,6 +144,11 @@ int gs_fence_of(const ProtobufCMessage *message, gs_fence *out)
     return -1;
 }
 
+int gs_wire_str_ok(const char *s, size_t max)
+{
+    return s && strnlen(s, max + 1) <= max;
+}
+
 int gs_fence_ok(const gs_fence *f)
 {
     return f && gs_slide_id_ok(f->slide_id) && f->attempt >= 1;

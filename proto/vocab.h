@@ -21,6 +21,7 @@
 #ifndef GS_PROTO_VOCAB_H
 #define GS_PROTO_VOCAB_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "proto/gastroscreen.pb-c.h"
@@ -51,6 +52,10 @@ GS_VOCAB_PIN(GS_VERDICT_FAILED, GASTROSCREEN__V1__VERDICT_CLASS__VERDICT_CLASS_F
  * fields (PROTOCOL.md §1, "Identifiers"). */
 #define GS_SLIDE_ID_LEN 16
 
+/* Floats in a tile's feature (TileResult.feature, ScreenTask rows): the multi-task network's
+ * 512-d feature (PROTOCOL.md §6). */
+#define GS_FEATURE_DIM 512
+
 /* 1 when s is a slide id: exactly GS_SLIDE_ID_LEN characters, each 0-9 or a-f (upper case is
  * not an id). 0 otherwise, and for NULL. */
 int gs_slide_id_ok(const char *s);
@@ -70,6 +75,10 @@ typedef struct {
  * heartbeats, welcome, goodbye), no body, a body case whose message is NULL, another
  * envelope type, or message NULL. */
 int gs_fence_of(const ProtobufCMessage *message, gs_fence *out);
+
+/* 1 when s, a string field of a message from the network, is present and at most max bytes
+ * long (read no further than max + 1 bytes). */
+int gs_wire_str_ok(const char *s, size_t max);
 
 /* 1 when a fence is well-formed (PROTOCOL.md §14, step 6): gs_slide_id_ok(slide_id) and
  * attempt >= 1. Whether it is the slide's current attempt is the receiver's question (§9). */

@@ -53,11 +53,6 @@ void coord_logf(const gs_coordinator *c, const char *fmt, ...)
     gs_log_line("gastroscreend", "coordinator", id, GS_LOG_INFO, msg);
 }
 
-int coord_str_ok(const char *s, size_t max)
-{
-    return s && strnlen(s, max + 1) <= max;
-}
-
 void coord_fill_provenance(const gs_coordinator *c, Gastroscreen__V1__ModelProvenance *mp)
 {
     *mp = c->model;

@@ -300,7 +300,7 @@ static int send_screen(gs_coordinator *c, slide_rt *rt, worker *w)
     uint32_t k_max = c->decision.top_k;
     uint32_t *idx = malloc(k_max * sizeof *idx);
     float *score = malloc(k_max * sizeof *score);
-    float *feat = malloc((size_t)k_max * FEATURE_DIM * sizeof *feat);
+    float *feat = malloc((size_t)k_max * GS_FEATURE_DIM * sizeof *feat);
     if (!idx || !score || !feat) {
         free(idx);
         free(score);
@@ -313,8 +313,8 @@ static int send_screen(gs_coordinator *c, slide_rt *rt, worker *w)
     st.attempt = rt->attempt;
     st.job_id = ++c->next_job_id;
     st.k = k;
-    st.feature_dim = FEATURE_DIM;
-    st.n_features = (size_t)k * FEATURE_DIM;
+    st.feature_dim = GS_FEATURE_DIM;
+    st.n_features = (size_t)k * GS_FEATURE_DIM;
     st.features = feat;
     st.n_tile_indices = k;
     st.tile_indices = idx;

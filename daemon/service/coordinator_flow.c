@@ -253,7 +253,9 @@ void coord_heat_file_append(slide_rt *rt, uint32_t idx)
 {
     if (!rt->heat_file)
         return;
-    /* A short write would misalign the records after it: stop saving. */
+    /* A failed append leaves heat.bin ending with its last intact record (the partial one is
+     * cut off), but the next would most likely fail too (a full disk): stop saving. The
+     * heatmaps in memory stay complete; only a restart misses those not saved. */
     if (gs_spool_heat_append(rt->heat_file, idx, rt->heat + (size_t)idx * rt->hs * rt->hs) != 0)
         gs_spool_heat_destroy(&rt->heat_file);
 }
@@ -270,7 +272,7 @@ int coord_make_ledger(gs_coordinator *c, slide_rt *rt, int adopt)
     lo.stall_timeout_ms = cfg->tile_stall_timeout_ms;
     lo.loss_grace_ms = cfg->loss_grace_ms;
     lo.top_k = c->decision.top_k;
-    lo.feature_dim = FEATURE_DIM;
+    lo.feature_dim = GS_FEATURE_DIM;
     rt->ledger = gs_ledger_new(n, rt->attempt, &lo);
     rt->is_sample = calloc(n ? n : 1, 1);
     free(rt->sent_ms);

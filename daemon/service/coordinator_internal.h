@@ -36,7 +36,6 @@
 #include "proto/vocab.h"
 #include "stages/runtime/fileio.h"
 
-#define FEATURE_DIM 512
 #define MAX_HAND 32
 
 typedef Gastroscreen__V1__WorkMessage WorkMessage;
@@ -141,9 +140,6 @@ int64_t coord_now_ms(const gs_coordinator *c);
 /* Logs one line unless quiet; a line starting "slide <id>" is tagged with the slide. */
 void coord_logf(const gs_coordinator *c, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-
-/* 1 if s is not NULL and at most max bytes long, else 0. */
-int coord_str_ok(const char *s, size_t max);
 
 /* Counts a malformed message on the work socket and logs what was dropped. */
 void coord_count_malformed(gs_coordinator *c, const char *what, const gs_peer *p);

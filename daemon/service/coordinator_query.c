@@ -230,7 +230,7 @@ void coord_on_query(gs_coordinator *c, gs_inbound *in, gs_recv_status st)
         answer_events_since(c, &in->from, m->events_since);
     else if (m->body_case == GASTROSCREEN__V1__QUERY_MESSAGE__BODY_SLIDE_STATE) {
         const Gastroscreen__V1__SlideStateRequest *r = m->slide_state;
-        if (!coord_str_ok(r->slide_id, 1024) || !coord_str_ok(r->path, 4096)) {
+        if (!gs_wire_str_ok(r->slide_id, 1024) || !gs_wire_str_ok(r->path, 4096)) {
             c->st.malformed[GS_COORD_SOCKET_QUERY]++;
             query_error(c, &in->from, "malformed request: a string too long");
             return;

@@ -60,7 +60,7 @@ static void note_blur_method(slide_rt *rt, Gastroscreen__V1__Method m)
 int coord_on_plan_result(gs_coordinator *c, const Gastroscreen__V1__PlanResult *p)
 {
     slide_rt *rt;
-    if (!coord_str_ok(p->error, 1024) || !coord_str_ok(p->unassessable_reason, 1024)) {
+    if (!gs_wire_str_ok(p->error, 1024) || !gs_wire_str_ok(p->unassessable_reason, 1024)) {
         coord_count_malformed(c, "PlanResult", NULL);
         return 0;
     }
@@ -76,12 +76,12 @@ int coord_on_plan_result(gs_coordinator *c, const Gastroscreen__V1__PlanResult *
         return coord_fail_slide(c, rt, "plan: %s", p->error);
     }
     int ok =
-        p->grid && p->facts && p->grid->tile_size > 0 && coord_str_ok(p->facts->quickhash, 1024);
+        p->grid && p->facts && p->grid->tile_size > 0 && gs_wire_str_ok(p->facts->quickhash, 1024);
     for (size_t i = 0; ok && i < p->n_tiles; i++)
         ok = isfinite(p->tiles[i]->tissue_fraction) && p->tiles[i]->tissue_fraction >= 0.f &&
              p->tiles[i]->tissue_fraction <= 1.f;
     for (size_t i = 0; ok && i < p->n_warnings; i++)
-        ok = coord_str_ok(p->warnings[i], 1024);
+        ok = gs_wire_str_ok(p->warnings[i], 1024);
     if (!ok) {
         coord_count_malformed(c, "PlanResult (plan incomplete)", NULL);
         return 0;
@@ -123,7 +123,7 @@ void coord_note_tile(gs_coordinator *c, int r)
 void coord_on_tile_result(gs_coordinator *c, const Gastroscreen__V1__TileResult *t)
 {
     slide_rt *rt;
-    if (!coord_str_ok(t->error, 1024)) {
+    if (!gs_wire_str_ok(t->error, 1024)) {
         coord_count_malformed(c, "TileResult", NULL);
         return;
     }
@@ -157,13 +157,13 @@ void coord_on_tile_result(gs_coordinator *c, const Gastroscreen__V1__TileResult 
         return;
     }
     if (t->outcome == GASTROSCREEN__V1__TILE_OUTCOME__TILE_OUTCOME_INFERRED) {
-        if (t->n_feature != FEATURE_DIM || !isfinite(t->score) || t->score < 0.f ||
+        if (t->n_feature != GS_FEATURE_DIM || !isfinite(t->score) || t->score < 0.f ||
             t->score > 1.f || t->heatmap_size != rt->hs ||
             t->heatmap.len != (size_t)rt->hs * rt->hs) {
             coord_count_malformed(c, "TileResult (feature, score or heatmap)", NULL);
             return;
         }
-        for (size_t i = 0; i < FEATURE_DIM; i++)
+        for (size_t i = 0; i < GS_FEATURE_DIM; i++)
             if (!isfinite(t->feature[i])) {
                 coord_count_malformed(c, "TileResult (feature)", NULL);
                 return;
@@ -190,7 +190,7 @@ void coord_on_tile_result(gs_coordinator *c, const Gastroscreen__V1__TileResult 
 void coord_on_blur_result(gs_coordinator *c, const Gastroscreen__V1__BlurResult *b)
 {
     slide_rt *rt;
-    if (!coord_str_ok(b->error, 1024)) {
+    if (!gs_wire_str_ok(b->error, 1024)) {
         coord_count_malformed(c, "BlurResult", NULL);
         return;
     }
@@ -225,7 +225,7 @@ void coord_on_blur_result(gs_coordinator *c, const Gastroscreen__V1__BlurResult 
 int coord_on_screen_result(gs_coordinator *c, const Gastroscreen__V1__ScreenResult *s)
 {
     slide_rt *rt;
-    if (!coord_str_ok(s->error, 1024)) {
+    if (!gs_wire_str_ok(s->error, 1024)) {
         coord_count_malformed(c, "ScreenResult", NULL);
         return 0;
     }
@@ -263,10 +263,10 @@ int coord_on_screen_result(gs_coordinator *c, const Gastroscreen__V1__ScreenResu
 int coord_on_report_result(gs_coordinator *c, const Gastroscreen__V1__ReportResult *r)
 {
     slide_rt *rt;
-    if (!coord_str_ok(r->error, 1024) ||
-        (r->paths && (!coord_str_ok(r->paths->report_json, 4096) ||
-                      !coord_str_ok(r->paths->heatmap_png, 4096) ||
-                      !coord_str_ok(r->paths->regions_geojson, 4096)))) {
+    if (!gs_wire_str_ok(r->error, 1024) ||
+        (r->paths && (!gs_wire_str_ok(r->paths->report_json, 4096) ||
+                      !gs_wire_str_ok(r->paths->heatmap_png, 4096) ||
+                      !gs_wire_str_ok(r->paths->regions_geojson, 4096)))) {
         coord_count_malformed(c, "ReportResult", NULL);
         return 0;
     }

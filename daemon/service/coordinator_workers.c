@@ -198,8 +198,9 @@ static int worker_gone(gs_coordinator *c, worker *w, int lost)
 
 void coord_on_hello(gs_coordinator *c, const gs_peer *from, const Gastroscreen__V1__WorkerHello *h)
 {
-    if (!coord_str_ok(h->worker_id, 255) || !h->worker_id[0] || !coord_str_ok(h->tile_inbox, 511) ||
-        !coord_str_ok(h->host, 1024) || !coord_str_ok(h->version, 1024)) {
+    if (!gs_wire_str_ok(h->worker_id, 255) || !h->worker_id[0] ||
+        !gs_wire_str_ok(h->tile_inbox, 511) || !gs_wire_str_ok(h->host, 1024) ||
+        !gs_wire_str_ok(h->version, 1024)) {
         coord_count_malformed(c, "WorkerHello", from);
         return;
     }
@@ -283,7 +284,7 @@ void coord_on_heartbeat(gs_coordinator *c, worker *w, const Gastroscreen__V1__Wo
         w->st.duplicates = s->duplicates;
         w->st.rss_bytes = s->rss_bytes;
         w->st.peak_rss_bytes = s->peak_rss_bytes;
-        if (coord_str_ok(s->instance_id, 1024) && coord_str_ok(s->host, 1024) &&
+        if (gs_wire_str_ok(s->instance_id, 1024) && gs_wire_str_ok(s->host, 1024) &&
             s->stage == (Gastroscreen__V1__Stage)w->stage) {
             Gastroscreen__V1__EventMessage ev = GASTROSCREEN__V1__EVENT_MESSAGE__INIT;
             ev.protocol = GASTROSCREEN__V1__PROTOCOL_VERSION__PROTOCOL_VERSION_1;

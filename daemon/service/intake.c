@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include "ops/error.h"
+#include "proto/vocab.h"
 
 typedef struct {
     char *name;
@@ -27,11 +28,6 @@ struct gs_intake {
     int64_t next_scan_ms;
     gs_intake_counters n;
 };
-
-static int valid_string(const char *s, size_t max)
-{
-    return s && strnlen(s, max + 1) <= max;
-}
 
 static int take_path(gs_intake *in, const char *path, gs_intake_source source,
                      const char *external_id, char out_id[GS_SLIDE_ID_LEN + 1], int *duplicate,
@@ -182,8 +178,8 @@ static int handle_submit(gs_intake *in, gs_inbound *msg, gs_recv_status st)
         return 0;
     }
     const Gastroscreen__V1__SubmitRequest *rq = m->request;
-    if (!valid_string(rq->path, 4096) || !rq->path[0] || !valid_string(rq->request_id, 1024) ||
-        !valid_string(rq->external_id, 1024)) {
+    if (!gs_wire_str_ok(rq->path, 4096) || !rq->path[0] || !gs_wire_str_ok(rq->request_id, 1024) ||
+        !gs_wire_str_ok(rq->external_id, 1024)) {
         in->n.submit_malformed++;
         reply_submit(in, &msg->from, "", GASTROSCREEN__V1__SUBMIT_STATUS__SUBMIT_STATUS_REJECTED,
                      "", 0, "malformed request: path missing or a string too long");
@@ -219,8 +215,8 @@ static int handle_arrived(gs_intake *in, gs_inbound *msg, gs_recv_status st)
         return 0;
     }
     const Gastroscreen__V1__SlideArrived *a = ev->arrived;
-    if (!valid_string(a->path, 4096) || !a->path[0] || !valid_string(a->announcer, 1024) ||
-        !valid_string(a->external_id, 1024)) {
+    if (!gs_wire_str_ok(a->path, 4096) || !a->path[0] || !gs_wire_str_ok(a->announcer, 1024) ||
+        !gs_wire_str_ok(a->external_id, 1024)) {
         in->n.intake_malformed++;
         return 0;
     }

@@ -23,7 +23,13 @@
 #define LOG_KIND "JLOG"
 #define LOG_VERSION 1
 #define LOG_LEGACY_MAGIC 0x314a5347u /* "GSJ1" */
-#define LOG_BODY_FIXED (8 + GS_SLIDE_ID_LEN + 8 + 1 + 4)
+/* A log record's body: seq u64, slide id (GS_SLIDE_ID_LEN bytes, zeros for none), time u64,
+ * flags u8, the slide record's length u32; then the record and the event payload. */
+#define LOG_AT_ID 8
+#define LOG_AT_TIME (LOG_AT_ID + GS_SLIDE_ID_LEN)
+#define LOG_AT_FLAGS (LOG_AT_TIME + 8)
+#define LOG_AT_REC_LEN (LOG_AT_FLAGS + 1)
+#define LOG_BODY_FIXED (LOG_AT_REC_LEN + 4)
 #define LOG_BODY_MAX (64u << 20) /* a length beyond this is corruption, not a record */
 #define FLAG_RECORD 1u
 #define FLAG_TERMINAL 2u
@@ -255,10 +261,10 @@ static int parse_record(const uint8_t *b, size_t body_len, log_record *r)
         return -1;
     memset(r, 0, sizeof *r);
     r->seq = get_u64(b);
-    memcpy(r->id, b + 8, GS_SLIDE_ID_LEN);
-    r->time_ms = (int64_t)get_u64(b + 8 + GS_SLIDE_ID_LEN);
-    r->flags = b[16 + GS_SLIDE_ID_LEN];
-    r->rec_len = get_u32(b + 17 + GS_SLIDE_ID_LEN);
+    memcpy(r->id, b + LOG_AT_ID, GS_SLIDE_ID_LEN);
+    r->time_ms = (int64_t)get_u64(b + LOG_AT_TIME);
+    r->flags = b[LOG_AT_FLAGS];
+    r->rec_len = get_u32(b + LOG_AT_REC_LEN);
     if (r->seq == 0 || r->rec_len > body_len - LOG_BODY_FIXED)
         return -1;
     if (r->id[0] && !gs_slide_id_ok(r->id))
@@ -287,7 +293,8 @@ static int replay_slide_files(gs_journal *j)
         size_t len = strlen(name);
         if (name[0] == '.' || strcmp(name, "events.log") == 0 || strcmp(name, "state.json") == 0)
             continue;
-        if (len > 4 && strcmp(name + len - 4, ".tmp") == 0) {
+        if (len > sizeof GS_TMP_SUFFIX - 1 &&
+            strcmp(name + len - (sizeof GS_TMP_SUFFIX - 1), GS_TMP_SUFFIX) == 0) {
             /* A temporary file is a write that never reached its rename: the previous
              * version of the file (or the log record) is the truth. */
             unlinkat(j->dir_fd, name, 0);
@@ -295,7 +302,8 @@ static int replay_slide_files(gs_journal *j)
             continue;
         }
         char id[GS_SLIDE_ID_LEN + 1] = {0};
-        if (len != GS_SLIDE_ID_LEN + 5 || strcmp(name + GS_SLIDE_ID_LEN, ".json") != 0 ||
+        if (len != GS_SLIDE_ID_LEN + sizeof ".json" - 1 ||
+            strcmp(name + GS_SLIDE_ID_LEN, ".json") ||
             (memcpy(id, name, GS_SLIDE_ID_LEN), !gs_slide_id_ok(id))) {
             warn(j, "%s: ignored: not a journal file", name);
             continue;
@@ -627,11 +635,10 @@ int gs_journal_commit(gs_journal *j, const char *slide_id, const json_t *record,
     uint64_t s = j->last_seq + 1;
     put_u64(b, s);
     if (slide_id)
-        memcpy(b + 8, slide_id, GS_SLIDE_ID_LEN);
-    put_u64(b + 8 + GS_SLIDE_ID_LEN, (uint64_t)time_unix_ms);
-    b[16 + GS_SLIDE_ID_LEN] =
-        (uint8_t)((record ? FLAG_RECORD : 0) | (terminal ? FLAG_TERMINAL : 0));
-    put_u32(b + 17 + GS_SLIDE_ID_LEN, (uint32_t)rec_len);
+        memcpy(b + LOG_AT_ID, slide_id, GS_SLIDE_ID_LEN);
+    put_u64(b + LOG_AT_TIME, (uint64_t)time_unix_ms);
+    b[LOG_AT_FLAGS] = (uint8_t)((record ? FLAG_RECORD : 0) | (terminal ? FLAG_TERMINAL : 0));
+    put_u32(b + LOG_AT_REC_LEN, (uint32_t)rec_len);
     if (rec_len)
         memcpy(b + LOG_BODY_FIXED, text, rec_len);
     if (payload_len)

@@ -11,13 +11,12 @@
 #include "proto/vocab.h"
 #include "stages/runtime/fileio.h"
 
-#define FEATURE_DIM 512
 #define MAX_BATCH 256
 
 typedef struct {
     Gastroscreen__V1__TileResult r;
     Gastroscreen__V1__StageTiming timing;
-    float feature[FEATURE_DIM];
+    float feature[GS_FEATURE_DIM];
     uint8_t *heat; /* heat_cap bytes */
     size_t heat_cap;
     char error[512];
@@ -100,7 +99,7 @@ static int ensure_side(gs_infer *s, int side)
         return gs_error_prefix("infer: %dx%d tiles", side, side);
     s->input = malloc(n * px * 3);
     s->logit = malloc(n * sizeof *s->logit);
-    s->feature = malloc(n * FEATURE_DIM * sizeof *s->feature);
+    s->feature = malloc(n * GS_FEATURE_DIM * sizeof *s->feature);
     s->seg = malloc(n * q * sizeof *s->seg);
     if (!s->input || !s->logit || !s->feature || !s->seg) {
         free_buffers(s);
@@ -253,7 +252,7 @@ static int run_network(gs_infer *s, size_t k, uint64_t *compute_us)
     for (size_t b = 0; b < k; b++) {
         int64_t t0 = gs_mono_us();
         if (gs_net_run_multitask(s->net1, s->input + b * px, s->logit + b,
-                                 s->feature + b * FEATURE_DIM, s->seg + b * q) < 0)
+                                 s->feature + b * GS_FEATURE_DIM, s->seg + b * q) < 0)
             return gs_error_prefix("infer: multitask");
         compute_us[b] = (uint64_t)(gs_mono_us() - t0);
     }
@@ -270,10 +269,10 @@ static int run_batch(gs_infer *s, const size_t *idx, const int *hs, size_t k)
     int q = s->side / 4;
     for (size_t b = 0; b < k; b++) {
         slot *sl = &s->slots[idx[b]];
-        const float *f = s->feature + b * FEATURE_DIM;
+        const float *f = s->feature + b * GS_FEATURE_DIM;
         const float *seg = s->seg + b * (size_t)q * q;
         int finite = isfinite(s->logit[b]);
-        for (int i = 0; finite && i < FEATURE_DIM; i++)
+        for (int i = 0; finite && i < GS_FEATURE_DIM; i++)
             finite = isfinite(f[i]);
         for (size_t i = 0; finite && i < (size_t)q * q; i++)
             finite = isfinite(seg[i]);
@@ -296,7 +295,7 @@ static int run_batch(gs_infer *s, const size_t *idx, const int *hs, size_t k)
         sl->r.outcome = GASTROSCREEN__V1__TILE_OUTCOME__TILE_OUTCOME_INFERRED;
         sl->r.score = (float)(1.0 / (1.0 + exp(-(double)s->logit[b])));
         sl->r.feature = sl->feature;
-        sl->r.n_feature = FEATURE_DIM;
+        sl->r.n_feature = GS_FEATURE_DIM;
         sl->r.heatmap.data = sl->heat;
         sl->r.heatmap.len = need;
         sl->r.heatmap_size = (uint32_t)hs[b];

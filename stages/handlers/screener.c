@@ -6,9 +6,9 @@
 #include <string.h>
 
 #include "ops/error.h"
+#include "proto/vocab.h"
 #include "stages/runtime/fileio.h"
 
-#define FEATURE_DIM 512
 #define MAX_K 4096
 
 struct gs_screener {
@@ -26,7 +26,7 @@ static int ensure_k(gs_screener *s, int k)
         return 0;
     gs_net_state_destroy(&s->net);
     free(s->matrix);
-    s->matrix = malloc((size_t)k * FEATURE_DIM * sizeof *s->matrix);
+    s->matrix = malloc((size_t)k * GS_FEATURE_DIM * sizeof *s->matrix);
     if (!s->matrix)
         return gs_error_set("out of memory for a %d-row screener matrix", k);
     if (!(s->net = gs_net_state_new(s->m, GS_NET_SCREENER, k, 1, 1)))
@@ -101,8 +101,8 @@ int gs_screener_score(gs_screener *s, const Gastroscreen__V1__ScreenTask *t, con
         fail(out, "insufficient tissue: no inferred tile");
         return 0;
     }
-    if (t->feature_dim != FEATURE_DIM || t->k > MAX_K ||
-        t->n_features != (size_t)t->k * FEATURE_DIM) {
+    if (t->feature_dim != GS_FEATURE_DIM || t->k > MAX_K ||
+        t->n_features != (size_t)t->k * GS_FEATURE_DIM) {
         snprintf(msg, sizeof msg, "bad task: k %u, feature_dim %u, %zu feature values", t->k,
                  t->feature_dim, t->n_features);
         fail(out, msg);
@@ -124,9 +124,9 @@ int gs_screener_score(gs_screener *s, const Gastroscreen__V1__ScreenTask *t, con
     if ((int)t->k > s->k && ensure_k(s, (int)t->k) < 0)
         return -1;
     for (int row = 0; row < s->k; row++)
-        memcpy(s->matrix + (size_t)row * FEATURE_DIM,
-               t->features + (size_t)(row % (int)t->k) * FEATURE_DIM,
-               FEATURE_DIM * sizeof *s->matrix);
+        memcpy(s->matrix + (size_t)row * GS_FEATURE_DIM,
+               t->features + (size_t)(row % (int)t->k) * GS_FEATURE_DIM,
+               GS_FEATURE_DIM * sizeof *s->matrix);
     float logit;
     if (gs_net_run_screener(s->net, s->matrix, &logit) < 0)
         return gs_error_prefix("screener");

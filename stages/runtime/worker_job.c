@@ -51,11 +51,8 @@ int worker_job_identity(const Gastroscreen__V1__WorkMessage *m, gs_worker_job *j
         return gs_error_set("not a job (body %d)", (int)m->body_case);
     j->kind = kind;
     gs_fence f;
-    gs_fence_of(&m->base, &f);
-    if (!gs_slide_id_ok(f.slide_id))
-        return gs_error_set("job without a well-formed slide_id");
-    if (f.attempt < 1)
-        return gs_error_set("job without an attempt");
+    if (gs_fence_of(&m->base, &f) != 0 || !gs_fence_ok(&f))
+        return gs_error_set("job without a well-formed slide_id and attempt");
     snprintf(j->slide_id, sizeof j->slide_id, "%s", f.slide_id);
     j->attempt = f.attempt;
     j->job_id = f.job_id;

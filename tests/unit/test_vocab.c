@@ -235,6 +235,18 @@ static void fence_ok(void **state)
 
 /* ---- names ---------------------------------------------------------------------------- */
 
+static void wire_strings(void **state)
+{
+    (void)state;
+    assert_false(gs_wire_str_ok(NULL, 8));
+    assert_true(gs_wire_str_ok("", 0));
+    assert_true(gs_wire_str_ok("12345678", 8));
+    assert_false(gs_wire_str_ok("123456789", 8));
+    /* Not read past max + 1: no terminator needed beyond that. */
+    char unterminated[4] = {'a', 'b', 'c', 'd'};
+    assert_false(gs_wire_str_ok(unterminated, 2));
+}
+
 static void stage_names(void **state)
 {
     (void)state;
@@ -406,6 +418,7 @@ int main(void)
         cmocka_unit_test(fence_of_a_tile),
         cmocka_unit_test(no_fence),
         cmocka_unit_test(fence_ok),
+        cmocka_unit_test(wire_strings),
         cmocka_unit_test(stage_names),
         cmocka_unit_test(slide_state_names),
         cmocka_unit_test(verdict_class_names),
