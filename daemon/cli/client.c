@@ -1,4 +1,4 @@
-/* cli_client: see cli_client.h. */
+/* client: see client.h. */
 #include "daemon/cli/client.h"
 
 #include <errno.h>

@@ -1,5 +1,6 @@
 /*
- * embedded: the whole service inside one process, for `gastroscreen screen` (issue 4, item 4).
+ * embedded: the whole service inside one process, for `gastroscreen screen`, which screens slides
+ * with no gastroscreend or stage workers running.
  *
  * A gs_embedded runs the coordinator (daemon/service/coordinator) in the caller's thread and one
  * worker of each stage (tiler, foreground, blur, infer, screener, reporter: stages/runtime/worker

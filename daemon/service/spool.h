@@ -86,8 +86,9 @@ gs_spool_heat *gs_spool_heat_open(const gs_spool *s, const char *slide, size_t m
                                   gs_spool_heat_record *on_record, void *ud);
 
 /* Appends one record (map: map_bytes bytes) and flushes it to the kernel (no fsync). Returns
- * 0, or -1 with the error set: the write was short, so any later record would be misaligned;
- * the caller should destroy h and save no more. */
+ * 0, or -1 with the error set (a full disk, say): gs_recfile_append has cut the partial record
+ * off again, so the file still ends with its last intact record and the records before it
+ * stay readable (when even that cut fails, every later append fails too). */
 int gs_spool_heat_append(gs_spool_heat *h, uint32_t index, const uint8_t *map);
 
 /* Closes the file (it stays on disk); sets *h to NULL. Accepts NULL. */

@@ -9,7 +9,8 @@
  *   - METHOD_NETWORK when the bundle holds a trained blur network: the central 256x256 crop
  *     (reference §7.2: no downsampling, which would remove the evidence), P(blurred) =
  *     sigmoid(logit); focus = 1 - P(blurred), the probability of sharp; blurry when focus <
- *     threshold (the job's focus_threshold when it is in (0, 1), else 0.5);
+ *     threshold: the job's focus_threshold when it is in (0, 1), else 1 - the bundle's
+ *     threshold.blur (blurry when P(blurred) > threshold.blur);
  *   - METHOD_CLASSICAL otherwise (an untrained or absent network, or no model at all):
  *     gs_focus_judge_tile of ops/focus, the brightness-normalised Laplacian variance over the
  *     tissue pixels; focus = that score, blurry when focus < threshold (the job's

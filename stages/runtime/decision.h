@@ -12,8 +12,10 @@
  * rows the coordinator sends.
  *
  *     gs_decision d;
- *     gs_decision_resolve(&d, model, cfg->threshold, gs_config_is_set(cfg,
- * GS_CFG_SCREENER_THRESHOLD), cfg->top_k, gs_config_is_set(cfg, GS_CFG_SCREENER_TOP_K));
+ *     gs_model_thresholds bundle = gs_model_get_thresholds(model);  // model: the loaded bundle
+ *     gs_decision_resolve(&d, &bundle, // NULL instead when no bundle is loaded
+ *                         cfg->threshold, gs_config_is_set(cfg, GS_CFG_SCREENER_THRESHOLD),
+ *                         cfg->top_k, gs_config_is_set(cfg, GS_CFG_SCREENER_TOP_K));
  */
 #ifndef GS_STAGES_RUNTIME_DECISION_H
 #define GS_STAGES_RUNTIME_DECISION_H

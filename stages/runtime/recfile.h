@@ -1,6 +1,7 @@
 /*
  * recfile: an append-only file of CRC-checked records, for state that must survive a crash
- * one record at a time (the journal's events.log, a slide's tile ledger).
+ * one record at a time (the journal's events.log, a slide's tile ledger, a slide's heatmaps in
+ * the spool's heat.bin).
  *
  * On disk, little-endian:
  *   header, GS_RECFILE_HEADER_LEN bytes: "GSRF"; the kind, 4 characters naming what the file

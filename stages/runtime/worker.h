@@ -24,7 +24,7 @@
  *
  * Handlers are plain library functions of the stage (stages/handlers/foreground:
  * gs_foreground_handle) and see a gs_worker_job: the job message, a way to emit results, a stop
- * flag, progress and hand-back. gs_worker_job_new_local() runs a handler without any socket, for
+ * flag, progress and hand-back. gs_worker_job_run_local() runs a handler without any socket, for
  * tests and for callers that want one result synchronously.
  *
  * Blur and infer workers take tiles instead of jobs: the worker binds their tile inbox (a PULL

@@ -1,7 +1,7 @@
 #!/bin/sh
 # gastroscreend end to end without workers: starts on loopback ports chosen by the system,
 # reports readiness (after binding and loading the model), stops with exit 0 on SIGTERM.
-# usage: coordinator_smoke.sh GASTROSCREEND BUNDLE SCRATCH_DIR
+# usage: gastroscreend_smoke.sh GASTROSCREEND BUNDLE SCRATCH_DIR
 set -u
 exe=$1 bundle=$2 d=$3/gastroscreend-smoke
 rm -rf "$d" && mkdir -p "$d/slides" || exit 1

@@ -1,6 +1,7 @@
 #!/bin/sh
 # `gastroscreen screen` end to end, in one process, with the default bundle found next to the
-# build tree (no --model: the lookup order of daemon/cli/cmd_screen.h is part of what is tested).
+# build tree (no --model: the bundle lookup order documented at the top of daemon/cli/cmd_screen.c
+# is part of what is tested).
 # usage: screen.sh GASTROSCREEN TEST_DATA SCRATCH_DIR sample|mixed [BOUND_SECONDS]
 #   sample: the sample slide -> exit 0, one verdict line with class, score, threshold, report
 #           folder and the untrained notice; report.json, heatmap.png, regions.geojson exist;

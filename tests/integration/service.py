@@ -1,4 +1,5 @@
-"""The screening service as separate processes on loopback (issue 4, tests of item 8).
+"""The screening service as separate processes on loopback, as it is deployed (one process per
+stage, talking over TCP), under garbage input and faulty slides.
 
 Starts gastroscreend and one gastroscreen-<stage> worker of each stage, plus a second infer
 worker, with free loopback ports, a scratch journal and a slide root holding copies of

@@ -1,7 +1,7 @@
 /*
- * Slide reader tests. Built twice: test_slide (label unit: metadata, pixels, level choice,
- * target tiles, thumbnails) and, with GS_SLIDE_FAULTS defined, test_slide_faults (label
- * fault: missing, empty, corrupt, unsupported and truncated files).
+ * Slide reader tests. Built twice: test_slide_reader (label unit: metadata, pixels, level
+ * choice, target tiles, thumbnails) and, with GS_SLIDE_FAULTS defined, test_slide_reader_faults
+ * (label fault: missing, empty, corrupt, unsupported and truncated files).
  */
 #include <setjmp.h>
 #include <stdarg.h>

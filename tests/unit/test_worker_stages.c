@@ -235,9 +235,9 @@ static void tiler_worker(void **state)
     coord_close(&c);
 }
 
-/* Issue 4 (13 tiles to infer, 12 results, the slide finished by the stall re-request): with
- * one slide in its blur check while another infers, a tiler thread serves infer and blur jobs
- * in turn. Switching one PUSH between the two stages' inboxes disconnected the infer inbox,
+/* A lost tile (13 tiles to infer, 12 results, the slide finished only by the stall re-request):
+ * with one slide in its blur check while another infers, a tiler thread serves infer and blur
+ * jobs in turn. Switching one PUSH between the two stages' inboxes disconnected the infer inbox,
  * and ZeroMQ discards what is still queued for a disconnected peer once LINGER (1 s) runs out:
  * tiles counted as pushed but never delivered. Over ipc:// (small kernel buffers, so the tiles
  * wait in the PUSH's queue while the infer worker, RCVHWM 1, reads nothing); inproc:// keeps
