@@ -1,4 +1,5 @@
 #include "daemon/service/slide_table.h"
+#include "daemon/service/slide_table_internal.h"
 
 #include <errno.h>
 #include <math.h>
@@ -14,44 +15,6 @@
 #define MAX_PATH_LEN 4096
 #define MAX_TEXT_LEN 1024
 
-/* String fields are NULL when unset; the record and the views show them as "". */
-typedef struct {
-    char id[GS_SLIDE_ID_LEN + 1];
-    char *path, *external_id, *quickhash, *duplicate_of, *unassessable_reason, *reason;
-    char *report_json, *heatmap_png, *regions_geojson, *warnings;
-    gs_slide_state state;
-    gs_intake_source source;
-    gs_verdict_class verdict;
-    uint32_t attempt, crash_marks;
-    int out_of_focus;
-    int poison; /* FAILED as poison (PROTOCOL.md §12) */
-    gs_slide_method foreground_method, blur_method;
-    float score, blurred_fraction;
-    /* What judged the score (set at SCREENED; source "" before, or in older records). */
-    float threshold;
-    char threshold_source[GS_SLIDE_SOURCE_MAX + 1];
-    gs_slide_tiles tiles;
-    int64_t size, mtime_ms, accepted_ms, updated_ms;
-    uint64_t last_seq;
-} slide;
-
-/* The string fields, so that copying and freeing never forgets one. */
-#define N_STR 10
-static char **str_fields(slide *s, char **out[N_STR])
-{
-    out[0] = &s->path;
-    out[1] = &s->external_id;
-    out[2] = &s->quickhash;
-    out[3] = &s->duplicate_of;
-    out[4] = &s->unassessable_reason;
-    out[5] = &s->reason;
-    out[6] = &s->report_json;
-    out[7] = &s->heatmap_png;
-    out[8] = &s->regions_geojson;
-    out[9] = &s->warnings;
-    return out[0];
-}
-
 struct gs_slides {
     gs_journal *journal;
     gs_slides_options o;
@@ -61,11 +24,6 @@ struct gs_slides {
     gs_slides_stats stats;
     int recovered;
 };
-
-static const char *S(const char *s)
-{
-    return s ? s : "";
-}
 
 void gs_slides_options_default(gs_slides_options *o)
 {
@@ -80,17 +38,6 @@ static int terminal(gs_slide_state s)
     return s == GS_SLIDE_DONE || s == GS_SLIDE_FAILED;
 }
 
-static void slide_free(slide *s)
-{
-    if (!s)
-        return;
-    char **f[N_STR];
-    str_fields(s, f);
-    for (int i = 0; i < N_STR; i++)
-        free(*f[i]);
-    free(s);
-}
-
 static slide *find(const gs_slides *t, const char *id)
 {
     if (!id)
@@ -98,153 +45,6 @@ static slide *find(const gs_slides *t, const char *id)
     for (size_t i = 0; i < t->n; i++)
         if (strcmp(t->slides[i]->id, id) == 0)
             return t->slides[i];
-    return NULL;
-}
-
-/* ---- the journal record ---------------------------------------------------------------- */
-
-static json_t *record_of(const slide *s)
-{
-    json_t *r = json_pack(
-        "{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s,"
-        " s:i, s:i, s:i, s:I, s:I, s:b, s:f, s:f, s:I, s:I, s:I, s:I, s:I}",
-        "slide_id", s->id, "path", S(s->path), "external_id", S(s->external_id), "quickhash",
-        S(s->quickhash), "duplicate_of", S(s->duplicate_of), "unassessable_reason",
-        S(s->unassessable_reason), "reason", S(s->reason), "report_json", S(s->report_json),
-        "heatmap_png", S(s->heatmap_png), "regions_geojson", S(s->regions_geojson), "warnings",
-        S(s->warnings), "state", (int)s->state, "source", (int)s->source, "verdict",
-        (int)s->verdict, "attempt", (json_int_t)s->attempt, "crash_marks",
-        (json_int_t)s->crash_marks, "out_of_focus", s->out_of_focus, "score", (double)s->score,
-        "blurred_fraction", (double)s->blurred_fraction, "size", (json_int_t)s->size, "mtime_ms",
-        (json_int_t)s->mtime_ms, "accepted_unix_ms", (json_int_t)s->accepted_ms, "updated_unix_ms",
-        (json_int_t)s->updated_ms, "last_seq", (json_int_t)s->last_seq);
-    if (!r)
-        return NULL;
-    json_t *tiles =
-        json_pack("[I, I, I, I, I, I]", (json_int_t)s->tiles.planned, (json_int_t)s->tiles.inferred,
-                  (json_int_t)s->tiles.background, (json_int_t)s->tiles.blurry,
-                  (json_int_t)s->tiles.error, (json_int_t)s->tiles.rerequested);
-    if (!tiles || json_object_set_new(r, "tiles", tiles) != 0 ||
-        json_object_set_new(r, "foreground_method", json_integer(s->foreground_method)) != 0 ||
-        json_object_set_new(r, "blur_method", json_integer(s->blur_method)) != 0 ||
-        json_object_set_new(r, "poison", json_boolean(s->poison)) != 0 ||
-        (s->threshold_source[0] &&
-         (json_object_set_new(r, "threshold", json_real(s->threshold)) != 0 ||
-          json_object_set_new(r, "threshold_source", json_string(s->threshold_source)) != 0))) {
-        json_decref(r);
-        return NULL;
-    }
-    return r;
-}
-
-static int method_ok(long long m)
-{
-    return m >= GS_METHOD_UNKNOWN && m <= GS_METHOD_CLASSICAL;
-}
-
-static char *dup_nonempty(const char *s)
-{
-    return s && *s ? strdup(s) : NULL;
-}
-
-/* Parses a journalled record; returns a new slide or NULL (why in the error). */
-static slide *slide_of(const json_t *r)
-{
-    slide *s = calloc(1, sizeof *s);
-    if (!s) {
-        gs_error_set("out of memory");
-        return NULL;
-    }
-    const char *str[N_STR + 1] = {0};
-    int state = 0, source = 0, verdict = 0, oof = 0;
-    json_int_t attempt = 0, marks = 0, size = 0, mtime = 0, acc = 0, upd = 0, last = 0;
-    json_int_t tl[6] = {0};
-    double score = 0, blurred = 0;
-    if (json_unpack((json_t *)r,
-                    "{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s,"
-                    " s:i, s:i, s:i, s:I, s:I, s:b, s:F, s:F, s:I, s:I, s:I, s:I, s:I,"
-                    " s:[IIIIII]}",
-                    "slide_id", &str[10], "path", &str[0], "external_id", &str[1], "quickhash",
-                    &str[2], "duplicate_of", &str[3], "unassessable_reason", &str[4], "reason",
-                    &str[5], "report_json", &str[6], "heatmap_png", &str[7], "regions_geojson",
-                    &str[8], "warnings", &str[9], "state", &state, "source", &source, "verdict",
-                    &verdict, "attempt", &attempt, "crash_marks", &marks, "out_of_focus", &oof,
-                    "score", &score, "blurred_fraction", &blurred, "size", &size, "mtime_ms",
-                    &mtime, "accepted_unix_ms", &acc, "updated_unix_ms", &upd, "last_seq", &last,
-                    "tiles", &tl[0], &tl[1], &tl[2], &tl[3], &tl[4], &tl[5]) != 0) {
-        gs_error_set("missing or mistyped fields");
-        goto fail;
-    }
-    if (!gs_slide_id_ok(str[10]) || state < GS_SLIDE_ACCEPTED || state > GS_SLIDE_FAILED ||
-        source < 0 || source > GS_INTAKE_EMBEDDED || verdict < 0 || verdict > GS_VERDICT_FAILED ||
-        attempt < 1 || attempt > UINT32_MAX || marks < 0 || marks > UINT32_MAX ||
-        str[0][0] != '/' || last < 0) {
-        gs_error_set("a field is out of range");
-        goto fail;
-    }
-    for (int i = 0; i < 6; i++)
-        if (tl[i] < 0 || tl[i] > UINT32_MAX) {
-            gs_error_set("a tile count is out of range");
-            goto fail;
-        }
-    /* Records journalled before the methods were recorded have neither: unknown, never
-     * guessed. */
-    json_int_t fm = 0, bm = 0;
-    if (json_unpack((json_t *)r, "{s?I, s?I}", "foreground_method", &fm, "blur_method", &bm) != 0 ||
-        !method_ok(fm) || !method_ok(bm)) {
-        gs_error_set("a method is out of range");
-        goto fail;
-    }
-    s->foreground_method = (gs_slide_method)fm;
-    s->blur_method = (gs_slide_method)bm;
-    /* Records journalled before the poison flag existed have no "poison" key. For them alone,
-     * and only here, the flag comes from the reason, as those builds decided it (PROTOCOL.md
-     * §12); a slide they failed as poison stays poison after the upgrade. */
-    const json_t *poison = json_object_get(r, "poison");
-    if (poison && !json_is_boolean(poison)) {
-        gs_error_set("poison is not a boolean");
-        goto fail;
-    }
-    s->poison = poison ? json_is_true(poison) : gs_poison_by_legacy_reason(verdict, str[5]);
-    /* The threshold that judged, recorded from SCREENED on; absent in older records. */
-    double thr = 0;
-    const char *thr_src = "";
-    if (json_unpack((json_t *)r, "{s?F, s?s}", "threshold", &thr, "threshold_source", &thr_src) !=
-            0 ||
-        !(thr >= 0 && thr <= 1) || strlen(thr_src) > GS_SLIDE_SOURCE_MAX) {
-        gs_error_set("threshold or its source out of range");
-        goto fail;
-    }
-    s->threshold = (float)thr;
-    snprintf(s->threshold_source, sizeof s->threshold_source, "%s", thr_src);
-    memcpy(s->id, str[10], GS_SLIDE_ID_LEN);
-    char **f[N_STR];
-    str_fields(s, f);
-    for (int i = 0; i < N_STR; i++) {
-        *f[i] = dup_nonempty(str[i]);
-        if (str[i][0] && !*f[i]) {
-            gs_error_set("out of memory");
-            goto fail;
-        }
-    }
-    s->state = (gs_slide_state)state;
-    s->source = (gs_intake_source)source;
-    s->verdict = (gs_verdict_class)verdict;
-    s->attempt = (uint32_t)attempt;
-    s->crash_marks = (uint32_t)marks;
-    s->out_of_focus = oof;
-    s->score = (float)score;
-    s->blurred_fraction = (float)blurred;
-    s->size = size;
-    s->mtime_ms = mtime;
-    s->accepted_ms = acc;
-    s->updated_ms = upd;
-    s->last_seq = (uint64_t)last;
-    s->tiles = (gs_slide_tiles){(uint32_t)tl[0], (uint32_t)tl[1], (uint32_t)tl[2],
-                                (uint32_t)tl[3], (uint32_t)tl[4], (uint32_t)tl[5]};
-    return s;
-fail:
-    slide_free(s);
     return NULL;
 }
 
@@ -360,7 +160,7 @@ static int commit(gs_slides *t, slide *cur, slide *c, event_kind kind, gs_slide_
     uint64_t s = gs_journal_next_seq(t->journal);
     c->updated_ms = now;
     c->last_seq = s;
-    json_t *rec = record_of(c);
+    json_t *rec = slide_record_of(c);
     size_t len = 0;
     uint8_t *payload = rec ? event_of(t, c, kind, from, reason, 0, s, now, &len) : NULL;
     if (!rec || !payload) {
@@ -390,15 +190,15 @@ static int commit(gs_slides *t, slide *cur, slide *c, event_kind kind, gs_slide_
         t->slides[t->n++] = dst;
     }
     char **fd[N_STR], **fc[N_STR];
-    str_fields(dst, fd);
-    str_fields(c, fc);
+    slide_str_fields(dst, fd);
+    slide_str_fields(c, fc);
     char *keep[N_STR];
     for (int i = 0; i < N_STR; i++) {
         if (*fc[i] == *fd[i]) {
             keep[i] = *fd[i];
             continue;
         }
-        keep[i] = dup_nonempty(*fc[i]);
+        keep[i] = slide_dup_nonempty(*fc[i]);
         GS_ASSERT(keep[i] || !*fc[i] || !**fc[i]);
     }
     for (int i = 0; i < N_STR; i++) {
@@ -465,7 +265,7 @@ gs_slides *gs_slides_new(gs_journal *journal, const gs_slides_options *o)
 {
     if (!journal || !o || o->poison_limit < 1 || o->max_attempts < 1 || !isfinite(o->threshold) ||
         o->threshold < 0.f || o->threshold > 1.f) {
-        gs_error_set("slides: bad options");
+        gs_error_set("slide table: bad options");
         return NULL;
     }
     gs_slides *t = calloc(1, sizeof *t);
@@ -485,9 +285,9 @@ gs_slides *gs_slides_new(gs_journal *journal, const gs_slides_options *o)
         const char *id = NULL;
         const json_t *rec = NULL;
         gs_journal_slide_at(journal, i, &id, &rec, NULL, NULL, NULL);
-        slide *s = slide_of(rec);
+        slide *s = slide_of_record(rec);
         if (!s || strcmp(s->id, id) != 0) {
-            fprintf(stderr, "slides: journal record %s skipped: %s\n", id,
+            fprintf(stderr, "slide table: journal record %s skipped: %s\n", id,
                     s ? "slide id differs from the file" : gs_error_get());
             slide_free(s);
             t->stats.load_skipped++;
@@ -508,7 +308,7 @@ gs_slides *gs_slides_new(gs_journal *journal, const gs_slides_options *o)
     return t;
 fail_oom:
     gs_slides_destroy(&t);
-    gs_error_set("slides: out of memory");
+    gs_error_set("slide table: out of memory");
     return NULL;
 }
 
@@ -531,13 +331,13 @@ static int new_slide_id(const gs_slides *t, char out[GS_SLIDE_ID_LEN + 1])
     for (int tries = 0; tries < 16; tries++) {
         uint8_t b[8];
         if (getrandom(b, sizeof b, 0) != (ssize_t)sizeof b)
-            return gs_error_set("slides: getrandom: %s", strerror(errno));
+            return gs_error_set("slide table: getrandom: %s", strerror(errno));
         for (int i = 0; i < 8; i++)
             snprintf(out + 2 * i, 3, "%02x", b[i]);
         if (!find(t, out))
             return 0;
     }
-    return gs_error_set("slides: no free slide id");
+    return gs_error_set("slide table: no free slide id");
 }
 
 static int text_ok(const char *s, size_t max)
@@ -635,7 +435,7 @@ int gs_slides_planned(gs_slides *t, const char *slide_id, uint32_t attempt, cons
         *folded = 0;
     if (!text_ok(quickhash, MAX_TEXT_LEN) || !text_ok(unassessable_reason, MAX_TEXT_LEN))
         return gs_error_set("slide %s: plan strings too long", S(slide_id));
-    if (!method_ok(method))
+    if (!slide_method_ok(method))
         return gs_error_set("slide %s: plan method %d unknown", S(slide_id), (int)method);
     int r = check(t, slide_id, attempt, GS_SLIDE_PLANNED, from_accepted, &s);
     if (r != -2)
@@ -674,7 +474,7 @@ int gs_slides_blur_checked(gs_slides *t, const char *slide_id, uint32_t attempt,
 {
     slide *s = NULL;
     if (!isfinite(blurred_fraction) || blurred_fraction < 0.f || blurred_fraction > 1.f ||
-        !text_ok(reason, MAX_TEXT_LEN) || !method_ok(method))
+        !text_ok(reason, MAX_TEXT_LEN) || !slide_method_ok(method))
         return gs_error_set("slide %s: bad blurred fraction, method or reason", S(slide_id));
     int r = check(t, slide_id, attempt, GS_SLIDE_BLUR_CHECKED, from_planned, &s);
     if (r != -2)
@@ -858,7 +658,7 @@ int gs_slides_crash_mark(gs_slides *t, const char *slide_id, uint32_t attempt, i
     slide c = *s;
     c.crash_marks++;
     c.updated_ms = now_unix_ms;
-    json_t *rec = record_of(&c);
+    json_t *rec = slide_record_of(&c);
     if (!rec)
         return gs_error_set("slide %s: out of memory", slide_id);
     r = gs_journal_put_slide(t->journal, slide_id, rec, 0, now_unix_ms);
@@ -873,7 +673,7 @@ int gs_slides_crash_mark(gs_slides *t, const char *slide_id, uint32_t attempt, i
 int gs_slides_recover(gs_slides *t, int64_t now_unix_ms)
 {
     if (t->recovered)
-        return gs_error_set("slides: recovery runs once, at start");
+        return gs_error_set("slide table: recovery runs once, at start");
     t->recovered = 1;
     int changed = 0;
     /* Snapshot the ids: transitions never add slides, but be independent of the order. */
