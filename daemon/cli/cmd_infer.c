@@ -32,6 +32,7 @@
 
 #include "model/network.h"
 #include "ops/error.h"
+#include "stages/runtime/fileio.h"
 #include "stages/slide/png_io.h"
 #include "stages/slide/reader.h"
 
@@ -50,13 +51,6 @@ static void usage(FILE *f)
                "bundle and writes each raw output as float32 .npy, named as model/pytorch/run.py\n"
                "names them, plus the uint8/float inputs used (tiles_u8.npy, blur_u8.npy,\n"
                "screener_input.npy).\n");
-}
-
-static int make_dir(const char *path)
-{
-    if (mkdir(path, 0755) < 0 && errno != EEXIST)
-        return gs_error_set("%s: cannot create folder: %s", path, strerror(errno));
-    return 0;
 }
 
 /* Writes a C-order little-endian .npy (descr "<f4" or "|u1") of the given shape. */
@@ -394,7 +388,7 @@ int gs_cmd_infer(int argc, char **argv)
     }
     if (is_slide && read_inputs(NULL, 0, argv[optind], x, y, m, &rgb, &n, &h, &w))
         goto fail;
-    if (out && make_dir(out))
+    if (out && gs_mkdir_p(out, 0755))
         goto fail;
     size_t sh = (size_t)h / 4, sw = (size_t)w / 4;
     logit = malloc((size_t)n * sizeof(float));

@@ -284,10 +284,8 @@ int gs_cmd_screen(int argc, char **argv)
     char model[PATH_MAX];
     if (find_model(model_arg, cfg, model, sizeof model) != 0)
         goto report;
-    if (mkdir(out_arg, 0755) != 0 && errno != EEXIST) {
-        gs_error_set("%s: %s", out_arg, strerror(errno));
+    if (gs_mkdir_p(out_arg, 0755) != 0)
         goto report;
-    }
     char out_real[PATH_MAX];
     if (!realpath(out_arg, out_real)) {
         gs_error_set("%s: %s", out_arg, strerror(errno));

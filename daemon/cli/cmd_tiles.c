@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 
 #include "ops/error.h"
+#include "stages/runtime/fileio.h"
 #include "stages/slide/png_io.h"
 #include "stages/slide/reader.h"
 #include "stages/slide/tissue.h"
@@ -42,25 +43,6 @@ static int parse_double(const char *opt, const char *s, double lo, double hi, do
         return -1;
     }
     *out = v;
-    return 0;
-}
-
-/* mkdir -p for one output folder; the parents must exist or be creatable. */
-static int make_dir(const char *path)
-{
-    char buf[4096];
-    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
-        return gs_error_set("%s: path too long", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(buf, 0755) < 0 && errno != EEXIST)
-            return gs_error_set("%s: cannot create folder: %s", buf, strerror(errno));
-        *p = '/';
-    }
-    if (mkdir(buf, 0755) < 0 && errno != EEXIST)
-        return gs_error_set("%s: cannot create folder: %s", buf, strerror(errno));
     return 0;
 }
 
@@ -144,14 +126,17 @@ static int write_outputs(const char *dir, gs_slide *s, const gs_plan *p, double 
     if (join_path(path, sizeof path, dir, "plan.png") < 0 ||
         gs_png_write(path, overlay, w, h, (size_t)w * 3, 3) < 0)
         goto free_outputs;
-    char tmp[4096];
-    if (join_path(path, sizeof path, dir, "plan.json") < 0 ||
-        join_path(tmp, sizeof tmp, dir, ".plan.json.tmp") < 0)
+    if (join_path(path, sizeof path, dir, "plan.json") < 0)
         goto free_outputs;
-    if (json_dump_file(doc, tmp, JSON_INDENT(1) | JSON_SORT_KEYS) < 0 || rename(tmp, path) < 0) {
-        gs_error_set("%s: cannot write: %s", path, strerror(errno));
+    char *text = json_dumps(doc, JSON_INDENT(1) | JSON_SORT_KEYS);
+    if (!text) {
+        gs_error_set("%s: out of memory", path);
         goto free_outputs;
     }
+    int written = gs_write_atomic(path, text, strlen(text), 0644);
+    free(text);
+    if (written != 0)
+        goto free_outputs;
     rc = 0;
 free_outputs:
     json_decref(doc);
@@ -278,7 +263,7 @@ int gs_cmd_tiles(int argc, char **argv)
     if (!plan)
         goto report_error;
     print_plan(plan, to.min_tissue_fraction);
-    if (make_dir(out) < 0 || write_outputs(out, slide, plan, to.min_tissue_fraction) < 0)
+    if (gs_mkdir_p(out, 0755) < 0 || write_outputs(out, slide, plan, to.min_tissue_fraction) < 0)
         goto report_error;
     printf("wrote       %s/mask.png, %s/plan.png, %s/plan.json\n", out, out, out);
     status = 0;

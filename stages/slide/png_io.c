@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "ops/error.h"
+#include "stages/runtime/fileio.h"
 
 /* Refuse images whose 8-bit RGBA buffer would exceed 1 GiB: no thumbnail, heatmap or mask of
  * this project comes near it, and a forged header must not make us allocate gigabytes. */
@@ -80,59 +81,24 @@ int gs_png_write(const char *path, const uint8_t *px, int w, int h, size_t strid
         return gs_error_set("%s: cannot write PNG: invalid image (%dx%d, %d channels, stride %zu)",
                             path, w, h, channels, stride);
 
-    size_t n = strlen(path);
-    char *tmp = malloc(n + sizeof ".tmp.XXXXXX");
-    if (!tmp)
+    /* Encoded in memory, then written whole through the one atomic write (stages/runtime/
+     * fileio): a reader never sees half an image, and a failed write keeps the old one. */
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *fp = open_memstream(&buf, &len);
+    if (!fp)
         return gs_error_set("%s: out of memory", path);
-    memcpy(tmp, path, n);
-    memcpy(tmp + n, ".tmp.XXXXXX", sizeof ".tmp.XXXXXX");
-
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        gs_error_set("%s: cannot create a temporary file beside it: %s", path, strerror(errno));
-        goto free_tmp;
-    }
-    /* mkstemp makes the file private (0600); a report image is meant to be read by others. */
-    if (fchmod(fd, 0644) != 0) {
-        gs_error_set("%s: cannot set permissions of %s: %s", path, tmp, strerror(errno));
-        close(fd);
-        goto unlink_tmp;
-    }
-    FILE *fp = fdopen(fd, "wb");
-    if (!fp) {
-        gs_error_set("%s: %s", path, strerror(errno));
-        close(fd);
-        goto unlink_tmp;
-    }
     png_err_ctx ctx = {{0}};
-    if (png_encode(fp, px, w, h, stride, channels, &ctx) != 0) {
-        gs_error_set("%s: cannot write PNG: %s", path, ctx.msg);
-        fclose(fp);
-        goto unlink_tmp;
+    int enc = png_encode(fp, px, w, h, stride, channels, &ctx);
+    if (fclose(fp) != 0 && enc == 0) {
+        enc = -1;
+        snprintf(ctx.msg, sizeof ctx.msg, "out of memory");
     }
-    /* Data must be on disk before the rename makes it visible, or a crash could leave a
-     * complete-looking name over an empty file. */
-    if (fflush(fp) != 0 || fsync(fileno(fp)) != 0) {
-        gs_error_set("%s: cannot write: %s", path, strerror(errno));
-        fclose(fp);
-        goto unlink_tmp;
-    }
-    if (fclose(fp) != 0) {
-        gs_error_set("%s: cannot write: %s", path, strerror(errno));
-        goto unlink_tmp;
-    }
-    if (rename(tmp, path) != 0) {
-        gs_error_set("%s: cannot rename %s into place: %s", path, tmp, strerror(errno));
-        goto unlink_tmp;
-    }
-    free(tmp);
-    return 0;
-
-unlink_tmp:
-    unlink(tmp);
-free_tmp:
-    free(tmp);
-    return -1;
+    /* A report image is meant to be read by others: 0644 whatever the umask. */
+    int rc = enc != 0 ? gs_error_set("%s: cannot write PNG: %s", path, ctx.msg)
+                      : gs_write_atomic(path, buf, len, 0644);
+    free(buf);
+    return rc;
 }
 
 /* Decodes the stream (signature already consumed) into a malloc'd RGBA buffer. Returns the
