@@ -10,6 +10,9 @@
 #include "ops/error.h"
 
 #define SEC 1000.0
+/* tile_size must be a multiple of this: the multi-task network (DLA-34) halves its input five
+ * times (model/network.h: multitask states need multiples of 32). */
+#define TILE_MULTIPLE 32
 #define DAY (86400.0 * SEC)
 
 /* Indexed by key, so the table cannot drift from the enumeration; gs_config_schema_default()
@@ -85,9 +88,11 @@ static const gs_config_key_info KEYS[GS_CFG_KEY_COUNT] = {
                                    "foreground worker threads"},
     [GS_CFG_FOREGROUND_TARGET_MPP] = {"foreground", "target_mpp", GS_CONFIG_NUMBER, "0.5", 0.05, 10,
                                       "resolution of the tiles, microns per pixel"},
-    [GS_CFG_FOREGROUND_TILE_SIZE] = {"foreground", "tile_size", GS_CONFIG_COUNT, "512", 64, 4096,
-                                     "tile side, pixels at target_mpp"},
-    [GS_CFG_FOREGROUND_STRIDE] = {"foreground", "stride", GS_CONFIG_COUNT, "512", 64, 4096,
+    /* 1672: the largest square RGB tile under the tile socket's 8 MiB message cap (the tiler
+     * refuses larger ones, stages/handlers/tiler.c); a multiple of 32 (checked below). */
+    [GS_CFG_FOREGROUND_TILE_SIZE] = {"foreground", "tile_size", GS_CONFIG_COUNT, "512", 64, 1672,
+                                     "tile side, pixels at target_mpp; a multiple of 32"},
+    [GS_CFG_FOREGROUND_STRIDE] = {"foreground", "stride", GS_CONFIG_COUNT, "512", 64, 1672,
                                   "window step, pixels; must equal tile_size"},
     [GS_CFG_FOREGROUND_DEFAULT_MPP] = {"foreground", "default_mpp", GS_CONFIG_NUMBER, "0.25", 0.05,
                                        10, "microns per pixel of a slide that does not say"},
@@ -472,6 +477,11 @@ static int check_rules(const gs_config_values *v, const char *path)
             min_valid, sample);
     uint32_t stride = v->keys[GS_CFG_FOREGROUND_STRIDE].v.count;
     uint32_t tile = v->keys[GS_CFG_FOREGROUND_TILE_SIZE].v.count;
+    if (tile % TILE_MULTIPLE)
+        return gs_error_set("%s: [foreground] tile_size: %u is not a multiple of %d: the "
+                            "multi-task network halves its input five times",
+                            where(at, sizeof at, path, v->keys[GS_CFG_FOREGROUND_TILE_SIZE].line),
+                            tile, TILE_MULTIPLE);
     if (stride != tile)
         return gs_error_set(
             "%s: [foreground] stride: %u differs from tile_size %u: overlapping windows are not "

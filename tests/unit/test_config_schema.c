@@ -310,6 +310,11 @@ static void stride_must_equal_tile_size(void **state)
     both_refuse("[foreground]\n\ntile_size = 256\n",
                 "%s:3: [foreground] stride: 512 differs from tile_size 256");
     both_refuse("[foreground]\nstride = 256\ntile_size = 1024\n", "%s:3: [foreground] stride:");
+    /* Tiles the pipeline could never carry or infer are refused too. */
+    both_refuse("[foreground]\ntile_size = 1696\nstride = 1696\n",
+                "%s:2: [foreground] tile_size: 1696 is out of range 64..1672");
+    both_refuse("[foreground]\ntile_size = 500\nstride = 500\n",
+                "%s:2: [foreground] tile_size: 500 is not a multiple of 32");
 
     const char *p = write_conf("[foreground]\ntile_size = 256\nstride = 256\n");
     gs_config *c = gs_config_new();
