@@ -148,12 +148,7 @@ static void verdict_for_report(gs_coordinator *c, slide_rt *rt, const gs_slide_i
     coord_fill_provenance(c, &b->mp);
     gs_slide_tiles t;
     coord_tile_counts(rt, &t);
-    b->tc.planned = t.planned;
-    b->tc.inferred = t.inferred;
-    b->tc.background = t.background;
-    b->tc.blurry = t.blurry;
-    b->tc.error = t.error;
-    b->tc.rerequested = t.rerequested;
+    coord_tile_counts_msg(&t, &b->tc);
     b->v.slide_id = rt->id;
     b->v.attempt = rt->attempt;
     b->v.path = (char *)info->path;
@@ -161,11 +156,7 @@ static void verdict_for_report(gs_coordinator *c, slide_rt *rt, const gs_slide_i
     b->v.score = rt->report_class == GS_VERDICT_NEGATIVE || rt->report_class == GS_VERDICT_POSITIVE
                      ? rt->score
                      : 0.f;
-    /* The threshold that judged the slide (journalled at SCREENED, so a restart with another
-     * config reports it unchanged); for a slide never screened, the coordinator's. */
-    b->v.threshold = info->threshold_source[0] ? info->threshold : (float)c->decision.threshold;
-    b->v.threshold_source =
-        (char *)(info->threshold_source[0] ? info->threshold_source : c->decision.threshold_source);
+    coord_verdict_threshold(c, info, &b->v);
     b->v.reason = rt->reason;
     b->v.model = &b->mp;
     b->v.n_warnings = rt->n_warn;

@@ -185,6 +185,24 @@ void coord_tile_counts(const slide_rt *rt, gs_slide_tiles *t)
     t->rerequested = lc.rerequested;
 }
 
+void coord_tile_counts_msg(const gs_slide_tiles *t, Gastroscreen__V1__TileCounts *tc)
+{
+    tc->planned = t->planned;
+    tc->inferred = t->inferred;
+    tc->background = t->background;
+    tc->blurry = t->blurry;
+    tc->error = t->error;
+    tc->rerequested = t->rerequested;
+}
+
+void coord_verdict_threshold(const gs_coordinator *c, const gs_slide_info *info,
+                             Gastroscreen__V1__Verdict *v)
+{
+    int judged = info->threshold_source && info->threshold_source[0];
+    v->threshold = judged ? info->threshold : (float)c->decision.threshold;
+    v->threshold_source = (char *)(judged ? info->threshold_source : c->decision.threshold_source);
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* failure */
 

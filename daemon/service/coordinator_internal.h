@@ -222,6 +222,15 @@ void coord_rt_phase(gs_coordinator *c, slide_rt *rt, int phase);
 /* The slide's tile counts from its ledger (all 0 without one). */
 void coord_tile_counts(const slide_rt *rt, gs_slide_tiles *t);
 
+/* Copies tile counts into their message (TileCounts of a Verdict or a SlideStatus). */
+void coord_tile_counts_msg(const gs_slide_tiles *t, Gastroscreen__V1__TileCounts *tc);
+
+/* Sets v's threshold and threshold_source to those that judged the slide (journalled at
+ * SCREENED, so a restart with another config reports them unchanged), or the coordinator's
+ * own for a slide never screened. Strings borrowed from info or the coordinator. */
+void coord_verdict_threshold(const gs_coordinator *c, const gs_slide_info *info,
+                             Gastroscreen__V1__Verdict *v);
+
 /* Journals FAILED with the report files given (any may be NULL), publishes it and drops the
  * slide. Returns 0, or -1 with the error set. */
 int coord_finalize_fail(gs_coordinator *c, slide_rt *rt, const char *json, const char *png,

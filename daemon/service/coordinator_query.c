@@ -79,24 +79,12 @@ static void fill_status(gs_coordinator *c, const gs_slide_info *info, const gs_s
     b->s.attempt = info->attempt;
     b->s.path = (char *)info->path;
     b->s.state = (Gastroscreen__V1__SlideState)info->state;
-    b->tc.planned = info->tiles.planned;
-    b->tc.inferred = info->tiles.inferred;
-    b->tc.background = info->tiles.background;
-    b->tc.blurry = info->tiles.blurry;
-    b->tc.error = info->tiles.error;
-    b->tc.rerequested = info->tiles.rerequested;
     /* A slide being inferred reports the live ledger, not its last journalled counts. */
     slide_rt *rt = coord_rt_find(c, info->slide_id);
-    if (rt && rt->ledger) {
-        gs_slide_tiles t;
-        coord_tile_counts(rt, &t);
-        b->tc.planned = t.planned;
-        b->tc.inferred = t.inferred;
-        b->tc.background = t.background;
-        b->tc.blurry = t.blurry;
-        b->tc.error = t.error;
-        b->tc.rerequested = t.rerequested;
-    }
+    gs_slide_tiles live = info->tiles;
+    if (rt && rt->ledger)
+        coord_tile_counts(rt, &live);
+    coord_tile_counts_msg(&live, &b->tc);
     b->s.tiles = &b->tc;
     b->s.last_seq = info->last_seq;
     b->s.accepted_unix_ms = info->accepted_unix_ms;
@@ -108,12 +96,7 @@ static void fill_status(gs_coordinator *c, const gs_slide_info *info, const gs_s
     b->vtc = (Gastroscreen__V1__TileCounts)GASTROSCREEN__V1__TILE_COUNTS__INIT;
     b->rp = (Gastroscreen__V1__ReportPaths)GASTROSCREEN__V1__REPORT_PATHS__INIT;
     coord_fill_provenance(c, &b->mp);
-    b->vtc.planned = vinfo->tiles.planned;
-    b->vtc.inferred = vinfo->tiles.inferred;
-    b->vtc.background = vinfo->tiles.background;
-    b->vtc.blurry = vinfo->tiles.blurry;
-    b->vtc.error = vinfo->tiles.error;
-    b->vtc.rerequested = vinfo->tiles.rerequested;
+    coord_tile_counts_msg(&vinfo->tiles, &b->vtc);
     b->rp.report_json = (char *)vinfo->report_json;
     b->rp.heatmap_png = (char *)vinfo->heatmap_png;
     b->rp.regions_geojson = (char *)vinfo->regions_geojson;
@@ -122,9 +105,7 @@ static void fill_status(gs_coordinator *c, const gs_slide_info *info, const gs_s
     b->v.path = (char *)vinfo->path;
     b->v.verdict_class = (Gastroscreen__V1__VerdictClass)vinfo->verdict;
     b->v.score = vinfo->score;
-    b->v.threshold = vinfo->threshold_source[0] ? vinfo->threshold : (float)c->decision.threshold;
-    b->v.threshold_source = (char *)(vinfo->threshold_source[0] ? vinfo->threshold_source
-                                                                : c->decision.threshold_source);
+    coord_verdict_threshold(c, vinfo, &b->v);
     b->v.reason = (char *)vinfo->reason;
     b->v.model = &b->mp;
     b->v.report = &b->rp;
