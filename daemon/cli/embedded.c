@@ -216,10 +216,7 @@ gs_embedded *gs_embedded_new(const gs_embedded_options *o)
 
     if (!(e->model = gs_model_load(o->model_path)))
         goto fail;
-    gs_model_thresholds bundle_thresholds = gs_model_get_thresholds(e->model);
-    gs_decision_resolve(&e->decision, &bundle_thresholds, e->cfg->threshold,
-                        gs_config_is_set(e->cfg, GS_CFG_SCREENER_THRESHOLD), e->cfg->top_k,
-                        gs_config_is_set(e->cfg, GS_CFG_SCREENER_TOP_K));
+    gs_config_decision(e->cfg, e->model, &e->decision);
     const gs_net_id nets[] = {GS_NET_MULTITASK, GS_NET_SCREENER};
     if (gs_provenance_init(&e->prov, o->model_path, e->model, nets, 2) != 0)
         goto fail;

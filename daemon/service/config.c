@@ -201,6 +201,16 @@ destroy_values:
     return rc;
 }
 
+void gs_config_decision(const gs_config *c, const gs_model *model, gs_decision *d)
+{
+    gs_model_thresholds b = {0};
+    if (model)
+        b = gs_model_get_thresholds(model);
+    gs_decision_resolve(d, model ? &b : NULL, c->threshold,
+                        gs_config_is_set(c, GS_CFG_SCREENER_THRESHOLD), c->top_k,
+                        gs_config_is_set(c, GS_CFG_SCREENER_TOP_K));
+}
+
 int gs_config_is_set(const gs_config *c, gs_config_key_id k)
 {
     GS_ASSERT((unsigned)k < GS_CFG_KEY_COUNT);

@@ -21,7 +21,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "model/network.h"
 #include "stages/runtime/config_schema.h"
+#include "stages/runtime/decision.h"
 
 typedef struct {
     /* [coordinator] */
@@ -81,6 +83,10 @@ int gs_config_load(gs_config *c, const char *path);
 /* 1 when a file loaded into c set key k (the lab chose the value), 0 when c holds the default
  * or a value a caller wrote. */
 int gs_config_is_set(const gs_config *c, gs_config_key_id k);
+
+/* The screener's threshold and top k that judge, with their sources: the config's [screener]
+ * values where the file set them, else the bundle's (model may be NULL: no bundle). */
+void gs_config_decision(const gs_config *c, const gs_model *model, gs_decision *d);
 
 /* Replaces one of a config's string fields (e.g. &c->journal_dir) with a copy of value, freeing
  * the old one: for callers that override what the file said. Returns 0, or -1 with the error

@@ -137,9 +137,7 @@ gs_coordinator *gs_coordinator_new(const gs_coordinator_options *o)
     if (o->decision)
         c->decision = *o->decision;
     else
-        gs_decision_resolve(&c->decision, NULL, c->cfg->threshold,
-                            gs_config_is_set(c->cfg, GS_CFG_SCREENER_THRESHOLD), c->cfg->top_k,
-                            gs_config_is_set(c->cfg, GS_CFG_SCREENER_TOP_K));
+        gs_config_decision(c->cfg, NULL, &c->decision);
     c->o.decision = NULL; /* the copy above is the one used */
     c->started_unix_ms = gs_unix_ms();
     {

@@ -224,10 +224,7 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     gs_decision decision;
-    gs_model_thresholds bundle_thresholds = gs_model_get_thresholds(model);
-    gs_decision_resolve(&decision, &bundle_thresholds, cfg->threshold,
-                        gs_config_is_set(cfg, GS_CFG_SCREENER_THRESHOLD), cfg->top_k,
-                        gs_config_is_set(cfg, GS_CFG_SCREENER_TOP_K));
+    gs_config_decision(cfg, model, &decision);
 
     gs_coordinator_options o;
     gs_coordinator_options_default(&o);

@@ -68,34 +68,6 @@ struct gs_journal {
     size_t n_warnings;
 };
 
-static void put_u32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put_u64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t get_u32(const uint8_t *p)
-{
-    uint32_t v = 0;
-    for (int i = 3; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
-}
-
-static uint64_t get_u64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
-}
-
 /* Warnings are kept for the caller and printed, so an operator sees them in the journal of
  * systemd even when the caller does not forward them. */
 __attribute__((format(printf, 2, 3))) static void warn(gs_journal *j, const char *fmt, ...)
@@ -260,11 +232,11 @@ static int parse_record(const uint8_t *b, size_t body_len, log_record *r)
     if (body_len < LOG_BODY_FIXED)
         return -1;
     memset(r, 0, sizeof *r);
-    r->seq = get_u64(b);
+    r->seq = gs_le64_get(b);
     memcpy(r->id, b + LOG_AT_ID, GS_SLIDE_ID_LEN);
-    r->time_ms = (int64_t)get_u64(b + LOG_AT_TIME);
+    r->time_ms = (int64_t)gs_le64_get(b + LOG_AT_TIME);
     r->flags = b[LOG_AT_FLAGS];
-    r->rec_len = get_u32(b + LOG_AT_REC_LEN);
+    r->rec_len = gs_le32_get(b + LOG_AT_REC_LEN);
     if (r->seq == 0 || r->rec_len > body_len - LOG_BODY_FIXED)
         return -1;
     if (r->id[0] && !gs_slide_id_ok(r->id))
@@ -633,12 +605,12 @@ int gs_journal_commit(gs_journal *j, const char *slide_id, const json_t *record,
         goto fail;
     }
     uint64_t s = j->last_seq + 1;
-    put_u64(b, s);
+    gs_le64_put(b, s);
     if (slide_id)
         memcpy(b + LOG_AT_ID, slide_id, GS_SLIDE_ID_LEN);
-    put_u64(b + LOG_AT_TIME, (uint64_t)time_unix_ms);
+    gs_le64_put(b + LOG_AT_TIME, (uint64_t)time_unix_ms);
     b[LOG_AT_FLAGS] = (uint8_t)((record ? FLAG_RECORD : 0) | (terminal ? FLAG_TERMINAL : 0));
-    put_u32(b + LOG_AT_REC_LEN, (uint32_t)rec_len);
+    gs_le32_put(b + LOG_AT_REC_LEN, (uint32_t)rec_len);
     if (rec_len)
         memcpy(b + LOG_BODY_FIXED, text, rec_len);
     if (payload_len)

@@ -188,17 +188,6 @@ static gs_recfile_options file_options(int create)
                                 .create = create};
 }
 
-static void put32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
 static uint32_t float_bits(float f)
 {
     uint32_t u;
@@ -226,12 +215,12 @@ static void file_append(gs_ledger *l, uint32_t i, gs_tile_outcome out, float sco
         l->c.file_errors++;
         return;
     }
-    put32(b, i);
+    gs_le32_put(b, i);
     b[4] = (uint8_t)out;
-    put32(b + 5, float_bits(score));
-    put32(b + 9, dim);
+    gs_le32_put(b + 5, float_bits(score));
+    gs_le32_put(b + 9, dim);
     for (uint32_t k = 0; k < dim; k++)
-        put32(b + REC_FIXED + 4 * k, float_bits(feature[k]));
+        gs_le32_put(b + REC_FIXED + 4 * k, float_bits(feature[k]));
     if (gs_recfile_append(l->file, b, body, 0) != 0) {
         /* Stop writing: a full disk would only fail again. The failed record was cut off,
          * so the outcomes saved so far are still adopted after a restart. */
@@ -588,9 +577,9 @@ static int adopt_record(void *ud, const uint8_t *b, size_t body, uint64_t offset
         c->dropped++; /* intact, but no release wrote it */
         return 0;
     }
-    uint32_t i = get32(b), dim = get32(b + 9);
+    uint32_t i = gs_le32_get(b), dim = gs_le32_get(b + 9);
     gs_tile_outcome out = (gs_tile_outcome)b[4];
-    float score = bits_float(get32(b + 5));
+    float score = bits_float(gs_le32_get(b + 5));
     int ok = i < l->n && body == REC_FIXED + 4 * (size_t)dim && out >= GS_TILE_INFERRED &&
              out <= GS_TILE_ERROR;
     if (ok && out == GS_TILE_INFERRED)
@@ -607,7 +596,7 @@ static int adopt_record(void *ud, const uint8_t *b, size_t body, uint64_t offset
         if (!feat)
             return gs_error_set("ledger %s: out of memory", c->path);
         for (uint32_t k = 0; k < dim; k++)
-            feat[k] = bits_float(get32(b + REC_FIXED + 4 * k));
+            feat[k] = bits_float(gs_le32_get(b + REC_FIXED + 4 * k));
         l->score[i] = score;
         heap_offer(l, i, score, feat);
         free(feat);

@@ -147,17 +147,6 @@ Gastroscreen__V1__PlanResult *gs_spool_plan_read(const gs_spool *s, const char *
     return plan;
 }
 
-static void put_u32le(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t get_u32le(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
 typedef struct {
     gs_spool_heat *h;
     gs_spool_heat_record *on_record;
@@ -172,7 +161,7 @@ static int heat_visit(void *ud, const uint8_t *payload, size_t len, uint64_t off
         return gs_error_set("%s: record at %llu holds %zu bytes, not a %zu-byte heatmap", hs->path,
                             (unsigned long long)offset, len, hs->h->map_bytes);
     if (hs->on_record)
-        hs->on_record(hs->ud, get_u32le(payload), payload + HEAT_INDEX_LEN);
+        hs->on_record(hs->ud, gs_le32_get(payload), payload + HEAT_INDEX_LEN);
     return 0;
 }
 
@@ -203,7 +192,7 @@ static long heat_legacy_load(const char *path, size_t map_bytes, uint8_t **recs)
         if (crc != gs_crc32(gs_crc32(0, &idx, sizeof idx), buf + off + HEAT_LEGACY_HEAD, map_bytes))
             break;
         uint8_t *out = *recs + n * (HEAT_INDEX_LEN + map_bytes);
-        put_u32le(out, idx);
+        gs_le32_put(out, idx);
         memcpy(out + HEAT_INDEX_LEN, buf + off + HEAT_LEGACY_HEAD, map_bytes);
     }
     free(buf);
@@ -297,7 +286,7 @@ free_heat:
 
 int gs_spool_heat_append(gs_spool_heat *h, uint32_t index, const uint8_t *map)
 {
-    put_u32le(h->rec, index);
+    gs_le32_put(h->rec, index);
     memcpy(h->rec + HEAT_INDEX_LEN, map, h->map_bytes);
     return gs_recfile_append(h->f, h->rec, HEAT_INDEX_LEN + h->map_bytes, 0);
 }

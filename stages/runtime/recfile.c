@@ -48,15 +48,26 @@ uint32_t gs_crc32(uint32_t crc, const void *data, size_t n)
     return (uint32_t)crc32_z(crc, data, n);
 }
 
-static void put32(uint8_t *p, uint32_t v)
+void gs_le32_put(uint8_t *p, uint32_t v)
 {
     for (int i = 0; i < 4; i++)
         p[i] = (uint8_t)(v >> (8 * i));
 }
 
-static uint32_t get32(const uint8_t *p)
+uint32_t gs_le32_get(const uint8_t *p)
 {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+void gs_le64_put(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+uint64_t gs_le64_get(const uint8_t *p)
+{
+    return (uint64_t)gs_le32_get(p) | (uint64_t)gs_le32_get(p + 4) << 32;
 }
 
 static uint32_t record_crc(const uint8_t *len_field, const void *payload, size_t len)
@@ -70,10 +81,10 @@ static int frame_ok(const uint8_t *p, size_t avail, uint32_t max_record, uint32_
 {
     if (avail < GS_RECFILE_FRAME_LEN)
         return 0;
-    uint32_t n = get32(p);
+    uint32_t n = gs_le32_get(p);
     if (n > max_record || n > avail - GS_RECFILE_FRAME_LEN)
         return 0;
-    if (record_crc(p, p + GS_RECFILE_FRAME_LEN, n) != get32(p + FRAME_CRC_AT))
+    if (record_crc(p, p + GS_RECFILE_FRAME_LEN, n) != gs_le32_get(p + FRAME_CRC_AT))
         return 0;
     *len = n;
     return 1;
@@ -94,12 +105,12 @@ static size_t next_intact(const uint8_t *buf, size_t n, size_t from, uint32_t ma
 static int legacy_ok(const uint8_t *p, size_t avail, uint32_t magic, uint32_t max_record,
                      uint32_t *len)
 {
-    if (avail < LEGACY_FRAME_LEN || get32(p) != magic)
+    if (avail < LEGACY_FRAME_LEN || gs_le32_get(p) != magic)
         return 0;
-    uint32_t n = get32(p + sizeof(uint32_t)); /* after the magic */
+    uint32_t n = gs_le32_get(p + sizeof(uint32_t)); /* after the magic */
     if (n > max_record || n > avail - LEGACY_FRAME_LEN)
         return 0;
-    if (gs_crc32(0, p + LEGACY_PAYLOAD_AT, n) != get32(p + LEGACY_PAYLOAD_AT + n))
+    if (gs_crc32(0, p + LEGACY_PAYLOAD_AT, n) != gs_le32_get(p + LEGACY_PAYLOAD_AT + n))
         return 0;
     *len = n;
     return 1;
@@ -121,7 +132,7 @@ static size_t legacy_next(const uint8_t *buf, size_t n, size_t from, uint32_t ma
 static int legacy_detect(const uint8_t *buf, size_t n, uint32_t magic, uint32_t max_record)
 {
     uint8_t m[4];
-    put32(m, magic);
+    gs_le32_put(m, magic);
     if (n < sizeof m)
         return memcmp(buf, m, n) == 0;
     if (memcmp(buf, m, sizeof m) == 0)
@@ -163,8 +174,8 @@ static void put_header(uint8_t *h, const char *kind, uint32_t version)
 {
     memcpy(h, MAGIC, KIND_LEN);
     memcpy(h + KIND_LEN, kind, KIND_LEN);
-    put32(h + VERSION_AT, version);
-    put32(h + HEADER_CRC_AT, gs_crc32(0, h, HEADER_CRC_AT));
+    gs_le32_put(h + VERSION_AT, version);
+    gs_le32_put(h + HEADER_CRC_AT, gs_crc32(0, h, HEADER_CRC_AT));
 }
 
 /* The permissions of the open file, for a rewrite that replaces it. */
@@ -193,10 +204,10 @@ static int legacy_convert(gs_recfile *f, const uint8_t *buf, size_t n, uint32_t 
             o = next;
             continue;
         }
-        put32(out + w, len);
+        gs_le32_put(out + w, len);
         const uint8_t *payload = buf + o + LEGACY_PAYLOAD_AT;
         memcpy(out + w + GS_RECFILE_FRAME_LEN, payload, len);
-        put32(out + w + FRAME_CRC_AT, record_crc(out + w, payload, len));
+        gs_le32_put(out + w + FRAME_CRC_AT, record_crc(out + w, payload, len));
         w += GS_RECFILE_FRAME_LEN + len;
         o += LEGACY_FRAME_LEN + len;
         f->legacy.records++;
@@ -229,7 +240,7 @@ static int check_header(gs_recfile *f, const gs_recfile_options *o, int *reopen)
         return gs_error_set("%s: cannot read: %s", f->path, strerror(errno));
     size_t n = (size_t)got;
     if (n >= KIND_LEN && memcmp(h, MAGIC, KIND_LEN) == 0) {
-        if (n < sizeof h || gs_crc32(0, h, HEADER_CRC_AT) != get32(h + HEADER_CRC_AT)) {
+        if (n < sizeof h || gs_crc32(0, h, HEADER_CRC_AT) != gs_le32_get(h + HEADER_CRC_AT)) {
             gs_error_set("%s: damaged record-file header", f->path);
             return refuse();
         }
@@ -238,7 +249,7 @@ static int check_header(gs_recfile *f, const gs_recfile_options *o, int *reopen)
                          (const char *)h + KIND_LEN, o->kind);
             return refuse();
         }
-        f->version = get32(h + VERSION_AT);
+        f->version = gs_le32_get(h + VERSION_AT);
         if (f->version > o->version) {
             gs_error_set("%s: format version %u is newer than this build reads (%u)", f->path,
                          f->version, o->version);
@@ -478,8 +489,8 @@ static int rewrite_visit(void *ud, const uint8_t *payload, size_t len, uint64_t 
         return 0;
     if (c->cap - c->w < GS_RECFILE_FRAME_LEN + len)
         return gs_error_set("%s: grew while it was rewritten", c->path);
-    put32(c->out + c->w, (uint32_t)len);
-    put32(c->out + c->w + FRAME_CRC_AT, record_crc(c->out + c->w, payload, len));
+    gs_le32_put(c->out + c->w, (uint32_t)len);
+    gs_le32_put(c->out + c->w + FRAME_CRC_AT, record_crc(c->out + c->w, payload, len));
     memcpy(c->out + c->w + GS_RECFILE_FRAME_LEN, payload, len);
     c->w += GS_RECFILE_FRAME_LEN + len;
     c->kept++;
@@ -551,10 +562,10 @@ int gs_recfile_append(gs_recfile *f, const void *payload, size_t len, int sync)
     uint8_t *frame = malloc(GS_RECFILE_FRAME_LEN + len);
     if (!frame)
         return gs_error_set("%s: out of memory for a record of %zu bytes", f->path, len);
-    put32(frame, (uint32_t)len);
+    gs_le32_put(frame, (uint32_t)len);
     if (len)
         memcpy(frame + GS_RECFILE_FRAME_LEN, payload, len);
-    put32(frame + FRAME_CRC_AT, record_crc(frame, frame + GS_RECFILE_FRAME_LEN, len));
+    gs_le32_put(frame + FRAME_CRC_AT, record_crc(frame, frame + GS_RECFILE_FRAME_LEN, len));
     int rc = 0;
     if (lseek(f->fd, (off_t)f->size, SEEK_SET) < 0 ||
         gs_write_all(f->fd, frame, GS_RECFILE_FRAME_LEN + len, f->path) != 0 ||

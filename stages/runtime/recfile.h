@@ -141,6 +141,12 @@ uint64_t gs_recfile_end(const gs_recfile *f);
  * append. Returns 0 or -1 with the error set. */
 int gs_recfile_truncate(gs_recfile *f, uint64_t end);
 
+/* Little-endian fields, as the frames store them and as owners lay out their payloads. */
+void gs_le32_put(uint8_t *p, uint32_t v);
+uint32_t gs_le32_get(const uint8_t *p);
+void gs_le64_put(uint8_t *p, uint64_t v);
+uint64_t gs_le64_get(const uint8_t *p);
+
 /* CRC-32 (IEEE 802.3, as zlib's crc32) of n bytes, continuing from crc (start with 0). */
 uint32_t gs_crc32(uint32_t crc, const void *data, size_t n);
 

@@ -182,6 +182,18 @@ static void make_three(const char *path, uint64_t start[4])
     assert_int_equal(size_of(path), (off_t)start[3]);
 }
 
+static void little_endian_fields(void **state)
+{
+    (void)state;
+    uint8_t b[8];
+    gs_le32_put(b, 0x04030201u);
+    assert_memory_equal(b, "\x01\x02\x03\x04", 4);
+    assert_int_equal(gs_le32_get(b), 0x04030201u);
+    gs_le64_put(b, 0x0807060504030201ull);
+    assert_memory_equal(b, "\x01\x02\x03\x04\x05\x06\x07\x08", 8);
+    assert_true(gs_le64_get(b) == 0x0807060504030201ull);
+}
+
 static void crc_is_zlibs(void **state)
 {
     (void)state;
@@ -719,6 +731,7 @@ static void header_less_files_are_converted(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(little_endian_fields),
         cmocka_unit_test(crc_is_zlibs),
         cmocka_unit_test(round_trip),
         cmocka_unit_test(header_and_foreign_files_are_refused),

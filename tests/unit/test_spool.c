@@ -290,11 +290,6 @@ static void expect_records(const seen *s, uint32_t first, size_t n)
     }
 }
 
-static uint32_t get_le(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
 /* heat.bin on disk: a record file of kind HEAT, version 1, records [index u32 LE][map]
  * (stages/runtime/recfile frames them): the format the next coordinator must read. */
 static void heat_format_on_disk(void **state)
@@ -309,14 +304,14 @@ static void heat_format_on_disk(void **state)
     assert_int_equal(fread(raw, 1, sizeof raw, fp), sizeof raw);
     fclose(fp);
     assert_memory_equal(raw, "GSRFHEAT", 8);
-    assert_int_equal(get_le(raw + 8), 1);
+    assert_int_equal(gs_le32_get(raw + 8), 1);
     for (uint32_t i = 0; i < 2; i++) {
         const uint8_t *r = raw + HDR + i * REC;
         uint8_t map[MAP];
         map_of(10 + i, map);
-        assert_int_equal(get_le(r), 4 + MAP);
-        assert_int_equal(get_le(r + 4), gs_crc32(gs_crc32(0, r, 4), r + 8, 4 + MAP));
-        assert_int_equal(get_le(r + 8), 10 + i);
+        assert_int_equal(gs_le32_get(r), 4 + MAP);
+        assert_int_equal(gs_le32_get(r + 4), gs_crc32(gs_crc32(0, r, 4), r + 8, 4 + MAP));
+        assert_int_equal(gs_le32_get(r + 8), 10 + i);
         assert_memory_equal(r + 12, map, MAP);
     }
 }
