@@ -99,7 +99,14 @@ typedef struct {
     float screen;     /* slide positive if the screener score > screen */
     float blur;       /* tile blurred if P(blurred) > blur */
     float foreground; /* pixel is tissue if P(foreground) > foreground */
+    /* slide unassessable if more than this share of its tissue tiles is blurry; optional key
+     * threshold.blur_slide, GS_MODEL_BLUR_SLIDE_DEFAULT in bundles without it */
+    float blur_slide;
 } gs_model_thresholds;
+
+/* The slide-level blur share of bundles that do not name one (the service's long-standing
+ * [blur] blur_slide_fraction default). */
+#define GS_MODEL_BLUR_SLIDE_DEFAULT 0.5f
 
 /* The bundle's decision metadata (a copy). */
 gs_model_thresholds gs_model_get_thresholds(const gs_model *m);

@@ -160,6 +160,12 @@ static void print_verdict(const gs_embedded *e, const slide_entry *s, const gs_s
         printf("; duplicate of %s", own.duplicate_of);
     if (v->reason && v->reason[0])
         printf("; reason: %s", v->reason);
+    /* Warnings change what the verdict means ("partially out of focus: ..."): on the line. */
+    for (const char *w = v->warnings; w && *w;) {
+        size_t n = strcspn(w, "\n");
+        printf("; warning: %.*s", (int)n, w);
+        w += n + (w[n] == '\n');
+    }
     const gs_provenance *p = gs_embedded_provenance(e);
     if (p->notice[0])
         printf("; %s", p->notice);

@@ -50,7 +50,7 @@ typedef struct {
     /* [tiler] */
     uint32_t tiler_threads, tile_hwm;
     /* [blur] */
-    uint32_t blur_threads, blur_batch, blur_sample, blur_min_valid;
+    uint32_t blur_threads, blur_batch, blur_sample, blur_min_valid, blur_every_tile;
     double blur_slide_fraction, focus_threshold;
     char *blur_tile_inbox, *blur_advertise_host;
     /* [infer] */

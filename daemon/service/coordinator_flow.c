@@ -201,6 +201,11 @@ void coord_verdict_threshold(const gs_coordinator *c, const gs_slide_info *info,
     int judged = info->threshold_source && info->threshold_source[0];
     v->threshold = judged ? info->threshold : (float)c->decision.threshold;
     v->threshold_source = (char *)(judged ? info->threshold_source : c->decision.threshold_source);
+    v->focus_threshold = (float)c->decision.focus_threshold;
+    v->focus_threshold_source = (char *)c->decision.focus_threshold_source;
+    v->blur_slide_fraction = (float)c->decision.blur_slide_fraction;
+    v->blur_slide_source = (char *)c->decision.blur_slide_source;
+    v->focus_every_tile = c->cfg->blur_every_tile != 0;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -367,7 +372,7 @@ static int blur_settled(gs_coordinator *c, slide_rt *rt)
         return coord_fail_slide(c, rt, "blur check: %u of %u sample tiles readable", lc.blur_judged,
                                 rt->n_sample);
     float frac = lc.blur_judged ? (float)lc.blur_blurry / (float)lc.blur_judged : 0.f;
-    int out = frac > (float)c->cfg->blur_slide_fraction;
+    int out = frac > (float)c->decision.blur_slide_fraction;
     char reason[256];
     snprintf(reason, sizeof reason, "out of focus: %u of %u sample tiles blurry", lc.blur_blurry,
              lc.blur_judged);
@@ -394,6 +399,27 @@ static int tiles_settled(gs_coordinator *c, slide_rt *rt)
     gs_ledger_counts_get(rt->ledger, &lc);
     gs_ledger_sync(rt->ledger);
     uint32_t judged = lc.planned - lc.background;
+    /* Every tissue tile's focus is judged (the sample's, then the infer worker's): too much
+     * blurry tissue leaves the slide unassessable as the sample would have; some gets a
+     * warning, since a lesion in a tile left out is not looked at. */
+    if (lc.blurry > 0 && judged > 0) {
+        double share = (double)lc.blurry / judged;
+        if (share > c->decision.blur_slide_fraction || lc.inferred == 0) {
+            char reason[256];
+            snprintf(reason, sizeof reason, "out of focus: %u of %u tissue tiles blurry", lc.blurry,
+                     judged);
+            if (gs_slides_out_of_focus(c->slides, rt->id, rt->attempt, reason, gs_unix_ms(), NULL) <
+                0)
+                return -1;
+            coord_publish_pending(c);
+            rt->report_class = GS_VERDICT_UNASSESSABLE;
+            snprintf(rt->reason, sizeof rt->reason, "%s", reason);
+            coord_rt_phase(c, rt, PH_REPORT);
+            return 0;
+        }
+        coord_rt_warn(rt, "partially out of focus: %u of %u tissue tiles (%.0f%%) not analysed",
+                      lc.blurry, judged, 100.0 * share);
+    }
     if (lc.inferred == 0)
         return coord_fail_slide(c, rt, "no tile could be inferred (%u of %u tiles failed)",
                                 lc.error, judged);

@@ -227,7 +227,8 @@ void coord_tile_counts_msg(const gs_slide_tiles *t, Gastroscreen__V1__TileCounts
 
 /* Sets v's threshold and threshold_source to those that judged the slide (journalled at
  * SCREENED, so a restart with another config reports them unchanged), or the coordinator's
- * own for a slide never screened. Strings borrowed from info or the coordinator. */
+ * own for a slide never screened; and the focus rules, always the coordinator's. Strings
+ * borrowed from info or the coordinator. */
 void coord_verdict_threshold(const gs_coordinator *c, const gs_slide_info *info,
                              Gastroscreen__V1__Verdict *v);
 

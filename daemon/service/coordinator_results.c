@@ -168,10 +168,17 @@ void coord_on_tile_result(gs_coordinator *c, const Gastroscreen__V1__TileResult 
                 coord_count_malformed(c, "TileResult (feature)", NULL);
                 return;
             }
+    } else if (t->outcome == GASTROSCREEN__V1__TILE_OUTCOME__TILE_OUTCOME_BLURRY) {
+        if (t->focus_method == GASTROSCREEN__V1__METHOD__METHOD_UNSPECIFIED) {
+            coord_count_malformed(c, "TileResult (blurry without a focus method)", NULL);
+            return;
+        }
     } else if (t->outcome != GASTROSCREEN__V1__TILE_OUTCOME__TILE_OUTCOME_BACKGROUND) {
         coord_count_malformed(c, "TileResult (outcome)", NULL);
         return;
     }
+    if (t->focus_method != GASTROSCREEN__V1__METHOD__METHOD_UNSPECIFIED)
+        note_blur_method(rt, t->focus_method);
     int r = gs_ledger_record(rt->ledger, t->attempt, t->tile_index, (gs_tile_outcome)t->outcome,
                              t->score, t->feature, now);
     if (r < 0) {

@@ -359,7 +359,7 @@ static int fence(gs_ledger *l, uint32_t attempt, uint32_t index)
 int gs_ledger_record(gs_ledger *l, uint32_t attempt, uint32_t index, gs_tile_outcome outcome,
                      float score, const float *feature, int64_t now_ms)
 {
-    if (outcome != GS_TILE_INFERRED && outcome != GS_TILE_BACKGROUND)
+    if (outcome != GS_TILE_INFERRED && outcome != GS_TILE_BACKGROUND && outcome != GS_TILE_BLURRY)
         return gs_error_set("ledger: tile %u: outcome %d is not a result", index, (int)outcome);
     if (outcome == GS_TILE_INFERRED && (!isfinite(score) || score < 0.f || score > 1.f))
         return gs_error_set("ledger: tile %u: score %g is not in 0..1", index, (double)score);

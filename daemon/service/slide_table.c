@@ -527,6 +527,24 @@ int gs_slides_screened(gs_slides *t, const char *slide_id, uint32_t attempt, flo
     return commit(t, s, &c, EV_STATE, GS_SLIDE_INFERRING, NULL, now_unix_ms, seq);
 }
 
+int gs_slides_out_of_focus(gs_slides *t, const char *slide_id, uint32_t attempt, const char *reason,
+                           int64_t now_unix_ms, uint64_t *seq)
+{
+    slide *s = NULL;
+    if (!text_ok(reason, MAX_TEXT_LEN) || !reason[0])
+        return gs_error_set("slide %s: an out-of-focus verdict needs a reason", S(slide_id));
+    int r = check(t, slide_id, attempt, GS_SLIDE_SCREENED, from_inferring, &s);
+    if (r != -2)
+        return r;
+    slide c = *s;
+    c.state = GS_SLIDE_SCREENED;
+    c.score = 0.f;
+    c.verdict = GS_VERDICT_UNASSESSABLE;
+    c.out_of_focus = 1;
+    c.reason = (char *)reason;
+    return commit(t, s, &c, EV_STATE, GS_SLIDE_INFERRING, NULL, now_unix_ms, seq);
+}
+
 /* Joins the report's warnings with '\n' into a malloc'd string (NULL when there are none). */
 static int join_warnings(const gs_slide_report *rep, char **out)
 {

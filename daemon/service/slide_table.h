@@ -217,6 +217,11 @@ int gs_slides_inferring(gs_slides *t, const char *slide_id, uint32_t attempt, in
 int gs_slides_screened(gs_slides *t, const char *slide_id, uint32_t attempt, float score,
                        int64_t now_unix_ms, uint64_t *seq);
 
+/* INFERRING -> SCREENED with the class UNASSESSABLE (score 0, out_of_focus set) when, with
+ * every tissue tile's focus judged, too much of the slide is blurry; reason says how much. */
+int gs_slides_out_of_focus(gs_slides *t, const char *slide_id, uint32_t attempt, const char *reason,
+                           int64_t now_unix_ms, uint64_t *seq);
+
 /* -> REPORTED when the report is written: from SCREENED (the screened verdict), from PLANNED
  * with an unassessable_reason, or from an out-of-focus BLUR_CHECKED (UNASSESSABLE). */
 int gs_slides_reported(gs_slides *t, const char *slide_id, uint32_t attempt,

@@ -4,7 +4,7 @@
     /usr/bin/python3 model/pytorch/make_bundle.py --seed N --out F
         [--nets multitask,foreground,blur,screener] [--broken KIND]
         [--created ISO8601] [--dtype f32|f16|bf16] [--activation relu|leaky:<slope>]
-        [--calib-size 256]
+        [--calib-size 256] [--trained model/trained/blur.safetensors ...]
 
 Weights (provenance "untrained") are drawn from a torch.Generator seeded per network from
 --seed, so choosing fewer --nets does not change the others. They are built to give
@@ -269,6 +269,35 @@ def break_bundle(kind, entries, meta):
                      % (kind, ", ".join(KINDS)))
 
 
+def merge_trained(tensors, meta, path, seeded):
+    """Adds the trained network of the partial bundle ``path`` to ``tensors``/``meta``.
+
+    A partial bundle holds exactly one network's tensors; its provenance.<net> must not be
+    "untrained". The network must not also be seeded (``seeded``), so a bundle never holds two
+    versions of one network. Its threshold.* values and training.<net> record replace the
+    defaults. Raises BundleError naming the file.
+    """
+    ptensors, pmeta = bundle.read_bundle(path)
+    nets = sorted({name.split(".", 1)[0] for name in ptensors})
+    if len(nets) != 1:
+        raise bundle.BundleError("%s: a partial bundle holds one network, found %s"
+                                 % (path, nets or "none"))
+    net = nets[0]
+    if net in seeded:
+        raise bundle.BundleError("%s: network %s is also in --nets (seeded)" % (path, net))
+    text = pmeta.get("provenance." + net, bundle.UNTRAINED)
+    if text == bundle.UNTRAINED:
+        raise bundle.BundleError("%s: provenance.%s is untrained" % (path, net))
+    tensors.update(ptensors)
+    meta["provenance." + net] = text
+    for key, value in pmeta.items():
+        # threshold.blur and threshold.blur_slide, threshold.foreground: the network's own
+        # decision values; the partial bundle's other thresholds are only defaults.
+        if key in ("threshold." + net, "training." + net) or key.startswith(
+                "threshold." + net + "_"):
+            meta[key] = value
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seed", type=int, required=True)
@@ -281,6 +310,10 @@ def main(argv=None):
     p.add_argument("--activation", default="relu")
     p.add_argument("--calib-size", type=int, default=256,
                    help="multitask calibration image size (multiple of 32)")
+    p.add_argument("--trained", action="append", default=[], metavar="PARTIAL",
+                   help="a trained network's partial bundle (model/trained/<net>.safetensors, "
+                        "written by train.py): its tensors, provenance.<net>, threshold.* and "
+                        "training.<net> go into the bundle; repeatable")
     args = p.parse_args(argv)
     nets = [n for n in args.nets.split(",") if n]
     bad = [n for n in nets if n not in networks.NETWORK_NAMES]
@@ -296,6 +329,11 @@ def main(argv=None):
                                    "gastroscreen make_bundle.py %s seed %d"
                                    % (bundle.TOOL_VERSION, args.seed))
     tensors = bundle.flatten_networks(sds)
+    try:
+        for path in args.trained:
+            merge_trained(tensors, meta, path, nets)
+    except (bundle.BundleError, OSError) as e:
+        raise SystemExit("make_bundle.py: error: %s" % e)
     if args.broken is None:
         bundle.write_bundle(args.out, tensors, meta, DTYPE_ARGS[args.dtype])
         print("wrote %s (%d tensors)" % (args.out, len(tensors)))

@@ -59,14 +59,12 @@ static void fail(gs_blur_result *out, const char *fmt, const char *arg)
 }
 
 /* The network's judgement of the central crop: focus = P(sharp). */
-static int judge_network(gs_blur *b, const Gastroscreen__V1__TileHeader *h, const uint8_t *px,
-                         int ch, gs_blur_result *out)
+static int judge_network(gs_blur *b, const uint8_t *px, int w, int hh, int ch,
+                         double focus_threshold, gs_focus_judgement *out)
 {
-    int w = (int)h->width, hh = (int)h->height;
     if (w < GS_BLUR_CROP || hh < GS_BLUR_CROP) {
-        char msg[128];
-        snprintf(msg, sizeof msg, "tile %dx%d smaller than the %d px crop", w, hh, GS_BLUR_CROP);
-        fail(out, "%s", msg);
+        snprintf(out->error, sizeof out->error, "tile %dx%d smaller than the %d px crop", w, hh,
+                 GS_BLUR_CROP);
         return 0;
     }
     if (!b->net && !(b->net = gs_net_state_new(b->m, GS_NET_BLUR, 1, GS_BLUR_CROP, GS_BLUR_CROP)))
@@ -84,18 +82,39 @@ static int judge_network(gs_blur *b, const Gastroscreen__V1__TileHeader *h, cons
     if (gs_net_run_blur(b->net, b->crop, &logit) < 0)
         return gs_error_prefix("blur network");
     if (!isfinite(logit)) {
-        fail(out, "%s", "the blur network gave a non-finite output");
+        snprintf(out->error, sizeof out->error, "the blur network gave a non-finite output");
         return 0;
     }
     double focus = 1.0 - 1.0 / (1.0 + exp(-(double)logit));
     /* A configured threshold in (0, 1) is on focus (1 - P(blurred)); else the bundle's
      * threshold.blur: blurred when P(blurred) > threshold.blur, i.e. focus < 1 - it. */
-    double t = h->blur->focus_threshold > 0 && h->blur->focus_threshold < 1
-                   ? h->blur->focus_threshold
+    double t = focus_threshold > 0 && focus_threshold < 1
+                   ? focus_threshold
                    : 1.0 - (double)gs_model_get_thresholds(b->m).blur;
-    out->r.focus = (float)focus;
-    out->r.blurry = focus < t;
-    out->r.tissue_fraction = 1.0f;
+    out->focus = focus;
+    out->blurry = focus < t;
+    out->tissue_fraction = 1.0;
+    return 0;
+}
+
+int gs_blur_judge_pixels(gs_blur *b, const uint8_t *px, int w, int h, int ch,
+                         double focus_threshold, gs_focus_judgement *out)
+{
+    memset(out, 0, sizeof *out);
+    if (b->network)
+        return judge_network(b, px, w, h, ch, focus_threshold, out);
+    double t =
+        focus_threshold > 0 && isfinite(focus_threshold) ? focus_threshold : GS_FOCUS_THRESHOLD;
+    gs_focus f;
+    int r = gs_focus_judge_tile(px, w, h, (size_t)w * (size_t)ch, ch, t, &f);
+    if (r < 0) {
+        snprintf(out->error, sizeof out->error, "cannot judge focus: %s", gs_error_get());
+        gs_error_clear();
+        return 0;
+    }
+    out->blurry = r == 1;
+    out->focus = f.score;
+    out->tissue_fraction = (double)f.pixels / ((double)w * h);
     return 0;
 }
 
@@ -138,24 +157,16 @@ int gs_blur_judge(gs_blur *b, const Gastroscreen__V1__TileHeader *h, const uint8
         fail(out, "%s", msg);
         return 0;
     }
-    if (b->network) {
-        if (judge_network(b, h, px, ch, out) < 0)
-            return -1;
-    } else {
-        double t = h->blur->focus_threshold > 0 && isfinite(h->blur->focus_threshold)
-                       ? h->blur->focus_threshold
-                       : GS_FOCUS_THRESHOLD;
-        gs_focus f;
-        int r = gs_focus_judge_tile(px, (int)h->width, (int)h->height, (size_t)h->width * ch, ch, t,
-                                    &f);
-        if (r < 0) {
-            fail(out, "cannot judge focus: %s", gs_error_get());
-            gs_error_clear();
-        } else {
-            out->r.blurry = r == 1;
-            out->r.focus = (float)f.score;
-            out->r.tissue_fraction = (float)((double)f.pixels / ((double)h->width * h->height));
-        }
+    gs_focus_judgement j;
+    if (gs_blur_judge_pixels(b, px, (int)h->width, (int)h->height, ch, h->blur->focus_threshold,
+                             &j) < 0)
+        return -1;
+    if (j.error[0])
+        fail(out, "%s", j.error);
+    else {
+        out->r.blurry = j.blurry;
+        out->r.focus = (float)j.focus;
+        out->r.tissue_fraction = (float)j.tissue_fraction;
     }
     out->timing.compute_us = (uint64_t)(gs_mono_us() - t0);
     return 0;

@@ -55,6 +55,24 @@ void gs_blur_destroy(gs_blur **b);
 /* The method this state uses (METHOD_NETWORK or METHOD_CLASSICAL). */
 Gastroscreen__V1__Method gs_blur_method(const gs_blur *b);
 
+/* One tile's focus: blurry (0/1), focus (higher = sharper: the network's P(sharp) or the
+ * classical score), the share of pixels measured, or `error` when it cannot be judged. */
+typedef struct {
+    int blurry;
+    double focus;
+    double tissue_fraction;
+    char error[256];
+} gs_focus_judgement;
+
+/* Judges the focus of a w x h tile of ch (1, 3 or 4) interleaved channels with this state's
+ * method; focus_threshold is the job's (BlurJob/InferJob.focus_threshold, 0 = the default:
+ * the bundle's threshold.blur for the network, GS_FOCUS_THRESHOLD for the classical measure).
+ * Returns 0 with *out filled (out->error set for a tile that cannot be judged: too small for
+ * the crop, no tissue to measure, a non-finite output), or -1 with the error when the network
+ * could not run. The infer worker uses it to judge every tile. */
+int gs_blur_judge_pixels(gs_blur *b, const uint8_t *px, int w, int h, int ch,
+                         double focus_threshold, gs_focus_judgement *out);
+
 /* Judges one tile (header h, pixels px of len bytes, read in place) into *out; worker_id may
  * be NULL. Returns 0 with out->r filled (a tile that cannot be judged has out->r.error set),
  * or -1 with the error when the network could not run (out of memory, oneDNN). */

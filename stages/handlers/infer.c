@@ -9,6 +9,7 @@
 #include "ops/error.h"
 #include "ops/focus.h"
 #include "proto/vocab.h"
+#include "stages/handlers/blur.h"
 #include "stages/runtime/fileio.h"
 
 #define MAX_BATCH 256
@@ -29,6 +30,7 @@ struct gs_infer {
     char worker_id[512];
     gs_net_state *net;  /* for batch side x side tiles, or NULL */
     gs_net_state *net1; /* for one side x side tile (partial batches), made on first use */
+    gs_blur *focus;     /* judges each tile's focus when the job asks (InferJob.judge_focus) */
     int side;
     uint8_t *input; /* batch * side * side * 3 */
     float *logit, *feature, *seg;
@@ -58,6 +60,10 @@ gs_infer *gs_infer_new(const gs_model *m, int batch, const char *model_sha256)
     s->m = m;
     s->batch = batch;
     snprintf(s->sha256, sizeof s->sha256, "%s", model_sha256 ? model_sha256 : "");
+    if (!(s->focus = gs_blur_new(m, NULL))) {
+        free(s);
+        return NULL;
+    }
     return s;
 }
 
@@ -80,6 +86,7 @@ void gs_infer_destroy(gs_infer **sp)
         return;
     gs_infer *s = *sp;
     free_buffers(s);
+    gs_blur_destroy(&s->focus);
     for (size_t i = 0; i < s->n_slots; i++)
         free(s->slots[i].heat);
     free(s->slots);
@@ -276,7 +283,7 @@ static int run_batch(gs_infer *s, const size_t *idx, const int *hs, size_t k)
             finite = isfinite(f[i]);
         for (size_t i = 0; finite && i < (size_t)q * q; i++)
             finite = isfinite(seg[i]);
-        sl->timing.compute_us = compute[b];
+        sl->timing.compute_us += compute[b];
         sl->timing.batch_size = (uint32_t)per_call;
         if (!finite) {
             fail_result(sl, "%s", "the network gave a non-finite output");
@@ -333,6 +340,24 @@ int gs_infer_run(gs_infer *s, size_t n, const Gastroscreen__V1__TileHeader *cons
         if (to_rgb(pixels[i], side, side, ch, s->input + k * px) == 0) {
             sl->r.outcome = GASTROSCREEN__V1__TILE_OUTCOME__TILE_OUTCOME_BACKGROUND;
             continue;
+        }
+        if (h->infer->judge_focus) {
+            int64_t t0 = gs_mono_us();
+            gs_focus_judgement j;
+            if (gs_blur_judge_pixels(s->focus, pixels[i], side, side, ch, h->infer->focus_threshold,
+                                     &j) < 0)
+                return -1;
+            sl->timing.compute_us += (uint64_t)(gs_mono_us() - t0);
+            /* A tile whose focus cannot be judged is inferred: losing its evidence would be
+             * worse than analysing a tile of unknown focus. */
+            if (!j.error[0]) {
+                sl->r.focus = (float)j.focus;
+                sl->r.focus_method = gs_blur_method(s->focus);
+                if (j.blurry) {
+                    sl->r.outcome = GASTROSCREEN__V1__TILE_OUTCOME__TILE_OUTCOME_BLURRY;
+                    continue;
+                }
+            }
         }
         idx[k] = i;
         hs[k] = heat;

@@ -13,6 +13,11 @@
  *     sigmoid averaged over heatmap_size x heatmap_size cells and quantised to 0..255;
  *   - BACKGROUND: the tile's pixels hold no tissue (no pixel darker than glass,
  *     GS_FOCUS_GLASS_GREY): never run through the network;
+ *   - BLURRY: the header's InferJob asks for judge_focus and the tile is out of focus
+ *     (stages/handlers/blur's gs_blur_judge_pixels: the bundle's trained blur network on the
+ *     central crop, else the classical measure): never run through the network. With
+ *     judge_focus, INFERRED tiles carry their focus and focus_method too; a tile whose focus
+ *     cannot be judged is inferred without them;
  *   - ERROR with `error`: a tile that failed a check or gave a non-finite output (a failed
  *     request; the coordinator asks again).
  * Every result carries the fence of its header, the request, the worker id and timings
@@ -42,7 +47,8 @@
 typedef struct gs_infer gs_infer;
 
 /* A state for `batch` tiles at a time (1..256) on model m (borrowed: it must outlive the
- * state) which must hold the multi-task network. model_sha256 (copied; NULL or "" = accept
+ * state) which must hold the multi-task network (and, for the network focus judgement, a
+ * built blur network when the bundle's is trained). model_sha256 (copied; NULL or "" = accept
  * any) is the bundle's hash checked against each header's InferJob.model_sha256. Returns the
  * state (caller destroys) or NULL with the error. */
 gs_infer *gs_infer_new(const gs_model *m, int batch, const char *model_sha256);

@@ -206,6 +206,11 @@ int gs_reporter_write(const Gastroscreen__V1__ReportJob *job, const gs_reporter_
     }
     r.blur_sample_judged = (int)v->blur_sample_judged;
     r.blurred_fraction = v->blurred_fraction;
+    r.focus_every_tile = v->focus_every_tile;
+    r.focus_threshold = v->focus_threshold;
+    r.focus_threshold_source = nonempty(v->focus_threshold_source);
+    r.blur_slide_fraction = v->blur_slide_fraction;
+    r.blur_slide_source = nonempty(v->blur_slide_source);
 
     gs_report_timing timings[16];
     size_t n_timings = 0;
@@ -227,6 +232,22 @@ int gs_reporter_write(const Gastroscreen__V1__ReportJob *job, const gs_reporter_
     r.untrained_bundle = v->model && v->model->untrained;
     r.decided_unix_ms = v->decided_unix_ms;
     r.region_threshold = o->region_threshold;
+
+    gs_report_box *blurry = NULL;
+    if (!failed_verdict && job->grid && job->grid->window_level0 > 0 && v->tiles &&
+        v->tiles->blurry > 0) {
+        if (!(blurry = calloc(job->n_tiles, sizeof *blurry))) {
+            fail(out, "out of memory for the out-of-focus tiles");
+            return 0;
+        }
+        for (size_t i = 0; i < job->n_tiles; i++) {
+            const Gastroscreen__V1__TileSummary *t = job->tiles[i];
+            if (t && t->outcome == GASTROSCREEN__V1__TILE_OUTCOME__TILE_OUTCOME_BLURRY)
+                blurry[r.n_blurry++] =
+                    (gs_report_box){t->x0, t->y0, (int64_t)job->grid->window_level0};
+        }
+        r.blurry = blurry;
+    }
 
     gs_heatmap *heat = NULL;
     uint8_t *thumb = NULL;
@@ -281,6 +302,7 @@ int gs_reporter_write(const Gastroscreen__V1__ReportJob *job, const gs_reporter_
 free_images:
     out->timing.compute_us = (uint64_t)(gs_mono_us() - t0) - out->timing.read_us;
     free(thumb);
+    free(blurry);
     gs_heatmap_destroy(&heat);
     return rc;
 }

@@ -117,7 +117,11 @@ static const gs_config_key_info KEYS[GS_CFG_KEY_COUNT] = {
     [GS_CFG_BLUR_BLUR_MIN_VALID] = {"blur", "blur_min_valid", GS_CONFIG_COUNT, "8", 1, 4096,
                                     "sample tiles that must be judged"},
     [GS_CFG_BLUR_BLUR_SLIDE_FRACTION] = {"blur", "blur_slide_fraction", GS_CONFIG_NUMBER, "0.5", 0,
-                                         1, "blurry share above which a slide is unassessable"},
+                                         1,
+                                         "blurry share of tissue tiles above which a slide is "
+                                         "unassessable; unset = the bundle's"},
+    [GS_CFG_BLUR_EVERY_TILE] = {"blur", "every_tile", GS_CONFIG_COUNT, "1", 0, 1,
+                                "1 = judge every tissue tile's focus before inference"},
     /* Real tiles score up to a few thousand on the classical measure (ops/focus.h), under 1 on
      * the network's: a larger threshold is a typing error. */
     [GS_CFG_BLUR_FOCUS_THRESHOLD] = {"blur", "focus_threshold", GS_CONFIG_NUMBER, "0", 0, 100000,

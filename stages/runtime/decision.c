@@ -1,5 +1,7 @@
 #include "stages/runtime/decision.h"
 
+#include "ops/focus.h"
+
 void gs_decision_resolve(gs_decision *d, const gs_model_thresholds *bundle, double cfg_threshold,
                          int threshold_set, uint32_t cfg_top_k, int top_k_set)
 {
@@ -22,5 +24,31 @@ void gs_decision_resolve(gs_decision *d, const gs_model_thresholds *bundle, doub
     } else {
         d->top_k = cfg_top_k;
         d->top_k_source = GS_DECISION_FROM_DEFAULT;
+    }
+}
+
+void gs_decision_resolve_focus(gs_decision *d, const gs_model_thresholds *bundle, int blur_trained,
+                               double cfg_fraction, int fraction_set, double cfg_focus,
+                               int focus_set)
+{
+    if (focus_set && cfg_focus > 0) {
+        d->focus_threshold = cfg_focus;
+        d->focus_threshold_source = GS_DECISION_FROM_CONFIG;
+    } else if (bundle && blur_trained) {
+        d->focus_threshold = 1.0 - (double)bundle->blur;
+        d->focus_threshold_source = GS_DECISION_FROM_BUNDLE;
+    } else {
+        d->focus_threshold = GS_FOCUS_THRESHOLD;
+        d->focus_threshold_source = GS_DECISION_FROM_DEFAULT;
+    }
+    if (fraction_set) {
+        d->blur_slide_fraction = cfg_fraction;
+        d->blur_slide_source = GS_DECISION_FROM_CONFIG;
+    } else if (bundle) {
+        d->blur_slide_fraction = bundle->blur_slide;
+        d->blur_slide_source = GS_DECISION_FROM_BUNDLE;
+    } else {
+        d->blur_slide_fraction = cfg_fraction;
+        d->blur_slide_source = GS_DECISION_FROM_DEFAULT;
     }
 }

@@ -35,6 +35,15 @@ typedef struct {
     const char *threshold_source; /* one of GS_DECISION_FROM_* (static) */
     uint32_t top_k;               /* patch features the screener takes */
     const char *top_k_source;
+    /* slide unassessable when more than this share of its tissue tiles is blurry (the
+     * blur-first sample, and every tile once judged); gs_decision_resolve_focus sets it */
+    double blur_slide_fraction;
+    const char *blur_slide_source;
+    /* a tile is blurry when its focus < focus_threshold: the config's [blur] focus_threshold
+     * when set, else 1 - the bundle's threshold.blur when its blur network is trained, else
+     * the classical GS_FOCUS_THRESHOLD */
+    double focus_threshold;
+    const char *focus_threshold_source;
 } gs_decision;
 
 /* Fills *d: for each value, the config's when the key was set explicitly, else the bundle's
@@ -43,5 +52,13 @@ typedef struct {
  * config's when it was read. */
 void gs_decision_resolve(gs_decision *d, const gs_model_thresholds *bundle, double cfg_threshold,
                          int threshold_set, uint32_t cfg_top_k, int top_k_set);
+
+/* Sets the focus rules the same way: d->blur_slide_fraction is the config's [blur]
+ * blur_slide_fraction when set explicitly, else the bundle's threshold.blur_slide, else the
+ * config's default; d->focus_threshold as its comment says (blur_trained: the bundle's blur
+ * network is trained, so its workers judge with it). */
+void gs_decision_resolve_focus(gs_decision *d, const gs_model_thresholds *bundle, int blur_trained,
+                               double cfg_fraction, int fraction_set, double cfg_focus,
+                               int focus_set);
 
 #endif

@@ -89,11 +89,15 @@ int gs_stage_run(Gastroscreen__V1__Stage stage, int argc, char **argv)
     gs_reporter_options rep;
 
     if (uses_model && c.model[0]) {
-        /* Only the stage's own network is built: the multi-task network alone is ~77 MB of
+        /* Only the stage's own networks are built: the multi-task network alone is ~77 MB of
            folded weights a blur, screener or foreground process would never run. The others
            are still checked by name and shape, and their provenance is kept. */
         gs_net_id net = gs_provenance_stage_net(stage);
-        if (!(m = gs_model_load_nets(c.model, &net, 1)))
+        /* The infer worker also judges every tile's focus, with the blur network (72 MMAC
+           per tile against the multi-task network's 28.6 GMAC) when the bundle's is trained. */
+        const gs_net_id built[] = {net, GS_NET_BLUR};
+        size_t n_built = stage == GASTROSCREEN__V1__STAGE__STAGE_INFER ? 2 : 1;
+        if (!(m = gs_model_load_nets(c.model, built, n_built)))
             return fail(name); /* the message starts with the file name */
         if (gs_provenance_init(&prov, c.model, m, &net, 1) < 0) {
             rc = fail(name);

@@ -84,6 +84,35 @@ static int any_untrained(const gs_report *r)
     return 0;
 }
 
+/* Hatches the out-of-focus tiles over the thumbnail-sized image img (w x h, RGB): every
+ * third diagonal of pixels inside a tile's footprint is blended with the layer colour. */
+static void draw_blurry(const gs_report *r, uint8_t *img, int w, int h)
+{
+    static const uint8_t colour[3] = GS_REPORT_BLURRY_RGB;
+    if (r->width <= 0 || r->height <= 0)
+        return;
+    double sx = (double)w / (double)r->width, sy = (double)h / (double)r->height;
+    for (size_t i = 0; i < r->n_blurry; i++) {
+        const gs_report_box *b = &r->blurry[i];
+        int x0 = (int)floor((double)b->x0 * sx), y0 = (int)floor((double)b->y0 * sy);
+        int x1 = (int)ceil((double)(b->x0 + b->side) * sx);
+        int y1 = (int)ceil((double)(b->y0 + b->side) * sy);
+        x0 = x0 < 0 ? 0 : x0;
+        y0 = y0 < 0 ? 0 : y0;
+        x1 = x1 > w ? w : x1;
+        y1 = y1 > h ? h : y1;
+        for (int y = y0; y < y1; y++)
+            for (int x = x0; x < x1; x++) {
+                int edge = x == x0 || y == y0 || x == x1 - 1 || y == y1 - 1;
+                if (!edge && (x + y) % 3 != 0)
+                    continue;
+                uint8_t *o = img + ((size_t)y * w + x) * 3;
+                for (int k = 0; k < 3; k++)
+                    o[k] = (uint8_t)lround(0.35 * o[k] + 0.65 * colour[k]);
+            }
+    }
+}
+
 /* Writes heatmap.png. Returns 0 or -1 with the message set. */
 static int write_heatmap_png(const gs_report *r, const char *path)
 {
@@ -96,7 +125,13 @@ static int write_heatmap_png(const gs_report *r, const char *path)
             img = gs_heatmap_render(r->heatmap, r->thumbnail, w, h, GS_HEATMAP_ALPHA);
             if (!img)
                 return -1;
+        } else if (r->n_blurry) {
+            if (!(img = malloc((size_t)w * h * 3)))
+                return gs_error_set("report: out of memory for a %dx%d image", w, h);
+            memcpy(img, r->thumbnail, (size_t)w * h * 3);
         }
+        if (img)
+            draw_blurry(r, img, w, h);
     } else {
         /* No thumbnail: the colours over white, one pixel per cell. */
         gs_heatmap_size(r->heatmap, &w, &h);
@@ -144,6 +179,27 @@ static json_t *ring_json(const gs_ring *ring, double scale, int *bad)
     return a;
 }
 
+/* Appends one "Out of focus" Feature per blurry tile to features. Returns 0 or -1. */
+static int blurry_features(const gs_report *r, json_t *features)
+{
+    static const uint8_t c[3] = GS_REPORT_BLURRY_RGB;
+    for (size_t i = 0; i < r->n_blurry; i++) {
+        const gs_report_box *b = &r->blurry[i];
+        json_int_t x0 = b->x0, y0 = b->y0, x1 = b->x0 + b->side, y1 = b->y0 + b->side;
+        char name[64];
+        snprintf(name, sizeof name, "Out of focus tile %zu", i + 1);
+        /* Counter-clockwise as written (RFC 7946), as the regions' outlines. */
+        json_t *f =
+            json_pack("{s:s, s:{s:s, s:[[[II][II][II][II][II]]]}, s:{s:s, s:s, s:{s:s, s:[iii]}}}",
+                      "type", "Feature", "geometry", "type", "Polygon", "coordinates", x0, y0, x0,
+                      y1, x1, y1, x1, y0, x0, y0, "properties", "objectType", "annotation", "name",
+                      name, "classification", "name", "Out of focus", "color", c[0], c[1], c[2]);
+        if (!f || json_array_append_new(features, f) != 0)
+            return -1;
+    }
+    return 0;
+}
+
 /* Builds the regions FeatureCollection; *count gets the number of features. Returns a new
  * reference, or NULL with the message set. */
 static json_t *regions_json(const gs_report *r, int *count)
@@ -154,8 +210,14 @@ static json_t *regions_json(const gs_report *r, int *count)
         gs_error_set("report: out of memory for regions");
         return NULL;
     }
-    if (!r->heatmap)
+    if (!r->heatmap) {
+        if (blurry_features(r, json_object_get(fc, "features")) != 0) {
+            json_decref(fc);
+            gs_error_set("report: out of memory for out-of-focus tiles");
+            return NULL;
+        }
         return fc;
+    }
     int cols, rows;
     gs_heatmap_size(r->heatmap, &cols, &rows);
     const double cell = gs_heatmap_cell(r->heatmap);
@@ -226,7 +288,7 @@ static json_t *regions_json(const gs_report *r, int *count)
     }
     free(mx);
     free(sum);
-    if (bad) {
+    if (bad || blurry_features(r, features) != 0) {
         gs_error_set("report: out of memory building %d regions", n);
         goto fail_free_regions;
     }
@@ -292,6 +354,16 @@ static json_t *report_json(const gs_report *r, const gs_report_paths *paths, int
     put(o, "blurred_fraction",
         r->blur_sample_judged > 0 ? json_real(r->blurred_fraction) : json_null(), bad);
     put(o, "blur_sample_judged", json_integer(r->blur_sample_judged), bad);
+    uint32_t tissue = r->tiles.planned - r->tiles.background;
+    put(o, "focus",
+        json_pack("{s:b, s:f, s:o, s:f, s:o, s:I, s:I, s:o}", "every_tile", r->focus_every_tile,
+                  "tile_threshold", round6(r->focus_threshold), "tile_threshold_source",
+                  str_or_null(r->focus_threshold_source), "slide_fraction",
+                  round6(r->blur_slide_fraction), "slide_fraction_source",
+                  str_or_null(r->blur_slide_source), "blurry_tiles", (json_int_t)r->tiles.blurry,
+                  "tissue_tiles", (json_int_t)tissue, "blurry_share",
+                  tissue ? json_real(round6((double)r->tiles.blurry / tissue)) : json_null()),
+        bad);
     json_t *t = json_object();
     for (size_t i = 0; t && i < r->n_timings; i++)
         if (!r->timings[i].stage || json_object_get(t, r->timings[i].stage) ||

@@ -20,6 +20,11 @@
  * trained model), "tiles": {"planned", "inferred", "background", "blurry", "error", "rerequested"},
  *   "blurred_fraction": blurry / judged of the blur-first sample (null if no sample judged),
  *   "blur_sample_judged",
+ *   "focus": {"every_tile" (every tissue tile judged, not only the sample), "tile_threshold"
+ *             (a tile is blurry when its focus is below it), "tile_threshold_source",
+ *             "slide_fraction" (unassessable above this blurry share of tissue tiles),
+ *             "slide_fraction_source", "blurry_tiles", "tissue_tiles" (planned - background),
+ *             "blurry_share" (null without tissue tiles)},
  *   "timings": {"<stage>": seconds, ...} in the order given (stage names must differ),
  *   "models": [{"network", "method", "algorithm", "version", "bundle", "sha256",
  *               "format_version", "trained_on", "untrained"}, ...]: every method that judged
@@ -44,9 +49,15 @@
  * "mean_score", "area_level0_px2". Cells are squares of cell_level0 pixels, so the outermost
  * cells of the grid may reach past the slide's edge by less than one cell.
  *
+ * Out-of-focus tiles (r->blurry) are Features too, after the regions: a Polygon per tile
+ * window, "classification": {"name": "Out of focus", "color": GS_REPORT_BLURRY_RGB}, "name":
+ * "Out of focus tile <n>"; they are not counted as regions.
+ *
  * heatmap.png: the thumbnail with the heatmap blended over it (stages/slide/heatmap), the bare
  * thumbnail when there is no heatmap (an unassessable slide), or, without a thumbnail, the
- * colours alone over white at one pixel per cell.
+ * colours alone over white at one pixel per cell. Out-of-focus tiles are hatched over the
+ * thumbnail in GS_REPORT_BLURRY_RGB (diagonal stripes, so the tissue stays visible), as a
+ * layer of their own: the heatmap never covers them (they were not inferred).
  */
 #ifndef GS_STAGES_SLIDE_REPORT_FILES_H
 #define GS_STAGES_SLIDE_REPORT_FILES_H
@@ -88,6 +99,17 @@ typedef struct {
     double seconds;
 } gs_report_timing;
 
+/* A level-0 square: a tile's read window. */
+typedef struct {
+    int64_t x0, y0, side;
+} gs_report_box;
+
+/* Colour of the out-of-focus layer (heatmap.png hatching, regions.geojson classification). */
+#define GS_REPORT_BLURRY_RGB                                                                       \
+    {                                                                                              \
+        160, 32, 240                                                                               \
+    }
+
 /* Tile counts by ledger outcome (TileCounts). */
 typedef struct {
     uint32_t planned, inferred, background, blurry, error, rerequested;
@@ -114,6 +136,14 @@ typedef struct {
     gs_report_tiles tiles;
     int blur_sample_judged;  /* sample tiles judged by the blur check; 0 = none judged */
     double blurred_fraction; /* blurry / judged; reported only when blur_sample_judged > 0 */
+    /* The focus rules that applied (Verdict.focus_*, blur_slide_*); sources NULL = unknown. */
+    int focus_every_tile;
+    double focus_threshold, blur_slide_fraction;
+    const char *focus_threshold_source, *blur_slide_source;
+    /* Tissue tiles judged out of focus: a hatched layer on heatmap.png, "Out of focus"
+     * features in regions.geojson. */
+    const gs_report_box *blurry;
+    size_t n_blurry;
 
     const gs_report_timing *timings; /* n_timings entries (may be NULL when 0) */
     size_t n_timings;

@@ -1,7 +1,8 @@
 # Integration tests (label integration): the service end to end.
 #   - `gastroscreen screen` (embedded mode: coordinator and stages as threads over inproc://) on
 #     the sample slide with the default bundle that the build makes (model/bundle.cmake), and on
-#     a mix of a real, a corrupt and a missing slide (tests/integration/screen.sh);
+#     a mix of a real, a corrupt and a missing slide, and a partly defocused slide made at test
+#     time (tests/integration/screen.sh);
 #   - its command line: --help documents the exit status, a bad flag exits 2, no slide exits 2.
 set(GS_SCREEN_EXE $<TARGET_FILE:gastroscreen>)
 # The sanitize build runs our kernels under ASan (several times slower): a wider safety net.
@@ -11,7 +12,7 @@ else()
   set(GS_INTEGRATION_BOUND 280)
 endif()
 math(EXPR GS_INTEGRATION_TIMEOUT "${GS_INTEGRATION_BOUND} + 60")
-foreach(mode sample mixed)
+foreach(mode sample mixed partial)
   add_test(NAME screen_${mode}
            COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/integration/screen.sh ${GS_SCREEN_EXE}
                    ${GS_TEST_DATA} ${CMAKE_BINARY_DIR}/tests ${mode} ${GS_INTEGRATION_BOUND})

@@ -2,7 +2,7 @@
 # `gastroscreen screen` end to end, in one process, with the default bundle found next to the
 # build tree (no --model: the bundle lookup order documented at the top of daemon/cli/cmd_screen.c
 # is part of what is tested).
-# usage: screen.sh GASTROSCREEN TEST_DATA SCRATCH_DIR sample|mixed [BOUND_SECONDS]
+# usage: screen.sh GASTROSCREEN TEST_DATA SCRATCH_DIR sample|mixed|partial [BOUND_SECONDS]
 #   sample: the sample slide -> exit 0, one verdict line with class, score, threshold, report
 #           folder and the untrained notice; report.json, heatmap.png, regions.geojson exist;
 #           report.json lists the classical plan and blur check and the bundle's two networks,
@@ -11,6 +11,11 @@
 #           [screener] threshold = 0.6 -> exit 1; the corrupt slide is `failed` with a reason,
 #           the real one gets a verdict other than failed, the missing one is "not screened";
 #           every verdict line and report.json give the config's 0.6, source "config".
+#   partial: the sample slide's pixels with its bottom quarter defocused (Gaussian, sigma 8 px at
+#           0.5 um/px), written here as a tiled TIFF -> a verdict (not unassessable: most tissue
+#           is sharp) with "partially out of focus: N of M tissue tiles (P%) not analysed" on
+#           the line and in report.json, every blurry tile left out of the inferred ones and
+#           listed as an "Out of focus" feature in regions.geojson, heatmap.png hatched there.
 # Every run is bounded by timeout(1) (a hang fails the test instead of blocking ctest).
 set -u
 exe=$1 data=$2 mode=$4 d=$3/screen-$4 bound=${5:-280}
@@ -79,6 +84,52 @@ mixed)
         /usr/bin/python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); assert r["threshold_source"] == "config" and abs(r["threshold"] - 0.6) < 1e-6, (r["threshold"], r["threshold_source"])' "$f" ||
             fail "$f: threshold not the config's 0.6 from config"
     done
+    ;;
+partial)
+    /usr/bin/python3 - "$data/CMU-1-Small-Region.svs" "$d/partial.tiff" <<'PY' || fail "cannot make the slide"
+import sys
+import numpy as np
+import tifffile
+from PIL import Image
+from scipy.ndimage import gaussian_filter
+rgb = np.asarray(Image.open(sys.argv[1]).convert("RGB")).copy()
+cut = rgb.shape[0] * 3 // 4
+for c in range(3):
+    rgb[cut:, :, c] = np.clip(gaussian_filter(rgb[cut:, :, c].astype(np.float32), 8), 0, 255)
+tifffile.imwrite(sys.argv[2], rgb, tile=(256, 256), photometric="rgb", compression="zlib",
+                 resolution=(20000, 20000), resolutionunit="CENTIMETER")
+PY
+    timeout -k 10 "$bound" "$exe" screen "$d/partial.tiff" --out "$d/reports" \
+        > "$d/out.txt" 2> "$d/err.txt"
+    rc=$?
+    cat "$d/out.txt"
+    [ $rc -eq 0 ] || fail "exit status $rc, expected 0"
+    grep -Eq "^$d/partial.tiff: (negative|positive) score .*; warning: partially out of focus: [0-9]+ of [0-9]+ tissue tiles \([0-9]+%\) not analysed" \
+        "$d/out.txt" || fail "no verdict with the partial-focus warning on the line"
+    folder=$(sed -n 's/.* report \([^;]*\);.*/\1/p' "$d/out.txt")
+    /usr/bin/python3 - "$folder" "$d/partial.tiff" <<'PY' || fail "report not as expected"
+import json, os, sys
+folder, slide = sys.argv[1], sys.argv[2]
+r = json.load(open(os.path.join(folder, "report.json")))
+f, t = r["focus"], r["tiles"]
+assert f["every_tile"] is True, f
+assert f["blurry_tiles"] == t["blurry"] > 0, (f, t)
+assert f["tissue_tiles"] == t["planned"] - t["background"], (f, t)
+assert t["inferred"] + t["blurry"] + t["error"] == f["tissue_tiles"], t
+assert 0 < f["blurry_share"] <= f["slide_fraction"], f
+w = [x for x in r["warnings"] if x.startswith("partially out of focus: ")]
+assert w == ["partially out of focus: %d of %d tissue tiles (%.0f%%) not analysed"
+             % (t["blurry"], f["tissue_tiles"], 100.0 * f["blurry_share"])], r["warnings"]
+g = json.load(open(os.path.join(folder, "regions.geojson")))
+oof = [x for x in g["features"] if x["properties"]["classification"]["name"] == "Out of focus"]
+assert len(oof) == t["blurry"], (len(oof), t)
+# The blurred rows are the bottom quarter: every out-of-focus tile reaches into them.
+height = r["slide"]["height"]
+for x in oof:
+    ys = [p[1] for p in x["geometry"]["coordinates"][0]]
+    assert max(ys) > height * 3 // 4, ys
+print("blurry %d of %d tissue tiles; %s" % (t["blurry"], f["tissue_tiles"], w[0]))
+PY
     ;;
 *)
     echo "unknown mode $mode"; exit 2 ;;

@@ -8,10 +8,11 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "ops/focus.h"
 #include "stages/runtime/decision.h"
 
 static const gs_model_thresholds BUNDLE = {
-    .topk = 12, .screen = 0.3125f, .blur = 0.5f, .foreground = 0.5f};
+    .topk = 12, .screen = 0.3125f, .blur = 0.25f, .foreground = 0.5f, .blur_slide = 0.375f};
 
 static void bundle_wins_over_defaults(void **state)
 {
@@ -57,12 +58,38 @@ static void no_bundle_uses_config(void **state)
     assert_string_equal(d.top_k_source, GS_DECISION_FROM_CONFIG);
 }
 
+/* The focus rules: the slide share as the threshold; the tile threshold is the config's when
+ * set above 0, else the bundle's (1 - threshold.blur, on focus = P(sharp)) only when its blur
+ * network is trained, else the classical default. */
+static void focus_rules(void **state)
+{
+    (void)state;
+    gs_decision d;
+    gs_decision_resolve_focus(&d, &BUNDLE, 1, 0.5, 0, 0, 0);
+    assert_true(d.blur_slide_fraction == 0.375);
+    assert_string_equal(d.blur_slide_source, GS_DECISION_FROM_BUNDLE);
+    assert_true(d.focus_threshold == 0.75);
+    assert_string_equal(d.focus_threshold_source, GS_DECISION_FROM_BUNDLE);
+    gs_decision_resolve_focus(&d, &BUNDLE, 0, 0.5, 0, 0, 1);
+    assert_true(d.focus_threshold == GS_FOCUS_THRESHOLD);
+    assert_string_equal(d.focus_threshold_source, GS_DECISION_FROM_DEFAULT);
+    gs_decision_resolve_focus(&d, &BUNDLE, 1, 0.25, 1, 40, 1);
+    assert_true(d.blur_slide_fraction == 0.25);
+    assert_string_equal(d.blur_slide_source, GS_DECISION_FROM_CONFIG);
+    assert_true(d.focus_threshold == 40);
+    assert_string_equal(d.focus_threshold_source, GS_DECISION_FROM_CONFIG);
+    gs_decision_resolve_focus(&d, NULL, 0, 0.5, 0, 0, 0);
+    assert_true(d.blur_slide_fraction == 0.5);
+    assert_string_equal(d.blur_slide_source, GS_DECISION_FROM_DEFAULT);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(bundle_wins_over_defaults),
         cmocka_unit_test(explicit_config_wins_over_bundle),
         cmocka_unit_test(no_bundle_uses_config),
+        cmocka_unit_test(focus_rules),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -22,6 +22,7 @@
 
 #include "model/network.h"
 #include "ops/error.h"
+#include "ops/focus.h"
 #include "ops/resample.h"
 #include "stages/handlers/blur.h"
 #include "stages/handlers/infer.h"
@@ -359,6 +360,96 @@ static void infer_cmu_tile_matches_the_network(void **state)
     free(white);
 }
 
+/* Three passes of a (2r+1) box blur per channel: close to a Gaussian of sigma ~ r. */
+static void box_blur(uint8_t *px, int side, int r)
+{
+    uint8_t *tmp = malloc((size_t)side * side * 3);
+    assert_non_null(tmp);
+    for (int pass = 0; pass < 6; pass++) {
+        int vertical = pass % 2;
+        for (int y = 0; y < side; y++)
+            for (int x = 0; x < side; x++)
+                for (int c = 0; c < 3; c++) {
+                    int sum = 0, n = 0;
+                    for (int k = -r; k <= r; k++) {
+                        int xx = vertical ? x : x + k, yy = vertical ? y + k : y;
+                        if (xx < 0 || yy < 0 || xx >= side || yy >= side)
+                            continue;
+                        sum += px[((size_t)yy * side + xx) * 3 + c];
+                        n++;
+                    }
+                    tmp[((size_t)y * side + x) * 3 + c] = (uint8_t)((sum + n / 2) / n);
+                }
+        memcpy(px, tmp, (size_t)side * side * 3);
+    }
+    free(tmp);
+}
+
+/* InferJob.judge_focus: the infer worker judges each tissue tile's focus before the network (the
+ * seeded bundle's blur network is untrained: the classical measure), answers a defocused tile
+ * BLURRY without inferring it, and records the focus of the tiles it infers; without the flag
+ * the same defocused tile is inferred. */
+static void infer_judges_every_tiles_focus(void **state)
+{
+    (void)state;
+    gs_model *m = gs_model_load(bundle_path());
+    assert_non_null(m);
+    gs_slide *s = gs_slide_open(test_data("CMU-1-Small-Region.svs"), NULL);
+    assert_non_null(s);
+    size_t px = (size_t)SIDE * SIDE * 3;
+    uint8_t *sharp = malloc(px), *soft = malloc(px);
+    assert_non_null(sharp);
+    assert_non_null(soft);
+    /* A tile of dense tissue in the middle of the sample's tissue (x 1024, y 1536 at 0.5 um/px). */
+    assert_int_equal(gs_slide_read_target(s, 1024, 1536, SIDE, SIDE, sharp), 0);
+    gs_slide_destroy(&s);
+    memcpy(soft, sharp, px);
+    box_blur(soft, SIDE, 4);
+
+    Gastroscreen__V1__TileHeader h[2];
+    Gastroscreen__V1__InferJob ij[2];
+    for (int i = 0; i < 2; i++) {
+        infer_header(&h[i], &ij[i], 20 + (uint32_t)i, NULL);
+        ij[i].judge_focus = 1;
+    }
+    const Gastroscreen__V1__TileHeader *hp[2] = {&h[0], &h[1]};
+    const uint8_t *pp[2] = {sharp, soft};
+    size_t lens[2] = {px, px};
+    gs_infer *inf = gs_infer_new(m, 2, NULL);
+    assert_non_null(inf);
+    assert_int_equal(gs_infer_run(inf, 2, hp, pp, lens, "infer.1@test:1", NULL), 0);
+    const Gastroscreen__V1__TileResult *r0 = gs_infer_result(inf, 0), *r1 = gs_infer_result(inf, 1);
+    printf("sharp: outcome %d focus %.1f; defocused: outcome %d focus %.1f\n", r0->outcome,
+           r0->focus, r1->outcome, r1->focus);
+    assert_int_equal(r0->outcome, GASTROSCREEN__V1__TILE_OUTCOME__TILE_OUTCOME_INFERRED);
+    assert_int_equal(r0->focus_method, GASTROSCREEN__V1__METHOD__METHOD_CLASSICAL);
+    assert_true(r0->focus >= GS_FOCUS_THRESHOLD);
+    assert_int_equal(r0->n_feature, 512);
+    assert_int_equal(r1->outcome, GASTROSCREEN__V1__TILE_OUTCOME__TILE_OUTCOME_BLURRY);
+    assert_int_equal(r1->focus_method, GASTROSCREEN__V1__METHOD__METHOD_CLASSICAL);
+    assert_true(r1->focus < GS_FOCUS_THRESHOLD);
+    assert_int_equal(r1->n_feature, 0);
+    assert_int_equal(r1->heatmap.len, 0);
+    assert_int_equal(r1->tile_index, 21);
+
+    /* A job's threshold moves the decision (focus_threshold as in BlurJob). */
+    ij[0].focus_threshold = r0->focus + 1.0f;
+    assert_int_equal(gs_infer_run(inf, 1, hp, pp, lens, NULL, NULL), 0);
+    assert_int_equal(gs_infer_result(inf, 0)->outcome,
+                     GASTROSCREEN__V1__TILE_OUTCOME__TILE_OUTCOME_BLURRY);
+
+    /* Without judge_focus the defocused tile is inferred and carries no focus. */
+    ij[1].judge_focus = 0;
+    assert_int_equal(gs_infer_run(inf, 1, &hp[1], &pp[1], lens, NULL, NULL), 0);
+    r0 = gs_infer_result(inf, 0);
+    assert_int_equal(r0->outcome, GASTROSCREEN__V1__TILE_OUTCOME__TILE_OUTCOME_INFERRED);
+    assert_int_equal(r0->focus_method, GASTROSCREEN__V1__METHOD__METHOD_UNSPECIFIED);
+    gs_infer_destroy(&inf);
+    free(sharp);
+    free(soft);
+    gs_model_destroy(&m);
+}
+
 /* ---- screener --------------------------------------------------------------------------- */
 
 static void screener_rows_repeated(void **state)
@@ -664,6 +755,7 @@ int main(void)
         cmocka_unit_test(sha256_known_vectors),
         cmocka_unit_test(blur_fqpath_pair_classical),
         cmocka_unit_test(infer_cmu_tile_matches_the_network),
+        cmocka_unit_test(infer_judges_every_tiles_focus),
         cmocka_unit_test(screener_rows_repeated),
         cmocka_unit_test(reporter_positive_writes_three_files),
     };
