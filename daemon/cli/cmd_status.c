@@ -6,7 +6,8 @@
  * SLIDE is a slide id (16 hex digits) or a slide path; without it every slide in flight is
  * listed. One line per slide: id, state, attempt, tiles done of planned, the verdict (class
  * and score) once there is one, and the path; for one slide also the verdict's reason,
- * warnings, report and model notice. --json prints the same as a JSON array instead.
+ * warnings, the methods that judged, each network of the bundle (trained and on what, or
+ * untrained), report and model notice. --json prints the same as a JSON array instead.
  */
 #include "daemon/cli/commands.h"
 
@@ -100,6 +101,14 @@ static void print_details(const Gastroscreen__V1__SlideStatus *s)
     const char *fm = method_name(v->foreground_method);
     const char *bm = method_name(v->blur_method);
     printf("methods: tissue plan %s, blur check %s\n", fm ? fm : "-", bm ? bm : "-");
+    /* What each of the bundle's networks is: trained (and on what) or not. */
+    for (size_t i = 0; v->model && i < v->model->n_networks; i++) {
+        const Gastroscreen__V1__NetworkProvenance *n = v->model->networks[i];
+        printf("network %s: %s\n", n->network,
+               !n->present    ? "absent (untrained)"
+               : n->untrained ? "untrained"
+                              : n->trained_on);
+    }
     if (v->report && *v->report->report_json)
         printf("report: %s\n", v->report->report_json);
     /* The notice is a whole line of its own ("model: untrained — not a diagnosis"). */
@@ -144,6 +153,14 @@ static json_t *status_json(const Gastroscreen__V1__SlideStatus *s)
                                           bm ? json_string(bm) : json_null()));
             if (v->report && *v->report->report_json)
                 json_object_set_new(vj, "report_json", json_string(v->report->report_json));
+            json_t *nets = json_array();
+            for (size_t i = 0; nets && v->model && i < v->model->n_networks; i++) {
+                const Gastroscreen__V1__NetworkProvenance *n = v->model->networks[i];
+                json_array_append_new(nets, json_pack("{s:s, s:b, s:b, s:s}", "network", n->network,
+                                                      "present", n->present, "untrained",
+                                                      n->untrained, "trained_on", n->trained_on));
+            }
+            json_object_set_new(vj, "networks", nets);
         }
         json_object_set_new(o, "verdict", vj);
     }

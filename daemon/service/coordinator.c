@@ -115,6 +115,22 @@ static int copy_model(gs_coordinator *c, const Gastroscreen__V1__ModelProvenance
     c->model.format_version = c->model_strings[2];
     c->model.trained_on = c->model_strings[3];
     c->model.notice = c->model_strings[4];
+    size_t n = m ? m->n_networks : 0;
+    for (size_t i = 0; i < n && i < GS_NET_COUNT; i++) {
+        const Gastroscreen__V1__NetworkProvenance *s = m->networks[i];
+        Gastroscreen__V1__NetworkProvenance *d = &c->model_nets[i];
+        gastroscreen__v1__network_provenance__init(d);
+        if (!(c->model_net_strings[i][0] = strdup(s->network ? s->network : "")) ||
+            !(c->model_net_strings[i][1] = strdup(s->trained_on ? s->trained_on : "")))
+            return gs_error_set("coordinator: out of memory");
+        d->network = c->model_net_strings[i][0];
+        d->trained_on = c->model_net_strings[i][1];
+        d->present = s->present;
+        d->untrained = s->untrained;
+        c->model_net_ptr[i] = d;
+        c->model.n_networks = i + 1;
+    }
+    c->model.networks = c->model.n_networks ? c->model_net_ptr : NULL;
     return 0;
 }
 
@@ -262,6 +278,9 @@ void gs_coordinator_destroy(gs_coordinator **pc)
     gs_spool_destroy(&c->spool);
     for (int i = 0; i < 6; i++)
         free(c->model_strings[i]);
+    for (int i = 0; i < GS_NET_COUNT; i++)
+        for (int k = 0; k < 2; k++)
+            free(c->model_net_strings[i][k]);
     pthread_mutex_destroy(&c->snap_lock);
     free(c);
     *pc = NULL;

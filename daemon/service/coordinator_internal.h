@@ -112,6 +112,10 @@ struct gs_coordinator {
     Gastroscreen__V1__ModelProvenance model;
     gs_decision decision; /* the threshold and top k that judge, with their sources */
     char *model_strings[6];
+    /* model.networks: deep copies, so the caller's provenance need not outlive the coordinator */
+    Gastroscreen__V1__NetworkProvenance model_nets[GS_NET_COUNT];
+    Gastroscreen__V1__NetworkProvenance *model_net_ptr[GS_NET_COUNT];
+    char *model_net_strings[GS_NET_COUNT][2];
     char coordinator_id[33];
     int64_t started_unix_ms;
     uint64_t published;

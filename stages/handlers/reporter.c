@@ -61,7 +61,9 @@ static const char *nonempty(const char *s)
     return s && s[0] ? s : NULL;
 }
 
-/* The entry of a network of the verdict's bundle. */
+/* The entry of a network of the verdict's bundle: its own provenance when the verdict lists
+ * the bundle's networks, else the provenance the stages announced together (untrained as
+ * given). */
 static gs_report_model network_entry(const char *name, const Gastroscreen__V1__ModelProvenance *mp,
                                      int untrained)
 {
@@ -73,6 +75,13 @@ static gs_report_model network_entry(const char *name, const Gastroscreen__V1__M
         m.sha256 = nonempty(mp->sha256);
         m.format_version = nonempty(mp->format_version);
         m.trained_on = nonempty(mp->trained_on);
+        for (size_t i = 0; i < mp->n_networks; i++) {
+            const Gastroscreen__V1__NetworkProvenance *n = mp->networks[i];
+            if (n && n->network && !strcmp(n->network, name)) {
+                m.trained_on = nonempty(n->trained_on);
+                m.untrained = n->untrained;
+            }
+        }
     }
     return m;
 }

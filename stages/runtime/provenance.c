@@ -179,6 +179,18 @@ int gs_provenance_init(gs_provenance *p, const char *path, const gs_model *m, co
     p->msg.trained_on = p->trained_on;
     p->msg.untrained = untrained != 0;
     p->msg.notice = p->notice;
+    for (int i = 0; i < GS_NET_COUNT; i++) {
+        gastroscreen__v1__network_provenance__init(&p->net[i]);
+        snprintf(p->net_trained_on[i], sizeof p->net_trained_on[i], "%s",
+                 gs_model_provenance(m, (gs_net_id)i));
+        p->net[i].network = (char *)gs_net_name((gs_net_id)i);
+        p->net[i].present = gs_model_has(m, (gs_net_id)i) != 0;
+        p->net[i].untrained = gs_model_untrained(m, (gs_net_id)i) != 0;
+        p->net[i].trained_on = p->net_trained_on[i];
+        p->net_ptr[i] = &p->net[i];
+    }
+    p->msg.n_networks = GS_NET_COUNT;
+    p->msg.networks = p->net_ptr;
     return 0;
 }
 

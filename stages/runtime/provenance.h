@@ -27,6 +27,9 @@ typedef struct {
     char format_version[32]; /* metadata "format_version" */
     char trained_on[512];    /* the networks' provenance, "untrained" when all are */
     char notice[64];         /* GS_REPORT_UNTRAINED_NOTICE when any network is untrained */
+    char net_trained_on[GS_NET_COUNT][512]; /* each network's own provenance.<net> */
+    Gastroscreen__V1__NetworkProvenance net[GS_NET_COUNT];
+    Gastroscreen__V1__NetworkProvenance *net_ptr[GS_NET_COUNT];
     Gastroscreen__V1__ModelProvenance msg; /* points into the fields above */
 } gs_provenance;
 
