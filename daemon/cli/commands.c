@@ -18,6 +18,10 @@ const gs_cli_command gs_cli_commands[] = {
      "time our deformable conv vs dense oneDNN convs and the\nnetworks on this machine (DESIGN.md "
      "section 8)",
      gs_cmd_bench},
+    {"eval", "LABELS.csv --out DIR [--model BUNDLE] [--reports DIR]",
+     "screen labelled slides (or read earlier reports) and\nwrite sensitivity, specificity, AUCs "
+     "and curves",
+     gs_cmd_eval},
     {"submit", "PATH...", "submit slides to gastroscreend; prints each slide id", gs_cmd_submit},
     {"watch", "[--since SEQ]", "print one line per verdict as gastroscreend publishes",
      gs_cmd_watch},

@@ -20,3 +20,12 @@ add_test(NAME cli_against_gastroscreend
 set_tests_properties(cli_against_gastroscreend PROPERTIES LABELS integration
                      ENVIRONMENT "${GS_TEST_ENV}" SKIP_RETURN_CODE 77 TIMEOUT 600
                      FIXTURES_REQUIRED seeded_bundle)
+
+# `gastroscreen eval`: its statistics against hand-worked and scipy values, and the command end
+# to end on slides made at test time (the sample slide, a partly defocused copy, a slide
+# without tissue, a missing file) whose figures are recounted from the per-slide rows.
+gs_cmocka_test(test_evaluation unit SOURCES unit/test_evaluation.c LIBS gs_daemon)
+add_test(NAME cli_eval COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/cli/eval.sh
+                               $<TARGET_FILE:gastroscreen> ${CMAKE_BINARY_DIR}/tests)
+set_tests_properties(cli_eval PROPERTIES LABELS integration ENVIRONMENT "${GS_TEST_ENV}"
+                     TIMEOUT 900)

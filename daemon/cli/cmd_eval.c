@@ -1,0 +1,656 @@
+/*
+ * cmd_eval: `gastroscreen eval LABELS.csv --out DIR [--model BUNDLE] [--config FILE]
+ * [--reports DIR] [--bootstrap N] [--seed S]`, how well gastroscreen screens a lab's own
+ * labelled slides, in the paper's terms (Yu et al. 2019: sensitivity and specificity at the
+ * threshold, ROC AUC and precision-recall AUC).
+ *
+ * LABELS.csv (RFC 4180: a header row, commas, fields in double quotes where needed) has the
+ * columns `slide` (the slide file; a relative path is relative to the CSV's folder), `label`
+ * (`positive` or `negative`) and `patient` (an id, kept in the per-slide rows for splits), and
+ * optionally `annotation`; other columns are ignored. Without --reports every slide is screened
+ * with `gastroscreen screen` (the same engine, threads and bundle lookup; its verdict lines go
+ * to DIR/screen.log, its reports to DIR/reports); with --reports, the report.json files of an
+ * earlier run under that folder are read instead. A slide is matched to its report by the
+ * report's slide path (both resolved), the newest report winning.
+ *
+ * DIR/eval.json holds: "threshold" (the reports' decision threshold), "n_positive",
+ * "n_negative" (labelled slides), "unassessable" and "failed" (counts in total and by label),
+ * "policy" (how those two enter the figures), "confusion" (tp, fn, tn, fp over slides with a
+ * negative or positive verdict), "sensitivity", "specificity" and their exact Clopper-Pearson
+ * "sensitivity_ci95", "specificity_ci95", "referral" (the same with unassessable and failed
+ * slides counted as sent to a pathologist), "roc_auc", "pr_auc" with percentile bootstrap
+ * "roc_auc_ci95", "pr_auc_ci95" (stratified, "bootstrap": rounds and seed), "sweep" (sensitivity
+ * and specificity at thresholds 0.05 .. 0.95 and at the reports' threshold), and "slides" (one
+ * row per labelled slide: slide, label, patient, verdict, score, reason, report). A figure
+ * without the slides to compute it is null. DIR/roc.png and DIR/pr.png draw the curves.
+ * Pixel Dice against annotations is not computed yet: with an `annotation` column, eval.json
+ * says so ("dice": null and "dice_note").
+ *
+ * Exit status: 0 when eval.json was written; 1 when the labels, the reports or the screening
+ * could not be processed (the message names the file and line); 2 on a usage error.
+ */
+#include "daemon/cli/commands.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <libgen.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "daemon/cli/evaluation.h"
+#include "daemon/cli/plot.h"
+#include "ops/error.h"
+#include "proto/vocab.h"
+#include "stages/runtime/fileio.h"
+
+#define MAX_FIELD 4096
+#define BOOTSTRAP_DEFAULT 1000
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: gastroscreen eval LABELS.csv --out DIR [--model BUNDLE] [--config FILE]\n"
+            "                         [--reports DIR] [--bootstrap N] [--seed S]\n"
+            "\n"
+            "Screens every slide of LABELS.csv (columns slide, label = positive|negative,\n"
+            "patient, optional annotation; relative paths from the CSV's folder) as `screen`\n"
+            "does, or reads the reports of an earlier run with --reports DIR, and writes\n"
+            "DIR/eval.json (sensitivity and specificity at the threshold with exact 95%%\n"
+            "intervals, ROC and precision-recall AUC with bootstrap intervals, the confusion\n"
+            "matrix, a threshold sweep, unassessable and failed slides counted apart, one row\n"
+            "per slide) and DIR/roc.png, DIR/pr.png.\n"
+            "\n"
+            "  --bootstrap N  resamples for the AUC intervals (default %d, at least 10)\n"
+            "  --seed S       the bootstrap's seed (default 1): the same seed, the same interval\n"
+            "\n"
+            "Exit status: 0 eval.json written; 1 labels, reports or screening failed; 2 usage.\n",
+            BOOTSTRAP_DEFAULT);
+}
+
+typedef struct {
+    char *slide;   /* as resolved: absolute when it exists */
+    char *patient; /* may be "" */
+    int positive;
+    int has_annotation;
+    /* from the report */
+    char verdict[16]; /* "" = no report */
+    double score, threshold;
+    char *reason, *report;
+    int64_t decided;
+} row;
+
+typedef struct {
+    row *rows;
+    size_t n, cap;
+    int annotations; /* the CSV has an annotation column */
+} labels;
+
+static void labels_free(labels *l)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        free(l->rows[i].slide);
+        free(l->rows[i].patient);
+        free(l->rows[i].reason);
+        free(l->rows[i].report);
+    }
+    free(l->rows);
+    memset(l, 0, sizeof *l);
+}
+
+/* Reads one CSV record of f into fields (at most max, each < MAX_FIELD bytes). Returns the
+ * number of fields, 0 at the end of the file, or -1 with the error (line counts lines). */
+static int csv_record(FILE *f, char fields[][MAX_FIELD], int max, const char *file, int *line)
+{
+    int n = 0, c, quoted = 0, any = 0;
+    size_t len = 0;
+    (*line)++;
+    for (;;) {
+        c = fgetc(f);
+        if (c == EOF && !any && n == 0 && len == 0)
+            return 0;
+        if (quoted) {
+            if (c == EOF)
+                return gs_error_set("%s:%d: a quoted field runs to the end of the file", file,
+                                    *line);
+            if (c == '"') {
+                int d = fgetc(f);
+                if (d != '"') {
+                    quoted = 0;
+                    if (d != EOF)
+                        ungetc(d, f);
+                    continue;
+                }
+            }
+            if (c == '\n')
+                (*line)++;
+        } else if (c == '"' && len == 0) {
+            quoted = 1;
+            any = 1;
+            continue;
+        } else if (c == ',' || c == '\n' || c == EOF || c == '\r') {
+            if (c == '\r') {
+                int d = fgetc(f);
+                if (d != '\n' && d != EOF)
+                    ungetc(d, f);
+                c = '\n';
+            }
+            if (n >= max)
+                return gs_error_set("%s:%d: more than %d fields", file, *line, max);
+            fields[n][len] = '\0';
+            n++;
+            len = 0;
+            if (c != ',')
+                return n;
+            any = 1;
+            continue;
+        }
+        any = 1;
+        if (len + 1 >= MAX_FIELD)
+            return gs_error_set("%s:%d: a field longer than %d bytes", file, *line, MAX_FIELD - 1);
+        if (n >= max)
+            return gs_error_set("%s:%d: more than %d fields", file, *line, max);
+        fields[n][len++] = (char)c;
+    }
+}
+
+static int read_labels(const char *path, labels *out)
+{
+    enum { MAX_COLS = 32 };
+    memset(out, 0, sizeof *out);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return gs_error_set("%s: %s", path, strerror(errno));
+    char(*fields)[MAX_FIELD] = malloc(sizeof(char[MAX_COLS][MAX_FIELD]));
+    char copy[PATH_MAX], dir[PATH_MAX];
+    snprintf(copy, sizeof copy, "%s", path);
+    snprintf(dir, sizeof dir, "%s", dirname(copy));
+    int line = 0, rc = -1;
+    int col_slide = -1, col_label = -1, col_patient = -1, col_ann = -1;
+    if (!fields) {
+        gs_error_set("out of memory");
+        goto close_file;
+    }
+    int n = csv_record(f, fields, MAX_COLS, path, &line);
+    if (n <= 0) {
+        if (n == 0)
+            gs_error_set("%s: empty (a header row slide,label,patient is needed)", path);
+        goto close_file;
+    }
+    for (int i = 0; i < n; i++) {
+        const char *h = fields[i];
+        int *slot = !strcmp(h, "slide")        ? &col_slide
+                    : !strcmp(h, "label")      ? &col_label
+                    : !strcmp(h, "patient")    ? &col_patient
+                    : !strcmp(h, "annotation") ? &col_ann
+                                               : NULL;
+        if (slot && *slot >= 0) {
+            gs_error_set("%s:1: column %s twice", path, h);
+            goto close_file;
+        }
+        if (slot)
+            *slot = i;
+    }
+    if (col_slide < 0 || col_label < 0 || col_patient < 0) {
+        gs_error_set("%s:1: the header needs the columns slide, label and patient", path);
+        goto close_file;
+    }
+    out->annotations = col_ann >= 0;
+    while ((n = csv_record(f, fields, MAX_COLS, path, &line)) > 0) {
+        if (n == 1 && fields[0][0] == '\0')
+            continue; /* a blank line */
+        int need = col_slide > col_label ? col_slide : col_label;
+        need = col_patient > need ? col_patient : need;
+        if (n <= need) {
+            gs_error_set("%s:%d: %d fields, the header has more", path, line, n);
+            goto close_file;
+        }
+        const char *lab = fields[col_label];
+        if (strcmp(lab, "positive") && strcmp(lab, "negative")) {
+            gs_error_set("%s:%d: label \"%.64s\" is neither positive nor negative", path, line,
+                         lab);
+            goto close_file;
+        }
+        if (!fields[col_slide][0]) {
+            gs_error_set("%s:%d: empty slide path", path, line);
+            goto close_file;
+        }
+        char given[PATH_MAX + MAX_FIELD], real[PATH_MAX];
+        if (fields[col_slide][0] == '/')
+            snprintf(given, sizeof given, "%s", fields[col_slide]);
+        else
+            snprintf(given, sizeof given, "%s/%s", dir, fields[col_slide]);
+        const char *slide = realpath(given, real) ? real : given;
+        for (size_t i = 0; i < out->n; i++)
+            if (!strcmp(out->rows[i].slide, slide)) {
+                gs_error_set("%s:%d: slide %s is listed twice", path, line, slide);
+                goto close_file;
+            }
+        if (out->n == out->cap) {
+            size_t cap = out->cap ? 2 * out->cap : 64;
+            row *grown = realloc(out->rows, cap * sizeof *grown);
+            if (!grown) {
+                gs_error_set("out of memory");
+                goto close_file;
+            }
+            out->rows = grown;
+            out->cap = cap;
+        }
+        row *r = &out->rows[out->n];
+        memset(r, 0, sizeof *r);
+        r->slide = strdup(slide);
+        r->patient = strdup(fields[col_patient]);
+        out->n++;
+        if (!r->slide || !r->patient) {
+            gs_error_set("out of memory");
+            goto close_file;
+        }
+        r->positive = !strcmp(lab, "positive");
+        r->has_annotation = col_ann >= 0 && n > col_ann && fields[col_ann][0];
+    }
+    if (n < 0)
+        goto close_file;
+    if (out->n == 0) {
+        gs_error_set("%s: no slides below the header", path);
+        goto close_file;
+    }
+    rc = 0;
+close_file:
+    free(fields);
+    fclose(f);
+    if (rc != 0)
+        labels_free(out);
+    return rc;
+}
+
+/* Screens every slide with this executable's `screen` into out/reports; its verdict lines go to
+ * out/screen.log. Returns 0 (some slides may have failed: their reports say so), or -1. */
+static int run_screen(const labels *l, const char *out, const char *model, const char *config)
+{
+    char reports[PATH_MAX], log[PATH_MAX];
+    snprintf(reports, sizeof reports, "%s/reports", out);
+    snprintf(log, sizeof log, "%s/screen.log", out);
+    size_t argc = 0;
+    char **argv = calloc(l->n + 9, sizeof *argv);
+    if (!argv)
+        return gs_error_set("out of memory");
+    argv[argc++] = "gastroscreen";
+    argv[argc++] = "screen";
+    for (size_t i = 0; i < l->n; i++)
+        argv[argc++] = l->rows[i].slide;
+    argv[argc++] = "--out";
+    argv[argc++] = reports;
+    if (model) {
+        argv[argc++] = "--model";
+        argv[argc++] = (char *)model;
+    }
+    if (config) {
+        argv[argc++] = "--config";
+        argv[argc++] = (char *)config;
+    }
+    int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        free(argv);
+        return gs_error_set("%s: %s", log, strerror(errno));
+    }
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(fd, STDOUT_FILENO);
+        execv("/proc/self/exe", argv);
+        fprintf(stderr, "gastroscreen eval: cannot run screen: %s\n", strerror(errno));
+        _exit(127);
+    }
+    close(fd);
+    free(argv);
+    if (pid < 0)
+        return gs_error_set("fork: %s", strerror(errno));
+    int st;
+    while (waitpid(pid, &st, 0) < 0)
+        if (errno != EINTR)
+            return gs_error_set("waitpid: %s", strerror(errno));
+    /* 1 = some slide failed or was not screened: its row says so. */
+    if (!WIFEXITED(st) || (WEXITSTATUS(st) != 0 && WEXITSTATUS(st) != 1))
+        return gs_error_set("screen stopped (status %d); its lines are in %s", st, log);
+    return 0;
+}
+
+/* Fills the rows whose slide this report.json is about (the newest report wins). */
+static void take_report(labels *l, const char *path)
+{
+    json_error_t je;
+    json_t *r = json_load_file(path, 0, &je);
+    if (!r) {
+        fprintf(stderr, "gastroscreen eval: skipping %s: %s\n", path, je.text);
+        return;
+    }
+    const char *slide = json_string_value(json_object_get(json_object_get(r, "slide"), "path"));
+    const char *verdict = json_string_value(json_object_get(r, "verdict"));
+    char real[PATH_MAX];
+    if (slide && realpath(slide, real))
+        slide = real;
+    for (size_t i = 0; slide && verdict && i < l->n; i++) {
+        row *w = &l->rows[i];
+        int64_t decided = json_integer_value(json_object_get(r, "decided_unix_ms"));
+        if (strcmp(w->slide, slide) || (w->verdict[0] && decided < w->decided))
+            continue;
+        char *reason = strdup(json_string_value(json_object_get(r, "reason")) ?: "");
+        char *report = strdup(path);
+        if (!reason || !report) {
+            free(reason);
+            free(report);
+            continue;
+        }
+        free(w->reason);
+        free(w->report);
+        w->reason = reason;
+        w->report = report;
+        snprintf(w->verdict, sizeof w->verdict, "%s", verdict);
+        w->score = json_number_value(json_object_get(r, "score"));
+        w->threshold = json_number_value(json_object_get(r, "threshold"));
+        w->decided = decided;
+    }
+    json_decref(r);
+}
+
+static int read_reports(labels *l, const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return gs_error_set("%s: %s", dir, strerror(errno));
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char p[PATH_MAX];
+        int k = snprintf(p, sizeof p, "%s/%s/report.json", dir, e->d_name);
+        if (k > 0 && (size_t)k < sizeof p && access(p, R_OK) == 0)
+            take_report(l, p);
+    }
+    closedir(d);
+    return 0;
+}
+
+/* Thresholds and scores travel as floats: six decimals is all they hold. */
+static double round6(double v)
+{
+    return round(v * 1e6) / 1e6;
+}
+
+static json_t *num_or_null(double v)
+{
+    return isfinite(v) ? json_real(round6(v)) : json_null();
+}
+
+static json_t *interval(int ok, double lo, double hi)
+{
+    return ok ? json_pack("[f, f]", lo, hi) : json_null();
+}
+
+/* The confusion counts {tp, fn, tn, fp} of the assessable rows when a slide is called positive
+ * above threshold t, or (t NaN) as its verdict called it. */
+static void rates_at(const labels *l, double t, uint32_t c[4])
+{
+    memset(c, 0, 4 * sizeof *c); /* tp, fn, tn, fp */
+    for (size_t i = 0; i < l->n; i++) {
+        const row *r = &l->rows[i];
+        if (strcmp(r->verdict, "negative") && strcmp(r->verdict, "positive"))
+            continue;
+        int called = isnan(t) ? !strcmp(r->verdict, "positive") : r->score > t;
+        c[r->positive ? (called ? 0 : 1) : (called ? 3 : 2)]++;
+    }
+}
+
+static json_t *ratio(uint32_t k, uint32_t n)
+{
+    return n ? json_real((double)k / n) : json_null();
+}
+
+/* Writes eval.json, roc.png and pr.png into out. */
+static int evaluate(const labels *l, const char *out, uint32_t rounds, uint64_t seed)
+{
+    uint32_t n_pos = 0, n_neg = 0, un[2] = {0, 0}, fa[2] = {0, 0};
+    double threshold = NAN;
+    size_t n_scored = 0;
+    double *score = malloc((l->n ? l->n : 1) * sizeof *score);
+    int *label = malloc((l->n ? l->n : 1) * sizeof *label);
+    double *cx = malloc((l->n + 1) * sizeof *cx), *cy = malloc((l->n + 1) * sizeof *cy);
+    json_t *root = NULL;
+    int rc = -1;
+    if (!score || !label || !cx || !cy) {
+        gs_error_set("out of memory");
+        goto free_arrays;
+    }
+    for (size_t i = 0; i < l->n; i++) {
+        const row *r = &l->rows[i];
+        n_pos += r->positive;
+        n_neg += !r->positive;
+        if (!strcmp(r->verdict, "negative") || !strcmp(r->verdict, "positive")) {
+            score[n_scored] = r->score;
+            label[n_scored++] = r->positive;
+            if (isnan(threshold))
+                threshold = round6(r->threshold);
+            else if (round6(r->threshold) != threshold)
+                fprintf(stderr,
+                        "gastroscreen eval: %s was judged at threshold %g, not %g: the "
+                        "figures use %g\n",
+                        r->slide, r->threshold, threshold, threshold);
+        } else if (!strcmp(r->verdict, "unassessable"))
+            un[r->positive]++;
+        else
+            fa[r->positive]++; /* failed, or no report at all */
+    }
+    /* At the reports' threshold the verdicts themselves count (the score was compared in
+     * single precision). */
+    uint32_t c[4];
+    rates_at(l, NAN, c);
+    uint32_t tp = c[0], fn = c[1], tn = c[2], fp = c[3];
+    double slo = 0, shi = 0, plo = 0, phi = 0, rlo = 0, rhi = 0, alo = 0, ahi = 0;
+    int sens_ok = tp + fn > 0 && gs_eval_clopper_pearson(tp, tp + fn, 0.05, &slo, &shi) == 0;
+    int spec_ok = tn + fp > 0 && gs_eval_clopper_pearson(tn, tn + fp, 0.05, &plo, &phi) == 0;
+    double roc = gs_eval_roc_auc(score, label, n_scored);
+    int both = isfinite(roc);
+    /* Without negatives every precision is 1: no figure to report. */
+    double pr = both ? gs_eval_pr_auc(score, label, n_scored) : NAN;
+    int roc_ci = both && gs_eval_bootstrap(score, label, n_scored, GS_EVAL_ROC_AUC, rounds, seed,
+                                           0.05, &rlo, &rhi) == 0;
+    int pr_ci = both && gs_eval_bootstrap(score, label, n_scored, GS_EVAL_PR_AUC, rounds, seed,
+                                          0.05, &alo, &ahi) == 0;
+    gs_error_clear();
+
+    json_t *sweep = json_array();
+    for (int k = 1; k <= 20 && sweep; k++) {
+        double t = k < 20 ? round6(k * 0.05) : threshold;
+        if (k == 20 && isnan(t))
+            break;
+        uint32_t s[4];
+        rates_at(l, k < 20 ? t : NAN, s);
+        json_array_append_new(
+            sweep, json_pack("{s:f, s:o, s:o, s:i, s:i, s:i, s:i}", "threshold", t, "sensitivity",
+                             ratio(s[0], s[0] + s[1]), "specificity", ratio(s[2], s[2] + s[3]),
+                             "tp", (int)s[0], "fn", (int)s[1], "tn", (int)s[2], "fp", (int)s[3]));
+    }
+    json_t *slides = json_array();
+    for (size_t i = 0; i < l->n && slides; i++) {
+        const row *r = &l->rows[i];
+        int scored = !strcmp(r->verdict, "negative") || !strcmp(r->verdict, "positive");
+        json_array_append_new(
+            slides, json_pack("{s:s, s:s, s:s, s:s, s:o, s:s, s:o}", "slide", r->slide, "label",
+                              r->positive ? "positive" : "negative", "patient", r->patient,
+                              "verdict", r->verdict[0] ? r->verdict : "failed", "score",
+                              scored ? json_real(round6(r->score)) : json_null(), "reason",
+                              r->verdict[0] ? (r->reason ? r->reason : "") : "no report found",
+                              "report", r->report ? json_string(r->report) : json_null()));
+    }
+    /* Referral: a slide the system does not clear goes to a pathologist, so unassessable and
+     * failed positives still count as caught and such negatives as not cleared. */
+    uint32_t ref_tp = tp + un[1] + fa[1];
+    root = json_pack(
+        "{s:o, s:i, s:i, s:{s:i, s:i, s:i}, s:{s:i, s:i, s:i}, s:s, s:{s:i, s:i, s:i, s:i}, "
+        "s:o, s:o, s:o, s:o, s:{s:o, s:o}, s:o, s:o, s:o, s:o, s:{s:i, s:I}, s:o, s:o}",
+        "threshold", num_or_null(threshold), "n_positive", (int)n_pos, "n_negative", (int)n_neg,
+        "unassessable", "total", (int)(un[0] + un[1]), "positive", (int)un[1], "negative",
+        (int)un[0], "failed", "total", (int)(fa[0] + fa[1]), "positive", (int)fa[1], "negative",
+        (int)fa[0], "policy",
+        "sensitivity, specificity and the AUCs are over slides with a negative or positive "
+        "verdict; unassessable and failed slides (no report counts as failed) are counted apart "
+        "by label and never dropped: 'referral' counts them as sent to a pathologist",
+        "confusion", "tp", (int)tp, "fn", (int)fn, "tn", (int)tn, "fp", (int)fp, "sensitivity",
+        ratio(tp, tp + fn), "specificity", ratio(tn, tn + fp), "sensitivity_ci95",
+        interval(sens_ok, slo, shi), "specificity_ci95", interval(spec_ok, plo, phi), "referral",
+        "sensitivity", ratio(ref_tp, n_pos), "specificity", ratio(tn, n_neg), "roc_auc",
+        num_or_null(roc), "roc_auc_ci95", interval(roc_ci, rlo, rhi), "pr_auc", num_or_null(pr),
+        "pr_auc_ci95", interval(pr_ci, alo, ahi), "bootstrap", "rounds", (int)rounds, "seed",
+        (json_int_t)seed, "sweep", sweep ? sweep : json_null(), "slides",
+        slides ? slides : json_null());
+    if (!root) {
+        gs_error_set("out of memory for eval.json");
+        goto free_arrays;
+    }
+    if (l->annotations) {
+        json_object_set_new(root, "dice", json_null());
+        json_object_set_new(root, "dice_note",
+                            json_string("pixel Dice against the annotations is not computed by "
+                                        "this version"));
+    }
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/eval.json", out);
+    char *text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    if (!text) {
+        gs_error_set("out of memory for eval.json");
+        goto free_arrays;
+    }
+    size_t len = strlen(text);
+    text[len] = '\n';
+    int w = gs_write_atomic(path, text, len + 1, 0644);
+    free(text);
+    if (w != 0)
+        goto free_arrays;
+    char title[64];
+    size_t k = gs_eval_roc_curve(score, label, n_scored, cx, cy);
+    snprintf(title, sizeof title, both ? "ROC AUC %.3f" : "ROC: NEEDS BOTH CLASSES", roc);
+    snprintf(path, sizeof path, "%s/roc.png", out);
+    gs_plot_series s = {.x = cx, .y = cy, .n = k, .rgb = {200, 30, 30}, .steps = 1};
+    double dx[2] = {0, 1};
+    gs_plot_series diag = {.x = dx, .y = dx, .n = 2, .rgb = {150, 150, 150}};
+    gs_plot_series roc_lines[2] = {diag, s};
+    if (gs_plot_write_png(path, title, "1 - SPECIFICITY", "SENSITIVITY", roc_lines, 2) != 0)
+        goto free_arrays;
+    k = gs_eval_pr_curve(score, label, n_scored, cx, cy);
+    snprintf(title, sizeof title, isfinite(pr) ? "PR AUC %.3f" : "PR: NEEDS POSITIVES", pr);
+    snprintf(path, sizeof path, "%s/pr.png", out);
+    s = (gs_plot_series){.x = cx, .y = cy, .n = k, .rgb = {30, 60, 200}, .steps = 1};
+    if (gs_plot_write_png(path, title, "RECALL", "PRECISION", &s, 1) != 0)
+        goto free_arrays;
+    printf("%zu slides (%u positive, %u negative): %u unassessable, %u failed\n", l->n, n_pos,
+           n_neg, un[0] + un[1], fa[0] + fa[1]);
+    if (sens_ok)
+        printf("sensitivity %.3f (95%% CI %.3f-%.3f), %u of %u\n", (double)tp / (tp + fn), slo, shi,
+               tp, tp + fn);
+    if (spec_ok)
+        printf("specificity %.3f (95%% CI %.3f-%.3f), %u of %u\n", (double)tn / (tn + fp), plo, phi,
+               tn, tn + fp);
+    if (both)
+        printf("ROC AUC %.3f, PR AUC %.3f\n", roc, pr);
+    printf("eval.json, roc.png, pr.png in %s\n", out);
+    rc = 0;
+free_arrays:
+    json_decref(root);
+    free(score);
+    free(label);
+    free(cx);
+    free(cy);
+    return rc;
+}
+
+int gs_cmd_eval(int argc, char **argv)
+{
+    const char *out = NULL, *model = NULL, *config = NULL, *reports = NULL;
+    long rounds = BOOTSTRAP_DEFAULT;
+    unsigned long long seed = 1;
+    static const struct option opts[] = {{"out", required_argument, NULL, 'o'},
+                                         {"model", required_argument, NULL, 'm'},
+                                         {"config", required_argument, NULL, 'c'},
+                                         {"reports", required_argument, NULL, 'r'},
+                                         {"bootstrap", required_argument, NULL, 'b'},
+                                         {"seed", required_argument, NULL, 's'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    optind = 1;
+    int ch;
+    char *end;
+    while ((ch = getopt_long(argc, argv, "o:m:c:r:b:s:h", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'o':
+            out = optarg;
+            break;
+        case 'm':
+            model = optarg;
+            break;
+        case 'c':
+            config = optarg;
+            break;
+        case 'r':
+            reports = optarg;
+            break;
+        case 'b':
+            rounds = strtol(optarg, &end, 10);
+            if (*end || rounds < 10 || rounds > 1000000) {
+                fprintf(stderr, "gastroscreen eval: --bootstrap %s: a number 10..1000000\n",
+                        optarg);
+                return 2;
+            }
+            break;
+        case 's':
+            seed = strtoull(optarg, &end, 10);
+            if (*end || !optarg[0]) {
+                fprintf(stderr, "gastroscreen eval: --seed %s: a whole number\n", optarg);
+                return 2;
+            }
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind != argc - 1 || !out) {
+        fprintf(stderr, "gastroscreen eval: %s\n",
+                !out ? "--out DIR is required" : "give exactly one LABELS.csv");
+        usage(stderr);
+        return 2;
+    }
+    labels l;
+    if (read_labels(argv[optind], &l) != 0) {
+        fprintf(stderr, "gastroscreen eval: %s\n", gs_error_get());
+        return 1;
+    }
+    int rc = 1;
+    char reports_dir[PATH_MAX];
+    if (gs_mkdir_p(out, 0755) != 0)
+        goto fail;
+    if (!reports) {
+        if (run_screen(&l, out, model, config) != 0)
+            goto fail;
+        snprintf(reports_dir, sizeof reports_dir, "%s/reports", out);
+    } else
+        snprintf(reports_dir, sizeof reports_dir, "%s", reports);
+    if (read_reports(&l, reports_dir) != 0 || evaluate(&l, out, (uint32_t)rounds, seed) != 0)
+        goto fail;
+    rc = 0;
+fail:
+    if (rc)
+        fprintf(stderr, "gastroscreen eval: %s\n", gs_error_get());
+    labels_free(&l);
+    return rc;
+}
