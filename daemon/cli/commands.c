@@ -18,6 +18,10 @@ const gs_cli_command gs_cli_commands[] = {
      "time our deformable conv vs dense oneDNN convs and the\nnetworks on this machine (DESIGN.md "
      "section 8)",
      gs_cmd_bench},
+    {"refine", "SLIDE ANNOTATION.geojson --out REFINED.geojson",
+     "cut a QuPath annotation's regions to the slide's\ntissue (glass inside loose outlines "
+     "removed)",
+     gs_cmd_refine},
     {"eval", "LABELS.csv --out DIR [--model BUNDLE] [--reports DIR]",
      "screen labelled slides (or read earlier reports) and\nwrite sensitivity, specificity, AUCs "
      "and curves",

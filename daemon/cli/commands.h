@@ -45,5 +45,6 @@ int gs_cmd_watch(int argc, char **argv);
 int gs_cmd_status(int argc, char **argv);
 int gs_cmd_top(int argc, char **argv);
 int gs_cmd_eval(int argc, char **argv);
+int gs_cmd_refine(int argc, char **argv);
 
 #endif

@@ -29,3 +29,8 @@ add_test(NAME cli_eval COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/cli/eval.sh
                                $<TARGET_FILE:gastroscreen> ${CMAKE_BINARY_DIR}/tests)
 set_tests_properties(cli_eval PROPERTIES LABELS integration ENVIRONMENT "${GS_TEST_ENV}"
                      TIMEOUT 900)
+# `gastroscreen refine` on the sample slide's own regions.geojson plus a loose hand-drawn box.
+add_test(NAME cli_refine COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/cli/refine.sh
+                                 $<TARGET_FILE:gastroscreen> ${CMAKE_BINARY_DIR}/tests)
+set_tests_properties(cli_refine PROPERTIES LABELS integration ENVIRONMENT "${GS_TEST_ENV}"
+                     TIMEOUT 600)

@@ -12,3 +12,5 @@ target_compile_definitions(test_slide_reader_faults PRIVATE GS_SLIDE_FAULTS=1)
 gs_cmocka_test(test_tissue unit SOURCES unit/test_tissue.c LIBS gs_stages PkgConfig::GS_SLIDE_TIFF)
 gs_cmocka_test(test_heatmap unit SOURCES unit/test_heatmap.c LIBS gs_stages)
 gs_cmocka_test(test_report_files unit SOURCES unit/test_report_files.c LIBS gs_stages)
+# QuPath annotations: reading, rasterising and refinement against the tissue (refine).
+gs_cmocka_test(test_annotation unit SOURCES unit/test_annotation.c LIBS gs_stages)

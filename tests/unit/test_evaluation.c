@@ -52,8 +52,8 @@ static void aucs_by_hand(void **state)
     assert_true(isnan(gs_eval_roc_auc(t, one, 3)));
     double x[5], y[5];
     assert_int_equal(gs_eval_roc_curve(s, l, 4, x, y), 5);
-    assert_true(x[0] == 0 && y[0] == 0 && x[1] == 0 && y[1] == 0.5 && x[2] == 0.5 &&
-                y[2] == 0.5 && x[4] == 1 && y[4] == 1);
+    assert_true(x[0] == 0 && y[0] == 0 && x[1] == 0 && y[1] == 0.5 && x[2] == 0.5 && y[2] == 0.5 &&
+                x[4] == 1 && y[4] == 1);
     assert_int_equal(gs_eval_pr_curve(t, tl, 3, x, y), 3);
     assert_true(x[1] == 1.0 && y[1] == 0.5 && x[2] == 1.0 && fabs(y[2] - 1.0 / 3) < 1e-12);
 }
