@@ -1,8 +1,8 @@
 /*
  * cmd_eval: `gastroscreen eval LABELS.csv --out DIR [--model BUNDLE] [--config FILE]
- * [--reports DIR] [--bootstrap N] [--seed S]`, how well gastroscreen screens a lab's own
- * labelled slides, in the paper's terms (Yu et al. 2019: sensitivity and specificity at the
- * threshold, ROC AUC and precision-recall AUC).
+ * [--reports DIR] [--annotations DIR] [--bootstrap N] [--seed S]`, how well gastroscreen screens a
+ * lab's own labelled slides, in the paper's terms (Yu et al. 2019: sensitivity and specificity at
+ * the threshold, ROC AUC and precision-recall AUC).
  *
  * LABELS.csv (RFC 4180: a header row, commas, fields in double quotes where needed) has the
  * columns `slide` (the slide file; a relative path is relative to the CSV's folder), `label`
@@ -23,8 +23,14 @@
  * and specificity at thresholds 0.05 .. 0.95 and at the reports' threshold), and "slides" (one
  * row per labelled slide: slide, label, patient, verdict, score, reason, report). A figure
  * without the slides to compute it is null. DIR/roc.png and DIR/pr.png draw the curves.
- * Pixel Dice against annotations is not computed yet: with an `annotation` column, eval.json
- * says so ("dice": null and "dice_note").
+ *
+ * Slides with an annotation (the `annotation` column, else --annotations DIR/<slide
+ * stem>.geojson; QuPath GeoJSON, stages/slide/annotation) and a negative or positive verdict
+ * get pixel Dice (paper eq. 3) of the report's suspicious regions (regions.geojson) against the
+ * annotation, both cut to the slide's tissue mask as `refine` cuts it, on cells of 4 um: per
+ * slide in its row ("dice"), and in eval.json "dice": {"pooled" (over every cell of every such
+ * slide), "mean", "slides", "cell_um"}; DIR/dice.png is their histogram. The regions are as fine
+ * as the report's heat map cells (16 um at 512-pixel tiles and heatmap_size 16).
  *
  * Exit status: 0 when eval.json was written; 1 when the labels, the reports or the screening
  * could not be processed (the message names the file and line); 2 on a usage error.
@@ -51,47 +57,57 @@
 #include "ops/error.h"
 #include "proto/vocab.h"
 #include "stages/runtime/fileio.h"
+#include "stages/slide/annotation.h"
+#include "stages/slide/report_files.h"
 
 #define MAX_FIELD 4096
 #define BOOTSTRAP_DEFAULT 1000
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: gastroscreen eval LABELS.csv --out DIR [--model BUNDLE] [--config FILE]\n"
-            "                         [--reports DIR] [--bootstrap N] [--seed S]\n"
-            "\n"
-            "Screens every slide of LABELS.csv (columns slide, label = positive|negative,\n"
-            "patient, optional annotation; relative paths from the CSV's folder) as `screen`\n"
-            "does, or reads the reports of an earlier run with --reports DIR, and writes\n"
-            "DIR/eval.json (sensitivity and specificity at the threshold with exact 95%%\n"
-            "intervals, ROC and precision-recall AUC with bootstrap intervals, the confusion\n"
-            "matrix, a threshold sweep, unassessable and failed slides counted apart, one row\n"
-            "per slide) and DIR/roc.png, DIR/pr.png.\n"
-            "\n"
-            "  --bootstrap N  resamples for the AUC intervals (default %d, at least 10)\n"
-            "  --seed S       the bootstrap's seed (default 1): the same seed, the same interval\n"
-            "\n"
-            "Exit status: 0 eval.json written; 1 labels, reports or screening failed; 2 usage.\n",
-            BOOTSTRAP_DEFAULT);
+    fprintf(
+        f,
+        "usage: gastroscreen eval LABELS.csv --out DIR [--model BUNDLE] [--config FILE]\n"
+        "                         [--reports DIR] [--annotations DIR] [--bootstrap N]\n"
+        "                         [--seed S]\n"
+        "\n"
+        "Screens every slide of LABELS.csv (columns slide, label = positive|negative,\n"
+        "patient, optional annotation; relative paths from the CSV's folder) as `screen`\n"
+        "does, or reads the reports of an earlier run with --reports DIR, and writes\n"
+        "DIR/eval.json (sensitivity and specificity at the threshold with exact 95%%\n"
+        "intervals, ROC and precision-recall AUC with bootstrap intervals, the confusion\n"
+        "matrix, a threshold sweep, unassessable and failed slides counted apart, one row\n"
+        "per slide) and DIR/roc.png, DIR/pr.png.\n"
+        "\n"
+        "  --annotations DIR  a slide without an annotation column entry takes\n"
+        "                 DIR/<slide stem>.geojson when it exists; with annotations, pixel\n"
+        "                 Dice of the reports' suspicious regions (eval.json \"dice\", dice.png)\n"
+        "  --bootstrap N  resamples for the AUC intervals (default %d, at least 10)\n"
+        "  --seed S       the bootstrap's seed (default 1): the same seed, the same interval\n"
+        "\n"
+        "Exit status: 0 eval.json written; 1 labels, reports or screening failed; 2 usage.\n",
+        BOOTSTRAP_DEFAULT);
 }
 
 typedef struct {
     char *slide;   /* as resolved: absolute when it exists */
     char *patient; /* may be "" */
     int positive;
-    int has_annotation;
     /* from the report */
     char verdict[16]; /* "" = no report */
     double score, threshold;
     char *reason, *report;
     int64_t decided;
+    /* pixel Dice against the annotation: cells of prediction, annotation and both */
+    char *annotation; /* resolved path, or NULL */
+    int64_t pred, truth, both;
+    int dice_done;
 } row;
 
 typedef struct {
     row *rows;
     size_t n, cap;
-    int annotations; /* the CSV has an annotation column */
+    int annotations; /* some slide has an annotation */
 } labels;
 
 static void labels_free(labels *l)
@@ -101,6 +117,7 @@ static void labels_free(labels *l)
         free(l->rows[i].patient);
         free(l->rows[i].reason);
         free(l->rows[i].report);
+        free(l->rows[i].annotation);
     }
     free(l->rows);
     memset(l, 0, sizeof *l);
@@ -162,7 +179,18 @@ static int csv_record(FILE *f, char fields[][MAX_FIELD], int max, const char *fi
     }
 }
 
-static int read_labels(const char *path, labels *out)
+/* `dir/name` or name when absolute, resolved when it exists; NULL when out of memory. */
+static char *resolve(const char *dir, const char *name)
+{
+    char given[PATH_MAX + MAX_FIELD], real[PATH_MAX];
+    if (name[0] == '/')
+        snprintf(given, sizeof given, "%s", name);
+    else
+        snprintf(given, sizeof given, "%s/%s", dir, name);
+    return strdup(realpath(given, real) ? real : given);
+}
+
+static int read_labels(const char *path, const char *ann_dir, labels *out)
 {
     enum { MAX_COLS = 32 };
     memset(out, 0, sizeof *out);
@@ -203,7 +231,6 @@ static int read_labels(const char *path, labels *out)
         gs_error_set("%s:1: the header needs the columns slide, label and patient", path);
         goto close_file;
     }
-    out->annotations = col_ann >= 0;
     while ((n = csv_record(f, fields, MAX_COLS, path, &line)) > 0) {
         if (n == 1 && fields[0][0] == '\0')
             continue; /* a blank line */
@@ -223,15 +250,15 @@ static int read_labels(const char *path, labels *out)
             gs_error_set("%s:%d: empty slide path", path, line);
             goto close_file;
         }
-        char given[PATH_MAX + MAX_FIELD], real[PATH_MAX];
-        if (fields[col_slide][0] == '/')
-            snprintf(given, sizeof given, "%s", fields[col_slide]);
-        else
-            snprintf(given, sizeof given, "%s/%s", dir, fields[col_slide]);
-        const char *slide = realpath(given, real) ? real : given;
+        char *slide = resolve(dir, fields[col_slide]);
+        if (!slide) {
+            gs_error_set("out of memory");
+            goto close_file;
+        }
         for (size_t i = 0; i < out->n; i++)
             if (!strcmp(out->rows[i].slide, slide)) {
                 gs_error_set("%s:%d: slide %s is listed twice", path, line, slide);
+                free(slide);
                 goto close_file;
             }
         if (out->n == out->cap) {
@@ -246,15 +273,35 @@ static int read_labels(const char *path, labels *out)
         }
         row *r = &out->rows[out->n];
         memset(r, 0, sizeof *r);
-        r->slide = strdup(slide);
+        r->slide = slide;
         r->patient = strdup(fields[col_patient]);
         out->n++;
-        if (!r->slide || !r->patient) {
+        if (!r->patient) {
             gs_error_set("out of memory");
             goto close_file;
         }
         r->positive = !strcmp(lab, "positive");
-        r->has_annotation = col_ann >= 0 && n > col_ann && fields[col_ann][0];
+        /* The annotation: the column's, else --annotations DIR/<slide stem>.geojson if it is
+         * there. */
+        if (col_ann >= 0 && n > col_ann && fields[col_ann][0]) {
+            if (!(r->annotation = resolve(dir, fields[col_ann]))) {
+                gs_error_set("out of memory");
+                goto close_file;
+            }
+        } else if (ann_dir) {
+            char stem[MAX_FIELD], cand[PATH_MAX + MAX_FIELD];
+            const char *base = strrchr(slide, '/');
+            snprintf(stem, sizeof stem, "%s", base ? base + 1 : slide);
+            char *dot = strrchr(stem, '.');
+            if (dot && dot != stem)
+                *dot = '\0';
+            snprintf(cand, sizeof cand, "%s/%s.geojson", ann_dir, stem);
+            if (access(cand, R_OK) == 0 && !(r->annotation = strdup(cand))) {
+                gs_error_set("out of memory");
+                goto close_file;
+            }
+        }
+        out->annotations |= r->annotation != NULL;
     }
     if (n < 0)
         goto close_file;
@@ -385,6 +432,72 @@ static double round6(double v)
     return round(v * 1e6) / 1e6;
 }
 
+/* Pixel Dice of row r: its report's suspicious regions (regions.geojson beside report.json)
+ * against its annotation, both cut to the slide's tissue, on cells of DICE_CELL_UM (coarser
+ * only to keep the slide within GS_ANNOTATION_MAX_GRID cells a side). Sets r->dice_done; a
+ * slide that cannot be measured gets a message on stderr and no Dice. */
+#define DICE_CELL_UM 4.0
+static void dice_of(row *r)
+{
+    char regions[PATH_MAX];
+    snprintf(regions, sizeof regions, "%s", r->report);
+    char *slash = strrchr(regions, '/');
+    if (!slash)
+        return;
+    snprintf(slash + 1, sizeof regions - (size_t)(slash + 1 - regions), "regions.geojson");
+    gs_slide *slide = gs_slide_open(r->slide, NULL);
+    gs_annotations *truth = slide ? gs_annotations_read(r->annotation) : NULL;
+    gs_annotations *pred = truth ? gs_annotations_read(regions) : NULL;
+    gs_plan *plan = NULL;
+    uint8_t *a = NULL, *b = NULL;
+    if (!pred)
+        goto report_error;
+    for (size_t i = 0; i < gs_annotations_message_count(truth); i++)
+        fprintf(stderr, "gastroscreen eval: %s\n", gs_annotations_message(truth, i));
+    gs_tissue_options o;
+    gs_tissue_options_default(&o);
+    if (!(plan = gs_plan_new(slide, &o)))
+        goto report_error;
+    int64_t w0, h0;
+    gs_slide_level_size(slide, 0, &w0, &h0);
+    double mpp = gs_slide_mpp(slide);
+    double cell = fmax(DICE_CELL_UM / mpp, (double)(w0 > h0 ? w0 : h0) / GS_ANNOTATION_MAX_GRID);
+    int gw = (int)ceil((double)w0 / cell), gh = (int)ceil((double)h0 / cell);
+    a = malloc((size_t)gw * gh);
+    b = malloc((size_t)gw * gh);
+    int tw, th;
+    const uint8_t *tissue = gs_plan_mask(plan, &tw, &th);
+    if (!a || !b) {
+        gs_error_set("out of memory for %dx%d cells", gw, gh);
+        goto report_error;
+    }
+    if ((r->pred = gs_annotations_slide_mask(pred, GS_REPORT_REGION_CLASS, w0, h0, tissue, tw, th,
+                                             cell, a, gw, gh)) < 0 ||
+        (r->truth =
+             gs_annotations_slide_mask(truth, NULL, w0, h0, tissue, tw, th, cell, b, gw, gh)) < 0)
+        goto report_error;
+    r->both = 0;
+    for (size_t i = 0; i < (size_t)gw * gh; i++)
+        r->both += a[i] && b[i];
+    r->dice_done = 1;
+    goto free_all;
+report_error:
+    fprintf(stderr, "gastroscreen eval: no Dice for %s: %s\n", r->slide, gs_error_get());
+free_all:
+    free(a);
+    free(b);
+    gs_plan_destroy(&plan);
+    gs_annotations_destroy(&pred);
+    gs_annotations_destroy(&truth);
+    gs_slide_destroy(&slide);
+}
+
+static double dice_value(int64_t both, int64_t pred, int64_t truth)
+{
+    /* Neither has a cell: they agree perfectly. */
+    return pred + truth ? 2.0 * (double)both / (double)(pred + truth) : 1.0;
+}
+
 static json_t *num_or_null(double v)
 {
     return isfinite(v) ? json_real(round6(v)) : json_null();
@@ -483,12 +596,15 @@ static int evaluate(const labels *l, const char *out, uint32_t rounds, uint64_t 
         const row *r = &l->rows[i];
         int scored = !strcmp(r->verdict, "negative") || !strcmp(r->verdict, "positive");
         json_array_append_new(
-            slides, json_pack("{s:s, s:s, s:s, s:s, s:o, s:s, s:o}", "slide", r->slide, "label",
-                              r->positive ? "positive" : "negative", "patient", r->patient,
-                              "verdict", r->verdict[0] ? r->verdict : "failed", "score",
-                              scored ? json_real(round6(r->score)) : json_null(), "reason",
-                              r->verdict[0] ? (r->reason ? r->reason : "") : "no report found",
-                              "report", r->report ? json_string(r->report) : json_null()));
+            slides,
+            json_pack("{s:s, s:s, s:s, s:s, s:o, s:s, s:o, s:o}", "slide", r->slide, "label",
+                      r->positive ? "positive" : "negative", "patient", r->patient, "verdict",
+                      r->verdict[0] ? r->verdict : "failed", "score",
+                      scored ? json_real(round6(r->score)) : json_null(), "reason",
+                      r->verdict[0] ? (r->reason ? r->reason : "") : "no report found", "report",
+                      r->report ? json_string(r->report) : json_null(), "dice",
+                      r->dice_done ? json_real(round6(dice_value(r->both, r->pred, r->truth)))
+                                   : json_null()));
     }
     /* Referral: a slide the system does not clear goes to a pathologist, so unassessable and
      * failed positives still count as caught and such negatives as not cleared. */
@@ -515,11 +631,40 @@ static int evaluate(const labels *l, const char *out, uint32_t rounds, uint64_t 
         gs_error_set("out of memory for eval.json");
         goto free_arrays;
     }
+    double hist_x[22], hist_y[22];
+    size_t n_dice = 0;
     if (l->annotations) {
-        json_object_set_new(root, "dice", json_null());
-        json_object_set_new(root, "dice_note",
-                            json_string("pixel Dice against the annotations is not computed by "
-                                        "this version"));
+        /* Pooled: every cell of every measured slide counts once (paper eq. 3 over the set). */
+        int64_t cells_both = 0, pred = 0, truth = 0;
+        double sum = 0;
+        uint32_t bins[10] = {0};
+        for (size_t i = 0; i < l->n; i++) {
+            const row *r = &l->rows[i];
+            if (!r->dice_done)
+                continue;
+            double d = dice_value(r->both, r->pred, r->truth);
+            cells_both += r->both;
+            pred += r->pred;
+            truth += r->truth;
+            sum += d;
+            bins[d >= 1.0 ? 9 : (int)(d * 10)]++;
+            n_dice++;
+        }
+        json_object_set_new(
+            root, "dice",
+            n_dice ? json_pack("{s:f, s:f, s:i, s:f, s:s}", "pooled",
+                               round6(dice_value(cells_both, pred, truth)), "mean",
+                               round6(sum / (double)n_dice), "slides", (int)n_dice, "cell_um",
+                               DICE_CELL_UM, "regions",
+                               "the report's suspicious regions (heat map >= the region "
+                               "threshold) and the annotation, both cut to the tissue mask")
+                   : json_null());
+        /* The histogram as steps over ten bins of 0.1, heights as shares of the slides. */
+        for (int k = 0; k < 10 && n_dice; k++) {
+            hist_x[2 * k] = k / 10.0;
+            hist_x[2 * k + 1] = (k + 1) / 10.0;
+            hist_y[2 * k] = hist_y[2 * k + 1] = (double)bins[k] / (double)n_dice;
+        }
     }
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s/eval.json", out);
@@ -550,6 +695,12 @@ static int evaluate(const labels *l, const char *out, uint32_t rounds, uint64_t 
     s = (gs_plot_series){.x = cx, .y = cy, .n = k, .rgb = {30, 60, 200}, .steps = 1};
     if (gs_plot_write_png(path, title, "RECALL", "PRECISION", &s, 1) != 0)
         goto free_arrays;
+    if (n_dice) {
+        snprintf(path, sizeof path, "%s/dice.png", out);
+        s = (gs_plot_series){.x = hist_x, .y = hist_y, .n = 20, .rgb = {20, 140, 60}};
+        if (gs_plot_write_png(path, "PIXEL DICE, SHARE OF SLIDES", "DICE", "SHARE", &s, 1) != 0)
+            goto free_arrays;
+    }
     printf("%zu slides (%u positive, %u negative): %u unassessable, %u failed\n", l->n, n_pos,
            n_neg, un[0] + un[1], fa[0] + fa[1]);
     if (sens_ok)
@@ -573,7 +724,7 @@ free_arrays:
 
 int gs_cmd_eval(int argc, char **argv)
 {
-    const char *out = NULL, *model = NULL, *config = NULL, *reports = NULL;
+    const char *out = NULL, *model = NULL, *config = NULL, *reports = NULL, *ann_dir = NULL;
     long rounds = BOOTSTRAP_DEFAULT;
     unsigned long long seed = 1;
     static const struct option opts[] = {{"out", required_argument, NULL, 'o'},
@@ -582,13 +733,17 @@ int gs_cmd_eval(int argc, char **argv)
                                          {"reports", required_argument, NULL, 'r'},
                                          {"bootstrap", required_argument, NULL, 'b'},
                                          {"seed", required_argument, NULL, 's'},
+                                         {"annotations", required_argument, NULL, 'a'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     optind = 1;
     int ch;
     char *end;
-    while ((ch = getopt_long(argc, argv, "o:m:c:r:b:s:h", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "o:m:c:r:b:s:a:h", opts, NULL)) != -1) {
         switch (ch) {
+        case 'a':
+            ann_dir = optarg;
+            break;
         case 'o':
             out = optarg;
             break;
@@ -631,7 +786,7 @@ int gs_cmd_eval(int argc, char **argv)
         return 2;
     }
     labels l;
-    if (read_labels(argv[optind], &l) != 0) {
+    if (read_labels(argv[optind], ann_dir, &l) != 0) {
         fprintf(stderr, "gastroscreen eval: %s\n", gs_error_get());
         return 1;
     }
@@ -645,7 +800,13 @@ int gs_cmd_eval(int argc, char **argv)
         snprintf(reports_dir, sizeof reports_dir, "%s/reports", out);
     } else
         snprintf(reports_dir, sizeof reports_dir, "%s", reports);
-    if (read_reports(&l, reports_dir) != 0 || evaluate(&l, out, (uint32_t)rounds, seed) != 0)
+    if (read_reports(&l, reports_dir) != 0)
+        goto fail;
+    for (size_t i = 0; i < l.n; i++)
+        if (l.rows[i].annotation && l.rows[i].report &&
+            (!strcmp(l.rows[i].verdict, "negative") || !strcmp(l.rows[i].verdict, "positive")))
+            dice_of(&l.rows[i]);
+    if (evaluate(&l, out, (uint32_t)rounds, seed) != 0)
         goto fail;
     rc = 0;
 fail:

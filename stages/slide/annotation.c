@@ -374,6 +374,31 @@ int gs_annotations_fill(const gs_annotations *a, size_t k, double x0, double y0,
     return 0;
 }
 
+int64_t gs_annotations_slide_mask(const gs_annotations *a, const char *only_class, int64_t slide_w,
+                                  int64_t slide_h, const uint8_t *tissue, int tw, int th,
+                                  double cell, uint8_t *mask, int w, int h)
+{
+    if (slide_w <= 0 || slide_h <= 0 || (tissue && (tw <= 0 || th <= 0)))
+        return gs_error_set("annotation mask: bad slide or tissue size");
+    memset(mask, 0, (size_t)w * h);
+    for (size_t k = 0; k < a->n; k++)
+        if ((!only_class || !strcmp(a->f[k].cls, only_class)) &&
+            gs_annotations_fill(a, k, 0, 0, cell, mask, w, h) != 0)
+            return -1;
+    int64_t n = 0;
+    double mx = (double)tw / (double)slide_w, my = (double)th / (double)slide_h;
+    for (int j = 0; j < h; j++)
+        for (int i = 0; i < w; i++) {
+            uint8_t *v = &mask[(size_t)j * w + i];
+            if (*v && tissue) {
+                int tx = (int)floor((i + 0.5) * cell * mx), ty = (int)floor((j + 0.5) * cell * my);
+                *v = tx >= 0 && ty >= 0 && tx < tw && ty < th && tissue[(size_t)ty * tw + tx];
+            }
+            n += *v;
+        }
+    return n;
+}
+
 /* ---- refinement ----------------------------------------------------------------------------- */
 
 /* The refined geometry of feature k from its grid mask: a Polygon for one region, else a

@@ -69,6 +69,16 @@ const char *gs_annotations_message(const gs_annotations *a, size_t i);
 int gs_annotations_fill(const gs_annotations *a, size_t k, double x0, double y0, double cell,
                         uint8_t *mask, int w, int h);
 
+/* Fills mask (w*h bytes over the whole slide, cells `cell` level-0 pixels wide, caller-owned)
+ * with 1 where a cell centre lies in any feature whose classification is only_class (NULL: every
+ * feature) and on tissue (tissue: the plan's mask, tw x th over the whole slide; NULL: no
+ * tissue condition), else 0. slide_w, slide_h: the level-0 size. Used for pixel Dice between a
+ * prediction's regions and a refined annotation. Returns the number of 1 cells, or -1 with the
+ * error. */
+int64_t gs_annotations_slide_mask(const gs_annotations *a, const char *only_class,
+                                  int64_t slide_w, int64_t slide_h, const uint8_t *tissue, int tw,
+                                  int th, double cell, uint8_t *mask, int w, int h);
+
 /* What gs_refine_file did. */
 typedef struct {
     size_t read;                    /* usable features in the input */

@@ -280,9 +280,9 @@ static json_t *regions_json(const gs_report *r, int *count)
             json_pack("{s:s, s:{s:s, s:o}, s:{s:s, s:s, s:{s:s, s:[iii]}, s:f, s:f, s:f}}", "type",
                       "Feature", "geometry", "type", "Polygon", "coordinates", rings, "properties",
                       "objectType", "annotation", "name", name, "classification", "name",
-                      "Suspicious", "color", col[0], col[1], col[2], "score", round6(mx[p->label]),
-                      "mean_score", round6(sum[p->label] / (double)p->pixels), "area_level0_px2",
-                      gs_polygon_area(p) * cell * cell);
+                      GS_REPORT_REGION_CLASS, "color", col[0], col[1], col[2], "score",
+                      round6(mx[p->label]), "mean_score", round6(sum[p->label] / (double)p->pixels),
+                      "area_level0_px2", gs_polygon_area(p) * cell * cell);
         if (!f || json_array_append_new(features, f) != 0)
             bad++;
     }

@@ -104,6 +104,9 @@ typedef struct {
     int64_t x0, y0, side;
 } gs_report_box;
 
+/* The classification of the suspicious regions in regions.geojson. */
+#define GS_REPORT_REGION_CLASS "Suspicious"
+
 /* Colour of the out-of-focus layer (heatmap.png hatching, regions.geojson classification). */
 #define GS_REPORT_BLURRY_RGB                                                                       \
     {                                                                                              \

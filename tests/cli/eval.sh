@@ -31,12 +31,17 @@ tifffile.imwrite(sys.argv[2], rgb, tile=(256, 256), photometric="rgb", compressi
                  resolution=(20000, 20000), resolutionunit="CENTIMETER")
 PY
 cat > "$d/slides/labels.csv" <<'CSV'
-slide,label,patient,notes
-sample.svs,negative,P1,"a note, with a comma"
-soft.tiff,positive,P2,
-tiny.svs,negative,P3,
-gone.svs,positive,P4,
+slide,label,patient,notes,annotation
+sample.svs,negative,P1,"a note, with a comma",box.geojson
+soft.tiff,positive,P2,,
+tiny.svs,negative,P3,,
+gone.svs,positive,P4,,
 CSV
+# The sample's annotation: one loose box over the whole slide (refined to its tissue).
+echo '{"type":"Feature","properties":{"classification":{"name":"Tumor"}},"geometry":{"type":"Polygon","coordinates":[[[0,0],[2220,0],[2220,2967],[0,2967],[0,0]]]}}' \
+    > "$d/slides/box.geojson"
+# --annotations DIR: tiny.svs would take ann/tiny.geojson, but it is unassessable: no Dice.
+mkdir -p "$d/ann" && cp "$d/slides/box.geojson" "$d/ann/tiny.geojson"
 
 # First run: the bundle's threshold; read the two tissue slides' scores.
 "$exe" eval "$d/slides/labels.csv" --out "$d/out0" > "$d/run0.txt" 2>&1 || fail "first eval exit $?"
@@ -50,16 +55,27 @@ PY
 ) || fail "the tissue slides have no distinct scores"
 printf '[screener]\nthreshold = %s\n' "$t" > "$d/lab.conf"
 "$exe" eval "$d/slides/labels.csv" --out "$d/out" --config "$d/lab.conf" --bootstrap 200 --seed 7 \
-    > "$d/run.txt" 2>&1 || fail "eval exit $?"
+    --annotations "$d/ann" > "$d/run.txt" 2>&1 || fail "eval exit $?"
+# Dice by another route: refine's areas of the annotation (the tissue, T) and of the report's
+# suspicious regions (P, inside the tissue): Dice = 2 |P| / (|P| + |T|) up to the grids.
+sample_regions=$(dirname "$(/usr/bin/python3 -c 'import json,sys; print([r["report"] for r in json.load(open(sys.argv[1]))["slides"] if r["slide"].endswith("sample.svs")][0])' "$d/out/eval.json")")/regions.geojson
+/usr/bin/python3 -c 'import json,sys; g=json.load(open(sys.argv[1])); g["features"]=[f for f in g["features"] if f["properties"]["classification"]["name"]=="Suspicious"]; json.dump(g, open(sys.argv[2],"w"))' \
+    "$sample_regions" "$d/suspicious.geojson" || fail "cannot read the regions"
+"$exe" refine "$d/slides/sample.svs" "$d/slides/box.geojson" --out "$d/t.geojson" > /dev/null 2>&1
+"$exe" refine "$d/slides/sample.svs" "$d/suspicious.geojson" --out "$d/p.geojson" > /dev/null 2>&1
 cat "$d/run.txt"
-for f in eval.json roc.png pr.png screen.log; do [ -s "$d/out/$f" ] || fail "no $f"; done
+for f in eval.json roc.png pr.png dice.png screen.log; do [ -s "$d/out/$f" ] || fail "no $f"; done
 "$exe" eval "$d/slides/labels.csv" --out "$d/again" --reports "$d/out/reports" --bootstrap 200 \
     --seed 7 > "$d/run2.txt" 2>&1 || fail "eval --reports exit $?"
 
-/usr/bin/python3 - "$d/out/eval.json" "$d/again/eval.json" "$t" <<'PY' || fail "eval.json not as counted"
+/usr/bin/python3 - "$d/out/eval.json" "$d/again/eval.json" "$t" "$d/t.geojson" "$d/p.geojson" <<'PY' || fail "eval.json not as counted"
 import json, sys
 from scipy.stats import beta
 e, again, t = json.load(open(sys.argv[1])), json.load(open(sys.argv[2])), float(sys.argv[3])
+def area(path):
+    return sum(f["properties"]["measurements"]["area_after_px2"]
+               for f in json.load(open(path))["features"])
+T, P = area(sys.argv[4]), area(sys.argv[5])
 rows = {r["slide"].rsplit("/", 1)[1]: r for r in e["slides"]}
 assert sorted(rows) == ["gone.svs", "sample.svs", "soft.tiff", "tiny.svs"], rows
 assert rows["tiny.svs"]["verdict"] == "unassessable", rows["tiny.svs"]
@@ -104,7 +120,13 @@ auc = sum((a > b) + 0.5 * (a == b) for a in pos for b in neg) / (len(pos) * len(
 assert abs(e["roc_auc"] - auc) < 1e-9 and e["pr_auc"] == 1.0, (e["roc_auc"], auc)
 last = e["sweep"][-1]
 assert abs(last["threshold"] - t) < 1e-6 and last["tp"] == 1 and last["tn"] == 1, last
-assert "annotation" not in e and "dice" not in e
+want = 2 * P / (P + T)
+got = rows["sample.svs"]["dice"]
+assert abs(got - want) < 0.03, (got, want, P, T)
+assert rows["soft.tiff"]["dice"] is None and rows["tiny.svs"]["dice"] is None
+assert e["dice"]["slides"] == 1 and e["dice"]["pooled"] == got == e["dice"]["mean"], e["dice"]
+print("Dice of the sample: %.4f (by refine's areas %.4f: regions %.0f, tissue %.0f px^2)"
+      % (got, want, P, T))
 for k in ("confusion", "sensitivity", "specificity", "sensitivity_ci95", "roc_auc", "pr_auc",
           "unassessable", "failed", "roc_auc_ci95"):
     assert again[k] == e[k], (k, again[k], e[k])
