@@ -14,3 +14,5 @@ gs_cmocka_test(test_heatmap unit SOURCES unit/test_heatmap.c LIBS gs_stages)
 gs_cmocka_test(test_report_files unit SOURCES unit/test_report_files.c LIBS gs_stages)
 # QuPath annotations: reading, rasterising and refinement against the tissue (refine).
 gs_cmocka_test(test_annotation unit SOURCES unit/test_annotation.c LIBS gs_stages)
+# The foreground network's input resize against hand-computed values and against PIL itself.
+gs_cmocka_test(test_box_resize unit SOURCES unit/test_box_resize.c LIBS gs_stages)
