@@ -22,6 +22,10 @@ const gs_cli_command gs_cli_commands[] = {
      "cut a QuPath annotation's regions to the slide's\ntissue (glass inside loose outlines "
      "removed)",
      gs_cmd_refine},
+    {"dataset", "LABELS.csv --out DIR [--annotations DIR]",
+     "build a training set: lesion and tissue patches with\nmasks, thumbnails with tissue masks, "
+     "manifest.csv",
+     gs_cmd_dataset},
     {"eval", "LABELS.csv --out DIR [--model BUNDLE] [--reports DIR]",
      "screen labelled slides (or read earlier reports) and\nwrite sensitivity, specificity, AUCs "
      "and curves",

@@ -34,3 +34,8 @@ add_test(NAME cli_refine COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/cli/refine.sh
                                  $<TARGET_FILE:gastroscreen> ${CMAKE_BINARY_DIR}/tests)
 set_tests_properties(cli_refine PROPERTIES LABELS integration ENVIRONMENT "${GS_TEST_ENV}"
                      TIMEOUT 600)
+# `gastroscreen dataset` on slides made at test time: files, masks, draws, resume.
+add_test(NAME cli_dataset COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/cli/dataset.sh
+                                  $<TARGET_FILE:gastroscreen> ${CMAKE_BINARY_DIR}/tests)
+set_tests_properties(cli_dataset PROPERTIES LABELS integration ENVIRONMENT "${GS_TEST_ENV}"
+                     TIMEOUT 600)
