@@ -37,23 +37,19 @@
  */
 #include "daemon/cli/commands.h"
 
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <getopt.h>
 #include <jansson.h>
-#include <libgen.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "daemon/cli/evaluation.h"
-#include "daemon/cli/labels.h"
+#include "daemon/cli/labelled.h"
 #include "daemon/cli/plot.h"
 #include "ops/error.h"
 #include "proto/vocab.h"
@@ -89,167 +85,12 @@ static void usage(FILE *f)
         BOOTSTRAP_DEFAULT);
 }
 
-/* A labelled slide (borrowed from the gs_labels) and what its report says. */
+/* A labelled slide with its report, and its pixel Dice cells (prediction, annotation, both). */
+typedef gs_labelled_slide row;
 typedef struct {
-    const char *slide, *patient, *annotation;
-    int positive;
-    /* from the report */
-    char verdict[16]; /* "" = no report */
-    double score, threshold;
-    char *reason, *report;
-    int64_t decided;
-    /* pixel Dice against the annotation: cells of prediction, annotation and both */
     int64_t pred, truth, both;
-    int dice_done;
-} row;
-
-typedef struct {
-    gs_labels in;
-    row *rows;
-    size_t n;
-    int annotations; /* some slide has an annotation */
-} labels;
-
-static void labels_free(labels *l)
-{
-    for (size_t i = 0; i < l->n; i++) {
-        free(l->rows[i].reason);
-        free(l->rows[i].report);
-    }
-    free(l->rows);
-    gs_labels_free(&l->in);
-    memset(l, 0, sizeof *l);
-}
-
-/* Reads the CSV and makes one row per labelled slide. Returns 0 or -1 with the error. */
-static int read_labels(const char *path, const char *ann_dir, labels *out)
-{
-    memset(out, 0, sizeof *out);
-    if (gs_labels_read(path, ann_dir, &out->in) != 0)
-        return -1;
-    if (!(out->rows = calloc(out->in.n, sizeof *out->rows))) {
-        gs_labels_free(&out->in);
-        return gs_error_set("out of memory");
-    }
-    out->n = out->in.n;
-    out->annotations = out->in.annotations;
-    for (size_t i = 0; i < out->n; i++) {
-        const gs_label *g = &out->in.rows[i];
-        out->rows[i] = (row){.slide = g->slide,
-                             .patient = g->patient,
-                             .annotation = g->annotation,
-                             .positive = g->positive};
-    }
-    return 0;
-}
-
-/* Screens every slide with this executable's `screen` into out/reports; its verdict lines go to
- * out/screen.log. Returns 0 (some slides may have failed: their reports say so), or -1. */
-static int run_screen(const labels *l, const char *out, const char *model, const char *config)
-{
-    char reports[PATH_MAX], log[PATH_MAX];
-    snprintf(reports, sizeof reports, "%s/reports", out);
-    snprintf(log, sizeof log, "%s/screen.log", out);
-    size_t argc = 0;
-    char **argv = calloc(l->n + 9, sizeof *argv);
-    if (!argv)
-        return gs_error_set("out of memory");
-    argv[argc++] = "gastroscreen";
-    argv[argc++] = "screen";
-    for (size_t i = 0; i < l->n; i++)
-        argv[argc++] = (char *)l->rows[i].slide;
-    argv[argc++] = "--out";
-    argv[argc++] = reports;
-    if (model) {
-        argv[argc++] = "--model";
-        argv[argc++] = (char *)model;
-    }
-    if (config) {
-        argv[argc++] = "--config";
-        argv[argc++] = (char *)config;
-    }
-    int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        free(argv);
-        return gs_error_set("%s: %s", log, strerror(errno));
-    }
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid == 0) {
-        dup2(fd, STDOUT_FILENO);
-        execv("/proc/self/exe", argv);
-        fprintf(stderr, "gastroscreen eval: cannot run screen: %s\n", strerror(errno));
-        _exit(127);
-    }
-    close(fd);
-    free(argv);
-    if (pid < 0)
-        return gs_error_set("fork: %s", strerror(errno));
-    int st;
-    while (waitpid(pid, &st, 0) < 0)
-        if (errno != EINTR)
-            return gs_error_set("waitpid: %s", strerror(errno));
-    /* 1 = some slide failed or was not screened: its row says so. */
-    if (!WIFEXITED(st) || (WEXITSTATUS(st) != 0 && WEXITSTATUS(st) != 1))
-        return gs_error_set("screen stopped (status %d); its lines are in %s", st, log);
-    return 0;
-}
-
-/* Fills the rows whose slide this report.json is about (the newest report wins). */
-static void take_report(labels *l, const char *path)
-{
-    json_error_t je;
-    json_t *r = json_load_file(path, 0, &je);
-    if (!r) {
-        fprintf(stderr, "gastroscreen eval: skipping %s: %s\n", path, je.text);
-        return;
-    }
-    const char *slide = json_string_value(json_object_get(json_object_get(r, "slide"), "path"));
-    const char *verdict = json_string_value(json_object_get(r, "verdict"));
-    char real[PATH_MAX];
-    if (slide && realpath(slide, real))
-        slide = real;
-    for (size_t i = 0; slide && verdict && i < l->n; i++) {
-        row *w = &l->rows[i];
-        int64_t decided = json_integer_value(json_object_get(r, "decided_unix_ms"));
-        if (strcmp(w->slide, slide) || (w->verdict[0] && decided < w->decided))
-            continue;
-        char *reason = strdup(json_string_value(json_object_get(r, "reason")) ?: "");
-        char *report = strdup(path);
-        if (!reason || !report) {
-            free(reason);
-            free(report);
-            continue;
-        }
-        free(w->reason);
-        free(w->report);
-        w->reason = reason;
-        w->report = report;
-        snprintf(w->verdict, sizeof w->verdict, "%s", verdict);
-        w->score = json_number_value(json_object_get(r, "score"));
-        w->threshold = json_number_value(json_object_get(r, "threshold"));
-        w->decided = decided;
-    }
-    json_decref(r);
-}
-
-static int read_reports(labels *l, const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return gs_error_set("%s: %s", dir, strerror(errno));
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (e->d_name[0] == '.')
-            continue;
-        char p[PATH_MAX];
-        int k = snprintf(p, sizeof p, "%s/%s/report.json", dir, e->d_name);
-        if (k > 0 && (size_t)k < sizeof p && access(p, R_OK) == 0)
-            take_report(l, p);
-    }
-    closedir(d);
-    return 0;
-}
+    int done;
+} dice_cells;
 
 /* Thresholds and scores travel as floats: six decimals is all they hold. */
 static double round6(double v)
@@ -259,10 +100,10 @@ static double round6(double v)
 
 /* Pixel Dice of row r: its report's suspicious regions (regions.geojson beside report.json)
  * against its annotation, both cut to the slide's tissue, on cells of DICE_CELL_UM (coarser
- * only to keep the slide within GS_ANNOTATION_MAX_GRID cells a side). Sets r->dice_done; a
- * slide that cannot be measured gets a message on stderr and no Dice. */
+ * only to keep the slide within GS_ANNOTATION_MAX_GRID cells a side), into *dc (dc->done
+ * set); a slide that cannot be measured gets a message on stderr and no Dice. */
 #define DICE_CELL_UM 4.0
-static void dice_of(row *r)
+static void dice_of(const row *r, dice_cells *dc)
 {
     char regions[PATH_MAX];
     snprintf(regions, sizeof regions, "%s", r->report);
@@ -296,15 +137,15 @@ static void dice_of(row *r)
         gs_error_set("out of memory for %dx%d cells", gw, gh);
         goto report_error;
     }
-    if ((r->pred = gs_annotations_slide_mask(pred, GS_REPORT_REGION_CLASS, w0, h0, tissue, tw, th,
-                                             cell, a, gw, gh)) < 0 ||
-        (r->truth =
+    if ((dc->pred = gs_annotations_slide_mask(pred, GS_REPORT_REGION_CLASS, w0, h0, tissue, tw, th,
+                                              cell, a, gw, gh)) < 0 ||
+        (dc->truth =
              gs_annotations_slide_mask(truth, NULL, w0, h0, tissue, tw, th, cell, b, gw, gh)) < 0)
         goto report_error;
-    r->both = 0;
+    dc->both = 0;
     for (size_t i = 0; i < (size_t)gw * gh; i++)
-        r->both += a[i] && b[i];
-    r->dice_done = 1;
+        dc->both += a[i] && b[i];
+    dc->done = 1;
     goto free_all;
 report_error:
     fprintf(stderr, "gastroscreen eval: no Dice for %s: %s\n", r->slide, gs_error_get());
@@ -335,7 +176,7 @@ static json_t *interval(int ok, double lo, double hi)
 
 /* The confusion counts {tp, fn, tn, fp} of the assessable rows when a slide is called positive
  * above threshold t, or (t NaN) as its verdict called it. */
-static void rates_at(const labels *l, double t, uint32_t c[4])
+static void rates_at(const gs_labelled *l, double t, uint32_t c[4])
 {
     memset(c, 0, 4 * sizeof *c); /* tp, fn, tn, fp */
     for (size_t i = 0; i < l->n; i++) {
@@ -353,7 +194,8 @@ static json_t *ratio(uint32_t k, uint32_t n)
 }
 
 /* Writes eval.json, roc.png and pr.png into out. */
-static int evaluate(const labels *l, const char *out, uint32_t rounds, uint64_t seed)
+static int evaluate(const gs_labelled *l, const dice_cells *dice, const char *out, uint32_t rounds,
+                    uint64_t seed)
 {
     uint32_t n_pos = 0, n_neg = 0, un[2] = {0, 0}, fa[2] = {0, 0};
     double threshold = NAN;
@@ -419,6 +261,7 @@ static int evaluate(const labels *l, const char *out, uint32_t rounds, uint64_t 
     json_t *slides = json_array();
     for (size_t i = 0; i < l->n && slides; i++) {
         const row *r = &l->rows[i];
+        const dice_cells *dc = &dice[i];
         int scored = !strcmp(r->verdict, "negative") || !strcmp(r->verdict, "positive");
         json_array_append_new(
             slides,
@@ -428,8 +271,8 @@ static int evaluate(const labels *l, const char *out, uint32_t rounds, uint64_t 
                       scored ? json_real(round6(r->score)) : json_null(), "reason",
                       r->verdict[0] ? (r->reason ? r->reason : "") : "no report found", "report",
                       r->report ? json_string(r->report) : json_null(), "dice",
-                      r->dice_done ? json_real(round6(dice_value(r->both, r->pred, r->truth)))
-                                   : json_null()));
+                      dc->done ? json_real(round6(dice_value(dc->both, dc->pred, dc->truth)))
+                               : json_null()));
     }
     /* Referral: a slide the system does not clear goes to a pathologist, so unassessable and
      * failed positives still count as caught and such negatives as not cleared. */
@@ -464,8 +307,8 @@ static int evaluate(const labels *l, const char *out, uint32_t rounds, uint64_t 
         double sum = 0;
         uint32_t bins[10] = {0};
         for (size_t i = 0; i < l->n; i++) {
-            const row *r = &l->rows[i];
-            if (!r->dice_done)
+            const dice_cells *r = &dice[i];
+            if (!r->done)
                 continue;
             double d = dice_value(r->both, r->pred, r->truth);
             cells_both += r->both;
@@ -610,8 +453,9 @@ int gs_cmd_eval(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    labels l;
-    if (read_labels(argv[optind], ann_dir, &l) != 0) {
+    gs_labelled l;
+    dice_cells *dice = NULL;
+    if (gs_labelled_read(argv[optind], ann_dir, &l) != 0) {
         fprintf(stderr, "gastroscreen eval: %s\n", gs_error_get());
         return 1;
     }
@@ -620,23 +464,28 @@ int gs_cmd_eval(int argc, char **argv)
     if (gs_mkdir_p(out, 0755) != 0)
         goto fail;
     if (!reports) {
-        if (run_screen(&l, out, model, config) != 0)
+        if (gs_labelled_screen(&l, out, model, config, NULL) != 0)
             goto fail;
         snprintf(reports_dir, sizeof reports_dir, "%s/reports", out);
     } else
         snprintf(reports_dir, sizeof reports_dir, "%s", reports);
-    if (read_reports(&l, reports_dir) != 0)
+    if (gs_labelled_read_reports(&l, reports_dir) != 0)
         goto fail;
+    if (!(dice = calloc(l.n, sizeof *dice))) {
+        gs_error_set("out of memory");
+        goto fail;
+    }
     for (size_t i = 0; i < l.n; i++)
         if (l.rows[i].annotation && l.rows[i].report &&
             (!strcmp(l.rows[i].verdict, "negative") || !strcmp(l.rows[i].verdict, "positive")))
-            dice_of(&l.rows[i]);
-    if (evaluate(&l, out, (uint32_t)rounds, seed) != 0)
+            dice_of(&l.rows[i], &dice[i]);
+    if (evaluate(&l, dice, out, (uint32_t)rounds, seed) != 0)
         goto fail;
     rc = 0;
 fail:
     if (rc)
         fprintf(stderr, "gastroscreen eval: %s\n", gs_error_get());
-    labels_free(&l);
+    free(dice);
+    gs_labelled_free(&l);
     return rc;
 }

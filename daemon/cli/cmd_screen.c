@@ -1,8 +1,8 @@
 /*
  * cmd_screen: `gastroscreen screen SLIDE... [--model BUNDLE] [--out DIR] [--config FILE]
- * [--verbose]`, the whole service in one process (daemon/cli/embedded: the coordinator and one
- * worker of each stage as threads over inproc://, the same code as gastroscreend and the
- * stage executables).
+ * [--verbose] [--features-dir DIR]`, the whole service in one process (daemon/cli/embedded: the
+ * coordinator and one worker of each stage as threads over inproc://, the same code as
+ * gastroscreend and the stage executables).
  *
  * Each SLIDE is submitted; the journal and spool live in a temporary folder removed at exit,
  * so every run screens its slides afresh. Reports go to DIR/<slide_id>/ (report.json,
@@ -10,7 +10,8 @@
  * progress bar is drawn on stderr when stderr is a terminal. One line per slide is printed on
  * stdout as each verdict arrives (slides that cannot be submitted come first, as
  * "PATH: not screened: REASON"):
- *     PATH: CLASS score S threshold T report FOLDER[; reason: R][; model: untrained ...]
+ *     PATH: CLASS score S threshold T report FOLDER[; reason: R][; warning: W]...
+ *           [; model: untrained ...]
  * CLASS is negative, positive, unassessable or failed; S is "-" when there is no score; the
  * notice "model: untrained — not a diagnosis" ends every line when the bundle's multi-task
  * network or screener is untrained.
@@ -21,6 +22,10 @@
  * install under a prefix) and /usr/share/gastroscreen/default.safetensors. --config supplies
  * threads, batches, thresholds and timeouts (its endpoints, folders and slide roots are
  * replaced: the slide roots become the folders of the given slides).
+ *
+ * With --features-dir DIR each slide's screener input, the top-k feature matrix exactly as the
+ * ScreenTask carries it, is also written to DIR/<slide id>.npy (`gastroscreen features` uses it
+ * to make the screener's training set).
  *
  * Exit status: 0 when every slide got a negative, positive or unassessable verdict; 1 when
  * any slide FAILED (a lab wants to hear about those), could not be submitted (missing, not a
@@ -59,10 +64,11 @@ static void on_signal(int sig)
 static void usage(FILE *f)
 {
     fputs("usage: gastroscreen screen SLIDE... [--model BUNDLE] [--out DIR] [--config FILE]\n"
-          "                          [--verbose]\n"
+          "                          [--verbose] [--features-dir DIR]\n"
           "Screens each slide with the coordinator and one worker of each stage running as\n"
           "threads of this process; prints one verdict line per slide:\n"
-          "  PATH: CLASS score S threshold T report FOLDER[; reason: ...][; model: untrained ...]\n"
+          "  PATH: CLASS score S threshold T report FOLDER[; reason: ...][; warning: ...]\n"
+          "        [; model: untrained ...]\n"
           "  --model BUNDLE  model bundle; default: [model] bundle of --config, else the first\n"
           "                  of <exe>/../model/default.safetensors (build tree),\n"
           "                  <exe>/../share/gastroscreen/default.safetensors and\n"
@@ -71,6 +77,8 @@ static void usage(FILE *f)
           "  --config FILE   threads, batches, thresholds, timeouts (INI; see\n"
           "                  systemd/gastroscreen.conf); endpoints and folders are ignored\n"
           "  --verbose       log lines of the coordinator and the workers on stderr\n"
+          "  --features-dir DIR  also write each slide's screener input (top-k features,\n"
+          "                  k x 512 float32) as DIR/<slide id>.npy (`gastroscreen features`)\n"
           "Exit status: 0 when every slide got a negative, positive or unassessable verdict;\n"
           "1 when any slide failed or could not be submitted, or the service failed; 2 on a\n"
           "usage error.\n",
@@ -235,16 +243,22 @@ static int set_roots(gs_config *cfg, const slide_entry *s, size_t n)
 
 int gs_cmd_screen(int argc, char **argv)
 {
-    const char *model_arg = NULL, *out_arg = DEFAULT_OUT, *config_path = NULL;
+    const char *model_arg = NULL, *out_arg = DEFAULT_OUT, *config_path = NULL, *features_dir = NULL;
     int quiet = 1;
-    static const struct option opts[] = {
-        {"model", required_argument, NULL, 'm'},  {"out", required_argument, NULL, 'o'},
-        {"config", required_argument, NULL, 'c'}, {"verbose", no_argument, NULL, 'v'},
-        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {{"model", required_argument, NULL, 'm'},
+                                         {"out", required_argument, NULL, 'o'},
+                                         {"config", required_argument, NULL, 'c'},
+                                         {"verbose", no_argument, NULL, 'v'},
+                                         {"features-dir", required_argument, NULL, 'F'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
     optind = 1;
     int ch;
     while ((ch = getopt_long(argc, argv, "m:o:c:vh", opts, NULL)) != -1) {
         switch (ch) {
+        case 'F':
+            features_dir = optarg;
+            break;
         case 'm':
             model_arg = optarg;
             break;
@@ -322,7 +336,10 @@ int gs_cmd_screen(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    gs_embedded_options eo = {.config = cfg, .model_path = model, .quiet = quiet};
+    if (features_dir && gs_mkdir_p(features_dir, 0755) != 0)
+        goto report;
+    gs_embedded_options eo = {
+        .config = cfg, .model_path = model, .quiet = quiet, .features_dir = features_dir};
     if (!(e = gs_embedded_new(&eo)))
         goto report;
 

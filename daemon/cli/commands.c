@@ -26,6 +26,10 @@ const gs_cli_command gs_cli_commands[] = {
      "build a training set: lesion and tissue patches with\nmasks, thumbnails with tissue masks, "
      "manifest.csv",
      gs_cmd_dataset},
+    {"features", "LABELS.csv --out DIR [--model BUNDLE]",
+     "screen labelled slides and keep each one's top-k\nfeature matrix: the screener's training "
+     "set",
+     gs_cmd_features},
     {"eval", "LABELS.csv --out DIR [--model BUNDLE] [--reports DIR]",
      "screen labelled slides (or read earlier reports) and\nwrite sensitivity, specificity, AUCs "
      "and curves",

@@ -47,5 +47,6 @@ int gs_cmd_top(int argc, char **argv);
 int gs_cmd_eval(int argc, char **argv);
 int gs_cmd_refine(int argc, char **argv);
 int gs_cmd_dataset(int argc, char **argv);
+int gs_cmd_features(int argc, char **argv);
 
 #endif

@@ -232,6 +232,7 @@ gs_embedded *gs_embedded_new(const gs_embedded_options *o)
     co.model = &e->prov.msg;
     co.decision = &e->decision;
     co.quiet = o->quiet;
+    co.features_dir = o->features_dir;
     if (!(e->coord = gs_coordinator_new(&co)))
         goto fail;
 

@@ -37,8 +37,9 @@ typedef struct {
      * with inproc:// ones (intake and submit: none); everything else (journal, spool, report
      * folder, slide roots, threads, batches, thresholds, timeouts) is used as it is. */
     gs_config *config;
-    const char *model_path; /* the bundle (required) */
-    int quiet;              /* no log lines from the coordinator and the workers */
+    const char *model_path;   /* the bundle (required) */
+    int quiet;                /* no log lines from the coordinator and the workers */
+    const char *features_dir; /* gs_coordinator_options.features_dir; NULL = none */
 } gs_embedded_options;
 
 /* Loads the bundle, starts the coordinator and the six workers, and waits until every worker

@@ -121,6 +121,11 @@ typedef struct {
     void *tick_ud;
     volatile sig_atomic_t *stop; /* non-zero: gs_coordinator_run returns; may be NULL */
     int quiet;                   /* no log lines (tests flooding garbage) */
+    /* When set: each slide's screener input (the top-k feature matrix, k x 512 float32 in
+     * descending patch score, exactly what the ScreenTask carries) is also written to
+     * <features_dir>/<slide_id>.npy before it is sent (`gastroscreen features`); a file that
+     * cannot be written is logged and the slide goes on. Borrowed. */
+    const char *features_dir;
 } gs_coordinator_options;
 
 void gs_coordinator_options_default(gs_coordinator_options *o);

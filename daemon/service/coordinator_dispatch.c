@@ -9,6 +9,10 @@
 #include <string.h>
 
 #include "ops/error.h"
+#include "stages/runtime/npy.h"
+
+/* The features go to .npy as "<f4": the host's floats must be little-endian. */
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "features are written as <f4");
 
 /* Sends TileJobs for the slide's due and unrequested tiles, within its window. */
 int coord_dispatch_tiles(gs_coordinator *c, slide_rt *rt)
@@ -314,6 +318,13 @@ static int send_screen(gs_coordinator *c, slide_rt *rt, worker *w)
     st.n_tile_scores = k;
     st.tile_scores = score;
     st.model_sha256 = c->model.sha256;
+    if (c->o.features_dir && rt->sends == 0) {
+        char path[PATH_MAX];
+        long shape[2] = {(long)k, GS_FEATURE_DIM};
+        snprintf(path, sizeof path, "%s/%s.npy", c->o.features_dir, rt->id);
+        if (gs_npy_write(path, "<f4", feat, sizeof *feat, 2, shape) != 0)
+            coord_logf(c, "features of %s not written: %s", rt->id, gs_error_get());
+    }
     WorkMessage m = GASTROSCREEN__V1__WORK_MESSAGE__INIT;
     m.body_case = GASTROSCREEN__V1__WORK_MESSAGE__BODY_SCREEN_TASK;
     m.screen_task = &st;

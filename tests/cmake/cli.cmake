@@ -39,3 +39,10 @@ add_test(NAME cli_dataset COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/cli/dataset.s
                                   $<TARGET_FILE:gastroscreen> ${CMAKE_BINARY_DIR}/tests)
 set_tests_properties(cli_dataset PROPERTIES LABELS integration ENVIRONMENT "${GS_TEST_ENV}"
                      TIMEOUT 600)
+# `gastroscreen features`: the screener's inputs, checked against the PyTorch screener of the
+# default bundle (whose seeded screener gives scores near 0.5, not saturated ones).
+add_test(NAME cli_features COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/cli/features.sh
+                                   $<TARGET_FILE:gastroscreen> ${CMAKE_BINARY_DIR}/tests
+                                   ${CMAKE_BINARY_DIR}/model/default.safetensors)
+set_tests_properties(cli_features PROPERTIES LABELS integration ENVIRONMENT "${GS_TEST_ENV}"
+                     TIMEOUT 600)
