@@ -30,7 +30,7 @@
  * annotation, both cut to the slide's tissue mask as `refine` cuts it, on cells of 4 um: per
  * slide in its row ("dice"), and in eval.json "dice": {"pooled" (over every cell of every such
  * slide), "mean", "slides", "cell_um"}; DIR/dice.png is their histogram. The regions are as fine
- * as the report's heat map cells (16 um at 512-pixel tiles and heatmap_size 16).
+ * as the report's heat map cells (4 um at 512-pixel tiles and the default heatmap_size 64).
  *
  * Exit status: 0 when eval.json was written; 1 when the labels, the reports or the screening
  * could not be processed (the message names the file and line); 2 on a usage error.

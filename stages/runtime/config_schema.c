@@ -133,7 +133,7 @@ static const gs_config_key_info KEYS[GS_CFG_KEY_COUNT] = {
     [GS_CFG_INFER_THREADS] = {"infer", "threads", GS_CONFIG_COUNT, "2", 1, 256,
                               "multi-task network worker threads"},
     [GS_CFG_INFER_BATCH] = {"infer", "batch", GS_CONFIG_COUNT, "4", 1, 1024, "tiles per batch"},
-    [GS_CFG_INFER_HEATMAP_SIZE] = {"infer", "heatmap_size", GS_CONFIG_COUNT, "16", 1, 512,
+    [GS_CFG_INFER_HEATMAP_SIZE] = {"infer", "heatmap_size", GS_CONFIG_COUNT, "64", 1, 512,
                                    "side of the per-tile heatmap"},
     [GS_CFG_INFER_TILE_INBOX] = {"infer", "tile_inbox", GS_CONFIG_STRING, "tcp://*:*", 0, 0,
                                  "where to bind the tile inbox"},

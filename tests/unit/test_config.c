@@ -69,7 +69,7 @@ static void defaults(void **state)
     assert_true(c->blur_slide_fraction == 0.5);
     assert_int_equal(c->tile_hwm, 8);
     assert_int_equal(c->tiles_per_job, 16);
-    assert_int_equal(c->heatmap_size, 16);
+    assert_int_equal(c->heatmap_size, 64);
     assert_true(c->threshold == 0.74);
     assert_int_equal(c->top_k, 64);
     gs_config_destroy(&c);
