@@ -24,6 +24,7 @@ void gs_tissue_options_default(gs_tissue_options *o)
     o->density_ceiling = 0.025f;
     o->min_component_um2 = 50.0 * 50.0;
     o->max_hole_um2 = 100.0 * 100.0;
+    o->net_input_size = 512;
 }
 
 const char *gs_tissue_status_name(gs_tissue_status st)
@@ -293,9 +294,11 @@ static int clampi(double v, int lo, int hi)
     return v < lo ? lo : v > hi ? hi : (int)v;
 }
 
-static int plan_tiles(gs_plan *p, int64_t w0, int64_t h0, double level0_per_target)
+/* Plans the windows from mask (tw x th, any size: it covers the whole slide, scaled per
+ * axis). */
+static int plan_tiles(gs_plan *p, const uint8_t *mask, int tw, int th, int64_t w0, int64_t h0,
+                      double level0_per_target)
 {
-    int tw = p->tw, th = p->th;
     int64_t *ii = calloc((size_t)(tw + 1) * (th + 1), sizeof *ii);
     p->tiles = malloc((size_t)p->cols * p->rows * sizeof *p->tiles);
     if (!ii || !p->tiles) {
@@ -305,7 +308,7 @@ static int plan_tiles(gs_plan *p, int64_t w0, int64_t h0, double level0_per_targ
     for (int y = 0; y < th; y++) {
         int64_t row = 0;
         for (int x = 0; x < tw; x++) {
-            row += p->mask[(size_t)y * tw + x] != 0;
+            row += mask[(size_t)y * tw + x] != 0;
             ii[(size_t)(y + 1) * (tw + 1) + x + 1] = ii[(size_t)y * (tw + 1) + x + 1] + row;
         }
     }
@@ -337,6 +340,30 @@ static int plan_tiles(gs_plan *p, int64_t w0, int64_t h0, double level0_per_targ
     return 0;
 }
 
+int gs_plan_read_thumbnail(gs_slide *slide, const gs_tissue_options *o, uint8_t **rgb, int *w,
+                           int *h)
+{
+    int64_t w0, h0;
+    gs_slide_level_size(slide, 0, &w0, &h0);
+    int64_t longest = w0 > h0 ? w0 : h0;
+    double want = ceil((double)longest * gs_slide_mpp(slide) / o->mask_mpp);
+    int max_dim = (int)(want < 1 ? 1 : want > o->mask_max_dim ? o->mask_max_dim : want);
+    if (max_dim > longest)
+        max_dim = (int)longest;
+    return gs_slide_thumbnail(slide, max_dim, rgb, w, h);
+}
+
+/* The grid of the plan at the job's tile size and target resolution. */
+static void plan_grid(gs_plan *p, gs_slide *slide, const gs_tissue_options *o)
+{
+    p->tile_size = o->tile_size;
+    p->min_fraction = (float)o->min_tissue_fraction;
+    p->target_mpp = gs_slide_target_mpp(slide);
+    gs_slide_target_size(slide, &p->target_w, &p->target_h);
+    p->cols = (int32_t)((p->target_w + o->tile_size - 1) / o->tile_size);
+    p->rows = (int32_t)((p->target_h + o->tile_size - 1) / o->tile_size);
+}
+
 gs_plan *gs_plan_new(gs_slide *slide, const gs_tissue_options *o)
 {
     gs_plan *p = calloc(1, sizeof *p);
@@ -347,12 +374,7 @@ gs_plan *gs_plan_new(gs_slide *slide, const gs_tissue_options *o)
     int64_t w0, h0;
     gs_slide_level_size(slide, 0, &w0, &h0);
     double mpp0 = gs_slide_mpp(slide);
-    int64_t longest = w0 > h0 ? w0 : h0;
-    double want = ceil((double)longest * mpp0 / o->mask_mpp);
-    int max_dim = (int)(want < 1 ? 1 : want > o->mask_max_dim ? o->mask_max_dim : want);
-    if (max_dim > longest)
-        max_dim = (int)longest;
-    if (gs_slide_thumbnail(slide, max_dim, &p->thumb, &p->tw, &p->th) < 0)
+    if (gs_plan_read_thumbnail(slide, o, &p->thumb, &p->tw, &p->th) < 0)
         goto fail;
     p->mask = malloc((size_t)p->tw * p->th);
     if (!p->mask) {
@@ -364,17 +386,74 @@ gs_plan *gs_plan_new(gs_slide *slide, const gs_tissue_options *o)
         gs_error_prefix("%s", gs_slide_path(slide));
         goto fail;
     }
-    p->tile_size = o->tile_size;
-    p->min_fraction = (float)o->min_tissue_fraction;
-    p->target_mpp = gs_slide_target_mpp(slide);
-    gs_slide_target_size(slide, &p->target_w, &p->target_h);
-    p->cols = (int32_t)((p->target_w + o->tile_size - 1) / o->tile_size);
-    p->rows = (int32_t)((p->target_h + o->tile_size - 1) / o->tile_size);
+    plan_grid(p, slide, o);
     if (!p->stats.brightfield) {
         p->status = GS_TISSUE_NOT_BRIGHTFIELD;
         return p;
     }
-    if (plan_tiles(p, w0, h0, p->target_mpp / mpp0) < 0) {
+    if (plan_tiles(p, p->mask, p->tw, p->th, w0, h0, p->target_mpp / mpp0) < 0) {
+        gs_error_prefix("%s", gs_slide_path(slide));
+        goto fail;
+    }
+    p->status = p->ntiles ? GS_TISSUE_OK : GS_TISSUE_NO_TISSUE;
+    return p;
+fail:
+    gs_plan_destroy(&p);
+    return NULL;
+}
+
+gs_plan *gs_plan_from_mask(gs_slide *slide, const gs_tissue_options *o, uint8_t **thumb, int tw,
+                           int th, const uint8_t *mask, int mw, int mh)
+{
+    GS_ASSERT(thumb && *thumb && mask);
+    gs_plan *p = calloc(1, sizeof *p);
+    if (!p || tw < 1 || th < 1 || mw < 1 || mh < 1) {
+        if (p)
+            gs_error_set("%s: plan from a %dx%d mask on a %dx%d thumbnail: bad size",
+                         gs_slide_path(slide), mw, mh, tw, th);
+        else
+            gs_error_set("out of memory for a tile plan");
+        free(*thumb);
+        *thumb = NULL;
+        free(p);
+        return NULL;
+    }
+    p->thumb = *thumb;
+    *thumb = NULL;
+    p->tw = tw;
+    p->th = th;
+    int64_t w0, h0;
+    gs_slide_level_size(slide, 0, &w0, &h0);
+    size_t n = (size_t)tw * th, nm = (size_t)mw * mh;
+    /* The same refusal as the classical mask: whatever found the tissue, a dark background
+     * is a fluorescence scan or a failed one, not a slide to screen. */
+    p->stats.median_grey = median_grey(p->thumb, n);
+    p->stats.brightfield = p->stats.median_grey >= BRIGHTFIELD_MIN_MEDIAN_GREY;
+    /* The overlay draws the mask on the thumbnail, so the plan keeps it at the thumbnail's
+     * size (nearest mask pixel per axis); the windows are measured on the caller's mask. */
+    p->mask = calloc(n, 1);
+    if (!p->mask) {
+        gs_error_set("%s: out of memory for a %dx%d mask", gs_slide_path(slide), tw, th);
+        goto fail;
+    }
+    size_t tissue = 0;
+    for (size_t i = 0; i < nm; i++)
+        tissue += mask[i] != 0;
+    p->stats.tissue_fraction = (double)tissue / (double)nm;
+    plan_grid(p, slide, o);
+    if (!p->stats.brightfield) {
+        p->stats.tissue_fraction = 0;
+        p->status = GS_TISSUE_NOT_BRIGHTFIELD;
+        return p;
+    }
+    for (int y = 0; y < th; y++) {
+        int my = (int)((2 * (int64_t)y + 1) * mh / (2 * (int64_t)th));
+        for (int x = 0; x < tw; x++) {
+            int mx = (int)((2 * (int64_t)x + 1) * mw / (2 * (int64_t)tw));
+            p->mask[(size_t)y * tw + x] = mask[(size_t)my * mw + mx] != 0;
+        }
+    }
+    if (plan_tiles(p, mask, mw, mh, w0, h0, p->target_mpp / gs_slide_mpp(slide)) < 0) {
         gs_error_prefix("%s", gs_slide_path(slide));
         goto fail;
     }

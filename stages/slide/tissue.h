@@ -17,6 +17,11 @@
  * Use: gs_tissue_options_default(&o); p = gs_plan_new(slide, &o); read the tiles with
  * gs_plan_tile(p, i); gs_plan_destroy(&p). gs_tissue_mask() works on any RGB image and is what
  * the tests call on labelled patches.
+ *
+ * Another foreground method (the bundle's network) reads the same thumbnail with
+ * gs_plan_read_thumbnail(), finds the tissue its own way and hands its mask, of any size, to
+ * gs_plan_from_mask(): the grid, the window fractions, the brightfield refusal and the overlay
+ * are then the classical plan's.
  */
 #ifndef GS_STAGES_SLIDE_TISSUE_H
 #define GS_STAGES_SLIDE_TISSUE_H
@@ -35,9 +40,12 @@ typedef struct {
     float density_ceiling;      /*   [floor, ceiling] (skimage rgb2hed units) */
     double min_component_um2;   /* tissue specks smaller than this are dropped */
     double max_hole_um2;        /* holes smaller than this are filled */
+    int net_input_size;         /* side of the foreground network's square input, px
+                                   (PlanJob.thumbnail_size); the classical mask ignores it */
 } gs_tissue_options;
 
-/* Fills *o with the defaults: 4 um/px mask, at most 4096 px, 512 px tiles, 25% tissue. */
+/* Fills *o with the defaults: 4 um/px mask, at most 4096 px, 512 px tiles, 25% tissue, a
+ * 512 px network input. */
 void gs_tissue_options_default(gs_tissue_options *o);
 
 typedef enum {
@@ -80,6 +88,23 @@ typedef struct gs_plan gs_plan;
 gs_plan *gs_plan_new(gs_slide *slide, const gs_tissue_options *o);
 void gs_plan_destroy(gs_plan **p);
 
+/* Reads the thumbnail gs_plan_new() computes its mask on: the whole slide at o->mask_mpp, its
+ * longer side capped at o->mask_max_dim. *rgb is malloc'd (caller frees); returns 0, or -1 with
+ * the slide's read error (then *rgb is NULL). */
+int gs_plan_read_thumbnail(gs_slide *slide, const gs_tissue_options *o, uint8_t **rgb, int *w,
+                           int *h);
+
+/* The plan from a mask the caller computed: mask (mw x mh, nonzero = tissue) covers the whole
+ * slide, scaled per axis, and each window's tissue fraction is measured on it as gs_plan_new()
+ * measures on its own. thumb (tw x th RGB, from gs_plan_read_thumbnail) is taken over (*thumb
+ * set to NULL, on failure too): it decides the brightfield check (a dark background gives
+ * GS_TISSUE_NOT_BRIGHTFIELD and no tiles) and is what gs_plan_overlay() draws on, with the mask
+ * resampled to its size (nearest). The stats have median_grey, brightfield and tissue_fraction
+ * (of mask); the classical-only fields are 0. Returns a plan (caller destroys) or NULL with the
+ * error. */
+gs_plan *gs_plan_from_mask(gs_slide *slide, const gs_tissue_options *o, uint8_t **thumb, int tw,
+                           int th, const uint8_t *mask, int mw, int mh);
+
 gs_tissue_status gs_plan_status(const gs_plan *p);
 const gs_tissue_stats *gs_plan_stats(const gs_plan *p);
 /* Grid of the whole slide at the target resolution (every tile, planned or not). */
@@ -90,7 +115,7 @@ double gs_plan_target_mpp(const gs_plan *p);
 size_t gs_plan_tile_count(const gs_plan *p);
 /* The i-th planned tile, in row-major grid order; owned by the plan. */
 const gs_tile *gs_plan_tile(const gs_plan *p, size_t i);
-/* The thumbnail (RGB) and the mask (0/1) it was computed on, same size; owned by the plan. */
+/* The thumbnail (RGB) and the mask (0/1) on it, same size; owned by the plan. */
 const uint8_t *gs_plan_thumbnail(const gs_plan *p, int *w, int *h);
 const uint8_t *gs_plan_mask(const gs_plan *p, int *w, int *h);
 
