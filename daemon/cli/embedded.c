@@ -57,6 +57,7 @@ struct gs_embedded {
     gs_infer_stage *infer;
     gs_screener_stage *screener;
     gs_foreground_options fg;
+    gs_foreground_net *fg_net; /* the network method's state, or NULL (classical) */
     gs_reporter_options rep;
     char tile_inbox[2][128]; /* blur, infer */
 };
@@ -105,8 +106,9 @@ static int make_worker(gs_embedded *e, stage_worker *sw, const char *work, int q
         wc.handler_ud = e->tiler;
         break;
     case GASTROSCREEN__V1__STAGE__STAGE_FOREGROUND:
-        /* The classical method: no bundle carries a trained foreground network yet. */
-        gs_foreground_options_default(&e->fg);
+        /* The bundle's network when it is trained, else the classical mask. */
+        if (gs_foreground_options_for_model(&e->fg, e->model, &e->fg_net) < 0)
+            return -1;
         e->fg.tissue.mask_mpp = cfg->mask_mpp;
         e->fg.tissue.mask_max_dim = (int)cfg->mask_max_dim;
         wc.threads = (int)cfg->foreground_threads;
@@ -289,6 +291,7 @@ void gs_embedded_destroy(gs_embedded **ep)
     gs_blur_stage_destroy(&e->blur);
     gs_infer_stage_destroy(&e->infer);
     gs_screener_stage_destroy(&e->screener);
+    gs_foreground_net_destroy(&e->fg_net);
     gs_coordinator_destroy(&e->coord);
     if (e->zctx)
         zmq_ctx_term(e->zctx);

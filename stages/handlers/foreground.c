@@ -1,6 +1,7 @@
 #include "stages/handlers/foreground.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,6 +9,7 @@
 
 #include "ops/error.h"
 #include "stages/runtime/fileio.h"
+#include "stages/slide/box_resize.h"
 
 #define PATH_MAX_BYTES 4096
 #define TILE_MIN 16
@@ -25,6 +27,140 @@ void gs_foreground_options_default(gs_foreground_options *o)
     o->method_fn = gs_foreground_classical;
     o->method_ud = NULL;
     o->method = GASTROSCREEN__V1__METHOD__METHOD_CLASSICAL;
+}
+
+/* The network's input side: a multiple of 8 (its three stride-2 convs), at most 4096 (a
+ * thumbnail larger than the classical mask's cap says the job is wrong, not the slide). */
+#define NET_SIDE_MAX 4096
+
+struct gs_foreground_net {
+    const gs_model *model;
+    float threshold;
+    pthread_mutex_t lock; /* one network state, one run at a time */
+    gs_net_state *state;
+    int side; /* the state's input side; 0 before the first run */
+};
+
+gs_foreground_net *gs_foreground_net_new(const gs_model *m)
+{
+    if (!gs_model_built(m, GS_NET_FOREGROUND)) {
+        gs_error_set("foreground network method: the bundle's foreground network is %s",
+                     gs_model_has(m, GS_NET_FOREGROUND) ? "not loaded" : "absent");
+        return NULL;
+    }
+    gs_foreground_net *n = calloc(1, sizeof *n);
+    if (!n) {
+        gs_error_set("out of memory for the foreground network method");
+        return NULL;
+    }
+    n->model = m;
+    n->threshold = gs_model_get_thresholds(m).foreground;
+    pthread_mutex_init(&n->lock, NULL);
+    /* The state for the usual side now, so a oneDNN failure shows when the stage starts. */
+    gs_tissue_options to;
+    gs_tissue_options_default(&to);
+    if (!(n->state =
+              gs_net_state_new(m, GS_NET_FOREGROUND, 1, to.net_input_size, to.net_input_size))) {
+        gs_foreground_net_destroy(&n);
+        return NULL;
+    }
+    n->side = to.net_input_size;
+    return n;
+}
+
+void gs_foreground_net_destroy(gs_foreground_net **np)
+{
+    if (!np || !*np)
+        return;
+    gs_foreground_net *n = *np;
+    gs_net_state_destroy(&n->state);
+    pthread_mutex_destroy(&n->lock);
+    free(n);
+    *np = NULL;
+}
+
+int gs_foreground_net_mask(gs_foreground_net *n, const uint8_t *rgb, int side, uint8_t *mask,
+                           float *logit)
+{
+    if (side < 8 || side > NET_SIDE_MAX || side % 8)
+        return gs_error_set("foreground network: input side %d is not a multiple of 8 in 8..%d",
+                            side, NET_SIDE_MAX);
+    size_t np = (size_t)side * side;
+    float *out = logit ? logit : malloc(np * sizeof *out);
+    if (!out)
+        return gs_error_set("out of memory for a %dx%d foreground logit map", side, side);
+    int rc = -1;
+    pthread_mutex_lock(&n->lock);
+    if (n->side != side) {
+        /* Another thumbnail_size than the last job's: rare (a config change), so the state is
+         * rebuilt rather than one kept per size. */
+        gs_net_state_destroy(&n->state);
+        n->side = 0;
+        if (!(n->state = gs_net_state_new(n->model, GS_NET_FOREGROUND, 1, side, side)))
+            goto unlock;
+        n->side = side;
+    }
+    if (gs_net_run_foreground(n->state, rgb, out, NULL) < 0)
+        goto unlock;
+    rc = 0;
+unlock:
+    pthread_mutex_unlock(&n->lock);
+    if (rc == 0)
+        for (size_t i = 0; i < np; i++)
+            mask[i] = 1.0f / (1.0f + expf(-out[i])) > n->threshold;
+    if (out != logit)
+        free(out);
+    return rc;
+}
+
+gs_plan *gs_foreground_network(gs_slide *slide, const gs_tissue_options *o, void *ud)
+{
+    gs_foreground_net *n = ud;
+    int side = o->net_input_size;
+    uint8_t *thumb = NULL, *input = NULL, *mask = NULL;
+    int tw = 0, th = 0;
+    gs_plan *p = NULL;
+    if (side < 8 || side > NET_SIDE_MAX || side % 8) {
+        gs_error_set("%s: thumbnail_size %d is not a multiple of 8 in 8..%d", gs_slide_path(slide),
+                     side, NET_SIDE_MAX);
+        return NULL;
+    }
+    if (gs_plan_read_thumbnail(slide, o, &thumb, &tw, &th) < 0)
+        return NULL; /* the message names the slide */
+    size_t np = (size_t)side * side;
+    input = malloc(3 * np);
+    mask = malloc(np);
+    if (!input || !mask) {
+        gs_error_set("%s: out of memory for the foreground network's %dx%d input",
+                     gs_slide_path(slide), side, side);
+        goto free_buffers;
+    }
+    if (gs_box_resize_u8(thumb, tw, th, 3, input, side, side) < 0 ||
+        gs_foreground_net_mask(n, input, side, mask, NULL) < 0) {
+        gs_error_prefix("%s", gs_slide_path(slide));
+        goto free_buffers;
+    }
+    p = gs_plan_from_mask(slide, o, &thumb, tw, th, mask, side, side);
+free_buffers:
+    free(thumb);
+    free(input);
+    free(mask);
+    return p;
+}
+
+int gs_foreground_options_for_model(gs_foreground_options *o, const gs_model *m,
+                                    gs_foreground_net **net)
+{
+    gs_foreground_options_default(o);
+    *net = NULL;
+    if (!m || !gs_model_has(m, GS_NET_FOREGROUND) || gs_model_untrained(m, GS_NET_FOREGROUND))
+        return 0;
+    if (!(*net = gs_foreground_net_new(m)))
+        return -1;
+    o->method_fn = gs_foreground_network;
+    o->method_ud = *net;
+    o->method = GASTROSCREEN__V1__METHOD__METHOD_NETWORK;
+    return 0;
 }
 
 /* Every string of a result is malloc'd (never protobuf_c_empty_string) so that one free
@@ -254,6 +390,7 @@ Gastroscreen__V1__PlanResult *gs_foreground_plan(const Gastroscreen__V1__PlanJob
     gs_tissue_options to = o->tissue;
     to.tile_size = (int)tile;
     to.min_tissue_fraction = 0; /* every window with any tissue; the coordinator decides */
+    to.net_input_size = job->thumbnail_size ? (int)job->thumbnail_size : 512;
     plan = o->method_fn(slide, &to, o->method_ud);
     r->timing->compute_us = (uint64_t)(gs_mono_us() - t_open);
     if (!plan) {

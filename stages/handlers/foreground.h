@@ -14,14 +14,25 @@
  *
  * The foreground method is a function boundary: gs_foreground_method_fn computes the tissue
  * plan of an open slide. The classical method (stages/slide/tissue: Ruifrok H&E deconvolution +
- * Otsu) is gs_foreground_classical and is the default; when the bundle's foreground network
- * is trained, its plan function is passed in the options with method = METHOD_NETWORK and
- * nothing else here changes. PlanJob.thumbnail_size is the network's input side; the
- * classical method sizes its mask by resolution (gs_tissue_options.mask_mpp) instead.
+ * Otsu) is gs_foreground_classical and is the default. The network method,
+ * gs_foreground_network, runs the bundle's foreground network on the thumbnail the classical
+ * method reads (gs_plan_read_thumbnail: the whole slide at mask_mpp, capped), resized to
+ * PlanJob.thumbnail_size squared (512) with PIL's BOX filter (stages/slide/box_resize), the
+ * input the network is trained on; a pixel is tissue when sigmoid(logit) > the bundle's
+ * threshold.foreground, and gs_plan_from_mask turns that mask into the same plan (grid,
+ * fractions, brightfield refusal, overlay). gs_foreground_options_for_model() picks it when the
+ * bundle holds a foreground network not marked untrained, the classical method otherwise:
+ *
+ *     gs_foreground_net *net = NULL;
+ *     gs_foreground_options fg;
+ *     gs_foreground_options_for_model(&fg, model, &net);  // model may be NULL
+ *     ... serve jobs with &fg ...
+ *     gs_foreground_net_destroy(&net);                     // before the model
  */
 #ifndef GS_STAGES_HANDLERS_FOREGROUND_H
 #define GS_STAGES_HANDLERS_FOREGROUND_H
 
+#include "model/network.h"
 #include "proto/gastroscreen.pb-c.h"
 #include "stages/slide/reader.h"
 #include "stages/slide/tissue.h"
@@ -46,10 +57,39 @@ typedef struct {
 /* Fills *o with the defaults: stages/slide/tissue's mask settings, the classical method. */
 void gs_foreground_options_default(gs_foreground_options *o);
 
+/* ---- the network method ----------------------------------------------------------------- */
+
+typedef struct gs_foreground_net gs_foreground_net;
+
+/* The foreground network of model m (borrowed: it must outlive the result), which must have
+ * built it (gs_model_built; gs_model_load_nets with GS_NET_FOREGROUND is enough). Threads may
+ * share the result: runs take turns on one network state, since a plan runs the network once
+ * on a small image while the slide read around it is what takes the time. Returns it (caller
+ * destroys with gs_foreground_net_destroy) or NULL with the error. */
+gs_foreground_net *gs_foreground_net_new(const gs_model *m);
+void gs_foreground_net_destroy(gs_foreground_net **n);
+
+/* Runs the network on rgb (side x side RGB, side a multiple of 8 in 8..4096) and writes
+ * mask[side * side]: 1 where sigmoid(logit) > the bundle's threshold.foreground, else 0.
+ * logit (side * side floats) may be NULL. Returns 0, or -1 with the error. */
+int gs_foreground_net_mask(gs_foreground_net *n, const uint8_t *rgb, int side, uint8_t *mask,
+                           float *logit);
+
+/* The network method (ud: a gs_foreground_net *): the plan from the network's mask of the
+ * thumbnail resized to o->net_input_size squared. Returns a plan or NULL with the error. */
+gs_plan *gs_foreground_network(gs_slide *slide, const gs_tissue_options *o, void *ud);
+
+/* Fills *o with the defaults and, when m (may be NULL: no bundle) holds a foreground network
+ * that is not untrained (gs_model_has && !gs_model_untrained), the network method with a new
+ * *net (the caller destroys it after the last plan, before the model); else the classical
+ * method and *net = NULL. Returns 0, or -1 with the error (the network could not be set up). */
+int gs_foreground_options_for_model(gs_foreground_options *o, const gs_model *m,
+                                    gs_foreground_net **net);
+
 /* Serves one PlanJob. `worker_id` is copied into the result (may be NULL). Zero fields of the
  * job take the protocol defaults (target 0.5 um/px, tile 512, stride = tile, default mpp
- * 0.25); a job that cannot be served as asked (a stride other than the tile size: the plan
- * has no overlapping windows; a tile side outside 16..2048; a path over 4096 bytes; a
+ * 0.25, thumbnail 512); a job that cannot be served as asked (a stride other than the tile size:
+ * the plan has no overlapping windows; a tile side outside 16..2048; a path over 4096 bytes; a
  * non-finite resolution) is answered with `error` too. Returns the result, owned by the caller
  * (gs_foreground_result_free), or NULL only when out of memory (error set). */
 Gastroscreen__V1__PlanResult *gs_foreground_plan(const Gastroscreen__V1__PlanJob *job,

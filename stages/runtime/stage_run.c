@@ -86,6 +86,7 @@ int gs_stage_run(Gastroscreen__V1__Stage stage, int argc, char **argv)
     gs_screener_stage *screener = NULL;
     gs_worker *w = NULL;
     gs_foreground_options fg;
+    gs_foreground_net *fg_net = NULL;
     gs_reporter_options rep;
 
     if (uses_model && c.model[0]) {
@@ -133,7 +134,10 @@ int gs_stage_run(Gastroscreen__V1__Stage stage, int argc, char **argv)
         wc.handler_ud = tiler;
         break;
     case GASTROSCREEN__V1__STAGE__STAGE_FOREGROUND:
-        gs_foreground_options_default(&fg);
+        /* The bundle's network when it is trained, the classical mask otherwise (or with no
+         * bundle); only the foreground network was built above, so this stays small. */
+        if (gs_foreground_options_for_model(&fg, m, &fg_net) < 0)
+            goto report;
         fg.tissue.mask_mpp = c.mask_mpp;
         fg.tissue.mask_max_dim = c.mask_max_dim;
         wc.handler = gs_foreground_handle;
@@ -206,6 +210,7 @@ report:
     gs_blur_stage_destroy(&blur);
     gs_infer_stage_destroy(&infer);
     gs_screener_stage_destroy(&screener);
+    gs_foreground_net_destroy(&fg_net);
     zmq_ctx_term(zctx);
 free_model:
     gs_model_destroy(&m);

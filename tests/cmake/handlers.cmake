@@ -6,11 +6,21 @@ add_test(NAME seeded_bundle
 '${CMAKE_SOURCE_DIR}/model/pytorch/make_bundle.py' --seed 1 --created 2026-01-01T00:00:00Z \
 --out '${GS_SEEDED_DIR}/seed1.safetensors'")
 set_tests_properties(seeded_bundle PROPERTIES LABELS unit FIXTURES_SETUP seeded_bundle)
+# A foreground network with hand-set weights (tissue = bright pixels), trained and untrained,
+# for the network method of the foreground stage.
+add_test(NAME crafted_fg_bundle
+         COMMAND sh -c "mkdir -p '${GS_SEEDED_DIR}' && \
+/usr/bin/python3 '${CMAKE_SOURCE_DIR}/tests/unit/make_crafted_fg_bundle.py' \
+--out '${GS_SEEDED_DIR}/crafted-fg.safetensors' && \
+exec /usr/bin/python3 '${CMAKE_SOURCE_DIR}/tests/unit/make_crafted_fg_bundle.py' --untrained \
+--out '${GS_SEEDED_DIR}/crafted-fg-untrained.safetensors'")
+set_tests_properties(crafted_fg_bundle PROPERTIES LABELS unit FIXTURES_SETUP crafted_fg_bundle)
 
 find_package(PkgConfig REQUIRED)
 pkg_check_modules(GS_HANDLERS_TIFF REQUIRED IMPORTED_TARGET libtiff-4)
 gs_cmocka_test(test_foreground unit SOURCES unit/test_foreground.c LIBS gs_stages
                PkgConfig::GS_HANDLERS_TIFF)
+set_tests_properties(test_foreground PROPERTIES FIXTURES_REQUIRED crafted_fg_bundle)
 gs_cmocka_test(test_tiler unit SOURCES unit/test_tiler.c LIBS gs_stages)
 gs_cmocka_test(test_reporter_methods unit SOURCES unit/test_reporter_methods.c LIBS gs_stages)
 gs_cmocka_test(test_stage_handlers unit SOURCES unit/test_stage_handlers.c LIBS gs_stages)

@@ -1,6 +1,8 @@
 /* foreground: PlanJob -> PlanResult on the fixture slides, on corrupt files, on synthetic
- * blank and black tiled TIFFs (no tissue, not brightfield), and on jobs that cannot be served.
- * No sockets: the stage library is called directly. */
+ * blank and black tiled TIFFs (no tissue, not brightfield), and on jobs that cannot be served;
+ * the network method with a foreground network of hand-set weights whose mask can be predicted
+ * (tests/unit/make_crafted_fg_bundle.py: tissue = bright pixels), and the choice between the
+ * methods. No sockets: the stage library is called directly. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,7 +17,9 @@
 #include <unistd.h>
 
 #include "ops/error.h"
+#include "ops/resample.h"
 #include "stages/handlers/foreground.h"
+#include "stages/slide/box_resize.h"
 
 static const char *data_dir(void)
 {
@@ -318,6 +322,232 @@ static void method_boundary(void **state)
     gs_foreground_result_free(&r);
 }
 
+/* ---- the network method ------------------------------------------------------------------ */
+
+#define NET_SIDE 512
+#define LOW_SIDE (NET_SIDE / 8)
+
+static gs_model *crafted_model(const char *name)
+{
+    const char *b = getenv("GS_BUILD_DIR");
+    assert_non_null(b);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/tests/seeded/%s", b, name);
+    const gs_net_id fg = GS_NET_FOREGROUND;
+    gs_model *m = gs_model_load_nets(path, &fg, 1);
+    if (!m)
+        fail_msg("%s", gs_error_get());
+    return m;
+}
+
+/* What the crafted network answers on a 512x512 input (make_crafted_fg_bundle.py): the
+ * low-resolution logit from the grey of pixel (8i, 8j), bilinear x8. */
+static void crafted_logits(const uint8_t *in, float *logit)
+{
+    static float low[LOW_SIDE * LOW_SIDE];
+    for (int i = 0; i < LOW_SIDE; i++)
+        for (int j = 0; j < LOW_SIDE; j++) {
+            const uint8_t *px = in + 3 * ((size_t)(8 * i) * NET_SIDE + 8 * j);
+            float g = (px[0] / 3.0f + px[1] / 3.0f + px[2] / 3.0f) / 255.0f;
+            float h = g - 220.0f / 255.0f;
+            low[i * LOW_SIDE + j] = 100.0f * (h > 0 ? h : 0) - 1.0f;
+        }
+    assert_int_equal(gs_resize_bilinear_f32(low, LOW_SIDE, LOW_SIDE, logit, NET_SIDE, NET_SIDE), 0);
+}
+
+/* The tissue fraction of the window at level-0 (x0, y0), side w0, on a mask covering the
+ * slide (W0 x H0): the share of the mask pixels its footprint touches (whole pixels, outside
+ * the mask counts as background), as the plan defines it. */
+static double window_fraction(const uint8_t *mask, int64_t W0, int64_t H0, int64_t x0, int64_t y0,
+                              int64_t w0)
+{
+    double sx = (double)NET_SIDE / (double)W0, sy = (double)NET_SIDE / (double)H0;
+    double fx0 = floor(x0 * sx), fx1 = ceil((x0 + w0) * sx);
+    double fy0 = floor(y0 * sy), fy1 = ceil((y0 + w0) * sy);
+    long n = 0;
+    for (long y = (long)fy0; y < (long)fy1; y++)
+        for (long x = (long)fx0; x < (long)fx1; x++)
+            if (x < NET_SIDE && y < NET_SIDE)
+                n += mask[y * NET_SIDE + x];
+    return (double)n / ((fx1 - fx0) * (fy1 - fy0));
+}
+
+static const Gastroscreen__V1__PlannedTile *find_tile(const Gastroscreen__V1__PlanResult *r,
+                                                      int64_t x0, int64_t y0)
+{
+    for (size_t i = 0; i < r->n_tiles; i++)
+        if (r->tiles[i]->x0 == x0 && r->tiles[i]->y0 == y0)
+            return r->tiles[i];
+    return NULL;
+}
+
+static void network_plan_follows_the_network(void **state)
+{
+    (void)state;
+    gs_model *m = crafted_model("crafted-fg.safetensors");
+    gs_foreground_net *net = NULL;
+    gs_foreground_options o;
+    assert_int_equal(gs_foreground_options_for_model(&o, m, &net), 0);
+    assert_non_null(net);
+    assert_int_equal(o.method, GASTROSCREEN__V1__METHOD__METHOD_NETWORK);
+    assert_ptr_equal(o.method_ud, net);
+
+    /* The network's mask on the thumbnail the plan reads, resized as the network expects. */
+    Gastroscreen__V1__PlanJob job;
+    char path[4096];
+    job_for(&job, path, sizeof path, "CMU-1-Small-Region.svs");
+    gs_slide_options so;
+    gs_slide_options_default(&so);
+    gs_slide *s = gs_slide_open(path, &so);
+    assert_non_null(s);
+    int64_t W0, H0;
+    gs_slide_level_size(s, 0, &W0, &H0);
+    uint8_t *thumb = NULL;
+    int tw, th;
+    assert_int_equal(gs_plan_read_thumbnail(s, &o.tissue, &thumb, &tw, &th), 0);
+    static uint8_t in[NET_SIDE * NET_SIDE * 3], mask[NET_SIDE * NET_SIDE],
+        want[NET_SIDE * NET_SIDE];
+    static float logit[NET_SIDE * NET_SIDE], expect[NET_SIDE * NET_SIDE];
+    assert_int_equal(gs_box_resize_u8(thumb, tw, th, 3, in, NET_SIDE, NET_SIDE), 0);
+    assert_int_equal(gs_foreground_net_mask(net, in, NET_SIDE, mask, logit), 0);
+    crafted_logits(in, expect);
+    size_t tissue = 0, undecided = 0;
+    for (size_t i = 0; i < NET_SIDE * NET_SIDE; i++) {
+        assert_float_equal(logit[i], expect[i], 1e-3);
+        want[i] = expect[i] > 0;
+        if (fabsf(expect[i]) < 1e-2f) /* on the threshold: either answer is right */
+            undecided++, want[i] = mask[i];
+        assert_int_equal(mask[i], want[i]);
+        tissue += mask[i];
+    }
+    /* The crafted net finds glass: most of this biopsy's thumbnail, but not all of it. */
+    printf("crafted network: %zu of %d pixels tissue, %zu on the threshold\n", tissue,
+           NET_SIDE * NET_SIDE, undecided);
+    assert_true(tissue > NET_SIDE * NET_SIDE / 10 && tissue < NET_SIDE * NET_SIDE * 9 / 10);
+    free(thumb);
+    gs_slide_destroy(&s);
+
+    /* The plan: every window the mask touches, with the mask's fraction, reported NETWORK. */
+    Gastroscreen__V1__PlanResult *r = gs_foreground_plan(&job, &o, NULL);
+    assert_string_equal(r->error, "");
+    assert_string_equal(r->unassessable_reason, "");
+    assert_int_equal(r->method, GASTROSCREEN__V1__METHOD__METHOD_NETWORK);
+    assert_packs(r);
+    int64_t w0 = r->grid->window_level0;
+    size_t windows = 0;
+    for (int64_t y0 = 0; y0 < H0; y0 += w0)
+        for (int64_t x0 = 0; x0 < W0; x0 += w0) {
+            double f = window_fraction(want, W0, H0, x0, y0, w0);
+            const Gastroscreen__V1__PlannedTile *t = find_tile(r, x0, y0);
+            if (f > 0) {
+                windows++;
+                assert_non_null(t);
+                assert_float_equal(t->tissue_fraction, f, 1e-6);
+            } else {
+                assert_null(t);
+            }
+        }
+    assert_int_equal(r->n_tiles, windows);
+
+    /* And it is not the classical plan: where the classical mask is surest of tissue the
+     * network sees little, and the network's surest window is mostly glass to the classical. */
+    Gastroscreen__V1__PlanResult *c = gs_foreground_plan(&job, NULL, NULL);
+    assert_int_equal(c->method, GASTROSCREEN__V1__METHOD__METHOD_CLASSICAL);
+    const Gastroscreen__V1__PlannedTile *cbest = c->tiles[0], *nbest = r->tiles[0];
+    for (size_t i = 0; i < c->n_tiles; i++)
+        if (c->tiles[i]->tissue_fraction > cbest->tissue_fraction)
+            cbest = c->tiles[i];
+    for (size_t i = 0; i < r->n_tiles; i++)
+        if (r->tiles[i]->tissue_fraction > nbest->tissue_fraction)
+            nbest = r->tiles[i];
+    const Gastroscreen__V1__PlannedTile *n_at_c = find_tile(r, cbest->x0, cbest->y0);
+    const Gastroscreen__V1__PlannedTile *c_at_n = find_tile(c, nbest->x0, nbest->y0);
+    printf("classical best %.2f (network %.2f there), network best %.2f (classical %.2f)\n",
+           cbest->tissue_fraction, n_at_c ? n_at_c->tissue_fraction : 0.0, nbest->tissue_fraction,
+           c_at_n ? c_at_n->tissue_fraction : 0.0);
+    assert_true(cbest->tissue_fraction > 0.9f && nbest->tissue_fraction > 0.9f);
+    assert_true(!n_at_c || n_at_c->tissue_fraction < 0.5f);
+    assert_true(!c_at_n || c_at_n->tissue_fraction < 0.5f);
+    gs_foreground_result_free(&c);
+    gs_foreground_result_free(&r);
+    gs_foreground_net_destroy(&net);
+    gs_model_destroy(&m);
+}
+
+/* The network method keeps the classical refusals: a dark background is not brightfield even
+ * though the crafted net (tissue = bright) would find nothing anyway, and empty glass, which
+ * the crafted net calls all tissue, gets every window. */
+static void network_plan_keeps_the_brightfield_check(void **state)
+{
+    (void)state;
+    gs_model *m = crafted_model("crafted-fg.safetensors");
+    gs_foreground_net *net = NULL;
+    gs_foreground_options o;
+    assert_int_equal(gs_foreground_options_for_model(&o, m, &net), 0);
+    char path[] = "/tmp/gs_test_foreground_net_XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    Gastroscreen__V1__PlanJob job;
+    char unused[4096];
+    job_for(&job, unused, sizeof unused, "x");
+    job.path = path;
+
+    write_flat_tiff(path, 2048, 4);
+    Gastroscreen__V1__PlanResult *r = gs_foreground_plan(&job, &o, NULL);
+    assert_string_equal(r->error, "");
+    assert_non_null(strstr(r->unassessable_reason, "not brightfield"));
+    assert_int_equal(r->n_tiles, 0);
+    assert_int_equal(r->method, GASTROSCREEN__V1__METHOD__METHOD_NETWORK);
+    gs_foreground_result_free(&r);
+
+    write_flat_tiff(path, 2048, 243);
+    r = gs_foreground_plan(&job, &o, NULL);
+    assert_string_equal(r->error, "");
+    assert_string_equal(r->unassessable_reason, "");
+    assert_true(r->n_tiles >= 1);
+    assert_float_equal(r->tiles[0]->tissue_fraction, 1.0, 1e-6);
+    gs_foreground_result_free(&r);
+
+    job.thumbnail_size = 500; /* not a multiple of 8: the network cannot take it */
+    r = gs_foreground_plan(&job, &o, NULL);
+    assert_non_null(strstr(r->error, "thumbnail_size 500"));
+    gs_foreground_result_free(&r);
+    unlink(path);
+    gs_foreground_net_destroy(&net);
+    gs_model_destroy(&m);
+}
+
+/* An untrained foreground network (or no bundle) leaves the classical method in place. */
+static void untrained_network_plans_classically(void **state)
+{
+    (void)state;
+    gs_model *m = crafted_model("crafted-fg-untrained.safetensors");
+    assert_true(gs_model_has(m, GS_NET_FOREGROUND));
+    gs_foreground_net *net = (gs_foreground_net *)&net; /* must be reset */
+    gs_foreground_options o;
+    assert_int_equal(gs_foreground_options_for_model(&o, m, &net), 0);
+    assert_null(net);
+    assert_int_equal(o.method, GASTROSCREEN__V1__METHOD__METHOD_CLASSICAL);
+    assert_ptr_equal(o.method_fn, gs_foreground_classical);
+    Gastroscreen__V1__PlanJob job;
+    char path[4096];
+    job_for(&job, path, sizeof path, "CMU-1-Small-Region.svs");
+    Gastroscreen__V1__PlanResult *r = gs_foreground_plan(&job, &o, NULL);
+    Gastroscreen__V1__PlanResult *c = gs_foreground_plan(&job, NULL, NULL);
+    assert_int_equal(r->method, GASTROSCREEN__V1__METHOD__METHOD_CLASSICAL);
+    assert_int_equal(r->n_tiles, c->n_tiles);
+    for (size_t i = 0; i < r->n_tiles; i++)
+        assert_float_equal(r->tiles[i]->tissue_fraction, c->tiles[i]->tissue_fraction, 0);
+    gs_foreground_result_free(&r);
+    gs_foreground_result_free(&c);
+    gs_model_destroy(&m);
+
+    assert_int_equal(gs_foreground_options_for_model(&o, NULL, &net), 0);
+    assert_null(net);
+    assert_int_equal(o.method, GASTROSCREEN__V1__METHOD__METHOD_CLASSICAL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -327,6 +557,9 @@ int main(void)
         cmocka_unit_test(unservable_jobs),
         cmocka_unit_test(blank_and_black_slides_are_unassessable),
         cmocka_unit_test(method_boundary),
+        cmocka_unit_test(network_plan_follows_the_network),
+        cmocka_unit_test(network_plan_keeps_the_brightfield_check),
+        cmocka_unit_test(untrained_network_plans_classically),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
