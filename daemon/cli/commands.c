@@ -10,9 +10,9 @@ const gs_cli_command gs_cli_commands[] = {
      "print the slide's facts and its tissue plan; write the\nmask, the plan overlay and the plan "
      "as JSON",
      gs_cmd_tiles},
-    {"infer", "--model BUNDLE (TILE.png | SLIDE --x X --y Y) [--out DIR]",
+    {"infer", "--model BUNDLE (TILE.png | SLIDE --x X --y Y) [--out DIR] [--json]",
      "run the networks on one tile; print scores, write the\nheatmap PNG (and every raw output as "
-     ".npy with --out)",
+     ".npy with --out;\nevery network's judgement as JSON with --json)",
      gs_cmd_infer},
     {"bench", "[--json] [--threads N] [--repeat N] [--quick] [--model BUNDLE]",
      "time our deformable conv vs dense oneDNN convs and the\nnetworks on this machine (DESIGN.md "

@@ -46,3 +46,12 @@ add_test(NAME cli_features COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/cli/features
                                    ${CMAKE_BINARY_DIR}/model/default.safetensors)
 set_tests_properties(cli_features PROPERTIES LABELS integration ENVIRONMENT "${GS_TEST_ENV}"
                      TIMEOUT 600)
+
+# `gastroscreen infer --json` over the built binary: the build's default bundle on a tile of the
+# sample slide, and the seeded bundle with its blur and foreground networks marked trained.
+add_test(NAME cli_infer_json
+         COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/cli/infer_json.sh $<TARGET_FILE:gastroscreen>
+                 ${CMAKE_BINARY_DIR}/model/default.safetensors
+                 ${CMAKE_BINARY_DIR}/tests/seeded/seed1.safetensors)
+set_tests_properties(cli_infer_json PROPERTIES LABELS integration ENVIRONMENT "${GS_TEST_ENV}"
+                     TIMEOUT 600 FIXTURES_REQUIRED seeded_bundle)
