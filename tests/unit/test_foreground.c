@@ -424,6 +424,33 @@ static void network_plan_follows_the_network(void **state)
     printf("crafted network: %zu of %d pixels tissue, %zu on the threshold\n", tissue,
            NET_SIDE * NET_SIDE, undecided);
     assert_true(tissue > NET_SIDE * NET_SIDE / 10 && tissue < NET_SIDE * NET_SIDE * 9 / 10);
+
+    /* The plan keeps the thumbnail and the network's mask on it, for the overlay. */
+    gs_tissue_options to = o.tissue;
+    to.min_tissue_fraction = 0;
+    gs_plan *p = gs_foreground_network(s, &to, net);
+    assert_non_null(p);
+    int pw, ph, mw, mh;
+    const uint8_t *pt = gs_plan_thumbnail(p, &pw, &ph);
+    const uint8_t *pm = gs_plan_mask(p, &mw, &mh);
+    assert_int_equal(pw, tw);
+    assert_int_equal(ph, th);
+    assert_int_equal(mw, tw);
+    assert_int_equal(mh, th);
+    assert_memory_equal(pt, thumb, (size_t)tw * th * 3);
+    size_t on_thumb = 0;
+    for (size_t i = 0; i < (size_t)tw * th; i++)
+        on_thumb += pm[i];
+    printf("mask on the %dx%d thumbnail: %.4f tissue (network %.4f)\n", tw, th,
+           (double)on_thumb / ((double)tw * th), (double)tissue / (NET_SIDE * NET_SIDE));
+    assert_float_equal((double)on_thumb / ((double)tw * th), (double)tissue / (NET_SIDE * NET_SIDE),
+                       0.02);
+    assert_float_equal(gs_plan_stats(p)->tissue_fraction, (double)tissue / (NET_SIDE * NET_SIDE),
+                       1e-9);
+    uint8_t *overlay = gs_plan_overlay(p);
+    assert_non_null(overlay);
+    free(overlay);
+    gs_plan_destroy(&p);
     free(thumb);
     gs_slide_destroy(&s);
 
