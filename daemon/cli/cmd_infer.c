@@ -52,6 +52,7 @@
 #include "ops/error.h"
 #include "ops/focus.h"
 #include "stages/runtime/fileio.h"
+#include "stages/runtime/npy.h"
 #include "stages/slide/png_io.h"
 #include "stages/slide/reader.h"
 #include "stages/slide/tissue.h"
@@ -77,47 +78,13 @@ static void usage(FILE *f)
                "when trained, and the classical mask) and each network's provenance.\n");
 }
 
-/* Writes a C-order little-endian .npy (descr "<f4" or "|u1") of the given shape. */
+/* Writes DIR/name as .npy (stages/runtime/npy). */
 static int write_npy(const char *dir, const char *name, const char *descr, const void *data,
                      size_t elem, int ndim, const long *shape)
 {
-    char path[4096], dict[256], shp[128] = "";
-    size_t count = 1;
-    int off = 0;
-    for (int i = 0; i < ndim; i++) {
-        off += snprintf(shp + off, sizeof shp - (size_t)off, "%ld,%s", shape[i],
-                        i + 1 < ndim ? " " : "");
-        count *= (size_t)shape[i];
-    }
-    if (ndim > 1)
-        shp[off - 1] = '\0'; /* "(a, b)" but "(a,)" */
+    char path[4096];
     snprintf(path, sizeof path, "%s/%s", dir, name);
-    int len = snprintf(dict, sizeof dict,
-                       "{'descr': '%s', 'fortran_order': False, 'shape': (%s), }", descr, shp);
-    int total = 10 + len + 1, pad = (64 - total % 64) % 64;
-    FILE *f = fopen(path, "wb");
-    if (!f)
-        return gs_error_set("%s: cannot create: %s", path, strerror(errno));
-    uint16_t hlen = (uint16_t)(len + pad + 1);
-    unsigned char magic[10] = {0x93,
-                               'N',
-                               'U',
-                               'M',
-                               'P',
-                               'Y',
-                               1,
-                               0,
-                               (unsigned char)(hlen & 0xff),
-                               (unsigned char)(hlen >> 8)};
-    int ok = fwrite(magic, 1, 10, f) == 10 && fwrite(dict, 1, (size_t)len, f) == (size_t)len;
-    for (int i = 0; ok && i < pad; i++)
-        ok = fputc(' ', f) != EOF;
-    ok = ok && fputc('\n', f) != EOF && fwrite(data, elem, count, f) == count;
-    if (fclose(f) != 0)
-        ok = 0;
-    if (!ok)
-        return gs_error_set("%s: write failed: %s", path, strerror(errno));
-    return 0;
+    return gs_npy_write(path, descr, data, elem, ndim, shape);
 }
 
 /* --json: stdout is the JSON alone, so the text lines are dropped. */
