@@ -68,6 +68,7 @@ static const key_field FIELDS[GS_CFG_KEY_COUNT] = {
     [GS_CFG_INFER_THREADS] = F(infer_threads),
     [GS_CFG_INFER_BATCH] = F(infer_batch),
     [GS_CFG_INFER_HEATMAP_SIZE] = F(heatmap_size),
+    [GS_CFG_INFER_CONTEXT] = F(infer_context),
     [GS_CFG_INFER_TILE_INBOX] = F(infer_tile_inbox),
     [GS_CFG_INFER_ADVERTISE_HOST] = F(infer_advertise_host),
     [GS_CFG_SCREENER_THREADS] = F(screener_threads),

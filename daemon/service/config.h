@@ -54,7 +54,7 @@ typedef struct {
     double blur_slide_fraction, focus_threshold;
     char *blur_tile_inbox, *blur_advertise_host;
     /* [infer] */
-    uint32_t infer_threads, infer_batch, heatmap_size;
+    uint32_t infer_threads, infer_batch, heatmap_size, infer_context;
     char *infer_tile_inbox, *infer_advertise_host;
     /* [screener] */
     uint32_t screener_threads, top_k;

@@ -107,6 +107,7 @@ int coord_dispatch_tiles(gs_coordinator *c, slide_rt *rt)
             ij.heatmap_size = c->cfg->heatmap_size;
             ij.model_sha256 = c->model.sha256;
             ij.judge_focus = c->cfg->blur_every_tile != 0;
+            ij.context = c->cfg->infer_context;
             ij.focus_threshold = (float)c->cfg->focus_threshold;
             tj.job_case = GASTROSCREEN__V1__TILE_JOB__JOB_INFER;
             tj.infer = &ij;

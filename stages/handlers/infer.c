@@ -21,6 +21,7 @@ typedef struct {
     uint8_t *heat; /* heat_cap bytes */
     size_t heat_cap;
     char error[512];
+    int context; /* InferJob.context of the tile in this slot */
 } slot;
 
 struct gs_infer {
@@ -208,24 +209,35 @@ static int check_tile(gs_infer *s, slot *sl, const Gastroscreen__V1__TileHeader 
         fail_result(sl, "%s", msg);
         return 0;
     }
-    uint32_t want = h->infer->heatmap_size ? h->infer->heatmap_size : GS_INFER_HEATMAP_SIZE;
-    if (want > h->width / 4) {
-        snprintf(msg, sizeof msg, "heatmap size %u over the segmentation map's side %u", want,
-                 h->width / 4);
+    uint32_t ctx = h->infer->context;
+    if (ctx % 16 || 2 * ctx >= h->width) {
+        snprintf(msg, sizeof msg, "context %u is not a multiple of 16 under half the %u px frame",
+                 ctx, h->width);
         fail_result(sl, "%s", msg);
         return 0;
     }
+    uint32_t want = h->infer->heatmap_size ? h->infer->heatmap_size : GS_INFER_HEATMAP_SIZE;
+    uint32_t window = h->width - 2 * ctx;
+    if (want > window / 4) {
+        snprintf(msg, sizeof msg,
+                 "heatmap size %u over the segmentation map's side %u on the window", want,
+                 window / 4);
+        fail_result(sl, "%s", msg);
+        return 0;
+    }
+    sl->context = (int)ctx;
     *hs = (int)want;
     return (int)h->width;
 }
 
-/* Area average of the seg sigmoid (q x q) into hs x hs bytes. */
-static void pool_heatmap(const float *seg, int q, int hs, uint8_t *out)
+/* Area average of the seg sigmoid over the window's part of the map (q x q, the window's
+ * qc x qc cells starting at (off, off)) into hs x hs bytes. */
+static void pool_heatmap(const float *seg, int q, int off, int qc, int hs, uint8_t *out)
 {
     for (int i = 0; i < hs; i++) {
-        int y0 = i * q / hs, y1 = (i + 1) * q / hs;
+        int y0 = off + i * qc / hs, y1 = off + (i + 1) * qc / hs;
         for (int j = 0; j < hs; j++) {
-            int x0 = j * q / hs, x1 = (j + 1) * q / hs;
+            int x0 = off + j * qc / hs, x1 = off + (j + 1) * qc / hs;
             double sum = 0;
             for (int y = y0; y < y1; y++)
                 for (int x = x0; x < x1; x++)
@@ -297,7 +309,7 @@ static int run_batch(gs_infer *s, const size_t *idx, const int *hs, size_t k)
             sl->heat = grown;
             sl->heat_cap = need;
         }
-        pool_heatmap(seg, q, hs[b], sl->heat);
+        pool_heatmap(seg, q, sl->context / 4, q - sl->context / 2, hs[b], sl->heat);
         memcpy(sl->feature, f, sizeof sl->feature);
         sl->r.outcome = GASTROSCREEN__V1__TILE_OUTCOME__TILE_OUTCOME_INFERRED;
         sl->r.score = (float)(1.0 / (1.0 + exp(-(double)s->logit[b])));

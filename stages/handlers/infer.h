@@ -10,7 +10,9 @@
  * from 1 to the segmentation map's side; 0 means 16), runs the valid ones through the network
  * in batches and fills one TileResult per tile, in input order:
  *   - INFERRED: score = sigmoid(logit), the 512-float feature, and the heatmap: the seg
- *     sigmoid averaged over heatmap_size x heatmap_size cells and quantised to 0..255;
+ *     sigmoid averaged over heatmap_size x heatmap_size cells and quantised to 0..255; with
+ *     InferJob.context C the frame is the window plus C pixels on each side, it runs whole,
+ *     and the heatmap covers only the window's part of the map;
  *   - BACKGROUND: the tile's pixels hold no tissue (no pixel darker than glass,
  *     GS_FOCUS_GLASS_GREY): never run through the network;
  *   - BLURRY: the header's InferJob asks for judge_focus and the tile is out of focus

@@ -18,6 +18,8 @@
 /* The largest square RGB tile under the tile socket's 8 MiB message cap (1672^2 * 3). */
 #define TILE_MAX 1672
 #define TILES_PER_JOB_MAX 65536
+/* Context around an infer tile, target pixels per side (InferJob.context). */
+#define CONTEXT_MAX 256
 
 struct gs_tiler_job {
     const Gastroscreen__V1__TileJob *job;
@@ -63,6 +65,15 @@ static int check_job(const Gastroscreen__V1__TileJob *job)
     if ((job->job_case == GASTROSCREEN__V1__TILE_JOB__JOB_INFER && !job->infer) ||
         (job->job_case == GASTROSCREEN__V1__TILE_JOB__JOB_BLUR && !job->blur))
         return gs_error_set("tile job: empty infer/blur parameters");
+    if (job->job_case == GASTROSCREEN__V1__TILE_JOB__JOB_INFER &&
+        (job->infer->context % 16 || job->infer->context > CONTEXT_MAX))
+        return gs_error_set("tile job: context %" PRIu32 " is not a multiple of 16 in 0..%d",
+                            job->infer->context, CONTEXT_MAX);
+    if (job->job_case == GASTROSCREEN__V1__TILE_JOB__JOB_INFER &&
+        g->tile_size + 2 * job->infer->context > TILE_MAX)
+        return gs_error_set("tile job: tile_size %" PRIu32 " with context %" PRIu32
+                            " makes a frame over %d px",
+                            g->tile_size, job->infer->context, TILE_MAX);
     if (job->n_tiles == 0 || job->n_tiles > TILES_PER_JOB_MAX)
         return gs_error_set("tile job: %zu tiles", job->n_tiles);
     uint32_t *idx = malloc(job->n_tiles * sizeof *idx);
@@ -180,7 +191,9 @@ int gs_tiler_job_next(gs_tiler_job *j, gs_tiler_item *it)
         j->next++;
         return fail_item(j, it, ref, msg);
     }
-    size_t side = g->tile_size, len = side * side * 3;
+    /* An infer tile may carry context around its window (InferJob.context). */
+    uint32_t ctx = job->job_case == GASTROSCREEN__V1__TILE_JOB__JOB_INFER ? job->infer->context : 0;
+    size_t side = g->tile_size + 2 * (size_t)ctx, len = side * side * 3;
     uint8_t *px = malloc(len);
     if (!px) {
         gs_error_set("out of memory for a %zux%zu tile", side, side);
@@ -190,7 +203,7 @@ int gs_tiler_job_next(gs_tiler_job *j, gs_tiler_item *it)
     int64_t t0 = gs_mono_us();
     int64_t tx = llround((double)ref->x0 / j->level0_per_target);
     int64_t ty = llround((double)ref->y0 / j->level0_per_target);
-    if (gs_slide_read_target(j->slide, tx, ty, (int)side, (int)side, px) < 0) {
+    if (gs_slide_read_target(j->slide, tx - ctx, ty - ctx, (int)side, (int)side, px) < 0) {
         /* The slide closed its handle: the remaining tiles fail with this same message. */
         free(px);
         snprintf(j->read_error, sizeof j->read_error, "%s", gs_error_get());

@@ -135,6 +135,8 @@ static const gs_config_key_info KEYS[GS_CFG_KEY_COUNT] = {
     [GS_CFG_INFER_BATCH] = {"infer", "batch", GS_CONFIG_COUNT, "4", 1, 1024, "tiles per batch"},
     [GS_CFG_INFER_HEATMAP_SIZE] = {"infer", "heatmap_size", GS_CONFIG_COUNT, "64", 1, 512,
                                    "side of the per-tile heatmap"},
+    [GS_CFG_INFER_CONTEXT] = {"infer", "context", GS_CONFIG_COUNT, "0", 0, 256,
+                              "target pixels of context around each tile (multiple of 16)"},
     [GS_CFG_INFER_TILE_INBOX] = {"infer", "tile_inbox", GS_CONFIG_STRING, "tcp://*:*", 0, 0,
                                  "where to bind the tile inbox"},
     [GS_CFG_INFER_ADVERTISE_HOST] = {"infer", "advertise_host", GS_CONFIG_STRING, "", 0, 0,
@@ -486,6 +488,12 @@ static int check_rules(const gs_config_values *v, const char *path)
                             "multi-task network halves its input five times",
                             where(at, sizeof at, path, v->keys[GS_CFG_FOREGROUND_TILE_SIZE].line),
                             tile, TILE_MULTIPLE);
+    uint32_t context = v->keys[GS_CFG_INFER_CONTEXT].v.count;
+    if (context % (TILE_MULTIPLE / 2))
+        return gs_error_set("%s: [infer] context: %u is not a multiple of %d: the tile with its "
+                            "context on both sides must stay a multiple of %d",
+                            where(at, sizeof at, path, v->keys[GS_CFG_INFER_CONTEXT].line),
+                            context, TILE_MULTIPLE / 2, TILE_MULTIPLE);
     if (stride != tile)
         return gs_error_set(
             "%s: [foreground] stride: %u differs from tile_size %u: overlapping windows are not "

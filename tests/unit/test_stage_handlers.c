@@ -360,6 +360,68 @@ static void infer_cmu_tile_matches_the_network(void **state)
     free(white);
 }
 
+/* InferJob.context: a frame of the window plus 32 px on each side runs whole through the
+ * network, and the heatmap is pooled from the window's part of the map only (checked against a
+ * direct run of the network on the same frame); a context the frame cannot hold is refused. */
+static void infer_context_keeps_the_windows_map(void **state)
+{
+    (void)state;
+    enum { CTX = 32, FRAME = SIDE + 2 * CTX, HS = 16 };
+    gs_model *m = gs_model_load(bundle_path());
+    assert_non_null(m);
+    gs_slide *s = gs_slide_open(test_data("CMU-1-Small-Region.svs"), NULL);
+    assert_non_null(s);
+    size_t px = (size_t)FRAME * FRAME * 3;
+    uint8_t *frame = malloc(px);
+    assert_non_null(frame);
+    assert_int_equal(gs_slide_read_target(s, 1024 - CTX, 1536 - CTX, FRAME, FRAME, frame), 0);
+    gs_slide_destroy(&s);
+    Gastroscreen__V1__TileHeader h;
+    Gastroscreen__V1__InferJob ij;
+    infer_header(&h, &ij, 5, NULL);
+    h.width = h.height = FRAME;
+    ij.context = CTX;
+    ij.heatmap_size = HS;
+    const Gastroscreen__V1__TileHeader *hp[1] = {&h};
+    const uint8_t *pp[1] = {frame};
+    size_t lens[1] = {px};
+    gs_infer *inf = gs_infer_new(m, 1, NULL);
+    assert_non_null(inf);
+    assert_int_equal(gs_infer_run(inf, 1, hp, pp, lens, NULL, NULL), 0);
+    const Gastroscreen__V1__TileResult *r = gs_infer_result(inf, 0);
+    assert_int_equal(r->outcome, GASTROSCREEN__V1__TILE_OUTCOME__TILE_OUTCOME_INFERRED);
+    assert_int_equal(r->heatmap_size, HS);
+
+    gs_net_state *ns = gs_net_state_new(m, GS_NET_MULTITASK, 1, FRAME, FRAME);
+    assert_non_null(ns);
+    int q = FRAME / 4, off = CTX / 4, cellpx = (SIDE / 4) / HS;
+    float logit, feature[512], *seg = malloc(sizeof(float) * (size_t)q * q);
+    assert_non_null(seg);
+    assert_int_equal(gs_net_run_multitask(ns, frame, &logit, feature, seg), 0);
+    assert_true(fabsf(r->score - sigmoidf_(logit)) < 1e-4f);
+    for (int i = 0; i < HS; i++)
+        for (int j = 0; j < HS; j++) {
+            double sum = 0;
+            for (int y = 0; y < cellpx; y++)
+                for (int x = 0; x < cellpx; x++)
+                    sum +=
+                        sigmoidf_(seg[(size_t)(off + i * cellpx + y) * q + off + j * cellpx + x]);
+            assert_true(fabs(r->heatmap.data[i * HS + j] - sum / (cellpx * cellpx) * 255) <= 1.0);
+        }
+    /* Half the frame or more is context: refused. */
+    ij.context = FRAME / 2;
+    assert_int_equal(gs_infer_run(inf, 1, hp, pp, lens, NULL, NULL), 0);
+    assert_non_null(strstr(gs_infer_result(inf, 0)->error, "context"));
+    ij.context = 8;
+    assert_int_equal(gs_infer_run(inf, 1, hp, pp, lens, NULL, NULL), 0);
+    assert_non_null(strstr(gs_infer_result(inf, 0)->error, "multiple of 16"));
+    free(seg);
+    gs_net_state_destroy(&ns);
+    gs_infer_destroy(&inf);
+    free(frame);
+    gs_model_destroy(&m);
+}
+
 /* Three passes of a (2r+1) box blur per channel: close to a Gaussian of sigma ~ r. */
 static void box_blur(uint8_t *px, int side, int r)
 {
@@ -756,6 +818,7 @@ int main(void)
         cmocka_unit_test(blur_fqpath_pair_classical),
         cmocka_unit_test(infer_cmu_tile_matches_the_network),
         cmocka_unit_test(infer_judges_every_tiles_focus),
+        cmocka_unit_test(infer_context_keeps_the_windows_map),
         cmocka_unit_test(screener_rows_repeated),
         cmocka_unit_test(reporter_positive_writes_three_files),
     };

@@ -138,6 +138,51 @@ static void reads_the_planned_tiles(void **state)
 }
 
 /* The foreground's plan, served by the tiler: windows with tissue come back as tissue. */
+/* InferJob.context: the frame is the window with 32 px of slide on each side (white beyond the
+ * slide's edge), the header keeps the window's level-0 corner; a context the tiler cannot carry
+ * is refused. */
+static void infer_tiles_carry_their_context(void **state)
+{
+    (void)state;
+    job_box b;
+    make_job(&b, "CMU-1-Small-Region.svs", 2);
+    b.infer.context = 32;
+    gs_tiler_job *j = gs_tiler_job_new(&b.job, "tiler.1@test:5");
+    assert_non_null(j);
+    gs_slide *s = gs_slide_open(b.path, NULL);
+    assert_non_null(s);
+    enum { FRAME = 512 + 64 };
+    uint8_t *want = malloc(FRAME * FRAME * 3);
+    assert_non_null(want);
+    for (size_t i = 0; i < 2; i++) {
+        gs_tiler_item it;
+        assert_int_equal(gs_tiler_job_next(j, &it), 1);
+        assert_false(it.failed);
+        const Gastroscreen__V1__TileHeader *h = it.message.tile;
+        assert_int_equal(h->width, FRAME);
+        assert_int_equal(h->height, FRAME);
+        assert_int_equal(h->x0, b.refs[i].x0);
+        assert_int_equal(h->infer->context, 32);
+        assert_int_equal(it.pixels_len, FRAME * FRAME * 3);
+        assert_int_equal(gs_slide_read_target(s, (int64_t)i * 512 - 32, -32, FRAME, FRAME, want),
+                         0);
+        assert_memory_equal(it.pixels, want, FRAME * FRAME * 3);
+        /* The first window sits at the slide's corner: its context above is white. */
+        assert_true(it.pixels[0] == 255 && it.pixels[1] == 255 && it.pixels[2] == 255);
+        gs_tiler_item_release(&it);
+    }
+    gs_tiler_job_destroy(&j);
+    free(want);
+    gs_slide_destroy(&s);
+    b.infer.context = 8;
+    assert_null(gs_tiler_job_new(&b.job, "tiler.1@test:5"));
+    assert_non_null(strstr(gs_error_get(), "context 8 is not a multiple of 16"));
+    b.infer.context = 256;
+    b.grid.tile_size = 1664;
+    assert_null(gs_tiler_job_new(&b.job, "tiler.1@test:5"));
+    assert_non_null(strstr(gs_error_get(), "makes a frame over"));
+}
+
 static void serves_a_foreground_plan_for_blur(void **state)
 {
     (void)state;
@@ -372,6 +417,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(reads_the_planned_tiles),
+        cmocka_unit_test(infer_tiles_carry_their_context),
         cmocka_unit_test(serves_a_foreground_plan_for_blur),
         cmocka_unit_test(corrupt_slides_fail_every_tile),
         cmocka_unit_test(tile_outside_the_slide_fails_alone),
