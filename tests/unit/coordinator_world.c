@@ -43,6 +43,8 @@ static void write_config(world *w)
     if (w->watch)
         fprintf(f, "watch_dir = %s/watch\nwatch_settle = 5s\n", w->dir);
     fprintf(f, "[reporter]\nreport_dir = %s/reports\n", w->dir);
+    /* The fake infer workers answer 16 x 16 heatmaps. */
+    fprintf(f, "[infer]\nheatmap_size = 16\n");
     fclose(f);
 }
 
@@ -290,6 +292,18 @@ static void sink_result(world *w, fake *sink, const Gastroscreen__V1__TileJob *j
         t.heatmap.data = heat;
         t.heatmap.len = sizeof heat;
         t.heatmap_size = 16;
+        w->infer_judge_focus = j->infer->judge_focus;
+        t.focus_method = j->infer->judge_focus ? GASTROSCREEN__V1__METHOD__METHOD_CLASSICAL
+                                               : GASTROSCREEN__V1__METHOD__METHOD_UNSPECIFIED;
+        t.focus = 500.f;
+        if (w->infer_blurry_mod > 0 && index % (uint32_t)w->infer_blurry_mod == 0) {
+            t.outcome = GASTROSCREEN__V1__TILE_OUTCOME__TILE_OUTCOME_BLURRY;
+            t.focus = 5.f;
+            t.n_feature = 0;
+            t.feature = NULL;
+            t.heatmap.len = 0;
+            t.heatmap_size = 0;
+        }
         t.request = j->request;
         m.body_case = GASTROSCREEN__V1__WORK_MESSAGE__BODY_TILE_RESULT;
         m.tile_result = &t;
@@ -362,9 +376,14 @@ static void answer_report(world *w, fake *f, const Gastroscreen__V1__ReportJob *
     w->report_blur_judged = j->verdict->blur_sample_judged;
     w->report_fg_method = j->verdict->foreground_method;
     w->report_blur_method = j->verdict->blur_method;
+    w->report_n_warnings = j->verdict->n_warnings;
+    snprintf(w->report_warning, sizeof w->report_warning, "%s",
+             j->verdict->n_warnings ? j->verdict->warnings[0] : "");
+    w->report_blurry_tiles = 0;
     w->report_heat_ok = j->n_tiles > 0;
     for (size_t i = 0; i < j->n_tiles; i++) {
         const Gastroscreen__V1__TileSummary *t = j->tiles[i];
+        w->report_blurry_tiles += t->outcome == GASTROSCREEN__V1__TILE_OUTCOME__TILE_OUTCOME_BLURRY;
         if (t->outcome == GASTROSCREEN__V1__TILE_OUTCOME__TILE_OUTCOME_INFERRED &&
             (t->heatmap.len != 256 || t->heatmap.data[0] != (uint8_t)(t->index & 0xff) ||
              t->heatmap.data[255] != (uint8_t)(t->index & 0xff)))
@@ -480,7 +499,6 @@ int pump(world *w)
     }
     return n;
 }
-
 
 /* Pumps until pred holds; when nothing moves, the test clock advances half a second. */
 int run_until(world *w, predicate *pred, const char *id)

@@ -59,6 +59,12 @@ typedef struct {
     int infer_budget;  /* >= 0: infer results answered before the sinks go quiet; -1 = all */
     float screen_score;
     int blur_method; /* Method the fake blur workers name (classical by default) */
+    /* > 0: the fake infer workers answer BLURRY for tiles whose index is a multiple of it */
+    int infer_blurry_mod;
+    int infer_judge_focus; /* the last InferJob asked to judge focus */
+    size_t report_n_warnings;
+    char report_warning[256];     /* the last ReportJob verdict's first warning */
+    uint32_t report_blurry_tiles; /* BLURRY tiles in the last ReportJob */
     /* observations */
     uint32_t infer_tile_jobs, blur_tile_jobs, infer_results;
     uint32_t screen_k;

@@ -137,6 +137,50 @@ static void blur_first_unassessable(void **state)
     world_free(&w);
 }
 
+/* Every tile's focus is judged by the infer workers (InferJob.judge_focus): a few blurry tiles
+ * leave the verdict standing with a warning; blurry tiles beyond blur_slide_fraction make the
+ * slide unassessable after inference, without a screener. */
+static void blurry_tiles_after_the_sample(void **state)
+{
+    (void)state;
+    for (int round = 0; round < 2; round++) {
+        world w;
+        world_init(&w);
+        w.infer_blurry_mod = round == 0 ? 7 : 1;
+        start_with_workers(&w);
+        char id[GS_SLIDE_ID_LEN + 1];
+        assert_int_equal(gs_coordinator_intake(w.c, w.slide, GS_INTAKE_EMBEDDED, "", id, NULL), 0);
+        assert_true(run_until(&w, is_terminal, id));
+        gs_slide_info info = slide_info(&w, id);
+        assert_int_equal(info.state, GS_SLIDE_DONE);
+        assert_true(w.infer_judge_focus);
+        uint32_t tissue = info.tiles.planned - info.tiles.background;
+        printf("round %d: %u of %u tissue tiles blurry; %s; %s\n", round, info.tiles.blurry, tissue,
+               info.reason, w.report_warning);
+        assert_true(info.tiles.blurry > 0);
+        assert_int_equal(w.report_blurry_tiles, info.tiles.blurry);
+        assert_int_equal(info.tiles.inferred + info.tiles.blurry + info.tiles.error, tissue);
+        if (round == 0) {
+            assert_true(info.verdict == GS_VERDICT_POSITIVE);
+            char want[128];
+            snprintf(want, sizeof want,
+                     "partially out of focus: %u of %u tissue tiles (%.0f%%) not analysed",
+                     info.tiles.blurry, tissue, 100.0 * info.tiles.blurry / tissue);
+            assert_string_equal(w.report_warning, want);
+            assert_non_null(strstr(info.warnings, want));
+            assert_true(w.screen_k > 0);
+        } else {
+            assert_int_equal(info.verdict, GS_VERDICT_UNASSESSABLE);
+            assert_true(info.out_of_focus);
+            assert_non_null(strstr(info.reason, "tissue tiles blurry"));
+            assert_int_equal(info.tiles.inferred, 0);
+            assert_int_equal(w.screen_k, 0);
+        }
+        assert_int_equal(journal_verdicts(&w, id), 1);
+        world_free(&w);
+    }
+}
+
 static int some_inferred(world *w, const char *id)
 {
     (void)id;
@@ -704,6 +748,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(slide_flows_to_done),
         cmocka_unit_test(blur_first_unassessable),
+        cmocka_unit_test(blurry_tiles_after_the_sample),
         cmocka_unit_test(lost_worker_tiles_rerequested),
         cmocka_unit_test(garbage_on_every_socket),
         cmocka_unit_test(query_answers_events_and_state),
