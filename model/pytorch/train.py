@@ -4,6 +4,8 @@ gates, on the real tissue this project ships with).
 
     /usr/bin/python3 model/pytorch/train.py blur [options]         (learn_blur.py)
     /usr/bin/python3 model/pytorch/train.py foreground [options]   (learn_foreground.py)
+    /usr/bin/python3 model/pytorch/train.py multitask [options]    (learn_multitask.py)
+    /usr/bin/python3 model/pytorch/train.py screener [options]     (learn_screener.py)
 
 Each subcommand's module holds its recipe, data building and evaluation; `--help` after the
 subcommand prints its options. A trained network is written as a partial bundle
@@ -17,7 +19,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-SUBCOMMANDS = {"blur": "learn_blur", "foreground": "learn_foreground"}
+SUBCOMMANDS = {"blur": "learn_blur", "foreground": "learn_foreground",
+               "multitask": "learn_multitask", "screener": "learn_screener"}
 
 
 def main(argv):
