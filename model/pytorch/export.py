@@ -3,7 +3,8 @@
 
     /usr/bin/python3 model/pytorch/export.py --checkpoint CKPT.pt --out BUNDLE.safetensors
         [--allow-missing] [--provenance NET=TEXT ...] [--dtype f32|f16|bf16]
-        [--activation relu|leaky:<slope>] [--created ISO8601]
+        [--activation relu|leaky:<slope>] [--created ISO8601] [--training NET=FILE ...]
+        [--inplace-abn [--abn-eps E]]
 
 CKPT.pt is a torch.save'd dict keyed by network name (multitask, foreground, blur,
 screener), each value a state_dict of the module in networks.py. Checkpoint hygiene
@@ -22,12 +23,36 @@ network without --provenance gets a factual default naming the checkpoint file a
 SHA-256 and saying the training data was not stated. The checkpoint cannot tell ReLU from
 leaky ReLU, so --activation records the one used in training (default relu).
 
+Training record: --training NET=FILE (repeatable) stores FILE's JSON (the training.json
+train.py writes), re-serialised compactly, as the bundle metadata key training.<net>, so a
+report can say what the weights were trained on.
+
+Checkpoints from elsewhere (reference section 8):
+- InPlace-ABN (--inplace-abn; mapillary/inplace_abn): the multi-task network's BN layers are
+  InPlaceABN, whose affine weight acts as |gamma| + eps (eps --abn-eps, default 1e-5, the
+  library's) in training and eval alike, with leaky ReLU 0.01 (its default). Every multitask
+  BN weight gamma is written as |gamma| + eps, so ordinary BN with the written weight is the
+  same function, and the activation is recorded as leaky:0.01 unless --activation gives
+  another leaky slope (relu is refused: InPlaceABN has no plain ReLU). The small networks
+  are ordinary BatchNorm and are not converted.
+- DCNv1 (detected by key): a deformable conv saved with X.conv_offset.weight [18,C,3,3] and
+  X.conv_offset.bias [18] and no X.conv_offset_mask.* is converted to the DCNv2 layout the
+  runtime reads: X.conv_offset_mask.weight [27,C,3,3] whose channels 0..17 are the 18 offset
+  channels unchanged (DCNv1 and DCNv2 both interleave (dy, dx) per tap k = 3i + j, the
+  layout torchvision's deform_conv2d takes; reference section 4.2) and 18..26 have zero
+  weight and bias DCNV1_MASK_BIAS, whose sigmoid is exactly 1.0 in float32: DCNv1 is DCNv2
+  with every mask 1. A DCNv1 main conv saved without X.bias gets a zero bias.
+- A classification head of another shape than cls.fc.weight [1,512] (a 2- or 4-way head,
+  or concatenated pooling) is refused, naming the tensor and both shapes: the runtime
+  reads one logit.
+
 The checkpoint is loaded with torch.load(weights_only=True): plain tensors, dicts, lists,
 numbers and strings only; arbitrary pickled objects are refused.
 """
 
 import argparse
 import hashlib
+import json
 import os
 import sys
 
@@ -39,6 +64,15 @@ import bundle  # noqa: E402
 import networks  # noqa: E402
 
 DTYPE_ARGS = {"f32": "F32", "f16": "F16", "bf16": "BF16"}
+
+# InPlaceABN's eps and default leaky slope (mapillary/inplace_abn, every version since 2018).
+ABN_EPS = 1e-5
+ABN_ACTIVATION = "leaky:0.01"
+# Mask logit of a converted DCNv1 layer: 1 / (1 + e^-64) rounds to exactly 1.0f (e^-64 is
+# 1.6e-28, far below half an ulp of 1.0f, 6e-8), and e^64 (6.2e27) is still finite in float32,
+# so a sigmoid written as e^x / (1 + e^x) gives 1.0 as well; 64 is exact in f16 and bf16.
+DCNV1_MASK_BIAS = 64.0
+CLS_KEY = "cls.fc.weight"
 
 
 class ExportError(Exception):
@@ -77,11 +111,59 @@ def clean_state_dict(net, raw):
     return sd
 
 
+def convert_dcnv1(net, sd):
+    """Rewrites DCNv1 offset convs (X.conv_offset.*) of ``sd`` to the DCNv2 layout
+    (X.conv_offset_mask.*, module doc); returns the number of layers converted."""
+    n = 0
+    for k in [k for k in sd if k.endswith(".conv_offset.weight")]:
+        prefix = k[: -len("conv_offset.weight")]
+        w, b = sd[k], sd.get(prefix + "conv_offset.bias")
+        if prefix + "conv_offset_mask.weight" in sd or prefix + "conv_offset_mask.bias" in sd:
+            raise ExportError("%s: %s has both conv_offset (DCNv1) and conv_offset_mask (DCNv2)"
+                              % (net, prefix[:-1]))
+        if w.dim() != 4 or w.shape[0] != 18 or tuple(w.shape[2:]) != (3, 3):
+            raise ExportError("%s: DCNv1 offset %s has shape %s, expected [18, C, 3, 3]"
+                              % (net, k, list(w.shape)))
+        if b is None or list(b.shape) != [18]:
+            raise ExportError("%s: DCNv1 offset %sconv_offset.bias is %s, expected shape [18]"
+                              % (net, prefix, "missing" if b is None else list(b.shape)))
+        wm = torch.zeros(27, *w.shape[1:], dtype=torch.float32)
+        wm[:18] = w.float()
+        bm = torch.full((27,), DCNV1_MASK_BIAS, dtype=torch.float32)
+        bm[:18] = b.float()
+        del sd[k], sd[prefix + "conv_offset.bias"]
+        sd[prefix + "conv_offset_mask.weight"] = wm
+        sd[prefix + "conv_offset_mask.bias"] = bm
+        main = sd.get(prefix + "weight")
+        if prefix + "bias" not in sd and main is not None and main.dim() == 4:
+            sd[prefix + "bias"] = torch.zeros(main.shape[0], dtype=torch.float32)
+        n += 1
+    return n
+
+
+def convert_inplace_abn(net, sd, eps):
+    """Replaces every BN weight gamma of the multitask ``sd`` by |gamma| + eps (module doc);
+    returns the number of BN layers converted."""
+    module = networks.build(net)
+    n = 0
+    for name, mod in module.named_modules():
+        if isinstance(mod, torch.nn.BatchNorm2d) and name + ".weight" in sd:
+            w = sd[name + ".weight"]
+            sd[name + ".weight"] = w.float().abs() + eps
+            n += 1
+    return n
+
+
 def validate(net, sd, activation):
     """Returns sd ordered like the module's state_dict, as float32; ExportError lists problems."""
     module = networks.build(net, activation)
     want = networks.exported_state(module)
     problems = []
+    if net == "multitask" and CLS_KEY in sd and list(sd[CLS_KEY].shape) != list(want[CLS_KEY].shape):
+        raise ExportError("%s: classification head %s has shape %s, expected %s: the runtime "
+                          "reads a single logit (Linear 512->1); a head of another shape is "
+                          "not supported" % (net, CLS_KEY, list(sd[CLS_KEY].shape),
+                                             list(want[CLS_KEY].shape)))
     for k in sd:
         if k not in want:
             problems.append("%s: unexpected key %s %s" % (net, k, list(sd[k].shape)))
@@ -119,6 +201,29 @@ def parse_provenance(items):
     return out
 
 
+def parse_training(items, present):
+    """Returns {net: compact JSON text} from NET=FILE strings; ExportError on a bad item."""
+    out = {}
+    for item in items or []:
+        net, sep, path = item.partition("=")
+        if not sep or net not in networks.NETWORK_NAMES or not path:
+            raise ExportError("--training %r: expected NET=FILE with NET one of %s"
+                              % (item, ", ".join(networks.NETWORK_NAMES)))
+        if net in out:
+            raise ExportError("--training %s given twice" % net)
+        if net not in present:
+            raise ExportError("--training %s: network is not in the checkpoint" % net)
+        try:
+            with open(path) as f:
+                obj = json.load(f)
+        except OSError as e:
+            raise ExportError("--training %s: %s" % (net, e)) from None
+        except ValueError as e:
+            raise ExportError("--training %s: %s is not JSON: %s" % (net, path, e)) from None
+        out[net] = json.dumps(obj, separators=(",", ":"), sort_keys=False)
+    return out
+
+
 def sha256_file(path):
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -128,17 +233,26 @@ def sha256_file(path):
 
 
 def export(checkpoint, out, allow_missing=False, provenance=None, dtype="f32",
-           activation="relu", created=None):
+           activation=None, created=None, training=None, inplace_abn=False, abn_eps=ABN_EPS):
     """Exports ``checkpoint`` to the bundle ``out``. Returns the metadata written.
+
+    ``activation`` None means relu, or leaky:0.01 with ``inplace_abn``.
 
     Raises ExportError (bad checkpoint or arguments), bundle.BundleError or OSError.
     """
     if dtype not in DTYPE_ARGS:
         raise ExportError("--dtype %r: expected one of %s" % (dtype, ", ".join(DTYPE_ARGS)))
+    if activation is None:
+        activation = ABN_ACTIVATION if inplace_abn else "relu"
     try:
-        networks.parse_activation(activation)
+        kind, _ = networks.parse_activation(activation)
     except ValueError as e:
         raise ExportError("--activation: %s" % e) from None
+    if inplace_abn and kind != "leaky":
+        raise ExportError("--inplace-abn with --activation %s: InPlaceABN runs leaky ReLU "
+                          "(default slope 0.01), not plain ReLU" % activation)
+    if not (abn_eps > 0.0 and abn_eps < 1.0):
+        raise ExportError("--abn-eps %g: expected a small positive number" % abn_eps)
     prov = parse_provenance(provenance)
     try:
         ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
@@ -161,6 +275,9 @@ def export(checkpoint, out, allow_missing=False, provenance=None, dtype="f32",
     for net in missing:
         if net in prov and prov[net] != bundle.UNTRAINED:
             raise ExportError("--provenance %s: network is not in the checkpoint" % net)
+    train_meta = parse_training(training, [n for n in networks.NETWORK_NAMES if n in ckpt])
+    if inplace_abn and "multitask" not in ckpt:
+        raise ExportError("--inplace-abn: the checkpoint has no multitask network")
     digest = None
     state_dicts = {}
     problems = []
@@ -168,7 +285,11 @@ def export(checkpoint, out, allow_missing=False, provenance=None, dtype="f32",
         if net not in ckpt:
             continue
         try:
-            state_dicts[net] = validate(net, clean_state_dict(net, ckpt[net]), activation)
+            sd = clean_state_dict(net, ckpt[net])
+            convert_dcnv1(net, sd)
+            if inplace_abn and net == "multitask":
+                convert_inplace_abn(net, sd, abn_eps)
+            state_dicts[net] = validate(net, sd, activation)
         except ExportError as e:
             problems.append(str(e))
             continue
@@ -183,6 +304,8 @@ def export(checkpoint, out, allow_missing=False, provenance=None, dtype="f32",
         prov[net] = bundle.UNTRAINED
     meta = bundle.default_metadata(prov, activation=activation, created=created,
                                    creator="gastroscreen export.py " + bundle.TOOL_VERSION)
+    for net, text in train_meta.items():
+        meta["training." + net] = text
     bundle.write_bundle(out, bundle.flatten_networks(state_dicts), meta, DTYPE_ARGS[dtype])
     return meta
 
@@ -196,12 +319,19 @@ def main(argv=None):
     p.add_argument("--provenance", action="append", metavar="NET=TEXT",
                    help="what NET was trained on (repeatable)")
     p.add_argument("--dtype", default="f32", choices=sorted(DTYPE_ARGS))
-    p.add_argument("--activation", default="relu", help="relu (default) or leaky:<slope>")
+    p.add_argument("--activation", default=None,
+                   help="relu (default) or leaky:<slope> (default leaky:0.01 with --inplace-abn)")
     p.add_argument("--created", default=None, help="ISO 8601 UTC time (default: now)")
+    p.add_argument("--training", action="append", metavar="NET=FILE",
+                   help="training.json of NET, stored as metadata training.<net> (repeatable)")
+    p.add_argument("--inplace-abn", action="store_true",
+                   help="multitask BN layers are InPlaceABN: gamma -> |gamma| + eps")
+    p.add_argument("--abn-eps", type=float, default=ABN_EPS, help="InPlaceABN eps (1e-5)")
     args = p.parse_args(argv)
     try:
         meta = export(args.checkpoint, args.out, args.allow_missing, args.provenance,
-                      args.dtype, args.activation, args.created)
+                      args.dtype, args.activation, args.created, args.training,
+                      args.inplace_abn, args.abn_eps)
     except (ExportError, bundle.BundleError, OSError) as e:
         print("export.py: error: %s" % e, file=sys.stderr)
         return 1

@@ -7,3 +7,10 @@ foreach(gs_pytorch_test keys dcn bundle export forward)
   set_tests_properties(pytorch_${gs_pytorch_test} PROPERTIES LABELS unit
                        ENVIRONMENT "${GS_TEST_ENV}")
 endforeach()
+
+# Foreign checkpoints (InPlace-ABN, DCNv1) exported and run by the C runtime: needs the
+# gastroscreen binary (about 30 s on 2 cores).
+add_test(NAME pytorch_export_foreign
+         COMMAND /usr/bin/python3 ${CMAKE_SOURCE_DIR}/tests/pytorch/test_export_foreign.py)
+set_tests_properties(pytorch_export_foreign PROPERTIES LABELS unit TIMEOUT 120
+                     ENVIRONMENT "${GS_TEST_ENV}")
