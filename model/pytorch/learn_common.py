@@ -113,6 +113,13 @@ def make_optimizer(params, lr, patience):
     return opt, sched
 
 
+def same_recipe(saved, now):
+    """True when a run saved with recipe ``saved`` may be resumed with ``now``: everything
+    but the number of epochs (which --resume may raise) must be equal."""
+    strip = lambda r: {k: v for k, v in r.items() if k != "epochs"}  # noqa: E731
+    return strip(saved) == strip(now)
+
+
 class Run:
     """The resumable state of a training run in OUT/state.pt.
 

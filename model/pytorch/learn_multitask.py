@@ -211,7 +211,7 @@ def parse_args(argv):
 
 
 def recipe(args):
-    return {"network": "multitask", "optimizer": "Adam", "lr": args.lr,
+    return {"network": "multitask", "seed": args.seed, "optimizer": "Adam", "lr": args.lr,
             "lr_schedule": "halve after %d epochs without validation-loss improvement"
             % args.patience, "epochs": args.epochs, "batch": args.batch,
             "loss": "%g * BCE(cls logit, patch label) + BCE(seg logits, 4x4 area-averaged mask)"
@@ -233,7 +233,7 @@ def main(argv):
         return 1
     patients = [it[3] for it in items]
     st = run.state
-    if st is not None and (st["manifest_sha256"] != digest or st["recipe"] != recipe(args)):
+    if st is not None and (st["manifest_sha256"] != digest or not lc.same_recipe(st["recipe"], recipe(args))):
         print("train.py multitask: error: --resume with a different manifest or recipe than "
               "%s" % run.path, file=sys.stderr)
         return 1
@@ -275,15 +275,16 @@ def main(argv):
             if best is None or vm["loss"] < best["val"]["loss"]:
                 best = {"epoch": epoch + 1, "val": vm, "model": {
                     k: v.clone() for k, v in networks.exported_state(net).items()}}
-            print("split %d/%d epoch %d/%d train_loss %.4f val_loss %.4f val_auc %s "
-                  "val_dice %s lr %g (%.1f s)"
-                  % (r + 1, args.repeats, epoch + 1, args.epochs, tl, vm["loss"],
-                     lc.fmt(vm["auc"]), lc.fmt(vm["dice"]), lr, time.time() - t0), flush=True)
             st = {"manifest_sha256": digest, "recipe": recipe(args), "done": done,
                   "current": {"repeat": r, "epoch": epoch + 1, "model": net.state_dict(),
                               "opt": opt.state_dict(), "sched": sched.state_dict(),
                               "rng": lc.rng_state(gen), "history": history, "best": best}}
             run.save(st)
+            # Printed after the save: a line seen means that epoch survives a kill.
+            print("split %d/%d epoch %d/%d train_loss %.4f val_loss %.4f val_auc %s "
+                  "val_dice %s lr %g (%.1f s)"
+                  % (r + 1, args.repeats, epoch + 1, args.epochs, tl, vm["loss"],
+                     lc.fmt(vm["auc"]), lc.fmt(vm["dice"]), lr, time.time() - t0), flush=True)
         sub = args.out if r == 0 else os.path.join(args.out, "repeat%d" % r)
         os.makedirs(sub, exist_ok=True)
         lc.save_checkpoint(sub, "multitask", best["model"])
