@@ -14,3 +14,13 @@ add_test(NAME pytorch_export_foreign
          COMMAND /usr/bin/python3 ${CMAKE_SOURCE_DIR}/tests/pytorch/test_export_foreign.py)
 set_tests_properties(pytorch_export_foreign PROPERTIES LABELS unit TIMEOUT 120
                      ENVIRONMENT "${GS_TEST_ENV}")
+
+# The training recipes learn (train.py multitask / screener on tiny synthetic-target data);
+# the multi-task one also exports and checks the trained weights in C. Seeded, one thread.
+# Measured on 2 shared cores: screener ~47 s, multitask ~2-3 min.
+foreach(gs_pytorch_test learn_screener learn_multitask)
+  add_test(NAME pytorch_${gs_pytorch_test}
+           COMMAND /usr/bin/python3 ${CMAKE_SOURCE_DIR}/tests/pytorch/test_${gs_pytorch_test}.py)
+  set_tests_properties(pytorch_${gs_pytorch_test} PROPERTIES LABELS integration TIMEOUT 600
+                       ENVIRONMENT "${GS_TEST_ENV}")
+endforeach()
