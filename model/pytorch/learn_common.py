@@ -108,8 +108,10 @@ def make_optimizer(params, lr, patience):
     """The paper's optimiser: Adam(lr), and a scheduler halving lr after ``patience``
     epochs without validation-loss improvement (call sched.step(val_loss))."""
     opt = torch.optim.Adam(params, lr=lr)
+    # ReduceLROnPlateau cuts once the count of non-improving epochs EXCEEDS its patience, so
+    # "halved after 3 epochs without improvement" (the 3rd such epoch) is patience 2.
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.5,
-                                                       patience=patience)
+                                                       patience=max(0, patience - 1))
     return opt, sched
 
 

@@ -61,7 +61,7 @@ def make_patch_dataset(out, size=64, step=160, patients=8):
     return len(rows)
 
 
-def make_feature_dataset(out, slides=96, seed=5):
+def make_feature_dataset(out, slides=192, seed=5):
     """Writes OUT/features.csv and OUT/features/<slide>.npy; returns the number of slides."""
     g = torch.Generator().manual_seed(seed)
     os.makedirs(os.path.join(out, "features"), exist_ok=True)

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """train.py screener learns, and a seeded run survives a kill bit for bit.
 
-Data: learn_data.make_feature_dataset, 96 synthetic slides in `gastroscreen features`'
+Data: learn_data.make_feature_dataset, 192 synthetic slides in `gastroscreen features`'
 format ([k,512] float32 .npy, 4 <= k <= 64) whose label is learnable (positive slides have
 a shifted block of feature columns in their top rows). Nothing here is about cancer.
 """
@@ -50,7 +50,7 @@ class ScreenerLearns(unittest.TestCase):
         self.assertEqual(start["epoch"], 0)
         self.assertEqual(len(split["history"]), 21)  # untrained + the recipe's 20 epochs
         best = split["val"]
-        self.assertLess(best["loss"], 0.75 * start["val"]["loss"])
+        self.assertLess(best["loss"], 0.5 * start["val"]["loss"])
         self.assertGreaterEqual(best["auc"], 0.9)
         self.assertEqual(set(split["train_patients"]) & set(split["val_patients"]), set())
         self.assertEqual(len(split["train_patients"]) + len(split["val_patients"]), 24)
