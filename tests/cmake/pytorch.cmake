@@ -9,10 +9,10 @@ foreach(gs_pytorch_test keys dcn bundle export forward)
 endforeach()
 
 # Foreign checkpoints (InPlace-ABN, DCNv1) exported and run by the C runtime: needs the
-# gastroscreen binary (about 30 s on 2 cores).
+# gastroscreen binary. 32 s on 2 idle cores but 61 s when they are shared, so integration.
 add_test(NAME pytorch_export_foreign
          COMMAND /usr/bin/python3 ${CMAKE_SOURCE_DIR}/tests/pytorch/test_export_foreign.py)
-set_tests_properties(pytorch_export_foreign PROPERTIES LABELS unit TIMEOUT 120
+set_tests_properties(pytorch_export_foreign PROPERTIES LABELS integration TIMEOUT 300
                      ENVIRONMENT "${GS_TEST_ENV}")
 
 # The training recipes learn (train.py multitask / screener on tiny synthetic-target data);
