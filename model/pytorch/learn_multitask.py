@@ -37,8 +37,10 @@ weights of the epoch with the lowest validation loss of the first split; with --
 R > 1 the other splits' best weights go to CKPT/repeat<r>/checkpoint.pt. CKPT/training.json
 holds the recipe, command, seed, the manifest's sha256, each split's patients, epochs run,
 the per-epoch history and the validation metrics (per split, and mean/sd over splits).
-CKPT/state.pt is rewritten after every epoch; --resume continues from it. With --threads 1
-(the default) a seeded run is reproducible bit for bit, interrupted or not.
+CKPT/state.pt is rewritten after every epoch; --resume continues an interrupted run from
+its last saved epoch (same manifest, seed and recipe; --epochs may be raised; a finished run
+is not extended). With --threads 1 (the default) a seeded run is reproducible bit for bit,
+interrupted or not.
 """
 
 import argparse

@@ -19,8 +19,10 @@ the loss and the slide AUC ("epoch 0" is the untrained network).
 
 Output: CKPT/checkpoint.pt ({"screener": state_dict}, split 1's lowest-validation-loss
 epoch; other splits in CKPT/repeat<r>/), CKPT/training.json (recipe, command, seed, the
-sha256 of features.csv and of every .npy, splits, history, validation metrics) and
-CKPT/state.pt for --resume. With --threads 1 a seeded run is reproducible bit for bit.
+sha256 of features.csv and one sha256 over the .npy files' sha256s in row order, splits,
+history, validation metrics) and CKPT/state.pt for --resume (as train.py multitask: an
+interrupted run continues from its last saved epoch). With --threads 1 a seeded run is
+reproducible bit for bit, interrupted or not.
 """
 
 import argparse
