@@ -159,10 +159,11 @@ def validate(net, sd, activation):
     module = networks.build(net, activation)
     want = networks.exported_state(module)
     problems = []
-    if net == "multitask" and CLS_KEY in sd and list(sd[CLS_KEY].shape) != list(want[CLS_KEY].shape):
+    cls = sd.get(CLS_KEY) if net == "multitask" else None
+    if cls is not None and list(cls.shape) != list(want[CLS_KEY].shape):
         raise ExportError("%s: classification head %s has shape %s, expected %s: the runtime "
                           "reads a single logit (Linear 512->1); a head of another shape is "
-                          "not supported" % (net, CLS_KEY, list(sd[CLS_KEY].shape),
+                          "not supported" % (net, CLS_KEY, list(cls.shape),
                                              list(want[CLS_KEY].shape)))
     for k in sd:
         if k not in want:

@@ -155,7 +155,8 @@ def main(argv):
         return 1
     patients = [it[2] for it in items]
     st = run.state
-    if st is not None and (st["manifest_sha256"] != digest or not lc.same_recipe(st["recipe"], recipe(args))):
+    if st is not None and (st["manifest_sha256"] != digest
+                           or not lc.same_recipe(st["recipe"], recipe(args))):
         print("train.py screener: error: --resume with different features or recipe than %s"
               % run.path, file=sys.stderr)
         return 1

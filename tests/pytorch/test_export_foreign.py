@@ -7,8 +7,9 @@ own semantics (InPlaceABN: scale (|gamma| + eps) / sqrt(var + eps) then leaky Re
 DCNv1: an 18-channel offset conv and deform_conv2d without a mask) on the checkpoint as
 saved, i.e. without the conversion under test. Tolerance as tests/parity/runtime_parity.py:
 max|C - PyTorch| <= 1e-3 * max|PyTorch| per output, DCN offset convs conditioned the same
-way (x0.003; x0.0003 for DCNv1, see DCNV1_EXTRA_SCALE). A control asserts the conversion matters: ordinary BN on the raw InPlaceABN
-gammas misses the C output by far more than the tolerance.
+way (x0.003; x0.0003 for DCNv1, see DCNV1_EXTRA_SCALE). A control asserts the conversion
+matters: ordinary BN on the raw InPlaceABN gammas misses the C output by far more than the
+tolerance.
 
 Also: --training NET=FILE lands as compact JSON in training.<net>; a classification head
 of another shape is refused naming the tensor and both shapes.
@@ -24,7 +25,6 @@ import util  # noqa: F401  (puts model/pytorch on sys.path)
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 import torchvision.io
 from torchvision.ops import deform_conv2d
 
