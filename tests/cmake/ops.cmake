@@ -17,3 +17,8 @@ add_test(NAME deform_conv_torch_parity
                  --checker $<TARGET_FILE:test_deform_conv>)
 set_tests_properties(deform_conv_torch_parity PROPERTIES LABELS parity
                      ENVIRONMENT "${GS_TEST_ENV}")
+
+# focus_tool: the classical focus judgement of PNG files, one line each; learn_blur.py evaluate
+# runs it to compare the blur network with the C measure on the same crops.
+add_executable(focus_tool tools/focus_tool.c)
+target_link_libraries(focus_tool PRIVATE gs_stages)
