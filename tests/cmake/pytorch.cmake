@@ -24,3 +24,13 @@ foreach(gs_pytorch_test learn_screener learn_multitask)
   set_tests_properties(pytorch_${gs_pytorch_test} PROPERTIES LABELS integration TIMEOUT 600
                        ENVIRONMENT "${GS_TEST_ENV}")
 endforeach()
+
+# The networks trained here and committed in model/trained/: their recorded held-out metrics
+# still hold on a fixed reduced set rebuilt from ../shared/data, and the training records'
+# data hashes still match the files.
+foreach(gs_pytorch_test trained_blur)
+  add_test(NAME pytorch_${gs_pytorch_test}
+           COMMAND /usr/bin/python3 ${CMAKE_SOURCE_DIR}/tests/pytorch/test_${gs_pytorch_test}.py)
+  set_tests_properties(pytorch_${gs_pytorch_test} PROPERTIES LABELS unit TIMEOUT 300
+                       ENVIRONMENT "${GS_TEST_ENV}")
+endforeach()
