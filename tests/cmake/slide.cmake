@@ -16,3 +16,7 @@ gs_cmocka_test(test_report_files unit SOURCES unit/test_report_files.c LIBS gs_s
 gs_cmocka_test(test_annotation unit SOURCES unit/test_annotation.c LIBS gs_stages)
 # The foreground network's input resize against hand-computed values and against PIL itself.
 gs_cmocka_test(test_box_resize unit SOURCES unit/test_box_resize.c LIBS gs_stages)
+# tissue_mask_tool: the classical mask of one PNG at a given um/px (the foreground network's
+# training labels, model/pytorch/learn_foreground.py). A tool, not a test.
+add_executable(tissue_mask_tool tools/tissue_mask_tool.c)
+target_link_libraries(tissue_mask_tool PRIVATE gs_stages)
