@@ -472,6 +472,25 @@ def draw_artifacts(rs, canvas, label):
                 both(lambda o: o.ellipse, [cx - r / 2, cy - r / 2, cx + r / 2, cy + r / 2],
                      fill=col + (op,))
 
+    if rs.rand() < 0.25:  # ink seen close up: a thick, blurred, dark stroke (the pen tiles)
+        col = INKS[rs.randint(len(INKS))]
+        x, y = rs.uniform(0, W), rs.uniform(0, H)
+        ang = rs.uniform(0, 2 * math.pi)
+        pts = [(x, y)]
+        for _ in range(rs.randint(3, 12)):
+            ang += rs.normal(0, 0.3)
+            x += math.cos(ang) * 30 * scale
+            y += math.sin(ang) * 30 * scale
+            pts.append((x, y))
+        both(lambda o: o.line, pts, fill=col + (int(rs.uniform(220, 256)),),
+             width=max(4, int(rs.uniform(15, 70) * scale)), joint="curve")
+    for _ in range(rs.choice([0, 0, 1, 2])):  # marker crosses, as on slide corners
+        col = INKS[rs.randint(len(INKS))] if rs.rand() < 0.5 else (15, 15, 20)
+        cx, cy, r = rs.uniform(0, W), rs.uniform(0, H), rs.uniform(8, 30) * scale
+        wd = max(2, int(rs.uniform(3, 10) * scale))
+        both(lambda o: o.line, [(cx - r, cy), (cx + r, cy)], fill=col + (250,), width=wd)
+        both(lambda o: o.line, [(cx, cy - r), (cx, cy + r)], fill=col + (250,), width=wd)
+
     canvas_grey = np.zeros((H, W), np.float32)
     if rs.rand() < 0.35:  # coverslip edge: a dark straight line and a grey band beside it
         horizontal = rs.rand() < 0.5
@@ -539,8 +558,14 @@ def draw_artifacts(rs, canvas, label):
 def make_canvas(rs, pool, weights, background_pool):
     """Returns (uint8 [3,512,512], uint8 [1,512,512] soft label x255) of one synthetic
     thumbnail made from the sources in pool (list of (rgb, label))."""
-    if background_pool and rs.rand() < 0.04:
+    if background_pool and rs.rand() < 0.10:
         rgb, lab = background_pool[rs.randint(len(background_pool))]
+        h, w = lab.shape
+        if rs.rand() < 0.5:  # a crop of it, as a smaller fluorescence slide
+            ch, cw = int(h * rs.uniform(0.4, 1)), int(w * rs.uniform(0.4, 1))
+            y, x = rs.randint(0, h - ch + 1), rs.randint(0, w - cw + 1)
+            rgb = rgb[y:y + ch, x:x + cw]
+        rgb = (rgb.astype(np.float32) * rs.uniform(0.6, 1.8, 3)).clip(0, 255).astype(np.uint8)
         im = Image.fromarray(rgb)
         if rs.rand() < 0.5:
             im = im.rotate(90 * rs.randint(4), expand=True)
@@ -606,6 +631,8 @@ def pool_weights(items):
     for name, _, (rgb, lab) in items:
         if name.startswith("kather_"):
             w.append(0.15)
+        elif name.startswith("tile_") and "pen" in name:
+            w.append(1.5)  # the only real ink in training: show it often
         elif name.startswith("tile_"):
             w.append(0.5)
         else:
@@ -755,8 +782,9 @@ def cmd_train(args):
                    "loss": "per-pixel BCE (soft area-fraction targets)", "epochs": args.epochs,
                    "kept_epoch": best[1], "augment": "rot90/flip per batch; per canvas: crops, "
                    "zooms, cut-outs, several sources per glass, stain OD scaling, brightness/"
-                   "contrast/saturation, pen strokes/circles/crosses, coverslip edges + shadow, "
-                   "slide frame, slide label, dust, bubbles (all label 0)",
+                   "contrast/saturation, pen strokes/circles/crosses, close-up ink, coverslip "
+                   "edges + shadow, slide frame, slide label, dust, bubbles (all label 0); "
+                   "10% fluorescence canvases (all 0)",
                    "labels": "classical mask (stages/slide/tissue.c via tests/tools/"
                              "tissue_mask_tool) at each source's um/px; HistoQC ink/edge masks "
                              "and labels.csv background tiles forced to 0",
@@ -943,7 +971,7 @@ def main(argv):
     p = sub.add_parser("train", help="train and write the partial bundle + record")
     p.add_argument("--work", default=DEFAULT_WORK)
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--epochs", type=int, default=26)
     p.add_argument("--canvases", type=int, default=640, help="training canvases (fixed set)")
     p.add_argument("--val-canvases", type=int, default=64)
     p.add_argument("--batch", type=int, default=32)
