@@ -1,7 +1,7 @@
 # The default model bundle: the multi-task network and the screener with seeded random weights
 # (provenance "untrained"; no trained gastric weights exist yet) plus the organ-agnostic quality
 # gates trained here on real tissue and committed as partial bundles in model/trained/ (the blur
-# network; how each was made is model/trained/README.md), merged by
+# and foreground networks; how each was made is model/trained/README.md), merged by
 # model/pytorch/make_bundle.py --trained as part of the default build. `gastroscreen screen`
 # finds it at <build>/model/default.safetensors next to the build tree's daemon/gastroscreen, or
 # at <prefix>/share/gastroscreen/default.safetensors once installed (daemon/cli/cmd_screen.c
@@ -10,7 +10,8 @@
 set(GS_DEFAULT_BUNDLE ${CMAKE_BINARY_DIR}/model/default.safetensors)
 # The root CMakeLists.txt installs it (share/gastroscreen): make the path visible there.
 set(GS_DEFAULT_BUNDLE ${GS_DEFAULT_BUNDLE} PARENT_SCOPE)
-set(GS_TRAINED_NETS ${CMAKE_SOURCE_DIR}/model/trained/blur.safetensors)
+set(GS_TRAINED_NETS ${CMAKE_SOURCE_DIR}/model/trained/blur.safetensors
+                    ${CMAKE_SOURCE_DIR}/model/trained/foreground.safetensors)
 set(GS_MAKE_BUNDLE_DEPS ${CMAKE_SOURCE_DIR}/model/pytorch/make_bundle.py
     ${CMAKE_SOURCE_DIR}/model/pytorch/bundle.py ${CMAKE_SOURCE_DIR}/model/pytorch/networks.py
     ${GS_TRAINED_NETS})

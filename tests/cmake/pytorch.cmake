@@ -28,7 +28,7 @@ endforeach()
 # The networks trained here and committed in model/trained/: their recorded held-out metrics
 # still hold on a fixed reduced set rebuilt from ../shared/data, and the training records'
 # data hashes still match the files.
-foreach(gs_pytorch_test trained_blur)
+foreach(gs_pytorch_test trained_blur trained_foreground)
   add_test(NAME pytorch_${gs_pytorch_test}
            COMMAND /usr/bin/python3 ${CMAKE_SOURCE_DIR}/tests/pytorch/test_${gs_pytorch_test}.py)
   set_tests_properties(pytorch_${gs_pytorch_test} PROPERTIES LABELS unit TIMEOUT 300

@@ -5,8 +5,9 @@
 # usage: screen.sh GASTROSCREEN TEST_DATA SCRATCH_DIR sample|mixed|partial [BOUND_SECONDS]
 #   sample: the sample slide -> exit 0, one verdict line with class, score, threshold, report
 #           folder and the untrained notice; report.json, heatmap.png, regions.geojson exist;
-#           report.json lists the classical plan and blur check and the bundle's two networks,
-#           and the bundle's threshold.screen (0.74) as the threshold that judged.
+#           report.json lists the bundle's trained tissue and blur networks (each with its own
+#           provenance) and its two untrained networks, and the bundle's threshold.screen (0.74)
+#           as the threshold that judged.
 #   mixed:  a tiny real slide, a corrupt one and a missing path, with a config file that sets
 #           [screener] threshold = 0.6 -> exit 1; the corrupt slide is `failed` with a reason,
 #           the real one gets a verdict other than failed, the missing one is "not screened";
@@ -43,19 +44,20 @@ sample)
     done
     grep -qF "$notice" "$folder/report.json" || fail "no untrained notice in report.json"
     # Every method that judged the slide, in pipeline order: the default bundle's foreground
-    # and blur networks are untrained, so the plan and the blur check are classical (named,
-    # with the gastroscreen version, no bundle); the multi-task network and the screener are
-    # the bundle's.
+    # and blur networks are trained here (model/trained), so the plan and the blur checks are
+    # theirs, each naming what it was trained on; the multi-task network and the screener are
+    # the bundle's seeded, untrained ones.
     /usr/bin/python3 - "$folder/report.json" <<'PY' || fail "report.json models not as expected"
 import json, re, sys
 r = json.load(open(sys.argv[1]))
 m = r["models"]
 assert [e["network"] for e in m] == ["foreground", "blur", "multitask", "screener"], m
 for e in m[:2]:
-    assert e["method"] == "classical" and e["algorithm"], e
-    assert e["version"] == "gastroscreen " + r["versions"]["gastroscreen"], e
-    assert e["bundle"] is None and e["sha256"] is None and e["untrained"] is False, e
-assert "Otsu" in m[0]["algorithm"] and "Laplacian" in m[1]["algorithm"], m
+    assert e["method"] == "network" and e["algorithm"] is None, e
+    assert re.fullmatch("[0-9a-f]{64}", e["sha256"] or ""), e
+    assert e["untrained"] is False and e["trained_on"].startswith("trained by gastroscreen learn_"), e
+assert "learn_foreground" in m[0]["trained_on"] and "learn_blur" in m[1]["trained_on"], m
+assert r["focus"]["tile_threshold_source"] == "bundle", r["focus"]
 for e in m[2:]:
     assert e["method"] == "network" and e["algorithm"] is None, e
     assert re.fullmatch("[0-9a-f]{64}", e["sha256"] or ""), e

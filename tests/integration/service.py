@@ -286,8 +286,9 @@ report_dir = {d}/reports
         fail("the out-of-focus slide went through INFERRING: " + states[path["blurred"]], logs)
 
     # report.json names every method that judged the slide (the default bundle's foreground
-    # and blur networks are untrained: classical plan and blur check); the out-of-focus slide
-    # never met the multi-task network or the screener, the sample slide met both.
+    # and blur networks are trained here: network plan and blur check, each with its own
+    # provenance); the out-of-focus slide never met the multi-task network or the screener,
+    # the sample slide met both.
     reports = {}
     for rj in glob.glob(os.path.join(d, "reports", "*", "report.json")):
         with open(rj) as f:
@@ -302,9 +303,10 @@ report_dir = {d}/reports
         names = [e["network"] for e in models]
         methods = [e["method"] for e in models]
         print("%s report models: %s" % (k, ", ".join("%s=%s" % e for e in zip(names, methods))))
-        if names != want or methods[:2] != ["classical", "classical"] or \
-                not all(e["algorithm"] and e["bundle"] is None for e in models[:2]) or \
-                not all(e["method"] == "network" and e["sha256"] for e in models[2:]):
+        if names != want or not all(e["method"] == "network" and e["sha256"] for e in models) or \
+                not all(e["trained_on"].startswith("trained by gastroscreen learn_") and
+                        not e["untrained"] for e in models[:2]) or \
+                not all(e["untrained"] for e in models[2:]):
             fail("the %s slide's report.json models: %s" % (k, models), logs)
 
     infer_workers = [w for w in workers if w[1] == "infer"]
