@@ -139,6 +139,9 @@ def main():
     ap.add_argument("--bench-repeat", type=int, default=3)
     ap.add_argument("--mosaic", type=int, default=1,
                     help="slide of N x N copies of --slide's pixels (default 1: --slide itself)")
+    ap.add_argument("--every-tile", type=int, choices=(0, 1), default=1,
+                    help="[blur] every_tile: judge every tissue tile's focus in the infer "
+                         "workers (1, the default) or only the blur-first sample (0)")
     a = ap.parse_args()
     if a.mosaic > 1:
         os.makedirs(a.scratch + ".bundle", exist_ok=True)
@@ -146,7 +149,8 @@ def main():
                               os.path.join(a.scratch + ".bundle", "mosaic-%d.tiff" % a.mosaic))
     print("load average at the start (1, 5, 15 min): %.2f %.2f %.2f on %d CPUs" %
           (os.getloadavg() + (os.cpu_count(),)), flush=True)
-    c = gsproc.Cluster(a.build, a.bundle, a.scratch, {"max_slides_in_flight": 2}, infer_batch=4)
+    c = gsproc.Cluster(a.build, a.bundle, a.scratch, {"max_slides_in_flight": 2}, infer_batch=4,
+                       extra_config="[blur]\nevery_tile = %d" % a.every_tile)
     rows, nets = [], []
     try:
         c.start_coordinator()

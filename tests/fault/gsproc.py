@@ -130,7 +130,8 @@ class Proc:
 class Cluster:
     """The coordinator, stage workers and CLI calls of one test, in scratch folder `root`."""
 
-    def __init__(self, build, bundle, root, coord_settings=None, infer_batch=4, quiet=False):
+    def __init__(self, build, bundle, root, coord_settings=None, infer_batch=4, quiet=False,
+                 extra_config=""):
         self.build, self.bundle, self.root = build, bundle, root
         self.gastroscreend = os.path.join(build, "daemon", "gastroscreend")
         self.cli = os.path.join(build, "daemon", "gastroscreen")
@@ -160,6 +161,8 @@ class Cluster:
                   "[model]", "bundle = " + bundle,
                   # The coordinator names each slide's report folder from this key.
                   "[reporter]", "report_dir = " + os.path.join(root, "reports")]
+        if extra_config:  # more sections, e.g. "[blur]\nevery_tile = 0"
+            lines.append(extra_config)
         with open(self.config, "w") as f:
             f.write("\n".join(lines) + "\n")
         self.counter = 0
