@@ -146,17 +146,13 @@ static int text_add(text *t, const char *fmt, ...)
     }
 }
 
-/* A CSV field: quoted when it holds a comma, a quote or a line break. */
+/* A CSV field (daemon/cli/labels' quoting) appended to t. */
 static int csv_field(text *t, const char *v)
 {
-    if (!strpbrk(v, ",\"\n\r"))
-        return text_add(t, "%s", v);
-    if (text_add(t, "\"") != 0)
+    char q[2 * PATH_MAX + 3];
+    if (gs_csv_field(v, q, sizeof q) != 0)
         return -1;
-    for (const char *p = v; *p; p++)
-        if (text_add(t, *p == '"' ? "\"\"" : "%c", *p) != 0)
-            return -1;
-    return text_add(t, "\"");
+    return text_add(t, "%s", q);
 }
 
 /* "0003-case17": the row and the file stem, a name unique within the dataset. */

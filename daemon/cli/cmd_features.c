@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "daemon/cli/labelled.h"
+#include "daemon/cli/labels.h"
 #include "ops/error.h"
 #include "stages/runtime/fileio.h"
 
@@ -62,20 +63,14 @@ static long npy_rows(const char *path)
     return k;
 }
 
-/* A CSV field, quoted when it holds a comma, a quote or a line break. */
-static void csv_field(FILE *f, const char *v)
+/* A CSV field (daemon/cli/labels' quoting) written to f. */
+static int csv_field(FILE *f, const char *v)
 {
-    if (!strpbrk(v, ",\"\n\r")) {
-        fputs(v, f);
-        return;
-    }
-    fputc('"', f);
-    for (const char *p = v; *p; p++) {
-        if (*p == '"')
-            fputc('"', f);
-        fputc(*p, f);
-    }
-    fputc('"', f);
+    char q[2 * PATH_MAX + 3];
+    if (gs_csv_field(v, q, sizeof q) != 0)
+        return -1;
+    fputs(q, f);
+    return 0;
 }
 
 int gs_cmd_features(int argc, char **argv)

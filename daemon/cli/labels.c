@@ -217,3 +217,25 @@ close_file:
         gs_labels_free(out);
     return rc;
 }
+
+int gs_csv_field(const char *v, char *out, size_t cap)
+{
+    int quote = strpbrk(v, ",\"\n\r") != NULL;
+    size_t need = strlen(v) + 1 + (quote ? 2 : 0);
+    for (const char *p = v; quote && *p; p++)
+        need += *p == '"';
+    if (need > cap)
+        return gs_error_set("a CSV field of %zu bytes does not fit in %zu", need, cap);
+    size_t n = 0;
+    if (quote)
+        out[n++] = '"';
+    for (const char *p = v; *p; p++) {
+        if (*p == '"')
+            out[n++] = '"';
+        out[n++] = *p;
+    }
+    if (quote)
+        out[n++] = '"';
+    out[n] = '\0';
+    return 0;
+}

@@ -38,4 +38,9 @@ typedef struct {
 int gs_labels_read(const char *path, const char *ann_dir, gs_labels *out);
 void gs_labels_free(gs_labels *l);
 
+/* Writes v as one CSV field into out (cap bytes): as it is, or in double quotes with its quotes
+ * doubled when it holds a comma, a quote or a line break, as the reader above reads it back.
+ * Returns 0, or -1 with the error when out is too small. */
+int gs_csv_field(const char *v, char *out, size_t cap);
+
 #endif

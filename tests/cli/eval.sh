@@ -17,19 +17,9 @@ fail() { echo "FAIL: $*"; for f in "$d"/*.txt "$d"/out*/screen.log; do [ -f "$f"
 
 cp "$GS_TEST_DATA/CMU-1-Small-Region.svs" "$d/slides/sample.svs" || exit 1
 cp "$GS_TEST_DATA/small.svs" "$d/slides/tiny.svs" || exit 1
-/usr/bin/python3 - "$GS_TEST_DATA/CMU-1-Small-Region.svs" "$d/slides/soft.tiff" <<'PY' || fail "cannot make the slide"
-import sys
-import numpy as np
-import tifffile
-from PIL import Image
-from scipy.ndimage import gaussian_filter
-rgb = np.asarray(Image.open(sys.argv[1]).convert("RGB")).copy()
-cut = rgb.shape[0] * 3 // 4
-for c in range(3):
-    rgb[cut:, :, c] = np.clip(gaussian_filter(rgb[cut:, :, c].astype(np.float32), 8), 0, 255)
-tifffile.imwrite(sys.argv[2], rgb, tile=(256, 256), photometric="rgb", compression="zlib",
-                 resolution=(20000, 20000), resolutionunit="CENTIMETER")
-PY
+tools="$(dirname "$0")/../tools"
+/usr/bin/python3 "$tools/make_defocused_slide.py" "$GS_TEST_DATA/CMU-1-Small-Region.svs" "$d/slides/soft.tiff" ||
+    fail "cannot make the slide"
 cat > "$d/slides/labels.csv" <<'CSV'
 slide,label,patient,notes,annotation
 sample.svs,negative,P1,"a note, with a comma",box.geojson

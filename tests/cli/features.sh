@@ -11,19 +11,9 @@ rm -rf "$d" && mkdir -p "$d/slides" || exit 1
 fail() { echo "FAIL: $*"; cat "$d"/*.txt 2>/dev/null; exit 1; }
 cp "$GS_TEST_DATA/CMU-1-Small-Region.svs" "$d/slides/sample.svs" || exit 1
 cp "$GS_TEST_DATA/small.svs" "$d/slides/tiny.svs" || exit 1
-/usr/bin/python3 - "$GS_TEST_DATA/CMU-1-Small-Region.svs" "$d/slides/soft.tiff" <<'PY' || fail "cannot make the slide"
-import sys
-import numpy as np
-import tifffile
-from PIL import Image
-from scipy.ndimage import gaussian_filter
-rgb = np.asarray(Image.open(sys.argv[1]).convert("RGB")).copy()
-cut = rgb.shape[0] * 3 // 4
-for c in range(3):
-    rgb[cut:, :, c] = np.clip(gaussian_filter(rgb[cut:, :, c].astype(np.float32), 8), 0, 255)
-tifffile.imwrite(sys.argv[2], rgb, tile=(256, 256), photometric="rgb", compression="zlib",
-                 resolution=(20000, 20000), resolutionunit="CENTIMETER")
-PY
+tools="$(dirname "$0")/../tools"
+/usr/bin/python3 "$tools/make_defocused_slide.py" "$GS_TEST_DATA/CMU-1-Small-Region.svs" "$d/slides/soft.tiff" ||
+    fail "cannot make the slide"
 printf 'slide,label,patient\nsample.svs,positive,P1\nsoft.tiff,negative,P2\ntiny.svs,negative,P3\n' \
     > "$d/slides/labels.csv"
 "$exe" features "$d/slides/labels.csv" --out "$d/out" --model "$bundle" > "$d/run.txt" 2>&1

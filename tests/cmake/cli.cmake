@@ -55,3 +55,5 @@ add_test(NAME cli_infer_json
                  ${CMAKE_BINARY_DIR}/tests/seeded/seed1.safetensors)
 set_tests_properties(cli_infer_json PROPERTIES LABELS integration ENVIRONMENT "${GS_TEST_ENV}"
                      TIMEOUT 600 FIXTURES_REQUIRED seeded_bundle)
+# LABELS.csv reading and CSV field writing (daemon/cli/labels).
+gs_cmocka_test(test_labels unit SOURCES unit/test_labels.c LIBS gs_daemon)

@@ -88,19 +88,8 @@ mixed)
     done
     ;;
 partial)
-    /usr/bin/python3 - "$data/CMU-1-Small-Region.svs" "$d/partial.tiff" <<'PY' || fail "cannot make the slide"
-import sys
-import numpy as np
-import tifffile
-from PIL import Image
-from scipy.ndimage import gaussian_filter
-rgb = np.asarray(Image.open(sys.argv[1]).convert("RGB")).copy()
-cut = rgb.shape[0] * 3 // 4
-for c in range(3):
-    rgb[cut:, :, c] = np.clip(gaussian_filter(rgb[cut:, :, c].astype(np.float32), 8), 0, 255)
-tifffile.imwrite(sys.argv[2], rgb, tile=(256, 256), photometric="rgb", compression="zlib",
-                 resolution=(20000, 20000), resolutionunit="CENTIMETER")
-PY
+    /usr/bin/python3 "$(dirname "$0")/../tools/make_defocused_slide.py" "$data/CMU-1-Small-Region.svs" \
+        "$d/partial.tiff" || fail "cannot make the slide"
     timeout -k 10 "$bound" "$exe" screen "$d/partial.tiff" --out "$d/reports" \
         > "$d/out.txt" 2> "$d/err.txt"
     rc=$?

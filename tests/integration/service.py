@@ -95,18 +95,9 @@ def wait_for(what, cond, bound, logs):
 
 def make_blurred(src, dst):
     """The sample slide's pixels, Gaussian-blurred, as a tiled TIFF at 0.5 um/px."""
-    import numpy as np
-    import tifffile
-    from PIL import Image
-    from scipy.ndimage import gaussian_filter
-
-    rgb = np.asarray(Image.open(src).convert("RGB"))
-    out = np.empty_like(rgb)
-    for c in range(3):
-        out[..., c] = np.clip(gaussian_filter(rgb[..., c].astype(np.float32), 8), 0, 255)
-    # 20000 px/cm = 0.5 um/px
-    tifffile.imwrite(dst, out, tile=(256, 256), photometric="rgb", compression="zlib",
-                     resolution=(20000, 20000), resolutionunit="CENTIMETER")
+    tool = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools",
+                        "make_defocused_slide.py")
+    subprocess.run(["/usr/bin/python3", tool, src, dst, "--from", "0"], check=True)
 
 
 def metrics(port):
