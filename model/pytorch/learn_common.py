@@ -8,8 +8,9 @@ pieces and the resumable state file, so both recipes behave the same way:
     split = patient_split(patients, fraction=0.3, seed=1, repeat=0)   # (train, val) sets
     auc = roc_auc(scores, labels)                                      # Mann-Whitney
     state = Run(out_dir, resume)                                       # state.pt load/save
+    summary, n = train_splits(args, argv, run, ...)                    # the whole loop
 
-Only the standard library and torch are used.
+Only the standard library, torch and networks.py are used.
 """
 
 import csv
@@ -18,8 +19,11 @@ import json
 import math
 import os
 import random
+import time
 
 import torch
+
+import networks
 
 
 def sha256_file(path):
@@ -172,3 +176,94 @@ def save_checkpoint(out_dir, net_name, state_dict):
     torch.save({net_name: {k: v.detach().clone() for k, v in state_dict.items()}}, tmp)
     os.replace(tmp, path)
     return path
+
+
+def train_splits(args, argv, run, net_name, digest, recipe, items, patients, unit, build,
+                 train_epoch, evaluate, metrics, data, baseline_first=False):
+    """Runs the paper's protocol for one recipe: ``args.repeats`` patient splits, each
+    trained from scratch for ``args.epochs`` epochs, keeping the epoch with the lowest
+    validation loss; writes OUT/checkpoint.pt (split 1), OUT/repeat<r>/checkpoint.pt,
+    OUT/training.json and, after every epoch, ``run``'s state.pt. Returns (summary, the
+    number of splits): summary is {name: mean_sd} over the splits for "loss" and each of
+    ``metrics``.
+
+    What is the recipe's own comes in as values and callables: ``items`` with their
+    ``patients`` (one id per item), ``unit`` ("slides", "patches") for the split line and
+    training.json, ``build()`` -> a fresh network in train mode, ``train_epoch(net, opt,
+    items, gen)`` -> mean training loss, ``evaluate(net, items)`` -> {"loss", *metrics},
+    ``metrics`` (names printed as val_<name> after val_loss), ``data`` for training.json.
+    ``digest`` is the data's sha256 a resume must match (the caller checks it and
+    ``recipe`` against run.state before calling). ``baseline_first`` prints the untrained
+    network's line before the split line (the multi-task recipe's order).
+    """
+    st = run.state
+    done = st["done"] if st else []
+    gen = torch.Generator()
+
+    def metric_text(vm):
+        return "".join(" val_%s %s" % (m, fmt(vm[m])) for m in metrics)
+
+    for r in range(len(done), args.repeats):
+        train_p, val_p = patient_split(patients, args.val_fraction, args.seed, r)
+        tr = [it for it, p in zip(items, patients) if p in set(train_p)]
+        va = [it for it, p in zip(items, patients) if p in set(val_p)]
+        torch.manual_seed(args.seed * 1000 + r)
+        gen.manual_seed(args.seed * 1000 + r)
+        net = build()
+        opt, sched = make_optimizer(net.parameters(), args.lr, args.patience)
+        history, best, start = [], None, 0
+        if st is not None and st.get("current") and st["current"]["repeat"] == r:
+            cur = st["current"]
+            net.load_state_dict(cur["model"])
+            opt.load_state_dict(cur["opt"])
+            sched.load_state_dict(cur["sched"])
+            set_rng_state(gen, cur["rng"])
+            history, best, start = cur["history"], cur["best"], cur["epoch"]
+        split_line = ("split %d/%d: %d train %s (%d patients), %d validation %s (%d patients)"
+                      % (r + 1, args.repeats, len(tr), unit, len(train_p), len(va), unit,
+                         len(val_p)))
+        if not baseline_first:
+            print(split_line, flush=True)
+        if start == 0:
+            # The untrained network's validation metrics: the baseline learning is judged by.
+            vm = evaluate(net, va)
+            history.append({"epoch": 0, "train_loss": None, "lr": args.lr, "val": vm})
+            print("split %d/%d epoch 0/%d (untrained) val_loss %.4f%s"
+                  % (r + 1, args.repeats, args.epochs, vm["loss"], metric_text(vm)),
+                  flush=True)
+        if baseline_first:
+            print(split_line, flush=True)
+        for epoch in range(start, args.epochs):
+            t0 = time.time()
+            tl = train_epoch(net, opt, tr, gen)
+            vm = evaluate(net, va)
+            lr = opt.param_groups[0]["lr"]
+            sched.step(vm["loss"])
+            history.append({"epoch": epoch + 1, "train_loss": tl, "lr": lr, "val": vm})
+            if best is None or vm["loss"] < best["val"]["loss"]:
+                best = {"epoch": epoch + 1, "val": vm, "model": {
+                    k: v.clone() for k, v in networks.exported_state(net).items()}}
+            st = {"manifest_sha256": digest, "recipe": recipe, "done": done,
+                  "current": {"repeat": r, "epoch": epoch + 1, "model": net.state_dict(),
+                              "opt": opt.state_dict(), "sched": sched.state_dict(),
+                              "rng": rng_state(gen), "history": history, "best": best}}
+            run.save(st)
+            # Printed after the save: a line seen means that epoch survives a kill.
+            print("split %d/%d epoch %d/%d train_loss %.4f val_loss %.4f%s lr %g (%.1f s)"
+                  % (r + 1, args.repeats, epoch + 1, args.epochs, tl, vm["loss"],
+                     metric_text(vm), lr, time.time() - t0), flush=True)
+        sub = args.out if r == 0 else os.path.join(args.out, "repeat%d" % r)
+        os.makedirs(sub, exist_ok=True)
+        save_checkpoint(sub, net_name, best["model"])
+        done.append({"repeat": r, "train_patients": train_p, "val_patients": val_p,
+                     "train_" + unit: len(tr), "val_" + unit: len(va),
+                     "best_epoch": best["epoch"], "val": best["val"], "history": history})
+        st = {"manifest_sha256": digest, "recipe": recipe, "done": done, "current": None}
+        run.save(st)
+    summary = {k: mean_sd([d["val"][k] for d in done]) for k in ("loss",) + tuple(metrics)}
+    info = {"network": net_name, "command": "train.py %s " % net_name + " ".join(argv),
+            "seed": args.seed, "recipe": recipe, "data": data,
+            "splits": done, "validation": summary,
+            "checkpoint": "checkpoint.pt holds split 1's lowest-validation-loss epoch"}
+    write_json(os.path.join(args.out, "training.json"), info)
+    return summary, len(done)

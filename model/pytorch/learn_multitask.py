@@ -46,7 +46,6 @@ interrupted or not.
 import argparse
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -240,72 +239,17 @@ def main(argv):
         print("train.py multitask: error: --resume with a different manifest or recipe than "
               "%s" % run.path, file=sys.stderr)
         return 1
-    done = st["done"] if st else []
-    gen = torch.Generator()
-    for r in range(len(done), args.repeats):
-        train_p, val_p = lc.patient_split(patients, args.val_fraction, args.seed, r)
-        tr = [it for it in items if it[3] in set(train_p)]
-        va = [it for it in items if it[3] in set(val_p)]
-        torch.manual_seed(args.seed * 1000 + r)
-        gen.manual_seed(args.seed * 1000 + r)
-        net = networks.build("multitask", args.activation).train()
-        opt, sched = lc.make_optimizer(net.parameters(), args.lr, args.patience)
-        history, best, start = [], None, 0
-        if st is not None and st.get("current") and st["current"]["repeat"] == r:
-            cur = st["current"]
-            net.load_state_dict(cur["model"])
-            opt.load_state_dict(cur["opt"])
-            sched.load_state_dict(cur["sched"])
-            lc.set_rng_state(gen, cur["rng"])
-            history, best, start = cur["history"], cur["best"], cur["epoch"]
-        if start == 0:
-            # The untrained network's validation metrics: the baseline learning is judged by.
-            vm = evaluate(net, va, args.size, args.lam, args.batch)
-            history.append({"epoch": 0, "train_loss": None, "lr": args.lr, "val": vm})
-            print("split %d/%d epoch 0/%d (untrained) val_loss %.4f val_auc %s val_dice %s"
-                  % (r + 1, args.repeats, args.epochs, vm["loss"], lc.fmt(vm["auc"]),
-                     lc.fmt(vm["dice"])), flush=True)
-        print("split %d/%d: %d train patches (%d patients), %d validation patches (%d patients)"
-              % (r + 1, args.repeats, len(tr), len(train_p), len(va), len(val_p)), flush=True)
-        for epoch in range(start, args.epochs):
-            t0 = time.time()
-            tl = train_epoch(net, opt, tr, args.size, args.lam, args.batch, gen,
-                             not args.no_augment)
-            vm = evaluate(net, va, args.size, args.lam, args.batch)
-            lr = opt.param_groups[0]["lr"]
-            sched.step(vm["loss"])
-            history.append({"epoch": epoch + 1, "train_loss": tl, "lr": lr, "val": vm})
-            if best is None or vm["loss"] < best["val"]["loss"]:
-                best = {"epoch": epoch + 1, "val": vm, "model": {
-                    k: v.clone() for k, v in networks.exported_state(net).items()}}
-            st = {"manifest_sha256": digest, "recipe": recipe(args), "done": done,
-                  "current": {"repeat": r, "epoch": epoch + 1, "model": net.state_dict(),
-                              "opt": opt.state_dict(), "sched": sched.state_dict(),
-                              "rng": lc.rng_state(gen), "history": history, "best": best}}
-            run.save(st)
-            # Printed after the save: a line seen means that epoch survives a kill.
-            print("split %d/%d epoch %d/%d train_loss %.4f val_loss %.4f val_auc %s "
-                  "val_dice %s lr %g (%.1f s)"
-                  % (r + 1, args.repeats, epoch + 1, args.epochs, tl, vm["loss"],
-                     lc.fmt(vm["auc"]), lc.fmt(vm["dice"]), lr, time.time() - t0), flush=True)
-        sub = args.out if r == 0 else os.path.join(args.out, "repeat%d" % r)
-        os.makedirs(sub, exist_ok=True)
-        lc.save_checkpoint(sub, "multitask", best["model"])
-        done.append({"repeat": r, "train_patients": train_p, "val_patients": val_p,
-                     "train_patches": len(tr), "val_patches": len(va),
-                     "best_epoch": best["epoch"], "val": best["val"], "history": history})
-        st = {"manifest_sha256": digest, "recipe": recipe(args), "done": done, "current": None}
-        run.save(st)
-    summary = {k: lc.mean_sd([d["val"][k] for d in done]) for k in ("loss", "auc", "dice")}
-    info = {"network": "multitask", "command": "train.py multitask " + " ".join(argv),
-            "seed": args.seed, "recipe": recipe(args),
-            "data": {"manifest": os.path.basename(args.manifest), "manifest_sha256": digest,
-                     "patches": len(items), "patients": len(set(patients))},
-            "splits": done, "validation": summary,
-            "checkpoint": "checkpoint.pt holds split 1's lowest-validation-loss epoch"}
-    lc.write_json(os.path.join(args.out, "training.json"), info)
+    summary, n = lc.train_splits(
+        args, argv, run, "multitask", digest, recipe(args), items, patients, "patches",
+        build=lambda: networks.build("multitask", args.activation).train(),
+        train_epoch=lambda net, opt, tr, gen: train_epoch(
+            net, opt, tr, args.size, args.lam, args.batch, gen, not args.no_augment),
+        evaluate=lambda net, va: evaluate(net, va, args.size, args.lam, args.batch),
+        metrics=("auc", "dice"), baseline_first=True,
+        data={"manifest": os.path.basename(args.manifest), "manifest_sha256": digest,
+              "patches": len(items), "patients": len(set(patients))})
     print("validation over %d split(s): loss %s +- %s, patch AUC %s +- %s, pixel Dice %s +- %s"
-          % (len(done), lc.fmt(summary["loss"]["mean"]), lc.fmt(summary["loss"]["sd"]),
+          % (n, lc.fmt(summary["loss"]["mean"]), lc.fmt(summary["loss"]["sd"]),
              lc.fmt(summary["auc"]["mean"]), lc.fmt(summary["auc"]["sd"]),
              lc.fmt(summary["dice"]["mean"]), lc.fmt(summary["dice"]["sd"])))
     print("wrote %s and %s" % (os.path.join(args.out, "checkpoint.pt"),

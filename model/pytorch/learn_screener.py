@@ -29,7 +29,6 @@ import argparse
 import hashlib
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -160,70 +159,15 @@ def main(argv):
         print("train.py screener: error: --resume with different features or recipe than %s"
               % run.path, file=sys.stderr)
         return 1
-    done = st["done"] if st else []
-    gen = torch.Generator()
-    for r in range(len(done), args.repeats):
-        train_p, val_p = lc.patient_split(patients, args.val_fraction, args.seed, r)
-        tr = [it for it in items if it[2] in set(train_p)]
-        va = [it for it in items if it[2] in set(val_p)]
-        torch.manual_seed(args.seed * 1000 + r)
-        gen.manual_seed(args.seed * 1000 + r)
-        net = networks.build("screener").train()
-        opt, sched = lc.make_optimizer(net.parameters(), args.lr, args.patience)
-        history, best, start = [], None, 0
-        if st is not None and st.get("current") and st["current"]["repeat"] == r:
-            cur = st["current"]
-            net.load_state_dict(cur["model"])
-            opt.load_state_dict(cur["opt"])
-            sched.load_state_dict(cur["sched"])
-            lc.set_rng_state(gen, cur["rng"])
-            history, best, start = cur["history"], cur["best"], cur["epoch"]
-        print("split %d/%d: %d train slides (%d patients), %d validation slides (%d patients)"
-              % (r + 1, args.repeats, len(tr), len(train_p), len(va), len(val_p)), flush=True)
-        if start == 0:
-            vm = evaluate(net, va, args.batch)
-            history.append({"epoch": 0, "train_loss": None, "lr": args.lr, "val": vm})
-            print("split %d/%d epoch 0/%d (untrained) val_loss %.4f val_auc %s"
-                  % (r + 1, args.repeats, args.epochs, vm["loss"], lc.fmt(vm["auc"])),
-                  flush=True)
-        for epoch in range(start, args.epochs):
-            t0 = time.time()
-            tl = train_epoch(net, opt, tr, args.batch, gen)
-            vm = evaluate(net, va, args.batch)
-            lr = opt.param_groups[0]["lr"]
-            sched.step(vm["loss"])
-            history.append({"epoch": epoch + 1, "train_loss": tl, "lr": lr, "val": vm})
-            if best is None or vm["loss"] < best["val"]["loss"]:
-                best = {"epoch": epoch + 1, "val": vm, "model": {
-                    k: v.clone() for k, v in networks.exported_state(net).items()}}
-            st = {"manifest_sha256": digest, "recipe": recipe(args), "done": done,
-                  "current": {"repeat": r, "epoch": epoch + 1, "model": net.state_dict(),
-                              "opt": opt.state_dict(), "sched": sched.state_dict(),
-                              "rng": lc.rng_state(gen), "history": history, "best": best}}
-            run.save(st)
-            # Printed after the save: a line seen means that epoch survives a kill.
-            print("split %d/%d epoch %d/%d train_loss %.4f val_loss %.4f val_auc %s lr %g "
-                  "(%.1f s)" % (r + 1, args.repeats, epoch + 1, args.epochs, tl, vm["loss"],
-                                lc.fmt(vm["auc"]), lr, time.time() - t0), flush=True)
-        sub = args.out if r == 0 else os.path.join(args.out, "repeat%d" % r)
-        os.makedirs(sub, exist_ok=True)
-        lc.save_checkpoint(sub, "screener", best["model"])
-        done.append({"repeat": r, "train_patients": train_p, "val_patients": val_p,
-                     "train_slides": len(tr), "val_slides": len(va),
-                     "best_epoch": best["epoch"], "val": best["val"], "history": history})
-        st = {"manifest_sha256": digest, "recipe": recipe(args), "done": done, "current": None}
-        run.save(st)
-    summary = {k: lc.mean_sd([d["val"][k] for d in done]) for k in ("loss", "auc")}
-    info = {"network": "screener", "command": "train.py screener " + " ".join(argv),
-            "seed": args.seed, "recipe": recipe(args),
-            "data": {"features": os.path.basename(args.features), "features_sha256": digest,
-                     "npy_sha256": npy_digest, "slides": len(items),
-                     "patients": len(set(patients))},
-            "splits": done, "validation": summary,
-            "checkpoint": "checkpoint.pt holds split 1's lowest-validation-loss epoch"}
-    lc.write_json(os.path.join(args.out, "training.json"), info)
+    summary, n = lc.train_splits(
+        args, argv, run, "screener", digest, recipe(args), items, patients, "slides",
+        build=lambda: networks.build("screener").train(),
+        train_epoch=lambda net, opt, tr, gen: train_epoch(net, opt, tr, args.batch, gen),
+        evaluate=lambda net, va: evaluate(net, va, args.batch), metrics=("auc",),
+        data={"features": os.path.basename(args.features), "features_sha256": digest,
+              "npy_sha256": npy_digest, "slides": len(items), "patients": len(set(patients))})
     print("validation over %d split(s): loss %s +- %s, slide AUC %s +- %s"
-          % (len(done), lc.fmt(summary["loss"]["mean"]), lc.fmt(summary["loss"]["sd"]),
+          % (n, lc.fmt(summary["loss"]["mean"]), lc.fmt(summary["loss"]["sd"]),
              lc.fmt(summary["auc"]["mean"]), lc.fmt(summary["auc"]["sd"])))
     print("wrote %s and %s" % (os.path.join(args.out, "checkpoint.pt"),
                                os.path.join(args.out, "training.json")))
