@@ -301,7 +301,7 @@ static int evaluate(const gs_labelled *l, const dice_cells *dice, const char *ou
     }
     double hist_x[22], hist_y[22];
     size_t n_dice = 0;
-    if (l->annotations) {
+    if (l->in.annotations) {
         /* Pooled: every cell of every measured slide counts once (paper eq. 3 over the set). */
         int64_t cells_both = 0, pred = 0, truth = 0;
         double sum = 0;

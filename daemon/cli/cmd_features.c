@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "daemon/cli/labelled.h"
@@ -49,18 +50,20 @@ static void usage(FILE *f)
 /* The row count of a k x 512 float32 .npy written by the coordinator, from its size. */
 static long npy_rows(const char *path)
 {
-    size_t len;
-    uint8_t *b = gs_read_file(path, (size_t)1 << 30, &len);
-    if (!b)
+    /* The 10-byte preamble and the file's size say it; the matrix itself is not read. */
+    uint8_t b[10];
+    struct stat st;
+    FILE *f = fopen(path, "rb");
+    if (!f)
         return -1;
-    long k = -1;
-    if (len >= 10 && !memcmp(b, "\x93NUMPY", 6)) {
-        size_t head = 10 + (size_t)(b[8] | b[9] << 8);
-        if (head <= len && (len - head) % (512 * sizeof(float)) == 0)
-            k = (long)((len - head) / (512 * sizeof(float)));
-    }
-    free(b);
-    return k;
+    int ok = fread(b, 1, sizeof b, f) == sizeof b && fstat(fileno(f), &st) == 0;
+    fclose(f);
+    if (!ok || memcmp(b, "\x93NUMPY", 6))
+        return -1;
+    size_t head = 10 + (size_t)(b[8] | b[9] << 8), len = (size_t)st.st_size;
+    if (head > len || (len - head) % (512 * sizeof(float)) != 0)
+        return -1;
+    return (long)((len - head) / (512 * sizeof(float)));
 }
 
 /* A CSV field (daemon/cli/labels' quoting) written to f. */
@@ -135,7 +138,6 @@ int gs_cmd_features(int argc, char **argv)
         char npy[PATH_MAX + 64];
         snprintf(npy, sizeof npy, "%s/%s.npy", fdir, r->slide_id);
         long k = r->slide_id[0] ? npy_rows(npy) : -1;
-        gs_error_clear();
         if (k <= 0) {
             fprintf(stderr, "gastroscreen features: %s: no features (%s%s%s)\n", r->slide,
                     r->verdict[0] ? r->verdict : "no report", r->reason && r->reason[0] ? ": " : "",

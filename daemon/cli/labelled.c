@@ -34,7 +34,6 @@ int gs_labelled_read(const char *path, const char *ann_dir, gs_labelled *out)
         return gs_error_set("out of memory");
     }
     out->n = out->in.n;
-    out->annotations = out->in.annotations;
     for (size_t i = 0; i < out->n; i++) {
         const gs_label *g = &out->in.rows[i];
         out->rows[i] = (gs_labelled_slide){.slide = g->slide,

@@ -38,8 +38,7 @@ typedef struct {
 typedef struct {
     gs_labels in;
     gs_labelled_slide *rows;
-    size_t n;
-    int annotations; /* some slide has an annotation */
+    size_t n; /* = in.n; in.annotations says whether any slide has an annotation */
 } gs_labelled;
 
 /* Reads the CSV (daemon/cli/labels) and makes one row per slide, without verdicts. Returns 0,
