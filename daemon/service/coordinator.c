@@ -58,11 +58,60 @@ void coord_fill_provenance(const gs_coordinator *c, Gastroscreen__V1__ModelProve
     *mp = c->model;
 }
 
+void coord_peer_logf(gs_coordinator *c, const gs_peer *p, const char *fmt, ...)
+{
+    static const gs_peer none = {.len = 0};
+    if (!p)
+        p = &none;
+    int64_t now = coord_now_ms(c);
+    size_t slot = 0;
+    for (size_t i = 0; i < PEER_LOG_SLOTS; i++) {
+        if (c->peer_log[i].peer.len == p->len &&
+            memcmp(c->peer_log[i].peer.id, p->id, p->len) == 0 &&
+            (c->peer_log[i].next_ms || c->peer_log[i].suppressed)) {
+            slot = i;
+            goto found;
+        }
+        if (c->peer_log[i].next_ms < c->peer_log[slot].next_ms)
+            slot = i;
+    }
+    c->peer_log[slot].peer = *p;
+    c->peer_log[slot].next_ms = 0;
+    c->peer_log[slot].suppressed = 0;
+found:
+    if (now < c->peer_log[slot].next_ms) {
+        c->peer_log[slot].suppressed++;
+        return;
+    }
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (c->peer_log[slot].suppressed)
+        coord_logf(c, "%s (and %llu more from this peer not logged)", msg,
+                   (unsigned long long)c->peer_log[slot].suppressed);
+    else
+        coord_logf(c, "%s", msg);
+    c->peer_log[slot].suppressed = 0;
+    c->peer_log[slot].next_ms = now + PEER_LOG_MS;
+}
+
 void coord_count_malformed(gs_coordinator *c, const char *what, const gs_peer *p)
 {
-    (void)p;
     c->st.malformed[GS_COORD_SOCKET_WORK]++;
-    coord_logf(c, "work: malformed %s dropped", what);
+    coord_peer_logf(c, p, "work: malformed %s dropped", what);
+}
+
+void coord_refuse_result(gs_coordinator *c, const gs_peer *p, const worker *w, const char *what,
+                         const char *why)
+{
+    c->st.results_refused++;
+    if (w)
+        coord_peer_logf(c, p, "work: %s from worker %s (%s) refused: %s", what, w->id,
+                        gs_stage_name(w->stage), why);
+    else
+        coord_peer_logf(c, p, "work: %s refused: %s", what, why);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -289,6 +338,23 @@ void gs_coordinator_destroy(gs_coordinator **pc)
 /* ------------------------------------------------------------------------------------------ */
 /* the loop */
 
+/* 1 when a result comes from a worker that said hello as one of the stages sending such
+ * results (stage, or also_stage; -1 = none), else counts and logs the refusal and returns 0.
+ * Which job or tile it answers is checked by its handler. */
+static int sender_ok(gs_coordinator *c, const worker *w, const gs_peer *from, const char *what,
+                     int stage, int also_stage)
+{
+    if (!w) {
+        coord_refuse_result(c, from, NULL, what, "the sender never said hello");
+        return 0;
+    }
+    if (w->stage != stage && w->stage != also_stage) {
+        coord_refuse_result(c, from, w, what, "not a result this stage sends");
+        return 0;
+    }
+    return 1;
+}
+
 /* Routes one message of the work socket to its handler. Returns 0, or -1 on a fatal error
  * (the handler's). */
 static int on_work(gs_coordinator *c, gs_inbound *in)
@@ -313,33 +379,47 @@ static int on_work(gs_coordinator *c, gs_inbound *in)
         if (w)
             w->free_slots = m->ready->free_slots;
         else
-            coord_send_heartbeat(c, &in->from); /* unknown: it will say hello again */
+            coord_send_heartbeat(c, &in->from, 1); /* unknown: it says hello again */
         return 0;
     case GASTROSCREEN__V1__WORK_MESSAGE__BODY_WORKER_HEARTBEAT:
         if (w)
             coord_on_heartbeat(c, w, m->worker_heartbeat);
         else
-            coord_send_heartbeat(c, &in->from);
+            coord_send_heartbeat(c, &in->from, 1);
         return 0;
     case GASTROSCREEN__V1__WORK_MESSAGE__BODY_GOODBYE:
         if (w)
             return coord_on_goodbye(c, w, m->goodbye);
         return 0;
     case GASTROSCREEN__V1__WORK_MESSAGE__BODY_PLAN_RESULT:
-        return coord_on_plan_result(c, m->plan_result);
+        if (!sender_ok(c, w, &in->from, "PlanResult", GASTROSCREEN__V1__STAGE__STAGE_FOREGROUND,
+                       -1))
+            return 0;
+        return coord_on_plan_result(c, w, m->plan_result);
     case GASTROSCREEN__V1__WORK_MESSAGE__BODY_TILE_JOB_DONE:
-        coord_remove_job(c, m->tile_job_done->job_id);
+        if (sender_ok(c, w, &in->from, "TileJobDone", GASTROSCREEN__V1__STAGE__STAGE_TILER, -1))
+            coord_on_tile_job_done(c, w, m->tile_job_done);
         return 0;
     case GASTROSCREEN__V1__WORK_MESSAGE__BODY_TILE_RESULT:
-        coord_on_tile_result(c, m->tile_result);
+        /* the tiler reports a tile it could not read */
+        if (sender_ok(c, w, &in->from, "TileResult", GASTROSCREEN__V1__STAGE__STAGE_INFER,
+                      GASTROSCREEN__V1__STAGE__STAGE_TILER))
+            coord_on_tile_result(c, w, m->tile_result);
         return 0;
     case GASTROSCREEN__V1__WORK_MESSAGE__BODY_BLUR_RESULT:
-        coord_on_blur_result(c, m->blur_result);
+        if (sender_ok(c, w, &in->from, "BlurResult", GASTROSCREEN__V1__STAGE__STAGE_BLUR, -1))
+            coord_on_blur_result(c, w, m->blur_result);
         return 0;
     case GASTROSCREEN__V1__WORK_MESSAGE__BODY_SCREEN_RESULT:
-        return coord_on_screen_result(c, m->screen_result);
+        if (!sender_ok(c, w, &in->from, "ScreenResult", GASTROSCREEN__V1__STAGE__STAGE_SCREENER,
+                       -1))
+            return 0;
+        return coord_on_screen_result(c, w, m->screen_result);
     case GASTROSCREEN__V1__WORK_MESSAGE__BODY_REPORT_RESULT:
-        return coord_on_report_result(c, m->report_result);
+        if (!sender_ok(c, w, &in->from, "ReportResult", GASTROSCREEN__V1__STAGE__STAGE_REPORTER,
+                       -1))
+            return 0;
+        return coord_on_report_result(c, w, m->report_result);
     default:
         /* A coordinator-to-worker body sent to the coordinator. */
         c->st.wrong_type[GS_COORD_SOCKET_WORK]++;

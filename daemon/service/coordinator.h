@@ -84,7 +84,10 @@ typedef struct {
     uint64_t failed_poison;                    /* FAILED verdicts for poison */
     uint64_t malformed[GS_COORD_SOCKET_COUNT]; /* incl. content checks */
     uint64_t wrong_type[GS_COORD_SOCKET_COUNT];
-    uint64_t stale, duplicates;                 /* results ignored by the fence / ledger */
+    uint64_t stale, duplicates; /* results ignored by the fence / ledger */
+    /* results refused: from a peer that never said hello, a worker of another stage, or one
+     * that was not given the job or tile they answer (PROTOCOL.md §9) */
+    uint64_t results_refused;
     uint64_t tiles_recorded, tiles_rerequested; /* ledger outcomes, re-requests sent */
     uint64_t jobs_sent, jobs_resent;
     uint64_t workers_welcomed, workers_refused, workers_lost, workers_goodbye;

@@ -37,6 +37,10 @@
 #include "stages/runtime/fileio.h"
 
 #define MAX_HAND 32
+/* Peers remembered by the rate limit of coord_peer_logf: more than a service has workers and
+ * clients misbehaving at once; an older slot is reused (that peer may log once more). */
+#define PEER_LOG_SLOTS 32
+#define PEER_LOG_MS 10000
 
 typedef Gastroscreen__V1__WorkMessage WorkMessage;
 
@@ -52,6 +56,7 @@ typedef struct {
     uint32_t batch;
     uint32_t free_slots;
     int64_t last_heard, last_sent, last_used;
+    int64_t welcomed_at; /* clock_ms of its welcome: tiles requested before it never reached it */
     gs_coordinator_stage_stats st;
     struct {
         char slide[GS_SLIDE_ID_LEN + 1];
@@ -131,6 +136,13 @@ struct gs_coordinator {
     uint64_t rate_hist[11];
     int64_t rate_time[11];
     gs_coordinator_stats st; /* loop-owned counters */
+    /* Log lines about one peer's bad messages: at most one per peer every PEER_LOG_MS, the
+     * rest counted and reported with the next line (a hostile peer cannot flood the log). */
+    struct {
+        gs_peer peer;
+        int64_t next_ms;
+        uint64_t suppressed;
+    } peer_log[PEER_LOG_SLOTS];
     pthread_mutex_t snap_lock;
     gs_coordinator_stats snap;
 };
@@ -145,8 +157,19 @@ int64_t coord_now_ms(const gs_coordinator *c);
 void coord_logf(const gs_coordinator *c, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
-/* Counts a malformed message on the work socket and logs what was dropped. */
+/* Logs one line about a peer's bad message unless that peer logged within PEER_LOG_MS (then
+ * the line is counted and its number told with the next). p NULL: the lines share one slot. */
+void coord_peer_logf(gs_coordinator *c, const gs_peer *p, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Counts a malformed message on the work socket and logs what was dropped (rate-limited per
+ * peer, p may be NULL). */
 void coord_count_malformed(gs_coordinator *c, const char *what, const gs_peer *p);
+
+/* Counts a result refused because its sender was not given the job it answers, and logs why
+ * (rate-limited per peer, PROTOCOL.md §9). w is the sender when it said hello, else NULL. */
+void coord_refuse_result(gs_coordinator *c, const gs_peer *p, const worker *w, const char *what,
+                         const char *why);
 
 /* Copies the coordinator's model provenance into *mp (strings borrowed, not copied). */
 void coord_fill_provenance(const gs_coordinator *c, Gastroscreen__V1__ModelProvenance *mp);
@@ -173,12 +196,16 @@ int coord_job_sent(gs_coordinator *c, worker *w, int kind, slide_rt *rt, uint64_
 /* Forgets the job (answered, handed back, past its deadline); an unknown id is a no-op. */
 void coord_remove_job(gs_coordinator *c, uint64_t id);
 
+/* The open job of that id, or NULL. Points into c->jobs (moves when jobs are added/removed). */
+job *coord_job_find(gs_coordinator *c, uint64_t id);
+
 /* Puts up to max tile inboxes of the stage's workers in eps (pointers into c->workers) and
  * their summed batch sizes in *batch_sum (may be NULL). Returns how many. */
 size_t coord_inboxes(gs_coordinator *c, int stage, char **eps, size_t max, uint32_t *batch_sum);
 
-/* Sends a coordinator heartbeat to a peer (a quiet worker, or one not known: it says hello). */
-void coord_send_heartbeat(gs_coordinator *c, const gs_peer *to);
+/* Sends a coordinator heartbeat to a peer: a quiet worker, or (say_hello = 1) a peer not known
+ * as a worker, which then says hello again. */
+void coord_send_heartbeat(gs_coordinator *c, const gs_peer *to, int say_hello);
 
 /* WorkerHello: welcomes or refuses the worker; a worker saying hello again gives up its jobs. */
 void coord_on_hello(gs_coordinator *c, const gs_peer *from, const Gastroscreen__V1__WorkerHello *h);
@@ -283,12 +310,15 @@ gs_slide_method coord_plan_method(const Gastroscreen__V1__PlanResult *p);
 void coord_note_tile(gs_coordinator *c, int r);
 
 /* The coord_on_*_result handlers are called only by the work loop, which has checked the
- * message's fence (gs_fence_ok) already. */
-int coord_on_plan_result(gs_coordinator *c, const Gastroscreen__V1__PlanResult *p);
-void coord_on_tile_result(gs_coordinator *c, const Gastroscreen__V1__TileResult *t);
-void coord_on_blur_result(gs_coordinator *c, const Gastroscreen__V1__BlurResult *b);
-int coord_on_screen_result(gs_coordinator *c, const Gastroscreen__V1__ScreenResult *s);
-int coord_on_report_result(gs_coordinator *c, const Gastroscreen__V1__ReportResult *r);
+ * message's fence (gs_fence_ok) already and that w, the sender, said hello as a worker of a
+ * stage that sends such results. Each then checks that w was given the job (or the tile) the
+ * result answers (PROTOCOL.md §9). */
+int coord_on_plan_result(gs_coordinator *c, worker *w, const Gastroscreen__V1__PlanResult *p);
+void coord_on_tile_job_done(gs_coordinator *c, worker *w, const Gastroscreen__V1__TileJobDone *d);
+void coord_on_tile_result(gs_coordinator *c, worker *w, const Gastroscreen__V1__TileResult *t);
+void coord_on_blur_result(gs_coordinator *c, worker *w, const Gastroscreen__V1__BlurResult *b);
+int coord_on_screen_result(gs_coordinator *c, worker *w, const Gastroscreen__V1__ScreenResult *s);
+int coord_on_report_result(gs_coordinator *c, worker *w, const Gastroscreen__V1__ReportResult *r);
 
 /* ------------------------------------------------------------------------------------------ */
 /* coordinator_query.c */

@@ -40,6 +40,38 @@ static int fence(gs_coordinator *c, const char *slide, uint32_t attempt, slide_r
     return 0;
 }
 
+/* 1 when the job the result names is open, of that kind and slide attempt, and was sent to w
+ * (PROTOCOL.md §9). A job no longer open (answered, or re-sent after its deadline) makes the
+ * result stale; a job sent to another worker, or of another kind or slide, is refused. Both
+ * are counted; 0 then. */
+static int job_ok(gs_coordinator *c, worker *w, const gs_peer *from, uint64_t job_id, int kind,
+                  const slide_rt *rt, const char *what)
+{
+    job *j = coord_job_find(c, job_id);
+    if (!j) {
+        c->st.stale++;
+        return 0;
+    }
+    if (j->worker != (int)(w - c->workers) || j->kind != kind || strcmp(j->slide, rt->id) != 0 ||
+        j->attempt != rt->attempt) {
+        coord_refuse_result(c, from, w, what, "the job it names was not sent to it");
+        return 0;
+    }
+    return 1;
+}
+
+/* 1 when tile `index` of the slide was requested after w said hello, so the tiler could have
+ * sent it to w's inbox (PROTOCOL.md §9), else counts and logs the refusal and returns 0. */
+static int tile_sent_to(gs_coordinator *c, worker *w, const slide_rt *rt, uint32_t index,
+                        const char *what)
+{
+    if (rt->sent_ms && rt->sent_ms[index] >= 0 && rt->sent_ms[index] >= w->welcomed_at)
+        return 1;
+    coord_refuse_result(c, &w->peer, w, what,
+                        "the tile was not requested since the worker said hello");
+    return 0;
+}
+
 /* Which method judged the sample. Workers of one bundle agree; a worker started without the
  * bundle (classical) next to one with a trained blur network would not, and the report must
  * not claim one method for both: the first stays, and the verdict says so in a warning. */
@@ -57,11 +89,11 @@ static void note_blur_method(slide_rt *rt, Gastroscreen__V1__Method m)
     }
 }
 
-int coord_on_plan_result(gs_coordinator *c, const Gastroscreen__V1__PlanResult *p)
+int coord_on_plan_result(gs_coordinator *c, worker *w, const Gastroscreen__V1__PlanResult *p)
 {
     slide_rt *rt;
     if (!gs_wire_str_ok(p->error, 1024) || !gs_wire_str_ok(p->unassessable_reason, 1024)) {
-        coord_count_malformed(c, "PlanResult", NULL);
+        coord_count_malformed(c, "PlanResult", &w->peer);
         return 0;
     }
     if (fence(c, p->slide_id, p->attempt, &rt) != 0)
@@ -70,6 +102,9 @@ int coord_on_plan_result(gs_coordinator *c, const Gastroscreen__V1__PlanResult *
         c->st.duplicates++;
         return 0;
     }
+    if (!job_ok(c, w, &w->peer, p->job_id, GASTROSCREEN__V1__JOB_KIND__JOB_KIND_PLAN, rt,
+                "PlanResult"))
+        return 0;
     coord_remove_job(c, p->job_id);
     if (p->error[0]) {
         rt->job_id = 0;
@@ -83,7 +118,7 @@ int coord_on_plan_result(gs_coordinator *c, const Gastroscreen__V1__PlanResult *
     for (size_t i = 0; ok && i < p->n_warnings; i++)
         ok = gs_wire_str_ok(p->warnings[i], 1024);
     if (!ok) {
-        coord_count_malformed(c, "PlanResult (plan incomplete)", NULL);
+        coord_count_malformed(c, "PlanResult (plan incomplete)", &w->peer);
         return 0;
     }
     /* The plan goes to the spool before PLANNED is journalled: the record references it. */
@@ -120,20 +155,56 @@ void coord_note_tile(gs_coordinator *c, int r)
         c->st.stale++;
 }
 
-void coord_on_tile_result(gs_coordinator *c, const Gastroscreen__V1__TileResult *t)
+void coord_on_tile_job_done(gs_coordinator *c, worker *w, const Gastroscreen__V1__TileJobDone *d)
+{
+    job *j = coord_job_find(c, d->job_id);
+    if (!j)
+        return; /* answered already, or given up with its worker */
+    if (j->worker != (int)(w - c->workers) ||
+        j->kind != GASTROSCREEN__V1__JOB_KIND__JOB_KIND_TILES) {
+        coord_refuse_result(c, &w->peer, w, "TileJobDone", "the job it names was not sent to it");
+        return;
+    }
+    coord_remove_job(c, d->job_id);
+}
+
+/* 1 when the tiler w holds an open tile job of the slide attempt (it reports the tiles of that
+ * job it could not read), else counts and logs the refusal and returns 0. */
+static int tiler_holds(gs_coordinator *c, worker *w, const slide_rt *rt)
+{
+    int idx = (int)(w - c->workers);
+    for (size_t i = 0; i < c->n_jobs; i++)
+        if (c->jobs[i].worker == idx &&
+            c->jobs[i].kind == GASTROSCREEN__V1__JOB_KIND__JOB_KIND_TILES &&
+            c->jobs[i].attempt == rt->attempt && strcmp(c->jobs[i].slide, rt->id) == 0)
+            return 1;
+    coord_refuse_result(c, &w->peer, w, "TileResult", "the tiler holds no tile job of the slide");
+    return 0;
+}
+
+void coord_on_tile_result(gs_coordinator *c, worker *w, const Gastroscreen__V1__TileResult *t)
 {
     slide_rt *rt;
     if (!gs_wire_str_ok(t->error, 1024)) {
-        coord_count_malformed(c, "TileResult", NULL);
+        coord_count_malformed(c, "TileResult", &w->peer);
         return;
     }
     if (fence(c, t->slide_id, t->attempt, &rt) != 0)
         return;
     if (!rt->ledger || t->tile_index >= gs_ledger_tile_count(rt->ledger)) {
         coord_count_malformed(c, rt->ledger ? "TileResult (index)" : "TileResult (no plan yet)",
-                              NULL);
+                              &w->peer);
         return;
     }
+    if (w->stage == GASTROSCREEN__V1__STAGE__STAGE_TILER) {
+        if (t->outcome != GASTROSCREEN__V1__TILE_OUTCOME__TILE_OUTCOME_ERROR) {
+            coord_refuse_result(c, &w->peer, w, "TileResult", "a tiler reports only failed reads");
+            return;
+        }
+        if (!tiler_holds(c, w, rt))
+            return;
+    } else if (!tile_sent_to(c, w, rt, t->tile_index, "TileResult"))
+        return;
     int64_t now = coord_now_ms(c);
     if (t->outcome == GASTROSCREEN__V1__TILE_OUTCOME__TILE_OUTCOME_ERROR) {
         if (rt->phase != PH_BLUR && rt->phase != PH_INFER) {
@@ -141,7 +212,7 @@ void coord_on_tile_result(gs_coordinator *c, const Gastroscreen__V1__TileResult 
             return;
         }
         if (rt->phase == PH_BLUR && !rt->is_sample[t->tile_index]) {
-            coord_count_malformed(c, "TileResult (not a sample tile)", NULL);
+            coord_count_malformed(c, "TileResult (not a sample tile)", &w->peer);
             return;
         }
         coord_note_tile(c, gs_ledger_failed_request(rt->ledger, t->attempt, t->tile_index,
@@ -149,7 +220,7 @@ void coord_on_tile_result(gs_coordinator *c, const Gastroscreen__V1__TileResult 
         return;
     }
     if (rt->phase == PH_BLUR || rt->phase == PH_PLAN) {
-        coord_count_malformed(c, "TileResult (before inference)", NULL);
+        coord_count_malformed(c, "TileResult (before inference)", &w->peer);
         return;
     }
     if (rt->phase != PH_INFER) {
@@ -160,21 +231,21 @@ void coord_on_tile_result(gs_coordinator *c, const Gastroscreen__V1__TileResult 
         if (t->n_feature != GS_FEATURE_DIM || !isfinite(t->score) || t->score < 0.f ||
             t->score > 1.f || t->heatmap_size != rt->hs ||
             t->heatmap.len != (size_t)rt->hs * rt->hs) {
-            coord_count_malformed(c, "TileResult (feature, score or heatmap)", NULL);
+            coord_count_malformed(c, "TileResult (feature, score or heatmap)", &w->peer);
             return;
         }
         for (size_t i = 0; i < GS_FEATURE_DIM; i++)
             if (!isfinite(t->feature[i])) {
-                coord_count_malformed(c, "TileResult (feature)", NULL);
+                coord_count_malformed(c, "TileResult (feature)", &w->peer);
                 return;
             }
     } else if (t->outcome == GASTROSCREEN__V1__TILE_OUTCOME__TILE_OUTCOME_BLURRY) {
         if (t->focus_method == GASTROSCREEN__V1__METHOD__METHOD_UNSPECIFIED) {
-            coord_count_malformed(c, "TileResult (blurry without a focus method)", NULL);
+            coord_count_malformed(c, "TileResult (blurry without a focus method)", &w->peer);
             return;
         }
     } else if (t->outcome != GASTROSCREEN__V1__TILE_OUTCOME__TILE_OUTCOME_BACKGROUND) {
-        coord_count_malformed(c, "TileResult (outcome)", NULL);
+        coord_count_malformed(c, "TileResult (outcome)", &w->peer);
         return;
     }
     if (t->focus_method != GASTROSCREEN__V1__METHOD__METHOD_UNSPECIFIED)
@@ -182,7 +253,7 @@ void coord_on_tile_result(gs_coordinator *c, const Gastroscreen__V1__TileResult 
     int r = gs_ledger_record(rt->ledger, t->attempt, t->tile_index, (gs_tile_outcome)t->outcome,
                              t->score, t->feature, now);
     if (r < 0) {
-        coord_count_malformed(c, "TileResult", NULL);
+        coord_count_malformed(c, "TileResult", &w->peer);
         return;
     }
     if (r == GS_LEDGER_RECORDED &&
@@ -194,32 +265,34 @@ void coord_on_tile_result(gs_coordinator *c, const Gastroscreen__V1__TileResult 
     coord_note_tile(c, r);
 }
 
-void coord_on_blur_result(gs_coordinator *c, const Gastroscreen__V1__BlurResult *b)
+void coord_on_blur_result(gs_coordinator *c, worker *w, const Gastroscreen__V1__BlurResult *b)
 {
     slide_rt *rt;
     if (!gs_wire_str_ok(b->error, 1024)) {
-        coord_count_malformed(c, "BlurResult", NULL);
+        coord_count_malformed(c, "BlurResult", &w->peer);
         return;
     }
     if (fence(c, b->slide_id, b->attempt, &rt) != 0)
         return;
     if (rt->phase != PH_BLUR) {
         if (rt->phase == PH_PLAN)
-            coord_count_malformed(c, "BlurResult (no plan yet)", NULL);
+            coord_count_malformed(c, "BlurResult (no plan yet)", &w->peer);
         else
             c->st.duplicates++;
         return;
     }
     if (b->tile_index >= gs_ledger_tile_count(rt->ledger) || !rt->is_sample[b->tile_index]) {
-        coord_count_malformed(c, "BlurResult (not a sample tile)", NULL);
+        coord_count_malformed(c, "BlurResult (not a sample tile)", &w->peer);
         return;
     }
+    if (!tile_sent_to(c, w, rt, b->tile_index, "BlurResult"))
+        return;
     int64_t now = coord_now_ms(c);
     int r = b->error[0]
                 ? gs_ledger_failed_request(rt->ledger, b->attempt, b->tile_index, b->error, now)
                 : gs_ledger_judge_blur(rt->ledger, b->attempt, b->tile_index, b->blurry, now);
     if (r < 0)
-        coord_count_malformed(c, "BlurResult", NULL);
+        coord_count_malformed(c, "BlurResult", &w->peer);
     else {
         if (!b->error[0]) {
             note_blur_method(rt, b->method);
@@ -229,11 +302,11 @@ void coord_on_blur_result(gs_coordinator *c, const Gastroscreen__V1__BlurResult 
     }
 }
 
-int coord_on_screen_result(gs_coordinator *c, const Gastroscreen__V1__ScreenResult *s)
+int coord_on_screen_result(gs_coordinator *c, worker *w, const Gastroscreen__V1__ScreenResult *s)
 {
     slide_rt *rt;
     if (!gs_wire_str_ok(s->error, 1024)) {
-        coord_count_malformed(c, "ScreenResult", NULL);
+        coord_count_malformed(c, "ScreenResult", &w->peer);
         return 0;
     }
     if (fence(c, s->slide_id, s->attempt, &rt) != 0)
@@ -242,6 +315,9 @@ int coord_on_screen_result(gs_coordinator *c, const Gastroscreen__V1__ScreenResu
         c->st.duplicates++;
         return 0;
     }
+    if (!job_ok(c, w, &w->peer, s->job_id, GASTROSCREEN__V1__JOB_KIND__JOB_KIND_SCREEN, rt,
+                "ScreenResult"))
+        return 0;
     if (s->error[0]) {
         coord_remove_job(c, s->job_id);
         coord_logf(c, "slide %s: screener error: %s", rt->id, s->error);
@@ -250,7 +326,7 @@ int coord_on_screen_result(gs_coordinator *c, const Gastroscreen__V1__ScreenResu
         return 0;
     }
     if (!isfinite(s->score) || s->score < 0.f || s->score > 1.f) {
-        coord_count_malformed(c, "ScreenResult (score)", NULL);
+        coord_count_malformed(c, "ScreenResult (score)", &w->peer);
         return 0;
     }
     coord_remove_job(c, s->job_id);
@@ -267,14 +343,14 @@ int coord_on_screen_result(gs_coordinator *c, const Gastroscreen__V1__ScreenResu
     return 0;
 }
 
-int coord_on_report_result(gs_coordinator *c, const Gastroscreen__V1__ReportResult *r)
+int coord_on_report_result(gs_coordinator *c, worker *w, const Gastroscreen__V1__ReportResult *r)
 {
     slide_rt *rt;
     if (!gs_wire_str_ok(r->error, 1024) ||
         (r->paths && (!gs_wire_str_ok(r->paths->report_json, 4096) ||
                       !gs_wire_str_ok(r->paths->heatmap_png, 4096) ||
                       !gs_wire_str_ok(r->paths->regions_geojson, 4096)))) {
-        coord_count_malformed(c, "ReportResult", NULL);
+        coord_count_malformed(c, "ReportResult", &w->peer);
         return 0;
     }
     if (fence(c, r->slide_id, r->attempt, &rt) != 0)
@@ -283,6 +359,9 @@ int coord_on_report_result(gs_coordinator *c, const Gastroscreen__V1__ReportResu
         c->st.duplicates++;
         return 0;
     }
+    if (!job_ok(c, w, &w->peer, r->job_id, GASTROSCREEN__V1__JOB_KIND__JOB_KIND_REPORT, rt,
+                "ReportResult"))
+        return 0;
     coord_remove_job(c, r->job_id);
     const char *json = r->paths ? r->paths->report_json : NULL;
     const char *png = r->paths ? r->paths->heatmap_png : NULL;

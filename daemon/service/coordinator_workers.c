@@ -82,6 +82,14 @@ void coord_remove_job(gs_coordinator *c, uint64_t id)
         }
 }
 
+job *coord_job_find(gs_coordinator *c, uint64_t id)
+{
+    for (size_t i = 0; id && i < c->n_jobs; i++)
+        if (c->jobs[i].id == id)
+            return &c->jobs[i];
+    return NULL;
+}
+
 int coord_job_sent(gs_coordinator *c, worker *w, int kind, slide_rt *rt, uint64_t id)
 {
     w->free_slots--;
@@ -123,10 +131,11 @@ static void send_welcome(gs_coordinator *c, const gs_peer *to, int accepted, con
     (void)gs_transport_send(c->work, to, &m.base, GS_SEND_DONTWAIT);
 }
 
-void coord_send_heartbeat(gs_coordinator *c, const gs_peer *to)
+void coord_send_heartbeat(gs_coordinator *c, const gs_peer *to, int say_hello)
 {
     Gastroscreen__V1__CoordinatorHeartbeat h = GASTROSCREEN__V1__COORDINATOR_HEARTBEAT__INIT;
     h.coordinator_id = c->coordinator_id;
+    h.say_hello = say_hello;
     WorkMessage m = GASTROSCREEN__V1__WORK_MESSAGE__INIT;
     m.protocol = GASTROSCREEN__V1__PROTOCOL_VERSION__PROTOCOL_VERSION_1;
     m.body_case = GASTROSCREEN__V1__WORK_MESSAGE__BODY_COORDINATOR_HEARTBEAT;
@@ -196,14 +205,37 @@ static int worker_gone(gs_coordinator *c, worker *w, int lost)
     return 0;
 }
 
+/* 1 when a worker id is printable ASCII without spaces: ids reach log lines and events, and
+ * a newline in one could forge a log line. */
+static int worker_id_ok(const char *id)
+{
+    if (!id[0])
+        return 0;
+    for (const unsigned char *p = (const unsigned char *)id; *p; p++)
+        if (*p <= ' ' || *p >= 0x7f)
+            return 0;
+    return 1;
+}
+
+/* 1 for the stages that load the bundle's networks (or their classical fallbacks): their
+ * hello must name the bundle, so a worker with another model, or none, is never sent tiles. */
+static int uses_model(int stage)
+{
+    return stage == GASTROSCREEN__V1__STAGE__STAGE_FOREGROUND ||
+           stage == GASTROSCREEN__V1__STAGE__STAGE_BLUR ||
+           stage == GASTROSCREEN__V1__STAGE__STAGE_INFER ||
+           stage == GASTROSCREEN__V1__STAGE__STAGE_SCREENER;
+}
+
 void coord_on_hello(gs_coordinator *c, const gs_peer *from, const Gastroscreen__V1__WorkerHello *h)
 {
-    if (!gs_wire_str_ok(h->worker_id, 255) || !h->worker_id[0] ||
+    if (!gs_wire_str_ok(h->worker_id, 255) || !worker_id_ok(h->worker_id) ||
         !gs_wire_str_ok(h->tile_inbox, 511) || !gs_wire_str_ok(h->host, 1024) ||
         !gs_wire_str_ok(h->version, 1024)) {
         coord_count_malformed(c, "WorkerHello", from);
         return;
     }
+    int64_t now = coord_now_ms(c);
     const char *reason = NULL;
     if (h->stage < GASTROSCREEN__V1__STAGE__STAGE_TILER ||
         h->stage > GASTROSCREEN__V1__STAGE__STAGE_REPORTER)
@@ -212,12 +244,25 @@ void coord_on_hello(gs_coordinator *c, const gs_peer *from, const Gastroscreen__
               h->stage == GASTROSCREEN__V1__STAGE__STAGE_INFER) &&
              !h->tile_inbox[0])
         reason = "a blur or infer worker must announce its tile_inbox";
+    else if (uses_model(h->stage) && c->model.sha256[0] &&
+             (!h->model || !h->model->sha256 || !h->model->sha256[0]))
+        reason = "a worker of this stage must name its model (WorkerHello.model)";
     else if (c->model.sha256[0] && h->model && h->model->sha256 && h->model->sha256[0] &&
              strcmp(h->model->sha256, c->model.sha256) != 0)
         reason = "model sha256 differs from the coordinator's";
+    /* An id in use by a worker heard from lately, on another connection, is not that worker
+     * coming back (it would say hello on its own connection, or after going quiet): ids are
+     * public (stats events), so taking one over must not make the real worker's jobs lost. */
+    for (size_t i = 0; !reason && i < c->n_workers; i++) {
+        const worker *o = &c->workers[i];
+        if (o->used && strcmp(o->id, h->worker_id) == 0 &&
+            !(o->peer.len == from->len && memcmp(o->peer.id, from->id, from->len) == 0) &&
+            now - o->last_heard < 2 * (int64_t)c->cfg->heartbeat_ms)
+            reason = "worker id in use by a live worker";
+    }
     if (reason) {
         c->st.workers_refused++;
-        coord_logf(c, "worker %s refused: %s", h->worker_id, reason);
+        coord_peer_logf(c, from, "worker %s refused: %s", h->worker_id, reason);
         send_welcome(c, from, 0, reason);
         return;
     }
@@ -250,8 +295,8 @@ void coord_on_hello(gs_coordinator *c, const gs_peer *from, const Gastroscreen__
     w->stage = h->stage;
     snprintf(w->inbox, sizeof w->inbox, "%s", h->tile_inbox);
     w->batch = h->batch_size;
-    int64_t now = coord_now_ms(c);
     w->last_heard = now;
+    w->welcomed_at = now;
     w->last_used = 0;
     c->st.workers_welcomed++;
     send_welcome(c, from, 1, "");
@@ -336,7 +381,7 @@ int coord_check_liveness(gs_coordinator *c)
             continue;
         }
         if (now - w->last_sent >= hb) {
-            coord_send_heartbeat(c, &w->peer);
+            coord_send_heartbeat(c, &w->peer, 0);
             w->last_sent = now;
         }
     }

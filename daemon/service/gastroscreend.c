@@ -83,6 +83,7 @@ static void collect(gs_metrics_sink *k, void *ud)
     }
     gs_metrics_sample(k, d->fam_ignored, "stale", (double)s.stale);
     gs_metrics_sample(k, d->fam_ignored, "duplicate", (double)s.duplicates);
+    gs_metrics_sample(k, d->fam_ignored, "refused", (double)s.results_refused);
     gs_metrics_sample(k, d->fam_tiles, "recorded", (double)s.tiles_recorded);
     gs_metrics_sample(k, d->fam_tiles, "rerequested", (double)s.tiles_rerequested);
     gs_metrics_sample(k, d->fam_jobs, "sent", (double)s.jobs_sent);
@@ -128,7 +129,9 @@ static int register_metrics(gs_metrics *m, daemon_state *d)
                                            "Messages of the wrong type dropped", "socket")) < 0 ||
         (d->fam_ignored =
              gs_metrics_counter(m, "gastroscreen_results_ignored_total",
-                                "Results ignored by the fence or the ledger", "reason")) < 0 ||
+                                "Results ignored: stale or duplicate (fence, ledger), or refused "
+                                "(not from the worker the job or tile was sent to)",
+                                "reason")) < 0 ||
         (d->fam_tiles = gs_metrics_counter(m, "gastroscreen_tiles_total",
                                            "Tile outcomes recorded and re-requests sent", "kind")) <
             0 ||

@@ -49,9 +49,34 @@ int gs_log_format(gs_log_record *r, const char *ident, const char *stage, const 
     return r->n;
 }
 
+size_t gs_log_escape(char *out, size_t cap, const char *in)
+{
+    GS_ASSERT(cap > 0);
+    size_t n = 0;
+    for (const unsigned char *p = (const unsigned char *)(in ? in : ""); *p; p++) {
+        if (*p >= 0x20 && *p != 0x7f) {
+            if (n + 1 >= cap)
+                break;
+            out[n++] = (char)*p;
+        } else {
+            if (n + 4 >= cap)
+                break;
+            snprintf(out + n, 5, "\\x%02x", *p);
+            n += 4;
+        }
+    }
+    out[n] = 0;
+    return n;
+}
+
 void gs_log_line(const char *ident, const char *stage, const char *slide_id, int priority,
                  const char *message)
 {
+    /* Messages quote what peers sent (worker ids, errors, paths): a newline in one must not
+     * start a line of its own in a text log. */
+    char esc[GS_LOG_MESSAGE_MAX + 1];
+    gs_log_escape(esc, sizeof esc, message);
+    message = esc;
     if (gs_log_to_journal()) {
         gs_log_record r;
         gs_log_format(&r, ident, stage, slide_id, priority, message);

@@ -47,9 +47,14 @@ int gs_log_to_journal(void);
 int gs_log_format(gs_log_record *r, const char *ident, const char *stage, const char *slide_id,
                   int priority, const char *message);
 
-/* Logs one line: to the journal with the fields of gs_log_format() when gs_log_to_journal(),
- * else "<ident>: <message>\n" on stderr. Errors of the journal are ignored (logging must not
- * fail the caller). */
+/* Copies `in` (NULL counts as "") to out, writing each control character (below 0x20, and
+ * 0x7f) as "\xNN" so that no text quoted from a peer can break or forge a log line; cut at
+ * cap - 1 bytes, never in the middle of an escape. Returns the length written. */
+size_t gs_log_escape(char *out, size_t cap, const char *in);
+
+/* Logs one line (control characters escaped by gs_log_escape): to the journal with the fields of
+ * gs_log_format() when gs_log_to_journal(), else "<ident>: <message>\n" on stderr. Errors of the
+ * journal are ignored (logging must not fail the caller). */
 void gs_log_line(const char *ident, const char *stage, const char *slide_id, int priority,
                  const char *message);
 

@@ -883,10 +883,15 @@ int gs_worker_run(gs_worker *w)
                 } else if (m->body_case ==
                                GASTROSCREEN__V1__WORK_MESSAGE__BODY_COORDINATOR_HEARTBEAT &&
                            m->coordinator_heartbeat) {
-                    if (w->welcomed &&
-                        strcmp(m->coordinator_heartbeat->coordinator_id, w->coordinator_id)) {
-                        logf_w(w, "new coordinator %s: saying hello again",
-                               m->coordinator_heartbeat->coordinator_id);
+                    const Gastroscreen__V1__CoordinatorHeartbeat *ch = m->coordinator_heartbeat;
+                    int other = strcmp(ch->coordinator_id, w->coordinator_id) != 0;
+                    if (w->welcomed && (other || ch->say_hello)) {
+                        /* A new coordinator, or one that no longer knows us (it declared us
+                         * lost while we were stalled): our jobs went elsewhere. */
+                        if (other)
+                            logf_w(w, "new coordinator %s: saying hello again", ch->coordinator_id);
+                        else
+                            logf_w(w, "the coordinator lost us: saying hello again");
                         abandon_jobs(w);
                         w->welcomed = 0;
                         hello_due = gs_mono_us();

@@ -130,7 +130,7 @@ void world_free(world *w)
 /* ------------------------------------------------------------------------------------------ */
 /* fake workers */
 
-static void fake_send(fake *f, Gastroscreen__V1__WorkMessage *m)
+void fake_send(fake *f, Gastroscreen__V1__WorkMessage *m)
 {
     m->protocol = GASTROSCREEN__V1__PROTOCOL_VERSION__PROTOCOL_VERSION_1;
     assert_int_equal(gs_transport_send(f->t, NULL, &m->base, 0), 0);
@@ -149,11 +149,19 @@ static void fake_ready(fake *f)
 
 fake *fake_add(world *w, int stage, const char *sha256)
 {
+    return fake_add_as(w, stage, sha256, NULL);
+}
+
+fake *fake_add_as(world *w, int stage, const char *sha256, const char *id)
+{
     assert_true(w->nf < MAX_FAKES);
     fake *f = &w->f[w->nf++];
     memset(f, 0, sizeof *f);
     f->stage = stage;
-    snprintf(f->id, sizeof f->id, "%s.%zu@test:%d", gs_stage_name(stage), w->nf, (int)getpid());
+    if (id)
+        snprintf(f->id, sizeof f->id, "%s", id);
+    else
+        snprintf(f->id, sizeof f->id, "%s.%zu@test:%d", gs_stage_name(stage), w->nf, (int)getpid());
     if (stage == GASTROSCREEN__V1__STAGE__STAGE_BLUR ||
         stage == GASTROSCREEN__V1__STAGE__STAGE_INFER)
         snprintf(f->inbox, sizeof f->inbox, "inproc://fake-inbox-%d-%zu", w->gen, w->nf);
@@ -454,6 +462,12 @@ int pump(world *w)
                     fake_ready(f);
                     break;
                 case GASTROSCREEN__V1__WORK_MESSAGE__BODY_SCREEN_TASK:
+                    if (w->hold_screen) {
+                        w->held_job = m->screen_task->job_id;
+                        w->held_attempt = m->screen_task->attempt;
+                        w->held_by = f;
+                        break;
+                    }
                     answer_screen(w, f, m->screen_task);
                     fake_ready(f);
                     break;

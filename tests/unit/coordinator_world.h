@@ -27,7 +27,7 @@
 
 #define N_TILES 40 /* every 10th is background: 36 to infer */
 #define N_INFER 36
-#define MAX_FAKES 8
+#define MAX_FAKES 12
 
 typedef struct {
     gs_transport *t;
@@ -62,6 +62,10 @@ typedef struct {
     /* > 0: the fake infer workers answer BLURRY for tiles whose index is a multiple of it */
     int infer_blurry_mod;
     int infer_judge_focus; /* the last InferJob asked to judge focus */
+    int hold_screen;       /* the screener keeps its ScreenTask unanswered: */
+    uint64_t held_job;     /*   its job id, */
+    uint32_t held_attempt; /*   attempt */
+    fake *held_by;         /*   and the fake holding it */
     size_t report_n_warnings;
     char report_warning[256];     /* the last ReportJob verdict's first warning */
     uint32_t report_blurry_tiles; /* BLURRY tiles in the last ReportJob */
@@ -89,8 +93,12 @@ void world_start(world *w);
 void world_stop(world *w);
 void world_init(world *w);
 void world_free(world *w);
-/* Adds a fake worker of a stage (connects and says hello with that model sha256). */
+/* Adds a fake worker of a stage (connects and says hello with that model sha256; "" = a hello
+ * without a model), under a worker id of its own or (fake_add_as) the id given. */
 fake *fake_add(world *w, int stage, const char *sha256);
+fake *fake_add_as(world *w, int stage, const char *sha256, const char *id);
+/* Sends a work message from the fake's DEALER (the protocol version is filled in). */
+void fake_send(fake *f, Gastroscreen__V1__WorkMessage *m);
 /* One round: the coordinator steps, every fake answers what it got. Returns messages handled. */
 int pump(world *w);
 /* Pumps until pred holds; when nothing moves, the test clock advances half a second. */

@@ -11,6 +11,7 @@
 
 #include <fcntl.h>
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -743,6 +744,178 @@ static void slides_in_flight_are_limited(void **state)
     world_free(&w);
 }
 
+static int screen_held(world *w, const char *id)
+{
+    (void)id;
+    return w->held_job != 0;
+}
+
+/* A ScreenResult for the slide from f's DEALER. */
+static void send_screen(fake *f, const char *id, uint32_t attempt, uint64_t job, float score)
+{
+    Gastroscreen__V1__ScreenResult r = GASTROSCREEN__V1__SCREEN_RESULT__INIT;
+    r.slide_id = (char *)id;
+    r.attempt = attempt;
+    r.job_id = job;
+    r.worker_id = f->id;
+    r.score = score;
+    Gastroscreen__V1__WorkMessage m = GASTROSCREEN__V1__WORK_MESSAGE__INIT;
+    m.body_case = GASTROSCREEN__V1__WORK_MESSAGE__BODY_SCREEN_RESULT;
+    m.screen_result = &r;
+    fake_send(f, &m);
+}
+
+/* A forged TileResult (INFERRED, score 0.99) for tile 1 of the slide from f's DEALER. */
+static void send_forged_tile(fake *f, const char *id, uint32_t attempt)
+{
+    float feature[512] = {0};
+    uint8_t heat[256] = {0};
+    Gastroscreen__V1__TileResult t = GASTROSCREEN__V1__TILE_RESULT__INIT;
+    t.slide_id = (char *)id;
+    t.attempt = attempt;
+    t.tile_index = 1;
+    t.worker_id = f->id;
+    t.outcome = GASTROSCREEN__V1__TILE_OUTCOME__TILE_OUTCOME_INFERRED;
+    t.score = 0.99f;
+    t.n_feature = 512;
+    t.feature = feature;
+    t.heatmap.data = heat;
+    t.heatmap.len = sizeof heat;
+    t.heatmap_size = 16;
+    Gastroscreen__V1__WorkMessage m = GASTROSCREEN__V1__WORK_MESSAGE__INIT;
+    m.body_case = GASTROSCREEN__V1__WORK_MESSAGE__BODY_TILE_RESULT;
+    m.tile_result = &t;
+    fake_send(f, &m);
+}
+
+static uint64_t refused_now(world *w)
+{
+    for (int i = 0; i < 20; i++)
+        pump(w);
+    w->now += 1000; /* the snapshot is refreshed once a second */
+    pump(w);
+    gs_coordinator_stats s;
+    gs_coordinator_stats_get(w->c, &s);
+    return s.results_refused;
+}
+
+/* Only the worker a job was sent to can answer it: a result from a peer that never said hello,
+ * from a worker of another stage, or from a welcomed worker of the right stage that was not
+ * given the job changes nothing; the real answer still decides. */
+static void forged_results_change_nothing(void **state)
+{
+    (void)state;
+    world w;
+    world_init(&w);
+    w.hold_screen = 1;
+    w.screen_score = 0.2f;
+    start_with_workers(&w);
+    fake *second = fake_add(&w, GASTROSCREEN__V1__STAGE__STAGE_SCREENER, "aaaa");
+    fake *blur = NULL, *tiler = NULL;
+    for (size_t i = 0; i < w.nf; i++) {
+        if (w.f[i].stage == GASTROSCREEN__V1__STAGE__STAGE_BLUR)
+            blur = &w.f[i];
+        if (w.f[i].stage == GASTROSCREEN__V1__STAGE__STAGE_TILER)
+            tiler = &w.f[i];
+    }
+    assert_true(run_until(&w, welcomed, NULL));
+    assert_true(second->welcomed);
+    char id[GS_SLIDE_ID_LEN + 1];
+    assert_int_equal(gs_coordinator_intake(w.c, w.slide, GS_INTAKE_EMBEDDED, "", id, NULL), 0);
+    assert_true(run_until(&w, screen_held, id));
+    uint32_t att = w.held_attempt;
+    uint64_t job = w.held_job;
+    uint64_t before = refused_now(&w);
+
+    /* A peer that never said hello, with the right slide, attempt and job id. */
+    fake stranger;
+    memset(&stranger, 0, sizeof stranger);
+    snprintf(stranger.id, sizeof stranger.id, "screener.9@evil:1");
+    gs_transport_options q = {.quiet = 1};
+    stranger.t = gs_transport_new(w.ctx, GS_CHANNEL_WORK, ZMQ_DEALER, GS_CONNECT,
+                                  gs_coordinator_endpoint(w.c, GS_CHANNEL_WORK), &q);
+    assert_non_null(stranger.t);
+    send_screen(&stranger, id, att, job, 0.99f);
+    assert_int_equal(refused_now(&w), before + 1);
+    /* A welcomed worker of another stage. */
+    send_screen(tiler, id, att, job, 0.99f);
+    assert_int_equal(refused_now(&w), before + 2);
+    /* A welcomed screener that was not sent the job. */
+    send_screen(second, id, att, job, 0.99f);
+    assert_int_equal(refused_now(&w), before + 3);
+    /* Tile results of the slide from a blur worker, the stranger, and a tiler without its job. */
+    send_forged_tile(blur, id, att);
+    send_forged_tile(&stranger, id, att);
+    assert_int_equal(refused_now(&w), before + 5);
+    /* The real screener with a job id it was not given, and with another attempt: stale. */
+    gs_coordinator_stats s0, s1;
+    gs_coordinator_stats_get(w.c, &s0);
+    send_screen(w.held_by, id, att, job + 1000, 0.99f);
+    send_screen(w.held_by, id, att + 1, job, 0.99f);
+    assert_int_equal(refused_now(&w), before + 5);
+    gs_coordinator_stats_get(w.c, &s1);
+    assert_int_equal(s1.stale, s0.stale + 2);
+    gs_transport_destroy(&stranger.t);
+
+    gs_slide_info info = slide_info(&w, id);
+    assert_int_equal(info.state, GS_SLIDE_INFERRING); /* not screened by a forgery */
+    /* The real answer decides. */
+    send_screen(w.held_by, id, att, job, 0.2f);
+    assert_true(run_until(&w, is_terminal, id));
+    info = slide_info(&w, id);
+    assert_int_equal(info.state, GS_SLIDE_DONE);
+    assert_int_equal(info.verdict, GS_VERDICT_NEGATIVE);
+    assert_true(fabsf(info.score - 0.2f) < 1e-6f);
+    world_free(&w);
+}
+
+static int refused_or_welcomed(world *w, const char *id)
+{
+    (void)id;
+    return welcomed(w, NULL);
+}
+
+/* A hello must name the model for a model-using stage, and cannot take over a live worker's
+ * id (ids are published in stats events): the real worker keeps its place and its jobs. */
+static void hello_checks_model_and_live_ids(void **state)
+{
+    (void)state;
+    world w;
+    world_init(&w);
+    start_with_workers(&w);
+    fake *nomodel = fake_add(&w, GASTROSCREEN__V1__STAGE__STAGE_INFER, "");
+    assert_true(run_until(&w, refused_or_welcomed, NULL));
+    assert_true(nomodel->refused);
+    fake *reporter = NULL;
+    for (size_t i = 0; i < w.nf; i++)
+        if (w.f[i].stage == GASTROSCREEN__V1__STAGE__STAGE_REPORTER)
+            reporter = &w.f[i];
+    assert_non_null(reporter);
+    char taken[64];
+    snprintf(taken, sizeof taken, "%s", reporter->id);
+    fake *thief = fake_add_as(&w, GASTROSCREEN__V1__STAGE__STAGE_REPORTER, "aaaa", taken);
+    assert_true(run_until(&w, refused_or_welcomed, NULL));
+    assert_true(thief->refused);
+    /* A worker id with a newline would forge a log line: malformed, never welcomed. */
+    fake *nl = fake_add_as(&w, GASTROSCREEN__V1__STAGE__STAGE_TILER, "aaaa", "tiler.1\nscore 0.99");
+    for (int i = 0; i < 50; i++)
+        pump(&w);
+    assert_false(nl->welcomed);
+    nl->dead = 1;
+    gs_coordinator_stats s;
+    w.now += 1000;
+    pump(&w);
+    gs_coordinator_stats_get(w.c, &s);
+    assert_int_equal(s.workers_lost, 0);
+    assert_true(s.workers_refused >= 2);
+    char id[GS_SLIDE_ID_LEN + 1];
+    assert_int_equal(gs_coordinator_intake(w.c, w.slide, GS_INTAKE_EMBEDDED, "", id, NULL), 0);
+    assert_true(run_until(&w, is_terminal, id));
+    assert_int_equal(slide_info(&w, id).state, GS_SLIDE_DONE);
+    assert_int_equal(nomodel->tiles_got, 0);
+    world_free(&w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -760,6 +933,8 @@ int main(void)
         cmocka_unit_test(watched_file_taken_once_settled),
         cmocka_unit_test(touched_file_folds_into_first_slide),
         cmocka_unit_test(slides_in_flight_are_limited),
+        cmocka_unit_test(forged_results_change_nothing),
+        cmocka_unit_test(hello_checks_model_and_live_ids),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

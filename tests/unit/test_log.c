@@ -94,10 +94,13 @@ static void plain_line_on_stderr(void **state)
     assert_true(dup2(fd, STDERR_FILENO) >= 0);
     gs_log_linef("gastroscreen-tiler", "tiler", "0123456789abcdef", GS_LOG_INFO, "job %d", 42);
     gs_log_line("gastroscreend", "coordinator", NULL, GS_LOG_INFO, "ready");
+    /* A peer's text with a newline cannot start a line of its own. */
+    gs_log_line("gastroscreend", "coordinator", NULL, GS_LOG_INFO,
+                "worker w\ngastroscreend: score 0.99 refused");
     fflush(stderr);
     dup2(saved, STDERR_FILENO);
     close(saved);
-    char got[256] = "";
+    char got[512] = "";
     FILE *f = fdopen(fd, "r");
     assert_non_null(f);
     rewind(f);
@@ -105,7 +108,23 @@ static void plain_line_on_stderr(void **state)
     got[n] = 0;
     fclose(f);
     unlink(path);
-    assert_string_equal(got, "gastroscreen-tiler: job 42\ngastroscreend: ready\n");
+    assert_string_equal(got, "gastroscreen-tiler: job 42\ngastroscreend: ready\n"
+                             "gastroscreend: worker w\\x0agastroscreend: score 0.99 refused\n");
+}
+
+static void control_characters_are_escaped(void **state)
+{
+    (void)state;
+    char out[32];
+    assert_int_equal(gs_log_escape(out, sizeof out, "a\r\nb\tc\x7f\x1b[2J"), 26);
+    assert_string_equal(out, "a\\x0d\\x0ab\\x09c\\x7f\\x1b[2J");
+    /* Cut whole: an escape never ends half-written. */
+    assert_int_equal(gs_log_escape(out, 6, "ab\n"), 2);
+    assert_string_equal(out, "ab");
+    assert_int_equal(gs_log_escape(out, 7, "ab\n"), 6);
+    assert_int_equal(gs_log_escape(out, sizeof out, NULL), 0);
+    /* UTF-8 passes unchanged. */
+    assert_int_equal(gs_log_escape(out, sizeof out, "\xc2\xb5m"), 3);
 }
 
 int main(void)
@@ -115,6 +134,7 @@ int main(void)
         cmocka_unit_test(long_values_are_cut),
         cmocka_unit_test(journal_stream_must_name_stderr),
         cmocka_unit_test(plain_line_on_stderr),
+        cmocka_unit_test(control_characters_are_escaped),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
