@@ -197,6 +197,12 @@ static void new_or_silent_coordinator_means_hello_again(void **state)
     m.body_case = GASTROSCREEN__V1__WORK_MESSAGE__BODY_COORDINATOR_HEARTBEAT;
     m.coordinator_heartbeat = &ch;
     coord_send(&c, &m);
+    coord_handshake(&c, "c2", 100, 50);
+    /* The same coordinator no longer knows us (it declared us lost while we were stalled). */
+    ch.say_hello = 1;
+    coord_send(&c, &m);
+    ch.say_hello = 0;
+    coord_handshake(&c, "c2", 100, 50); /* while heartbeats keep coming */
     /* Hello again; this time a short liveness, then silence: hello once more. */
     c.silent = 1;
     coord_handshake(&c, "c2", 50, 2);
