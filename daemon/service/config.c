@@ -1,5 +1,11 @@
 #include "daemon/service/config.h"
 
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -222,4 +228,69 @@ int gs_config_is_set(const gs_config *c, gs_config_key_id k)
 {
     GS_ASSERT((unsigned)k < GS_CFG_KEY_COUNT);
     return c->set[k];
+}
+
+/* 1 when path is a folder, else 0 with why (strerror, or "not a folder") in why. */
+static int is_folder(const char *path, char *why, size_t n)
+{
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        snprintf(why, n, "%s", strerror(errno));
+        return 0;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        snprintf(why, n, "not a folder");
+        return 0;
+    }
+    return 1;
+}
+
+int gs_config_check_start(const gs_config *c, void (*warn)(const char *line, void *ud), void *ud)
+{
+    char line[PATH_MAX + 256], why[128];
+    if (c->n_slide_roots == 0)
+        return gs_error_set("[intake] slide_roots is empty: no slide could ever be accepted "
+                            "(name the folders slides are read from)");
+    for (size_t i = 0; i < c->n_slide_roots; i++)
+        if (!is_folder(c->slide_roots[i], why, sizeof why)) {
+            snprintf(line, sizeof line,
+                     "[intake] slide_roots: %s: %s (slides under it are refused until it exists)",
+                     c->slide_roots[i], why);
+            warn(line, ud);
+        }
+    if (c->watch_dir && c->watch_dir[0]) {
+        if (!is_folder(c->watch_dir, why, sizeof why)) {
+            snprintf(line, sizeof line,
+                     "[intake] watch_dir: %s: %s (nothing is taken from it until it exists)",
+                     c->watch_dir, why);
+            warn(line, ud);
+        } else {
+            char *real = realpath(c->watch_dir, NULL);
+            int inside = 0;
+            for (size_t i = 0; real && i < c->n_slide_roots && !inside; i++) {
+                char *root = realpath(c->slide_roots[i], NULL);
+                size_t n = root ? strlen(root) : 0;
+                inside = root && strncmp(real, root, n) == 0 &&
+                         (real[n] == '/' || real[n] == 0 || (n == 1 && root[0] == '/'));
+                free(root);
+            }
+            free(real);
+            if (!inside) {
+                snprintf(line, sizeof line,
+                         "[intake] watch_dir: %s is outside every slide root (every file in it "
+                         "would be refused)",
+                         c->watch_dir);
+                warn(line, ud);
+            }
+        }
+    }
+    if (c->report_dir && c->report_dir[0] && is_folder(c->report_dir, why, sizeof why) &&
+        access(c->report_dir, W_OK | X_OK) != 0) {
+        snprintf(line, sizeof line,
+                 "[reporter] report_dir: %s: not writable by this process: %s (a reporter "
+                 "running as this user cannot write reports)",
+                 c->report_dir, strerror(errno));
+        warn(line, ud);
+    }
+    return 0;
 }

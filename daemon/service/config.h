@@ -88,6 +88,14 @@ int gs_config_is_set(const gs_config *c, gs_config_key_id k);
  * values where the file set them, else the bundle's (model may be NULL: no bundle). */
 void gs_config_decision(const gs_config *c, const gs_model *model, gs_decision *d);
 
+/* The checks of the folders a service needs, made once at start (the schema checks each value
+ * alone; these look at the file system): no slide root at all is an error (no slide could ever
+ * be accepted); a slide root or watch_dir that does not exist (yet: a mount may bring it), a
+ * watch_dir outside every slide root (every file in it would be refused), and a report_dir that
+ * exists but this process cannot write are warnings, each a line passed to warn(line, ud).
+ * Returns 0, or -1 with the error set naming the key. */
+int gs_config_check_start(const gs_config *c, void (*warn)(const char *line, void *ud), void *ud);
+
 /* Replaces one of a config's string fields (e.g. &c->journal_dir) with a copy of value, freeing
  * the old one: for callers that override what the file said. Returns 0, or -1 with the error
  * set when out of memory. */

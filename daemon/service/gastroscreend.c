@@ -22,6 +22,7 @@
 #include "daemon/service/metrics.h"
 #include "model/network.h"
 #include "ops/error.h"
+#include "stages/runtime/log.h"
 #include "stages/runtime/provenance.h"
 
 static volatile sig_atomic_t g_stop;
@@ -161,6 +162,13 @@ static int register_metrics(gs_metrics *m, daemon_state *d)
     return 0;
 }
 
+/* A warning about the settings at start, in the log like every other line. */
+static void warn_line(const char *line, void *ud)
+{
+    (void)ud;
+    gs_log_line("gastroscreend", "coordinator", NULL, GS_LOG_WARNING, line);
+}
+
 int main(int argc, char **argv)
 {
     const char *config_path = NULL, *model_path = NULL;
@@ -206,6 +214,8 @@ int main(int argc, char **argv)
     if (!config_path && access("/etc/gastroscreen/gastroscreen.conf", R_OK) == 0)
         config_path = "/etc/gastroscreen/gastroscreen.conf";
     if (config_path && gs_config_load(cfg, config_path) != 0)
+        goto out;
+    if (gs_config_check_start(cfg, warn_line, NULL) != 0)
         goto out;
     const char *bundle = model_path ? model_path : cfg->bundle;
     /* The coordinator runs no network: it needs the bundle's provenance and that the bundle is

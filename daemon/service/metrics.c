@@ -460,10 +460,14 @@ static int start_server(gs_metrics *m, const char *listen)
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD;
     if (ai->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
-    /* Small limits: one scraper, and a stuck or garbage client must not pin the thread. */
+    /* Small limits: one scraper, and a stuck or garbage client must not pin the thread. One
+     * address holds at most 4 of the 16 connections (a scraper needs one or two), so a slow
+     * client cannot keep other hosts out; an idle connection is closed after 5 s (a scrape
+     * takes milliseconds). */
     m->httpd = MHD_start_daemon(flags, 0, NULL, NULL, on_request, m, MHD_OPTION_SOCK_ADDR,
                                 ai->ai_addr, MHD_OPTION_CONNECTION_LIMIT, (unsigned)16,
-                                MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10,
+                                MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)4,
+                                MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)5,
                                 MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)65536, MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!m->httpd)

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "daemon/service/config.h"
@@ -283,6 +284,78 @@ static void durations(void **state)
     assert_int_equal(gs_config_parse_duration("5 m", &ms), -1);
 }
 
+typedef struct {
+    int n;
+    char last[1024];
+} warnings;
+
+static void collect(const char *line, void *ud)
+{
+    warnings *w = ud;
+    w->n++;
+    snprintf(w->last, sizeof w->last, "%s", line);
+}
+
+/* The folders a service needs are looked at once at start: none at all refuses, the rest warn
+ * with the key and the path. */
+static void start_checks_folders(void **state)
+{
+    (void)state;
+    char root[] = "/tmp/gs_test_roots_XXXXXX";
+    assert_non_null(mkdtemp(root));
+    char conf[1024], watch[sizeof root + 16], ro[sizeof root + 16];
+    snprintf(watch, sizeof watch, "%s/in", root);
+    snprintf(ro, sizeof ro, "%s/ro", root);
+    assert_int_equal(mkdir(watch, 0755), 0);
+    assert_int_equal(mkdir(ro, 0555), 0);
+    warnings w = {0};
+    gs_config *c = gs_config_new();
+
+    snprintf(conf, sizeof conf, "[intake]\nslide_roots = %s\nwatch_dir = %s\n", root, watch);
+    assert_int_equal(gs_config_load(c, write_conf(conf)), 0);
+    unlink(tmp_path);
+    assert_int_equal(gs_config_check_start(c, collect, &w), 0);
+    assert_int_equal(w.n, 0);
+
+    snprintf(conf, sizeof conf, "[intake]\nslide_roots = %s/gone\nwatch_dir = /\n", root);
+    assert_int_equal(gs_config_load(c, write_conf(conf)), 0);
+    unlink(tmp_path);
+    assert_int_equal(gs_config_check_start(c, collect, &w), 0);
+    assert_int_equal(w.n, 2);
+    assert_non_null(strstr(w.last, "[intake] watch_dir: / is outside every slide root"));
+
+    w.n = 0;
+    snprintf(conf, sizeof conf, "[intake]\nslide_roots = %s\nwatch_dir = %s/nope\n", root, root);
+    assert_int_equal(gs_config_load(c, write_conf(conf)), 0);
+    unlink(tmp_path);
+    assert_int_equal(gs_config_check_start(c, collect, &w), 0);
+    assert_int_equal(w.n, 1);
+    assert_non_null(strstr(w.last, "[intake] watch_dir:"));
+    assert_non_null(strstr(w.last, "No such file or directory"));
+
+    /* A report folder this process cannot write (root can write anything: skipped as root). */
+    if (geteuid() != 0) {
+        w.n = 0;
+        snprintf(conf, sizeof conf, "[intake]\nslide_roots = %s\n[reporter]\nreport_dir = %s\n",
+                 root, ro);
+        assert_int_equal(gs_config_load(c, write_conf(conf)), 0);
+        unlink(tmp_path);
+        assert_int_equal(gs_config_check_start(c, collect, &w), 0);
+        assert_int_equal(w.n, 1);
+        assert_non_null(strstr(w.last, "[reporter] report_dir:"));
+    }
+
+    /* No slide root at all: refused. */
+    assert_int_equal(gs_config_load(c, write_conf("[intake]\nslide_roots =\n")), 0);
+    unlink(tmp_path);
+    assert_int_equal(gs_config_check_start(c, collect, &w), -1);
+    assert_non_null(strstr(gs_error_get(), "[intake] slide_roots is empty"));
+    gs_config_destroy(&c);
+    rmdir(watch);
+    rmdir(ro);
+    rmdir(root);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -291,6 +364,7 @@ int main(void)
         cmocka_unit_test(values_override_defaults),
         cmocka_unit_test(errors_name_file_line_and_key),
         cmocka_unit_test(durations),
+        cmocka_unit_test(start_checks_folders),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

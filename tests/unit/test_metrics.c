@@ -9,6 +9,7 @@
 #include <arpa/inet.h>
 #include <math.h>
 #include <netinet/in.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -280,13 +281,22 @@ static void registration_rules(void **state)
 
 /* Sends raw bytes to 127.0.0.1:port, half-closes, reads the whole answer (until the server
  * closes). Returns a malloc'd NUL-terminated answer. */
-static char *http_exchange(int port, const char *request, size_t request_len)
+/* A TCP connection to 127.0.0.1:port from the loopback address `from` (127.0.0.x). */
+static int connect_from(int port, uint32_t from)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     assert_true(fd >= 0);
+    struct sockaddr_in src = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(from)};
+    assert_int_equal(bind(fd, (struct sockaddr *)&src, sizeof src), 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    return fd;
+}
+
+static char *http_exchange_from(int port, uint32_t from, const char *request, size_t request_len)
+{
+    int fd = connect_from(port, from);
     size_t off = 0;
     while (off < request_len) {
         ssize_t w = write(fd, request + off, request_len - off);
@@ -308,6 +318,49 @@ static char *http_exchange(int port, const char *request, size_t request_len)
     buf[len] = '\0';
     close(fd);
     return buf;
+}
+
+static char *http_exchange(int port, const char *request, size_t request_len)
+{
+    return http_exchange_from(port, INADDR_LOOPBACK, request, request_len);
+}
+
+/* 1 while the server has not closed fd (no EOF or error waiting on it). */
+static int still_open(int fd)
+{
+    char c;
+    ssize_t r = recv(fd, &c, 1, MSG_DONTWAIT | MSG_PEEK);
+    return r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
+/* Many idle connections from one host (a slow-loris client) cannot keep the scraper on another
+ * host out: one address holds a few slots, the others are closed at once. */
+static void idle_connections_cannot_lock_out_a_scraper(void **state)
+{
+    (void)state;
+    fake_owner o;
+    gs_metrics *m = make_registry("127.0.0.1:0", &o);
+    int port = gs_metrics_port(m);
+    enum { IDLE = 200 };
+    int fds[IDLE];
+    for (int i = 0; i < IDLE; i++) {
+        fds[i] = connect_from(port, INADDR_LOOPBACK);
+        assert_int_equal(write(fds[i], "G", 1), 1); /* a request begun, never finished */
+    }
+    const char get[] = "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    char *reply = http_exchange_from(port, INADDR_LOOPBACK + 1, get, strlen(get));
+    assert_true(!strncmp(reply, "HTTP/1.1 200", 12));
+    free(reply);
+    /* The scraper was answered while the slow client still held connections, so it was not
+     * served merely because the idle ones had timed out. */
+    int open = 0;
+    for (int i = 0; i < IDLE; i++)
+        open += still_open(fds[i]);
+    assert_true(open >= 1);
+    assert_true(open <= 16);
+    for (int i = 0; i < IDLE; i++)
+        close(fds[i]);
+    gs_metrics_destroy(&m);
 }
 
 static void http_serves_metrics_and_survives_garbage(void **state)
@@ -372,6 +425,7 @@ int main(void)
         cmocka_unit_test(render_parses_back),
         cmocka_unit_test(registration_rules),
         cmocka_unit_test(http_serves_metrics_and_survives_garbage),
+        cmocka_unit_test(idle_connections_cannot_lock_out_a_scraper),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
