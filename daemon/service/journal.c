@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -38,6 +39,17 @@
 #define DIR_MODE 0750
 /* A slide file is a few KB of JSON; one near this size is not a journal file. */
 #define FILE_MAX (16u << 20)
+/* Held (flock) for the life of the journal, with the holder's pid in it: two coordinators on
+ * one folder would hand out the same sequence numbers. */
+#define LOCK_NAME "journal.lock"
+/* Where a slide file that fails its checksum goes: kept for an operator, never served. */
+#define QUARANTINE_DIR "quarantine"
+/* The probe written while the folder is unwritable: big enough that a disk with room for it
+ * has room for a burst of transitions (a slide file is a few KB), small enough to be free. */
+#define PROBE_NAME ".probe"
+#define PROBE_BYTES (64u << 10)
+/* Sequence numbers go into JSON as signed 64-bit integers: none is given past this. */
+#define SEQ_MAX ((uint64_t)INT64_MAX)
 
 typedef struct {
     char id[GS_SLIDE_ID_LEN + 1];
@@ -66,7 +78,40 @@ struct gs_journal {
     size_t n_events, cap_events;
     char **warnings;
     size_t n_warnings;
+    int lock_fd;
+    int write_errno;       /* errno of the last failed write, 0 after a good one */
+    size_t legacy_records; /* slide files without a checksum (earlier releases) */
 };
+
+/* The process-wide fault injection of the write path (tests only; see the header). */
+static gs_journal_fault_fn *fault_fn;
+static void *fault_ud;
+
+void gs_journal_set_fault_hook(gs_journal_fault_fn *fn, void *ud)
+{
+    fault_fn = fn;
+    fault_ud = ud;
+}
+
+/* Asks the fault hook about a write of `what`; when it injects an errno, sets the error as the
+ * real failure would and returns -1 with errno set. */
+static int injected_fault(gs_journal *j, const char *what)
+{
+    int e = fault_fn ? fault_fn(fault_ud, j->dir, what) : 0;
+    if (!e)
+        return 0;
+    gs_error_set("journal %s: %s: cannot write: %s", j->dir, what, strerror(e));
+    errno = e;
+    return -1;
+}
+
+/* Remembers how the write path last ended (errno at the failure, or 0), so the caller can
+ * tell a full or read-only folder from a broken journal. Returns rc. */
+static int note_write(gs_journal *j, int rc, int err)
+{
+    j->write_errno = rc == 0 ? 0 : (err ? err : EIO);
+    return rc;
+}
 
 /* Warnings are kept for the caller and printed, so an operator sees them in the journal of
  * systemd even when the caller does not forward them. */
@@ -103,8 +148,12 @@ static int write_atomic(gs_journal *j, const char *name, const void *buf, size_t
     char path[PATH_MAX];
     if (path_of(j, name, path, sizeof path) != 0)
         return -1;
-    if (gs_write_atomic(path, buf, n, FILE_MODE) != 0)
-        return gs_error_prefix("journal %s", j->dir);
+    if (gs_write_atomic(path, buf, n, FILE_MODE) != 0) {
+        int e = errno; /* the caller tells a full disk from the errno */
+        gs_error_prefix("journal %s", j->dir);
+        errno = e;
+        return -1;
+    }
     return 0;
 }
 
@@ -168,17 +217,34 @@ static int add_event(gs_journal *j, uint64_t seq, const char *id, const void *pa
     return 0;
 }
 
+/* The checksum of a slide file's envelope: CRC-32 of its compact JSON with sorted keys and
+ * without the checksum itself, so a file read back and dumped again gives the same bytes
+ * (jansson writes reals with 17 digits, which read back exactly). Returns 0 and the
+ * checksum as 8 hex digits in out, or -1 (out of memory). */
+static int envelope_crc(const json_t *env, char out[9])
+{
+    char *text = json_dumps(env, JSON_COMPACT | JSON_SORT_KEYS);
+    if (!text)
+        return -1;
+    snprintf(out, 9, "%08x", (unsigned)gs_crc32(0, text, strlen(text)));
+    free(text);
+    return 0;
+}
+
 /* The slide file: an envelope around the caller's record, so replay knows which log records
- * are newer (seq) and retention knows what it may drop (terminal, time). */
+ * are newer (seq) and retention knows what it may drop (terminal, time), with a checksum so
+ * an edited or damaged file is never served. */
 static int write_slide_file(gs_journal *j, const char *id, const json_t *record, int terminal,
                             int64_t time_ms, uint64_t seq)
 {
     json_t *env =
         json_pack("{s:s, s:I, s:b, s:I, s:O}", "slide_id", id, "seq", (json_int_t)seq, "terminal",
                   terminal, "time_unix_ms", (json_int_t)time_ms, "record", record);
-    if (!env)
-        return gs_error_set("journal %s: cannot encode the record of %s", j->dir, id);
-    char *text = json_dumps(env, JSON_COMPACT);
+    char crc[9];
+    char *text = NULL;
+    if (env && envelope_crc(env, crc) == 0 &&
+        json_object_set_new(env, "crc32", json_string(crc)) == 0)
+        text = json_dumps(env, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(env);
     if (!text)
         return gs_error_set("journal %s: cannot encode the record of %s", j->dir, id);
@@ -187,6 +253,19 @@ static int write_slide_file(gs_journal *j, const char *id, const json_t *record,
     int rc = write_atomic(j, name, text, strlen(text));
     free(text);
     return rc;
+}
+
+/* Moves a slide file that failed its checksum to quarantine/ (replacing an older copy there),
+ * so it is neither served nor read again. Returns 0, or -1 with errno set. */
+static int quarantine(gs_journal *j, const char *name)
+{
+    if (mkdirat(j->dir_fd, QUARANTINE_DIR, DIR_MODE) != 0 && errno != EEXIST)
+        return -1;
+    char dst[128];
+    snprintf(dst, sizeof dst, "%s/%s", QUARANTINE_DIR, name);
+    if (renameat(j->dir_fd, name, j->dir_fd, dst) != 0)
+        return -1;
+    return fsync(j->dir_fd) != 0 && errno != EINVAL ? -1 : 0;
 }
 
 static int write_state_file(gs_journal *j)
@@ -263,7 +342,8 @@ static int replay_slide_files(gs_journal *j)
     while ((de = readdir(d))) {
         const char *name = de->d_name;
         size_t len = strlen(name);
-        if (name[0] == '.' || strcmp(name, "events.log") == 0 || strcmp(name, "state.json") == 0)
+        if (name[0] == '.' || strcmp(name, "events.log") == 0 || strcmp(name, "state.json") == 0 ||
+            strcmp(name, LOCK_NAME) == 0 || strcmp(name, QUARANTINE_DIR) == 0)
             continue;
         if (len > sizeof GS_TMP_SUFFIX - 1 &&
             strcmp(name + len - (sizeof GS_TMP_SUFFIX - 1), GS_TMP_SUFFIX) == 0) {
@@ -296,6 +376,29 @@ static int replay_slide_files(gs_journal *j)
         if (!env) {
             warn(j, "%s: skipped: not JSON (%s)", name, jerr.text);
             continue;
+        }
+        /* The checksum: a file that fails it was edited or damaged, and its verdict cannot be
+         * trusted. It goes to quarantine/; the log's copy of the record, when the log still
+         * has one, brings the slide back below (replay_record). */
+        const json_t *crc = json_object_get(env, "crc32");
+        if (!crc) {
+            j->legacy_records++;
+        } else {
+            char want[9];
+            json_t *bare = json_copy(env);
+            int ok = bare && json_is_string(crc) && json_object_del(bare, "crc32") == 0 &&
+                     envelope_crc(bare, want) == 0 && strcmp(want, json_string_value(crc)) == 0;
+            json_decref(bare);
+            if (!ok) {
+                json_decref(env);
+                if (quarantine(j, name) == 0)
+                    warn(j, "%s: checksum mismatch: moved to %s/, not served", name,
+                         QUARANTINE_DIR);
+                else
+                    warn(j, "%s: checksum mismatch: not served (cannot move it to %s/: %s)", name,
+                         QUARANTINE_DIR, strerror(errno));
+                continue;
+            }
         }
         if (json_unpack(env, "{s:s, s:I, s:b, s:I, s:o}", "slide_id", &sid, "seq", &seq, "terminal",
                         &terminal, "time_unix_ms", &time_ms, "record", &record) != 0 ||
@@ -460,6 +563,35 @@ static void replay_state_file(gs_journal *j)
     json_decref(st);
 }
 
+/* Takes the folder's lock file (flock, released by the kernel when the process dies, so a
+ * crashed coordinator never leaves it stale) and writes our pid into it for the next one to
+ * name. Returns 0, or -1 with the error naming the folder and, when known, the holder. */
+static int lock_folder(gs_journal *j)
+{
+    j->lock_fd = openat(j->dir_fd, LOCK_NAME, O_RDWR | O_CREAT | O_CLOEXEC, FILE_MODE);
+    if (j->lock_fd < 0)
+        return gs_error_set("journal %s: cannot open %s: %s", j->dir, LOCK_NAME, strerror(errno));
+    if (flock(j->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        char buf[32] = "";
+        ssize_t n = pread(j->lock_fd, buf, sizeof buf - 1, 0);
+        long pid = n > 0 ? strtol(buf, NULL, 10) : 0;
+        if (e != EWOULDBLOCK)
+            return gs_error_set("journal %s: cannot lock %s: %s", j->dir, LOCK_NAME, strerror(e));
+        if (pid > 0)
+            return gs_error_set("journal %s: in use by another coordinator (pid %ld holds %s)",
+                                j->dir, pid, LOCK_NAME);
+        return gs_error_set("journal %s: in use by another coordinator (it holds %s)", j->dir,
+                            LOCK_NAME);
+    }
+    char pid[32];
+    int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    /* The pid is only for the message above: failing to write it is no reason to stop. */
+    if (ftruncate(j->lock_fd, 0) == 0 && pwrite(j->lock_fd, pid, (size_t)n, 0) != n)
+        warn(j, "%s: cannot write our pid: %s", LOCK_NAME, strerror(errno));
+    return 0;
+}
+
 gs_journal *gs_journal_open(const char *dir)
 {
     if (!dir || !*dir) {
@@ -476,6 +608,7 @@ gs_journal *gs_journal_open(const char *dir)
         return NULL;
     }
     j->complete_from = 1;
+    j->lock_fd = -1;
     j->dir = strdup(dir);
     j->dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (!j->dir || j->dir_fd < 0) {
@@ -483,17 +616,24 @@ gs_journal *gs_journal_open(const char *dir)
         goto fail;
     }
     /* A real write, not access(): root passes access() on a read-only mount. */
-    int probe = openat(j->dir_fd, ".probe", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    int probe = openat(j->dir_fd, PROBE_NAME, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (probe < 0) {
         gs_error_set("journal %s: not writable: %s", dir, strerror(errno));
         goto fail;
     }
     close(probe);
-    unlinkat(j->dir_fd, ".probe", 0);
+    unlinkat(j->dir_fd, PROBE_NAME, 0);
+    if (lock_folder(j) != 0)
+        goto fail;
 
     replay_state_file(j);
     if (replay_slide_files(j) != 0 || replay_log(j) != 0)
         goto fail;
+    if (j->legacy_records)
+        warn(j,
+             "%zu slide files carry no checksum (written by an earlier release): loaded as they "
+             "are; each gets one at its next change",
+             j->legacy_records);
     return j;
 fail:
     gs_journal_destroy(&j);
@@ -506,6 +646,8 @@ void gs_journal_destroy(gs_journal **jp)
         return;
     gs_journal *j = *jp;
     gs_recfile_destroy(&j->log);
+    if (j->lock_fd >= 0)
+        close(j->lock_fd); /* releases the flock */
     if (j->dir_fd >= 0)
         close(j->dir_fd);
     for (size_t i = 0; i < j->n_slides; i++)
@@ -604,6 +746,11 @@ int gs_journal_commit(gs_journal *j, const char *slide_id, const json_t *record,
         gs_error_set("journal %s: out of memory", j->dir);
         goto fail;
     }
+    if (j->last_seq >= SEQ_MAX) {
+        gs_error_set("journal %s: sequence numbers exhausted (last %llu)", j->dir,
+                     (unsigned long long)j->last_seq);
+        goto fail;
+    }
     uint64_t s = j->last_seq + 1;
     gs_le64_put(b, s);
     if (slide_id)
@@ -619,7 +766,12 @@ int gs_journal_commit(gs_journal *j, const char *slide_id, const json_t *record,
     /* A failed append cuts its partial record off itself (recfile), so the next append does
      * not follow garbage. */
     uint64_t end = gs_recfile_end(j->log);
+    if (injected_fault(j, "events.log") != 0) {
+        note_write(j, -1, errno);
+        goto fail;
+    }
     if (gs_recfile_append(j->log, b, body_len, 1) != 0) {
+        note_write(j, -1, errno);
         gs_error_prefix("journal %s", j->dir);
         goto fail;
     }
@@ -627,7 +779,9 @@ int gs_journal_commit(gs_journal *j, const char *slide_id, const json_t *record,
      * appended record is cut off again, so the caller's -1 means "did not happen" both now
      * and after a restart; only a crash between the two writes leaves the log record alone,
      * and replay then restores the file from it. */
-    if (record && write_slide_file(j, slide_id, record, terminal, time_unix_ms, s) != 0) {
+    if (record && (injected_fault(j, slide_id) != 0 ||
+                   write_slide_file(j, slide_id, record, terminal, time_unix_ms, s) != 0)) {
+        note_write(j, -1, errno);
         char why[1024];
         snprintf(why, sizeof why, "%s", gs_error_get());
         if (gs_recfile_truncate(j->log, end) != 0) {
@@ -639,6 +793,7 @@ int gs_journal_commit(gs_journal *j, const char *slide_id, const json_t *record,
     if (add_event(j, s, slide_id, payload, payload_len) != 0)
         goto fail;
     j->last_seq = s;
+    note_write(j, 0, 0);
     if (record && set_slide(j, slide_id, (json_t *)record, terminal, time_unix_ms, s) != 0)
         goto fail;
     free(b);
@@ -661,8 +816,10 @@ int gs_journal_put_slide(gs_journal *j, const char *slide_id, const json_t *reco
     /* Keeping the seq of the last log record makes the file win over that record at replay,
      * since it is the newer of the two. */
     uint64_t seq = e ? e->seq : 0;
-    if (write_slide_file(j, slide_id, record, terminal, time_unix_ms, seq) != 0)
-        return -1;
+    if (injected_fault(j, slide_id) != 0 ||
+        write_slide_file(j, slide_id, record, terminal, time_unix_ms, seq) != 0)
+        return note_write(j, -1, errno);
+    note_write(j, 0, 0);
     return set_slide(j, slide_id, (json_t *)record, terminal, time_unix_ms, seq);
 }
 
@@ -705,6 +862,12 @@ int gs_journal_retain(gs_journal *j, int64_t now_unix_ms, int64_t max_age_ms, si
         *dropped = n_drop;
     if (n_drop == 0)
         return 0;
+    /* Before anything changes in memory: a retention refused now is redone at the next call. */
+    if (injected_fault(j, "state.json") != 0) {
+        if (dropped)
+            *dropped = 0;
+        return note_write(j, -1, errno);
+    }
     ids = malloc(n_drop * sizeof *ids);
     if (!ids)
         return gs_error_set("journal %s: out of memory", j->dir);
@@ -748,6 +911,72 @@ int gs_journal_retain(gs_journal *j, int64_t now_unix_ms, int64_t max_age_ms, si
     }
     if (rc == 0 && fsync(j->dir_fd) != 0)
         rc = gs_error_set("journal %s: fsync folder: %s", j->dir, strerror(errno));
+    note_write(j, rc, errno);
     free(ids);
     return rc;
+}
+
+int gs_journal_has_event(const gs_journal *j, uint64_t seq)
+{
+    size_t lo = 0, hi = j->n_events;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (j->events[mid].seq < seq)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < j->n_events && j->events[lo].seq == seq;
+}
+
+int gs_journal_write_errno(const gs_journal *j)
+{
+    return j->write_errno;
+}
+
+int gs_journal_errno_is_storage(int e)
+{
+    switch (e) {
+    case ENOSPC:
+    case EDQUOT:
+    case EROFS:
+    case EIO:
+    case EACCES:
+    case EPERM:
+    case EFBIG:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+int gs_journal_probe(gs_journal *j)
+{
+    if (injected_fault(j, PROBE_NAME) != 0)
+        return note_write(j, -1, errno);
+    uint8_t *buf = calloc(1, PROBE_BYTES);
+    if (!buf)
+        return gs_error_set("journal %s: out of memory", j->dir);
+    int fd = openat(j->dir_fd, PROBE_NAME, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    int rc = -1, e = 0;
+    if (fd < 0) {
+        e = errno;
+    } else {
+        /* posix_fallocate sees a full disk even where write() would land in a cache. */
+        int fe = posix_fallocate(fd, 0, PROBE_BYTES);
+        if (fe == EOPNOTSUPP || fe == EINVAL)
+            fe = 0;
+        if (fe != 0)
+            e = fe;
+        else if (gs_write_all(fd, buf, PROBE_BYTES, PROBE_NAME) != 0 || fsync(fd) != 0)
+            e = errno ? errno : EIO;
+        else
+            rc = 0;
+        close(fd);
+        unlinkat(j->dir_fd, PROBE_NAME, 0);
+    }
+    free(buf);
+    if (rc != 0)
+        gs_error_set("journal %s: cannot write: %s", j->dir, strerror(e));
+    return note_write(j, rc, e);
 }

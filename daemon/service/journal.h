@@ -18,6 +18,16 @@
  *     (a crash between the two writes), the log record wins and the file is rewritten.
  *   - state.json: the sequence-number floor and the first sequence number from which the log
  *     is complete, written at each compaction so numbers are never reused.
+ *   - journal.lock: flock'ed for the life of the journal, with the holder's pid: a second
+ *     coordinator on the same folder is refused (it would reuse sequence numbers).
+ *   - quarantine/: slide files that failed their checksum (each <slide_id>.json carries a
+ *     CRC-32 of its content), kept for an operator and never served. The log's copy of the
+ *     record, when it still has one, takes the file's place at replay.
+ *
+ * A write that fails leaves the journal as it was (the call's -1 means "did not happen") and
+ * its errno in gs_journal_write_errno(): a full, read-only or failing folder
+ * (gs_journal_errno_is_storage) is a condition the caller can wait out, probing with
+ * gs_journal_probe() until the folder takes writes again.
  *
  * Use: j = gs_journal_open(dir) replays the folder (warnings about anything dropped are kept
  * for gs_journal_warning()); read the slides with gs_journal_slide_at(); journal a transition
@@ -52,9 +62,10 @@ typedef struct {
  * corrupt or half-written files are skipped (or removed, for temporary files) and each gives
  * one warning naming the file; they never make the open fail. Returns the journal (caller
  * owns; gs_journal_destroy), or NULL with the error set when dir cannot be created or
- * written, when events.log is not a journal log (another file's header, a newer format, a
- * damaged header: it is left for an operator, never read as empty), or on allocation
- * failure. */
+ * written, when another process holds the folder's lock ("in use by another coordinator
+ * (pid N holds journal.lock)"), when events.log is not a journal log (another file's header,
+ * a newer format, a damaged header: it is left for an operator, never read as empty), or on
+ * allocation failure. */
 gs_journal *gs_journal_open(const char *dir);
 
 /* Closes the journal and sets *j to NULL. NULL and *j == NULL are accepted. */
@@ -112,5 +123,27 @@ size_t gs_journal_events_since(const gs_journal *j, uint64_t after_seq, gs_journ
  * slides dropped goes to *dropped (may be NULL). Returns 0, or -1 on an I/O error (the
  * journal stays consistent: dropping is redone at the next call). */
 int gs_journal_retain(gs_journal *j, int64_t now_unix_ms, int64_t max_age_ms, size_t *dropped);
+
+/* 1 when the log holds the event of sequence number seq (not compacted, not lost). */
+int gs_journal_has_event(const gs_journal *j, uint64_t seq);
+
+/* The errno of the last write that failed (gs_journal_commit, _put_slide, _retain, _probe),
+ * or 0 when the last write succeeded. */
+int gs_journal_write_errno(const gs_journal *j);
+
+/* 1 when errno e says the folder cannot take writes for now (full, over quota, read-only,
+ * failing, no permission), as opposed to a broken journal or a bad call. */
+int gs_journal_errno_is_storage(int e);
+
+/* Writes, fsyncs and removes a 64 KiB probe file in the folder: 0 when the folder takes
+ * writes again, or -1 with the error set (and gs_journal_write_errno() its errno). */
+int gs_journal_probe(gs_journal *j);
+
+/* Fault injection for tests, process-wide: before each write of the journal (what names the
+ * file: "events.log", a slide id, "state.json", ".probe"), fn(ud, dir, what) is asked; a
+ * non-zero errno makes that write fail as if the system had returned it. NULL removes the
+ * hook. Never set outside tests. */
+typedef int gs_journal_fault_fn(void *ud, const char *dir, const char *what);
+void gs_journal_set_fault_hook(gs_journal_fault_fn *fn, void *ud);
 
 #endif

@@ -1,5 +1,6 @@
 # daemon/service as libraries: journal, slide table, tile ledger, config, metrics.
 gs_cmocka_test(test_journal unit SOURCES unit/test_journal.c LIBS gs_daemon)
+gs_cmocka_test(test_journal_faults unit SOURCES unit/test_journal_faults.c LIBS gs_daemon)
 gs_cmocka_test(test_ledger unit SOURCES unit/test_ledger.c LIBS gs_daemon)
 gs_cmocka_test(test_slide_table unit SOURCES unit/test_slide_table.c LIBS gs_daemon)
 gs_cmocka_test(test_config unit SOURCES unit/test_config.c LIBS gs_daemon)
