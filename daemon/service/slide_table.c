@@ -662,15 +662,18 @@ int gs_slides_crash_mark(gs_slides *t, const char *slide_id, uint32_t attempt, i
     int r = check(t, slide_id, attempt, GS_SLIDE_FAILED, from_any, &s);
     if (r != -2)
         return r;
-    if (s->crash_marks + 1 >= t->o.poison_limit) {
+    /* Written so that no count read back from the journal can wrap (poison_limit >= 1). */
+    if (s->crash_marks >= t->o.poison_limit - 1) {
         char reason[128];
-        s->crash_marks++; /* restored below if the journal refuses */
+        uint32_t before = s->crash_marks; /* restored below if the journal refuses */
+        if (s->crash_marks < UINT32_MAX)
+            s->crash_marks++;
         snprintf(reason, sizeof reason,
                  GS_POISON_REASON ": %u workers were lost while holding this slide",
                  s->crash_marks);
         r = fail(t, slide_id, attempt, reason, 1, NULL, now_unix_ms, seq);
         if (r != 0)
-            s->crash_marks--;
+            s->crash_marks = before;
         return r;
     }
     slide c = *s;
@@ -688,11 +691,41 @@ int gs_slides_crash_mark(gs_slides *t, const char *slide_id, uint32_t attempt, i
     return 0;
 }
 
+/* A terminal slide whose closing event (its Verdict, or the DONE of a folded duplicate) is
+ * not in the log lost it to damage (a torn or corrupt tail, a lost log) after its record was
+ * written. The record has everything the event said: it is journalled again, with a new
+ * sequence number and the time the slide was decided, so events-since-0 shows every
+ * verdict. Returns 0, or -1 on a journal failure. */
+static int rebuild_lost_events(gs_slides *t)
+{
+    for (size_t i = 0; i < t->n; i++) {
+        slide *s = t->slides[i];
+        if (!terminal(s->state) || s->last_seq == 0 ||
+            gs_journal_has_event(t->journal, s->last_seq))
+            continue;
+        uint64_t lost = s->last_seq, seq = 0;
+        slide c = *s;
+        int folded = s->duplicate_of != NULL;
+        if (commit(t, s, &c, folded ? EV_STATE : EV_VERDICT, GS_SLIDE_ACCEPTED, NULL, s->updated_ms,
+                   &seq) != 0)
+            return -1;
+        t->stats.rebuilt_events++;
+        fprintf(stderr,
+                "slide table: slide %s: its %s event (seq %llu) is missing from the journal's "
+                "log: re-derived from its record as seq %llu\n",
+                s->id, folded ? "DONE" : "verdict", (unsigned long long)lost,
+                (unsigned long long)seq);
+    }
+    return 0;
+}
+
 int gs_slides_recover(gs_slides *t, int64_t now_unix_ms)
 {
     if (t->recovered)
         return gs_error_set("slide table: recovery runs once, at start");
     t->recovered = 1;
+    if (rebuild_lost_events(t) != 0)
+        return -1;
     int changed = 0;
     /* Snapshot the ids: transitions never add slides, but be independent of the order. */
     for (size_t i = 0; i < t->n; i++) {
@@ -702,7 +735,9 @@ int gs_slides_recover(gs_slides *t, int64_t now_unix_ms)
         int r;
         if (s->state == GS_SLIDE_REPORTED) {
             r = gs_slides_done(t, s->id, s->attempt, now_unix_ms, NULL);
-        } else if (s->attempt + 1 > t->o.max_attempts) {
+        } else if (s->attempt >= t->o.max_attempts) {
+            /* Never attempt + 1 > max: an attempt of UINT32_MAX read back from the journal
+             * would wrap to 0, and the slide would be screened again under a new fence. */
             char reason[128];
             snprintf(reason, sizeof reason,
                      GS_POISON_REASON

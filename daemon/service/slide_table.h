@@ -156,6 +156,7 @@ typedef struct {
 /* Counters of ignored and refused messages since the table was created. */
 typedef struct {
     uint64_t stale, duplicates, illegal, load_skipped;
+    uint64_t rebuilt_events; /* verdict events re-derived from records at recovery */
 } gs_slides_stats;
 
 typedef struct gs_slides gs_slides;
@@ -168,10 +169,14 @@ gs_slides *gs_slides_new(gs_journal *journal, const gs_slides_options *o);
 /* Frees the table and sets *t to NULL; NULL and *t == NULL are accepted. */
 void gs_slides_destroy(gs_slides **t);
 
-/* Restart recovery, once after gs_slides_new(): each REPORTED slide gets DONE; every other
+/* Restart recovery, once after gs_slides_new(): first, each terminal slide whose closing
+ * event (verdict, or DONE of a folded duplicate) is missing from the journal's log (a torn or
+ * corrupt tail) gets it journalled again from its record, with a new sequence number, a line
+ * on stderr and a count in rebuilt_events; then each REPORTED slide gets DONE; every other
  * unfinished slide gets attempt + 1 (journalled and published as state_changed, reason
- * "coordinator restart"), or FAILED as poison when that would exceed max_attempts. Returns the
- * number of slides changed, or -1 on a journal failure (error set). */
+ * "coordinator restart"), or FAILED as poison when that would exceed max_attempts (never
+ * wrapping: an attempt at UINT32_MAX fails too). Returns the number of unfinished slides
+ * changed, or -1 on a journal failure (error set). */
 int gs_slides_recover(gs_slides *t, int64_t now_unix_ms);
 
 /* Intake of a slide file (PROTOCOL.md §13, rule 1). path must be canonical and absolute (the

@@ -213,7 +213,7 @@ static void judging_threshold_survives_a_restart(void **state)
     assert_string_equal(v.threshold_source, "config");
 
     close_fixture(f);
-    open_fixture(f); /* the default options: 0.74, no source */
+    open_fixture(f);                                 /* the default options: 0.74, no source */
     assert_int_equal(gs_slides_recover(f->t, 6), 1); /* attempt 2 */
     v = info(f, id);
     assert_true(v.threshold == 0.6f);
@@ -693,6 +693,127 @@ static void journal_failure_changes_nothing(void **state)
     assert_int_equal(mkdir(f->dir, 0700), 0);
 }
 
+/* Sets one integer field of a slide's journalled record (as a damaged or hostile journal
+ * would hold it), then restarts the fixture. */
+static void set_record_field(fixture *f, const char *id, const char *key, json_int_t value)
+{
+    json_t *r = json_deep_copy(gs_journal_slide_get(f->j, id));
+    assert_non_null(r);
+    assert_int_equal(json_object_set_new(r, key, json_integer(value)), 0);
+    assert_int_equal(gs_journal_put_slide(f->j, id, r, 0, 1), 0);
+    json_decref(r);
+    close_fixture(f);
+    open_fixture(f);
+}
+
+/* Counts the verdict events of slide id in the whole log. */
+static int verdicts_of(fixture *f, const char *id)
+{
+    gs_journal_event ev[256];
+    size_t n = gs_journal_events_since(f->j, 0, ev, 256);
+    int k = 0;
+    for (size_t i = 0; i < n; i++) {
+        Gastroscreen__V1__EventMessage *m =
+            gastroscreen__v1__event_message__unpack(NULL, ev[i].payload_len, ev[i].payload);
+        assert_non_null(m);
+        k += m->body_case == GASTROSCREEN__V1__EVENT_MESSAGE__BODY_VERDICT &&
+             strcmp(m->verdict->slide_id, id) == 0;
+        gastroscreen__v1__event_message__free_unpacked(m, NULL);
+    }
+    return k;
+}
+
+/* An attempt counter at its maximum fails the slide (poison) at the next restart instead of
+ * wrapping to 0 and screening it again under a fresh fence. */
+static void attempt_at_its_maximum_fails_instead_of_wrapping(void **state)
+{
+    fixture *f = *state;
+    char id[17];
+    accept(f, "/slides/wrap.svs", id);
+    set_record_field(f, id, "attempt", (json_int_t)UINT32_MAX);
+    assert_int_equal(info(f, id).attempt, UINT32_MAX);
+    assert_int_equal(gs_slides_recover(f->t, 5), 1);
+    gs_slide_info v = info(f, id);
+    assert_int_equal(v.state, GS_SLIDE_FAILED);
+    assert_int_equal(v.attempt, UINT32_MAX);
+    assert_int_equal(v.poison, 1);
+    assert_int_equal(verdicts_of(f, id), 1);
+    /* No attempt 0 exists to take results. */
+    assert_int_equal(gs_slides_fence(f->t, id, 0), GS_SLIDES_IGNORED);
+    assert_int_equal(gs_slides_screened(f->t, id, 0, 0.9f, 6, NULL), GS_SLIDES_IGNORED);
+    close_fixture(f);
+    open_fixture(f);
+    assert_int_equal(gs_slides_recover(f->t, 7), 0);
+    assert_int_equal(verdicts_of(f, id), 1);
+}
+
+/* A crash-mark count at its maximum fails the slide as poison without wrapping to 0. */
+static void crash_marks_at_their_maximum_do_not_wrap(void **state)
+{
+    fixture *f = *state;
+    char id[17];
+    accept(f, "/slides/marks.svs", id);
+    set_record_field(f, id, "crash_marks", (json_int_t)UINT32_MAX);
+    assert_int_equal(gs_slides_recover(f->t, 5), 1); /* attempt 2 */
+    uint64_t seq = 0;
+    assert_int_equal(gs_slides_crash_mark(f->t, id, 2, 6, &seq), 0);
+    assert_true(seq > 0);
+    gs_slide_info v = info(f, id);
+    assert_int_equal(v.state, GS_SLIDE_FAILED);
+    assert_int_equal(v.poison, 1);
+    assert_int_equal(v.crash_marks, UINT32_MAX);
+    assert_non_null(strstr(v.reason, "4294967295 workers"));
+}
+
+/* A torn tail took the DONE slide's verdict event with it (the slide file, written after the
+ * log record, survived): recovery journals the verdict again from the record, once. */
+static void verdict_event_lost_with_a_torn_tail_is_rebuilt(void **state)
+{
+    fixture *f = *state;
+    char id[17];
+    accept(f, "/slides/torn.svs", id);
+    assert_int_equal(gs_slides_planned(f->t, id, 1, "q", GS_METHOD_CLASSICAL, NULL, 2, NULL, NULL),
+                     0);
+    assert_int_equal(
+        gs_slides_blur_checked(f->t, id, 1, 0.f, GS_METHOD_CLASSICAL, 0, NULL, 3, NULL), 0);
+    assert_int_equal(gs_slides_inferring(f->t, id, 1, 4, NULL), 0);
+    assert_int_equal(gs_slides_screened(f->t, id, 1, 0.91f, 5, NULL), 0);
+    assert_int_equal(gs_slides_reported(f->t, id, 1, NULL, 6, NULL), 0);
+    uint64_t done = 0;
+    assert_int_equal(gs_slides_done(f->t, id, 1, 7, &done), 0);
+    close_fixture(f);
+    char log[128];
+    snprintf(log, sizeof log, "%s/events.log", f->dir);
+    struct stat st;
+    assert_int_equal(stat(log, &st), 0);
+    assert_int_equal(truncate(log, st.st_size - 3), 0);
+
+    open_fixture(f);
+    assert_false(gs_journal_has_event(f->j, done));
+    assert_int_equal(verdicts_of(f, id), 0);
+    assert_int_equal(gs_slides_recover(f->t, 100), 0);
+    assert_int_equal(verdicts_of(f, id), 1);
+    gs_slide_info v = info(f, id);
+    assert_int_equal(v.state, GS_SLIDE_DONE);
+    assert_true(v.last_seq > done);
+    Gastroscreen__V1__EventMessage *m = event(f, v.last_seq);
+    assert_int_equal(m->body_case, GASTROSCREEN__V1__EVENT_MESSAGE__BODY_VERDICT);
+    assert_string_equal(m->verdict->slide_id, id);
+    assert_int_equal(m->verdict->verdict_class,
+                     GASTROSCREEN__V1__VERDICT_CLASS__VERDICT_CLASS_POSITIVE);
+    assert_true(m->verdict->score == 0.91f);
+    assert_int_equal(m->verdict->decided_unix_ms, 7); /* when it was decided, not now */
+    gastroscreen__v1__event_message__free_unpacked(m, NULL);
+    gs_slides_stats ss;
+    gs_slides_stats_get(f->t, &ss);
+    assert_int_equal(ss.rebuilt_events, 1);
+    /* Rebuilt once: the next restart finds it in the log. */
+    close_fixture(f);
+    open_fixture(f);
+    assert_int_equal(gs_slides_recover(f->t, 200), 0);
+    assert_int_equal(verdicts_of(f, id), 1);
+}
+
 static void touch(const char *path)
 {
     FILE *fp = fopen(path, "w");
@@ -809,6 +930,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(poison_of_records_without_the_flag, setup, teardown),
         cmocka_unit_test_setup_teardown(restart_recovery, setup, teardown),
         cmocka_unit_test_setup_teardown(recovery_bumps_attempt_and_fences_old_results, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(attempt_at_its_maximum_fails_instead_of_wrapping, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(crash_marks_at_their_maximum_do_not_wrap, setup, teardown),
+        cmocka_unit_test_setup_teardown(verdict_event_lost_with_a_torn_tail_is_rebuilt, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(journal_failure_changes_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(resolve_path_checks_roots, setup, teardown),
