@@ -128,14 +128,121 @@ void gs_coordinator_options_default(gs_coordinator_options *o)
     memset(o, 0, sizeof *o);
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* degraded mode: the journal folder cannot be written (PROTOCOL.md §12) */
+
+/* The storage errno behind a failure, or 0 when the journal folder takes writes: the
+ * journal's own last write, the errno the failure left, or (for a write elsewhere on the same
+ * disk, like the spool) a probe of the folder. */
+static int journal_unwritable(gs_coordinator *c, int err)
+{
+    int e = gs_journal_write_errno(c->journal);
+    if (gs_journal_errno_is_storage(e))
+        return e;
+    if (gs_journal_errno_is_storage(err) && gs_journal_probe(c->journal) != 0)
+        return gs_journal_write_errno(c->journal) ? gs_journal_write_errno(c->journal) : err;
+    return 0;
+}
+
+/* The reason a new slide is refused while degraded (to the submitter and in the log). */
+static void refusal_reason(const gs_coordinator *c, char *out, size_t n)
+{
+    snprintf(out, n,
+             "journal %s cannot be written (%s): new slides are refused until it can; slides "
+             "already accepted are kept",
+             gs_journal_dir(c->journal), strerror(c->degraded_errno));
+}
+
+static void enter_degraded(gs_coordinator *c, int e, const char *why)
+{
+    if (c->degraded)
+        return;
+    c->degraded = 1;
+    c->degraded_errno = e;
+    c->next_probe = coord_now_ms(c) + 1000;
+    c->st.journal_degraded = 1;
+    c->st.journal_degraded_total++;
+    /* A slide caught by the failure while being activated has no phase yet: it goes back to
+     * the table and is activated again from its journalled state once the folder is back. */
+    for (size_t i = c->n_active; i-- > 0;)
+        if (c->active[i]->phase == 0)
+            coord_rt_drop(c, c->active[i]);
+    coord_logf(c,
+               "journal %s cannot be written (%s): degraded mode, new slides refused, %zu "
+               "slides in flight held at their next transition (%s)",
+               gs_journal_dir(c->journal), strerror(e), gs_slides_in_flight(c->slides), why);
+}
+
+static int job_outstanding(const gs_coordinator *c, uint64_t id)
+{
+    for (size_t i = 0; i < c->n_jobs; i++)
+        if (c->jobs[i].id == id)
+            return 1;
+    return 0;
+}
+
+static void leave_degraded(gs_coordinator *c)
+{
+    c->degraded = 0;
+    c->st.journal_degraded = 0;
+    /* A result that arrived while the folder was full was answered but not journalled: its
+     * job is sent again now, and that send is not held against the slide. */
+    for (size_t i = 0; i < c->n_active; i++) {
+        slide_rt *rt = c->active[i];
+        int job_phase = rt->phase == PH_PLAN || rt->phase == PH_SCREEN || rt->phase == PH_REPORT ||
+                        rt->phase == PH_FAIL_REPORT;
+        if (job_phase && (rt->job_id == 0 || !job_outstanding(c, rt->job_id)) && !rt->need_send) {
+            rt->job_id = 0;
+            rt->need_send = 1;
+            if (rt->sends > 0)
+                rt->sends--;
+        }
+    }
+    coord_logf(c, "journal %s can be written again: degraded mode over, new slides accepted",
+               gs_journal_dir(c->journal));
+}
+
+int coord_survive_journal_failure(gs_coordinator *c, int err)
+{
+    int e = journal_unwritable(c, err);
+    if (!e)
+        return -1;
+    enter_degraded(c, e, gs_error_get());
+    return 0;
+}
+
+/* Once a second while degraded: is the folder back? */
+static void probe_journal(gs_coordinator *c)
+{
+    int64_t now = coord_now_ms(c);
+    if (!c->degraded || now < c->next_probe)
+        return;
+    c->next_probe = now + 1000;
+    if (gs_journal_probe(c->journal) == 0)
+        leave_degraded(c);
+}
+
 static int accept_cb(void *ud, const char *path, int64_t size, int64_t mtime_ms,
                      gs_intake_source source, const char *external_id,
                      char out_id[GS_SLIDE_ID_LEN + 1], int *duplicate, uint64_t *seq)
 {
     gs_coordinator *c = ud;
+    char why[512];
+    if (c->degraded) {
+        refusal_reason(c, why, sizeof why);
+        c->st.intake_refused++;
+        return gs_error_set("%s: %s", path, why);
+    }
     if (gs_slides_intake(c->slides, path, size, mtime_ms, source, external_id, gs_unix_ms(), out_id,
-                         duplicate, seq) != 0)
+                         duplicate, seq) != 0) {
+        int err = errno;
+        if (coord_survive_journal_failure(c, err) == 0) {
+            refusal_reason(c, why, sizeof why);
+            c->st.intake_refused++;
+            return gs_error_set("%s: %s", path, why);
+        }
         return -1;
+    }
     if (*duplicate)
         c->st.intake_duplicates++;
     else
@@ -502,15 +609,18 @@ int gs_coordinator_step(gs_coordinator *c, int timeout_ms)
         timeout_ms = cap;
     if (zmq_poll(items, (int)n, timeout_ms) < 0 && errno != EINTR)
         return gs_error_set("coordinator: zmq_poll: %s", zmq_strerror(errno));
-    /* work first: results unblock workers (PROTOCOL.md §10) */
-    if (drain_work(c) != 0)
+    /* work first: results unblock workers (PROTOCOL.md §10). A journal folder that cannot
+     * be written fails these with an error that degraded mode absorbs; any other is fatal. */
+    if (drain_work(c) != 0 && coord_survive_journal_failure(c, errno) != 0)
         return -1;
     drain_query(c);
-    if (gs_intake_handle(c->intake, coord_now_ms(c)) < 0)
+    if (gs_intake_handle(c->intake, coord_now_ms(c)) < 0 &&
+        coord_survive_journal_failure(c, errno) != 0)
         return -1;
-    if (coord_check_liveness(c) != 0)
+    if (coord_check_liveness(c) != 0 && coord_survive_journal_failure(c, errno) != 0)
         return -1;
-    if (coord_drive(c) != 0)
+    probe_journal(c);
+    if (coord_drive(c) != 0 && coord_survive_journal_failure(c, errno) != 0)
         return -1;
     coord_publish_pending(c);
     tick(c);

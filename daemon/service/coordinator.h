@@ -16,6 +16,10 @@
  *     ReportJob -> REPORTED -> DONE; failures send a FAILED ReportJob once, then FAILED;
  *   - publishes every journalled record on `events` after it is on disk (so DONE is fsynced
  *     before `slide.verdict.<class>.` goes out), and `stats.<stage>.` once a second;
+ *   - when the journal folder cannot be written (full, read-only, failing), goes on in
+ *     degraded mode (PROTOCOL.md §12): new slides are refused with the reason, slides in
+ *     flight wait at their next transition with their state in memory, the folder is probed
+ *     each second and everything resumes when it takes writes again;
  *   - answers "events since N" and "state of slide X" on `query`;
  *   - counts and drops malformed, wrong-type, stale and duplicate messages on every socket.
  * No pixel ever passes through it.
@@ -80,6 +84,11 @@ typedef struct {
     uint32_t slides_in_flight; /* not terminal, incl. those waiting for a slot */
     uint32_t slides_active;    /* being worked on (at most max_slides_in_flight) */
     uint64_t slides_accepted, intake_duplicates, intake_rejected;
+    /* Intakes refused because the journal cannot be written; 1 while it cannot (degraded
+     * mode), and how many times that began. */
+    uint64_t intake_refused;
+    int journal_degraded;
+    uint64_t journal_degraded_total;
     uint64_t verdicts[GS_VERDICT_FAILED + 1];  /* by gs_verdict_class */
     uint64_t failed_poison;                    /* FAILED verdicts for poison */
     uint64_t malformed[GS_COORD_SOCKET_COUNT]; /* incl. content checks */
@@ -143,7 +152,8 @@ void gs_coordinator_destroy(gs_coordinator **c);
 
 /* One iteration: waits up to timeout_ms for a message, handles whatever arrived, then
  * deadlines, liveness, dispatch and publication. Returns 0, or -1 with the error set on a
- * fatal error (the journal cannot be written; a socket failed). */
+ * fatal error (a socket failed, the journal broke; a journal folder that is only full or
+ * read-only is degraded mode, not an error). */
 int gs_coordinator_step(gs_coordinator *c, int timeout_ms);
 
 /* Steps until stopped (gs_coordinator_stop or *options.stop). Returns 0, or -1 as step. */

@@ -536,7 +536,10 @@ static int activate_waiting(gs_coordinator *c)
 
 int coord_drive(gs_coordinator *c)
 {
-    if (activate_waiting(c) != 0)
+    /* Degraded (the journal folder cannot be written): no slide is activated and none takes
+     * a transition; tiles already planned go on being read and inferred, and each slide
+     * waits, its state in memory, at the step that would journal (PROTOCOL.md §12). */
+    if (!c->degraded && activate_waiting(c) != 0)
         return -1;
     /* Iterate over a copy: handlers may drop slides. */
     size_t n = c->n_active;
@@ -571,11 +574,11 @@ int coord_drive(gs_coordinator *c)
                     if (rt->is_sample[tmp[k]])
                         any_fresh++;
                 free(tmp);
-                if (any_fresh == 0 && lc.blur_outstanding == 0)
+                if (any_fresh == 0 && lc.blur_outstanding == 0 && !c->degraded)
                     rc = blur_settled(c, rt);
-            } else if (gs_ledger_complete(rt->ledger))
+            } else if (gs_ledger_complete(rt->ledger) && !c->degraded)
                 rc = tiles_settled(c, rt);
-        } else
+        } else if (!c->degraded)
             rc = coord_dispatch_job(c, rt);
     }
     free(list);

@@ -135,6 +135,12 @@ struct gs_coordinator {
     int64_t next_tick, next_retain;
     uint64_t rate_hist[11];
     int64_t rate_time[11];
+    /* Degraded mode: the journal folder cannot be written (full, read-only, failing). New
+     * slides are refused; slides in flight keep their state in memory and wait at their next
+     * transition; the folder is probed each second (PROTOCOL.md §12). */
+    int degraded;
+    int degraded_errno;
+    int64_t next_probe;
     gs_coordinator_stats st; /* loop-owned counters */
     /* Log lines about one peer's bad messages: at most one per peer every PEER_LOG_MS, the
      * rest counted and reported with the next line (a hostile peer cannot flood the log). */
@@ -170,6 +176,11 @@ void coord_count_malformed(gs_coordinator *c, const char *what, const gs_peer *p
  * (rate-limited per peer, PROTOCOL.md §9). w is the sender when it said hello, else NULL. */
 void coord_refuse_result(gs_coordinator *c, const gs_peer *p, const worker *w, const char *what,
                          const char *why);
+
+/* Called where a step of the loop failed (err: errno then): when the journal folder cannot
+ * be written, puts the coordinator in degraded mode (or keeps it there) and returns 0, so the
+ * loop goes on; otherwise returns -1, the failure is fatal. */
+int coord_survive_journal_failure(gs_coordinator *c, int err);
 
 /* Copies the coordinator's model provenance into *mp (strings borrowed, not copied). */
 void coord_fill_provenance(const gs_coordinator *c, Gastroscreen__V1__ModelProvenance *mp);

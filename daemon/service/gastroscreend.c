@@ -48,7 +48,7 @@ typedef struct {
     int watchdog;
     int fam_slides, fam_verdicts, fam_malformed, fam_wrong, fam_ignored, fam_tiles, fam_jobs,
         fam_workers_ev, fam_workers, fam_tps, fam_busy, fam_queue, fam_seq, fam_poison,
-        fam_slide_secs, fam_tile_secs;
+        fam_slide_secs, fam_tile_secs, fam_degraded;
 } daemon_state;
 
 static void on_tick(const gs_coordinator_stats *s, void *ud)
@@ -73,6 +73,8 @@ static void collect(gs_metrics_sink *k, void *ud)
     gs_metrics_sample(k, d->fam_slides, "accepted", (double)s.slides_accepted);
     gs_metrics_sample(k, d->fam_slides, "duplicate", (double)s.intake_duplicates);
     gs_metrics_sample(k, d->fam_slides, "rejected", (double)s.intake_rejected);
+    gs_metrics_sample(k, d->fam_slides, "refused", (double)s.intake_refused);
+    gs_metrics_sample(k, d->fam_degraded, NULL, (double)s.journal_degraded);
     for (int v = GS_VERDICT_NEGATIVE; v <= GS_VERDICT_FAILED; v++)
         gs_metrics_sample(k, d->fam_verdicts, gs_verdict_class_name(v), (double)s.verdicts[v]);
     gs_metrics_sample(k, d->fam_poison, "poison", (double)s.failed_poison);
@@ -150,6 +152,9 @@ static int register_metrics(gs_metrics *m, daemon_state *d)
                                          "Items received and not finished", "stage")) < 0 ||
         (d->fam_seq = gs_metrics_gauge(m, "gastroscreen_journal_last_seq",
                                        "Newest journal sequence number", NULL)) < 0 ||
+        (d->fam_degraded = gs_metrics_gauge(
+             m, "gastroscreen_journal_degraded",
+             "1 while the journal folder cannot be written (new slides refused)", NULL)) < 0 ||
         (d->fam_slide_secs = gs_metrics_histogram(
              m, "gastroscreen_slide_duration_seconds",
              "Seconds from a slide's acceptance to its verdict", NULL, slide_b, n_slide_b)) < 0 ||

@@ -43,8 +43,10 @@ static int take_path(gs_intake *in, const char *path, gs_intake_source source,
         return -1;
     }
     if (in->o.accept(in->o.accept_ud, canon, size, mtime, source, external_id ? external_id : "",
-                     out_id, duplicate, seq) != 0)
+                     out_id, duplicate, seq) != 0) {
+        in->n.refused++;
         return -1;
+    }
     return 0;
 }
 
@@ -159,7 +161,7 @@ static void reply_submit(gs_intake *in, const gs_peer *to, const char *request_i
     (void)gs_transport_send(in->submit, to, &m.base, GS_SEND_DONTWAIT);
 }
 
-/* One submit request; returns 1 accepted, 0 answered otherwise, -1 journal failure. */
+/* One submit request; returns 1 accepted, 0 answered otherwise (rejected or refused). */
 static int handle_submit(gs_intake *in, gs_inbound *msg, gs_recv_status st)
 {
     if (st == GS_RECV_DROPPED) {
@@ -190,10 +192,14 @@ static int handle_submit(gs_intake *in, gs_inbound *msg, gs_recv_status st)
     uint64_t seq = 0;
     if (take_path(in, rq->path, GS_INTAKE_SUBMIT, rq->external_id, id, &dup, &seq, &rejected) !=
         0) {
+        /* A refusal (the journal cannot take the slide now) is answered like a rejection,
+         * with its reason; the coordinator has decided what it means for itself. */
         reply_submit(in, &msg->from, rq->request_id,
                      GASTROSCREEN__V1__SUBMIT_STATUS__SUBMIT_STATUS_REJECTED, "", 0,
                      gs_error_get());
-        return rejected ? 0 : -1;
+        if (!rejected && !in->o.quiet)
+            fprintf(stderr, "gastroscreend: submitted slide refused: %s\n", gs_error_get());
+        return 0;
     }
     in->n.submitted++;
     reply_submit(in, &msg->from, rq->request_id,
@@ -225,8 +231,8 @@ static int handle_arrived(gs_intake *in, gs_inbound *msg, gs_recv_status st)
     uint64_t seq = 0;
     if (take_path(in, a->path, GS_INTAKE_ANNOUNCED, a->external_id, id, &dup, &seq, &rejected) !=
         0) {
-        if (!rejected)
-            return -1;
+        /* Rejected (the path) or refused (the journal cannot take it now): either way the
+         * announcer has no reply channel, so the log line is where the reason goes. */
         if (!in->o.quiet)
             fprintf(stderr, "gastroscreend: announcement from %s refused: %s\n",
                     a->announcer[0] ? a->announcer : "?", gs_error_get());
@@ -273,7 +279,7 @@ static int scan_watch(gs_intake *in, int64_t now_ms)
         return 0; /* the folder may appear later (a mount); nothing to take yet */
     for (size_t i = 0; i < in->n_watch; i++)
         in->watch[i].seen = 0;
-    int accepted = 0, failed = 0;
+    int accepted = 0;
     struct dirent *de;
     while ((de = readdir(d)) != NULL) {
         if (de->d_name[0] == '.')
@@ -316,7 +322,8 @@ static int scan_watch(gs_intake *in, int64_t now_ms)
             e->taken = 1;
             if (take_path(in, full, GS_INTAKE_WATCHED, "", id, &dup, &seq, &rejected) != 0) {
                 if (!rejected) {
-                    failed = 1;
+                    /* Refused for now (the journal cannot take it): the file stays in the
+                     * folder and is taken at a later scan; the coordinator logged why. */
                     e->taken = 0;
                     break;
                 }
@@ -338,7 +345,7 @@ static int scan_watch(gs_intake *in, int64_t now_ms)
             free(in->watch[i].name);
     }
     in->n_watch = k;
-    return failed ? -1 : accepted;
+    return accepted;
 }
 
 int gs_intake_handle(gs_intake *in, int64_t now_ms)

@@ -9,7 +9,10 @@
  * sees it; a path outside the roots, missing or not a regular file is rejected (a REJECTED
  * reply on submit, a counted log line for an announcement). An accepted path is handed to the
  * accept callback, which journals the intake (gs_slides_intake) before returning, so a
- * SubmitReply is only ever sent after the ACCEPTED record is on disk.
+ * SubmitReply is only ever sent after the ACCEPTED record is on disk. A path the callback
+ * refuses (the journal cannot be written now) is answered REJECTED with the callback's reason
+ * on submit, logged for an announcement, left in the watched folder for a later scan, and
+ * counted in `refused`; it never stops the intake.
  *
  * Use: in = gs_intake_new(&opts); add gs_intake_poll_items() to the loop's zmq_poll;
  * call gs_intake_handle(in, now) each iteration (it drains both sockets without blocking and
@@ -50,6 +53,7 @@ typedef struct {
 typedef struct {
     uint64_t announced, submitted, watched; /* intakes accepted (new or duplicate) per door */
     uint64_t rejected;                      /* paths refused (roots, missing, not a file) */
+    uint64_t refused; /* paths the accept callback refused (the journal cannot take them) */
     /* per socket, incl. the transport's framing checks and the content checks here */
     uint64_t intake_malformed, intake_wrong_type, submit_malformed, submit_wrong_type;
 } gs_intake_counters;
@@ -68,8 +72,8 @@ size_t gs_intake_poll_items(gs_intake *in, zmq_pollitem_t *items, size_t max);
 
 /* Drains both sockets without blocking (each request answered or dropped) and scans the
  * watched folder when due (every quarter of watch_settle, at most once a second). now_ms is
- * a monotonic clock. Returns the number of paths accepted, or -1 with the error set when
- * the accept callback failed (the journal could not be written). */
+ * a monotonic clock. Returns the number of paths accepted (a refusal by the accept callback
+ * is answered and counted, not an error). */
 int gs_intake_handle(gs_intake *in, int64_t now_ms);
 
 /* Resolves path against the roots and accepts it: the embedded mode's door. Returns 0 (out_id

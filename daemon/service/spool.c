@@ -119,9 +119,16 @@ int gs_spool_plan_write(const gs_spool *s, const char *slide,
     gastroscreen__v1__plan_result__pack(plan, buf);
     int w = gs_mkdir_p(dir, 0750) == 0 ? gs_write_atomic(path, buf, len, 0640) : -1;
     if (w == 0 && written) {
-        *written = gastroscreen__v1__plan_result__unpack(NULL, len, buf);
-        if (!*written)
+        Gastroscreen__V1__PlanResult *copy = gastroscreen__v1__plan_result__unpack(NULL, len, buf);
+        if (!copy) {
             w = gs_error_set("%s: out of memory", path);
+        } else {
+            /* A plan taken again (its first PLANNED could not be journalled) replaces the
+             * copy of the first. */
+            if (*written)
+                gastroscreen__v1__plan_result__free_unpacked(*written, NULL);
+            *written = copy;
+        }
     }
     free(buf);
     return w;

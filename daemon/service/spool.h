@@ -58,8 +58,8 @@ int gs_spool_ledger_path(const gs_spool *s, const char *slide, char *out, size_t
 /* Writes plan as the slide's plan.pb, creating the slide's folder, so that the file is the
  * new plan whole or the old one (or none) after a crash. When written is not NULL, *written
  * receives the plan unpacked from the very bytes written (caller frees it with
- * gastroscreen__v1__plan_result__free_unpacked). Returns 0, or -1 with the error set (nothing
- * in *written). */
+ * gastroscreen__v1__plan_result__free_unpacked); *written must be NULL or an earlier plan,
+ * which is freed and replaced. Returns 0, or -1 with the error set (*written unchanged). */
 int gs_spool_plan_write(const gs_spool *s, const char *slide,
                         const Gastroscreen__V1__PlanResult *plan,
                         Gastroscreen__V1__PlanResult **written);

@@ -36,3 +36,8 @@ set_tests_properties(gastroscreend_help gastroscreend_bad_flag gastroscreend_mis
                      PROPERTIES LABELS unit)
 set_tests_properties(gastroscreend_start_stop PROPERTIES LABELS integration
                      FIXTURES_REQUIRED seeded_bundle TIMEOUT 300)
+
+# The coordinator with a journal folder that cannot be written (the journal's fault hook):
+# degraded mode, refusals with the reason, recovery when the folder is back.
+gs_cmocka_test(test_journal_degraded unit SOURCES unit/test_journal_degraded.c
+               unit/coordinator_world.c LIBS gs_daemon)
