@@ -18,3 +18,17 @@ endforeach()
 # Label sanitize: also run by the sanitize workflow (ASan + UBSan over the coordinator's
 # restart and journal replay, ~5 min instrumented); the other fault cases run in release only.
 set_tests_properties(fault_coordinator PROPERTIES LABELS "fault;sanitize")
+
+# The journal's faults (tests/fault/journal_faults.py): a damaged journal (flipped byte, torn
+# tail, hand-edited slide file) replays with every intact record and every verdict once; a
+# second coordinator on the same folder is refused; an unwritable journal folder puts the
+# coordinator in degraded mode and back (skipped, exit 77, where nothing can make a folder
+# unwritable without a mount).
+foreach(case damaged lock readonly)
+  add_test(NAME fault_journal_${case}
+           COMMAND /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/fault/journal_faults.py ${case}
+                   --build ${CMAKE_BINARY_DIR} --bundle ${CMAKE_BINARY_DIR}/tests/seeded/seed1.safetensors
+                   --data ${CMAKE_CURRENT_SOURCE_DIR}/data --scratch ${CMAKE_BINARY_DIR}/tests/fault)
+  set_tests_properties(fault_journal_${case} PROPERTIES LABELS fault FIXTURES_REQUIRED seeded_bundle
+                       TIMEOUT 1800 RUN_SERIAL TRUE SKIP_RETURN_CODE 77)
+endforeach()
