@@ -43,10 +43,8 @@ static int take_path(gs_intake *in, const char *path, gs_intake_source source,
         return -1;
     }
     if (in->o.accept(in->o.accept_ud, canon, size, mtime, source, external_id ? external_id : "",
-                     out_id, duplicate, seq) != 0) {
-        in->n.refused++;
-        return -1;
-    }
+                     out_id, duplicate, seq) != 0)
+        return -1; /* refused: the callback counted it and said why */
     return 0;
 }
 

@@ -11,8 +11,8 @@
  * accept callback, which journals the intake (gs_slides_intake) before returning, so a
  * SubmitReply is only ever sent after the ACCEPTED record is on disk. A path the callback
  * refuses (the journal cannot be written now) is answered REJECTED with the callback's reason
- * on submit, logged for an announcement, left in the watched folder for a later scan, and
- * counted in `refused`; it never stops the intake.
+ * on submit, logged for an announcement, left in the watched folder for a later scan (the
+ * callback counts it); it never stops the intake.
  *
  * Use: in = gs_intake_new(&opts); add gs_intake_poll_items() to the loop's zmq_poll;
  * call gs_intake_handle(in, now) each iteration (it drains both sockets without blocking and
@@ -53,7 +53,6 @@ typedef struct {
 typedef struct {
     uint64_t announced, submitted, watched; /* intakes accepted (new or duplicate) per door */
     uint64_t rejected;                      /* paths refused (roots, missing, not a file) */
-    uint64_t refused; /* paths the accept callback refused (the journal cannot take them) */
     /* per socket, incl. the transport's framing checks and the content checks here */
     uint64_t intake_malformed, intake_wrong_type, submit_malformed, submit_wrong_type;
 } gs_intake_counters;
