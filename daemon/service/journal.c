@@ -57,6 +57,7 @@ typedef struct {
     int terminal;
     int64_t time_ms;
     uint64_t seq; /* sequence number of the log record this record came with */
+    int restored; /* replay took the record from the log: the file is rewritten after it */
 } slide_entry;
 
 typedef struct {
@@ -503,10 +504,24 @@ static int replay_record(void *ud, const uint8_t *payload, size_t len, uint64_t 
     json_decref(record);
     if (rc != 0)
         return -1;
-    if (write_slide_file(j, r.id, find_slide(j, r.id)->record, !!(r.flags & FLAG_TERMINAL),
-                         r.time_ms, r.seq) != 0)
-        return -1;
-    warn(j, "%s.json: restored from events.log seq %llu", r.id, (unsigned long long)r.seq);
+    /* The file is written once the whole log is read (restore_slide_files), from the newest
+     * of the slide's records: one write and one line per slide, not per record. */
+    find_slide(j, r.id)->restored = 1;
+    return 0;
+}
+
+/* Rewrites the file of every slide whose newest record came from the log. */
+static int restore_slide_files(gs_journal *j)
+{
+    for (size_t i = 0; i < j->n_slides; i++) {
+        slide_entry *e = &j->slides[i];
+        if (!e->restored)
+            continue;
+        e->restored = 0;
+        if (write_slide_file(j, e->id, e->record, e->terminal, e->time_ms, e->seq) != 0)
+            return -1;
+        warn(j, "%s.json: restored from events.log seq %llu", e->id, (unsigned long long)e->seq);
+    }
     return 0;
 }
 
@@ -534,7 +549,8 @@ static int replay_log(gs_journal *j)
              "%llu damaged bytes dropped)",
              (unsigned long long)li.records, (unsigned long long)li.dropped);
     replay_ctx c = {j, 0, 0};
-    if (gs_recfile_salvage(j->log, replay_record, replay_damage, &c, NULL) != 0)
+    if (gs_recfile_salvage(j->log, replay_record, replay_damage, &c, NULL) != 0 ||
+        restore_slide_files(j) != 0)
         return -1;
     return c.repaired ? rewrite_log(j, NULL) : 0;
 }

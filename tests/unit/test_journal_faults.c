@@ -156,6 +156,7 @@ static void edited_slide_file_is_quarantined(void **state)
     make_tmpdir(dir, sizeof dir);
     gs_journal *j = gs_journal_open(dir);
     assert_non_null(j);
+    commit_rec(j, ID_A, 0.125);
     commit_rec(j, ID_A, 0.25);
     commit_rec(j, ID_B, 0.5);
     gs_journal_destroy(&j);
@@ -180,6 +181,12 @@ static void edited_slide_file_is_quarantined(void **state)
     const json_t *r = gs_journal_slide_get(j, ID_A);
     assert_non_null(r);
     assert_true(json_real_value(json_object_get(r, "score")) == 0.25);
+    /* Restored from the newest of its two log records: one file write, one line. */
+    size_t restored = 0;
+    for (size_t i = 0; i < gs_journal_warning_count(j); i++)
+        restored += strstr(gs_journal_warning(j, i), "restored from events.log") != NULL;
+    assert_int_equal(restored, 1);
+    assert_true(warned(j, "restored from events.log seq 2"));
     r = gs_journal_slide_get(j, ID_B);
     assert_non_null(r);
     assert_true(json_real_value(json_object_get(r, "score")) == 0.5);
