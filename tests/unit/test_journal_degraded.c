@@ -178,11 +178,53 @@ static void no_verdict_is_published_before_it_is_journalled(void **state)
     world_free(&w);
 }
 
+static int has_slide(world *w, const char *id)
+{
+    (void)id;
+    return gs_slides_count(gs_coordinator_slides(w->c)) > 0;
+}
+
+/* A file settled in the watched folder while the journal cannot be written is refused, not
+ * lost: it stays in the folder and becomes a slide once the folder is back. */
+static void watched_file_waits_for_the_journal(void **state)
+{
+    (void)state;
+    world w;
+    world_init(&w);
+    w.watch = 1;
+    world_start(&w);
+    gs_journal_set_fault_hook(fault, NULL);
+    fault_errno = EDQUOT;
+    char path[PATH_MAX + 32];
+    snprintf(path, sizeof path, "%s/watch/w.svs", w.dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("a watched slide", f);
+    fclose(f);
+    for (int i = 0; i < 40; i++) {
+        w.now += 500;
+        for (int k = 0; k < 3; k++)
+            pump(&w);
+    }
+    assert_int_equal(gs_slides_count(gs_coordinator_slides(w.c)), 0);
+    assert_int_equal(stats(&w).journal_degraded, 1);
+    assert_true(stats(&w).intake_refused >= 1);
+    fault_errno = 0;
+    assert_true(run_until(&w, has_slide, NULL));
+    gs_slide_info info;
+    assert_int_equal(gs_slides_at(gs_coordinator_slides(w.c), 0, &info), 0);
+    assert_int_equal(info.source, GS_INTAKE_WATCHED);
+    assert_int_equal(stats(&w).journal_degraded, 0);
+    gs_journal_set_fault_hook(NULL, NULL);
+    world_free(&w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(full_journal_refuses_new_slides_and_keeps_the_old),
         cmocka_unit_test(no_verdict_is_published_before_it_is_journalled),
+        cmocka_unit_test(watched_file_waits_for_the_journal),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
