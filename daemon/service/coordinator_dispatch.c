@@ -351,16 +351,31 @@ static const char *phase_job_name(int phase)
     }
 }
 
+static int64_t phase_timeout_ms(const gs_coordinator *c, int phase)
+{
+    switch (phase) {
+    case PH_PLAN:
+        return c->cfg->plan_timeout_ms;
+    case PH_SCREEN:
+        return c->cfg->screen_timeout_ms;
+    default:
+        return c->cfg->report_timeout_ms;
+    }
+}
+
 /* Sends (or re-sends) the slide's plan / screen / report job when one is needed. */
 int coord_dispatch_job(gs_coordinator *c, slide_rt *rt)
 {
     int64_t now = coord_now_ms(c);
+    int64_t timeout = phase_timeout_ms(c, rt->phase);
     if (rt->job_id && now >= rt->job_deadline) {
         rt->need_send = 1;
         coord_logf(c, "slide %s: %s job %llu past its deadline", rt->id, phase_job_name(rt->phase),
                    (unsigned long long)rt->job_id);
         coord_remove_job(c, rt->job_id);
         rt->job_id = 0;
+        /* The wait for a worker to re-send to is bounded as a send is (below). */
+        rt->job_deadline = now + timeout;
     }
     if (!rt->need_send)
         return 0;
@@ -375,22 +390,30 @@ int coord_dispatch_job(gs_coordinator *c, slide_rt *rt)
     }
     int stage = coord_stage_of_phase(rt->phase);
     worker *w = coord_pick_worker(c, stage);
-    if (!w)
+    if (!w) {
+        /* No worker of the stage is free: the one that missed the deadline may still be stuck
+         * on this very slide (its slot stays taken while it heartbeats), and a re-send would
+         * wait for ever. So each further deadline without a free worker counts as a send: the
+         * slide fails after job_max_sends deadlines instead of holding its place (and the
+         * queue behind it) with no end. */
+        if (rt->sends > 0 && now >= rt->job_deadline) {
+            rt->sends++;
+            rt->job_deadline = now + timeout;
+            coord_logf(c, "slide %s: %s job: no worker free to re-send to (%u of %u)", rt->id,
+                       phase_job_name(rt->phase), rt->sends, max_sends);
+        }
         return 0;
+    }
     int r;
-    int64_t timeout;
     switch (rt->phase) {
     case PH_PLAN:
         r = send_plan(c, rt, w);
-        timeout = c->cfg->plan_timeout_ms;
         break;
     case PH_SCREEN:
         r = send_screen(c, rt, w);
-        timeout = c->cfg->screen_timeout_ms;
         break;
     default:
         r = send_report(c, rt, w);
-        timeout = c->cfg->report_timeout_ms;
         break;
     }
     if (r < 0)

@@ -444,6 +444,8 @@ int pump(world *w)
                         f->refused = 1;
                     break;
                 case GASTROSCREEN__V1__WORK_MESSAGE__BODY_PLAN_JOB:
+                    if (w->hang_plans)
+                        break; /* stuck on it: no result, no ready, heartbeats go on */
                     if (w->swallow_plans) {
                         f->dead = 1;
                         break;

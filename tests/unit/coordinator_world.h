@@ -56,6 +56,7 @@ typedef struct {
     int goodbye_plans; /* the next foreground given a plan hands it back and leaves */
     int swallow_plans; /* a foreground given a plan vanishes with it (a crash) */
     int watch;         /* the config has a watched folder */
+    int hang_plans;    /* a foreground given a plan keeps heartbeating and never answers */
     int infer_budget;  /* >= 0: infer results answered before the sinks go quiet; -1 = all */
     float screen_score;
     int blur_method; /* Method the fake blur workers name (classical by default) */

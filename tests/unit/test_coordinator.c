@@ -570,6 +570,26 @@ static void poison_after_three_lost_workers(void **state)
     world_free(&w);
 }
 
+/* A foreground worker stuck on a plan keeps heartbeating and keeps its only slot: the deadline
+ * must still end the slide (each deadline without a free worker counts as a send), not leave
+ * it, and the queue behind it, waiting for ever. */
+static void stuck_plan_fails_after_its_deadlines(void **state)
+{
+    (void)state;
+    world w;
+    world_init(&w);
+    w.hang_plans = 1;
+    start_with_workers(&w);
+    char id[GS_SLIDE_ID_LEN + 1];
+    assert_int_equal(gs_coordinator_intake(w.c, w.slide, GS_INTAKE_EMBEDDED, "", id, NULL), 0);
+    assert_true(run_until(&w, is_terminal, id));
+    gs_slide_info info = slide_info(&w, id);
+    assert_int_equal(info.state, GS_SLIDE_FAILED);
+    assert_string_equal(info.reason, "plan: no result after 3 sends");
+    assert_int_equal(info.poison, 0);
+    world_free(&w);
+}
+
 static int has_slide(world *w, const char *id)
 {
     (void)id;
@@ -929,6 +949,7 @@ int main(void)
         cmocka_unit_test(failed_plan_reports_then_fails),
         cmocka_unit_test(handed_back_job_is_resent),
         cmocka_unit_test(poison_after_three_lost_workers),
+        cmocka_unit_test(stuck_plan_fails_after_its_deadlines),
         cmocka_unit_test(announced_slide_is_accepted),
         cmocka_unit_test(watched_file_taken_once_settled),
         cmocka_unit_test(touched_file_folds_into_first_slide),
