@@ -14,6 +14,19 @@
 /* The features go to .npy as "<f4": the host's floats must be little-endian. */
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "features are written as <f4");
 
+/* The file the slide id stands for (PROTOCOL.md §13), for every job that opens the slide: the
+ * identity journalled at intake and, once planned, the plan's quickhash. The stage refuses
+ * another file, naming the change. Pointers are borrowed from info. */
+static void slide_identity(const gs_slide_info *info, Gastroscreen__V1__SlideIdentity *id)
+{
+    *id = (Gastroscreen__V1__SlideIdentity)GASTROSCREEN__V1__SLIDE_IDENTITY__INIT;
+    id->device = info->file.dev;
+    id->inode = info->file.ino;
+    id->size = info->file.size;
+    id->mtime_ns = info->file.mtime_ns;
+    id->quickhash = (char *)info->quickhash;
+}
+
 /* Sends TileJobs for the slide's due and unrequested tiles, within its window. */
 int coord_dispatch_tiles(gs_coordinator *c, slide_rt *rt)
 {
@@ -92,6 +105,9 @@ int coord_dispatch_tiles(gs_coordinator *c, slide_rt *rt)
         tj.attempt = rt->attempt;
         tj.job_id = ++c->next_job_id;
         tj.path = (char *)info.path;
+        Gastroscreen__V1__SlideIdentity sid;
+        slide_identity(&info, &sid);
+        tj.identity = &sid;
         tj.grid = rt->plan->grid;
         tj.n_tiles = k;
         tj.tiles = prefs;
@@ -209,6 +225,9 @@ static int send_report(gs_coordinator *c, slide_rt *rt, worker *w)
     rj.attempt = rt->attempt;
     rj.job_id = ++c->next_job_id;
     rj.path = (char *)info.path;
+    Gastroscreen__V1__SlideIdentity sid;
+    slide_identity(&info, &sid);
+    rj.identity = &sid;
     rj.out_dir = out_dir;
     rj.verdict = &vb.v;
     rj.heatmap_size = rt->hs;
@@ -278,6 +297,10 @@ static int send_plan(gs_coordinator *c, slide_rt *rt, worker *w)
     pj.attempt = rt->attempt;
     pj.job_id = ++c->next_job_id;
     pj.path = (char *)info.path;
+    Gastroscreen__V1__SlideIdentity sid;
+    slide_identity(&info, &sid);
+    sid.quickhash = ""; /* the plan is what finds it */
+    pj.identity = &sid;
     pj.target_mpp = c->cfg->target_mpp;
     pj.tile_size = c->cfg->tile_size;
     pj.stride = c->cfg->stride;

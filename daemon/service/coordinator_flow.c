@@ -361,6 +361,20 @@ static int start_inference(gs_coordinator *c, slide_rt *rt)
     return 0;
 }
 
+/* ": <the last error of the first tile that has one>", or "": a slide that fails for its tiles
+ * says why they failed (an unreadable file, a file changed after intake), not only how many. */
+static void first_tile_error(const slide_rt *rt, char *out, size_t n)
+{
+    out[0] = '\0';
+    for (uint32_t i = 0; rt->ledger && i < gs_ledger_tile_count(rt->ledger); i++) {
+        const char *e = gs_ledger_error(rt->ledger, i);
+        if (e && e[0]) {
+            snprintf(out, n, ": %s", e);
+            return;
+        }
+    }
+}
+
 /* The sample is settled: decide the blur check (PROTOCOL.md §6). */
 static int blur_settled(gs_coordinator *c, slide_rt *rt)
 {
@@ -368,9 +382,12 @@ static int blur_settled(gs_coordinator *c, slide_rt *rt)
     gs_ledger_counts_get(rt->ledger, &lc);
     uint32_t min_valid =
         c->cfg->blur_min_valid < rt->n_sample ? c->cfg->blur_min_valid : rt->n_sample;
-    if (lc.blur_judged < min_valid)
-        return coord_fail_slide(c, rt, "blur check: %u of %u sample tiles readable", lc.blur_judged,
-                                rt->n_sample);
+    if (lc.blur_judged < min_valid) {
+        char why[512];
+        first_tile_error(rt, why, sizeof why);
+        return coord_fail_slide(c, rt, "blur check: %u of %u sample tiles readable%s",
+                                lc.blur_judged, rt->n_sample, why);
+    }
     float frac = lc.blur_judged ? (float)lc.blur_blurry / (float)lc.blur_judged : 0.f;
     int out = frac > (float)c->decision.blur_slide_fraction;
     char reason[256];
@@ -420,12 +437,14 @@ static int tiles_settled(gs_coordinator *c, slide_rt *rt)
         coord_rt_warn(rt, "partially out of focus: %u of %u tissue tiles (%.0f%%) not analysed",
                       lc.blurry, judged, 100.0 * share);
     }
+    char why[512];
+    first_tile_error(rt, why, sizeof why);
     if (lc.inferred == 0)
-        return coord_fail_slide(c, rt, "no tile could be inferred (%u of %u tiles failed)",
-                                lc.error, judged);
+        return coord_fail_slide(c, rt, "no tile could be inferred (%u of %u tiles failed)%s",
+                                lc.error, judged, why);
     if (lc.error > 0) {
         if ((double)lc.error > c->cfg->max_error_fraction * judged)
-            return coord_fail_slide(c, rt, "%u of %u tiles failed", lc.error, judged);
+            return coord_fail_slide(c, rt, "%u of %u tiles failed%s", lc.error, judged, why);
         coord_rt_warn(rt, "%u tiles failed", lc.error);
     }
     coord_rt_phase(c, rt, PH_SCREEN);

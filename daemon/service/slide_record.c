@@ -67,7 +67,13 @@ json_t *slide_record_of(const slide *s)
         json_object_set_new(r, "poison", json_boolean(s->poison)) != 0 ||
         (s->threshold_source[0] &&
          (json_object_set_new(r, "threshold", json_real(s->threshold)) != 0 ||
-          json_object_set_new(r, "threshold_source", json_string(s->threshold_source)) != 0))) {
+          json_object_set_new(r, "threshold_source", json_string(s->threshold_source)) != 0)) ||
+        ((s->file.dev || s->file.ino) &&
+         json_object_set_new(r, "file",
+                             json_pack("{s:I, s:I, s:I, s:I}", "dev", (json_int_t)s->file.dev,
+                                       "ino", (json_int_t)s->file.ino, "size",
+                                       (json_int_t)s->file.size, "mtime_ns",
+                                       (json_int_t)s->file.mtime_ns)) != 0)) {
         json_decref(r);
         return NULL;
     }
@@ -153,6 +159,15 @@ slide *slide_of_record(const json_t *r)
         goto fail;
     }
     s->threshold = (float)thr;
+    /* The file accepted at intake; records of older builds have none (not checked). dev and
+     * ino are unsigned on the way in and out: the cast keeps their bits. */
+    json_int_t fdev = 0, fino = 0, fsize = 0, fmtime = 0;
+    if (json_unpack((json_t *)r, "{s?{s:I, s:I, s:I, s:I}}", "file", "dev", &fdev, "ino", &fino,
+                    "size", &fsize, "mtime_ns", &fmtime) != 0) {
+        gs_error_set("file identity mistyped");
+        goto fail;
+    }
+    s->file = (gs_slide_file){(uint64_t)fdev, (uint64_t)fino, fsize, fmtime};
     snprintf(s->threshold_source, sizeof s->threshold_source, "%s", thr_src);
     memcpy(s->id, str[10], GS_SLIDE_ID_LEN);
     char **f[N_STR];

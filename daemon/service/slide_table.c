@@ -383,6 +383,11 @@ int gs_slides_intake(gs_slides *t, const char *path, int64_t size, int64_t mtime
     c.size = size;
     c.mtime_ms = mtime_ms;
     c.accepted_ms = now_unix_ms;
+    /* What the stages will check before they read the slide (PROTOCOL.md §13). */
+    struct stat st;
+    if (lstat(path, &st) == 0 && S_ISREG(st.st_mode))
+        c.file = (gs_slide_file){(uint64_t)st.st_dev, (uint64_t)st.st_ino, (int64_t)st.st_size,
+                                 (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec};
     if (commit(t, NULL, &c, EV_ACCEPTED, 0, NULL, now_unix_ms, seq) != 0)
         return -1;
     memcpy(out_id, c.id, GS_SLIDE_ID_LEN + 1);
@@ -795,6 +800,7 @@ static void view(const slide *s, gs_slide_info *v)
     v->tiles = s->tiles;
     v->size = s->size;
     v->mtime_ms = s->mtime_ms;
+    v->file = s->file;
     v->accepted_unix_ms = s->accepted_ms;
     v->updated_unix_ms = s->updated_ms;
     v->last_seq = s->last_seq;

@@ -130,6 +130,14 @@ typedef struct {
 #define GS_SLIDE_SOURCE_MAX 15
 #define GS_SLIDE_SOURCE_UNKNOWN "unknown"
 
+/* The file accepted at intake, by lstat of the canonical path (PROTOCOL.md §13): the identity
+ * every stage that opens the slide checks (SlideIdentity). dev and ino 0: not known (a record
+ * of an older build, or a path that could not be stat'ed at intake). */
+typedef struct {
+    uint64_t dev, ino;
+    int64_t size, mtime_ns;
+} gs_slide_file;
+
 typedef struct {
     const char *slide_id, *path, *external_id, *quickhash, *duplicate_of;
     const char *unassessable_reason; /* from the plan (no tissue, not brightfield) */
@@ -151,6 +159,7 @@ typedef struct {
     gs_slide_tiles tiles;
     int64_t size, mtime_ms, accepted_unix_ms, updated_unix_ms;
     uint64_t last_seq; /* sequence number of its newest event */
+    gs_slide_file file;
 } gs_slide_info;
 
 /* Counters of ignored and refused messages since the table was created. */
@@ -181,9 +190,11 @@ int gs_slides_recover(gs_slides *t, int64_t now_unix_ms);
 
 /* Intake of a slide file (PROTOCOL.md §13, rule 1). path must be canonical and absolute (the
  * caller resolved it and checked the roots); size and mtime_ms are from stat. A new slide is
- * ACCEPTED; a duplicate journals an `accepted` event with duplicate = true for the existing
- * slide. Writes the slide id into out_id (GS_SLIDE_ID_LEN + 1 bytes), *duplicate (may be NULL),
- * *seq (may be NULL). Returns 0 or -1 (bad path, journal failure). */
+ * ACCEPTED, with the identity of the file at path (gs_slide_file, by lstat: taken here, in the
+ * same loop turn as gs_slides_resolve_path); a duplicate journals an `accepted` event with
+ * duplicate = true for the existing slide. Writes the slide id into out_id (GS_SLIDE_ID_LEN + 1
+ * bytes), *duplicate (may be NULL), *seq (may be NULL). Returns 0 or -1 (bad path, journal
+ * failure). */
 int gs_slides_intake(gs_slides *t, const char *path, int64_t size, int64_t mtime_ms,
                      gs_intake_source source, const char *external_id, int64_t now_unix_ms,
                      char out_id[GS_SLIDE_ID_LEN + 1], int *duplicate, uint64_t *seq);

@@ -29,6 +29,7 @@ typedef struct {
     gs_slide_tiles tiles;
     int64_t size, mtime_ms, accepted_ms, updated_ms;
     uint64_t last_seq;
+    gs_slide_file file; /* the record's "file"; absent in older records (all 0) */
 } slide;
 
 /* The string fields, so that copying and freeing never forgets one. */

@@ -376,7 +376,7 @@ Gastroscreen__V1__PlanResult *gs_foreground_plan(const Gastroscreen__V1__PlanJob
     gs_slide_options_default(&so);
     so.target_mpp = target;
     so.default_mpp = default_mpp;
-    slide = gs_slide_open(job->path, &so);
+    slide = gs_slide_open_for_job(job->path, &so, job->identity);
     int64_t t_open = gs_mono_us();
     r->timing->read_us = (uint64_t)(t_open - t_start);
     if (!slide) {
@@ -393,8 +393,11 @@ Gastroscreen__V1__PlanResult *gs_foreground_plan(const Gastroscreen__V1__PlanJob
     to.net_input_size = job->thumbnail_size ? (int)job->thumbnail_size : 512;
     plan = o->method_fn(slide, &to, o->method_ud);
     r->timing->compute_us = (uint64_t)(gs_mono_us() - t_open);
-    if (!plan) {
-        /* An OpenSlide error while reading the thumbnail: the handle is already closed. */
+    /* OpenSlide re-opens the file by path while reading: the plan must be of the file
+     * accepted, checked once the reads are over. */
+    if (!plan || (job->identity && gs_slide_recheck(slide) != 0)) {
+        /* An OpenSlide error while reading the thumbnail (the handle is already closed), or
+         * the file changed. */
         if (set_error(r, strdup(gs_error_get())) < 0)
             goto out_of_memory;
         goto close_slide;

@@ -90,7 +90,9 @@ int gs_foreground_options_for_model(gs_foreground_options *o, const gs_model *m,
  * job take the protocol defaults (target 0.5 um/px, tile 512, stride = tile, default mpp
  * 0.25, thumbnail 512); a job that cannot be served as asked (a stride other than the tile size:
  * the plan has no overlapping windows; a tile side outside 16..2048; a path over 4096 bytes; a
- * non-finite resolution) is answered with `error` too. Returns the result, owned by the caller
+ * non-finite resolution) is answered with `error` too. A job with `identity` (the coordinator's)
+ * opens the slide with gs_slide_open_for_job's checks and re-checks the file after the plan is
+ * made; a changed file is an `error` naming the change. Returns the result, owned by the caller
  * (gs_foreground_result_free), or NULL only when out of memory (error set). */
 Gastroscreen__V1__PlanResult *gs_foreground_plan(const Gastroscreen__V1__PlanJob *job,
                                                  const gs_foreground_options *o,

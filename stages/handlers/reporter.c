@@ -273,9 +273,20 @@ int gs_reporter_write(const Gastroscreen__V1__ReportJob *job, const gs_reporter_
             goto free_images;
         }
         gs_error_clear();
-        gs_slide *s = r.path ? gs_slide_open(r.path, NULL) : NULL;
-        if (!s || gs_slide_thumbnail(s, o->thumbnail_size > 0 ? o->thumbnail_size : 1024, &thumb,
-                                     &tw, &th) < 0) {
+        gs_slide *s = r.path ? gs_slide_open_for_job(r.path, NULL, job->identity) : NULL;
+        int thumb_rc = s ? gs_slide_thumbnail(s, o->thumbnail_size > 0 ? o->thumbnail_size : 1024,
+                                              &thumb, &tw, &th)
+                         : -1;
+        /* The report shows the slide's thumbnail under the verdict of the file accepted: with
+         * the coordinator's identity, a file that is not that one any more (or that cannot be
+         * opened as it was for the plan) fails the report rather than show another slide. */
+        if (job->identity && r.path && (!s || (thumb_rc == 0 && gs_slide_recheck(s) < 0))) {
+            snprintf(msg, sizeof msg, "%s", gs_error_get());
+            gs_slide_destroy(&s);
+            fail(out, msg);
+            goto free_images;
+        }
+        if (thumb_rc < 0) {
             snprintf(thumb_warn, sizeof thumb_warn, "no thumbnail: %s",
                      gs_error_get()[0] ? gs_error_get() : "no slide path");
             thumb = NULL;

@@ -124,7 +124,7 @@ gs_tiler_job *gs_tiler_job_new(const Gastroscreen__V1__TileJob *job, const char 
     gs_slide_options_default(&so);
     so.target_mpp = g->target_mpp;
     so.default_mpp = g->target_mpp * (double)g->tile_size / (double)g->window_level0;
-    j->slide = gs_slide_open(job->path, &so);
+    j->slide = gs_slide_open_for_job(job->path, &so, job->identity);
     if (!j->slide) {
         snprintf(j->open_error, sizeof j->open_error, "%s", gs_error_get());
         return j;
@@ -203,8 +203,13 @@ int gs_tiler_job_next(gs_tiler_job *j, gs_tiler_item *it)
     int64_t t0 = gs_mono_us();
     int64_t tx = llround((double)ref->x0 / j->level0_per_target);
     int64_t ty = llround((double)ref->y0 / j->level0_per_target);
-    if (gs_slide_read_target(j->slide, tx - ctx, ty - ctx, (int)side, (int)side, px) < 0) {
-        /* The slide closed its handle: the remaining tiles fail with this same message. */
+    /* OpenSlide re-opens the file by path while reading, so each tile read is followed by a
+     * check that the path still names the file accepted (a stat and a realpath: nothing next
+     * to a tile read); a changed file fails this and the remaining tiles. */
+    if (gs_slide_read_target(j->slide, tx - ctx, ty - ctx, (int)side, (int)side, px) < 0 ||
+        (job->identity && gs_slide_recheck(j->slide) < 0)) {
+        /* The slide closed its handle, or the file changed: the remaining tiles fail with this
+         * same message. */
         free(px);
         snprintf(j->read_error, sizeof j->read_error, "%s", gs_error_get());
         return fail_item(j, it, ref, j->read_error);

@@ -53,7 +53,9 @@ typedef struct {
 /* Checks the job (PROTOCOL.md §14 step 6: a fence of 16 hex digits and attempt >= 1, a path
  * under 4096 bytes, a grid with tile_size 16..1672 so a frame fits the 8 MiB tile cap, a
  * positive finite target_mpp and window, infer or blur set, tile indices unique) and opens the
- * slide. A slide that cannot be opened is not an error here: every tile then fails with the
+ * slide (with the job's `identity` when it has one: gs_slide_open_for_job; the file is checked
+ * again after each tile read, and a changed file fails the remaining tiles with the change
+ * named). A slide that cannot be opened is not an error here: every tile then fails with the
  * open error. Returns the job (caller destroys), or NULL with the error for a malformed job,
  * which the caller counts and drops. `tiler_id` is copied into every item. */
 gs_tiler_job *gs_tiler_job_new(const Gastroscreen__V1__TileJob *job, const char *tiler_id);

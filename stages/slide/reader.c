@@ -49,6 +49,8 @@ struct gs_slide {
     size_t nwarn;
     char **warnings;
     gs_slide_options opt;
+    gs_file_identity id; /* of the file as opened */
+    int canonical;       /* opened by gs_slide_open_checked: the path must stay canonical */
 };
 
 void gs_slide_options_default(gs_slide_options *o)
@@ -109,28 +111,96 @@ static int looks_like_tiff(const uint8_t *head, size_t n)
 
 enum file_kind { FILE_OTHER, FILE_DICOM, FILE_TIFF };
 
-/* Checks what OpenSlide cannot tell apart (missing, unreadable, empty, DICOM, a damaged TIFF)
- * before handing the path to OpenSlide. Returns 0, or -1 with the message set; *kind says what
- * the first bytes look like. */
-static int check_file(const char *path, enum file_kind *kind)
+static const char *file_type_name(mode_t m)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    return S_ISFIFO(m)   ? "a FIFO"
+           : S_ISCHR(m)  ? "a character device"
+           : S_ISBLK(m)  ? "a block device"
+           : S_ISDIR(m)  ? "a folder"
+           : S_ISSOCK(m) ? "a socket"
+           : S_ISLNK(m)  ? "a symbolic link"
+                         : "not a plain file";
+}
+
+static void identity_of(const struct stat *st, gs_file_identity *id)
+{
+    id->dev = (uint64_t)st->st_dev;
+    id->ino = (uint64_t)st->st_ino;
+    id->size = (int64_t)st->st_size;
+    id->mtime_ns = (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+}
+
+int gs_file_identify(const char *path, gs_file_identity *id)
+{
+    struct stat st;
+    if (lstat(path, &st) != 0)
+        return gs_error_set("%s: %s", path, strerror(errno));
+    if (!S_ISREG(st.st_mode))
+        return gs_error_set("%s: not a regular file (%s)", path, file_type_name(st.st_mode));
+    identity_of(&st, id);
+    return 0;
+}
+
+int gs_file_identity_check(const char *path, const gs_file_identity *expected,
+                           const gs_file_identity *found)
+{
+    if (expected->dev == 0 && expected->ino == 0)
+        return 0;
+    struct {
+        const char *what;
+        long long was, now;
+    } f[] = {
+        {"device", (long long)expected->dev, (long long)found->dev},
+        {"inode", (long long)expected->ino, (long long)found->ino},
+        {"size", expected->size, found->size},
+        {"mtime (ns)", expected->mtime_ns, found->mtime_ns},
+    };
+    const char *what = NULL;
+    long long was = 0, now = 0;
+    for (size_t i = 0; i < sizeof f / sizeof f[0] && !what; i++)
+        if (f[i].was != f[i].now) {
+            what = f[i].what;
+            was = f[i].was;
+            now = f[i].now;
+        }
+    if (!what)
+        return 0;
+    return gs_error_set("%s: slide file changed after intake: %s %lld -> %lld", path, what, was,
+                        now);
+}
+
+/* Checks what OpenSlide cannot tell apart (missing, unreadable, empty, DICOM, a damaged TIFF)
+ * before handing the path to OpenSlide. What is not a regular file (a FIFO, a device, a folder)
+ * is refused by stat before any open: opening a FIFO blocks until a writer comes, and OpenSlide
+ * would open it too. The open itself never blocks (O_NONBLOCK) and must find the file stat saw.
+ * Returns 0, or -1 with the message set; *kind says what the first bytes look like, *id what
+ * the file is (by stat, or lstat when no_follow: then a symbolic link is refused too). */
+static int check_file(const char *path, int no_follow, enum file_kind *kind, gs_file_identity *id)
+{
+    struct stat st;
+    if ((no_follow ? lstat(path, &st) : stat(path, &st)) != 0)
+        return gs_error_set("%s: %s", path, strerror(errno));
+    if (!S_ISREG(st.st_mode))
+        return gs_error_set("%s: not a regular file (%s)", path, file_type_name(st.st_mode));
+    int fd =
+        open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY | (no_follow ? O_NOFOLLOW : 0));
     if (fd < 0)
         return gs_error_set("%s: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
+    struct stat fst;
+    if (fstat(fd, &fst) != 0) {
         gs_error_set("%s: %s", path, strerror(errno));
         close(fd);
         return -1;
     }
-    if (!S_ISREG(st.st_mode)) {
+    if (!S_ISREG(fst.st_mode) || fst.st_dev != st.st_dev || fst.st_ino != st.st_ino) {
         close(fd);
-        return gs_error_set("%s: not a regular file", path);
+        return gs_error_set("%s: the file changed while it was checked", path);
     }
-    if (st.st_size == 0) {
+    if (fst.st_size == 0) {
         close(fd);
         return gs_error_set("%s: empty file (0 bytes); not a slide", path);
     }
+    identity_of(&fst, id);
     uint8_t head[132];
     ssize_t got = read(fd, head, sizeof head);
     if (got < 0) {
@@ -327,7 +397,48 @@ static int read_resolution(gs_slide *s)
     return 0;
 }
 
-gs_slide *gs_slide_open(const char *path, const gs_slide_options *opt)
+/* A path the coordinator resolved at intake is its own realpath; if it no longer is, a
+ * symbolic link was swapped into it (a folder replaced by a link out of the slide roots). */
+static int canonical_check(const char *path)
+{
+    char *real = realpath(path, NULL);
+    if (!real)
+        return gs_error_set("%s: %s", path, strerror(errno));
+    int same = strcmp(real, path) == 0;
+    if (!same)
+        gs_error_set("%s: not a canonical path (it resolves to %s): the slide's path changed "
+                     "after intake",
+                     path, real);
+    free(real);
+    return same ? 0 : -1;
+}
+
+/* The file at path is still the one described by *id (lstat when no_follow). */
+static int same_file(const char *path, int no_follow, const gs_file_identity *id)
+{
+    struct stat st;
+    if ((no_follow ? lstat(path, &st) : stat(path, &st)) != 0)
+        return gs_error_set("%s: slide file changed after intake: %s", path, strerror(errno));
+    if (!S_ISREG(st.st_mode))
+        return gs_error_set("%s: slide file changed after intake: now %s", path,
+                            file_type_name(st.st_mode));
+    gs_file_identity now;
+    identity_of(&st, &now);
+    return gs_file_identity_check(path, id, &now);
+}
+
+static int quickhash_check(const char *path, const char *expected, const char *found)
+{
+    if (!expected || !expected[0] || strcmp(expected, found) == 0)
+        return 0;
+    return gs_error_set("%s: slide content changed after planning: quickhash %.16s... -> %.16s...",
+                        path, expected, found[0] ? found : "(none)");
+}
+
+/* checked: the service's rules (canonical path, no symbolic link, identity and quickhash of
+ * expect, which may be NULL). */
+static gs_slide *open_slide(const char *path, const gs_slide_options *opt, int checked,
+                            const gs_slide_expect *expect)
 {
     if (!path || !*path) {
         gs_error_set("gs_slide_open: no path");
@@ -343,8 +454,13 @@ gs_slide *gs_slide_open(const char *path, const gs_slide_options *opt)
                      o.default_mpp);
         return NULL;
     }
+    if (checked && canonical_check(path) != 0)
+        return NULL;
     enum file_kind kind = FILE_OTHER;
-    if (check_file(path, &kind) != 0)
+    gs_file_identity id;
+    if (check_file(path, checked, &kind, &id) != 0)
+        return NULL;
+    if (checked && expect && gs_file_identity_check(path, &expect->identity, &id) != 0)
         return NULL;
     /* detect_vendor is cheap and tells "not a slide" apart from "a slide that failed". */
     const char *vendor = openslide_detect_vendor(path);
@@ -372,6 +488,8 @@ gs_slide *gs_slide_open(const char *path, const gs_slide_options *opt)
     }
     s->osr = osr;
     s->opt = o;
+    s->id = id;
+    s->canonical = checked;
     s->path = strdup(path);
     s->vendor = strdup(vendor);
     if (!s->path || !s->vendor) {
@@ -380,11 +498,56 @@ gs_slide *gs_slide_open(const char *path, const gs_slide_options *opt)
     }
     if (read_levels(s) != 0 || copy_properties(s) != 0 || read_resolution(s) != 0)
         goto destroy_slide;
+    /* OpenSlide opened the path on its own: the file it read must still be the one checked
+     * (as far as a path-only library lets us tell; gs_slide_recheck() again after reads). */
+    if (checked && (gs_slide_recheck(s) != 0 ||
+                    quickhash_check(path, expect ? expect->quickhash : NULL, s->quickhash) != 0))
+        goto destroy_slide;
     return s;
 
 destroy_slide:
     gs_slide_destroy(&s);
     return NULL;
+}
+
+gs_slide *gs_slide_open(const char *path, const gs_slide_options *opt)
+{
+    return open_slide(path, opt, 0, NULL);
+}
+
+gs_slide *gs_slide_open_checked(const char *path, const gs_slide_options *opt,
+                                const gs_slide_expect *expect)
+{
+    return open_slide(path, opt, 1, expect);
+}
+
+gs_slide *gs_slide_open_for_job(const char *path, const gs_slide_options *opt,
+                                const Gastroscreen__V1__SlideIdentity *identity)
+{
+    if (!identity)
+        return gs_slide_open(path, opt);
+    gs_slide_expect e = {
+        .identity = {.dev = identity->device,
+                     .ino = identity->inode,
+                     .size = identity->size,
+                     .mtime_ns = identity->mtime_ns},
+        .quickhash = identity->quickhash,
+    };
+    return gs_slide_open_checked(path, opt, &e);
+}
+
+int gs_slide_recheck(const gs_slide *s)
+{
+    GS_ASSERT(s);
+    if (s->canonical && canonical_check(s->path) != 0)
+        return -1;
+    return same_file(s->path, s->canonical, &s->id);
+}
+
+const gs_file_identity *gs_slide_identity(const gs_slide *s)
+{
+    GS_ASSERT(s);
+    return &s->id;
 }
 
 void gs_slide_destroy(gs_slide **sp)

@@ -26,6 +26,17 @@
  * "ignoring implausible TIFF resolution ..."; unit "none" or no tags says nothing. Without
  * either the configured default is assumed, with a warning. gs_slide_mpp_source() says which.
  *
+ * Which file: gs_slide_open() takes any path a user gives (symlinks followed) but refuses what
+ * is not a regular file (a FIFO, a device, a folder) before OpenSlide sees it, without opening
+ * it (opening a FIFO would block). The service's stages open with gs_slide_open_checked() and
+ * the identity the coordinator took at intake (device, inode, size, mtime, and quickhash once
+ * planned): the path must be canonical (realpath(path) == path, so no symlink was swapped into
+ * it), a regular file by lstat, and that same file, checked before OpenSlide opens it and again
+ * after; a mismatch fails with "<path>: slide file changed after intake: inode 12 -> 34".
+ * OpenSlide 3.4 opens by path only (and some formats open sibling files, or re-open the file
+ * while reading), so a handle cannot be pinned to the checked file: callers also call
+ * gs_slide_recheck() after their reads and before they answer.
+ *
  * A gs_slide is not thread-safe: use one per job (one OpenSlide handle per job is also what
  * the design asks for). Memory for reads is bounded: large regions are read from OpenSlide in
  * pieces of at most 1 Mpx (4 MiB of ARGB).
@@ -35,6 +46,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "proto/gastroscreen.pb-c.h"
 
 typedef struct gs_slide gs_slide;
 
@@ -46,6 +59,56 @@ typedef struct {
 
 /* Fills o with the defaults (target 0.5 um/px, default 0.25 um/px). */
 void gs_slide_options_default(gs_slide_options *o);
+
+/* What a slide file is: the fields the coordinator journals at intake (PROTOCOL.md §13). */
+typedef struct {
+    uint64_t dev, ino; /* both 0: unknown, not checked */
+    int64_t size;      /* bytes */
+    int64_t mtime_ns;  /* modification time, ns since the Unix epoch */
+} gs_file_identity;
+
+/* Fills *id from lstat(path). Returns 0, or -1 with the error "<path>: <errno text>", or
+ * "<path>: not a regular file (a FIFO)" (also: a character device, a block device, a folder,
+ * a socket, a symbolic link): a slide is never read through any of them. */
+int gs_file_identify(const char *path, gs_file_identity *id);
+
+/* Compares two identities; an unknown expected identity (dev and ino 0) matches anything.
+ * Returns 0 when they match, or -1 with the error "<path>: slide file changed after intake:
+ * inode 12 -> 34" naming the first field that differs (device, inode, size, mtime). */
+int gs_file_identity_check(const char *path, const gs_file_identity *expected,
+                           const gs_file_identity *found);
+
+/* What a service stage expects of the file it opens; any field may be unset. */
+typedef struct {
+    gs_file_identity identity; /* dev and ino 0: not checked */
+    const char *quickhash;     /* openslide.quickhash-1 of the plan; NULL or "": not checked */
+} gs_slide_expect;
+
+/* gs_slide_open() for a service stage: path must be canonical (its own realpath: no symbolic
+ * link anywhere in it) and a regular file by lstat, whose identity matches expect->identity
+ * before OpenSlide opens it and after; OpenSlide's quickhash must match expect->quickhash.
+ * expect may be NULL (then only the canonical-path and regular-file checks apply). Returns the
+ * slide, or NULL with the error naming what is wrong ("<path>: not a canonical path (resolves
+ * to /elsewhere/x.svs)", "<path>: slide file changed after intake: size 100 -> 200",
+ * "<path>: slide content changed after planning: quickhash 1a2b... -> 3c4d...") or what
+ * gs_slide_open() says. */
+gs_slide *gs_slide_open_checked(const char *path, const gs_slide_options *opt,
+                                const gs_slide_expect *expect);
+
+/* How a stage handler opens the slide of a job: with the job's SlideIdentity (set by the
+ * coordinator) gs_slide_open_checked() against it, without one (a job built by a test or a CLI
+ * command) gs_slide_open(). Returns the slide or NULL with the error, as those do. */
+gs_slide *gs_slide_open_for_job(const char *path, const gs_slide_options *opt,
+                                const Gastroscreen__V1__SlideIdentity *identity);
+
+/* Checks that the slide's path still names the file that was opened (the identity taken at
+ * open; canonical-path check too for a slide opened with gs_slide_open_checked). Call after
+ * the reads and before answering: OpenSlide re-opens files by path. Returns 0, or -1 with the
+ * error as gs_slide_open_checked(). */
+int gs_slide_recheck(const gs_slide *s);
+
+/* The identity of the file as opened. */
+const gs_file_identity *gs_slide_identity(const gs_slide *s);
 
 /* Opens the slide at `path` (opt may be NULL for the defaults). Returns a new slide that the
  * caller frees with gs_slide_destroy(), or NULL with the error "<path>: <cause>": the errno

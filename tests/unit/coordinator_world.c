@@ -226,6 +226,10 @@ static void fake_goodbye(fake *f, const Gastroscreen__V1__PlanJob *j)
 
 static void answer_plan(world *w, fake *f, const Gastroscreen__V1__PlanJob *j)
 {
+    w->plan_inode = j->identity ? j->identity->inode : 0;
+    w->plan_size = j->identity ? j->identity->size : 0;
+    snprintf(w->plan_quickhash, sizeof w->plan_quickhash, "%s",
+             j->identity && j->identity->quickhash ? j->identity->quickhash : "");
     Gastroscreen__V1__SlideFacts facts = GASTROSCREEN__V1__SLIDE_FACTS__INIT;
     facts.vendor = "generic-tiff";
     facts.width = 10240;
@@ -321,6 +325,9 @@ static void sink_result(world *w, fake *sink, const Gastroscreen__V1__TileJob *j
 
 static void answer_tiles(world *w, fake *f, const Gastroscreen__V1__TileJob *j)
 {
+    w->tile_inode = j->identity ? j->identity->inode : 0;
+    snprintf(w->tile_quickhash, sizeof w->tile_quickhash, "%s",
+             j->identity && j->identity->quickhash ? j->identity->quickhash : "");
     int blur = j->job_case == GASTROSCREEN__V1__TILE_JOB__JOB_BLUR;
     if (blur)
         w->blur_tile_jobs++;

@@ -82,6 +82,10 @@ typedef struct {
     int verdict_events, accepted_events;
     char verdict_topic[256];
     uint32_t rr;
+    /* the SlideIdentity of the last PlanJob and TileJob (0 / "" when absent) */
+    uint64_t plan_inode, tile_inode;
+    int64_t plan_size;
+    char plan_quickhash[64], tile_quickhash[64];
 } world;
 
 /* A condition run_until() waits for. */

@@ -570,6 +570,36 @@ static void poison_after_three_lost_workers(void **state)
     world_free(&w);
 }
 
+/* Every job that opens the slide names the file accepted at intake (device, inode, size,
+ * mtime), and once planned its quickhash, so a stage can refuse another file. */
+static void jobs_carry_the_slide_identity(void **state)
+{
+    (void)state;
+    world w;
+    world_init(&w);
+    start_with_workers(&w);
+    struct stat st;
+    assert_int_equal(stat(w.slide, &st), 0);
+    char id[GS_SLIDE_ID_LEN + 1];
+    assert_int_equal(gs_coordinator_intake(w.c, w.slide, GS_INTAKE_EMBEDDED, "", id, NULL), 0);
+    gs_slide_info info = slide_info(&w, id);
+    assert_int_equal(info.file.ino, (uint64_t)st.st_ino);
+    assert_int_equal(info.file.dev, (uint64_t)st.st_dev);
+    assert_int_equal(info.file.size, (int64_t)st.st_size);
+    assert_true(run_until(&w, is_terminal, id));
+    assert_int_equal(w.plan_inode, (uint64_t)st.st_ino);
+    assert_int_equal(w.plan_size, (int64_t)st.st_size);
+    assert_string_equal(w.plan_quickhash, "");
+    assert_int_equal(w.tile_inode, (uint64_t)st.st_ino);
+    assert_string_equal(w.tile_quickhash, "quickhash-a");
+    /* The identity is journalled: a restart still has it. */
+    world_stop(&w);
+    world_start(&w);
+    info = slide_info(&w, id);
+    assert_int_equal(info.file.ino, (uint64_t)st.st_ino);
+    world_free(&w);
+}
+
 /* A foreground worker stuck on a plan keeps heartbeating and keeps its only slot: the deadline
  * must still end the slide (each deadline without a free worker counts as a send), not leave
  * it, and the queue behind it, waiting for ever. */
@@ -949,6 +979,7 @@ int main(void)
         cmocka_unit_test(failed_plan_reports_then_fails),
         cmocka_unit_test(handed_back_job_is_resent),
         cmocka_unit_test(poison_after_three_lost_workers),
+        cmocka_unit_test(jobs_carry_the_slide_identity),
         cmocka_unit_test(stuck_plan_fails_after_its_deadlines),
         cmocka_unit_test(announced_slide_is_accepted),
         cmocka_unit_test(watched_file_taken_once_settled),
