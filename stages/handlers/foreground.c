@@ -27,6 +27,9 @@ void gs_foreground_options_default(gs_foreground_options *o)
     o->method_fn = gs_foreground_classical;
     o->method_ud = NULL;
     o->method = GASTROSCREEN__V1__METHOD__METHOD_CLASSICAL;
+    /* Under the coordinator's plan_timeout (300 s), so the worker answers with the reason
+     * before the job is re-sent; a 1 Gpx thumbnail source reads in under a minute. */
+    o->plan_budget_s = 120;
 }
 
 /* The network's input side: a multiple of 8 (its three stride-2 convs), at most 4096 (a
@@ -386,6 +389,8 @@ Gastroscreen__V1__PlanResult *gs_foreground_plan(const Gastroscreen__V1__PlanJob
     }
     if (fill_facts(r, slide) < 0 || fill_grid(r, slide, tile, target) < 0)
         goto out_of_memory;
+    if (o->plan_budget_s > 0)
+        gs_slide_set_deadline(slide, t_start + (int64_t)(o->plan_budget_s * 1e6), o->plan_budget_s);
 
     gs_tissue_options to = o->tissue;
     to.tile_size = (int)tile;
@@ -396,8 +401,8 @@ Gastroscreen__V1__PlanResult *gs_foreground_plan(const Gastroscreen__V1__PlanJob
     /* OpenSlide re-opens the file by path while reading: the plan must be of the file
      * accepted, checked once the reads are over. */
     if (!plan || (job->identity && gs_slide_recheck(slide) != 0)) {
-        /* An OpenSlide error while reading the thumbnail (the handle is already closed), or
-         * the file changed. */
+        /* An OpenSlide error while reading the thumbnail (the handle is already closed), a cap
+         * or the time budget, or the file changed. */
         if (set_error(r, strdup(gs_error_get())) < 0)
             goto out_of_memory;
         goto close_slide;

@@ -52,9 +52,12 @@ typedef struct {
     gs_foreground_method_fn *method_fn; /* gs_foreground_classical by default */
     void *method_ud;
     Gastroscreen__V1__Method method; /* reported in PlanResult.method */
+    double plan_budget_s;            /* a plan still reading the slide after this long fails
+                                        ("time budget ... exceeded"); 0 = none */
 } gs_foreground_options;
 
-/* Fills *o with the defaults: stages/slide/tissue's mask settings, the classical method. */
+/* Fills *o with the defaults: stages/slide/tissue's mask settings (and its work caps), the
+ * classical method, a 120 s plan budget. */
 void gs_foreground_options_default(gs_foreground_options *o);
 
 /* ---- the network method ----------------------------------------------------------------- */

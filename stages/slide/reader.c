@@ -16,6 +16,7 @@
 
 #include "ops/error.h"
 #include "ops/resample.h"
+#include "stages/runtime/fileio.h"
 
 /* OpenSlide allocates nothing per call, but the caller's ARGB buffer is w*h*4 bytes; reading a
  * level in one call would need gigabytes. Pieces of at most 1 Mpx (4 MiB) keep memory
@@ -51,6 +52,8 @@ struct gs_slide {
     gs_slide_options opt;
     gs_file_identity id; /* of the file as opened */
     int canonical;       /* opened by gs_slide_open_checked: the path must stay canonical */
+    int64_t deadline_us; /* reads starting later fail; 0 = none */
+    double budget_s;     /* for the message */
 };
 
 void gs_slide_options_default(gs_slide_options *o)
@@ -550,6 +553,13 @@ const gs_file_identity *gs_slide_identity(const gs_slide *s)
     return &s->id;
 }
 
+void gs_slide_set_deadline(gs_slide *s, int64_t deadline_us, double budget_s)
+{
+    GS_ASSERT(s);
+    s->deadline_us = deadline_us;
+    s->budget_s = budget_s;
+}
+
 void gs_slide_destroy(gs_slide **sp)
 {
     if (!sp || !*sp)
@@ -748,6 +758,11 @@ static int read_pieces(gs_slide *s, int level, int64_t x, int64_t y, int w, int 
         int ch = h - py < ph ? h - py : ph;
         for (int px = 0; px < w && rc == 0; px += pw) {
             int cw = w - px < pw ? w - px : pw;
+            if (s->deadline_us && gs_mono_us() > s->deadline_us) {
+                rc = gs_error_set("%s: time budget of %.0f s exceeded while reading level %d",
+                                  s->path, s->budget_s, level);
+                break;
+            }
             int64_t sx = x + llround(px * ds), sy = y + llround(py * ds);
             openslide_read_region(s->osr, argb, sx, sy, level, cw, ch);
             const char *err = openslide_get_error(s->osr);
@@ -880,6 +895,12 @@ free_buffers:
 
 int gs_slide_thumbnail(gs_slide *s, int max_dim, uint8_t **rgb, int *w, int *h)
 {
+    return gs_slide_thumbnail_capped(s, max_dim, 0, rgb, w, h);
+}
+
+int gs_slide_thumbnail_capped(gs_slide *s, int max_dim, int64_t max_source_pixels, uint8_t **rgb,
+                              int *w, int *h)
+{
     GS_ASSERT(s && rgb && w && h);
     *rgb = NULL;
     if (check_usable(s) != 0)
@@ -900,7 +921,19 @@ int gs_slide_thumbnail(gs_slide *s, int max_dim, uint8_t **rgb, int *w, int *h)
     for (int l = 1; l < s->levels; l++)
         if (s->level_w[l] >= tw && s->level_h[l] >= th)
             level = l;
-    int sw = (int)s->level_w[level], sh = (int)s->level_h[level];
+    /* The cost is the source level, read whole: refuse before reading a pixel. */
+    int64_t lw = s->level_w[level], lh = s->level_h[level];
+    if (max_source_pixels > 0 && (double)lw * (double)lh > (double)max_source_pixels)
+        return gs_error_set("%s: too large to plan: its thumbnail would be read from level %d "
+                            "of %d, %" PRId64 " x %" PRId64 " pixels (%.0f Mpx; the limit is "
+                            "%.0f Mpx), as the slide has no smaller level",
+                            s->path, level, s->levels, lw, lh, (double)lw * (double)lh / 1e6,
+                            (double)max_source_pixels / 1e6);
+    if (lw > INT_MAX / 4 || lh > INT_MAX / 4)
+        return gs_error_set("%s: level %d is %" PRId64 " x %" PRId64 " pixels: too large to read "
+                            "a thumbnail from",
+                            s->path, level, lw, lh);
+    int sw = (int)lw, sh = (int)lh;
     double ds = s->level_ds[level];
 
     /* Separable area mean: each strip of level rows is shrunk horizontally into `cols`

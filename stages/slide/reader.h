@@ -37,6 +37,11 @@
  * while reading), so a handle cannot be pinned to the checked file: callers also call
  * gs_slide_recheck() after their reads and before they answer.
  *
+ * Work bound: gs_slide_set_deadline() makes every read after a monotonic instant fail ("time
+ * budget ... exceeded"); gs_slide_thumbnail() refuses a thumbnail whose source level holds
+ * more than a pixel budget (a slide declaring 200000 x 200000 pixels with no smaller level
+ * would be read whole).
+ *
  * A gs_slide is not thread-safe: use one per job (one OpenSlide handle per job is also what
  * the design asks for). Memory for reads is bounded: large regions are read from OpenSlide in
  * pieces of at most 1 Mpx (4 MiB of ARGB).
@@ -109,6 +114,11 @@ int gs_slide_recheck(const gs_slide *s);
 
 /* The identity of the file as opened. */
 const gs_file_identity *gs_slide_identity(const gs_slide *s);
+
+/* Every read that starts after deadline_us (gs_mono_us clock; 0 = none) fails with "<path>:
+ * time budget of N s exceeded": a plan's work is bounded by time as well as by pixels. Reads
+ * in progress stop at their next piece. The slide is not marked failed by it. */
+void gs_slide_set_deadline(gs_slide *s, int64_t deadline_us, double budget_s);
 
 /* Opens the slide at `path` (opt may be NULL for the defaults). Returns a new slide that the
  * caller frees with gs_slide_destroy(), or NULL with the error "<path>: <cause>": the errno
@@ -201,7 +211,12 @@ int gs_slide_read_target(gs_slide *s, int64_t tx, int64_t ty, int w, int h, uint
  * aspect kept, RGB. Made from the smallest level still at least that size, read in strips and
  * area-averaged (separably: within one grey level of a one-pass area mean); never from
  * OpenSlide's associated "thumbnail" image, which is not aligned with the levels. On success
- * *rgb is malloc'd (caller frees), *w and *h are set; returns 0, or -1 (then *rgb is NULL). */
+ * *rgb is malloc'd (caller frees), *w and *h are set; returns 0, or -1 (then *rgb is NULL).
+ * gs_slide_thumbnail_capped() also refuses, before reading anything, a source level of more
+ * than max_source_pixels (0 = no cap) with "<path>: too large to plan: ..."; its cost (time,
+ * and the tw x level-height intermediate) grows with that level, not with the thumbnail. */
 int gs_slide_thumbnail(gs_slide *s, int max_dim, uint8_t **rgb, int *w, int *h);
+int gs_slide_thumbnail_capped(gs_slide *s, int max_dim, int64_t max_source_pixels, uint8_t **rgb,
+                              int *w, int *h);
 
 #endif

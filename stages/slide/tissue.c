@@ -1,5 +1,6 @@
 #include "stages/slide/tissue.h"
 
+#include <inttypes.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,14 @@ void gs_tissue_options_default(gs_tissue_options *o)
     o->min_component_um2 = 50.0 * 50.0;
     o->max_hole_um2 = 100.0 * 100.0;
     o->net_input_size = 512;
+    /* 100 Gpx: 2.5 times a 200000 x 200000 px scan (a whole 50 x 50 mm section at 0.25 um/px);
+     * what lies beyond is a declared size, not a scan, and its tile grid alone would not fit. */
+    o->max_level0_pixels = 100000000000LL;
+    /* 1 Gpx: the thumbnail is read whole from the smallest level not smaller than it, which for
+     * any scanner's pyramid is under 100 Mpx (a 200000 x 100000 px Aperio slide: 12500 x 6250
+     * at level 2); a slide with no small level (a flat TIFF export) is read whole, at about
+     * 20-50 Mpx/s, so 1 Gpx keeps a plan under a minute and its intermediate under 400 MB. */
+    o->max_thumbnail_source_pixels = 1000000000LL;
 }
 
 const char *gs_tissue_status_name(gs_tissue_status st)
@@ -345,12 +354,18 @@ int gs_plan_read_thumbnail(gs_slide *slide, const gs_tissue_options *o, uint8_t 
 {
     int64_t w0, h0;
     gs_slide_level_size(slide, 0, &w0, &h0);
+    *rgb = NULL;
+    if (o->max_level0_pixels > 0 && (double)w0 * (double)h0 > (double)o->max_level0_pixels)
+        return gs_error_set("%s: too large to plan: %" PRId64 " x %" PRId64 " pixels at level 0 "
+                            "(%.0f Gpx; the limit is %.0f Gpx)",
+                            gs_slide_path(slide), w0, h0, (double)w0 * (double)h0 / 1e9,
+                            (double)o->max_level0_pixels / 1e9);
     int64_t longest = w0 > h0 ? w0 : h0;
     double want = ceil((double)longest * gs_slide_mpp(slide) / o->mask_mpp);
     int max_dim = (int)(want < 1 ? 1 : want > o->mask_max_dim ? o->mask_max_dim : want);
     if (max_dim > longest)
         max_dim = (int)longest;
-    return gs_slide_thumbnail(slide, max_dim, rgb, w, h);
+    return gs_slide_thumbnail_capped(slide, max_dim, o->max_thumbnail_source_pixels, rgb, w, h);
 }
 
 /* The grid of the plan at the job's tile size and target resolution. */

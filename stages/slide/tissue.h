@@ -42,10 +42,14 @@ typedef struct {
     double max_hole_um2;        /* holes smaller than this are filled */
     int net_input_size;         /* side of the foreground network's square input, px
                                    (PlanJob.thumbnail_size); the classical mask ignores it */
+    /* Work caps of a plan (0 = none): a slide declaring more level-0 pixels, or whose
+     * thumbnail would be read from a level of more pixels, is refused before any read. */
+    int64_t max_level0_pixels;
+    int64_t max_thumbnail_source_pixels;
 } gs_tissue_options;
 
 /* Fills *o with the defaults: 4 um/px mask, at most 4096 px, 512 px tiles, 25% tissue, a
- * 512 px network input. */
+ * 512 px network input; at most 100 Gpx at level 0 and 1 Gpx read for the thumbnail. */
 void gs_tissue_options_default(gs_tissue_options *o);
 
 typedef enum {
@@ -90,7 +94,8 @@ void gs_plan_destroy(gs_plan **p);
 
 /* Reads the thumbnail gs_plan_new() computes its mask on: the whole slide at o->mask_mpp, its
  * longer side capped at o->mask_max_dim. *rgb is malloc'd (caller frees); returns 0, or -1 with
- * the slide's read error (then *rgb is NULL). */
+ * the slide's read error, or "<path>: too large to plan: ..." when the slide exceeds
+ * o->max_level0_pixels or o->max_thumbnail_source_pixels (then *rgb is NULL). */
 int gs_plan_read_thumbnail(gs_slide *slide, const gs_tissue_options *o, uint8_t **rgb, int *w,
                            int *h);
 

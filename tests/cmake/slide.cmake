@@ -9,8 +9,9 @@ gs_cmocka_test(test_slide_reader unit SOURCES unit/test_slide_reader.c LIBS gs_s
 gs_cmocka_test(test_slide_reader_faults fault SOURCES unit/test_slide_reader.c LIBS gs_stages
                PkgConfig::GS_SLIDE_TIFF)
 target_compile_definitions(test_slide_reader_faults PRIVATE GS_SLIDE_FAULTS=1)
-# Which file a stage reads: FIFOs, links swapped in, replaced files.
-gs_cmocka_test(test_slide_identity unit SOURCES unit/test_slide_identity.c LIBS gs_stages)
+# Which file a stage reads (FIFOs, links swapped in, replaced files) and the plan's work caps.
+gs_cmocka_test(test_slide_identity unit SOURCES unit/test_slide_identity.c LIBS gs_stages
+               PkgConfig::GS_SLIDE_TIFF)
 gs_cmocka_test(test_tissue unit SOURCES unit/test_tissue.c LIBS gs_stages PkgConfig::GS_SLIDE_TIFF)
 gs_cmocka_test(test_heatmap unit SOURCES unit/test_heatmap.c LIBS gs_stages)
 gs_cmocka_test(test_report_files unit SOURCES unit/test_report_files.c LIBS gs_stages)

@@ -1,8 +1,10 @@
 /*
- * Which file a stage reads (stages/slide/reader, stages/handlers/foreground and tiler): FIFOs,
- * devices and folders are refused without being opened; with the coordinator's identity a path that
- * stopped being canonical (a folder swapped for a symbolic link) or a file replaced after intake is
- * refused naming the change, before OpenSlide opens it and after.
+ * Which file a stage reads, and how much work a plan may take (stages/slide/reader,
+ * stages/slide/tissue, stages/handlers/foreground and tiler): FIFOs, devices and folders are
+ * refused without being opened; with the coordinator's identity a path that stopped being
+ * canonical (a folder swapped for a symbolic link) or a file replaced after intake is refused
+ * naming the change, before OpenSlide opens it and after; a slide declaring a huge size with
+ * no small level is refused before a pixel is read, and a read past the plan's deadline stops.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -15,12 +17,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <tiffio.h>
 #include <unistd.h>
 
 #include "ops/error.h"
 #include "stages/handlers/foreground.h"
 #include "stages/handlers/tiler.h"
+#include "stages/runtime/fileio.h"
 #include "stages/slide/reader.h"
+#include "stages/slide/tissue.h"
 
 /* ---- helpers ---- */
 
@@ -284,12 +289,104 @@ static void file_replaced_after_intake_is_named(void **state)
     scratch_free(&s);
 }
 
+/* ---- work caps ---- */
+
+static void reads_stop_at_the_deadline(void **state)
+{
+    (void)state;
+    char path[PATH_MAX];
+    data_path(path, sizeof path, "small.svs");
+    gs_slide *sl = gs_slide_open(path, NULL);
+    assert_non_null(sl);
+    uint8_t px[16 * 16 * 3];
+    gs_slide_set_deadline(sl, gs_mono_us() - 1, 7);
+    assert_int_equal(gs_slide_read_region(sl, 0, 0, 0, 16, 16, px), -1);
+    assert_error_contains("time budget of 7 s exceeded");
+    /* Not a failure of the slide: without the deadline it reads again. */
+    gs_slide_set_deadline(sl, 0, 0);
+    assert_int_equal(gs_slide_read_region(sl, 0, 0, 0, 16, 16, px), 0);
+    gs_slide_destroy(&sl);
+}
+
+static void thumbnail_source_and_level0_caps(void **state)
+{
+    (void)state;
+    char path[PATH_MAX];
+    data_path(path, sizeof path, "small.svs");
+    gs_slide *sl = gs_slide_open(path, NULL);
+    assert_non_null(sl);
+    uint8_t *rgb = NULL;
+    int w = 0, h = 0;
+    assert_int_equal(gs_slide_thumbnail_capped(sl, 64, 100, &rgb, &w, &h), -1);
+    assert_null(rgb);
+    assert_error_contains("too large to plan");
+    assert_int_equal(gs_slide_thumbnail_capped(sl, 64, 0, &rgb, &w, &h), 0);
+    free(rgb);
+    gs_tissue_options o;
+    gs_tissue_options_default(&o);
+    assert_int_equal(gs_plan_read_thumbnail(sl, &o, &rgb, &w, &h), 0); /* defaults pass */
+    free(rgb);
+    o.max_level0_pixels = 100; /* small.svs is 16 x 16 */
+    assert_int_equal(gs_plan_read_thumbnail(sl, &o, &rgb, &w, &h), -1);
+    assert_error_contains("pixels at level 0");
+    gs_slide_destroy(&sl);
+}
+
+/* A tiled TIFF declaring side x side pixels with a single level and only its first tile
+ * written (the others absent): a few MB on disk. */
+static void write_sparse_tiff(const char *path, uint32_t side)
+{
+    TIFF *t = TIFFOpen(path, "w8"); /* BigTIFF: the tile tables of a huge image */
+    assert_non_null(t);
+    enum { TS = 256 };
+    assert_int_equal(TIFFSetField(t, TIFFTAG_IMAGEWIDTH, side), 1);
+    assert_int_equal(TIFFSetField(t, TIFFTAG_IMAGELENGTH, side), 1);
+    assert_int_equal(TIFFSetField(t, TIFFTAG_SAMPLESPERPIXEL, 3), 1);
+    assert_int_equal(TIFFSetField(t, TIFFTAG_BITSPERSAMPLE, 8), 1);
+    assert_int_equal(TIFFSetField(t, TIFFTAG_PHOTOMETRIC, PHOTOMETRIC_RGB), 1);
+    assert_int_equal(TIFFSetField(t, TIFFTAG_PLANARCONFIG, PLANARCONFIG_CONTIG), 1);
+    assert_int_equal(TIFFSetField(t, TIFFTAG_COMPRESSION, COMPRESSION_NONE), 1);
+    assert_int_equal(TIFFSetField(t, TIFFTAG_TILEWIDTH, (uint32_t)TS), 1);
+    assert_int_equal(TIFFSetField(t, TIFFTAG_TILELENGTH, (uint32_t)TS), 1);
+    static uint8_t tile[TS * TS * 3];
+    memset(tile, 200, sizeof tile);
+    assert_true(TIFFWriteTile(t, tile, 0, 0, 0, 0) > 0);
+    TIFFClose(t);
+}
+
+static void huge_single_level_slide_fails_its_plan_at_once(void **state)
+{
+    (void)state;
+    scratch s;
+    scratch_new(&s);
+    char path[PATH_MAX + 16];
+    snprintf(path, sizeof path, "%s/huge.tiff", s.dir);
+    write_sparse_tiff(path, 200000);
+    Gastroscreen__V1__PlanJob job = GASTROSCREEN__V1__PLAN_JOB__INIT;
+    job.slide_id = "0123456789abcdef";
+    job.attempt = 1;
+    job.path = path;
+    Gastroscreen__V1__PlanResult *r = gs_foreground_plan(&job, NULL, "fg.1");
+    assert_non_null(r);
+    /* Refused before any pixel is read (reading it whole took minutes and 400 MB). */
+    if (!contains(r->error, "too large to plan"))
+        fail_msg("plan error \"%s\"", r->error);
+    assert_true(contains(r->error, "200000 x 200000"));
+    assert_non_null(r->facts);
+    assert_int_equal(r->facts->width, 200000);
+    gs_foreground_result_free(&r);
+    scratch_free(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(fifo_device_and_folder_are_refused_unopened),
         cmocka_unit_test(symlink_swapped_into_the_path_is_refused),
         cmocka_unit_test(file_replaced_after_intake_is_named),
+        cmocka_unit_test(reads_stop_at_the_deadline),
+        cmocka_unit_test(thumbnail_source_and_level0_caps),
+        cmocka_unit_test(huge_single_level_slide_fails_its_plan_at_once),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
