@@ -32,3 +32,16 @@ foreach(case damaged lock readonly)
   set_tests_properties(fault_journal_${case} PROPERTIES LABELS fault FIXTURES_REQUIRED seeded_bundle
                        TIMEOUT 1800 RUN_SERIAL TRUE SKIP_RETURN_CODE 77)
 endforeach()
+
+# Which file the service reads and how long one slide may hold a stage (tests/fault/paths.py):
+# a FIFO and a folder refused at submit; a folder swapped for a link out of the roots after
+# intake, and a file replaced after PLANNED, fail the slide naming the change; a slide declaring
+# 200000 x 200000 px fails with the plan cap while a small slide still gets its verdict.
+foreach(case refuse swap replace huge)
+  add_test(NAME fault_paths_${case}
+           COMMAND /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/fault/paths.py ${case}
+                   --build ${CMAKE_BINARY_DIR} --bundle ${CMAKE_BINARY_DIR}/tests/seeded/seed1.safetensors
+                   --data ${CMAKE_CURRENT_SOURCE_DIR}/data --scratch ${CMAKE_BINARY_DIR}/tests/fault)
+  set_tests_properties(fault_paths_${case} PROPERTIES LABELS fault FIXTURES_REQUIRED seeded_bundle
+                       TIMEOUT 3600 RUN_SERIAL TRUE)
+endforeach()
