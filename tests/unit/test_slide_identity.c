@@ -22,6 +22,7 @@
 
 #include "ops/error.h"
 #include "stages/handlers/foreground.h"
+#include "stages/handlers/reporter.h"
 #include "stages/handlers/tiler.h"
 #include "stages/runtime/fileio.h"
 #include "stages/slide/reader.h"
@@ -289,6 +290,56 @@ static void file_replaced_after_intake_is_named(void **state)
     scratch_free(&s);
 }
 
+/* The report shows the thumbnail under the verdict: never another slide's. */
+static void report_of_a_replaced_file_fails(void **state)
+{
+    (void)state;
+    scratch s;
+    scratch_new(&s);
+    char path[PATH_MAX + 16], out[PATH_MAX + 16];
+    snprintf(path, sizeof path, "%s/slide.svs", s.dir);
+    snprintf(out, sizeof out, "%s/report", s.dir);
+    replace_with("small.svs", path);
+    gs_slide_expect e = expect_of(path, NULL);
+    Gastroscreen__V1__SlideIdentity sid = GASTROSCREEN__V1__SLIDE_IDENTITY__INIT;
+    sid.device = e.identity.dev;
+    sid.inode = e.identity.ino;
+    sid.size = e.identity.size;
+    sid.mtime_ns = e.identity.mtime_ns;
+    Gastroscreen__V1__Verdict v = GASTROSCREEN__V1__VERDICT__INIT;
+    v.slide_id = "0123456789abcdef";
+    v.attempt = 1;
+    v.path = path;
+    v.verdict_class = GASTROSCREEN__V1__VERDICT_CLASS__VERDICT_CLASS_NEGATIVE;
+    v.reason = "";
+    Gastroscreen__V1__ReportJob job = GASTROSCREEN__V1__REPORT_JOB__INIT;
+    job.slide_id = v.slide_id;
+    job.attempt = 1;
+    job.job_id = 3;
+    job.path = path;
+    job.out_dir = out;
+    job.verdict = &v;
+    job.heatmap_size = 16;
+    job.identity = &sid;
+    gs_reporter_options o;
+    gs_reporter_options_default(&o);
+    o.thumbnail_size = 16;
+    gs_report_result *res = malloc(sizeof *res);
+    assert_non_null(res);
+    /* The file accepted: the report is written. */
+    assert_int_equal(gs_reporter_write(&job, &o, NULL, res), 0);
+    if (res->r.error && res->r.error[0])
+        fail_msg("reporter: %s", res->r.error);
+    /* Replaced: the report fails naming the change. */
+    replace_with("CMU-1-Small-Region.svs", path);
+    assert_int_equal(gs_reporter_write(&job, &o, NULL, res), 0);
+    assert_non_null(res->r.error);
+    if (!contains(res->r.error, "slide file changed after intake: inode"))
+        fail_msg("reporter error \"%s\"", res->r.error);
+    free(res);
+    scratch_free(&s);
+}
+
 /* ---- work caps ---- */
 
 static void reads_stop_at_the_deadline(void **state)
@@ -384,6 +435,7 @@ int main(void)
         cmocka_unit_test(fifo_device_and_folder_are_refused_unopened),
         cmocka_unit_test(symlink_swapped_into_the_path_is_refused),
         cmocka_unit_test(file_replaced_after_intake_is_named),
+        cmocka_unit_test(report_of_a_replaced_file_fails),
         cmocka_unit_test(reads_stop_at_the_deadline),
         cmocka_unit_test(thumbnail_source_and_level0_caps),
         cmocka_unit_test(huge_single_level_slide_fails_its_plan_at_once),
