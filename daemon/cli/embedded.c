@@ -111,6 +111,9 @@ static int make_worker(gs_embedded *e, stage_worker *sw, const char *work, int q
             return -1;
         e->fg.tissue.mask_mpp = cfg->mask_mpp;
         e->fg.tissue.mask_max_dim = (int)cfg->mask_max_dim;
+        e->fg.tissue.max_level0_pixels = (int64_t)(cfg->max_slide_mpx * 1e6);
+        e->fg.tissue.max_thumbnail_source_pixels = (int64_t)(cfg->max_thumbnail_mpx * 1e6);
+        e->fg.plan_budget_s = (double)cfg->plan_budget_ms / 1000.0;
         wc.threads = (int)cfg->foreground_threads;
         wc.handler = gs_foreground_handle;
         wc.handler_ud = &e->fg;

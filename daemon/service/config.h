@@ -47,6 +47,8 @@ typedef struct {
     uint32_t foreground_threads;
     double target_mpp, default_mpp, min_tissue_fraction, mask_mpp;
     uint32_t tile_size, stride, thumbnail_size, mask_max_dim;
+    double max_slide_mpx, max_thumbnail_mpx; /* plan caps */
+    int64_t plan_budget_ms;
     /* [tiler] */
     uint32_t tiler_threads, tile_hwm;
     /* [blur] */

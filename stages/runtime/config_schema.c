@@ -105,6 +105,15 @@ static const gs_config_key_info KEYS[GS_CFG_KEY_COUNT] = {
                                     "tissue mask resolution, microns per pixel"},
     [GS_CFG_FOREGROUND_MASK_MAX_DIM] = {"foreground", "mask_max_dim", GS_CONFIG_COUNT, "4096", 256,
                                         16384, "cap on the tissue mask's longer side, pixels"},
+    /* The plan's work caps (stages/slide/tissue, stages/handlers/foreground). */
+    [GS_CFG_FOREGROUND_MAX_SLIDE_MPX] = {"foreground", "max_slide_mpx", GS_CONFIG_NUMBER, "100000",
+                                         1, 1e7, "largest slide planned, megapixels at level 0"},
+    [GS_CFG_FOREGROUND_MAX_THUMBNAIL_MPX] = {"foreground", "max_thumbnail_mpx", GS_CONFIG_NUMBER,
+                                             "1000", 1, 1e5,
+                                             "largest level a plan reads its thumbnail from, "
+                                             "megapixels"},
+    [GS_CFG_FOREGROUND_PLAN_BUDGET] = {"foreground", "plan_budget", GS_CONFIG_DURATION, "120s", SEC,
+                                       DAY, "a plan still reading the slide after this fails"},
     [GS_CFG_TILER_THREADS] = {"tiler", "threads", GS_CONFIG_COUNT, "2", 1, 256,
                               "tiler threads (one OpenSlide handle each)"},
     [GS_CFG_TILER_TILE_HWM] = {"tiler", "tile_hwm", GS_CONFIG_COUNT, "8", 4, 16,

@@ -30,6 +30,9 @@ static const stage_field FIELDS[] = {
     F(NULL, "tile_hwm", tile_hwm, "--tile-hwm", "N"),
     F(NULL, "mask_mpp", mask_mpp, NULL, NULL),
     F(NULL, "mask_max_dim", mask_max_dim, NULL, NULL),
+    F(NULL, "max_slide_mpx", max_slide_mpx, NULL, NULL),
+    F(NULL, "max_thumbnail_mpx", max_thumbnail_mpx, NULL, NULL),
+    F(NULL, "plan_budget", plan_budget_ms, NULL, NULL),
     F(NULL, "top_k", top_k, "--top-k", "N"),
     F(NULL, "report_dir", report_dir, "--report-dir", "DIR"),
     F("coordinator", "heartbeat_ms", heartbeat_ms, "--heartbeat-ms", "N"),
@@ -96,7 +99,9 @@ static int set_field(gs_stage_config *c, const stage_field *f, gs_config_key_id 
         *(double *)at = v->number;
         return 0;
     case GS_CONFIG_DURATION:
-        break;
+        GS_ASSERT(f->size == sizeof(int64_t));
+        *(int64_t *)at = v->ms;
+        return 0;
     }
     GS_ASSERT(!"a stage setting of a type it cannot hold");
     return -1;

@@ -7,7 +7,8 @@
  * keys that contradict each other: "FILE:LINE: [section] key: ...") and keeps what a worker
  * of its stage needs: [coordinator] work, heartbeat_ms, liveness; [model] bundle (stages that
  * run a network); and from the stage's own section threads, batch, tile_inbox and
- * advertise_host (blur, infer), tile_hwm (tiler), mask_mpp and mask_max_dim (foreground),
+ * advertise_host (blur, infer), tile_hwm (tiler), mask_mpp, mask_max_dim, max_slide_mpx,
+ * max_thumbnail_mpx and plan_budget (foreground),
  * top_k (screener), report_dir (reporter). Stages must not depend on daemon/ (ops <- model
  * <- stages <- daemon), which is why this struct is not daemon/service/config's.
  *
@@ -44,6 +45,9 @@ typedef struct {
     int tile_hwm;             /* tiler: tile PUSH high-water mark (4..16) */
     double mask_mpp;          /* foreground: tissue mask resolution, um/px */
     int mask_max_dim;         /* foreground: cap on the mask's longer side */
+    double max_slide_mpx;     /* foreground: plan cap, megapixels at level 0 */
+    double max_thumbnail_mpx; /* foreground: plan cap, megapixels of the thumbnail source */
+    int64_t plan_budget_ms;   /* foreground: time budget of a plan */
     int top_k;                /* screener: rows of the screener matrix */
     char report_dir[4096];    /* reporter: folder for jobs without out_dir */
     int heartbeat_ms, liveness;

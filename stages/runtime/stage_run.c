@@ -140,6 +140,9 @@ int gs_stage_run(Gastroscreen__V1__Stage stage, int argc, char **argv)
             goto report;
         fg.tissue.mask_mpp = c.mask_mpp;
         fg.tissue.mask_max_dim = c.mask_max_dim;
+        fg.tissue.max_level0_pixels = (int64_t)(c.max_slide_mpx * 1e6);
+        fg.tissue.max_thumbnail_source_pixels = (int64_t)(c.max_thumbnail_mpx * 1e6);
+        fg.plan_budget_s = (double)c.plan_budget_ms / 1000.0;
         wc.handler = gs_foreground_handle;
         wc.handler_ud = &fg;
         break;

@@ -329,6 +329,28 @@ static void stride_must_equal_tile_size(void **state)
     unlink(p);
 }
 
+/* The plan's work caps reach the foreground worker and the embedded mode, defaults included
+ * (0 would mean no cap). */
+static void plan_caps_reach_both_readers(void **state)
+{
+    (void)state;
+    gs_stage_config sc;
+    gs_stage_config_default(&sc, GASTROSCREEN__V1__STAGE__STAGE_FOREGROUND);
+    assert_true(sc.max_slide_mpx == 100000 && sc.max_thumbnail_mpx == 1000);
+    assert_int_equal(sc.plan_budget_ms, 120000);
+    const char *p = write_conf("[foreground]\nmax_slide_mpx = 50000\nplan_budget = 30s\n");
+    gs_config *c = gs_config_new();
+    if (gs_config_load(c, p) != 0)
+        fail_msg("%s", gs_error_get());
+    assert_true(c->max_slide_mpx == 50000 && c->max_thumbnail_mpx == 1000);
+    assert_int_equal(c->plan_budget_ms, 30000);
+    gs_config_destroy(&c);
+    assert_int_equal(gs_stage_config_load(&sc, p), 0);
+    assert_true(sc.max_slide_mpx == 50000 && sc.max_thumbnail_mpx == 1000);
+    assert_int_equal(sc.plan_budget_ms, 30000);
+    unlink(p);
+}
+
 static void values_record_what_the_file_set(void **state)
 {
     (void)state;
@@ -412,6 +434,7 @@ int main(void)
         cmocka_unit_test(example_loads_through_both_readers),
         cmocka_unit_test(readers_agree_on_every_key),
         cmocka_unit_test(stride_must_equal_tile_size),
+        cmocka_unit_test(plan_caps_reach_both_readers),
         cmocka_unit_test(values_record_what_the_file_set),
         cmocka_unit_test(stage_flags_use_the_schema),
     };
