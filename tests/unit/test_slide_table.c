@@ -871,6 +871,15 @@ static void resolve_path_checks_roots(void **state)
     snprintf(p, sizeof p, "%s/sub", root);
     assert_int_equal(gs_slides_resolve_path(roots, 2, p, out, sizeof out, &size, &mtime), -1);
     assert_non_null(strstr(gs_error_get(), "not a regular file"));
+    /* nor is a FIFO (stat'ed, never opened: opening one would block) or a device */
+    snprintf(p, sizeof p, "%s/fifo.svs", root);
+    assert_int_equal(mkfifo(p, 0600), 0);
+    assert_int_equal(gs_slides_resolve_path(roots, 2, p, out, sizeof out, &size, &mtime), -1);
+    assert_non_null(strstr(gs_error_get(), "not a regular file"));
+    const char *dev_root[] = {"/dev"};
+    assert_int_equal(
+        gs_slides_resolve_path(dev_root, 1, "/dev/null", out, sizeof out, &size, &mtime), -1);
+    assert_non_null(strstr(gs_error_get(), "not a regular file"));
     snprintf(p, sizeof p, "%s/missing.svs", root);
     assert_int_equal(gs_slides_resolve_path(roots, 2, p, out, sizeof out, &size, &mtime), -1);
     assert_non_null(strstr(gs_error_get(), "No such file"));
