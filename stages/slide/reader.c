@@ -926,9 +926,10 @@ int gs_slide_thumbnail_capped(gs_slide *s, int max_dim, int64_t max_source_pixel
     if (max_source_pixels > 0 && (double)lw * (double)lh > (double)max_source_pixels)
         return gs_error_set("%s: too large to plan: its thumbnail would be read from level %d "
                             "of %d, %" PRId64 " x %" PRId64 " pixels (%.0f Mpx; the limit is "
-                            "%.0f Mpx), as the slide has no smaller level",
+                            "%.0f Mpx), its smallest level not smaller than the %d x %d "
+                            "thumbnail",
                             s->path, level, s->levels, lw, lh, (double)lw * (double)lh / 1e6,
-                            (double)max_source_pixels / 1e6);
+                            (double)max_source_pixels / 1e6, tw, th);
     if (lw > INT_MAX / 4 || lh > INT_MAX / 4)
         return gs_error_set("%s: level %d is %" PRId64 " x %" PRId64 " pixels: too large to read "
                             "a thumbnail from",
