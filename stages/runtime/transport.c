@@ -29,6 +29,8 @@ struct gs_transport {
     char endpoint[1024];
     char name[64];
     int quiet;
+    int curve; /* CURVE keys set on the socket (tcp:// endpoints only) */
+    int curve_server;
     gs_transport_counters counters;
     /* Rate limit of drop log lines: last line time and drops since, per reason. */
     int64_t last_log_ns[GS_DROP_COUNT];
@@ -121,6 +123,46 @@ static int set_int(gs_transport *t, int option, int value, const char *what)
     return 0;
 }
 
+static int set_text(gs_transport *t, int option, const char *value, const char *what)
+{
+    /* Z85 keys go in with their NUL (41 bytes); ZeroMQ takes 32 bytes as binary. */
+    size_t len = option == ZMQ_ZAP_DOMAIN ? strlen(value) : strlen(value) + 1;
+    if (zmq_setsockopt(t->sock, option, value, len) < 0)
+        return gs_error_set("%s: setting %s: %s", t->name, what, zmq_strerror(errno));
+    return 0;
+}
+
+static int key_ok(const char *z85)
+{
+    return z85 && strlen(z85) == 40;
+}
+
+/* PROTOCOL.md §2: a binding socket is the CURVE server and names its channel as ZAP domain,
+ * so the handler (stages/runtime/keys) can admit only the keys of this channel; a connecting
+ * one is a client. */
+static int apply_curve(gs_transport *t, const gs_curve_keys *k)
+{
+    if (t->mode == GS_BIND) {
+        if (!key_ok(k->secret))
+            return gs_error_set("%s: CURVE server without a secret key", t->name);
+        t->curve_server = 1;
+        if (set_int(t, ZMQ_CURVE_SERVER, 1, "ZMQ_CURVE_SERVER") < 0 ||
+            set_text(t, ZMQ_CURVE_SECRETKEY, k->secret, "ZMQ_CURVE_SECRETKEY") < 0 ||
+            set_text(t, ZMQ_ZAP_DOMAIN, channel_names[t->channel], "ZMQ_ZAP_DOMAIN") < 0)
+            return -1;
+    } else {
+        if (!key_ok(k->secret) || !key_ok(k->public_key) || !key_ok(k->server))
+            return gs_error_set("%s: CURVE client without its key pair and the server's key",
+                                t->name);
+        if (set_text(t, ZMQ_CURVE_SERVERKEY, k->server, "ZMQ_CURVE_SERVERKEY") < 0 ||
+            set_text(t, ZMQ_CURVE_PUBLICKEY, k->public_key, "ZMQ_CURVE_PUBLICKEY") < 0 ||
+            set_text(t, ZMQ_CURVE_SECRETKEY, k->secret, "ZMQ_CURVE_SECRETKEY") < 0)
+            return -1;
+    }
+    t->curve = 1;
+    return 0;
+}
+
 static int apply_options(gs_transport *t, const char *endpoint, int hwm)
 {
     int64_t maxmsg = max_message_bytes(t->channel, t->type);
@@ -148,6 +190,13 @@ static int apply_options(gs_transport *t, const char *endpoint, int hwm)
 
 gs_transport *gs_transport_new(void *zctx, gs_channel channel, int zmq_type, gs_transport_mode mode,
                                const char *endpoint, const gs_transport_options *opt)
+{
+    return gs_transport_new_curve(zctx, channel, zmq_type, mode, endpoint, opt, NULL);
+}
+
+gs_transport *gs_transport_new_curve(void *zctx, gs_channel channel, int zmq_type,
+                                     gs_transport_mode mode, const char *endpoint,
+                                     const gs_transport_options *opt, const gs_curve_keys *curve)
 {
     GS_ASSERT(zctx && endpoint);
     if ((unsigned)channel >= GS_CHANNEL_COUNT) {
@@ -179,6 +228,8 @@ gs_transport *gs_transport_new(void *zctx, gs_channel channel, int zmq_type, gs_
         goto free_transport;
     }
     if (apply_options(t, endpoint, opt && opt->hwm > 0 ? opt->hwm : default_hwm(channel)) < 0)
+        goto close_socket;
+    if (curve && !strncmp(endpoint, "tcp://", 6) && apply_curve(t, curve) < 0)
         goto close_socket;
     if (mode == GS_BIND) {
         if (zmq_bind(t->sock, endpoint) < 0) {
@@ -228,6 +279,23 @@ int gs_transport_connect(gs_transport *t, const char *endpoint)
     if (zmq_connect(t->sock, endpoint) < 0)
         return gs_error_set("%s: cannot connect to %s: %s", t->name, endpoint, zmq_strerror(errno));
     return 0;
+}
+
+int gs_transport_connect_curve(gs_transport *t, const char *endpoint, const char *server_key)
+{
+    if (t->curve && !t->curve_server && server_key) {
+        if (!key_ok(server_key))
+            return gs_error_set("%s: bad CURVE server key for %s", t->name, endpoint);
+        /* ZeroMQ copies the socket's options into each new connection at zmq_connect. */
+        if (set_text(t, ZMQ_CURVE_SERVERKEY, server_key, "ZMQ_CURVE_SERVERKEY") < 0)
+            return -1;
+    }
+    return gs_transport_connect(t, endpoint);
+}
+
+int gs_transport_is_curve(const gs_transport *t)
+{
+    return t->curve;
 }
 
 int gs_transport_disconnect(gs_transport *t, const char *endpoint)
@@ -639,6 +707,10 @@ gs_recv_status gs_transport_recv(gs_transport *t, gs_inbound *in, int flags)
 
     gs_recv_status st = GS_RECV_MESSAGE;
     int want = expected_frames(t);
+    /* The ZAP handler's name for the connection (stages/runtime/keys); NULL on plain ones. */
+    const char *uid = zmq_msg_gets(&frames[kept - 1], "User-Id");
+    if (uid)
+        snprintf(in->from.user_id, sizeof in->from.user_id, "%s", uid);
     int env_at = 0;
     if (t->type == ZMQ_ROUTER) {
         /* Routing id first, so that even a malformed request can be answered. */

@@ -78,6 +78,14 @@ typedef struct {
     uint64_t wrong_type;             /* dropped[GS_DROP_WRONG_TYPE] */
 } gs_transport_counters;
 
+/* CURVE keys of one socket (Z85 text, 40 characters each). A socket that binds is a CURVE
+ * server: it uses `secret` and names its channel as ZAP domain (stages/runtime/keys runs the
+ * handler). A socket that connects is a client: `secret`, `public_key` and the server's public
+ * key `server`. Applied to tcp:// endpoints only; ipc:// and inproc:// sockets stay plain. */
+typedef struct {
+    const char *secret, *public_key, *server;
+} gs_curve_keys;
+
 typedef struct {
     int hwm;          /* SNDHWM = RCVHWM; 0 = the channel's default (tiles 8, events 10000,
                          others 1000) */
@@ -85,10 +93,12 @@ typedef struct {
     int quiet;        /* 1: count drops but log nothing (tests that send floods of garbage) */
 } gs_transport_options;
 
-/* A ROUTER peer: the routing id ZeroMQ gave it (at most 255 bytes). */
+/* A ROUTER peer: the routing id ZeroMQ gave it (at most 255 bytes), and on a received
+ * message the ZAP User-Id of its connection ("worker:node2"; "" on a plain socket). */
 typedef struct {
     uint8_t id[255];
     size_t len;
+    char user_id[128];
 } gs_peer;
 
 typedef struct gs_transport gs_transport;
@@ -100,6 +110,13 @@ typedef struct gs_transport gs_transport;
  * gs_transport_destroy), or NULL with the error (bad type, bad endpoint, address in use). */
 gs_transport *gs_transport_new(void *zctx, gs_channel channel, int zmq_type, gs_transport_mode mode,
                                const char *endpoint, const gs_transport_options *opt);
+
+/* gs_transport_new with CURVE on a tcp:// endpoint when curve is not NULL (gs_curve_keys:
+ * server when binding, client when connecting; PROTOCOL.md §2 says where plain is allowed).
+ * The keys are copied into the socket. */
+gs_transport *gs_transport_new_curve(void *zctx, gs_channel channel, int zmq_type,
+                                     gs_transport_mode mode, const char *endpoint,
+                                     const gs_transport_options *opt, const gs_curve_keys *curve);
 
 /* Closes the socket (linger 1 s) and frees the transport; sets *t to NULL. Accepts NULL. */
 void gs_transport_destroy(gs_transport **t);
@@ -114,6 +131,14 @@ const char *gs_transport_endpoint(const gs_transport *t);
 /* Connects the socket to one more endpoint (a SUB to several publishers, a tiler's PUSH to one
  * more tile inbox), or disconnects it from one. Return 0, or -1 with the error. */
 int gs_transport_connect(gs_transport *t, const char *endpoint);
+
+/* Like gs_transport_connect to a CURVE server whose public key is `server_key` (Z85; NULL =
+ * the key the transport was created with): a tiler's PUSH reaches inboxes of several keys.
+ * On a transport without CURVE the key is ignored. Returns 0 or -1 with the error. */
+int gs_transport_connect_curve(gs_transport *t, const char *endpoint, const char *server_key);
+
+/* 1 when the transport was created with CURVE keys (and its endpoint is tcp://). */
+int gs_transport_is_curve(const gs_transport *t);
 int gs_transport_disconnect(gs_transport *t, const char *endpoint);
 
 /* SUB only: receive messages whose topic starts with `prefix` ("" = everything). 0 / -1. */

@@ -9,3 +9,6 @@ gs_cmocka_test(test_decision unit SOURCES unit/test_decision.c LIBS gs_stages)
 # File helpers (mkdir -p, atomic writes, whole-file reads, clocks) and the CRC record files.
 gs_cmocka_test(test_fileio unit SOURCES unit/test_fileio.c LIBS gs_stages)
 gs_cmocka_test(test_recfile unit SOURCES unit/test_recfile.c LIBS gs_stages)
+# CURVE keys: key files, the keys folder, the ZAP handler over tcp://127.0.0.1, CURVE or plain,
+# and a relay recording the bytes on the wire (no slide id, no pixel run).
+gs_cmocka_test(test_keys unit SOURCES unit/test_keys.c LIBS gs_stages)

@@ -98,7 +98,7 @@ static void work_round_trip(const char *bind_ep)
     gs_inbound_release(&in);
 
     /* ROUTER_MANDATORY: a send to a peer that does not exist fails instead of vanishing. */
-    gs_peer ghost = {{'n', 'o', 'b', 'o', 'd', 'y'}, 6};
+    gs_peer ghost = {.id = {'n', 'o', 'b', 'o', 'd', 'y'}, .len = 6};
     assert_int_equal(gs_transport_send(router, &ghost, &reply.base, GS_SEND_DONTWAIT), -1);
     assert_int_equal(errno, EHOSTUNREACH);
     assert_int_equal(gs_transport_counters_get(router)->send_failed, 1);
