@@ -85,6 +85,12 @@ static const key_field FIELDS[GS_CFG_KEY_COUNT] = {
     [GS_CFG_SCREENER_TOP_K] = F(top_k),
     [GS_CFG_REPORTER_THREADS] = F(reporter_threads),
     [GS_CFG_REPORTER_REPORT_DIR] = F(report_dir),
+    [GS_CFG_SECURITY_SECURITY] = F(security),
+    [GS_CFG_SECURITY_KEYS_DIR] = F(keys_dir),
+    [GS_CFG_SECURITY_COORDINATOR_KEY] = F(coordinator_key),
+    [GS_CFG_SECURITY_COORDINATOR_PUBLIC] = F(coordinator_public),
+    [GS_CFG_SECURITY_WORKER_KEY] = F(worker_key),
+    [GS_CFG_SECURITY_CLIENT_KEY] = F(client_key),
 };
 
 static int is_text(gs_config_type t)

@@ -64,6 +64,8 @@ typedef struct {
     /* [reporter] */
     uint32_t reporter_threads;
     char *report_dir;
+    /* [security] (stages/runtime/keys) */
+    char *security, *keys_dir, *coordinator_key, *coordinator_public, *worker_key, *client_key;
     /* Keys a loaded file set (gs_config_is_set). */
     unsigned char set[GS_CFG_KEY_COUNT];
 } gs_config;

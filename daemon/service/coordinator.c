@@ -302,6 +302,7 @@ gs_coordinator *gs_coordinator_new(const gs_coordinator_options *o)
     if (!c->o.clock_ms)
         c->o.clock_ms = mono_ms;
     c->cfg = o->config;
+    c->zap = o->zap;
     pthread_mutex_init(&c->snap_lock, NULL);
     atomic_init(&c->stop_flag, 0);
     if (copy_model(c, o->model) != 0)
@@ -366,17 +367,18 @@ gs_coordinator *gs_coordinator_new(const gs_coordinator_options *o)
     }
     gs_transport_options topt = {.quiet = o->quiet};
     topt.name = "work";
-    c->work = gs_transport_new(c->zctx, GS_CHANNEL_WORK, ZMQ_ROUTER, GS_BIND, c->cfg->work, &topt);
+    c->work = gs_transport_new_curve(c->zctx, GS_CHANNEL_WORK, ZMQ_ROUTER, GS_BIND, c->cfg->work,
+                                     &topt, o->curve);
     if (!c->work)
         goto fail;
     topt.name = "query";
-    c->query =
-        gs_transport_new(c->zctx, GS_CHANNEL_QUERY, ZMQ_ROUTER, GS_BIND, c->cfg->query, &topt);
+    c->query = gs_transport_new_curve(c->zctx, GS_CHANNEL_QUERY, ZMQ_ROUTER, GS_BIND, c->cfg->query,
+                                      &topt, o->curve);
     if (!c->query)
         goto fail;
     topt.name = "events";
-    c->events =
-        gs_transport_new(c->zctx, GS_CHANNEL_EVENTS, ZMQ_PUB, GS_BIND, c->cfg->events, &topt);
+    c->events = gs_transport_new_curve(c->zctx, GS_CHANNEL_EVENTS, ZMQ_PUB, GS_BIND, c->cfg->events,
+                                       &topt, o->curve);
     if (!c->events)
         goto fail;
     gs_intake_options io = {
@@ -391,6 +393,7 @@ gs_coordinator *gs_coordinator_new(const gs_coordinator_options *o)
         .accept = accept_cb,
         .accept_ud = c,
         .quiet = o->quiet,
+        .curve = o->curve,
     };
     c->intake = gs_intake_new(&io);
     if (!c->intake)

@@ -47,6 +47,7 @@
 #include "daemon/service/slide_table.h"
 #include "proto/gastroscreen.pb-c.h"
 #include "stages/runtime/decision.h"
+#include "stages/runtime/keys.h"
 #include "stages/runtime/transport.h"
 
 typedef struct gs_coordinator gs_coordinator;
@@ -138,6 +139,11 @@ typedef struct {
      * <features_dir>/<slide_id>.npy before it is sent (`gastroscreen features`); a file that
      * cannot be written is logged and the slide goes on. Borrowed. */
     const char *features_dir;
+    /* CURVE server keys of the tcp:// sockets (stages/runtime/keys), NULL = plain; copied into
+     * the sockets. With curve, zap must be the handler already running in zmq_ctx: the hello
+     * of a worker is checked against its key's roles there. Borrowed. */
+    const gs_curve_keys *curve;
+    gs_zap *zap;
 } gs_coordinator_options;
 
 void gs_coordinator_options_default(gs_coordinator_options *o);

@@ -109,6 +109,7 @@ struct gs_coordinator {
     const gs_config *cfg;
     void *zctx;
     int own_ctx;
+    gs_zap *zap; /* the ZAP handler when the sockets run CURVE (roles of worker keys) */
     gs_journal *journal;
     gs_slides *slides;
     gs_spool *spool;

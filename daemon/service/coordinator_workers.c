@@ -227,6 +227,21 @@ static int uses_model(int stage)
            stage == GASTROSCREEN__V1__STAGE__STAGE_SCREENER;
 }
 
+/* With CURVE, the key a worker connected with must list the stage it says hello as
+ * (stages/runtime/keys: `roles` of its .pub file, looked up in the keys now in force). NULL
+ * when it may, else the reason to refuse it. */
+static const char *key_role_refusal(gs_coordinator *c, const gs_peer *from, int stage)
+{
+    if (!c->zap)
+        return NULL; /* plain sockets: no key to check (PROTOCOL.md §2) */
+    unsigned roles = 0;
+    if (gs_zap_worker_roles(c->zap, from->user_id, &roles) < 0)
+        return "the connection's key is not a listed worker key";
+    if (stage < 0 || stage >= 32 || !(roles & (1u << stage)))
+        return "the worker's key is not listed for this stage";
+    return NULL;
+}
+
 void coord_on_hello(gs_coordinator *c, const gs_peer *from, const Gastroscreen__V1__WorkerHello *h)
 {
     if (!gs_wire_str_ok(h->worker_id, 255) || !worker_id_ok(h->worker_id) ||
@@ -240,6 +255,8 @@ void coord_on_hello(gs_coordinator *c, const gs_peer *from, const Gastroscreen__
     if (h->stage < GASTROSCREEN__V1__STAGE__STAGE_TILER ||
         h->stage > GASTROSCREEN__V1__STAGE__STAGE_REPORTER)
         reason = "unknown stage";
+    else if ((reason = key_role_refusal(c, from, h->stage)))
+        ;
     else if ((h->stage == GASTROSCREEN__V1__STAGE__STAGE_BLUR ||
               h->stage == GASTROSCREEN__V1__STAGE__STAGE_INFER) &&
              !h->tile_inbox[0])

@@ -23,6 +23,7 @@
 #include "model/network.h"
 #include "ops/error.h"
 #include "stages/runtime/log.h"
+#include "stages/runtime/keys.h"
 #include "stages/runtime/provenance.h"
 
 static volatile sig_atomic_t g_stop;
@@ -43,8 +44,13 @@ static void usage(FILE *f)
           f);
 }
 
+/* The coordinator's sockets as ZAP domains, the label of gastroscreen_auth_refused_total. */
+static const char *const AUTH_ENDPOINTS[] = {"work", "submit", "query", "events", "intake"};
+
 typedef struct {
     gs_coordinator *c;
+    gs_zap *zap;
+    int fam_auth;
     int watchdog;
     int fam_slides, fam_verdicts, fam_malformed, fam_wrong, fam_ignored, fam_tiles, fam_jobs,
         fam_workers_ev, fam_workers, fam_tps, fam_busy, fam_queue, fam_seq, fam_poison,
@@ -104,6 +110,9 @@ static void collect(gs_metrics_sink *k, void *ud)
         gs_metrics_sample(k, d->fam_queue, name, (double)s.stage[st].queue_depth);
     }
     gs_metrics_sample(k, d->fam_seq, NULL, (double)s.last_seq);
+    for (size_t i = 0; i < sizeof AUTH_ENDPOINTS / sizeof AUTH_ENDPOINTS[0]; i++)
+        gs_metrics_sample(k, d->fam_auth, AUTH_ENDPOINTS[i],
+                          d->zap ? (double)gs_zap_refused(d->zap, AUTH_ENDPOINTS[i]) : 0.0);
     gs_metrics_sample_histogram(k, d->fam_slide_secs, NULL, s.slide_seconds.counts,
                                 s.slide_seconds.sum);
     gs_metrics_sample_histogram(k, d->fam_tile_secs,
@@ -155,6 +164,9 @@ static int register_metrics(gs_metrics *m, daemon_state *d)
         (d->fam_degraded = gs_metrics_gauge(
              m, "gastroscreen_journal_degraded",
              "1 while the journal folder cannot be written (new slides refused)", NULL)) < 0 ||
+        (d->fam_auth =
+             gs_metrics_counter(m, "gastroscreen_auth_refused_total",
+                                "Connections refused by the key check (ZAP)", "endpoint")) < 0 ||
         (d->fam_slide_secs = gs_metrics_histogram(
              m, "gastroscreen_slide_duration_seconds",
              "Seconds from a slide's acceptance to its verdict", NULL, slide_b, n_slide_b)) < 0 ||
@@ -213,6 +225,9 @@ int main(int argc, char **argv)
     gs_model *model = NULL;
     gs_coordinator *c = NULL;
     gs_metrics *metrics = NULL;
+    void *zctx = NULL;
+    gs_zap *zap = NULL;
+    gs_security sec;
     daemon_state d = {0};
     if (!cfg)
         goto out;
@@ -244,8 +259,28 @@ int main(int argc, char **argv)
     gs_decision decision;
     gs_config_decision(cfg, model, &decision);
 
+    /* PROTOCOL.md §2: CURVE on the tcp:// sockets, and the ZAP handler running before any of
+     * them binds (without it libzmq would admit every client key). */
+    gs_security_settings ss = {cfg->security, cfg->keys_dir, cfg->coordinator_key, ""};
+    const char *eps[] = {cfg->work, cfg->submit, cfg->query, cfg->events, cfg->intake};
+    if (gs_security_resolve(&sec, &ss, GS_SECURITY_SERVER, "coordinator", eps,
+                            sizeof eps / sizeof eps[0], "gastroscreend") != 0)
+        goto out;
+    if (!(zctx = zmq_ctx_new())) {
+        gs_error_set("zmq_ctx_new: %s", zmq_strerror(errno));
+        goto out;
+    }
+    if (sec.curve) {
+        if (!(zap = gs_zap_new(zctx, cfg->keys_dir, "gastroscreend")))
+            goto out;
+        gs_zap_reload_on_sighup();
+    }
+
     gs_coordinator_options o;
     gs_coordinator_options_default(&o);
+    o.zmq_ctx = zctx;
+    o.curve = gs_security_curve(&sec);
+    o.zap = zap;
     o.config = cfg;
     o.model = &prov.msg;
     o.decision = &decision;
@@ -257,6 +292,7 @@ int main(int argc, char **argv)
     if (!c)
         goto out;
     d.c = c;
+    d.zap = zap;
     uint64_t usec = 0;
     d.watchdog = sd_watchdog_enabled(0, &usec) > 0;
     metrics = gs_metrics_new(cfg->metrics);
@@ -265,11 +301,12 @@ int main(int argc, char **argv)
     if (!quiet)
         fprintf(stderr,
                 "gastroscreend: coordinator %s: work %s, events %s, query %s, submit %s; model "
-                "%s (%s)%s%s\n",
+                "%s (%s); %s%s%s\n",
                 "ready", gs_coordinator_endpoint(c, GS_CHANNEL_WORK),
                 gs_coordinator_endpoint(c, GS_CHANNEL_EVENTS),
                 gs_coordinator_endpoint(c, GS_CHANNEL_QUERY),
                 gs_coordinator_endpoint(c, GS_CHANNEL_SUBMIT), prov.bundle, prov.sha256,
+                sec.curve ? "CURVE on tcp sockets, keys reloaded on SIGHUP" : "plain sockets",
                 prov.notice[0] ? "; " : "", prov.notice);
     sd_notify(0, "READY=1");
     rc = gs_coordinator_run(c) == 0 ? 0 : 1;
@@ -280,6 +317,9 @@ out:
         fprintf(stderr, "gastroscreend: %s\n", gs_error_get());
     gs_metrics_destroy(&metrics);
     gs_coordinator_destroy(&c);
+    gs_zap_destroy(&zap);
+    if (zctx)
+        zmq_ctx_term(zctx);
     gs_model_destroy(&model);
     gs_config_destroy(&cfg);
     return rc;

@@ -75,8 +75,8 @@ gs_intake *gs_intake_new(const gs_intake_options *o)
     in->o = *o;
     gs_transport_options topt = {.quiet = o->quiet, .name = "intake"};
     if (o->intake && o->intake[0]) {
-        in->sub =
-            gs_transport_new(o->zmq_ctx, GS_CHANNEL_INTAKE, ZMQ_SUB, GS_BIND, o->intake, &topt);
+        in->sub = gs_transport_new_curve(o->zmq_ctx, GS_CHANNEL_INTAKE, ZMQ_SUB, GS_BIND, o->intake,
+                                         &topt, o->curve);
         if (!in->sub || gs_transport_subscribe(in->sub, "slide.arrived.") != 0)
             goto fail_sockets;
         if (o->intake_connect && o->intake_connect[0]) {
@@ -93,8 +93,8 @@ gs_intake *gs_intake_new(const gs_intake_options *o)
     }
     if (o->submit && o->submit[0]) {
         topt.name = "submit";
-        in->submit =
-            gs_transport_new(o->zmq_ctx, GS_CHANNEL_SUBMIT, ZMQ_ROUTER, GS_BIND, o->submit, &topt);
+        in->submit = gs_transport_new_curve(o->zmq_ctx, GS_CHANNEL_SUBMIT, ZMQ_ROUTER, GS_BIND,
+                                            o->submit, &topt, o->curve);
         if (!in->submit)
             goto fail_sockets;
     }

@@ -46,7 +46,8 @@ typedef struct {
     int64_t watch_settle_ms;
     gs_intake_accept_fn *accept; /* required */
     void *accept_ud;
-    int quiet; /* no log lines */
+    int quiet;                  /* no log lines */
+    const gs_curve_keys *curve; /* CURVE server keys of tcp:// sockets; NULL = plain */
 } gs_intake_options;
 
 /* Counters since creation (socket-level drops are in the transports' own counters). */

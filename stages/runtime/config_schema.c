@@ -161,6 +161,20 @@ static const gs_config_key_info KEYS[GS_CFG_KEY_COUNT] = {
     [GS_CFG_REPORTER_REPORT_DIR] = {"reporter", "report_dir", GS_CONFIG_STRING,
                                     "/var/lib/gastroscreen/reports", 0, 0,
                                     "report folder for jobs without one"},
+    /* PROTOCOL.md §2: CURVE on every tcp:// socket unless the lab says off; an empty key file
+     * is the keys folder's coordinator.key, coordinator.pub, node.key or client.key. */
+    [GS_CFG_SECURITY_SECURITY] = {"security", "security", GS_CONFIG_STRING, "curve", 0, 0,
+                                  "curve (keys required off loopback) or off (plain, warned)"},
+    [GS_CFG_SECURITY_KEYS_DIR] = {"security", "keys_dir", GS_CONFIG_PATH, "/etc/gastroscreen/keys",
+                                  0, 0, "workers/, clients/, announcers/ public keys; own keys"},
+    [GS_CFG_SECURITY_COORDINATOR_KEY] = {"security", "coordinator_key", GS_CONFIG_STRING, "", 0, 0,
+                                         "gastroscreend's secret key file"},
+    [GS_CFG_SECURITY_COORDINATOR_PUBLIC] = {"security", "coordinator_public", GS_CONFIG_STRING, "",
+                                            0, 0, "the coordinator's public key file"},
+    [GS_CFG_SECURITY_WORKER_KEY] = {"security", "worker_key", GS_CONFIG_STRING, "", 0, 0,
+                                    "stage workers' secret key file"},
+    [GS_CFG_SECURITY_CLIENT_KEY] = {"security", "client_key", GS_CONFIG_STRING, "", 0, 0,
+                                    "the client commands' secret key file"},
 };
 
 const gs_config_key_info *gs_config_schema_key(gs_config_key_id k)
@@ -276,6 +290,11 @@ int gs_config_schema_parse(gs_config_key_id k, const char *text, gs_config_value
     out->text = text;
     switch (i->type) {
     case GS_CONFIG_STRING:
+        if (k == GS_CFG_SECURITY_SECURITY && strcmp(text, "curve") && strcmp(text, "off"))
+            return gs_error_set("\"%s\" is neither curve nor off", text);
+        if (k >= GS_CFG_SECURITY_COORDINATOR_KEY && k <= GS_CFG_SECURITY_CLIENT_KEY && text[0] &&
+            text[0] != '/')
+            return gs_error_set("\"%s\" is not an absolute path", text);
         return 0;
     case GS_CONFIG_PATH:
         if (text[0] != '/')
@@ -501,8 +520,8 @@ static int check_rules(const gs_config_values *v, const char *path)
     if (context % (TILE_MULTIPLE / 2))
         return gs_error_set("%s: [infer] context: %u is not a multiple of %d: the tile with its "
                             "context on both sides must stay a multiple of %d",
-                            where(at, sizeof at, path, v->keys[GS_CFG_INFER_CONTEXT].line),
-                            context, TILE_MULTIPLE / 2, TILE_MULTIPLE);
+                            where(at, sizeof at, path, v->keys[GS_CFG_INFER_CONTEXT].line), context,
+                            TILE_MULTIPLE / 2, TILE_MULTIPLE);
     if (stride != tile)
         return gs_error_set(
             "%s: [foreground] stride: %u differs from tile_size %u: overlapping windows are not "

@@ -37,6 +37,10 @@ static const stage_field FIELDS[] = {
     F(NULL, "report_dir", report_dir, "--report-dir", "DIR"),
     F("coordinator", "heartbeat_ms", heartbeat_ms, "--heartbeat-ms", "N"),
     F("coordinator", "liveness", liveness, NULL, NULL),
+    F("security", "security", security, NULL, NULL),
+    F("security", "keys_dir", keys_dir, "--keys-dir", "DIR"),
+    F("security", "worker_key", worker_key, "--key", "FILE"),
+    F("security", "coordinator_public", coordinator_public, "--coordinator-key", "FILE"),
 };
 #define N_FIELDS (sizeof FIELDS / sizeof FIELDS[0])
 

@@ -51,6 +51,11 @@ typedef struct {
     int top_k;                /* screener: rows of the screener matrix */
     char report_dir[4096];    /* reporter: folder for jobs without out_dir */
     int heartbeat_ms, liveness;
+    /* [security] (stages/runtime/keys): curve | off, the keys folder (workers/NAME.pub of the
+     * tilers allowed into a tile inbox), this worker's secret key file and the coordinator's
+     * public key file ("" = the folder's node.key and coordinator.pub). */
+    char security[16];
+    char keys_dir[4096], worker_key[4096], coordinator_public[4096];
     /* Keys the file or a flag set (gs_stage_config_is_set). */
     unsigned char set[GS_CFG_KEY_COUNT];
 } gs_stage_config;
