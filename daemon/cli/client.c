@@ -97,8 +97,6 @@ int gs_cli_options_finish(gs_cli_options *o)
 {
     int rc = -1;
     gs_config *c = NULL;
-    if (o->submit_set && o->query_set && o->events_set && !o->config_path)
-        return 0;
     c = gs_config_new();
     if (!c)
         return -1;
@@ -120,19 +118,25 @@ int gs_cli_options_finish(gs_cli_options *o)
             goto free_config;
         }
     }
+    gs_security_settings ss = {c->security, c->keys_dir, c->client_key, c->coordinator_public};
+    const char *addrs[] = {o->submit, o->query, o->events};
+    if (gs_security_resolve(&o->sec, &ss, GS_SECURITY_CLIENT, "client", addrs, 3, "gastroscreen") <
+        0)
+        goto free_config;
     rc = 0;
 free_config:
     gs_config_destroy(&c);
     return rc;
 }
 
-int gs_cli_request(void *zctx, gs_channel channel, const char *endpoint, gs_transport **req,
-                   const ProtobufCMessage *request, gs_inbound *in, int timeout_ms)
+int gs_cli_request(void *zctx, gs_channel channel, const char *endpoint, const gs_curve_keys *curve,
+                   gs_transport **req, const ProtobufCMessage *request, gs_inbound *in,
+                   int timeout_ms)
 {
     GS_ASSERT(channel == GS_CHANNEL_SUBMIT || channel == GS_CHANNEL_QUERY);
     if (!*req) {
         gs_transport_options topt = {.name = channel == GS_CHANNEL_SUBMIT ? "submit" : "query"};
-        *req = gs_transport_new(zctx, channel, ZMQ_REQ, GS_CONNECT, endpoint, &topt);
+        *req = gs_transport_new_curve(zctx, channel, ZMQ_REQ, GS_CONNECT, endpoint, &topt, curve);
         if (!*req)
             return gs_error_prefix("cannot connect to the coordinator at %s", endpoint);
     }
@@ -151,8 +155,11 @@ int gs_cli_request(void *zctx, gs_channel channel, const char *endpoint, gs_tran
     }
     if (n == 0) {
         gs_error_set("no reply from the coordinator at %s within %.3g s (is gastroscreend "
-                     "running?)",
-                     endpoint, timeout_ms / 1000.0);
+                     "running%s?)",
+                     endpoint, timeout_ms / 1000.0,
+                     curve && !strncmp(endpoint, "tcp://", 6)
+                         ? ", and does its keys folder list this client's key in clients/"
+                         : "");
         goto drop_socket;
     }
     gs_recv_status st = gs_transport_recv(*req, in, 0);

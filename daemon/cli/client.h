@@ -29,6 +29,7 @@
 
 #include <stddef.h>
 
+#include "stages/runtime/keys.h"
 #include "stages/runtime/transport.h"
 
 #define GS_CLI_ENDPOINT_MAX 512
@@ -38,6 +39,10 @@ typedef struct {
     char submit[GS_CLI_ENDPOINT_MAX], query[GS_CLI_ENDPOINT_MAX], events[GS_CLI_ENDPOINT_MAX];
     int submit_set, query_set, events_set; /* given by --endpoint */
     int timeout_ms;                        /* --timeout SECONDS, default 5 s */
+    /* CURVE or plain (stages/runtime/keys), from the config's [security]: the client key
+     * (client_key, default KEYS_DIR/client.key) and the coordinator's public key; set by
+     * gs_cli_options_finish. Pass gs_security_curve(&o.sec) to the sockets. */
+    gs_security sec;
 } gs_cli_options;
 
 /* Defaults: no config, endpoints unset, timeout 5 s. */
@@ -48,8 +53,9 @@ void gs_cli_options_init(gs_cli_options *o);
  * returns 0 when it is not one of them, -1 with the error set for a bad or missing value. */
 int gs_cli_option(gs_cli_options *o, int argc, char **argv, int *i);
 
-/* Fills the endpoints not given by --endpoint from the config file (or the defaults) and
- * turns bind addresses into connect addresses. Returns 0, or -1 with the error set (the
+/* Fills the endpoints not given by --endpoint from the config file (or the defaults), turns
+ * bind addresses into connect addresses and decides CURVE or plain (o->sec; without keys only
+ * loopback and ipc:// endpoints are reached, plain). Returns 0, or -1 with the error set (the
  * config does not load, an inproc:// endpoint, which only exists inside one process). */
 int gs_cli_options_finish(gs_cli_options *o);
 
@@ -60,12 +66,14 @@ int gs_cli_options_finish(gs_cli_options *o);
 int gs_cli_connect_address(const char *bind, char *out, size_t n);
 
 /* Sends `request` (an envelope of `channel`: GS_CHANNEL_SUBMIT or GS_CHANNEL_QUERY) over the
- * REQ socket *req (created and connected to endpoint when *req is NULL) and waits up to
+ * REQ socket *req (created and connected to endpoint when *req is NULL, with CURVE when curve
+ * is not NULL) and waits up to
  * timeout_ms for the reply, which is left in *in (released by the caller with
  * gs_inbound_release, as for gs_transport_recv). Returns 0 with a valid envelope in *in, or
  * -1 with the error set ("no reply from the coordinator at E within 5 s (is gastroscreend
  * running?)", "malformed reply from E: ...") and *req destroyed and NULL. */
-int gs_cli_request(void *zctx, gs_channel channel, const char *endpoint, gs_transport **req,
-                   const ProtobufCMessage *request, gs_inbound *in, int timeout_ms);
+int gs_cli_request(void *zctx, gs_channel channel, const char *endpoint, const gs_curve_keys *curve,
+                   gs_transport **req, const ProtobufCMessage *request, gs_inbound *in,
+                   int timeout_ms);
 
 #endif

@@ -224,7 +224,8 @@ int gs_cmd_status(int argc, char **argv)
     void *ctx = zmq_ctx_new();
     gs_transport *req = NULL;
     gs_inbound in = {0};
-    if (gs_cli_request(ctx, GS_CHANNEL_QUERY, o.query, &req, &msg.base, &in, o.timeout_ms) < 0) {
+    if (gs_cli_request(ctx, GS_CHANNEL_QUERY, o.query, gs_security_curve(&o.sec), &req, &msg.base,
+                       &in, o.timeout_ms) < 0) {
         fprintf(stderr, "gastroscreen status: %s\n", gs_error_get());
         goto close_socket;
     }

@@ -145,8 +145,8 @@ int gs_cmd_submit(int argc, char **argv)
         msg.body_case = GASTROSCREEN__V1__SUBMIT_MESSAGE__BODY_REQUEST;
         msg.request = &rq;
         gs_inbound in = {0};
-        if (gs_cli_request(ctx, GS_CHANNEL_SUBMIT, o.submit, &req, &msg.base, &in, o.timeout_ms) <
-            0) {
+        if (gs_cli_request(ctx, GS_CHANNEL_SUBMIT, o.submit, gs_security_curve(&o.sec), &req,
+                           &msg.base, &in, o.timeout_ms) < 0) {
             fprintf(stderr, "gastroscreen submit: %s: %s\n", path, gs_error_get());
             status = 1;
             /* A silent coordinator will not answer the next paths either. */

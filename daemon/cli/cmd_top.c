@@ -253,8 +253,9 @@ int gs_cmd_top(int argc, char **argv)
 
     int status = 1;
     void *ctx = zmq_ctx_new();
-    gs_transport *sub = gs_transport_new(ctx, GS_CHANNEL_EVENTS, ZMQ_SUB, GS_CONNECT, o.events,
-                                         &(gs_transport_options){.name = "events"});
+    gs_transport *sub = gs_transport_new_curve(ctx, GS_CHANNEL_EVENTS, ZMQ_SUB, GS_CONNECT,
+                                               o.events, &(gs_transport_options){.name = "events"},
+                                               gs_security_curve(&o.sec));
     if (!sub || gs_transport_subscribe(sub, "stats.") < 0) {
         fprintf(stderr, "gastroscreen top: %s\n", gs_error_get());
         goto close_socket;

@@ -108,8 +108,8 @@ static int catch_up(watcher *w)
         msg.body_case = GASTROSCREEN__V1__QUERY_MESSAGE__BODY_EVENTS_SINCE;
         msg.events_since = &rq;
         gs_inbound in = {0};
-        if (gs_cli_request(w->ctx, GS_CHANNEL_QUERY, w->o.query, &w->req, &msg.base, &in,
-                           w->o.timeout_ms) < 0)
+        if (gs_cli_request(w->ctx, GS_CHANNEL_QUERY, w->o.query, gs_security_curve(&w->o.sec),
+                           &w->req, &msg.base, &in, w->o.timeout_ms) < 0)
             return -1;
         const Gastroscreen__V1__QueryMessage *q = in.msg.query;
         if (q->body_case == GASTROSCREEN__V1__QUERY_MESSAGE__BODY_ERROR) {
@@ -226,8 +226,9 @@ int gs_cmd_watch(int argc, char **argv)
 
     int status = 1;
     w.ctx = zmq_ctx_new();
-    gs_transport *sub = gs_transport_new(w.ctx, GS_CHANNEL_EVENTS, ZMQ_SUB, GS_CONNECT, w.o.events,
-                                         &(gs_transport_options){.name = "events"});
+    gs_transport *sub = gs_transport_new_curve(
+        w.ctx, GS_CHANNEL_EVENTS, ZMQ_SUB, GS_CONNECT, w.o.events,
+        &(gs_transport_options){.name = "events"}, gs_security_curve(&w.o.sec));
     if (!sub || gs_transport_subscribe(sub, "slide.") < 0 ||
         gs_transport_subscribe(sub, "stats.coordinator.") < 0) {
         fprintf(stderr, "gastroscreen watch: %s\n", gs_error_get());

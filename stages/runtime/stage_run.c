@@ -9,6 +9,7 @@
 #include "model/network.h"
 #include "ops/error.h"
 #include "stages/runtime/decision.h"
+#include "stages/runtime/keys.h"
 #include "stages/handlers/blur.h"
 #include "stages/handlers/foreground.h"
 #include "stages/handlers/infer.h"
@@ -111,8 +112,19 @@ int gs_stage_run(Gastroscreen__V1__Stage stage, int argc, char **argv)
         goto free_model;
     }
 
+    /* PROTOCOL.md §2: CURVE to the coordinator unless [security] says off; without keys only
+     * a loopback or ipc:// coordinator is reached (plain). */
+    gs_security sec;
+    gs_security_settings ss = {c.security, c.keys_dir, c.worker_key, c.coordinator_public};
+    const char *eps[] = {c.work};
+    if (gs_security_resolve(&sec, &ss, GS_SECURITY_CLIENT, "node", eps, 1, name) < 0) {
+        rc = fail(name);
+        goto term_ctx;
+    }
+
     gs_worker_config wc;
     gs_worker_config_default(&wc);
+    wc.curve = gs_security_curve(&sec);
     wc.stage = stage;
     wc.work_endpoint = c.work;
     wc.instance = c.instance;
@@ -214,6 +226,7 @@ report:
     gs_infer_stage_destroy(&infer);
     gs_screener_stage_destroy(&screener);
     gs_foreground_net_destroy(&fg_net);
+term_ctx:
     zmq_ctx_term(zctx);
 free_model:
     gs_model_destroy(&m);

@@ -211,7 +211,8 @@ gs_worker *gs_worker_new(const gs_worker_config *c)
         }
     }
     gs_transport_options to = {0, "work", c->quiet};
-    w->dealer = gs_transport_new(w->ctx, GS_CHANNEL_WORK, ZMQ_DEALER, GS_CONNECT, w->endpoint, &to);
+    w->dealer = gs_transport_new_curve(w->ctx, GS_CHANNEL_WORK, ZMQ_DEALER, GS_CONNECT, w->endpoint,
+                                       &to, c->curve);
     if (!w->dealer)
         goto free_worker;
     if (!takes_jobs && bind_inbox(w, c) < 0)

@@ -86,6 +86,9 @@ typedef struct {
     void *zmq_ctx;               /* the context to use (inproc:// needs the coordinator's); NULL =
                                     a context of the worker's own */
     int quiet;                   /* no log lines (tests that send floods of garbage) */
+    /* CURVE client keys of the work socket (own pair and the coordinator's public key;
+     * stages/runtime/keys); NULL = plain. Used on tcp:// only; copied into the socket. */
+    const gs_curve_keys *curve;
 } gs_worker_config;
 
 /* The omp_threads a stage's worker with `threads` handler threads should use. Infer, whose
