@@ -41,3 +41,9 @@ set_tests_properties(gastroscreend_start_stop PROPERTIES LABELS integration
 # degraded mode, refusals with the reason, recovery when the folder is back.
 gs_cmocka_test(test_journal_degraded unit SOURCES unit/test_journal_degraded.c
                unit/coordinator_world.c LIBS gs_daemon)
+
+# The coordinator with CURVE and the ZAP handler on tcp://127.0.0.1: unlisted, announcer and
+# client keys kept off the work socket, worker keys off submit/query/events, a blur key refused
+# as infer, a reload letting a key in, and a relay showing no worker id or slide path on the wire.
+gs_cmocka_test(test_coordinator_curve unit SOURCES unit/test_coordinator_curve.c
+               unit/key_folder.c unit/tcp_relay.c LIBS gs_daemon)

@@ -24,41 +24,13 @@
 #include "ops/error.h"
 #include "stages/runtime/keys.h"
 #include "stages/runtime/transport.h"
+#include "tests/unit/key_folder.h"
+#include "tests/unit/tcp_relay.h"
 
 /* Generous: only guards against a hang; a healthy run never waits this long. */
 #define WAIT_MS 10000
 
 static const gs_transport_options quiet = {0, NULL, 1};
-
-static char *make_dir(void)
-{
-    char tmpl[] = "/tmp/gs-keys-XXXXXX";
-    char *d = mkdtemp(tmpl);
-    assert_non_null(d);
-    return strdup(d);
-}
-
-static void rm_rf(const char *d)
-{
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", d);
-    assert_int_equal(system(cmd), 0);
-}
-
-static void sub_dir(const char *dir, const char *sub, char *out, size_t n)
-{
-    snprintf(out, n, "%s/%s", dir, sub);
-    mkdir(out, 0755);
-}
-
-static void write_text(const char *path, const char *text, mode_t mode)
-{
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-    assert_int_equal(chmod(path, mode), 0);
-}
 
 /* ---- key files ------------------------------------------------------------------------- */
 
@@ -119,56 +91,6 @@ static void test_key_files(void **state)
 }
 
 /* ---- the keys folder ------------------------------------------------------------------- */
-
-typedef struct {
-    char *dir;
-    char workers[256], clients[256], announcers[256];
-    char coord_pub[41], coord_sec[41];
-} keys_folder;
-
-/* A keys folder with a coordinator pair and, listed: worker "blur1" (blur), worker "tiler1"
- * (tiler), client "alice", announcer "scanner". Unlisted pairs are written to dir/spare. */
-static void make_folder(keys_folder *k)
-{
-    memset(k, 0, sizeof *k);
-    k->dir = make_dir();
-    char pub[41], spare[256];
-    sub_dir(k->dir, "workers", k->workers, sizeof k->workers);
-    sub_dir(k->dir, "clients", k->clients, sizeof k->clients);
-    sub_dir(k->dir, "announcers", k->announcers, sizeof k->announcers);
-    sub_dir(k->dir, "spare", spare, sizeof spare);
-    assert_int_equal(gs_key_write_pair(k->dir, "coordinator", NULL, k->coord_pub), 0);
-    char path[512];
-    snprintf(path, sizeof path, "%s/coordinator.key", k->dir);
-    assert_int_equal(gs_key_read_secret(path, k->coord_sec, NULL), 0);
-    assert_int_equal(gs_key_write_pair(k->workers, "blur1", "blur", pub), 0);
-    assert_int_equal(gs_key_write_pair(k->workers, "tiler1", "tiler", pub), 0);
-    assert_int_equal(gs_key_write_pair(k->clients, "alice", NULL, pub), 0);
-    assert_int_equal(gs_key_write_pair(k->announcers, "scanner", NULL, pub), 0);
-    assert_int_equal(gs_key_write_pair(spare, "mallory", NULL, pub), 0);
-    /* Secrets do not belong in the listed folders; the keyring reads .pub files only. */
-}
-
-static void free_folder(keys_folder *k)
-{
-    rm_rf(k->dir);
-    free(k->dir);
-}
-
-/* The key pair NAME from DIR (NAME.key), as a client of the coordinator. */
-typedef struct {
-    char pub[41], sec[41], server[41];
-    gs_curve_keys keys;
-} client_keys;
-
-static void load_client(client_keys *c, const char *dir, const char *name, const char *server)
-{
-    char path[512];
-    snprintf(path, sizeof path, "%s/%s.key", dir, name);
-    assert_int_equal(gs_key_read_secret(path, c->sec, c->pub), 0);
-    snprintf(c->server, sizeof c->server, "%s", server);
-    c->keys = (gs_curve_keys){c->sec, c->pub, c->server};
-}
 
 static void test_keyring(void **state)
 {
@@ -483,105 +405,6 @@ static void test_security_resolve(void **state)
 
 /* ---- the bytes on the wire ------------------------------------------------------------- */
 
-/* A TCP relay: accepts one connection on its own port, connects to the server's port and
- * copies bytes both ways, keeping every byte seen. */
-typedef struct {
-    int listen_fd, server_port;
-    uint8_t *seen;
-    size_t n_seen, cap;
-    volatile int stop;
-    pthread_t thread;
-} relay;
-
-static void keep(relay *r, const uint8_t *b, size_t n)
-{
-    if (r->n_seen + n > r->cap) {
-        r->cap = 2 * (r->n_seen + n);
-        r->seen = realloc(r->seen, r->cap);
-        assert_non_null(r->seen);
-    }
-    memcpy(r->seen + r->n_seen, b, n);
-    r->n_seen += n;
-}
-
-static void *relay_thread(void *arg)
-{
-    relay *r = arg;
-    int a = accept(r->listen_fd, NULL, NULL);
-    if (a < 0)
-        return NULL;
-    int b = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)r->server_port)};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(b, (struct sockaddr *)&sa, sizeof sa) < 0) {
-        close(a);
-        close(b);
-        return NULL;
-    }
-    uint8_t buf[65536];
-    while (!r->stop) {
-        struct pollfd p[2] = {{a, POLLIN, 0}, {b, POLLIN, 0}};
-        if (poll(p, 2, 50) <= 0)
-            continue;
-        for (int i = 0; i < 2; i++) {
-            if (!(p[i].revents & (POLLIN | POLLHUP)))
-                continue;
-            ssize_t n = read(p[i].fd, buf, sizeof buf);
-            if (n <= 0) {
-                r->stop = 1;
-                break;
-            }
-            keep(r, buf, (size_t)n);
-            if (write(i == 0 ? b : a, buf, (size_t)n) != n)
-                r->stop = 1;
-        }
-    }
-    close(a);
-    close(b);
-    return NULL;
-}
-
-/* Starts a relay to the port of tcp://127.0.0.1:PORT; writes its own endpoint into ep. */
-static void relay_start(relay *r, const char *server_ep, char *ep, size_t n)
-{
-    memset(r, 0, sizeof *r);
-    r->server_port = atoi(strrchr(server_ep, ':') + 1);
-    r->listen_fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(bind(r->listen_fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    assert_int_equal(listen(r->listen_fd, 1), 0);
-    socklen_t len = sizeof sa;
-    assert_int_equal(getsockname(r->listen_fd, (struct sockaddr *)&sa, &len), 0);
-    snprintf(ep, n, "tcp://127.0.0.1:%d", ntohs(sa.sin_port));
-    assert_int_equal(pthread_create(&r->thread, NULL, relay_thread, r), 0);
-}
-
-static void relay_stop(relay *r)
-{
-    r->stop = 1;
-    shutdown(r->listen_fd, SHUT_RDWR);
-    close(r->listen_fd);
-    pthread_join(r->thread, NULL);
-}
-
-static int contains(const relay *r, const void *needle, size_t n)
-{
-    return r->n_seen >= n && memmem(r->seen, r->n_seen, needle, n) != NULL;
-}
-
-/* The longest run of one byte value in what the relay saw. */
-static size_t longest_run(const relay *r, uint8_t value)
-{
-    size_t best = 0, run = 0;
-    for (size_t i = 0; i < r->n_seen; i++) {
-        run = r->seen[i] == value ? run + 1 : 0;
-        if (run > best)
-            best = run;
-    }
-    return best;
-}
-
 /* A tiler's PUSH sends a tile (slide id, 64 KiB of one pixel value) through the relay to a
  * tile inbox, once plain and once with CURVE: the plain capture must show the slide id and the
  * pixel run (the relay really records the traffic), the CURVE one neither. */
@@ -635,15 +458,15 @@ static void test_wire_not_plaintext(void **state)
     (void)state;
     relay r;
     send_through_relay(0, &r);
-    assert_true(contains(&r, "5ecre75l1de1d000", 16));
-    assert_true(longest_run(&r, 0xC7) >= 65536);
+    assert_true(relay_contains(&r, "5ecre75l1de1d000", 16));
+    assert_true(relay_longest_run(&r, 0xC7) >= 65536);
     free(r.seen);
 
     send_through_relay(1, &r);
     assert_true(r.n_seen > 65536); /* the tile went through the relay */
-    assert_false(contains(&r, "5ecre75l1de1d000", 16));
-    assert_false(contains(&r, "tiles", 5)); /* not even the ZAP domain */
-    assert_true(longest_run(&r, 0xC7) < 16);
+    assert_false(relay_contains(&r, "5ecre75l1de1d000", 16));
+    assert_false(relay_contains(&r, "tiles", 5)); /* not even the ZAP domain */
+    assert_true(relay_longest_run(&r, 0xC7) < 16);
     free(r.seen);
 }
 
