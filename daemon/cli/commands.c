@@ -39,6 +39,8 @@ const gs_cli_command gs_cli_commands[] = {
      gs_cmd_watch},
     {"status", "[SLIDE]", "state of a slide, or of every slide in flight", gs_cmd_status},
     {"top", "[--once [--json]]", "live tiles/s, queue depth, busy % per stage", gs_cmd_top},
+    {"keygen", "NAME --out DIR [--roles STAGES]",
+     "write a CURVE key pair (NAME.key 0600, NAME.pub) for\na node of the service", gs_cmd_keygen},
     {NULL, NULL, NULL, NULL},
 };
 

@@ -44,6 +44,7 @@ int gs_cmd_submit(int argc, char **argv);
 int gs_cmd_watch(int argc, char **argv);
 int gs_cmd_status(int argc, char **argv);
 int gs_cmd_top(int argc, char **argv);
+int gs_cmd_keygen(int argc, char **argv);
 int gs_cmd_eval(int argc, char **argv);
 int gs_cmd_refine(int argc, char **argv);
 int gs_cmd_dataset(int argc, char **argv);

@@ -57,3 +57,14 @@ set_tests_properties(cli_infer_json PROPERTIES LABELS integration ENVIRONMENT "$
                      TIMEOUT 600 FIXTURES_REQUIRED seeded_bundle)
 # LABELS.csv reading and CSV field writing (daemon/cli/labels).
 gs_cmocka_test(test_labels unit SOURCES unit/test_labels.c LIBS gs_daemon)
+
+# gastroscreend with CURVE on loopback: keygen, a listed and an unlisted client, the refusal on
+# /metrics and in the log, SIGHUP reload, no start without keys off loopback, a 0640 secret
+# refused, security = off warned.
+add_test(NAME cli_curve_gastroscreend
+         COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/cli/curve_gastroscreend.sh
+                 $<TARGET_FILE:gastroscreen> $<TARGET_FILE:gastroscreend>
+                 ${CMAKE_BINARY_DIR}/tests/seeded/seed1.safetensors)
+set_tests_properties(cli_curve_gastroscreend PROPERTIES LABELS integration
+                     ENVIRONMENT "${GS_TEST_ENV}" SKIP_RETURN_CODE 77 TIMEOUT 300
+                     FIXTURES_REQUIRED seeded_bundle)
