@@ -19,12 +19,17 @@ int gs_cli_option(gs_cli_options *o, int argc, char **argv, int *i)
 {
     const char *a = argv[*i];
     int is_config = !strcmp(a, "--config"), is_endpoint = !strcmp(a, "--endpoint"),
-        is_timeout = !strcmp(a, "--timeout");
-    if (!is_config && !is_endpoint && !is_timeout)
+        is_timeout = !strcmp(a, "--timeout"), is_key = !strcmp(a, "--key"),
+        is_server_key = !strcmp(a, "--coordinator-key");
+    if (!is_config && !is_endpoint && !is_timeout && !is_key && !is_server_key)
         return 0;
     if (*i + 1 >= argc)
         return gs_error_set("%s needs a value", a);
     const char *v = argv[++*i];
+    if (is_key || is_server_key) {
+        *(is_key ? &o->key : &o->coordinator_key) = v;
+        return 1;
+    }
     if (is_config) {
         o->config_path = v;
         return 1;
@@ -118,7 +123,8 @@ int gs_cli_options_finish(gs_cli_options *o)
             goto free_config;
         }
     }
-    gs_security_settings ss = {c->security, c->keys_dir, c->client_key, c->coordinator_public};
+    gs_security_settings ss = {c->security, c->keys_dir, o->key ? o->key : c->client_key,
+                               o->coordinator_key ? o->coordinator_key : c->coordinator_public};
     const char *addrs[] = {o->submit, o->query, o->events};
     if (gs_security_resolve(&o->sec, &ss, GS_SECURITY_CLIENT, "client", addrs, 3, "gastroscreen") <
         0)

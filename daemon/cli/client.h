@@ -39,6 +39,7 @@ typedef struct {
     char submit[GS_CLI_ENDPOINT_MAX], query[GS_CLI_ENDPOINT_MAX], events[GS_CLI_ENDPOINT_MAX];
     int submit_set, query_set, events_set; /* given by --endpoint */
     int timeout_ms;                        /* --timeout SECONDS, default 5 s */
+    const char *key, *coordinator_key;     /* --key FILE, --coordinator-key FILE, or NULL */
     /* CURVE or plain (stages/runtime/keys), from the config's [security]: the client key
      * (client_key, default KEYS_DIR/client.key) and the coordinator's public key; set by
      * gs_cli_options_finish. Pass gs_security_curve(&o.sec) to the sockets. */
@@ -49,8 +50,10 @@ typedef struct {
 void gs_cli_options_init(gs_cli_options *o);
 
 /* If argv[*i] is one of the shared options (--config FILE, --endpoint NAME=URL,
- * --timeout SECONDS), consumes it (and its value: *i is advanced past it) and returns 1;
- * returns 0 when it is not one of them, -1 with the error set for a bad or missing value. */
+ * --timeout SECONDS, --key FILE: this client's secret key, --coordinator-key FILE: the
+ * coordinator's public key; both override [security]), consumes it (and its value: *i is advanced
+ * past it) and returns 1; returns 0 when it is not one of them, -1 with the error set for a bad or
+ * missing value. */
 int gs_cli_option(gs_cli_options *o, int argc, char **argv, int *i);
 
 /* Fills the endpoints not given by --endpoint from the config file (or the defaults), turns

@@ -26,6 +26,7 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: gastroscreen status [SLIDE] [--json] [--config FILE]\n"
                "                           [--endpoint query=URL] [--timeout SECONDS]\n"
+               "                           [--key FILE] [--coordinator-key FILE]\n"
                "\n"
                "Shows the state of one slide (SLIDE: slide id or path) or of every slide in\n"
                "flight, as gastroscreend's query socket reports it.\n");

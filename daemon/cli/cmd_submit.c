@@ -25,6 +25,7 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: gastroscreen submit PATH... [--external-id ID] [--config FILE]\n"
                "                           [--endpoint submit=URL] [--timeout SECONDS]\n"
+               "                           [--key FILE] [--coordinator-key FILE]\n"
                "\n"
                "Submits slides to gastroscreend. Prints '<slide_id> accepted|duplicate <path>'\n"
                "per path; a refused path is reported on stderr with the reason. Exit status 1\n"

@@ -46,6 +46,7 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: gastroscreen top [--once] [--json] [--config FILE]\n"
                "                        [--endpoint events=URL] [--timeout SECONDS]\n"
+               "                        [--key FILE] [--coordinator-key FILE]\n"
                "\n"
                "Live per-stage throughput of gastroscreend and its workers: tiles/s, queue\n"
                "depth, busy %%, slides in flight. --once prints one snapshot; --json as JSON.\n");

@@ -40,6 +40,7 @@ static void usage(FILE *f)
     fprintf(f, "usage: gastroscreen watch [--since SEQ] [--count N] [--config FILE]\n"
                "                          [--endpoint events=URL] [--endpoint query=URL]\n"
                "                          [--timeout SECONDS]\n"
+               "                          [--key FILE] [--coordinator-key FILE]\n"
                "\n"
                "Prints one line per verdict published by gastroscreend, each exactly once\n"
                "(missed events are fetched from the query socket). --since SEQ first prints\n"

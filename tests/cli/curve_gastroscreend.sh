@@ -84,7 +84,9 @@ for _ in $(seq 1 100); do
     sleep 0.1
 done
 grep -q "keys reloaded" "$tmp/gastroscreend.log" || fail "no reload after SIGHUP"
-"$gs" status --config "$tmp/bob.conf" --timeout 5 >/dev/null 2>&1 || fail "bob not answered after the reload"
+"$gs" status --config "$tmp/gsd.conf" --key "$tmp/bob/bob.key" \
+    --coordinator-key "$keys/coordinator.pub" --timeout 5 >/dev/null 2>&1 ||
+    fail "bob (--key) not answered after the reload"
 kill -0 "$pid" 2>/dev/null || fail "gastroscreend did not survive SIGHUP"
 kill -TERM "$pid"
 wait "$pid" || fail "gastroscreend exit status $? after SIGTERM"
