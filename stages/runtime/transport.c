@@ -281,14 +281,18 @@ int gs_transport_connect(gs_transport *t, const char *endpoint)
     return 0;
 }
 
-int gs_transport_connect_curve(gs_transport *t, const char *endpoint, const char *server_key)
+int gs_transport_connect_curve(gs_transport *t, const char *endpoint, const gs_curve_keys *keys)
 {
-    if (t->curve && !t->curve_server && server_key) {
-        if (!key_ok(server_key))
-            return gs_error_set("%s: bad CURVE server key for %s", t->name, endpoint);
-        /* ZeroMQ copies the socket's options into each new connection at zmq_connect. */
-        if (set_text(t, ZMQ_CURVE_SERVERKEY, server_key, "ZMQ_CURVE_SERVERKEY") < 0)
+    if (t->mode == GS_BIND || t->curve_server)
+        return gs_error_set("%s: a CURVE server socket connects with its own keys", t->name);
+    if (keys && !strncmp(endpoint, "tcp://", 6)) {
+        if (apply_curve(t, keys) < 0)
             return -1;
+    } else if (t->curve) {
+        /* CURVE_SERVER = 0 puts the socket's mechanism back to NULL for the next connection. */
+        if (set_int(t, ZMQ_CURVE_SERVER, 0, "ZMQ_CURVE_SERVER") < 0)
+            return -1;
+        t->curve = 0;
     }
     return gs_transport_connect(t, endpoint);
 }

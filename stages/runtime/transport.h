@@ -132,12 +132,14 @@ const char *gs_transport_endpoint(const gs_transport *t);
  * more tile inbox), or disconnects it from one. Return 0, or -1 with the error. */
 int gs_transport_connect(gs_transport *t, const char *endpoint);
 
-/* Like gs_transport_connect to a CURVE server whose public key is `server_key` (Z85; NULL =
- * the key the transport was created with): a tiler's PUSH reaches inboxes of several keys.
- * On a transport without CURVE the key is ignored. Returns 0 or -1 with the error. */
-int gs_transport_connect_curve(gs_transport *t, const char *endpoint, const char *server_key);
+/* Like gs_transport_connect, choosing the security of this one connection: a CURVE client with
+ * `keys` (own pair and that server's public key) when keys is not NULL and the endpoint is
+ * tcp://, else plain. ZeroMQ copies the options into each connection as it is made, so one
+ * socket can reach servers of several keys and plain ones: a tiler's PUSH and its inboxes.
+ * Returns 0 or -1 with the error. */
+int gs_transport_connect_curve(gs_transport *t, const char *endpoint, const gs_curve_keys *keys);
 
-/* 1 when the transport was created with CURVE keys (and its endpoint is tcp://). */
+/* 1 when the socket's latest bind or connect used CURVE (a tcp:// endpoint with keys). */
 int gs_transport_is_curve(const gs_transport *t);
 int gs_transport_disconnect(gs_transport *t, const char *endpoint);
 

@@ -111,9 +111,14 @@ static int copy_str(char *dst, size_t n, const char *src, const char *what)
 static int bind_inbox(gs_worker *w, const gs_worker_config *c)
 {
     gs_transport_options o = {c->tile_hwm > 0 ? c->tile_hwm : 8, "tile inbox", c->quiet};
-    w->inbox =
-        gs_transport_new(w->ctx, GS_CHANNEL_TILES, ZMQ_PULL, GS_BIND, c->tile_inbox_bind, &o);
+    if (c->inbox_curve && !c->curve)
+        return gs_error_set("worker: a CURVE tile inbox without keys");
+    w->inbox = gs_transport_new_curve(w->ctx, GS_CHANNEL_TILES, ZMQ_PULL, GS_BIND,
+                                      c->tile_inbox_bind, &o, c->inbox_curve ? c->curve : NULL);
     if (!w->inbox)
+        return -1;
+    if (gs_transport_is_curve(w->inbox) &&
+        copy_str(w->inbox_key, sizeof w->inbox_key, c->curve->public_key, "inbox key") < 0)
         return -1;
     if (w->tile_inbox[0])
         return 0;
@@ -333,6 +338,7 @@ static int send_hello(gs_worker *w)
     h.pid = (uint32_t)getpid();
     h.version = w->version;
     h.tile_inbox = w->tile_inbox;
+    h.tile_inbox_key = w->inbox_key;
     h.threads = (uint32_t)w->cfg.threads;
     h.batch_size = (uint32_t)w->cfg.batch_size;
     h.model = w->model;

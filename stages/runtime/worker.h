@@ -89,6 +89,10 @@ typedef struct {
     /* CURVE client keys of the work socket (own pair and the coordinator's public key;
      * stages/runtime/keys); NULL = plain. Used on tcp:// only; copied into the socket. */
     const gs_curve_keys *curve;
+    /* 1: a tcp:// tile inbox is a CURVE server with curve's key pair (curve required, and a ZAP
+     * handler running in zmq_ctx: stages/runtime/keys admits tiler keys only); its public key
+     * goes to the coordinator in WorkerHello.tile_inbox_key for the tilers (PROTOCOL.md §2). */
+    int inbox_curve;
 } gs_worker_config;
 
 /* The omp_threads a stage's worker with `threads` handler threads should use. Infer, whose

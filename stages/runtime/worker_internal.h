@@ -61,6 +61,7 @@ typedef struct {
 struct gs_worker {
     gs_worker_config cfg;
     char endpoint[1024], instance[64], version[64], tile_inbox[1024], host[256], id[512];
+    char inbox_key[41]; /* the tile inbox's CURVE public key (Z85); "" when plain */
     Gastroscreen__V1__ModelProvenance *model; /* unpacked copy, or NULL */
     void *ctx;
     int own_ctx;

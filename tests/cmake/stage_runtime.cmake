@@ -12,3 +12,6 @@ gs_cmocka_test(test_recfile unit SOURCES unit/test_recfile.c LIBS gs_stages)
 # CURVE keys: key files, the keys folder, the ZAP handler over tcp://127.0.0.1, CURVE or plain,
 # and a relay recording the bytes on the wire (no slide id, no pixel run).
 gs_cmocka_test(test_keys unit SOURCES unit/test_keys.c unit/tcp_relay.c unit/key_folder.c LIBS gs_stages)
+# A tile inbox under CURVE: the hello carries its key, only tiler keys get tiles in.
+gs_cmocka_test(test_worker_curve unit SOURCES unit/test_worker_curve.c unit/fake_coordinator.c
+               unit/key_folder.c LIBS gs_stages)

@@ -340,6 +340,64 @@ static void test_zap_domains(void **state)
     free_folder(&k);
 }
 
+/* One PUSH reaches a plain inbox, a CURVE inbox and another plain one: the security is chosen
+ * per connection (a tiler whose route mixes inboxes of several keys). */
+static void test_push_mixes_connections(void **state)
+{
+    (void)state;
+    keys_folder k;
+    make_folder(&k);
+    void *ctx = zmq_ctx_new();
+    gs_zap *z = gs_zap_new(ctx, k.dir, "test");
+    gs_curve_keys server = {k.coord_sec, NULL, NULL};
+    gs_transport *pulls[3];
+    for (int i = 0; i < 3; i++) {
+        pulls[i] = gs_transport_new_curve(ctx, GS_CHANNEL_TILES, ZMQ_PULL, GS_BIND,
+                                          "tcp://127.0.0.1:*", &quiet, i == 1 ? &server : NULL);
+        assert_non_null(pulls[i]);
+    }
+    client_keys c;
+    load_client(&c, k.workers, "tiler1", k.coord_pub);
+    gs_transport *push = gs_transport_new(ctx, GS_CHANNEL_TILES, ZMQ_PUSH, GS_CONNECT,
+                                          gs_transport_endpoint(pulls[0]), &quiet);
+    assert_non_null(push);
+    assert_int_equal(gs_transport_connect_curve(push, gs_transport_endpoint(pulls[1]), &c.keys), 0);
+    assert_true(gs_transport_is_curve(push));
+    assert_int_equal(gs_transport_connect_curve(push, gs_transport_endpoint(pulls[2]), NULL), 0);
+    assert_false(gs_transport_is_curve(push));
+    Gastroscreen__V1__TileMessage tm = GASTROSCREEN__V1__TILE_MESSAGE__INIT;
+    Gastroscreen__V1__TileHeader th = GASTROSCREEN__V1__TILE_HEADER__INIT;
+    tm.protocol = GASTROSCREEN__V1__PROTOCOL_VERSION__PROTOCOL_VERSION_1;
+    tm.body_case = GASTROSCREEN__V1__TILE_MESSAGE__BODY_TILE;
+    tm.tile = &th;
+    th.slide_id = "0123456789abcdef";
+    th.width = th.height = 2;
+    th.channels = 3;
+    th.pixel_format = GASTROSCREEN__V1__PIXEL_FORMAT__PIXEL_FORMAT_RGB8;
+    uint8_t px[12] = {0};
+    int got[3] = {0};
+    for (int i = 0; i < WAIT_MS && !(got[0] && got[1] && got[2]); i++) {
+        gs_transport_send_tile(push, &tm, px, sizeof px, NULL, NULL, GS_SEND_DONTWAIT);
+        for (int p = 0; p < 3; p++) {
+            gs_inbound in;
+            if (gs_transport_recv(pulls[p], &in, GS_RECV_DONTWAIT) == GS_RECV_MESSAGE) {
+                got[p]++;
+                assert_string_equal(in.from.user_id, p == 1 ? "worker:tiler1" : "");
+            }
+            gs_inbound_release(&in);
+        }
+        usleep(1000);
+    }
+    assert_true(got[0] && got[1] && got[2]);
+    assert_int_equal(gs_zap_refused(z, "tiles"), 0);
+    gs_transport_destroy(&push);
+    for (int i = 0; i < 3; i++)
+        gs_transport_destroy(&pulls[i]);
+    gs_zap_destroy(&z);
+    zmq_ctx_term(ctx);
+    free_folder(&k);
+}
+
 /* ---- CURVE or plain -------------------------------------------------------------------- */
 
 static void test_security_resolve(void **state)
@@ -473,9 +531,13 @@ static void test_wire_not_plaintext(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_key_files),        cmocka_unit_test(test_keyring),
-        cmocka_unit_test(test_zap_work_socket),  cmocka_unit_test(test_zap_domains),
-        cmocka_unit_test(test_security_resolve), cmocka_unit_test(test_wire_not_plaintext),
+        cmocka_unit_test(test_key_files),
+        cmocka_unit_test(test_keyring),
+        cmocka_unit_test(test_zap_work_socket),
+        cmocka_unit_test(test_zap_domains),
+        cmocka_unit_test(test_security_resolve),
+        cmocka_unit_test(test_wire_not_plaintext),
+        cmocka_unit_test(test_push_mixes_connections),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
