@@ -9,7 +9,8 @@
  * [section] key: what is wrong". Sections: [coordinator] (endpoints, journal, timeouts,
  * limits), [intake] (slide roots, watched folder), [model] (the bundle), [foreground] (the tile
  * plan), [tiler], [blur], [infer], [screener] and [reporter] (threads, batch sizes and each
- * stage's thresholds). Every key has a default, so an empty file is a valid configuration.
+ * stage's thresholds), [security] (CURVE or off, the keys folder and key files:
+ * stages/runtime/keys). Every key has a default, so an empty file is a valid configuration.
  *
  * Use: c = gs_config_new() (defaults); gs_config_load(c, path); read the fields, and
  * gs_config_is_set() to tell a value the lab chose from a default; gs_config_destroy(&c).

@@ -166,15 +166,16 @@ static const gs_config_key_info KEYS[GS_CFG_KEY_COUNT] = {
     [GS_CFG_SECURITY_SECURITY] = {"security", "security", GS_CONFIG_STRING, "curve", 0, 0,
                                   "curve (keys required off loopback) or off (plain, warned)"},
     [GS_CFG_SECURITY_KEYS_DIR] = {"security", "keys_dir", GS_CONFIG_PATH, "/etc/gastroscreen/keys",
-                                  0, 0, "workers/, clients/, announcers/ public keys; own keys"},
+                                  0, 0, "the keys folder: listed public keys, own key files"},
     [GS_CFG_SECURITY_COORDINATOR_KEY] = {"security", "coordinator_key", GS_CONFIG_STRING, "", 0, 0,
-                                         "gastroscreend's secret key file"},
+                                         "gastroscreend's secret key file; empty = keys_dir's"},
     [GS_CFG_SECURITY_COORDINATOR_PUBLIC] = {"security", "coordinator_public", GS_CONFIG_STRING, "",
-                                            0, 0, "the coordinator's public key file"},
+                                            0, 0,
+                                            "coordinator public key file; empty = keys_dir's"},
     [GS_CFG_SECURITY_WORKER_KEY] = {"security", "worker_key", GS_CONFIG_STRING, "", 0, 0,
-                                    "stage workers' secret key file"},
+                                    "stage workers' secret key file; empty = keys_dir's"},
     [GS_CFG_SECURITY_CLIENT_KEY] = {"security", "client_key", GS_CONFIG_STRING, "", 0, 0,
-                                    "the client commands' secret key file"},
+                                    "client commands' secret key; empty = keys_dir's"},
 };
 
 const gs_config_key_info *gs_config_schema_key(gs_config_key_id k)

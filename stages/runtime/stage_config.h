@@ -22,7 +22,9 @@
  * Flags (gs_stage_config_args) override the file and take the range of their key: --config
  * FILE, --coordinator ENDPOINT, --instance NAME (alias --id), --threads N, --batch N, --model
  * FILE, --tile-inbox ENDPOINT, --advertise-host HOST, --tile-hwm N, --top-k N, --report-dir DIR,
- * --heartbeat-ms N, --help. Use: gs_stage_config_default(&c, stage);
+ * --heartbeat-ms N, --keys-dir DIR, --key FILE (this worker's secret key), --coordinator-key FILE
+ * (the coordinator's public key), --help. [security] decides CURVE to the coordinator
+ * (stages/runtime/keys). Use: gs_stage_config_default(&c, stage);
  * gs_stage_config_args(&c, argc, argv, &help); read the fields. The struct holds no memory
  * to free.
  */

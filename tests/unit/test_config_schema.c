@@ -106,6 +106,13 @@ static void ranges_and_values(void **state)
     assert_int_equal(gs_config_schema_parse(GS_CFG_INTAKE_SLIDE_ROOTS, "/a rel", &v), -1);
     assert_string_equal(gs_error_get(), "\"rel\" is not an absolute path");
     assert_int_equal(gs_config_schema_parse(GS_CFG_COORDINATOR_JOURNAL_DIR, "journal", &v), -1);
+    /* [security]: curve or off; key files absolute or empty (the keys folder's). */
+    assert_int_equal(gs_config_schema_parse(GS_CFG_SECURITY_SECURITY, "off", &v), 0);
+    assert_int_equal(gs_config_schema_parse(GS_CFG_SECURITY_SECURITY, "maybe", &v), -1);
+    assert_string_equal(gs_error_get(), "\"maybe\" is neither curve nor off");
+    assert_int_equal(gs_config_schema_parse(GS_CFG_SECURITY_WORKER_KEY, "", &v), 0);
+    assert_int_equal(gs_config_schema_parse(GS_CFG_SECURITY_WORKER_KEY, "node.key", &v), -1);
+    assert_int_equal(gs_config_schema_parse(GS_CFG_SECURITY_CLIENT_KEY, "/k/c.key", &v), 0);
 }
 
 /* The same default, as parsed values. */
