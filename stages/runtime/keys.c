@@ -612,7 +612,9 @@ static void serve_request(gs_zap *z)
     while (more) {
         zmq_msg_t m;
         zmq_msg_init(&m);
-        if (zmq_msg_recv(&m, z->rep, 0) < 0) {
+        /* The first frame without waiting: zmq_poll may wake with nothing to read, and a
+         * blocked thread would not hear gs_zap_destroy. The rest of a message is there. */
+        if (zmq_msg_recv(&m, z->rep, n == 0 ? ZMQ_DONTWAIT : 0) < 0) {
             zmq_msg_close(&m);
             goto close_parts;
         }
@@ -622,22 +624,26 @@ static void serve_request(gs_zap *z)
         else
             zmq_msg_close(&m);
     }
-    if (n < 6)
-        goto close_parts; /* not a ZAP request: libzmq never sends one */
-    char version[8], domain[64], address[128], mechanism[16], user_id[160];
-    frame_text(&part[0], version, sizeof version);
-    frame_text(&part[2], domain, sizeof domain);
-    frame_text(&part[3], address, sizeof address);
-    frame_text(&part[5], mechanism, sizeof mechanism);
-    const uint8_t *key = n > 6 ? zmq_msg_data(&part[6]) : NULL;
-    size_t key_len = n > 6 ? zmq_msg_size(&part[6]) : 0;
+    char version[8] = "", domain[64], address[128], mechanism[16], user_id[160] = "";
     const char *status = "400";
-    user_id[0] = '\0';
-    if (!strcmp(version, "1.0"))
-        decide(z, domain, address, mechanism, key, key_len, &status, user_id, sizeof user_id);
+    /* A REP must answer every request it read, or it takes no other: a short one (libzmq
+     * never sends it) is refused too. */
+    if (n >= 6) {
+        frame_text(&part[0], version, sizeof version);
+        frame_text(&part[2], domain, sizeof domain);
+        frame_text(&part[3], address, sizeof address);
+        frame_text(&part[5], mechanism, sizeof mechanism);
+        const uint8_t *key = n > 6 ? zmq_msg_data(&part[6]) : NULL;
+        size_t key_len = n > 6 ? zmq_msg_size(&part[6]) : 0;
+        if (!strcmp(version, "1.0"))
+            decide(z, domain, address, mechanism, key, key_len, &status, user_id, sizeof user_id);
+    }
     const char *text = status[0] == '2' ? "OK" : "refused";
     zmq_send(z->rep, "1.0", 3, ZMQ_SNDMORE);
-    zmq_send(z->rep, zmq_msg_data(&part[1]), zmq_msg_size(&part[1]), ZMQ_SNDMORE);
+    if (n >= 2)
+        zmq_send(z->rep, zmq_msg_data(&part[1]), zmq_msg_size(&part[1]), ZMQ_SNDMORE);
+    else
+        zmq_send(z->rep, "", 0, ZMQ_SNDMORE);
     zmq_send(z->rep, status, 3, ZMQ_SNDMORE);
     zmq_send(z->rep, text, strlen(text), ZMQ_SNDMORE);
     zmq_send(z->rep, user_id, strlen(user_id), ZMQ_SNDMORE);
