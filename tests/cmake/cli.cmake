@@ -68,3 +68,12 @@ add_test(NAME cli_curve_gastroscreend
 set_tests_properties(cli_curve_gastroscreend PROPERTIES LABELS integration
                      ENVIRONMENT "${GS_TEST_ENV}" SKIP_RETURN_CODE 77 TIMEOUT 300
                      FIXTURES_REQUIRED seeded_bundle)
+
+# The whole service over CURVE (gastroscreend and the six stage workers on loopback with keys
+# from keygen): the sample slide gets its verdict, nothing is refused, and a worker whose key is
+# listed for blur only is refused as infer.
+add_test(NAME cli_curve_pipeline
+         COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/cli/curve_pipeline.sh ${CMAKE_BINARY_DIR}
+                 ${GS_TEST_DATA})
+set_tests_properties(cli_curve_pipeline PROPERTIES LABELS integration ENVIRONMENT "${GS_TEST_ENV}"
+                     SKIP_RETURN_CODE 77 TIMEOUT 600)
