@@ -147,6 +147,9 @@ static int read_key_file(int fd, const char *path, const char *field, char key[G
                 gs_error_prefix("%s:%d", path, lineno);
                 goto close_file;
             }
+        } else if (!strcmp(name, "roles")) {
+            gs_error_set("%s:%d: roles are for worker keys (workers/) only", path, lineno);
+            goto close_file;
         } else {
             gs_error_set("%s:%d: unknown name '%.64s'", path, lineno, name);
             goto close_file;

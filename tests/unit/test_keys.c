@@ -79,6 +79,12 @@ static void test_key_files(void **state)
     assert_non_null(strstr(gs_error_get(), "bad.pub:4"));
     write_text(path, "# nothing\n", 0644);
     assert_int_equal(gs_key_read_public(path, pub2, NULL), -1);
+    /* roles are read for worker keys only (a caller passing roles NULL). */
+    write_text(path, "public = rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7\nroles = blur\n", 0644);
+    assert_int_equal(gs_key_read_public(path, pub2, NULL), -1);
+    assert_non_null(strstr(gs_error_get(), "worker keys"));
+    assert_int_equal(gs_key_read_public(path, pub2, &roles), 0);
+    assert_int_equal(roles, 1u << GASTROSCREEN__V1__STAGE__STAGE_BLUR);
     assert_int_equal(gs_key_parse_roles("tiler, reporter", &roles), 0);
     assert_int_equal(roles, (1u << GASTROSCREEN__V1__STAGE__STAGE_TILER) |
                                 (1u << GASTROSCREEN__V1__STAGE__STAGE_REPORTER));
