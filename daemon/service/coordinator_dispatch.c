@@ -33,9 +33,9 @@ int coord_dispatch_tiles(gs_coordinator *c, slide_rt *rt)
     int blur = rt->phase == PH_BLUR;
     int sink_stage =
         blur ? GASTROSCREEN__V1__STAGE__STAGE_BLUR : GASTROSCREEN__V1__STAGE__STAGE_INFER;
-    char *eps[64];
+    char *eps[64], *keys[64];
     uint32_t batch_sum = 0;
-    size_t n_eps = coord_inboxes(c, sink_stage, eps, 64, &batch_sum);
+    size_t n_eps = coord_inboxes(c, sink_stage, eps, keys, 64, &batch_sum);
     int64_t now = coord_now_ms(c);
     uint32_t n = (uint32_t)rt->plan->n_tiles;
     uint32_t *due = malloc((n ? n : 1) * sizeof *due);
@@ -113,6 +113,8 @@ int coord_dispatch_tiles(gs_coordinator *c, slide_rt *rt)
         tj.tiles = prefs;
         tj.n_sink_endpoints = n_eps;
         tj.sink_endpoints = eps;
+        tj.n_sink_keys = n_eps;
+        tj.sink_keys = keys;
         tj.request = request;
         if (blur) {
             bj.focus_threshold = (float)c->cfg->focus_threshold;

@@ -53,6 +53,7 @@ typedef struct {
     char id[256];
     int stage;
     char inbox[512];
+    char inbox_key[41]; /* the inbox's CURVE public key (WorkerHello.tile_inbox_key); "" plain */
     uint32_t batch;
     uint32_t free_slots;
     int64_t last_heard, last_sent, last_used;
@@ -213,7 +214,8 @@ job *coord_job_find(gs_coordinator *c, uint64_t id);
 
 /* Puts up to max tile inboxes of the stage's workers in eps (pointers into c->workers) and
  * their summed batch sizes in *batch_sum (may be NULL). Returns how many. */
-size_t coord_inboxes(gs_coordinator *c, int stage, char **eps, size_t max, uint32_t *batch_sum);
+size_t coord_inboxes(gs_coordinator *c, int stage, char **eps, char **keys, size_t max,
+                     uint32_t *batch_sum);
 
 /* Sends a coordinator heartbeat to a peer: a quiet worker, or (say_hello = 1) a peer not known
  * as a worker, which then says hello again. */

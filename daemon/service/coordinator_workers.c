@@ -99,12 +99,14 @@ int coord_job_sent(gs_coordinator *c, worker *w, int kind, slide_rt *rt, uint64_
 }
 
 /* Collects the tile inboxes of a stage's workers into eps (pointers into the table). */
-size_t coord_inboxes(gs_coordinator *c, int stage, char **eps, size_t max, uint32_t *batch_sum)
+size_t coord_inboxes(gs_coordinator *c, int stage, char **eps, char **keys, size_t max,
+                     uint32_t *batch_sum)
 {
     size_t n = 0;
     uint32_t b = 0;
     for (size_t i = 0; i < c->n_workers && n < max; i++)
         if (c->workers[i].used && c->workers[i].stage == stage && c->workers[i].inbox[0]) {
+            keys[n] = c->workers[i].inbox_key;
             eps[n++] = c->workers[i].inbox;
             b += c->workers[i].batch ? c->workers[i].batch : 1;
         }
@@ -246,6 +248,8 @@ void coord_on_hello(gs_coordinator *c, const gs_peer *from, const Gastroscreen__
 {
     if (!gs_wire_str_ok(h->worker_id, 255) || !worker_id_ok(h->worker_id) ||
         !gs_wire_str_ok(h->tile_inbox, 511) || !gs_wire_str_ok(h->host, 1024) ||
+        !gs_wire_str_ok(h->tile_inbox_key, 40) ||
+        (h->tile_inbox_key[0] && strlen(h->tile_inbox_key) != 40) ||
         !gs_wire_str_ok(h->version, 1024)) {
         coord_count_malformed(c, "WorkerHello", from);
         return;
@@ -311,6 +315,7 @@ void coord_on_hello(gs_coordinator *c, const gs_peer *from, const Gastroscreen__
     snprintf(w->id, sizeof w->id, "%s", h->worker_id);
     w->stage = h->stage;
     snprintf(w->inbox, sizeof w->inbox, "%s", h->tile_inbox);
+    snprintf(w->inbox_key, sizeof w->inbox_key, "%s", h->tile_inbox_key);
     w->batch = h->batch_size;
     w->last_heard = now;
     w->welcomed_at = now;

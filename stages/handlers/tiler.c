@@ -295,6 +295,7 @@ void gs_tiler_job_done(const gs_tiler_job *j, Gastroscreen__V1__TileJobDone *don
 typedef struct {
     gs_transport *push;
     char *sinks[SINKS_MAX];
+    char *keys[SINKS_MAX]; /* each sink's CURVE key as connected ("" plain) */
     size_t nsinks;
 } tiler_thread;
 #define SINK_STAGES 2 /* tiler_thread [2 * thread + 0]: infer sinks, [2 * thread + 1]: blur */
@@ -305,6 +306,7 @@ struct gs_tiler_stage {
     int sink_wait_ms;
     int nthreads;
     tiler_thread *threads;
+    const gs_curve_keys *curve;
 };
 
 gs_tiler_stage *gs_tiler_stage_new(void *zctx, int threads, int tile_hwm)
@@ -332,6 +334,11 @@ void gs_tiler_stage_set_sink_wait(gs_tiler_stage *s, int ms)
     s->sink_wait_ms = ms;
 }
 
+void gs_tiler_stage_set_curve(gs_tiler_stage *s, const gs_curve_keys *keys)
+{
+    s->curve = keys;
+}
+
 void gs_tiler_stage_destroy(gs_tiler_stage **sp)
 {
     if (!sp || !*sp)
@@ -339,53 +346,88 @@ void gs_tiler_stage_destroy(gs_tiler_stage **sp)
     gs_tiler_stage *s = *sp;
     for (int i = 0; i < s->nthreads * SINK_STAGES; i++) {
         gs_transport_destroy(&s->threads[i].push);
-        for (size_t k = 0; k < s->threads[i].nsinks; k++)
+        for (size_t k = 0; k < s->threads[i].nsinks; k++) {
             free(s->threads[i].sinks[k]);
+            free(s->threads[i].keys[k]);
+        }
     }
     free(s->threads);
     free(s);
     *sp = NULL;
 }
 
-/* Makes the thread's PUSH connections equal to the job's sink_endpoints. */
+/* Sink i's CURVE public key ("" for a plain inbox or an older coordinator). */
+static const char *sink_key(const Gastroscreen__V1__TileJob *job, size_t i)
+{
+    return i < job->n_sink_keys && job->sink_keys[i] ? job->sink_keys[i] : "";
+}
+
+/* The keys to connect to sink i with (PROTOCOL.md §2): NULL = plain. */
+static const gs_curve_keys *sink_curve(const gs_tiler_stage *s,
+                                       const Gastroscreen__V1__TileJob *job, size_t i,
+                                       gs_curve_keys *buf)
+{
+    if (!s->curve || !sink_key(job, i)[0])
+        return NULL;
+    *buf = *s->curve;
+    buf->server = sink_key(job, i);
+    return buf;
+}
+
+/* Connects the thread's PUSH (made on first use) to sink i of the job and records it. */
+static int add_sink(gs_tiler_stage *s, tiler_thread *t, const Gastroscreen__V1__TileJob *job,
+                    size_t i)
+{
+    gs_curve_keys buf;
+    const gs_curve_keys *k = sink_curve(s, job, i, &buf);
+    if (!t->push) {
+        gs_transport_options o = {s->hwm, "tiles", 0};
+        t->push = gs_transport_new_curve(s->ctx, GS_CHANNEL_TILES, ZMQ_PUSH, GS_CONNECT,
+                                         job->sink_endpoints[i], &o, k);
+        if (!t->push)
+            return -1;
+    } else if (gs_transport_connect_curve(t->push, job->sink_endpoints[i], k) < 0) {
+        return -1;
+    }
+    if (!(t->sinks[t->nsinks] = strdup(job->sink_endpoints[i])))
+        return gs_error_set("out of memory");
+    if (!(t->keys[t->nsinks] = strdup(sink_key(job, i)))) {
+        free(t->sinks[t->nsinks]);
+        return gs_error_set("out of memory");
+    }
+    t->nsinks++;
+    return 0;
+}
+
+/* Makes the thread's PUSH connections equal to the job's sink_endpoints (with their keys: an
+ * inbox restarted with another key on the same address is connected again). */
 static int sync_sinks(gs_tiler_stage *s, tiler_thread *t, const Gastroscreen__V1__TileJob *job)
 {
     if (job->n_sink_endpoints == 0 || job->n_sink_endpoints > SINKS_MAX)
         return gs_error_set("tile job: %zu sink endpoints", job->n_sink_endpoints);
-    if (!t->push) {
-        gs_transport_options o = {s->hwm, "tiles", 0};
-        /* Connected to nothing yet: the first sink is connected below like the others. */
-        t->push = gs_transport_new(s->ctx, GS_CHANNEL_TILES, ZMQ_PUSH, GS_CONNECT,
-                                   job->sink_endpoints[0], &o);
-        if (!t->push)
-            return -1;
-        if (!(t->sinks[0] = strdup(job->sink_endpoints[0])))
-            return gs_error_set("out of memory");
-        t->nsinks = 1;
-    }
     for (size_t k = 0; k < t->nsinks;) {
         int wanted = 0;
         for (size_t i = 0; i < job->n_sink_endpoints && !wanted; i++)
-            wanted = !strcmp(t->sinks[k], job->sink_endpoints[i]);
+            wanted = !strcmp(t->sinks[k], job->sink_endpoints[i]) &&
+                     !strcmp(t->keys[k], sink_key(job, i));
         if (wanted) {
             k++;
             continue;
         }
         gs_transport_disconnect(t->push, t->sinks[k]); /* already gone is fine */
         free(t->sinks[k]);
-        t->sinks[k] = t->sinks[--t->nsinks];
+        free(t->keys[k]);
+        t->nsinks--;
+        t->sinks[k] = t->sinks[t->nsinks];
+        t->keys[k] = t->keys[t->nsinks];
     }
     for (size_t i = 0; i < job->n_sink_endpoints; i++) {
         int have = 0;
         for (size_t k = 0; k < t->nsinks && !have; k++)
-            have = !strcmp(t->sinks[k], job->sink_endpoints[i]);
-        if (have)
-            continue;
-        if (gs_transport_connect(t->push, job->sink_endpoints[i]) < 0)
+            have = !strcmp(t->sinks[k], job->sink_endpoints[i]) &&
+                   !strcmp(t->keys[k], sink_key(job, i));
+        if (!have && add_sink(s, t, job, i) < 0)
             return -1;
-        if (!(t->sinks[t->nsinks] = strdup(job->sink_endpoints[i])))
-            return gs_error_set("out of memory");
-        t->nsinks++;
     }
     return 0;
 }

@@ -106,6 +106,11 @@ gs_tiler_stage *gs_tiler_stage_new(void *zctx, int threads, int tile_hwm);
 #define GS_TILER_SINK_WAIT_MS 60000
 void gs_tiler_stage_set_sink_wait(gs_tiler_stage *s, int ms);
 
+/* CURVE client keys (own pair; the server key is each inbox's, from TileJob.sink_keys) for the
+ * tile PUSH connections to inboxes that announced a key; NULL (the default) = plain. Borrowed:
+ * must outlive the stage. Call before the first job. */
+void gs_tiler_stage_set_curve(gs_tiler_stage *s, const gs_curve_keys *keys);
+
 /* Closes the PUSH sockets; call after gs_worker_destroy (handler threads joined). */
 void gs_tiler_stage_destroy(gs_tiler_stage **s);
 

@@ -114,12 +114,23 @@ int gs_stage_run(Gastroscreen__V1__Stage stage, int argc, char **argv)
 
     /* PROTOCOL.md §2: CURVE to the coordinator unless [security] says off; without keys only
      * a loopback or ipc:// coordinator is reached (plain). */
+    int tile_stage = stage == GASTROSCREEN__V1__STAGE__STAGE_BLUR ||
+                     stage == GASTROSCREEN__V1__STAGE__STAGE_INFER;
     gs_security sec;
     gs_security_settings ss = {c.security, c.keys_dir, c.worker_key, c.coordinator_public};
-    const char *eps[] = {c.work};
-    if (gs_security_resolve(&sec, &ss, GS_SECURITY_CLIENT, "node", eps, 1, name) < 0) {
+    const char *eps[] = {c.work, tile_stage ? c.tile_inbox : NULL};
+    gs_zap *zap = NULL;
+    if (gs_security_resolve(&sec, &ss, GS_SECURITY_CLIENT, "node", eps, 2, name) < 0) {
         rc = fail(name);
         goto term_ctx;
+    }
+    /* A CURVE tile inbox admits tiler keys only: the handler must run before it binds. */
+    if (sec.curve && tile_stage) {
+        if (!(zap = gs_zap_new(zctx, c.keys_dir, name))) {
+            rc = fail(name);
+            goto term_ctx;
+        }
+        gs_zap_reload_on_sighup();
     }
 
     gs_worker_config wc;
@@ -142,6 +153,7 @@ int gs_stage_run(Gastroscreen__V1__Stage stage, int argc, char **argv)
     case GASTROSCREEN__V1__STAGE__STAGE_TILER:
         if (!(tiler = gs_tiler_stage_new(zctx, c.threads, c.tile_hwm)))
             goto report;
+        gs_tiler_stage_set_curve(tiler, wc.curve);
         wc.handler = gs_tiler_handle;
         wc.handler_ud = tiler;
         break;
@@ -195,6 +207,7 @@ int gs_stage_run(Gastroscreen__V1__Stage stage, int argc, char **argv)
         stage == GASTROSCREEN__V1__STAGE__STAGE_INFER) {
         wc.tile_inbox_bind = c.tile_inbox;
         wc.advertise_host = c.advertise_host[0] ? c.advertise_host : NULL;
+        wc.inbox_curve = sec.curve;
     }
 
     struct sigaction sa;
@@ -227,6 +240,7 @@ report:
     gs_screener_stage_destroy(&screener);
     gs_foreground_net_destroy(&fg_net);
 term_ctx:
+    gs_zap_destroy(&zap);
     zmq_ctx_term(zctx);
 free_model:
     gs_model_destroy(&m);
