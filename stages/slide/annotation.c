@@ -101,8 +101,10 @@ static int parse_ring(json_t *j, ring *r, char *why, size_t cap)
         json_t *p = json_array_get(j, i);
         json_t *x = json_array_get(p, 0), *y = json_array_get(p, 1);
         if (!json_is_array(p) || !json_is_number(x) || !json_is_number(y) ||
-            !isfinite(json_number_value(x)) || !isfinite(json_number_value(y))) {
-            snprintf(why, cap, "position %zu of a ring is not [x, y] with finite numbers", i);
+            !(fabs(json_number_value(x)) <= GS_ANNOTATION_MAX_COORD) ||
+            !(fabs(json_number_value(y)) <= GS_ANNOTATION_MAX_COORD)) {
+            snprintf(why, cap, "position %zu of a ring is not [x, y] with numbers within +-%g", i,
+                     GS_ANNOTATION_MAX_COORD);
             return 1;
         }
         r->xy[2 * r->n] = json_number_value(x);

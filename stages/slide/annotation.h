@@ -8,8 +8,8 @@
  * Polygon or MultiPolygon geometry (first ring the outline, then holes; rings closed or not,
  * either orientation) and any properties (QuPath's `classification.name` is kept as is). A
  * feature that cannot be used (no geometry, another geometry type, a ring of fewer than three
- * points, a coordinate that is not a finite number) is left out with a message naming the file
- * and the feature's index; the others are still read.
+ * points, a coordinate that is not a finite number within +-GS_ANNOTATION_MAX_COORD) is left
+ * out with a message naming the file and the feature's index; the others are still read.
  *
  * Refinement: each feature's region is intersected with the slide's tissue mask (the classical
  * mask of stages/slide/tissue: Ruifrok H&E deconvolution + Otsu with marker ink removed) on a
@@ -36,6 +36,12 @@
 
 /* The refinement grid's longest side, cells (bounds memory on any annotation). */
 #define GS_ANNOTATION_MAX_GRID 4096
+
+/* The largest coordinate read, level-0 pixels: 1e9 is thousands of times any slide's side, and
+ * keeps every bounding box, area and grid step finite (1e308 is finite, but its differences and
+ * shoelace products are not, and NaN then reaches the float-to-int conversions of the
+ * rasteriser). */
+#define GS_ANNOTATION_MAX_COORD 1e9
 
 typedef struct gs_annotations gs_annotations;
 

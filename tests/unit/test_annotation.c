@@ -70,6 +70,16 @@ static void three_shapes_and_bad_features(void **state)
     assert_non_null(strstr(gs_annotations_message(a, 2), ": feature 4: no geometry"));
     gs_annotations_destroy(&a);
     unlink(tmp);
+    /* Finite but huge coordinates: their differences and areas would not be. */
+    a = gs_annotations_read(write_tmp("[" SQUARE_WITH_HOLE
+                                      ",{\"type\":\"Feature\",\"geometry\":{\"type\":\"Polygon\","
+                                      "\"coordinates\":[[[1e308,0],[-1e308,5],[3,1e308]]]}}]"));
+    assert_non_null(a);
+    assert_int_equal(gs_annotations_count(a), 1);
+    assert_int_equal(gs_annotations_message_count(a), 1);
+    assert_non_null(strstr(gs_annotations_message(a, 0), ": feature 1: position 0 of a ring"));
+    gs_annotations_destroy(&a);
+    unlink(tmp);
     /* Not JSON, not GeoJSON, missing: errors naming the file. */
     assert_null(gs_annotations_read(write_tmp("{\"type\": ")));
     assert_non_null(strstr(gs_error_get(), "not valid JSON"));
