@@ -652,6 +652,66 @@ static int body_allowed(const gs_transport *t, int body)
     return 0;
 }
 
+/* 1 when s is well-formed UTF-8 (no overlong forms, surrogates or code points past
+ * U+10FFFF: what jansson accepts, so a string from the wire can always be journalled). */
+static int utf8_ok(const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p) {
+        unsigned c = *p++;
+        int more;
+        uint32_t cp, min;
+        if (c < 0x80)
+            continue;
+        if ((c & 0xe0) == 0xc0)
+            more = 1, cp = c & 0x1f, min = 0x80;
+        else if ((c & 0xf0) == 0xe0)
+            more = 2, cp = c & 0x0f, min = 0x800;
+        else if ((c & 0xf8) == 0xf0)
+            more = 3, cp = c & 0x07, min = 0x10000;
+        else
+            return 0;
+        for (int i = 0; i < more; i++, p++) {
+            if ((*p & 0xc0) != 0x80)
+                return 0;
+            cp = cp << 6 | (*p & 0x3f);
+        }
+        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return 0;
+    }
+    return 1;
+}
+
+/* 1 when every string field of m and of the messages it holds is UTF-8, as proto3 requires
+ * of `string` (protobuf-c does not check; PROTOCOL.md §14 step 2). Only a oneof's set member
+ * is looked at: the others share its storage. */
+static int strings_utf8(const ProtobufCMessage *m)
+{
+    const ProtobufCMessageDescriptor *d = m->descriptor;
+    for (unsigned i = 0; i < d->n_fields; i++) {
+        const ProtobufCFieldDescriptor *f = &d->fields[i];
+        if (f->type != PROTOBUF_C_TYPE_STRING && f->type != PROTOBUF_C_TYPE_MESSAGE)
+            continue;
+        const char *base = (const char *)m;
+        if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF &&
+            *(const uint32_t *)(base + f->quantifier_offset) != f->id)
+            continue;
+        size_t n = 1;
+        void *const *items = (void *const *)(base + f->offset);
+        if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+            n = *(const size_t *)(base + f->quantifier_offset);
+            items = *(void *const *const *)(base + f->offset);
+        }
+        for (size_t k = 0; k < n; k++) {
+            if (!items[k])
+                continue;
+            if (f->type == PROTOBUF_C_TYPE_STRING ? !utf8_ok(items[k]) : !strings_utf8(items[k]))
+                return 0;
+        }
+    }
+    return 1;
+}
+
 /* Checks the pixel frame against the header (PROTOCOL.md §3 "Pixels"). */
 static gs_recv_status check_pixels(gs_transport *t, gs_inbound *in)
 {
@@ -750,6 +810,12 @@ gs_recv_status gs_transport_recv(gs_transport *t, gs_inbound *in, int flags)
     if (!in->msg.base) {
         snprintf(detail, sizeof detail, "%zu bytes that do not unpack as %s",
                  zmq_msg_size(&frames[env_at]), channel_descriptor(t->channel)->short_name);
+        st = drop(t, in, GS_DROP_UNPACK, detail);
+        goto close_frames;
+    }
+    if (!strings_utf8(in->msg.base)) {
+        snprintf(detail, sizeof detail, "a %s with a string that is not UTF-8",
+                 channel_descriptor(t->channel)->short_name);
         st = drop(t, in, GS_DROP_UNPACK, detail);
         goto close_frames;
     }

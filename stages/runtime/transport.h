@@ -57,7 +57,8 @@ typedef enum { GS_BIND = 0, GS_CONNECT = 1 } gs_transport_mode;
 /* Why a received message was dropped. Every reason but WRONG_TYPE is "malformed". */
 typedef enum {
     GS_DROP_FRAMES = 0, /* another number of frames than §3 says, or a bad routing/topic frame */
-    GS_DROP_UNPACK,     /* the envelope does not unpack: garbage or truncation */
+    GS_DROP_UNPACK,     /* the envelope does not unpack (garbage, truncation) or holds a
+                           string that is not UTF-8 */
     GS_DROP_PROTOCOL,   /* protocol is not PROTOCOL_VERSION_1 */
     GS_DROP_PIXELS,     /* pixel frame size or channels disagree with the tile header */
     GS_DROP_TOPIC,      /* the topic frame disagrees with the event's body */

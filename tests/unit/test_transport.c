@@ -223,10 +223,58 @@ static void work_garbage(const char *bind_ep)
     size_t l7[] = {0};
     expect_work_drop(router, raw, f7, l7, 1, GS_DROP_PROTOCOL);
 
+    /* Strings that are not UTF-8 (the coordinator journals them as JSON, which refuses
+     * them): a byte that starts no character, deep in a result inside the oneof; an
+     * overlong '/' in a repeated string; a surrogate in the hello itself. */
+    Gastroscreen__V1__WorkMessage res = GASTROSCREEN__V1__WORK_MESSAGE__INIT;
+    Gastroscreen__V1__ReportResult rr = GASTROSCREEN__V1__REPORT_RESULT__INIT;
+    Gastroscreen__V1__ReportPaths paths = GASTROSCREEN__V1__REPORT_PATHS__INIT;
+    res.protocol = GASTROSCREEN__V1__PROTOCOL_VERSION__PROTOCOL_VERSION_1;
+    res.body_case = GASTROSCREEN__V1__WORK_MESSAGE__BODY_REPORT_RESULT;
+    res.report_result = &rr;
+    rr.slide_id = "0123456789abcdef";
+    rr.attempt = 1;
+    rr.paths = &paths;
+    paths.heatmap_png = "/reports/0123456789abcdef/heat\xe5map.png";
+    b = pack(&res.base, &len);
+    const void *f8[] = {b};
+    size_t l8[] = {len};
+    expect_work_drop(router, raw, f8, l8, 1, GS_DROP_UNPACK);
+    free(b);
+    Gastroscreen__V1__PlanResult pr = GASTROSCREEN__V1__PLAN_RESULT__INIT;
+    char *warnings[] = {"fine", "over\xc0\xaflong"};
+    res.body_case = GASTROSCREEN__V1__WORK_MESSAGE__BODY_PLAN_RESULT;
+    res.plan_result = &pr;
+    pr.slide_id = "0123456789abcdef";
+    pr.attempt = 1;
+    pr.n_warnings = 2;
+    pr.warnings = warnings;
+    b = pack(&res.base, &len);
+    const void *f9[] = {b};
+    size_t l9[] = {len};
+    expect_work_drop(router, raw, f9, l9, 1, GS_DROP_UNPACK);
+    free(b);
+    make_hello(&env, &hello, "surrogate-\xed\xa0\x80@host:1");
+    b = pack(&env.base, &len);
+    const void *f10[] = {b};
+    size_t l10[] = {len};
+    expect_work_drop(router, raw, f10, l10, 1, GS_DROP_UNPACK);
+    free(b);
+    /* Real UTF-8 passes: two, three and four bytes. */
+    make_hello(&env, &hello, "caf\xc3\xa9-\xe2\x82\xac-\xf0\x9f\x94\xac@host:1");
+    b = pack(&env.base, &len);
+    raw_send(raw, b, len, 0);
+    free(b);
+    gs_inbound in;
+    assert_int_equal(recv_one(router, &in), GS_RECV_MESSAGE);
+    assert_string_equal(in.msg.work->hello->worker_id,
+                        "caf\xc3\xa9-\xe2\x82\xac-\xf0\x9f\x94\xac@host:1");
+    gs_inbound_release(&in);
+
     const gs_transport_counters *c = gs_transport_counters_get(router);
-    assert_int_equal(c->malformed, 5);
+    assert_int_equal(c->malformed, 8);
     assert_int_equal(c->wrong_type, 2);
-    assert_int_equal(c->received, 7);
+    assert_int_equal(c->received, 11);
 
     zmq_close(raw);
     gs_transport_destroy(&router);
