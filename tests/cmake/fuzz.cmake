@@ -1,14 +1,20 @@
-# Fuzz targets. gs_fuzz_target(NAME SOURCE file.c CORPUS dir LIBS ...) builds one libFuzzer
-# target. With GS_FUZZ (the sanitize preset, clang) it is linked with -fsanitize=fuzzer and
-# its ctest fuzzes for a bounded time over a copy of the seed corpus in the build tree (new
-# inputs land there, never in the source tree). Without GS_FUZZ (gcc release) the same file
-# gets a small main() (GS_FUZZ_STANDALONE) and the ctest replays every seed once, so the
-# target always compiles and the seeds stay regression tests. All carry the label fuzz.
+# Fuzz targets (tests/fuzz/README.md: what each covers, how to run one longer).
+# gs_fuzz_target(NAME SOURCE file.c ... CORPUS dir LIBS ...) builds one libFuzzer target. With
+# GS_FUZZ (the sanitize preset, clang) it is linked with -fsanitize=fuzzer and its ctest fuzzes
+# for GS_FUZZ_SECONDS over a copy of the seed corpus in the build tree (new inputs land there,
+# never in the source tree). Without GS_FUZZ (gcc release) the same file is linked with a small
+# main() (tests/fuzz/standalone_main.c) and the ctest replays every seed once, so the target
+# always compiles and the seeds (with every fixed crash's reproducer) stay regression tests.
+# All carry the label fuzz.
 set(GS_FUZZ_SECONDS 60 CACHE STRING "Seconds each libFuzzer ctest runs")
 
 function(gs_fuzz_target name)
-  cmake_parse_arguments(F "" "SOURCE;CORPUS" "LIBS" ${ARGN})
-  add_executable(${name} ${F_SOURCE})
+  cmake_parse_arguments(F "" "CORPUS" "SOURCE;LIBS" ${ARGN})
+  if(GS_FUZZ)
+    add_executable(${name} ${F_SOURCE})
+  else()
+    add_executable(${name} ${F_SOURCE} ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/standalone_main.c)
+  endif()
   target_link_libraries(${name} PRIVATE ${F_LIBS})
   if(GS_FUZZ)
     target_compile_options(${name} PRIVATE -fsanitize=fuzzer)
@@ -23,7 +29,6 @@ function(gs_fuzz_target name)
     set_tests_properties(${name} PROPERTIES LABELS fuzz FIXTURES_REQUIRED ${name}_corpus
                                             ENVIRONMENT "${GS_TEST_ENV}")
   else()
-    target_compile_definitions(${name} PRIVATE GS_FUZZ_STANDALONE)
     add_test(NAME ${name} COMMAND ${name} ${F_CORPUS})
     set_tests_properties(${name} PROPERTIES LABELS fuzz ENVIRONMENT "${GS_TEST_ENV}")
   endif()
@@ -31,3 +36,7 @@ endfunction()
 
 gs_fuzz_target(fuzz_weights SOURCE fuzz/fuzz_weights.c
                CORPUS ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/corpus/weights LIBS gs_model)
+gs_fuzz_target(fuzz_config SOURCE fuzz/fuzz_config.c fuzz/fuzz_util.c
+               CORPUS ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/corpus/config LIBS gs_daemon)
+gs_fuzz_target(fuzz_annotation SOURCE fuzz/fuzz_annotation.c fuzz/fuzz_util.c
+               CORPUS ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/corpus/annotation LIBS gs_stages)

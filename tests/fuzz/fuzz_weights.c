@@ -4,9 +4,8 @@
  * through gs_weights_get_f32 without touching memory outside the input (ASan checks that,
  * since open_buffer reads from its own exact-size copy).
  *
- * Built with -fsanitize=fuzzer when GS_FUZZ is on; otherwise GS_FUZZ_STANDALONE adds a main()
- * that runs every file named on the command line (or found in a named directory) once, so the
- * target compiles and the seed corpus is replayed in every build.
+ * Built with -fsanitize=fuzzer when GS_FUZZ is on; otherwise linked with tests/fuzz/
+ * standalone_main.c, which replays the seed corpus once in every build.
  */
 #include "model/weights.h"
 #include "ops/error.h"
@@ -62,63 +61,3 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     GS_ASSERT(w == NULL);
     return 0;
 }
-
-#ifdef GS_FUZZ_STANDALONE
-#include <dirent.h>
-#include <stdio.h>
-#include <sys/stat.h>
-
-/* Runs one file through the target; returns 1 if it was run, 0 if skipped, -1 on I/O error. */
-static int run_file(const char *path)
-{
-    struct stat st;
-    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode))
-        return 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        perror(path);
-        return -1;
-    }
-    size_t len = (size_t)st.st_size;
-    uint8_t *buf = malloc(len ? len : 1);
-    GS_ASSERT(buf);
-    int rc = fread(buf, 1, len, f) == len ? 1 : -1;
-    fclose(f);
-    if (rc == 1)
-        LLVMFuzzerTestOneInput(buf, len);
-    else
-        fprintf(stderr, "%s: short read\n", path);
-    free(buf);
-    return rc;
-}
-
-int main(int argc, char **argv)
-{
-    size_t ran = 0;
-    for (int i = 1; i < argc; i++) {
-        DIR *d = opendir(argv[i]);
-        if (!d) {
-            int rc = run_file(argv[i]);
-            if (rc < 0)
-                return 1;
-            ran += (size_t)rc;
-            continue;
-        }
-        struct dirent *de;
-        while ((de = readdir(d))) {
-            char path[4096];
-            snprintf(path, sizeof path, "%s/%s", argv[i], de->d_name);
-            int rc = run_file(path);
-            if (rc < 0) {
-                closedir(d);
-                return 1;
-            }
-            ran += (size_t)rc;
-        }
-        closedir(d);
-    }
-    printf("%s: ran %zu inputs\n", argv[0], ran);
-    /* An empty corpus would make this test pass without testing anything. */
-    return ran > 0 ? 0 : 1;
-}
-#endif
