@@ -1,8 +1,8 @@
 /*
  * fuzz_util: what the fuzz targets share: one scratch folder per process (made on first use
- * under $TMPDIR or /tmp, removed with everything in it at exit) so that no input can make a
- * target write anywhere else, and writing an input into a file there for readers that take a
- * path.
+ * under $TMPDIR, else /dev/shm or /tmp, removed with everything in it at exit) so that no input
+ * can make a target write anywhere else, and writing an input into a file there for readers
+ * that take a path.
  *
  *     const char *p = fuzz_write_input("in.ini", data, size);   // "<scratch>/in.ini"
  */
