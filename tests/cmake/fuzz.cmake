@@ -50,6 +50,8 @@ gs_fuzz_target(fuzz_coordinator SOURCE fuzz/fuzz_coordinator.c fuzz/fuzz_util.c
 gs_fuzz_target(fuzz_worker SOURCE fuzz/fuzz_worker.c fuzz/fuzz_util.c
                CORPUS ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/corpus/worker LIBS gs_stages
                FIXTURES seeded_bundle)
-# Writes the coordinator's and the worker's seeds (tests/fuzz/fuzz_seeds.c says how).
+gs_fuzz_target(fuzz_journal SOURCE fuzz/fuzz_journal.c fuzz/fuzz_util.c
+               CORPUS ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/corpus/journal LIBS gs_daemon)
+# Writes the coordinator's, the worker's and the journal's seeds (tests/fuzz/fuzz_seeds.c).
 add_executable(fuzz_seeds fuzz/fuzz_seeds.c)
-target_link_libraries(fuzz_seeds PRIVATE gs_proto)
+target_link_libraries(fuzz_seeds PRIVATE gs_daemon)

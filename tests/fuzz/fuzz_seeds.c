@@ -1,18 +1,28 @@
 /*
- * fuzz_seeds: writes the seed corpora of fuzz_coordinator and fuzz_worker into
- * OUT/coordinator and OUT/worker (folders that must exist), so each fuzzer starts from real
- * packed messages that reach every handler:
+ * fuzz_seeds: writes the seed corpora of fuzz_coordinator, fuzz_worker and fuzz_journal into
+ * OUT/coordinator, OUT/worker and OUT/journal (folders that must exist), so each fuzzer starts
+ * from real packed messages and real journal files that reach every handler:
  *   - coordinator (tests/fuzz/coordinator_ops.h): one file per kind of message the coordinator
  *     reads (every WorkMessage body a worker sends, each submit, query and intake request) and
  *     whole slide flows from hello to report;
  *   - worker (tests/fuzz/fuzz_worker.c): each job a worker receives and a tile of each kind
- *     with its pixel frame.
+ *     with its pixel frame;
+ *   - journal (tests/fuzz/journal_ops.h): the folder the slide table writes for a slide taken
+ *     to a verdict and one failed as poison, record by record and file by file.
  * The committed corpora under tests/fuzz/corpus were made with it (files it does not write,
  * such as crash reproducers, are kept beside them):
  *     fuzz_seeds tests/fuzz/corpus
  */
+#include "daemon/service/journal.h"
+#include "daemon/service/slide_table.h"
+#include "ops/error.h"
 #include "proto/gastroscreen.pb-c.h"
+#include "stages/runtime/recfile.h"
 #include "tests/fuzz/coordinator_ops.h"
+#include "tests/fuzz/journal_ops.h"
+
+#include <dirent.h>
+#include <unistd.h>
 
 #include <stdint.h>
 #include <stdio.h>
@@ -637,10 +647,157 @@ static void worker_seeds(const char *dir)
     tile_seed(dir, "tile-infer", 32, 0);
 }
 
+/* ---- fuzz_journal ---------------------------------------------------------------------- */
+
+#define CHECK(x)                                                                                   \
+    do {                                                                                           \
+        if (!(x)) {                                                                                \
+            fprintf(stderr, "fuzz_seeds: %s failed: %s\n", #x, gs_error_get());                    \
+            exit(1);                                                                               \
+        }                                                                                          \
+    } while (0)
+
+/* The two slides' random ids, replaced by JOP_ID_A / JOP_ID_B in everything written. */
+static char id_a[GS_SLIDE_ID_LEN + 1], id_b[GS_SLIDE_ID_LEN + 1];
+
+static void jop(seed *s, int op, const uint8_t *p, size_t n)
+{
+    uint8_t *c = malloc(n ? n : 1);
+    if (!c)
+        abort();
+    memcpy(c, p, n);
+    for (size_t i = 0; i + GS_SLIDE_ID_LEN <= n; i++) {
+        if (memcmp(c + i, id_a, GS_SLIDE_ID_LEN) == 0)
+            memcpy(c + i, JOP_ID_A, GS_SLIDE_ID_LEN);
+        else if (memcmp(c + i, id_b, GS_SLIDE_ID_LEN) == 0)
+            memcpy(c + i, JOP_ID_B, GS_SLIDE_ID_LEN);
+    }
+    op_raw(s, op, c, n);
+    free(c);
+}
+
+static int visit_record(void *ud, const uint8_t *payload, size_t len, uint64_t offset)
+{
+    (void)offset;
+    jop(ud, JOP_RECORD, payload, len);
+    return 0;
+}
+
+static void file_op(seed *s, int op, const char *dir, const char *name)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return;
+    uint8_t buf[65535];
+    size_t n = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    jop(s, op, buf, n);
+}
+
+static void journal_seeds(const char *out)
+{
+    char dir[] = "/tmp/gs-fuzz-seeds-XXXXXX";
+    CHECK(mkdtemp(dir));
+    char slide[4200];
+    snprintf(slide, sizeof slide, "%s/a.svs", dir);
+    gs_journal *j = gs_journal_open(dir);
+    CHECK(j);
+    gs_slides_options o;
+    gs_slides_options_default(&o);
+    o.model_bundle = "seed1.safetensors";
+    o.model_sha256 = "aaaa";
+    o.model_untrained = 1;
+    gs_slides *t = gs_slides_new(j, &o);
+    CHECK(t);
+    int64_t now = 1767225600000;
+    CHECK(gs_slides_intake(t, slide, 1000, now, GS_INTAKE_SUBMIT, "ACC-1", now, id_a, NULL, NULL) ==
+          0);
+    CHECK(gs_slides_planned(t, id_a, 1, "0123abcd", GS_METHOD_CLASSICAL, NULL, now + 1, NULL,
+                            NULL) == 0);
+    CHECK(gs_slides_blur_checked(t, id_a, 1, 0.1f, GS_METHOD_CLASSICAL, 0, NULL, now + 2, NULL) ==
+          0);
+    CHECK(gs_slides_inferring(t, id_a, 1, now + 3, NULL) == 0);
+    CHECK(gs_slides_screened(t, id_a, 1, 0.9f, now + 4, NULL) == 0);
+    const char *warnings[] = {"no mpp: used default 0.25"};
+    gs_slide_report r = {.report_json = "/reports/r.json",
+                         .heatmap_png = "/reports/h.png",
+                         .regions_geojson = "/reports/g.geojson",
+                         .tiles = {.planned = 6, .inferred = 5, .background = 1},
+                         .warnings = warnings,
+                         .n_warnings = 1};
+    CHECK(gs_slides_reported(t, id_a, 1, &r, now + 5, NULL) == 0);
+    CHECK(gs_slides_done(t, id_a, 1, now + 6, NULL) == 0);
+    snprintf(slide, sizeof slide, "%s/b.svs", dir);
+    CHECK(gs_slides_intake(t, slide, 2000, now, GS_INTAKE_ANNOUNCED, NULL, now + 7, id_b, NULL,
+                           NULL) == 0);
+    for (int i = 0; i < 3; i++)
+        CHECK(gs_slides_crash_mark(t, id_b, 1, now + 8 + i, NULL) == 0);
+    gs_slides_destroy(&t);
+    gs_journal_destroy(&j);
+
+    seed s = {0};
+    char path[4200];
+    snprintf(path, sizeof path, "%s/events.log", dir);
+    gs_recfile_options ro = {.kind = JOP_LOG_KIND, .version = JOP_LOG_VERSION};
+    gs_recfile *f = gs_recfile_open(path, &ro);
+    CHECK(f);
+    gs_recfile_scan_info info;
+    CHECK(gs_recfile_scan(f, visit_record, &s, &info) == 0);
+    gs_recfile_destroy(&f);
+    seed records = s;
+    memset(&s, 0, sizeof s);
+    put(&s, records.buf, records.len);
+    char name[64];
+    snprintf(name, sizeof name, "%s.json", id_a);
+    file_op(&s, JOP_SLIDE_A, dir, name);
+    snprintf(name, sizeof name, "%s.json", id_b);
+    file_op(&s, JOP_SLIDE_B, dir, name);
+    file_op(&s, JOP_STATE, dir, "state.json");
+    snprintf(path, sizeof path, "%s/journal/verdict-and-poison", out);
+    FILE *w = fopen(path, "wb");
+    CHECK(w && fwrite(s.buf, 1, s.len, w) == s.len && fclose(w) == 0);
+    free(s.buf);
+    /* Only the slide files, no log: replay from the records alone. */
+    memset(&s, 0, sizeof s);
+    snprintf(name, sizeof name, "%s.json", id_a);
+    file_op(&s, JOP_SLIDE_A, dir, name);
+    snprintf(name, sizeof name, "%s.json", id_b);
+    file_op(&s, JOP_SLIDE_B, dir, name);
+    snprintf(path, sizeof path, "%s/journal/records-only", out);
+    w = fopen(path, "wb");
+    CHECK(w && fwrite(s.buf, 1, s.len, w) == s.len && fclose(w) == 0);
+    free(s.buf);
+    /* The log with a torn last record. */
+    memset(&s, 0, sizeof s);
+    put(&s, records.buf, records.len);
+    const uint8_t torn[] = {0x40, 0, 0, 0, 0xde, 0xad, 0xbe, 0xef, 1, 2, 3};
+    op_raw(&s, JOP_RAW, torn, sizeof torn);
+    snprintf(path, sizeof path, "%s/journal/torn-tail", out);
+    w = fopen(path, "wb");
+    CHECK(w && fwrite(s.buf, 1, s.len, w) == s.len && fclose(w) == 0);
+    free(s.buf);
+    free(records.buf);
+
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    while (d && (de = readdir(d))) {
+        if (de->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+        unlink(path);
+    }
+    if (d)
+        closedir(d);
+    rmdir(dir);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
-        fprintf(stderr, "usage: %s OUT_DIR (holding coordinator/ and worker/)\n", argv[0]);
+        fprintf(stderr, "usage: %s OUT_DIR (holding coordinator/, worker/ and journal/)\n",
+                argv[0]);
         return 2;
     }
     const char *dir = argv[1];
@@ -746,5 +903,6 @@ int main(int argc, char **argv)
     op_raw(&s, COP_TOPIC, "slide.verdict.\0\x08\x01", 17);
     save(dir, "garbage", &s);
     worker_seeds(dir);
+    journal_seeds(dir);
     return 0;
 }
