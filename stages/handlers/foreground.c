@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "ops/error.h"
+#include "stages/runtime/config_schema.h"
 #include "stages/runtime/fileio.h"
 #include "stages/slide/box_resize.h"
 
@@ -321,10 +322,15 @@ static int job_parameters(const Gastroscreen__V1__PlanJob *job, double *target, 
     *tile = job->tile_size ? job->tile_size : 512;
     *default_mpp = job->default_mpp != 0 ? job->default_mpp : 0.25;
     *min_fraction = job->min_tissue_fraction;
-    if (!isfinite(*target) || *target <= 0 || *target > 1000)
-        return gs_error_set("plan job: target_mpp %g is not a resolution", *target);
-    if (!isfinite(*default_mpp) || *default_mpp <= 0 || *default_mpp > 1000)
-        return gs_error_set("plan job: default_mpp %g is not a resolution", *default_mpp);
+    /* The ranges a lab may configure: 1e-300 um/px is positive and finite, but scales the
+     * slide's size past any integer. */
+    const gs_config_key_info *kt = gs_config_schema_key(GS_CFG_FOREGROUND_TARGET_MPP);
+    const gs_config_key_info *kd = gs_config_schema_key(GS_CFG_FOREGROUND_DEFAULT_MPP);
+    if (!(*target >= kt->min && *target <= kt->max))
+        return gs_error_set("plan job: target_mpp %g outside %g..%g", *target, kt->min, kt->max);
+    if (!(*default_mpp >= kd->min && *default_mpp <= kd->max))
+        return gs_error_set("plan job: default_mpp %g outside %g..%g", *default_mpp, kd->min,
+                            kd->max);
     if (*tile < TILE_MIN || *tile > TILE_MAX)
         return gs_error_set("plan job: tile_size %u outside %d..%d", *tile, TILE_MIN, TILE_MAX);
     if (job->stride && job->stride != *tile)

@@ -209,6 +209,18 @@ static void unservable_jobs(void **state)
     assert_non_null(strstr(r->error, "target_mpp"));
     gs_foreground_result_free(&r);
 
+    /* Positive and finite, but it would scale the slide past any integer. */
+    job_for(&job, path, sizeof path, "CMU-1-Small-Region.svs");
+    job.target_mpp = 1e-300;
+    r = gs_foreground_plan(&job, NULL, NULL);
+    assert_non_null(strstr(r->error, "target_mpp 1e-300 outside 0.05..10"));
+    gs_foreground_result_free(&r);
+    job_for(&job, path, sizeof path, "CMU-1-Small-Region.svs");
+    job.default_mpp = 1e300;
+    r = gs_foreground_plan(&job, NULL, NULL);
+    assert_non_null(strstr(r->error, "default_mpp 1e+300 outside 0.05..10"));
+    gs_foreground_result_free(&r);
+
     job_for(&job, path, sizeof path, "CMU-1-Small-Region.svs");
     job.min_tissue_fraction = 2;
     r = gs_foreground_plan(&job, NULL, NULL);
