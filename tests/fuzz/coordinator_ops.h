@@ -26,8 +26,10 @@ enum { COP_WORK = 0, COP_SUBMIT, COP_QUERY, COP_INTAKE, COP_CLOCK, COP_SPLIT, CO
 /* Stands for the harness's slide id in a payload: a well-formed id (GS_SLIDE_ID_LEN hex). */
 #define COP_SLIDE_ID "5eed5eed5eed5eed"
 
-/* The harness's slide, in its slide root. */
+/* The harness's slide, in its slide root, and another file there that no one has submitted
+ * yet (for submit and intake seeds). */
 #define COP_SLIDE_NAME "a.svs"
+#define COP_OTHER_NAME "b.svs"
 
 /* A path in a SubmitRequest or SlideArrived that starts with COP_ROOT is taken as relative to
  * the harness's slide root (whose name is random): "@/a.svs" names the harness's slide. */

@@ -105,8 +105,12 @@ static void start(void)
     char p[PATH_MAX + 64];
     snprintf(p, sizeof p, "%s/slides", H.dir);
     GS_ASSERT(mkdir(p, 0700) == 0);
-    snprintf(p, sizeof p, "%s/slides/" COP_SLIDE_NAME, H.dir);
+    snprintf(p, sizeof p, "%s/slides/" COP_OTHER_NAME, H.dir);
     FILE *f = fopen(p, "w");
+    GS_ASSERT(f && fputs("another slide, for submits and announcements\n", f) >= 0);
+    GS_ASSERT(fclose(f) == 0);
+    snprintf(p, sizeof p, "%s/slides/" COP_SLIDE_NAME, H.dir);
+    f = fopen(p, "w");
     GS_ASSERT(f && fputs("not a slide: the coordinator never opens it\n", f) >= 0);
     GS_ASSERT(fclose(f) == 0);
     char conf[PATH_MAX + 64];

@@ -872,6 +872,7 @@ int main(int argc, char **argv)
     save(dir, "strangers-and-failure", &s);
 
     submit(&s, COP_ROOT COP_SLIDE_NAME);
+    submit(&s, COP_ROOT COP_OTHER_NAME);
     submit(&s, COP_ROOT "../../etc/passwd");
     submit(&s, "/etc/passwd");
     submit(&s, "relative.svs");
@@ -879,6 +880,7 @@ int main(int argc, char **argv)
     query_state(&s, "", "", 1);
     save(dir, "submit", &s);
 
+    arrived(&s, COP_ROOT COP_OTHER_NAME);
     arrived(&s, COP_ROOT COP_SLIDE_NAME);
     arrived(&s, COP_ROOT "missing.svs");
     op_clock(&s, 100);
