@@ -21,6 +21,7 @@
 #include "tests/fuzz/coordinator_ops.h"
 #include "tests/fuzz/fuzz_util.h"
 
+#include <errno.h>
 #include <ftw.h>
 #include <limits.h>
 #include <stdint.h>
@@ -71,7 +72,11 @@ static void *new_socket(int type, const char *endpoint)
     GS_ASSERT(s);
     int linger = 0;
     zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
-    GS_ASSERT(zmq_connect(s, endpoint) == 0);
+    int rc;
+    /* libFuzzer's timer signal (-timeout) can interrupt a connect: retry, as a caller would. */
+    while ((rc = zmq_connect(s, endpoint)) != 0 && errno == EINTR)
+        ;
+    GS_ASSERT(rc == 0);
     return s;
 }
 
@@ -93,12 +98,10 @@ static void write_config(const char *path)
     GS_ASSERT(fclose(f) == 0);
 }
 
-static void start(void)
+/* Builds the coordinator of one input; 0, or -1 when a bind was interrupted by a signal
+ * (libFuzzer's timer), after undoing what it did. */
+static int try_start(void)
 {
-    if (!H.ctx) {
-        H.ctx = zmq_ctx_new();
-        GS_ASSERT(H.ctx);
-    }
     H.gen++;
     snprintf(H.dir, sizeof H.dir, "%s/run%d", fuzz_scratch(), H.gen);
     GS_ASSERT(mkdir(H.dir, 0700) == 0);
@@ -133,6 +136,11 @@ static void start(void)
     H.now = 1000000;
     H.c = gs_coordinator_new(&o);
     if (!H.c) {
+        if (strstr(gs_error_get(), zmq_strerror(EINTR))) {
+            gs_config_destroy(&H.cfg);
+            nftw(H.dir, remove_one, 16, FTW_DEPTH | FTW_PHYS);
+            return -1;
+        }
         fprintf(stderr, "fuzz_coordinator: %s\n", gs_error_get());
         abort();
     }
@@ -143,6 +151,20 @@ static void start(void)
     /* Let the coordinator's SUB attach the publisher and send it the subscription. */
     GS_ASSERT(gs_coordinator_step(H.c, 0) == 0);
     GS_ASSERT(gs_coordinator_step(H.c, 0) == 0);
+    return 0;
+}
+
+static void start(void)
+{
+    if (!H.ctx) {
+        H.ctx = zmq_ctx_new();
+        GS_ASSERT(H.ctx);
+    }
+    for (int i = 0; i < 100; i++)
+        if (try_start() == 0)
+            return;
+    fprintf(stderr, "fuzz_coordinator: binding interrupted 100 times\n");
+    abort();
 }
 
 static void stop(void)
