@@ -144,6 +144,34 @@ int gs_fence_of(const ProtobufCMessage *message, gs_fence *out)
     return -1;
 }
 
+int gs_utf8_ok(const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p) {
+        unsigned c = *p++;
+        int more;
+        uint32_t cp, min;
+        if (c < 0x80)
+            continue;
+        if ((c & 0xe0) == 0xc0)
+            more = 1, cp = c & 0x1f, min = 0x80;
+        else if ((c & 0xf0) == 0xe0)
+            more = 2, cp = c & 0x0f, min = 0x800;
+        else if ((c & 0xf8) == 0xf0)
+            more = 3, cp = c & 0x07, min = 0x10000;
+        else
+            return 0;
+        for (int i = 0; i < more; i++, p++) {
+            if ((*p & 0xc0) != 0x80)
+                return 0;
+            cp = cp << 6 | (*p & 0x3f);
+        }
+        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return 0;
+    }
+    return 1;
+}
+
 int gs_wire_str_ok(const char *s, size_t max)
 {
     return s && strnlen(s, max + 1) <= max;

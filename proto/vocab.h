@@ -80,6 +80,11 @@ int gs_fence_of(const ProtobufCMessage *message, gs_fence *out);
  * long (read no further than max + 1 bytes). */
 int gs_wire_str_ok(const char *s, size_t max);
 
+/* 1 when s (NUL-terminated) is well-formed UTF-8: no overlong forms, surrogates or code points
+ * past U+10FFFF. What jansson accepts, so a string that passes can always be journalled; the
+ * transport drops wire messages with other strings, intake refuses such paths. */
+int gs_utf8_ok(const char *s);
+
 /* 1 when a fence is well-formed (PROTOCOL.md §14, step 6): gs_slide_id_ok(slide_id) and
  * attempt >= 1. Whether it is the slide's current attempt is the receiver's question (§9). */
 int gs_fence_ok(const gs_fence *f);

@@ -887,6 +887,10 @@ int gs_slides_resolve_path(const char *const *roots, size_t n_roots, const char 
 {
     if (!path || !*path || !text_ok(path, MAX_PATH_LEN))
         return gs_error_set("intake: empty or overlong path");
+    /* The journal keeps paths as JSON text: a name that is not UTF-8 could never be recorded,
+     * so it is refused here with its reason (a watched folder would otherwise retry it). */
+    if (!gs_utf8_ok(path))
+        return gs_error_set("%s: the path is not UTF-8 (rename the file)", path);
     char *real = realpath(path, NULL);
     if (!real)
         return gs_error_set("%s: %s", path, strerror(errno));
@@ -904,6 +908,8 @@ int gs_slides_resolve_path(const char *const *roots, size_t n_roots, const char 
     struct stat st;
     if (!inside) {
         gs_error_set("%s: outside the slide roots", path);
+    } else if (!gs_utf8_ok(real)) {
+        gs_error_set("%s: the resolved path is not UTF-8 (rename the file)", path);
     } else if (stat(real, &st) != 0) {
         gs_error_set("%s: %s", path, strerror(errno));
     } else if (!S_ISREG(st.st_mode)) {

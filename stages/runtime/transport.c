@@ -652,36 +652,6 @@ static int body_allowed(const gs_transport *t, int body)
     return 0;
 }
 
-/* 1 when s is well-formed UTF-8 (no overlong forms, surrogates or code points past
- * U+10FFFF: what jansson accepts, so a string from the wire can always be journalled). */
-static int utf8_ok(const char *s)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    while (*p) {
-        unsigned c = *p++;
-        int more;
-        uint32_t cp, min;
-        if (c < 0x80)
-            continue;
-        if ((c & 0xe0) == 0xc0)
-            more = 1, cp = c & 0x1f, min = 0x80;
-        else if ((c & 0xf0) == 0xe0)
-            more = 2, cp = c & 0x0f, min = 0x800;
-        else if ((c & 0xf8) == 0xf0)
-            more = 3, cp = c & 0x07, min = 0x10000;
-        else
-            return 0;
-        for (int i = 0; i < more; i++, p++) {
-            if ((*p & 0xc0) != 0x80)
-                return 0;
-            cp = cp << 6 | (*p & 0x3f);
-        }
-        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-            return 0;
-    }
-    return 1;
-}
-
 /* 1 when every string field of m and of the messages it holds is UTF-8, as proto3 requires
  * of `string` (protobuf-c does not check; PROTOCOL.md §14 step 2). Only a oneof's set member
  * is looked at: the others share its storage. */
@@ -705,7 +675,7 @@ static int strings_utf8(const ProtobufCMessage *m)
         for (size_t k = 0; k < n; k++) {
             if (!items[k])
                 continue;
-            if (f->type == PROTOBUF_C_TYPE_STRING ? !utf8_ok(items[k]) : !strings_utf8(items[k]))
+            if (f->type == PROTOBUF_C_TYPE_STRING ? !gs_utf8_ok(items[k]) : !strings_utf8(items[k]))
                 return 0;
         }
     }

@@ -883,6 +883,14 @@ static void resolve_path_checks_roots(void **state)
     snprintf(p, sizeof p, "%s/missing.svs", root);
     assert_int_equal(gs_slides_resolve_path(roots, 2, p, out, sizeof out, &size, &mtime), -1);
     assert_non_null(strstr(gs_error_get(), "No such file"));
+    /* a name that is not UTF-8 could never be journalled: refused with the reason */
+    snprintf(p, sizeof p, "%s/bad\xe5name.svs", root);
+    FILE *bad = fopen(p, "w");
+    assert_non_null(bad);
+    fclose(bad);
+    assert_int_equal(gs_slides_resolve_path(roots, 2, p, out, sizeof out, &size, &mtime), -1);
+    assert_non_null(strstr(gs_error_get(), "not UTF-8"));
+    unlink(p);
     /* no roots: nothing is admitted */
     snprintf(p, sizeof p, "%s/sub/a.svs", root);
     assert_int_equal(gs_slides_resolve_path(roots, 0, p, out, sizeof out, &size, &mtime), -1);
