@@ -23,6 +23,7 @@ typedef enum { FAMILY_COUNTER, FAMILY_GAUGE, FAMILY_HISTOGRAM } family_type;
 
 typedef struct {
     char *name, *help, *label;
+    char *fixed_labels; /* an info family's one constant series: k="v",... (else NULL) */
     family_type type;
     double bounds[GS_METRICS_MAX_BUCKETS];
     size_t n_bounds;
@@ -145,6 +146,13 @@ static int ends_with(const char *s, const char *suffix)
     return a >= b && !strcmp(s + a - b, suffix);
 }
 
+/* A label key the text format accepts that is not reserved (le is the histograms', a leading
+ * __ Prometheus'). */
+static int valid_label_key(const char *key)
+{
+    return valid_name(key, 1) && strcmp(key, "le") != 0 && strncmp(key, "__", 2) != 0;
+}
+
 static int family_add(gs_metrics *m, family_type type, const char *name, const char *help,
                       const char *label, const double *bounds, size_t n_bounds)
 {
@@ -155,7 +163,7 @@ static int family_add(gs_metrics *m, family_type type, const char *name, const c
                             name ? name : "(null)");
     if (type == FAMILY_COUNTER && !ends_with(name, "_total"))
         return gs_error_set("metrics: counter '%s' must end in _total", name);
-    if (label && (!valid_name(label, 1) || !strcmp(label, "le") || !strncmp(label, "__", 2)))
+    if (label && !valid_label_key(label))
         return gs_error_set("metrics: bad label key '%s' for %s", label, name);
     for (size_t i = 0; i < m->n_families; i++)
         if (!strcmp(m->families[i].name, name))
@@ -209,6 +217,42 @@ int gs_metrics_histogram(gs_metrics *m, const char *name, const char *help, cons
     return family_add(m, FAMILY_HISTOGRAM, name, help, label, bounds, n_bounds);
 }
 
+int gs_metrics_info(gs_metrics *m, const char *name, const char *help, const char *const *keys,
+                    const char *const *values, size_t n)
+{
+    GS_ASSERT(m);
+    if (!name || !ends_with(name, "_info"))
+        return gs_error_set("metrics: info family '%s' must end in _info", name ? name : "(null)");
+    if (n < 1 || n > GS_METRICS_MAX_INFO_LABELS || !keys || !values)
+        return gs_error_set("metrics: info family %s needs 1..%d labels, got %zu", name,
+                            GS_METRICS_MAX_INFO_LABELS, n);
+    text labels = {0};
+    for (size_t i = 0; i < n; i++) {
+        int repeated = 0;
+        for (size_t j = 0; keys[i] && j < i; j++)
+            repeated |= !strcmp(keys[i], keys[j]);
+        if (!valid_label_key(keys[i]) || repeated || !values[i]) {
+            free(labels.p);
+            return gs_error_set("metrics: bad or repeated label key '%s' (or no value) for %s",
+                                keys[i] ? keys[i] : "(null)", name);
+        }
+        text_append(&labels, "%s%s=\"", i ? "," : "", keys[i]);
+        text_escaped(&labels, values[i], 1);
+        text_append(&labels, "\"");
+    }
+    if (labels.failed) {
+        free(labels.p);
+        return gs_error_set("metrics: out of memory");
+    }
+    int id = family_add(m, FAMILY_GAUGE, name, help, NULL, NULL, 0);
+    if (id < 0) {
+        free(labels.p);
+        return -1;
+    }
+    m->families[id].fixed_labels = labels.p;
+    return id;
+}
+
 void gs_metrics_set_collector(gs_metrics *m, gs_metrics_collect_fn *fn, void *user)
 {
     GS_ASSERT(m);
@@ -228,6 +272,10 @@ static sample *sink_push(gs_metrics_sink *sink, int id, const char *label_value,
         return NULL;
     }
     const family *f = &sink->m->families[id];
+    if (f->fixed_labels) {
+        gs_error_set("metrics: %s is an info family: its value is fixed", f->name);
+        return NULL;
+    }
     if ((f->type == FAMILY_HISTOGRAM) != histogram) {
         gs_error_set("metrics: %s is %sa histogram", f->name, histogram ? "not " : "");
         return NULL;
@@ -330,6 +378,8 @@ char *gs_metrics_render(gs_metrics *m, size_t *len)
         text_append(&t, "# HELP %s ", f->name);
         text_escaped(&t, f->help, 0);
         text_append(&t, "\n# TYPE %s %s\n", f->name, type_names[f->type]);
+        if (f->fixed_labels)
+            text_append(&t, "%s{%s} 1\n", f->name, f->fixed_labels);
         for (size_t si = 0; si < sink.n; si++) {
             const sample *s = &sink.samples[si];
             if (s->family != (int)fi)
@@ -506,6 +556,7 @@ void gs_metrics_destroy(gs_metrics **pm)
         free(m->families[i].name);
         free(m->families[i].help);
         free(m->families[i].label);
+        free(m->families[i].fixed_labels);
     }
     free(m->families);
     pthread_mutex_destroy(&m->lock);

@@ -5,10 +5,13 @@
  * A gs_metrics is a small registry of metric families with fixed names (all starting with
  * "gastroscreen_"), a HELP text, a TYPE (counter, gauge, histogram) and at most one label key
  * (e.g. "stage", "reason", "socket": never a per-slide label, which would make one series per
- * slide). The registry holds no values: at every render it calls the collector the owner
- * registered, which reports the current values of its own counters through
- * gs_metrics_sample() / gs_metrics_sample_histogram(). So the coordinator keeps its statistics
- * in its own structures and only hands over a snapshot when Prometheus asks.
+ * slide). An info family (gs_metrics_info) is the exception: one constant series with several
+ * labels and the value 1, Prometheus' convention for identity such as the build and the
+ * model (a query joins on it; it never changes while the process runs). The registry holds no
+ * values: at every render it calls the collector the owner registered, which reports the
+ * current values of its own counters through gs_metrics_sample() /
+ * gs_metrics_sample_histogram(). So the coordinator keeps its statistics in its own structures
+ * and only hands over a snapshot when Prometheus asks.
  *
  * Use:
  *     gs_metrics *m = gs_metrics_new("127.0.0.1:9464");       // "" = no HTTP server
@@ -66,6 +69,17 @@ int gs_metrics_counter(gs_metrics *m, const char *name, const char *help, const 
 int gs_metrics_gauge(gs_metrics *m, const char *name, const char *help, const char *label);
 int gs_metrics_histogram(gs_metrics *m, const char *name, const char *help, const char *label,
                          const double *bounds, size_t n_bounds);
+
+/* Most labels an info family may have: identity needs a handful, and a bound keeps one
+ * registration from growing the text without limit. */
+#define GS_METRICS_MAX_INFO_LABELS 16
+
+/* Register an info family: a gauge whose one series is name{keys[0]="values[0]",...} 1, always
+ * rendered, never sampled by the collector. name must end in "_info" (and follow the rules
+ * above); keys are n (1..GS_METRICS_MAX_INFO_LABELS) distinct label keys as above, values any
+ * text (escaped), both copied. Returns the family's id or -1 with the error set. */
+int gs_metrics_info(gs_metrics *m, const char *name, const char *help, const char *const *keys,
+                    const char *const *values, size_t n);
 
 /* Sets (or, with fn NULL, removes) the collector. */
 void gs_metrics_set_collector(gs_metrics *m, gs_metrics_collect_fn *fn, void *user);

@@ -279,6 +279,58 @@ static void registration_rules(void **state)
     assert_null(gs_metrics_new("127.0.0.1:99999"));
 }
 
+/* An info family renders its one constant series with every label, escaped, whether or not a
+ * collector runs, and refuses samples and malformed registrations. */
+static int info_id;
+static int info_sample_rc;
+
+static void collect_info(gs_metrics_sink *sink, void *user)
+{
+    (void)user;
+    info_sample_rc = gs_metrics_sample(sink, info_id, NULL, 2);
+}
+
+static void info_families(void **state)
+{
+    (void)state;
+    gs_metrics *m = gs_metrics_new("");
+    assert_non_null(m);
+    const char *keys[] = {"version", "note", "version"};
+    const char *values[] = {"0.1.0", "a \"b\"\\c\nd", "x"};
+    assert_int_equal(gs_metrics_info(m, "gastroscreen_build", "", keys, values, 1), -1);
+    assert_non_null(strstr(gs_error_get(), "_info"));
+    assert_int_equal(gs_metrics_info(m, "gastroscreen_build_info", "", keys, values, 0), -1);
+    assert_int_equal(gs_metrics_info(m, "gastroscreen_build_info", "", keys, values, 3), -1);
+    assert_non_null(strstr(gs_error_get(), "repeated"));
+    const char *le[] = {"le"};
+    assert_int_equal(gs_metrics_info(m, "gastroscreen_build_info", "", le, values, 1), -1);
+    const char *no_value[] = {NULL};
+    assert_int_equal(gs_metrics_info(m, "gastroscreen_build_info", "", keys, no_value, 1), -1);
+    assert_int_equal(gs_metrics_info(m, "gastroscreen_build-x_info", "", keys, values, 1), -1);
+
+    info_id = gs_metrics_info(m, "gastroscreen_build_info", "Build identity", keys, values, 2);
+    assert_int_equal(info_id, 0);
+    assert_int_equal(gs_metrics_info(m, "gastroscreen_build_info", "", keys, values, 1), -1);
+    assert_non_null(strstr(gs_error_get(), "twice"));
+    const char *expected = "# HELP gastroscreen_build_info Build identity\n"
+                           "# TYPE gastroscreen_build_info gauge\n"
+                           "gastroscreen_build_info{version=\"0.1.0\","
+                           "note=\"a \\\"b\\\"\\\\c\\nd\"} 1\n";
+    char *text = gs_metrics_render(m, NULL);
+    assert_non_null(text);
+    assert_string_equal(text, expected);
+    free(text);
+    /* With a collector that tries to sample it: refused, and the series is still there once. */
+    info_sample_rc = 0;
+    gs_metrics_set_collector(m, collect_info, NULL);
+    text = gs_metrics_render(m, NULL);
+    assert_int_equal(info_sample_rc, -1);
+    assert_non_null(strstr(gs_error_get(), "info family"));
+    assert_string_equal(text, expected);
+    free(text);
+    gs_metrics_destroy(&m);
+}
+
 /* Sends raw bytes to 127.0.0.1:port, half-closes, reads the whole answer (until the server
  * closes). Returns a malloc'd NUL-terminated answer. */
 /* A TCP connection to 127.0.0.1:port from the loopback address `from` (127.0.0.x). */
@@ -424,6 +476,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(render_parses_back),
         cmocka_unit_test(registration_rules),
+        cmocka_unit_test(info_families),
         cmocka_unit_test(http_serves_metrics_and_survives_garbage),
         cmocka_unit_test(idle_connections_cannot_lock_out_a_scraper),
     };
