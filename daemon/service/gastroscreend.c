@@ -55,6 +55,7 @@ typedef struct {
     int fam_slides, fam_verdicts, fam_malformed, fam_wrong, fam_ignored, fam_tiles, fam_jobs,
         fam_workers_ev, fam_workers, fam_tps, fam_busy, fam_queue, fam_seq, fam_poison,
         fam_slide_secs, fam_tile_secs, fam_degraded;
+    int fam_in_flight, fam_active;
 } daemon_state;
 
 static void on_tick(const gs_coordinator_stats *s, void *ud)
@@ -101,6 +102,8 @@ static void collect(gs_metrics_sink *k, void *ud)
     gs_metrics_sample(k, d->fam_workers_ev, "refused", (double)s.workers_refused);
     gs_metrics_sample(k, d->fam_workers_ev, "lost", (double)s.workers_lost);
     gs_metrics_sample(k, d->fam_workers_ev, "goodbye", (double)s.workers_goodbye);
+    gs_metrics_sample(k, d->fam_in_flight, NULL, (double)s.slides_in_flight);
+    gs_metrics_sample(k, d->fam_active, NULL, (double)s.slides_active);
     for (int st = GASTROSCREEN__V1__STAGE__STAGE_TILER;
          st <= GASTROSCREEN__V1__STAGE__STAGE_COORDINATOR; st++) {
         const char *name = gs_stage_name(st);
@@ -151,6 +154,12 @@ static int register_metrics(gs_metrics *m, daemon_state *d)
                                           "kind")) < 0 ||
         (d->fam_workers_ev = gs_metrics_counter(m, "gastroscreen_worker_events_total",
                                                 "Worker life-cycle events", "event")) < 0 ||
+        (d->fam_in_flight = gs_metrics_gauge(
+             m, "gastroscreen_slides_in_flight",
+             "Slides accepted and without a verdict, incl. those waiting for a slot", NULL)) < 0 ||
+        (d->fam_active =
+             gs_metrics_gauge(m, "gastroscreen_slides_active",
+                              "Slides being worked on (at most max_slides_in_flight)", NULL)) < 0 ||
         (d->fam_workers =
              gs_metrics_gauge(m, "gastroscreen_workers", "Live workers per stage", "stage")) < 0 ||
         (d->fam_tps = gs_metrics_gauge(m, "gastroscreen_stage_tiles_per_second",
@@ -176,6 +185,40 @@ static int register_metrics(gs_metrics *m, daemon_state *d)
                                   "stage", tile_b, n_tile_b)) < 0)
         return -1;
     gs_metrics_set_collector(m, collect, d);
+    return 0;
+}
+
+/* The compiler that built this binary, for gastroscreen_build_info ("gcc 12.2.0"), from the
+ * version macros: clang's __clang_version__ ends in a space and gcc's __VERSION__ lacks the
+ * name. */
+#define GS_STRINGIFY_(x) #x
+#define GS_STRINGIFY(x) GS_STRINGIFY_(x)
+#define GS_DOTTED(a, b, c) GS_STRINGIFY(a) "." GS_STRINGIFY(b) "." GS_STRINGIFY(c)
+#if defined(__clang__)
+#define GS_COMPILER "clang " GS_DOTTED(__clang_major__, __clang_minor__, __clang_patchlevel__)
+#elif defined(__GNUC__)
+#define GS_COMPILER "gcc " GS_DOTTED(__GNUC__, __GNUC_MINOR__, __GNUC_PATCHLEVEL__)
+#else
+#define GS_COMPILER "unknown"
+#endif
+
+/* gastroscreen_build_info and gastroscreen_model_info: constant series that say which build
+ * and which model bundle produced the other numbers, so a dashboard shows them and an alert
+ * or a query can join on them (a changed sha256 after a restart marks a model change). */
+static int register_info_metrics(gs_metrics *m, const gs_provenance *prov)
+{
+    const char *build_keys[] = {"version", "compiler"};
+    const char *build_values[] = {GS_VERSION, GS_COMPILER};
+    const char *model_keys[] = {"bundle", "sha256", "format_version", "untrained", "trained_on"};
+    const char *model_values[] = {prov->bundle, prov->sha256, prov->format_version,
+                                  prov->notice[0] ? "true" : "false", prov->trained_on};
+    if (gs_metrics_info(m, "gastroscreen_build_info", "The gastroscreend build (always 1)",
+                        build_keys, build_values, sizeof build_keys / sizeof *build_keys) < 0 ||
+        gs_metrics_info(m, "gastroscreen_model_info",
+                        "The model bundle the coordinator loaded (always 1); untrained=\"true\" "
+                        "when the multi-task or the screener network has no trained weights",
+                        model_keys, model_values, sizeof model_keys / sizeof *model_keys) < 0)
+        return -1;
     return 0;
 }
 
@@ -296,7 +339,8 @@ int main(int argc, char **argv)
     uint64_t usec = 0;
     d.watchdog = sd_watchdog_enabled(0, &usec) > 0;
     metrics = gs_metrics_new(cfg->metrics);
-    if (!metrics || register_metrics(metrics, &d) != 0)
+    if (!metrics || register_info_metrics(metrics, &prov) != 0 ||
+        register_metrics(metrics, &d) != 0)
         goto out;
     if (!quiet)
         fprintf(stderr,
