@@ -12,6 +12,9 @@ against each other and against a live /metrics scrape of gastroscreend (scrape.p
   _count), every label key in a selector is one that family's samples carry, and every
   label value matched with = (or in a test series) is one it serves.
 
+- where promtool is installed, every dashboard query parses as PromQL (Grafana's variables
+  replaced by values of their kind, each query checked as a recording rule).
+
 Before all that, the checker is run on a few broken expressions and must find each fault
 (so a checker that passes everything fails here).
 
@@ -21,7 +24,10 @@ Exit 0: pass; 1: fail.
 import json
 import os
 import re
+import shutil
+import subprocess
 import sys
+import tempfile
 
 import yaml
 
@@ -141,6 +147,33 @@ def self_test(scrape):
     return None
 
 
+# Grafana's variables as a query would see them, for the syntax check.
+GRAFANA_VARIABLES = [("$__rate_interval", "2m"), ("$window", "1h"), ("$job", ".+"),
+                     ("$instance", ".+")]
+
+
+def check_promql_syntax(exprs, errors):
+    """Parses the dashboard's queries with promtool (as recording rules). Returns a note."""
+    promtool = shutil.which("promtool")
+    if not promtool:
+        return "promtool not found: the dashboard's PromQL syntax was not checked"
+    rules = []
+    for i, e in enumerate(exprs):
+        for var, value in GRAFANA_VARIABLES:
+            e = e.replace(var, value)
+        if "$" in e:
+            errors.append("dashboard: query uses an unknown variable: %s" % e)
+        rules.append({"record": "gastroscreen_dashboard:query_%d" % i, "expr": e})
+    with tempfile.NamedTemporaryFile("w", suffix=".yml") as f:
+        yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}, f)
+        f.flush()
+        r = subprocess.run([promtool, "check", "rules", f.name], capture_output=True,
+                           text=True)
+    if r.returncode != 0:
+        errors.append("dashboard: promtool cannot parse a query:\n" + r.stdout + r.stderr)
+    return "promtool parsed the %d dashboard queries" % len(exprs)
+
+
 def anchor(heading):
     """GitHub's anchor for a Markdown heading."""
     a = heading.strip().lower()
@@ -192,6 +225,7 @@ def check_dashboard(scrape, path, errors):
             errors.append("dashboard: no panel queries %s" % name)
     if not any("histogram_quantile" in e and "slide_duration_seconds_bucket" in e for e in exprs):
         errors.append("dashboard: no slide duration quantile (histogram_quantile)")
+    print(check_promql_syntax(exprs, errors))
     return len(exprs)
 
 
