@@ -43,10 +43,9 @@ DASHBOARD_MUST_SHOW = [
     "gastroscreen_results_ignored_total", "gastroscreen_auth_refused_total",
     "gastroscreen_journal_degraded", "gastroscreen_build_info", "gastroscreen_model_info",
 ]
-# Families registered by work that may not be in this tree yet (the key check's refusal
-# counter): tolerated when the live daemon does not announce them, checked like any other
-# when it does.
-PENDING = {"gastroscreen_auth_refused_total": "counter"}
+# Families registered by work that may not be in this tree yet: tolerated when the live daemon
+# does not announce them, checked like any other when it does. None today.
+PENDING = {}
 # Labels Prometheus adds at scrape time, and the histogram bucket bound.
 TARGET_LABELS = {"job", "instance"}
 HIST_SUFFIXES = ("_bucket", "_sum", "_count")
