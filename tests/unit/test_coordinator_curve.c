@@ -138,8 +138,10 @@ static int hello(world *w, const char *dir, const char *name, int listed, int st
     env.protocol = GASTROSCREEN__V1__PROTOCOL_VERSION__PROTOCOL_VERSION_1;
     env.body_case = GASTROSCREEN__V1__WORK_MESSAGE__BODY_HELLO;
     env.hello = &h;
+    /* One id per key: an id in use by a live worker on another connection is refused. */
     char id[128];
-    snprintf(id, sizeof id, "%s.1@wardhost-secret:4242", gs_stage_name(stage));
+    const char *base = strrchr(name, '/') ? strrchr(name, '/') + 1 : name;
+    snprintf(id, sizeof id, "%s.%s@wardhost-secret:4242", gs_stage_name(stage), base);
     h.worker_id = id;
     h.stage = (Gastroscreen__V1__Stage)stage;
     h.host = "wardhost-secret";
