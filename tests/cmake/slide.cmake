@@ -15,6 +15,7 @@ gs_cmocka_test(test_slide_identity unit SOURCES unit/test_slide_identity.c LIBS 
 gs_cmocka_test(test_tissue unit SOURCES unit/test_tissue.c LIBS gs_stages PkgConfig::GS_SLIDE_TIFF)
 gs_cmocka_test(test_heatmap unit SOURCES unit/test_heatmap.c LIBS gs_stages)
 gs_cmocka_test(test_report_files unit SOURCES unit/test_report_files.c LIBS gs_stages)
+gs_cmocka_test(test_uuid5 unit SOURCES unit/test_uuid5.c LIBS gs_stages)
 # QuPath annotations: reading, rasterising and refinement against the tissue (refine).
 gs_cmocka_test(test_annotation unit SOURCES unit/test_annotation.c LIBS gs_stages)
 # The foreground network's input resize against hand-computed values and against PIL itself.
