@@ -182,7 +182,7 @@ int gs_reporter_write(const Gastroscreen__V1__ReportJob *job, const gs_reporter_
     }
 
     int failed_verdict = v->verdict_class == GASTROSCREEN__V1__VERDICT_CLASS__VERDICT_CLASS_FAILED;
-    const char *warnings[MAX_WARNINGS + 1];
+    const char *warnings[MAX_WARNINGS + 2];
     size_t n_warnings = 0;
     for (size_t i = 0; i < v->n_warnings && n_warnings < MAX_WARNINGS; i++)
         warnings[n_warnings++] = v->warnings[i];
@@ -260,7 +260,7 @@ int gs_reporter_write(const Gastroscreen__V1__ReportJob *job, const gs_reporter_
 
     gs_heatmap *heat = NULL;
     uint8_t *thumb = NULL;
-    char thumb_warn[1100] = "";
+    char thumb_warn[1100] = "", origin_warn[1100] = "";
     int tw = 0, th = 0;
     int rc = 0;
     if (!failed_verdict) {
@@ -292,6 +292,13 @@ int gs_reporter_write(const Gastroscreen__V1__ReportJob *job, const gs_reporter_
             thumb = NULL;
             tw = th = 0;
         }
+        /* QuPath shows a slide with OpenSlide bounds from the bounds' corner; the GeoJSON files
+         * follow it (stages/slide/report_files). */
+        if (s && gs_report_origin(gs_slide_property(s, "openslide.bounds-x"),
+                                  gs_slide_property(s, "openslide.bounds-y"), &r.origin_x,
+                                  &r.origin_y) < 0)
+            snprintf(origin_warn, sizeof origin_warn, "GeoJSON coordinates not offset: %s",
+                     gs_error_get());
         gs_slide_destroy(&s);
         out->timing.read_us = (uint64_t)(gs_mono_us() - tr);
         r.heatmap = heat;
@@ -301,6 +308,8 @@ int gs_reporter_write(const Gastroscreen__V1__ReportJob *job, const gs_reporter_
     }
     if (!failed_verdict && !thumb && n_warnings < MAX_WARNINGS)
         warnings[n_warnings++] = thumb_warn;
+    if (origin_warn[0] && n_warnings < MAX_WARNINGS)
+        warnings[n_warnings++] = origin_warn;
     r.warnings = warnings;
     r.n_warnings = n_warnings;
 

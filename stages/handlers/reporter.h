@@ -7,12 +7,13 @@
  * provenance the coordinator copied into it), the slide facts, seconds per stage, and for a verdict
  * other than FAILED the slide heatmap (stages/slide/heatmap: one cell per heatmap value,
  * window_level0 / heatmap_size level-0 pixels wide, from every INFERRED tile's map) over a
- * thumbnail read from the slide (stages/slide/reader). It writes report.json, heatmap.png and
- * regions.geojson into the job's out_dir (or <report_dir>/<slide_id> when the job gives
- * none) and answers the paths and the number of regions. For a FAILED verdict the slide is
- * never opened (it may be poison) and only report.json is written. A thumbnail that cannot be
- * read is a warning in the report, not a failure; a folder or file that cannot be written is
- * answered with `error`.
+ * thumbnail read from the slide (stages/slide/reader). It writes report.json, heatmap.png,
+ * regions.geojson and tiles.geojson.gz (QuPath objects offset by the slide's
+ * openslide.bounds-x/-y, read when the thumbnail is) into the job's out_dir (or
+ * <report_dir>/<slide_id> when the job gives none) and answers the paths and the number of regions.
+ * For a FAILED verdict the slide is never opened (it may be poison) and only report.json is
+ * written. A thumbnail that cannot be read is a warning in the report, not a failure; a folder or
+ * file that cannot be written is answered with `error`.
  *
  * Models: report.json lists every method that judged the slide, in pipeline order:
  *   - "foreground" and "blur" as Verdict.foreground_method / blur_method name them: a

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zlib.h>
 #include <zmq.h>
 
 #include "ops/components.h"
@@ -14,6 +15,7 @@
 #include "ops/error.h"
 #include "stages/runtime/fileio.h"
 #include "stages/slide/png_io.h"
+#include "stages/slide/uuid5.h"
 
 /* Report files are meant to be read by others (a viewer, QuPath): the file mode is applied
  * as is, whatever the umask; folders get theirs less the umask, as mkdir does. */
@@ -163,7 +165,39 @@ static double round6(double v)
     return round(v * 1e6) / 1e6;
 }
 
-static json_t *ring_json(const gs_ring *ring, double scale, int *bad)
+/* The feature id of "<slide id>/<what>" (stages/slide/uuid5). */
+static json_t *feature_id(const gs_report *r, const char *what)
+{
+    char name[512], id[GS_UUID_STR];
+    snprintf(name, sizeof name, "%s/%s", r->slide_id, what);
+    if (gs_uuid5(GS_UUID5_NAMESPACE, name, id) < 0)
+        return NULL;
+    return json_string(id);
+}
+
+int gs_report_origin(const char *bounds_x, const char *bounds_y, int64_t *x, int64_t *y)
+{
+    *x = *y = 0;
+    const char *names[2] = {"openslide.bounds-x", "openslide.bounds-y"};
+    const char *text[2] = {bounds_x, bounds_y};
+    int64_t v[2] = {0, 0};
+    for (int i = 0; i < 2; i++) {
+        if (!text[i])
+            return 0; /* QuPath offsets a slide only when it has both */
+        char *end = NULL;
+        long long n = strtoll(text[i], &end, 10);
+        /* OpenSlide writes them with PRId64; a sign, a fraction or junk is not from it. */
+        if (!*text[i] || *end || n < 0 || text[i][0] == '+' || text[i][0] == '-' ||
+            text[i][0] == ' ')
+            return gs_error_set("%s \"%s\" is not a pixel offset", names[i], text[i]);
+        v[i] = n;
+    }
+    *x = v[0];
+    *y = v[1];
+    return 0;
+}
+
+static json_t *ring_json(const gs_ring *ring, double scale, const gs_report *r, int *bad)
 {
     json_t *a = json_array();
     if (!a) {
@@ -172,7 +206,8 @@ static json_t *ring_json(const gs_ring *ring, double scale, int *bad)
     }
     for (size_t i = 0; i <= ring->n; i++) { /* i == n closes the ring */
         const gs_point *p = &ring->pts[i % ring->n];
-        json_t *pt = json_pack("[ff]", p->x * scale, p->y * scale);
+        json_t *pt = json_pack("[ff]", p->x * scale - (double)r->origin_x,
+                               p->y * scale - (double)r->origin_y);
         if (!pt || json_array_append_new(a, pt) != 0)
             (*bad)++;
     }
@@ -185,19 +220,60 @@ static int blurry_features(const gs_report *r, json_t *features)
     static const uint8_t c[3] = GS_REPORT_BLURRY_RGB;
     for (size_t i = 0; i < r->n_blurry; i++) {
         const gs_report_box *b = &r->blurry[i];
-        json_int_t x0 = b->x0, y0 = b->y0, x1 = b->x0 + b->side, y1 = b->y0 + b->side;
-        char name[64];
+        json_int_t x0 = b->x0 - r->origin_x, y0 = b->y0 - r->origin_y, x1 = x0 + b->side,
+                   y1 = y0 + b->side;
+        char name[64], what[64];
         snprintf(name, sizeof name, "Out of focus tile %zu", i + 1);
+        snprintf(what, sizeof what, "focus/%lld,%lld", (long long)b->x0, (long long)b->y0);
         /* Counter-clockwise as written (RFC 7946), as the regions' outlines. */
-        json_t *f =
-            json_pack("{s:s, s:{s:s, s:[[[II][II][II][II][II]]]}, s:{s:s, s:s, s:{s:s, s:[iii]}}}",
-                      "type", "Feature", "geometry", "type", "Polygon", "coordinates", x0, y0, x0,
-                      y1, x1, y1, x1, y0, x0, y0, "properties", "objectType", "annotation", "name",
-                      name, "classification", "name", "Out of focus", "color", c[0], c[1], c[2]);
+        json_t *f = json_pack(
+            "{s:s, s:o, s:{s:s, s:[[[II][II][II][II][II]]]}, s:{s:s, s:b, s:s, s:{s:s, s:[iii]}}}",
+            "type", "Feature", "id", feature_id(r, what), "geometry", "type", "Polygon",
+            "coordinates", x0, y0, x0, y1, x1, y1, x1, y0, x0, y0, "properties", "objectType",
+            "annotation", "isLocked", 1, "name", name, "classification", "name", "Out of focus",
+            "color", c[0], c[1], c[2]);
         if (!f || json_array_append_new(features, f) != 0)
             return -1;
     }
     return 0;
+}
+
+/* report.json's "models" list (also in the GeoJSON files' metadata). */
+static json_t *models_json(const gs_report *r, int *bad)
+{
+    json_t *models = json_array();
+    for (size_t i = 0; models && i < r->n_models; i++) {
+        const gs_report_model *m = &r->models[i];
+        json_t *mj = json_pack(
+            "{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:b}", "network", str_or_null(m->network),
+            "method", str_or_null(m->method), "algorithm", str_or_null(m->algorithm), "version",
+            str_or_null(m->version), "bundle", str_or_null(m->bundle), "sha256",
+            str_or_null(m->sha256), "format_version", str_or_null(m->format_version), "trained_on",
+            str_or_null(m->trained_on), "untrained", m->untrained != 0);
+        if (!mj || json_array_append_new(models, mj) != 0)
+            (*bad)++;
+    }
+    return models;
+}
+
+/* The GeoJSON files' "metadata": what produced them and in which coordinates. Returns a new
+ * reference, or NULL when out of memory or a string is not UTF-8. */
+static json_t *geo_metadata(const gs_report *r)
+{
+    int bad = 0, untrained = any_untrained(r);
+    json_t *md = json_pack(
+        "{s:s, s:s, s:s, s:f, s:f, s:f, s:b, s:o, s:o, s:[II], s:o}", "generator",
+        "gastroscreen " GS_VERSION, "slide_id", r->slide_id, "verdict",
+        gs_verdict_class_name(r->verdict), "score", r->score, "threshold", r->threshold,
+        "region_threshold", r->region_threshold, "untrained", untrained, "notice",
+        untrained ? json_string(GS_REPORT_UNTRAINED_NOTICE) : json_null(), "models",
+        models_json(r, &bad), "origin_level0", (json_int_t)r->origin_x, (json_int_t)r->origin_y,
+        "cell_level0", r->heatmap ? json_real(gs_heatmap_cell(r->heatmap)) : json_null());
+    if (bad) {
+        json_decref(md);
+        return NULL;
+    }
+    return md;
 }
 
 /* Builds the regions FeatureCollection; *count gets the number of features. Returns a new
@@ -205,7 +281,8 @@ static int blurry_features(const gs_report *r, json_t *features)
 static json_t *regions_json(const gs_report *r, int *count)
 {
     *count = 0;
-    json_t *fc = json_pack("{s:s, s:[]}", "type", "FeatureCollection", "features");
+    json_t *fc = json_pack("{s:s, s:o, s:[]}", "type", "FeatureCollection", "metadata",
+                           geo_metadata(r), "features");
     if (!fc) {
         gs_error_set("report: out of memory for regions");
         return NULL;
@@ -266,23 +343,29 @@ static json_t *regions_json(const gs_report *r, int *count)
             bad++;
             break;
         }
-        json_t *ring = ring_json(&p->outer, cell, &bad);
+        json_t *ring = ring_json(&p->outer, cell, r, &bad);
         if (!ring || json_array_append_new(rings, ring) != 0)
             bad++;
         for (size_t k = 0; k < p->n_holes; k++) {
-            ring = ring_json(&p->holes[k], cell, &bad);
+            ring = ring_json(&p->holes[k], cell, r, &bad);
             if (!ring || json_array_append_new(rings, ring) != 0)
                 bad++;
         }
-        char name[64];
+        char name[64], what[64];
         snprintf(name, sizeof name, "Suspicious region %d", i + 1);
-        json_t *f =
-            json_pack("{s:s, s:{s:s, s:o}, s:{s:s, s:s, s:{s:s, s:[iii]}, s:f, s:f, s:f}}", "type",
-                      "Feature", "geometry", "type", "Polygon", "coordinates", rings, "properties",
-                      "objectType", "annotation", "name", name, "classification", "name",
-                      GS_REPORT_REGION_CLASS, "color", col[0], col[1], col[2], "score",
-                      round6(mx[p->label]), "mean_score", round6(sum[p->label] / (double)p->pixels),
-                      "area_level0_px2", gs_polygon_area(p) * cell * cell);
+        snprintf(what, sizeof what, "region/%d", i + 1);
+        double area = gs_polygon_area(p) * cell * cell;
+        json_t *m =
+            json_pack("{s:f, s:f, s:f}", GS_REPORT_M_MAX, round6(mx[p->label]), GS_REPORT_M_MEAN,
+                      round6(sum[p->label] / (double)p->pixels), GS_REPORT_M_AREA_PX, area);
+        if (m && r->mpp > 0 &&
+            json_object_set_new(m, GS_REPORT_M_AREA_UM, json_real(area * r->mpp * r->mpp)) != 0)
+            bad++;
+        json_t *f = json_pack(
+            "{s:s, s:o, s:{s:s, s:o}, s:{s:s, s:b, s:s, s:{s:s, s:[iii]}, s:o}}", "type", "Feature",
+            "id", feature_id(r, what), "geometry", "type", "Polygon", "coordinates", rings,
+            "properties", "objectType", "annotation", "isLocked", 1, "name", name, "classification",
+            "name", GS_REPORT_REGION_CLASS, "color", col[0], col[1], col[2], "measurements", m);
         if (!f || json_array_append_new(features, f) != 0)
             bad++;
     }
@@ -304,6 +387,120 @@ fail_free_regions:
     free(mask);
     json_decref(fc);
     return NULL;
+}
+
+/* A gzip stream into memory (zlib, gzip wrapper): the whole compressed file is then written at
+ * once with gs_write_atomic, and only the compressed bytes are ever held. */
+typedef struct {
+    z_stream z;
+    uint8_t *buf;
+    size_t cap;
+    int bad; /* out of memory or a zlib error: the file is not written */
+} gz_mem;
+
+/* 64 KiB: the first buffer; it doubles as the output grows. */
+#define GZ_FIRST_BUFFER (64 * 1024)
+
+static int gz_open(gz_mem *g)
+{
+    memset(g, 0, sizeof *g);
+    /* 15 + 16: a 32 KiB window with the gzip header and trailer instead of zlib's. */
+    return deflateInit2(&g->z, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) == Z_OK ? 0 : -1;
+}
+
+/* Compresses n bytes of s; finish ends the stream. */
+static void gz_put(gz_mem *g, const char *s, size_t n, int finish)
+{
+    if (g->bad)
+        return;
+    g->z.next_in = (Bytef *)s;
+    g->z.avail_in = (uInt)n;
+    for (;;) {
+        if (g->z.avail_out == 0) {
+            size_t cap = g->cap ? g->cap * 2 : GZ_FIRST_BUFFER;
+            uint8_t *b = realloc(g->buf, cap);
+            if (!b) {
+                g->bad = 1;
+                return;
+            }
+            g->buf = b;
+            g->cap = cap;
+            g->z.next_out = b + g->z.total_out;
+            g->z.avail_out = (uInt)(cap - g->z.total_out);
+        }
+        int rc = deflate(&g->z, finish ? Z_FINISH : Z_NO_FLUSH);
+        if (rc == Z_STREAM_END)
+            return;
+        if (rc != Z_OK && rc != Z_BUF_ERROR) {
+            g->bad = 1;
+            return;
+        }
+        if (!finish && g->z.avail_in == 0)
+            return;
+    }
+}
+
+static void gz_text(gz_mem *g, const char *s)
+{
+    gz_put(g, s, strlen(s), 0);
+}
+
+/* Writes tiles.geojson.gz at path: one "tile" Feature per heatmap cell with data. *count gets
+ * the number of features. Returns 0 or -1 with the message set. */
+static int write_tiles(const gs_report *r, const char *path, int64_t *count)
+{
+    *count = 0;
+    json_t *md = geo_metadata(r);
+    char *mdtext = md ? json_dumps(md, JSON_COMPACT | JSON_REAL_PRECISION(12)) : NULL;
+    json_decref(md);
+    if (!mdtext)
+        return gs_error_set("%s: cannot serialise the metadata", path);
+    gz_mem g;
+    if (gz_open(&g) < 0) {
+        free(mdtext);
+        return gs_error_set("%s: cannot start the gzip stream", path);
+    }
+    gz_text(&g, "{\"type\":\"FeatureCollection\",\"metadata\":");
+    gz_text(&g, mdtext);
+    gz_text(&g, ",\"features\":[");
+    free(mdtext);
+    int cols, rows;
+    gs_heatmap_size(r->heatmap, &cols, &rows);
+    const double cell = gs_heatmap_cell(r->heatmap);
+    for (int j = 0; j < rows && !g.bad; j++)
+        for (int i = 0; i < cols; i++) {
+            float v = gs_heatmap_value(r->heatmap, i, j);
+            if (isnan(v))
+                continue;
+            char what[64], name[512], id[GS_UUID_STR], f[640];
+            snprintf(what, sizeof what, "tile/%d,%d", i, j);
+            snprintf(name, sizeof name, "%s/%s", r->slide_id, what);
+            if (gs_uuid5(GS_UUID5_NAMESPACE, name, id) < 0) {
+                g.bad = 1;
+                break;
+            }
+            double x0 = i * cell - (double)r->origin_x, y0 = j * cell - (double)r->origin_y;
+            double x1 = x0 + cell, y1 = y0 + cell;
+            /* Counter-clockwise as written, as regions.geojson's outlines. */
+            snprintf(f, sizeof f,
+                     "%s{\"type\":\"Feature\",\"id\":\"%s\",\"geometry\":{\"type\":\"Polygon\","
+                     "\"coordinates\":[[[%.12g,%.12g],[%.12g,%.12g],[%.12g,%.12g],[%.12g,%.12g],"
+                     "[%.12g,%.12g]]]},\"properties\":{\"objectType\":\"tile\",\"measurements\":{"
+                     "\"" GS_REPORT_M_SCORE "\":%.9g}}}",
+                     *count ? "," : "", id, x0, y0, x0, y1, x1, y1, x1, y0, x0, y0,
+                     round6((double)v));
+            gz_text(&g, f);
+            (*count)++;
+        }
+    gz_put(&g, "]}\n", 3, 1);
+    int bad = g.bad;
+    size_t len = g.z.total_out;
+    deflateEnd(&g.z);
+    int rc = bad ? gs_error_set("%s: out of memory or a zlib error compressing %lld tiles", path,
+                                (long long)*count)
+                 : gs_write_atomic(path, g.buf, len, REPORT_FILE_MODE);
+    free(g.buf);
+    return rc;
 }
 
 static json_t *versions_json(void)
@@ -370,19 +567,7 @@ static json_t *report_json(const gs_report *r, const gs_report_paths *paths, int
             json_object_set_new(t, r->timings[i].stage, json_real(r->timings[i].seconds)) != 0)
             (*bad)++;
     put(o, "timings", t, bad);
-    json_t *models = json_array();
-    for (size_t i = 0; models && i < r->n_models; i++) {
-        const gs_report_model *m = &r->models[i];
-        json_t *mj = json_pack(
-            "{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:b}", "network", str_or_null(m->network),
-            "method", str_or_null(m->method), "algorithm", str_or_null(m->algorithm), "version",
-            str_or_null(m->version), "bundle", str_or_null(m->bundle), "sha256",
-            str_or_null(m->sha256), "format_version", str_or_null(m->format_version), "trained_on",
-            str_or_null(m->trained_on), "untrained", m->untrained != 0);
-        if (!mj || json_array_append_new(models, mj) != 0)
-            (*bad)++;
-    }
-    put(o, "models", models, bad);
+    put(o, "models", models_json(r, bad), bad);
     json_t *w = json_array();
     for (size_t i = 0; w && i < r->n_warnings; i++)
         if (!r->warnings[i] || json_array_append_new(w, json_string(r->warnings[i])) != 0)
@@ -390,21 +575,23 @@ static json_t *report_json(const gs_report *r, const gs_report_paths *paths, int
     put(o, "warnings", w, bad);
     if (paths->heatmap_png[0] && r->heatmap)
         put(o, "heatmap",
-            json_pack("{s:s, s:f, s:I}", "file", "heatmap.png", "cell_level0",
+            json_pack("{s:s, s:f, s:I, s:o}", "file", "heatmap.png", "cell_level0",
                       gs_heatmap_cell(r->heatmap), "cells_with_data",
-                      (json_int_t)gs_heatmap_cells_with_data(r->heatmap)),
+                      (json_int_t)gs_heatmap_cells_with_data(r->heatmap), "tiles_file",
+                      paths->tiles_geojson[0] ? json_string("tiles.geojson.gz") : json_null()),
             bad);
     else if (paths->heatmap_png[0]) /* the bare thumbnail */
         put(o, "heatmap",
-            json_pack("{s:s, s:n, s:i}", "file", "heatmap.png", "cell_level0", "cells_with_data",
-                      0),
+            json_pack("{s:s, s:n, s:i, s:n}", "file", "heatmap.png", "cell_level0",
+                      "cells_with_data", 0, "tiles_file"),
             bad);
     else
         put(o, "heatmap", json_null(), bad);
     if (paths->regions_geojson[0])
         put(o, "regions",
-            json_pack("{s:s, s:i, s:f}", "file", "regions.geojson", "count", nregions, "threshold",
-                      r->region_threshold),
+            json_pack("{s:s, s:i, s:f, s:[II]}", "file", "regions.geojson", "count", nregions,
+                      "threshold", r->region_threshold, "origin_level0", (json_int_t)r->origin_x,
+                      (json_int_t)r->origin_y),
             bad);
     else
         put(o, "regions", json_null(), bad);
@@ -452,6 +639,12 @@ int gs_report_write(const gs_report *r, const char *out_dir, gs_report_paths *pa
             return gs_error_prefix("report %s", r->slide_id);
         memcpy(paths->regions_geojson, path, sizeof path);
         paths->regions = nregions;
+        if (r->heatmap) {
+            if (join(path, out_dir, "tiles.geojson.gz") < 0 ||
+                write_tiles(r, path, &paths->tiles) < 0)
+                return gs_error_prefix("report %s", r->slide_id);
+            memcpy(paths->tiles_geojson, path, sizeof path);
+        }
     }
 
     int bad = 0;

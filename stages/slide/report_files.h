@@ -1,5 +1,6 @@
 /*
- * report_files: a slide's report folder: report.json, heatmap.png and regions.geojson.
+ * report_files: a slide's report folder: report.json, heatmap.png, regions.geojson and
+ * tiles.geojson.gz.
  *
  * The reporter stage (and the embedded `gastroscreen screen`) fills a gs_report with
  * everything known about a finished slide and calls gs_report_write(). Every file goes
@@ -33,27 +34,54 @@
  *             implements it (no bundle), or "method": "unknown" with nulls,
  *   "warnings": ["no mpp: used default 0.25", ...],
  *   "heatmap": {"file": "heatmap.png", "cell_level0" (null without a heatmap),
- *               "cells_with_data"} or null when no image was written,
- *   "regions": {"file": "regions.geojson", "count", "threshold"} or null,
+ *               "cells_with_data", "tiles_file": "tiles.geojson.gz" or null} or null when no
+ *               image was written,
+ *   "regions": {"file": "regions.geojson", "count", "threshold", "origin_level0": [x, y]} or
+ *              null,
  *   "versions": {"gastroscreen", "openslide", "jansson", "zeromq", "libpng"},
  *   "decided_unix_ms".
  *
+ * The GeoJSON files follow QuPath's conventions (QuPath 0.4 and later read them with File >
+ * Import objects or by drag and drop; it reads "id", "geometry" and, of the properties, only
+ * "objectType", "classification", "name", "isLocked" and "measurements", an object of
+ * numbers). Coordinates are level-0 pixels (x right, y down) less the origin QuPath gives the
+ * slide: OpenSlide's openslide.bounds-x / bounds-y when the slide has them (QuPath shows only
+ * the bounds rectangle, with its corner at 0, 0), else 0, 0 (gs_report.origin_x / origin_y,
+ * gs_report_origin()). Every feature has an "id": a version-5 UUID (stages/slide/uuid5) of
+ * "<slide id>/region/<n>", "<slide id>/focus/<x0>,<y0>" or "<slide id>/tile/<col>,<row>", so
+ * writing the same report again gives the same ids and an import of the newer file can be
+ * matched with the older one; another screening of the file (a new slide id) gets new ids.
+ *
  * regions.geojson: a FeatureCollection with one Feature per suspicious region: the 8-connected
- * groups of heatmap cells with value >= region_threshold (ops/contours), as a Polygon in
- * level-0 pixel coordinates (x right, y down): first ring the outline, then one ring per hole,
- * every ring closed (last point = first). Orientation follows RFC 7946's right-hand rule on
- * the numbers as written (outline counter-clockwise, holes clockwise in a y-up reading; on the
- * slide, with y down, the outline appears clockwise). QuPath ignores ring orientation.
- * Properties: "objectType": "annotation", "classification": {"name": "Suspicious", "color":
- * [r, g, b]}, "name": "Suspicious region <n>", "score" (highest cell value in the region),
- * "mean_score", "area_level0_px2". Cells are squares of cell_level0 pixels, so the outermost
- * cells of the grid may reach past the slide's edge by less than one cell.
+ * groups of heatmap cells with value >= region_threshold (ops/contours), as a Polygon: first
+ * ring the outline, then one ring per hole, every ring closed (last point = first).
+ * Orientation follows RFC 7946's right-hand rule on the numbers as written (outline
+ * counter-clockwise, holes clockwise in a y-up reading; on the slide, with y down, the outline
+ * appears clockwise). QuPath ignores ring orientation. Properties: "objectType":
+ * "annotation", "isLocked": true (a pathologist moves the model's outline only on purpose),
+ * "classification": {"name": "Suspicious", "color": [r, g, b]}, "name": "Suspicious region
+ * <n>", "measurements": {GS_REPORT_M_MAX (highest cell value in the region), GS_REPORT_M_MEAN,
+ * GS_REPORT_M_AREA_PX (level-0 pixels²), GS_REPORT_M_AREA_UM (µm², only when the mpp is
+ * known)}. Cells are squares of cell_level0 pixels, so the outermost cells of the grid may
+ * reach past the slide's edge by less than one cell.
  *
- * Out-of-focus tiles (r->blurry) are Features too, after the regions: a Polygon per tile
- * window, "classification": {"name": "Out of focus", "color": GS_REPORT_BLURRY_RGB}, "name":
- * "Out of focus tile <n>"; they are not counted as regions.
+ * Out-of-focus tiles (r->blurry) are Features too, after the regions: a locked annotation
+ * Polygon per tile window, "classification": {"name": "Out of focus", "color":
+ * GS_REPORT_BLURRY_RGB}, "name": "Out of focus tile <n>"; they are not counted as regions.
  *
- * heatmap.png: the thumbnail with the heatmap blended over it (stages/slide/heatmap), the bare
+ * The collection's "metadata" (QuPath does not read it; kept for people and programs):
+ * "generator" ("gastroscreen <version>"), "slide_id", "verdict", "score", "threshold",
+ * "region_threshold", "untrained", "notice" (GS_REPORT_UNTRAINED_NOTICE or null), "models" (as
+ * in report.json), "origin_level0": [x, y], "cell_level0" (null without a heatmap).
+ *
+ * tiles.geojson.gz (gzip): the heat map as QuPath "tile" objects, so Measure > Show
+ * measurement maps colours the slide by score: a FeatureCollection with one Feature per heatmap
+ * cell that has data (every cell of an inferred tile, zeros included: a blue cell was judged
+ * and found clean, a missing one was never judged), in row-major order, a square Polygon in
+ * the same coordinates, "properties": {"objectType": "tile", "measurements":
+ * {GS_REPORT_M_SCORE: value}}, and the same "metadata". Written only with a heatmap; ~180
+ * bytes per cell before compression.
+ * * heatmap.png: the thumbnail with the heatmap blended over it (stages/slide/heatmap), the bare
  * thumbnail when there is no heatmap (an unassessable slide), or, without a thumbnail, the
  * colours alone over white at one pixel per cell. Out-of-focus tiles are hatched over the
  * thumbnail in GS_REPORT_BLURRY_RGB (diagonal stripes, so the tissue stays visible), as a
@@ -106,6 +134,14 @@ typedef struct {
 
 /* The classification of the suspicious regions in regions.geojson. */
 #define GS_REPORT_REGION_CLASS "Suspicious"
+
+/* Measurement names in the GeoJSON files; the prefix keeps them apart from QuPath's own
+ * ("Area µm^2" and the like) in its measurement tables. */
+#define GS_REPORT_M_MAX "gastroscreen: max score"
+#define GS_REPORT_M_MEAN "gastroscreen: mean score"
+#define GS_REPORT_M_AREA_PX "gastroscreen: area px^2"
+#define GS_REPORT_M_AREA_UM "gastroscreen: area \xc2\xb5m^2"
+#define GS_REPORT_M_SCORE "gastroscreen: score"
 
 /* Colour of the out-of-focus layer (heatmap.png hatching, regions.geojson classification). */
 #define GS_REPORT_BLURRY_RGB                                                                       \
@@ -162,8 +198,9 @@ typedef struct {
     const gs_heatmap *heatmap; /* slide heatmap over the level-0 image, or NULL */
     const uint8_t *thumbnail;  /* RGB thumbnail of the whole slide, rows thumb_w*3 apart, or NULL */
     int thumb_w, thumb_h;
-    double region_threshold;  /* heatmap value (0..1) at or above which a cell is suspicious */
-    uint8_t region_colour[3]; /* QuPath classification colour; {0,0,0} = default red */
+    double region_threshold;    /* heatmap value (0..1) at or above which a cell is suspicious */
+    uint8_t region_colour[3];   /* QuPath classification colour; {0,0,0} = default red */
+    int64_t origin_x, origin_y; /* level-0 point QuPath shows at (0, 0): gs_report_origin() */
 } gs_report;
 
 /* Where gs_report_write put the files ("" = not written) and how many regions it wrote. */
@@ -171,11 +208,20 @@ typedef struct {
     char report_json[PATH_MAX];
     char heatmap_png[PATH_MAX];
     char regions_geojson[PATH_MAX];
+    char tiles_geojson[PATH_MAX];
     int regions;
+    int64_t tiles; /* features in tiles.geojson.gz */
 } gs_report_paths;
 
+/* The level-0 point QuPath shows at (0, 0) for a slide with these OpenSlide properties
+ * (openslide.bounds-x and openslide.bounds-y, either NULL when absent): both when both are
+ * decimal integers >= 0, else (0, 0). Returns 0, or -1 with the message naming the property
+ * when one is present but not such an integer (*x and *y are then 0). */
+int gs_report_origin(const char *bounds_x, const char *bounds_y, int64_t *x, int64_t *y);
+
 /* Writes the report of r into the folder out_dir (created with its parents if missing, mode
- * 0755): heatmap.png and regions.geojson (not for FAILED), then report.json. paths may be NULL.
+ * 0755): heatmap.png, regions.geojson and, with a heatmap, tiles.geojson.gz (none of them for
+ * FAILED), then report.json. paths may be NULL.
  * Returns 0, or -1 with the message set: missing required fields, a bad verdict, thumbnail
  * size without pixels, or a file that cannot be written (files already renamed into place stay;
  * report.json is then not written). */

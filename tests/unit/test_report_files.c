@@ -4,6 +4,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <ctype.h>
 #include <dirent.h>
 #include <jansson.h>
 #include <math.h>
@@ -12,6 +13,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "ops/error.h"
 #include "stages/slide/heatmap.h"
@@ -78,6 +80,39 @@ static json_t *load(const char *path)
     json_t *j = json_load_file(path, 0, &err);
     if (!j)
         fail_msg("%s: %s (line %d)", path, err.text, err.line);
+    return j;
+}
+
+/* 1 when s is a UUID string as QuPath's UUID.fromString takes it: 8-4-4-4-12 hex digits. */
+static int is_uuid(const char *s)
+{
+    if (!s || strlen(s) != 36)
+        return 0;
+    for (int i = 0; i < 36; i++)
+        if ((i == 8 || i == 13 || i == 18 || i == 23) ? s[i] != '-'
+                                                      : !isxdigit((unsigned char)s[i]))
+            return 0;
+    return 1;
+}
+
+/* The gzip file at path parsed as JSON (NULL when it is not gzip or not JSON). */
+static json_t *load_gz(const char *path)
+{
+    gzFile f = gzopen(path, "rb");
+    if (!f)
+        return NULL;
+    size_t cap = 1 << 16, len = 0;
+    char *buf = malloc(cap);
+    int n;
+    while (buf && (n = gzread(f, buf + len, (unsigned)(cap - len))) > 0) {
+        len += (size_t)n;
+        if (len == cap)
+            buf = realloc(buf, cap *= 2);
+    }
+    int bad = gzclose(f) != Z_OK;
+    json_error_t e;
+    json_t *j = buf && !bad ? json_loadb(buf, len, 0, &e) : NULL;
+    free(buf);
     return j;
 }
 
@@ -181,7 +216,8 @@ static void positive_report_round_trip(void **state)
     assert_int_equal(paths.regions, 2);
     char names[512];
     list_dir(dir, names, sizeof names);
-    assert_string_equal(names, "heatmap.png regions.geojson report.json"); /* no temp files */
+    /* no temp files */
+    assert_string_equal(names, "heatmap.png regions.geojson report.json tiles.geojson.gz");
     char want[600];
     snprintf(want, sizeof want, "%s/report.json", dir);
     assert_string_equal(paths.report_json, want);
@@ -251,6 +287,10 @@ static void positive_report_round_trip(void **state)
         json_t *g = json_object_get(f, "geometry"), *p = json_object_get(f, "properties");
         assert_string_equal(json_string_value(json_object_get(g, "type")), "Polygon");
         assert_string_equal(json_string_value(json_object_get(p, "objectType")), "annotation");
+        assert_true(json_is_true(json_object_get(p, "isLocked")));
+        assert_true(is_uuid(json_string_value(json_object_get(f, "id"))));
+        json_t *ms = json_object_get(p, "measurements");
+        assert_true(json_is_object(ms));
         json_t *cls = json_object_get(p, "classification");
         assert_string_equal(json_string_value(json_object_get(cls, "name")), "Suspicious");
         json_t *colour = json_object_get(cls, "color");
@@ -280,8 +320,14 @@ static void positive_report_round_trip(void **state)
             assert_true(minx == 64 && maxx == 256 && miny == 64 && maxy == 256);
             assert_true(shoelace(outer) == 192.0 * 192.0);
             assert_true(shoelace(json_array_get(rings, 1)) == -64.0 * 64.0);
-            assert_true(json_real_value(json_object_get(p, "area_level0_px2")) == 8 * 64.0 * 64);
-            assert_true(fabs(json_real_value(json_object_get(p, "score")) - 204 / 255.0) < 1e-6);
+            assert_true(json_real_value(json_object_get(ms, GS_REPORT_M_AREA_PX)) == 8 * 64.0 * 64);
+            /* mpp 0.25: a level-0 pixel is 1/16 um^2. */
+            assert_true(json_real_value(json_object_get(ms, GS_REPORT_M_AREA_UM)) ==
+                        8 * 64.0 * 64 / 16);
+            assert_true(fabs(json_real_value(json_object_get(ms, GS_REPORT_M_MAX)) - 204 / 255.0) <
+                        1e-6);
+            assert_true(fabs(json_real_value(json_object_get(ms, GS_REPORT_M_MEAN)) - 204 / 255.0) <
+                        1e-6);
         } else {
             /* Region B: the cell (10, 8) = level-0 [640, 704) x [512, 576). */
             assert_int_equal(json_array_size(rings), 1);
@@ -289,7 +335,7 @@ static void positive_report_round_trip(void **state)
             assert_true(json_real_value(json_array_get(p0, 0)) == 704.0);
             assert_true(json_real_value(json_array_get(p0, 1)) == 512.0);
             assert_true(shoelace(json_array_get(rings, 0)) == 64.0 * 64.0);
-            assert_true(json_real_value(json_object_get(p, "score")) == 1.0);
+            assert_true(json_real_value(json_object_get(ms, GS_REPORT_M_MAX)) == 1.0);
         }
     }
     json_decref(j);
@@ -310,7 +356,7 @@ static void positive_report_round_trip(void **state)
     r.reason = "score 0.10 <= 0.74";
     assert_int_equal(gs_report_write(&r, dir, NULL), 0);
     list_dir(dir, names, sizeof names);
-    assert_string_equal(names, "heatmap.png regions.geojson report.json");
+    assert_string_equal(names, "heatmap.png regions.geojson report.json tiles.geojson.gz");
     j = load(paths.report_json);
     assert_string_equal(json_string_value(json_object_get(j, "verdict")), "negative");
     json_decref(j);
@@ -456,6 +502,186 @@ static void heatmap_without_thumbnail(void **state)
     gs_heatmap_destroy(&h);
 }
 
+/* Every feature of a GeoJSON file as QuPath reads it: a UUID id, a Polygon of closed rings, an
+ * objectType QuPath knows, measurements an object of finite numbers. Appends the ids to ids
+ * (space-separated) and returns the number of features. */
+static size_t check_qupath_features(json_t *fc, const char *type, char *ids, size_t cap)
+{
+    assert_string_equal(json_string_value(json_object_get(fc, "type")), "FeatureCollection");
+    json_t *fs = json_object_get(fc, "features");
+    assert_true(json_is_array(fs));
+    for (size_t i = 0; i < json_array_size(fs); i++) {
+        json_t *f = json_array_get(fs, i), *p = json_object_get(f, "properties");
+        const char *id = json_string_value(json_object_get(f, "id"));
+        assert_true(is_uuid(id));
+        assert_true(strlen(ids) + 38 < cap);
+        strcat(ids, id);
+        strcat(ids, " ");
+        assert_string_equal(json_string_value(json_object_get(p, "objectType")), type);
+        if (!strcmp(type, "annotation"))
+            assert_true(json_is_true(json_object_get(p, "isLocked")));
+        json_t *g = json_object_get(f, "geometry");
+        assert_string_equal(json_string_value(json_object_get(g, "type")), "Polygon");
+        json_t *rings = json_object_get(g, "coordinates");
+        for (size_t k = 0; k < json_array_size(rings); k++) {
+            json_t *ring = json_array_get(rings, k);
+            assert_true(json_array_size(ring) >= 4);
+            assert_true(json_equal(json_array_get(ring, 0),
+                                   json_array_get(ring, json_array_size(ring) - 1)));
+        }
+        /* Out-of-focus tiles carry none; a region and a heat-map cell their scores. */
+        json_t *ms = json_object_get(p, "measurements");
+        const char *cls =
+            json_string_value(json_object_get(json_object_get(p, "classification"), "name"));
+        if (!strcmp(type, "tile") || !strcmp(cls, GS_REPORT_REGION_CLASS))
+            assert_true(json_is_object(ms) && json_object_size(ms) > 0);
+        const char *key;
+        json_t *v;
+        json_object_foreach(ms, key, v)
+        {
+            assert_true(json_is_number(v));
+            assert_true(isfinite(json_number_value(v)));
+        }
+    }
+    return json_array_size(fs);
+}
+
+/* A slide with OpenSlide bounds: the GeoJSON files are offset by the bounds' corner, carry
+ * the provenance and the untrained notice, the heat map as "tile" objects, and ids that
+ * repeat when the same report is written again but not for another slide id. */
+static void qupath_outputs(void **state)
+{
+    (void)state;
+    const gs_report_model models[] = {{.network = "multitask",
+                                       .method = "network",
+                                       .bundle = "default.safetensors",
+                                       .sha256 = "ab12",
+                                       .trained_on = "untrained",
+                                       .untrained = 1}};
+    gs_report r;
+    fill_report(&r, models, 1);
+    gs_heatmap *h = known_heatmap();
+    r.heatmap = h;
+    assert_int_equal(gs_report_origin("64", "32", &r.origin_x, &r.origin_y), 0);
+    static const gs_report_box blurry[] = {{512, 0, 256}};
+    r.blurry = blurry;
+    r.n_blurry = 1;
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/qupath", tmp_root);
+    gs_report_paths paths;
+    if (gs_report_write(&r, dir, &paths) != 0)
+        fail_msg("%s", gs_error_get());
+    assert_int_equal(paths.tiles, 16 * 12); /* every cell of the 4x3 inferred tiles */
+
+    static char ids1[65536], ids2[65536], ids3[65536];
+    json_t *g = load(paths.regions_geojson);
+    assert_int_equal(check_qupath_features(g, "annotation", ids1, sizeof ids1), 3);
+    json_t *md = json_object_get(g, "metadata");
+    assert_string_equal(json_string_value(json_object_get(md, "notice")),
+                        GS_REPORT_UNTRAINED_NOTICE);
+    assert_string_equal(json_string_value(json_object_get(md, "slide_id")), "s-0001");
+    assert_string_equal(json_string_value(json_object_get(
+                            json_array_get(json_object_get(md, "models"), 0), "sha256")),
+                        "ab12");
+    assert_int_equal(json_integer_value(json_array_get(json_object_get(md, "origin_level0"), 0)),
+                     64);
+    /* Region B, level-0 corner (704, 512), less the origin (64, 32). */
+    json_t *b = json_array_get(json_object_get(g, "features"), 1);
+    json_t *p0 = json_array_get(
+        json_array_get(json_object_get(json_object_get(b, "geometry"), "coordinates"), 0), 0);
+    assert_true(json_real_value(json_array_get(p0, 0)) == 640.0);
+    assert_true(json_real_value(json_array_get(p0, 1)) == 480.0);
+    /* The out-of-focus tile at level-0 (512, 0): its first corner offset the same way. */
+    json_t *oof = json_array_get(json_object_get(g, "features"), 2);
+    p0 = json_array_get(
+        json_array_get(json_object_get(json_object_get(oof, "geometry"), "coordinates"), 0), 0);
+    assert_int_equal(json_integer_value(json_array_get(p0, 0)), 448);
+    assert_int_equal(json_integer_value(json_array_get(p0, 1)), -32);
+    json_decref(g);
+
+    json_t *t = load_gz(paths.tiles_geojson);
+    assert_non_null(t);
+    assert_int_equal(check_qupath_features(t, "tile", ids1, sizeof ids1), 16 * 12);
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(t, "metadata"), "notice")),
+        GS_REPORT_UNTRAINED_NOTICE);
+    /* Row-major: feature 8 * 16 + 10 is region B's cell, score 1, at (576, 480)-(640, 544). */
+    json_t *cell = json_array_get(json_object_get(t, "features"), 8 * 16 + 10);
+    json_t *m = json_object_get(json_object_get(cell, "properties"), "measurements");
+    assert_true(json_number_value(json_object_get(m, GS_REPORT_M_SCORE)) == 1.0);
+    json_t *ring =
+        json_array_get(json_object_get(json_object_get(cell, "geometry"), "coordinates"), 0);
+    assert_true(json_number_value(json_array_get(json_array_get(ring, 0), 0)) == 576.0);
+    assert_true(json_number_value(json_array_get(json_array_get(ring, 2), 1)) == 544.0);
+    /* A background cell's score: 25 / 255. */
+    m = json_object_get(
+        json_object_get(json_array_get(json_object_get(t, "features"), 0), "properties"),
+        "measurements");
+    assert_true(fabs(json_number_value(json_object_get(m, GS_REPORT_M_SCORE)) - 25 / 255.0) < 1e-6);
+    json_decref(t);
+    json_t *rep = load(paths.report_json);
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(rep, "heatmap"), "tiles_file")),
+        "tiles.geojson.gz");
+    json_decref(rep);
+
+    /* Every id differs from every other. */
+    size_t n = 0;
+    for (char *a = ids1; *a; a += 37, n++)
+        for (char *c = a + 37; *c; c += 37)
+            assert_false(!strncmp(a, c, 36));
+    assert_int_equal(n, 3 + 16 * 12);
+
+    /* The same report again: the same ids. */
+    assert_int_equal(gs_report_write(&r, dir, &paths), 0);
+    g = load(paths.regions_geojson);
+    check_qupath_features(g, "annotation", ids2, sizeof ids2);
+    json_decref(g);
+    t = load_gz(paths.tiles_geojson);
+    check_qupath_features(t, "tile", ids2, sizeof ids2);
+    json_decref(t);
+    assert_string_equal(ids1, ids2);
+
+    /* Another slide id (another screening): no id in common. */
+    r.slide_id = "s-0002";
+    assert_int_equal(gs_report_write(&r, dir, &paths), 0);
+    g = load(paths.regions_geojson);
+    check_qupath_features(g, "annotation", ids3, sizeof ids3);
+    json_decref(g);
+    t = load_gz(paths.tiles_geojson);
+    check_qupath_features(t, "tile", ids3, sizeof ids3);
+    json_decref(t);
+    for (char *a = ids1; *a; a += 37) {
+        char one[37];
+        memcpy(one, a, 36);
+        one[36] = '\0';
+        assert_null(strstr(ids3, one));
+    }
+    gs_heatmap_destroy(&h);
+}
+
+/* The origin QuPath gives a slide from its OpenSlide bounds properties. */
+static void origin_from_bounds(void **state)
+{
+    (void)state;
+    int64_t x = -1, y = -1;
+    assert_int_equal(gs_report_origin(NULL, NULL, &x, &y), 0);
+    assert_true(x == 0 && y == 0);
+    assert_int_equal(gs_report_origin("1725", "9042", &x, &y), 0); /* as in a MIRAX file */
+    assert_true(x == 1725 && y == 9042);
+    assert_int_equal(gs_report_origin("1725", NULL, &x, &y), 0); /* both or neither */
+    assert_true(x == 0 && y == 0);
+    assert_int_equal(gs_report_origin("0", "0", &x, &y), 0);
+    assert_true(x == 0 && y == 0);
+    assert_int_equal(gs_report_origin("12.5", "3", &x, &y), -1);
+    assert_non_null(strstr(gs_error_get(), "openslide.bounds-x"));
+    assert_true(x == 0 && y == 0);
+    assert_int_equal(gs_report_origin("3", "-4", &x, &y), -1);
+    assert_non_null(strstr(gs_error_get(), "openslide.bounds-y"));
+    assert_int_equal(gs_report_origin("", "4", &x, &y), -1);
+    assert_int_equal(gs_report_origin("7x", "4", &x, &y), -1);
+}
+
 static void bad_reports(void **state)
 {
     (void)state;
@@ -511,6 +737,8 @@ int main(void)
         cmocka_unit_test(failed_writes_only_report_json),
         cmocka_unit_test(heatmap_without_thumbnail),
         cmocka_unit_test(bad_reports),
+        cmocka_unit_test(qupath_outputs),
+        cmocka_unit_test(origin_from_bounds),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
