@@ -445,12 +445,50 @@ static void gz_text(gz_mem *g, const char *s)
     gz_put(g, s, strlen(s), 0);
 }
 
-/* Writes tiles.geojson.gz at path: one "tile" Feature per heatmap cell with data. *count gets
- * the number of features. Returns 0 or -1 with the message set. */
+/* Blocks of k x k heatmap cells with data. */
+static int64_t count_blocks(const gs_heatmap *h, int k)
+{
+    int cols, rows;
+    gs_heatmap_size(h, &cols, &rows);
+    int64_t n = 0;
+    for (int bj = 0; bj < rows; bj += k)
+        for (int bi = 0; bi < cols; bi += k) {
+            int any = 0;
+            for (int j = bj; j < bj + k && j < rows && !any; j++)
+                for (int i = bi; i < bi + k && i < cols && !any; i++)
+                    any = !isnan(gs_heatmap_value(h, i, j));
+            n += any;
+        }
+    return n;
+}
+
+int gs_report_tile_cells(const gs_heatmap *h, int64_t max_tiles)
+{
+    int64_t with_data = gs_heatmap_cells_with_data(h);
+    if (max_tiles < 1 || with_data <= max_tiles)
+        return 1;
+    /* k^2 cells per block at best; edges and gaps only add blocks, so count upwards. */
+    int k = (int)ceil(sqrt((double)with_data / (double)max_tiles));
+    while (count_blocks(h, k) > max_tiles)
+        k++;
+    return k;
+}
+
+/* Writes tiles.geojson.gz at path: one "tile" Feature per block of k x k heatmap cells with
+ * data (gs_report_tile_cells). *count gets the number of features. Returns 0 or -1 with the
+ * message set. */
 static int write_tiles(const gs_report *r, const char *path, int64_t *count)
 {
     *count = 0;
+    const int k = gs_report_tile_cells(r->heatmap, GS_REPORT_TILES_MAX);
+    int cols, rows;
+    gs_heatmap_size(r->heatmap, &cols, &rows);
+    const double side = gs_heatmap_cell(r->heatmap) * k;
     json_t *md = geo_metadata(r);
+    if (md && json_object_set_new(md, "tile_level0", json_real(side)) != 0) {
+        json_decref(md);
+        md = NULL;
+    }
     char *mdtext = md ? json_dumps(md, JSON_COMPACT | JSON_REAL_PRECISION(12)) : NULL;
     json_decref(md);
     if (!mdtext)
@@ -464,31 +502,38 @@ static int write_tiles(const gs_report *r, const char *path, int64_t *count)
     gz_text(&g, mdtext);
     gz_text(&g, ",\"features\":[");
     free(mdtext);
-    int cols, rows;
-    gs_heatmap_size(r->heatmap, &cols, &rows);
-    const double cell = gs_heatmap_cell(r->heatmap);
-    for (int j = 0; j < rows && !g.bad; j++)
-        for (int i = 0; i < cols; i++) {
-            float v = gs_heatmap_value(r->heatmap, i, j);
-            if (isnan(v))
+    for (int bj = 0; bj < rows && !g.bad; bj += k)
+        for (int bi = 0; bi < cols; bi += k) {
+            double sum = 0, mx = 0;
+            int n = 0;
+            for (int j = bj; j < bj + k && j < rows; j++)
+                for (int i = bi; i < bi + k && i < cols; i++) {
+                    float v = gs_heatmap_value(r->heatmap, i, j);
+                    if (isnan(v))
+                        continue;
+                    sum += v;
+                    mx = n == 0 || v > mx ? v : mx;
+                    n++;
+                }
+            if (!n)
                 continue;
-            char what[64], name[512], id[GS_UUID_STR], f[640];
-            snprintf(what, sizeof what, "tile/%d,%d", i, j);
-            snprintf(name, sizeof name, "%s/%s", r->slide_id, what);
+            char name[512], id[GS_UUID_STR], f[768];
+            snprintf(name, sizeof name, "%s/tile/%d,%d", r->slide_id, bi / k, bj / k);
             if (gs_uuid5(GS_UUID5_NAMESPACE, name, id) < 0) {
                 g.bad = 1;
                 break;
             }
-            double x0 = i * cell - (double)r->origin_x, y0 = j * cell - (double)r->origin_y;
-            double x1 = x0 + cell, y1 = y0 + cell;
+            double x0 = bi / k * side - (double)r->origin_x;
+            double y0 = bj / k * side - (double)r->origin_y;
+            double x1 = x0 + side, y1 = y0 + side;
             /* Counter-clockwise as written, as regions.geojson's outlines. */
             snprintf(f, sizeof f,
                      "%s{\"type\":\"Feature\",\"id\":\"%s\",\"geometry\":{\"type\":\"Polygon\","
                      "\"coordinates\":[[[%.12g,%.12g],[%.12g,%.12g],[%.12g,%.12g],[%.12g,%.12g],"
                      "[%.12g,%.12g]]]},\"properties\":{\"objectType\":\"tile\",\"measurements\":{"
-                     "\"" GS_REPORT_M_SCORE "\":%.9g}}}",
-                     *count ? "," : "", id, x0, y0, x0, y1, x1, y1, x1, y0, x0, y0,
-                     round6((double)v));
+                     "\"" GS_REPORT_M_SCORE "\":%.9g,\"" GS_REPORT_M_MAX "\":%.9g}}}",
+                     *count ? "," : "", id, x0, y0, x0, y1, x1, y1, x1, y0, x0, y0, round6(sum / n),
+                     round6(mx));
             gz_text(&g, f);
             (*count)++;
         }

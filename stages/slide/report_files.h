@@ -75,13 +75,17 @@
  * in report.json), "origin_level0": [x, y], "cell_level0" (null without a heatmap).
  *
  * tiles.geojson.gz (gzip): the heat map as QuPath "tile" objects, so Measure > Show
- * measurement maps colours the slide by score: a FeatureCollection with one Feature per heatmap
- * cell that has data (every cell of an inferred tile, zeros included: a blue cell was judged
- * and found clean, a missing one was never judged), in row-major order, a square Polygon in
- * the same coordinates, "properties": {"objectType": "tile", "measurements":
- * {GS_REPORT_M_SCORE: value}}, and the same "metadata". Written only with a heatmap; ~180
- * bytes per cell before compression.
- * * heatmap.png: the thumbnail with the heatmap blended over it (stages/slide/heatmap), the bare
+ * measurement maps colours the slide by score: a FeatureCollection with one Feature per block
+ * of k x k heatmap cells that has data (cells of an inferred tile, zeros included: a blue
+ * block was judged and found clean, a missing one was never judged), in row-major order, a
+ * square Polygon of k * cell_level0 pixels in the same coordinates, "properties":
+ * {"objectType": "tile", "measurements": {GS_REPORT_M_SCORE (mean of the block's cells with
+ * data), GS_REPORT_M_MAX (their highest)}}, and the same "metadata" plus "tile_level0" (the
+ * block side). k is 1 (one tile per cell) unless that gives more than GS_REPORT_TILES_MAX
+ * tiles (gs_report_tile_cells). About 330 bytes per tile before compression, 40 after: the
+ * sample slide's 50 752 cells of 8 level-0 pixels give 2 MB. Written only with a heatmap.
+ *
+ * heatmap.png: the thumbnail with the heatmap blended over it (stages/slide/heatmap), the bare
  * thumbnail when there is no heatmap (an unassessable slide), or, without a thumbnail, the
  * colours alone over white at one pixel per cell. Out-of-focus tiles are hatched over the
  * thumbnail in GS_REPORT_BLURRY_RGB (diagonal stripes, so the tissue stays visible), as a
@@ -148,6 +152,10 @@ typedef struct {
     {                                                                                              \
         160, 32, 240                                                                               \
     }
+
+/* Most "tile" objects in tiles.geojson.gz: 200 000 keeps the file near 8 MB and within what
+ * QuPath draws and maps smoothly, while 1-4 cm^2 of tissue still gets tiles of 22-45 um. */
+#define GS_REPORT_TILES_MAX 200000
 
 /* Tile counts by ledger outcome (TileCounts). */
 typedef struct {
@@ -218,6 +226,11 @@ typedef struct {
  * decimal integers >= 0, else (0, 0). Returns 0, or -1 with the message naming the property
  * when one is present but not such an integer (*x and *y are then 0). */
 int gs_report_origin(const char *bounds_x, const char *bounds_y, int64_t *x, int64_t *y);
+
+/* The side, in heatmap cells, of the blocks tiles.geojson.gz gives one tile each: the smallest
+ * k >= 1 whose k x k blocks (from cell 0, 0) with data number at most max_tiles (1 when
+ * max_tiles < 1). */
+int gs_report_tile_cells(const gs_heatmap *h, int64_t max_tiles);
 
 /* Writes the report of r into the folder out_dir (created with its parents if missing, mode
  * 0755): heatmap.png, regions.geojson and, with a heatmap, tiles.geojson.gz (none of them for

@@ -660,6 +660,55 @@ static void qupath_outputs(void **state)
     gs_heatmap_destroy(&h);
 }
 
+/* A heat map of more cells than GS_REPORT_TILES_MAX: tiles of 2 x 2 cells, scored by their
+ * cells' mean and highest value. */
+static void tiles_of_blocks(void **state)
+{
+    (void)state;
+    gs_heatmap *h = known_heatmap(); /* 16 x 12 cells, all with data */
+    assert_int_equal(gs_report_tile_cells(h, 192), 1);
+    assert_int_equal(gs_report_tile_cells(h, 0), 1);
+    assert_int_equal(gs_report_tile_cells(h, 100), 2); /* 8 x 6 blocks */
+    assert_int_equal(gs_report_tile_cells(h, 48), 2);
+    assert_int_equal(gs_report_tile_cells(h, 47), 3); /* 6 x 4 blocks */
+    gs_heatmap_destroy(&h);
+
+    enum { SIDE = 500 }; /* 250 000 one-pixel cells */
+    h = gs_heatmap_new(SIDE, SIDE, 1);
+    assert_non_null(h);
+    uint8_t *map = malloc(SIDE * SIDE);
+    assert_non_null(map);
+    for (int y = 0; y < SIDE; y++)
+        for (int x = 0; x < SIDE; x++)
+            map[y * SIDE + x] = (x + y) % 2 ? 255 : 0;
+    assert_int_equal(gs_heatmap_add_tile(h, 0, 0, SIDE, map, SIDE), SIDE * SIDE);
+    free(map);
+    assert_int_equal(gs_report_tile_cells(h, GS_REPORT_TILES_MAX), 2);
+    gs_report r;
+    fill_report(&r, NULL, 0);
+    r.width = r.height = SIDE;
+    r.heatmap = h;
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/blocks", tmp_root);
+    gs_report_paths paths;
+    assert_int_equal(gs_report_write(&r, dir, &paths), 0);
+    assert_int_equal(paths.tiles, (SIDE / 2) * (SIDE / 2));
+    json_t *t = load_gz(paths.tiles_geojson);
+    assert_non_null(t);
+    assert_true(json_number_value(json_object_get(json_object_get(t, "metadata"), "tile_level0")) ==
+                2.0);
+    json_t *f = json_array_get(json_object_get(t, "features"), 1); /* block (1, 0) */
+    json_t *m = json_object_get(json_object_get(f, "properties"), "measurements");
+    assert_true(json_number_value(json_object_get(m, GS_REPORT_M_SCORE)) == 0.5);
+    assert_true(json_number_value(json_object_get(m, GS_REPORT_M_MAX)) == 1.0);
+    json_t *ring =
+        json_array_get(json_object_get(json_object_get(f, "geometry"), "coordinates"), 0);
+    assert_true(json_number_value(json_array_get(json_array_get(ring, 0), 0)) == 2.0);
+    assert_true(json_number_value(json_array_get(json_array_get(ring, 2), 0)) == 4.0);
+    json_decref(t);
+    gs_heatmap_destroy(&h);
+}
+
 /* The origin QuPath gives a slide from its OpenSlide bounds properties. */
 static void origin_from_bounds(void **state)
 {
@@ -739,6 +788,7 @@ int main(void)
         cmocka_unit_test(bad_reports),
         cmocka_unit_test(qupath_outputs),
         cmocka_unit_test(origin_from_bounds),
+        cmocka_unit_test(tiles_of_blocks),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
