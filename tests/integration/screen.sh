@@ -4,7 +4,7 @@
 # is part of what is tested).
 # usage: screen.sh GASTROSCREEN TEST_DATA SCRATCH_DIR sample|mixed|partial [BOUND_SECONDS]
 #   sample: the sample slide -> exit 0, one verdict line with class, score, threshold, report
-#           folder and the untrained notice; report.json, heatmap.png, regions.geojson exist;
+#           folder and the untrained notice; report.json, heatmap.png, regions.geojson, tiles.geojson.gz exist;
 #           report.json lists the bundle's trained tissue and blur networks (each with its own
 #           provenance) and its two untrained networks, and the bundle's threshold.screen (0.74)
 #           as the threshold that judged.
@@ -39,7 +39,7 @@ sample)
     echo "$line" | grep -qF "$notice" || fail "no untrained notice on the verdict line"
     folder=$(echo "$line" | sed -n 's/.* report \([^;]*\);.*/\1/p')
     case $folder in "$d/reports/"*) ;; *) fail "report folder '$folder' not under --out" ;; esac
-    for f in report.json heatmap.png regions.geojson; do
+    for f in report.json heatmap.png regions.geojson tiles.geojson.gz; do
         [ -s "$folder/$f" ] || fail "missing $folder/$f"
     done
     grep -qF "$notice" "$folder/report.json" || fail "no untrained notice in report.json"
