@@ -47,7 +47,9 @@ int gs_cli_option(gs_cli_options *o, int argc, char **argv, int *i)
     }
     const char *eq = strchr(v, '=');
     if (!eq)
-        return gs_error_set("--endpoint: '%s' is not NAME=URL (NAME: submit, query, events)", v);
+        return gs_error_set("--endpoint: '%s' is not NAME=URL (NAME: submit, query, events, "
+                            "intake)",
+                            v);
     size_t nl = (size_t)(eq - v);
     char *dst = NULL;
     int *set = NULL;
@@ -60,8 +62,11 @@ int gs_cli_option(gs_cli_options *o, int argc, char **argv, int *i)
     } else if (nl == 6 && !strncmp(v, "events", 6)) {
         dst = o->events;
         set = &o->events_set;
+    } else if (nl == 6 && !strncmp(v, "intake", 6)) {
+        dst = o->intake;
+        set = &o->intake_set;
     } else {
-        return gs_error_set("--endpoint: unknown name in '%s' (submit, query, events)", v);
+        return gs_error_set("--endpoint: unknown name in '%s' (submit, query, events, intake)", v);
     }
     if (gs_cli_connect_address(eq + 1, dst, GS_CLI_ENDPOINT_MAX) < 0)
         return gs_error_prefix("--endpoint");
@@ -114,8 +119,12 @@ int gs_cli_options_finish(gs_cli_options *o)
         const char *key;
     } eps[] = {{o->submit_set, o->submit, c->submit, "submit"},
                {o->query_set, o->query, c->query, "query"},
-               {o->events_set, o->events, c->events, "events"}};
-    for (size_t k = 0; k < 3; k++) {
+               {o->events_set, o->events, c->events, "events"},
+               {o->intake_set, o->intake, c->intake, "intake"}};
+    /* Only an announcer uses the intake socket: a coordinator without one (intake = "") must
+     * not make the other commands fail. */
+    size_t n_eps = o->announcer ? 4 : 3;
+    for (size_t k = 0; k < n_eps; k++) {
         if (eps[k].set)
             continue;
         if (gs_cli_connect_address(eps[k].from, eps[k].dst, GS_CLI_ENDPOINT_MAX) < 0) {
@@ -123,11 +132,17 @@ int gs_cli_options_finish(gs_cli_options *o)
             goto free_config;
         }
     }
-    gs_security_settings ss = {c->security, c->keys_dir, o->key ? o->key : c->client_key,
+    /* An announcer's --key is its announcer key; its events socket keeps client_key. */
+    gs_security_settings ss = {c->security, c->keys_dir,
+                               o->key && !o->announcer ? o->key : c->client_key,
                                o->coordinator_key ? o->coordinator_key : c->coordinator_public};
-    const char *addrs[] = {o->submit, o->query, o->events};
+    const char *addrs[] = {o->submit, o->query, o->events, o->intake};
     if (gs_security_resolve(&o->sec, &ss, GS_SECURITY_CLIENT, "client", addrs, 3, "gastroscreen") <
         0)
+        goto free_config;
+    ss.own_key = o->key ? o->key : "";
+    if (o->announcer && gs_security_resolve(&o->intake_sec, &ss, GS_SECURITY_CLIENT, "announcer",
+                                            addrs + 3, 1, "gastroscreen") < 0)
         goto free_config;
     rc = 0;
 free_config:

@@ -4,7 +4,7 @@
  *
  * Endpoints come from the [coordinator] section of the config file (--config FILE, the same
  * file gastroscreend reads; without it the built-in defaults), then from --endpoint NAME=URL
- * flags (NAME: submit, query, events), which win. The config holds the coordinator's *bind*
+ * flags (NAME: submit, query, events, intake), which win. The config holds the coordinator's *bind*
  * addresses (host "*" in tcp://HOST:5551); a client connects to the same port on the local host
  * ("tcp://127.0.0.1:5551"), so a bind wildcard is turned into the loopback address; on
  * another host, give the coordinator's address with --endpoint or in the file.
@@ -37,9 +37,16 @@
 typedef struct {
     const char *config_path; /* --config, or NULL */
     char submit[GS_CLI_ENDPOINT_MAX], query[GS_CLI_ENDPOINT_MAX], events[GS_CLI_ENDPOINT_MAX];
-    int submit_set, query_set, events_set; /* given by --endpoint */
-    int timeout_ms;                        /* --timeout SECONDS, default 5 s */
-    const char *key, *coordinator_key;     /* --key FILE, --coordinator-key FILE, or NULL */
+    char intake[GS_CLI_ENDPOINT_MAX];                  /* filled only for an announcer */
+    int submit_set, query_set, events_set, intake_set; /* given by --endpoint */
+    /* Set before gs_cli_options_finish by `gastroscreen announce`: the intake endpoint is
+     * filled too and gets its own keys, intake_sec (the coordinator admits an announcer key,
+     * listed in keys/announcers/, on intake only): --key FILE or KEYS_DIR/announcer.key;
+     * sec keeps the client key (client_key) for the events socket. */
+    int announcer;
+    gs_security intake_sec;
+    int timeout_ms;                    /* --timeout SECONDS, default 5 s */
+    const char *key, *coordinator_key; /* --key FILE, --coordinator-key FILE, or NULL */
     /* CURVE or plain (stages/runtime/keys), from the config's [security]: the client key
      * (client_key, default KEYS_DIR/client.key) and the coordinator's public key; set by
      * gs_cli_options_finish. Pass gs_security_curve(&o.sec) to the sockets. */

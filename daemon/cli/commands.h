@@ -41,6 +41,7 @@ int gs_cmd_tiles(int argc, char **argv);
 int gs_cmd_infer(int argc, char **argv);
 int gs_cmd_bench(int argc, char **argv);
 int gs_cmd_submit(int argc, char **argv);
+int gs_cmd_announce(int argc, char **argv);
 int gs_cmd_watch(int argc, char **argv);
 int gs_cmd_status(int argc, char **argv);
 int gs_cmd_top(int argc, char **argv);

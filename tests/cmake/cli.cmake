@@ -82,3 +82,12 @@ add_test(NAME cli_curve_pipeline
                  ${GS_TEST_DATA})
 set_tests_properties(cli_curve_pipeline PROPERTIES LABELS integration ENVIRONMENT "${GS_TEST_ENV}"
                      SKIP_RETURN_CODE 77 TIMEOUT 600)
+
+# `gastroscreen announce` against the real gastroscreend (no workers): accepted with the id
+# status shows, a duplicate, a path outside the roots and a missing file not acknowledged,
+# usage errors, and --bind with the coordinator's intake_connect.
+add_test(NAME cli_announce
+         COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/cli/announce.sh $<TARGET_FILE:gastroscreen>
+                 $<TARGET_FILE:gastroscreend> ${CMAKE_BINARY_DIR}/tests/seeded/seed1.safetensors)
+set_tests_properties(cli_announce PROPERTIES LABELS integration ENVIRONMENT "${GS_TEST_ENV}"
+                     SKIP_RETURN_CODE 77 TIMEOUT 300 FIXTURES_REQUIRED seeded_bundle)
