@@ -14,8 +14,9 @@
  * so the events SUB is subscribed first and the announcements wait until it hears the
  * coordinator's once-a-second stats event (from then on no acknowledgement can be missed, and
  * a "duplicate" printed is a real one, not the echo of a first "accepted" we did not hear);
- * and every announcement not yet acknowledged is published again every 500 ms (the intake is
- * idempotent: a repeat is folded into the same slide). The coordinator acknowledges nothing
+ * and every announcement not yet acknowledged is published again after 500 ms, then at
+ * doubling intervals up to 4 s (the intake is idempotent: a repeat is folded into the same
+ * slide). The coordinator acknowledges nothing
  * for a path it refuses (outside the slide roots, not a regular file), it only logs it: the
  * timeout message names the likely causes.
  *
@@ -41,8 +42,11 @@
 #include "ops/error.h"
 #include "proto/vocab.h"
 
-/* How often an unacknowledged announcement is published again. */
-enum { REPEAT_MS = 500 };
+/* An unacknowledged announcement is published again after 500 ms, then at doubling intervals
+ * up to 4 s: the early repeats beat the PUB's slow join, the later ones are for a coordinator
+ * that starts meanwhile, and each repeat of a refused path is a line in the coordinator's
+ * log. */
+enum { REPEAT_FIRST_MS = 500, REPEAT_MAX_MS = 4000 };
 
 static void usage(FILE *f)
 {
@@ -246,7 +250,7 @@ int gs_cmd_announce(int argc, char **argv)
         goto close_sockets;
     }
 
-    int64_t deadline = now_ms() + o.timeout_ms, next_send = 0;
+    int64_t deadline = now_ms() + o.timeout_ms, next_send = 0, repeat_ms = REPEAT_FIRST_MS;
     int heard = 0; /* the SUB heard the coordinator: its subscriptions are in place */
     while (pending > 0) {
         int64_t t = now_ms();
@@ -257,7 +261,8 @@ int gs_cmd_announce(int argc, char **argv)
                 if (as[k].resolved && !as[k].acknowledged &&
                     publish(pub, as[k].path, announcer_name, external_id) < 0)
                     fprintf(stderr, "gastroscreen announce: %s: %s\n", as[k].path, gs_error_get());
-            next_send = t + REPEAT_MS;
+            next_send = t + repeat_ms;
+            repeat_ms = repeat_ms * 2 > REPEAT_MAX_MS ? REPEAT_MAX_MS : repeat_ms * 2;
         }
         int64_t until = heard && next_send < deadline ? next_send : deadline;
         zmq_pollitem_t item = {.socket = gs_transport_socket(sub), .events = ZMQ_POLLIN};
