@@ -4,10 +4,10 @@
  *
  * Endpoints come from the [coordinator] section of the config file (--config FILE, the same
  * file gastroscreend reads; without it the built-in defaults), then from --endpoint NAME=URL
- * flags (NAME: submit, query, events, intake), which win. The config holds the coordinator's *bind*
- * addresses (host "*" in tcp://HOST:5551); a client connects to the same port on the local host
- * ("tcp://127.0.0.1:5551"), so a bind wildcard is turned into the loopback address; on
- * another host, give the coordinator's address with --endpoint or in the file.
+ * flags (NAME: submit, query, events, intake), which win. The config holds the coordinator's
+ * *bind* addresses (host "*" in tcp://HOST:5551); a client connects to the same port on the
+ * local host ("tcp://127.0.0.1:5551"), so a bind wildcard is turned into the loopback address;
+ * on another host, give the coordinator's address with --endpoint or in the file.
  *
  * A REQ socket that never gets an answer is stuck for good (the REQ state machine waits
  * forever), so gs_cli_request() polls with the timeout and, when it expires or the reply is

@@ -85,7 +85,8 @@ set_tests_properties(cli_curve_pipeline PROPERTIES LABELS integration ENVIRONMEN
 
 # `gastroscreen announce` against the real gastroscreend (no workers): accepted with the id
 # status shows, a duplicate, a path outside the roots and a missing file not acknowledged,
-# usage errors, and --bind with the coordinator's intake_connect.
+# usage errors, --bind with the coordinator's intake_connect, and under CURVE an announcer key
+# listed in announcers/ taken, an unlisted one refused.
 add_test(NAME cli_announce
          COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/cli/announce.sh $<TARGET_FILE:gastroscreen>
                  $<TARGET_FILE:gastroscreend> ${CMAKE_BINARY_DIR}/tests/seeded/seed1.safetensors)
