@@ -7,9 +7,11 @@
  * readable by its owner only (mode 0600: a secret file readable by group or others is
  * refused, never used). The format of both, '#' lines being comments:
  *
- *     # gastroscreen public key node2          # gastroscreen secret key node2
- *     public = rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7  secret =
- * JTKVSB%%)wK0E.X)V>+}o?pNmC{O&4W4b!Ni{Lh6 roles = blur infer
+ *     node2.pub:  # gastroscreen public key node2
+ *                 public = rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7
+ *                 roles = blur infer
+ *     node2.key:  # gastroscreen secret key node2
+ *                 secret = JTKVSB%%)wK0E.X)V>+}o?pNmC{O&4W4b!Ni{Lh6
  *
  * `roles` (worker keys only) lists stage names (tiler foreground blur infer screener
  * reporter); a worker key without the line may take no stage.
