@@ -124,13 +124,14 @@ int gs_stage_run(Gastroscreen__V1__Stage stage, int argc, char **argv)
         rc = fail(name);
         goto term_ctx;
     }
-    /* A CURVE tile inbox admits tiler keys only: the handler must run before it binds. */
-    if (sec.curve && tile_stage) {
-        if (!(zap = gs_zap_new(zctx, c.keys_dir, name))) {
-            rc = fail(name);
-            goto term_ctx;
-        }
+    /* A CURVE tile inbox admits tiler keys only: the handler must run before it binds. Its
+     * unit reloads the keys with SIGHUP; without keys the signal is caught and does nothing
+     * (its default would end the worker, and systemd counts that as a clean exit). */
+    if (tile_stage)
         gs_zap_reload_on_sighup();
+    if (sec.curve && tile_stage && !(zap = gs_zap_new(zctx, c.keys_dir, name))) {
+        rc = fail(name);
+        goto term_ctx;
     }
 
     gs_worker_config wc;
