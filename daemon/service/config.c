@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "daemon/service/slide_table.h"
 #include "ops/error.h"
 
 /* Where each schema key lives in gs_config. The size lets gs_config_new() catch a key without
@@ -275,14 +276,8 @@ int gs_config_check_start(const gs_config *c, void (*warn)(const char *line, voi
             warn(line, ud);
         } else {
             char *real = realpath(c->watch_dir, NULL);
-            int inside = 0;
-            for (size_t i = 0; real && i < c->n_slide_roots && !inside; i++) {
-                char *root = realpath(c->slide_roots[i], NULL);
-                size_t n = root ? strlen(root) : 0;
-                inside = root && strncmp(real, root, n) == 0 &&
-                         (real[n] == '/' || real[n] == 0 || (n == 1 && root[0] == '/'));
-                free(root);
-            }
+            int inside = real && gs_slides_under_roots((const char *const *)c->slide_roots,
+                                                       c->n_slide_roots, real);
             free(real);
             if (!inside) {
                 snprintf(line, sizeof line,

@@ -882,6 +882,21 @@ void gs_slides_stats_get(const gs_slides *t, gs_slides_stats *s)
     *s = t->stats;
 }
 
+int gs_slides_under_roots(const char *const *roots, size_t n_roots, const char *real)
+{
+    int inside = 0;
+    for (size_t i = 0; i < n_roots && !inside; i++) {
+        char *root = realpath(roots[i], NULL);
+        if (!root)
+            continue; /* a missing root admits nothing */
+        size_t n = strlen(root);
+        /* "/" as a root admits everything; otherwise the match must end at a separator */
+        inside = strncmp(real, root, n) == 0 && (n == 1 || real[n] == '/' || real[n] == 0);
+        free(root);
+    }
+    return inside;
+}
+
 int gs_slides_resolve_path(const char *const *roots, size_t n_roots, const char *path, char *out,
                            size_t out_len, int64_t *size, int64_t *mtime_ms)
 {
@@ -895,18 +910,8 @@ int gs_slides_resolve_path(const char *const *roots, size_t n_roots, const char 
     if (!real)
         return gs_error_set("%s: %s", path, strerror(errno));
     int rc = -1;
-    int inside = 0;
-    for (size_t i = 0; i < n_roots && !inside; i++) {
-        char *root = realpath(roots[i], NULL);
-        if (!root)
-            continue; /* a missing root admits nothing */
-        size_t n = strlen(root);
-        /* "/" as a root admits everything; otherwise the match must end at a separator */
-        inside = strncmp(real, root, n) == 0 && (n == 1 || real[n] == '/');
-        free(root);
-    }
     struct stat st;
-    if (!inside) {
+    if (!gs_slides_under_roots(roots, n_roots, real)) {
         gs_error_set("%s: outside the slide roots", path);
     } else if (!gs_utf8_ok(real)) {
         gs_error_set("%s: the resolved path is not UTF-8 (rename the file)", path);

@@ -199,6 +199,10 @@ int gs_slides_intake(gs_slides *t, const char *path, int64_t size, int64_t mtime
                      gs_intake_source source, const char *external_id, int64_t now_unix_ms,
                      char out_id[GS_SLIDE_ID_LEN + 1], int *duplicate, uint64_t *seq);
 
+/* 1 when real, an already resolved path, is one of the roots (each resolved; a missing root
+ * admits nothing) or below one, matching whole path components; else 0. */
+int gs_slides_under_roots(const char *const *roots, size_t n_roots, const char *real);
+
 /* Rule 1's first half, before gs_slides_intake(): resolves path (realpath: symlinks, "..")
  * into out (out_len bytes), and checks that it is a regular file under one of the roots
  * (each resolved too; a root matches whole path components, so /srv/slides does not admit

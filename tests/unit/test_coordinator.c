@@ -893,16 +893,18 @@ static void forged_results_change_nothing(void **state)
     /* A welcomed screener that was not sent the job. */
     send_screen(second, id, att, job, 0.99f);
     assert_int_equal(refused_now(&w), before + 3);
-    /* Tile results of the slide from a blur worker, the stranger, and a tiler without its job. */
+    /* Tile results of the slide from a blur worker, the stranger, and the tiler (which reports
+     * only failed reads, and holds no tile job of the slide now). */
     send_forged_tile(blur, id, att);
     send_forged_tile(&stranger, id, att);
-    assert_int_equal(refused_now(&w), before + 5);
+    send_forged_tile(tiler, id, att);
+    assert_int_equal(refused_now(&w), before + 6);
     /* The real screener with a job id it was not given, and with another attempt: stale. */
     gs_coordinator_stats s0, s1;
     gs_coordinator_stats_get(w.c, &s0);
     send_screen(w.held_by, id, att, job + 1000, 0.99f);
     send_screen(w.held_by, id, att + 1, job, 0.99f);
-    assert_int_equal(refused_now(&w), before + 5);
+    assert_int_equal(refused_now(&w), before + 6);
     gs_coordinator_stats_get(w.c, &s1);
     assert_int_equal(s1.stale, s0.stale + 2);
     gs_transport_destroy(&stranger.t);
@@ -947,15 +949,20 @@ static void hello_checks_model_and_live_ids(void **state)
     assert_true(run_until(&w, refused_or_welcomed, NULL));
     assert_true(thief->refused);
     /* A worker id with a newline would forge a log line: malformed, never welcomed. */
+    gs_coordinator_stats s;
+    w.now += 1000;
+    pump(&w);
+    gs_coordinator_stats_get(w.c, &s);
+    uint64_t malformed = s.malformed[GS_COORD_SOCKET_WORK];
     fake *nl = fake_add_as(&w, GASTROSCREEN__V1__STAGE__STAGE_TILER, "aaaa", "tiler.1\nscore 0.99");
     for (int i = 0; i < 50; i++)
         pump(&w);
     assert_false(nl->welcomed);
     nl->dead = 1;
-    gs_coordinator_stats s;
     w.now += 1000;
     pump(&w);
     gs_coordinator_stats_get(w.c, &s);
+    assert_int_equal(s.malformed[GS_COORD_SOCKET_WORK], malformed + 1);
     assert_int_equal(s.workers_lost, 0);
     assert_true(s.workers_refused >= 2);
     char id[GS_SLIDE_ID_LEN + 1];
