@@ -218,7 +218,7 @@ static int build_slide(const options *o, const gs_label *lab, size_t row, text *
             gs_error_set("%s: a positive slide without an annotation", lab->slide);
             goto done;
         }
-        if (!(ann = gs_annotations_read(lab->annotation)))
+        if (!(ann = gs_annotations_read_on(lab->annotation, s)))
             goto done;
         for (size_t i = 0; i < gs_annotations_message_count(ann); i++)
             fprintf(stderr, "%sgastroscreen dataset: %s\n", o->tty ? "\n" : "",

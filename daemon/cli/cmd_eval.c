@@ -112,8 +112,10 @@ static void dice_of(const row *r, dice_cells *dc)
         return;
     snprintf(slash + 1, sizeof regions - (size_t)(slash + 1 - regions), "regions.geojson");
     gs_slide *slide = gs_slide_open(r->slide, NULL);
-    gs_annotations *truth = slide ? gs_annotations_read(r->annotation) : NULL;
-    gs_annotations *pred = truth ? gs_annotations_read(regions) : NULL;
+    /* Both files are in QuPath's frame of the slide (ours is written so); the masks need
+     * level-0 pixels. */
+    gs_annotations *truth = slide ? gs_annotations_read_on(r->annotation, slide) : NULL;
+    gs_annotations *pred = truth ? gs_annotations_read_on(regions, slide) : NULL;
     gs_plan *plan = NULL;
     uint8_t *a = NULL, *b = NULL;
     if (!pred)

@@ -3,7 +3,8 @@
  * pathologist's annotation cut to the slide's tissue (paper §3.1, Fig. 2), so that the glass
  * inside a loose outline is not taught as lesion (stages/slide/annotation has the rules).
  *
- * The input is what QuPath exports (GeoJSON in level-0 pixels: a FeatureCollection, an array of
+ * The input is what QuPath exports (GeoJSON in QuPath's pixels — level 0, less the bounds origin
+ * of a slide with OpenSlide bounds, stages/slide/annotation — a FeatureCollection, an array of
  * Features or one Feature; Polygon and MultiPolygon with holes); the output is a
  * FeatureCollection QuPath imports, each feature with its classification and other properties,
  * its refined geometry and its area before and after in properties.measurements. A feature that
@@ -28,8 +29,9 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: gastroscreen refine SLIDE ANNOTATION.geojson --out REFINED.geojson\n"
                "\n"
-               "Cuts each region of a QuPath GeoJSON annotation (level-0 pixels; Polygon or\n"
-               "MultiPolygon with holes) to the slide's tissue (colour deconvolution + Otsu mask,\n"
+               "Cuts each region of a QuPath GeoJSON annotation (QuPath's level-0 pixels, from\n"
+               "the bounds corner on slides with OpenSlide bounds; Polygon or MultiPolygon with\n"
+               "holes) to the slide's tissue (colour deconvolution + Otsu mask,\n"
                "marker ink removed) and writes the refined regions with their classification and\n"
                "their area before and after (properties.measurements). Features that cannot be\n"
                "used or keep no tissue are named on stderr and left out.\n"

@@ -10,6 +10,7 @@
 #include "ops/contours.h"
 #include "ops/error.h"
 #include "stages/runtime/fileio.h"
+#include "stages/slide/report_files.h"
 
 #define MAX_FILE (256u << 20)
 
@@ -266,6 +267,45 @@ gs_annotations *gs_annotations_read(const char *path)
     return a;
 }
 
+/* The level-0 point at QuPath's (0, 0) on slide (gs_report_origin). Returns 0, or -1 with the
+ * error naming the slide and the malformed property. */
+static int slide_origin(gs_slide *slide, double *x, double *y)
+{
+    int64_t ox, oy;
+    if (gs_report_origin(gs_slide_property(slide, "openslide.bounds-x"),
+                         gs_slide_property(slide, "openslide.bounds-y"), &ox, &oy) < 0) {
+        gs_error_prefix("%s", gs_slide_path(slide));
+        return -1;
+    }
+    *x = (double)ox;
+    *y = (double)oy;
+    return 0;
+}
+
+gs_annotations *gs_annotations_read_on(const char *path, gs_slide *slide)
+{
+    double dx, dy;
+    if (slide_origin(slide, &dx, &dy) < 0)
+        return NULL;
+    gs_annotations *a = gs_annotations_read(path);
+    if (!a || (dx == 0 && dy == 0))
+        return a;
+    for (size_t i = 0; i < a->n; i++) {
+        feature *f = &a->f[i];
+        for (size_t p = 0; p < f->n_polys; p++)
+            for (size_t r = 0; r < f->polys[p].n; r++)
+                for (size_t k = 0; k < f->polys[p].rings[r].n; k++) {
+                    f->polys[p].rings[r].xy[2 * k] += dx;
+                    f->polys[p].rings[r].xy[2 * k + 1] += dy;
+                }
+        f->x0 += dx;
+        f->x1 += dx;
+        f->y0 += dy;
+        f->y1 += dy;
+    }
+    return a;
+}
+
 size_t gs_annotations_count(const gs_annotations *a)
 {
     return a->n;
@@ -404,8 +444,9 @@ int64_t gs_annotations_slide_mask(const gs_annotations *a, const char *only_clas
 /* ---- refinement ----------------------------------------------------------------------------- */
 
 /* The refined geometry of feature k from its grid mask: a Polygon for one region, else a
- * MultiPolygon; coordinates in level-0 pixels. NULL with the error when out of memory; *area
- * gets the refined area (level-0 px^2). An empty mask gives a NULL geometry and no error. */
+ * MultiPolygon; coordinates x0 + i * cell, y0 + j * cell for grid point (i, j). NULL with the error
+ * when out of memory; *area gets the refined area (level-0 px^2). An empty mask gives a NULL
+ * geometry and no error. */
 static json_t *traced_geometry(const uint8_t *mask, int w, int h, double x0, double y0, double cell,
                                double *area)
 {
@@ -454,9 +495,12 @@ int gs_refine_file(gs_slide *slide, const char *in_path, const char *out_path,
         gs_tissue_options_default(&defaults);
         o = &defaults;
     }
-    gs_annotations *a = gs_annotations_read(in_path);
-    if (!a)
+    double ox, oy;
+    gs_annotations *a = gs_annotations_read_on(in_path, slide);
+    if (!a || slide_origin(slide, &ox, &oy) < 0) {
+        gs_annotations_destroy(&a);
         return -1;
+    }
     for (size_t i = 0; i < a->n_msg; i++)
         fprintf(stderr, "%s\n", a->msg[i]);
     s.read = a->n;
@@ -506,7 +550,7 @@ int gs_refine_file(gs_slide *slide, const char *in_path, const char *out_path,
         }
         double before = gs_annotations_area(a, k), after;
         gs_error_clear();
-        json_t *geom = traced_geometry(grid, gw, gh, f->x0, f->y0, cell, &after);
+        json_t *geom = traced_geometry(grid, gw, gh, f->x0 - ox, f->y0 - oy, cell, &after);
         if (!geom) {
             if (gs_error_get()[0])
                 goto free_all;

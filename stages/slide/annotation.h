@@ -4,6 +4,14 @@
  * loose outline drawn around a lesion also encloses glass, which must not be taught as
  * cancer).
  *
+ * Coordinates: QuPath's frame of the slide, as QuPath exports annotations and as our own
+ * regions.geojson is written (stages/slide/report_files): level-0 pixels less the origin
+ * QuPath gives a slide with OpenSlide bounds (openslide.bounds-x/-y; 0, 0 for a slide without
+ * them, which is most formats). gs_annotations_read() keeps them as written;
+ * gs_annotations_read_on() adds the slide's origin, so that every position the set gives
+ * afterwards (bounds, fill, masks) is a level-0 pixel of that slide, and gs_refine_file() writes
+ * its output back in QuPath's frame.
+ *
  * Input: a FeatureCollection, a JSON array of Features, or a single Feature, each with a
  * Polygon or MultiPolygon geometry (first ring the outline, then holes; rings closed or not,
  * either orientation) and any properties (QuPath's `classification.name` is kept as is). A
@@ -51,6 +59,12 @@ typedef struct gs_annotations gs_annotations;
 gs_annotations *gs_annotations_read(const char *path);
 void gs_annotations_destroy(gs_annotations **a);
 
+/* Reads the file at path as gs_annotations_read() does and moves every coordinate from the
+ * slide's QuPath frame to level 0 (adds its origin, see above). Returns the set (caller frees)
+ * or NULL with the error (also when the slide's bounds properties are present but not pixel
+ * offsets: then neither frame is known). */
+gs_annotations *gs_annotations_read_on(const char *path, gs_slide *slide);
+
 /* Usable features, in file order. */
 size_t gs_annotations_count(const gs_annotations *a);
 /* The classification name of feature i ("" when it has none); owned by the set. */
@@ -81,9 +95,9 @@ int gs_annotations_fill(const gs_annotations *a, size_t k, double x0, double y0,
  * tissue condition), else 0. slide_w, slide_h: the level-0 size. Used for pixel Dice between a
  * prediction's regions and a refined annotation. Returns the number of 1 cells, or -1 with the
  * error. */
-int64_t gs_annotations_slide_mask(const gs_annotations *a, const char *only_class,
-                                  int64_t slide_w, int64_t slide_h, const uint8_t *tissue, int tw,
-                                  int th, double cell, uint8_t *mask, int w, int h);
+int64_t gs_annotations_slide_mask(const gs_annotations *a, const char *only_class, int64_t slide_w,
+                                  int64_t slide_h, const uint8_t *tissue, int tw, int th,
+                                  double cell, uint8_t *mask, int w, int h);
 
 /* What gs_refine_file did. */
 typedef struct {

@@ -34,6 +34,11 @@ add_test(NAME cli_refine COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/cli/refine.sh
                                  $<TARGET_FILE:gastroscreen> ${CMAKE_BINARY_DIR}/tests)
 set_tests_properties(cli_refine PROPERTIES LABELS integration ENVIRONMENT "${GS_TEST_ENV}"
                      TIMEOUT 600)
+# A slide with OpenSlide bounds (Leica SCN made at test time): reports and refine in QuPath's frame.
+add_test(NAME cli_bounds COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/cli/bounds.sh
+                                 $<TARGET_FILE:gastroscreen> ${CMAKE_BINARY_DIR}/tests)
+set_tests_properties(cli_bounds PROPERTIES LABELS integration ENVIRONMENT "${GS_TEST_ENV}"
+                     TIMEOUT 600)
 # The QuPath-ready outputs of two screenings of the sample slide, parsed as QuPath reads them.
 add_test(NAME cli_qupath COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/cli/qupath.sh
                                  $<TARGET_FILE:gastroscreen> ${CMAKE_BINARY_DIR}/tests)
