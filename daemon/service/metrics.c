@@ -5,17 +5,12 @@
  */
 #include "daemon/service/metrics.h"
 
-#include <errno.h>
 #include <math.h>
-#include <netdb.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-
-#include <microhttpd.h>
 
 #include "ops/error.h"
 
@@ -48,8 +43,7 @@ struct gs_metrics {
     size_t n_families;
     gs_metrics_collect_fn *collect;
     void *user;
-    struct MHD_Daemon *httpd;
-    int port;
+    gs_http *http; /* the registry's own server (gs_metrics_new with an address), or NULL */
 };
 
 /* A growable text buffer; a failed append sets failed and later appends do nothing. */
@@ -425,105 +419,33 @@ char *gs_metrics_render(gs_metrics *m, size_t *len)
     return t.p;
 }
 
-static enum MHD_Result answer(struct MHD_Connection *c, unsigned code, const char *body)
+int gs_metrics_serve(const gs_http_request *rq, gs_http_reply *reply, void *user)
 {
-    struct MHD_Response *r =
-        MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_PERSISTENT);
-    if (!r)
-        return MHD_NO;
-    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain; charset=utf-8");
-    enum MHD_Result ret = MHD_queue_response(c, code, r);
-    MHD_destroy_response(r);
-    return ret;
-}
-
-static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
-                                  const char *method, const char *version, const char *upload_data,
-                                  size_t *upload_data_size, void **con_cls)
-{
-    (void)version;
-    (void)upload_data;
-    (void)con_cls;
-    gs_metrics *m = cls;
-    if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0) {
-        /* A body is never read: drop it so the answer can go out at once. */
-        *upload_data_size = 0;
-        return answer(c, MHD_HTTP_METHOD_NOT_ALLOWED, "only GET /metrics\n");
-    }
-    if (strcmp(url, "/metrics") != 0)
-        return answer(c, MHD_HTTP_NOT_FOUND, "not found; try /metrics\n");
+    gs_metrics *m = user;
+    if (strcmp(gs_http_path(rq), "/metrics") != 0)
+        return gs_http_reply_text(reply, 404, "not found; try /metrics\n");
     size_t len = 0;
     char *body = gs_metrics_render(m, &len);
     if (!body)
-        return answer(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "render failed\n");
-    struct MHD_Response *r = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
-    if (!r) {
-        free(body);
-        return MHD_NO;
-    }
-    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, GS_METRICS_CONTENT_TYPE);
-    enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_OK, r);
-    MHD_destroy_response(r);
-    return ret;
+        return -1;
+    int rc = gs_http_reply_bytes(reply, 200, GS_METRICS_CONTENT_TYPE, body, len);
+    free(body);
+    return rc;
 }
 
-/* Splits "host:port" / "[v6]:port" / "*:port" and resolves it for listening. Returns 0 and
- * the address (caller frees with freeaddrinfo), or -1 with the error set. */
-static int resolve_listen(const char *listen, struct addrinfo **out)
-{
-    char host[256];
-    const char *colon = strrchr(listen, ':');
-    if (!colon || !colon[1])
-        return gs_error_set("metrics: listen address '%s' is not host:port", listen);
-    size_t hlen = (size_t)(colon - listen);
-    const char *h = listen;
-    if (hlen >= 2 && h[0] == '[' && h[hlen - 1] == ']') {
-        h++;
-        hlen -= 2;
-    }
-    if (hlen >= sizeof host)
-        return gs_error_set("metrics: host in '%s' is too long", listen);
-    memcpy(host, h, hlen);
-    host[hlen] = '\0';
-    char *end = NULL;
-    errno = 0;
-    long port = strtol(colon + 1, &end, 10);
-    if (errno || *end || port < 0 || port > 65535)
-        return gs_error_set("metrics: bad port in '%s'", listen);
-    struct addrinfo hints = {.ai_family = AF_UNSPEC,
-                             .ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
-    int any = hlen == 0 || !strcmp(host, "*");
-    if (any)
-        hints.ai_family = AF_INET;
-    int rc = getaddrinfo(any ? NULL : host, colon + 1, &hints, out);
-    if (rc != 0)
-        return gs_error_set("metrics: cannot resolve '%s': %s", listen, gai_strerror(rc));
-    return 0;
-}
-
+/* The server of a registry that has its own port: /metrics only. Small limits: one scraper,
+ * and a stuck or garbage client must not pin the thread. One address holds at most 4 of the 16
+ * connections (a scraper needs one or two), so a slow client cannot keep other hosts out; an
+ * idle connection is closed after 5 s (a scrape takes milliseconds). */
 static int start_server(gs_metrics *m, const char *listen)
 {
-    struct addrinfo *ai = NULL;
-    if (resolve_listen(listen, &ai) < 0)
+    gs_http_options o = {.listen = listen, .max_connections = 16, .max_per_ip = 4, .timeout_s = 5};
+    if (!(m->http = gs_http_new(&o)))
         return -1;
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD;
-    if (ai->ai_family == AF_INET6)
-        flags |= MHD_USE_IPv6;
-    /* Small limits: one scraper, and a stuck or garbage client must not pin the thread. One
-     * address holds at most 4 of the 16 connections (a scraper needs one or two), so a slow
-     * client cannot keep other hosts out; an idle connection is closed after 5 s (a scrape
-     * takes milliseconds). */
-    m->httpd = MHD_start_daemon(flags, 0, NULL, NULL, on_request, m, MHD_OPTION_SOCK_ADDR,
-                                ai->ai_addr, MHD_OPTION_CONNECTION_LIMIT, (unsigned)16,
-                                MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)4,
-                                MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)5,
-                                MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)65536, MHD_OPTION_END);
-    freeaddrinfo(ai);
-    if (!m->httpd)
-        return gs_error_set("metrics: cannot listen on %s (address in use or not local?)", listen);
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(m->httpd, MHD_DAEMON_INFO_BIND_PORT);
-    m->port = info ? (int)info->port : 0;
+    if (gs_http_route(m->http, "/metrics", gs_metrics_serve, m) < 0 || gs_http_start(m->http) < 0) {
+        gs_http_destroy(&m->http);
+        return -1;
+    }
     return 0;
 }
 
@@ -550,8 +472,7 @@ void gs_metrics_destroy(gs_metrics **pm)
     if (!pm || !*pm)
         return;
     gs_metrics *m = *pm;
-    if (m->httpd)
-        MHD_stop_daemon(m->httpd);
+    gs_http_destroy(&m->http);
     for (size_t i = 0; i < m->n_families; i++) {
         free(m->families[i].name);
         free(m->families[i].help);
@@ -566,5 +487,5 @@ void gs_metrics_destroy(gs_metrics **pm)
 
 int gs_metrics_port(const gs_metrics *m)
 {
-    return m && m->httpd ? m->port : 0;
+    return m && m->http ? gs_http_port(m->http) : 0;
 }

@@ -1,6 +1,8 @@
 /*
  * metrics: Prometheus text exposition (format 0.0.4) of the coordinator's numbers, served on
- * GET /metrics by libmicrohttpd.
+ * GET /metrics: as a route of a process's one HTTP server (daemon/service/http:
+ * gs_http_route(h, "/metrics", gs_metrics_serve, m)), or by a server of the registry's own
+ * (gs_metrics_new with a listen address).
  *
  * A gs_metrics is a small registry of metric families with fixed names (all starting with
  * "gastroscreen_"), a HELP text, a TYPE (counter, gauge, histogram) and at most one label key
@@ -14,7 +16,8 @@
  * and only hands over a snapshot when Prometheus asks.
  *
  * Use:
- *     gs_metrics *m = gs_metrics_new("127.0.0.1:9464");       // "" = no HTTP server
+ *     gs_metrics *m = gs_metrics_new("");      // or "127.0.0.1:9464": a server of its own
+ *     gs_http_route(http, "/metrics", gs_metrics_serve, m);
  *     int done = gs_metrics_counter(m, "gastroscreen_slides_done_total", "Slides ...", "class");
  *     int secs = gs_metrics_histogram(m, "gastroscreen_slide_duration_seconds", "...", NULL,
  *                                     bounds, n_bounds);
@@ -24,7 +27,7 @@
  *         gs_metrics_sample_histogram(sink, secs, NULL, c->hist.counts, c->hist.sum);
  *     gs_metrics_destroy(&m);
  *
- * Threads: the HTTP server runs in libmicrohttpd's own thread, so the collector runs in that
+ * Threads: the HTTP server runs in its own thread, so the collector runs in that
  * thread (one render at a time: the registry serialises them) and must read the owner's
  * numbers safely (atomics, or a lock of the owner's). Register every family before
  * gs_metrics_set_collector(); registering afterwards is a broken invariant.
@@ -34,6 +37,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "daemon/service/http.h"
 
 typedef struct gs_metrics gs_metrics;
 
@@ -46,8 +51,9 @@ typedef void gs_metrics_collect_fn(gs_metrics_sink *sink, void *user);
 /* Most buckets a histogram may have (not counting +Inf). */
 #define GS_METRICS_MAX_BUCKETS 32
 
-/* Creates a registry and, unless listen is NULL or "", an HTTP server on listen
- * ("host:port", "[v6addr]:port", "*:port" for every interface; port 0 picks a free port).
+/* Creates a registry and, unless listen is NULL or "", an HTTP server of its own serving
+ * /metrics on listen ("host:port", "[v6addr]:port"; port 0 picks a free port; a loopback
+ * address only: another needs the token of a gs_http, so route gs_metrics_serve there instead).
  * Returns the registry (caller frees with gs_metrics_destroy) or NULL with the error set
  * (bad address, port in use). */
 gs_metrics *gs_metrics_new(const char *listen);
@@ -110,6 +116,10 @@ void gs_metrics_hist_observe(gs_metrics_hist *h, const double *bounds, size_t n_
  * Prometheus text. Returns a NUL-terminated buffer the caller frees (length in *len if len is
  * not NULL), or NULL with the error set when out of memory. Usable without the server. */
 char *gs_metrics_render(gs_metrics *m, size_t *len);
+
+/* A gs_http handler (user = the registry) answering GET /metrics with the rendered text
+ * (another path under its route: 404). */
+int gs_metrics_serve(const gs_http_request *rq, gs_http_reply *reply, void *user);
 
 /* The Content-Type served with the text. */
 #define GS_METRICS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
