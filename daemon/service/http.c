@@ -18,7 +18,6 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <syslog.h>
 #include <unistd.h>
 
 #include <microhttpd.h>
@@ -34,7 +33,7 @@
 #define CONNECTION_MEMORY (32u * 1024u)
 #define MAX_HEADERS 16
 #define TOKEN_MIN 16
-#define TOKEN_MAX 256
+#define TOKEN_MAX GS_HTTP_TOKEN_MAX
 /* The byte a refused escape (%00, %zz, a lone %) decodes to: a control character, which the
  * path check refuses and no token or argument compares equal to. */
 #define BAD_ESCAPE '\x01'
@@ -139,6 +138,50 @@ static int token_ok(const char *t)
             return 0;
     }
     return 1;
+}
+
+int gs_http_read_token(const char *path, char *token, size_t cap)
+{
+    GS_ASSERT(path && token && cap > 0);
+    token[0] = '\0';
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0)
+        return gs_error_set("%s: cannot open the HTTP token file: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return gs_error_set("%s: the HTTP token file is not a regular file", path);
+    }
+    if (st.st_mode & (S_IRWXG | S_IRWXO)) {
+        close(fd);
+        return gs_error_set("%s: the HTTP token file is readable or writable by group or others "
+                            "(mode %03o); refusing it: chmod 600 %s",
+                            path, (unsigned)(st.st_mode & 0777), path);
+    }
+    char buf[TOKEN_MAX + 64];
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n < 0)
+        return gs_error_set("%s: cannot read the HTTP token file: %s", path, strerror(errno));
+    buf[n] = '\0';
+    char *line_end = strpbrk(buf, "\r\n");
+    if (line_end)
+        *line_end = '\0';
+    char *start = buf;
+    while (*start == ' ' || *start == '\t')
+        start++;
+    size_t len = strlen(start);
+    while (len && (start[len - 1] == ' ' || start[len - 1] == '\t'))
+        start[--len] = '\0';
+    int ok = token_ok(start) && len < cap;
+    if (ok)
+        memcpy(token, start, len + 1);
+    memset(buf, 0, sizeof buf);
+    if (!ok)
+        return gs_error_set("%s: the HTTP token must be one line of %d..%d characters of "
+                            "[A-Za-z0-9._~+/=-] (e.g. openssl rand -hex 32)",
+                            path, TOKEN_MIN, TOKEN_MAX);
+    return 0;
 }
 
 gs_http *gs_http_new(const gs_http_options *opt)
@@ -561,7 +604,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     int rc = rt->fn(&rq, &rp, rt->user);
     enum MHD_Result ret;
     if (rc != 0 || !rp.done) {
-        gs_log_linef("http", "http", NULL, LOG_ERR, "%s %s: %s", method, url,
+        gs_log_linef("http", "http", NULL, GS_LOG_ERR, "%s %s: %s", method, url,
                      rc != 0 ? gs_error_get() : "the handler gave no reply");
         ret = answer(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal error\n", NULL, NULL);
     } else {

@@ -67,6 +67,15 @@ gs_http *gs_http_new(const gs_http_options *opt);
  * Accepts NULL. */
 void gs_http_destroy(gs_http **h);
 
+/* Reads a token file (the first line, surrounding blanks trimmed) into token (cap bytes). The
+ * file must be a regular file (not a symlink) that neither group nor others may read or write
+ * (0600 or 0400), as the secret key files of stages/runtime/keys, and hold a token that
+ * gs_http_new accepts. Returns 0, or -1 with the error set naming the file (never the token). */
+int gs_http_read_token(const char *path, char *token, size_t cap);
+
+/* Longest token gs_http_new accepts. */
+#define GS_HTTP_TOKEN_MAX 256
+
 /* The bound TCP port (the one picked with port 0). */
 int gs_http_port(const gs_http *h);
 

@@ -624,6 +624,47 @@ static void port_in_use_is_an_error(void **state)
     gs_http_destroy(&h);
 }
 
+/* The token file: 0600 or 0400, a regular file, one line of a valid token. */
+static void token_file_rules(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/gs-http-token-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[256], link[256], token[GS_HTTP_TOKEN_MAX + 1];
+    snprintf(path, sizeof path, "%s/http.token", dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f, "  %s \nsecond line ignored\n", TOKEN);
+    fclose(f);
+    assert_int_equal(chmod(path, 0644), 0);
+    assert_int_equal(gs_http_read_token(path, token, sizeof token), -1);
+    assert_non_null(strstr(gs_error_get(), "chmod 600"));
+    assert_null(strstr(gs_error_get(), TOKEN));
+    assert_int_equal(chmod(path, 0600), 0);
+    assert_int_equal(gs_http_read_token(path, token, sizeof token), 0);
+    assert_string_equal(token, TOKEN);
+    assert_int_equal(chmod(path, 0400), 0);
+    assert_int_equal(gs_http_read_token(path, token, sizeof token), 0);
+    /* a symlink to it is refused (O_NOFOLLOW), so is a folder, a missing file */
+    snprintf(link, sizeof link, "%s/link.token", dir);
+    assert_int_equal(symlink(path, link), 0);
+    assert_int_equal(gs_http_read_token(link, token, sizeof token), -1);
+    assert_int_equal(gs_http_read_token(dir, token, sizeof token), -1);
+    snprintf(link, sizeof link, "%s/missing", dir);
+    assert_int_equal(gs_http_read_token(link, token, sizeof token), -1);
+    /* a weak token is refused with the rule, not the value */
+    assert_int_equal(chmod(path, 0600), 0);
+    f = fopen(path, "w");
+    fputs("tooshort\n", f);
+    fclose(f);
+    assert_int_equal(gs_http_read_token(path, token, sizeof token), -1);
+    assert_non_null(strstr(gs_error_get(), "16..256"));
+    assert_null(strstr(gs_error_get(), "tooshort"));
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -634,6 +675,7 @@ int main(void)
         cmocka_unit_test(reply_file_refuses_raw_traversal),
         cmocka_unit_test(token_rules),
         cmocka_unit_test(token_is_enforced),
+        cmocka_unit_test(token_file_rules),
         cmocka_unit_test(over_long_requests_are_refused),
         cmocka_unit_test(connections_are_bounded),
         cmocka_unit_test(port_in_use_is_an_error),
