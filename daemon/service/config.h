@@ -30,7 +30,9 @@ typedef struct {
     /* [coordinator] */
     char *intake, *intake_connect, *submit, *query, *events, *work; /* endpoints */
     char *journal_dir, *spool_dir;
-    char *metrics; /* listen address of /metrics, host:port; "" disables it */
+    char *metrics;         /* the HTTP server's listen address, host:port; "" disables it */
+    char *http_token_file; /* a file holding the HTTP token ("" = none) */
+    char *web_dir;         /* the web pages' folder ("" = the built-in one) */
     uint32_t heartbeat_ms, liveness, max_slides_in_flight, tiles_per_job;
     int64_t journal_retention_ms;
     int64_t tile_stall_timeout_ms, loss_grace_ms;
