@@ -10,6 +10,9 @@ gs_cmocka_test(test_config_schema unit SOURCES unit/test_config_schema.c LIBS gs
 gs_cmocka_test(test_metrics unit SOURCES unit/test_metrics.c LIBS gs_daemon)
 # The HTTP server: routes, methods, path checks, files under a root, the token, bounds.
 gs_cmocka_test(test_http unit SOURCES unit/test_http.c LIBS gs_daemon)
+# The worklist snapshot of a slide table: /api/slides, /api/throughput, the viewer's lookup, the
+# pages' routes.
+gs_cmocka_test(test_worklist unit SOURCES unit/test_worklist.c LIBS gs_daemon)
 
 # The coordinator's spool folder (plan, heat maps, retire, poison) as a crash leaves it.
 gs_cmocka_test(test_spool unit SOURCES unit/test_spool.c LIBS gs_daemon)
