@@ -1,7 +1,9 @@
 /*
  * gastroscreend: the coordinator daemon (PROTOCOL.md). A thin main over daemon/service/coordinator:
  * reads the config (--config FILE), loads the model bundle (its sha256 is what workers must
- * match, its provenance goes into every verdict), binds the endpoints, serves /metrics, tells
+ * match, its provenance goes into every verdict), binds the endpoints, serves /metrics, the
+ * worklist page and its JSON on one HTTP port (daemon/service/http, daemon/service/worklist:
+ * the slide table is copied into the worklist's snapshot from the loop's tick), tells
  * systemd READY=1 once the sockets are up and the model is loaded, then runs the loop until
  * SIGTERM / SIGINT, sending STATUS (one line with throughput) and WATCHDOG=1 (when
  * WATCHDOG_USEC is set) from the loop once a second.
@@ -19,9 +21,12 @@
 
 #include "daemon/service/config.h"
 #include "daemon/service/coordinator.h"
+#include "daemon/service/http.h"
 #include "daemon/service/metrics.h"
+#include "daemon/service/worklist.h"
 #include "model/network.h"
 #include "ops/error.h"
+#include "stages/runtime/fileio.h"
 #include "stages/runtime/log.h"
 #include "stages/runtime/keys.h"
 #include "stages/runtime/provenance.h"
@@ -50,6 +55,7 @@ static const char *const AUTH_ENDPOINTS[] = {"work", "submit", "query", "events"
 typedef struct {
     gs_coordinator *c;
     gs_zap *zap;
+    gs_worklist *worklist; /* NULL without the HTTP server */
     int fam_auth;
     int watchdog;
     int fam_slides, fam_verdicts, fam_malformed, fam_wrong, fam_ignored, fam_tiles, fam_jobs,
@@ -70,6 +76,10 @@ static void on_tick(const gs_coordinator_stats *s, void *ud)
         (unsigned long long)(s->verdicts[1] + s->verdicts[2] + s->verdicts[3] + s->verdicts[4]));
     if (d->watchdog)
         sd_notify(0, "WATCHDOG=1");
+    /* The loop's thread, between messages: the one place the slide table may be read. */
+    if (d->worklist &&
+        gs_worklist_publish(d->worklist, gs_coordinator_slides(d->c), s, gs_unix_ms()) != 0)
+        gs_log_line("gastroscreend", "coordinator", NULL, GS_LOG_WARNING, gs_error_get());
 }
 
 static void collect(gs_metrics_sink *k, void *ud)
@@ -222,6 +232,45 @@ static int register_info_metrics(gs_metrics *m, const gs_provenance *prov)
     return 0;
 }
 
+/* The one HTTP server ([coordinator] metrics: its listen address, "" = none): /metrics, the
+ * worklist page, its JSON and assets. Off loopback it needs [coordinator] http_token_file, and
+ * says so in the log (where the token is, never the token). */
+static int start_http(const gs_config *cfg, gs_metrics *metrics, daemon_state *d, int untrained,
+                      gs_http **out)
+{
+    if (!cfg->metrics[0])
+        return 0;
+    char token[GS_HTTP_TOKEN_MAX + 1] = "";
+    if (cfg->http_token_file[0] && gs_http_read_token(cfg->http_token_file, token, sizeof token))
+        return gs_error_prefix("[coordinator] http_token_file");
+    gs_http_options o = {.listen = cfg->metrics, .token = token};
+    gs_http *h = gs_http_new(&o);
+    int has_token = token[0] != '\0';
+    memset(token, 0, sizeof token);
+    if (!h)
+        return gs_error_prefix("[coordinator] metrics");
+    const char *web_dir = gs_worklist_web_dir(cfg->web_dir);
+    if (!(d->worklist = gs_worklist_new(untrained)) ||
+        gs_worklist_publish(d->worklist, gs_coordinator_slides(d->c), NULL, gs_unix_ms()) != 0 ||
+        gs_worklist_routes(h, d->worklist, web_dir) != 0 ||
+        gs_http_route(h, "/metrics", gs_metrics_serve, metrics) != 0 || gs_http_start(h) != 0) {
+        gs_http_destroy(&h);
+        return -1;
+    }
+    if (gs_http_is_loopback(h))
+        gs_log_linef("gastroscreend", "coordinator", NULL, GS_LOG_INFO,
+                     "web pages and /metrics on http://%s/ (loopback only%s); pages from %s",
+                     cfg->metrics, has_token ? ", token required" : "", web_dir);
+    else
+        gs_log_linef("gastroscreend", "coordinator", NULL, GS_LOG_WARNING,
+                     "web pages and /metrics on %s, reachable from other hosts: every request "
+                     "needs the token in %s (a browser opens http://HOST:%d/?token=TOKEN once; "
+                     "Prometheus sends it as a bearer token); pages from %s",
+                     cfg->metrics, cfg->http_token_file, gs_http_port(h), web_dir);
+    *out = h;
+    return 0;
+}
+
 /* A warning about the settings at start, in the log like every other line. */
 static void warn_line(const char *line, void *ud)
 {
@@ -268,6 +317,7 @@ int main(int argc, char **argv)
     gs_model *model = NULL;
     gs_coordinator *c = NULL;
     gs_metrics *metrics = NULL;
+    gs_http *http = NULL;
     void *zctx = NULL;
     gs_zap *zap = NULL;
     gs_security sec;
@@ -338,9 +388,10 @@ int main(int argc, char **argv)
     d.zap = zap;
     uint64_t usec = 0;
     d.watchdog = sd_watchdog_enabled(0, &usec) > 0;
-    metrics = gs_metrics_new(cfg->metrics);
+    metrics = gs_metrics_new(NULL);
     if (!metrics || register_info_metrics(metrics, &prov) != 0 ||
-        register_metrics(metrics, &d) != 0)
+        register_metrics(metrics, &d) != 0 ||
+        start_http(cfg, metrics, &d, prov.notice[0] != '\0', &http) != 0)
         goto out;
     if (!quiet)
         fprintf(stderr,
@@ -359,7 +410,9 @@ int main(int argc, char **argv)
 out:
     if (rc != 0 && gs_error_get()[0])
         fprintf(stderr, "gastroscreend: %s\n", gs_error_get());
+    gs_http_destroy(&http); /* first: its handlers read the registry and the worklist */
     gs_metrics_destroy(&metrics);
+    gs_worklist_destroy(&d.worklist);
     gs_coordinator_destroy(&c);
     gs_zap_destroy(&zap);
     if (zctx)
