@@ -97,3 +97,16 @@ add_test(NAME cli_announce
                  $<TARGET_FILE:gastroscreend> ${CMAKE_BINARY_DIR}/tests/seeded/seed1.safetensors)
 set_tests_properties(cli_announce PROPERTIES LABELS integration ENVIRONMENT "${GS_TEST_ENV}"
                      SKIP_RETURN_CODE 77 TIMEOUT 300 FIXTURES_REQUIRED seeded_bundle)
+
+# The HTTP surface of a real gastroscreend (tests/cli/web_gastroscreend.py): the sample slide
+# and a slide without tissue screened by the six workers, then every endpoint as a browser or
+# curl meets it (worklist page and assets, /api/slides with its filters, /api/throughput,
+# /metrics, 404, traversal and symlinks, HEAD, 405, 413/414/431) and, on a 0.0.0.0 bind, the
+# token rules. Several processes: run alone.
+add_test(NAME web_gastroscreend
+         COMMAND /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/cli/web_gastroscreend.py
+                 --build ${CMAKE_BINARY_DIR} --bundle ${CMAKE_BINARY_DIR}/tests/seeded/seed1.safetensors
+                 --data ${CMAKE_CURRENT_SOURCE_DIR}/data --source ${CMAKE_SOURCE_DIR}
+                 --scratch ${CMAKE_BINARY_DIR}/tests/web)
+set_tests_properties(web_gastroscreend PROPERTIES LABELS integration SKIP_RETURN_CODE 77
+                     TIMEOUT 3600 RUN_SERIAL TRUE FIXTURES_REQUIRED seeded_bundle)
