@@ -47,7 +47,7 @@ function drawSlides(data) {
     untrained = untrained || s.untrained === true;
     const tr = el("tr");
     tr.className = s.verdict ? `verdict-${s.verdict}` : "pending";
-    tr.appendChild(el("td", fmtTime(s.submitted_unix_ms)));
+    tr.appendChild(el("td", fmtTime(s.submitted_unix_ms), "when"));
     const name = el("td", s.name, "name");
     name.title = s.id;
     tr.appendChild(name);
