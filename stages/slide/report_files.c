@@ -61,7 +61,8 @@ static int validate(const gs_report *r)
     if (!r->reason)
         return gs_error_set("report %s: no reason", r->slide_id);
     if ((r->n_timings && !r->timings) || (r->n_models && !r->models) ||
-        (r->n_warnings && !r->warnings))
+        (r->n_warnings && !r->warnings) || (r->n_blurry && !r->blurry) ||
+        (r->n_background && !r->background))
         return gs_error_set("report %s: a list has a count but no entries", r->slide_id);
     if (r->verdict != GS_VERDICT_FAILED) {
         if (r->thumbnail && (r->thumb_w <= 0 || r->thumb_h <= 0))
@@ -155,6 +156,61 @@ static int write_heatmap_png(const gs_report *r, const char *path)
             }
     }
     int rc = gs_png_write(path, img ? img : r->thumbnail, w, h, (size_t)w * 3, 3);
+    free(img);
+    return rc;
+}
+
+/* Writes the viewer's overlays (one RGBA pixel per heatmap cell): heatmap_overlay.png always,
+ * background_overlay.png when background tiles are listed. Returns 0 or -1 with the message
+ * set. */
+static int write_overlays(const gs_report *r, const char *out_dir, gs_report_paths *paths)
+{
+    int cols, rows;
+    gs_heatmap_size(r->heatmap, &cols, &rows);
+    const double cell = gs_heatmap_cell(r->heatmap);
+    uint8_t *img = calloc((size_t)cols * rows, 4); /* transparent */
+    if (!img)
+        return gs_error_set("report: out of memory for a %dx%d overlay", cols, rows);
+    char path[PATH_MAX];
+    for (int y = 0; y < rows; y++)
+        for (int x = 0; x < cols; x++) {
+            float v = gs_heatmap_value(r->heatmap, x, y);
+            if (isnan(v))
+                continue;
+            uint8_t *o = img + ((size_t)y * cols + x) * 4;
+            gs_heatmap_colour(v, o);
+            o[3] = 255;
+        }
+    int rc = join(path, out_dir, "heatmap_overlay.png");
+    if (rc == 0)
+        rc = gs_png_write(path, img, cols, rows, (size_t)cols * 4, 4);
+    if (rc < 0)
+        goto free_img;
+    memcpy(paths->overlay_png, path, sizeof path);
+    if (!r->n_background)
+        goto free_img;
+    static const uint8_t grey[3] = GS_REPORT_BACKGROUND_RGB;
+    memset(img, 0, (size_t)cols * rows * 4);
+    for (size_t k = 0; k < r->n_background; k++) {
+        const gs_report_box *b = &r->background[k];
+        /* Cells whose centre (i + 0.5) * cell lies in [x0, x0 + side). */
+        int i0 = (int)fmax(0, ceil((double)b->x0 / cell - 0.5));
+        int i1 = (int)fmin(cols, ceil((double)(b->x0 + b->side) / cell - 0.5));
+        int j0 = (int)fmax(0, ceil((double)b->y0 / cell - 0.5));
+        int j1 = (int)fmin(rows, ceil((double)(b->y0 + b->side) / cell - 0.5));
+        for (int j = j0; j < j1; j++)
+            for (int i = i0; i < i1; i++) {
+                uint8_t *o = img + ((size_t)j * cols + i) * 4;
+                memcpy(o, grey, 3);
+                o[3] = 255;
+            }
+    }
+    rc = join(path, out_dir, "background_overlay.png");
+    if (rc == 0)
+        rc = gs_png_write(path, img, cols, rows, (size_t)cols * 4, 4);
+    if (rc == 0)
+        memcpy(paths->background_png, path, sizeof path);
+free_img:
     free(img);
     return rc;
 }
@@ -640,6 +696,19 @@ static json_t *report_json(const gs_report *r, const gs_report_paths *paths, int
             bad);
     else
         put(o, "regions", json_null(), bad);
+    if (paths->overlay_png[0]) {
+        int cols, rows;
+        gs_heatmap_size(r->heatmap, &cols, &rows);
+        put(o, "overlays",
+            json_pack("{s:f, s:[ii], s:[II], s:s, s:o}", "cell_level0", gs_heatmap_cell(r->heatmap),
+                      "size", cols, rows, "origin_level0", (json_int_t)r->origin_x,
+                      (json_int_t)r->origin_y, "heatmap", "heatmap_overlay.png", "background",
+                      paths->background_png[0] ? json_string("background_overlay.png")
+                                               : json_null()),
+            bad);
+    } else {
+        put(o, "overlays", json_null(), bad);
+    }
     put(o, "versions", versions_json(), bad);
     int64_t ms = r->decided_unix_ms ? r->decided_unix_ms : gs_unix_ms();
     put(o, "decided_unix_ms", json_integer(ms), bad);
@@ -689,6 +758,8 @@ int gs_report_write(const gs_report *r, const char *out_dir, gs_report_paths *pa
                 write_tiles(r, path, &paths->tiles) < 0)
                 return gs_error_prefix("report %s", r->slide_id);
             memcpy(paths->tiles_geojson, path, sizeof path);
+            if (write_overlays(r, out_dir, paths) < 0)
+                return gs_error_prefix("report %s", r->slide_id);
         }
     }
 

@@ -1,6 +1,6 @@
 /*
- * report_files: a slide's report folder: report.json, heatmap.png, regions.geojson and
- * tiles.geojson.gz.
+ * report_files: a slide's report folder: report.json, heatmap.png, regions.geojson,
+ * tiles.geojson.gz and the viewer's overlays (heatmap_overlay.png, background_overlay.png).
  *
  * The reporter stage (and the embedded `gastroscreen screen`) fills a gs_report with
  * everything known about a finished slide and calls gs_report_write(). Every file goes
@@ -38,6 +38,9 @@
  *               image was written,
  *   "regions": {"file": "regions.geojson", "count", "threshold", "origin_level0": [x, y]} or
  *              null,
+ *   "overlays": {"cell_level0", "size": [cols, rows], "origin_level0": [x, y], "heatmap":
+ *               "heatmap_overlay.png", "background": "background_overlay.png" or null} with a
+ *               heatmap, else null: the viewer's layers (below),
  *   "versions": {"gastroscreen", "openslide", "jansson", "zeromq", "libpng"},
  *   "decided_unix_ms".
  *
@@ -84,6 +87,16 @@
  * block side). k is 1 (one tile per cell) unless that gives more than GS_REPORT_TILES_MAX
  * tiles (gs_report_tile_cells). About 330 bytes per tile before compression, 40 after: the
  * sample slide's 50 752 cells of 8 level-0 pixels give 2 MB. Written only with a heatmap.
+ *
+ * heatmap_overlay.png and background_overlay.png (written with a heatmap): the slide viewer's
+ * raster layers (daemon/service/viewer), RGBA PNGs of one pixel per heatmap cell (cell (i, j)
+ * is pixel (i, j), covering level-0 [i * cell, (i + 1) * cell) x [j * cell, (j + 1) * cell), so
+ * in the GeoJSON coordinates the image spans -origin to cols * cell - origin). The heatmap
+ * overlay has each cell with data in its heatmap colour (gs_heatmap_colour), opaque, and is
+ * transparent where there is no data; a browser scales it with nearest-neighbour sampling and
+ * sets its opacity. The background overlay, written when r->background lists tiles, is grey
+ * (GS_REPORT_BACKGROUND_RGB) over every cell whose centre lies in a background tile's window
+ * (the plan's non-tissue tiles), transparent elsewhere.
  *
  * heatmap.png: the thumbnail with the heatmap blended over it (stages/slide/heatmap), the bare
  * thumbnail when there is no heatmap (an unassessable slide), or, without a thumbnail, the
@@ -153,6 +166,12 @@ typedef struct {
         160, 32, 240                                                                               \
     }
 
+/* Colour of the background (non-tissue) layer of the viewer (background_overlay.png). */
+#define GS_REPORT_BACKGROUND_RGB                                                                   \
+    {                                                                                              \
+        96, 96, 96                                                                                 \
+    }
+
 /* Most "tile" objects in tiles.geojson.gz: 200 000 keeps the file near 8 MB and within what
  * QuPath draws and maps smoothly, while 1-4 cm^2 of tissue still gets tiles of 22-45 um. */
 #define GS_REPORT_TILES_MAX 200000
@@ -191,6 +210,9 @@ typedef struct {
      * features in regions.geojson. */
     const gs_report_box *blurry;
     size_t n_blurry;
+    /* Tiles the plan found to be background (no tissue): the viewer's background layer. */
+    const gs_report_box *background;
+    size_t n_background;
 
     const gs_report_timing *timings; /* n_timings entries (may be NULL when 0) */
     size_t n_timings;
@@ -217,6 +239,8 @@ typedef struct {
     char heatmap_png[PATH_MAX];
     char regions_geojson[PATH_MAX];
     char tiles_geojson[PATH_MAX];
+    char overlay_png[PATH_MAX];    /* heatmap_overlay.png */
+    char background_png[PATH_MAX]; /* background_overlay.png */
     int regions;
     int64_t tiles; /* features in tiles.geojson.gz */
 } gs_report_paths;
@@ -233,8 +257,8 @@ int gs_report_origin(const char *bounds_x, const char *bounds_y, int64_t *x, int
 int gs_report_tile_cells(const gs_heatmap *h, int64_t max_tiles);
 
 /* Writes the report of r into the folder out_dir (created with its parents if missing, mode
- * 0755): heatmap.png, regions.geojson and, with a heatmap, tiles.geojson.gz (none of them for
- * FAILED), then report.json. paths may be NULL.
+ * 0755): heatmap.png, regions.geojson and, with a heatmap, tiles.geojson.gz and the overlays
+ * (none of them for FAILED), then report.json. paths may be NULL.
  * Returns 0, or -1 with the message set: missing required fields, a bad verdict, thumbnail
  * size without pixels, or a file that cannot be written (files already renamed into place stay;
  * report.json is then not written). */

@@ -217,7 +217,8 @@ static void positive_report_round_trip(void **state)
     char names[512];
     list_dir(dir, names, sizeof names);
     /* no temp files */
-    assert_string_equal(names, "heatmap.png regions.geojson report.json tiles.geojson.gz");
+    assert_string_equal(names, "heatmap.png heatmap_overlay.png regions.geojson report.json "
+                               "tiles.geojson.gz");
     char want[600];
     snprintf(want, sizeof want, "%s/report.json", dir);
     assert_string_equal(paths.report_json, want);
@@ -356,7 +357,8 @@ static void positive_report_round_trip(void **state)
     r.reason = "score 0.10 <= 0.74";
     assert_int_equal(gs_report_write(&r, dir, NULL), 0);
     list_dir(dir, names, sizeof names);
-    assert_string_equal(names, "heatmap.png regions.geojson report.json tiles.geojson.gz");
+    assert_string_equal(names, "heatmap.png heatmap_overlay.png regions.geojson report.json "
+                               "tiles.geojson.gz");
     j = load(paths.report_json);
     assert_string_equal(json_string_value(json_object_get(j, "verdict")), "negative");
     json_decref(j);
@@ -777,6 +779,90 @@ static void bad_reports(void **state)
     assert_string_equal(gs_verdict_class_name(GS_VERDICT_UNASSESSABLE), "unassessable");
 }
 
+/* The viewer's overlays: one RGBA pixel per cell, the heat colour where a cell has data and
+ * transparent elsewhere; grey over the cells whose centres lie in a background tile. */
+static void viewer_overlays(void **state)
+{
+    (void)state;
+    gs_report r;
+    fill_report(&r, NULL, 0);
+    gs_heatmap *h = gs_heatmap_new(1024, 768, 64); /* 16 x 12 cells */
+    assert_non_null(h);
+    uint8_t map[16];
+    for (int i = 0; i < 16; i++)
+        map[i] = i == 5 ? 255 : 0;
+    assert_int_equal(gs_heatmap_add_tile(h, 0, 0, 256, map, 4), 16); /* cells 0..3 x 0..3 */
+    const gs_report_box bg[] = {{512, 256, 256}, {992, 736, 64}};
+    r.heatmap = h;
+    r.background = bg;
+    r.n_background = 2;
+    r.origin_x = 7;
+    r.origin_y = 9;
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/overlays", tmp_root);
+    gs_report_paths paths;
+    if (gs_report_write(&r, dir, &paths) != 0)
+        fail_msg("%s", gs_error_get());
+    char names[512];
+    list_dir(dir, names, sizeof names);
+    assert_string_equal(names, "background_overlay.png heatmap.png heatmap_overlay.png "
+                               "regions.geojson report.json tiles.geojson.gz");
+    uint8_t *px = NULL;
+    int w, hh;
+    assert_int_equal(gs_png_read(paths.overlay_png, 4, &px, &w, &hh), 0);
+    assert_int_equal(w, 16);
+    assert_int_equal(hh, 12);
+    uint8_t red[3], blue[3];
+    gs_heatmap_colour(1.0f, red);
+    gs_heatmap_colour(0.0f, blue);
+    assert_memory_equal(px + (1 * 16 + 1) * 4, red, 3); /* map value 5 = cell (1, 1) */
+    assert_int_equal(px[(1 * 16 + 1) * 4 + 3], 255);
+    assert_memory_equal(px + (3 * 16 + 2) * 4, blue, 3);
+    assert_int_equal(px[(3 * 16 + 2) * 4 + 3], 255);
+    assert_int_equal(px[(0 * 16 + 4) * 4 + 3], 0); /* no data: transparent */
+    assert_int_equal(px[(11 * 16 + 15) * 4 + 3], 0);
+    free(px);
+    assert_int_equal(gs_png_read(paths.background_png, 4, &px, &w, &hh), 0);
+    assert_int_equal(w, 16);
+    assert_int_equal(hh, 12);
+    int grey = 0;
+    for (int j = 0; j < 12; j++)
+        for (int i = 0; i < 16; i++) {
+            int want = (i >= 8 && i < 12 && j >= 4 && j < 8) || (i == 15 && j == 11);
+            assert_int_equal(px[(j * 16 + i) * 4 + 3], want ? 255 : 0);
+            grey += want;
+        }
+    assert_int_equal(grey, 17);
+    free(px);
+    json_t *j = load(paths.report_json);
+    json_t *o = json_object_get(j, "overlays");
+    assert_true(json_real_value(json_object_get(o, "cell_level0")) == 64.0);
+    assert_int_equal(json_integer_value(json_array_get(json_object_get(o, "size"), 0)), 16);
+    assert_int_equal(json_integer_value(json_array_get(json_object_get(o, "size"), 1)), 12);
+    assert_int_equal(json_integer_value(json_array_get(json_object_get(o, "origin_level0"), 1)), 9);
+    assert_string_equal(json_string_value(json_object_get(o, "heatmap")), "heatmap_overlay.png");
+    assert_string_equal(json_string_value(json_object_get(o, "background")),
+                        "background_overlay.png");
+    json_decref(j);
+
+    /* Without background tiles there is no background layer; without a heatmap, no overlays. */
+    r.n_background = 0;
+    r.background = NULL;
+    assert_int_equal(gs_report_write(&r, dir, &paths), 0);
+    assert_string_equal(paths.background_png, "");
+    j = load(paths.report_json);
+    assert_true(json_is_null(json_object_get(json_object_get(j, "overlays"), "background")));
+    json_decref(j);
+    r.heatmap = NULL;
+    snprintf(dir, sizeof dir, "%s/overlays-none", tmp_root);
+    assert_int_equal(gs_report_write(&r, dir, &paths), 0);
+    assert_string_equal(paths.overlay_png, "");
+    j = load(paths.report_json);
+    assert_true(json_is_null(json_object_get(j, "overlays")));
+    json_decref(j);
+    gs_heatmap_destroy(&h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -789,6 +875,7 @@ int main(void)
         cmocka_unit_test(qupath_outputs),
         cmocka_unit_test(origin_from_bounds),
         cmocka_unit_test(tiles_of_blocks),
+        cmocka_unit_test(viewer_overlays),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
