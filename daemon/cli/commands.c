@@ -34,6 +34,9 @@ const gs_cli_command gs_cli_commands[] = {
      "screen labelled slides (or read earlier reports) and\nwrite sensitivity, specificity, AUCs "
      "and curves",
      gs_cmd_eval},
+    {"view", "OUT_DIR [--listen HOST:PORT]",
+     "serve the slide viewer (tiles, heat map, regions) for\nthe reports of 'screen --out OUT_DIR'",
+     gs_cmd_view},
     {"submit", "PATH...", "submit slides to gastroscreend; prints each slide id", gs_cmd_submit},
     {"announce", "PATH... [--connect|--bind ENDPOINT]",
      "publish slide.arrived. as a scanner would; waits for\nthe slide.accepted. acknowledgement",

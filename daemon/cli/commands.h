@@ -50,5 +50,6 @@ int gs_cmd_eval(int argc, char **argv);
 int gs_cmd_refine(int argc, char **argv);
 int gs_cmd_dataset(int argc, char **argv);
 int gs_cmd_features(int argc, char **argv);
+int gs_cmd_view(int argc, char **argv);
 
 #endif
