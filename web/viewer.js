@@ -177,10 +177,7 @@
       firstLoad = false;
       layers.then(function () {
         applyUrlToggles();
-        /* Let the browser draw the layers before saying so. */
-        requestAnimationFrame(function () {
-          requestAnimationFrame(function () { document.body.setAttribute("data-ready", "1"); });
-        });
+        document.body.setAttribute("data-ready", "1");
       });
     });
   }

@@ -87,8 +87,8 @@ void gs_viewer_destroy(gs_viewer **pv)
     *pv = NULL;
 }
 
-/* Splits "<id>" or "<id>/<rest>" after a route prefix; id must be a slide id. Returns the rest
- * ("" when none) or NULL. */
+/* Splits "<id>" or "<id>/<rest>" after a route prefix; id must be a slide id. Returns what
+ * follows the id ("" or "/<rest>") or NULL. */
 static const char *split_id(const char *p, char id[GS_SLIDE_ID_LEN + 1])
 {
     size_t n = strcspn(p, "/");
@@ -96,9 +96,7 @@ static const char *split_id(const char *p, char id[GS_SLIDE_ID_LEN + 1])
         return NULL;
     memcpy(id, p, n);
     id[n] = 0;
-    if (!gs_slide_id_ok(id))
-        return NULL;
-    return p[n] ? p + n + 1 : p + n;
+    return gs_slide_id_ok(id) ? p + n : NULL;
 }
 
 static int not_found(gs_http_reply *reply)
@@ -243,8 +241,9 @@ static int handle_slides(const gs_http_request *rq, gs_http_reply *reply, void *
     gs_viewer *v = user;
     char id[GS_SLIDE_ID_LEN + 1];
     const char *rest = split_id(gs_http_path(rq) + strlen("/slides/"), id);
-    if (!rest || !*rest)
+    if (!rest || rest[0] != '/' || !rest[1])
         return not_found(reply);
+    rest++;
     char slide_path[PATH_MAX], report_dir[PATH_MAX];
     if (v->lookup(id, slide_path, sizeof slide_path, report_dir, sizeof report_dir, v->user) != 0)
         return not_found(reply);
