@@ -10,10 +10,11 @@
  * up to 2 more levels are enlarged). Deep Zoom tiles overlap their neighbours by `overlap`
  * pixels, so each tile image is drawn at its own size, shifted back by the overlap.
  *
- * URL parameters, for people and for the headless browser test: hide=heatmap,regions,focus,
- * background (comma-separated) clicks those layers' checkboxes off once the first tiles have
- * loaded; opacity=0..100 sets the heat map's opacity. When the page has drawn its tiles and
- * layers it sets data-ready="1" on <body>.
+ * URL parameters, for people and for the headless browser test: at=X,Y,ZOOM centres on a
+ * place (below); hide=heatmap,regions,focus,background (comma-separated) clicks those layers'
+ * checkboxes off once the first tiles have loaded, show=... clicks them on; opacity=0..100 sets
+ * the heat map's opacity. When the page has loaded its tiles and layers it sets data-ready="1"
+ * on <body>.
  */
 (function () {
   "use strict";
@@ -169,6 +170,10 @@
       keepBuffer: 4
     }).addTo(map);
     map.fitBounds(bounds);
+    /* ?at=X,Y,ZOOM: centre on full-resolution pixel (X, Y) at Leaflet zoom ZOOM (0 = one screen
+     * pixel per slide pixel), so a place on the slide can be linked. */
+    var at = /^(\d+),(\d+),(-?\d+)$/.exec(params.get("at") || "");
+    if (at) map.setView(pixel(+at[1], +at[2]), Math.max(-maxLevel, Math.min(2, +at[3])));
     map.setMaxBounds(bounds.pad(0.5));
     var layers = buildLayers(report);
     var firstLoad = true;
@@ -274,10 +279,11 @@
   }
 
   function applyUrlToggles() {
-    var hide = (params.get("hide") || "").split(",").filter(Boolean);
-    hide.forEach(function (name) {
-      var box = $("layer-" + name);
-      if (box && box.checked && !box.disabled) box.click();
+    [["hide", true], ["show", false]].forEach(function (p) {
+      (params.get(p[0]) || "").split(",").filter(Boolean).forEach(function (name) {
+        var box = $("layer-" + name);
+        if (box && box.checked === p[1] && !box.disabled) box.click();
+      });
     });
   }
 

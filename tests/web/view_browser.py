@@ -7,7 +7,8 @@
     have loaded), the map shows the slide: H&E pink and purple over a white background, not a
     blank map or an error page;
   - with the heat map shown at full opacity, the same area is covered by the heat map's
-    colours (blue through red) that the slide alone never has: the overlay toggles;
+    colours (blue through red) that the slide alone never has: the overlay toggles; the
+    background layer, switched on (?show=), greys the non-tissue tiles;
   - the page's DOM after its scripts ran: ready, no error shown, the untrained banner shown
     exactly when report.json says the model is untrained.
 
@@ -88,6 +89,8 @@ with ViewServer(exe, out, "--web", os.path.join(here, "..", "..", "web")) as srv
     slide_only = screenshot(page + "?hide=heatmap,regions,focus", "slide_only.png")
     with_heat = screenshot(page + "?hide=regions,focus&opacity=100", "heatmap.png")
     default = screenshot(page, "default.png")
+    background = screenshot(page + "?hide=heatmap,regions,focus&show=background",
+                            "background.png")
     dom = chromium_run("--dump-dom", page + "?hide=heatmap").stdout
     bad = screenshot("%s/view/ffffffffffffffff" % srv.base, "unknown_id.png")
 
@@ -117,6 +120,13 @@ if slide_only and with_heat and default:
     # The default view (heat map at half opacity) differs from both.
     c = map_pixels(default)
     check(sum(map(is_heat, c)) / n > 0.005, "default view shows no heat map")
+if slide_only and background and report["tiles"]["background"] > 0:
+    # The background layer greys the non-tissue tiles (GS_REPORT_BACKGROUND_RGB at 45%).
+    a, g = map_pixels(slide_only), map_pixels(background)
+    changed = sum(1 for p, q in zip(a, g) if sum(abs(x - y) for x, y in zip(p, q)) > 60)
+    grey = sum(1 for q in g if max(q) - min(q) < 12 and 120 < q[0] < 200) / len(g)
+    print("background layer: %.1f%% of the map greyed" % (100 * grey))
+    check(changed / len(a) > 0.01 and grey > 0.01, "the background layer does not show")
 if bad:
     # An unknown id is the server's 404 text, not a viewer page.
     px = list(bad.getdata())
