@@ -176,6 +176,26 @@ with ViewServer(exe, out, "--web", web) as srv:
     status = srv.stop()
     check(status == 0, "exit status after SIGTERM %d" % status)
 
+# More slides than the viewer keeps open (8): each is opened, closed for a newer one and opened
+# again, and every tile is still the slide's own.
+many = os.path.join(work, "many")
+os.makedirs(many)
+ids = ["%016x" % (0xa11ce0 + k) for k in range(11)]
+for k in ids:
+    shutil.copytree(os.path.join(out, sid), os.path.join(many, k), symlinks=True)
+    rj = os.path.join(many, k, "report.json")
+    r = json.load(open(rj))
+    r["slide"]["id"] = k
+    json.dump(r, open(rj, "w"))
+with ViewServer(exe, many, "--web", web) as srv:
+    want = None
+    for rnd in range(2):
+        for k in ids:
+            s, _, body = get(srv.base, "/slides/%s/slide_files/12/4_6.jpeg" % k)
+            want = want or body
+            check(s == 200 and body == want, "round %d, slide %s: %d" % (rnd, k, s))
+    check(srv.stop() == 0, "exit status with many slides")
+
 # Another address than loopback needs a token.
 r = subprocess.run([exe, "view", out, "--listen", "0.0.0.0:0", "--web", web],
                    capture_output=True, text=True, timeout=30)
