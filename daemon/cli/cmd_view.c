@@ -10,8 +10,8 @@
  * libjs-leaflet). It prints the address and one viewer URL per report.
  *
  * Safety as in gastroscreend (daemon/service/http): the default address is 127.0.0.1 with a
- * port picked by the system; any address that is not loopback needs --token-file (a file
- * holding the token; a browser then opens URL?token=TOKEN once). OUT_DIR/<id> must be a
+ * port picked by the system; any address that is not loopback needs --token-file (a file of
+ * mode 0600 holding the token; a browser then opens URL?token=TOKEN once). OUT_DIR/<id> must be a
  * folder (not a symbolic link) and its report.json a regular file; the slide path it names is
  * resolved (a report is the user's own file, not a URL) and opened with the reader's checks.
  *
@@ -247,12 +247,24 @@ static const char *default_web_dir(char *buf, size_t len)
     return "/usr/share/gastroscreen/web";
 }
 
-/* The first line of a token file, without its line end. Returns 0 or -1 with the error. */
+/* The first line of a token file, without its line end. Like the service's secret key files,
+ * the file must be a regular file (not a symbolic link) that neither group nor others may
+ * read or write. Returns 0 or -1 with the error (naming the file, never the token). */
 static int read_token(const char *path, char *out, size_t len)
 {
-    FILE *f = fopen(path, "re");
-    if (!f)
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0)
         return gs_error_set("%s: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (st.st_mode & 077)) {
+        close(fd);
+        return gs_error_set("%s: a token file must be a regular file of mode 0600 or 0400", path);
+    }
+    FILE *f = fdopen(fd, "r");
+    if (!f) {
+        close(fd);
+        return gs_error_set("%s: %s", path, strerror(errno));
+    }
     int ok = fgets(out, (int)len, f) != NULL;
     fclose(f);
     if (!ok)

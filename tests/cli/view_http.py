@@ -206,6 +206,12 @@ token = "viewer-test-token-0123456789"
 tf = os.path.join(work, "token")
 with open(tf, "w") as f:
     f.write(token + "\n")
+os.chmod(tf, 0o644)
+r = subprocess.run([exe, "view", out, "--token-file", tf], capture_output=True, text=True,
+                   timeout=30)
+check(r.returncode == 1 and "0600" in r.stderr, "a token file others can read: %d %s" %
+      (r.returncode, r.stderr))
+os.chmod(tf, 0o600)
 with ViewServer(exe, out, "--web", web, "--token-file", tf) as srv:
     s, _, _ = get(srv.base, "/slides/%s/slide.dzi" % sid)
     check(s == 401, "no token: %d" % s)
