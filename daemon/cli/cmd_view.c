@@ -37,6 +37,7 @@
 
 #include "daemon/service/http.h"
 #include "daemon/service/viewer.h"
+#include "daemon/service/worklist.h"
 #include "ops/error.h"
 #include "proto/vocab.h"
 
@@ -208,71 +209,6 @@ static int handle_api_slides(const gs_http_request *rq, gs_http_reply *reply, vo
     return rc;
 }
 
-typedef struct {
-    const char *web_dir;
-} root_ctx;
-
-static int handle_root(const gs_http_request *rq, gs_http_reply *reply, void *user)
-{
-    const root_ctx *c = user;
-    if (strcmp(gs_http_path(rq), "/") != 0)
-        return gs_http_reply_text(reply, 404, "not found\n");
-    return gs_http_reply_file(reply, c->web_dir, "worklist.html", "text/html; charset=utf-8");
-}
-
-/* The web pages: --web, else the source tree's web/ for a program of a build tree, else
- * PREFIX/share/gastroscreen/web next to the executable, else /usr/share/gastroscreen/web. */
-static const char *default_web_dir(char *buf, size_t len)
-{
-    struct stat st;
-#ifdef GS_WEB_SOURCE_DIR
-    if (stat(GS_WEB_SOURCE_DIR "/viewer.html", &st) == 0)
-        return GS_WEB_SOURCE_DIR;
-#endif
-    char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n > 0) {
-        exe[n] = 0;
-        char *slash = strrchr(exe, '/');
-        if (slash) {
-            *slash = 0;
-            if (snprintf(buf, len, "%.3800s/../share/gastroscreen/web", exe) >= (int)len)
-                return "/usr/share/gastroscreen/web";
-            char probe[PATH_MAX + 32];
-            snprintf(probe, sizeof probe, "%s/viewer.html", buf);
-            if (stat(probe, &st) == 0)
-                return buf;
-        }
-    }
-    return "/usr/share/gastroscreen/web";
-}
-
-/* The first line of a token file, without its line end. Like the service's secret key files,
- * the file must be a regular file (not a symbolic link) that neither group nor others may
- * read or write. Returns 0 or -1 with the error (naming the file, never the token). */
-static int read_token(const char *path, char *out, size_t len)
-{
-    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
-    if (fd < 0)
-        return gs_error_set("%s: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (st.st_mode & 077)) {
-        close(fd);
-        return gs_error_set("%s: a token file must be a regular file of mode 0600 or 0400", path);
-    }
-    FILE *f = fdopen(fd, "r");
-    if (!f) {
-        close(fd);
-        return gs_error_set("%s: %s", path, strerror(errno));
-    }
-    int ok = fgets(out, (int)len, f) != NULL;
-    fclose(f);
-    if (!ok)
-        return gs_error_set("%s: empty token file", path);
-    out[strcspn(out, "\r\n")] = 0;
-    return 0;
-}
-
 int gs_cmd_view(int argc, char **argv)
 {
     static const struct option longopts[] = {{"listen", required_argument, NULL, 'l'},
@@ -309,7 +245,7 @@ int gs_cmd_view(int argc, char **argv)
     int status = 1;
     gs_http *h = NULL;
     gs_viewer *v = NULL;
-    char out_dir[PATH_MAX], token[512] = "", web_buf[PATH_MAX];
+    char out_dir[PATH_MAX], token[GS_HTTP_TOKEN_MAX + 1] = "";
     if (!realpath(argv[optind], out_dir)) {
         fprintf(stderr, "gastroscreen view: %s: %s\n", argv[optind], strerror(errno));
         return 1;
@@ -319,18 +255,15 @@ int gs_cmd_view(int argc, char **argv)
         fprintf(stderr, "gastroscreen view: %s: %s\n", out_dir, strerror(errno));
         return 1;
     }
-    if (!web)
-        web = default_web_dir(web_buf, sizeof web_buf);
-    if (token_file && read_token(token_file, token, sizeof token) != 0)
+    web = gs_worklist_web_dir(web);
+    if (token_file && gs_http_read_token(token_file, token, sizeof token) != 0)
         goto report;
 
     gs_http_options ho = {.listen = listen, .token = token};
     gs_viewer_options vo = {.lookup = lookup, .user = out_dir, .web_dir = web};
-    root_ctx rc = {web};
     if (!(h = gs_http_new(&ho)) || !(v = gs_viewer_new(&vo)) || gs_viewer_routes(v, h) != 0 ||
-        gs_viewer_static_routes(v, h, NULL) != 0 ||
-        gs_http_route(h, "/api/slides", handle_api_slides, out_dir) != 0 ||
-        gs_http_route(h, "/", handle_root, &rc) != 0)
+        gs_worklist_page_routes(h, web) != 0 ||
+        gs_http_route(h, "/api/slides", handle_api_slides, out_dir) != 0)
         goto report;
 
     /* Signals are blocked until sigsuspend, so one arriving before it is not lost. */

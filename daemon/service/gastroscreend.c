@@ -2,8 +2,9 @@
  * gastroscreend: the coordinator daemon (PROTOCOL.md). A thin main over daemon/service/coordinator:
  * reads the config (--config FILE), loads the model bundle (its sha256 is what workers must
  * match, its provenance goes into every verdict), binds the endpoints, serves /metrics, the
- * worklist page and its JSON on one HTTP port (daemon/service/http, daemon/service/worklist:
- * the slide table is copied into the worklist's snapshot from the loop's tick), tells
+ * worklist page and its JSON and the slide viewer on one HTTP port (daemon/service/http,
+ * daemon/service/worklist: the slide table is copied into the worklist's snapshot from the
+ * loop's tick, which also tells daemon/service/viewer where each slide and report is), tells
  * systemd READY=1 once the sockets are up and the model is loaded, then runs the loop until
  * SIGTERM / SIGINT, sending STATUS (one line with throughput) and WATCHDOG=1 (when
  * WATCHDOG_USEC is set) from the loop once a second.
@@ -23,6 +24,7 @@
 #include "daemon/service/coordinator.h"
 #include "daemon/service/http.h"
 #include "daemon/service/metrics.h"
+#include "daemon/service/viewer.h"
 #include "daemon/service/worklist.h"
 #include "model/network.h"
 #include "ops/error.h"
@@ -56,6 +58,7 @@ typedef struct {
     gs_coordinator *c;
     gs_zap *zap;
     gs_worklist *worklist; /* NULL without the HTTP server */
+    gs_viewer *viewer;     /* the slide viewer's routes (with the worklist) */
     int fam_auth;
     int watchdog;
     int fam_slides, fam_verdicts, fam_malformed, fam_wrong, fam_ignored, fam_tiles, fam_jobs,
@@ -233,8 +236,8 @@ static int register_info_metrics(gs_metrics *m, const gs_provenance *prov)
 }
 
 /* The one HTTP server ([coordinator] metrics: its listen address, "" = none): /metrics, the
- * worklist page, its JSON and assets. Off loopback it needs [coordinator] http_token_file, and
- * says so in the log (where the token is, never the token). */
+ * worklist page, its JSON and assets, and the viewer of every reported slide. Off loopback it needs
+ * [coordinator] http_token_file, and says so in the log (where the token is, never the token). */
 static int start_http(const gs_config *cfg, gs_metrics *metrics, daemon_state *d, int untrained,
                       gs_http **out)
 {
@@ -253,6 +256,9 @@ static int start_http(const gs_config *cfg, gs_metrics *metrics, daemon_state *d
     if (!(d->worklist = gs_worklist_new(untrained)) ||
         gs_worklist_publish(d->worklist, gs_coordinator_slides(d->c), NULL, gs_unix_ms()) != 0 ||
         gs_worklist_routes(h, d->worklist, web_dir) != 0 ||
+        !(d->viewer = gs_viewer_new(&(gs_viewer_options){
+              .lookup = gs_worklist_lookup, .user = d->worklist, .web_dir = web_dir})) ||
+        gs_viewer_routes(d->viewer, h) != 0 ||
         gs_http_route(h, "/metrics", gs_metrics_serve, metrics) != 0 || gs_http_start(h) != 0) {
         gs_http_destroy(&h);
         return -1;
@@ -412,6 +418,7 @@ out:
         fprintf(stderr, "gastroscreend: %s\n", gs_error_get());
     gs_http_destroy(&http); /* first: its handlers read the registry and the worklist */
     gs_metrics_destroy(&metrics);
+    gs_viewer_destroy(&d.viewer);
     gs_worklist_destroy(&d.worklist);
     gs_coordinator_destroy(&c);
     gs_zap_destroy(&zap);

@@ -23,7 +23,6 @@ struct gs_viewer {
     gs_viewer_lookup_fn *lookup;
     void *user;
     char *web_dir;
-    char *leaflet_dir;
     size_t cache_bytes;
     pthread_mutex_t lock;
     open_slide *open;
@@ -82,7 +81,6 @@ void gs_viewer_destroy(gs_viewer **pv)
     pthread_mutex_destroy(&v->lock);
     free(v->open);
     free(v->web_dir);
-    free(v->leaflet_dir);
     free(v);
     *pv = NULL;
 }
@@ -275,35 +273,6 @@ int gs_viewer_routes(gs_viewer *v, gs_http *h)
 {
     if (gs_http_route(h, "/view/", handle_view, v) != 0 ||
         gs_http_route(h, "/slides/", handle_slides, v) != 0)
-        return gs_error_prefix("viewer");
-    return 0;
-}
-
-static int handle_static(const gs_http_request *rq, gs_http_reply *reply, void *user)
-{
-    gs_viewer *v = user;
-    const char *rel = gs_http_path(rq) + strlen("/static/");
-    if (!*rel)
-        return not_found(reply);
-    return gs_http_reply_file(reply, v->web_dir, rel, NULL);
-}
-
-static int handle_leaflet(const gs_http_request *rq, gs_http_reply *reply, void *user)
-{
-    gs_viewer *v = user;
-    const char *rel = gs_http_path(rq) + strlen("/static/leaflet/");
-    if (!*rel)
-        return not_found(reply);
-    return gs_http_reply_file(reply, v->leaflet_dir, rel, NULL);
-}
-
-int gs_viewer_static_routes(gs_viewer *v, gs_http *h, const char *leaflet_dir)
-{
-    free(v->leaflet_dir);
-    if (!(v->leaflet_dir = strdup(leaflet_dir ? leaflet_dir : GS_VIEWER_LEAFLET_DIR)))
-        return gs_error_set("viewer: out of memory");
-    if (gs_http_route(h, "/static/", handle_static, v) != 0 ||
-        gs_http_route(h, "/static/leaflet/", handle_leaflet, v) != 0)
         return gs_error_prefix("viewer");
     return 0;
 }

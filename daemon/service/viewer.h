@@ -62,12 +62,4 @@ void gs_viewer_destroy(gs_viewer **v);
 /* Registers "/view/" and "/slides/" on h. Returns 0 or -1 with the error set. */
 int gs_viewer_routes(gs_viewer *v, gs_http *h);
 
-/* For `gastroscreen view`, which has no worklist module: registers "/static/" (files of
- * web_dir) and "/static/leaflet/" (leaflet_dir, Debian's libjs-leaflet files). The strings
- * are copied. Returns 0 or -1 with the error set. */
-int gs_viewer_static_routes(gs_viewer *v, gs_http *h, const char *leaflet_dir);
-
-/* Where Debian's libjs-leaflet puts Leaflet. */
-#define GS_VIEWER_LEAFLET_DIR "/usr/share/javascript/leaflet"
-
 #endif

@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -422,7 +423,7 @@ static int serve_throughput(const gs_http_request *rq, gs_http_reply *reply, voi
 
 static int serve_index(const gs_http_request *rq, gs_http_reply *reply, void *user)
 {
-    gs_worklist *w = user;
+    const char *web_dir = user;
     const char *p = gs_http_path(rq);
     if (strcmp(p, "/") != 0 && strcmp(p, "/worklist.html") != 0)
         return gs_http_reply_text(reply, 404, "not found\n");
@@ -433,13 +434,13 @@ static int serve_index(const gs_http_request *rq, gs_http_reply *reply, void *us
                              "frame-ancestors 'none'") != 0 ||
         gs_http_reply_header(reply, "Cache-Control", "no-cache") != 0)
         return -1;
-    return gs_http_reply_file(reply, w->web_dir, "worklist.html", NULL);
+    return gs_http_reply_file(reply, web_dir, "worklist.html", NULL);
 }
 
 static int serve_static(const gs_http_request *rq, gs_http_reply *reply, void *user)
 {
-    gs_worklist *w = user;
-    return gs_http_reply_file(reply, w->web_dir, gs_http_path(rq) + strlen("/static/"), NULL);
+    const char *web_dir = user;
+    return gs_http_reply_file(reply, web_dir, gs_http_path(rq) + strlen("/static/"), NULL);
 }
 
 static int serve_leaflet(const gs_http_request *rq, gs_http_reply *reply, void *user)
@@ -451,6 +452,17 @@ static int serve_leaflet(const gs_http_request *rq, gs_http_reply *reply, void *
                               NULL);
 }
 
+int gs_worklist_page_routes(gs_http *h, const char *web_dir)
+{
+    GS_ASSERT(h && web_dir);
+    void *dir = (void *)(uintptr_t)web_dir; /* read only by the handlers */
+    if (gs_http_route(h, "/", serve_index, dir) != 0 ||
+        gs_http_route(h, "/static/", serve_static, dir) != 0 ||
+        gs_http_route(h, "/static/leaflet/", serve_leaflet, NULL) != 0)
+        return -1;
+    return 0;
+}
+
 int gs_worklist_routes(gs_http *h, gs_worklist *w, const char *web_dir)
 {
     GS_ASSERT(h && w && web_dir);
@@ -459,9 +471,7 @@ int gs_worklist_routes(gs_http *h, gs_worklist *w, const char *web_dir)
         return gs_error_set("worklist: out of memory");
     free(w->web_dir);
     w->web_dir = copy;
-    if (gs_http_route(h, "/", serve_index, w) != 0 ||
-        gs_http_route(h, "/static/", serve_static, w) != 0 ||
-        gs_http_route(h, "/static/leaflet/", serve_leaflet, w) != 0 ||
+    if (gs_worklist_page_routes(h, w->web_dir) != 0 ||
         gs_http_route(h, "/api/slides", serve_slides, w) != 0 ||
         gs_http_route(h, "/api/throughput", serve_throughput, w) != 0)
         return -1;

@@ -68,6 +68,12 @@ int gs_worklist_lookup(const char *slide_id, char *slide_path, size_t path_len, 
  * copied. Returns 0 or -1 with the error set. */
 int gs_worklist_routes(gs_http *h, gs_worklist *w, const char *web_dir);
 
+/* The pages alone, for a server without a slide table (`gastroscreen view`, which answers
+ * /api/slides from its reports): "/" (worklist.html), "/static/" (the files of web_dir) and
+ * "/static/leaflet/" (GS_LEAFLET_DIR). web_dir is not copied: it must stay valid while h
+ * serves. Returns 0 or -1 with the error set. */
+int gs_worklist_page_routes(gs_http *h, const char *web_dir);
+
 /* Where the web pages are: configured when not NULL or "", else the source tree's web/ when
  * this program runs from its build tree, else the installed share/gastroscreen/web. Returns a
  * static or the given string (not to be freed). */

@@ -209,7 +209,7 @@ with open(tf, "w") as f:
 os.chmod(tf, 0o644)
 r = subprocess.run([exe, "view", out, "--token-file", tf], capture_output=True, text=True,
                    timeout=30)
-check(r.returncode == 1 and "0600" in r.stderr, "a token file others can read: %d %s" %
+check(r.returncode == 1 and "chmod 600" in r.stderr, "a token file others can read: %d %s" %
       (r.returncode, r.stderr))
 os.chmod(tf, 0o600)
 with ViewServer(exe, out, "--web", web, "--token-file", tf) as srv:

@@ -5,7 +5,8 @@ bundled sample slide (tissue: a positive or negative verdict with a score) and a
 tissue (unassessable), with web_dir pointing at a copy of web/ that holds two symlinks out.
 Then every endpoint: the worklist page and its assets (CSP, types), /api/slides (fields, the
 submitted ids, newest first, verdicts, scores, viewer links, untrained as /metrics says,
-filters, a bad filter), /api/throughput (six stages with workers), /metrics on the same port,
+filters, a bad filter), the viewer of the sample (page, report, .dzi, a tile, 404s),
+/api/throughput (six stages with workers), /metrics on the same port,
 404s, traversal attempts (.., %2e%2e, encoded slashes and NUL, the symlinks), HEAD, 405 for
 other methods, a request body, an over-long path and header. A second gastroscreend bound to
 0.0.0.0 shows the token rules: no start without http_token_file or with a 0644 one, a log line
@@ -92,6 +93,11 @@ def api(port, path, token=None):
     with urllib.request.urlopen(req, timeout=30) as r:
         check(r.headers["Content-Type"] == "application/json", (path, r.headers))
         check(r.headers["Cache-Control"] == "no-store", (path, r.headers))
+        return json.loads(r.read())
+
+
+def api_any(port, path):
+    with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=30) as r:
         return json.loads(r.read())
 
 
@@ -204,6 +210,22 @@ def worklist(c, port, ids):
         check(got == want, "?verdict=%s: %s, want %s" % (verdict, got, want))
     status, _, body = get(port, "/api/slides?verdict=bogus")
     check(status == 400 and b"unknown verdict" in body, (status, body))
+
+    # The viewer of a screened slide on the same port: its page, the report it draws from, the
+    # slide's Deep Zoom description and a tile of the top level (a JPEG); an unknown id is 404.
+    status, head, body = get(port, a["viewer"])
+    check(status == 200 and b"viewer.js" in body, (status, body[:200]))
+    rep = api_any(port, "/slides/%s/report.json" % sample)
+    check(rep["slide"]["id"] == sample and rep["verdict"] == a["verdict"], rep)
+    status, head, body = get(port, "/slides/%s/slide.dzi" % sample)
+    check(status == 200 and b'TileSize="254"' in body, (status, body[:300]))
+    top = 12  # ceil(log2(2967)): the level of the full-resolution tiles
+    status, head, body = get(port, "/slides/%s/slide_files/%d/0_0.jpeg" % (sample, top))
+    check(status == 200 and body[:3] == b"\xff\xd8\xff", (status, head))
+    for bad in ("/slides/%s/slide_files/%d/99_0.jpeg" % (sample, top), "/view/0123456789abcdef",
+                "/slides/0123456789abcdef/slide.dzi", "/slides/%s/../../etc/passwd" % sample):
+        status, _, _ = get(port, bad)
+        check(status in (400, 404), "%s: %d" % (bad, status))
 
     t = api(port, "/api/throughput")
     stages = {s["stage"]: s for s in t["stages"]}
