@@ -157,10 +157,8 @@ static void data_path(const char *name, char *out)
     assert_non_null(realpath(p, out)); /* the reader wants canonical paths */
 }
 
-static void slide_geometry(const char *name)
+static void geometry_of(const char *name, const char *path)
 {
-    char path[PATH_MAX];
-    data_path(name, path);
     gs_deepzoom *dz = gs_deepzoom_open(path, NULL);
     if (!dz)
         print_error("%s\n", gs_error_get());
@@ -171,6 +169,13 @@ static void slide_geometry(const char *name)
     free(ref);
     gs_deepzoom_destroy(&dz);
     assert_null(dz);
+}
+
+static void slide_geometry(const char *name)
+{
+    char path[PATH_MAX];
+    data_path(name, path);
+    geometry_of(name, path);
 }
 
 static void geometry_matches_openslide_python(void **state)
@@ -292,7 +297,26 @@ static int write_tiles(gs_deepzoom *dz, const char *dir)
     return count;
 }
 
-/* Each slide's chosen tiles as JPEG files, judged by the reference (exit 1 fails the test). */
+/* The slide's chosen tiles as JPEG files, judged by the reference (exit 1 fails the test). */
+static void pixels_of(const char *name, const char *path)
+{
+    gs_deepzoom *dz = gs_deepzoom_open(path, NULL);
+    assert_non_null(dz);
+    char dir[] = "/tmp/gs_deepzoom_tiles_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    int n = write_tiles(dz, dir);
+    assert_true(n > 0);
+    char arg[PATH_MAX * 2 + 8];
+    snprintf(arg, sizeof arg, "%s' '%s", path, dir);
+    char *out = reference("compare", arg);
+    print_message("%s (%d tiles): %s", name, n, out);
+    free(out);
+    char cmd[PATH_MAX + 16];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+    gs_deepzoom_destroy(&dz);
+}
+
 static void pixels_match_openslide_python(void **state)
 {
     (void)state;
@@ -300,22 +324,40 @@ static void pixels_match_openslide_python(void **state)
     for (size_t i = 0; i < 2; i++) {
         char path[PATH_MAX];
         data_path(names[i], path);
-        gs_deepzoom *dz = gs_deepzoom_open(path, NULL);
-        assert_non_null(dz);
-        char dir[] = "/tmp/gs_deepzoom_tiles_XXXXXX";
-        assert_non_null(mkdtemp(dir));
-        int n = write_tiles(dz, dir);
-        assert_true(n > 0);
-        char arg[PATH_MAX * 2 + 8];
-        snprintf(arg, sizeof arg, "%s' '%s", path, dir);
-        char *out = reference("compare", arg);
-        print_message("%s (%d tiles): %s", names[i], n, out);
-        free(out);
-        char cmd[PATH_MAX + 16];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-        assert_int_equal(system(cmd), 0);
-        gs_deepzoom_destroy(&dz);
+        pixels_of(names[i], path);
     }
+}
+
+/* A real file with OpenSlide bounds: a Leica SCN made from the sample slide at test time
+ * (tests/tools/make_bounds_slide.py: bounds 320, 192 inside a canvas 448 px larger on every
+ * side), so the bounds rule is checked on pixels as well as on made-up layouts. */
+static void bounds_slide_matches_openslide_python(void **state)
+{
+    (void)state;
+    const char *src = getenv("GS_SOURCE_DIR");
+    assert_non_null(src);
+    char sample[PATH_MAX], dir[] = "/tmp/gs_deepzoom_scn_XXXXXX", path[PATH_MAX + 16];
+    data_path("CMU-1-Small-Region.svs", sample);
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/bounds.scn", dir);
+    char cmd[3 * PATH_MAX];
+    snprintf(cmd, sizeof cmd,
+             "/usr/bin/python3 '%s/tests/tools/make_bounds_slide.py' '%s' '%s' --offset-x 320 "
+             "--offset-y 192",
+             src, sample, path);
+    assert_int_equal(system(cmd), 0);
+    gs_deepzoom *dz = gs_deepzoom_open(path, NULL);
+    assert_non_null(dz);
+    int64_t x, y, w, h;
+    gs_deepzoom_bounds(dz, &x, &y, &w, &h);
+    assert_true(x == 320 && y == 192 && w == 2220 && h == 2967);
+    assert_int_equal(gs_deepzoom_level_size(dz, gs_deepzoom_level_count(dz) - 1, &w, &h), 0);
+    assert_true(w == 2220 && h == 2967); /* the bounds, not the 3116 x 3863 canvas */
+    gs_deepzoom_destroy(&dz);
+    geometry_of("bounds.scn", path);
+    pixels_of("bounds.scn", path);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
 }
 
 static void out_of_range_and_dzi(void **state)
@@ -494,6 +536,7 @@ int main(void)
         cmocka_unit_test(geometry_matches_openslide_python),
         cmocka_unit_test(bounds_match_openslide_python),
         cmocka_unit_test(pixels_match_openslide_python),
+        cmocka_unit_test(bounds_slide_matches_openslide_python),
         cmocka_unit_test(out_of_range_and_dzi),
         cmocka_unit_test(cache_is_lru_and_bounded),
         cmocka_unit_test(threads_get_the_same_tiles),
