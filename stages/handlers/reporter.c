@@ -257,17 +257,17 @@ int gs_reporter_write(const Gastroscreen__V1__ReportJob *job, const gs_reporter_
         }
         r.blurry = blurry;
     }
-    /* The plan's non-tissue tiles: the slide viewer's background layer. */
-    gs_report_box *background = NULL;
-    if (!failed_verdict && job->grid && job->grid->window_level0 > 0 && v->tiles &&
-        v->tiles->background > 0 && (background = calloc(job->n_tiles, sizeof *background))) {
+    /* The plan's tissue tiles: the slide viewer's background layer greys everything else. */
+    gs_report_box *tissue = NULL;
+    if (!failed_verdict && job->grid && job->grid->window_level0 > 0 && job->n_tiles > 0 &&
+        (tissue = calloc(job->n_tiles, sizeof *tissue))) {
         for (size_t i = 0; i < job->n_tiles; i++) {
             const Gastroscreen__V1__TileSummary *t = job->tiles[i];
-            if (t && t->outcome == GASTROSCREEN__V1__TILE_OUTCOME__TILE_OUTCOME_BACKGROUND)
-                background[r.n_background++] =
+            if (t && t->outcome != GASTROSCREEN__V1__TILE_OUTCOME__TILE_OUTCOME_BACKGROUND)
+                tissue[r.n_tissue++] =
                     (gs_report_box){t->x0, t->y0, (int64_t)job->grid->window_level0};
         }
-        r.background = background;
+        r.tissue = tissue;
     }
 
     gs_heatmap *heat = NULL;
@@ -344,7 +344,7 @@ free_images:
     out->timing.compute_us = (uint64_t)(gs_mono_us() - t0) - out->timing.read_us;
     free(thumb);
     free(blurry);
-    free(background);
+    free(tissue);
     gs_heatmap_destroy(&heat);
     return rc;
 }

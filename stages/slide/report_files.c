@@ -62,7 +62,7 @@ static int validate(const gs_report *r)
         return gs_error_set("report %s: no reason", r->slide_id);
     if ((r->n_timings && !r->timings) || (r->n_models && !r->models) ||
         (r->n_warnings && !r->warnings) || (r->n_blurry && !r->blurry) ||
-        (r->n_background && !r->background))
+        (r->n_tissue && !r->tissue))
         return gs_error_set("report %s: a list has a count but no entries", r->slide_id);
     if (r->verdict != GS_VERDICT_FAILED) {
         if (r->thumbnail && (r->thumb_w <= 0 || r->thumb_h <= 0))
@@ -161,8 +161,7 @@ static int write_heatmap_png(const gs_report *r, const char *path)
 }
 
 /* Writes the viewer's overlays (one RGBA pixel per heatmap cell): heatmap_overlay.png always,
- * background_overlay.png when background tiles are listed. Returns 0 or -1 with the message
- * set. */
+ * background_overlay.png when tissue tiles are listed. Returns 0 or -1 with the message set. */
 static int write_overlays(const gs_report *r, const char *out_dir, gs_report_paths *paths)
 {
     int cols, rows;
@@ -187,23 +186,23 @@ static int write_overlays(const gs_report *r, const char *out_dir, gs_report_pat
     if (rc < 0)
         goto free_img;
     memcpy(paths->overlay_png, path, sizeof path);
-    if (!r->n_background)
+    if (!r->n_tissue)
         goto free_img;
     static const uint8_t grey[3] = GS_REPORT_BACKGROUND_RGB;
-    memset(img, 0, (size_t)cols * rows * 4);
-    for (size_t k = 0; k < r->n_background; k++) {
-        const gs_report_box *b = &r->background[k];
+    for (size_t c = 0; c < (size_t)cols * rows; c++) {
+        memcpy(img + c * 4, grey, 3);
+        img[c * 4 + 3] = 255;
+    }
+    for (size_t k = 0; k < r->n_tissue; k++) {
+        const gs_report_box *b = &r->tissue[k];
         /* Cells whose centre (i + 0.5) * cell lies in [x0, x0 + side). */
         int i0 = (int)fmax(0, ceil((double)b->x0 / cell - 0.5));
         int i1 = (int)fmin(cols, ceil((double)(b->x0 + b->side) / cell - 0.5));
         int j0 = (int)fmax(0, ceil((double)b->y0 / cell - 0.5));
         int j1 = (int)fmin(rows, ceil((double)(b->y0 + b->side) / cell - 0.5));
         for (int j = j0; j < j1; j++)
-            for (int i = i0; i < i1; i++) {
-                uint8_t *o = img + ((size_t)j * cols + i) * 4;
-                memcpy(o, grey, 3);
-                o[3] = 255;
-            }
+            for (int i = i0; i < i1; i++)
+                memset(img + ((size_t)j * cols + i) * 4, 0, 4);
     }
     rc = join(path, out_dir, "background_overlay.png");
     if (rc == 0)

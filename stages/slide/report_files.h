@@ -94,9 +94,10 @@
  * in the GeoJSON coordinates the image spans -origin to cols * cell - origin). The heatmap
  * overlay has each cell with data in its heatmap colour (gs_heatmap_colour), opaque, and is
  * transparent where there is no data; a browser scales it with nearest-neighbour sampling and
- * sets its opacity. The background overlay, written when r->background lists tiles, is grey
- * (GS_REPORT_BACKGROUND_RGB) over every cell whose centre lies in a background tile's window
- * (the plan's non-tissue tiles), transparent elsewhere.
+ * sets its opacity. The background overlay, written when r->tissue lists tiles, is grey
+ * (GS_REPORT_BACKGROUND_RGB) over every cell whose centre lies in no tissue tile's window (the
+ * glass, and what the plan judged background: where nothing was analysed for want of tissue),
+ * transparent over the tissue tiles.
  *
  * heatmap.png: the thumbnail with the heatmap blended over it (stages/slide/heatmap), the bare
  * thumbnail when there is no heatmap (an unassessable slide), or, without a thumbnail, the
@@ -210,9 +211,10 @@ typedef struct {
      * features in regions.geojson. */
     const gs_report_box *blurry;
     size_t n_blurry;
-    /* Tiles the plan found to be background (no tissue): the viewer's background layer. */
-    const gs_report_box *background;
-    size_t n_background;
+    /* The plan's tissue tiles (every planned tile not judged background, whatever became of
+     * it): the viewer's background layer greys everything outside them. */
+    const gs_report_box *tissue;
+    size_t n_tissue;
 
     const gs_report_timing *timings; /* n_timings entries (may be NULL when 0) */
     size_t n_timings;

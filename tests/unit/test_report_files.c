@@ -780,7 +780,7 @@ static void bad_reports(void **state)
 }
 
 /* The viewer's overlays: one RGBA pixel per cell, the heat colour where a cell has data and
- * transparent elsewhere; grey over the cells whose centres lie in a background tile. */
+ * transparent elsewhere; grey over the cells whose centres lie in no tissue tile. */
 static void viewer_overlays(void **state)
 {
     (void)state;
@@ -792,10 +792,10 @@ static void viewer_overlays(void **state)
     for (int i = 0; i < 16; i++)
         map[i] = i == 5 ? 255 : 0;
     assert_int_equal(gs_heatmap_add_tile(h, 0, 0, 256, map, 4), 16); /* cells 0..3 x 0..3 */
-    const gs_report_box bg[] = {{512, 256, 256}, {992, 736, 64}};
+    const gs_report_box tissue[] = {{512, 256, 256}, {992, 736, 64}};
     r.heatmap = h;
-    r.background = bg;
-    r.n_background = 2;
+    r.tissue = tissue;
+    r.n_tissue = 2;
     r.origin_x = 7;
     r.origin_y = 9;
     char dir[512];
@@ -828,11 +828,11 @@ static void viewer_overlays(void **state)
     int grey = 0;
     for (int j = 0; j < 12; j++)
         for (int i = 0; i < 16; i++) {
-            int want = (i >= 8 && i < 12 && j >= 4 && j < 8) || (i == 15 && j == 11);
+            int want = !((i >= 8 && i < 12 && j >= 4 && j < 8) || (i == 15 && j == 11));
             assert_int_equal(px[(j * 16 + i) * 4 + 3], want ? 255 : 0);
             grey += want;
         }
-    assert_int_equal(grey, 17);
+    assert_int_equal(grey, 16 * 12 - 17);
     free(px);
     json_t *j = load(paths.report_json);
     json_t *o = json_object_get(j, "overlays");
@@ -845,9 +845,9 @@ static void viewer_overlays(void **state)
                         "background_overlay.png");
     json_decref(j);
 
-    /* Without background tiles there is no background layer; without a heatmap, no overlays. */
-    r.n_background = 0;
-    r.background = NULL;
+    /* Without tissue tiles there is no background layer; without a heatmap, no overlays. */
+    r.n_tissue = 0;
+    r.tissue = NULL;
     assert_int_equal(gs_report_write(&r, dir, &paths), 0);
     assert_string_equal(paths.background_png, "");
     j = load(paths.report_json);
