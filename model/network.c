@@ -23,6 +23,19 @@ const char *gs_net_name(gs_net_id id)
     return net_names[id];
 }
 
+/* The runtime puts its memory moves in a bucket of its own; it is ours. */
+_Static_assert((int)GS_RT_PART_MOVES == (int)GS_NET_PART_REORDERS,
+               "runtime and network buckets differ");
+
+static const char *const part_names[GS_NET_PART_COUNT] = {
+    "input", "encoder", "decoder_offsets", "decoder_dcn", "transposed_convs", "heads", "reorders"};
+
+const char *gs_net_part_name(gs_net_part part)
+{
+    GS_ASSERT(part >= 0 && part < GS_NET_PART_COUNT);
+    return part_names[part];
+}
+
 /* ---------------------------------------------------------------------------------------- */
 /* Model */
 
@@ -343,9 +356,51 @@ void gs_net_state_destroy(gs_net_state **sp)
     *sp = NULL;
 }
 
+static void normalise(const gs_net_state *s, const uint8_t *rgb);
+
 int gs_net_state_weight_reorders(const gs_net_state *s)
 {
     return gs_rt_plan_weight_reorders(s->p);
+}
+
+void gs_net_state_profile(gs_net_state *s, int on)
+{
+    s->profiling = on != 0;
+    if (on) {
+        memset(s->profile, 0, sizeof s->profile);
+        s->profile_runs = 0;
+    }
+    gs_rt_plan_profile(s->p, on ? s->profile : NULL, GS_NET_PART_COUNT);
+}
+
+int gs_net_state_profile_get(const gs_net_state *s, double *seconds)
+{
+    memcpy(seconds, s->profile, sizeof s->profile);
+    return s->profile_runs;
+}
+
+/* Profiling clock around the work outside the plan: returns the time now when profiling. */
+static double prof_start(const gs_net_state *s)
+{
+    return s->profiling ? gs_rt_now() : 0.0;
+}
+
+static void prof_add(gs_net_state *s, gs_net_part part, double t0)
+{
+    if (s->profiling)
+        s->profile[part] += gs_rt_now() - t0;
+}
+
+/* Normalises the input and runs the plan, timing the normalisation when profiling. */
+static int run_plan(gs_net_state *s, const uint8_t *rgb)
+{
+    double t0 = prof_start(s);
+    normalise(s, rgb);
+    prof_add(s, GS_NET_PART_INPUT, t0);
+    if (gs_rt_plan_run(s->p))
+        return -1;
+    s->profile_runs += s->profiling;
+    return 0;
 }
 
 /* rgb[n][h][w][3] -> normalised NCHW float input, with PyTorch's float32 arithmetic. */
@@ -384,12 +439,13 @@ int gs_net_run_multitask(gs_net_state *s, const uint8_t *rgb, float *logit, floa
                          float *seg)
 {
     check_state(s, GS_NET_MULTITASK);
-    normalise(s, rgb);
-    if (gs_rt_plan_run(s->p))
+    if (run_plan(s, rgb))
         return gs_error_prefix("multitask");
+    double t0 = prof_start(s);
     gs_rt_gap(s->out_a, feature);
     fc_apply(s->fc, feature, s->n, logit);
     gs_rt_extract_channel(s->out_b, 0, seg);
+    prof_add(s, GS_NET_PART_HEADS, t0);
     return 0;
 }
 
@@ -419,8 +475,7 @@ static void upsample_bilinear(const float *in, int ih, int iw, float *out, int o
 int gs_net_run_foreground(gs_net_state *s, const uint8_t *rgb, float *logit, float *lowres)
 {
     check_state(s, GS_NET_FOREGROUND);
-    normalise(s, rgb);
-    if (gs_rt_plan_run(s->p))
+    if (run_plan(s, rgb))
         return gs_error_prefix("foreground");
     int lh = s->out_a->h, lw = s->out_a->w;
     size_t lhw = (size_t)lh * lw;
@@ -438,8 +493,7 @@ int gs_net_run_foreground(gs_net_state *s, const uint8_t *rgb, float *logit, flo
 int gs_net_run_blur(gs_net_state *s, const uint8_t *rgb, float *logit)
 {
     check_state(s, GS_NET_BLUR);
-    normalise(s, rgb);
-    if (gs_rt_plan_run(s->p))
+    if (run_plan(s, rgb))
         return gs_error_prefix("blur");
     float feat[32 * 64];
     float *f = s->n <= 64 ? feat : malloc((size_t)s->n * 32 * sizeof(float));
@@ -459,6 +513,7 @@ int gs_net_run_screener(gs_net_state *s, const float *features, float *logit)
     memcpy(s->in->data, features, (size_t)s->n * 512 * sizeof(float));
     if (gs_rt_plan_run(s->p))
         return gs_error_prefix("screener");
+    s->profile_runs += s->profiling;
     float pooled[512];
     const float *h = s->out_a->data;
     for (int c = 0; c < 512; c++) {

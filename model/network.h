@@ -126,6 +126,32 @@ void gs_net_state_destroy(gs_net_state **s);
 /* Weights re-reordered for this state because oneDNN chose another layout than at load. */
 int gs_net_state_weight_reorders(const gs_net_state *s);
 
+/* Where a forward pass spends its time, for `gastroscreen bench` (the buckets of
+ * gs_net_state_profile). Every step of every network falls in exactly one. */
+typedef enum {
+    GS_NET_PART_INPUT = 0,  /* uint8 RGB -> normalised network input */
+    GS_NET_PART_ENCODER,    /* the backbone's convs and pools (all of a small network) */
+    GS_NET_PART_DCN_OFFSET, /* the decoder's conv_offset_mask convs */
+    GS_NET_PART_DCN,        /* the decoder's deformable convs */
+    GS_NET_PART_TRANSPOSED, /* the decoder's depthwise transposed convs (skip add fused) */
+    GS_NET_PART_HEADS,      /* segmentation head convs, pooling, fc, output extraction */
+    GS_NET_PART_REORDERS,   /* memory moves: residual copies, adds, layout conversions */
+    GS_NET_PART_COUNT
+} gs_net_part;
+
+/* "input", "encoder", "decoder_offsets", "decoder_dcn", "transposed_convs", "heads",
+ * "reorders" (static strings). */
+const char *gs_net_part_name(gs_net_part part);
+
+/* Profiling of later runs of s: on != 0 clears the per-part totals and starts adding each
+ * run's time per part (waiting for every step, so a profiled run is slightly slower); 0 stops
+ * (the default: no clock is read, no step waits). */
+void gs_net_state_profile(gs_net_state *s, int on);
+
+/* The per-part totals in seconds since profiling was switched on (seconds: caller-owned,
+ * GS_NET_PART_COUNT doubles); returns the number of runs they cover. */
+int gs_net_state_profile_get(const gs_net_state *s, double *seconds);
+
 /* Multi-task forward on n uint8 RGB tiles rgb[n][h][w][3]. Writes (caller-owned):
  * logit[n] (multitask_logit), feature[n][512] (multitask_feature), seg[n][h/4][w/4]
  * (multitask_seg, logits). Returns 0 or -1 with the error set. */

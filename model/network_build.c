@@ -433,8 +433,10 @@ static int deform(builder *b, const char *pfx, gs_rt_tensor *x, int cout, gs_rt_
     snprintf(k, sizeof k, "%s.conv.conv_offset_mask", pfx);
     char bk[160];
     snprintf(bk, sizeof bk, "%s.bias", k);
+    gs_rt_plan_set_part(b->p, GS_NET_PART_DCN_OFFSET);
     if (conv_bn(b, k, bk, NULL, x, 27, 3, 1, 0, act_none, &off))
         return -1;
+    gs_rt_plan_set_part(b->p, GS_NET_PART_DCN);
     const layer *y;
     snprintf(k, sizeof k, "%s.conv", pfx);
     if (b->checking) {
@@ -485,6 +487,7 @@ static int up_add(builder *b, const char *key, gs_rt_tensor *x, int f, gs_rt_ten
                   gs_rt_tensor **out)
 {
     const layer *y;
+    gs_rt_plan_set_part(b->p, GS_NET_PART_TRANSPOSED);
     if (b->checking) {
         char wk[160];
         snprintf(wk, sizeof wk, "%s.weight", key);
@@ -622,6 +625,7 @@ static int build_multitask(builder *b, gs_net_state *st)
     if (ida(b, "ida_up", outs, 0, 3, 64, upsf))
         return -1;
     gs_rt_tensor *h = NULL;
+    gs_rt_plan_set_part(b->p, GS_NET_PART_HEADS);
     if (conv_bn(b, "seg.0", "seg.0.bias", NULL, outs[2], 256, 3, 1, 0, act_relu, &h))
         return -1;
     if (conv_bn(b, "seg.2", "seg.2.bias", NULL, h, 1, 1, 1, 0, act_none, &st->out_b))
@@ -688,6 +692,7 @@ int gs_net_build(builder *b, gs_net_state *st)
     st->in = gs_rt_plan_tensor(b->p, c, st->h, st->w, in_plain);
     if (!st->in)
         return -1;
+    gs_rt_plan_set_part(b->p, GS_NET_PART_ENCODER);
     switch (b->id) {
     case GS_NET_MULTITASK:
         return build_multitask(b, st);

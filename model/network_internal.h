@@ -49,6 +49,9 @@ struct gs_net_state {
     gs_rt_tensor *out_a, *out_b; /* multitask: L5, seg; foreground: low logit; blur: conv2;
                                     screener: hidden */
     const layer *fc;             /* cls.fc / blur fc / screener fc */
+    int profiling;
+    int profile_runs;
+    double profile[GS_NET_PART_COUNT]; /* seconds per gs_net_part */
 };
 
 /* The builder: one walk of the architecture, either loading (dry plan, creates layers) or

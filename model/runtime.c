@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <oneapi/dnnl/dnnl_debug.h>
 
@@ -243,6 +244,7 @@ typedef struct {
     gs_deform_conv *dcn;
     gs_deform_conv_scratch *scratch;
     const float *offset;
+    int part; /* profiling bucket (gs_rt_plan_set_part) */
 } step;
 
 typedef struct {
@@ -266,6 +268,9 @@ struct gs_rt_plan {
     dnnl_memory_t *mems; /* weight and bias memories */
     size_t nmems, cap_mems;
     int weight_reorders;
+    int part;        /* bucket of the steps added next */
+    double *profile; /* per-bucket seconds, or NULL when not profiling */
+    int nparts;
 };
 
 static int grow(void **arr, size_t *cap, size_t need, size_t elem)
@@ -407,6 +412,8 @@ static step *new_step(gs_rt_plan *p, int kind)
     step *s = &p->steps[p->nsteps++];
     memset(s, 0, sizeof *s);
     s->kind = kind;
+    /* Residual copies and adds are memory moves wherever they sit in the network. */
+    s->part = kind == STEP_COPY || kind == STEP_ADD ? GS_RT_PART_MOVES : p->part;
     return s;
 }
 
@@ -729,11 +736,40 @@ int gs_rt_plan_dcn(gs_rt_plan *p, const float *weight, const float *bias, int co
     return 0;
 }
 
+void gs_rt_plan_set_part(gs_rt_plan *p, int part)
+{
+    p->part = part;
+}
+
+void gs_rt_plan_profile(gs_rt_plan *p, double *seconds, int nparts)
+{
+    p->profile = seconds;
+    p->nparts = nparts;
+}
+
+double gs_rt_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
 int gs_rt_plan_run(gs_rt_plan *p)
 {
     GS_ASSERT(!p->dry);
+    double t0 = p->profile ? gs_rt_now() : 0.0;
     for (size_t i = 0; i < p->nsteps; i++) {
         step *s = &p->steps[i];
+        if (p->profile && i > 0) {
+            /* Profiling only: wait for each step so its time lands in its own bucket. */
+            if (dnnl_stream_wait(p->stream) != dnnl_success)
+                return gs_error_set("oneDNN: stream wait failed");
+            double t1 = gs_rt_now();
+            int b = p->steps[i - 1].part;
+            if (b >= 0 && b < p->nparts)
+                p->profile[b] += t1 - t0;
+            t0 = t1;
+        }
         switch (s->kind) {
         case STEP_PRIM:
             if (dnnl_primitive_execute(s->prim, p->stream, s->nargs, s->args) != dnnl_success)
@@ -772,6 +808,11 @@ int gs_rt_plan_run(gs_rt_plan *p)
     }
     if (dnnl_stream_wait(p->stream) != dnnl_success)
         return gs_error_set("oneDNN: stream wait failed");
+    if (p->profile && p->nsteps > 0) {
+        int b = p->steps[p->nsteps - 1].part;
+        if (b >= 0 && b < p->nparts)
+            p->profile[b] += gs_rt_now() - t0;
+    }
     return 0;
 }
 

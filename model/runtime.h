@@ -133,6 +133,22 @@ int gs_rt_plan_act(gs_rt_plan *p, gs_rt_tensor *t, gs_act act);
 int gs_rt_plan_dcn(gs_rt_plan *p, const float *weight, const float *bias, int cout,
                    gs_rt_tensor *src, gs_rt_tensor *offset, gs_act act, gs_rt_tensor **dst);
 
+/* Profiling buckets the runtime itself assigns: residual copies and adds always go to
+ * GS_RT_PART_MOVES; every other step goes to the bucket last set with gs_rt_plan_set_part
+ * (0 until then). The network (model/network.h gs_net_part) names the buckets. */
+enum { GS_RT_PART_MOVES = 6 };
+
+/* Steps added from now on are timed into bucket `part` when profiling. */
+void gs_rt_plan_set_part(gs_rt_plan *p, int part);
+
+/* seconds != NULL: later runs wait for every step and add its wall time to
+ * seconds[its bucket] (buckets >= nparts are not counted); the array is borrowed and must
+ * outlive the profiling. NULL switches profiling off (the default: no waits, no clock). */
+void gs_rt_plan_profile(gs_rt_plan *p, double *seconds, int nparts);
+
+/* Seconds on a monotonic clock (arbitrary origin). */
+double gs_rt_now(void);
+
 /* Runs every step in order. Returns 0 or -1 with the error set. */
 int gs_rt_plan_run(gs_rt_plan *p);
 

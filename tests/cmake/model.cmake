@@ -25,3 +25,7 @@ set_tests_properties(runtime_parity PROPERTIES LABELS parity ENVIRONMENT "${GS_T
 # gs_model_load_nets: building only some networks of the seeded four-network bundle.
 gs_cmocka_test(test_network_subset unit SOURCES unit/test_network_subset.c LIBS gs_model)
 set_tests_properties(test_network_subset PROPERTIES FIXTURES_REQUIRED seeded_bundle TIMEOUT 300)
+
+# The per-part profiling hook of the networks (what `gastroscreen bench` reports).
+gs_cmocka_test(test_network_profile unit SOURCES unit/test_network_profile.c LIBS gs_model)
+set_tests_properties(test_network_profile PROPERTIES FIXTURES_REQUIRED seeded_bundle TIMEOUT 300)
