@@ -9,12 +9,14 @@
  *  - the dense-conv FLOP rate reference: the median over the distinct stride-1 3x3 conv shapes
  *    of the multi-task network (7 decoder + 3 encoder/head shapes, batch 1) of the GFLOP/s
  *    oneDNN reaches running them as dense convs;
- *  - with --model: the multi-task network's tiles/s and GFLOP/s at batch 1 and 4 on 512x512
- *    tiles (FLOPs counted from the bundle's layer shapes), their fraction of that reference
- *    (target >= 0.70), also against the same reference convs re-timed interleaved with the
- *    network (so a change of machine load between sections does not skew the fraction), and
- *    the small networks' times. Without --model the section is skipped
- *    (a bundle cannot be made from C; model/pytorch/make_bundle.py makes a seeded one).
+ *  - the bundle of --model, else the default bundle (daemon/cli/default_bundle.h; skipped
+ *    with --no-network): the multi-task network's tiles/s and GFLOP/s at batch 1 and 4 on
+ *    512x512 tiles (FLOPs counted from the bundle's layer shapes), their fraction of that
+ *    reference (target >= 0.70), also against the same reference convs re-timed interleaved
+ *    with the network (so a change of machine load between sections does not skew the
+ *    fraction); where a tile's time goes (separate profiled runs, gs_net_state_profile: per
+ *    part medians, whose sum is a little above the unprofiled time because every step is
+ *    waited for); and the small networks' times.
  * Medians over --repeat timed rounds after warm-up rounds; the variants being compared run
  * interleaved (A B A B ...) so machine noise hits them alike. --json prints one JSON object
  * with every figure instead (tests/bench/torch_side.py reads it). --quick runs one decoder
@@ -33,6 +35,7 @@
 #include <omp.h>
 
 #include "daemon/cli/bench.h"
+#include "daemon/cli/default_bundle.h"
 #include "model/network.h"
 #include "ops/error.h"
 
@@ -59,7 +62,9 @@ typedef struct {
     int threads;
     int repeat;
     int quick;
+    int no_network;
     const char *model;
+    char model_buf[4096]; /* the default bundle found when --model is not given */
 } bench_opts;
 
 enum { N_REF = N_DECODER + N_OTHER };
@@ -84,22 +89,26 @@ static int reference_shapes(const bench_opts *o, conv_shape *out)
     "of a dense oneDNN conv (bias + fused ReLU, format_tag_any) of that shape"
 
 static const char *const USAGE =
-    "usage: gastroscreen bench [--json] [--threads N] [--repeat N] [--quick] [--model BUNDLE]\n"
+    "usage: gastroscreen bench [--json] [--threads N] [--repeat N] [--quick]\n"
+    "                          [--model BUNDLE | --no-network]\n"
     "\n"
     "Measures on this machine, in one run: each decoder deformable-conv shape with our\n"
     "primitive vs a dense oneDNN 3x3 conv of the same shape (target: ratio <= 1.5); the\n"
     "dense-conv FLOP rate reference (median GFLOP/s of oneDNN dense convs over the network's\n"
-    "own 3x3 shapes); with --model, the multi-task network's tiles/s and GFLOP/s at batch 1\n"
-    "and 4 on 512x512 tiles and their fraction of that reference (target >= 0.70), and the\n"
-    "small networks' times.\n"
+    "own 3x3 shapes); the multi-task network's tiles/s and GFLOP/s at batch 1 and 4 on\n"
+    "512x512 tiles and their fraction of that reference (target >= 0.70), where its time goes\n"
+    "(per part: input, encoder, decoder offsets, decoder DCN, transposed convs, heads,\n"
+    "reorders), and the small networks' times.\n"
     "\n"
     "  --json         print one JSON object with every figure instead of the table\n"
     "  --threads N    OpenMP threads for everything (default: all, as OMP_NUM_THREADS)\n"
     "  --repeat N     timed rounds; figures are medians (default 10); warm-up rounds first\n"
     "  --quick        one decoder shape and batch 1 only (smoke tests)\n"
-    "  --model B      a model bundle; the network section is skipped without one. A seeded\n"
-    "                 bundle (random weights, same cost) is made with\n"
+    "  --model B      the model bundle to measure (default: the built or installed default\n"
+    "                 bundle, found as `gastroscreen screen` finds it). A seeded bundle\n"
+    "                 (random weights, same cost) is made with\n"
     "                   /usr/bin/python3 model/pytorch/make_bundle.py --seed 1 --out B\n"
+    "  --no-network   skip the network section (the conv figures only)\n"
     "\n"
     "Side by side with PyTorch (torchvision deform_conv2d, the mirror with dense convs):\n"
     "  /usr/bin/python3 tests/bench/torch_side.py --gastroscreen PATH [--model B]\n"
@@ -125,13 +134,11 @@ static int parse_int(const char *opt, const char *s, int lo, int hi, int *out)
 /* Returns 0 to run, 1 after --help, 2 on a usage error. */
 static int parse_args(int argc, char **argv, bench_opts *o)
 {
-    static const struct option longopts[] = {{"json", no_argument, NULL, 'j'},
-                                             {"threads", required_argument, NULL, 't'},
-                                             {"repeat", required_argument, NULL, 'r'},
-                                             {"quick", no_argument, NULL, 'q'},
-                                             {"model", required_argument, NULL, 'm'},
-                                             {"help", no_argument, NULL, 'h'},
-                                             {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {
+        {"json", no_argument, NULL, 'j'},         {"threads", required_argument, NULL, 't'},
+        {"repeat", required_argument, NULL, 'r'}, {"quick", no_argument, NULL, 'q'},
+        {"model", required_argument, NULL, 'm'},  {"no-network", no_argument, NULL, 'n'},
+        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
     memset(o, 0, sizeof *o);
     o->repeat = 10;
     optind = 1;
@@ -158,6 +165,9 @@ static int parse_args(int argc, char **argv, bench_opts *o)
         case 'm':
             o->model = optarg;
             break;
+        case 'n':
+            o->no_network = 1;
+            break;
         case 'h':
             fputs(USAGE, stdout);
             return 1;
@@ -170,6 +180,10 @@ static int parse_args(int argc, char **argv, bench_opts *o)
     if (optind < argc) {
         fprintf(stderr, "gastroscreen bench: unexpected argument '%s'\n", argv[optind]);
         fputs(USAGE, stderr);
+        return 2;
+    }
+    if (o->model && o->no_network) {
+        fprintf(stderr, "gastroscreen bench: --model and --no-network exclude each other\n");
         return 2;
     }
     return 0;
@@ -359,6 +373,50 @@ fail:
     return -1;
 }
 
+/* Where the time of one forward of r goes: `repeat` profiled runs after one warm-up, the
+ * median of each part. Returns {"batch", "profiled_ms", "parts": [{"part", "ms", "share"}]}
+ * or NULL with the error set. */
+static json_t *profile_parts(net_run *r, int repeat)
+{
+    double *t = malloc(sizeof(double) * (size_t)repeat * GS_NET_PART_COUNT);
+    double *one = malloc(sizeof(double) * (size_t)repeat);
+    json_t *parts = NULL;
+    if (!t || !one) {
+        gs_error_set("out of memory");
+        goto free_buffers;
+    }
+    if (net_run_once(r) < 0)
+        goto free_buffers;
+    for (int k = 0; k < repeat; k++) {
+        gs_net_state_profile(r->st, 1);
+        if (net_run_once(r) < 0)
+            goto stop_profiling;
+        gs_net_state_profile_get(r->st, t + (size_t)k * GS_NET_PART_COUNT);
+    }
+    gs_net_state_profile(r->st, 0);
+    double med[GS_NET_PART_COUNT], total = 0;
+    for (int p = 0; p < GS_NET_PART_COUNT; p++) {
+        for (int k = 0; k < repeat; k++)
+            one[k] = t[(size_t)k * GS_NET_PART_COUNT + p];
+        med[p] = gs_bench_median(one, repeat);
+        total += med[p];
+    }
+    parts = json_array();
+    for (int p = 0; p < GS_NET_PART_COUNT; p++)
+        json_array_append_new(parts, json_pack("{s:s, s:f, s:f}", "part",
+                                               gs_net_part_name((gs_net_part)p), "ms", med[p] * 1e3,
+                                               "share", total > 0 ? med[p] / total : 0.0));
+    free(t);
+    free(one);
+    return json_pack("{s:i, s:f, s:o}", "batch", r->n, "profiled_ms", total * 1e3, "parts", parts);
+stop_profiling:
+    gs_net_state_profile(r->st, 0);
+free_buffers:
+    free(t);
+    free(one);
+    return NULL;
+}
+
 /* The network section. Returns the object or NULL with the error set. */
 static json_t *bench_networks(const bench_opts *o, double dense_ref)
 {
@@ -407,8 +465,15 @@ static json_t *bench_networks(const bench_opts *o, double dense_ref)
                                            shapes[k].res, 3) /
                        med[nb + k];
         const double inter_ref = gs_bench_median(rates, nref);
-        json_t *rows = json_array();
+        json_t *rows = json_array(), *prof = json_array();
         for (int b = 0; b < nb; b++) {
+            json_t *pr = profile_parts(&runs[b], o->repeat);
+            if (!pr) {
+                json_decref(rows);
+                json_decref(prof);
+                goto fail;
+            }
+            json_array_append_new(prof, pr);
             double rate = batches[b] * gflop / med[b];
             json_array_append_new(
                 rows, json_pack("{s:i, s:f, s:f, s:f, s:f, s:f}", "batch", batches[b], "ms",
@@ -418,9 +483,9 @@ static json_t *bench_networks(const bench_opts *o, double dense_ref)
             net_run_free(&runs[b]);
         }
         json_decref(mt);
-        mt = json_pack("{s:i, s:f, s:f, s:o, s:s}", "tile", tile, "gflop_per_tile", gflop,
-                       "interleaved_dense_reference_gflops", inter_ref, "batches", rows,
-                       "provenance", gs_model_provenance(m, GS_NET_MULTITASK));
+        mt = json_pack("{s:i, s:f, s:f, s:o, s:o, s:s}", "tile", tile, "gflop_per_tile", gflop,
+                       "interleaved_dense_reference_gflops", inter_ref, "batches", rows, "layers",
+                       prof, "provenance", gs_model_provenance(m, GS_NET_MULTITASK));
     }
     /* Small networks at the sizes the pipeline runs them: one 512x512 thumbnail, one 256x256
      * crop per tile (batch 4, like the tiles), one slide's top-64 features. */
@@ -517,6 +582,20 @@ static void print_text(json_t *r)
                    100.0 * num(row, "fraction_of_dense_reference"),
                    100.0 * num(row, "fraction_of_interleaved_dense_reference"));
         }
+        json_array_foreach(json_object_get(mt, "layers"), i, row)
+        {
+            printf("where a tile's time goes, batch %d (profiled runs, %.1f ms):",
+                   (int)json_integer_value(json_object_get(row, "batch")), num(row, "profiled_ms"));
+            size_t j;
+            json_t *part;
+            json_array_foreach(json_object_get(row, "parts"), j, part)
+            {
+                printf("%s %s %.1f ms (%.0f%%)", j ? "," : "",
+                       json_string_value(json_object_get(part, "part")), num(part, "ms"),
+                       100.0 * num(part, "share"));
+            }
+            printf("\n");
+        }
     } else {
         printf("multi-task: absent from the bundle\n");
     }
@@ -546,6 +625,12 @@ int gs_cmd_bench(int argc, char **argv)
                   "cpus", mach.cpus, "threads", omp_get_max_threads(), "onednn", mach.onednn, "isa",
                   mach.isa, "repeat", o.repeat, "warmup", 2, "quick", o.quick);
     int rc = 1;
+    /* Found before the conv section so that a missing bundle fails at once. */
+    if (!o.no_network && !o.model) {
+        if (gs_default_bundle_find(o.model_buf, sizeof o.model_buf) != 0)
+            goto report_error;
+        o.model = o.model_buf;
+    }
     for (int k = 0; k < N_DECODER; k++) {
         if (o.quick && k != QUICK_SHAPE)
             continue;
@@ -566,9 +651,7 @@ int gs_cmd_bench(int argc, char **argv)
         json_object_set_new(r, "network", net);
     } else {
         json_object_set_new(r, "network", json_null());
-        json_object_set_new(r, "network_skipped",
-                            json_string("no --model given; make a bundle with /usr/bin/python3 "
-                                        "model/pytorch/make_bundle.py --seed 1 --out B"));
+        json_object_set_new(r, "network_skipped", json_string("--no-network"));
     }
     if (o.json) {
         char *s = json_dumps(r, JSON_INDENT(1) | JSON_REAL_PRECISION(6));

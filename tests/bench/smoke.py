@@ -6,7 +6,9 @@
 No timing is asserted (machines are noisy). What is checked:
 - `bench --json --repeat 1 --quick` prints one JSON object with the machine, one decoder
   shape with positive times and rates (the ratio and rates consistent with the times), the
-  dense reference, and the network section skipped with a reason;
+  dense reference, and with --no-network the network section skipped with a reason;
+- without --model the build's default bundle is measured, with the per-part breakdown of a
+  tile's time (every part present, non-negative, shares summing to 1);
 - `--threads 1` is honoured and reported;
 - usage errors exit 2; a missing bundle exits 1 naming the file;
 - with a seeded bundle (model/pytorch/make_bundle.py): the multi-task section has positive
@@ -96,21 +98,41 @@ class BenchSmoke(unittest.TestCase):
         self.assertTrue(positive(ref["aggregate_gflops"]))
         self.assertAlmostEqual(ref["median_gflops"], row["dense_gflops"], delta=1e-3 * ref["median_gflops"])
 
-    def test_quick_json_without_model(self):
-        r = json.loads(run("--json", "--repeat", "1", "--quick").stdout)
+    def test_quick_json_without_network(self):
+        r = json.loads(run("--json", "--repeat", "1", "--quick", "--no-network").stdout)
         self.check_common(r)
         self.assertIsNone(r["network"])
-        self.assertIn("make_bundle.py", r["network_skipped"])
+        self.assertIn("--no-network", r["network_skipped"])
+
+    def test_default_bundle_and_parts(self):
+        r = json.loads(run("--json", "--repeat", "1", "--quick").stdout)
+        self.check_common(r)
+        net = r["network"]
+        self.assertTrue(net["bundle"].endswith("default.safetensors"), net["bundle"])
+        layers = net["multitask"]["layers"]
+        self.assertEqual([x["batch"] for x in layers], [1])
+        parts = layers[0]["parts"]
+        self.assertEqual(
+            [p["part"] for p in parts],
+            ["input", "encoder", "decoder_offsets", "decoder_dcn", "transposed_convs", "heads",
+             "reorders"],
+        )
+        for p in parts:
+            self.assertTrue(p["ms"] >= 0 and 0 <= p["share"] <= 1, p)
+        self.assertAlmostEqual(sum(p["share"] for p in parts), 1.0, delta=1e-3)
+        self.assertAlmostEqual(sum(p["ms"] for p in parts), layers[0]["profiled_ms"], delta=1e-2)
+        self.assertTrue(positive(layers[0]["profiled_ms"]))
 
     def test_threads_and_text(self):
-        r = json.loads(run("--json", "--repeat", "1", "--quick", "--threads", "1").stdout)
+        r = json.loads(run("--json", "--repeat", "1", "--quick", "--threads", "1", "--no-network").stdout)
         self.check_common(r, threads=1)
-        text = run("--repeat", "1", "--quick").stdout
+        text = run("--repeat", "1", "--quick", "--no-network").stdout
         self.assertIn("networks: skipped", text)
         self.assertIn("ratio", text)
 
     def test_usage_errors(self):
-        for bad in (["--repeat", "0"], ["--threads", "x"], ["--bogus"], ["extra"]):
+        for bad in (["--repeat", "0"], ["--threads", "x"], ["--bogus"], ["extra"],
+                    ["--no-network", "--model", "b"]):
             p = run(*bad, check_rc=2)
             self.assertIn("gastroscreen bench:", p.stderr)
         p = run("--help")
