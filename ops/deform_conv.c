@@ -194,8 +194,8 @@ struct gs_deform_conv {
     dnnl_primitive_t mm[2];
     dnnl_memory_desc_t src_md[2], dst_md[2], wei_md[2], bias_md;
     size_t scratchpad_bytes;
-    float *wei[2]; /* in the layout each matmul asked for; wei[1] may alias wei[0] */
-    float *bias;   /* [ndim], zero past cout */
+    void *wei[2]; /* in the layout (and type) each matmul asked for; wei[1] may alias wei[0] */
+    float *bias;  /* [ndim], zero past cout */
 };
 
 typedef struct {
@@ -203,7 +203,7 @@ typedef struct {
     float *wt;
     float *base_y, *base_x; /* per tile pixel: oy*stride - pad, ox*stride - pad */
     float *dy, *dx, *mask;  /* one tap's offsets and mask, staged contiguously */
-    float *col;
+    float *col;             /* float32, or bf16 (uint16_t) for a bf16 conv, in the same bytes */
     float *gemm;
     void *scratchpad;
     dnnl_stream_t stream;
@@ -249,14 +249,15 @@ static int create_matmul(gs_deform_conv *c, int which, int rows, int fixed_wei)
     dnnl_dims_t src_dims = {rows, c->kdim}, wei_dims = {c->kdim, c->ndim},
                 dst_dims = {rows, c->ndim}, bias_dims = {1, c->ndim};
 
-    DNNL_CHECK(dnnl_memory_desc_init_by_tag(&c->src_md[which], 2, src_dims, dnnl_f32, dnnl_ab),
+    const dnnl_data_type_t in_dt = c->d.bf16 ? dnnl_bf16 : dnnl_f32;
+    DNNL_CHECK(dnnl_memory_desc_init_by_tag(&c->src_md[which], 2, src_dims, in_dt, dnnl_ab),
                "src desc");
     DNNL_CHECK(dnnl_memory_desc_init_by_tag(&c->dst_md[which], 2, dst_dims, dnnl_f32, dnnl_ab),
                "dst desc");
     DNNL_CHECK(dnnl_memory_desc_init_by_tag(&c->bias_md, 2, bias_dims, dnnl_f32, dnnl_ab),
                "bias desc");
     if (!fixed_wei)
-        DNNL_CHECK(dnnl_memory_desc_init_by_tag(&c->wei_md[which], 2, wei_dims, dnnl_f32,
+        DNNL_CHECK(dnnl_memory_desc_init_by_tag(&c->wei_md[which], 2, wei_dims, in_dt,
                                                 dnnl_format_tag_any),
                    "weights desc");
     DNNL_CHECK(dnnl_matmul_desc_init(&md, &c->src_md[which], &c->wei_md[which], &c->bias_md,
@@ -302,7 +303,8 @@ static int reorder_weights(gs_deform_conv *c, int which, float *plain)
     dnnl_dims_t dims = {c->kdim, c->ndim};
     int ok = -1;
 
-    c->wei[which] = aligned_floats(dnnl_memory_desc_get_size(&c->wei_md[which]) / sizeof(float));
+    c->wei[which] =
+        aligned_floats(dnnl_memory_desc_get_size(&c->wei_md[which]) / sizeof(float) + 1);
     if (!c->wei[which]) {
         gs_error_set("deform_conv: out of memory for weights");
         goto fail;
@@ -338,7 +340,7 @@ gs_deform_conv *gs_deform_conv_new(const gs_deform_conv_desc *d, const float *we
     c->relu = fuse_relu != 0;
 
     const int ohw = c->ho * c->wo;
-    int tile = GS_DEFORM_TILE_BYTES / (c->kdim * (int)sizeof(float));
+    int tile = GS_DEFORM_TILE_BYTES / (c->kdim * (d->bf16 ? 2 : (int)sizeof(float)));
     tile = tile / 16 * 16;
     if (tile < 32)
         tile = 32;
@@ -761,21 +763,96 @@ static void gather_generic(const gs_deform_conv *c, const deform_thread *t, int 
     }
 }
 
+/* bf16 gathers: the same sums in float32 from bf16 corners, each rounded once to bf16. */
+__attribute__((target("avx512f"))) static inline __m512 load_bf16x16(const uint16_t *p)
+{
+    __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
+}
+
+/* Round to nearest even, as gs_bf16_from_f32 (finite values: a gathered sample is). */
+__attribute__((target("avx512f"))) static inline __m256i to_bf16x16(__m512 v)
+{
+    __m512i u = _mm512_castps_si512(v);
+    __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    u = _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff)));
+    return _mm512_cvtepi32_epi16(_mm512_srli_epi32(u, 16));
+}
+
+__attribute__((target("avx512f"))) static void gather_avx512_bf16(const gs_deform_conv *c,
+                                                                  const deform_thread *t, int np,
+                                                                  const uint16_t *in, uint16_t *col)
+{
+    const int taps = c->taps, cb_in = c->cb_in, kdim = c->kdim, pad = c->tile_pad;
+    const size_t plane = (size_t)c->d.h * c->d.w * 16;
+    for (int k = 0; k < taps; k++) {
+        const int32_t *i0 = t->idx + (size_t)k * 4 * pad, *i1 = i0 + pad, *i2 = i1 + pad,
+                      *i3 = i2 + pad;
+        const float *w0 = t->wt + (size_t)k * 4 * pad, *w1 = w0 + pad, *w2 = w1 + pad,
+                    *w3 = w2 + pad;
+        for (int p = 0; p < np; p++) {
+            const __m512 b0 = _mm512_set1_ps(w0[p]), b1 = _mm512_set1_ps(w1[p]);
+            const __m512 b2 = _mm512_set1_ps(w2[p]), b3 = _mm512_set1_ps(w3[p]);
+            const uint16_t *a0 = in + (size_t)i0[p] * 16, *a1 = in + (size_t)i1[p] * 16;
+            const uint16_t *a2 = in + (size_t)i2[p] * 16, *a3 = in + (size_t)i3[p] * 16;
+            uint16_t *dst = col + (size_t)p * kdim + (size_t)k * 16;
+            for (int cb = 0; cb < cb_in; cb++) {
+                const size_t o = (size_t)cb * plane;
+                __m512 v = _mm512_mul_ps(b0, load_bf16x16(a0 + o));
+                v = _mm512_fmadd_ps(b1, load_bf16x16(a1 + o), v);
+                v = _mm512_fmadd_ps(b2, load_bf16x16(a2 + o), v);
+                v = _mm512_fmadd_ps(b3, load_bf16x16(a3 + o), v);
+                _mm256_store_si256((__m256i *)(dst + (size_t)cb * taps * 16), to_bf16x16(v));
+            }
+        }
+    }
+}
+
+static void gather_generic_bf16(const gs_deform_conv *c, const deform_thread *t, int np,
+                                const uint16_t *in, uint16_t *col)
+{
+    const int taps = c->taps, cb_in = c->cb_in, kdim = c->kdim, pad = c->tile_pad;
+    const size_t plane = (size_t)c->d.h * c->d.w * 16;
+    for (int k = 0; k < taps; k++) {
+        const int32_t *idx = t->idx + (size_t)k * 4 * pad;
+        const float *wt = t->wt + (size_t)k * 4 * pad;
+        for (int p = 0; p < np; p++)
+            for (int cb = 0; cb < cb_in; cb++) {
+                const uint16_t *b = in + (size_t)cb * plane;
+                uint16_t *dst = col + (size_t)p * kdim + ((size_t)cb * taps + k) * 16;
+                for (int l = 0; l < 16; l++) {
+                    /* Same operation order as the vector kernel (mul, then three FMAs). */
+                    float v = wt[p] * gs_bf16_to_f32(b[(size_t)idx[p] * 16 + l]);
+                    v = fmaf(wt[pad + p], gs_bf16_to_f32(b[(size_t)idx[pad + p] * 16 + l]), v);
+                    v = fmaf(wt[2 * pad + p], gs_bf16_to_f32(b[(size_t)idx[2 * pad + p] * 16 + l]),
+                             v);
+                    v = fmaf(wt[3 * pad + p], gs_bf16_to_f32(b[(size_t)idx[3 * pad + p] * 16 + l]),
+                             v);
+                    dst[l] = gs_bf16_from_f32(v);
+                }
+            }
+    }
+}
+
 /* Does one tile; returns a oneDNN status. */
 static dnnl_status_t run_tile(const gs_deform_conv *c, deform_thread *t, int use_avx512, int n,
-                              int tile, const float *input, const offset_view *v, float *out)
+                              int tile, const void *input, const offset_view *v, void *out)
 {
     const size_t ohw = (size_t)c->ho * c->wo;
     const int p0 = tile * c->tile_p;
     const int np = tile == c->tiles - 1 ? c->tail_p : c->tile_p;
     const int which = np == c->tile_p ? MM_FULL : MM_TAIL;
-    const float *in_n = input + (size_t)n * c->cb_in * 16 * c->d.h * c->d.w;
+    const size_t in_off = (size_t)n * c->cb_in * 16 * c->d.h * c->d.w;
 
     build_plan(c, t, v, p0, np, use_avx512);
-    if (use_avx512)
-        gather_avx512(c, t, np, in_n, t->col);
+    if (c->d.bf16 && use_avx512)
+        gather_avx512_bf16(c, t, np, (const uint16_t *)input + in_off, (uint16_t *)t->col);
+    else if (c->d.bf16)
+        gather_generic_bf16(c, t, np, (const uint16_t *)input + in_off, (uint16_t *)t->col);
+    else if (use_avx512)
+        gather_avx512(c, t, np, (const float *)input + in_off, t->col);
     else
-        gather_generic(c, t, np, in_n, t->col);
+        gather_generic(c, t, np, (const float *)input + in_off, t->col);
 
     dnnl_exec_arg_t args[5] = {{DNNL_ARG_SRC, t->src[which]},
                                {DNNL_ARG_WEIGHTS, t->wei[which]},
@@ -789,7 +866,17 @@ static dnnl_status_t run_tile(const gs_deform_conv *c, deform_thread *t, int use
         return st;
 
     /* [np, ndim] rows -> nChw16c: each 16-channel chunk of a row is one pixel of a block. */
-    float *out_n = out + (size_t)n * c->cb_out * 16 * ohw;
+    if (c->d.bf16) {
+        uint16_t *out_n = (uint16_t *)out + (size_t)n * c->cb_out * 16 * ohw;
+        for (int cb = 0; cb < c->cb_out; cb++) {
+            uint16_t *dst = out_n + ((size_t)cb * ohw + p0) * 16;
+            const float *src = t->gemm + (size_t)cb * 16;
+            for (int p = 0; p < np; p++)
+                gs_bf16_from_f32_array(src + (size_t)p * c->ndim, dst + (size_t)p * 16, 16);
+        }
+        return dnnl_success;
+    }
+    float *out_n = (float *)out + (size_t)n * c->cb_out * 16 * ohw;
     for (int cb = 0; cb < c->cb_out; cb++) {
         float *dst = out_n + ((size_t)cb * ohw + p0) * 16;
         const float *src = t->gemm + (size_t)cb * 16;
@@ -799,8 +886,28 @@ static dnnl_status_t run_tile(const gs_deform_conv *c, deform_thread *t, int use
     return dnnl_success;
 }
 
+static int run_any(const gs_deform_conv *c, gs_deform_conv_scratch *s, const void *input,
+                   const float *offset, const float *mask, void *out);
+
 int gs_deform_conv_run(const gs_deform_conv *c, gs_deform_conv_scratch *s, const float *input,
                        const float *offset, const float *mask, float *out)
+{
+    if (c->d.bf16)
+        return gs_error_set("deform_conv: built for bf16; use gs_deform_conv_run_bf16");
+    return run_any(c, s, input, offset, mask, out);
+}
+
+int gs_deform_conv_run_bf16(const gs_deform_conv *c, gs_deform_conv_scratch *s,
+                            const uint16_t *input, const float *offset, const float *mask,
+                            uint16_t *out)
+{
+    if (!c->d.bf16)
+        return gs_error_set("deform_conv: built for float32; use gs_deform_conv_run");
+    return run_any(c, s, input, offset, mask, out);
+}
+
+static int run_any(const gs_deform_conv *c, gs_deform_conv_scratch *s, const void *input,
+                   const float *offset, const float *mask, void *out)
 {
     if (!s || s->conv != c)
         return gs_error_set("deform_conv: scratch was made for another conv");

@@ -47,6 +47,7 @@
 #define GS_OPS_DEFORM_CONV_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 typedef enum {
     GS_DEFORM_OFFSET_SPLIT = 0,
@@ -63,6 +64,7 @@ typedef struct {
     int pad_h, pad_w;
     int dil_h, dil_w;
     gs_deform_offset_format offset_format; /* used by the fast path only */
+    int bf16; /* fast path only: bf16 input/output, see gs_deform_conv_run_bf16 */
 } gs_deform_conv_desc;
 
 /* Fills *d with a 3x3, stride 1, pad 1, dilation 1 conv (the DCN layer of the decoder), split
@@ -107,6 +109,18 @@ void gs_deform_conv_scratch_destroy(gs_deform_conv_scratch **s);
  * error set if oneDNN fails or the arguments do not fit. */
 int gs_deform_conv_run(const gs_deform_conv *c, gs_deform_conv_scratch *s, const float *input,
                        const float *offset, const float *mask, float *out);
+
+/* The bf16 fast path, for a conv built with d->bf16 = 1: input and out are nChw16c like
+ * gs_deform_conv_run's but of bf16 values (uint16_t, ops/dnnl_reorder.h); offsets and mask
+ * stay float32 (a bf16 offset of 30 pixels would be off by up to an eighth of a pixel). Each
+ * bilinear sample is computed in float32 from the bf16 corners and rounded once to bf16 into
+ * the column block; the matmul multiplies bf16 columns by the bf16 weights (rounded once at
+ * gs_deform_conv_new) accumulating in float32, adds the float32 bias, applies the ReLU and
+ * rounds the result to bf16. Returns 0, or -1 with the error set (also when c was built
+ * without bf16; gs_deform_conv_run likewise refuses a bf16 conv). */
+int gs_deform_conv_run_bf16(const gs_deform_conv *c, gs_deform_conv_scratch *s,
+                            const uint16_t *input, const float *offset, const float *mask,
+                            uint16_t *out);
 
 /* With on != 0, later runs use the portable C kernels for planning and gathering even on
  * AVX-512 machines (process-wide; for tests and measurements). Results agree to rounding. */

@@ -44,3 +44,22 @@ destroy:
         dnnl_memory_destroy(a);
     return rc;
 }
+
+void gs_bf16_from_f32_array(const float *src, uint16_t *dst, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        dst[i] = gs_bf16_from_f32(src[i]);
+}
+
+void gs_bf16_to_f32_array(const uint16_t *src, float *dst, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        dst[i] = gs_bf16_to_f32(src[i]);
+}
+
+int gs_bf16_native(void)
+{
+    /* The ISA values are nested bit masks: every ISA with native bf16 contains this one's. */
+    const unsigned need = (unsigned)dnnl_cpu_isa_avx512_core_bf16;
+    return ((unsigned)dnnl_get_effective_cpu_isa() & need) == need;
+}
