@@ -7,6 +7,7 @@
 
 #include "model/network_internal.h"
 #include "model/runtime.h"
+#include "ops/dnnl_reorder.h"
 #include "ops/error.h"
 
 /* Layer names are built by snprintf from fixed architecture names (at most ~50 characters)
@@ -299,6 +300,64 @@ const gs_weights *gs_model_weights(const gs_model *m)
 }
 
 /* ---------------------------------------------------------------------------------------- */
+/* Precision */
+
+static const char *const precision_names[GS_PRECISION_COUNT] = {"fp32", "bf16"};
+
+const char *gs_precision_name(gs_precision p)
+{
+    GS_ASSERT(p >= 0 && p < GS_PRECISION_COUNT);
+    return precision_names[p];
+}
+
+int gs_precision_parse(const char *s, gs_precision *p)
+{
+    for (int i = 0; i < GS_PRECISION_COUNT; i++)
+        if (s && !strcmp(s, precision_names[i])) {
+            *p = (gs_precision)i;
+            return 0;
+        }
+    return gs_error_set("precision \"%s\": expected \"fp32\" or \"bf16\"", s ? s : "(missing)");
+}
+
+gs_precision gs_precision_default(void)
+{
+    return GS_PRECISION_FP32;
+}
+
+gs_precision gs_precision_usable(gs_precision asked, char *why, size_t len)
+{
+    if (why && len)
+        why[0] = '\0';
+    if (asked != GS_PRECISION_BF16 || gs_bf16_native())
+        return asked;
+    if (why && len)
+        snprintf(why, len,
+                 "precision bf16 asked for, but this CPU has no native bf16 (oneDNN ISA "
+                 "without avx512_core_bf16): running fp32");
+    return GS_PRECISION_FP32;
+}
+
+int gs_model_set_precision(gs_model *m, gs_precision p)
+{
+    GS_ASSERT(p >= 0 && p < GS_PRECISION_COUNT);
+    if (p == GS_PRECISION_BF16 && !m->bf16_weights) {
+        layer_list *l = &m->layers[GS_NET_MULTITASK];
+        for (size_t i = 0; i < l->n; i++)
+            if (l->v[i].kind == LAYER_CONV && gs_rt_conv_make_bf16(&l->v[i].conv, m->engine))
+                return gs_error_prefix("layer %s", l->v[i].name);
+        m->bf16_weights = 1;
+    }
+    m->precision = p;
+    return 0;
+}
+
+gs_precision gs_model_precision(const gs_model *m)
+{
+    return m->precision;
+}
+
+/* ---------------------------------------------------------------------------------------- */
 /* States and runs */
 
 gs_net_state *gs_net_state_new(const gs_model *m, gs_net_id id, int n, int h, int w)
@@ -338,6 +397,8 @@ gs_net_state *gs_net_state_new(const gs_model *m, gs_net_id id, int n, int h, in
     st->w = w;
     builder b = {.m = (gs_model *)m, .id = id, .loading = 0};
     b.p = st->p = gs_rt_plan_new(m->engine, n, 0);
+    if (st->p && id == GS_NET_MULTITASK && m->precision == GS_PRECISION_BF16)
+        gs_rt_plan_set_bf16(st->p, 1);
     if (!st->p || gs_net_build(&b, st)) {
         gs_error_prefix("%s network, batch %d, %dx%d", net_names[id], n, h, w);
         gs_net_state_destroy(&st);
@@ -407,14 +468,21 @@ static int run_plan(gs_net_state *s, const uint8_t *rgb)
 static void normalise(const gs_net_state *s, const uint8_t *rgb)
 {
     size_t hw = (size_t)s->h * s->w;
-    float *dst = s->in->data;
     for (int n = 0; n < s->n; n++)
         for (int c = 0; c < 3; c++) {
             float mean = s->m->mean[c], std = s->m->std[c];
             const uint8_t *src = rgb + (size_t)n * hw * 3 + c;
-            float *d = dst + ((size_t)n * 3 + c) * hw;
-            for (size_t i = 0; i < hw; i++)
-                d[i] = ((float)src[i * 3] / 255.0f - mean) / std;
+            size_t at = ((size_t)n * 3 + c) * hw;
+            if (s->in->bf16) {
+                /* 256 possible values per channel: a table would not be faster than this. */
+                uint16_t *d = (uint16_t *)s->in->data + at;
+                for (size_t i = 0; i < hw; i++)
+                    d[i] = gs_bf16_from_f32(((float)src[i * 3] / 255.0f - mean) / std);
+            } else {
+                float *d = (float *)s->in->data + at;
+                for (size_t i = 0; i < hw; i++)
+                    d[i] = ((float)src[i * 3] / 255.0f - mean) / std;
+            }
         }
 }
 
@@ -515,7 +583,7 @@ int gs_net_run_screener(gs_net_state *s, const float *features, float *logit)
         return gs_error_prefix("screener");
     s->profile_runs += s->profiling;
     float pooled[512];
-    const float *h = s->out_a->data;
+    const float *h = (const float *)s->out_a->data;
     for (int c = 0; c < 512; c++) {
         float v = h[c];
         for (int k = 1; k < s->n; k++)

@@ -114,6 +114,43 @@ gs_model_thresholds gs_model_get_thresholds(const gs_model *m);
 /* The underlying bundle (metadata access); owned by the model. */
 const gs_weights *gs_model_weights(const gs_model *m);
 
+/* The arithmetic a model runs the multi-task network in. fp32: float32 throughout. bf16:
+ * weights rounded once to bf16 when the precision is set (BN folded first), activations
+ * stored in bf16, every conv, deformable conv and transposed conv accumulating in float32;
+ * the deformable convs' offsets and the outputs (seg logits, features, logit) are float32.
+ * The small networks (foreground, blur, screener: under 5% of a tile's time) always run in
+ * fp32, so their thresholded decisions are exactly the trained ones. */
+typedef enum { GS_PRECISION_FP32 = 0, GS_PRECISION_BF16, GS_PRECISION_COUNT } gs_precision;
+
+/* "fp32", "bf16" (static strings). */
+const char *gs_precision_name(gs_precision p);
+
+/* "fp32" or "bf16" -> *p. Returns 0, or -1 with the error naming the value. */
+int gs_precision_parse(const char *s, gs_precision *p);
+
+/* The precision to run when none is asked for: bf16 only where the CPU runs it natively AND
+ * its accuracy budget against fp32 holds (patch score within 0.01, feature cosine >= 0.999,
+ * segmentation within 0.02 on real tiles; tests/parity/precision_budget.py). The budget does
+ * not hold for the bundles this project has (seeded random weights: bf16 moves their
+ * segmentation logits by ~20% of their range, and so does rounding only the weights to bf16
+ * in the PyTorch mirror), so this is fp32 until a trained bundle meets it. */
+gs_precision gs_precision_default(void);
+
+/* What can run when `asked` is asked for: asked itself, or fp32 when asked is bf16 and the
+ * CPU lacks native bf16 (emulated bf16 would be slower than fp32). Then, if why is not NULL,
+ * a one-line reason is written there (len bytes) for the caller's log; otherwise why[0] is
+ * set to '\0'. */
+gs_precision gs_precision_usable(gs_precision asked, char *why, size_t len);
+
+/* Sets the precision of the states made from now on (states made before keep theirs). bf16
+ * rounds the built multi-task network's conv weights to bf16 once (the first time). Call it
+ * right after loading, before sharing the model between threads. Returns 0, or -1 with the
+ * error set (the model stays as it was). */
+int gs_model_set_precision(gs_model *m, gs_precision p);
+
+/* The precision set (GS_PRECISION_FP32 after loading). */
+gs_precision gs_model_precision(const gs_model *m);
+
 /* A per-worker state for network `id` at batch n and input h x w:
  *  multitask: h, w multiples of 32 (512 normally); foreground: multiples of 8 (512);
  *  blur: multiples of 4 (256); screener: n = k rows of features, h = w = 1.

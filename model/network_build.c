@@ -434,7 +434,10 @@ static int deform(builder *b, const char *pfx, gs_rt_tensor *x, int cout, gs_rt_
     char bk[160];
     snprintf(bk, sizeof bk, "%s.bias", k);
     gs_rt_plan_set_part(b->p, GS_NET_PART_DCN_OFFSET);
-    if (conv_bn(b, k, bk, NULL, x, 27, 3, 1, 0, act_none, &off))
+    /* Offsets stay float32 in a bf16 plan: bf16 would put a 30-pixel offset an eighth of a
+       pixel off. */
+    off = gs_rt_plan_tensor_f32(b->p, 27, x->h, x->w, 0);
+    if (!off || conv_bn(b, k, bk, NULL, x, 27, 3, 1, 0, act_none, &off))
         return -1;
     gs_rt_plan_set_part(b->p, GS_NET_PART_DCN);
     const layer *y;
@@ -628,7 +631,9 @@ static int build_multitask(builder *b, gs_net_state *st)
     gs_rt_plan_set_part(b->p, GS_NET_PART_HEADS);
     if (conv_bn(b, "seg.0", "seg.0.bias", NULL, outs[2], 256, 3, 1, 0, act_relu, &h))
         return -1;
-    if (conv_bn(b, "seg.2", "seg.2.bias", NULL, h, 1, 1, 1, 0, act_none, &st->out_b))
+    /* The seg logits leave the network as float32 whatever the plan's precision. */
+    st->out_b = gs_rt_plan_tensor_f32(b->p, 1, h->h, h->w, 0);
+    if (!st->out_b || conv_bn(b, "seg.2", "seg.2.bias", NULL, h, 1, 1, 1, 0, act_none, &st->out_b))
         return -1;
     return fc_layer(b, "cls.fc", 512, 1, &st->fc);
 }

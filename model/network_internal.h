@@ -38,6 +38,8 @@ struct gs_model {
     int built[GS_NET_COUNT]; /* folded and reordered (a subset of present) */
     const char *provenance[GS_NET_COUNT];
     layer_list layers[GS_NET_COUNT];
+    gs_precision precision;
+    int bf16_weights; /* the multi-task convs hold bf16 weights too */
 };
 
 struct gs_net_state {

@@ -142,12 +142,17 @@ fail:
                            c->stride, c->deconv ? " (transposed, depthwise)" : "");
 }
 
-static void act_md(int n, int c, int h, int w, int plain, dnnl_memory_desc_t *md)
+static void act_md_dt(int n, int c, int h, int w, int plain, int bf16, dnnl_memory_desc_t *md)
 {
     dnnl_dims_t dims = {n, c, h, w};
-    dnnl_status_t st =
-        dnnl_memory_desc_init_by_tag(md, 4, dims, dnnl_f32, plain ? dnnl_nchw : dnnl_aBcd16b);
+    dnnl_status_t st = dnnl_memory_desc_init_by_tag(md, 4, dims, bf16 ? dnnl_bf16 : dnnl_f32,
+                                                    plain ? dnnl_nchw : dnnl_aBcd16b);
     GS_ASSERT(st == dnnl_success);
+}
+
+static void act_md(int n, int c, int h, int w, int plain, dnnl_memory_desc_t *md)
+{
+    act_md_dt(n, c, h, w, plain, 0, md);
 }
 
 int gs_rt_conv_init(gs_rt_conv *c, dnnl_engine_t engine, int cin, int cout, int k, int stride,
@@ -215,14 +220,66 @@ fail_noset:
     return -1;
 }
 
+int gs_rt_conv_make_bf16(gs_rt_conv *c, dnnl_engine_t engine)
+{
+    if (c->wr16)
+        return 0;
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_memory_desc_t src, dst, any;
+    int ndims, ho, wo;
+    dnnl_dims_t wd;
+    weights_dims(c, &ndims, wd);
+    conv_out_size(c, 64, 64, &ho, &wo);
+    act_md_dt(1, c->cin, 64, 64, c->cin == 3, 1, &src);
+    act_md_dt(1, c->cout, ho, wo, 0, 1, &dst);
+    DNNL_TRY(dnnl_memory_desc_init_by_tag(&any, ndims, wd, dnnl_bf16, dnnl_format_tag_any),
+             "bf16 weights md");
+    if (conv_pd(engine, c, &src, &dst, &any, NULL, &pd) != 0)
+        goto fail_noset;
+    c->wmd16 = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    c->wr16 = aligned_floats(dnnl_memory_desc_get_size(&c->wmd16) / sizeof(float) + 1);
+    if (!c->wr16) {
+        gs_error_set("out of memory for bf16 conv weights");
+        goto fail_noset;
+    }
+    /* One rounding, to nearest even, from the folded float32 weights. */
+    if (gs_dnnl_reorder(engine, &c->wmd, c->wr, &c->wmd16, c->wr16) != 0)
+        goto fail_noset;
+    if (c->dwk) {
+        size_t nk = (size_t)(c->cout + 15) / 16 * c->kh * c->kw * 16;
+        c->dwk16 = aligned_floats(nk);
+        if (!c->dwk16) {
+            gs_error_set("out of memory for bf16 deconvolution weights");
+            goto fail_noset;
+        }
+        for (size_t i = 0; i < nk; i++)
+            c->dwk16[i] = gs_bf16_to_f32(gs_bf16_from_f32(c->dwk[i]));
+    }
+    dnnl_primitive_desc_destroy(pd);
+    return 0;
+fail:
+fail_noset:
+    if (pd)
+        dnnl_primitive_desc_destroy(pd);
+    free(c->wr16);
+    free(c->dwk16);
+    c->wr16 = NULL;
+    c->dwk16 = NULL;
+    return gs_error_prefix("bf16 weights");
+}
+
 void gs_rt_conv_free(gs_rt_conv *c)
 {
     free(c->wr);
     free(c->bias);
     free(c->dwk);
+    free(c->wr16);
+    free(c->dwk16);
     c->wr = NULL;
     c->bias = NULL;
     c->dwk = NULL;
+    c->wr16 = NULL;
+    c->dwk16 = NULL;
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -235,11 +292,12 @@ typedef struct {
     dnnl_primitive_t prim;
     int nargs;
     dnnl_exec_arg_t args[5];
-    const float *src;
-    float *dst;
-    size_t nfloats;
+    const void *src;
+    void *dst;
+    size_t nelems;          /* STEP_COPY, STEP_ADD */
+    int bf16;               /* the step's activations are bf16 */
     const gs_rt_conv *conv; /* STEP_DWDECONV */
-    const float *skip;
+    const void *skip;
     int n, cb, h, w, ho, wo;
     gs_deform_conv *dcn;
     gs_deform_conv_scratch *scratch;
@@ -248,8 +306,8 @@ typedef struct {
 } step;
 
 typedef struct {
-    float *data;
-    size_t nfloats;
+    void *data;
+    size_t bytes;
     int in_use;
 } buffer;
 
@@ -257,6 +315,7 @@ struct gs_rt_plan {
     dnnl_engine_t engine;
     dnnl_stream_t stream;
     int n, dry;
+    int bf16; /* new tensors are bf16 unless asked for float32 */
     gs_rt_tensor **tensors;
     size_t ntensors, cap_tensors;
     buffer *bufs;
@@ -349,7 +408,24 @@ void gs_rt_plan_destroy(gs_rt_plan **pp)
     *pp = NULL;
 }
 
+void gs_rt_plan_set_bf16(gs_rt_plan *p, int on)
+{
+    p->bf16 = on != 0;
+}
+
+static gs_rt_tensor *tensor_new(gs_rt_plan *p, int c, int h, int w, int plain, int bf16);
+
 gs_rt_tensor *gs_rt_plan_tensor(gs_rt_plan *p, int c, int h, int w, int plain)
+{
+    return tensor_new(p, c, h, w, plain, p->bf16);
+}
+
+gs_rt_tensor *gs_rt_plan_tensor_f32(gs_rt_plan *p, int c, int h, int w, int plain)
+{
+    return tensor_new(p, c, h, w, plain, 0);
+}
+
+static gs_rt_tensor *tensor_new(gs_rt_plan *p, int c, int h, int w, int plain, int bf16)
 {
     if (c <= 0 || h <= 0 || w <= 0) {
         gs_error_set("tensor shape %dx%dx%d is empty", c, h, w);
@@ -367,26 +443,28 @@ gs_rt_tensor *gs_rt_plan_tensor(gs_rt_plan *p, int c, int h, int w, int plain)
     t->h = h;
     t->w = w;
     t->plain = plain;
+    t->bf16 = bf16;
     t->buf = -1;
-    act_md(p->n, c, h, w, plain, &t->md);
-    t->nfloats = dnnl_memory_desc_get_size(&t->md) / sizeof(float);
+    act_md_dt(p->n, c, h, w, plain, bf16, &t->md);
+    size_t bytes = dnnl_memory_desc_get_size(&t->md);
+    t->nelems = bytes / (bf16 ? sizeof(uint16_t) : sizeof(float));
     if (p->dry)
         return t;
     /* Best fit among released buffers, else a new zeroed one. */
     int best = -1;
     for (size_t i = 0; i < p->nbufs; i++)
-        if (!p->bufs[i].in_use && p->bufs[i].nfloats >= t->nfloats &&
-            (best < 0 || p->bufs[i].nfloats < p->bufs[best].nfloats))
+        if (!p->bufs[i].in_use && p->bufs[i].bytes >= bytes &&
+            (best < 0 || p->bufs[i].bytes < p->bufs[best].bytes))
             best = (int)i;
     if (best < 0) {
         if (grow((void **)&p->bufs, &p->cap_bufs, p->nbufs + 1, sizeof *p->bufs))
             return NULL;
-        float *d = aligned_floats(t->nfloats);
+        float *d = aligned_floats((bytes + sizeof(float) - 1) / sizeof(float));
         if (!d) {
             gs_error_set("out of memory for a %dx%dx%dx%d activation", p->n, c, h, w);
             return NULL;
         }
-        p->bufs[p->nbufs] = (buffer){d, t->nfloats, 0};
+        p->bufs[p->nbufs] = (buffer){d, bytes, 0};
         best = (int)p->nbufs++;
     }
     p->bufs[best].in_use = 1;
@@ -478,15 +556,23 @@ int gs_rt_plan_conv(gs_rt_plan *p, const gs_rt_conv *c, gs_rt_tensor *src, gs_rt
     int ndims;
     dnnl_dims_t wd;
     weights_dims(c, &ndims, wd);
-    DNNL_TRY(dnnl_memory_desc_init_by_tag(&any, ndims, wd, dnnl_f32, dnnl_format_tag_any),
+    if (src->bf16 && !c->wr16) {
+        gs_error_set("conv %dx%d %d->%d has no bf16 weights (gs_rt_conv_make_bf16)", c->kh, c->kw,
+                     c->cin, c->cout);
+        goto fail_noset;
+    }
+    /* bf16 source: bf16 weights (rounded once at load), float32 bias and accumulation. */
+    const dnnl_memory_desc_t *have = src->bf16 ? &c->wmd16 : &c->wmd;
+    DNNL_TRY(dnnl_memory_desc_init_by_tag(&any, ndims, wd, src->bf16 ? dnnl_bf16 : dnnl_f32,
+                                          dnnl_format_tag_any),
              "weights md");
     if (make_attr(act, sum, &attr) != 0)
         goto fail_noset;
     if (conv_pd(p->engine, c, &src->md, &d->md, &any, attr, &pd) != 0)
         goto fail_noset;
     const dnnl_memory_desc_t *want = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
-    void *wdata = c->wr;
-    if (!dnnl_memory_desc_equal(want, &c->wmd)) {
+    void *wdata = src->bf16 ? c->wr16 : c->wr;
+    if (!dnnl_memory_desc_equal(want, have)) {
         /* oneDNN picked another layout for these shapes: reorder a private copy once. */
         float *copy = aligned_floats(dnnl_memory_desc_get_size(want) / sizeof(float));
         if (!copy || grow((void **)&p->owned, &p->cap_owned, p->nowned + 1, sizeof *p->owned)) {
@@ -495,7 +581,7 @@ int gs_rt_plan_conv(gs_rt_plan *p, const gs_rt_conv *c, gs_rt_tensor *src, gs_rt
             goto fail_noset;
         }
         p->owned[p->nowned++] = copy;
-        if (gs_dnnl_reorder(p->engine, &c->wmd, c->wr, want, copy) != 0)
+        if (gs_dnnl_reorder(p->engine, have, wdata, want, copy) != 0)
             goto fail_noset;
         wdata = copy;
         p->weight_reorders++;
@@ -535,7 +621,7 @@ int gs_rt_plan_maxpool2(gs_rt_plan *p, gs_rt_tensor *src, gs_rt_tensor **dst)
 {
     if (src->h < 2 || src->w < 2)
         return gs_error_set("max-pool input %dx%d too small", src->h, src->w);
-    *dst = gs_rt_plan_tensor(p, src->c, src->h / 2, src->w / 2, 0);
+    *dst = tensor_new(p, src->c, src->h / 2, src->w / 2, 0, src->bf16);
     if (!*dst)
         return -1;
     if (p->dry)
@@ -564,7 +650,7 @@ fail_noset:
 
 int gs_rt_plan_copy(gs_rt_plan *p, gs_rt_tensor *src, gs_rt_tensor **dst)
 {
-    *dst = gs_rt_plan_tensor(p, src->c, src->h, src->w, src->plain);
+    *dst = tensor_new(p, src->c, src->h, src->w, src->plain, src->bf16);
     if (!*dst)
         return -1;
     if (p->dry)
@@ -574,13 +660,15 @@ int gs_rt_plan_copy(gs_rt_plan *p, gs_rt_tensor *src, gs_rt_tensor **dst)
         return -1;
     s->src = src->data;
     s->dst = (*dst)->data;
-    s->nfloats = src->nfloats;
+    s->nelems = src->nelems;
+    s->bf16 = src->bf16;
     return 0;
 }
 
 int gs_rt_plan_add(gs_rt_plan *p, gs_rt_tensor *dst, gs_rt_tensor *src)
 {
-    if (dst->c != src->c || dst->h != src->h || dst->w != src->w || dst->plain != src->plain)
+    if (dst->c != src->c || dst->h != src->h || dst->w != src->w || dst->plain != src->plain ||
+        dst->bf16 != src->bf16)
         return gs_error_set("add: shapes %dx%dx%d and %dx%dx%d differ", dst->c, dst->h, dst->w,
                             src->c, src->h, src->w);
     if (p->dry)
@@ -590,7 +678,8 @@ int gs_rt_plan_add(gs_rt_plan *p, gs_rt_tensor *dst, gs_rt_tensor *src)
         return -1;
     s->src = src->data;
     s->dst = dst->data;
-    s->nfloats = dst->nfloats;
+    s->nelems = dst->nelems;
+    s->bf16 = dst->bf16;
     return 0;
 }
 
@@ -601,13 +690,15 @@ int gs_rt_plan_dwdeconv(gs_rt_plan *p, const gs_rt_conv *c, gs_rt_tensor *src, g
     int ho, wo;
     conv_out_size(c, src->h, src->w, &ho, &wo);
     if (src->c != c->cin || src->plain || skip->plain || skip->c != c->cout || skip->h != ho ||
-        skip->w != wo)
+        skip->w != wo || skip->bf16 != src->bf16)
         return gs_error_set("depthwise deconvolution: input %dx%dx%d, skip %dx%dx%d do not fit",
                             src->c, src->h, src->w, skip->c, skip->h, skip->w);
     if (c->kh / c->stride > 8 || c->kw / c->stride > 8 || c->kh % c->stride || c->kw % c->stride)
         return gs_error_set("depthwise deconvolution: kernel %d with stride %d unsupported", c->kh,
                             c->stride);
-    *dst = gs_rt_plan_tensor(p, c->cout, ho, wo, 0);
+    if (src->bf16 && !c->dwk16)
+        return gs_error_set("depthwise deconvolution has no bf16 weights");
+    *dst = tensor_new(p, c->cout, ho, wo, 0, src->bf16);
     if (!*dst)
         return -1;
     if (p->dry)
@@ -616,6 +707,7 @@ int gs_rt_plan_dwdeconv(gs_rt_plan *p, const gs_rt_conv *c, gs_rt_tensor *src, g
     if (!s)
         return -1;
     s->conv = c;
+    s->bf16 = src->bf16;
     s->src = src->data;
     s->skip = skip->data;
     s->dst = (*dst)->data;
@@ -644,6 +736,43 @@ static int dw_taps(int o, int stride, int pad, int k, int in, int *idx, int *tap
     return n;
 }
 
+/* The bf16 form of run_dwdeconv: bf16 input, skip and output, the bf16-rounded kernel, sums
+ * in float32 rounded once per output value. */
+static void run_dwdeconv_bf16(const step *s)
+{
+    const gs_rt_conv *c = s->conv;
+    int k = c->kh, f = c->stride, pad = c->pad;
+    long rows = (long)s->n * s->cb * s->ho;
+#pragma omp parallel for schedule(static)
+    for (long r = 0; r < rows; r++) {
+        int y = (int)(r % s->ho);
+        long nc = r / s->ho;
+        int b = (int)(nc % s->cb);
+        const uint16_t *in = (const uint16_t *)s->src + (size_t)nc * s->h * s->w * 16;
+        const float *wk = c->dwk16 + (size_t)b * k * k * 16;
+        const uint16_t *sk = (const uint16_t *)s->skip + ((size_t)nc * s->ho + y) * s->wo * 16;
+        uint16_t *out = (uint16_t *)s->dst + ((size_t)nc * s->ho + y) * s->wo * 16;
+        int iy[8], ky[8], ix[8], kx[8];
+        int ny = dw_taps(y, f, pad, k, s->h, iy, ky);
+        for (int x = 0; x < s->wo; x++) {
+            int nx = dw_taps(x, f, pad, k, s->w, ix, kx);
+            float acc[16];
+            for (int l = 0; l < 16; l++)
+                acc[l] = gs_bf16_to_f32(sk[(size_t)x * 16 + l]);
+            for (int a = 0; a < ny; a++)
+                for (int bb = 0; bb < nx; bb++) {
+                    const uint16_t *v = in + ((size_t)iy[a] * s->w + ix[bb]) * 16;
+                    const float *wv = wk + ((size_t)ky[a] * k + kx[bb]) * 16;
+#pragma omp simd
+                    for (int l = 0; l < 16; l++)
+                        acc[l] += wv[l] * gs_bf16_to_f32(v[l]);
+                }
+            for (int l = 0; l < 16; l++)
+                out[(size_t)x * 16 + l] = gs_bf16_from_f32(acc[l]);
+        }
+    }
+}
+
 static void run_dwdeconv(const step *s)
 {
     const gs_rt_conv *c = s->conv;
@@ -654,10 +783,10 @@ static void run_dwdeconv(const step *s)
         int y = (int)(r % s->ho);
         long nc = r / s->ho; /* n * cb + block */
         int b = (int)(nc % s->cb);
-        const float *in = s->src + (size_t)nc * s->h * s->w * 16;
+        const float *in = (const float *)s->src + (size_t)nc * s->h * s->w * 16;
         const float *wk = c->dwk + (size_t)b * k * k * 16;
-        const float *sk = s->skip + ((size_t)nc * s->ho + y) * s->wo * 16;
-        float *out = s->dst + ((size_t)nc * s->ho + y) * s->wo * 16;
+        const float *sk = (const float *)s->skip + ((size_t)nc * s->ho + y) * s->wo * 16;
+        float *out = (float *)s->dst + ((size_t)nc * s->ho + y) * s->wo * 16;
         int iy[8], ky[8], ix[8], kx[8];
         int ny = dw_taps(y, f, pad, k, s->h, iy, ky);
         for (int x = 0; x < s->wo; x++) {
@@ -708,10 +837,10 @@ int gs_rt_plan_dcn(gs_rt_plan *p, const float *weight, const float *bias, int co
                    gs_rt_tensor *src, gs_rt_tensor *offset, gs_act act, gs_rt_tensor **dst)
 {
     if (offset->c != 27 || offset->h != src->h || offset->w != src->w || src->plain ||
-        offset->plain)
+        offset->plain || offset->bf16)
         return gs_error_set("deformable conv: offset tensor %dx%dx%d does not fit input %dx%dx%d",
                             offset->c, offset->h, offset->w, src->c, src->h, src->w);
-    *dst = gs_rt_plan_tensor(p, cout, src->h, src->w, 0);
+    *dst = tensor_new(p, cout, src->h, src->w, 0, src->bf16);
     if (!*dst)
         return -1;
     if (p->dry)
@@ -719,6 +848,7 @@ int gs_rt_plan_dcn(gs_rt_plan *p, const float *weight, const float *bias, int co
     gs_deform_conv_desc d;
     gs_deform_conv_desc_3x3(&d, p->n, src->c, cout, src->h, src->w);
     d.offset_format = GS_DEFORM_OFFSET_RAW_BLOCKED;
+    d.bf16 = src->bf16;
     step *s = new_step(p, STEP_DCN);
     if (!s)
         return -1;
@@ -728,6 +858,7 @@ int gs_rt_plan_dcn(gs_rt_plan *p, const float *weight, const float *bias, int co
     s->scratch = gs_deform_conv_scratch_new(s->dcn);
     if (!s->scratch)
         return -1;
+    s->bf16 = src->bf16;
     s->src = src->data;
     s->offset = offset->data;
     s->dst = (*dst)->data;
@@ -778,14 +909,22 @@ int gs_rt_plan_run(gs_rt_plan *p)
         case STEP_COPY:
             if (dnnl_stream_wait(p->stream) != dnnl_success)
                 return gs_error_set("oneDNN: stream wait failed");
-            memcpy(s->dst, s->src, s->nfloats * sizeof(float));
+            memcpy(s->dst, s->src, s->nelems * (s->bf16 ? sizeof(uint16_t) : sizeof(float)));
             break;
         case STEP_ADD: {
             if (dnnl_stream_wait(p->stream) != dnnl_success)
                 return gs_error_set("oneDNN: stream wait failed");
+            long nf = (long)s->nelems;
+            if (s->bf16) {
+                uint16_t *restrict d = s->dst;
+                const uint16_t *restrict a = s->src;
+#pragma omp parallel for schedule(static)
+                for (long k = 0; k < nf; k++)
+                    d[k] = gs_bf16_from_f32(gs_bf16_to_f32(d[k]) + gs_bf16_to_f32(a[k]));
+                break;
+            }
             float *restrict d = s->dst;
             const float *restrict a = s->src;
-            long nf = (long)s->nfloats;
 #pragma omp parallel for simd schedule(static)
             for (long k = 0; k < nf; k++)
                 d[k] += a[k];
@@ -794,12 +933,18 @@ int gs_rt_plan_run(gs_rt_plan *p)
         case STEP_DWDECONV:
             if (dnnl_stream_wait(p->stream) != dnnl_success)
                 return gs_error_set("oneDNN: stream wait failed");
-            run_dwdeconv(s);
+            if (s->bf16)
+                run_dwdeconv_bf16(s);
+            else
+                run_dwdeconv(s);
             break;
         case STEP_DCN:
             if (dnnl_stream_wait(p->stream) != dnnl_success)
                 return gs_error_set("oneDNN: stream wait failed");
-            if (gs_deform_conv_run(s->dcn, s->scratch, s->src, s->offset, NULL, s->dst) != 0)
+            if ((s->bf16
+                     ? gs_deform_conv_run_bf16(s->dcn, s->scratch, s->src, s->offset, NULL, s->dst)
+                     : gs_deform_conv_run(s->dcn, s->scratch, s->src, s->offset, NULL, s->dst)) !=
+                0)
                 return gs_error_prefix("step %zu", i);
             break;
         default:
@@ -823,11 +968,19 @@ void gs_rt_gap(const gs_rt_tensor *t, float *out)
     size_t hw = (size_t)t->h * t->w;
     for (int n = 0; n < t->n; n++)
         for (int b = 0; b < nb; b++) {
-            const float *base = t->data + ((size_t)n * nb + b) * hw * 16;
+            size_t at = ((size_t)n * nb + b) * hw * 16;
             double acc[16] = {0};
-            for (size_t i = 0; i < hw; i++)
-                for (int l = 0; l < 16; l++)
-                    acc[l] += base[i * 16 + l];
+            if (t->bf16) {
+                const uint16_t *base = (const uint16_t *)t->data + at;
+                for (size_t i = 0; i < hw; i++)
+                    for (int l = 0; l < 16; l++)
+                        acc[l] += gs_bf16_to_f32(base[i * 16 + l]);
+            } else {
+                const float *base = (const float *)t->data + at;
+                for (size_t i = 0; i < hw; i++)
+                    for (int l = 0; l < 16; l++)
+                        acc[l] += base[i * 16 + l];
+            }
             for (int l = 0; l < 16 && b * 16 + l < t->c; l++)
                 out[(size_t)n * t->c + b * 16 + l] = (float)(acc[l] / (double)hw);
         }
@@ -838,14 +991,26 @@ void gs_rt_extract_channel(const gs_rt_tensor *t, int ch, float *out)
     GS_ASSERT(ch >= 0 && ch < t->c);
     size_t hw = (size_t)t->h * t->w;
     if (t->plain) {
-        for (int n = 0; n < t->n; n++)
-            memcpy(out + n * hw, t->data + ((size_t)n * t->c + ch) * hw, hw * sizeof(float));
+        for (int n = 0; n < t->n; n++) {
+            size_t at = ((size_t)n * t->c + ch) * hw;
+            if (t->bf16)
+                gs_bf16_to_f32_array((const uint16_t *)t->data + at, out + n * hw, hw);
+            else
+                memcpy(out + n * hw, (const float *)t->data + at, hw * sizeof(float));
+        }
         return;
     }
     int nb = (t->c + 15) / 16, b = ch / 16, l = ch % 16;
     for (int n = 0; n < t->n; n++) {
-        const float *base = t->data + ((size_t)n * nb + b) * hw * 16;
-        for (size_t i = 0; i < hw; i++)
-            out[n * hw + i] = base[i * 16 + l];
+        size_t at = ((size_t)n * nb + b) * hw * 16;
+        if (t->bf16) {
+            const uint16_t *base = (const uint16_t *)t->data + at;
+            for (size_t i = 0; i < hw; i++)
+                out[n * hw + i] = gs_bf16_to_f32(base[i * 16 + l]);
+        } else {
+            const float *base = (const float *)t->data + at;
+            for (size_t i = 0; i < hw; i++)
+                out[n * hw + i] = base[i * 16 + l];
+        }
     }
 }

@@ -59,12 +59,15 @@ void gs_rt_fold_bn(float *w, float *b, int cout, size_t per_out, const float *ga
  * whoever embeds it; free with gs_rt_conv_free. */
 typedef struct {
     int cin, cout, kh, kw, stride, pad;
-    int deconv;             /* depthwise transposed conv: groups = cin = cout, no bias */
-    int has_bias;           /* bias used (folded BN or conv bias) */
-    dnnl_memory_desc_t wmd; /* layout chosen at load */
-    float *wr;              /* weights in wmd (64-byte aligned, owned) */
-    float *bias;            /* [cout] or NULL (owned) */
-    float *dwk;             /* deconv only: [ceil(c/16)][kh][kw][16] for gs_rt_plan_dwdeconv */
+    int deconv;               /* depthwise transposed conv: groups = cin = cout, no bias */
+    int has_bias;             /* bias used (folded BN or conv bias) */
+    dnnl_memory_desc_t wmd;   /* layout chosen at load */
+    float *wr;                /* weights in wmd (64-byte aligned, owned) */
+    float *bias;              /* [cout] or NULL (owned) */
+    float *dwk;               /* deconv only: [ceil(c/16)][kh][kw][16] for gs_rt_plan_dwdeconv */
+    dnnl_memory_desc_t wmd16; /* bf16 weights' layout (gs_rt_conv_make_bf16) */
+    void *wr16;               /* bf16 weights in wmd16, or NULL (owned) */
+    float *dwk16;             /* deconv only: dwk rounded to bf16 values, or NULL (owned) */
 } gs_rt_conv;
 
 /* Fills c from plain weights: conv OIHW [cout][cin][kh][kw], deconv [c][1][kh][kw] (the
@@ -75,12 +78,20 @@ int gs_rt_conv_init(gs_rt_conv *c, dnnl_engine_t engine, int cin, int cout, int 
                     int pad, int deconv, const float *w, const float *bias);
 void gs_rt_conv_free(gs_rt_conv *c);
 
-/* One activation tensor of a plan: n x c x h x w, nChw16c unless plain. Owned by the plan. */
+/* Adds bf16 weights to c (once; again is a no-op): the float32 weights (BN already folded)
+ * rounded to nearest even into the layout oneDNN picks for a bf16 conv of this geometry,
+ * the transposed conv's kernel likewise; the bias stays float32. Plans then run c on bf16
+ * sources. Returns 0, or -1 with the error set (c keeps its float32 weights). */
+int gs_rt_conv_make_bf16(gs_rt_conv *c, dnnl_engine_t engine);
+
+/* One activation tensor of a plan: n x c x h x w, nChw16c unless plain, float32 or bf16
+ * (uint16_t, ops/dnnl_reorder.h). Owned by the plan. */
 typedef struct {
     int n, c, h, w;
-    int plain;      /* NCHW */
-    float *data;    /* NULL in a dry plan */
-    size_t nfloats; /* buffer size (with channel padding) */
+    int plain;     /* NCHW */
+    int bf16;      /* elements are bf16 */
+    void *data;    /* NULL in a dry plan */
+    size_t nelems; /* elements of the buffer (with channel padding) */
     dnnl_memory_desc_t md;
     dnnl_memory_t mem;
     int buf; /* index of the pooled buffer */
@@ -97,6 +108,16 @@ int gs_rt_plan_is_dry(const gs_rt_plan *p);
 /* A new tensor (plain NCHW if plain != 0). Its buffer may be one released earlier in the plan
  * (gs_rt_plan_release); contents are unspecified but finite. Returns NULL with the error set. */
 gs_rt_tensor *gs_rt_plan_tensor(gs_rt_plan *p, int c, int h, int w, int plain);
+
+/* Tensors created later (also those steps create) are bf16 when on != 0, float32 otherwise
+ * (the default). A bf16 plan runs convs, pools, deformable and transposed convs in bf16 with
+ * float32 accumulation; steps whose input is bf16 make bf16 outputs. */
+void gs_rt_plan_set_bf16(gs_rt_plan *p, int on);
+
+/* As gs_rt_plan_tensor, but float32 whatever the plan: a conv from a bf16 source may write
+ * it (oneDNN accumulates in float32 and skips the final rounding), e.g. the deformable convs'
+ * offsets and the network outputs. */
+gs_rt_tensor *gs_rt_plan_tensor_f32(gs_rt_plan *p, int c, int h, int w, int plain);
 
 /* Declares that no step added later reads t: its buffer may back later tensors. */
 void gs_rt_plan_release(gs_rt_plan *p, gs_rt_tensor *t);
@@ -128,7 +149,8 @@ int gs_rt_plan_dwdeconv(gs_rt_plan *p, const gs_rt_conv *c, gs_rt_tensor *src, g
 int gs_rt_plan_act(gs_rt_plan *p, gs_rt_tensor *t, gs_act act);
 
 /* Step: dst (created) = act(modulated deformable 3x3 conv of src) with offsets and mask taken
- * from the 27-channel raw tensor `offset` (output of the conv_offset_mask conv), weights
+ * from the 27-channel float32 raw tensor `offset` (output of the conv_offset_mask conv; a bf16
+ * src makes a bf16 conv and output, ops/deform_conv gs_deform_conv_run_bf16), weights
  * [cout][cin][3][3] and bias [cout] (borrowed from the model; copied into the ops object). */
 int gs_rt_plan_dcn(gs_rt_plan *p, const float *weight, const float *bias, int cout,
                    gs_rt_tensor *src, gs_rt_tensor *offset, gs_act act, gs_rt_tensor **dst);

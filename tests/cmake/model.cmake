@@ -29,3 +29,19 @@ set_tests_properties(test_network_subset PROPERTIES FIXTURES_REQUIRED seeded_bun
 # The per-part profiling hook of the networks (what `gastroscreen bench` reports).
 gs_cmocka_test(test_network_profile unit SOURCES unit/test_network_profile.c LIBS gs_model)
 set_tests_properties(test_network_profile PROPERTIES FIXTURES_REQUIRED seeded_bundle TIMEOUT 300)
+
+# The bf16 runtime step by step against float32, the precision setting and its fallback;
+# skipped (exit 77) on a CPU without native bf16.
+gs_cmocka_test(test_network_precision unit SOURCES unit/test_network_precision.c LIBS gs_model)
+set_tests_properties(test_network_precision PROPERTIES FIXTURES_REQUIRED seeded_bundle
+                     SKIP_RETURN_CODE 77 TIMEOUT 300)
+
+# bf16 against fp32 on real tiles (CMU-1, TCGA, Kather patches) through `gastroscreen infer
+# --precision`: patch score, feature cosine and segmentation budgets (model/network.h);
+# skipped (exit 77) on a CPU without native bf16.
+add_test(NAME precision_budget
+         COMMAND /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/parity/precision_budget.py
+                 --gastroscreen $<TARGET_FILE:gastroscreen>
+                 --work ${CMAKE_CURRENT_BINARY_DIR}/precision_budget)
+set_tests_properties(precision_budget PROPERTIES LABELS parity ENVIRONMENT "${GS_TEST_ENV}"
+                     SKIP_RETURN_CODE 77 TIMEOUT 900)
