@@ -14,9 +14,10 @@
  *    512x512 tiles (FLOPs counted from the bundle's layer shapes), their fraction of that
  *    reference (target >= 0.70), also against the same reference convs re-timed interleaved
  *    with the network (so a change of machine load between sections does not skew the
- *    fraction); where a tile's time goes (separate profiled runs, gs_net_state_profile: per
- *    part medians, whose sum is a little above the unprofiled time because every step is
- *    waited for); and the small networks' times.
+ *    fraction), for fp32 and, where the CPU runs it natively, bf16 (or the --precision
+ *    asked for), all interleaved in the same rounds; where a tile's time goes (separate
+ *    profiled runs, gs_net_state_profile: per part medians, whose sum is a little above the
+ *    unprofiled time because every step is waited for); and the small networks' times.
  * Medians over --repeat timed rounds after warm-up rounds; the variants being compared run
  * interleaved (A B A B ...) so machine noise hits them alike. --json prints one JSON object
  * with every figure instead (tests/bench/torch_side.py reads it). --quick runs one decoder
@@ -37,6 +38,7 @@
 #include "daemon/cli/bench.h"
 #include "daemon/cli/default_bundle.h"
 #include "model/network.h"
+#include "ops/dnnl_reorder.h"
 #include "ops/error.h"
 
 /* Decoder DCN shapes of network-architecture.md §3.3 (cin -> cout @ side), batch 1. */
@@ -63,6 +65,8 @@ typedef struct {
     int repeat;
     int quick;
     int no_network;
+    int have_precision;
+    gs_precision precision;
     const char *model;
     char model_buf[4096]; /* the default bundle found when --model is not given */
 } bench_opts;
@@ -90,7 +94,7 @@ static int reference_shapes(const bench_opts *o, conv_shape *out)
 
 static const char *const USAGE =
     "usage: gastroscreen bench [--json] [--threads N] [--repeat N] [--quick]\n"
-    "                          [--model BUNDLE | --no-network]\n"
+    "                          [--model BUNDLE | --no-network] [--precision fp32|bf16]\n"
     "\n"
     "Measures on this machine, in one run: each decoder deformable-conv shape with our\n"
     "primitive vs a dense oneDNN 3x3 conv of the same shape (target: ratio <= 1.5); the\n"
@@ -109,6 +113,8 @@ static const char *const USAGE =
     "                 (random weights, same cost) is made with\n"
     "                   /usr/bin/python3 model/pytorch/make_bundle.py --seed 1 --out B\n"
     "  --no-network   skip the network section (the conv figures only)\n"
+    "  --precision P  the multi-task network in P only (default: fp32, and bf16 too when\n"
+    "                 this CPU runs it natively, interleaved in the same rounds)\n"
     "\n"
     "Side by side with PyTorch (torchvision deform_conv2d, the mirror with dense convs):\n"
     "  /usr/bin/python3 tests/bench/torch_side.py --gastroscreen PATH [--model B]\n"
@@ -134,11 +140,15 @@ static int parse_int(const char *opt, const char *s, int lo, int hi, int *out)
 /* Returns 0 to run, 1 after --help, 2 on a usage error. */
 static int parse_args(int argc, char **argv, bench_opts *o)
 {
-    static const struct option longopts[] = {
-        {"json", no_argument, NULL, 'j'},         {"threads", required_argument, NULL, 't'},
-        {"repeat", required_argument, NULL, 'r'}, {"quick", no_argument, NULL, 'q'},
-        {"model", required_argument, NULL, 'm'},  {"no-network", no_argument, NULL, 'n'},
-        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {{"json", no_argument, NULL, 'j'},
+                                             {"threads", required_argument, NULL, 't'},
+                                             {"repeat", required_argument, NULL, 'r'},
+                                             {"quick", no_argument, NULL, 'q'},
+                                             {"model", required_argument, NULL, 'm'},
+                                             {"no-network", no_argument, NULL, 'n'},
+                                             {"precision", required_argument, NULL, 'p'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {NULL, 0, NULL, 0}};
     memset(o, 0, sizeof *o);
     o->repeat = 10;
     optind = 1;
@@ -167,6 +177,13 @@ static int parse_args(int argc, char **argv, bench_opts *o)
             break;
         case 'n':
             o->no_network = 1;
+            break;
+        case 'p':
+            if (gs_precision_parse(optarg, &o->precision) < 0) {
+                fprintf(stderr, "gastroscreen bench: --precision: %s\n", gs_error_get());
+                return 2;
+            }
+            o->have_precision = 1;
             break;
         case 'h':
             fputs(USAGE, stdout);
@@ -424,7 +441,8 @@ static json_t *bench_networks(const bench_opts *o, double dense_ref)
     gs_model *m = gs_model_load(o->model);
     if (!m)
         return NULL;
-    net_run runs[2];
+    /* runs[precision][batch]; runs[0][0] also serves the small networks. */
+    net_run runs[GS_PRECISION_COUNT][2];
     memset(runs, 0, sizeof runs);
     gs_bench_dense *refs[N_REF] = {NULL};
     json_t *mt = json_null(), *small = json_array();
@@ -435,57 +453,86 @@ static json_t *bench_networks(const bench_opts *o, double dense_ref)
             goto fail;
         const int batches[2] = {1, 4};
         const int nb = o->quick ? 1 : 2;
-        for (int b = 0; b < nb; b++)
-            if (net_run_init(&runs[b], m, GS_NET_MULTITASK, batches[b], tile, tile) < 0)
+        /* Every precision this CPU runs natively (or the one asked for), fp32 first: a state
+         * takes the model's precision when it is made. */
+        gs_precision precs[GS_PRECISION_COUNT];
+        int np = 0;
+        if (o->have_precision) {
+            char why[160];
+            precs[np++] = gs_precision_usable(o->precision, why, sizeof why);
+            if (why[0])
+                fprintf(stderr, "gastroscreen bench: %s\n", why);
+        } else {
+            precs[np++] = GS_PRECISION_FP32;
+            if (gs_bf16_native())
+                precs[np++] = GS_PRECISION_BF16;
+        }
+        for (int q = 0; q < np; q++) {
+            if (gs_model_set_precision(m, precs[q]) < 0)
                 goto fail;
+            for (int b = 0; b < nb; b++)
+                if (net_run_init(&runs[q][b], m, GS_NET_MULTITASK, batches[b], tile, tile) < 0)
+                    goto fail;
+        }
         /* The reference dense convs run again here, interleaved with the network, so that the
          * fraction is not skewed by the load changing between the two sections. */
         conv_shape shapes[N_REF];
         const int nref = reference_shapes(o, shapes);
-        gs_bench_fn fns[2 + N_REF];
-        void *ctx[2 + N_REF];
-        double med[2 + N_REF];
-        for (int b = 0; b < nb; b++) {
-            fns[b] = net_run_once;
-            ctx[b] = &runs[b];
-        }
+        const int nrun = np * nb;
+        gs_bench_fn fns[GS_PRECISION_COUNT * 2 + N_REF];
+        void *ctx[GS_PRECISION_COUNT * 2 + N_REF];
+        double med[GS_PRECISION_COUNT * 2 + N_REF];
+        for (int q = 0; q < np; q++)
+            for (int b = 0; b < nb; b++) {
+                fns[q * nb + b] = net_run_once;
+                ctx[q * nb + b] = &runs[q][b];
+            }
         for (int k = 0; k < nref; k++) {
             refs[k] =
                 gs_bench_dense_new(1, shapes[k].cin, shapes[k].cout, shapes[k].res, shapes[k].res);
             if (!refs[k])
                 goto fail;
-            fns[nb + k] = gs_bench_dense_run;
-            ctx[nb + k] = refs[k];
+            fns[nrun + k] = gs_bench_dense_run;
+            ctx[nrun + k] = refs[k];
         }
-        if (gs_bench_interleaved(nb + nref, fns, ctx, 1, o->repeat, med) < 0)
+        if (gs_bench_interleaved(nrun + nref, fns, ctx, 1, o->repeat, med) < 0)
             goto fail;
         double rates[N_REF];
         for (int k = 0; k < nref; k++)
             rates[k] = gs_bench_conv_gflop(1, shapes[k].cin, shapes[k].cout, shapes[k].res,
                                            shapes[k].res, 3) /
-                       med[nb + k];
+                       med[nrun + k];
         const double inter_ref = gs_bench_median(rates, nref);
-        json_t *rows = json_array(), *prof = json_array();
-        for (int b = 0; b < nb; b++) {
-            json_t *pr = profile_parts(&runs[b], o->repeat);
-            if (!pr) {
-                json_decref(rows);
-                json_decref(prof);
-                goto fail;
+        json_t *per = json_array();
+        for (int q = 0; q < np; q++) {
+            json_t *rows = json_array(), *prof = json_array();
+            json_array_append_new(per, json_pack("{s:s, s:o, s:o}", "precision",
+                                                 gs_precision_name(precs[q]), "batches", rows,
+                                                 "layers", prof));
+            for (int b = 0; b < nb; b++) {
+                json_t *pr = profile_parts(&runs[q][b], o->repeat);
+                if (!pr) {
+                    json_decref(per);
+                    goto fail;
+                }
+                json_array_append_new(prof, pr);
+                double t = med[q * nb + b], rate = batches[b] * gflop / t;
+                json_array_append_new(
+                    rows, json_pack("{s:i, s:f, s:f, s:f, s:f, s:f}", "batch", batches[b], "ms",
+                                    t * 1e3, "tiles_per_s", batches[b] / t, "gflops", rate,
+                                    "fraction_of_dense_reference", rate / dense_ref,
+                                    "fraction_of_interleaved_dense_reference", rate / inter_ref));
+                net_run_free(&runs[q][b]);
             }
-            json_array_append_new(prof, pr);
-            double rate = batches[b] * gflop / med[b];
-            json_array_append_new(
-                rows, json_pack("{s:i, s:f, s:f, s:f, s:f, s:f}", "batch", batches[b], "ms",
-                                med[b] * 1e3, "tiles_per_s", batches[b] / med[b], "gflops", rate,
-                                "fraction_of_dense_reference", rate / dense_ref,
-                                "fraction_of_interleaved_dense_reference", rate / inter_ref));
-            net_run_free(&runs[b]);
         }
+        /* "batches" and "layers" of the first precision stay at the top for older readers. */
+        json_t *first = json_array_get(per, 0);
         json_decref(mt);
-        mt = json_pack("{s:i, s:f, s:f, s:o, s:o, s:s}", "tile", tile, "gflop_per_tile", gflop,
-                       "interleaved_dense_reference_gflops", inter_ref, "batches", rows, "layers",
-                       prof, "provenance", gs_model_provenance(m, GS_NET_MULTITASK));
+        mt = json_pack("{s:i, s:f, s:f, s:s, s:O, s:O, s:o, s:s}", "tile", tile, "gflop_per_tile",
+                       gflop, "interleaved_dense_reference_gflops", inter_ref, "precision",
+                       gs_precision_name(precs[0]), "batches", json_object_get(first, "batches"),
+                       "layers", json_object_get(first, "layers"), "precisions", per, "provenance",
+                       gs_model_provenance(m, GS_NET_MULTITASK));
     }
     /* Small networks at the sizes the pipeline runs them: one 512x512 thumbnail, one 256x256
      * crop per tile (batch 4, like the tiles), one slide's top-64 features. */
@@ -497,14 +544,14 @@ static json_t *bench_networks(const bench_opts *o, double dense_ref)
     for (size_t k = 0; k < sizeof SMALL / sizeof SMALL[0]; k++) {
         if (!gs_model_has(m, SMALL[k].id))
             continue;
-        if (net_run_init(&runs[0], m, SMALL[k].id, SMALL[k].n, SMALL[k].h, SMALL[k].w) < 0)
+        if (net_run_init(&runs[0][0], m, SMALL[k].id, SMALL[k].n, SMALL[k].h, SMALL[k].w) < 0)
             goto fail;
         gs_bench_fn fn = net_run_once;
-        void *ctx = &runs[0];
+        void *ctx = &runs[0][0];
         double med;
         if (gs_bench_interleaved(1, &fn, &ctx, 2, o->repeat, &med) < 0)
             goto fail;
-        net_run_free(&runs[0]);
+        net_run_free(&runs[0][0]);
         json_array_append_new(small, json_pack("{s:s, s:i, s:i, s:i, s:f}", "name",
                                                gs_net_name(SMALL[k].id), "batch", SMALL[k].n, "h",
                                                SMALL[k].h, "w", SMALL[k].w, "ms", med * 1e3));
@@ -512,8 +559,9 @@ static json_t *bench_networks(const bench_opts *o, double dense_ref)
     out = json_pack("{s:s, s:o, s:o}", "bundle", o->model, "multitask", mt, "small", small);
     mt = small = NULL;
 fail:
-    for (int b = 0; b < 2; b++)
-        net_run_free(&runs[b]);
+    for (int q = 0; q < GS_PRECISION_COUNT; q++)
+        for (int b = 0; b < 2; b++)
+            net_run_free(&runs[q][b]);
     for (int k = 0; k < N_REF; k++)
         gs_bench_dense_destroy(&refs[k]);
     json_decref(mt);
@@ -572,29 +620,40 @@ static void print_text(json_t *r)
                (int)json_integer_value(json_object_get(mt, "tile")), num(mt, "gflop_per_tile"));
         printf("dense reference re-measured interleaved with the network: %.1f GFLOP/s\n",
                num(mt, "interleaved_dense_reference_gflops"));
-        printf("%6s %10s %10s %10s %13s %13s\n", "batch", "ms", "tiles/s", "GFLOP/s",
-               "of dense ref", "of interleaved");
-        json_array_foreach(json_object_get(mt, "batches"), i, row)
+        printf("%9s %6s %10s %10s %10s %13s %13s\n", "precision", "batch", "ms", "tiles/s",
+               "GFLOP/s", "of dense ref", "of interleaved");
+        size_t q;
+        json_t *per;
+        json_array_foreach(json_object_get(mt, "precisions"), q, per)
         {
-            printf("%6d %10.1f %10.3f %10.1f %12.1f%% %12.1f%%\n",
-                   (int)json_integer_value(json_object_get(row, "batch")), num(row, "ms"),
-                   num(row, "tiles_per_s"), num(row, "gflops"),
-                   100.0 * num(row, "fraction_of_dense_reference"),
-                   100.0 * num(row, "fraction_of_interleaved_dense_reference"));
-        }
-        json_array_foreach(json_object_get(mt, "layers"), i, row)
-        {
-            printf("where a tile's time goes, batch %d (profiled runs, %.1f ms):",
-                   (int)json_integer_value(json_object_get(row, "batch")), num(row, "profiled_ms"));
-            size_t j;
-            json_t *part;
-            json_array_foreach(json_object_get(row, "parts"), j, part)
+            json_array_foreach(json_object_get(per, "batches"), i, row)
             {
-                printf("%s %s %.1f ms (%.0f%%)", j ? "," : "",
-                       json_string_value(json_object_get(part, "part")), num(part, "ms"),
-                       100.0 * num(part, "share"));
+                printf("%9s %6d %10.1f %10.3f %10.1f %12.1f%% %12.1f%%\n",
+                       json_string_value(json_object_get(per, "precision")),
+                       (int)json_integer_value(json_object_get(row, "batch")), num(row, "ms"),
+                       num(row, "tiles_per_s"), num(row, "gflops"),
+                       100.0 * num(row, "fraction_of_dense_reference"),
+                       100.0 * num(row, "fraction_of_interleaved_dense_reference"));
             }
-            printf("\n");
+        }
+        json_array_foreach(json_object_get(mt, "precisions"), q, per)
+        {
+            json_array_foreach(json_object_get(per, "layers"), i, row)
+            {
+                printf("%s, where a tile's time goes, batch %d (profiled runs, %.1f ms):",
+                       json_string_value(json_object_get(per, "precision")),
+                       (int)json_integer_value(json_object_get(row, "batch")),
+                       num(row, "profiled_ms"));
+                size_t j;
+                json_t *part;
+                json_array_foreach(json_object_get(row, "parts"), j, part)
+                {
+                    printf("%s %s %.1f ms (%.0f%%)", j ? "," : "",
+                           json_string_value(json_object_get(part, "part")), num(part, "ms"),
+                           100.0 * num(part, "share"));
+                }
+                printf("\n");
+            }
         }
     } else {
         printf("multi-task: absent from the bundle\n");

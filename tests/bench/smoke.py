@@ -8,7 +8,9 @@ No timing is asserted (machines are noisy). What is checked:
   shape with positive times and rates (the ratio and rates consistent with the times), the
   dense reference, and with --no-network the network section skipped with a reason;
 - without --model the build's default bundle is measured, with the per-part breakdown of a
-  tile's time (every part present, non-negative, shares summing to 1);
+  tile's time (every part present, non-negative, shares summing to 1), for fp32 and, on a CPU
+  with native bf16, bf16; --precision fp32 measures fp32 only, an unknown precision is a
+  usage error;
 - `--threads 1` is honoured and reported;
 - usage errors exit 2; a missing bundle exits 1 naming the file;
 - with a seeded bundle (model/pytorch/make_bundle.py): the multi-task section has positive
@@ -122,6 +124,21 @@ class BenchSmoke(unittest.TestCase):
         self.assertAlmostEqual(sum(p["share"] for p in parts), 1.0, delta=1e-3)
         self.assertAlmostEqual(sum(p["ms"] for p in parts), layers[0]["profiled_ms"], delta=1e-2)
         self.assertTrue(positive(layers[0]["profiled_ms"]))
+        # fp32 first (also at the top), bf16 after it when the CPU runs bf16 natively.
+        mt = net["multitask"]
+        self.assertEqual(mt["precision"], "fp32")
+        names = [p["precision"] for p in mt["precisions"]]
+        self.assertIn(names, (["fp32"], ["fp32", "bf16"]))
+        self.assertEqual(mt["precisions"][0]["batches"], mt["batches"])
+        for p in mt["precisions"]:
+            self.assertTrue(positive(p["batches"][0]["ms"]))
+            self.assertEqual(len(p["layers"][0]["parts"]), 7)
+
+    def test_precision_option(self):
+        r = json.loads(run("--json", "--repeat", "1", "--quick", "--precision", "fp32").stdout)
+        self.assertEqual([p["precision"] for p in r["network"]["multitask"]["precisions"]], ["fp32"])
+        p = run("--precision", "int8", check_rc=2)
+        self.assertIn("int8", p.stderr)
 
     def test_threads_and_text(self):
         r = json.loads(run("--json", "--repeat", "1", "--quick", "--threads", "1", "--no-network").stdout)
