@@ -64,6 +64,8 @@ static void usage(FILE *f)
     fprintf(f, "usage: gastroscreen infer --model BUNDLE TILE.png [TILE.png ...] [--out DIR] "
                "[--json]\n"
                "       gastroscreen infer --model BUNDLE SLIDE --x X --y Y [--out DIR] [--json]\n"
+               "       (either form also takes --precision fp32|bf16, default fp32; bf16 on a\n"
+               "       CPU without native bf16 runs fp32 and says so)\n"
                "\n"
                "Runs the multi-task network on a tile (PNG, H and W multiples of 32; several PNGs\n"
                "of one size make a batch) or on the tile_size tile of SLIDE at the bundle's\n"
@@ -448,16 +450,15 @@ static json_t *tissue_json(const gs_model *m, json_nets *j, const uint8_t *tile,
 
 int gs_cmd_infer(int argc, char **argv)
 {
-    static const struct option opts[] = {{"model", required_argument, NULL, 'm'},
-                                         {"out", required_argument, NULL, 'o'},
-                                         {"x", required_argument, NULL, 'x'},
-                                         {"y", required_argument, NULL, 'y'},
-                                         {"json", no_argument, NULL, 'j'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {
+        {"model", required_argument, NULL, 'm'}, {"out", required_argument, NULL, 'o'},
+        {"x", required_argument, NULL, 'x'},     {"y", required_argument, NULL, 'y'},
+        {"json", no_argument, NULL, 'j'},        {"precision", required_argument, NULL, 'p'},
+        {"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0}};
     const char *model_path = NULL, *out = NULL;
     long long x = 0, y = 0;
     int have_x = 0, have_y = 0, c;
+    gs_precision precision = gs_precision_default();
     optind = 1;
     json_mode = 0;
     while ((c = getopt_long(argc, argv, "m:o:h", opts, NULL)) != -1) {
@@ -481,6 +482,12 @@ int gs_cmd_infer(int argc, char **argv)
             break;
         case 'j':
             json_mode = 1;
+            break;
+        case 'p':
+            if (gs_precision_parse(optarg, &precision)) {
+                fprintf(stderr, "gastroscreen infer: --precision: %s\n", gs_error_get());
+                return 2;
+            }
             break;
         case 'h':
             usage(stdout);
@@ -527,7 +534,14 @@ int gs_cmd_infer(int argc, char **argv)
     m = gs_model_load(model_path);
     if (!m)
         goto fail;
+    char why[160];
+    precision = gs_precision_usable(precision, why, sizeof why);
+    if (why[0])
+        fprintf(stderr, "gastroscreen infer: %s\n", why);
+    if (gs_model_set_precision(m, precision))
+        goto fail;
     say("model: %s\n", model_path);
+    say("precision: %s\n", gs_precision_name(precision));
     print_provenance(m);
     if (!gs_model_has(m, GS_NET_MULTITASK)) {
         gs_error_set("%s: the bundle has no multitask network", model_path);

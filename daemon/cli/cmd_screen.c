@@ -65,7 +65,7 @@ static void on_signal(int sig)
 static void usage(FILE *f)
 {
     fputs("usage: gastroscreen screen SLIDE... [--model BUNDLE] [--out DIR] [--config FILE]\n"
-          "                          [--verbose] [--features-dir DIR]\n"
+          "                          [--verbose] [--features-dir DIR] [--precision fp32|bf16]\n"
           "Screens each slide with the coordinator and one worker of each stage running as\n"
           "threads of this process; prints one verdict line per slide:\n"
           "  PATH: CLASS score S threshold T report FOLDER[; reason: ...][; warning: ...]\n"
@@ -80,6 +80,9 @@ static void usage(FILE *f)
           "  --verbose       log lines of the coordinator and the workers on stderr\n"
           "  --features-dir DIR  also write each slide's screener input (top-k features,\n"
           "                  k x 512 float32) as DIR/<slide id>.npy (`gastroscreen features`)\n"
+          "  --precision P   the multi-task network's arithmetic, fp32 or bf16; default:\n"
+          "                  [infer] precision of --config, else fp32 (bf16 on a CPU without\n"
+          "                  native bf16 runs fp32, said once on stderr)\n"
           "Exit status: 0 when every slide got a negative, positive or unassessable verdict;\n"
           "1 when any slide failed or could not be submitted, or the service failed; 2 on a\n"
           "usage error.\n",
@@ -223,12 +226,14 @@ static int set_roots(gs_config *cfg, const slide_entry *s, size_t n)
 int gs_cmd_screen(int argc, char **argv)
 {
     const char *model_arg = NULL, *out_arg = DEFAULT_OUT, *config_path = NULL, *features_dir = NULL;
-    int quiet = 1;
+    int quiet = 1, have_precision = 0;
+    gs_precision precision = gs_precision_default();
     static const struct option opts[] = {{"model", required_argument, NULL, 'm'},
                                          {"out", required_argument, NULL, 'o'},
                                          {"config", required_argument, NULL, 'c'},
                                          {"verbose", no_argument, NULL, 'v'},
                                          {"features-dir", required_argument, NULL, 'F'},
+                                         {"precision", required_argument, NULL, 'P'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     optind = 1;
@@ -237,6 +242,13 @@ int gs_cmd_screen(int argc, char **argv)
         switch (ch) {
         case 'F':
             features_dir = optarg;
+            break;
+        case 'P':
+            if (gs_precision_parse(optarg, &precision)) {
+                fprintf(stderr, "gastroscreen screen: --precision: %s\n", gs_error_get());
+                return 2;
+            }
+            have_precision = 1;
             break;
         case 'm':
             model_arg = optarg;
@@ -283,6 +295,13 @@ int gs_cmd_screen(int argc, char **argv)
     char model[PATH_MAX];
     if (find_model(model_arg, cfg, model, sizeof model) != 0)
         goto report;
+    if (!have_precision && cfg->infer_precision[0] &&
+        gs_precision_parse(cfg->infer_precision, &precision) != 0)
+        goto report;
+    char why[160];
+    precision = gs_precision_usable(precision, why, sizeof why);
+    if (why[0])
+        fprintf(stderr, "gastroscreen screen: %s\n", why);
     if (gs_mkdir_p(out_arg, 0755) != 0)
         goto report;
     char out_real[PATH_MAX];
@@ -317,8 +336,11 @@ int gs_cmd_screen(int argc, char **argv)
 
     if (features_dir && gs_mkdir_p(features_dir, 0755) != 0)
         goto report;
-    gs_embedded_options eo = {
-        .config = cfg, .model_path = model, .quiet = quiet, .features_dir = features_dir};
+    gs_embedded_options eo = {.config = cfg,
+                              .model_path = model,
+                              .quiet = quiet,
+                              .features_dir = features_dir,
+                              .precision = precision};
     if (!(e = gs_embedded_new(&eo)))
         goto report;
 

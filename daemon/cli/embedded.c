@@ -219,7 +219,8 @@ gs_embedded *gs_embedded_new(const gs_embedded_options *o)
         gs_config_set_string(&e->cfg->metrics, ""))
         goto fail;
 
-    if (!(e->model = gs_model_load(o->model_path)))
+    if (!(e->model = gs_model_load(o->model_path)) ||
+        gs_model_set_precision(e->model, o->precision))
         goto fail;
     gs_config_decision(e->cfg, e->model, &e->decision);
     const gs_net_id nets[] = {GS_NET_MULTITASK, GS_NET_SCREENER};

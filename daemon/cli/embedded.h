@@ -40,6 +40,7 @@ typedef struct {
     const char *model_path;   /* the bundle (required) */
     int quiet;                /* no log lines from the coordinator and the workers */
     const char *features_dir; /* gs_coordinator_options.features_dir; NULL = none */
+    gs_precision precision;   /* the multi-task network's, as given (the caller resolves it) */
 } gs_embedded_options;
 
 /* Loads the bundle, starts the coordinator and the six workers, and waits until every worker

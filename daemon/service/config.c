@@ -83,6 +83,7 @@ static const key_field FIELDS[GS_CFG_KEY_COUNT] = {
     [GS_CFG_INFER_CONTEXT] = F(infer_context),
     [GS_CFG_INFER_TILE_INBOX] = F(infer_tile_inbox),
     [GS_CFG_INFER_ADVERTISE_HOST] = F(infer_advertise_host),
+    [GS_CFG_INFER_PRECISION] = F(infer_precision),
     [GS_CFG_SCREENER_THREADS] = F(screener_threads),
     [GS_CFG_SCREENER_THRESHOLD] = F(threshold),
     [GS_CFG_SCREENER_TOP_K] = F(top_k),

@@ -156,6 +156,8 @@ static const gs_config_key_info KEYS[GS_CFG_KEY_COUNT] = {
                                  "where to bind the tile inbox"},
     [GS_CFG_INFER_ADVERTISE_HOST] = {"infer", "advertise_host", GS_CONFIG_STRING, "", 0, 0,
                                      "host tilers connect to; empty = this host's name"},
+    [GS_CFG_INFER_PRECISION] = {"infer", "precision", GS_CONFIG_STRING, "", 0, 0,
+                                "fp32 or bf16; empty = fp32 (gs_precision_default)"},
     [GS_CFG_SCREENER_THREADS] = {"screener", "threads", GS_CONFIG_COUNT, "1", 1, 256,
                                  "screener worker threads"},
     [GS_CFG_SCREENER_THRESHOLD] = {"screener", "threshold", GS_CONFIG_NUMBER, "0.74", 0, 1,
@@ -299,6 +301,9 @@ int gs_config_schema_parse(gs_config_key_id k, const char *text, gs_config_value
     case GS_CONFIG_STRING:
         if (k == GS_CFG_SECURITY_SECURITY && strcmp(text, "curve") && strcmp(text, "off"))
             return gs_error_set("\"%s\" is neither curve nor off", text);
+        /* The names of model/network.h gs_precision_parse; stages do not parse them twice. */
+        if (k == GS_CFG_INFER_PRECISION && text[0] && strcmp(text, "fp32") && strcmp(text, "bf16"))
+            return gs_error_set("\"%s\" is neither fp32 nor bf16", text);
         if (k >= GS_CFG_SECURITY_COORDINATOR_KEY && k <= GS_CFG_SECURITY_CLIENT_KEY && text[0] &&
             text[0] != '/')
             return gs_error_set("\"%s\" is not an absolute path", text);

@@ -154,6 +154,7 @@ int gs_provenance_init(gs_provenance *p, const char *path, const gs_model *m, co
         return -1;
     const char *slash = strrchr(path, '/');
     snprintf(p->bundle, sizeof p->bundle, "%s", slash ? slash + 1 : path);
+    snprintf(p->precision, sizeof p->precision, "%s", gs_precision_name(gs_model_precision(m)));
     const char *fv = gs_weights_meta(gs_model_weights(m), "format_version");
     snprintf(p->format_version, sizeof p->format_version, "%s", fv ? fv : "");
     int untrained = 0, all_untrained = 1;

@@ -27,6 +27,7 @@ typedef struct {
     char format_version[32]; /* metadata "format_version" */
     char trained_on[512];    /* the networks' provenance, "untrained" when all are */
     char notice[64];         /* GS_REPORT_UNTRAINED_NOTICE when any network is untrained */
+    char precision[8]; /* the multi-task network's arithmetic when p was made: "fp32", "bf16" */
     char net_trained_on[GS_NET_COUNT][512]; /* each network's own provenance.<net> */
     Gastroscreen__V1__NetworkProvenance net[GS_NET_COUNT];
     Gastroscreen__V1__NetworkProvenance *net_ptr[GS_NET_COUNT];
@@ -42,7 +43,9 @@ int gs_sha256_file(const char *path, char hex[65]);
 
 /* Fills *p for the bundle file `path`, loaded as `m`, of which the stage uses the networks
  * nets[0..n-1]: untrained is set when any of them is untrained (absent, or provenance
- * "untrained"), and trained_on joins their provenance strings ("multitask: untrained").
+ * "untrained"), and trained_on joins their provenance strings ("multitask: untrained");
+ * precision is gs_model_precision(m), so set the model's precision (gs_model_set_precision)
+ * first.
  * Returns 0, or -1 with the error (the file cannot be read). */
 int gs_provenance_init(gs_provenance *p, const char *path, const gs_model *m, const gs_net_id *nets,
                        size_t n);

@@ -52,6 +52,7 @@ typedef struct {
     int64_t plan_budget_ms;   /* foreground: time budget of a plan */
     int top_k;                /* screener: rows of the screener matrix */
     char report_dir[4096];    /* reporter: folder for jobs without out_dir */
+    char precision[8];        /* infer: "fp32", "bf16" or "" (the CPU's best) */
     int heartbeat_ms, liveness;
     /* [security] (stages/runtime/keys): curve | off, the keys folder (workers/NAME.pub of the
      * tilers allowed into a tile inbox), this worker's secret key file and the coordinator's

@@ -51,6 +51,20 @@ static int fail(const char *name)
     return 1;
 }
 
+/* The infer worker's precision: [infer] precision or --precision, else this CPU's best; bf16
+ * on a CPU without it runs fp32 after one warning line. Returns 0 or -1 with the error set. */
+static int apply_precision(const char *name, const gs_stage_config *c, gs_model *m)
+{
+    gs_precision asked = gs_precision_default();
+    if (c->precision[0] && gs_precision_parse(c->precision, &asked))
+        return -1;
+    char why[160];
+    gs_precision run = gs_precision_usable(asked, why, sizeof why);
+    if (why[0])
+        log_stage(name, GS_LOG_WARNING, why);
+    return gs_model_set_precision(m, run);
+}
+
 int gs_stage_run(Gastroscreen__V1__Stage stage, int argc, char **argv)
 {
     const char *name = gs_stage_name(stage);
@@ -101,6 +115,10 @@ int gs_stage_run(Gastroscreen__V1__Stage stage, int argc, char **argv)
         size_t n_built = stage == GASTROSCREEN__V1__STAGE__STAGE_INFER ? 2 : 1;
         if (!(m = gs_model_load_nets(c.model, built, n_built)))
             return fail(name); /* the message starts with the file name */
+        if (stage == GASTROSCREEN__V1__STAGE__STAGE_INFER && apply_precision(name, &c, m)) {
+            rc = fail(name);
+            goto free_model;
+        }
         if (gs_provenance_init(&prov, c.model, m, &net, 1) < 0) {
             rc = fail(name);
             goto free_model;

@@ -45,3 +45,7 @@ add_test(NAME precision_budget
                  --work ${CMAKE_CURRENT_BINARY_DIR}/precision_budget)
 set_tests_properties(precision_budget PROPERTIES LABELS parity ENVIRONMENT "${GS_TEST_ENV}"
                      SKIP_RETURN_CODE 77 TIMEOUT 900)
+
+# The precision setting in the schema, the infer worker's flag and the announced provenance.
+gs_cmocka_test(test_precision_config unit SOURCES unit/test_precision_config.c LIBS gs_stages)
+set_tests_properties(test_precision_config PROPERTIES FIXTURES_REQUIRED seeded_bundle TIMEOUT 300)
