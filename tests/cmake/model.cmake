@@ -49,3 +49,6 @@ set_tests_properties(precision_budget PROPERTIES LABELS parity ENVIRONMENT "${GS
 # The precision setting in the schema, the infer worker's flag and the announced provenance.
 gs_cmocka_test(test_precision_config unit SOURCES unit/test_precision_config.c LIBS gs_stages)
 set_tests_properties(test_precision_config PROPERTIES FIXTURES_REQUIRED seeded_bundle TIMEOUT 300)
+# The same binary with oneDNN capped below avx512_core_bf16: the fallback to fp32.
+add_test(NAME test_precision_fallback COMMAND test_precision_config --capped-isa)
+set_tests_properties(test_precision_fallback PROPERTIES LABELS unit)

@@ -3,6 +3,10 @@
  * fp32 or bf16; anything else refused naming the value), the infer worker's --precision flag
  * and key (only the infer stage holds it), and the provenance a stage announces (it names the
  * precision the model was set to). Runs on any CPU: nothing here executes bf16.
+ *
+ * With --capped-isa it caps oneDNN at avx512_core (ONEDNN_MAX_CPU_ISA, set before oneDNN
+ * starts) and checks the fallback of a CPU without native bf16: bf16 asked for runs fp32, with
+ * the one line to log saying why.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -15,6 +19,7 @@
 #include <cmocka.h>
 
 #include "model/network.h"
+#include "ops/dnnl_reorder.h"
 #include "ops/error.h"
 #include "stages/runtime/config_schema.h"
 #include "stages/runtime/provenance.h"
@@ -76,8 +81,26 @@ static void provenance_names_the_precision(void **state)
     gs_model_destroy(&m);
 }
 
-int main(void)
+static void capped_isa_falls_back(void **state)
 {
+    (void)state;
+    assert_int_equal(gs_bf16_native(), 0);
+    char why[160];
+    assert_int_equal(gs_precision_usable(GS_PRECISION_BF16, why, sizeof why), GS_PRECISION_FP32);
+    assert_non_null(strstr(why, "no native bf16"));
+    assert_non_null(strstr(why, "running fp32"));
+    assert_int_equal(gs_precision_usable(GS_PRECISION_FP32, why, sizeof why), GS_PRECISION_FP32);
+    assert_string_equal(why, "");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc == 2 && !strcmp(argv[1], "--capped-isa")) {
+        /* Before any oneDNN call: the library reads it once. */
+        setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE", 1);
+        const struct CMUnitTest capped[] = {cmocka_unit_test(capped_isa_falls_back)};
+        return cmocka_run_group_tests(capped, NULL, NULL);
+    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(schema_key),
         cmocka_unit_test(infer_worker_flag),
