@@ -102,18 +102,27 @@ function drawThroughput(t) {
     `${t.slides_waiting} waiting for a slot`;
 }
 
+// `gastroscreen view` serves the reports of one run and no live service: /api/throughput is
+// 404 there, which leaves the slides shown and says so in the throughput panel.
+function drawNoService() {
+  document.querySelector("#stages tbody").replaceChildren();
+  document.getElementById("flight").textContent =
+    "no live service: these are the reports of one screening run";
+}
+
 async function refresh() {
   const verdict = document.getElementById("verdict").value;
   const q = verdict ? `?verdict=${encodeURIComponent(verdict)}` : "";
-  try {
-    const [slides, throughput] = await Promise.all([getJSON(`/api/slides${q}`),
-                                                    getJSON("/api/throughput")]);
-    drawSlides(slides);
-    drawThroughput(throughput);
-    setStatus(`updated ${fmtTime(slides.generated_unix_ms)}`, false);
-  } catch (e) {
-    setStatus(`cannot reach the service (${e.message}); retrying`, true);
-  }
+  const [slides, throughput] = await Promise.allSettled([getJSON(`/api/slides${q}`),
+                                                         getJSON("/api/throughput")]);
+  if (slides.status === "fulfilled") drawSlides(slides.value);
+  if (throughput.status === "fulfilled") drawThroughput(throughput.value);
+  else if (/HTTP 404/.test(throughput.reason.message)) drawNoService();
+  const failed = slides.status === "rejected" ? slides.reason
+    : throughput.status === "rejected" && !/HTTP 404/.test(throughput.reason.message)
+      ? throughput.reason : null;
+  if (failed) setStatus(`cannot reach the service (${failed.message}); retrying`, true);
+  else setStatus(`updated ${fmtTime(slides.value.generated_unix_ms)}`, false);
 }
 
 function start() {

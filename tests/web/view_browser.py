@@ -10,7 +10,9 @@
     colours (blue through red) that the slide alone never has: the overlay toggles; the
     background layer, switched on (?show=), greys the non-tissue tiles;
   - the page's DOM after its scripts ran: ready, no error shown, the untrained banner shown
-    exactly when report.json says the model is untrained.
+    exactly when report.json says the model is untrained;
+  - the worklist page ("/") after its script ran: the slide's row with its viewer link, the
+    count, the untrained banner as report.json says, and a screenshot that is a page of text.
 
 Exit 77 (ctest SKIP_RETURN_CODE) only when no chromium is installed. The screenshots stay in
 FIXTURE_DIR/screenshots for people to look at.
@@ -93,6 +95,21 @@ with ViewServer(exe, out, "--web", os.path.join(here, "..", "..", "web")) as srv
                             "background.png")
     dom = chromium_run("--dump-dom", page + "?hide=heatmap").stdout
     bad = screenshot("%s/view/ffffffffffffffff" % srv.base, "unknown_id.png")
+    # The worklist page over the same server: its script fetched /api/slides and drew the row.
+    worklist_dom = chromium_run("--dump-dom", srv.base + "/").stdout
+    worklist = screenshot(srv.base + "/", "worklist.png")
+
+name = os.path.basename(report["slide"]["path"])
+check(name in worklist_dom, "the worklist does not list %s" % name)
+check('<a href="/view/%s">open</a>' % sid in worklist_dom, "no viewer link on the worklist")
+check(">1 slide<" in worklist_dom, "the worklist's count is not 1 slide")
+check(('id="untrained" class="banner" hidden' in worklist_dom) != bool(report["untrained"]),
+      "worklist's untrained banner vs report.json")
+if worklist:
+    px = list(worklist.getdata())
+    ink = sum(1 for p in px if max(p) < 100) / len(px)
+    print("worklist: %.2f%% dark (text) pixels" % (100 * ink))
+    check(0.002 < ink < 0.5, "the worklist screenshot is blank or not a page")
 
 check('data-ready="1"' in dom, "the page never became ready (tiles not loaded?)")
 check('id="error" class="error" hidden' in dom, "the page shows an error")
