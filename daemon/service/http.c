@@ -28,6 +28,7 @@
 #define DEFAULT_MAX_CONNECTIONS 64u
 #define DEFAULT_MAX_PER_IP 16u
 #define DEFAULT_TIMEOUT_S 10u
+#define HTTP_THREADS 4u /* handler threads (MHD thread pool) */
 /* The request line and every header must fit in this per-connection buffer: a browser's
  * requests take 1-2 KiB, and a bound keeps a garbage client from holding much memory. */
 #define CONNECTION_MEMORY (32u * 1024u)
@@ -490,6 +491,14 @@ static enum MHD_Result add_query(void *cls, enum MHD_ValueKind kind, const char 
 }
 
 /* The ?token= answer: the cookie, and a redirect to the same URL without the token. */
+/* The token cookie's name: "gs_token_<port>". Browsers send a host's cookies to every port of
+ * it, so a per-port name keeps gastroscreend and a `gastroscreen view` on one host from
+ * overwriting each other's token, and a token from being taken for another server's. */
+static void cookie_name(const gs_http *h, char *out, size_t cap)
+{
+    snprintf(out, cap, "gs_token_%d", h->port);
+}
+
 static enum MHD_Result redirect_with_cookie(const gs_http *h, struct MHD_Connection *c,
                                             const char *path)
 {
@@ -502,8 +511,11 @@ static enum MHD_Result redirect_with_cookie(const gs_http *h, struct MHD_Connect
         return answer(c, MHD_HTTP_URI_TOO_LONG, "request too long\n", NULL, NULL);
     memcpy(location + at, query, q.at);
     location[at + q.at] = '\0';
-    char cookie[TOKEN_MAX + 64];
-    snprintf(cookie, sizeof cookie, "gs_token=%s; Path=/; HttpOnly; SameSite=Strict", h->token);
+    char cookie[TOKEN_MAX + 80], name[32];
+    cookie_name(h, name, sizeof name);
+    /* Lax: a link to a page opened from a mail or another site still carries it (GET only is
+     * served, so Lax gives a cross-site form nothing to act on). */
+    snprintf(cookie, sizeof cookie, "%s=%s; Path=/; HttpOnly; SameSite=Lax", name, h->token);
     struct MHD_Response *r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
     if (!r)
         return MHD_NO;
@@ -586,8 +598,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         const char *auth =
             MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
         const char *query = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "token");
+        char name[32];
+        cookie_name(h, name, sizeof name);
         int ok = (auth && !strncmp(auth, "Bearer ", 7) && same_secret(auth + 7, h->token)) ||
-                 same_secret(MHD_lookup_connection_value(c, MHD_COOKIE_KIND, "gs_token"), h->token);
+                 same_secret(MHD_lookup_connection_value(c, MHD_COOKIE_KIND, name), h->token);
         if (query && same_secret(query, h->token))
             return redirect_with_cookie(h, c, url);
         if (!ok)
@@ -622,10 +636,14 @@ int gs_http_start(gs_http *h)
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO;
     if (h->family == AF_INET6)
         flags |= MHD_USE_IPv6;
-    h->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, h, MHD_OPTION_LISTEN_SOCKET,
-                                 h->fd, MHD_OPTION_CONNECTION_LIMIT, h->max_connections,
-                                 MHD_OPTION_PER_IP_CONNECTION_LIMIT, h->max_per_ip,
-                                 MHD_OPTION_CONNECTION_TIMEOUT, h->timeout_s,
+    /* A pool, so that one slow handler (a tile of a slide on slow storage) does not hold up
+     * /metrics and the worklist: handlers lock what they share. MHD splits the connection limit
+     * between the threads, so never more threads than connections. */
+    unsigned pool = h->max_connections < HTTP_THREADS ? h->max_connections : HTTP_THREADS;
+    h->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, h, MHD_OPTION_THREAD_POOL_SIZE,
+                                 pool, MHD_OPTION_LISTEN_SOCKET, h->fd, MHD_OPTION_CONNECTION_LIMIT,
+                                 h->max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+                                 h->max_per_ip, MHD_OPTION_CONNECTION_TIMEOUT, h->timeout_s,
                                  MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONNECTION_MEMORY,
                                  MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL, MHD_OPTION_END);
     if (!h->daemon)

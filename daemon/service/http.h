@@ -13,8 +13,8 @@
  *   - connections: at most max_connections in all, max_per_ip from one address, an idle one is
  *     closed after timeout_s;
  *   - the token: a listen address that is not loopback needs one (gs_http_new fails without);
- *     with a token set every request needs "Authorization: Bearer TOKEN", the gs_token cookie,
- *     or ?token=TOKEN, which sets the cookie (HttpOnly, SameSite=Strict) and redirects (303) to
+ *     with a token set every request needs "Authorization: Bearer TOKEN", the gs_token_<port>
+ * cookie, or ?token=TOKEN, which sets the cookie (HttpOnly, SameSite=Strict) and redirects (303) to
  *     the same URL without it, so a person types the link once. 401 otherwise.
  *
  * Routes match by longest prefix: a prefix ending in '/' matches every path below it; another
@@ -25,12 +25,13 @@
  *     gs_http_options o = {.listen = "127.0.0.1:8080"};
  *     gs_http *h = gs_http_new(&o);                  // binds now: the port is known
  *     gs_http_route(h, "/metrics", metrics_handler, m);
- *     gs_http_start(h);                              // serves from its own thread
+ *     gs_http_start(h);                              // serves from its own threads
  *     ... gs_http_destroy(&h);                       // waits for a handler in progress
  *
- * Threads: every handler runs in the server's one thread, one call at a time (a slow handler
- * delays the others; it never runs concurrently with another handler of the same server). It
- * must read its owner's data safely (a lock, a snapshot), never the owner's live structures.
+ * Threads: handlers run on the server's small pool of threads (4, fewer when max_connections
+ * is smaller), so several may run at once, each for its own request: a handler must read its
+ * owner's data safely (a lock, a snapshot), never the owner's live structures, and a slow one
+ * holds up only its own connection.
  * The request and reply handles are valid only during the handler call.
  */
 #ifndef GS_DAEMON_SERVICE_HTTP_H

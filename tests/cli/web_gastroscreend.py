@@ -287,9 +287,9 @@ def token_server(build, bundle, scratch):
         status, head, _ = get(port, "/?token=" + TOKEN + "&x=1")
         check(status == 303 and header(head, "Location") == "/?x=1", (status, head))
         cookie = header(head, "Set-Cookie")
-        check(cookie and cookie.startswith("gs_token=" + TOKEN + ";") and "HttpOnly" in cookie,
+        check(cookie and cookie.startswith("gs_token_%d=%s;" % (port, TOKEN)) and "HttpOnly" in cookie,
               head)
-        check(get(port, "/", headers="Cookie: gs_token=%s\r\n" % TOKEN)[0] == 200, "cookie")
+        check(get(port, "/", headers="Cookie: gs_token_%d=%s\r\n" % (port, TOKEN))[0] == 200, "cookie")
         check(get(port, "/?token=wrong-wrong-wrong-wrong")[0] == 401, "a wrong ?token=")
         # Reachable on the host's other addresses too (0.0.0.0), still with the token.
         addrs = [a[4][0] for a in socket.getaddrinfo(socket.gethostname(), port, socket.AF_INET)

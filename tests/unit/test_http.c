@@ -505,10 +505,14 @@ static void token_is_enforced(void **state)
     snprintf(hdr, sizeof hdr, "Authorization: Basic %s\r\n", TOKEN);
     assert_int_equal(status_of(a = request(port, "GET", "/", hdr)), 401);
     free(a);
-    snprintf(hdr, sizeof hdr, "Cookie: other=1; gs_token=%s\r\n", TOKEN);
+    snprintf(hdr, sizeof hdr, "Cookie: other=1; gs_token_%d=%s\r\n", port, TOKEN);
     assert_int_equal(status_of(a = request(port, "GET", "/", hdr)), 200);
     free(a);
-    snprintf(hdr, sizeof hdr, "Cookie: gs_token=%.*s\r\n", (int)strlen(TOKEN) - 1, TOKEN);
+    snprintf(hdr, sizeof hdr, "Cookie: gs_token_%d=%.*s\r\n", port, (int)strlen(TOKEN) - 1, TOKEN);
+    assert_int_equal(status_of(a = request(port, "GET", "/", hdr)), 401);
+    free(a);
+    /* Another port's cookie is not this server's token. */
+    snprintf(hdr, sizeof hdr, "Cookie: gs_token_%d=%s\r\n", port + 1, TOKEN);
     assert_int_equal(status_of(a = request(port, "GET", "/", hdr)), 401);
     free(a);
 
@@ -520,8 +524,8 @@ static void token_is_enforced(void **state)
     assert_int_equal(status_of(a), 303);
     assert_non_null(strstr(a, "Location: /view/abc?q=1%202&x\r\n"));
     char cookie[256];
-    snprintf(cookie, sizeof cookie, "Set-Cookie: gs_token=%s; Path=/; HttpOnly; SameSite=Strict",
-             TOKEN);
+    snprintf(cookie, sizeof cookie, "Set-Cookie: gs_token_%d=%s; Path=/; HttpOnly; SameSite=Lax",
+             port, TOKEN);
     assert_non_null(strstr(a, cookie));
     assert_int_equal(root.calls, calls);
     free(a);
