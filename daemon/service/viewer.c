@@ -1,5 +1,6 @@
 #include "daemon/service/viewer.h"
 
+#include <jansson.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -9,6 +10,7 @@
 
 #include "ops/error.h"
 #include "proto/vocab.h"
+#include "stages/runtime/log.h"
 #include "stages/slide/deepzoom.h"
 
 /* One open slide. refs counts the requests using it; it is closed only at 0. */
@@ -17,6 +19,7 @@ typedef struct {
     gs_deepzoom *dz;
     unsigned refs;
     uint64_t used; /* tick of the last request: the smallest is closed first */
+    int stale;     /* a read failed or the file changed: reopened once no request uses it */
 } open_slide;
 
 struct gs_viewer {
@@ -102,13 +105,34 @@ static int not_found(gs_http_reply *reply)
     return gs_http_reply_text(reply, 404, "not found\n");
 }
 
-/* The open slide of id (opened now when it is not), with a reference the caller gives back
- * with release(). NULL when it cannot be opened (the error set). */
-static open_slide *acquire(gs_viewer *v, const char *id, const char *path)
+/* The quickhash report_dir/report.json records for the slide (empty when it has none: an older
+ * report, or a slide whose plan gave none). */
+static void report_quickhash(const char *report_dir, char *out, size_t cap)
+{
+    out[0] = '\0';
+    char path[PATH_MAX + 16];
+    snprintf(path, sizeof path, "%s/report.json", report_dir);
+    json_t *r = json_load_file(path, JSON_REJECT_DUPLICATES, NULL);
+    const char *q = json_string_value(json_object_get(json_object_get(r, "slide"), "quickhash"));
+    if (q)
+        snprintf(out, cap, "%s", q);
+    json_decref(r);
+}
+
+/* The open slide of id (opened now when it is not, or reopened when it went stale), with a
+ * reference the caller gives back with release(). NULL when it cannot be opened (the error
+ * set): also when the file at path is not the one the report was made from. */
+static open_slide *acquire(gs_viewer *v, const char *id, const char *path, const char *report_dir)
 {
     pthread_mutex_lock(&v->lock);
     for (unsigned i = 0; i < v->n_open; i++)
         if (!strcmp(v->open[i].id, id)) {
+            if (v->open[i].stale && !v->open[i].refs) { /* close it; opened afresh below */
+                gs_deepzoom_destroy(&v->open[i].dz);
+                v->open[i].id[0] = '\0';
+                v->open[i].stale = 0;
+                break;
+            }
             v->open[i].refs++;
             v->open[i].used = ++v->tick;
             pthread_mutex_unlock(&v->lock);
@@ -117,9 +141,12 @@ static open_slide *acquire(gs_viewer *v, const char *id, const char *path)
     pthread_mutex_unlock(&v->lock);
 
     /* Opening reads the slide's metadata: done without the lock, so other slides' tiles flow. */
+    char quickhash[128];
+    report_quickhash(report_dir, quickhash, sizeof quickhash);
     gs_deepzoom_options o;
     gs_deepzoom_options_default(&o);
     o.cache_bytes = v->cache_bytes;
+    o.quickhash = quickhash;
     gs_deepzoom *dz = gs_deepzoom_open(path, &o);
     if (!dz)
         return NULL;
@@ -131,10 +158,13 @@ static open_slide *acquire(gs_viewer *v, const char *id, const char *path)
             slot = &v->open[i]; /* another request opened it meanwhile */
     if (slot) {
         gs_deepzoom_destroy(&dz);
-    } else if (v->n_open < v->max_open) {
-        slot = &v->open[v->n_open++];
     } else {
-        for (unsigned i = 0; i < v->n_open; i++) /* the least recently used one not in use */
+        for (unsigned i = 0; i < v->n_open && !slot; i++) /* a slot closed as stale */
+            if (!v->open[i].id[0] && !v->open[i].refs)
+                slot = &v->open[i];
+        if (!slot && v->n_open < v->max_open)
+            slot = &v->open[v->n_open++];
+        for (unsigned i = 0; i < v->n_open && !slot; i++) /* the least recently used one */
             if (!v->open[i].refs && (!slot || v->open[i].used < slot->used))
                 slot = &v->open[i];
         if (slot)
@@ -150,6 +180,7 @@ static open_slide *acquire(gs_viewer *v, const char *id, const char *path)
         memcpy(slot->id, id, sizeof slot->id);
         slot->dz = dz;
         slot->refs = 0;
+        slot->stale = 0;
     }
     slot->refs++;
     slot->used = ++v->tick;
@@ -157,10 +188,13 @@ static open_slide *acquire(gs_viewer *v, const char *id, const char *path)
     return slot;
 }
 
-static void release(gs_viewer *v, open_slide *s)
+/* Gives the reference back; stale: the slide failed a read or a recheck, so the next request
+ * opens it afresh (after a storage hiccup, or to refuse a replaced file). */
+static void release(gs_viewer *v, open_slide *s, int stale)
 {
     pthread_mutex_lock(&v->lock);
     s->refs--;
+    s->stale |= stale;
     pthread_mutex_unlock(&v->lock);
 }
 
@@ -198,8 +232,8 @@ static int parse_tile(const char *p, long *level, long *col, long *row)
     return *level < 0 || *col < 0 || *row < 0 ? -1 : 0;
 }
 
-static int serve_slide(gs_viewer *v, const char *id, const char *slide_path, const char *rest,
-                       gs_http_reply *reply)
+static int serve_slide(gs_viewer *v, const char *id, const char *slide_path, const char *report_dir,
+                       const char *rest, gs_http_reply *reply)
 {
     long level = 0, col = 0, row = 0;
     int dzi = !strcmp(rest, "slide.dzi");
@@ -207,10 +241,20 @@ static int serve_slide(gs_viewer *v, const char *id, const char *slide_path, con
         if (strncmp(rest, "slide_files/", 12) != 0 || parse_tile(rest + 12, &level, &col, &row))
             return not_found(reply);
     }
-    open_slide *s = acquire(v, id, slide_path);
-    if (!s) /* a slide that is gone or unreadable: nothing to show */
+    open_slide *s = acquire(v, id, slide_path, report_dir);
+    if (!s) { /* a slide that is gone, unreadable or replaced: nothing to show */
+        gs_log_linef("gastroscreen-viewer", "viewer", id, GS_LOG_WARNING, "slide not shown: %s",
+                     gs_error_get());
         return gs_http_reply_text(reply, 404, "slide cannot be opened\n");
-    int rc;
+    }
+    int rc, stale = 0;
+    if (dzi && gs_deepzoom_recheck(s->dz) != 0) {
+        /* Each page load starts here: a file replaced since it was opened is not shown. */
+        gs_log_linef("gastroscreen-viewer", "viewer", id, GS_LOG_WARNING, "slide not shown: %s",
+                     gs_error_get());
+        release(v, s, 1);
+        return gs_http_reply_text(reply, 404, "slide cannot be opened\n");
+    }
     if (dzi) {
         char *xml = gs_deepzoom_dzi(s->dz);
         rc = xml ? gs_http_reply_bytes(reply, 200, "application/xml", xml, strlen(xml))
@@ -220,6 +264,7 @@ static int serve_slide(gs_viewer *v, const char *id, const char *slide_path, con
         uint8_t *jpeg = NULL;
         size_t len = 0;
         rc = gs_deepzoom_tile_jpeg(s->dz, (int)level, col, row, &jpeg, &len);
+        stale = rc < 0 && rc != GS_DEEPZOOM_NO_TILE;
         if (rc == GS_DEEPZOOM_NO_TILE)
             rc = not_found(reply);
         else if (rc == 0) {
@@ -230,7 +275,7 @@ static int serve_slide(gs_viewer *v, const char *id, const char *slide_path, con
         }
         free(jpeg);
     }
-    release(v, s);
+    release(v, s, stale);
     return rc;
 }
 
@@ -253,7 +298,7 @@ static int handle_slides(const gs_http_request *rq, gs_http_reply *reply, void *
             return gs_http_reply_file(reply, report_dir, report_files[i].name,
                                       report_files[i].type);
         }
-    return serve_slide(v, id, slide_path, rest, reply);
+    return serve_slide(v, id, slide_path, report_dir, rest, reply);
 }
 
 static int handle_view(const gs_http_request *rq, gs_http_reply *reply, void *user)
@@ -266,6 +311,12 @@ static int handle_view(const gs_http_request *rq, gs_http_reply *reply, void *us
     char slide_path[PATH_MAX], report_dir[PATH_MAX];
     if (v->lookup(id, slide_path, sizeof slide_path, report_dir, sizeof report_dir, v->user) != 0)
         return not_found(reply);
+    /* As the worklist: the page runs only its own and Leaflet's scripts. Leaflet positions
+     * its panes through element styles (CSSOM), which style-src does not govern. */
+    if (gs_http_reply_header(reply, "Content-Security-Policy",
+                             "default-src 'self'; object-src 'none'; base-uri 'none'; "
+                             "frame-ancestors 'none'") != 0)
+        return -1;
     return gs_http_reply_file(reply, v->web_dir, "viewer.html", "text/html; charset=utf-8");
 }
 

@@ -193,6 +193,9 @@ int gs_reporter_write(const Gastroscreen__V1__ReportJob *job, const gs_reporter_
     r.attempt = job->attempt;
     r.path = job->path && job->path[0] ? job->path : v->path;
     r.external_id = v->external_id && v->external_id[0] ? v->external_id : NULL;
+    r.quickhash = job->identity && job->identity->quickhash && job->identity->quickhash[0]
+                      ? job->identity->quickhash
+                      : NULL;
     if (job->facts) {
         r.vendor = job->facts->vendor && job->facts->vendor[0] ? job->facts->vendor : NULL;
         r.width = job->facts->width;

@@ -60,6 +60,7 @@ void gs_deepzoom_options_default(gs_deepzoom_options *o)
     o->overlap = 1;
     o->jpeg_quality = 75;
     o->cache_bytes = (size_t)32 << 20;
+    o->quickhash = NULL;
 }
 
 /* OpenSlide 3.4's openslide_get_best_level_for_downsample(): the last level whose downsample
@@ -180,7 +181,8 @@ gs_deepzoom *gs_deepzoom_open(const char *path, const gs_deepzoom_options *opt)
     gs_deepzoom *dz = alloc_dz(opt);
     if (!dz)
         return NULL;
-    dz->slide = gs_slide_open_checked(path, NULL, NULL);
+    const gs_slide_expect expect = {.quickhash = opt ? opt->quickhash : NULL};
+    dz->slide = gs_slide_open_checked(path, NULL, &expect);
     if (!dz->slide)
         goto fail_destroy;
     int n = gs_slide_level_count(dz->slide);
@@ -232,6 +234,17 @@ void gs_deepzoom_destroy(gs_deepzoom **pdz)
     free(dz->levels);
     free(dz);
     *pdz = NULL;
+}
+
+int gs_deepzoom_recheck(gs_deepzoom *dz)
+{
+    GS_ASSERT(dz);
+    if (!dz->slide)
+        return gs_error_set("deepzoom: a layout has no slide file");
+    pthread_mutex_lock(&dz->slide_lock);
+    int rc = gs_slide_recheck(dz->slide);
+    pthread_mutex_unlock(&dz->slide_lock);
+    return rc;
 }
 
 int gs_deepzoom_level_count(const gs_deepzoom *dz)

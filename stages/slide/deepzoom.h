@@ -36,6 +36,10 @@ typedef struct {
     int overlap;        /* extra pixels on each interior edge; 1 */
     int jpeg_quality;   /* 1..100; 75 (openslide-python's deepzoom server) */
     size_t cache_bytes; /* most JPEG bytes the cache keeps; 0 = no cache. 32 MiB */
+    /* openslide.quickhash-1 the slide must have (the one its report was made from), so a file
+     * replaced at the same path is refused rather than shown under another slide's report;
+     * NULL or "" = not checked. Not copied: only read by gs_deepzoom_open(). */
+    const char *quickhash;
 } gs_deepzoom_options;
 
 /* Fills o with the defaults above. */
@@ -71,6 +75,10 @@ gs_deepzoom *gs_deepzoom_new_layout(const gs_deepzoom_layout *layout,
 
 /* Frees everything and closes the slide; sets *dz to NULL. Accepts NULL and *dz == NULL. */
 void gs_deepzoom_destroy(gs_deepzoom **dz);
+
+/* Checks that the slide's path still names the file that was opened (gs_slide_recheck).
+ * Returns 0, or -1 with the error (the file was replaced, moved or removed). Any thread. */
+int gs_deepzoom_recheck(gs_deepzoom *dz);
 
 /* Number of Deep Zoom levels (level count - 1 is the full resolution). */
 int gs_deepzoom_level_count(const gs_deepzoom *dz);

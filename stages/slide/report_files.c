@@ -624,12 +624,12 @@ static json_t *report_json(const gs_report *r, const gs_report_paths *paths, int
     put(o, "format", json_string("gastroscreen-report"), bad);
     put(o, "format_version", json_integer(1), bad);
     put(o, "slide",
-        json_pack("{s:s, s:o, s:I, s:o, s:o, s:I, s:I, s:o, s:b}", "id", r->slide_id, "path",
+        json_pack("{s:s, s:o, s:I, s:o, s:o, s:I, s:I, s:o, s:b, s:o}", "id", r->slide_id, "path",
                   str_or_null(r->path), "attempt", (json_int_t)r->attempt, "external_id",
                   str_or_null(r->external_id), "vendor", str_or_null(r->vendor), "width",
                   (json_int_t)r->width, "height", (json_int_t)r->height, "mpp",
                   r->mpp > 0 ? json_real(r->mpp) : json_null(), "mpp_defaulted",
-                  r->mpp_defaulted != 0),
+                  r->mpp_defaulted != 0, "quickhash", str_or_null(r->quickhash)),
         bad);
     put(o, "verdict", json_string(gs_verdict_class_name(r->verdict)), bad);
     put(o, "score", json_real(r->score), bad);

@@ -12,7 +12,8 @@
  * report.json (UTF-8, one object; absent optional values are JSON null):
  *   "format": "gastroscreen-report", "format_version": 1,
  *   "slide": {"id", "path", "attempt", "external_id", "vendor", "width", "height", "mpp",
- *             "mpp_defaulted"},
+ *             "mpp_defaulted", "quickhash" (openslide.quickhash-1 of the file screened, from the
+ *             plan; null when unknown: the viewer refuses a file at path that no longer has it)},
  *   "verdict": "negative" | "positive" | "unassessable" | "failed",
  *   "score", "threshold", "threshold_source" (where the threshold came from: "bundle", "config"
  *   or "default", stages/runtime/decision; null when the verdict does not say), "reason",
@@ -193,6 +194,7 @@ typedef struct {
     int64_t width, height;   /* level-0 size in pixels (0 = unknown) */
     double mpp;              /* level-0 microns per pixel used (0 = unknown) */
     int mpp_defaulted;       /* nonzero: the slide had no mpp and a default was used */
+    const char *quickhash;   /* openslide.quickhash-1 of the file screened, or NULL */
 
     gs_verdict_class verdict;     /* required */
     double score;                 /* screener output 0..1; 0 when there is none */

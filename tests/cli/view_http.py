@@ -3,7 +3,8 @@
 Deep Zoom XML, tiles (valid JPEGs of the size the geometry gives; 404 out of range or
 malformed), the report files (and nothing else of the folder), /api/slides, /static/, and the
 refusals: bad and unknown ids, traversal, symbolic links in the web folder, the report folder
-and in place of a slide's folder, a non-loopback address without a token, a token that is
+and in place of a slide's folder, a file that is not the one the report was made from
+(quickhash), a non-loopback address without a token, a token that is
 required once set, and a clean exit on SIGTERM.
 
 usage: view_http.py GASTROSCREEN FIXTURE_DIR
@@ -195,6 +196,27 @@ with ViewServer(exe, many, "--web", web) as srv:
             want = want or body
             check(s == 200 and body == want, "round %d, slide %s: %d" % (rnd, k, s))
     check(srv.stop() == 0, "exit status with many slides")
+
+# The report names the file it was made from by its quickhash: a file at the slide's path that
+# is not that one (here: the report altered to expect another) is never drawn under it.
+check(isinstance(report["slide"]["quickhash"], str) and len(report["slide"]["quickhash"]) == 64,
+      "report.json has no slide quickhash: %s" % report["slide"])
+other = os.path.join(work, "other")
+os.makedirs(other)
+oid = "%016x" % 0xb0b
+shutil.copytree(os.path.join(out, sid), os.path.join(other, oid), symlinks=True)
+rj = os.path.join(other, oid, "report.json")
+r = json.load(open(rj))
+r["slide"]["id"] = oid
+r["slide"]["quickhash"] = "0" * 64
+json.dump(r, open(rj, "w"))
+with ViewServer(exe, other, "--web", web) as srv:
+    for path in ("/slides/%s/slide.dzi" % oid, "/slides/%s/slide_files/12/4_6.jpeg" % oid):
+        s, _, body = get(srv.base, path)
+        check(s == 404 and b"cannot be opened" in body, "%s of a replaced file: %d" % (path, s))
+    s, _, _ = get(srv.base, "/slides/%s/report.json" % oid)
+    check(s == 200, "the report itself is still served: %d" % s)
+    check(srv.stop() == 0, "exit status with a replaced file")
 
 # Another address than loopback needs a token.
 r = subprocess.run([exe, "view", out, "--listen", "0.0.0.0:0", "--web", web],
