@@ -309,9 +309,7 @@ int gs_reporter_write(const Gastroscreen__V1__ReportJob *job, const gs_reporter_
         }
         /* QuPath shows a slide with OpenSlide bounds from the bounds' corner; the GeoJSON files
          * follow it (stages/slide/report_files). */
-        if (s && gs_report_origin(gs_slide_property(s, "openslide.bounds-x"),
-                                  gs_slide_property(s, "openslide.bounds-y"), &r.origin_x,
-                                  &r.origin_y) < 0)
+        if (s && gs_report_slide_origin(s, &r.origin_x, &r.origin_y) < 0)
             snprintf(origin_warn, sizeof origin_warn, "GeoJSON coordinates not offset: %s",
                      gs_error_get());
         gs_slide_destroy(&s);

@@ -267,29 +267,15 @@ gs_annotations *gs_annotations_read(const char *path)
     return a;
 }
 
-/* The level-0 point at QuPath's (0, 0) on slide (gs_report_origin). Returns 0, or -1 with the
- * error naming the slide and the malformed property. */
-static int slide_origin(gs_slide *slide, double *x, double *y)
-{
-    int64_t ox, oy;
-    if (gs_report_origin(gs_slide_property(slide, "openslide.bounds-x"),
-                         gs_slide_property(slide, "openslide.bounds-y"), &ox, &oy) < 0) {
-        gs_error_prefix("%s", gs_slide_path(slide));
-        return -1;
-    }
-    *x = (double)ox;
-    *y = (double)oy;
-    return 0;
-}
-
 gs_annotations *gs_annotations_read_on(const char *path, gs_slide *slide)
 {
-    double dx, dy;
-    if (slide_origin(slide, &dx, &dy) < 0)
+    int64_t ox, oy;
+    if (gs_report_slide_origin(slide, &ox, &oy) < 0)
         return NULL;
     gs_annotations *a = gs_annotations_read(path);
-    if (!a || (dx == 0 && dy == 0))
+    if (!a || (ox == 0 && oy == 0))
         return a;
+    const double dx = (double)ox, dy = (double)oy;
     for (size_t i = 0; i < a->n; i++) {
         feature *f = &a->f[i];
         for (size_t p = 0; p < f->n_polys; p++)
@@ -495,9 +481,9 @@ int gs_refine_file(gs_slide *slide, const char *in_path, const char *out_path,
         gs_tissue_options_default(&defaults);
         o = &defaults;
     }
-    double ox, oy;
+    int64_t ox, oy;
     gs_annotations *a = gs_annotations_read_on(in_path, slide);
-    if (!a || slide_origin(slide, &ox, &oy) < 0) {
+    if (!a || gs_report_slide_origin(slide, &ox, &oy) < 0) {
         gs_annotations_destroy(&a);
         return -1;
     }
@@ -550,7 +536,8 @@ int gs_refine_file(gs_slide *slide, const char *in_path, const char *out_path,
         }
         double before = gs_annotations_area(a, k), after;
         gs_error_clear();
-        json_t *geom = traced_geometry(grid, gw, gh, f->x0 - ox, f->y0 - oy, cell, &after);
+        json_t *geom =
+            traced_geometry(grid, gw, gh, f->x0 - (double)ox, f->y0 - (double)oy, cell, &after);
         if (!geom) {
             if (gs_error_get()[0])
                 goto free_all;

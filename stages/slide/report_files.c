@@ -252,6 +252,14 @@ int gs_report_origin(const char *bounds_x, const char *bounds_y, int64_t *x, int
     return 0;
 }
 
+int gs_report_slide_origin(const gs_slide *s, int64_t *x, int64_t *y)
+{
+    if (gs_report_origin(gs_slide_property(s, "openslide.bounds-x"),
+                         gs_slide_property(s, "openslide.bounds-y"), x, y) < 0)
+        return gs_error_prefix("%s", gs_slide_path(s));
+    return 0;
+}
+
 static json_t *ring_json(const gs_ring *ring, double scale, const gs_report *r, int *bad)
 {
     json_t *a = json_array();

@@ -115,6 +115,7 @@
 
 #include "proto/vocab.h"
 #include "stages/slide/heatmap.h"
+#include "stages/slide/reader.h"
 
 /* The plain statement every output carries when any network used is untrained. */
 #define GS_REPORT_UNTRAINED_NOTICE "model: untrained — not a diagnosis"
@@ -254,6 +255,9 @@ typedef struct {
  * decimal integers >= 0, else (0, 0). Returns 0, or -1 with the message naming the property
  * when one is present but not such an integer (*x and *y are then 0). */
 int gs_report_origin(const char *bounds_x, const char *bounds_y, int64_t *x, int64_t *y);
+
+/* gs_report_origin() of an open slide's properties; the error names the slide's path. */
+int gs_report_slide_origin(const gs_slide *s, int64_t *x, int64_t *y);
 
 /* The side, in heatmap cells, of the blocks tiles.geojson.gz gives one tile each: the smallest
  * k >= 1 whose k x k blocks (from cell 0, 0) with data number at most max_tiles (1 when

@@ -12,11 +12,13 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "daemon/service/http.h"
@@ -611,6 +613,74 @@ static void connections_are_bounded(void **state)
     gs_http_destroy(&h);
 }
 
+/* A handler that waits (up to 10 s) for another request's handler to run, and one that runs. */
+typedef struct {
+    pthread_mutex_t m;
+    pthread_cond_t cv;
+    int slow_started, fast_done;
+} pool_state;
+
+static int slow(const gs_http_request *rq, gs_http_reply *reply, void *user)
+{
+    (void)rq;
+    pool_state *p = user;
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 10;
+    pthread_mutex_lock(&p->m);
+    p->slow_started = 1;
+    pthread_cond_broadcast(&p->cv);
+    while (!p->fast_done && pthread_cond_timedwait(&p->cv, &p->m, &until) == 0)
+        ;
+    int saw = p->fast_done;
+    pthread_mutex_unlock(&p->m);
+    return gs_http_reply_text(reply, 200, saw ? "saw fast\n" : "alone\n");
+}
+
+static int fast(const gs_http_request *rq, gs_http_reply *reply, void *user)
+{
+    (void)rq;
+    pool_state *p = user;
+    pthread_mutex_lock(&p->m);
+    p->fast_done = 1;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->m);
+    return gs_http_reply_text(reply, 200, "fast\n");
+}
+
+static void *slow_client(void *arg)
+{
+    return request(*(int *)arg, "GET", "/slow", NULL);
+}
+
+/* A handler that blocks (a tile read from slow storage) holds up only its own request: another
+ * request is answered while it waits. With one handler thread the slow one would wait alone for
+ * 10 s and answer "alone". */
+static void a_slow_handler_holds_up_only_its_request(void **state)
+{
+    (void)state;
+    pool_state p = {.m = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    gs_http *h = server("127.0.0.1:0", NULL, 0);
+    int port = gs_http_port(h);
+    assert_int_equal(gs_http_route(h, "/slow", slow, &p), 0);
+    assert_int_equal(gs_http_route(h, "/fast", fast, &p), 0);
+    assert_int_equal(gs_http_start(h), 0);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, slow_client, &port), 0);
+    pthread_mutex_lock(&p.m);
+    while (!p.slow_started)
+        pthread_cond_wait(&p.cv, &p.m);
+    pthread_mutex_unlock(&p.m);
+    char *a = request(port, "GET", "/fast", NULL);
+    assert_int_equal(status_of(a), 200);
+    free(a);
+    void *slow_answer = NULL;
+    assert_int_equal(pthread_join(t, &slow_answer), 0);
+    assert_string_equal(body_of(slow_answer), "saw fast\n");
+    free(slow_answer);
+    gs_http_destroy(&h);
+}
+
 static void port_in_use_is_an_error(void **state)
 {
     (void)state;
@@ -682,6 +752,7 @@ int main(void)
         cmocka_unit_test(token_file_rules),
         cmocka_unit_test(over_long_requests_are_refused),
         cmocka_unit_test(connections_are_bounded),
+        cmocka_unit_test(a_slow_handler_holds_up_only_its_request),
         cmocka_unit_test(port_in_use_is_an_error),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
