@@ -47,6 +47,7 @@
 #include "daemon/cli/labels.h"
 #include "model/weights.h"
 #include "ops/error.h"
+#include "ops/rng.h"
 #include "stages/runtime/fileio.h"
 #include "stages/slide/annotation.h"
 #include "stages/slide/box_resize.h"
@@ -88,22 +89,13 @@ static void usage(FILE *f)
             "2 usage error.\n");
 }
 
-/* splitmix64, seeded per slide: the draws do not depend on the other slides. */
-static uint64_t next_u64(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
 /* Keeps k of the n indices in idx, drawn without replacement, in ascending order. */
 static size_t draw(size_t *idx, size_t n, size_t k, uint64_t *rng)
 {
     if (n <= k)
         return n;
     for (size_t i = 0; i < k; i++) {
-        size_t j = i + (size_t)(next_u64(rng) % (n - i));
+        size_t j = i + (size_t)(gs_rng_next(rng) % (n - i));
         size_t t = idx[i];
         idx[i] = idx[j];
         idx[j] = t;

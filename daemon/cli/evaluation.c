@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "ops/error.h"
+#include "ops/rng.h"
 
 /* The continued fraction of I_x(a, b), evaluated with the modified Lentz method; converges
  * fast for x < (a + 1) / (a + b + 2), which the caller arranges by symmetry. */
@@ -218,15 +219,6 @@ double gs_eval_pr_auc(const double *score, const int *label, size_t n)
     return c.ap;
 }
 
-/* splitmix64: a small, well-mixed generator; the seed fixes the bootstrap's draws. */
-static uint64_t next_u64(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
 static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -259,11 +251,11 @@ int gs_eval_bootstrap(const double *score, const int *label, size_t n, gs_eval_s
     uint64_t state = seed;
     for (uint32_t r = 0; r < rounds; r++) {
         for (size_t i = 0; i < np; i++) {
-            s[i] = score[pos[next_u64(&state) % np]];
+            s[i] = score[pos[gs_rng_next(&state) % np]];
             l[i] = 1;
         }
         for (size_t i = 0; i < nn; i++) {
-            s[np + i] = score[neg[next_u64(&state) % nn]];
+            s[np + i] = score[neg[gs_rng_next(&state) % nn]];
             l[np + i] = 0;
         }
         stats[r] = stat == GS_EVAL_ROC_AUC ? gs_eval_roc_auc(s, l, n) : gs_eval_pr_auc(s, l, n);

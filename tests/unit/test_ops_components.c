@@ -9,14 +9,7 @@
 
 #include "ops/components.h"
 #include "ops/error.h"
-
-static uint64_t rng_next(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
+#include "ops/rng.h"
 
 static void draw(uint8_t *m, const char *const *rows, int w, int h)
 {
@@ -186,7 +179,7 @@ static void fast_matches_ref(void **state)
         assert_non_null(b);
         for (size_t di = 0; di < sizeof density / sizeof density[0]; di++) {
             for (size_t k = 0; k < n; k++)
-                m[k] = (uint8_t)(rng_next(&s) % 100 < (uint64_t)density[di]) * 255;
+                m[k] = (uint8_t)(gs_rng_next(&s) % 100 < (uint64_t)density[di]) * 255;
             int64_t *aa = NULL, *ab = NULL;
             int na = gs_components_label(m, w, h, a, &aa);
             int nb = gs_components_label_ref(m, w, h, b, &ab);
@@ -198,7 +191,7 @@ static void fast_matches_ref(void **state)
                 assert_int_equal(a[k] != 0, m[k] != 0);
 
             /* Small-component removal against the reference labels. */
-            int64_t min_area = 1 + (int64_t)(rng_next(&s) % 6);
+            int64_t min_area = 1 + (int64_t)(gs_rng_next(&s) % 6);
             memcpy(c, m, n);
             int kept = gs_remove_small_components(c, w, h, min_area);
             int want_kept = 0;

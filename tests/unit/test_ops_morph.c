@@ -9,14 +9,7 @@
 
 #include "ops/error.h"
 #include "ops/morph.h"
-
-static uint64_t rng_next(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
+#include "ops/rng.h"
 
 /* Masks drawn as text: '#' foreground, '.' background, one string per row. */
 static void draw(uint8_t *m, const char *const *rows, int w, int h)
@@ -112,7 +105,7 @@ static void fast_matches_ref(void **state)
         for (int fill = 0; fill < 5; fill++) {
             /* densities 10%, 50%, 95%, all zero, all 255 */
             for (size_t k = 0; k < n; k++) {
-                uint64_t r = rng_next(&s) % 100;
+                uint64_t r = gs_rng_next(&s) % 100;
                 orig[k] = fill == 0   ? (uint8_t)(r < 10) * 200
                           : fill == 1 ? (uint8_t)(r < 50)
                           : fill == 2 ? (uint8_t)(r < 95) * 3

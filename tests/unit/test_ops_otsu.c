@@ -10,19 +10,7 @@
 
 #include "ops/error.h"
 #include "ops/otsu.h"
-
-static uint64_t rng_next(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-static double rng_unit(uint64_t *s)
-{
-    return (double)(rng_next(s) >> 11) / 9007199254740992.0;
-}
+#include "ops/rng.h"
 
 static float otsu_f(int fast, const float *v, const uint8_t *m, size_t n, int nbins)
 {
@@ -138,7 +126,7 @@ static void fast_matches_ref_f32(void **state)
         size_t n = sizes[si];
         for (int kind = 0; kind < 5; kind++) {
             for (size_t i = 0; i < n; i++) {
-                double u = rng_unit(&s);
+                double u = gs_rng_unit(&s);
                 switch (kind) {
                 case 0: /* uniform */
                     v[i] = (float)u;
@@ -150,13 +138,13 @@ static void fast_matches_ref_f32(void **state)
                     v[i] = (float)((u - 0.5) * 6e38);
                     break;
                 case 3: /* few distinct values, many ties on bin edges */
-                    v[i] = (float)(rng_next(&s) % 5);
+                    v[i] = (float)(gs_rng_next(&s) % 5);
                     break;
                 default: /* non-finite values mixed in are ignored */
                     v[i] = i % 7 == 0 ? NAN : i % 11 == 0 ? -INFINITY : (float)(u * u);
                     break;
                 }
-                m[i] = (uint8_t)(rng_next(&s) % 3 ? 1 + rng_next(&s) % 255 : 0);
+                m[i] = (uint8_t)(gs_rng_next(&s) % 3 ? 1 + gs_rng_next(&s) % 255 : 0);
             }
             v[0] = 0.0f;
             v[n - 1] = 1.0f; /* at least two distinct values, also under the mask */
@@ -190,7 +178,7 @@ static void fast_matches_ref_u8(void **state)
         size_t n = sizes[si];
         for (int kind = 0; kind < 3; kind++) {
             for (size_t i = 0; i < n; i++) {
-                uint64_t r = rng_next(&s);
+                uint64_t r = gs_rng_next(&s);
                 v[i] = kind == 0   ? (uint8_t)r
                        : kind == 1 ? (uint8_t)(i % 2 ? 30 + r % 40 : 150 + r % 60)
                                    : (uint8_t)(r % 2 ? 255 : 0);
