@@ -11,6 +11,7 @@
 
 #include "ops/error.h"
 #include "ops/resample.h"
+#include "stages/runtime/fileio.h"
 #include "stages/slide/reader.h"
 #include "stages/slide/report_files.h"
 
@@ -60,6 +61,7 @@ void gs_deepzoom_options_default(gs_deepzoom_options *o)
     o->overlap = 1;
     o->jpeg_quality = 75;
     o->cache_bytes = (size_t)32 << 20;
+    o->read_budget_s = 30;
     o->quickhash = NULL;
 }
 
@@ -343,30 +345,39 @@ int gs_deepzoom_tile_rgb(gs_deepzoom *dz, int level, int64_t col, int64_t row, u
         return rc;
     if (!dz->slide)
         return gs_error_set("deep zoom: no slide");
-    /* A tile reads at most (tile + 2 overlap) x the level step; refuse what could not come from
-     * a sane pyramid rather than allocate it. */
+    /* A tile reads at most (tile + 2 overlap) x the level step; a read beyond this cannot come
+     * from a sane pyramid and would take minutes (its memory is bounded either way). */
     if (ti.read_w > 16384 || ti.read_h > 16384)
         return gs_error_set("%s: tile %d/%" PRId64 "_%" PRId64 " would read %" PRId64 "x%" PRId64
                             " pixels",
                             gs_slide_path(dz->slide), level, col, row, ti.read_w, ti.read_h);
-    uint8_t *src = malloc((size_t)ti.read_w * (size_t)ti.read_h * 3);
+    const int sw = (int)ti.read_w, sh = (int)ti.read_h;
+    /* Shrinking tiles (every level coarser than its slide level) are read strip by strip
+     * (gs_slide_read_region_shrunk): memory stays at a strip whatever the level step. Only
+     * tiles read 1:1 or stretched (an edge clipped below its size) hold their read whole. */
+    const int same = sw == ti.w && sh == ti.h;
+    const int shrink = !same && sw >= ti.w && sh >= ti.h;
+    uint8_t *src = same || shrink ? NULL : malloc((size_t)sw * (size_t)sh * 3);
     uint8_t *dst = malloc((size_t)ti.w * (size_t)ti.h * 3);
-    if (!src || !dst) {
+    if ((!same && !shrink && !src) || !dst) {
         gs_error_set("deep zoom: out of memory");
         goto fail_free;
     }
     pthread_mutex_lock(&dz->slide_lock);
-    rc = gs_slide_read_region(dz->slide, ti.slide_level, ti.l0_x, ti.l0_y, (int)ti.read_w,
-                              (int)ti.read_h, src);
+    if (dz->opt.read_budget_s > 0)
+        gs_slide_set_deadline(dz->slide, gs_mono_us() + (int64_t)(dz->opt.read_budget_s * 1e6),
+                              dz->opt.read_budget_s);
+    if (shrink)
+        rc = gs_slide_read_region_shrunk(dz->slide, ti.slide_level, ti.l0_x, ti.l0_y, sw, sh, ti.w,
+                                         ti.h, dst);
+    else
+        rc = gs_slide_read_region(dz->slide, ti.slide_level, ti.l0_x, ti.l0_y, sw, sh,
+                                  same ? dst : src);
+    gs_slide_set_deadline(dz->slide, 0, 0);
     pthread_mutex_unlock(&dz->slide_lock);
     if (rc < 0)
         goto fail_free;
-    const int sw = (int)ti.read_w, sh = (int)ti.read_h;
-    if (sw == ti.w && sh == ti.h)
-        memcpy(dst, src, (size_t)sw * sh * 3);
-    else if (sw >= ti.w && sh >= ti.h)
-        rc = gs_resize_area_u8(src, sw, sh, (size_t)sw * 3, 3, dst, ti.w, ti.h, (size_t)ti.w * 3);
-    else /* an edge tile whose read was clipped below its size: stretch the last pixels */
+    if (src) /* an edge tile whose read was clipped below its size: stretch the last pixels */
         rc = gs_resize_bilinear_u8(src, sw, sh, (size_t)sw * 3, 3, dst, ti.w, ti.h,
                                    (size_t)ti.w * 3);
     if (rc < 0)

@@ -36,6 +36,10 @@ typedef struct {
     int overlap;        /* extra pixels on each interior edge; 1 */
     int jpeg_quality;   /* 1..100; 75 (openslide-python's deepzoom server) */
     size_t cache_bytes; /* most JPEG bytes the cache keeps; 0 = no cache. 32 MiB */
+    /* Seconds one tile's slide read may take before it fails (a slow disk or a zoomed-out tile
+     * of a slide without coarse levels must not hold a server thread for minutes); 0 = no
+     * limit. 30 s */
+    double read_budget_s;
     /* openslide.quickhash-1 the slide must have (the one its report was made from), so a file
      * replaced at the same path is refused rather than shown under another slide's report;
      * NULL or "" = not checked. Not copied: only read by gs_deepzoom_open(). */

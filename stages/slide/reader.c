@@ -893,6 +893,55 @@ free_buffers:
     return rc;
 }
 
+int gs_slide_read_region_shrunk(gs_slide *s, int level, int64_t x, int64_t y, int rw, int rh,
+                                int tw, int th, uint8_t *rgb)
+{
+    GS_ASSERT(s);
+    if (check_usable(s) != 0)
+        return -1;
+    if (level < 0 || level >= s->levels || rw <= 0 || rh <= 0 || tw <= 0 || th <= 0 || tw > rw ||
+        th > rh || !rgb)
+        return gs_error_set("%s: invalid shrunk region request (level %d of %d, %dx%d to %dx%d)",
+                            s->path, level, s->levels, rw, rh, tw, th);
+    if (x <= -COORD_LIMIT || x >= COORD_LIMIT || y <= -COORD_LIMIT || y >= COORD_LIMIT)
+        return gs_error_set("%s: region origin (%" PRId64 ", %" PRId64 ") out of range", s->path, x,
+                            y);
+    double ds = s->level_ds[level];
+    /* Separable area mean: each strip of level rows is shrunk horizontally into `cols`
+     * (rh x tw), then `cols` is shrunk vertically. Memory is one strip (at most PIECE_PIXELS
+     * level pixels) plus `cols`, never the rw x rh region itself. */
+    int strip_h = PIECE_PIXELS / rw;
+    strip_h = strip_h < 1 ? 1 : strip_h > rh ? rh : strip_h;
+    int rc = -1;
+    uint8_t *strip = malloc((size_t)rw * strip_h * 3);
+    uint8_t *cols = malloc((size_t)tw * rh * 3);
+    if (!strip || !cols) {
+        gs_error_set("%s: out of memory shrinking %dx%d level pixels to %dx%d", s->path, rw, rh, tw,
+                     th);
+        goto free_buffers;
+    }
+    for (int r = 0; r < rh; r += strip_h) {
+        int n = rh - r < strip_h ? rh - r : strip_h;
+        if (read_pieces(s, level, x, y + llround(r * ds), rw, n, strip) != 0)
+            goto free_buffers;
+        if (gs_resize_area_u8(strip, rw, n, (size_t)rw * 3, 3, cols + (size_t)r * tw * 3, tw, n,
+                              (size_t)tw * 3) != 0) {
+            gs_error_prefix("%s: shrinking level %d", s->path, level);
+            goto free_buffers;
+        }
+    }
+    if (gs_resize_area_u8(cols, tw, rh, (size_t)tw * 3, 3, rgb, tw, th, (size_t)tw * 3) != 0) {
+        gs_error_prefix("%s: shrinking level %d", s->path, level);
+        goto free_buffers;
+    }
+    rc = 0;
+
+free_buffers:
+    free(cols);
+    free(strip);
+    return rc;
+}
+
 int gs_slide_thumbnail(gs_slide *s, int max_dim, uint8_t **rgb, int *w, int *h)
 {
     return gs_slide_thumbnail_capped(s, max_dim, 0, rgb, w, h);
@@ -934,46 +983,15 @@ int gs_slide_thumbnail_capped(gs_slide *s, int max_dim, int64_t max_source_pixel
         return gs_error_set("%s: level %d is %" PRId64 " x %" PRId64 " pixels: too large to read "
                             "a thumbnail from",
                             s->path, level, lw, lh);
-    int sw = (int)lw, sh = (int)lh;
-    double ds = s->level_ds[level];
-
-    /* Separable area mean: each strip of level rows is shrunk horizontally into `cols`
-     * (sh x tw), then `cols` is shrunk vertically. Only `cols` scales with the level height, and
-     * the chosen level is the smallest one not below the thumbnail, so it stays small for any
-     * pyramidal slide. */
-    int strip_h = PIECE_PIXELS / sw;
-    strip_h = strip_h < 1 ? 1 : strip_h > sh ? sh : strip_h;
-    int rc = -1;
-    uint8_t *strip = malloc((size_t)sw * strip_h * 3);
-    uint8_t *cols = malloc((size_t)tw * sh * 3);
     uint8_t *out = malloc((size_t)tw * th * 3);
-    if (!strip || !cols || !out) {
-        gs_error_set("%s: out of memory for a %dx%d thumbnail", s->path, tw, th);
-        goto free_buffers;
-    }
-    for (int y = 0; y < sh; y += strip_h) {
-        int n = sh - y < strip_h ? sh - y : strip_h;
-        if (read_pieces(s, level, 0, llround(y * ds), sw, n, strip) != 0)
-            goto free_buffers;
-        if (gs_resize_area_u8(strip, sw, n, (size_t)sw * 3, 3, cols + (size_t)y * tw * 3, tw, n,
-                              (size_t)tw * 3) != 0) {
-            gs_error_prefix("%s: thumbnail", s->path);
-            goto free_buffers;
-        }
-    }
-    if (gs_resize_area_u8(cols, tw, sh, (size_t)tw * 3, 3, out, tw, th, (size_t)tw * 3) != 0) {
-        gs_error_prefix("%s: thumbnail", s->path);
-        goto free_buffers;
+    if (!out)
+        return gs_error_set("%s: out of memory for a %dx%d thumbnail", s->path, tw, th);
+    if (gs_slide_read_region_shrunk(s, level, 0, 0, (int)lw, (int)lh, tw, th, out) != 0) {
+        free(out);
+        return -1;
     }
     *rgb = out;
     *w = tw;
     *h = th;
-    out = NULL;
-    rc = 0;
-
-free_buffers:
-    free(out);
-    free(cols);
-    free(strip);
-    return rc;
+    return 0;
 }

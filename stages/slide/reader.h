@@ -196,6 +196,15 @@ void gs_slide_target_size(const gs_slide *s, int64_t *w, int64_t *h);
  * read with "<path>: <OpenSlide's message>". */
 int gs_slide_read_region(gs_slide *s, int level, int64_t x, int64_t y, int w, int h, uint8_t *rgb);
 
+/* Reads the rw x rh region of `level` whose top-left corner is level-0 (x, y), as
+ * gs_slide_read_region, and shrinks it by area mean to tw x th (tw <= rw, th <= rh) into
+ * caller-owned rgb (tw*th*3 bytes). It reads in strips and shrinks each strip as it comes
+ * (separably: within one grey level of a one-pass area mean), so its memory is one strip of at
+ * most 1 Mpx plus tw x rh pixels, not the region: a zoomed-out view of a slide without a
+ * coarse level costs time, not gigabytes. Returns 0 or -1 as gs_slide_read_region(). */
+int gs_slide_read_region_shrunk(gs_slide *s, int level, int64_t x, int64_t y, int rw, int rh,
+                                int tw, int th, uint8_t *rgb);
+
 /* Reads the w x h tile of the target grid (configured target mpp) whose top-left corner is
  * (tx, ty) in target pixels into caller-owned rgb (w*h*3 bytes). Chooses the level with
  * gs_slide_target_level(), reads the covering region with a margin and resamples it (area mean

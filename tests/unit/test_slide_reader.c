@@ -434,6 +434,65 @@ static void large_reads_are_pieced_seamlessly(void **state)
     gs_slide_destroy(&s);
 }
 
+/* A region read strip by strip and shrunk as it comes: within one grey level of reading it whole
+ * and shrinking it in one pass, at an offset origin, on level 0 and on a coarser level, for odd
+ * sizes and a region taller than one strip; bad sizes are errors. */
+static void shrunk_regions_match_a_whole_read(void **state)
+{
+    (void)state;
+    char path[1024];
+    struct {
+        const char *file;
+        int level;
+        int64_t x, y;
+        int rw, rh, tw, th;
+    } cases[] = {
+        {"CMU-1-Small-Region.svs", 0, 317, 1203, 1777, 1301, 255, 187}, /* > one 1 Mpx strip */
+        {"CMU-1-Small-Region.svs", 0, -40, -25, 513, 771, 254, 255},    /* partly outside */
+        {"boxes.tiff", 1, 60, 44, 97, 61, 13, 61},                      /* level 1, rows kept */
+        {"boxes.tiff", 0, 0, 0, 300, 250, 1, 1},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        data_path(path, sizeof path, cases[c].file);
+        gs_slide *s = open_default(path);
+        int rw = cases[c].rw, rh = cases[c].rh, tw = cases[c].tw, th = cases[c].th;
+        uint8_t *all = malloc((size_t)rw * rh * 3), *ref = malloc((size_t)tw * th * 3);
+        uint8_t *got = malloc((size_t)tw * th * 3);
+        assert_non_null(all);
+        assert_non_null(ref);
+        assert_non_null(got);
+        assert_int_equal(
+            gs_slide_read_region(s, cases[c].level, cases[c].x, cases[c].y, rw, rh, all), 0);
+        assert_int_equal(
+            gs_resize_area_u8(all, rw, rh, (size_t)rw * 3, 3, ref, tw, th, (size_t)tw * 3), 0);
+        assert_int_equal(gs_slide_read_region_shrunk(s, cases[c].level, cases[c].x, cases[c].y, rw,
+                                                     rh, tw, th, got),
+                         0);
+        int worst = 0;
+        for (size_t i = 0; i < (size_t)tw * th * 3; i++) {
+            int d = abs((int)got[i] - (int)ref[i]);
+            worst = d > worst ? d : worst;
+        }
+        printf("%s level %d %dx%d -> %dx%d: max difference %d\n", cases[c].file, cases[c].level, rw,
+               rh, tw, th, worst);
+        assert_true(worst <= 1);
+        free(all);
+        free(ref);
+        free(got);
+        gs_slide_destroy(&s);
+    }
+    data_path(path, sizeof path, "boxes.tiff");
+    gs_slide *s = open_default(path);
+    uint8_t px[3 * 4];
+    assert_int_equal(gs_slide_read_region_shrunk(s, 0, 0, 0, 2, 2, 4, 1, px), -1);
+    assert_error_contains("invalid shrunk region");
+    assert_int_equal(gs_slide_read_region_shrunk(s, 9, 0, 0, 4, 4, 2, 2, px), -1);
+    assert_int_equal(gs_slide_read_region_shrunk(s, 0, INT64_MAX, 0, 4, 4, 2, 2, px), -1);
+    assert_error_contains("out of range");
+    assert_int_equal(gs_slide_read_region_shrunk(s, 0, 0, 0, 4, 4, 2, 2, px), 0);
+    gs_slide_destroy(&s);
+}
+
 /* ---- level choice and target grid ---- */
 
 static void level_choice(void **state)
@@ -875,6 +934,7 @@ int main(void)
         cmocka_unit_test(out_of_bounds_reads_are_white),
         cmocka_unit_test(bad_region_arguments_are_errors),
         cmocka_unit_test(large_reads_are_pieced_seamlessly),
+        cmocka_unit_test(shrunk_regions_match_a_whole_read),
         cmocka_unit_test(level_choice),
         cmocka_unit_test(target_tiles_are_registered_exactly),
         cmocka_unit_test(target_tiles_follow_the_slide),
