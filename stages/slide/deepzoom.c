@@ -106,6 +106,13 @@ static int build_geometry(gs_deepzoom *dz, const gs_deepzoom_layout *ly)
     if (parse_size("openslide.bounds-width", ly->bounds_width, ly->width[0], &bw) < 0 ||
         parse_size("openslide.bounds-height", ly->bounds_height, ly->height[0], &bh) < 0)
         return -1;
+    /* OpenSlide's bounds lie inside level 0; anything else is a damaged file, and would make the
+     * level sizes below overflow their conversion back to integers. */
+    if (bw > ly->width[0] || bh > ly->height[0] || dz->off_x >= ly->width[0] ||
+        dz->off_y >= ly->height[0])
+        return gs_error_set("deep zoom: bounds %" PRId64 ",%" PRId64 " %" PRId64 "x%" PRId64
+                            " do not fit the %" PRId64 "x%" PRId64 " slide",
+                            dz->off_x, dz->off_y, bw, bh, ly->width[0], ly->height[0]);
     const double sx = (double)bw / (double)ly->width[0];
     const double sy = (double)bh / (double)ly->height[0];
     dz->nslide = ly->levels;

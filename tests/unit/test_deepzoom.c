@@ -265,6 +265,16 @@ static void bounds_match_openslide_python(void **state)
     gs_deepzoom_layout bad = {4, w2, h2, d2, "1", "2", "-5", "10"};
     assert_null(gs_deepzoom_new_layout(&bad, NULL));
     assert_non_null(strstr(gs_error_get(), "openslide.bounds-width"));
+    /* Sizes or offsets beyond level 0 (a damaged file) would overflow the level sizes. */
+    const char *huge[][4] = {{"0", "0", "9000000000000000000", "10"},
+                             {"0", "0", "10", "7778"},
+                             {"10001", "0", "10", "10"},
+                             {"0", "9223372036854775807", "10", "10"}};
+    for (size_t i = 0; i < sizeof huge / sizeof huge[0]; i++) {
+        gs_deepzoom_layout out = {4, w2, h2, d2, huge[i][0], huge[i][1], huge[i][2], huge[i][3]};
+        assert_null(gs_deepzoom_new_layout(&out, NULL));
+        assert_non_null(strstr(gs_error_get(), "do not fit the 10001x7777 slide"));
+    }
 }
 
 /* Writes every chosen tile of every level as DIR/<level>_<col>_<row>.jpeg. */
