@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """Pipeline benchmark: tiles/s of the service as separate processes on loopback (gastroscreend
-and one process per stage, infer at batch 4) against the bare multi-task network in one
+and one process per stage, infer at batch 4, in the precision --precision names) against the bare multi-task network in one
 process (`gastroscreen bench`'s network section, batch 4), in one run, alternating
 (pipeline round, network round, pipeline round, ...) so load from elsewhere on the machine
 hits both alike. Prints the medians, the ratio (target >= 0.95), each process's CPU seconds
@@ -115,9 +115,11 @@ def pipeline_round(c, procs, src, rnd, k):
             "seconds": t_end - t_submit}
 
 
-def network_round(gastroscreen, bundle, repeat):
-    r = subprocess.run([gastroscreen, "bench", "--json", "--model", bundle, "--repeat",
-                        str(repeat)], capture_output=True, text=True, timeout=3600)
+def network_round(gastroscreen, bundle, repeat, precision):
+    argv = [gastroscreen, "bench", "--json", "--model", bundle, "--repeat", str(repeat)]
+    if precision:
+        argv += ["--precision", precision]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=3600)
     if r.returncode != 0:
         raise RuntimeError("gastroscreen bench failed: " + r.stderr)
     j = json.loads(r.stdout)
@@ -142,6 +144,10 @@ def main():
     ap.add_argument("--every-tile", type=int, choices=(0, 1), default=1,
                     help="[blur] every_tile: judge every tissue tile's focus in the infer "
                          "workers (1, the default) or only the blur-first sample (0)")
+    ap.add_argument("--precision", default="",
+                    help="the infer worker's and the bare network's precision (fp32, bf16, "
+                         "...; default: the worker's default). Run once per precision to "
+                         "compare slides/hour and the infer worker's peak memory")
     a = ap.parse_args()
     if a.mosaic > 1:
         os.makedirs(a.scratch + ".bundle", exist_ok=True)
@@ -157,6 +163,8 @@ def main():
         ws = {}
         for s in gsproc.STAGES:
             extra = ["--threads", str(a.infer_threads)] if s == "infer" else []
+            if s == "infer" and a.precision:
+                extra += ["--precision", a.precision]
             ws[s] = c.start_worker(s, 1, extra)
         wait_for("six welcomed workers",
                  lambda: c.coordinator.text().count("welcomed") >= 6, 300)
@@ -165,13 +173,14 @@ def main():
         for rnd in range(a.rounds):
             rows.append(pipeline_round(c, procs, a.slide, rnd, a.slides_per_round))
             print("pipeline round %d: %s" % (rnd, json.dumps(rows[-1])), flush=True)
-            nets.append(network_round(c.cli, a.bundle, a.bench_repeat))
+            nets.append(network_round(c.cli, a.bundle, a.bench_repeat, a.precision))
             print("network round %d: %.3f tiles/s (batch 4)" % (rnd, nets[-1]), flush=True)
         peaks = [(name, p.vmhwm_kb()) for name, p in procs]
     finally:
         c.close()
     steady = statistics.median(r["steady_tiles_per_s"] for r in rows)
     e2e = statistics.median(r["end_to_end_tiles_per_s"] for r in rows)
+    per_hour = statistics.median(a.slides_per_round / r["seconds"] * 3600 for r in rows)
     net = statistics.median(nets)
     print()
     print("pipeline (separate processes, loopback tcp, infer batch 4, %d infer thread(s), "
@@ -180,6 +189,8 @@ def main():
            a.rounds))
     print("  median tiles/s, first to last inferred tile: %.3f" % steady)
     print("  median tiles/s, submit to last verdict:      %.3f" % e2e)
+    print("  median slides/hour, submit to last verdict:  %.1f (precision %s)" %
+          (per_hour, a.precision or "the worker's default"))
     print("bare multi-task network, one process, batch 4 (gastroscreen bench), median of "
           "rounds: %.3f tiles/s" % net)
     print("ratio pipeline / bare network: %.3f (first-to-last), %.3f (end to end); "
@@ -197,7 +208,8 @@ def main():
                       "pipeline_median_tiles_per_s": steady,
                       "pipeline_median_end_to_end_tiles_per_s": e2e,
                       "network_median_tiles_per_s": net, "ratio": steady / net,
-                      "ratio_end_to_end": e2e / net,
+                      "ratio_end_to_end": e2e / net, "slides_per_hour": per_hour,
+                      "precision": a.precision or None,
                       "peak_mb": {n: (kb / 1024.0 if kb else None) for n, kb in peaks}}))
     return 0
 
