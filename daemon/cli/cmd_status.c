@@ -102,6 +102,9 @@ static void print_details(const Gastroscreen__V1__SlideStatus *s)
     const char *fm = method_name(v->foreground_method);
     const char *bm = method_name(v->blur_method);
     printf("methods: tissue plan %s, blur check %s\n", fm ? fm : "-", bm ? bm : "-");
+    /* The infer workers' arithmetic; none recorded when no tile was inferred. */
+    if (v->model && *v->model->precision)
+        printf("precision: %s\n", v->model->precision);
     /* What each of the bundle's networks is: trained (and on what) or not. */
     for (size_t i = 0; v->model && i < v->model->n_networks; i++) {
         const Gastroscreen__V1__NetworkProvenance *n = v->model->networks[i];
@@ -146,6 +149,10 @@ static json_t *status_json(const Gastroscreen__V1__SlideStatus *s)
             json_object_set_new(vj, "warnings", w);
             if (v->model)
                 json_object_set_new(vj, "untrained", json_boolean(v->model->untrained));
+            /* null: no tile inferred, or a verdict of a build that did not record it (fp32) */
+            json_object_set_new(vj, "precision",
+                                v->model && *v->model->precision ? json_string(v->model->precision)
+                                                                 : json_null());
             const char *fm = method_name(v->foreground_method);
             const char *bm = method_name(v->blur_method);
             json_object_set_new(vj, "methods",

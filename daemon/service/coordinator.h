@@ -52,6 +52,9 @@
 
 typedef struct gs_coordinator gs_coordinator;
 
+/* Distinct multi-task precisions gs_coordinator_stats counts tiles for. */
+#define GS_COORD_PRECISIONS 8
+
 /* Per-stage figures, summed over the stage's live workers' last heartbeats (rates and busy
  * fraction: over the last 10 s as the workers measure them; busy is the mean). */
 typedef struct {
@@ -99,6 +102,14 @@ typedef struct {
      * that was not given the job or tile they answer (PROTOCOL.md §9) */
     uint64_t results_refused;
     uint64_t tiles_recorded, tiles_rerequested; /* ledger outcomes, re-requests sent */
+    /* INFERRED tiles recorded, by the precision of the infer worker that inferred them (its
+     * hello's ModelProvenance.precision, "fp32" when it names none), first seen first; past
+     * GS_COORD_PRECISIONS distinct names the last slot counts them as "other". */
+    struct {
+        char precision[16];
+        uint64_t tiles;
+    } inferred[GS_COORD_PRECISIONS];
+    size_t n_inferred;
     uint64_t jobs_sent, jobs_resent;
     uint64_t workers_welcomed, workers_refused, workers_lost, workers_goodbye;
     uint64_t events_published, queries_answered;

@@ -183,6 +183,7 @@ static void verdict_for_report(gs_coordinator *c, slide_rt *rt, const gs_slide_i
                      : 0.f;
     coord_verdict_threshold(c, info, &b->v);
     b->v.reason = rt->reason;
+    b->mp.precision = (char *)(info->precision[0] ? info->precision : rt->precision);
     b->v.model = &b->mp;
     b->v.n_warnings = rt->n_warn;
     b->v.warnings = rt->warn;

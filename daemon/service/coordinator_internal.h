@@ -55,6 +55,8 @@ typedef struct {
     char inbox[512];
     char inbox_key[41]; /* the inbox's CURVE public key (WorkerHello.tile_inbox_key); "" plain */
     uint32_t batch;
+    /* An infer worker's multi-task precision (hello's model.precision; "fp32" when absent) */
+    char precision[16];
     uint32_t free_slots;
     int64_t last_heard, last_sent, last_used;
     int64_t welcomed_at; /* clock_ms of its welcome: tiles requested before it never reached it */
@@ -89,8 +91,10 @@ typedef struct {
     uint32_t n_sample;
     gs_slide_method blur_method; /* of the sample's judged tiles (UNKNOWN until one is) */
     int blur_mixed;              /* warned once: the sample was judged by two methods */
-    uint8_t *heat;               /* n_tiles x hs^2 */
-    gs_spool_heat *heat_file;    /* the heatmaps survive a restart like outcomes */
+    /* The precisions of the infer workers behind the INFERRED tiles recorded, "+"-joined */
+    char precision[GS_SLIDE_PRECISION_MAX + 1];
+    uint8_t *heat;            /* n_tiles x hs^2 */
+    gs_spool_heat *heat_file; /* the heatmaps survive a restart like outcomes */
     uint32_t hs;
     uint64_t job_id; /* the outstanding plan/screen/report job, 0 = none */
     int64_t job_deadline;

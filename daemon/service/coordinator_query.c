@@ -96,6 +96,7 @@ static void fill_status(gs_coordinator *c, const gs_slide_info *info, const gs_s
     b->vtc = (Gastroscreen__V1__TileCounts)GASTROSCREEN__V1__TILE_COUNTS__INIT;
     b->rp = (Gastroscreen__V1__ReportPaths)GASTROSCREEN__V1__REPORT_PATHS__INIT;
     coord_fill_provenance(c, &b->mp);
+    b->mp.precision = (char *)vinfo->precision;
     coord_tile_counts_msg(&vinfo->tiles, &b->vtc);
     b->rp.report_json = (char *)vinfo->report_json;
     b->rp.heatmap_png = (char *)vinfo->heatmap_png;

@@ -145,6 +145,35 @@ int coord_on_plan_result(gs_coordinator *c, worker *w, const Gastroscreen__V1__P
     return 0;
 }
 
+/* An INFERRED tile recorded from a worker running precision p: p joins the slide's list
+ * (once, in the order first seen) and the tile counts for p in the stats. A list that would
+ * outgrow the record keeps what it has (the names are short; eight fit). */
+static void note_precision(gs_coordinator *c, slide_rt *rt, const char *p)
+{
+    size_t n = strlen(p), have = strlen(rt->precision);
+    int listed = 0;
+    for (const char *q = rt->precision; *q && !listed;) {
+        size_t k = strcspn(q, "+");
+        listed = k == n && strncmp(q, p, n) == 0;
+        q += k + (q[k] == '+');
+    }
+    if (!listed && have + (have ? 1 : 0) + n < sizeof rt->precision)
+        snprintf(rt->precision + have, sizeof rt->precision - have, "%s%s", have ? "+" : "", p);
+    size_t i = 0;
+    while (i < c->st.n_inferred && strcmp(c->st.inferred[i].precision, p) != 0)
+        i++;
+    if (i == c->st.n_inferred) {
+        if (i == GS_COORD_PRECISIONS) {
+            i = GS_COORD_PRECISIONS - 1;
+            snprintf(c->st.inferred[i].precision, sizeof c->st.inferred[i].precision, "other");
+        } else {
+            snprintf(c->st.inferred[i].precision, sizeof c->st.inferred[i].precision, "%s", p);
+            c->st.n_inferred++;
+        }
+    }
+    c->st.inferred[i].tiles++;
+}
+
 void coord_note_tile(gs_coordinator *c, int r)
 {
     if (r == GS_LEDGER_RECORDED)
@@ -258,6 +287,7 @@ void coord_on_tile_result(gs_coordinator *c, worker *w, const Gastroscreen__V1__
     }
     if (r == GS_LEDGER_RECORDED &&
         t->outcome == GASTROSCREEN__V1__TILE_OUTCOME__TILE_OUTCOME_INFERRED) {
+        note_precision(c, rt, w->precision[0] ? w->precision : "fp32");
         memcpy(rt->heat + (size_t)t->tile_index * rt->hs * rt->hs, t->heatmap.data, t->heatmap.len);
         coord_heat_file_append(rt, t->tile_index);
     }
@@ -330,7 +360,8 @@ int coord_on_screen_result(gs_coordinator *c, worker *w, const Gastroscreen__V1_
         return 0;
     }
     coord_remove_job(c, s->job_id);
-    if (gs_slides_screened(c->slides, rt->id, rt->attempt, s->score, gs_unix_ms(), NULL) < 0)
+    if (gs_slides_screened_in(c->slides, rt->id, rt->attempt, s->score, rt->precision, gs_unix_ms(),
+                              NULL) < 0)
         return -1;
     coord_publish_pending(c);
     gs_slide_info info;

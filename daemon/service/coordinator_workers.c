@@ -219,6 +219,19 @@ static int worker_id_ok(const char *id)
     return 1;
 }
 
+/* A precision a hello may name: the name of one (gs_precision_name), [a-z0-9], at most 15
+ * characters; it becomes a metrics label and part of a slide's precision list. */
+static int precision_name_ok(const char *p)
+{
+    size_t n = strlen(p);
+    if (n > 15)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!((p[i] >= 'a' && p[i] <= 'z') || (p[i] >= '0' && p[i] <= '9')))
+            return 0;
+    return 1;
+}
+
 /* 1 for the stages that load the bundle's networks (or their classical fallbacks): their
  * hello must name the bundle, so a worker with another model, or none, is never sent tiles. */
 static int uses_model(int stage)
@@ -271,6 +284,8 @@ void coord_on_hello(gs_coordinator *c, const gs_peer *from, const Gastroscreen__
     else if (c->model.sha256[0] && h->model && h->model->sha256 && h->model->sha256[0] &&
              strcmp(h->model->sha256, c->model.sha256) != 0)
         reason = "model sha256 differs from the coordinator's";
+    else if (h->model && h->model->precision && !precision_name_ok(h->model->precision))
+        reason = "model precision is not a short lower-case name";
     /* An id in use by a worker heard from lately, on another connection, is not that worker
      * coming back (it would say hello on its own connection, or after going quiet): ids are
      * public (stats events), so taking one over must not make the real worker's jobs lost. */
@@ -317,6 +332,9 @@ void coord_on_hello(gs_coordinator *c, const gs_peer *from, const Gastroscreen__
     snprintf(w->inbox, sizeof w->inbox, "%s", h->tile_inbox);
     snprintf(w->inbox_key, sizeof w->inbox_key, "%s", h->tile_inbox_key);
     w->batch = h->batch_size;
+    snprintf(w->precision, sizeof w->precision, "%s",
+             h->model && h->model->precision && h->model->precision[0] ? h->model->precision
+                                                                       : "fp32");
     w->last_heard = now;
     w->welcomed_at = now;
     w->last_used = 0;

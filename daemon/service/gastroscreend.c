@@ -61,6 +61,7 @@ typedef struct {
     gs_viewer *viewer;     /* the slide viewer's routes (with the worklist) */
     int fam_auth;
     int watchdog;
+    int fam_inferred;
     int fam_slides, fam_verdicts, fam_malformed, fam_wrong, fam_ignored, fam_tiles, fam_jobs,
         fam_workers_ev, fam_workers, fam_tps, fam_busy, fam_queue, fam_seq, fam_poison,
         fam_slide_secs, fam_tile_secs, fam_degraded;
@@ -109,6 +110,8 @@ static void collect(gs_metrics_sink *k, void *ud)
     gs_metrics_sample(k, d->fam_ignored, "refused", (double)s.results_refused);
     gs_metrics_sample(k, d->fam_tiles, "recorded", (double)s.tiles_recorded);
     gs_metrics_sample(k, d->fam_tiles, "rerequested", (double)s.tiles_rerequested);
+    for (size_t i = 0; i < s.n_inferred; i++)
+        gs_metrics_sample(k, d->fam_inferred, s.inferred[i].precision, (double)s.inferred[i].tiles);
     gs_metrics_sample(k, d->fam_jobs, "sent", (double)s.jobs_sent);
     gs_metrics_sample(k, d->fam_jobs, "resent", (double)s.jobs_resent);
     gs_metrics_sample(k, d->fam_workers_ev, "welcomed", (double)s.workers_welcomed);
@@ -163,6 +166,10 @@ static int register_metrics(gs_metrics *m, daemon_state *d)
         (d->fam_tiles = gs_metrics_counter(m, "gastroscreen_tiles_total",
                                            "Tile outcomes recorded and re-requests sent", "kind")) <
             0 ||
+        (d->fam_inferred = gs_metrics_counter(
+             m, "gastroscreen_tiles_inferred_total",
+             "Tiles inferred, by the multi-task network's precision on the infer worker",
+             "precision")) < 0 ||
         (d->fam_jobs = gs_metrics_counter(m, "gastroscreen_jobs_total", "Jobs sent to workers",
                                           "kind")) < 0 ||
         (d->fam_workers_ev = gs_metrics_counter(m, "gastroscreen_worker_events_total",

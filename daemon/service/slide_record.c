@@ -65,6 +65,7 @@ json_t *slide_record_of(const slide *s)
         json_object_set_new(r, "foreground_method", json_integer(s->foreground_method)) != 0 ||
         json_object_set_new(r, "blur_method", json_integer(s->blur_method)) != 0 ||
         json_object_set_new(r, "poison", json_boolean(s->poison)) != 0 ||
+        (s->precision[0] && json_object_set_new(r, "precision", json_string(s->precision)) != 0) ||
         (s->threshold_source[0] &&
          (json_object_set_new(r, "threshold", json_real(s->threshold)) != 0 ||
           json_object_set_new(r, "threshold_source", json_string(s->threshold_source)) != 0)) ||
@@ -78,6 +79,19 @@ json_t *slide_record_of(const slide *s)
         return NULL;
     }
     return r;
+}
+
+int slide_precision_ok(const char *p)
+{
+    if (!p)
+        return 1;
+    size_t n = strlen(p);
+    if (n > GS_SLIDE_PRECISION_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!((p[i] >= 'a' && p[i] <= 'z') || (p[i] >= '0' && p[i] <= '9') || p[i] == '+'))
+            return 0;
+    return 1;
 }
 
 int slide_method_ok(long long m)
@@ -159,6 +173,13 @@ slide *slide_of_record(const json_t *r)
         goto fail;
     }
     s->threshold = (float)thr;
+    /* The precision list, journalled from SCREENED on; absent in older records (fp32 ran). */
+    const char *prec = "";
+    if (json_unpack((json_t *)r, "{s?s}", "precision", &prec) != 0 || !slide_precision_ok(prec)) {
+        gs_error_set("precision mistyped or out of range");
+        goto fail;
+    }
+    snprintf(s->precision, sizeof s->precision, "%s", prec);
     /* The file accepted at intake; records of older builds have none (not checked). dev and
      * ino are unsigned on the way in and out: the cast keeps their bits. */
     json_int_t fdev = 0, fino = 0, fsize = 0, fmtime = 0;

@@ -97,6 +97,7 @@ static uint8_t *event_of(const gs_slides *t, const slide *c, event_kind kind, gs
         mp.trained_on = t->model[3];
         mp.notice = t->model[4];
         mp.untrained = t->o.model_untrained;
+        mp.precision = (char *)c->precision;
         rp.report_json = (char *)S(c->report_json);
         rp.heatmap_png = (char *)S(c->heatmap_png);
         rp.regions_geojson = (char *)S(c->regions_geojson);
@@ -511,9 +512,18 @@ int gs_slides_inferring(gs_slides *t, const char *slide_id, uint32_t attempt, in
 int gs_slides_screened(gs_slides *t, const char *slide_id, uint32_t attempt, float score,
                        int64_t now_unix_ms, uint64_t *seq)
 {
+    return gs_slides_screened_in(t, slide_id, attempt, score, NULL, now_unix_ms, seq);
+}
+
+int gs_slides_screened_in(gs_slides *t, const char *slide_id, uint32_t attempt, float score,
+                          const char *precision, int64_t now_unix_ms, uint64_t *seq)
+{
     slide *s = NULL;
     if (!isfinite(score) || score < 0.f || score > 1.f)
         return gs_error_set("slide %s: screen score %g is not in 0..1", S(slide_id), (double)score);
+    if (!slide_precision_ok(precision))
+        return gs_error_set("slide %s: precision \"%.40s\" is not a precision list", S(slide_id),
+                            precision);
     int r = check(t, slide_id, attempt, GS_SLIDE_SCREENED, from_inferring, &s);
     if (r != -2)
         return r;
@@ -521,6 +531,7 @@ int gs_slides_screened(gs_slides *t, const char *slide_id, uint32_t attempt, flo
     char reason[96];
     c.state = GS_SLIDE_SCREENED;
     c.score = score;
+    snprintf(c.precision, sizeof c.precision, "%s", S(precision));
     c.verdict = score > t->o.threshold ? GS_VERDICT_POSITIVE : GS_VERDICT_NEGATIVE;
     c.threshold = t->o.threshold;
     snprintf(c.threshold_source, sizeof c.threshold_source, "%s",
@@ -796,6 +807,7 @@ static void view(const slide *s, gs_slide_info *v)
     v->score = s->score;
     v->threshold = s->threshold;
     v->threshold_source = s->threshold_source;
+    v->precision = s->precision;
     v->blurred_fraction = s->blurred_fraction;
     v->tiles = s->tiles;
     v->size = s->size;

@@ -128,6 +128,9 @@ typedef struct {
 /* The longest threshold source a record keeps ("bundle", "config", "default":
  * stages/runtime/decision); a table whose options name none records "unknown". */
 #define GS_SLIDE_SOURCE_MAX 15
+/* Longest precision list a slide records ("bf16+fp32": the distinct precisions of the infer
+ * workers behind its INFERRED tiles, joined by "+"). */
+#define GS_SLIDE_PRECISION_MAX 31
 #define GS_SLIDE_SOURCE_UNKNOWN "unknown"
 
 /* The file accepted at intake, by lstat of the canonical path (PROTOCOL.md §13): the identity
@@ -156,6 +159,10 @@ typedef struct {
      * threshold_source is "" for a slide not screened, or screened by an older build). */
     float threshold;
     const char *threshold_source;
+    /* The multi-task network's precision(s) that inferred the tiles (journalled with
+     * SCREENED; "" before, for a slide with no inferred tile, or screened by an older build:
+     * ModelProvenance.precision, where empty means fp32). */
+    const char *precision;
     gs_slide_tiles tiles;
     int64_t size, mtime_ms, accepted_unix_ms, updated_unix_ms;
     uint64_t last_seq; /* sequence number of its newest event */
@@ -236,6 +243,12 @@ int gs_slides_inferring(gs_slides *t, const char *slide_id, uint32_t attempt, in
  * else NEGATIVE (score must be finite in 0..1). */
 int gs_slides_screened(gs_slides *t, const char *slide_id, uint32_t attempt, float score,
                        int64_t now_unix_ms, uint64_t *seq);
+
+/* gs_slides_screened, also journalling the precision list that inferred the slide's tiles
+ * (gs_slide_info.precision; NULL or "" = none recorded). A list longer than
+ * GS_SLIDE_PRECISION_MAX, or with characters other than [a-z0-9+], is refused (-1). */
+int gs_slides_screened_in(gs_slides *t, const char *slide_id, uint32_t attempt, float score,
+                          const char *precision, int64_t now_unix_ms, uint64_t *seq);
 
 /* INFERRING -> SCREENED with the class UNASSESSABLE (score 0, out_of_focus set) when, with
  * every tissue tile's focus judged, too much of the slide is blurry; reason says how much. */

@@ -26,6 +26,7 @@ typedef struct {
     /* What judged the score (set at SCREENED; source "" before, or in older records). */
     float threshold;
     char threshold_source[GS_SLIDE_SOURCE_MAX + 1];
+    char precision[GS_SLIDE_PRECISION_MAX + 1]; /* set at SCREENED; "" before or in older records */
     gs_slide_tiles tiles;
     int64_t size, mtime_ms, accepted_ms, updated_ms;
     uint64_t last_seq;
@@ -46,6 +47,10 @@ static inline const char *S(const char *s)
 {
     return s ? s : "";
 }
+
+/* 1 when p is a precision list a record may hold: "" or up to GS_SLIDE_PRECISION_MAX of
+ * [a-z0-9+]. */
+int slide_precision_ok(const char *p);
 
 /* 1 when m is a gs_slide_method a record may hold. */
 int slide_method_ok(long long m);

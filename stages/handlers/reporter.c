@@ -75,6 +75,9 @@ static gs_report_model network_entry(const char *name, const Gastroscreen__V1__M
         m.sha256 = nonempty(mp->sha256);
         m.format_version = nonempty(mp->format_version);
         m.trained_on = nonempty(mp->trained_on);
+        /* Only the multi-task network has a precision setting (ModelProvenance.precision). */
+        if (!strcmp(name, "multitask"))
+            m.precision = nonempty(mp->precision);
         for (size_t i = 0; i < mp->n_networks; i++) {
             const Gastroscreen__V1__NetworkProvenance *n = mp->networks[i];
             if (n && n->network && !strcmp(n->network, name)) {

@@ -180,6 +180,11 @@ int gs_provenance_init(gs_provenance *p, const char *path, const gs_model *m, co
     p->msg.trained_on = p->trained_on;
     p->msg.untrained = untrained != 0;
     p->msg.notice = p->notice;
+    /* Only the multi-task network has a precision setting; a stage that does not run it
+     * says nothing rather than the fp32 its model defaults to. */
+    for (size_t i = 0; i < n; i++)
+        if (nets[i] == GS_NET_MULTITASK)
+            p->msg.precision = p->precision;
     for (int i = 0; i < GS_NET_COUNT; i++) {
         gastroscreen__v1__network_provenance__init(&p->net[i]);
         snprintf(p->net_trained_on[i], sizeof p->net_trained_on[i], "%s",

@@ -45,7 +45,7 @@ int gs_sha256_file(const char *path, char hex[65]);
  * nets[0..n-1]: untrained is set when any of them is untrained (absent, or provenance
  * "untrained"), and trained_on joins their provenance strings ("multitask: untrained");
  * precision is gs_model_precision(m), so set the model's precision (gs_model_set_precision)
- * first.
+ * first; msg.precision points at it when nets holds the multi-task network, else stays "".
  * Returns 0, or -1 with the error (the file cannot be read). */
 int gs_provenance_init(gs_provenance *p, const char *path, const gs_model *m, const gs_net_id *nets,
                        size_t n);

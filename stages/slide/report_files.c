@@ -307,12 +307,13 @@ static json_t *models_json(const gs_report *r, int *bad)
     json_t *models = json_array();
     for (size_t i = 0; models && i < r->n_models; i++) {
         const gs_report_model *m = &r->models[i];
-        json_t *mj = json_pack(
-            "{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:b}", "network", str_or_null(m->network),
-            "method", str_or_null(m->method), "algorithm", str_or_null(m->algorithm), "version",
-            str_or_null(m->version), "bundle", str_or_null(m->bundle), "sha256",
-            str_or_null(m->sha256), "format_version", str_or_null(m->format_version), "trained_on",
-            str_or_null(m->trained_on), "untrained", m->untrained != 0);
+        json_t *mj =
+            json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:b, s:o}", "network",
+                      str_or_null(m->network), "method", str_or_null(m->method), "algorithm",
+                      str_or_null(m->algorithm), "version", str_or_null(m->version), "bundle",
+                      str_or_null(m->bundle), "sha256", str_or_null(m->sha256), "format_version",
+                      str_or_null(m->format_version), "trained_on", str_or_null(m->trained_on),
+                      "untrained", m->untrained != 0, "precision", str_or_null(m->precision));
         if (!mj || json_array_append_new(models, mj) != 0)
             (*bad)++;
     }

@@ -29,8 +29,10 @@
  *             "blurry_share" (null without tissue tiles)},
  *   "timings": {"<stage>": seconds, ...} in the order given (stage names must differ),
  *   "models": [{"network", "method", "algorithm", "version", "bundle", "sha256",
- *               "format_version", "trained_on", "untrained"}, ...]: every method that judged
- *             the slide, in the order given: a network with its bundle's provenance, a
+ *               "format_version", "trained_on", "untrained", "precision"}, ...]: every method
+ *             that judged
+ *             the slide, in the order given: a network with its bundle's provenance (and for
+ *             the multi-task network the precision that inferred the tiles, else null), a
  *             classical method with what it computes and the gastroscreen version that
  *             implements it (no bundle), or "method": "unknown" with nulls,
  *   "warnings": ["no mpp: used default 0.25", ...],
@@ -139,6 +141,9 @@ typedef struct {
     const char *format_version; /* bundle format version (model/FORMAT.md); NULL = none */
     const char *trained_on;     /* what the weights were trained on, or "untrained" */
     int untrained;              /* nonzero: this network's weights are seeded random ones */
+    /* The arithmetic it ran in (ModelProvenance.precision: "fp32", "bf16", "bf16+fp32" for a
+     * mixed pool); NULL = not recorded (networks without a precision setting, no tile) */
+    const char *precision;
 } gs_report_model;
 
 /* Seconds a slide spent in one stage. */

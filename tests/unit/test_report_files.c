@@ -194,7 +194,8 @@ static void positive_report_round_trip(void **state)
          .sha256 = "ab12",
          .format_version = "1",
          .trained_on = "untrained",
-         .untrained = 1},
+         .untrained = 1,
+         .precision = "bf16"},
     };
     gs_report r;
     fill_report(&r, models, 2);
@@ -250,8 +251,8 @@ static void positive_report_round_trip(void **state)
     assert_int_equal(json_array_size(m), 2);
     /* Every entry has every key, in the order given; absent values are null. */
     json_t *fg = json_array_get(m, 0), *mt = json_array_get(m, 1);
-    assert_int_equal(json_object_size(fg), 9);
-    assert_int_equal(json_object_size(mt), 9);
+    assert_int_equal(json_object_size(fg), 10);
+    assert_int_equal(json_object_size(mt), 10);
     assert_string_equal(json_string_value(json_object_get(fg, "network")), "foreground");
     assert_string_equal(json_string_value(json_object_get(fg, "method")), "classical");
     assert_non_null(strstr(json_string_value(json_object_get(fg, "algorithm")), "Otsu"));
@@ -265,6 +266,9 @@ static void positive_report_round_trip(void **state)
     assert_true(json_is_null(json_object_get(mt, "version")));
     assert_string_equal(json_string_value(json_object_get(mt, "sha256")), "ab12");
     assert_true(json_is_true(json_object_get(mt, "untrained")));
+    /* The arithmetic the multi-task network ran in; null for a method without one. */
+    assert_string_equal(json_string_value(json_object_get(mt, "precision")), "bf16");
+    assert_true(json_is_null(json_object_get(fg, "precision")));
     assert_string_equal(json_string_value(json_array_get(json_object_get(j, "warnings"), 0)),
                         "no mpp: used default 0.25");
     assert_int_equal(json_integer_value(json_object_get(json_object_get(j, "regions"), "count")),

@@ -190,6 +190,7 @@ static void screened_slide_lists_all_four(void **state)
     b.v.blur_sample_judged = 32;
     b.v.foreground_method = GASTROSCREEN__V1__METHOD__METHOD_CLASSICAL;
     b.v.blur_method = GASTROSCREEN__V1__METHOD__METHOD_NETWORK;
+    b.mp.precision = "bf16";
     json_t *root;
     json_t *m = models_of(&b, &root);
     assert_int_equal(json_array_size(m), 4);
@@ -197,6 +198,11 @@ static void screened_slide_lists_all_four(void **state)
     assert_network(json_array_get(m, 1), "blur", 0);
     assert_network(json_array_get(m, 2), "multitask", 1);
     assert_network(json_array_get(m, 3), "screener", 1);
+    /* The precision belongs to the multi-task network alone (the others have no setting). */
+    assert_string_equal(str(json_array_get(m, 2), "precision"), "bf16");
+    assert_true(is_null(json_array_get(m, 1), "precision"));
+    assert_true(is_null(json_array_get(m, 3), "precision"));
+    assert_true(is_null(json_array_get(m, 0), "precision"));
     json_decref(root);
 }
 

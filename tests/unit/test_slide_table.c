@@ -234,6 +234,58 @@ static void judging_threshold_survives_a_restart(void **state)
     }
 }
 
+/* The precision list that inferred a slide's tiles is journalled with SCREENED, goes into the
+ * published verdict's model provenance, comes back after a restart, and a list that is not
+ * one ("FP32", too long) is refused; a record written before it was recorded loads with none
+ * (the verdict's precision empty: fp32 by the protocol). */
+static void precision_is_journalled(void **state)
+{
+    fixture *f = *state;
+    char id[17], old[17];
+    accept(f, "/slides/bf.svs", id);
+    accept(f, "/slides/old.svs", old);
+    const char *ids[] = {id, old};
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(
+            gs_slides_planned(f->t, ids[i], 1, "q", GS_METHOD_NETWORK, NULL, 2, NULL, NULL), 0);
+        assert_int_equal(
+            gs_slides_blur_checked(f->t, ids[i], 1, 0.f, GS_METHOD_NETWORK, 0, NULL, 3, NULL), 0);
+        assert_int_equal(gs_slides_inferring(f->t, ids[i], 1, 4, NULL), 0);
+    }
+    assert_int_equal(gs_slides_screened_in(f->t, id, 1, 0.2f, "FP32", 5, NULL), -1);
+    assert_int_equal(
+        gs_slides_screened_in(f->t, id, 1, 0.2f, "fp32+bf16+int8+fp16+abcdefghijkl", 5, NULL), -1);
+    assert_int_equal(info(f, id).state, GS_SLIDE_INFERRING);
+    assert_int_equal(gs_slides_screened_in(f->t, id, 1, 0.2f, "bf16+fp32", 5, NULL), 0);
+    assert_string_equal(info(f, id).precision, "bf16+fp32");
+    assert_int_equal(gs_slides_screened_in(f->t, old, 1, 0.2f, "bf16", 5, NULL), 0);
+    json_t *rec = json_deep_copy(gs_journal_slide_get(f->j, old));
+    assert_non_null(rec);
+    assert_string_equal(json_string_value(json_object_get(rec, "precision")), "bf16");
+    assert_int_equal(json_object_del(rec, "precision"), 0);
+    assert_int_equal(gs_journal_put_slide(f->j, old, rec, 0, 6), 0);
+    json_decref(rec);
+
+    close_fixture(f);
+    open_fixture(f);
+    assert_int_equal(gs_slides_recover(f->t, 7), 2); /* both: attempt 2 */
+    assert_string_equal(info(f, id).precision, "bf16+fp32");
+    assert_string_equal(info(f, old).precision, "");
+    gs_slide_report rep = {.tiles = {1, 1, 0, 0, 0, 0}};
+    for (int i = 0; i < 2; i++) {
+        uint64_t seq = 0;
+        gs_slide_info v = info(f, ids[i]);
+        assert_int_equal(v.state, GS_SLIDE_SCREENED);
+        assert_int_equal(gs_slides_reported(f->t, ids[i], v.attempt, &rep, 8, NULL), 0);
+        assert_int_equal(gs_slides_done(f->t, ids[i], v.attempt, 9, &seq), 0);
+        Gastroscreen__V1__EventMessage *m = event(f, seq);
+        assert_int_equal(m->body_case, GASTROSCREEN__V1__EVENT_MESSAGE__BODY_VERDICT);
+        assert_string_equal(m->verdict->model->precision, i == 0 ? "bf16+fp32" : "");
+        assert_string_equal(m->verdict->model->sha256, "ab12");
+        gastroscreen__v1__event_message__free_unpacked(m, NULL);
+    }
+}
+
 /* The plan's and the blur check's methods go into the record with PLANNED and BLUR_CHECKED,
  * into the published verdict, and come back after a restart; a record written before they
  * were recorded loads them as unknown. */
@@ -939,6 +991,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(full_flow_journals_every_transition, setup, teardown),
         cmocka_unit_test_setup_teardown(judging_threshold_survives_a_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(methods_are_journalled, setup, teardown),
+        cmocka_unit_test_setup_teardown(precision_is_journalled, setup, teardown),
         cmocka_unit_test_setup_teardown(illegal_transitions_are_errors_and_change_nothing, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(stale_and_duplicate_messages_are_ignored, setup, teardown),
