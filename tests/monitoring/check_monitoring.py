@@ -42,6 +42,7 @@ DASHBOARD_MUST_SHOW = [
     "gastroscreen_tile_round_trip_seconds_bucket", "gastroscreen_messages_malformed_total",
     "gastroscreen_results_ignored_total", "gastroscreen_auth_refused_total",
     "gastroscreen_journal_degraded", "gastroscreen_build_info", "gastroscreen_model_info",
+    "gastroscreen_tiles_inferred_total",
 ]
 # Families registered by work that may not be in this tree yet: tolerated when the live daemon
 # does not announce them, checked like any other when it does. None today.
