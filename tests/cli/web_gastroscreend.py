@@ -6,7 +6,9 @@ tissue (unassessable), with web_dir pointing at a copy of web/ that holds two sy
 Then every endpoint: the worklist page and its assets (CSP, types), /api/slides (fields, the
 submitted ids, newest first, verdicts, scores, viewer links, untrained as /metrics says,
 filters, a bad filter), the viewer of the sample (page, report, .dzi, a tile, 404s),
-/api/throughput (six stages with workers), /metrics on the same port,
+/api/throughput (six stages with workers), /metrics on the same port (with the infer worker,
+run with --precision bf16, counted under its precision: bf16, or fp32 after its logged
+fallback on a CPU without bf16; the same precision in report.json and the status query),
 404s, traversal attempts (.., %2e%2e, encoded slashes and NUL, the symlinks), HEAD, 405 for
 other methods, a request body, an over-long path and header. A second gastroscreend bound to
 0.0.0.0 shows the token rules: no start without http_token_file or with a 0644 one, a log line
@@ -161,7 +163,32 @@ def refusals(port):
     print("web: 404, traversal, 405, 413, 414, 431 ok", flush=True)
 
 
-def worklist(c, port, ids):
+def ran_precision(infer):
+    """What an infer worker asked for bf16 runs: bf16, or fp32 after its one fallback line."""
+    return "fp32" if "no native bf16" in infer.text() else "bf16"
+
+
+def precision_recorded(c, port, sample, blank, want):
+    """The infer worker's precision in the sample's report.json (the multi-task entry only),
+    in the status query of both slides (none for the one without inferred tiles), and on
+    /metrics as the label of the tiles it inferred."""
+    rep = api_any(port, "/slides/%s/report.json" % sample)
+    by_net = {m["network"]: m for m in rep["models"]}
+    check(by_net["multitask"]["precision"] == want, (want, by_net))
+    check(all(m["precision"] is None for n, m in by_net.items() if n != "multitask"), by_net)
+    st = c.status(sample)[0]
+    check(st["verdict"]["precision"] == want, (want, st))
+    st = c.status(blank)[0]
+    check(st["verdict"]["precision"] is None, st)
+    metrics = c.metrics()
+    line = [l for l in metrics.splitlines() if l.startswith("gastroscreen_tiles_inferred_total{")]
+    check(len(line) == 1 and line[0].startswith(
+        'gastroscreen_tiles_inferred_total{precision="%s"} ' % want) and
+        float(line[0].split()[-1]) == rep["tiles"]["inferred"], (want, line, rep["tiles"]))
+    print("web: precision %s in report.json, status and /metrics" % want, flush=True)
+
+
+def worklist(c, port, ids, infer):
     sample, blank = ids[SLIDE], ids[BLANK]
 
     def decided():
@@ -236,6 +263,7 @@ def worklist(c, port, ids):
     check(t["slides_in_flight"] == 0 and t["slides_waiting"] == 0, t)
     status, head, body = get(port, "/metrics")
     check(status == 200 and body.startswith(b"# HELP gastroscreen_"), (status, body[:80]))
+    precision_recorded(c, port, sample, blank, ran_precision(infer))
     print("web: worklist %s %s (score %.3f), %s unassessable; filters, throughput ok" %
           (sample, a["verdict"], a["score"], blank), flush=True)
 
@@ -330,11 +358,13 @@ def main():
         check(d["slides"] == [], d)
         pages(port, web)
         refusals(port)
-        c.start_all_workers()
+        # The infer worker in bf16: its precision must reach the records (one worker per stage).
+        workers = {s: c.start_worker(s, 1, ("--precision", "bf16") if s == "infer" else ())
+                   for s in gsproc.STAGES}
         ids = c.submit([c.add_slide(os.path.join(args.data, SLIDE), SLIDE),
                         c.add_slide(os.path.join(args.data, BLANK), BLANK)])
         ids = {os.path.basename(k): v for k, v in ids.items()}
-        worklist(c, port, ids)
+        worklist(c, port, ids, workers["infer"])
     finally:
         c.close()
     token_server(args.build, args.bundle, scratch)
