@@ -1,6 +1,7 @@
 /*
  * cmd_bench: `gastroscreen bench [--json] [--threads N] [--repeat N] [--quick]
- * [--model BUNDLE]`, the performance figures of DESIGN.md §8 for this machine, in one run.
+ * [--model BUNDLE] [--slide FILE]`, the performance figures of DESIGN.md §8 for this machine,
+ * in one run.
  *
  * Prints the machine (CPU, threads used, oneDNN version and ISA), then:
  *  - for each decoder deformable-conv shape (network-architecture.md §3.3), our primitive vs
@@ -22,24 +23,44 @@
  * interleaved (A B A B ...) so machine noise hits them alike. --json prints one JSON object
  * with every figure instead (tests/bench/torch_side.py reads it). --quick runs one decoder
  * shape only (and batch 1 only for the network), for smoke tests.
+ *
+ * --slide FILE adds the whole-slide figure: for each precision of the network section, FILE
+ * screened --repeat times by the embedded service (daemon/cli/embedded, what `screen` runs:
+ * no sockets), each time in a fresh service (a new journal, so the slide is never a
+ * duplicate; loading the bundle and starting the workers is not timed), from submission to
+ * DONE. It gives the median wall time as slides/hour, the tiles inferred, the share of that
+ * time the slide spent in the infer stage (the coordinator's stage timings, report.json's
+ * "timings": the network, with the tiler reading the next tiles alongside) and the share
+ * outside it (plan, blur check, screener, report: reading, planning, thumbnails, writing),
+ * and the process's peak-RSS growth over the precision's runs (a high-water mark: only what
+ * it reaches beyond the earlier precisions shows; tests/bench/pipeline.sh measures each
+ * process's peak apart).
  */
 #include "daemon/cli/commands.h"
 
 #include <errno.h>
+#include <ftw.h>
 #include <getopt.h>
 #include <jansson.h>
+#include <libgen.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include <omp.h>
 
 #include "daemon/cli/bench.h"
 #include "daemon/cli/default_bundle.h"
+#include "daemon/cli/embedded.h"
+#include "daemon/service/config.h"
 #include "model/network.h"
 #include "ops/dnnl_reorder.h"
 #include "ops/error.h"
+#include "stages/runtime/fileio.h"
 
 /* Decoder DCN shapes of network-architecture.md §3.3 (cin -> cout @ side), batch 1. */
 typedef struct {
@@ -69,6 +90,7 @@ typedef struct {
     gs_precision precision;
     const char *model;
     char model_buf[4096]; /* the default bundle found when --model is not given */
+    const char *slide;    /* --slide: the whole-slide figure of this file; NULL = none */
 } bench_opts;
 
 enum { N_REF = N_DECODER + N_OTHER };
@@ -95,6 +117,7 @@ static int reference_shapes(const bench_opts *o, conv_shape *out)
 static const char *const USAGE =
     "usage: gastroscreen bench [--json] [--threads N] [--repeat N] [--quick]\n"
     "                          [--model BUNDLE | --no-network] [--precision fp32|bf16]\n"
+    "                          [--slide FILE]\n"
     "\n"
     "Measures on this machine, in one run: each decoder deformable-conv shape with our\n"
     "primitive vs a dense oneDNN 3x3 conv of the same shape (target: ratio <= 1.5); the\n"
@@ -115,6 +138,13 @@ static const char *const USAGE =
     "  --no-network   skip the network section (the conv figures only)\n"
     "  --precision P  the multi-task network in P only (default: fp32, and bf16 too when\n"
     "                 this CPU runs it natively, interleaved in the same rounds)\n"
+    "  --slide FILE   also the whole-slide figure: FILE screened --repeat times per\n"
+    "                 precision by the embedded service (as `gastroscreen screen`, no\n"
+    "                 sockets; each run in a fresh service, submission to verdict timed):\n"
+    "                 slides/hour (median), tiles inferred, the share of the wall time in\n"
+    "                 the infer stage (the network) and outside it (plan, blur check,\n"
+    "                 screener, report), and the peak-RSS growth of this process per\n"
+    "                 precision (per-process peaks: tests/bench/pipeline.sh)\n"
     "\n"
     "Side by side with PyTorch (torchvision deform_conv2d, the mirror with dense convs):\n"
     "  /usr/bin/python3 tests/bench/torch_side.py --gastroscreen PATH [--model B]\n"
@@ -147,6 +177,7 @@ static int parse_args(int argc, char **argv, bench_opts *o)
                                              {"model", required_argument, NULL, 'm'},
                                              {"no-network", no_argument, NULL, 'n'},
                                              {"precision", required_argument, NULL, 'p'},
+                                             {"slide", required_argument, NULL, 's'},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
     memset(o, 0, sizeof *o);
@@ -185,6 +216,9 @@ static int parse_args(int argc, char **argv, bench_opts *o)
             }
             o->have_precision = 1;
             break;
+        case 's':
+            o->slide = optarg;
+            break;
         case 'h':
             fputs(USAGE, stdout);
             return 1;
@@ -201,6 +235,10 @@ static int parse_args(int argc, char **argv, bench_opts *o)
     }
     if (o->model && o->no_network) {
         fprintf(stderr, "gastroscreen bench: --model and --no-network exclude each other\n");
+        return 2;
+    }
+    if (o->slide && o->no_network) {
+        fprintf(stderr, "gastroscreen bench: --slide and --no-network exclude each other\n");
         return 2;
     }
     return 0;
@@ -572,9 +610,258 @@ fail:
     return out;
 }
 
+/* ---- --slide: the whole-slide figure ------------------------------------------------------ */
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    remove(path);
+    return 0;
+}
+
+/* The process's peak resident set so far, in MiB (getrusage: a high-water mark). */
+static double peak_rss_mib(void)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0)
+        return 0;
+    return (double)ru.ru_maxrss / 1024.0; /* kilobytes on Linux */
+}
+
+/* One screening of the slide: its wall time from submission to DONE, the tiles inferred and
+ * report.json's "timings" (seconds per stage). */
+typedef struct {
+    double wall;
+    uint32_t inferred;
+    json_t *timings; /* owned */
+} slide_run;
+
+/* The service's folders and the slide's root in cfg (fresh for every run). */
+static int slide_config(gs_config *cfg, const char *tmp, const char *slide_real,
+                        const bench_opts *o)
+{
+    char journal[PATH_MAX + 16], spool[PATH_MAX + 16], reports[PATH_MAX + 16];
+    char dir[PATH_MAX];
+    snprintf(journal, sizeof journal, "%s/journal", tmp);
+    snprintf(spool, sizeof spool, "%s/spool", tmp);
+    snprintf(reports, sizeof reports, "%s/reports", tmp);
+    snprintf(dir, sizeof dir, "%s", slide_real);
+    if (gs_config_set_string(&cfg->journal_dir, journal) ||
+        gs_config_set_string(&cfg->spool_dir, spool) ||
+        gs_config_set_string(&cfg->report_dir, reports) ||
+        gs_config_set_string(&cfg->watch_dir, "") || gs_mkdir_p(reports, 0755) != 0)
+        return -1;
+    for (size_t i = 0; i < cfg->n_slide_roots; i++)
+        free(cfg->slide_roots[i]);
+    free(cfg->slide_roots);
+    cfg->n_slide_roots = 0;
+    if (!(cfg->slide_roots = calloc(1, sizeof *cfg->slide_roots)) ||
+        !(cfg->slide_roots[0] = strdup(dirname(dir))))
+        return gs_error_set("out of memory");
+    cfg->n_slide_roots = 1;
+    /* The network's threads as the network section runs it. */
+    if (o->threads > 0)
+        cfg->infer_threads = (uint32_t)o->threads;
+    return 0;
+}
+
+/* Screens slide_real once in a fresh embedded service running the multi-task network in p.
+ * Returns 0 with *run filled (a slide whose verdict is FAILED is an error: its figure would
+ * not be a screening), or -1 with the error set. */
+static int screen_slide_once(const bench_opts *o, const char *slide_real, gs_precision p,
+                             slide_run *run)
+{
+    int rc = -1;
+    memset(run, 0, sizeof *run);
+    const char *tmpdir = getenv("TMPDIR");
+    char tmp[PATH_MAX];
+    snprintf(tmp, sizeof tmp, "%s/gastroscreen-bench-XXXXXX",
+             tmpdir && tmpdir[0] ? tmpdir : "/tmp");
+    if (!mkdtemp(tmp))
+        return gs_error_set("%s: %s", tmp, strerror(errno));
+    gs_embedded *e = NULL;
+    gs_config *cfg = gs_config_new();
+    if (!cfg || slide_config(cfg, tmp, slide_real, o) != 0)
+        goto remove_folder;
+    gs_embedded_options eo = {.config = cfg, .model_path = o->model, .quiet = 1, .precision = p};
+    if (!(e = gs_embedded_new(&eo)))
+        goto remove_folder;
+    char id[GS_SLIDE_ID_LEN + 1];
+    double t0 = gs_bench_now();
+    if (gs_embedded_submit(e, slide_real, id, NULL) != 0)
+        goto stop_service;
+    gs_slide_info info;
+    for (;;) {
+        if (gs_embedded_step(e, 100) != 0)
+            goto stop_service;
+        if (gs_slides_get(gs_embedded_slides(e), id, &info) == 0 &&
+            (info.state == GS_SLIDE_DONE || info.state == GS_SLIDE_FAILED))
+            break;
+    }
+    run->wall = gs_bench_now() - t0;
+    if (info.state == GS_SLIDE_FAILED || info.verdict == GS_VERDICT_FAILED) {
+        gs_error_set("%s: the slide failed: %s", slide_real, info.reason);
+        goto stop_service;
+    }
+    run->inferred = info.tiles.inferred;
+    json_error_t jerr;
+    json_t *rep = json_load_file(info.report_json, 0, &jerr);
+    json_t *t = rep ? json_object_get(rep, "timings") : NULL;
+    if (!json_is_object(t)) {
+        json_decref(rep);
+        gs_error_set("%s: no timings in the report", info.report_json);
+        goto stop_service;
+    }
+    run->timings = json_incref(t);
+    json_decref(rep);
+    rc = 0;
+stop_service:
+    gs_embedded_destroy(&e);
+remove_folder:
+    gs_config_destroy(&cfg);
+    nftw(tmp, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    return rc;
+}
+
+/* The figure of one precision over o->repeat screenings (medians). Returns the object or NULL
+ * with the error set. */
+static json_t *slide_figure(const bench_opts *o, const char *slide_real, gs_precision p)
+{
+    const int n = o->repeat;
+    double *wall = calloc((size_t)n, sizeof *wall), *infer = calloc((size_t)n, sizeof *infer);
+    json_t *stages = json_object(), *out = NULL;
+    uint32_t inferred = 0;
+    double rss0 = peak_rss_mib();
+    if (!wall || !infer || !stages) {
+        gs_error_set("out of memory");
+        goto free_figures;
+    }
+    for (int k = 0; k < n; k++) {
+        slide_run run;
+        if (screen_slide_once(o, slide_real, p, &run) != 0)
+            goto free_figures;
+        wall[k] = run.wall;
+        inferred = run.inferred;
+        const char *stage;
+        json_t *sec;
+        json_object_foreach(run.timings, stage, sec)
+        {
+            if (!strcmp(stage, "infer"))
+                infer[k] = json_number_value(sec);
+            /* Every stage's seconds per run, for their medians below. */
+            json_t *list = json_object_get(stages, stage);
+            if (!list)
+                json_object_set_new(stages, stage, list = json_array());
+            json_array_append_new(list, json_real(json_number_value(sec)));
+        }
+        json_decref(run.timings);
+    }
+    /* The infer stage's share of each run, then its median: a share is per slide. */
+    for (int k = 0; k < n; k++)
+        infer[k] = wall[k] > 0 ? infer[k] / wall[k] : 0;
+    double med_wall = gs_bench_median(wall, n); /* sorts wall: shares taken first */
+    double network_share = gs_bench_median(infer, n);
+    if (network_share > 1)
+        network_share = 1; /* the stage clock and this one tick apart */
+    json_t *stage_med = json_object();
+    const char *stage;
+    json_t *list;
+    json_object_foreach(stages, stage, list)
+    {
+        /* A stage that did not run every time has fewer values: its median over those. */
+        size_t i;
+        json_t *x;
+        json_array_foreach(list, i, x) wall[i] = json_real_value(x);
+        json_object_set_new(stage_med, stage,
+                            json_real(gs_bench_median(wall, (int)json_array_size(list))));
+    }
+    double rss1 = peak_rss_mib();
+    out = json_pack("{s:s, s:i, s:f, s:f, s:I, s:f, s:f, s:o, s:f, s:f}", "precision",
+                    gs_precision_name(p), "runs", n, "wall_s", med_wall, "slides_per_hour",
+                    med_wall > 0 ? 3600.0 / med_wall : 0.0, "tiles_inferred", (json_int_t)inferred,
+                    "network_share", network_share, "outside_network_share", 1.0 - network_share,
+                    "stage_seconds", stage_med, "peak_rss_mib", rss1, "peak_rss_growth_mib",
+                    rss1 > rss0 ? rss1 - rss0 : 0.0);
+free_figures:
+    json_decref(stages);
+    free(wall);
+    free(infer);
+    return out;
+}
+
+/* The "slide" object: the figure of every precision the network section timed, in its order.
+ * Returns it or NULL with the error set. */
+static json_t *bench_slide(const bench_opts *o, json_t *network)
+{
+    char slide_real[PATH_MAX];
+    if (!realpath(o->slide, slide_real)) {
+        gs_error_set("%s: %s", o->slide, strerror(errno));
+        return NULL;
+    }
+    json_t *per = json_array();
+    size_t q;
+    json_t *entry;
+    json_array_foreach(json_object_get(json_object_get(network, "multitask"), "precisions"), q,
+                       entry)
+    {
+        gs_precision p;
+        json_t *fig;
+        if (gs_precision_parse(json_string_value(json_object_get(entry, "precision")), &p) != 0 ||
+            !(fig = slide_figure(o, slide_real, p))) {
+            json_decref(per);
+            return NULL;
+        }
+        json_array_append_new(per, fig);
+    }
+    if (json_array_size(per) == 0) {
+        json_decref(per);
+        gs_error_set("--slide: the bundle has no multi-task network");
+        return NULL;
+    }
+    return json_pack(
+        "{s:s, s:s, s:s, s:o}", "file", slide_real, "timed",
+        "submission to DONE in a fresh embedded service per run (bundle load and worker start "
+        "not timed); medians over the runs",
+        "shares",
+        "network_share: the infer stage's seconds (report.json timings; the tiler reads the next "
+        "tiles alongside) over the wall time; outside_network_share: the rest (plan, blur check, "
+        "screener, report: reading, planning, thumbnails, writing). peak_rss_growth_mib: this "
+        "process's high-water mark over the precision's runs, so only what it reaches beyond "
+        "the earlier precisions shows; tests/bench/pipeline.sh measures each process's peak",
+        "precisions", per);
+}
+
 static double num(json_t *obj, const char *key)
 {
     return json_number_value(json_object_get(obj, key));
+}
+
+/* The whole-slide table (--slide). */
+static void print_slide(json_t *sl)
+{
+    printf("\nwhole slide %s, embedded (%s)\n", json_string_value(json_object_get(sl, "file")),
+           json_string_value(json_object_get(sl, "timed")));
+    printf("%9s %8s %12s %7s %9s %9s %12s  %s\n", "precision", "wall s", "slides/hour", "tiles",
+           "network", "outside", "RSS growth", "stage seconds");
+    size_t q;
+    json_t *p;
+    json_array_foreach(json_object_get(sl, "precisions"), q, p)
+    {
+        printf("%9s %8.2f %12.1f %7d %8.1f%% %8.1f%% %8.0f MiB ",
+               json_string_value(json_object_get(p, "precision")), num(p, "wall_s"),
+               num(p, "slides_per_hour"),
+               (int)json_integer_value(json_object_get(p, "tiles_inferred")),
+               100.0 * num(p, "network_share"), 100.0 * num(p, "outside_network_share"),
+               num(p, "peak_rss_growth_mib"));
+        const char *stage;
+        json_t *sec;
+        json_object_foreach(json_object_get(p, "stage_seconds"), stage, sec)
+            printf(" %s %.2f", stage, json_number_value(sec));
+        printf("\n");
+    }
+    printf("  %s\n", json_string_value(json_object_get(sl, "shares")));
 }
 
 static void print_text(json_t *r)
@@ -690,6 +977,10 @@ int gs_cmd_bench(int argc, char **argv)
             goto report_error;
         o.model = o.model_buf;
     }
+    if (o.slide && access(o.slide, R_OK) != 0) {
+        gs_error_set("--slide %s: %s", o.slide, strerror(errno));
+        goto report_error;
+    }
     for (int k = 0; k < N_DECODER; k++) {
         if (o.quick && k != QUICK_SHAPE)
             continue;
@@ -712,6 +1003,12 @@ int gs_cmd_bench(int argc, char **argv)
         json_object_set_new(r, "network", json_null());
         json_object_set_new(r, "network_skipped", json_string("--no-network"));
     }
+    if (o.slide) {
+        json_t *sl = bench_slide(&o, json_object_get(r, "network"));
+        if (!sl)
+            goto report_error;
+        json_object_set_new(r, "slide", sl);
+    }
     if (o.json) {
         char *s = json_dumps(r, JSON_INDENT(1) | JSON_REAL_PRECISION(6));
         if (!s) {
@@ -722,6 +1019,8 @@ int gs_cmd_bench(int argc, char **argv)
         free(s);
     } else {
         print_text(r);
+        if (json_is_object(json_object_get(r, "slide")))
+            print_slide(json_object_get(r, "slide"));
     }
     rc = 0;
     goto free_result;

@@ -110,3 +110,10 @@ add_test(NAME web_gastroscreend
                  --scratch ${CMAKE_BINARY_DIR}/tests/web)
 set_tests_properties(web_gastroscreend PROPERTIES LABELS integration SKIP_RETURN_CODE 77
                      TIMEOUT 3600 RUN_SERIAL TRUE FIXTURES_REQUIRED seeded_bundle)
+
+# `gastroscreen bench --slide`: the whole-slide figure's JSON and table on the slide without
+# tissue (--quick --repeat 1, the default bundle; no timing asserted).
+add_test(NAME cli_bench_slide
+         COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/cli/bench_slide.sh $<TARGET_FILE:gastroscreen>)
+set_tests_properties(cli_bench_slide PROPERTIES LABELS integration ENVIRONMENT "${GS_TEST_ENV}"
+                     SKIP_RETURN_CODE 77 TIMEOUT 1800)
