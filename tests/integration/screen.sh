@@ -7,7 +7,9 @@
 #           folder and the untrained notice; report.json, heatmap.png, regions.geojson, tiles.geojson.gz exist;
 #           report.json lists the bundle's trained tissue and blur networks (each with its own
 #           provenance) and its two untrained networks, and the bundle's threshold.screen (0.74)
-#           as the threshold that judged.
+#           as the threshold that judged. The run asks for --precision bf16: report.json's
+#           multi-task entry says "bf16" (or "fp32" after the one logged fallback line on a CPU
+#           without native bf16), the other networks no precision.
 #   mixed:  a tiny real slide, a corrupt one and a missing path, with a config file that sets
 #           [screener] threshold = 0.6 -> exit 1; the corrupt slide is `failed` with a reason,
 #           the real one gets a verdict other than failed, the missing one is "not screened";
@@ -28,10 +30,12 @@ fail() { echo "FAIL: $*"; echo "--- stdout"; cat "$d/out.txt"; echo "--- stderr"
 case $mode in
 sample)
     timeout -k 10 "$bound" "$exe" screen "$data/CMU-1-Small-Region.svs" --out "$d/reports" \
-        > "$d/out.txt" 2> "$d/err.txt"
+        --precision bf16 > "$d/out.txt" 2> "$d/err.txt"
     rc=$?
     [ $rc -eq 0 ] || fail "exit status $rc, expected 0"
     [ "$(wc -l < "$d/out.txt")" -eq 1 ] || fail "expected exactly one verdict line"
+    want=bf16
+    if grep -q "no native bf16" "$d/err.txt"; then want=fp32; fi
     line=$(cat "$d/out.txt")
     echo "$line"
     echo "$line" | grep -Eq "^$data/CMU-1-Small-Region.svs: (negative|positive) score [0-9.]+ threshold [0-9.]+ report " ||
@@ -47,10 +51,12 @@ sample)
     # and blur networks are trained here (model/trained), so the plan and the blur checks are
     # theirs, each naming what it was trained on; the multi-task network and the screener are
     # the bundle's seeded, untrained ones.
-    /usr/bin/python3 - "$folder/report.json" <<'PY' || fail "report.json models not as expected"
+    /usr/bin/python3 - "$folder/report.json" "$want" <<'PY' || fail "report.json models not as expected"
 import json, re, sys
 r = json.load(open(sys.argv[1]))
 m = r["models"]
+# The precision that ran: the multi-task network's alone (the others have no setting).
+assert [e["precision"] for e in m] == [None, None, sys.argv[2], None], (sys.argv[2], m)
 assert [e["network"] for e in m] == ["foreground", "blur", "multitask", "screener"], m
 for e in m[:2]:
     assert e["method"] == "network" and e["algorithm"] is None, e
