@@ -22,6 +22,14 @@ torch.set_num_threads() set to the thread count the C side used:
    i.e. our network with deformable convs is faster than PyTorch's without them). The FLOPs
    of the mirror are counted with forward hooks (every Conv2d, ConvTranspose2d, Linear and
    the DCN main GEMM), a cross-check of the C count.
+3. The dlaconv mirror also in bf16 (torch.autocast on CPU with bfloat16: convolutions and
+   linear layers in bf16 with fp32 sums; converting the mirror with .to(torch.bfloat16)
+   instead is not an option on torch 1.13, whose bf16 depthwise ConvTranspose2d returns the
+   wrong output size, and autocast keeps those transposed convs in fp32), interleaved with
+   the fp32 one; then for every precision
+   the C run timed (fp32, bf16, ... from its "precisions"), each batch's time next to
+   PyTorch's dlaconv in fp32 and in bf16 and the ratio to the faster of the two (target:
+   >= 2, each of our precisions at least twice as fast as PyTorch's best plain-conv run).
 
 --out FILE writes every figure as JSON. Weights are random: timings do not depend on them.
 """
@@ -185,8 +193,9 @@ def bench_network(c, args):
         % (mt["gflop_per_tile"], flops_dcn, flops_dla)
     )
     print(
-        "%6s %10s %14s %12s %12s %14s"
-        % ("batch", "ours ms", "dlaconv ms", "dlaconv/ours", "torch DCN ms", "torchDCN/ours")
+        "%6s %10s %14s %12s %12s %14s %14s"
+        % ("batch", "ours ms", "dlaconv ms", "dlaconv/ours", "torch DCN ms", "torchDCN/ours",
+           "dlaconv bf16")
     )
     rows = []
     for b in mt["batches"]:
@@ -197,11 +206,15 @@ def bench_network(c, args):
             with torch.no_grad():
                 dla(x)
 
+        def run_dla_bf16():
+            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+                dla(x)
+
         def run_dcn():
             with torch.no_grad():
                 dcn(x)
 
-        t_dla, t_dcn = interleaved([run_dla, run_dcn], 1, args.net_repeat)
+        t_dla, t_bf16, t_dcn = interleaved([run_dla, run_dla_bf16, run_dcn], 1, args.net_repeat)
         ours = b["ms"] * 1e-3
         rows.append(
             {
@@ -211,13 +224,15 @@ def bench_network(c, args):
                 "torch_dlaconv_ms": t_dla * 1e3,
                 "torch_dlaconv_tiles_per_s": n / t_dla,
                 "torch_dlaconv_over_ours": t_dla / ours,
+                "torch_dlaconv_bf16_ms": t_bf16 * 1e3,
+                "torch_dlaconv_bf16_tiles_per_s": n / t_bf16,
                 "torch_dcn_ms": t_dcn * 1e3,
                 "torch_dcn_over_ours": t_dcn / ours,
             }
         )
         print(
-            "%6d %10.1f %14.1f %11.2fx %12.1f %13.2fx"
-            % (n, b["ms"], t_dla * 1e3, t_dla / ours, t_dcn * 1e3, t_dcn / ours),
+            "%6d %10.1f %14.1f %11.2fx %12.1f %13.2fx %14.1f"
+            % (n, b["ms"], t_dla * 1e3, t_dla / ours, t_dcn * 1e3, t_dcn / ours, t_bf16 * 1e3),
             flush=True,
         )
     return {
@@ -225,7 +240,46 @@ def bench_network(c, args):
         "mirror_gflop_per_tile_dcn": flops_dcn,
         "mirror_gflop_per_tile_dlaconv": flops_dla,
         "batches": rows,
+        "precisions": per_precision(mt, rows),
     }
+
+
+def per_precision(mt, rows):
+    """Each of our precisions against PyTorch's dlaconv in fp32 and bf16 (the torch times of
+    the same batch, measured once above); the target is >= 2 against the faster of the two."""
+    torch_by_batch = {r["batch"]: r for r in rows}
+    # Older C runs have one precision and no "precisions" list.
+    ours = mt.get("precisions") or [{"precision": mt.get("precision", "fp32"),
+                                     "batches": mt["batches"]}]
+    print("\neach precision of ours vs PyTorch dlaconv fp32 and bf16 (target: best torch / ours >= 2)")
+    print(
+        "%9s %6s %10s %14s %14s %14s"
+        % ("precision", "batch", "ours ms", "torch fp32 ms", "torch bf16 ms", "best torch/ours")
+    )
+    out = []
+    for p in ours:
+        for b in p["batches"]:
+            t = torch_by_batch.get(b["batch"])
+            if not t:
+                continue
+            best = min(t["torch_dlaconv_ms"], t["torch_dlaconv_bf16_ms"])
+            out.append(
+                {
+                    "precision": p["precision"],
+                    "batch": b["batch"],
+                    "ours_ms": b["ms"],
+                    "torch_dlaconv_fp32_ms": t["torch_dlaconv_ms"],
+                    "torch_dlaconv_bf16_ms": t["torch_dlaconv_bf16_ms"],
+                    "best_torch_over_ours": best / b["ms"],
+                }
+            )
+            print(
+                "%9s %6d %10.1f %14.1f %14.1f %14.2fx"
+                % (p["precision"], b["batch"], b["ms"], t["torch_dlaconv_ms"],
+                   t["torch_dlaconv_bf16_ms"], best / b["ms"]),
+                flush=True,
+            )
+    return out
 
 
 def main():
