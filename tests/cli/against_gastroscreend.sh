@@ -84,11 +84,14 @@ echo "$out" | grep -q "^$id  done .*unassessable" || fail "status printed: $out"
 # No tissue: the plan ran (classical: the default bundle's foreground network is untrained),
 # the blur check never did.
 echo "$out" | grep -q "^methods: tissue plan classical, blur check -$" || fail "status printed: $out"
+echo "$out" | grep -q "^precision:" && fail "a precision for a slide without inferred tiles: $out"
 out=$("$gs" status "${conf[@]}" --json "$id") || fail "status --json: exit $?"
 echo "$out" | $py -c '
 import json, sys
-m = json.load(sys.stdin)[0]["verdict"]["methods"]
-assert m == {"foreground": "classical", "blur": None}, m' || fail "status --json printed: $out"
+v = json.load(sys.stdin)[0]["verdict"]
+m = v["methods"]
+assert m == {"foreground": "classical", "blur": None}, m
+assert v["precision"] is None, v  # no tile inferred: no precision ran' || fail "status --json printed: $out"
 "$gs" status "${conf[@]}" 0123456789abcdef >/dev/null 2>&1 && fail "unknown slide: exit 0"
 
 "$gs" top "${conf[@]}" --once --json >"$tmp/top.json" || fail "top: exit $?"

@@ -236,6 +236,7 @@ static void answer_query(fake *f, gs_inbound *in)
     Gastroscreen__V1__ModelProvenance model = GASTROSCREEN__V1__MODEL_PROVENANCE__INIT;
     model.untrained = 1;
     model.notice = (char *)"model: untrained — not a diagnosis";
+    model.precision = (char *)"bf16+fp32";
     char *warnings[] = {(char *)"no mpp: used default 0.25"};
     Gastroscreen__V1__SlideStateReply r = GASTROSCREEN__V1__SLIDE_STATE_REPLY__INIT;
     r.slides = list;
@@ -616,6 +617,7 @@ static void status_lists_and_details(void **state)
     assert_non_null(strstr(out, "warning: no mpp: used default 0.25\n"));
     assert_non_null(strstr(out, "\nmodel: untrained — not a diagnosis\n"));
     assert_null(strstr(out, "model: model:"));
+    assert_non_null(strstr(out, "\nprecision: bf16+fp32\n"));
     free(out);
     free(err);
 
@@ -630,6 +632,7 @@ static void status_lists_and_details(void **state)
     json_t *v = json_object_get(s0, "verdict");
     assert_string_equal(json_string_value(json_object_get(v, "class")), "positive");
     assert_true(json_is_true(json_object_get(v, "untrained")));
+    assert_string_equal(json_string_value(json_object_get(v, "precision")), "bf16+fp32");
     json_decref(j);
     free(out);
     free(err);
