@@ -171,6 +171,8 @@ fake *fake_add_as(world *w, int stage, const char *sha256, const char *id)
     assert_non_null(f->t);
     Gastroscreen__V1__ModelProvenance mp = GASTROSCREEN__V1__MODEL_PROVENANCE__INIT;
     mp.sha256 = (char *)sha256;
+    if (stage == GASTROSCREEN__V1__STAGE__STAGE_INFER && w->infer_precision)
+        mp.precision = (char *)w->infer_precision;
     Gastroscreen__V1__WorkerHello h = GASTROSCREEN__V1__WORKER_HELLO__INIT;
     h.worker_id = f->id;
     h.stage = stage;
@@ -390,6 +392,8 @@ static void answer_report(world *w, fake *f, const Gastroscreen__V1__ReportJob *
     w->report_class = j->verdict->verdict_class;
     w->report_blur_judged = j->verdict->blur_sample_judged;
     w->report_fg_method = j->verdict->foreground_method;
+    snprintf(w->report_precision, sizeof w->report_precision, "%s",
+             j->verdict->model ? j->verdict->model->precision : "(no model)");
     w->report_blur_method = j->verdict->blur_method;
     w->report_n_warnings = j->verdict->n_warnings;
     snprintf(w->report_warning, sizeof w->report_warning, "%s",
@@ -513,6 +517,8 @@ int pump(world *w)
             const Gastroscreen__V1__EventMessage *ev = in.msg.event;
             if (ev && ev->body_case == GASTROSCREEN__V1__EVENT_MESSAGE__BODY_VERDICT) {
                 w->verdict_fg_method = ev->verdict->foreground_method;
+                snprintf(w->verdict_precision, sizeof w->verdict_precision, "%s",
+                         ev->verdict->model ? ev->verdict->model->precision : "(no model)");
                 w->verdict_blur_method = ev->verdict->blur_method;
             }
         }

@@ -60,6 +60,10 @@ typedef struct {
     int infer_budget;  /* >= 0: infer results answered before the sinks go quiet; -1 = all */
     float screen_score;
     int blur_method; /* Method the fake blur workers name (classical by default) */
+    /* The precision infer workers added from now on name in their hello (NULL: none) */
+    const char *infer_precision;
+    char report_precision[32];  /* model.precision in the last ReportJob's verdict */
+    char verdict_precision[32]; /* model.precision in the last published verdict */
     /* > 0: the fake infer workers answer BLURRY for tiles whose index is a multiple of it */
     int infer_blurry_mod;
     int infer_judge_focus; /* the last InferJob asked to judge focus */

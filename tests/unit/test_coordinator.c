@@ -35,6 +35,7 @@ static void slide_flows_to_done(void **state)
     w.duplicate_results = 1;
     w.stale_results = 1;
     w.blur_method = GASTROSCREEN__V1__METHOD__METHOD_NETWORK; /* a bundle with a trained one */
+    w.infer_precision = "bf16";
     start_with_workers(&w);
     char id[GS_SLIDE_ID_LEN + 1], id2[GS_SLIDE_ID_LEN + 1];
     uint64_t seq = 0;
@@ -72,6 +73,9 @@ static void slide_flows_to_done(void **state)
     assert_int_equal(info.blur_method, GS_METHOD_NETWORK);
     assert_int_equal(w.report_fg_method, GASTROSCREEN__V1__METHOD__METHOD_CLASSICAL);
     assert_int_equal(w.report_blur_method, GASTROSCREEN__V1__METHOD__METHOD_NETWORK);
+    /* The infer worker's precision reaches the record and the reporter. */
+    assert_string_equal(info.precision, "bf16");
+    assert_string_equal(w.report_precision, "bf16");
     /* The plan and ledger file left the spool with the verdict. */
     char spool[PATH_MAX + 64];
     snprintf(spool, sizeof spool, "%s/spool/%s", w.dir, id);
@@ -94,6 +98,10 @@ static void slide_flows_to_done(void **state)
     nb = gs_coordinator_tile_bounds(&bounds);
     assert_int_equal(hist_count(&s.tile_seconds[1], nb), N_INFER);
     assert_int_equal(hist_count(&s.tile_seconds[0], nb), w.report_blur_judged);
+    /* Every inferred tile counted once under its worker's precision. */
+    assert_int_equal(s.n_inferred, 1);
+    assert_string_equal(s.inferred[0].precision, "bf16");
+    assert_int_equal(s.inferred[0].tiles, N_INFER);
 
     /* Published after it was journalled, exactly once. */
     assert_true(run_until(&w, has_verdict_event, id));
@@ -103,6 +111,7 @@ static void slide_flows_to_done(void **state)
     assert_string_equal(w.verdict_topic, "slide.verdict.positive.");
     assert_int_equal(w.verdict_fg_method, GASTROSCREEN__V1__METHOD__METHOD_CLASSICAL);
     assert_int_equal(w.verdict_blur_method, GASTROSCREEN__V1__METHOD__METHOD_NETWORK);
+    assert_string_equal(w.verdict_precision, "bf16");
     assert_int_equal(journal_verdicts(&w, id), 1);
     world_free(&w);
 }
@@ -938,6 +947,12 @@ static void hello_checks_model_and_live_ids(void **state)
     fake *nomodel = fake_add(&w, GASTROSCREEN__V1__STAGE__STAGE_INFER, "");
     assert_true(run_until(&w, refused_or_welcomed, NULL));
     assert_true(nomodel->refused);
+    /* A precision becomes a metrics label and part of a record: a short lower-case name. */
+    w.infer_precision = "BF16\"}";
+    fake *badprec = fake_add(&w, GASTROSCREEN__V1__STAGE__STAGE_INFER, "aaaa");
+    assert_true(run_until(&w, refused_or_welcomed, NULL));
+    assert_true(badprec->refused);
+    w.infer_precision = NULL;
     fake *reporter = NULL;
     for (size_t i = 0; i < w.nf; i++)
         if (w.f[i].stage == GASTROSCREEN__V1__STAGE__STAGE_REPORTER)
@@ -969,7 +984,10 @@ static void hello_checks_model_and_live_ids(void **state)
     assert_int_equal(gs_coordinator_intake(w.c, w.slide, GS_INTAKE_EMBEDDED, "", id, NULL), 0);
     assert_true(run_until(&w, is_terminal, id));
     assert_int_equal(slide_info(&w, id).state, GS_SLIDE_DONE);
+    /* The infer worker that named no precision ran fp32 (builds before the field). */
+    assert_string_equal(slide_info(&w, id).precision, "fp32");
     assert_int_equal(nomodel->tiles_got, 0);
+    assert_int_equal(badprec->tiles_got, 0);
     world_free(&w);
 }
 
