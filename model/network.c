@@ -302,7 +302,7 @@ const gs_weights *gs_model_weights(const gs_model *m)
 /* ---------------------------------------------------------------------------------------- */
 /* Precision */
 
-static const char *const precision_names[GS_PRECISION_COUNT] = {"fp32", "bf16"};
+static const char *const precision_names[GS_PRECISION_COUNT] = {"fp32", "bf16", "int8"};
 
 const char *gs_precision_name(gs_precision p)
 {
@@ -317,7 +317,8 @@ int gs_precision_parse(const char *s, gs_precision *p)
             *p = (gs_precision)i;
             return 0;
         }
-    return gs_error_set("precision \"%s\": expected \"fp32\" or \"bf16\"", s ? s : "(missing)");
+    return gs_error_set("precision \"%s\": expected \"fp32\", \"bf16\" or \"int8\"",
+                        s ? s : "(missing)");
 }
 
 gs_precision gs_precision_default(void)
@@ -325,10 +326,27 @@ gs_precision gs_precision_default(void)
     return GS_PRECISION_FP32;
 }
 
+static int vnni_native(void)
+{
+    const unsigned need = (unsigned)dnnl_cpu_isa_avx512_core_vnni;
+    return ((unsigned)dnnl_get_effective_cpu_isa() & need) == need;
+}
+
 gs_precision gs_precision_usable(gs_precision asked, char *why, size_t len)
 {
     if (why && len)
         why[0] = '\0';
+    if (asked == GS_PRECISION_INT8) {
+        if (vnni_native())
+            return asked;
+        gs_precision alt = gs_bf16_native() ? GS_PRECISION_BF16 : GS_PRECISION_FP32;
+        if (why && len)
+            snprintf(why, len,
+                     "precision int8 asked for, but this CPU has no VNNI (oneDNN ISA without "
+                     "avx512_core_vnni): running %s",
+                     precision_names[alt]);
+        return alt;
+    }
     if (asked != GS_PRECISION_BF16 || gs_bf16_native())
         return asked;
     if (why && len)
@@ -338,15 +356,79 @@ gs_precision gs_precision_usable(gs_precision asked, char *why, size_t len)
     return GS_PRECISION_FP32;
 }
 
+/* The convs int8 quantises: the encoder's dense convs but the first (3 input channels: the
+ * network input is plain, and a 27-tap dot product gains nothing from int8). */
+static int int8_layer(const layer *y)
+{
+    return y->kind == LAYER_CONV && !y->conv.deconv && y->conv.cin != 3 &&
+           !strncmp(y->name, "base.", 5);
+}
+
+static const char *int8_amax(const gs_model *m, const layer *y)
+{
+    char key[160];
+    snprintf(key, sizeof key, GS_INT8_AMAX_PREFIX "%s.%s", net_names[GS_NET_MULTITASK], y->name);
+    return gs_weights_meta(m->w, key);
+}
+
+int gs_model_has_int8(const gs_model *m)
+{
+    const layer_list *l = &m->layers[GS_NET_MULTITASK];
+    int any = 0;
+    for (size_t i = 0; i < l->n; i++)
+        if (int8_layer(&l->v[i])) {
+            if (!int8_amax(m, &l->v[i]))
+                return 0;
+            any = 1;
+        }
+    return any;
+}
+
+static int make_int8(gs_model *m)
+{
+    layer_list *l = &m->layers[GS_NET_MULTITASK];
+    for (size_t i = 0; i < l->n; i++) {
+        layer *y = &l->v[i];
+        if (!int8_layer(y))
+            continue;
+        const char *v = int8_amax(m, y);
+        char *end = NULL;
+        float amax = v ? strtof(v, &end) : 0.0f;
+        if (!v || *end != '\0' || !(amax > 0.0f) || !isfinite(amax))
+            return gs_error_set("%s: metadata " GS_INT8_AMAX_PREFIX "%s.%s: \"%s\" is not a "
+                                "positive number",
+                                gs_weights_name(m->w), net_names[GS_NET_MULTITASK], y->name,
+                                v ? v : "(missing)");
+        if (gs_rt_conv_make_int8(&y->conv, m->engine, amax, m->act.kind == GS_ACT_RELU))
+            return gs_error_prefix("layer %s", y->name);
+    }
+    return 0;
+}
+
 int gs_model_set_precision(gs_model *m, gs_precision p)
 {
     GS_ASSERT(p >= 0 && p < GS_PRECISION_COUNT);
-    if (p == GS_PRECISION_BF16 && !m->bf16_weights) {
+    if (p == GS_PRECISION_INT8 && m->built[GS_NET_MULTITASK] && !gs_model_has_int8(m)) {
+        gs_precision alt = gs_bf16_native() ? GS_PRECISION_BF16 : GS_PRECISION_FP32;
+        fprintf(stderr,
+                "gastroscreen: %s: precision int8 asked for, but the bundle has no int8 "
+                "calibration (make one with gastroscreen calibrate): running %s\n",
+                gs_weights_name(m->w), precision_names[alt]);
+        p = alt;
+    }
+    /* int8 keeps the layers it does not quantise in bf16 where bf16 is native. */
+    int want_bf16 = p == GS_PRECISION_BF16 || (p == GS_PRECISION_INT8 && gs_bf16_native());
+    if (want_bf16 && !m->bf16_weights) {
         layer_list *l = &m->layers[GS_NET_MULTITASK];
         for (size_t i = 0; i < l->n; i++)
             if (l->v[i].kind == LAYER_CONV && gs_rt_conv_make_bf16(&l->v[i].conv, m->engine))
                 return gs_error_prefix("layer %s", l->v[i].name);
         m->bf16_weights = 1;
+    }
+    if (p == GS_PRECISION_INT8 && !m->int8_weights) {
+        if (make_int8(m))
+            return -1;
+        m->int8_weights = 1;
     }
     m->precision = p;
     return 0;
@@ -360,7 +442,8 @@ gs_precision gs_model_precision(const gs_model *m)
 /* ---------------------------------------------------------------------------------------- */
 /* States and runs */
 
-gs_net_state *gs_net_state_new(const gs_model *m, gs_net_id id, int n, int h, int w)
+static gs_net_state *state_new(const gs_model *m, gs_net_id id, int n, int h, int w,
+                               int calibrating)
 {
     GS_ASSERT(id >= 0 && id < GS_NET_COUNT);
     if (!m->present[id]) {
@@ -397,15 +480,54 @@ gs_net_state *gs_net_state_new(const gs_model *m, gs_net_id id, int n, int h, in
     st->w = w;
     builder b = {.m = (gs_model *)m, .id = id, .loading = 0};
     b.p = st->p = gs_rt_plan_new(m->engine, n, 0);
-    if (st->p && id == GS_NET_MULTITASK && m->precision == GS_PRECISION_BF16)
+    if (st->p && id == GS_NET_MULTITASK && calibrating)
+        gs_rt_plan_set_observe(st->p, 1);
+    else if (st->p && id == GS_NET_MULTITASK && m->precision == GS_PRECISION_BF16)
         gs_rt_plan_set_bf16(st->p, 1);
+    else if (st->p && id == GS_NET_MULTITASK && m->precision == GS_PRECISION_INT8) {
+        gs_rt_plan_set_bf16(st->p, m->bf16_weights);
+        gs_rt_plan_set_int8(st->p, 1);
+    }
     if (!st->p || gs_net_build(&b, st)) {
         gs_error_prefix("%s network, batch %d, %dx%d", net_names[id], n, h, w);
         gs_net_state_destroy(&st);
         return NULL;
     }
     GS_ASSERT(b.next == m->layers[id].n);
+    st->calibrating = calibrating;
     return st;
+}
+
+gs_net_state *gs_net_state_new(const gs_model *m, gs_net_id id, int n, int h, int w)
+{
+    return state_new(m, id, n, h, w, 0);
+}
+
+gs_net_state *gs_net_state_new_calibrating(const gs_model *m, int n, int h, int w)
+{
+    return state_new(m, GS_NET_MULTITASK, n, h, w, 1);
+}
+
+int gs_net_state_calibration(const gs_net_state *s,
+                             void (*fn)(void *ctx, const char *key, float amax), void *ctx)
+{
+    if (!s->calibrating)
+        return gs_error_set("state is not a calibrating one");
+    const layer_list *l = &s->m->layers[GS_NET_MULTITASK];
+    int count = 0;
+    for (size_t i = 0; i < l->n; i++) {
+        if (!int8_layer(&l->v[i]))
+            continue;
+        float amax = gs_rt_plan_observed(s->p, &l->v[i].conv);
+        if (amax < 0.0f)
+            return gs_error_set("layer %s: no range recorded", l->v[i].name);
+        char key[160];
+        snprintf(key, sizeof key, GS_INT8_AMAX_PREFIX "%s.%s", net_names[GS_NET_MULTITASK],
+                 l->v[i].name);
+        fn(ctx, key, amax);
+        count++;
+    }
+    return count;
 }
 
 void gs_net_state_destroy(gs_net_state **sp)

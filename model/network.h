@@ -119,13 +119,27 @@ const gs_weights *gs_model_weights(const gs_model *m);
  * stored in bf16, every conv, deformable conv and transposed conv accumulating in float32;
  * the deformable convs' offsets and the outputs (seg logits, features, logit) are float32.
  * The small networks (foreground, blur, screener: under 5% of a tile's time) always run in
- * fp32, so their thresholded decisions are exactly the trained ones. */
-typedef enum { GS_PRECISION_FP32 = 0, GS_PRECISION_BF16, GS_PRECISION_COUNT } gs_precision;
+ * fp32, so their thresholded decisions are exactly the trained ones.
+ * int8: bf16 (fp32 where bf16 is not native) with the encoder's dense convs (all of base.*
+ * but the first 3-channel conv: about half of the fp32 time) as oneDNN int8 convs, s8 weights
+ * with per-output-channel scales made at load, the source quantised per tensor with the scale
+ * the bundle's calibration stores (model/FORMAT.md "int8 calibration"); each int8 conv writes
+ * bf16/fp32, so residual sums and the rest of the network run as in bf16. The decoder's
+ * deformable convs and their offset convs, the transposed convs, the heads and the first conv
+ * stay bf16: the offsets move sampling positions (an error there is not a small error in the
+ * output), the transposed convs are depthwise (no int8 dot-product win) and the heads make
+ * the outputs the thresholds judge. */
+typedef enum {
+    GS_PRECISION_FP32 = 0,
+    GS_PRECISION_BF16,
+    GS_PRECISION_INT8,
+    GS_PRECISION_COUNT
+} gs_precision;
 
-/* "fp32", "bf16" (static strings). */
+/* "fp32", "bf16", "int8" (static strings). */
 const char *gs_precision_name(gs_precision p);
 
-/* "fp32" or "bf16" -> *p. Returns 0, or -1 with the error naming the value. */
+/* "fp32", "bf16" or "int8" -> *p. Returns 0, or -1 with the error naming the value. */
 int gs_precision_parse(const char *s, gs_precision *p);
 
 /* The precision to run when none is asked for: bf16 only where the CPU runs it natively AND
@@ -141,15 +155,40 @@ gs_precision gs_precision_default(void);
  * a one-line reason is written there (len bytes) for the caller's log; otherwise why[0] is
  * set to '\0'. */
 gs_precision gs_precision_usable(gs_precision asked, char *why, size_t len);
+/* int8 likewise needs VNNI (oneDNN ISA avx512_core_vnni); without it the answer is what bf16
+ * would be (bf16 or fp32), with the reason in why. */
 
 /* Sets the precision of the states made from now on (states made before keep theirs). bf16
- * rounds the built multi-task network's conv weights to bf16 once (the first time). Call it
+ * rounds the built multi-task network's conv weights to bf16 once (the first time). int8 also
+ * quantises the encoder's convs with the bundle's calibration; a bundle without it (not made
+ * by `gastroscreen calibrate`) cannot run int8: the model is then set to bf16 where the CPU
+ * runs it natively, else fp32, and one line naming the bundle says so on stderr (check
+ * gs_model_precision() for what was set). Call it
  * right after loading, before sharing the model between threads. Returns 0, or -1 with the
  * error set (the model stays as it was). */
 int gs_model_set_precision(gs_model *m, gs_precision p);
 
 /* The precision set (GS_PRECISION_FP32 after loading). */
 gs_precision gs_model_precision(const gs_model *m);
+
+/* Metadata key prefix of the int8 calibration: "int8.amax.multitask.<layer>" holds the max
+ * |x| seen at the input of that conv layer (model/FORMAT.md). */
+#define GS_INT8_AMAX_PREFIX "int8.amax."
+
+/* 1 if the bundle holds a calibrated range for every conv int8 quantises. */
+int gs_model_has_int8(const gs_model *m);
+
+/* A multi-task state (float32, whatever the precision set) that records the range at the
+ * input of every conv int8 quantises while it runs (gs_net_run_multitask); for calibration.
+ * Free with gs_net_state_destroy. Returns NULL with the error set. */
+gs_net_state *gs_net_state_new_calibrating(const gs_model *m, int n, int h, int w);
+
+/* Calls fn(ctx, key, amax) for each conv int8 quantises, in network order, with its metadata
+ * key (GS_INT8_AMAX_PREFIX "multitask.<layer>") and the max |x| over the runs of the
+ * calibrating state s so far. Returns the number of layers, or -1 with the error set (s is not
+ * calibrating, or has not run). */
+int gs_net_state_calibration(const gs_net_state *s,
+                             void (*fn)(void *ctx, const char *key, float amax), void *ctx);
 
 /* A per-worker state for network `id` at batch n and input h x w:
  *  multitask: h, w multiples of 32 (512 normally); foreground: multiples of 8 (512);

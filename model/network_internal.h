@@ -40,6 +40,7 @@ struct gs_model {
     layer_list layers[GS_NET_COUNT];
     gs_precision precision;
     int bf16_weights; /* the multi-task convs hold bf16 weights too */
+    int int8_weights; /* the encoder's convs hold int8 weights too */
 };
 
 struct gs_net_state {
@@ -51,6 +52,7 @@ struct gs_net_state {
     gs_rt_tensor *out_a, *out_b; /* multitask: L5, seg; foreground: low logit; blur: conv2;
                                     screener: hidden */
     const layer *fc;             /* cls.fc / blur fc / screener fc */
+    int calibrating; /* multitask: records conv input ranges (gs_net_state_new_calibrating) */
     int profiling;
     int profile_runs;
     double profile[GS_NET_PART_COUNT]; /* seconds per gs_net_part */

@@ -270,6 +270,66 @@ fail_noset:
     return gs_error_prefix("bf16 weights");
 }
 
+int gs_rt_conv_make_int8(gs_rt_conv *c, dnnl_engine_t engine, float amax, int u8)
+{
+    size_t per_out = (size_t)c->cin * c->kh * c->kw;
+    int8_t *w8 = NULL;
+    float *plain = NULL, *oscale = NULL, *bias8 = NULL;
+    dnnl_memory_desc_t plain_md;
+    dnnl_dims_t wd = {c->cout, c->cin, c->kh, c->kw};
+    if (c->deconv)
+        return gs_error_set("int8 weights: transposed convs stay in float (not quantised)");
+    if (!(amax > 0.0f) || !isfinite(amax))
+        return gs_error_set("int8 weights: activation range %g is not a positive number",
+                            (double)amax);
+    w8 = malloc(per_out * c->cout);
+    plain = malloc(per_out * c->cout * sizeof(float));
+    oscale = aligned_floats((size_t)c->cout);
+    bias8 = c->has_bias ? aligned_floats((size_t)c->cout) : NULL;
+    if (!w8 || !plain || !oscale || (c->has_bias && !bias8)) {
+        gs_error_set("out of memory for int8 weights");
+        goto fail_free;
+    }
+    /* The folded float32 weights back in plain OIHW: the scales are per output channel. */
+    DNNL_TRY(dnnl_memory_desc_init_by_tag(&plain_md, 4, wd, dnnl_f32, dnnl_oihw), "weights md");
+    if (gs_dnnl_reorder(engine, &c->wmd, c->wr, &plain_md, plain) != 0)
+        goto fail_free;
+    float in_scale = (u8 ? 255.0f : 127.0f) / amax;
+    for (int o = 0; o < c->cout; o++) {
+        const float *wo = plain + (size_t)o * per_out;
+        float m = 0.0f;
+        for (size_t i = 0; i < per_out; i++)
+            m = fmaxf(m, fabsf(wo[i]));
+        /* An all-zero channel gets scale 1: its weights quantise to 0 exactly. */
+        float ws = m > 0.0f ? 127.0f / m : 1.0f;
+        for (size_t i = 0; i < per_out; i++) {
+            float q = nearbyintf(wo[i] * ws);
+            w8[(size_t)o * per_out + i] = (int8_t)fminf(127.0f, fmaxf(-127.0f, q));
+        }
+        oscale[o] = 1.0f / (in_scale * ws);
+        /* oneDNN 2.x adds the bias to the int32 accumulator before the output scale. */
+        if (bias8)
+            bias8[o] = c->bias[o] * in_scale * ws;
+    }
+    free(plain);
+    free(c->w8);
+    free(c->oscale);
+    free(c->bias8);
+    c->w8 = w8;
+    c->oscale = oscale;
+    c->bias8 = bias8;
+    c->in_scale = in_scale;
+    c->in_u8 = u8 != 0;
+    return 0;
+fail:
+fail_free:
+    free(w8);
+    free(plain);
+    free(oscale);
+    free(bias8);
+    return gs_error_prefix("int8 weights");
+}
+
 void gs_rt_conv_free(gs_rt_conv *c)
 {
     free(c->wr);
@@ -277,6 +337,12 @@ void gs_rt_conv_free(gs_rt_conv *c)
     free(c->dwk);
     free(c->wr16);
     free(c->dwk16);
+    free(c->w8);
+    free(c->oscale);
+    free(c->bias8);
+    c->w8 = NULL;
+    c->oscale = NULL;
+    c->bias8 = NULL;
     c->wr = NULL;
     c->bias = NULL;
     c->dwk = NULL;
@@ -287,7 +353,7 @@ void gs_rt_conv_free(gs_rt_conv *c)
 /* ---------------------------------------------------------------------------------------- */
 /* Plans */
 
-enum { STEP_PRIM, STEP_COPY, STEP_DCN, STEP_ADD, STEP_DWDECONV };
+enum { STEP_PRIM, STEP_COPY, STEP_DCN, STEP_ADD, STEP_DWDECONV, STEP_OBSERVE };
 
 typedef struct {
     int kind;
@@ -305,7 +371,13 @@ typedef struct {
     gs_deform_conv_scratch *scratch;
     const float *offset;
     int part; /* profiling bucket (gs_rt_plan_set_part) */
+    int obs;  /* STEP_OBSERVE: index into the plan's observations */
 } step;
+
+typedef struct {
+    const gs_rt_conv *conv;
+    float amax;
+} observation;
 
 typedef struct {
     void *data;
@@ -318,6 +390,10 @@ struct gs_rt_plan {
     dnnl_stream_t stream;
     int n, dry;
     int bf16; /* new tensors are bf16 unless asked for float32 */
+    int int8; /* convs with int8 weights run in int8 */
+    int observe;
+    observation *obs;
+    size_t nobs, cap_obs;
     gs_rt_tensor **tensors;
     size_t ntensors, cap_tensors;
     buffer *bufs;
@@ -404,6 +480,7 @@ void gs_rt_plan_destroy(gs_rt_plan **pp)
     for (size_t i = 0; i < p->nowned; i++)
         free(p->owned[i]);
     free(p->owned);
+    free(p->obs);
     if (p->stream)
         dnnl_stream_destroy(p->stream);
     free(p);
@@ -413,6 +490,24 @@ void gs_rt_plan_destroy(gs_rt_plan **pp)
 void gs_rt_plan_set_bf16(gs_rt_plan *p, int on)
 {
     p->bf16 = on != 0;
+}
+
+void gs_rt_plan_set_int8(gs_rt_plan *p, int on)
+{
+    p->int8 = on != 0;
+}
+
+void gs_rt_plan_set_observe(gs_rt_plan *p, int on)
+{
+    p->observe = on != 0;
+}
+
+float gs_rt_plan_observed(const gs_rt_plan *p, const gs_rt_conv *c)
+{
+    for (size_t i = 0; i < p->nobs; i++)
+        if (p->obs[i].conv == c)
+            return p->obs[i].amax;
+    return -1.0f;
 }
 
 static gs_rt_tensor *tensor_new(gs_rt_plan *p, int c, int h, int w, int plain, int bf16);
@@ -531,6 +626,131 @@ fail:
     return -1;
 }
 
+/* Allocates a plan-owned buffer of `bytes` (64-byte aligned, zeroed). */
+static void *owned_bytes(gs_rt_plan *p, size_t bytes)
+{
+    float *b = aligned_floats((bytes + sizeof(float) - 1) / sizeof(float));
+    if (!b || grow((void **)&p->owned, &p->cap_owned, p->nowned + 1, sizeof *p->owned)) {
+        free(b);
+        gs_error_set("out of memory for an int8 buffer");
+        return NULL;
+    }
+    p->owned[p->nowned++] = b;
+    return b;
+}
+
+/* The int8 form of a conv step (gs_rt_plan_set_int8): quantise the source with a reorder
+ * into the layout the int8 conv picks, then the conv with per-channel output scales. The
+ * weights go from plain OIHW s8 to the conv's layout here, per plan: for an s8 source oneDNN
+ * adds a compensation term to the weights' buffer that only a reorder from plain computes. */
+static int plan_conv_int8(gs_rt_plan *p, const gs_rt_conv *c, gs_rt_tensor *src, gs_rt_tensor *d,
+                          int sum, gs_act act)
+{
+    dnnl_primitive_attr_t attr = NULL, qattr = NULL;
+    dnnl_primitive_desc_t pd = NULL, qpd = NULL;
+    dnnl_memory_desc_t qany, wany, wplain;
+    dnnl_memory_t qm = NULL, wm = NULL, wpm = NULL, bm = NULL;
+    dnnl_stream_t rs = NULL;
+    dnnl_primitive_t wr = NULL;
+    dnnl_dims_t sd = {src->n, src->c, src->h, src->w};
+    dnnl_dims_t wd = {c->cout, c->cin, c->kh, c->kw};
+    dnnl_data_type_t qdt = c->in_u8 ? dnnl_u8 : dnnl_s8;
+    if (src->plain)
+        return gs_error_set("int8 conv: plain (network input) sources stay in float");
+    DNNL_TRY(dnnl_memory_desc_init_by_tag(&qany, 4, sd, qdt, dnnl_format_tag_any), "int8 src md");
+    DNNL_TRY(dnnl_memory_desc_init_by_tag(&wany, 4, wd, dnnl_s8, dnnl_format_tag_any),
+             "int8 weights md");
+    DNNL_TRY(dnnl_memory_desc_init_by_tag(&wplain, 4, wd, dnnl_s8, dnnl_oihw), "int8 weights md");
+    if (make_attr(act, sum, &attr) != 0)
+        goto fail_noset;
+    DNNL_TRY(dnnl_primitive_attr_set_output_scales(attr, c->cout, 1 << 1, c->oscale),
+             "output scales");
+    {
+        /* conv_pd makes an f32 bias md; int8 convs take an f32 bias too. */
+        gs_rt_conv shape = *c;
+        shape.has_bias = c->bias8 != NULL;
+        if (conv_pd(p->engine, &shape, &qany, &d->md, &wany, attr, &pd) != 0)
+            goto fail_noset;
+    }
+    const dnnl_memory_desc_t *qmd = dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
+    const dnnl_memory_desc_t *wmd = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    void *qbuf = owned_bytes(p, dnnl_memory_desc_get_size(qmd));
+    void *wbuf = qbuf ? owned_bytes(p, dnnl_memory_desc_get_size(wmd)) : NULL;
+    if (!wbuf)
+        goto fail_noset;
+    DNNL_TRY(dnnl_memory_create(&qm, qmd, p->engine, qbuf), "int8 source memory");
+    if (keep_mem(p, qm))
+        goto fail_noset;
+    DNNL_TRY(dnnl_memory_create(&wm, wmd, p->engine, wbuf), "int8 weights memory");
+    if (keep_mem(p, wm))
+        goto fail_noset;
+    /* Weights: plain s8 -> the conv's layout (with compensation when it asks for it). */
+    DNNL_TRY(dnnl_memory_create(&wpm, &wplain, p->engine, c->w8), "int8 weights memory");
+    DNNL_TRY(dnnl_reorder_primitive_desc_create(&qpd, &wplain, p->engine, wmd, p->engine, NULL),
+             "int8 weights reorder pd");
+    DNNL_TRY(dnnl_primitive_create(&wr, qpd), "int8 weights reorder");
+    DNNL_TRY(dnnl_stream_create(&rs, p->engine, dnnl_stream_default_flags), "stream");
+    {
+        dnnl_exec_arg_t a[2] = {{DNNL_ARG_FROM, wpm}, {DNNL_ARG_TO, wm}};
+        DNNL_TRY(dnnl_primitive_execute(wr, rs, 2, a), "int8 weights reorder");
+        DNNL_TRY(dnnl_stream_wait(rs), "int8 weights reorder");
+    }
+    dnnl_primitive_destroy(wr);
+    wr = NULL;
+    dnnl_primitive_desc_destroy(qpd);
+    qpd = NULL;
+    /* Source: round(x * in_scale), saturated to the u8/s8 range. */
+    DNNL_TRY(dnnl_primitive_attr_create(&qattr), "attr");
+    DNNL_TRY(dnnl_primitive_attr_set_output_scales(qattr, 1, 0, &c->in_scale), "quantise scale");
+    DNNL_TRY(dnnl_reorder_primitive_desc_create(&qpd, &src->md, p->engine, qmd, p->engine, qattr),
+             "quantise reorder pd");
+    step *q = new_step(p, STEP_PRIM);
+    if (!q)
+        goto fail_noset;
+    DNNL_TRY(dnnl_primitive_create(&q->prim, qpd), "quantise reorder");
+    q->args[q->nargs++] = (dnnl_exec_arg_t){DNNL_ARG_FROM, src->mem};
+    q->args[q->nargs++] = (dnnl_exec_arg_t){DNNL_ARG_TO, qm};
+    step *s = new_step(p, STEP_PRIM);
+    if (!s)
+        goto fail_noset;
+    DNNL_TRY(dnnl_primitive_create(&s->prim, pd), "int8 conv primitive");
+    s->args[s->nargs++] = (dnnl_exec_arg_t){DNNL_ARG_SRC, qm};
+    s->args[s->nargs++] = (dnnl_exec_arg_t){DNNL_ARG_WEIGHTS, wm};
+    s->args[s->nargs++] = (dnnl_exec_arg_t){DNNL_ARG_DST, d->mem};
+    if (c->bias8) {
+        DNNL_TRY(dnnl_memory_create(&bm, dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 1),
+                                    p->engine, c->bias8),
+                 "bias memory");
+        if (keep_mem(p, bm))
+            goto fail_noset;
+        s->args[s->nargs++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, bm};
+    }
+    dnnl_memory_destroy(wpm);
+    dnnl_stream_destroy(rs);
+    dnnl_primitive_desc_destroy(qpd);
+    dnnl_primitive_desc_destroy(pd);
+    dnnl_primitive_attr_destroy(qattr);
+    dnnl_primitive_attr_destroy(attr);
+    return 0;
+fail:
+fail_noset:
+    if (wr)
+        dnnl_primitive_destroy(wr);
+    if (wpm)
+        dnnl_memory_destroy(wpm);
+    if (rs)
+        dnnl_stream_destroy(rs);
+    if (qpd)
+        dnnl_primitive_desc_destroy(qpd);
+    if (pd)
+        dnnl_primitive_desc_destroy(pd);
+    if (qattr)
+        dnnl_primitive_attr_destroy(qattr);
+    if (attr)
+        dnnl_primitive_attr_destroy(attr);
+    return gs_error_prefix("int8 conv %dx%d %d->%d", c->kh, c->kw, c->cin, c->cout);
+}
+
 int gs_rt_plan_conv(gs_rt_plan *p, const gs_rt_conv *c, gs_rt_tensor *src, gs_rt_tensor **dst,
                     int sum, gs_act act)
 {
@@ -552,6 +772,20 @@ int gs_rt_plan_conv(gs_rt_plan *p, const gs_rt_conv *c, gs_rt_tensor *src, gs_rt
                             wo, d->c, d->h, d->w);
     if (p->dry)
         return 0;
+    if (p->observe) {
+        if (grow((void **)&p->obs, &p->cap_obs, p->nobs + 1, sizeof *p->obs))
+            return -1;
+        step *o = new_step(p, STEP_OBSERVE);
+        if (!o)
+            return -1;
+        o->src = src->data;
+        o->nelems = src->nelems;
+        o->bf16 = src->bf16;
+        o->obs = (int)p->nobs;
+        p->obs[p->nobs++] = (observation){c, 0.0f};
+    }
+    if (p->int8 && c->w8)
+        return plan_conv_int8(p, c, src, d, sum, act);
     dnnl_primitive_attr_t attr = NULL;
     dnnl_primitive_desc_t pd = NULL;
     dnnl_memory_desc_t any;
@@ -967,6 +1201,22 @@ int gs_rt_plan_run(gs_rt_plan *p)
 #pragma omp parallel for simd schedule(static)
             for (long k = 0; k < nf; k++)
                 d[k] += a[k];
+            break;
+        }
+        case STEP_OBSERVE: {
+            if (dnnl_stream_wait(p->stream) != dnnl_success)
+                return gs_error_set("oneDNN: stream wait failed");
+            float m = 0.0f;
+            if (s->bf16) {
+                const uint16_t *x = s->src;
+                for (size_t k = 0; k < s->nelems; k++)
+                    m = fmaxf(m, fabsf(gs_bf16_to_f32(x[k])));
+            } else {
+                const float *x = s->src;
+                for (size_t k = 0; k < s->nelems; k++)
+                    m = fmaxf(m, fabsf(x[k]));
+            }
+            p->obs[s->obs].amax = fmaxf(p->obs[s->obs].amax, m);
             break;
         }
         case STEP_DWDECONV:

@@ -33,6 +33,7 @@
 #define GS_MODEL_RUNTIME_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include <oneapi/dnnl/dnnl.h>
 
@@ -68,6 +69,11 @@ typedef struct {
     dnnl_memory_desc_t wmd16; /* bf16 weights' layout (gs_rt_conv_make_bf16) */
     void *wr16;               /* bf16 weights in wmd16, or NULL (owned) */
     float *dwk16;             /* deconv only: dwk rounded to bf16 values, or NULL (owned) */
+    int8_t *w8;               /* int8 weights, plain OIHW, or NULL (gs_rt_conv_make_int8; owned) */
+    float *oscale;            /* int8: [cout] 1 / (in_scale * weight scale[o]) (owned) */
+    float *bias8;             /* int8: [cout] bias in accumulator units, or NULL (owned) */
+    float in_scale;           /* int8: source quantised as round(x * in_scale) */
+    int in_u8;                /* int8: source is u8 (after ReLU), else s8 */
 } gs_rt_conv;
 
 /* Fills c from plain weights: conv OIHW [cout][cin][kh][kw], deconv [c][1][kh][kw] (the
@@ -83,6 +89,17 @@ void gs_rt_conv_free(gs_rt_conv *c);
  * the transposed conv's kernel likewise; the bias stays float32. Plans then run c on bf16
  * sources. Returns 0, or -1 with the error set (c keeps its float32 weights). */
 int gs_rt_conv_make_bf16(gs_rt_conv *c, dnnl_engine_t engine);
+
+/* Adds int8 weights to c (again replaces them) for oneDNN int8 convolutions on VNNI:
+ * per-output-channel symmetric weight scales from the folded float32 weights, ws[o] =
+ * 127 / max|w[o][*]|, weights round(w * ws[o]) in [-127, 127]; the source is quantised per
+ * tensor with in_scale = 255 / amax (u8 != 0: the conv reads the output of a ReLU, so it is
+ * never negative) or 127 / amax (s8), amax the calibrated max |x| of the conv's input. The
+ * conv then computes dst = (sum q_x q_w + bias8) * oscale, i.e. conv(x, w) + bias to within
+ * the two roundings: per product |x| <= amax, error <= |w| amax / (2 * 255 or 127) from the
+ * source plus |x| max|w[o]| / 254 from the weights. Only dense convs (not the transposed
+ * convs) can be made int8. Returns 0, or -1 with the error set (c is unchanged). */
+int gs_rt_conv_make_int8(gs_rt_conv *c, dnnl_engine_t engine, float amax, int u8);
 
 /* One activation tensor of a plan: n x c x h x w, nChw16c unless plain, float32 or bf16
  * (uint16_t, ops/dnnl_reorder.h). Owned by the plan. */
@@ -113,6 +130,21 @@ gs_rt_tensor *gs_rt_plan_tensor(gs_rt_plan *p, int c, int h, int w, int plain);
  * (the default). A bf16 plan runs convs, pools, deformable and transposed convs in bf16 with
  * float32 accumulation; steps whose input is bf16 make bf16 outputs. */
 void gs_rt_plan_set_bf16(gs_rt_plan *p, int on);
+
+/* on != 0: convs added later whose gs_rt_conv has int8 weights run as oneDNN int8 convs: a
+ * reorder quantises the (float32 or bf16) source into a u8/s8 buffer of the plan with the
+ * conv's in_scale, the int8 conv writes the float32/bf16 destination with its output scales,
+ * bias, sum and activation post-ops, so the rest of the plan does not change. Other convs run
+ * as the plan's float type says. */
+void gs_rt_plan_set_int8(gs_rt_plan *p, int on);
+
+/* on != 0: every conv added later first records max |x| of its source (over all runs, padding
+ * channels included: they are zeros) for calibration; gs_rt_plan_observed reads it. */
+void gs_rt_plan_set_observe(gs_rt_plan *p, int on);
+
+/* The largest |x| seen at the input of conv c over the runs so far, or -1 if no observed step
+ * reads c. */
+float gs_rt_plan_observed(const gs_rt_plan *p, const gs_rt_conv *c);
 
 /* As gs_rt_plan_tensor, but float32 whatever the plan: a conv from a bf16 source may write
  * it (oneDNN accumulates in float32 and skips the final rounding), e.g. the deformable convs'

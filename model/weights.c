@@ -635,3 +635,110 @@ int gs_weights_get_f32(const gs_weights *w, const char *name, int ndim, const in
     gs_weights_to_f32(t->dtype, t->data, t->nbytes / gs_dtype_size(t->dtype), dst);
     return 0;
 }
+
+const char *gs_weights_name(const gs_weights *w)
+{
+    return w->name;
+}
+
+int gs_weights_write_with_meta(const gs_weights *w, const char *path, const char *drop_prefix,
+                               const char *const *keys, const char *const *values, size_t n)
+{
+    json_t *root = json_object(), *meta = json_object();
+    char *text = NULL, *tmp = NULL;
+    FILE *f = NULL;
+    int rc = -1;
+    size_t plen = drop_prefix ? strlen(drop_prefix) : 0;
+    if (!root || !meta) {
+        gs_error_set("%s: out of memory", path);
+        goto done;
+    }
+    for (size_t i = 0; i < gs_weights_meta_count(w); i++) {
+        const char *k, *v;
+        gs_weights_meta_at(w, i, &k, &v);
+        if (plen && !strncmp(k, drop_prefix, plen))
+            continue;
+        if (json_object_set_new(meta, k, json_string(v))) {
+            gs_error_set("%s: metadata %s: out of memory", path, k);
+            goto done;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (json_object_get(meta, keys[i])) {
+            gs_error_set("%s: metadata key %s written twice", path, keys[i]);
+            goto done;
+        }
+        if (json_object_set_new(meta, keys[i], json_string(values[i]))) {
+            gs_error_set("%s: metadata %s: out of memory", path, keys[i]);
+            goto done;
+        }
+    }
+    if (json_object_set(root, "__metadata__", meta))
+        goto oom;
+    /* File order: each tensor begins where the previous one ends. */
+    size_t off = 0;
+    for (size_t i = 0; i < w->count; i++) {
+        const gs_tensor *t = &w->tensors[i];
+        json_t *shape = json_array(), *e = NULL;
+        for (int d = 0; shape && d < t->ndim; d++)
+            if (json_array_append_new(shape, json_integer(t->shape[d])))
+                goto oom_shape;
+        e = shape ? json_pack("{s:s, s:O, s:[I,I]}", "dtype", gs_dtype_name(t->dtype), "shape",
+                              shape, "data_offsets", (json_int_t)off, (json_int_t)(off + t->nbytes))
+                  : NULL;
+        json_decref(shape);
+        if (!e || json_object_set_new(root, t->name, e))
+            goto oom;
+        off += t->nbytes;
+        continue;
+    oom_shape:
+        json_decref(shape);
+        goto oom;
+    }
+    text = json_dumps(root, JSON_COMPACT | JSON_SORT_KEYS);
+    if (!text)
+        goto oom;
+    size_t hlen = strlen(text), padded = (hlen + 7) / 8 * 8;
+    tmp = malloc(strlen(path) + 5);
+    if (!tmp)
+        goto oom;
+    sprintf(tmp, "%s.tmp", path);
+    f = fopen(tmp, "wb");
+    if (!f) {
+        gs_error_set("%s: cannot create: %s", tmp, strerror(errno));
+        goto done;
+    }
+    uint8_t le[8];
+    for (int i = 0; i < 8; i++)
+        le[i] = (uint8_t)((uint64_t)padded >> (8 * i));
+    int ok = fwrite(le, 1, 8, f) == 8 && fwrite(text, 1, hlen, f) == hlen;
+    for (size_t i = hlen; ok && i < padded; i++)
+        ok = fputc(' ', f) != EOF;
+    for (size_t i = 0; ok && i < w->count; i++)
+        ok = fwrite(w->tensors[i].data, 1, w->tensors[i].nbytes, f) == w->tensors[i].nbytes;
+    if (fclose(f) != 0)
+        ok = 0;
+    f = NULL;
+    if (!ok) {
+        gs_error_set("%s: write failed: %s", tmp, strerror(errno));
+        unlink(tmp);
+        goto done;
+    }
+    if (rename(tmp, path) != 0) {
+        gs_error_set("%s: cannot rename %s over it: %s", path, tmp, strerror(errno));
+        unlink(tmp);
+        goto done;
+    }
+    rc = 0;
+    goto done;
+oom:
+    gs_error_set("%s: out of memory", path);
+done:
+    if (f)
+        fclose(f);
+    free(tmp);
+    free(text);
+    json_decref(meta);
+    json_decref(root);
+    return rc;
+}

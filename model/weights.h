@@ -84,6 +84,18 @@ const char *gs_weights_meta(const gs_weights *w, const char *key);
 size_t gs_weights_meta_count(const gs_weights *w);
 void gs_weights_meta_at(const gs_weights *w, size_t i, const char **key, const char **value);
 
+/* The file name (or the buffer's name) the bundle was opened with; owned by w. */
+const char *gs_weights_name(const gs_weights *w);
+
+/* Writes a copy of w to `path`: every tensor byte for byte (same names, dtypes, shapes and
+   data, in file order) and w's metadata, except keys starting with `drop_prefix` (NULL: none),
+   followed by keys[0..n) = values[0..n) (which must not repeat a kept key). The header is
+   written as compact JSON padded with spaces to a multiple of 8 bytes. The file is written to
+   path + ".tmp" and renamed over path, so a failure never leaves a half-written bundle. Returns
+   0, or -1 with an error naming the path. */
+int gs_weights_write_with_meta(const gs_weights *w, const char *path, const char *drop_prefix,
+                               const char *const *keys, const char *const *values, size_t n);
+
 /* Checks the gastroscreen bundle contract of model/FORMAT.md on top of the safetensors rules:
    format is "gastroscreen-bundle", format_version is "1" and every required metadata key is
    present. Returns 0, or -1 with an error naming the file and the first missing or wrong key. */

@@ -116,7 +116,7 @@ static int reference_shapes(const bench_opts *o, conv_shape *out)
 
 static const char *const USAGE =
     "usage: gastroscreen bench [--json] [--threads N] [--repeat N] [--quick]\n"
-    "                          [--model BUNDLE | --no-network] [--precision fp32|bf16]\n"
+    "                          [--model BUNDLE | --no-network] [--precision fp32|bf16|int8]\n"
     "                          [--slide FILE]\n"
     "\n"
     "Measures on this machine, in one run: each decoder deformable-conv shape with our\n"
@@ -504,10 +504,16 @@ static json_t *bench_networks(const bench_opts *o, double dense_ref)
             precs[np++] = GS_PRECISION_FP32;
             if (gs_bf16_native())
                 precs[np++] = GS_PRECISION_BF16;
+            /* int8 only from a calibrated bundle (gastroscreen calibrate) on a VNNI CPU. */
+            if (gs_model_has_int8(m) &&
+                gs_precision_usable(GS_PRECISION_INT8, NULL, 0) == GS_PRECISION_INT8)
+                precs[np++] = GS_PRECISION_INT8;
         }
         for (int q = 0; q < np; q++) {
             if (gs_model_set_precision(m, precs[q]) < 0)
                 goto fail;
+            /* int8 on an uncalibrated bundle falls back (with a line on stderr). */
+            precs[q] = gs_model_precision(m);
             for (int b = 0; b < nb; b++)
                 if (net_run_init(&runs[q][b], m, GS_NET_MULTITASK, batches[b], tile, tile) < 0)
                     goto fail;

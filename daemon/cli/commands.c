@@ -18,6 +18,10 @@ const gs_cli_command gs_cli_commands[] = {
      "time our deformable conv vs dense oneDNN convs and the\nnetworks on this machine (DESIGN.md "
      "section 8)",
      gs_cmd_bench},
+    {"calibrate", "--model BUNDLE --tiles DIR [--max N] --out BUNDLE8",
+     "record the multi-task network's activation ranges on\nPNG tiles and write a bundle that "
+     "runs precision int8",
+     gs_cmd_calibrate},
     {"refine", "SLIDE ANNOTATION.geojson --out REFINED.geojson",
      "cut a QuPath annotation's regions to the slide's\ntissue (glass inside loose outlines "
      "removed)",

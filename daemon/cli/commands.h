@@ -40,6 +40,7 @@ int gs_cmd_screen(int argc, char **argv);
 int gs_cmd_tiles(int argc, char **argv);
 int gs_cmd_infer(int argc, char **argv);
 int gs_cmd_bench(int argc, char **argv);
+int gs_cmd_calibrate(int argc, char **argv);
 int gs_cmd_submit(int argc, char **argv);
 int gs_cmd_announce(int argc, char **argv);
 int gs_cmd_watch(int argc, char **argv);

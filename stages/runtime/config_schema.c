@@ -302,8 +302,9 @@ int gs_config_schema_parse(gs_config_key_id k, const char *text, gs_config_value
         if (k == GS_CFG_SECURITY_SECURITY && strcmp(text, "curve") && strcmp(text, "off"))
             return gs_error_set("\"%s\" is neither curve nor off", text);
         /* The names of model/network.h gs_precision_parse; stages do not parse them twice. */
-        if (k == GS_CFG_INFER_PRECISION && text[0] && strcmp(text, "fp32") && strcmp(text, "bf16"))
-            return gs_error_set("\"%s\" is neither fp32 nor bf16", text);
+        if (k == GS_CFG_INFER_PRECISION && text[0] && strcmp(text, "fp32") &&
+            strcmp(text, "bf16") && strcmp(text, "int8"))
+            return gs_error_set("\"%s\" is none of fp32, bf16, int8", text);
         if (k >= GS_CFG_SECURITY_COORDINATOR_KEY && k <= GS_CFG_SECURITY_CLIENT_KEY && text[0] &&
             text[0] != '/')
             return gs_error_set("\"%s\" is not an absolute path", text);

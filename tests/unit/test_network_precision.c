@@ -289,7 +289,7 @@ static void test_precision_names(void **state)
     assert_int_equal(p, GS_PRECISION_BF16);
     assert_int_equal(gs_precision_parse("fp32", &p), 0);
     assert_int_equal(p, GS_PRECISION_FP32);
-    assert_int_equal(gs_precision_parse("int8", &p), -1);
+    assert_int_equal(gs_precision_parse("int4", &p), -1);
     assert_non_null(strstr(gs_error_get(), "\"int8\""));
     assert_int_equal(gs_precision_parse("BF16", &p), -1);
     assert_int_equal(gs_precision_parse(NULL, &p), -1);
