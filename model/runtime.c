@@ -639,8 +639,36 @@ static void *owned_bytes(gs_rt_plan *p, size_t bytes)
     return b;
 }
 
+/* A reorder step from (md, mem) to (md2, mem2) with attributes attr (may be NULL). */
+static int reorder_step(gs_rt_plan *p, const dnnl_memory_desc_t *md, dnnl_memory_t mem,
+                        const dnnl_memory_desc_t *md2, dnnl_memory_t mem2,
+                        const_dnnl_primitive_attr_t attr)
+{
+    dnnl_primitive_desc_t pd = NULL;
+    DNNL_TRY(dnnl_reorder_primitive_desc_create(&pd, md, p->engine, md2, p->engine, attr),
+             "reorder pd");
+    step *s = new_step(p, STEP_PRIM);
+    if (!s)
+        goto fail_noset;
+    DNNL_TRY(dnnl_primitive_create(&s->prim, pd), "reorder");
+    s->args[s->nargs++] = (dnnl_exec_arg_t){DNNL_ARG_FROM, mem};
+    s->args[s->nargs++] = (dnnl_exec_arg_t){DNNL_ARG_TO, mem2};
+    dnnl_primitive_desc_destroy(pd);
+    return 0;
+fail:
+fail_noset:
+    if (pd)
+        dnnl_primitive_desc_destroy(pd);
+    return -1;
+}
+
 /* The int8 form of a conv step (gs_rt_plan_set_int8): quantise the source with a reorder
- * into the layout the int8 conv picks, then the conv with per-channel output scales. The
+ * into the layout the int8 conv picks, then the conv with per-channel output scales.
+ * oneDNN 2.6 has VNNI int8 convs (brgconv) only for channels-last source AND destination;
+ * with our nChw16c tensors it falls back to ref_int8, ~100x slower. So the conv writes a
+ * channels-last float buffer of the plan (pre-filled from the destination when it sums into
+ * it) and a reorder puts the result back into nChw16c: two or three reorders per conv, which a
+ * channels-last encoder would save (the int8 conv itself is then the VNNI kernel). The
  * weights go from plain OIHW s8 to the conv's layout here, per plan: for an s8 source oneDNN
  * adds a compensation term to the weights' buffer that only a reorder from plain computes. */
 static int plan_conv_int8(gs_rt_plan *p, const gs_rt_conv *c, gs_rt_tensor *src, gs_rt_tensor *d,
@@ -648,8 +676,8 @@ static int plan_conv_int8(gs_rt_plan *p, const gs_rt_conv *c, gs_rt_tensor *src,
 {
     dnnl_primitive_attr_t attr = NULL, qattr = NULL;
     dnnl_primitive_desc_t pd = NULL, qpd = NULL;
-    dnnl_memory_desc_t qany, wany, wplain;
-    dnnl_memory_t qm = NULL, wm = NULL, wpm = NULL, bm = NULL;
+    dnnl_memory_desc_t qany, wany, wplain, dany;
+    dnnl_memory_t qm = NULL, wm = NULL, wpm = NULL, bm = NULL, tm = NULL;
     dnnl_stream_t rs = NULL;
     dnnl_primitive_t wr = NULL;
     dnnl_dims_t sd = {src->n, src->c, src->h, src->w};
@@ -661,6 +689,12 @@ static int plan_conv_int8(gs_rt_plan *p, const gs_rt_conv *c, gs_rt_tensor *src,
     DNNL_TRY(dnnl_memory_desc_init_by_tag(&wany, 4, wd, dnnl_s8, dnnl_format_tag_any),
              "int8 weights md");
     DNNL_TRY(dnnl_memory_desc_init_by_tag(&wplain, 4, wd, dnnl_s8, dnnl_oihw), "int8 weights md");
+    {
+        dnnl_dims_t dd = {d->n, d->c, d->h, d->w};
+        DNNL_TRY(dnnl_memory_desc_init_by_tag(&dany, 4, dd, d->bf16 ? dnnl_bf16 : dnnl_f32,
+                                              dnnl_format_tag_any),
+                 "int8 dst md");
+    }
     if (make_attr(act, sum, &attr) != 0)
         goto fail_noset;
     DNNL_TRY(dnnl_primitive_attr_set_output_scales(attr, c->cout, 1 << 1, c->oscale),
@@ -669,14 +703,19 @@ static int plan_conv_int8(gs_rt_plan *p, const gs_rt_conv *c, gs_rt_tensor *src,
         /* conv_pd makes an f32 bias md; int8 convs take an f32 bias too. */
         gs_rt_conv shape = *c;
         shape.has_bias = c->bias8 != NULL;
-        if (conv_pd(p->engine, &shape, &qany, &d->md, &wany, attr, &pd) != 0)
+        if (conv_pd(p->engine, &shape, &qany, &dany, &wany, attr, &pd) != 0)
             goto fail_noset;
     }
     const dnnl_memory_desc_t *qmd = dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
     const dnnl_memory_desc_t *wmd = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    const dnnl_memory_desc_t *tmd = dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
     void *qbuf = owned_bytes(p, dnnl_memory_desc_get_size(qmd));
     void *wbuf = qbuf ? owned_bytes(p, dnnl_memory_desc_get_size(wmd)) : NULL;
-    if (!wbuf)
+    void *tbuf = wbuf ? owned_bytes(p, dnnl_memory_desc_get_size(tmd)) : NULL;
+    if (!tbuf)
+        goto fail_noset;
+    DNNL_TRY(dnnl_memory_create(&tm, tmd, p->engine, tbuf), "int8 conv output memory");
+    if (keep_mem(p, tm))
         goto fail_noset;
     DNNL_TRY(dnnl_memory_create(&qm, qmd, p->engine, qbuf), "int8 source memory");
     if (keep_mem(p, qm))
@@ -702,21 +741,17 @@ static int plan_conv_int8(gs_rt_plan *p, const gs_rt_conv *c, gs_rt_tensor *src,
     /* Source: round(x * in_scale), saturated to the u8/s8 range. */
     DNNL_TRY(dnnl_primitive_attr_create(&qattr), "attr");
     DNNL_TRY(dnnl_primitive_attr_set_output_scales(qattr, 1, 0, &c->in_scale), "quantise scale");
-    DNNL_TRY(dnnl_reorder_primitive_desc_create(&qpd, &src->md, p->engine, qmd, p->engine, qattr),
-             "quantise reorder pd");
-    step *q = new_step(p, STEP_PRIM);
-    if (!q)
+    if (sum && reorder_step(p, &d->md, d->mem, tmd, tm, NULL))
         goto fail_noset;
-    DNNL_TRY(dnnl_primitive_create(&q->prim, qpd), "quantise reorder");
-    q->args[q->nargs++] = (dnnl_exec_arg_t){DNNL_ARG_FROM, src->mem};
-    q->args[q->nargs++] = (dnnl_exec_arg_t){DNNL_ARG_TO, qm};
+    if (reorder_step(p, &src->md, src->mem, qmd, qm, qattr))
+        goto fail_noset;
     step *s = new_step(p, STEP_PRIM);
     if (!s)
         goto fail_noset;
     DNNL_TRY(dnnl_primitive_create(&s->prim, pd), "int8 conv primitive");
     s->args[s->nargs++] = (dnnl_exec_arg_t){DNNL_ARG_SRC, qm};
     s->args[s->nargs++] = (dnnl_exec_arg_t){DNNL_ARG_WEIGHTS, wm};
-    s->args[s->nargs++] = (dnnl_exec_arg_t){DNNL_ARG_DST, d->mem};
+    s->args[s->nargs++] = (dnnl_exec_arg_t){DNNL_ARG_DST, tm};
     if (c->bias8) {
         DNNL_TRY(dnnl_memory_create(&bm, dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 1),
                                     p->engine, c->bias8),
@@ -725,9 +760,10 @@ static int plan_conv_int8(gs_rt_plan *p, const gs_rt_conv *c, gs_rt_tensor *src,
             goto fail_noset;
         s->args[s->nargs++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, bm};
     }
+    if (reorder_step(p, tmd, tm, &d->md, d->mem, NULL))
+        goto fail_noset;
     dnnl_memory_destroy(wpm);
     dnnl_stream_destroy(rs);
-    dnnl_primitive_desc_destroy(qpd);
     dnnl_primitive_desc_destroy(pd);
     dnnl_primitive_attr_destroy(qattr);
     dnnl_primitive_attr_destroy(attr);
