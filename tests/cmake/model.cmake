@@ -52,3 +52,7 @@ set_tests_properties(test_precision_config PROPERTIES FIXTURES_REQUIRED seeded_b
 # The same binary with oneDNN capped below avx512_core_bf16: the fallback to fp32.
 add_test(NAME test_precision_fallback COMMAND test_precision_config --capped-isa)
 set_tests_properties(test_precision_fallback PROPERTIES LABELS unit)
+
+# The int8 runtime: int8 convs against an emulation of their integer arithmetic and against
+# float32 within the quantisation bound, the calibration hook, the bundle writer.
+gs_cmocka_test(test_runtime_int8 unit SOURCES unit/test_runtime_int8.c LIBS gs_model)
