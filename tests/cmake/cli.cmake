@@ -117,3 +117,11 @@ add_test(NAME cli_bench_slide
          COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/cli/bench_slide.sh $<TARGET_FILE:gastroscreen>)
 set_tests_properties(cli_bench_slide PROPERTIES LABELS integration ENVIRONMENT "${GS_TEST_ENV}"
                      SKIP_RETURN_CODE 77 TIMEOUT 1800)
+
+# `gastroscreen calibrate` end to end: folder errors, the calibrated bundle's tensors and keys,
+# int8 inference from it and the fallback of an uncalibrated bundle.
+add_test(NAME cli_calibrate COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/cli/calibrate.sh
+                                    $<TARGET_FILE:gastroscreen>
+                                    ${CMAKE_BINARY_DIR}/model/default.safetensors)
+set_tests_properties(cli_calibrate PROPERTIES LABELS integration ENVIRONMENT "${GS_TEST_ENV}"
+                     SKIP_RETURN_CODE 77 TIMEOUT 600)

@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# gastroscreen calibrate, end to end on the build's default bundle: usage and folder errors
+# (missing, empty, only tiles of unusable sizes), a calibration on three 256 x 256 tiles of
+# the CMU-1 small region (plus a 50 x 50 PNG it must skip) whose bundle keeps every tensor
+# byte for byte and adds one positive int8.amax key per quantised conv, `infer --precision
+# int8` running from it (no fallback line, features close to fp32), the uncalibrated bundle
+# falling back with one line naming it, and a re-calibration of the calibrated bundle. Exits
+# 77 (skipped) after the calibration checks on a CPU without VNNI.
+# Usage: calibrate.sh GASTROSCREEN_BINARY DEFAULT_BUNDLE
+set -u
+bin=$1
+bundle=$2
+data=${GS_TEST_DATA:?}
+work=$(mktemp -d "${GS_BUILD_DIR:-/tmp}/cli-calibrate.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+cd "$work" || exit 1
+failures=0
+check() { # check DESCRIPTION COMMAND...
+  if "${@:2}"; then echo "ok   $1"; else echo "FAIL $1"; failures=$((failures + 1)); fi
+}
+runs() { # runs WANT_RC STDOUT STDERR ARGS...: the exit status is WANT_RC
+  local want=$1 out=$2 err=$3
+  shift 3
+  "$bin" "$@" >"$out" 2>"$err"
+  local rc=$?
+  [ "$rc" -eq "$want" ] || { echo "  exit $rc, expected $want:"; cat "$out" "$err"; return 1; }
+}
+
+/usr/bin/python3 - "$data/CMU-1-Small-Region.svs" "$work/tiles" "$work/odd" <<'PY' || exit 1
+import os, sys
+import openslide
+from PIL import Image
+slide, tiles, odd = sys.argv[1:]
+os.makedirs(tiles)
+os.makedirs(odd)
+s = openslide.OpenSlide(slide)
+for i, (x, y) in enumerate(((700, 900), (200, 300), (1200, 500))):
+    s.read_region((x, y), 0, (256, 256)).convert("RGB").save(os.path.join(tiles, "t%d.png" % i))
+Image.new("RGB", (50, 50), (200, 120, 180)).save(os.path.join(tiles, "z_small.png"))
+Image.new("RGB", (50, 50), (200, 120, 180)).save(os.path.join(odd, "small.png"))
+PY
+mkdir empty
+b8="$work/b8.safetensors"
+
+check "no arguments is a usage error (2)" runs 2 o e calibrate
+check "no --out is a usage error (2)" runs 2 o e calibrate --model "$bundle" --tiles tiles
+check "--max 0 is a usage error (2)" runs 2 o e calibrate --model "$bundle" --tiles tiles --max 0 --out "$b8"
+check "a missing folder fails (1)" runs 1 o e calibrate --model "$bundle" --tiles "$work/nope" --out "$b8"
+check "  naming the folder" grep -q "$work/nope: cannot open the tiles folder" e
+check "an empty folder fails (1)" runs 1 o e calibrate --model "$bundle" --tiles empty --out "$b8"
+check "  saying there are no tiles" grep -q "empty: no PNG tiles" e
+check "a folder of unusable sizes fails (1)" runs 1 o e calibrate --model "$bundle" --tiles odd --out "$b8"
+check "  saying why" grep -q "not a multiple of 32" e
+check "a missing bundle fails (1)" runs 1 o e calibrate --model "$work/none.safetensors" --tiles tiles --out "$b8"
+check "  and writes nothing" test ! -e "$b8"
+
+check "calibrate on three tiles" runs 0 o e calibrate --model "$bundle" --tiles tiles --out "$b8"
+check "  skips the 50x50 tile" grep -q "z_small.png: 50x50 is not a multiple of 32; skipped" e
+check "  reports convs and tiles" grep -Eq "^calibrated [0-9]+ convs on 3 tiles" o
+check "  no temporary file left" test ! -e "$b8.tmp"
+
+# Same tensors byte for byte, same metadata plus positive int8.amax keys, one per
+# quantised conv: the encoder's convs but the first (base.*).
+cat >"$work/same.py" <<'PY'
+import json, struct, sys
+def read(p):
+    b = open(p, "rb").read()
+    n = struct.unpack("<Q", b[:8])[0]
+    h = json.loads(b[8:8 + n])
+    return h.pop("__metadata__"), {k: b[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]]
+                                   for k, v in h.items()}, h
+ma, ta, ha = read(sys.argv[1])
+mb, tb, hb = read(sys.argv[2])
+assert ta == tb, "tensor bytes differ"
+assert all(ha[k]["shape"] == hb[k]["shape"] and ha[k]["dtype"] == hb[k]["dtype"] for k in ha)
+extra = {k: v for k, v in mb.items() if k not in ma}
+assert {k: v for k, v in mb.items() if k in ma} == {k: v for k, v in ma.items()
+                                                     if not k.startswith("int8.amax.")}
+assert extra and all(k.startswith("int8.amax.multitask.base.") for k in extra), sorted(extra)[:3]
+assert all(float(v) > 0 for v in extra.values())
+assert "int8.amax.multitask.base.base_layer.0" not in extra, "the 3-channel conv stays float"
+assert "int8.amax.multitask.base.base_layer.3" in extra
+print(len(extra), "int8 keys")
+PY
+check "  same tensors and metadata plus int8.amax keys" /usr/bin/python3 "$work/same.py" "$bundle" "$b8"
+
+t0="$work/tiles/t0.png"
+check "infer --precision fp32 from the calibrated bundle" runs 0 o e infer --model "$b8" --precision fp32 --out fp32 "$t0"
+check "infer --precision int8 from the calibrated bundle" runs 0 o e infer --model "$b8" --precision int8 --out int8 "$t0"
+if grep -q "no VNNI" e; then
+  # A CPU without VNNI never runs int8 (gs_precision_usable falls back): nothing more to see.
+  cat e
+  echo "SKIP: the rest needs VNNI ($failures failure(s) so far)"
+  [ "$failures" -eq 0 ] && exit 77
+  exit 1
+fi
+check "  runs int8" grep -q "^precision: int8" o
+check "  without a fallback line" bash -c '! grep -q "no int8 calibration" e'
+cat >"$work/close.py" <<'PY'
+import sys
+import numpy as np
+a = np.load("fp32/multitask_feature.npy").ravel().astype(np.float64)
+b = np.load("int8/multitask_feature.npy").ravel().astype(np.float64)
+cos = float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+print("feature cosine int8 vs fp32: %.5f" % cos)
+assert cos > 0.95, cos
+assert not np.array_equal(a, b), "int8 gave the fp32 features bit for bit: nothing quantised"
+PY
+check "  features close to fp32, not identical" /usr/bin/python3 "$work/close.py"
+check "int8 on the uncalibrated bundle still runs" runs 0 o e infer --model "$bundle" --precision int8 "$t0"
+check "  with one fallback line naming the bundle" \
+  bash -c "[ \$(grep -c 'no int8 calibration' e) -eq 1 ] && grep -q '$bundle: precision int8' e"
+
+check "re-calibrating a calibrated bundle (old keys replaced)" runs 0 o e calibrate --model "$b8" --tiles tiles --max 1 --out "$work/b8b.safetensors"
+check "  on one tile" grep -Eq "^calibrated [0-9]+ convs on 1 tiles" o
+check "  same tensors again" /usr/bin/python3 "$work/same.py" "$bundle" "$work/b8b.safetensors"
+
+echo "$failures failure(s)"
+[ "$failures" -eq 0 ]
