@@ -36,15 +36,16 @@ gs_cmocka_test(test_network_precision unit SOURCES unit/test_network_precision.c
 set_tests_properties(test_network_precision PROPERTIES FIXTURES_REQUIRED seeded_bundle
                      SKIP_RETURN_CODE 77 TIMEOUT 300)
 
-# bf16 against fp32 on real tiles (CMU-1, TCGA, Kather patches) through `gastroscreen infer
-# --precision`: patch score, feature cosine and segmentation budgets (model/network.h);
+# bf16 and int8 (bundles calibrated by `gastroscreen calibrate`) against fp32 on real tiles
+# (CMU-1, TCGA, Kather patches) through `gastroscreen infer --precision`: patch score, feature
+# cosine and segmentation budgets (model/network.h);
 # skipped (exit 77) on a CPU without native bf16.
 add_test(NAME precision_budget
          COMMAND /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/parity/precision_budget.py
                  --gastroscreen $<TARGET_FILE:gastroscreen>
                  --work ${CMAKE_CURRENT_BINARY_DIR}/precision_budget)
 set_tests_properties(precision_budget PROPERTIES LABELS parity ENVIRONMENT "${GS_TEST_ENV}"
-                     SKIP_RETURN_CODE 77 TIMEOUT 900)
+                     SKIP_RETURN_CODE 77 TIMEOUT 1800)
 
 # The precision setting in the schema, the infer worker's flag and the announced provenance.
 gs_cmocka_test(test_precision_config unit SOURCES unit/test_precision_config.c LIBS gs_stages)
