@@ -541,7 +541,8 @@ int gs_cmd_infer(int argc, char **argv)
     if (gs_model_set_precision(m, precision))
         goto fail;
     say("model: %s\n", model_path);
-    say("precision: %s\n", gs_precision_name(precision));
+    /* What runs: int8 on an uncalibrated bundle falls back in gs_model_set_precision. */
+    say("precision: %s\n", gs_precision_name(gs_model_precision(m)));
     print_provenance(m);
     if (!gs_model_has(m, GS_NET_MULTITASK)) {
         gs_error_set("%s: the bundle has no multitask network", model_path);

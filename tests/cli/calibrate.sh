@@ -110,6 +110,7 @@ check "  features close to fp32, not identical" /usr/bin/python3 "$work/close.py
 check "int8 on the uncalibrated bundle still runs" runs 0 o e infer --model "$bundle" --precision int8 "$t0"
 check "  with one fallback line naming the bundle" \
   bash -c "[ \$(grep -c 'no int8 calibration' e) -eq 1 ] && grep -q '$bundle: precision int8' e"
+check "  and prints what ran, not int8" bash -c '! grep -q "^precision: int8" o && grep -Eq "^precision: (bf16|fp32)" o'
 
 check "re-calibrating a calibrated bundle (old keys replaced)" runs 0 o e calibrate --model "$b8" --tiles tiles --max 1 --out "$work/b8b.safetensors"
 check "  on one tile" grep -Eq "^calibrated [0-9]+ convs on 1 tiles" o
