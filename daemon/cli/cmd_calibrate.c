@@ -113,7 +113,8 @@ static int list_tiles(const char *dir, int max, char ***out)
         sprintf(v[n++], "%s/%s", dir, e->d_name);
     }
     closedir(d);
-    qsort(v, (size_t)n, sizeof *v, by_name);
+    if (n > 1)
+        qsort(v, (size_t)n, sizeof *v, by_name);
     for (int i = max; i < n; i++)
         free(v[i]);
     *out = v;
