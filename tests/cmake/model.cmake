@@ -57,3 +57,7 @@ set_tests_properties(test_precision_fallback PROPERTIES LABELS unit)
 # The int8 runtime: int8 convs against an emulation of their integer arithmetic and against
 # float32 within the quantisation bound, the calibration hook, the bundle writer.
 gs_cmocka_test(test_runtime_int8 unit SOURCES unit/test_runtime_int8.c LIBS gs_model)
+# The int8 precision on the seeded bundle: parsing, fallbacks, the calibrating state and an
+# int8 run from the ranges it records.
+gs_cmocka_test(test_network_int8 unit SOURCES unit/test_network_int8.c LIBS gs_model)
+set_tests_properties(test_network_int8 PROPERTIES FIXTURES_REQUIRED seeded_bundle TIMEOUT 300)
