@@ -522,6 +522,28 @@ gs_rt_tensor *gs_rt_plan_tensor_f32(gs_rt_plan *p, int c, int h, int w, int plai
     return tensor_new(p, c, h, w, plain, 0);
 }
 
+/* A pooled buffer of at least `bytes`: the best fit among released ones, else a new zeroed
+ * one; marked in use. Returns its index, or -1 (out of memory). */
+static int pool_take(gs_rt_plan *p, size_t bytes)
+{
+    int best = -1;
+    for (size_t i = 0; i < p->nbufs; i++)
+        if (!p->bufs[i].in_use && p->bufs[i].bytes >= bytes &&
+            (best < 0 || p->bufs[i].bytes < p->bufs[best].bytes))
+            best = (int)i;
+    if (best < 0) {
+        if (grow((void **)&p->bufs, &p->cap_bufs, p->nbufs + 1, sizeof *p->bufs))
+            return -1;
+        float *d = aligned_floats((bytes + sizeof(float) - 1) / sizeof(float));
+        if (!d)
+            return -1;
+        p->bufs[p->nbufs] = (buffer){d, bytes, 0};
+        best = (int)p->nbufs++;
+    }
+    p->bufs[best].in_use = 1;
+    return best;
+}
+
 static gs_rt_tensor *tensor_new(gs_rt_plan *p, int c, int h, int w, int plain, int bf16)
 {
     if (c <= 0 || h <= 0 || w <= 0) {
@@ -547,24 +569,11 @@ static gs_rt_tensor *tensor_new(gs_rt_plan *p, int c, int h, int w, int plain, i
     t->nelems = bytes / (bf16 ? sizeof(uint16_t) : sizeof(float));
     if (p->dry)
         return t;
-    /* Best fit among released buffers, else a new zeroed one. */
-    int best = -1;
-    for (size_t i = 0; i < p->nbufs; i++)
-        if (!p->bufs[i].in_use && p->bufs[i].bytes >= bytes &&
-            (best < 0 || p->bufs[i].bytes < p->bufs[best].bytes))
-            best = (int)i;
+    int best = pool_take(p, bytes);
     if (best < 0) {
-        if (grow((void **)&p->bufs, &p->cap_bufs, p->nbufs + 1, sizeof *p->bufs))
-            return NULL;
-        float *d = aligned_floats((bytes + sizeof(float) - 1) / sizeof(float));
-        if (!d) {
-            gs_error_set("out of memory for a %dx%dx%dx%d activation", p->n, c, h, w);
-            return NULL;
-        }
-        p->bufs[p->nbufs] = (buffer){d, bytes, 0};
-        best = (int)p->nbufs++;
+        gs_error_set("out of memory for a %dx%dx%dx%d activation", p->n, c, h, w);
+        return NULL;
     }
-    p->bufs[best].in_use = 1;
     t->buf = best;
     t->data = p->bufs[best].data;
     if (dnnl_memory_create(&t->mem, &t->md, p->engine, t->data) != dnnl_success) {
@@ -678,6 +687,7 @@ static int plan_conv_int8(gs_rt_plan *p, const gs_rt_conv *c, gs_rt_tensor *src,
     dnnl_primitive_desc_t pd = NULL, qpd = NULL;
     dnnl_memory_desc_t qany, wany, wplain, dany;
     dnnl_memory_t qm = NULL, wm = NULL, wpm = NULL, bm = NULL, tm = NULL;
+    int qi = -1, ti = -1;
     dnnl_stream_t rs = NULL;
     dnnl_primitive_t wr = NULL;
     dnnl_dims_t sd = {src->n, src->c, src->h, src->w};
@@ -709,11 +719,19 @@ static int plan_conv_int8(gs_rt_plan *p, const gs_rt_conv *c, gs_rt_tensor *src,
     const dnnl_memory_desc_t *qmd = dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
     const dnnl_memory_desc_t *wmd = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
     const dnnl_memory_desc_t *tmd = dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
-    void *qbuf = owned_bytes(p, dnnl_memory_desc_get_size(qmd));
-    void *wbuf = qbuf ? owned_bytes(p, dnnl_memory_desc_get_size(wmd)) : NULL;
-    void *tbuf = wbuf ? owned_bytes(p, dnnl_memory_desc_get_size(tmd)) : NULL;
-    if (!tbuf)
+    /* The quantised source and the channels-last output live only during this conv's steps:
+     * pooled buffers, released below for later tensors (steps run in order). The weights are
+     * the plan's own. */
+    void *wbuf = owned_bytes(p, dnnl_memory_desc_get_size(wmd));
+    if (!wbuf)
         goto fail_noset;
+    qi = pool_take(p, dnnl_memory_desc_get_size(qmd));
+    ti = qi >= 0 ? pool_take(p, dnnl_memory_desc_get_size(tmd)) : -1;
+    if (ti < 0) {
+        gs_error_set("out of memory for int8 conv buffers");
+        goto fail_noset;
+    }
+    void *qbuf = p->bufs[qi].data, *tbuf = p->bufs[ti].data;
     DNNL_TRY(dnnl_memory_create(&tm, tmd, p->engine, tbuf), "int8 conv output memory");
     if (keep_mem(p, tm))
         goto fail_noset;
@@ -762,6 +780,8 @@ static int plan_conv_int8(gs_rt_plan *p, const gs_rt_conv *c, gs_rt_tensor *src,
     }
     if (reorder_step(p, tmd, tm, &d->md, d->mem, NULL))
         goto fail_noset;
+    p->bufs[qi].in_use = 0;
+    p->bufs[ti].in_use = 0;
     dnnl_memory_destroy(wpm);
     dnnl_stream_destroy(rs);
     dnnl_primitive_desc_destroy(pd);
@@ -770,6 +790,10 @@ static int plan_conv_int8(gs_rt_plan *p, const gs_rt_conv *c, gs_rt_tensor *src,
     return 0;
 fail:
 fail_noset:
+    if (qi >= 0)
+        p->bufs[qi].in_use = 0;
+    if (ti >= 0)
+        p->bufs[ti].in_use = 0;
     if (wr)
         dnnl_primitive_destroy(wr);
     if (wpm)

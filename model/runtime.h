@@ -28,6 +28,12 @@
  * decoder's depthwise transposed convs run in our own kernel with the skip add fused
  * (gs_rt_plan_dwdeconv says why); oneDNN's deconvolution remains available through
  * gs_rt_plan_conv and is what the unit test checks that kernel against.
+ *
+ * int8 (gs_rt_conv_make_int8, gs_rt_plan_set_int8): a conv with int8 weights becomes a
+ * quantising reorder of its source, a oneDNN int8 conv into a channels-last float buffer (the
+ * only layout oneDNN 2.6 runs its VNNI int8 kernels on) and a reorder back into the nChw16c
+ * destination; the quantised source and that buffer come from the plan's pool and are free
+ * again for later tensors, so an int8 state needs little more memory than a bf16 one.
  */
 #ifndef GS_MODEL_RUNTIME_H
 #define GS_MODEL_RUNTIME_H
