@@ -65,7 +65,7 @@ static void on_signal(int sig)
 static void usage(FILE *f)
 {
     fputs("usage: gastroscreen screen SLIDE... [--model BUNDLE] [--out DIR] [--config FILE]\n"
-          "                          [--verbose] [--features-dir DIR] [--precision fp32|bf16]\n"
+          "                          [--verbose] [--features-dir DIR] [--precision P]\n"
           "Screens each slide with the coordinator and one worker of each stage running as\n"
           "threads of this process; prints one verdict line per slide:\n"
           "  PATH: CLASS score S threshold T report FOLDER[; reason: ...][; warning: ...]\n"
@@ -80,9 +80,11 @@ static void usage(FILE *f)
           "  --verbose       log lines of the coordinator and the workers on stderr\n"
           "  --features-dir DIR  also write each slide's screener input (top-k features,\n"
           "                  k x 512 float32) as DIR/<slide id>.npy (`gastroscreen features`)\n"
-          "  --precision P   the multi-task network's arithmetic, fp32 or bf16; default:\n"
-          "                  [infer] precision of --config, else fp32 (bf16 on a CPU without\n"
-          "                  native bf16 runs fp32, said once on stderr)\n"
+          "  --precision P   the multi-task network's arithmetic, fp32, bf16 or int8 (from a\n"
+          "                  bundle made by `gastroscreen calibrate`); default: [infer]\n"
+          "                  precision of --config, else fp32 (bf16 on a CPU without native\n"
+          "                  bf16 runs fp32, int8 without VNNI or ranges runs bf16 or fp32,\n"
+          "                  said once on stderr)\n"
           "Exit status: 0 when every slide got a negative, positive or unassessable verdict;\n"
           "1 when any slide failed or could not be submitted, or the service failed; 2 on a\n"
           "usage error.\n",

@@ -35,7 +35,7 @@ static const stage_field FIELDS[] = {
     F(NULL, "plan_budget", plan_budget_ms, NULL, NULL),
     F(NULL, "top_k", top_k, "--top-k", "N"),
     F(NULL, "report_dir", report_dir, "--report-dir", "DIR"),
-    F(NULL, "precision", precision, "--precision", "fp32|bf16"),
+    F(NULL, "precision", precision, "--precision", "fp32|bf16|int8"),
     F("coordinator", "heartbeat_ms", heartbeat_ms, "--heartbeat-ms", "N"),
     F("coordinator", "liveness", liveness, NULL, NULL),
     F("security", "security", security, NULL, NULL),

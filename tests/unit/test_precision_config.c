@@ -1,6 +1,6 @@
 /*
  * The precision setting where the service reads it: the schema's [infer] precision (empty,
- * fp32 or bf16; anything else refused naming the value), the infer worker's --precision flag
+ * fp32, bf16 or int8; anything else refused naming the value), the infer worker's --precision flag
  * and key (only the infer stage holds it), and the provenance a stage announces (it names the
  * precision the model was set to). Runs on any CPU: nothing here executes bf16.
  *
