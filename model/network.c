@@ -125,6 +125,17 @@ static int parse_meta(gs_model *m)
     return parse_thresholds(m);
 }
 
+/* The blur network's global pool (metadata pool.blur, model/FORMAT.md): *tissue = 1 for
+ * "tissue", 0 for "mean" or no key (bundles made before the key). */
+static int blur_pool_tissue(const gs_model *m, int *tissue)
+{
+    const char *v = gs_weights_meta(m->w, "pool.blur");
+    *tissue = v && !strcmp(v, "tissue");
+    if (v && !*tissue && strcmp(v, "mean"))
+        return gs_error_set("metadata pool.blur = \"%s\": expected mean or tissue", v);
+    return 0;
+}
+
 /* Builds network `id` (checking != 0: only checks its tensors' names and shapes). */
 static int load_network(gs_model *m, gs_net_id id, int checking)
 {
@@ -135,9 +146,13 @@ static int load_network(gs_model *m, gs_net_id id, int checking)
     case GS_NET_FOREGROUND:
         st.h = st.w = 512;
         break;
-    case GS_NET_BLUR:
+    case GS_NET_BLUR: {
+        int tissue;
+        if (blur_pool_tissue(m, &tissue))
+            return -1;
         st.h = st.w = 256;
         break;
+    }
     default:
         st.h = st.w = 1;
     }
@@ -680,20 +695,88 @@ int gs_net_run_foreground(gs_net_state *s, const uint8_t *rgb, float *logit, flo
     return 0;
 }
 
+/* The "tissue" pool's rule, identical to networks.py blur_tissue_mask: a pixel is tissue when
+ * its grey is below the glass level, a 4x4 block (one conv2 position) when at least
+ * BLUR_BLOCK_TISSUE of its pixels are; with fewer than 1/BLUR_MIN_SHARE_DIV of the positions
+ * holding tissue every position counts (the plain mean). */
+enum { BLUR_GLASS_GREY = 215, BLUR_BLOCK_TISSUE = 4, BLUR_MIN_SHARE_DIV = 32, BLUR_STRIDE = 4 };
+
+/* mask[fh*fw] of one h x w RGB crop; returns the number of positions counted. */
+static size_t blur_tissue_mask(const uint8_t *rgb, int h, int w, int fh, int fw, uint8_t *mask)
+{
+    size_t count = 0;
+    for (int fy = 0; fy < fh; fy++)
+        for (int fx = 0; fx < fw; fx++) {
+            int n = 0;
+            for (int y = fy * BLUR_STRIDE; y < fy * BLUR_STRIDE + BLUR_STRIDE && y < h; y++)
+                for (int x = fx * BLUR_STRIDE; x < fx * BLUR_STRIDE + BLUR_STRIDE && x < w; x++) {
+                    const uint8_t *p = rgb + ((size_t)y * w + x) * 3;
+                    uint32_t g = (19595u * p[0] + 38470u * p[1] + 7471u * p[2] + 32768u) >> 16;
+                    n += g < BLUR_GLASS_GREY;
+                }
+            mask[(size_t)fy * fw + fx] = n >= BLUR_BLOCK_TISSUE;
+            count += n >= BLUR_BLOCK_TISSUE;
+        }
+    if (count * BLUR_MIN_SHARE_DIV < (size_t)fh * fw) {
+        memset(mask, 1, (size_t)fh * fw);
+        count = (size_t)fh * fw;
+    }
+    return count;
+}
+
+/* The tissue pool of the conv2 output t (nChw16c, f32 or bf16) into out[n][c]: the mean over
+ * the positions whose input block holds tissue. */
+static int blur_tissue_pool(const gs_rt_tensor *t, const uint8_t *rgb, int h, int w, float *out)
+{
+    size_t hw = (size_t)t->h * t->w;
+    uint8_t *mask = malloc(hw);
+    if (!mask)
+        return gs_error_set("blur: out of memory");
+    int nb = (t->c + 15) / 16;
+    for (int n = 0; n < t->n; n++) {
+        size_t count = blur_tissue_mask(rgb + (size_t)n * h * w * 3, h, w, t->h, t->w, mask);
+        for (int b = 0; b < nb; b++) {
+            size_t at = ((size_t)n * nb + b) * hw * 16;
+            double acc[16] = {0};
+            for (size_t i = 0; i < hw; i++) {
+                if (!mask[i])
+                    continue;
+                for (int l = 0; l < 16; l++)
+                    acc[l] += t->bf16 ? gs_bf16_to_f32(((const uint16_t *)t->data)[at + i * 16 + l])
+                                      : ((const float *)t->data)[at + i * 16 + l];
+            }
+            for (int l = 0; l < 16 && b * 16 + l < t->c; l++)
+                out[(size_t)n * t->c + b * 16 + l] = (float)(acc[l] / (double)count);
+        }
+    }
+    free(mask);
+    return 0;
+}
+
 int gs_net_run_blur(gs_net_state *s, const uint8_t *rgb, float *logit)
 {
     check_state(s, GS_NET_BLUR);
+    int tissue;
+    if (blur_pool_tissue(s->m, &tissue))
+        return gs_error_prefix("blur");
     if (run_plan(s, rgb))
         return gs_error_prefix("blur");
     float feat[32 * 64];
     float *f = s->n <= 64 ? feat : malloc((size_t)s->n * 32 * sizeof(float));
     if (!f)
         return gs_error_set("blur: out of memory");
-    gs_rt_gap(s->out_a, f);
-    fc_apply(s->fc, f, s->n, logit);
+    int rc = 0;
+    if (tissue) {
+        GS_ASSERT(s->out_a->h * BLUR_STRIDE == s->h && s->out_a->w * BLUR_STRIDE == s->w);
+        rc = blur_tissue_pool(s->out_a, rgb, s->h, s->w, f);
+    } else {
+        gs_rt_gap(s->out_a, f);
+    }
+    if (!rc)
+        fc_apply(s->fc, f, s->n, logit);
     if (f != feat)
         free(f);
-    return 0;
+    return rc ? gs_error_prefix("blur") : 0;
 }
 
 int gs_net_run_screener(gs_net_state *s, const float *features, float *logit)

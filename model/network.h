@@ -239,7 +239,10 @@ int gs_net_run_multitask(gs_net_state *s, const uint8_t *rgb, float *logit, floa
  * lowres[n][h/8][w/8] (foreground_logit_lowres). Returns 0 or -1. */
 int gs_net_run_foreground(gs_net_state *s, const uint8_t *rgb, float *logit, float *lowres);
 
-/* Blur forward on n crops rgb[n][h][w][3] (256x256 normally): logit[n] (blur_logit). */
+/* Blur forward on n crops rgb[n][h][w][3] (256x256 normally): logit[n] (blur_logit). The
+ * global pool after conv2 is the bundle's pool.blur (model/FORMAT.md): the plain mean, or with
+ * "tissue" the mean over the positions whose 4x4 input block holds tissue, so a crop that is
+ * mostly glass is judged by its tissue (the same rule as networks.py blur_tissue_mask). */
 int gs_net_run_blur(gs_net_state *s, const uint8_t *rgb, float *logit);
 
 /* Screener forward on features[k][512] (k = the state's n; not normalised): *logit

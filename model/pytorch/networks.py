@@ -396,15 +396,54 @@ class Foreground(nn.Module):
         return {"logit": up, "logit_lowres": low}
 
 
+# The blur network's "tissue" pool (bundle metadata pool.blur, model/FORMAT.md; the C forward
+# gs_net_run_blur applies the same rule): the global average after conv2 runs only over the
+# feature positions whose 4x4 input block (the conv stride) holds tissue, so a crop that is mostly
+# glass is judged by its tissue and not diluted by the glass. A pixel is tissue when its grey
+# (19595 R + 38470 G + 7471 B + 32768) >> 16, on the 0..255 pixel, is below BLUR_GLASS_GREY (the
+# classical focus measure's glass level); a block holds tissue when at least BLUR_BLOCK_TISSUE of
+# its 16 pixels are tissue. When fewer than 1/BLUR_MIN_SHARE_DIV of the positions hold tissue the
+# plain mean is used (almost no tissue: nothing better to weigh).
+BLUR_POOLS = ("mean", "tissue")
+BLUR_GLASS_GREY = 215
+BLUR_BLOCK_TISSUE = 4
+BLUR_MIN_SHARE_DIV = 32
+BLUR_STRIDE = 4
+
+
+def blur_tissue_mask(px, fh, fw):
+    """Returns the [N,1,fh,fw] float mask (1 = tissue block) of the 0..255 RGB pixels ``px``
+    [N,3,H,W] (any float dtype, integral values): see BLUR_GLASS_GREY. Blocks past the image edge
+    (H or W not a multiple of 4) count only their pixels inside it."""
+    p = px.round().to(torch.int64)
+    g = (19595 * p[:, 0] + 38470 * p[:, 1] + 7471 * p[:, 2] + 32768) >> 16
+    t = (g < BLUR_GLASS_GREY).to(torch.float32)[:, None]
+    ph, pw = fh * BLUR_STRIDE - t.shape[2], fw * BLUR_STRIDE - t.shape[3]
+    t = F.pad(t, (0, pw, 0, ph))
+    cnt = F.avg_pool2d(t, BLUR_STRIDE) * (BLUR_STRIDE * BLUR_STRIDE)
+    m = (cnt >= BLUR_BLOCK_TISSUE - 0.5).to(torch.float32)
+    enough = m.sum(dim=(2, 3), keepdim=True) * BLUR_MIN_SHARE_DIV >= fh * fw
+    return torch.where(enough, m, torch.ones_like(m))
+
+
 class Blur(nn.Module):
-    """Blur detector: 2 strided 5x5 CBR, GAP, Linear(32, 1) (reference 7.2).
+    """Blur detector: 2 strided 5x5 CBR, global pool, Linear(32, 1) (reference 7.2).
+
+    ``pool`` "mean" is the plain global average; "tissue" averages only over tissue positions
+    (blur_tissue_mask; needs the input normalisation ``mean``/``std``, the bundle's input_mean
+    and input_std, to recover the pixels). Same weights and keys either way.
 
     forward(x [N,3,256,256]) returns a dict:
       "logit" [N,1]  P(blurred) = sigmoid(logit)
     """
 
-    def __init__(self):
+    def __init__(self, pool="mean", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)):
         super().__init__()
+        if pool not in BLUR_POOLS:
+            raise ValueError("blur pool must be one of %s, got %r" % (", ".join(BLUR_POOLS), pool))
+        self.pool = pool
+        self.in_mean = tuple(float(v) for v in mean)
+        self.in_std = tuple(float(v) for v in std)
         self.conv1 = nn.Conv2d(3, 16, 5, stride=2, padding=2, bias=False)
         self.bn1 = nn.BatchNorm2d(16)
         self.conv2 = nn.Conv2d(16, 32, 5, stride=2, padding=2, bias=False)
@@ -414,9 +453,16 @@ class Blur(nn.Module):
     def forward(self, x):
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError("blur input must be [N,3,H,W], got %s" % (list(x.shape),))
-        x = F.relu(self.bn1(self.conv1(x)))
-        x = F.relu(self.bn2(self.conv2(x)))
-        return {"logit": self.fc(x.mean(dim=(2, 3)))}
+        h = F.relu(self.bn1(self.conv1(x)))
+        h = F.relu(self.bn2(self.conv2(h)))
+        if self.pool == "mean":
+            return {"logit": self.fc(h.mean(dim=(2, 3)))}
+        mean = torch.tensor(self.in_mean, dtype=x.dtype).view(1, 3, 1, 1)
+        std = torch.tensor(self.in_std, dtype=x.dtype).view(1, 3, 1, 1)
+        with torch.no_grad():
+            m = blur_tissue_mask((x * std + mean) * 255.0, h.shape[2], h.shape[3])
+        pooled = (h * m).sum(dim=(2, 3)) / m.sum(dim=(2, 3))
+        return {"logit": self.fc(pooled)}
 
 
 class Screener(nn.Module):

@@ -100,6 +100,29 @@ def random_tiles(work, seed, n, size):
     return paths
 
 
+def glass_tiles(work, seed, n, size):
+    """Writes n seeded tiles that are mostly glass (a random tissue-like band on near-white) and
+    returns their paths: the blur network's tissue pool then averages over part of the map."""
+    paths = random_tiles(work, seed, n, size)
+    for i, p in enumerate(paths):
+        u8 = torchvision.io.read_image(p)
+        band = size * 3 // 8 + i * size // 8  # a different tissue share per tile
+        u8[:, :, band:] = 242
+        out = os.path.join(work, "glass_s%d_%d_%d.png" % (seed, size, i))
+        torchvision.io.write_png(u8, out)
+        paths[i] = out
+    return paths
+
+
+def with_meta(src, key, value):
+    """Returns a copy of bundle ``src`` with metadata ``key`` set to ``value``."""
+    tensors, meta = bundle.read_bundle(src)
+    meta = dict(meta, **{key: value})
+    out = os.path.splitext(src)[0] + "_%s_%s.safetensors" % (key.replace(".", ""), value)
+    bundle.write_bundle(out, tensors, meta)
+    return out
+
+
 def f64_seg_gap(bundle_path, tiles_u8):
     """PyTorch float32 vs float64 multitask_seg gap, relative to max |float64|."""
     nets, meta = bundle.load_networks(bundle_path, ["multitask"])
@@ -198,6 +221,20 @@ def main():
               % tcga)
         f, _ = case(args, "random_leaky", leaky, random_tiles(args.work, 12, 1, size))
     failures += f
+    # The blur network's tissue pool (pool.blur = tissue) on mostly-glass tiles, batch 2, and
+    # the same tiles with the plain mean: both match PyTorch, and the pools really differ.
+    glass = glass_tiles(args.work, 13, 2, size)
+    f, cmean = case(args, "glass_blur_mean", cond1, glass)
+    failures += f
+    f, ctissue = case(args, "glass_blur_tissue", with_meta(cond1, "pool.blur", "tissue"), glass)
+    failures += f
+    lm = npy.read_npy(os.path.join(cmean, "blur_logit.npy"))
+    lt = npy.read_npy(os.path.join(ctissue, "blur_logit.npy"))
+    moved = float((lm - lt).abs().max()) / max(float(lm.abs().max()), 1e-6)
+    print("  tissue vs mean pool: blur_logit moves by %.3g of max|mean-pool logit|" % moved)
+    if not moved > 10 * TOL:
+        failures.append("glass_blur_tissue: the tissue pool gave the mean pool's logits "
+                        "(moved %.3g)" % moved)
     # The raw make_bundle bundle: everything but the chaotic seg asserted; seg reported.
     raw1 = make_bundle(args.work, 1, "relu", size, False)
     f, cdir = case(args, "cmu_tile_raw_bundle", raw1, [cmu], slide_xy=(700, 900),
