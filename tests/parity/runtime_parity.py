@@ -235,6 +235,20 @@ def main():
     if not moved > 10 * TOL:
         failures.append("glass_blur_tissue: the tissue pool gave the mean pool's logits "
                         "(moved %.3g)" % moved)
+    # Any other pool.blur is refused by both sides, naming the key.
+    bogus = with_meta(cond1, "pool.blur", "median")
+    r = subprocess.run([args.gastroscreen, "infer", "--model", bogus] + glass[:1] +
+                       ["--out", os.path.join(args.work, "bogus_pool.c")],
+                       capture_output=True, text=True)
+    if r.returncode == 0 or "pool.blur" not in r.stdout + r.stderr:
+        failures.append("pool.blur = median: infer exit %d, output %r" % (
+            r.returncode, (r.stdout + r.stderr)[-300:]))
+    try:
+        bundle.load_networks(bogus, ["blur"])
+        failures.append("pool.blur = median: load_networks accepted it")
+    except bundle.BundleError as e:
+        if "pool.blur" not in str(e):
+            failures.append("pool.blur = median: %s" % e)
     # The raw make_bundle bundle: everything but the chaotic seg asserted; seg reported.
     raw1 = make_bundle(args.work, 1, "relu", size, False)
     f, cdir = case(args, "cmu_tile_raw_bundle", raw1, [cmu], slide_xy=(700, 900),
