@@ -746,10 +746,54 @@ static void build_plan(const gs_deform_conv *c, deform_thread *t, const offset_v
     }
 }
 
-/* col[p][(cb * taps + k) * 16 + l] = sum over corners of wt * in[cb][idx][l]. Tap-outer so
- * that consecutive pixels sample neighbouring input pixels. */
-__attribute__((target("avx512f"))) static void
-gather_avx512(const gs_deform_conv *c, const deform_thread *t, int np, const float *in, float *col)
+/* One tap of one pixel: the bilinear samples of blocks 0 .. cb_in-1 into dst, dst_stride floats
+ * apart. */
+__attribute__((target("avx512f"), always_inline)) static inline void
+sample_blocks(const float *in, size_t plane, const int32_t *idx, const float *wt, int pad,
+              int cb_in, float *dst, size_t dst_stride)
+{
+    const __m512 b0 = _mm512_set1_ps(wt[0]), b1 = _mm512_set1_ps(wt[pad]);
+    const __m512 b2 = _mm512_set1_ps(wt[2 * pad]), b3 = _mm512_set1_ps(wt[3 * pad]);
+    const float *a0 = in + (size_t)idx[0] * 16, *a1 = in + (size_t)idx[pad] * 16;
+    const float *a2 = in + (size_t)idx[2 * pad] * 16, *a3 = in + (size_t)idx[3 * pad] * 16;
+    for (int cb = 0; cb < cb_in; cb++) {
+        const size_t o = (size_t)cb * plane;
+        __m512 v = _mm512_mul_ps(b0, _mm512_loadu_ps(a0 + o));
+        v = _mm512_fmadd_ps(b1, _mm512_loadu_ps(a1 + o), v);
+        v = _mm512_fmadd_ps(b2, _mm512_loadu_ps(a2 + o), v);
+        v = _mm512_fmadd_ps(b3, _mm512_loadu_ps(a3 + o), v);
+        _mm512_store_ps(dst + (size_t)cb * dst_stride, v);
+    }
+}
+
+/* col[p][(cb * taps + k) * 16 + l] = sum over corners of wt * in[cb][idx][l], pixel-outer: the
+ * taps of one pixel sample a window of a few rows around it that mostly overlaps the previous
+ * pixel's, so most of its corner lines are still in L1 (the staged layout keeps that window
+ * from aliasing), and each pixel's column row is written in one sweep. Up to 16 input blocks
+ * (a window of ~80 KB) that beats the tap-outer order by 2-4%; beyond, tap-outer is better. */
+__attribute__((target("avx512f"))) static void gather_avx512_pixel_outer(const gs_deform_conv *c,
+                                                                         const deform_thread *t,
+                                                                         int np, const float *in,
+                                                                         float *col)
+{
+    const int taps = c->taps, cb_in = c->cb_in, kdim = c->kdim, pad = c->tile_pad;
+    const size_t plane = c->block_floats, stride = (size_t)taps * 16;
+    for (int p = 0; p < np; p++) {
+        float *row = col + (size_t)p * kdim;
+        for (int k = 0; k < taps; k++) {
+            const int32_t *idx = t->idx + (size_t)k * 4 * pad + p;
+            const float *wt = t->wt + (size_t)k * 4 * pad + p;
+            float *dst = row + (size_t)k * 16;
+            sample_blocks(in, plane, idx, wt, pad, cb_in, dst, stride);
+        }
+    }
+}
+
+/* The same sums tap-outer, so that consecutive pixels sample neighbouring input pixels. */
+__attribute__((target("avx512f"))) static void gather_avx512_tap_outer(const gs_deform_conv *c,
+                                                                       const deform_thread *t,
+                                                                       int np, const float *in,
+                                                                       float *col)
 {
     const int taps = c->taps, cb_in = c->cb_in, kdim = c->kdim, pad = c->tile_pad;
     const size_t plane = c->block_floats;
@@ -883,8 +927,10 @@ static dnnl_status_t run_tile(const gs_deform_conv *c, deform_thread *t, int use
         gather_avx512_bf16(c, t, np, (const uint16_t *)input + in_off, (uint16_t *)t->col);
     else if (c->d.bf16)
         gather_generic_bf16(c, t, np, (const uint16_t *)input + in_off, (uint16_t *)t->col);
+    else if (use_avx512 && c->cb_in <= 16)
+        gather_avx512_pixel_outer(c, t, np, (const float *)input + in_off, t->col);
     else if (use_avx512)
-        gather_avx512(c, t, np, (const float *)input + in_off, t->col);
+        gather_avx512_tap_outer(c, t, np, (const float *)input + in_off, t->col);
     else
         gather_generic(c, t, np, (const float *)input + in_off, t->col);
 

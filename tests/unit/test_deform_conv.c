@@ -312,6 +312,7 @@ static void random_shapes_match_reference(void **state)
         {2, 16, 16, 12, 13, 3, 3, 1, 1, 2, 2, 2, 2}, /* dilation 2 */
         {1, 5, 7, 10, 9, 2, 3, 2, 1, 1, 0, 1, 2},    /* non-square everything */
         {1, 33, 40, 48, 45, 3, 3, 1, 1, 1, 1, 1, 1}, /* several tiles and a tail tile */
+        {1, 272, 20, 6, 7, 3, 3, 1, 1, 1, 1, 1, 1},  /* > 16 input blocks: tap-outer gather */
     };
     rng_seed(1);
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
