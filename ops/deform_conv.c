@@ -720,6 +720,12 @@ static void build_plan(const gs_deform_conv *c, deform_thread *t, const offset_v
                 v->base + offset_channel(c, 2 * taps + k) + (size_t)p0 * v->pix_stride;
             if (use_avx512 && v->pix_stride == 1) {
                 sigmoid_avx512(raw, t->mask, np);
+            } else if (use_avx512) {
+                /* Blocked logits (the network's format): stage them contiguously and use the
+                 * vector sigmoid in place; scalar expf cost ~4% of the 64->64@128 run. */
+                for (int p = 0; p < np; p++)
+                    t->mask[p] = raw[(size_t)p * v->pix_stride];
+                sigmoid_avx512(t->mask, t->mask, np);
             } else {
                 for (int p = 0; p < np; p++)
                     t->mask[p] = 1.0f / (1.0f + expf(-raw[(size_t)p * v->pix_stride]));
