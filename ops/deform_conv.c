@@ -18,10 +18,6 @@
 #define GS_DEFORM_TILE_BYTES (384 * 1024)
 #define GS_DEFORM_ALIGN 64
 
-/* The staged fp32 input (see stage_input) starts each 16-channel block this many cache lines
- * past a 4 KB boundary, so that the same pixel of successive blocks lands in different L1 sets. */
-#define GS_DEFORM_BLOCK_SKEW_LINES 9
-
 /* ------------------------------------------------------------------------------------------ */
 /* Shapes                                                                                     */
 
@@ -194,11 +190,6 @@ struct gs_deform_conv {
     int tile_p, tiles, tail_p;
     int tile_pad; /* tile_p rounded up to 16 */
     int relu;
-    /* The input the gathers read: the caller's (bf16) or the staged copy (fp32), with rows of
-     * row_px pixels and 16-channel blocks of block_floats elements. */
-    int staged;
-    int row_px;
-    size_t block_floats;
     dnnl_engine_t engine;
     dnnl_primitive_t mm[2];
     dnnl_memory_desc_t src_md[2], dst_md[2], wei_md[2], bias_md;
@@ -221,7 +212,6 @@ typedef struct {
 
 struct gs_deform_conv_scratch {
     const gs_deform_conv *conv;
-    float *staged; /* [n][cb_in][block_floats] when conv->staged */
     int nthr;
     deform_thread *t;
 };
@@ -348,17 +338,6 @@ gs_deform_conv *gs_deform_conv_new(const gs_deform_conv_desc *d, const float *we
     c->kdim = c->cb_in * c->taps * 16;
     c->ndim = c->cb_out * 16;
     c->relu = fuse_relu != 0;
-    /* In nChw16c a row is w * 64 bytes and a block h * w * 64 bytes, both multiples of 4 KB on
-     * the decoder's power-of-two maps, so the up to 4 * cb_in corner lines of one sample, and the
-     * ~7 rows a tap sweeps with offsets of a few pixels, all fall into one 8-way L1 set and evict
-     * each other. The fp32 path therefore copies the input once per run into rows of w + 1
-     * pixels and skewed blocks (stage_input); on the decoder shapes that copy (one pass over the
-     * input) costs less than the misses it removes. The bf16 path reads the caller's input. */
-    c->staged = !d->bf16;
-    c->row_px = c->staged ? d->w + 1 : d->w;
-    c->block_floats = (size_t)d->h * c->row_px * 16;
-    if (c->staged)
-        c->block_floats = (c->block_floats + 1023) / 1024 * 1024 + GS_DEFORM_BLOCK_SKEW_LINES * 16;
 
     const int ohw = c->ho * c->wo;
     int tile = GS_DEFORM_TILE_BYTES / (c->kdim * (d->bf16 ? 2 : (int)sizeof(float)));
@@ -522,17 +501,6 @@ gs_deform_conv_scratch *gs_deform_conv_scratch_new(const gs_deform_conv *c)
     for (int i = 0; i < s->nthr; i++)
         if (thread_init(c, &s->t[i]) < 0)
             goto fail;
-    if (c->staged) {
-        /* The padding pixels are never read (plans address valid pixels only); zero them
-         * anyway so the buffer holds no indeterminate values. */
-        size_t len = (size_t)c->d.n * c->cb_in * c->block_floats;
-        s->staged = aligned_floats(len);
-        if (!s->staged) {
-            gs_error_set("deform_conv: out of memory for the staged input");
-            goto fail;
-        }
-        memset(s->staged, 0, len * sizeof(float));
-    }
     return s;
 fail:
     gs_deform_conv_scratch_destroy(&s);
@@ -548,7 +516,6 @@ void gs_deform_conv_scratch_destroy(gs_deform_conv_scratch **ps)
         for (int i = 0; i < s->nthr; i++)
             thread_free(&s->t[i]);
     free(s->t);
-    free(s->staged);
     free(s);
     *ps = NULL;
 }
@@ -574,7 +541,7 @@ static size_t offset_channel(const gs_deform_conv *c, int ch)
  * equals the reference's (float)(oy*sh - ph + i*dh) + dy bit for bit. */
 static void plan_tap_generic(int h, int w, int np, const float *by, const float *bx, float ioff,
                              float joff, const float *dy, const float *dx, const float *m,
-                             int32_t *idx, float *wt, int pad, int row_px)
+                             int32_t *idx, float *wt, int pad)
 {
     for (int p = 0; p < np; p++) {
         float y = (by[p] + ioff) + dy[p];
@@ -594,10 +561,10 @@ static void plan_tap_generic(int h, int w, int np, const float *by, const float 
         int vy0 = y0 >= 0, vy1 = y1 <= h - 1, vx0 = x0 >= 0, vx1 = x1 <= w - 1;
         int cy0 = vy0 ? y0 : 0, cy1 = vy1 ? y1 : h - 1;
         int cx0 = vx0 ? x0 : 0, cx1 = vx1 ? x1 : w - 1;
-        idx[0 * pad + p] = cy0 * row_px + cx0;
-        idx[1 * pad + p] = cy0 * row_px + cx1;
-        idx[2 * pad + p] = cy1 * row_px + cx0;
-        idx[3 * pad + p] = cy1 * row_px + cx1;
+        idx[0 * pad + p] = cy0 * w + cx0;
+        idx[1 * pad + p] = cy0 * w + cx1;
+        idx[2 * pad + p] = cy1 * w + cx0;
+        idx[3 * pad + p] = cy1 * w + cx1;
         wt[0 * pad + p] = (vy0 && vx0) ? hy * hx * mk : 0.0f;
         wt[1 * pad + p] = (vy0 && vx1) ? hy * lx * mk : 0.0f;
         wt[2 * pad + p] = (vy1 && vx0) ? ly * hx * mk : 0.0f;
@@ -608,15 +575,14 @@ static void plan_tap_generic(int h, int w, int np, const float *by, const float 
 /* plan_tap_generic, 16 pixels at a time, with the same arithmetic (so the same bits). */
 __attribute__((target("avx512f"))) static void
 plan_tap_avx512(int h, int w, int np, const float *by, const float *bx, float ioff, float joff,
-                const float *dy, const float *dx, const float *m, int32_t *idx, float *wt, int pad,
-                int row_px)
+                const float *dy, const float *dx, const float *m, int32_t *idx, float *wt, int pad)
 {
     const __m512 vio = _mm512_set1_ps(ioff), vjo = _mm512_set1_ps(joff);
     const __m512 minus1 = _mm512_set1_ps(-1.0f), one = _mm512_set1_ps(1.0f);
     const __m512 fh = _mm512_set1_ps((float)h), fw = _mm512_set1_ps((float)w);
     const __m512i zero_i = _mm512_setzero_si512(), one_i = _mm512_set1_epi32(1);
     const __m512i hm1 = _mm512_set1_epi32(h - 1), wm1 = _mm512_set1_epi32(w - 1);
-    const __m512i wv = _mm512_set1_epi32(row_px);
+    const __m512i wv = _mm512_set1_epi32(w);
     for (int p = 0; p < np; p += 16) {
         const __mmask16 live = np - p >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (np - p)) - 1);
         __m512 y = _mm512_add_ps(_mm512_add_ps(_mm512_maskz_loadu_ps(live, by + p), vio),
@@ -745,64 +711,20 @@ static void build_plan(const gs_deform_conv *c, deform_thread *t, const offset_v
         const float ioff = (float)(i * d->dil_h), joff = (float)(j * d->dil_w);
         if (use_avx512)
             plan_tap_avx512(d->h, d->w, np, t->base_y, t->base_x, ioff, joff, dy, dx, m, idx, wt,
-                            pad, c->row_px);
+                            pad);
         else
             plan_tap_generic(d->h, d->w, np, t->base_y, t->base_x, ioff, joff, dy, dx, m, idx, wt,
-                             pad, c->row_px);
+                             pad);
     }
 }
 
-/* One tap of one pixel: the bilinear samples of blocks 0 .. cb_in-1 into dst, dst_stride floats
- * apart. */
-__attribute__((target("avx512f"), always_inline)) static inline void
-sample_blocks(const float *in, size_t plane, const int32_t *idx, const float *wt, int pad,
-              int cb_in, float *dst, size_t dst_stride)
-{
-    const __m512 b0 = _mm512_set1_ps(wt[0]), b1 = _mm512_set1_ps(wt[pad]);
-    const __m512 b2 = _mm512_set1_ps(wt[2 * pad]), b3 = _mm512_set1_ps(wt[3 * pad]);
-    const float *a0 = in + (size_t)idx[0] * 16, *a1 = in + (size_t)idx[pad] * 16;
-    const float *a2 = in + (size_t)idx[2 * pad] * 16, *a3 = in + (size_t)idx[3 * pad] * 16;
-    for (int cb = 0; cb < cb_in; cb++) {
-        const size_t o = (size_t)cb * plane;
-        __m512 v = _mm512_mul_ps(b0, _mm512_loadu_ps(a0 + o));
-        v = _mm512_fmadd_ps(b1, _mm512_loadu_ps(a1 + o), v);
-        v = _mm512_fmadd_ps(b2, _mm512_loadu_ps(a2 + o), v);
-        v = _mm512_fmadd_ps(b3, _mm512_loadu_ps(a3 + o), v);
-        _mm512_store_ps(dst + (size_t)cb * dst_stride, v);
-    }
-}
-
-/* col[p][(cb * taps + k) * 16 + l] = sum over corners of wt * in[cb][idx][l], pixel-outer: the
- * taps of one pixel sample a window of a few rows around it that mostly overlaps the previous
- * pixel's, so most of its corner lines are still in L1 (the staged layout keeps that window
- * from aliasing), and each pixel's column row is written in one sweep. Up to 16 input blocks
- * (a window of ~80 KB) that beats the tap-outer order by 2-4%; beyond, tap-outer is better. */
-__attribute__((target("avx512f"))) static void gather_avx512_pixel_outer(const gs_deform_conv *c,
-                                                                         const deform_thread *t,
-                                                                         int np, const float *in,
-                                                                         float *col)
+/* col[p][(cb * taps + k) * 16 + l] = sum over corners of wt * in[cb][idx][l]. Tap-outer so
+ * that consecutive pixels sample neighbouring input pixels. */
+__attribute__((target("avx512f"))) static void
+gather_avx512(const gs_deform_conv *c, const deform_thread *t, int np, const float *in, float *col)
 {
     const int taps = c->taps, cb_in = c->cb_in, kdim = c->kdim, pad = c->tile_pad;
-    const size_t plane = c->block_floats, stride = (size_t)taps * 16;
-    for (int p = 0; p < np; p++) {
-        float *row = col + (size_t)p * kdim;
-        for (int k = 0; k < taps; k++) {
-            const int32_t *idx = t->idx + (size_t)k * 4 * pad + p;
-            const float *wt = t->wt + (size_t)k * 4 * pad + p;
-            float *dst = row + (size_t)k * 16;
-            sample_blocks(in, plane, idx, wt, pad, cb_in, dst, stride);
-        }
-    }
-}
-
-/* The same sums tap-outer, so that consecutive pixels sample neighbouring input pixels. */
-__attribute__((target("avx512f"))) static void gather_avx512_tap_outer(const gs_deform_conv *c,
-                                                                       const deform_thread *t,
-                                                                       int np, const float *in,
-                                                                       float *col)
-{
-    const int taps = c->taps, cb_in = c->cb_in, kdim = c->kdim, pad = c->tile_pad;
-    const size_t plane = c->block_floats;
+    const size_t plane = (size_t)c->d.h * c->d.w * 16;
     for (int k = 0; k < taps; k++) {
         const int32_t *i0 = t->idx + (size_t)k * 4 * pad, *i1 = i0 + pad, *i2 = i1 + pad,
                       *i3 = i2 + pad;
@@ -830,7 +752,7 @@ static void gather_generic(const gs_deform_conv *c, const deform_thread *t, int 
                            float *col)
 {
     const int taps = c->taps, cb_in = c->cb_in, kdim = c->kdim, pad = c->tile_pad;
-    const size_t plane = c->block_floats;
+    const size_t plane = (size_t)c->d.h * c->d.w * 16;
     for (int k = 0; k < taps; k++) {
         const int32_t *idx = t->idx + (size_t)k * 4 * pad;
         const float *wt = t->wt + (size_t)k * 4 * pad;
@@ -868,7 +790,7 @@ __attribute__((target("avx512f"))) static void gather_avx512_bf16(const gs_defor
                                                                   const uint16_t *in, uint16_t *col)
 {
     const int taps = c->taps, cb_in = c->cb_in, kdim = c->kdim, pad = c->tile_pad;
-    const size_t plane = c->block_floats;
+    const size_t plane = (size_t)c->d.h * c->d.w * 16;
     for (int k = 0; k < taps; k++) {
         const int32_t *i0 = t->idx + (size_t)k * 4 * pad, *i1 = i0 + pad, *i2 = i1 + pad,
                       *i3 = i2 + pad;
@@ -896,7 +818,7 @@ static void gather_generic_bf16(const gs_deform_conv *c, const deform_thread *t,
                                 const uint16_t *in, uint16_t *col)
 {
     const int taps = c->taps, cb_in = c->cb_in, kdim = c->kdim, pad = c->tile_pad;
-    const size_t plane = c->block_floats;
+    const size_t plane = (size_t)c->d.h * c->d.w * 16;
     for (int k = 0; k < taps; k++) {
         const int32_t *idx = t->idx + (size_t)k * 4 * pad;
         const float *wt = t->wt + (size_t)k * 4 * pad;
@@ -926,17 +848,15 @@ static dnnl_status_t run_tile(const gs_deform_conv *c, deform_thread *t, int use
     const int p0 = tile * c->tile_p;
     const int np = tile == c->tiles - 1 ? c->tail_p : c->tile_p;
     const int which = np == c->tile_p ? MM_FULL : MM_TAIL;
-    const size_t in_off = (size_t)n * c->cb_in * c->block_floats;
+    const size_t in_off = (size_t)n * c->cb_in * 16 * c->d.h * c->d.w;
 
     build_plan(c, t, v, p0, np, use_avx512);
     if (c->d.bf16 && use_avx512)
         gather_avx512_bf16(c, t, np, (const uint16_t *)input + in_off, (uint16_t *)t->col);
     else if (c->d.bf16)
         gather_generic_bf16(c, t, np, (const uint16_t *)input + in_off, (uint16_t *)t->col);
-    else if (use_avx512 && c->cb_in <= 16)
-        gather_avx512_pixel_outer(c, t, np, (const float *)input + in_off, t->col);
     else if (use_avx512)
-        gather_avx512_tap_outer(c, t, np, (const float *)input + in_off, t->col);
+        gather_avx512(c, t, np, (const float *)input + in_off, t->col);
     else
         gather_generic(c, t, np, (const float *)input + in_off, t->col);
 
@@ -992,20 +912,6 @@ int gs_deform_conv_run_bf16(const gs_deform_conv *c, gs_deform_conv_scratch *s,
     return run_any(c, s, input, offset, mask, out);
 }
 
-/* Copies the fp32 input rows into s->staged (rows of row_px pixels, blocks of block_floats),
- * the rows split among the threads of the enclosing parallel region; ends with its barrier. */
-static void stage_input(const gs_deform_conv *c, gs_deform_conv_scratch *s, const void *input)
-{
-    const int h = c->d.h, w = c->d.w, rows = c->d.n * c->cb_in * h;
-    const float *in = input;
-#pragma omp for schedule(static)
-    for (int r = 0; r < rows; r++) {
-        const int y = r % h, block = r / h;
-        memcpy(s->staged + (size_t)block * c->block_floats + (size_t)y * c->row_px * 16,
-               in + ((size_t)block * h + y) * w * 16, (size_t)w * 16 * sizeof(float));
-    }
-}
-
 static int run_any(const gs_deform_conv *c, gs_deform_conv_scratch *s, const void *input,
                    const float *offset, const float *mask, void *out)
 {
@@ -1039,15 +945,12 @@ static int run_any(const gs_deform_conv *c, gs_deform_conv_scratch *s, const voi
     if (nthr > jobs)
         nthr = jobs;
     dnnl_status_t failed = dnnl_success;
-    const void *src = c->staged ? (const void *)s->staged : input;
 
 #pragma omp parallel num_threads(nthr)
     {
         /* oneDNN sees one thread per worker: the matmul runs inside our parallel region. */
         omp_set_num_threads(1);
         deform_thread *t = &s->t[omp_get_thread_num()];
-        if (c->staged)
-            stage_input(c, s, input); /* its barrier: every thread sees all rows */
 #pragma omp for schedule(static)
         for (int job = 0; job < jobs; job++) {
             const int n = job / c->tiles, tile = job % c->tiles;
@@ -1056,7 +959,7 @@ static int run_any(const gs_deform_conv *c, gs_deform_conv_scratch *s, const voi
             v.pix_stride = c->d.offset_format == GS_DEFORM_OFFSET_RAW_BLOCKED ? 16 : 1;
             v.sigmoid = c->d.offset_format != GS_DEFORM_OFFSET_SPLIT;
             v.mask_base = mask ? mask + (size_t)n * taps * ohw : NULL;
-            dnnl_status_t st = run_tile(c, t, use_avx512, n, tile, src, &v, out);
+            dnnl_status_t st = run_tile(c, t, use_avx512, n, tile, input, &v, out);
             if (st != dnnl_success) {
 #pragma omp critical(gs_deform_conv_fail)
                 failed = st;

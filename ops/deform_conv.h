@@ -24,11 +24,7 @@
  *    weight with a single-threaded oneDNN matmul (bias and optional ReLU fused) into a
  *    [tile pixels, Cout16] buffer, and copy its 16-channel rows into the blocked output.
  *    Tiles are ranges of output pixels (not whole rows) sized so that the column block is
- *    about 384 KB; the scratch of one thread is about twice that plus the plan. The fp32 path
- *    first copies the input (all threads, one pass) into the scratch with rows padded by one
- *    pixel and 16-channel blocks skewed by a few cache lines: in nChw16c on power-of-two maps
- *    the corners of one sample and the rows near it sit a multiple of 4 KB apart and evict
- *    each other from L1; the copy costs less than those misses.
+ *    about 384 KB; the scratch of one thread is about twice that plus the plan.
  *    (A batched matmul writing nChw16c directly would save the copy, ~3% of the run time,
  *    but oneDNN 2.6 only has its reference kernel for that broadcast/strided form.)
  *
