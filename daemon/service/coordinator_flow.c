@@ -478,6 +478,12 @@ static int activate(gs_coordinator *c, const gs_slide_info *info)
                 (info->state == GS_SLIDE_BLUR_CHECKED && !info->out_of_focus);
     if (coord_make_ledger(c, rt, adopt) != 0)
         return -1;
+    /* Which precision inferred the tiles recorded before the restart is not journalled per
+     * tile: say so rather than let an empty list read as fp32. */
+    gs_ledger_counts adopted;
+    gs_ledger_counts_get(rt->ledger, &adopted);
+    if (adopted.inferred > 0)
+        snprintf(rt->precision, sizeof rt->precision, "unknown");
     switch (info->state) {
     case GS_SLIDE_PLANNED:
         if (info->unassessable_reason[0]) {

@@ -478,6 +478,7 @@ static void restart_mid_slide_one_verdict(void **state)
     uint32_t before = w.infer_results;
     w.infer_budget = -1;
     w.verdict_events = 0;
+    w.infer_precision = "bf16"; /* the first attempt's tiles were inferred in fp32 */
     start_with_workers(&w);
     gs_slide_info info = slide_info(&w, id);
     assert_int_equal(info.attempt, 2);
@@ -502,6 +503,10 @@ static void restart_mid_slide_one_verdict(void **state)
     assert_int_equal(w.blur_tile_jobs, blur_jobs_before);
     assert_int_equal(w.report_fg_method, GASTROSCREEN__V1__METHOD__METHOD_CLASSICAL);
     assert_int_equal(w.report_blur_method, GASTROSCREEN__V1__METHOD__METHOD_CLASSICAL);
+    /* The adopted tiles' precision was not journalled: "unknown", not an empty list that
+     * would read as fp32, then the precision of the tiles inferred since. */
+    assert_string_equal(info.precision, "unknown+bf16");
+    assert_string_equal(w.report_precision, "unknown+bf16");
     assert_int_equal(journal_verdicts(&w, id), 1);
     world_free(&w);
 }
