@@ -300,8 +300,8 @@ int gs_rt_conv_make_int8(gs_rt_conv *c, dnnl_engine_t engine, float amax, int u8
         float m = 0.0f;
         for (size_t i = 0; i < per_out; i++)
             m = fmaxf(m, fabsf(wo[i]));
-        /* An all-zero channel gets scale 1: its weights quantise to 0 exactly. */
-        float ws = m > 0.0f ? 127.0f / m : 1.0f;
+        /* An all-zero (or vanishing) channel gets scale 1: its weights quantise to 0. */
+        float ws = m > 1e-30f ? 127.0f / m : 1.0f;
         for (size_t i = 0; i < per_out; i++) {
             float q = nearbyintf(wo[i] * ws);
             w8[(size_t)o * per_out + i] = (int8_t)fminf(127.0f, fmaxf(-127.0f, q));
@@ -310,6 +310,12 @@ int gs_rt_conv_make_int8(gs_rt_conv *c, dnnl_engine_t engine, float amax, int u8
         /* oneDNN 2.x adds the bias to the int32 accumulator before the output scale. */
         if (bias8)
             bias8[o] = c->bias[o] * in_scale * ws;
+        /* A range so small that the scales leave float would make the conv compute 0 * inf. */
+        if (!(isfinite(oscale[o]) && oscale[o] > 0.0f && (!bias8 || isfinite(bias8[o])))) {
+            gs_error_set("input range %g gives no usable int8 scale for output channel %d", amax,
+                         o);
+            goto fail_free;
+        }
     }
     free(plain);
     free(c->w8);

@@ -260,8 +260,14 @@ int gs_cmd_calibrate(int argc, char **argv)
         goto fail;
     }
     for (size_t i = 0; i < r.n; i++) {
-        /* A conv whose input was all zeros on every tile still needs a usable scale. */
+        /* A conv whose input was all zeros on every tile still needs a usable scale; say so,
+         * since any real input will then saturate it. */
         float a = r.amax[i] > 0.0f ? r.amax[i] : 1e-6f;
+        if (!(r.amax[i] > 0.0f))
+            fprintf(stderr,
+                    "gastroscreen calibrate: %s: its input was zero on every tile; range set "
+                    "to 1e-6 (calibrate on tiles with tissue)\n",
+                    r.keys[i]);
         vals[i] = malloc(32);
         if (!vals[i]) {
             gs_error_set("out of memory");

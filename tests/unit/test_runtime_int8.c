@@ -254,7 +254,20 @@ static void test_make_int8_errors(void **state)
     assert_non_null(strstr(gs_error_get(), "not a positive number"));
     assert_int_equal(gs_rt_conv_make_int8(&c, e, NAN, 1), -1);
     assert_int_equal(gs_rt_conv_make_int8(&c, e, INFINITY, 1), -1);
+    /* Positive but so small that the scales leave float: an error, not a conv of 0 * inf. */
+    assert_int_equal(gs_rt_conv_make_int8(&c, e, 1e-40f, 1), -1);
+    assert_non_null(strstr(gs_error_get(), "no usable int8 scale"));
     assert_null(c.w8);
+    /* Vanishing (denormal) weights quantise to 0 with finite scales. */
+    float tiny[16 * 16 * 9];
+    for (size_t i = 0; i < sizeof tiny / sizeof tiny[0]; i++)
+        tiny[i] = 1e-39f;
+    gs_rt_conv t;
+    assert_int_equal(gs_rt_conv_init(&t, e, 16, 16, 3, 1, 1, 0, tiny, NULL), 0);
+    assert_int_equal(gs_rt_conv_make_int8(&t, e, 1.0f, 1), 0);
+    for (int o = 0; o < 16; o++)
+        assert_true(isfinite(t.oscale[o]) && t.oscale[o] > 0.0f);
+    gs_rt_conv_free(&t);
     /* A transposed conv is never quantised. */
     assert_int_equal(gs_rt_conv_init(&d, e, 16, 16, 2, 2, 0, 1, dw, NULL), 0);
     assert_int_equal(gs_rt_conv_make_int8(&d, e, 1.0f, 1), -1);
