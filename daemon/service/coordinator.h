@@ -103,8 +103,9 @@ typedef struct {
     uint64_t results_refused;
     uint64_t tiles_recorded, tiles_rerequested; /* ledger outcomes, re-requests sent */
     /* INFERRED tiles recorded, by the precision of the infer worker that inferred them (its
-     * hello's ModelProvenance.precision, "fp32" when it names none), first seen first; past
-     * GS_COORD_PRECISIONS distinct names the last slot counts them as "other". */
+     * hello's ModelProvenance.precision, "fp32" when it names none), first seen first:
+     * the first GS_COORD_PRECISIONS - 1 distinct names have a slot each, every later name counts
+     * in the last, "other", so no series ever changes its label. */
     struct {
         char precision[16];
         uint64_t tiles;

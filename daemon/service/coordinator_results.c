@@ -145,6 +145,15 @@ int coord_on_plan_result(gs_coordinator *c, worker *w, const Gastroscreen__V1__P
     return 0;
 }
 
+/* The stats slot counting precision p, or n_inferred when it has none yet. */
+static size_t precision_slot(const gs_coordinator *c, const char *p)
+{
+    size_t i = 0;
+    while (i < c->st.n_inferred && strcmp(c->st.inferred[i].precision, p) != 0)
+        i++;
+    return i;
+}
+
 /* An INFERRED tile recorded from a worker running precision p: p joins the slide's list
  * (once, in the order first seen) and the tile counts for p in the stats. A list that would
  * outgrow the record keeps what it has (the names are short; eight fit). */
@@ -159,17 +168,15 @@ static void note_precision(gs_coordinator *c, slide_rt *rt, const char *p)
     }
     if (!listed && have + (have ? 1 : 0) + n < sizeof rt->precision)
         snprintf(rt->precision + have, sizeof rt->precision - have, "%s%s", have ? "+" : "", p);
-    size_t i = 0;
-    while (i < c->st.n_inferred && strcmp(c->st.inferred[i].precision, p) != 0)
-        i++;
+    size_t i = precision_slot(c, p);
+    if (i == c->st.n_inferred && i == GS_COORD_PRECISIONS - 1) {
+        /* The last slot is "other" for every later name, so no series changes its label. */
+        p = "other";
+        i = precision_slot(c, p);
+    }
     if (i == c->st.n_inferred) {
-        if (i == GS_COORD_PRECISIONS) {
-            i = GS_COORD_PRECISIONS - 1;
-            snprintf(c->st.inferred[i].precision, sizeof c->st.inferred[i].precision, "other");
-        } else {
-            snprintf(c->st.inferred[i].precision, sizeof c->st.inferred[i].precision, "%s", p);
-            c->st.n_inferred++;
-        }
+        snprintf(c->st.inferred[i].precision, sizeof c->st.inferred[i].precision, "%s", p);
+        c->st.n_inferred++;
     }
     c->st.inferred[i].tiles++;
 }
