@@ -716,6 +716,9 @@ int gs_weights_write_with_meta(const gs_weights *w, const char *path, const char
         ok = fputc(' ', f) != EOF;
     for (size_t i = 0; ok && i < w->count; i++)
         ok = fwrite(w->tensors[i].data, 1, w->tensors[i].nbytes, f) == w->tensors[i].nbytes;
+    /* On disk before the rename, or a crash could leave an empty file under the final name. */
+    if (ok && (fflush(f) != 0 || fsync(fileno(f)) != 0))
+        ok = 0;
     if (fclose(f) != 0)
         ok = 0;
     f = NULL;
