@@ -204,7 +204,7 @@ typedef struct {
     float *base_y, *base_x; /* per tile pixel: oy*stride - pad, ox*stride - pad */
     float *dy, *dx, *mask;  /* one tap's offsets and mask, staged contiguously */
     float *col;             /* float32, or bf16 (uint16_t) for a bf16 conv, in the same bytes */
-    float *gemm;
+    float *gemm;            /* matmul output [tile_p, ndim]: float32, or bf16 for a bf16 conv */
     void *scratchpad;
     dnnl_stream_t stream;
     dnnl_memory_t src[2], dst[2], wei[2], scr[2], bias;
@@ -252,7 +252,9 @@ static int create_matmul(gs_deform_conv *c, int which, int rows, int fixed_wei)
     const dnnl_data_type_t in_dt = c->d.bf16 ? dnnl_bf16 : dnnl_f32;
     DNNL_CHECK(dnnl_memory_desc_init_by_tag(&c->src_md[which], 2, src_dims, in_dt, dnnl_ab),
                "src desc");
-    DNNL_CHECK(dnnl_memory_desc_init_by_tag(&c->dst_md[which], 2, dst_dims, dnnl_f32, dnnl_ab),
+    /* A bf16 conv's matmul rounds its fp32 accumulator (bias and ReLU applied) to bf16 itself,
+     * so the copy into the blocked output is a plain 32-byte move per pixel and block. */
+    DNNL_CHECK(dnnl_memory_desc_init_by_tag(&c->dst_md[which], 2, dst_dims, in_dt, dnnl_ab),
                "dst desc");
     DNNL_CHECK(dnnl_memory_desc_init_by_tag(&c->bias_md, 2, bias_dims, dnnl_f32, dnnl_ab),
                "bias desc");
@@ -876,9 +878,9 @@ static dnnl_status_t run_tile(const gs_deform_conv *c, deform_thread *t, int use
         uint16_t *out_n = (uint16_t *)out + (size_t)n * c->cb_out * 16 * ohw;
         for (int cb = 0; cb < c->cb_out; cb++) {
             uint16_t *dst = out_n + ((size_t)cb * ohw + p0) * 16;
-            const float *src = t->gemm + (size_t)cb * 16;
+            const uint16_t *src = (const uint16_t *)t->gemm + (size_t)cb * 16;
             for (int p = 0; p < np; p++)
-                gs_bf16_from_f32_array(src + (size_t)p * c->ndim, dst + (size_t)p * 16, 16);
+                memcpy(dst + (size_t)p * 16, src + (size_t)p * c->ndim, 16 * sizeof(uint16_t));
         }
         return dnnl_success;
     }
