@@ -502,6 +502,8 @@ static gs_net_state *state_new(const gs_model *m, gs_net_id id, int n, int h, in
     else if (st->p && id == GS_NET_MULTITASK && m->precision == GS_PRECISION_INT8) {
         gs_rt_plan_set_bf16(st->p, m->bf16_weights);
         gs_rt_plan_set_int8(st->p, 1);
+        /* The encoder channels-last, so its int8 convs write their outputs themselves. */
+        gs_rt_plan_set_channels_last(st->p, 1);
     }
     if (!st->p || gs_net_build(&b, st)) {
         gs_error_prefix("%s network, batch %d, %dx%d", net_names[id], n, h, w);
@@ -561,6 +563,11 @@ int gs_net_state_weight_reorders(const gs_net_state *s)
     return gs_rt_plan_weight_reorders(s->p);
 }
 
+int gs_net_state_reorders(const gs_net_state *s)
+{
+    return gs_rt_plan_reorders(s->p);
+}
+
 void gs_net_state_profile(gs_net_state *s, int on)
 {
     s->profiling = on != 0;
@@ -601,24 +608,26 @@ static int run_plan(gs_net_state *s, const uint8_t *rgb)
     return 0;
 }
 
-/* rgb[n][h][w][3] -> normalised NCHW float input, with PyTorch's float32 arithmetic. */
+/* rgb[n][h][w][3] -> normalised float input, NCHW or (channels-last plans) NHWC, with
+ * PyTorch's float32 arithmetic. */
 static void normalise(const gs_net_state *s, const uint8_t *rgb)
 {
     size_t hw = (size_t)s->h * s->w;
+    size_t step = s->in->cl ? 3 : 1;
     for (int n = 0; n < s->n; n++)
         for (int c = 0; c < 3; c++) {
             float mean = s->m->mean[c], std = s->m->std[c];
             const uint8_t *src = rgb + (size_t)n * hw * 3 + c;
-            size_t at = ((size_t)n * 3 + c) * hw;
+            size_t at = s->in->cl ? (size_t)n * hw * 3 + c : ((size_t)n * 3 + c) * hw;
             if (s->in->bf16) {
                 /* 256 possible values per channel: a table would not be faster than this. */
                 uint16_t *d = (uint16_t *)s->in->data + at;
                 for (size_t i = 0; i < hw; i++)
-                    d[i] = gs_bf16_from_f32(((float)src[i * 3] / 255.0f - mean) / std);
+                    d[i * step] = gs_bf16_from_f32(((float)src[i * 3] / 255.0f - mean) / std);
             } else {
                 float *d = (float *)s->in->data + at;
                 for (size_t i = 0; i < hw; i++)
-                    d[i] = ((float)src[i * 3] / 255.0f - mean) / std;
+                    d[i * step] = ((float)src[i * 3] / 255.0f - mean) / std;
             }
         }
 }

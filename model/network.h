@@ -202,6 +202,10 @@ void gs_net_state_destroy(gs_net_state **s);
 /* Weights re-reordered for this state because oneDNN chose another layout than at load. */
 int gs_net_state_weight_reorders(const gs_net_state *s);
 
+/* Activation reorders one forward of this state runs (model/runtime.h gs_rt_plan_reorders):
+ * in int8, one quantisation per int8 conv plus the encoder's hand-over to the decoder. */
+int gs_net_state_reorders(const gs_net_state *s);
+
 /* Where a forward pass spends its time, for `gastroscreen bench` (the buckets of
  * gs_net_state_profile). Every step of every network falls in exactly one. */
 typedef enum {

@@ -610,6 +610,18 @@ static int build_multitask(builder *b, gs_net_state *st)
         return -1;
     if (tree1(b, "base.level5", l[4], NULL, 512, 2, 1, NULL, 0, &l[5]))
         return -1;
+    /* An int8 plan ran the encoder channels-last (model/runtime.h); the decoder and the
+       feature pooling want nChw16c: one reorder per level they read. */
+    if (gs_rt_plan_channels_last(b->p)) {
+        gs_rt_plan_set_channels_last(b->p, 0);
+        for (int i = 2; i <= 5; i++) {
+            gs_rt_tensor *blk = NULL;
+            if (gs_rt_plan_to_blocked(b->p, l[i], &blk))
+                return -1;
+            gs_rt_plan_release(b->p, l[i]);
+            l[i] = blk;
+        }
+    }
     st->out_a = l[5];
 
     /* DLAUp over [L2..L5] at scales [1,2,4,8], then IDAUp over its first three outputs. */
@@ -692,7 +704,9 @@ static int build_screener(builder *b, gs_net_state *st)
 
 int gs_net_build(builder *b, gs_net_state *st)
 {
-    int in_plain = b->id != GS_NET_SCREENER;
+    /* A channels-last plan (int8) takes its input NHWC too: oneDNN has no fast conv from an
+       NCHW source to a channels-last destination. */
+    int in_plain = b->id != GS_NET_SCREENER && !gs_rt_plan_channels_last(b->p);
     int c = b->id == GS_NET_SCREENER ? 512 : 3;
     st->in = gs_rt_plan_tensor(b->p, c, st->h, st->w, in_plain);
     if (!st->in)

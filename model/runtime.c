@@ -144,12 +144,21 @@ fail:
                            c->stride, c->deconv ? " (transposed, depthwise)" : "");
 }
 
-static void act_md_dt(int n, int c, int h, int w, int plain, int bf16, dnnl_memory_desc_t *md)
+/* plain: NCHW; cl: channels-last (acdb); else nChw16c (aBcd16b). */
+static void act_md_layout(int n, int c, int h, int w, int plain, int cl, dnnl_data_type_t dt,
+                          dnnl_memory_desc_t *md)
 {
     dnnl_dims_t dims = {n, c, h, w};
-    dnnl_status_t st = dnnl_memory_desc_init_by_tag(md, 4, dims, bf16 ? dnnl_bf16 : dnnl_f32,
-                                                    plain ? dnnl_nchw : dnnl_aBcd16b);
+    dnnl_status_t st = dnnl_memory_desc_init_by_tag(md, 4, dims, dt,
+                                                    plain ? dnnl_nchw
+                                                    : cl  ? dnnl_acdb
+                                                          : dnnl_aBcd16b);
     GS_ASSERT(st == dnnl_success);
+}
+
+static void act_md_dt(int n, int c, int h, int w, int plain, int bf16, dnnl_memory_desc_t *md)
+{
+    act_md_layout(n, c, h, w, plain, 0, bf16 ? dnnl_bf16 : dnnl_f32, md);
 }
 
 static void act_md(int n, int c, int h, int w, int plain, dnnl_memory_desc_t *md)
@@ -376,8 +385,9 @@ typedef struct {
     gs_deform_conv *dcn;
     gs_deform_conv_scratch *scratch;
     const float *offset;
-    int part; /* profiling bucket (gs_rt_plan_set_part) */
-    int obs;  /* STEP_OBSERVE: index into the plan's observations */
+    int part;    /* profiling bucket (gs_rt_plan_set_part) */
+    int obs;     /* STEP_OBSERVE: index into the plan's observations */
+    int reorder; /* a oneDNN reorder of activations (gs_rt_plan_reorders counts them) */
 } step;
 
 typedef struct {
@@ -397,6 +407,7 @@ struct gs_rt_plan {
     int n, dry;
     int bf16; /* new tensors are bf16 unless asked for float32 */
     int int8; /* convs with int8 weights run in int8 */
+    int cl;   /* new non-plain tensors are channels-last (gs_rt_plan_set_channels_last) */
     int observe;
     observation *obs;
     size_t nobs, cap_obs;
@@ -503,6 +514,24 @@ void gs_rt_plan_set_int8(gs_rt_plan *p, int on)
     p->int8 = on != 0;
 }
 
+void gs_rt_plan_set_channels_last(gs_rt_plan *p, int on)
+{
+    p->cl = on != 0;
+}
+
+int gs_rt_plan_channels_last(const gs_rt_plan *p)
+{
+    return p->cl;
+}
+
+int gs_rt_plan_reorders(const gs_rt_plan *p)
+{
+    int n = 0;
+    for (size_t i = 0; i < p->nsteps; i++)
+        n += p->steps[i].reorder;
+    return n;
+}
+
 void gs_rt_plan_set_observe(gs_rt_plan *p, int on)
 {
     p->observe = on != 0;
@@ -516,16 +545,16 @@ float gs_rt_plan_observed(const gs_rt_plan *p, const gs_rt_conv *c)
     return -1.0f;
 }
 
-static gs_rt_tensor *tensor_new(gs_rt_plan *p, int c, int h, int w, int plain, int bf16);
+static gs_rt_tensor *tensor_new(gs_rt_plan *p, int c, int h, int w, int plain, int cl, int bf16);
 
 gs_rt_tensor *gs_rt_plan_tensor(gs_rt_plan *p, int c, int h, int w, int plain)
 {
-    return tensor_new(p, c, h, w, plain, p->bf16);
+    return tensor_new(p, c, h, w, plain, !plain && p->cl, p->bf16);
 }
 
 gs_rt_tensor *gs_rt_plan_tensor_f32(gs_rt_plan *p, int c, int h, int w, int plain)
 {
-    return tensor_new(p, c, h, w, plain, 0);
+    return tensor_new(p, c, h, w, plain, !plain && p->cl, 0);
 }
 
 /* A pooled buffer of at least `bytes`: the best fit among released ones, else a new zeroed
@@ -550,7 +579,17 @@ static int pool_take(gs_rt_plan *p, size_t bytes)
     return best;
 }
 
-static gs_rt_tensor *tensor_new(gs_rt_plan *p, int c, int h, int w, int plain, int bf16)
+static gs_rt_tensor *tensor_new_dt(gs_rt_plan *p, int c, int h, int w, int plain, int cl,
+                                   dnnl_data_type_t dt);
+
+static gs_rt_tensor *tensor_new(gs_rt_plan *p, int c, int h, int w, int plain, int cl, int bf16)
+{
+    return tensor_new_dt(p, c, h, w, plain, cl, bf16 ? dnnl_bf16 : dnnl_f32);
+}
+
+/* A new tensor of element type dt (f32, bf16, or u8/s8 for a quantised one). */
+static gs_rt_tensor *tensor_new_dt(gs_rt_plan *p, int c, int h, int w, int plain, int cl,
+                                   dnnl_data_type_t dt)
 {
     if (c <= 0 || h <= 0 || w <= 0) {
         gs_error_set("tensor shape %dx%dx%d is empty", c, h, w);
@@ -568,11 +607,13 @@ static gs_rt_tensor *tensor_new(gs_rt_plan *p, int c, int h, int w, int plain, i
     t->h = h;
     t->w = w;
     t->plain = plain;
-    t->bf16 = bf16;
+    t->cl = cl;
+    t->bf16 = dt == dnnl_bf16;
+    t->q = dt == dnnl_u8 ? 1 : dt == dnnl_s8 ? -1 : 0;
     t->buf = -1;
-    act_md_dt(p->n, c, h, w, plain, bf16, &t->md);
+    act_md_layout(p->n, c, h, w, plain, cl, dt, &t->md);
     size_t bytes = dnnl_memory_desc_get_size(&t->md);
-    t->nelems = bytes / (bf16 ? sizeof(uint16_t) : sizeof(float));
+    t->nelems = bytes / (t->q ? 1 : t->bf16 ? sizeof(uint16_t) : sizeof(float));
     if (p->dry)
         return t;
     int best = pool_take(p, bytes);
@@ -666,6 +707,7 @@ static int reorder_step(gs_rt_plan *p, const dnnl_memory_desc_t *md, dnnl_memory
     if (!s)
         goto fail_noset;
     DNNL_TRY(dnnl_primitive_create(&s->prim, pd), "reorder");
+    s->reorder = 1;
     s->args[s->nargs++] = (dnnl_exec_arg_t){DNNL_ARG_FROM, mem};
     s->args[s->nargs++] = (dnnl_exec_arg_t){DNNL_ARG_TO, mem2};
     dnnl_primitive_desc_destroy(pd);
@@ -680,12 +722,14 @@ fail_noset:
 /* The int8 form of a conv step (gs_rt_plan_set_int8): quantise the source with a reorder
  * into the layout the int8 conv picks, then the conv with per-channel output scales.
  * oneDNN 2.6 has VNNI int8 convs (brgconv) only for channels-last source AND destination;
- * with our nChw16c tensors it falls back to ref_int8, ~100x slower. So the conv writes a
- * channels-last float buffer of the plan (pre-filled from the destination when it sums into
- * it) and a reorder puts the result back into nChw16c: two or three reorders per conv, which a
- * channels-last encoder would save (the int8 conv itself is then the VNNI kernel). The
- * weights go from plain OIHW s8 to the conv's layout here, per plan: for an s8 source oneDNN
- * adds a compensation term to the weights' buffer that only a reorder from plain computes. */
+ * with our nChw16c tensors it falls back to ref_int8, ~100x slower. A channels-last
+ * destination (gs_rt_plan_set_channels_last) is written by the conv itself, sum post-op
+ * included, so the conv costs one reorder (the quantisation, a same-layout one from a
+ * channels-last source). An nChw16c destination is reached through a channels-last float
+ * buffer of the plan (pre-filled from the destination when the conv sums into it) and a
+ * reorder back: two or three reorders per conv. The weights go from plain OIHW s8 to the
+ * conv's layout here, per plan: for an s8 source oneDNN adds a compensation term to the
+ * weights' buffer that only a reorder from plain computes. */
 static int plan_conv_int8(gs_rt_plan *p, const gs_rt_conv *c, gs_rt_tensor *src, gs_rt_tensor *d,
                           int sum, gs_act act)
 {
@@ -699,13 +743,16 @@ static int plan_conv_int8(gs_rt_plan *p, const gs_rt_conv *c, gs_rt_tensor *src,
     dnnl_dims_t sd = {src->n, src->c, src->h, src->w};
     dnnl_dims_t wd = {c->cout, c->cin, c->kh, c->kw};
     dnnl_data_type_t qdt = c->in_u8 ? dnnl_u8 : dnnl_s8;
+    int direct = d->cl;
     if (src->plain)
         return gs_error_set("int8 conv: plain (network input) sources stay in float");
     DNNL_TRY(dnnl_memory_desc_init_by_tag(&qany, 4, sd, qdt, dnnl_format_tag_any), "int8 src md");
     DNNL_TRY(dnnl_memory_desc_init_by_tag(&wany, 4, wd, dnnl_s8, dnnl_format_tag_any),
              "int8 weights md");
     DNNL_TRY(dnnl_memory_desc_init_by_tag(&wplain, 4, wd, dnnl_s8, dnnl_oihw), "int8 weights md");
-    {
+    if (direct) {
+        dany = d->md;
+    } else {
         dnnl_dims_t dd = {d->n, d->c, d->h, d->w};
         DNNL_TRY(dnnl_memory_desc_init_by_tag(&dany, 4, dd, d->bf16 ? dnnl_bf16 : dnnl_f32,
                                               dnnl_format_tag_any),
@@ -732,15 +779,20 @@ static int plan_conv_int8(gs_rt_plan *p, const gs_rt_conv *c, gs_rt_tensor *src,
     if (!wbuf)
         goto fail_noset;
     qi = pool_take(p, dnnl_memory_desc_get_size(qmd));
-    ti = qi >= 0 ? pool_take(p, dnnl_memory_desc_get_size(tmd)) : -1;
-    if (ti < 0) {
+    ti = qi >= 0 && !direct ? pool_take(p, dnnl_memory_desc_get_size(tmd)) : -1;
+    if (qi < 0 || (!direct && ti < 0)) {
         gs_error_set("out of memory for int8 conv buffers");
         goto fail_noset;
     }
-    void *qbuf = p->bufs[qi].data, *tbuf = p->bufs[ti].data;
-    DNNL_TRY(dnnl_memory_create(&tm, tmd, p->engine, tbuf), "int8 conv output memory");
-    if (keep_mem(p, tm))
-        goto fail_noset;
+    void *qbuf = p->bufs[qi].data;
+    if (direct) {
+        tm = d->mem;
+    } else {
+        DNNL_TRY(dnnl_memory_create(&tm, tmd, p->engine, p->bufs[ti].data),
+                 "int8 conv output memory");
+        if (keep_mem(p, tm))
+            goto fail_noset;
+    }
     DNNL_TRY(dnnl_memory_create(&qm, qmd, p->engine, qbuf), "int8 source memory");
     if (keep_mem(p, qm))
         goto fail_noset;
@@ -765,7 +817,7 @@ static int plan_conv_int8(gs_rt_plan *p, const gs_rt_conv *c, gs_rt_tensor *src,
     /* Source: round(x * in_scale), saturated to the u8/s8 range. */
     DNNL_TRY(dnnl_primitive_attr_create(&qattr), "attr");
     DNNL_TRY(dnnl_primitive_attr_set_output_scales(qattr, 1, 0, &c->in_scale), "quantise scale");
-    if (sum && reorder_step(p, &d->md, d->mem, tmd, tm, NULL))
+    if (sum && !direct && reorder_step(p, &d->md, d->mem, tmd, tm, NULL))
         goto fail_noset;
     if (reorder_step(p, &src->md, src->mem, qmd, qm, qattr))
         goto fail_noset;
@@ -784,10 +836,11 @@ static int plan_conv_int8(gs_rt_plan *p, const gs_rt_conv *c, gs_rt_tensor *src,
             goto fail_noset;
         s->args[s->nargs++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, bm};
     }
-    if (reorder_step(p, tmd, tm, &d->md, d->mem, NULL))
+    if (!direct && reorder_step(p, tmd, tm, &d->md, d->mem, NULL))
         goto fail_noset;
     p->bufs[qi].in_use = 0;
-    p->bufs[ti].in_use = 0;
+    if (ti >= 0)
+        p->bufs[ti].in_use = 0;
     dnnl_memory_destroy(wpm);
     dnnl_stream_destroy(rs);
     dnnl_primitive_desc_destroy(pd);
@@ -923,7 +976,7 @@ int gs_rt_plan_maxpool2(gs_rt_plan *p, gs_rt_tensor *src, gs_rt_tensor **dst)
 {
     if (src->h < 2 || src->w < 2)
         return gs_error_set("max-pool input %dx%d too small", src->h, src->w);
-    *dst = tensor_new(p, src->c, src->h / 2, src->w / 2, 0, src->bf16);
+    *dst = tensor_new(p, src->c, src->h / 2, src->w / 2, 0, src->cl, src->bf16);
     if (!*dst)
         return -1;
     if (p->dry)
@@ -950,9 +1003,27 @@ fail_noset:
     return -1;
 }
 
+int gs_rt_plan_to_blocked(gs_rt_plan *p, gs_rt_tensor *src, gs_rt_tensor **dst)
+{
+    if (src->plain || !src->cl)
+        return gs_error_set("to nChw16c: the %dx%dx%d source is not channels-last", src->c, src->h,
+                            src->w);
+    *dst = tensor_new(p, src->c, src->h, src->w, 0, 0, src->bf16);
+    if (!*dst)
+        return -1;
+    if (p->dry)
+        return 0;
+    int before = p->part;
+    /* A layout conversion is a memory move wherever it sits (as copies and adds are). */
+    p->part = GS_RT_PART_MOVES;
+    int rc = reorder_step(p, &src->md, src->mem, &(*dst)->md, (*dst)->mem, NULL);
+    p->part = before;
+    return rc;
+}
+
 int gs_rt_plan_copy(gs_rt_plan *p, gs_rt_tensor *src, gs_rt_tensor **dst)
 {
-    *dst = tensor_new(p, src->c, src->h, src->w, src->plain, src->bf16);
+    *dst = tensor_new(p, src->c, src->h, src->w, src->plain, src->cl, src->bf16);
     if (!*dst)
         return -1;
     if (p->dry)
@@ -970,7 +1041,7 @@ int gs_rt_plan_copy(gs_rt_plan *p, gs_rt_tensor *src, gs_rt_tensor **dst)
 int gs_rt_plan_add(gs_rt_plan *p, gs_rt_tensor *dst, gs_rt_tensor *src)
 {
     if (dst->c != src->c || dst->h != src->h || dst->w != src->w || dst->plain != src->plain ||
-        dst->bf16 != src->bf16)
+        dst->cl != src->cl || dst->bf16 != src->bf16)
         return gs_error_set("add: shapes %dx%dx%d and %dx%dx%d differ", dst->c, dst->h, dst->w,
                             src->c, src->h, src->w);
     if (p->dry)
@@ -991,8 +1062,8 @@ int gs_rt_plan_dwdeconv(gs_rt_plan *p, const gs_rt_conv *c, gs_rt_tensor *src, g
     GS_ASSERT(c->deconv && c->dwk);
     int ho, wo;
     conv_out_size(c, src->h, src->w, &ho, &wo);
-    if (src->c != c->cin || src->plain || skip->plain || skip->c != c->cout || skip->h != ho ||
-        skip->w != wo || skip->bf16 != src->bf16)
+    if (src->c != c->cin || src->plain || skip->plain || src->cl || skip->cl ||
+        skip->c != c->cout || skip->h != ho || skip->w != wo || skip->bf16 != src->bf16)
         return gs_error_set("depthwise deconvolution: input %dx%dx%d, skip %dx%dx%d do not fit",
                             src->c, src->h, src->w, skip->c, skip->h, skip->w);
     if (c->kh / c->stride > 8 || c->kw / c->stride > 8 || c->kh % c->stride || c->kw % c->stride)
@@ -1000,7 +1071,7 @@ int gs_rt_plan_dwdeconv(gs_rt_plan *p, const gs_rt_conv *c, gs_rt_tensor *src, g
                             c->stride);
     if (src->bf16 && !c->dwk16)
         return gs_error_set("depthwise deconvolution has no bf16 weights");
-    *dst = tensor_new(p, c->cout, ho, wo, 0, src->bf16);
+    *dst = tensor_new(p, c->cout, ho, wo, 0, 0, src->bf16);
     if (!*dst)
         return -1;
     if (p->dry)
@@ -1176,10 +1247,10 @@ int gs_rt_plan_dcn(gs_rt_plan *p, const float *weight, const float *bias, int co
                    gs_rt_tensor *src, gs_rt_tensor *offset, gs_act act, gs_rt_tensor **dst)
 {
     if (offset->c != 27 || offset->h != src->h || offset->w != src->w || src->plain ||
-        offset->plain || offset->bf16)
+        offset->plain || offset->bf16 || src->cl || offset->cl)
         return gs_error_set("deformable conv: offset tensor %dx%dx%d does not fit input %dx%dx%d",
                             offset->c, offset->h, offset->w, src->c, src->h, src->w);
-    *dst = tensor_new(p, cout, src->h, src->w, 0, src->bf16);
+    *dst = tensor_new(p, cout, src->h, src->w, 0, 0, src->bf16);
     if (!*dst)
         return -1;
     if (p->dry)
@@ -1318,7 +1389,7 @@ int gs_rt_plan_run(gs_rt_plan *p)
 
 void gs_rt_gap(const gs_rt_tensor *t, float *out)
 {
-    GS_ASSERT(!t->plain);
+    GS_ASSERT(!t->plain && !t->cl);
     int nb = (t->c + 15) / 16;
     size_t hw = (size_t)t->h * t->w;
     for (int n = 0; n < t->n; n++)
@@ -1355,6 +1426,7 @@ void gs_rt_extract_channel(const gs_rt_tensor *t, int ch, float *out)
         }
         return;
     }
+    GS_ASSERT(!t->cl);
     int nb = (t->c + 15) / 16, b = ch / 16, l = ch % 16;
     for (int n = 0; n < t->n; n++) {
         size_t at = ((size_t)n * nb + b) * hw * 16;

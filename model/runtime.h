@@ -30,9 +30,14 @@
  * gs_rt_plan_conv and is what the unit test checks that kernel against.
  *
  * int8 (gs_rt_conv_make_int8, gs_rt_plan_set_int8): a conv with int8 weights becomes a
- * quantising reorder of its source, a oneDNN int8 conv into a channels-last float buffer (the
- * only layout oneDNN 2.6 runs its VNNI int8 kernels on) and a reorder back into the nChw16c
- * destination; the quantised source and that buffer come from the plan's pool and are free
+ * quantising reorder of its source and a oneDNN int8 conv. oneDNN 2.6 runs its VNNI int8
+ * kernels only on channels-last (acdb) source and destination, so the int8 part of a network
+ * keeps its activations channels-last (gs_rt_plan_set_channels_last): each int8 conv then
+ * writes its destination directly (sums and activations as post-ops) and only the quantising
+ * reorder remains; pools, copies and adds work on either layout, and gs_rt_plan_to_blocked
+ * hands a tensor to the nChw16c part of the network. An int8 conv into an nChw16c destination
+ * still works, through a channels-last float buffer and a reorder back (two or three reorders
+ * per conv). The quantised source and that buffer come from the plan's pool and are free
  * again for later tensors, so an int8 state needs little more memory than a bf16 one.
  */
 #ifndef GS_MODEL_RUNTIME_H
@@ -107,12 +112,16 @@ int gs_rt_conv_make_bf16(gs_rt_conv *c, dnnl_engine_t engine);
  * convs) can be made int8. Returns 0, or -1 with the error set (c is unchanged). */
 int gs_rt_conv_make_int8(gs_rt_conv *c, dnnl_engine_t engine, float amax, int u8);
 
-/* One activation tensor of a plan: n x c x h x w, nChw16c unless plain, float32 or bf16
- * (uint16_t, ops/dnnl_reorder.h). Owned by the plan. */
+/* One activation tensor of a plan: n x c x h x w, nChw16c unless plain or cl, float32 or
+ * bf16 (uint16_t, ops/dnnl_reorder.h). Owned by the plan. */
 typedef struct {
     int n, c, h, w;
-    int plain;     /* NCHW */
-    int bf16;      /* elements are bf16 */
+    int plain; /* NCHW */
+    int cl;    /* channels-last NHWC (acdb), no channel padding */
+    int bf16;  /* elements are bf16 */
+    int q;     /* elements are int8 (1: u8, -1: s8) quantised as round(x * qscale) for
+                  the int8 conv that reads them; 0: float */
+    float qscale;
     void *data;    /* NULL in a dry plan */
     size_t nelems; /* elements of the buffer (with channel padding) */
     dnnl_memory_desc_t md;
@@ -143,6 +152,20 @@ void gs_rt_plan_set_bf16(gs_rt_plan *p, int on);
  * bias, sum and activation post-ops, so the rest of the plan does not change. Other convs run
  * as the plan's float type says. */
 void gs_rt_plan_set_int8(gs_rt_plan *p, int on);
+
+/* on != 0: tensors created later (gs_rt_plan_tensor, gs_rt_plan_tensor_f32 and conv outputs;
+ * not plain ones) are channels-last; pools and copies follow their source's layout whatever
+ * this says, and the deformable and transposed convs, gs_rt_gap and gs_rt_extract_channel
+ * want nChw16c (gs_rt_plan_to_blocked). Off by default. */
+void gs_rt_plan_set_channels_last(gs_rt_plan *p, int on);
+int gs_rt_plan_channels_last(const gs_rt_plan *p);
+
+/* Step: dst (created, nChw16c) = src (channels-last), one oneDNN reorder. */
+int gs_rt_plan_to_blocked(gs_rt_plan *p, gs_rt_tensor *src, gs_rt_tensor **dst);
+
+/* Number of the plan's steps that are oneDNN reorders of activations (quantising sources,
+ * layout conversions); weights reordered while planning are not steps and not counted. */
+int gs_rt_plan_reorders(const gs_rt_plan *p);
 
 /* on != 0: every conv added later first records max |x| of its source (over all runs, padding
  * channels included: they are zeros) for calibration; gs_rt_plan_observed reads it. */
