@@ -123,8 +123,11 @@ const gs_weights *gs_model_weights(const gs_model *m);
  * int8: bf16 (fp32 where bf16 is not native) with the encoder's dense convs (all of base.*
  * but the first 3-channel conv: about half of the fp32 time) as oneDNN int8 convs, s8 weights
  * with per-output-channel scales made at load, the source quantised per tensor with the scale
- * the bundle's calibration stores (model/FORMAT.md "int8 calibration"); each int8 conv writes
- * bf16/fp32, so residual sums and the rest of the network run as in bf16. The decoder's
+ * the bundle's calibration stores (model/FORMAT.md "int8 calibration"). The encoder then runs
+ * channels-last, the layout oneDNN's VNNI kernels need, so each int8 conv writes its output
+ * itself: bf16/fp32 where residual sums, pools or several readers need it (a source several
+ * int8 convs read is quantised once), int8 for the next conv where that conv alone reads it;
+ * the decoder gets nChw16c through one reorder per level it reads. The decoder's
  * deformable convs and their offset convs, the transposed convs, the heads and the first conv
  * stay bf16: the offsets move sampling positions (an error there is not a small error in the
  * output), the transposed convs are depthwise (no int8 dot-product win) and the heads make

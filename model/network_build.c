@@ -189,11 +189,22 @@ done:
     return rc;
 }
 
+/* Planning: the layer called `name` among those not yet taken (NULL if none). */
+static const layer *peek_layer(const builder *b, const char *name)
+{
+    const layer_list *l = &b->m->layers[b->id];
+    for (size_t i = b->next; i < l->n; i++)
+        if (l->v[i].kind == LAYER_CONV && !strcmp(l->v[i].name, name))
+            return &l->v[i];
+    return NULL;
+}
+
 /* conv <conv>.weight [cout,cin,k,k] (+ <bias_key> if not NULL) (+ BN <bn> if not NULL), then
- * a plan step into *dst (sum into it if sum). */
-static int conv_bn(builder *b, const char *conv, const char *bias_key, const char *bn,
-                   gs_rt_tensor *src, int cout, int k, int stride, int sum, gs_act act,
-                   gs_rt_tensor **dst)
+ * a plan step into *dst (sum into it if sum). next, if not NULL, names the conv that alone
+ * reads the (new) output (gs_rt_plan_conv_feeding). */
+static int conv_bn_feeding(builder *b, const char *conv, const char *bias_key, const char *bn,
+                           gs_rt_tensor *src, int cout, int k, int stride, int sum, gs_act act,
+                           gs_rt_tensor **dst, const char *next)
 {
     const layer *y;
     if (b->checking) {
@@ -235,7 +246,17 @@ static int conv_bn(builder *b, const char *conv, const char *bias_key, const cha
     } else {
         y = take_layer(b, conv, LAYER_CONV);
     }
+    const layer *ny = next && !b->loading && !sum ? peek_layer(b, next) : NULL;
+    if (ny)
+        return gs_rt_plan_conv_feeding(b->p, &y->conv, src, dst, act, &ny->conv);
     return gs_rt_plan_conv(b->p, &y->conv, src, dst, sum, act);
+}
+
+static int conv_bn(builder *b, const char *conv, const char *bias_key, const char *bn,
+                   gs_rt_tensor *src, int cout, int k, int stride, int sum, gs_act act,
+                   gs_rt_tensor **dst)
+{
+    return conv_bn_feeding(b, conv, bias_key, bn, src, cout, k, stride, sum, act, dst, NULL);
 }
 
 static const gs_act act_none = {GS_ACT_NONE, 0.0f};
@@ -346,7 +367,7 @@ static int basic_block(builder *b, const char *pfx, gs_rt_tensor *x, gs_rt_tenso
     snprintf(b2, sizeof b2, "%s.bn2", pfx);
     gs_rt_tensor *t = NULL;
     *out = NULL;
-    if (conv_bn(b, c1, NULL, b1, x, cout, 3, stride, 0, b->m->act, &t))
+    if (conv_bn_feeding(b, c1, NULL, b1, x, cout, 3, stride, 0, b->m->act, &t, c2))
         return -1;
     if (project) {
         char pc[128], pb[128];
@@ -589,15 +610,19 @@ static int build_multitask(builder *b, gs_net_state *st)
         return -1;
     x = t;
     t = NULL;
-    if (conv_bn(b, "base.base_layer.3", NULL, "base.base_layer.4", x, 16, 3, 1, 0, a, &t))
+    /* Each of these outputs is read by the next conv alone (int8: written int8 for it). */
+    if (conv_bn_feeding(b, "base.base_layer.3", NULL, "base.base_layer.4", x, 16, 3, 1, 0, a, &t,
+                        "base.base_layer.6"))
         return -1;
     gs_rt_plan_release(b->p, x);
     x = t;
     t = NULL;
-    if (conv_bn(b, "base.base_layer.6", NULL, "base.base_layer.7", x, 16, 3, 1, 0, a, &t))
+    if (conv_bn_feeding(b, "base.base_layer.6", NULL, "base.base_layer.7", x, 16, 3, 1, 0, a, &t,
+                        "base.level0.0"))
         return -1;
     gs_rt_plan_release(b->p, x);
-    if (conv_bn(b, "base.level0.0", NULL, "base.level0.1", t, 16, 3, 1, 0, a, &l[0]))
+    if (conv_bn_feeding(b, "base.level0.0", NULL, "base.level0.1", t, 16, 3, 1, 0, a, &l[0],
+                        "base.level1.0"))
         return -1;
     gs_rt_plan_release(b->p, t);
     if (conv_bn(b, "base.level1.0", NULL, "base.level1.1", l[0], 32, 3, 2, 0, a, &l[1]))

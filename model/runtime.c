@@ -401,13 +401,26 @@ typedef struct {
     int in_use;
 } buffer;
 
+/* A source some int8 conv step quantises into a pooled buffer: later int8 convs reading the
+ * same tensor with the same scale and layout reuse it until a step writes the tensor or it is
+ * released. */
+typedef struct {
+    const gs_rt_tensor *src;
+    float scale;
+    dnnl_memory_desc_t md;
+    dnnl_memory_t mem; /* kept in the plan's mems */
+    int buf;
+} quantised;
+
 struct gs_rt_plan {
     dnnl_engine_t engine;
     dnnl_stream_t stream;
     int n, dry;
-    int bf16; /* new tensors are bf16 unless asked for float32 */
-    int int8; /* convs with int8 weights run in int8 */
-    int cl;   /* new non-plain tensors are channels-last (gs_rt_plan_set_channels_last) */
+    int bf16;      /* new tensors are bf16 unless asked for float32 */
+    int int8;      /* convs with int8 weights run in int8 */
+    int cl;        /* new non-plain tensors are channels-last (gs_rt_plan_set_channels_last) */
+    quantised *qs; /* live quantised copies of sources (plan_conv_int8) */
+    size_t nqs, cap_qs;
     int observe;
     observation *obs;
     size_t nobs, cap_obs;
@@ -498,6 +511,7 @@ void gs_rt_plan_destroy(gs_rt_plan **pp)
         free(p->owned[i]);
     free(p->owned);
     free(p->obs);
+    free(p->qs);
     if (p->stream)
         dnnl_stream_destroy(p->stream);
     free(p);
@@ -630,10 +644,25 @@ static gs_rt_tensor *tensor_new_dt(gs_rt_plan *p, int c, int h, int w, int plain
     return t;
 }
 
+/* Steps added from now on may change t: its quantised copies are stale, their buffers free. */
+static void forget_quantised(gs_rt_plan *p, const gs_rt_tensor *t)
+{
+    for (size_t i = 0; i < p->nqs;) {
+        if (p->qs[i].src == t) {
+            p->bufs[p->qs[i].buf].in_use = 0;
+            p->qs[i] = p->qs[--p->nqs];
+        } else {
+            i++;
+        }
+    }
+}
+
 void gs_rt_plan_release(gs_rt_plan *p, gs_rt_tensor *t)
 {
-    if (!p->dry && t && t->buf >= 0)
+    if (!p->dry && t && t->buf >= 0) {
+        forget_quantised(p, t);
         p->bufs[t->buf].in_use = 0;
+    }
 }
 
 static step *new_step(gs_rt_plan *p, int kind)
@@ -744,9 +773,19 @@ static int plan_conv_int8(gs_rt_plan *p, const gs_rt_conv *c, gs_rt_tensor *src,
     dnnl_dims_t wd = {c->cout, c->cin, c->kh, c->kw};
     dnnl_data_type_t qdt = c->in_u8 ? dnnl_u8 : dnnl_s8;
     int direct = d->cl;
+    float *scales = NULL;
     if (src->plain)
         return gs_error_set("int8 conv: plain (network input) sources stay in float");
-    DNNL_TRY(dnnl_memory_desc_init_by_tag(&qany, 4, sd, qdt, dnnl_format_tag_any), "int8 src md");
+    if (src->q && ((src->q > 0) != (c->in_u8 != 0) || src->qscale != c->in_scale))
+        return gs_error_set("int8 conv: source quantised with scale %g, the conv wants %g",
+                            (double)src->qscale, (double)c->in_scale);
+    if (d->q && (!direct || sum))
+        return gs_error_set("int8 conv: a quantised destination must be channels-last, no sum");
+    if (src->q)
+        qany = src->md;
+    else
+        DNNL_TRY(dnnl_memory_desc_init_by_tag(&qany, 4, sd, qdt, dnnl_format_tag_any),
+                 "int8 src md");
     DNNL_TRY(dnnl_memory_desc_init_by_tag(&wany, 4, wd, dnnl_s8, dnnl_format_tag_any),
              "int8 weights md");
     DNNL_TRY(dnnl_memory_desc_init_by_tag(&wplain, 4, wd, dnnl_s8, dnnl_oihw), "int8 weights md");
@@ -760,8 +799,19 @@ static int plan_conv_int8(gs_rt_plan *p, const gs_rt_conv *c, gs_rt_tensor *src,
     }
     if (make_attr(act, sum, &attr) != 0)
         goto fail_noset;
-    DNNL_TRY(dnnl_primitive_attr_set_output_scales(attr, c->cout, 1 << 1, c->oscale),
-             "output scales");
+    if (d->q) {
+        /* The reader's quantisation folded in: round(conv(x, w) * qscale), saturated. */
+        scales = malloc((size_t)c->cout * sizeof *scales);
+        if (!scales) {
+            gs_error_set("out of memory for int8 output scales");
+            goto fail_noset;
+        }
+        for (int o = 0; o < c->cout; o++)
+            scales[o] = c->oscale[o] * d->qscale;
+    }
+    DNNL_TRY(
+        dnnl_primitive_attr_set_output_scales(attr, c->cout, 1 << 1, scales ? scales : c->oscale),
+        "output scales");
     {
         /* conv_pd makes an f32 bias md; int8 convs take an f32 bias too. */
         gs_rt_conv shape = *c;
@@ -778,13 +828,32 @@ static int plan_conv_int8(gs_rt_plan *p, const gs_rt_conv *c, gs_rt_tensor *src,
     void *wbuf = owned_bytes(p, dnnl_memory_desc_get_size(wmd));
     if (!wbuf)
         goto fail_noset;
-    qi = pool_take(p, dnnl_memory_desc_get_size(qmd));
-    ti = qi >= 0 && !direct ? pool_take(p, dnnl_memory_desc_get_size(tmd)) : -1;
-    if (qi < 0 || (!direct && ti < 0)) {
+    /* The source as this conv reads it: already int8, quantised earlier for another conv
+     * (same scale and layout, not written since), or to be quantised now. */
+    const quantised *have = NULL;
+    for (size_t i = 0; i < p->nqs && !src->q; i++)
+        if (p->qs[i].src == src && p->qs[i].scale == c->in_scale &&
+            dnnl_memory_desc_equal(&p->qs[i].md, qmd))
+            have = &p->qs[i];
+    if (src->q) {
+        qm = src->mem;
+    } else if (have) {
+        qm = have->mem;
+    } else {
+        qi = pool_take(p, dnnl_memory_desc_get_size(qmd));
+        if (qi < 0) {
+            gs_error_set("out of memory for int8 conv buffers");
+            goto fail_noset;
+        }
+        DNNL_TRY(dnnl_memory_create(&qm, qmd, p->engine, p->bufs[qi].data), "int8 source memory");
+        if (keep_mem(p, qm))
+            goto fail_noset;
+    }
+    ti = !direct ? pool_take(p, dnnl_memory_desc_get_size(tmd)) : -1;
+    if (!direct && ti < 0) {
         gs_error_set("out of memory for int8 conv buffers");
         goto fail_noset;
     }
-    void *qbuf = p->bufs[qi].data;
     if (direct) {
         tm = d->mem;
     } else {
@@ -793,9 +862,6 @@ static int plan_conv_int8(gs_rt_plan *p, const gs_rt_conv *c, gs_rt_tensor *src,
         if (keep_mem(p, tm))
             goto fail_noset;
     }
-    DNNL_TRY(dnnl_memory_create(&qm, qmd, p->engine, qbuf), "int8 source memory");
-    if (keep_mem(p, qm))
-        goto fail_noset;
     DNNL_TRY(dnnl_memory_create(&wm, wmd, p->engine, wbuf), "int8 weights memory");
     if (keep_mem(p, wm))
         goto fail_noset;
@@ -819,7 +885,7 @@ static int plan_conv_int8(gs_rt_plan *p, const gs_rt_conv *c, gs_rt_tensor *src,
     DNNL_TRY(dnnl_primitive_attr_set_output_scales(qattr, 1, 0, &c->in_scale), "quantise scale");
     if (sum && !direct && reorder_step(p, &d->md, d->mem, tmd, tm, NULL))
         goto fail_noset;
-    if (reorder_step(p, &src->md, src->mem, qmd, qm, qattr))
+    if (qi >= 0 && reorder_step(p, &src->md, src->mem, qmd, qm, qattr))
         goto fail_noset;
     step *s = new_step(p, STEP_PRIM);
     if (!s)
@@ -838,9 +904,18 @@ static int plan_conv_int8(gs_rt_plan *p, const gs_rt_conv *c, gs_rt_tensor *src,
     }
     if (!direct && reorder_step(p, tmd, tm, &d->md, d->mem, NULL))
         goto fail_noset;
-    p->bufs[qi].in_use = 0;
+    /* The destination changed: copies of it quantised earlier are stale. A new quantised
+     * source stays for later convs reading it (its buffer is freed with the source). */
+    forget_quantised(p, d);
+    if (qi >= 0 && src != d && grow((void **)&p->qs, &p->cap_qs, p->nqs + 1, sizeof *p->qs) == 0) {
+        p->qs[p->nqs++] = (quantised){src, c->in_scale, *qmd, qm, qi};
+        qi = -1;
+    }
+    if (qi >= 0)
+        p->bufs[qi].in_use = 0;
     if (ti >= 0)
         p->bufs[ti].in_use = 0;
+    free(scales);
     dnnl_memory_destroy(wpm);
     dnnl_stream_destroy(rs);
     dnnl_primitive_desc_destroy(pd);
@@ -849,6 +924,7 @@ static int plan_conv_int8(gs_rt_plan *p, const gs_rt_conv *c, gs_rt_tensor *src,
     return 0;
 fail:
 fail_noset:
+    free(scales);
     if (qi >= 0)
         p->bufs[qi].in_use = 0;
     if (ti >= 0)
@@ -891,6 +967,10 @@ int gs_rt_plan_conv(gs_rt_plan *p, const gs_rt_conv *c, gs_rt_tensor *src, gs_rt
                             wo, d->c, d->h, d->w);
     if (p->dry)
         return 0;
+    forget_quantised(p, d);
+    if ((src->q || d->q) && !(p->int8 && c->w8))
+        return gs_error_set("conv %dx%d %d->%d: int8 tensors are only for int8 convs", c->kh, c->kw,
+                            c->cin, c->cout);
     if (p->observe) {
         if (grow((void **)&p->obs, &p->cap_obs, p->nobs + 1, sizeof *p->obs))
             return -1;
@@ -905,6 +985,7 @@ int gs_rt_plan_conv(gs_rt_plan *p, const gs_rt_conv *c, gs_rt_tensor *src, gs_rt
     }
     if (p->int8 && c->w8)
         return plan_conv_int8(p, c, src, d, sum, act);
+    GS_ASSERT(!p->observe || !src->q);
     dnnl_primitive_attr_t attr = NULL;
     dnnl_primitive_desc_t pd = NULL;
     dnnl_memory_desc_t any;
@@ -972,10 +1053,27 @@ fail_noset:
     return -1;
 }
 
+int gs_rt_plan_conv_feeding(gs_rt_plan *p, const gs_rt_conv *c, gs_rt_tensor *src,
+                            gs_rt_tensor **dst, gs_act act, const gs_rt_conv *next)
+{
+    int ho, wo;
+    if (p->dry || p->observe || !p->int8 || !p->cl || !c->w8 || !next || !next->w8 ||
+        next->cin != c->cout || *dst || src->c != c->cin)
+        return gs_rt_plan_conv(p, c, src, dst, 0, act);
+    conv_out_size(c, src->h, src->w, &ho, &wo);
+    if (ho <= 0 || wo <= 0)
+        return gs_rt_plan_conv(p, c, src, dst, 0, act);
+    *dst = tensor_new_dt(p, c->cout, ho, wo, 0, 1, next->in_u8 ? dnnl_u8 : dnnl_s8);
+    if (!*dst)
+        return -1;
+    (*dst)->qscale = next->in_scale;
+    return gs_rt_plan_conv(p, c, src, dst, 0, act);
+}
+
 int gs_rt_plan_maxpool2(gs_rt_plan *p, gs_rt_tensor *src, gs_rt_tensor **dst)
 {
-    if (src->h < 2 || src->w < 2)
-        return gs_error_set("max-pool input %dx%d too small", src->h, src->w);
+    if (src->h < 2 || src->w < 2 || src->q)
+        return gs_error_set("max-pool input %dx%d too small or int8", src->h, src->w);
     *dst = tensor_new(p, src->c, src->h / 2, src->w / 2, 0, src->cl, src->bf16);
     if (!*dst)
         return -1;
@@ -1005,9 +1103,9 @@ fail_noset:
 
 int gs_rt_plan_to_blocked(gs_rt_plan *p, gs_rt_tensor *src, gs_rt_tensor **dst)
 {
-    if (src->plain || !src->cl)
-        return gs_error_set("to nChw16c: the %dx%dx%d source is not channels-last", src->c, src->h,
-                            src->w);
+    if (src->plain || !src->cl || src->q)
+        return gs_error_set("to nChw16c: the %dx%dx%d source is not channels-last float", src->c,
+                            src->h, src->w);
     *dst = tensor_new(p, src->c, src->h, src->w, 0, 0, src->bf16);
     if (!*dst)
         return -1;
@@ -1023,6 +1121,8 @@ int gs_rt_plan_to_blocked(gs_rt_plan *p, gs_rt_tensor *src, gs_rt_tensor **dst)
 
 int gs_rt_plan_copy(gs_rt_plan *p, gs_rt_tensor *src, gs_rt_tensor **dst)
 {
+    if (src->q)
+        return gs_error_set("copy: int8 tensors are only for int8 convs");
     *dst = tensor_new(p, src->c, src->h, src->w, src->plain, src->cl, src->bf16);
     if (!*dst)
         return -1;
@@ -1041,11 +1141,12 @@ int gs_rt_plan_copy(gs_rt_plan *p, gs_rt_tensor *src, gs_rt_tensor **dst)
 int gs_rt_plan_add(gs_rt_plan *p, gs_rt_tensor *dst, gs_rt_tensor *src)
 {
     if (dst->c != src->c || dst->h != src->h || dst->w != src->w || dst->plain != src->plain ||
-        dst->cl != src->cl || dst->bf16 != src->bf16)
+        dst->cl != src->cl || dst->bf16 != src->bf16 || dst->q || src->q)
         return gs_error_set("add: shapes %dx%dx%d and %dx%dx%d differ", dst->c, dst->h, dst->w,
                             src->c, src->h, src->w);
     if (p->dry)
         return 0;
+    forget_quantised(p, dst);
     step *s = new_step(p, STEP_ADD);
     if (!s)
         return -1;
@@ -1222,6 +1323,9 @@ int gs_rt_plan_act(gs_rt_plan *p, gs_rt_tensor *t, gs_act act)
 {
     if (p->dry || act.kind == GS_ACT_NONE)
         return 0;
+    if (t->q)
+        return gs_error_set("activation: int8 tensors are only for int8 convs");
+    forget_quantised(p, t);
     dnnl_eltwise_desc_t d;
     dnnl_primitive_desc_t pd = NULL;
     DNNL_TRY(dnnl_eltwise_forward_desc_init(&d, dnnl_forward_inference, dnnl_eltwise_relu, &t->md,

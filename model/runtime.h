@@ -35,9 +35,12 @@
  * keeps its activations channels-last (gs_rt_plan_set_channels_last): each int8 conv then
  * writes its destination directly (sums and activations as post-ops) and only the quantising
  * reorder remains; pools, copies and adds work on either layout, and gs_rt_plan_to_blocked
- * hands a tensor to the nChw16c part of the network. An int8 conv into an nChw16c destination
- * still works, through a channels-last float buffer and a reorder back (two or three reorders
- * per conv). The quantised source and that buffer come from the plan's pool and are free
+ * hands a tensor to the nChw16c part of the network. A source is quantised once however many
+ * int8 convs read it (the copy lives until a step writes the source or it is released), and
+ * an output only the next int8 conv reads is written int8 by its conv
+ * (gs_rt_plan_conv_feeding), so that edge has no reorder at all. An int8 conv into an nChw16c
+ * destination still works, through a channels-last float buffer and a reorder back (two or three
+ * reorders per conv). The quantised source and that buffer come from the plan's pool and are free
  * again for later tensors, so an int8 state needs little more memory than a bf16 one.
  */
 #ifndef GS_MODEL_RUNTIME_H
@@ -187,6 +190,14 @@ void gs_rt_plan_release(gs_rt_plan *p, gs_rt_tensor *t);
  * conv's output shape), else must have that shape. Returns 0 or -1 with the error set. */
 int gs_rt_plan_conv(gs_rt_plan *p, const gs_rt_conv *c, gs_rt_tensor *src, gs_rt_tensor **dst,
                     int sum, gs_act act);
+
+/* Step: *dst (created) = act(conv(src) + bias), a tensor that conv `next` alone reads (the
+ * caller's promise: next is the only step reading it, and nothing writes it). When c and next
+ * both run int8 in a channels-last plan, *dst is made int8 already quantised for next (u8/s8,
+ * qscale = next's in_scale, folded into c's output scales: one rounding instead of bf16 then
+ * int8), so next reads it without a reorder. Otherwise it is gs_rt_plan_conv. */
+int gs_rt_plan_conv_feeding(gs_rt_plan *p, const gs_rt_conv *c, gs_rt_tensor *src,
+                            gs_rt_tensor **dst, gs_act act, const gs_rt_conv *next);
 
 /* Step: dst = maxpool 2x2 stride 2 (floor) of src; creates *dst. */
 int gs_rt_plan_maxpool2(gs_rt_plan *p, gs_rt_tensor *src, gs_rt_tensor **dst);

@@ -107,6 +107,8 @@ static void test_calibrate_and_run(void **state)
     ranges r = {0};
     gs_net_state *plain = gs_net_state_new(m, GS_NET_MULTITASK, 1, S, S);
     assert_non_null(plain);
+    /* fp32 (and bf16) plans have no activation reorders at all. */
+    assert_int_equal(gs_net_state_reorders(plain), 0);
     assert_int_equal(gs_net_state_calibration(plain, keep, &r), -1);
     /* A calibrating state that has not run has none either. */
     gs_net_state *cal = gs_net_state_new_calibrating(m, 1, S, S);
@@ -154,6 +156,14 @@ static void test_calibrate_and_run(void **state)
         assert_int_equal(gs_model_precision(m8), GS_PRECISION_INT8);
         gs_net_state *s8 = gs_net_state_new(m8, GS_NET_MULTITASK, 1, S, S);
         assert_non_null(s8);
+        /* The encoder runs channels-last: of its 49 int8 convs, the 15 whose source another
+           int8 conv wrote int8 for them (each BasicBlock's conv2, the stem chain) and the 11
+           reading a source some earlier int8 conv quantised need no reorder; 23 quantise,
+           and the four levels the decoder reads are converted to nChw16c once each. With
+           the float nChw16c encoder it was 49 quantising reorders, 49 back and 23 sum
+           pre-fills. */
+        printf("int8 state: %d activation reorders per forward\n", gs_net_state_reorders(s8));
+        assert_int_equal(gs_net_state_reorders(s8), 23 + 4);
         float l8, f8[512], seg8[(S / 4) * (S / 4)];
         assert_int_equal(gs_net_run_multitask(s8, rgb, &l8, f8, seg8), 0);
         double dot = 0, na = 0, nb = 0;

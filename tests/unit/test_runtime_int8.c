@@ -242,6 +242,120 @@ static void test_int8_conv_bf16_plan(void **state)
         run_case(&g[i]);
 }
 
+/* Fills x (c x h x w, NCHW values v) in its own layout, float32. */
+static void fill(gs_rt_tensor *t, const float *v)
+{
+    if (!t->cl) {
+        gs_deform_conv_pack_nchw16c(v, 1, t->c, t->h, t->w, t->data);
+        return;
+    }
+    float *d = t->data;
+    for (int ch = 0; ch < t->c; ch++)
+        for (int i = 0; i < t->h * t->w; i++)
+            d[(size_t)i * t->c + ch] = v[(size_t)ch * t->h * t->w + i];
+}
+
+/* The channels-last int8 path against the nChw16c one on a small graph: A feeds B alone, C
+ * reads A's source too. Channels-last, A writes B's source already int8 and C reuses A's
+ * quantised source: one quantising reorder for three convs, plus the two hand-overs to
+ * nChw16c; nChw16c, each conv quantises (C still reuses A's) and reorders back. A source
+ * written between two convs is quantised again. */
+static void test_int8_channels_last(void **state)
+{
+    (void)state;
+    dnnl_engine_t e;
+    assert_int_equal(dnnl_engine_create(&e, dnnl_cpu, 0), dnnl_success);
+    enum { CI = 16, CM = 32, H = 12, W = 10 };
+    float *wa = malloc(sizeof(float) * CM * CI * 9), *wb = malloc(sizeof(float) * CI * CM * 9);
+    float wc[CI * CI], ba[CM], x[CI * H * W], x2[CI * H * W];
+    for (int i = 0; i < CM * CI * 9; i++) {
+        wa[i] = (frand() - 0.5f) * 0.5f;
+        wb[i] = (frand() - 0.5f) * 0.5f;
+    }
+    for (int i = 0; i < CI * CI; i++)
+        wc[i] = frand() - 0.5f;
+    for (int i = 0; i < CM; i++)
+        ba[i] = frand() - 0.5f;
+    for (int i = 0; i < CI * H * W; i++) {
+        x[i] = 2.0f * frand();
+        x2[i] = frand();
+    }
+    gs_rt_conv a, b, c;
+    assert_int_equal(gs_rt_conv_init(&a, e, CI, CM, 3, 1, 1, 0, wa, ba), 0);
+    assert_int_equal(gs_rt_conv_init(&b, e, CM, CI, 3, 1, 1, 0, wb, NULL), 0);
+    assert_int_equal(gs_rt_conv_init(&c, e, CI, CI, 1, 1, 0, 0, wc, NULL), 0);
+    assert_int_equal(gs_rt_conv_make_int8(&a, e, 2.0f, 1), 0);
+    assert_int_equal(gs_rt_conv_make_int8(&b, e, 4.0f, 1), 0);
+    assert_int_equal(gs_rt_conv_make_int8(&c, e, 2.0f, 1), 0);
+    gs_act relu = {GS_ACT_RELU, 0.0f};
+    gs_rt_tensor *out[2][2];
+    gs_rt_plan *p[2];
+    for (int cl = 0; cl < 2; cl++) {
+        p[cl] = gs_rt_plan_new(e, 1, 0);
+        assert_non_null(p[cl]);
+        gs_rt_plan_set_int8(p[cl], 1);
+        gs_rt_plan_set_channels_last(p[cl], cl);
+        gs_rt_tensor *tx = gs_rt_plan_tensor(p[cl], CI, H, W, 0), *y = NULL, *z = NULL, *v = NULL;
+        assert_non_null(tx);
+        assert_int_equal(tx->cl, cl);
+        assert_int_equal(gs_rt_plan_conv_feeding(p[cl], &a, tx, &y, relu, &b), 0);
+        assert_int_equal(y->q, cl); /* int8 (u8) only channels-last */
+        assert_int_equal(gs_rt_plan_conv(p[cl], &b, y, &z, 0, relu), 0);
+        assert_int_equal(gs_rt_plan_conv(p[cl], &c, tx, &v, 0, relu), 0);
+        if (cl) {
+            /* An int8 tensor is for its int8 conv only. */
+            gs_rt_tensor *bad = NULL;
+            assert_int_equal(gs_rt_plan_copy(p[cl], y, &bad), -1);
+            assert_int_equal(gs_rt_plan_to_blocked(p[cl], z, &out[cl][0]), 0);
+            assert_int_equal(gs_rt_plan_to_blocked(p[cl], v, &out[cl][1]), 0);
+            assert_int_equal(gs_rt_plan_reorders(p[cl]), 1 + 2);
+        } else {
+            out[cl][0] = z;
+            out[cl][1] = v;
+            assert_int_equal(gs_rt_plan_reorders(p[cl]), 2 + 2 + 1);
+        }
+        fill(tx, x);
+        assert_int_equal(gs_rt_plan_run(p[cl]), 0);
+    }
+    /* C saw the same quantised source both ways: the same output. */
+    assert_memory_equal(out[0][1]->data, out[1][1]->data, out[0][1]->nelems * sizeof(float));
+    /* B's source: round(acc * oscale * s) in one step instead of via a float tensor; a value
+     * may land on the other side of a rounding tie, nothing more. */
+    const float *z0 = out[0][0]->data, *z1 = out[1][0]->data;
+    double zmax = 0.0, dmax = 0.0;
+    for (size_t i = 0; i < out[0][0]->nelems; i++) {
+        zmax = fmax(zmax, fabs(z0[i]));
+        dmax = fmax(dmax, fabs(z0[i] - z1[i]));
+    }
+    printf("channels-last int8 chain vs nChw16c: max |d| %.3g of max |z| %.3g\n", dmax, zmax);
+    assert_true(zmax > 0.1);
+    assert_true(dmax <= 1e-2 * zmax);
+    gs_rt_plan_destroy(&p[0]);
+    gs_rt_plan_destroy(&p[1]);
+
+    /* A source written between two convs reading it: quantised again. */
+    gs_rt_plan *q = gs_rt_plan_new(e, 1, 0);
+    gs_rt_plan_set_int8(q, 1);
+    gs_rt_plan_set_channels_last(q, 1);
+    gs_rt_tensor *tx = gs_rt_plan_tensor(q, CI, H, W, 0), *t2 = gs_rt_plan_tensor(q, CI, H, W, 0);
+    gs_rt_tensor *v1 = NULL, *v2 = NULL;
+    assert_int_equal(gs_rt_plan_conv(q, &c, tx, &v1, 0, relu), 0);
+    assert_int_equal(gs_rt_plan_add(q, tx, t2), 0);
+    assert_int_equal(gs_rt_plan_conv(q, &c, tx, &v2, 0, relu), 0);
+    assert_int_equal(gs_rt_plan_reorders(q), 2);
+    fill(tx, x);
+    fill(t2, x2);
+    assert_int_equal(gs_rt_plan_run(q), 0);
+    assert_true(memcmp(v1->data, v2->data, v1->nelems * sizeof(float)) != 0);
+    gs_rt_plan_destroy(&q);
+    gs_rt_conv_free(&a);
+    gs_rt_conv_free(&b);
+    gs_rt_conv_free(&c);
+    free(wa);
+    free(wb);
+    dnnl_engine_destroy(e);
+}
+
 static void test_make_int8_errors(void **state)
 {
     (void)state;
@@ -386,11 +500,9 @@ static void test_write_with_meta(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_int8_conv_random),
-        cmocka_unit_test(test_int8_conv_edges),
-        cmocka_unit_test(test_int8_conv_bf16_plan),
-        cmocka_unit_test(test_make_int8_errors),
-        cmocka_unit_test(test_observe),
+        cmocka_unit_test(test_int8_conv_random),    cmocka_unit_test(test_int8_conv_edges),
+        cmocka_unit_test(test_int8_conv_bf16_plan), cmocka_unit_test(test_int8_channels_last),
+        cmocka_unit_test(test_make_int8_errors),    cmocka_unit_test(test_observe),
         cmocka_unit_test(test_write_with_meta),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
