@@ -6,6 +6,8 @@ the real in-focus H&E tissue this project ships with, with synthetic optical def
                                                           [--checkpoint FILE [--resume]]
                                                           [--init BUNDLE] [--lr 1e-3]
                                                           [--pool mean|tissue]
+                                                          [--train all|fc] [--fine-weight 1]
+                                                          [--hold-sharp 0]
                                                           [--focus-tool PATH]
     /usr/bin/python3 model/pytorch/train.py blur evaluate [--bundle model/trained/blur.safetensors]
                                                           [--json FILE] [--focus-tool PATH]
@@ -73,7 +75,13 @@ Recipe: Adam lr 1e-3, halved after 3 epochs without validation-loss improvement
 (ReduceLROnPlateau), BCE with logits, batch 64, 40 batches an epoch, 20 epochs, the weights of the epoch
 with the lowest validation loss are kept. Fixed seed and one thread: a run reproduces bit for
 bit. --checkpoint saves every epoch; --resume continues from it. --init starts from another
-partial bundle's blur weights (fine-tuning; its sha256 goes into the record).
+partial bundle's blur weights (fine-tuning; its sha256 goes into the record). Fine-tuning
+controls, each written into the record and the command when not the default: --train fc
+trains only the final linear layer (convolutions and batch-norm statistics frozen, so the
+features stay those of --init); --fine-weight multiplies the loss of the sharp samples of the
+level-0-as-is group; --hold-sharp adds that weight times a one-sided hinge, mean over the
+batch's sharp samples of max(0, logit - the --init network's logit), so no sharp training
+sample is judged more blurred than before.
 
 Threshold: chosen on the validation set (TCGA left half, sharp and defocused by Gaussian
 sigma / pill-box radius 1.5..8 px): midway between the lowest threshold that calls no sharp
@@ -377,7 +385,8 @@ def _random_crops(rng, src, n, size, factor_choices, min_tissue, rows=None, trie
 
 
 def build_pool(seed, log=print):
-    """Returns (list of uint8 POOLxPOOLx3 sharp crops, list of source weights)."""
+    """Returns (list of uint8 POOLxPOOLx3 sharp crops, list of source weights, list of each
+    crop's group name)."""
     rng = np.random.RandomState(seed)
 
     def cmu_factor(r):
@@ -413,14 +422,15 @@ def build_pool(seed, log=print):
     groups["kather"] = ka
     groups["fat"] = fat
     share = {"cmu": 0.42, "histolab": 0.16, "fine": 0.1, "kather": 0.24, "fat": 0.08}
-    crops, weights = [], []
+    crops, weights, names = [], [], []
     for name, items in groups.items():
         log("pool %-8s %4d crops" % (name, len(items)))
         for c in items:
             crops.append(c)
             weights.append(share[name] / len(items))
+            names.append(name)
     w = np.asarray(weights)
-    return crops, w / w.sum()
+    return crops, w / w.sum(), names
 
 
 def make_sample(rng, crop):
@@ -880,7 +890,7 @@ def cmd_train(args):
     torch.set_num_threads(args.threads)
     set_seed(args.seed)
     log = lambda s: print(s, flush=True)
-    crops, weights = build_pool(args.seed, log)
+    crops, weights, groups = build_pool(args.seed, log)
     val = build_val_set()
     val_x = torch.from_numpy(np.stack([normalise(it["crop"]) for it in val]))
     val_y = torch.tensor([float(it["label"]) for it in val])
@@ -894,7 +904,24 @@ def cmd_train(args):
         init = {"file": os.path.basename(args.init), "sha256": sha256(args.init)}
         net.load_state_dict(load_trained(args.init)[0].state_dict())
         log("initialised from %s" % args.init)
-    opt = torch.optim.Adam(net.parameters(), lr=args.lr)
+    teacher = None
+    if args.hold_sharp > 0:
+        if not args.init:
+            raise SystemExit("--hold-sharp needs --init (the network whose sharp calls to hold)")
+        # the init network as it was committed (its own pool), frozen: its P(blurred) on each
+        # sharp training sample is the ceiling the fine-tuned network is held under
+        teacher = load_trained(args.init)[0]
+        teacher.eval()
+        for q in teacher.parameters():
+            q.requires_grad_(False)
+    if args.train == "fc":
+        # only the final linear layer learns: the convolutions and their batch norms (running
+        # statistics included) stay as initialised, so what the features see does not move
+        for mod in (net.conv1, net.bn1, net.conv2, net.bn2):
+            for q in mod.parameters():
+                q.requires_grad_(False)
+    params = [q for q in net.parameters() if q.requires_grad]
+    opt = torch.optim.Adam(params, lr=args.lr)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.5, patience=3)
     rng = np.random.RandomState(args.seed + 1)
     start, best, best_state, history = 0, float("inf"), None, []
@@ -909,13 +936,31 @@ def cmd_train(args):
         log("resumed after epoch %d" % start)
     for epoch in range(start, args.epochs):
         net.train()
+        if args.train == "fc":
+            net.bn1.eval()
+            net.bn2.eval()
         te, tl = time.time(), 0.0
         for _ in range(args.batches_per_epoch):
             idx = rng.choice(len(crops), size=BATCH, p=weights)
             xs, ys = zip(*(make_sample(rng, crops[i]) for i in idx))
             x = torch.from_numpy(np.stack(xs))
             y = torch.tensor(ys, dtype=torch.float32)
-            loss = F.binary_cross_entropy_with_logits(net(x)["logit"][:, 0], y)
+            logit = net(x)["logit"][:, 0]
+            # sharp samples of the fine-scale group (level-0 tissue as is: large cells and soft
+            # edges per pixel, yet in focus) weigh --fine-weight times the others
+            if args.fine_weight != 1.0:
+                fine = torch.tensor([groups[i] == "fine" for i in idx]) & (y == 0)
+                w = torch.where(fine, torch.tensor(args.fine_weight), torch.tensor(1.0))
+                loss = (F.binary_cross_entropy_with_logits(logit, y, reduction="none") * w).mean()
+            else:
+                loss = F.binary_cross_entropy_with_logits(logit, y)
+            if teacher is not None:
+                with torch.no_grad():
+                    t_logit = teacher(x)["logit"][:, 0]
+                sharp = (y == 0).float()
+                # one-sided: only a sharp sample judged more blurred than before is penalised
+                hold = (F.relu(logit - t_logit) * sharp).sum() / sharp.sum().clamp(min=1.0)
+                loss = loss + args.hold_sharp * hold
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -953,7 +998,10 @@ def cmd_train(args):
             if args.batches_per_epoch != BATCHES_PER_EPOCH else "") + (
             " --lr %g" % args.lr if args.lr != LR else "") + (
             " --init %s" % init["file"] if init else "") + (
-            " --pool %s" % args.pool if args.pool != POOL_DEFAULT else ""),
+            " --pool %s" % args.pool if args.pool != POOL_DEFAULT else "") + (
+            " --fine-weight %g" % args.fine_weight if args.fine_weight != 1.0 else "") + (
+            " --hold-sharp %g" % args.hold_sharp if args.hold_sharp > 0 else "") + (
+            " --train %s" % args.train if args.train != "all" else ""),
         "init": init,
         "seed": args.seed,
         "recipe": {"optimiser": "Adam", "lr": args.lr,
@@ -990,6 +1038,12 @@ def cmd_train(args):
     if args.pool != POOL_DEFAULT:
         meta["pool.blur"] = args.pool
         record["recipe"]["pool"] = args.pool
+    if args.fine_weight != 1.0:
+        record["recipe"]["fine_weight"] = args.fine_weight
+    if args.hold_sharp > 0:
+        record["recipe"]["hold_sharp"] = args.hold_sharp
+    if args.train != "all":
+        record["recipe"]["train"] = args.train
     meta["training.blur"] = json.dumps(record, separators=(",", ":"), sort_keys=True)
     bundle.write_bundle(out, bundle.flatten_networks({"blur": networks.exported_state(net)}), meta)
     full = dict(record, history=history, network=net_m, classical=cls_m,
@@ -1041,6 +1095,13 @@ def main(argv):
     t.add_argument("--init", help="start from this partial bundle's blur weights (fine-tune)")
     t.add_argument("--pool", choices=networks.BLUR_POOLS, default=POOL_DEFAULT,
                    help="global pool after conv2 (networks.BLUR_POOLS; written as pool.blur)")
+    t.add_argument("--fine-weight", type=float, default=1.0,
+                   help="loss weight of the sharp level-0-as-is (fine-scale) samples")
+    t.add_argument("--hold-sharp", type=float, default=0.0,
+                   help="weight of a hinge keeping each sharp sample's logit no higher than "
+                        "the --init network's (0: off)")
+    t.add_argument("--train", choices=("all", "fc"), default="all",
+                   help="which layers learn: all, or only the final linear layer (fine-tuning)")
     t.add_argument("--checkpoint", help="save the state here every epoch")
     t.add_argument("--resume", action="store_true", help="continue from --checkpoint")
     t.add_argument("--focus-tool", help="the C focus_tool (default build/release/tests/focus_tool)")
