@@ -384,7 +384,7 @@ def _random_crops(rng, src, n, size, factor_choices, min_tissue, rows=None, trie
     return out
 
 
-def build_pool(seed, log=print):
+def build_pool(seed, log=print, soft_share=0.0):
     """Returns (list of uint8 POOLxPOOLx3 sharp crops, list of source weights, list of each
     crop's group name)."""
     rng = np.random.RandomState(seed)
@@ -422,6 +422,21 @@ def build_pool(seed, log=print):
     groups["kather"] = ka
     groups["fat"] = fat
     share = {"cmu": 0.42, "histolab": 0.16, "fine": 0.1, "kather": 0.24, "fat": 0.08}
+    if soft_share > 0:
+        # in-focus tissue sampled finer than the optics resolve (a 40x scan of smooth stroma):
+        # CMU-1 crops upsampled 1.3..1.8x (bicubic), sharp; taken after every other group so
+        # those stay as they were
+        soft = []
+        while len(soft) < 400:
+            f = float(rng.uniform(1.3, 1.8))
+            s = int(round(POOL / f))
+            y, x = rng.randint(0, CMU_TRAIN_ROWS - s + 1), rng.randint(0, cmu.shape[1] - s + 1)
+            c = np.asarray(Image.fromarray(cmu[y:y + s, x:x + s]).resize((POOL, POOL),
+                                                                           Image.BICUBIC))
+            if tissue_fraction(c) >= MIN_TISSUE_TRAIN:
+                soft.append(c)
+        groups["soft"] = soft
+        share["soft"] = soft_share
     crops, weights, names = [], [], []
     for name, items in groups.items():
         log("pool %-8s %4d crops" % (name, len(items)))
@@ -890,7 +905,7 @@ def cmd_train(args):
     torch.set_num_threads(args.threads)
     set_seed(args.seed)
     log = lambda s: print(s, flush=True)
-    crops, weights, groups = build_pool(args.seed, log)
+    crops, weights, groups = build_pool(args.seed, log, args.soft_share)
     val = build_val_set()
     val_x = torch.from_numpy(np.stack([normalise(it["crop"]) for it in val]))
     val_y = torch.tensor([float(it["label"]) for it in val])
@@ -1001,7 +1016,8 @@ def cmd_train(args):
             " --pool %s" % args.pool if args.pool != POOL_DEFAULT else "") + (
             " --fine-weight %g" % args.fine_weight if args.fine_weight != 1.0 else "") + (
             " --hold-sharp %g" % args.hold_sharp if args.hold_sharp > 0 else "") + (
-            " --train %s" % args.train if args.train != "all" else ""),
+            " --train %s" % args.train if args.train != "all" else "") + (
+            " --soft-share %g" % args.soft_share if args.soft_share > 0 else ""),
         "init": init,
         "seed": args.seed,
         "recipe": {"optimiser": "Adam", "lr": args.lr,
@@ -1044,6 +1060,8 @@ def cmd_train(args):
         record["recipe"]["hold_sharp"] = args.hold_sharp
     if args.train != "all":
         record["recipe"]["train"] = args.train
+    if args.soft_share > 0:
+        record["recipe"]["soft_share"] = args.soft_share
     meta["training.blur"] = json.dumps(record, separators=(",", ":"), sort_keys=True)
     bundle.write_bundle(out, bundle.flatten_networks({"blur": networks.exported_state(net)}), meta)
     full = dict(record, history=history, network=net_m, classical=cls_m,
@@ -1102,6 +1120,8 @@ def main(argv):
                         "the --init network's (0: off)")
     t.add_argument("--train", choices=("all", "fc"), default="all",
                    help="which layers learn: all, or only the final linear layer (fine-tuning)")
+    t.add_argument("--soft-share", type=float, default=0.0,
+                   help="sampling share of sharp CMU-1 crops upsampled 1.3..1.8x (0: none)")
     t.add_argument("--checkpoint", help="save the state here every epoch")
     t.add_argument("--resume", action="store_true", help="continue from --checkpoint")
     t.add_argument("--focus-tool", help="the C focus_tool (default build/release/tests/focus_tool)")
