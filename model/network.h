@@ -206,7 +206,9 @@ void gs_net_state_destroy(gs_net_state **s);
 int gs_net_state_weight_reorders(const gs_net_state *s);
 
 /* Activation reorders one forward of this state runs (model/runtime.h gs_rt_plan_reorders):
- * in int8, one quantisation per int8 conv plus the encoder's hand-over to the decoder. */
+ * in int8, one quantisation per source some int8 conv reads as float (once however many int8
+ * convs read it; none where the writing conv wrote it int8 for its lone reader) plus the
+ * encoder's four hand-overs to the decoder. 0 in fp32 and bf16. */
 int gs_net_state_reorders(const gs_net_state *s);
 
 /* Where a forward pass spends its time, for `gastroscreen bench` (the buckets of

@@ -822,8 +822,9 @@ static int plan_conv_int8(gs_rt_plan *p, const gs_rt_conv *c, gs_rt_tensor *src,
     const dnnl_memory_desc_t *qmd = dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
     const dnnl_memory_desc_t *wmd = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
     const dnnl_memory_desc_t *tmd = dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
-    /* The quantised source and the channels-last output live only during this conv's steps:
-     * pooled buffers, released below for later tensors (steps run in order). The weights are
+    /* The channels-last output lives only during this conv's steps (a pooled buffer, released
+     * below for later tensors: steps run in order); the quantised source is kept for later
+     * convs reading the same source until that source is written or released. The weights are
      * the plan's own. */
     void *wbuf = owned_bytes(p, dnnl_memory_desc_get_size(wmd));
     if (!wbuf)
@@ -907,9 +908,13 @@ static int plan_conv_int8(gs_rt_plan *p, const gs_rt_conv *c, gs_rt_tensor *src,
     /* The destination changed: copies of it quantised earlier are stale. A new quantised
      * source stays for later convs reading it (its buffer is freed with the source). */
     forget_quantised(p, d);
-    if (qi >= 0 && src != d && grow((void **)&p->qs, &p->cap_qs, p->nqs + 1, sizeof *p->qs) == 0) {
-        p->qs[p->nqs++] = (quantised){src, c->in_scale, *qmd, qm, qi};
-        qi = -1;
+    if (qi >= 0 && src != d) {
+        if (grow((void **)&p->qs, &p->cap_qs, p->nqs + 1, sizeof *p->qs) == 0) {
+            p->qs[p->nqs++] = (quantised){src, c->in_scale, *qmd, qm, qi};
+            qi = -1;
+        } else {
+            gs_error_clear(); /* not kept: a later reader quantises again */
+        }
     }
     if (qi >= 0)
         p->bufs[qi].in_use = 0;
@@ -971,6 +976,10 @@ int gs_rt_plan_conv(gs_rt_plan *p, const gs_rt_conv *c, gs_rt_tensor *src, gs_rt
     if ((src->q || d->q) && !(p->int8 && c->w8))
         return gs_error_set("conv %dx%d %d->%d: int8 tensors are only for int8 convs", c->kh, c->kw,
                             c->cin, c->cout);
+    /* Observing reads the source as float to record its range. */
+    if (p->observe && src->q)
+        return gs_error_set("conv %dx%d %d->%d: a calibrating plan cannot read an int8 source",
+                            c->kh, c->kw, c->cin, c->cout);
     if (p->observe) {
         if (grow((void **)&p->obs, &p->cap_obs, p->nobs + 1, sizeof *p->obs))
             return -1;
@@ -985,7 +994,6 @@ int gs_rt_plan_conv(gs_rt_plan *p, const gs_rt_conv *c, gs_rt_tensor *src, gs_rt
     }
     if (p->int8 && c->w8)
         return plan_conv_int8(p, c, src, d, sum, act);
-    GS_ASSERT(!p->observe || !src->q);
     dnnl_primitive_attr_t attr = NULL;
     dnnl_primitive_desc_t pd = NULL;
     dnnl_memory_desc_t any;

@@ -460,8 +460,10 @@ static int thread_init(const gs_deform_conv *c, deform_thread *t)
     t->mask = aligned_floats((size_t)c->tile_pad);
     if (!t->idx || !t->wt || !t->base_y || !t->base_x || !t->dy || !t->dx || !t->mask)
         return gs_error_set("deform_conv: out of memory for scratch");
-    t->col = aligned_floats((size_t)c->tile_p * c->kdim);
-    t->gemm = aligned_floats((size_t)c->tile_p * c->ndim);
+    /* A bf16 conv's columns and matmul output take half the bytes. */
+    const size_t col_elems = (size_t)c->tile_p * c->kdim, gemm_elems = (size_t)c->tile_p * c->ndim;
+    t->col = aligned_floats(c->d.bf16 ? (col_elems + 1) / 2 : col_elems);
+    t->gemm = aligned_floats(c->d.bf16 ? (gemm_elems + 1) / 2 : gemm_elems);
     t->scratchpad = aligned_floats(c->scratchpad_bytes / sizeof(float) + 1);
     if (!t->col || !t->gemm || !t->scratchpad)
         return gs_error_set("deform_conv: out of memory for scratch");
