@@ -84,7 +84,7 @@ static int parse_number(const gs_weights *w, const char *key, double lo, double 
  * own. topk's bound is the screener's largest matrix (stages/handlers/screener.c). */
 static int parse_thresholds(gs_model *m)
 {
-    double topk, screen, blur, fg, blur_slide = GS_MODEL_BLUR_SLIDE_DEFAULT;
+    double topk, screen, blur, fg, blur_slide = GS_MODEL_BLUR_SLIDE_DEFAULT, sparse = 0.0;
     if (parse_number(m->w, "topk", 1, 4096, 1, &topk) ||
         parse_number(m->w, "threshold.screen", 0, 1, 0, &screen) ||
         parse_number(m->w, "threshold.blur", 0, 1, 0, &blur) ||
@@ -94,11 +94,15 @@ static int parse_thresholds(gs_model *m)
     if (gs_weights_meta(m->w, "threshold.blur_slide") &&
         parse_number(m->w, "threshold.blur_slide", 0, 1, 0, &blur_slide))
         return -1;
+    if (gs_weights_meta(m->w, "threshold.blur_sparse_tissue") &&
+        parse_number(m->w, "threshold.blur_sparse_tissue", 0, 1, 0, &sparse))
+        return -1;
     m->thresholds = (gs_model_thresholds){.topk = (uint32_t)topk,
                                           .screen = (float)screen,
                                           .blur = (float)blur,
                                           .foreground = (float)fg,
-                                          .blur_slide = (float)blur_slide};
+                                          .blur_slide = (float)blur_slide,
+                                          .blur_sparse_tissue = (float)sparse};
     return 0;
 }
 

@@ -102,6 +102,10 @@ typedef struct {
     /* slide unassessable if more than this share of its tissue tiles is blurry; optional key
      * threshold.blur_slide, GS_MODEL_BLUR_SLIDE_DEFAULT in bundles without it */
     float blur_slide;
+    /* the sparse-tissue rule of the blur network: a central crop whose tissue share is below
+     * this is also judged by the classical focus measure, blurry if either says so (optional
+     * key threshold.blur_sparse_tissue; 0 in bundles without it: the rule is off) */
+    float blur_sparse_tissue;
 } gs_model_thresholds;
 
 /* The slide-level blur share of bundles that do not name one (the service's long-standing

@@ -58,7 +58,41 @@ static void fail(gs_blur_result *out, const char *fmt, const char *arg)
     out->r.focus = 0;
 }
 
-/* The network's judgement of the central crop: focus = P(sharp). */
+int gs_blur_sparse_check(const gs_model *m, const uint8_t *rgb, int w, int h,
+                         double focus_threshold, gs_blur_sparse *out)
+{
+    memset(out, 0, sizeof *out);
+    /* A configured threshold in (0, 1) is the network's (on P(sharp)); one >= 1 is a classical
+     * score, so a lab that set the classical threshold keeps it for this check. */
+    out->threshold =
+        focus_threshold >= 1 && isfinite(focus_threshold) ? focus_threshold : GS_FOCUS_THRESHOLD;
+    out->below = m ? (double)gs_model_get_thresholds(m).blur_sparse_tissue : 0.0;
+    if (!rgb || w < 1 || h < 1)
+        return gs_error_set("blur sparse-tissue check: bad crop %dx%d", w, h);
+    uint8_t *mask = malloc((size_t)w * (size_t)h);
+    if (!mask)
+        return gs_error_set("blur sparse-tissue check: out of memory");
+    int64_t n = gs_focus_tissue_mask(rgb, w, h, (size_t)w * 3, 3, GS_FOCUS_GLASS_GREY, mask);
+    free(mask);
+    if (n < 0)
+        return gs_error_prefix("blur sparse-tissue check");
+    out->tissue_fraction = (double)n / ((double)w * h);
+    if (!(out->tissue_fraction < out->below))
+        return 0;
+    gs_focus f;
+    int r = gs_focus_judge_tile(rgb, w, h, (size_t)w * 3, 3, out->threshold, &f);
+    if (r < 0) { /* too little tissue to measure: the network's verdict stands */
+        gs_error_clear();
+        return 0;
+    }
+    out->ran = 1;
+    out->blurry = r == 1;
+    out->score = f.score;
+    return 0;
+}
+
+/* The network's judgement of the central crop: focus = P(sharp), plus the sparse-tissue
+ * check (blur.h). */
 static int judge_network(gs_blur *b, const uint8_t *px, int w, int hh, int ch,
                          double focus_threshold, gs_focus_judgement *out)
 {
@@ -81,6 +115,9 @@ static int judge_network(gs_blur *b, const uint8_t *px, int w, int hh, int ch,
     float logit;
     if (gs_net_run_blur(b->net, b->crop, &logit) < 0)
         return gs_error_prefix("blur network");
+    if (gs_blur_sparse_check(b->m, b->crop, GS_BLUR_CROP, GS_BLUR_CROP, focus_threshold,
+                             &out->sparse) < 0)
+        return gs_error_prefix("blur sparse-tissue check");
     if (!isfinite(logit)) {
         snprintf(out->error, sizeof out->error, "the blur network gave a non-finite output");
         return 0;
@@ -92,7 +129,7 @@ static int judge_network(gs_blur *b, const uint8_t *px, int w, int hh, int ch,
                    ? focus_threshold
                    : 1.0 - (double)gs_model_get_thresholds(b->m).blur;
     out->focus = focus;
-    out->blurry = focus < t;
+    out->blurry = focus < t || (out->sparse.ran && out->sparse.blurry);
     out->tissue_fraction = 1.0;
     return 0;
 }

@@ -10,7 +10,15 @@
  *     (reference §7.2: no downsampling, which would remove the evidence), P(blurred) =
  *     sigmoid(logit); focus = 1 - P(blurred), the probability of sharp; blurry when focus <
  *     threshold: the job's focus_threshold when it is in (0, 1), else 1 - the bundle's
- *     threshold.blur (blurry when P(blurred) > threshold.blur);
+ *     threshold.blur (blurry when P(blurred) > threshold.blur). The network's global mean pool
+ *     averages over the whole crop, so on a crop that is mostly glass its evidence is diluted
+ *     and it misses defocus there; when the bundle has threshold.blur_sparse_tissue (the
+ *     sparse-tissue rule, model/FORMAT.md) and the crop's tissue share (grey below
+ *     GS_FOCUS_GLASS_GREY, ops/focus's tissue mask) is under it, the classical measure below
+ *     also judges the crop, and the tile is blurry if either says so; if the classical measure
+ *     cannot judge it (too little tissue), the network's verdict stands. focus stays P(sharp);
+ *     the classical threshold is the job's focus_threshold when >= 1 (a classical score), else
+ *     GS_FOCUS_THRESHOLD;
  *   - METHOD_CLASSICAL otherwise (an untrained or absent network, or no model at all):
  *     gs_focus_judge_tile of ops/focus, the brightness-normalised Laplacian variance over the
  *     tissue pixels; focus = that score, blurry when focus < threshold (the job's
@@ -57,10 +65,28 @@ Gastroscreen__V1__Method gs_blur_method(const gs_blur *b);
 
 /* One tile's focus: blurry (0/1), focus (higher = sharper: the network's P(sharp) or the
  * classical score), the share of pixels measured, or `error` when it cannot be judged. */
+/* The sparse-tissue check of the network method on one crop. */
+typedef struct {
+    double tissue_fraction; /* share of the crop's pixels with grey < GS_FOCUS_GLASS_GREY */
+    double below;           /* the bundle's threshold.blur_sparse_tissue; 0 = the rule is off */
+    int ran;                /* 1: the crop was under `below` and the classical measure judged it */
+    int blurry;             /* when ran: the classical verdict (blurry makes the tile blurry) */
+    double score;           /* when ran: the classical focus score */
+    double threshold;       /* the classical threshold the score is held to */
+} gs_blur_sparse;
+
+/* The sparse-tissue check of the w x h RGB crop rgb (rows w*3 bytes apart) for model m (NULL
+ * or without the key: the rule is off, only the tissue share is measured); focus_threshold is
+ * the job's (>= 1: the classical threshold, else GS_FOCUS_THRESHOLD). Fills *out; returns 0,
+ * or -1 with the error (bad arguments, out of memory). gastroscreen infer --json reports it. */
+int gs_blur_sparse_check(const gs_model *m, const uint8_t *rgb, int w, int h,
+                         double focus_threshold, gs_blur_sparse *out);
+
 typedef struct {
     int blurry;
     double focus;
     double tissue_fraction;
+    gs_blur_sparse sparse; /* the network method's sparse-tissue check (zero for classical) */
     char error[256];
 } gs_focus_judgement;
 
