@@ -24,7 +24,12 @@
  *  - "multitask": patch score, logit, heatmap mean and share >= 0.5, the heatmap PNG written,
  *    and the network's provenance and untrained flag;
  *  - "blur": "network" (P(blurred) on the central 256x256 crop and sharp/blurry at the
- *    bundle's threshold.blur) when the blur network is present and trained, else null;
+ *    bundle's threshold.blur) when the blur network is present and trained, else null; with
+ *    it the crop's tissue fraction and "sparse_tissue": null when the bundle has no
+ *    threshold.blur_sparse_tissue, else that rule (stages/handlers/blur.h) on the crop: below,
+ *    whether the classical measure judged the crop, its focus and verdict, whether it fired
+ *    (made the tile blurry where the network alone says sharp), and "stage_verdict", the blur
+ *    stage's verdict (blurry when the network or the rule says so);
  *    "classical" always (ops/focus gs_focus_judge_tile at GS_FOCUS_THRESHOLD: score, verdict,
  *    the share of pixels it measured; verdict null with the reason when there is no tissue);
  *  - "tissue": "network" (share of pixels with P(foreground) > threshold.foreground, the tile
@@ -51,6 +56,7 @@
 #include "model/network.h"
 #include "ops/error.h"
 #include "ops/focus.h"
+#include "stages/handlers/blur.h"
 #include "stages/runtime/fileio.h"
 #include "stages/runtime/npy.h"
 #include "stages/slide/png_io.h"
@@ -399,9 +405,22 @@ static json_t *blur_json(const gs_model *m, json_nets *j, const uint8_t *tile, i
         if (gs_net_run_blur(j->blur, j->crop, &logit))
             return NULL;
         double p = sigmoidf(logit), t = gs_model_get_thresholds(m).blur;
-        net = json_pack("{s:f, s:f, s:f, s:s, s:i, s:i}", "p_blurred", p, "logit", (double)logit,
-                        "threshold", t, "verdict", sharpness(p > t), "crop_height", j->crop_h,
-                        "crop_width", j->crop_w);
+        gs_blur_sparse sp;
+        if (gs_blur_sparse_check(m, j->crop, j->crop_w, j->crop_h, 0, &sp))
+            return NULL;
+        int fired = sp.ran && sp.blurry && !(p > t);
+        json_t *rule = json_null();
+        if (sp.below > 0)
+            rule =
+                json_pack("{s:f, s:b, s:o, s:f, s:o, s:b}", "below", sp.below, "checked", sp.ran,
+                          "classical_focus", sp.ran ? json_real(sp.score) : json_null(),
+                          "classical_threshold", sp.threshold, "classical_verdict",
+                          sp.ran ? json_string(sharpness(sp.blurry)) : json_null(), "fired", fired);
+        net = json_pack("{s:f, s:f, s:f, s:s, s:i, s:i, s:f, s:o, s:s}", "p_blurred", p, "logit",
+                        (double)logit, "threshold", t, "verdict", sharpness(p > t), "crop_height",
+                        j->crop_h, "crop_width", j->crop_w, "crop_tissue_fraction",
+                        sp.tissue_fraction, "sparse_tissue", rule, "stage_verdict",
+                        sharpness(p > t || (sp.ran && sp.blurry)));
     }
     gs_focus f;
     int blurry = gs_focus_judge_tile(tile, w, h, (size_t)w * 3, 3, GS_FOCUS_THRESHOLD, &f);

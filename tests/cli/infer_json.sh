@@ -51,6 +51,25 @@ for t in tiles:
         assert 0.0 <= bn["p_blurred"] <= 1.0 and bn["crop_height"] == bn["crop_width"] == 256
         assert abs(bn["p_blurred"] - 1 / (1 + math.exp(-bn["logit"]))) < 1e-6
         assert bn["verdict"] == ("blurry" if bn["p_blurred"] > bn["threshold"] else "sharp")
+        # the sparse-tissue rule (stages/handlers/blur.h): null without the bundle key
+        assert 0.0 <= bn["crop_tissue_fraction"] <= 1.0
+        sp = bn["sparse_tissue"]
+        if "sparse" in want:
+            assert sp is not None and sp["below"] == float(want["sparse"]), sp
+        elif "trained" in want:
+            assert sp is None, "no threshold.blur_sparse_tissue in the seeded bundle"
+        cls_blurry = False
+        if sp is not None:
+            if sp["checked"]:
+                assert bn["crop_tissue_fraction"] < sp["below"]
+                assert sp["classical_verdict"] == (
+                    "blurry" if sp["classical_focus"] < sp["classical_threshold"] else "sharp")
+                cls_blurry = sp["classical_verdict"] == "blurry"
+            else:
+                assert sp["classical_verdict"] is None and sp["classical_focus"] is None
+            assert sp["fired"] == (cls_blurry and bn["verdict"] == "sharp")
+        assert bn["stage_verdict"] == (
+            "blurry" if bn["verdict"] == "blurry" or cls_blurry else "sharp")
     tc = t["tissue"]["classical"]
     assert 0.0 <= tc["fraction"] <= 1.0 and tc["brightfield"] is True
     tn = t["tissue"]["network"]
@@ -74,13 +93,13 @@ rc=$?
 cat "$work/tissue.json" "$work/err"
 check "--json on a tissue tile exits 0" test "$rc" -eq 0
 check "the tissue tile's JSON is sane, mostly tissue, classical only" \
-  /usr/bin/python3 "$work/check.py" "$work/tissue.json" x=1000 tissue_min=0.5
+  /usr/bin/python3 "$work/check.py" "$work/tissue.json" x=1000 tissue_min=0.5 sparse=0.5
 check "the heat map is still written" test -s "$work/heatmap.png"
 
 "$bin" infer --json --model "$default_bundle" "$slide" --x 0 --y 0 >"$work/glass.json" 2>"$work/err"
 check "--json on the glass corner exits 0" test "$?" -eq 0
 check "the glass corner's JSON is sane and nearly no tissue" \
-  /usr/bin/python3 "$work/check.py" "$work/glass.json" x=0 tissue_max=0.1
+  /usr/bin/python3 "$work/check.py" "$work/glass.json" x=0 tissue_max=0.1 sparse=0.5
 
 # The seeded bundle with blur and foreground marked trained; two synthetic PNG tiles.
 /usr/bin/python3 - "$src/model/pytorch" "$seeded" "$work/trained.safetensors" "$work" <<'PY'
