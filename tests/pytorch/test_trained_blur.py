@@ -18,7 +18,14 @@ training record says, on held-out real tissue rebuilt from the shared data:
   measure calls most of an in-focus image blurry), catches at least as many on every texture
   but Kather adipose (the known miss, model/trained/README.md) and more overall;
 - it judges both images of the real FQPath defocus pair right, at native scale and at
-  0.5 um/px.
+  0.5 um/px;
+- with the bundle's sparse-tissue rule (threshold.blur_sparse_tissue = 0.5: a crop under half
+  tissue is also judged by the classical measure, blurry if either says so; the runtime's
+  verdict, learn_blur.rule_blurry) the Kather adipose tile's defocused copies are all caught,
+  no sharp crop of any texture becomes blurry, and on the held-out sparse-tissue set
+  (learn_blur.build_sparse_set: 5-50% tissue crops of the CMU-1 test strip and TCGA test half)
+  no sharp crop is called blurry and at least 95% of the Gaussian sigma >= 2 copies are caught,
+  more than by the network alone.
 Skips, saying so, when the shared data folder (or, for the comparison, the focus_tool) is
 absent."""
 
@@ -64,6 +71,7 @@ class TrainedBlur(unittest.TestCase):
         cls.tensors, cls.meta = bundle.read_bundle(BUNDLE)
         cls.items = learn_blur.build_test_set(reduced=True)
         probs = learn_blur.net_probs(cls.net, [it["crop"] for it in cls.items])
+        cls.probs = probs
         cls.blurry = [int(p > cls.threshold) for p in probs]
         cls.m = learn_blur.summarise(cls.items, cls.blurry, probs)
 
@@ -74,6 +82,7 @@ class TrainedBlur(unittest.TestCase):
         self.assertEqual(self.meta["provenance.multitask"], bundle.UNTRAINED)
         self.assertEqual(float(self.meta["threshold.blur"]), self.record["threshold"])
         self.assertTrue(0.0 < self.threshold < 1.0)
+        self.assertEqual(float(self.meta[learn_blur.SPARSE_KEY]), learn_blur.SPARSE_TISSUE)
         for key in ("command", "seed", "recipe", "data", "held_out", "metrics"):
             self.assertIn(key, self.record)
         m = self.record["metrics"]
@@ -123,6 +132,41 @@ class TrainedBlur(unittest.TestCase):
         # where the classical measure fails: in-focus 40x tissue judged as is
         self.assertGreater(counts(c["false_blur_by_texture"][learn_blur.TEX_FQ_NATIVE])[0],
                            counts(self.m["false_blur_by_texture"][learn_blur.TEX_FQ_NATIVE])[0])
+
+    @unittest.skipUnless(os.path.exists(FOCUS_TOOL), "no focus_tool at %s" % FOCUS_TOOL)
+    def test_sparse_tissue_rule(self):
+        sparse = learn_blur.sparse_tissue_of(BUNDLE)
+        self.assertEqual(sparse, learn_blur.SPARSE_TISSUE)
+        crops = [it["crop"] for it in self.items]
+        verdicts = learn_blur.classical_scores(crops, FOCUS_TOOL)[1]
+        tissue = [learn_blur.tissue_fraction(c) for c in crops]
+        rule = learn_blur.rule_blurry(self.probs, self.threshold, tissue, verdicts, sparse)
+        r = learn_blur.summarise(self.items, rule, self.probs)
+        # the target the network alone misses: Kather adipose, 87% glass
+        caught, n = counts(r["by_texture"][ADIPOSE_MISS]["caught"])
+        self.assertEqual(caught, n, r["by_texture"][ADIPOSE_MISS])
+        self.assertLess(counts(self.m["by_texture"][ADIPOSE_MISS]["caught"])[0], n)
+        # no false blur added anywhere, nothing the network caught lost
+        self.assertEqual(r["false_blur_by_texture"], self.m["false_blur_by_texture"])
+        for a, b in zip(rule, self.blurry):
+            self.assertGreaterEqual(a, b)
+        self.assertGreater(r["catch_sigma_ge_2"], self.m["catch_sigma_ge_2"])
+        # the held-out sparse-tissue set
+        sp = learn_blur.build_sparse_set()
+        sp_crops = [it["crop"] for it in sp]
+        sp_probs = learn_blur.net_probs(self.net, sp_crops)
+        sp_verdicts = learn_blur.classical_scores(sp_crops, FOCUS_TOOL)[1]
+        sp_rule = learn_blur.rule_blurry(sp_probs, self.threshold, [it["tissue"] for it in sp],
+                                         sp_verdicts, sparse)
+        sharp = [i for i, it in enumerate(sp) if it["label"] == 0]
+        self.assertGreaterEqual(len(sharp), 40)
+        self.assertEqual([sp_rule[i] for i in sharp], [0] * len(sharp),
+                         [sp[i]["name"] for i in sharp if sp_rule[i]])
+        gauss = [i for i, it in enumerate(sp) if it["kind"] == "gauss" and it["size"] >= 2]
+        rule_catch = sum(sp_rule[i] for i in gauss) / len(gauss)
+        net_catch = sum(sp_probs[i] > self.threshold for i in gauss) / len(gauss)
+        self.assertGreaterEqual(rule_catch, learn_blur.TARGET_CATCH)
+        self.assertGreater(rule_catch, net_catch)
 
     def test_real_defocus_pair(self):
         fq = learn_blur.fq_pair_crops()
