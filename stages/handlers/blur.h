@@ -63,8 +63,6 @@ void gs_blur_destroy(gs_blur **b);
 /* The method this state uses (METHOD_NETWORK or METHOD_CLASSICAL). */
 Gastroscreen__V1__Method gs_blur_method(const gs_blur *b);
 
-/* One tile's focus: blurry (0/1), focus (higher = sharper: the network's P(sharp) or the
- * classical score), the share of pixels measured, or `error` when it cannot be judged. */
 /* The sparse-tissue check of the network method on one crop. */
 typedef struct {
     double tissue_fraction; /* share of the crop's pixels with grey < GS_FOCUS_GLASS_GREY */
@@ -82,6 +80,8 @@ typedef struct {
 int gs_blur_sparse_check(const gs_model *m, const uint8_t *rgb, int w, int h,
                          double focus_threshold, gs_blur_sparse *out);
 
+/* One tile's focus: blurry (0/1), focus (higher = sharper: the network's P(sharp) or the
+ * classical score), the share of pixels measured, or `error` when it cannot be judged. */
 typedef struct {
     int blurry;
     double focus;
