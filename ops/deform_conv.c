@@ -46,8 +46,7 @@ int gs_deform_conv_out_size(const gs_deform_conv_desc *d, int *ho, int *wo)
         return gs_error_set("deform_conv: bad kernel %dx%d stride %dx%d pad %dx%d dilation %dx%d",
                             d->kh, d->kw, d->stride_h, d->stride_w, d->pad_h, d->pad_w, d->dil_h,
                             d->dil_w);
-    if (d->offset_format < GS_DEFORM_OFFSET_SPLIT ||
-        d->offset_format > GS_DEFORM_OFFSET_RAW_BLOCKED)
+    if (d->offset_format < GS_DEFORM_OFFSET_SPLIT || d->offset_format > GS_DEFORM_OFFSET_RAW_NHWC)
         return gs_error_set("deform_conv: unknown offset format %d", (int)d->offset_format);
     long eh = (long)d->h + 2L * d->pad_h - (long)d->dil_h * (d->kh - 1) - 1;
     long ew = (long)d->w + 2L * d->pad_w - (long)d->dil_w * (d->kw - 1) - 1;
@@ -334,6 +333,14 @@ gs_deform_conv *gs_deform_conv_new(const gs_deform_conv_desc *d, const float *we
     c->d = *d;
     if (gs_deform_conv_out_size(d, &c->ho, &c->wo) < 0)
         goto fail;
+    if (d->nhwc && (d->cin % 16 || d->cout % 16)) {
+        gs_error_set("deform_conv: channels-last needs channel counts that are multiples of 16");
+        goto fail;
+    }
+    if ((d->offset_format == GS_DEFORM_OFFSET_RAW_NHWC) != (d->nhwc != 0)) {
+        gs_error_set("deform_conv: channels-last offsets go with a channels-last conv only");
+        goto fail;
+    }
     c->taps = d->kh * d->kw;
     c->cb_in = (d->cin + 15) / 16;
     c->cb_out = (d->cout + 15) / 16;
@@ -463,9 +470,11 @@ static int thread_init(const gs_deform_conv *c, deform_thread *t)
     /* A bf16 conv's columns and matmul output take half the bytes. */
     const size_t col_elems = (size_t)c->tile_p * c->kdim, gemm_elems = (size_t)c->tile_p * c->ndim;
     t->col = aligned_floats(c->d.bf16 ? (col_elems + 1) / 2 : col_elems);
-    t->gemm = aligned_floats(c->d.bf16 ? (gemm_elems + 1) / 2 : gemm_elems);
+    /* A channels-last conv's matmul writes the output rows in place. */
+    if (!c->d.nhwc)
+        t->gemm = aligned_floats(c->d.bf16 ? (gemm_elems + 1) / 2 : gemm_elems);
     t->scratchpad = aligned_floats(c->scratchpad_bytes / sizeof(float) + 1);
-    if (!t->col || !t->gemm || !t->scratchpad)
+    if (!t->col || (!t->gemm && !c->d.nhwc) || !t->scratchpad)
         return gs_error_set("deform_conv: out of memory for scratch");
     DNNL_CHECK(dnnl_stream_create(&t->stream, c->engine, dnnl_stream_default_flags), "stream");
     DNNL_CHECK(dnnl_memory_create(&t->bias, &c->bias_md, c->engine, c->bias), "bias memory");
@@ -537,6 +546,8 @@ static size_t offset_channel(const gs_deform_conv *c, int ch)
     size_t ohw = (size_t)c->ho * c->wo;
     if (c->d.offset_format == GS_DEFORM_OFFSET_RAW_BLOCKED)
         return (size_t)(ch / 16) * ohw * 16 + (size_t)(ch % 16);
+    if (c->d.offset_format == GS_DEFORM_OFFSET_RAW_NHWC)
+        return (size_t)ch;
     return (size_t)ch * ohw;
 }
 
@@ -722,13 +733,24 @@ static void build_plan(const gs_deform_conv *c, deform_thread *t, const offset_v
     }
 }
 
+/* Elements from one input pixel to the next, and from one 16-channel block to the next. */
+static size_t in_pixel_step(const gs_deform_conv *c)
+{
+    return c->d.nhwc ? (size_t)c->d.cin : 16;
+}
+
+static size_t in_block_step(const gs_deform_conv *c)
+{
+    return c->d.nhwc ? 16 : (size_t)c->d.h * c->d.w * 16;
+}
+
 /* col[p][(cb * taps + k) * 16 + l] = sum over corners of wt * in[cb][idx][l]. Tap-outer so
  * that consecutive pixels sample neighbouring input pixels. */
 __attribute__((target("avx512f"))) static void
 gather_avx512(const gs_deform_conv *c, const deform_thread *t, int np, const float *in, float *col)
 {
     const int taps = c->taps, cb_in = c->cb_in, kdim = c->kdim, pad = c->tile_pad;
-    const size_t plane = (size_t)c->d.h * c->d.w * 16;
+    const size_t px = in_pixel_step(c), plane = in_block_step(c);
     for (int k = 0; k < taps; k++) {
         const int32_t *i0 = t->idx + (size_t)k * 4 * pad, *i1 = i0 + pad, *i2 = i1 + pad,
                       *i3 = i2 + pad;
@@ -737,8 +759,8 @@ gather_avx512(const gs_deform_conv *c, const deform_thread *t, int np, const flo
         for (int p = 0; p < np; p++) {
             const __m512 b0 = _mm512_set1_ps(w0[p]), b1 = _mm512_set1_ps(w1[p]);
             const __m512 b2 = _mm512_set1_ps(w2[p]), b3 = _mm512_set1_ps(w3[p]);
-            const float *a0 = in + (size_t)i0[p] * 16, *a1 = in + (size_t)i1[p] * 16;
-            const float *a2 = in + (size_t)i2[p] * 16, *a3 = in + (size_t)i3[p] * 16;
+            const float *a0 = in + (size_t)i0[p] * px, *a1 = in + (size_t)i1[p] * px;
+            const float *a2 = in + (size_t)i2[p] * px, *a3 = in + (size_t)i3[p] * px;
             float *dst = col + (size_t)p * kdim + (size_t)k * 16;
             for (int cb = 0; cb < cb_in; cb++) {
                 const size_t o = (size_t)cb * plane;
@@ -756,7 +778,7 @@ static void gather_generic(const gs_deform_conv *c, const deform_thread *t, int 
                            float *col)
 {
     const int taps = c->taps, cb_in = c->cb_in, kdim = c->kdim, pad = c->tile_pad;
-    const size_t plane = (size_t)c->d.h * c->d.w * 16;
+    const size_t px = in_pixel_step(c), plane = in_block_step(c);
     for (int k = 0; k < taps; k++) {
         const int32_t *idx = t->idx + (size_t)k * 4 * pad;
         const float *wt = t->wt + (size_t)k * 4 * pad;
@@ -765,10 +787,10 @@ static void gather_generic(const gs_deform_conv *c, const deform_thread *t, int 
                 const float *b = in + (size_t)cb * plane;
                 float *dst = col + (size_t)p * kdim + ((size_t)cb * taps + k) * 16;
                 for (int l = 0; l < 16; l++)
-                    dst[l] = wt[p] * b[(size_t)idx[p] * 16 + l] +
-                             wt[pad + p] * b[(size_t)idx[pad + p] * 16 + l] +
-                             wt[2 * pad + p] * b[(size_t)idx[2 * pad + p] * 16 + l] +
-                             wt[3 * pad + p] * b[(size_t)idx[3 * pad + p] * 16 + l];
+                    dst[l] = wt[p] * b[(size_t)idx[p] * px + l] +
+                             wt[pad + p] * b[(size_t)idx[pad + p] * px + l] +
+                             wt[2 * pad + p] * b[(size_t)idx[2 * pad + p] * px + l] +
+                             wt[3 * pad + p] * b[(size_t)idx[3 * pad + p] * px + l];
             }
     }
 }
@@ -794,7 +816,7 @@ __attribute__((target("avx512f"))) static void gather_avx512_bf16(const gs_defor
                                                                   const uint16_t *in, uint16_t *col)
 {
     const int taps = c->taps, cb_in = c->cb_in, kdim = c->kdim, pad = c->tile_pad;
-    const size_t plane = (size_t)c->d.h * c->d.w * 16;
+    const size_t px = in_pixel_step(c), plane = in_block_step(c);
     for (int k = 0; k < taps; k++) {
         const int32_t *i0 = t->idx + (size_t)k * 4 * pad, *i1 = i0 + pad, *i2 = i1 + pad,
                       *i3 = i2 + pad;
@@ -803,8 +825,8 @@ __attribute__((target("avx512f"))) static void gather_avx512_bf16(const gs_defor
         for (int p = 0; p < np; p++) {
             const __m512 b0 = _mm512_set1_ps(w0[p]), b1 = _mm512_set1_ps(w1[p]);
             const __m512 b2 = _mm512_set1_ps(w2[p]), b3 = _mm512_set1_ps(w3[p]);
-            const uint16_t *a0 = in + (size_t)i0[p] * 16, *a1 = in + (size_t)i1[p] * 16;
-            const uint16_t *a2 = in + (size_t)i2[p] * 16, *a3 = in + (size_t)i3[p] * 16;
+            const uint16_t *a0 = in + (size_t)i0[p] * px, *a1 = in + (size_t)i1[p] * px;
+            const uint16_t *a2 = in + (size_t)i2[p] * px, *a3 = in + (size_t)i3[p] * px;
             uint16_t *dst = col + (size_t)p * kdim + (size_t)k * 16;
             for (int cb = 0; cb < cb_in; cb++) {
                 const size_t o = (size_t)cb * plane;
@@ -822,7 +844,7 @@ static void gather_generic_bf16(const gs_deform_conv *c, const deform_thread *t,
                                 const uint16_t *in, uint16_t *col)
 {
     const int taps = c->taps, cb_in = c->cb_in, kdim = c->kdim, pad = c->tile_pad;
-    const size_t plane = (size_t)c->d.h * c->d.w * 16;
+    const size_t px = in_pixel_step(c), plane = in_block_step(c);
     for (int k = 0; k < taps; k++) {
         const int32_t *idx = t->idx + (size_t)k * 4 * pad;
         const float *wt = t->wt + (size_t)k * 4 * pad;
@@ -832,11 +854,11 @@ static void gather_generic_bf16(const gs_deform_conv *c, const deform_thread *t,
                 uint16_t *dst = col + (size_t)p * kdim + ((size_t)cb * taps + k) * 16;
                 for (int l = 0; l < 16; l++) {
                     /* Same operation order as the vector kernel (mul, then three FMAs). */
-                    float v = wt[p] * gs_bf16_to_f32(b[(size_t)idx[p] * 16 + l]);
-                    v = fmaf(wt[pad + p], gs_bf16_to_f32(b[(size_t)idx[pad + p] * 16 + l]), v);
-                    v = fmaf(wt[2 * pad + p], gs_bf16_to_f32(b[(size_t)idx[2 * pad + p] * 16 + l]),
+                    float v = wt[p] * gs_bf16_to_f32(b[(size_t)idx[p] * px + l]);
+                    v = fmaf(wt[pad + p], gs_bf16_to_f32(b[(size_t)idx[pad + p] * px + l]), v);
+                    v = fmaf(wt[2 * pad + p], gs_bf16_to_f32(b[(size_t)idx[2 * pad + p] * px + l]),
                              v);
-                    v = fmaf(wt[3 * pad + p], gs_bf16_to_f32(b[(size_t)idx[3 * pad + p] * 16 + l]),
+                    v = fmaf(wt[3 * pad + p], gs_bf16_to_f32(b[(size_t)idx[3 * pad + p] * px + l]),
                              v);
                     dst[l] = gs_bf16_from_f32(v);
                 }
@@ -864,6 +886,14 @@ static dnnl_status_t run_tile(const gs_deform_conv *c, deform_thread *t, int use
     else
         gather_generic(c, t, np, (const float *)input + in_off, t->col);
 
+    if (c->d.nhwc) {
+        const size_t row0 = (size_t)n * ohw + (size_t)p0;
+        void *rows = c->d.bf16 ? (void *)((uint16_t *)out + row0 * c->ndim)
+                               : (void *)((float *)out + row0 * c->ndim);
+        dnnl_status_t st = dnnl_memory_set_data_handle(t->dst[which], rows);
+        if (st != dnnl_success)
+            return st;
+    }
     dnnl_exec_arg_t args[5] = {{DNNL_ARG_SRC, t->src[which]},
                                {DNNL_ARG_WEIGHTS, t->wei[which]},
                                {DNNL_ARG_BIAS, t->bias},
@@ -872,7 +902,7 @@ static dnnl_status_t run_tile(const gs_deform_conv *c, deform_thread *t, int use
     dnnl_status_t st = dnnl_primitive_execute(c->mm[which], t->stream, 5, args);
     if (st == dnnl_success)
         st = dnnl_stream_wait(t->stream);
-    if (st != dnnl_success)
+    if (st != dnnl_success || c->d.nhwc)
         return st;
 
     /* [np, ndim] rows -> nChw16c: each 16-channel chunk of a row is one pixel of a block. */
@@ -934,6 +964,7 @@ static int run_any(const gs_deform_conv *c, gs_deform_conv_scratch *s, const voi
         off_image = 2 * (size_t)taps * ohw;
         break;
     case GS_DEFORM_OFFSET_RAW_NCHW:
+    case GS_DEFORM_OFFSET_RAW_NHWC:
         off_image = 3 * (size_t)taps * ohw;
         break;
     default:
@@ -960,7 +991,9 @@ static int run_any(const gs_deform_conv *c, gs_deform_conv_scratch *s, const voi
             const int n = job / c->tiles, tile = job % c->tiles;
             offset_view v;
             v.base = offset + (size_t)n * off_image;
-            v.pix_stride = c->d.offset_format == GS_DEFORM_OFFSET_RAW_BLOCKED ? 16 : 1;
+            v.pix_stride = c->d.offset_format == GS_DEFORM_OFFSET_RAW_BLOCKED ? 16
+                           : c->d.offset_format == GS_DEFORM_OFFSET_RAW_NHWC  ? 3 * (size_t)taps
+                                                                              : 1;
             v.sigmoid = c->d.offset_format != GS_DEFORM_OFFSET_SPLIT;
             v.mask_base = mask ? mask + (size_t)n * taps * ohw : NULL;
             dnnl_status_t st = run_tile(c, t, use_avx512, n, tile, input, &v, out);

@@ -42,6 +42,14 @@
  *    channels 2*kh*kw .. 3*kh*kw-1 are mask logits, to which this module applies the sigmoid.
  *  - GS_DEFORM_OFFSET_RAW_BLOCKED: the same 3*kh*kw channels in nChw16c (channels padded to a
  *    multiple of 16), so a oneDNN conv producing them in its preferred layout needs no reorder.
+ *  - GS_DEFORM_OFFSET_RAW_NHWC: the same 3*kh*kw channels channels-last, float
+ *    [N][Ho][Wo][3*kh*kw], for a conv built with d->nhwc.
+ *
+ * Channels-last (d->nhwc = 1, fast path only): input [N][H][W][Cin] and output
+ * [N][Ho][Wo][Cout], no channel padding, Cin and Cout multiples of 16. oneDNN's AMX
+ * convolutions run only on channels-last activations, so a network that uses them keeps its
+ * deformable convs channels-last too; the matmul then writes the output rows in place (no
+ * copy), and a 16-channel block of an input pixel is still one vector load.
  */
 #ifndef GS_OPS_DEFORM_CONV_H
 #define GS_OPS_DEFORM_CONV_H
@@ -53,6 +61,7 @@ typedef enum {
     GS_DEFORM_OFFSET_SPLIT = 0,
     GS_DEFORM_OFFSET_RAW_NCHW = 1,
     GS_DEFORM_OFFSET_RAW_BLOCKED = 2,
+    GS_DEFORM_OFFSET_RAW_NHWC = 3,
 } gs_deform_offset_format;
 
 /* Shape of one deformable conv. h, w are the input's; the output size follows PyTorch:
@@ -65,6 +74,7 @@ typedef struct {
     int dil_h, dil_w;
     gs_deform_offset_format offset_format; /* used by the fast path only */
     int bf16; /* fast path only: bf16 input/output, see gs_deform_conv_run_bf16 */
+    int nhwc; /* fast path only: channels-last input and output (see above) */
 } gs_deform_conv_desc;
 
 /* Fills *d with a 3x3, stride 1, pad 1, dilation 1 conv (the DCN layer of the decoder), split
@@ -102,9 +112,10 @@ const gs_deform_conv_desc *gs_deform_conv_get_desc(const gs_deform_conv *c);
 gs_deform_conv_scratch *gs_deform_conv_scratch_new(const gs_deform_conv *c);
 void gs_deform_conv_scratch_destroy(gs_deform_conv_scratch **s);
 
-/* Runs the conv: input nChw16c [N][ceil(Cin/16)][H][W][16]; offset and mask as selected by
- * the descriptor's offset_format (mask must be NULL for the RAW formats); out nChw16c
- * [N][ceil(Cout/16)][Ho][Wo][16], caller-owned, fully overwritten (padding channels = 0).
+/* Runs the conv: input nChw16c [N][ceil(Cin/16)][H][W][16] (NHWC for a d->nhwc conv); offset
+ * and mask as selected by the descriptor's offset_format (mask must be NULL for the RAW
+ * formats); out nChw16c [N][ceil(Cout/16)][Ho][Wo][16] (NHWC likewise), caller-owned, fully
+ * overwritten (padding channels = 0).
  * Uses min(omp_get_max_threads(), threads of the scratch) threads. Returns 0, or -1 with the
  * error set if oneDNN fails or the arguments do not fit. */
 int gs_deform_conv_run(const gs_deform_conv *c, gs_deform_conv_scratch *s, const float *input,

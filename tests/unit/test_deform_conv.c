@@ -478,6 +478,113 @@ static void raw_offset_formats(void **state)
     free(out);
 }
 
+/* NCHW [n][c][hw] -> NHWC [n][hw][c] (back = 1: the other way). */
+static void nchw_nhwc(const float *src, int n, int c, size_t hw, float *dst, int back)
+{
+    for (int b = 0; b < n; b++)
+        for (int ch = 0; ch < c; ch++)
+            for (size_t p = 0; p < hw; p++) {
+                size_t cf = ((size_t)b * c + ch) * hw + p, cl = ((size_t)b * hw + p) * c + ch;
+                if (back)
+                    dst[cf] = src[cl];
+                else
+                    dst[cl] = src[cf];
+            }
+}
+
+/* The channels-last form (input, raw offsets and output NHWC) against the reference: batch 2,
+ * maps whose pixel counts leave a partial last tile, offsets reaching past the borders. */
+static void channels_last_matches_reference(void **state)
+{
+    const shape shapes[] = {
+        {2, 64, 32, 23, 23, 3, 3, 1, 1, 1, 1, 1, 1},
+        {1, 16, 48, 9, 31, 3, 3, 1, 1, 1, 1, 1, 1},
+        {2, 32, 16, 12, 7, 3, 3, 2, 2, 1, 1, 1, 1},
+    };
+    rng_seed(21);
+    for (int portable = 0; portable <= 1; portable++) {
+        gs_deform_conv_use_portable_kernels(portable);
+        for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+            gs_deform_conv_desc d = desc_of(&shapes[si]);
+            int ho, wo;
+            assert_int_equal(gs_deform_conv_out_size(&d, &ho, &wo), 0);
+            size_t ohw = (size_t)ho * wo, hw = (size_t)d.h * d.w;
+            size_t n_in = (size_t)d.n * d.cin * hw, n_out = (size_t)d.n * d.cout * ohw;
+            float *in = rand_buf(n_in, -1, 1);
+            float *wt = rand_buf((size_t)d.cout * d.cin * 9, -0.5f, 0.5f);
+            float *bias = rand_buf((size_t)d.cout, -1, 1);
+            float *raw = rand_buf((size_t)d.n * 27 * ohw, -4, 4);
+            float *off = malloc((size_t)d.n * 18 * ohw * sizeof *off);
+            float *mask = malloc((size_t)d.n * 9 * ohw * sizeof *mask);
+            float *in_cl = malloc(n_in * sizeof *in_cl);
+            float *raw_cl = malloc((size_t)d.n * 27 * ohw * sizeof *raw_cl);
+            float *out_cl = malloc(n_out * sizeof *out_cl);
+            float *ref = malloc(n_out * sizeof *ref), *out = malloc(n_out * sizeof *out);
+            for (int n = 0; n < d.n; n++)
+                for (size_t p = 0; p < ohw; p++) {
+                    for (int ch = 0; ch < 18; ch++)
+                        off[((size_t)n * 18 + ch) * ohw + p] = raw[((size_t)n * 27 + ch) * ohw + p];
+                    for (int k = 0; k < 9; k++)
+                        mask[((size_t)n * 9 + k) * ohw + p] =
+                            (float)(1.0 /
+                                    (1.0 + exp(-(double)raw[((size_t)n * 27 + 18 + k) * ohw + p])));
+                }
+            assert_int_equal(gs_deform_conv2d_ref(&d, in, off, mask, wt, bias, ref), 0);
+            relu_inplace(ref, n_out);
+            nchw_nhwc(in, d.n, d.cin, hw, in_cl, 0);
+            nchw_nhwc(raw, d.n, 27, ohw, raw_cl, 0);
+            for (size_t i = 0; i < n_out; i++)
+                out_cl[i] = NAN; /* the run must overwrite everything */
+            d.nhwc = 1;
+            d.offset_format = GS_DEFORM_OFFSET_RAW_NHWC;
+            gs_deform_conv *c = gs_deform_conv_new(&d, wt, bias, 1);
+            assert_non_null(c);
+            gs_deform_conv_scratch *sc = gs_deform_conv_scratch_new(c);
+            assert_non_null(sc);
+            assert_int_equal(gs_deform_conv_run(c, sc, in_cl, raw_cl, NULL, out_cl), 0);
+            nchw_nhwc(out_cl, d.n, d.cout, ohw, out, 1);
+            double e = max_diff(ref, out, n_out), scale = max_abs(ref, n_out);
+            if (!(e <= REL_TOL * scale)) {
+                print_error("shape %zu portable %d: max error %g of %g\n", si, portable, e, scale);
+                fail();
+            }
+            gs_deform_conv_scratch_destroy(&sc);
+            gs_deform_conv_destroy(&c);
+            free(in);
+            free(wt);
+            free(bias);
+            free(raw);
+            free(off);
+            free(mask);
+            free(in_cl);
+            free(raw_cl);
+            free(out_cl);
+            free(ref);
+            free(out);
+        }
+    }
+    gs_deform_conv_use_portable_kernels(0);
+
+    /* Channel counts that are not whole 16-channel blocks, and offsets in another layout than
+     * the conv's, are refused. */
+    float w[17 * 16 * 9] = {0};
+    gs_deform_conv_desc d;
+    gs_deform_conv_desc_3x3(&d, 1, 17, 16, 8, 8);
+    d.nhwc = 1;
+    d.offset_format = GS_DEFORM_OFFSET_RAW_NHWC;
+    assert_null(gs_deform_conv_new(&d, w, NULL, 0));
+    assert_non_null(strstr(gs_error_get(), "multiples of 16"));
+    gs_deform_conv_desc_3x3(&d, 1, 16, 16, 8, 8);
+    d.nhwc = 1;
+    d.offset_format = GS_DEFORM_OFFSET_RAW_BLOCKED;
+    assert_null(gs_deform_conv_new(&d, w, NULL, 0));
+    assert_non_null(strstr(gs_error_get(), "channels-last offsets"));
+    d.nhwc = 0;
+    d.offset_format = GS_DEFORM_OFFSET_RAW_NHWC;
+    assert_null(gs_deform_conv_new(&d, w, NULL, 0));
+    gs_error_clear();
+}
+
 /* With a 1x1 kernel, weight 1, zero offsets and an all-ones input, the output is the mask
  * itself, so this measures the module's sigmoid directly: within 4e-7 relative of the
  * double-precision value (a few float ulps) over the whole range of logits. */
@@ -761,6 +868,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(fractional_offsets_at_borders),
         cmocka_unit_test(zero_mask_gives_bias),
         cmocka_unit_test(raw_offset_formats),
+        cmocka_unit_test(channels_last_matches_reference),
         cmocka_unit_test(sigmoid_of_raw_mask_is_accurate),
         cmocka_unit_test(repeated_runs_reuse_scratch),
         cmocka_unit_test(portable_kernels_match_reference),
