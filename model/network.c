@@ -351,6 +351,15 @@ static int vnni_native(void)
     return ((unsigned)dnnl_get_effective_cpu_isa() & need) == need;
 }
 
+/* oneDNN 2.6 runs its AMX convolutions (bf16 and int8) only on channels-last activations:
+ * on an AMX CPU a bf16 3x3 conv 128->128 at 64x64 measured 1.2 ms channels-last against
+ * 8.4 ms in nChw16c (jit_bf16) and 5.1 ms in fp32. Without AMX, bf16 keeps nChw16c. */
+static int amx_native(void)
+{
+    const unsigned need = (unsigned)dnnl_cpu_isa_avx512_core_amx;
+    return ((unsigned)dnnl_get_effective_cpu_isa() & need) == need;
+}
+
 gs_precision gs_precision_usable(gs_precision asked, char *why, size_t len)
 {
     if (why && len)
@@ -439,10 +448,12 @@ int gs_model_set_precision(gs_model *m, gs_precision p)
     int want_bf16 = p == GS_PRECISION_BF16 || (p == GS_PRECISION_INT8 && gs_bf16_native());
     if (want_bf16 && !m->bf16_weights) {
         layer_list *l = &m->layers[GS_NET_MULTITASK];
+        int cl = amx_native();
         for (size_t i = 0; i < l->n; i++)
-            if (l->v[i].kind == LAYER_CONV && gs_rt_conv_make_bf16(&l->v[i].conv, m->engine))
+            if (l->v[i].kind == LAYER_CONV && gs_rt_conv_make_bf16(&l->v[i].conv, m->engine, cl))
                 return gs_error_prefix("layer %s", l->v[i].name);
         m->bf16_weights = 1;
+        m->bf16_cl = cl;
     }
     if (p == GS_PRECISION_INT8 && !m->int8_weights) {
         if (make_int8(m))
@@ -501,13 +512,18 @@ static gs_net_state *state_new(const gs_model *m, gs_net_id id, int n, int h, in
     b.p = st->p = gs_rt_plan_new(m->engine, n, 0);
     if (st->p && id == GS_NET_MULTITASK && calibrating)
         gs_rt_plan_set_observe(st->p, 1);
-    else if (st->p && id == GS_NET_MULTITASK && m->precision == GS_PRECISION_BF16)
+    else if (st->p && id == GS_NET_MULTITASK && m->precision == GS_PRECISION_BF16) {
         gs_rt_plan_set_bf16(st->p, 1);
-    else if (st->p && id == GS_NET_MULTITASK && m->precision == GS_PRECISION_INT8) {
+        /* On AMX the whole network channels-last (amx_native says why). */
+        gs_rt_plan_set_channels_last(st->p, m->bf16_cl);
+        st->decoder_cl = m->bf16_cl;
+    } else if (st->p && id == GS_NET_MULTITASK && m->precision == GS_PRECISION_INT8) {
         gs_rt_plan_set_bf16(st->p, m->bf16_weights);
         gs_rt_plan_set_int8(st->p, 1);
-        /* The encoder channels-last, so its int8 convs write their outputs themselves. */
+        /* The encoder channels-last, so its int8 convs write their outputs themselves; the
+           bf16 decoder too on AMX. */
         gs_rt_plan_set_channels_last(st->p, 1);
+        st->decoder_cl = m->bf16_weights && m->bf16_cl;
     }
     if (!st->p || gs_net_build(&b, st)) {
         gs_error_prefix("%s network, batch %d, %dx%d", net_names[id], n, h, w);

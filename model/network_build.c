@@ -635,9 +635,9 @@ static int build_multitask(builder *b, gs_net_state *st)
         return -1;
     if (tree1(b, "base.level5", l[4], NULL, 512, 2, 1, NULL, 0, &l[5]))
         return -1;
-    /* An int8 plan ran the encoder channels-last (model/runtime.h); the decoder and the
-       feature pooling want nChw16c: one reorder per level they read. */
-    if (gs_rt_plan_channels_last(b->p)) {
+    /* An int8 plan ran the encoder channels-last (model/runtime.h); unless the decoder runs
+       channels-last too (AMX), it wants nChw16c: one reorder per level it reads. */
+    if (gs_rt_plan_channels_last(b->p) && !st->decoder_cl) {
         gs_rt_plan_set_channels_last(b->p, 0);
         for (int i = 2; i <= 5; i++) {
             gs_rt_tensor *blk = NULL;

@@ -40,6 +40,7 @@ struct gs_model {
     layer_list layers[GS_NET_COUNT];
     gs_precision precision;
     int bf16_weights; /* the multi-task convs hold bf16 weights too */
+    int bf16_cl;      /* ... laid out for channels-last activations (gs_model_set_precision) */
     int int8_weights; /* the encoder's convs hold int8 weights too */
 };
 
@@ -53,6 +54,7 @@ struct gs_net_state {
                                     screener: hidden */
     const layer *fc;             /* cls.fc / blur fc / screener fc */
     int calibrating; /* multitask: records conv input ranges (gs_net_state_new_calibrating) */
+    int decoder_cl;  /* multitask: the decoder runs channels-last too, not only the encoder */
     int profiling;
     int profile_runs;
     double profile[GS_NET_PART_COUNT]; /* seconds per gs_net_part */

@@ -156,14 +156,9 @@ static void act_md_layout(int n, int c, int h, int w, int plain, int cl, dnnl_da
     GS_ASSERT(st == dnnl_success);
 }
 
-static void act_md_dt(int n, int c, int h, int w, int plain, int bf16, dnnl_memory_desc_t *md)
-{
-    act_md_layout(n, c, h, w, plain, 0, bf16 ? dnnl_bf16 : dnnl_f32, md);
-}
-
 static void act_md(int n, int c, int h, int w, int plain, dnnl_memory_desc_t *md)
 {
-    act_md_dt(n, c, h, w, plain, 0, md);
+    act_md_layout(n, c, h, w, plain, 0, dnnl_f32, md);
 }
 
 int gs_rt_conv_init(gs_rt_conv *c, dnnl_engine_t engine, int cin, int cout, int k, int stride,
@@ -231,7 +226,7 @@ fail_noset:
     return -1;
 }
 
-int gs_rt_conv_make_bf16(gs_rt_conv *c, dnnl_engine_t engine)
+int gs_rt_conv_make_bf16(gs_rt_conv *c, dnnl_engine_t engine, int cl)
 {
     if (c->wr16)
         return 0;
@@ -241,8 +236,8 @@ int gs_rt_conv_make_bf16(gs_rt_conv *c, dnnl_engine_t engine)
     dnnl_dims_t wd;
     weights_dims(c, &ndims, wd);
     conv_out_size(c, 64, 64, &ho, &wo);
-    act_md_dt(1, c->cin, 64, 64, c->cin == 3, 1, &src);
-    act_md_dt(1, c->cout, ho, wo, 0, 1, &dst);
+    act_md_layout(1, c->cin, 64, 64, !cl && c->cin == 3, cl, dnnl_bf16, &src);
+    act_md_layout(1, c->cout, ho, wo, 0, cl, dnnl_bf16, &dst);
     DNNL_TRY(dnnl_memory_desc_init_by_tag(&any, ndims, wd, dnnl_bf16, dnnl_format_tag_any),
              "bf16 weights md");
     if (conv_pd(engine, c, &src, &dst, &any, NULL, &pd) != 0)
@@ -382,6 +377,7 @@ typedef struct {
     const gs_rt_conv *conv; /* STEP_DWDECONV */
     const void *skip;
     int n, cb, h, w, ho, wo;
+    int cl; /* STEP_DWDECONV: channels-last tensors */
     gs_deform_conv *dcn;
     gs_deform_conv_scratch *scratch;
     const float *offset;
@@ -1171,8 +1167,9 @@ int gs_rt_plan_dwdeconv(gs_rt_plan *p, const gs_rt_conv *c, gs_rt_tensor *src, g
     GS_ASSERT(c->deconv && c->dwk);
     int ho, wo;
     conv_out_size(c, src->h, src->w, &ho, &wo);
-    if (src->c != c->cin || src->plain || skip->plain || src->cl || skip->cl ||
-        skip->c != c->cout || skip->h != ho || skip->w != wo || skip->bf16 != src->bf16)
+    if (src->c != c->cin || src->plain || skip->plain || src->cl != skip->cl ||
+        (src->cl && src->c % 16) || skip->c != c->cout || skip->h != ho || skip->w != wo ||
+        skip->bf16 != src->bf16)
         return gs_error_set("depthwise deconvolution: input %dx%dx%d, skip %dx%dx%d do not fit",
                             src->c, src->h, src->w, skip->c, skip->h, skip->w);
     if (c->kh / c->stride > 8 || c->kw / c->stride > 8 || c->kh % c->stride || c->kw % c->stride)
@@ -1180,7 +1177,7 @@ int gs_rt_plan_dwdeconv(gs_rt_plan *p, const gs_rt_conv *c, gs_rt_tensor *src, g
                             c->stride);
     if (src->bf16 && !c->dwk16)
         return gs_error_set("depthwise deconvolution has no bf16 weights");
-    *dst = tensor_new(p, c->cout, ho, wo, 0, 0, src->bf16);
+    *dst = tensor_new(p, c->cout, ho, wo, 0, src->cl, src->bf16);
     if (!*dst)
         return -1;
     if (p->dry)
@@ -1195,11 +1192,30 @@ int gs_rt_plan_dwdeconv(gs_rt_plan *p, const gs_rt_conv *c, gs_rt_tensor *src, g
     s->dst = (*dst)->data;
     s->n = p->n;
     s->cb = (c->cout + 15) / 16;
+    s->cl = src->cl;
     s->h = src->h;
     s->w = src->w;
     s->ho = ho;
     s->wo = wo;
     return 0;
+}
+
+/* Where row y of 16-channel block nc (= image * cb + block) of a transposed conv step starts,
+ * in elements: of its input image block (in_at) and of its output and skip rows (out_at), and
+ * the elements from one pixel to the next (px): 16 in nChw16c, the channel count
+ * channels-last (a multiple of 16 there, so a block of a pixel is still 16 contiguous lanes). */
+static void dw_addresses(const step *s, long nc, int y, size_t *px, size_t *in_at, size_t *out_at)
+{
+    if (!s->cl) {
+        *px = 16;
+        *in_at = (size_t)nc * s->h * s->w * 16;
+        *out_at = ((size_t)nc * s->ho + y) * s->wo * 16;
+        return;
+    }
+    size_t n = (size_t)(nc / s->cb), b = (size_t)(nc % s->cb), c = (size_t)s->cb * 16;
+    *px = c;
+    *in_at = n * s->h * s->w * c + b * 16;
+    *out_at = (n * s->ho + (size_t)y) * s->wo * c + b * 16;
 }
 
 /* The input rows/columns (and kernel taps) that reach output index o of a transposed conv:
@@ -1224,7 +1240,7 @@ static int dw_taps(int o, int stride, int pad, int k, int in, int *idx, int *tap
  * gs_bf16_from_f32 does (sums of finite values are finite). */
 __attribute__((target("avx512f"))) static void
 dwdeconv_bf16_row_avx512(const step *s, const uint16_t *in, const float *wk, const uint16_t *sk,
-                         uint16_t *out, int y)
+                         uint16_t *out, int y, size_t px)
 {
     const gs_rt_conv *c = s->conv;
     int k = c->kh, f = c->stride, pad = c->pad;
@@ -1233,11 +1249,11 @@ dwdeconv_bf16_row_avx512(const step *s, const uint16_t *in, const float *wk, con
     const __m512i round = _mm512_set1_epi32(0x7fff), one = _mm512_set1_epi32(1);
     for (int x = 0; x < s->wo; x++) {
         int nx = dw_taps(x, f, pad, k, s->w, ix, kx);
-        __m512i raw = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(sk + x * 16)));
+        __m512i raw = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(sk + x * px)));
         __m512 acc = _mm512_castsi512_ps(_mm512_slli_epi32(raw, 16));
         for (int a = 0; a < ny; a++)
             for (int bb = 0; bb < nx; bb++) {
-                const uint16_t *v = in + ((size_t)iy[a] * s->w + ix[bb]) * 16;
+                const uint16_t *v = in + ((size_t)iy[a] * s->w + ix[bb]) * px;
                 __m512i vi = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)v));
                 __m512 vf = _mm512_castsi512_ps(_mm512_slli_epi32(vi, 16));
                 acc = _mm512_fmadd_ps(_mm512_loadu_ps(wk + ((size_t)ky[a] * k + kx[bb]) * 16), vf,
@@ -1246,7 +1262,7 @@ dwdeconv_bf16_row_avx512(const step *s, const uint16_t *in, const float *wk, con
         __m512i u = _mm512_castps_si512(acc);
         __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), one);
         u = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(lsb, round)), 16);
-        _mm256_storeu_si256((__m256i *)(out + (size_t)x * 16), _mm512_cvtepi32_epi16(u));
+        _mm256_storeu_si256((__m256i *)(out + (size_t)x * px), _mm512_cvtepi32_epi16(u));
     }
 }
 
@@ -1263,12 +1279,14 @@ static void run_dwdeconv_bf16(const step *s)
         int y = (int)(r % s->ho);
         long nc = r / s->ho;
         int b = (int)(nc % s->cb);
-        const uint16_t *in = (const uint16_t *)s->src + (size_t)nc * s->h * s->w * 16;
+        size_t px, in_at, out_at;
+        dw_addresses(s, nc, y, &px, &in_at, &out_at);
+        const uint16_t *in = (const uint16_t *)s->src + in_at;
         const float *wk = c->dwk16 + (size_t)b * k * k * 16;
-        const uint16_t *sk = (const uint16_t *)s->skip + ((size_t)nc * s->ho + y) * s->wo * 16;
-        uint16_t *out = (uint16_t *)s->dst + ((size_t)nc * s->ho + y) * s->wo * 16;
+        const uint16_t *sk = (const uint16_t *)s->skip + out_at;
+        uint16_t *out = (uint16_t *)s->dst + out_at;
         if (use_avx512) {
-            dwdeconv_bf16_row_avx512(s, in, wk, sk, out, y);
+            dwdeconv_bf16_row_avx512(s, in, wk, sk, out, y, px);
             continue;
         }
         int iy[8], ky[8], ix[8], kx[8];
@@ -1277,17 +1295,17 @@ static void run_dwdeconv_bf16(const step *s)
             int nx = dw_taps(x, f, pad, k, s->w, ix, kx);
             float acc[16];
             for (int l = 0; l < 16; l++)
-                acc[l] = gs_bf16_to_f32(sk[(size_t)x * 16 + l]);
+                acc[l] = gs_bf16_to_f32(sk[(size_t)x * px + l]);
             for (int a = 0; a < ny; a++)
                 for (int bb = 0; bb < nx; bb++) {
-                    const uint16_t *v = in + ((size_t)iy[a] * s->w + ix[bb]) * 16;
+                    const uint16_t *v = in + ((size_t)iy[a] * s->w + ix[bb]) * px;
                     const float *wv = wk + ((size_t)ky[a] * k + kx[bb]) * 16;
 #pragma omp simd
                     for (int l = 0; l < 16; l++)
                         acc[l] += wv[l] * gs_bf16_to_f32(v[l]);
                 }
             for (int l = 0; l < 16; l++)
-                out[(size_t)x * 16 + l] = gs_bf16_from_f32(acc[l]);
+                out[(size_t)x * px + l] = gs_bf16_from_f32(acc[l]);
         }
     }
 }
@@ -1302,27 +1320,29 @@ static void run_dwdeconv(const step *s)
         int y = (int)(r % s->ho);
         long nc = r / s->ho; /* n * cb + block */
         int b = (int)(nc % s->cb);
-        const float *in = (const float *)s->src + (size_t)nc * s->h * s->w * 16;
+        size_t px, in_at, out_at;
+        dw_addresses(s, nc, y, &px, &in_at, &out_at);
+        const float *in = (const float *)s->src + in_at;
         const float *wk = c->dwk + (size_t)b * k * k * 16;
-        const float *sk = (const float *)s->skip + ((size_t)nc * s->ho + y) * s->wo * 16;
-        float *out = (float *)s->dst + ((size_t)nc * s->ho + y) * s->wo * 16;
+        const float *sk = (const float *)s->skip + out_at;
+        float *out = (float *)s->dst + out_at;
         int iy[8], ky[8], ix[8], kx[8];
         int ny = dw_taps(y, f, pad, k, s->h, iy, ky);
         for (int x = 0; x < s->wo; x++) {
             int nx = dw_taps(x, f, pad, k, s->w, ix, kx);
             float acc[16];
             for (int l = 0; l < 16; l++)
-                acc[l] = sk[(size_t)x * 16 + l];
+                acc[l] = sk[(size_t)x * px + l];
             for (int a = 0; a < ny; a++)
                 for (int bb = 0; bb < nx; bb++) {
-                    const float *v = in + ((size_t)iy[a] * s->w + ix[bb]) * 16;
+                    const float *v = in + ((size_t)iy[a] * s->w + ix[bb]) * px;
                     const float *wv = wk + ((size_t)ky[a] * k + kx[bb]) * 16;
 #pragma omp simd
                     for (int l = 0; l < 16; l++)
                         acc[l] += wv[l] * v[l];
                 }
             for (int l = 0; l < 16; l++)
-                out[(size_t)x * 16 + l] = acc[l];
+                out[(size_t)x * px + l] = acc[l];
         }
     }
 }
@@ -1359,17 +1379,18 @@ int gs_rt_plan_dcn(gs_rt_plan *p, const float *weight, const float *bias, int co
                    gs_rt_tensor *src, gs_rt_tensor *offset, gs_act act, gs_rt_tensor **dst)
 {
     if (offset->c != 27 || offset->h != src->h || offset->w != src->w || src->plain ||
-        offset->plain || offset->bf16 || src->cl || offset->cl)
+        offset->plain || offset->bf16 || src->cl != offset->cl)
         return gs_error_set("deformable conv: offset tensor %dx%dx%d does not fit input %dx%dx%d",
                             offset->c, offset->h, offset->w, src->c, src->h, src->w);
-    *dst = tensor_new(p, cout, src->h, src->w, 0, 0, src->bf16);
+    *dst = tensor_new(p, cout, src->h, src->w, 0, src->cl, src->bf16);
     if (!*dst)
         return -1;
     if (p->dry)
         return 0;
     gs_deform_conv_desc d;
     gs_deform_conv_desc_3x3(&d, p->n, src->c, cout, src->h, src->w);
-    d.offset_format = GS_DEFORM_OFFSET_RAW_BLOCKED;
+    d.offset_format = src->cl ? GS_DEFORM_OFFSET_RAW_NHWC : GS_DEFORM_OFFSET_RAW_BLOCKED;
+    d.nhwc = src->cl;
     d.bf16 = src->bf16;
     step *s = new_step(p, STEP_DCN);
     if (!s)
@@ -1499,27 +1520,45 @@ int gs_rt_plan_run(gs_rt_plan *p)
     return 0;
 }
 
+/* Where channels b*16 .. b*16+15 of image n of a non-plain tensor start, and the elements from
+ * one pixel to the next; *lanes is how many of the 16 exist (channels-last has no padding). */
+static void block_at(const gs_rt_tensor *t, int n, int b, size_t *at, size_t *px, int *lanes)
+{
+    size_t hw = (size_t)t->h * t->w;
+    int rest = t->c - b * 16;
+    *lanes = rest < 16 ? rest : 16;
+    if (t->cl) {
+        *at = (size_t)n * hw * t->c + (size_t)b * 16;
+        *px = (size_t)t->c;
+    } else {
+        *at = ((size_t)n * ((t->c + 15) / 16) + b) * hw * 16;
+        *px = 16;
+    }
+}
+
 void gs_rt_gap(const gs_rt_tensor *t, float *out)
 {
-    GS_ASSERT(!t->plain && !t->cl);
+    GS_ASSERT(!t->plain && !t->q);
     int nb = (t->c + 15) / 16;
     size_t hw = (size_t)t->h * t->w;
     for (int n = 0; n < t->n; n++)
         for (int b = 0; b < nb; b++) {
-            size_t at = ((size_t)n * nb + b) * hw * 16;
+            size_t at, px;
+            int lanes;
+            block_at(t, n, b, &at, &px, &lanes);
             double acc[16] = {0};
             if (t->bf16) {
                 const uint16_t *base = (const uint16_t *)t->data + at;
                 for (size_t i = 0; i < hw; i++)
-                    for (int l = 0; l < 16; l++)
-                        acc[l] += gs_bf16_to_f32(base[i * 16 + l]);
+                    for (int l = 0; l < lanes; l++)
+                        acc[l] += gs_bf16_to_f32(base[i * px + l]);
             } else {
                 const float *base = (const float *)t->data + at;
                 for (size_t i = 0; i < hw; i++)
-                    for (int l = 0; l < 16; l++)
-                        acc[l] += base[i * 16 + l];
+                    for (int l = 0; l < lanes; l++)
+                        acc[l] += base[i * px + l];
             }
-            for (int l = 0; l < 16 && b * 16 + l < t->c; l++)
+            for (int l = 0; l < lanes; l++)
                 out[(size_t)n * t->c + b * 16 + l] = (float)(acc[l] / (double)hw);
         }
 }
@@ -1538,18 +1577,20 @@ void gs_rt_extract_channel(const gs_rt_tensor *t, int ch, float *out)
         }
         return;
     }
-    GS_ASSERT(!t->cl);
-    int nb = (t->c + 15) / 16, b = ch / 16, l = ch % 16;
+    GS_ASSERT(!t->q);
+    int b = ch / 16, l = ch % 16;
     for (int n = 0; n < t->n; n++) {
-        size_t at = ((size_t)n * nb + b) * hw * 16;
+        size_t at, px;
+        int lanes;
+        block_at(t, n, b, &at, &px, &lanes);
         if (t->bf16) {
             const uint16_t *base = (const uint16_t *)t->data + at;
             for (size_t i = 0; i < hw; i++)
-                out[n * hw + i] = gs_bf16_to_f32(base[i * 16 + l]);
+                out[n * hw + i] = gs_bf16_to_f32(base[i * px + l]);
         } else {
             const float *base = (const float *)t->data + at;
             for (size_t i = 0; i < hw; i++)
-                out[n * hw + i] = base[i * 16 + l];
+                out[n * hw + i] = base[i * px + l];
         }
     }
 }

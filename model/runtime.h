@@ -14,8 +14,10 @@
  * from layer to layer: it is the layout oneDNN's AVX-512 fp32 convolutions pick for
  * format_tag_any, ops/deform_conv works in it without reorders, and channel blocks of 16 let
  * Root's split-K convs and the residual copies stay plain memcpy/sum. Only the network input
- * (3 channels, NCHW) is plain. Weights are created with format_tag_any and reordered to what
- * the primitive asks for.
+ * (3 channels, NCHW) is plain. A plan can instead keep them channels-last
+ * (gs_rt_plan_set_channels_last): oneDNN 2.6's int8 VNNI and its AMX (bf16, int8) convs run
+ * only on that layout, and every step here accepts it. Weights are created with
+ * format_tag_any and reordered to what the primitive asks for.
  *
  * A plan can be "dry": it only tracks shapes, makes no buffers and no primitives. The network
  * builders walk the architecture once dry while loading the model (to create the gs_rt_conv
@@ -102,10 +104,11 @@ int gs_rt_conv_init(gs_rt_conv *c, dnnl_engine_t engine, int cin, int cout, int 
 void gs_rt_conv_free(gs_rt_conv *c);
 
 /* Adds bf16 weights to c (once; again is a no-op): the float32 weights (BN already folded)
- * rounded to nearest even into the layout oneDNN picks for a bf16 conv of this geometry,
- * the transposed conv's kernel likewise; the bias stays float32. Plans then run c on bf16
- * sources. Returns 0, or -1 with the error set (c keeps its float32 weights). */
-int gs_rt_conv_make_bf16(gs_rt_conv *c, dnnl_engine_t engine);
+ * rounded to nearest even into the layout oneDNN picks for a bf16 conv of this geometry
+ * between nChw16c activations (cl != 0: channels-last ones, as the plans that will run it
+ * have), the transposed conv's kernel likewise; the bias stays float32. Plans then run c on
+ * bf16 sources. Returns 0, or -1 with the error set (c keeps its float32 weights). */
+int gs_rt_conv_make_bf16(gs_rt_conv *c, dnnl_engine_t engine, int cl);
 
 /* Adds int8 weights to c (again replaces them) for oneDNN int8 convolutions on VNNI:
  * per-output-channel symmetric weight scales from the folded float32 weights, ws[o] =
@@ -161,9 +164,10 @@ void gs_rt_plan_set_bf16(gs_rt_plan *p, int on);
 void gs_rt_plan_set_int8(gs_rt_plan *p, int on);
 
 /* on != 0: tensors created later (gs_rt_plan_tensor, gs_rt_plan_tensor_f32 and conv outputs;
- * not plain ones) are channels-last; pools and copies follow their source's layout whatever
- * this says, and the deformable and transposed convs, gs_rt_gap and gs_rt_extract_channel
- * want nChw16c (gs_rt_plan_to_blocked). Off by default. */
+ * not plain ones) are channels-last; pools, copies, the deformable and transposed convs
+ * follow their source's layout whatever this says (channels-last ones need channel counts
+ * that are multiples of 16), gs_rt_gap and gs_rt_extract_channel read either, and
+ * gs_rt_plan_to_blocked hands a tensor to an nChw16c part. Off by default. */
 void gs_rt_plan_set_channels_last(gs_rt_plan *p, int on);
 int gs_rt_plan_channels_last(const gs_rt_plan *p);
 
@@ -254,10 +258,12 @@ int gs_rt_plan_run(gs_rt_plan *p);
  * chose a different one than at load (0 expected on one machine; for diagnostics). */
 int gs_rt_plan_weight_reorders(const gs_rt_plan *p);
 
-/* Global average over h*w of a blocked tensor: out[n][c] (n x t->c floats, caller-owned). */
+/* Global average over h*w of a blocked or channels-last tensor: out[n][c] (n x t->c floats,
+ * caller-owned). */
 void gs_rt_gap(const gs_rt_tensor *t, float *out);
 
-/* Copies channel `ch` of blocked tensor t into out[n][h][w] (caller-owned). */
+/* Copies channel `ch` of (plain, blocked or channels-last) float tensor t into out[n][h][w]
+ * (caller-owned). */
 void gs_rt_extract_channel(const gs_rt_tensor *t, int ch, float *out);
 
 #endif

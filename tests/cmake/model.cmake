@@ -66,3 +66,15 @@ gs_cmocka_test(test_runtime_int8 unit SOURCES unit/test_runtime_int8.c LIBS gs_m
 # int8 run from the ranges it records.
 gs_cmocka_test(test_network_int8 unit SOURCES unit/test_network_int8.c LIBS gs_model)
 set_tests_properties(test_network_int8 PROPERTIES FIXTURES_REQUIRED seeded_bundle TIMEOUT 300)
+# On an AMX CPU the bf16 decoder runs channels-last; capped below AMX, the same tests (and the
+# real-tile budget, --quick) run the nChw16c decoder a CPU without AMX gets.
+add_test(NAME test_network_int8_no_amx COMMAND test_network_int8)
+set_tests_properties(test_network_int8_no_amx PROPERTIES LABELS unit FIXTURES_REQUIRED
+                     seeded_bundle TIMEOUT 300 ENVIRONMENT
+                     "${GS_TEST_ENV};ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16")
+add_test(NAME precision_budget_no_amx
+         COMMAND /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/parity/precision_budget.py
+                 --gastroscreen $<TARGET_FILE:gastroscreen>
+                 --work ${CMAKE_CURRENT_BINARY_DIR}/precision_budget_no_amx --quick)
+set_tests_properties(precision_budget_no_amx PROPERTIES LABELS parity SKIP_RETURN_CODE 77
+                     TIMEOUT 1800 ENVIRONMENT "${GS_TEST_ENV};ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16")

@@ -119,11 +119,11 @@ static void program_init(program *g)
     assert_int_equal(gs_rt_conv_init(&g->off, g->e, C, 27, 3, 1, 1, 0, wo, bo), 0);
     gs_rt_conv *all[4] = {&g->c1, &g->c2, &g->up, &g->off};
     for (int i = 0; i < 4; i++)
-        if (gs_rt_conv_make_bf16(all[i], g->e))
+        if (gs_rt_conv_make_bf16(all[i], g->e, 0))
             fail_msg("%s", gs_error_get());
     /* Again is a no-op. */
     void *before = g->c1.wr16;
-    assert_int_equal(gs_rt_conv_make_bf16(&g->c1, g->e), 0);
+    assert_int_equal(gs_rt_conv_make_bf16(&g->c1, g->e, 0), 0);
     assert_ptr_equal(before, g->c1.wr16);
     free(w1);
     free(b1);

@@ -62,10 +62,23 @@ static void test_act_parse(void **state)
     assert_non_null(strstr(gs_error_get(), "activation"));
 }
 
+/* NCHW [c][hw] <-> NHWC [hw][c] of one image (back = 1: NHWC to NCHW). */
+static void to_nhwc(const float *src, int c, int hw, float *dst, int back)
+{
+    for (int ch = 0; ch < c; ch++)
+        for (int i = 0; i < hw; i++) {
+            if (back)
+                dst[ch * hw + i] = src[i * c + ch];
+            else
+                dst[i * c + ch] = src[ch * hw + i];
+        }
+}
+
 /* Depthwise ConvTranspose2d(k = 2f, stride f, pad f/2) through gs_rt plans, plus a skip
  * tensor added, against the PyTorch index relation
- * out[y] += in[iy] * k[y - iy*f + pad] (no flip). */
-static void check_deconv(int f, int c, int h, int w)
+ * out[y] += in[iy] * k[y - iy*f + pad] (no flip). cl: the plan's tensors are channels-last
+ * (the AMX decoder) and only our kernel runs. */
+static void check_deconv(int f, int c, int h, int w, int cl)
 {
     dnnl_engine_t e;
     assert_int_equal(dnnl_engine_create(&e, dnnl_cpu, 0), dnnl_success);
@@ -82,22 +95,37 @@ static void check_deconv(int f, int c, int h, int w)
     assert_int_equal(gs_rt_conv_init(&cv, e, c, c, k, f, pad, 1, wt, NULL), 0);
     gs_rt_plan *p = gs_rt_plan_new(e, 1, 0);
     assert_non_null(p);
+    gs_rt_plan_set_channels_last(p, cl);
     gs_rt_tensor *tx = gs_rt_plan_tensor(p, c, h, w, 0), *tp = gs_rt_plan_tensor(p, c, ho, wo, 0),
                  *to = NULL;
     assert_non_null(tx);
     assert_non_null(tp);
-    gs_deform_conv_pack_nchw16c(x, 1, c, h, w, tx->data);
-    gs_deform_conv_pack_nchw16c(prev, 1, c, ho, wo, tp->data);
+    assert_int_equal(tx->cl, cl);
+    if (cl) {
+        to_nhwc(x, c, h * w, tx->data, 0);
+        to_nhwc(prev, c, ho * wo, tp->data, 0);
+    } else {
+        gs_deform_conv_pack_nchw16c(x, 1, c, h, w, tx->data);
+        gs_deform_conv_pack_nchw16c(prev, 1, c, ho, wo, tp->data);
+    }
     gs_act none = {GS_ACT_NONE, 0.0f};
     /* oneDNN's deconvolution then the add step, and our fused kernel (what the decoder runs). */
     gs_rt_tensor *tk = NULL;
-    assert_int_equal(gs_rt_plan_conv(p, &cv, tx, &to, 0, none), 0);
-    assert_int_equal(gs_rt_plan_add(p, to, tp), 0);
+    if (!cl) {
+        assert_int_equal(gs_rt_plan_conv(p, &cv, tx, &to, 0, none), 0);
+        assert_int_equal(gs_rt_plan_add(p, to, tp), 0);
+    }
     assert_int_equal(gs_rt_plan_dwdeconv(p, &cv, tx, tp, &tk), 0);
+    assert_int_equal(tk->cl, cl);
     assert_int_equal(gs_rt_plan_run(p), 0);
     float *mine = malloc(sizeof(float) * c * ho * wo);
-    gs_deform_conv_unpack_nchw16c(to->data, 1, c, ho, wo, out);
-    gs_deform_conv_unpack_nchw16c(tk->data, 1, c, ho, wo, mine);
+    if (cl) {
+        to_nhwc(tk->data, c, ho * wo, mine, 1);
+        memcpy(out, mine, sizeof(float) * c * ho * wo);
+    } else {
+        gs_deform_conv_unpack_nchw16c(to->data, 1, c, ho, wo, out);
+        gs_deform_conv_unpack_nchw16c(tk->data, 1, c, ho, wo, mine);
+    }
     double maxdiff = 0.0, maxmine = 0.0;
     for (int ch = 0; ch < c; ch++)
         for (int y = 0; y < ho; y++)
@@ -132,9 +160,11 @@ static void check_deconv(int f, int c, int h, int w)
 static void test_deconv_no_flip(void **state)
 {
     (void)state;
-    check_deconv(2, 32, 5, 6);
-    check_deconv(4, 16, 3, 4);
-    check_deconv(2, 24, 4, 3); /* channels not a multiple of 16 */
+    check_deconv(2, 32, 5, 6, 0);
+    check_deconv(4, 16, 3, 4, 0);
+    check_deconv(2, 24, 4, 3, 0); /* channels not a multiple of 16 */
+    check_deconv(2, 48, 5, 6, 1); /* channels-last: three 16-channel blocks per pixel */
+    check_deconv(4, 32, 3, 4, 1);
 }
 
 /* ---- a tiny safetensors writer for blur-only bundles ---- */

@@ -81,7 +81,7 @@ static void run_case(const geom *g)
     assert_int_equal(gs_rt_conv_init(&cv, e, g->cin, g->cout, k, s, pad, 0, wt, g->bias ? b : NULL),
                      0);
     if (g->bf16)
-        assert_int_equal(gs_rt_conv_make_bf16(&cv, e), 0);
+        assert_int_equal(gs_rt_conv_make_bf16(&cv, e, 0), 0);
     assert_int_equal(gs_rt_conv_make_int8(&cv, e, g->amax, g->u8), 0);
     assert_non_null(cv.w8);
     assert_float_equal(cv.in_scale, (g->u8 ? 255.0f : 127.0f) / g->amax, 1e-6 * cv.in_scale);
