@@ -29,7 +29,9 @@
  *    threshold.blur_sparse_tissue, else that rule (stages/handlers/blur.h) on the crop: below,
  *    whether the classical measure judged the crop, its focus and verdict, whether it fired
  *    (made the tile blurry where the network alone says sharp), and "stage_verdict", the blur
- *    stage's verdict (blurry when the network or the rule says so);
+ *    stage's verdict on a job that sets no thresholds (gs_blur_network_verdict, the rule the
+ *    blur stage and the infer worker apply: blurry when the network or the sparse-tissue rule
+ *    says so);
  *    "classical" always (ops/focus gs_focus_judge_tile at GS_FOCUS_THRESHOLD: score, verdict,
  *    the share of pixels it measured; verdict null with the reason when there is no tissue);
  *  - "tissue": "network" (share of pixels with P(foreground) > threshold.foreground, the tile
@@ -405,10 +407,15 @@ static json_t *blur_json(const gs_model *m, json_nets *j, const uint8_t *tile, i
         if (gs_net_run_blur(j->blur, j->crop, &logit))
             return NULL;
         double p = sigmoidf(logit), t = gs_model_get_thresholds(m).blur;
+        /* The bundle's rules, as a worker applies them to a job that sets none (the command
+         * has no threshold options). */
         gs_blur_sparse sp;
-        if (gs_blur_sparse_check(m, j->crop, j->crop_w, j->crop_h, 0, &sp))
+        if (gs_blur_sparse_check(m, j->crop, j->crop_w, j->crop_h, 0, GS_BLUR_SPARSE_BUNDLE, &sp))
             return NULL;
-        int fired = sp.ran && sp.blurry && !(p > t);
+        double focus;
+        int stage_blurry = gs_blur_network_verdict(m, logit, 0, &sp, &focus);
+        int network_blurry = gs_blur_network_verdict(m, logit, 0, NULL, &focus);
+        int fired = stage_blurry && !network_blurry;
         json_t *rule = json_null();
         if (sp.below > 0)
             rule =
@@ -417,10 +424,10 @@ static json_t *blur_json(const gs_model *m, json_nets *j, const uint8_t *tile, i
                           "classical_threshold", sp.threshold, "classical_verdict",
                           sp.ran ? json_string(sharpness(sp.blurry)) : json_null(), "fired", fired);
         net = json_pack("{s:f, s:f, s:f, s:s, s:i, s:i, s:f, s:o, s:s}", "p_blurred", p, "logit",
-                        (double)logit, "threshold", t, "verdict", sharpness(p > t), "crop_height",
-                        j->crop_h, "crop_width", j->crop_w, "crop_tissue_fraction",
+                        (double)logit, "threshold", t, "verdict", sharpness(network_blurry),
+                        "crop_height", j->crop_h, "crop_width", j->crop_w, "crop_tissue_fraction",
                         sp.tissue_fraction, "sparse_tissue", rule, "stage_verdict",
-                        sharpness(p > t || (sp.ran && sp.blurry)));
+                        sharpness(stage_blurry));
     }
     gs_focus f;
     int blurry = gs_focus_judge_tile(tile, w, h, (size_t)w * 3, 3, GS_FOCUS_THRESHOLD, &f);

@@ -58,15 +58,26 @@ static void fail(gs_blur_result *out, const char *fmt, const char *arg)
     out->r.focus = 0;
 }
 
-int gs_blur_sparse_check(const gs_model *m, const uint8_t *rgb, int w, int h,
-                         double focus_threshold, gs_blur_sparse *out)
+double gs_blur_sparse_classical_threshold(double focus_threshold)
 {
-    memset(out, 0, sizeof *out);
     /* A configured threshold in (0, 1) is the network's (on P(sharp)); one >= 1 is a classical
      * score, so a lab that set the classical threshold keeps it for this check. */
-    out->threshold =
-        focus_threshold >= 1 && isfinite(focus_threshold) ? focus_threshold : GS_FOCUS_THRESHOLD;
-    out->below = m ? (double)gs_model_get_thresholds(m).blur_sparse_tissue : 0.0;
+    return focus_threshold >= 1 && isfinite(focus_threshold) ? focus_threshold : GS_FOCUS_THRESHOLD;
+}
+
+int gs_blur_sparse_check(const gs_model *m, const uint8_t *rgb, int w, int h,
+                         double focus_threshold, double sparse_tissue, gs_blur_sparse *out)
+{
+    memset(out, 0, sizeof *out);
+    out->threshold = gs_blur_sparse_classical_threshold(focus_threshold);
+    /* 0 (and NaN from a garbled sender) keep the bundle's rule: a job that does not say
+     * otherwise is judged as the bundle was calibrated. */
+    if (sparse_tissue < 0)
+        out->below = 0.0;
+    else if (sparse_tissue > 0)
+        out->below = sparse_tissue;
+    else
+        out->below = m ? (double)gs_model_get_thresholds(m).blur_sparse_tissue : 0.0;
     if (!rgb || w < 1 || h < 1)
         return gs_error_set("blur sparse-tissue check: bad crop %dx%d", w, h);
     uint8_t *mask = malloc((size_t)w * (size_t)h);
@@ -91,10 +102,26 @@ int gs_blur_sparse_check(const gs_model *m, const uint8_t *rgb, int w, int h,
     return 0;
 }
 
+int gs_blur_network_verdict(const gs_model *m, float logit, double focus_threshold,
+                            const gs_blur_sparse *sp, double *focus)
+{
+    if (!isfinite(logit)) {
+        *focus = NAN;
+        return 0;
+    }
+    *focus = 1.0 - 1.0 / (1.0 + exp(-(double)logit));
+    /* A configured threshold in (0, 1) is on focus (1 - P(blurred)); else the bundle's
+     * threshold.blur: blurred when P(blurred) > threshold.blur, i.e. focus < 1 - it. */
+    double t = focus_threshold > 0 && focus_threshold < 1
+                   ? focus_threshold
+                   : 1.0 - (double)gs_model_get_thresholds(m).blur;
+    return *focus < t || (sp && sp->ran && sp->blurry);
+}
+
 /* The network's judgement of the central crop: focus = P(sharp), plus the sparse-tissue
  * check (blur.h). */
 static int judge_network(gs_blur *b, const uint8_t *px, int w, int hh, int ch,
-                         double focus_threshold, gs_focus_judgement *out)
+                         double focus_threshold, double sparse_tissue, gs_focus_judgement *out)
 {
     if (w < GS_BLUR_CROP || hh < GS_BLUR_CROP) {
         snprintf(out->error, sizeof out->error, "tile %dx%d smaller than the %d px crop", w, hh,
@@ -116,30 +143,25 @@ static int judge_network(gs_blur *b, const uint8_t *px, int w, int hh, int ch,
     if (gs_net_run_blur(b->net, b->crop, &logit) < 0)
         return gs_error_prefix("blur network");
     if (gs_blur_sparse_check(b->m, b->crop, GS_BLUR_CROP, GS_BLUR_CROP, focus_threshold,
-                             &out->sparse) < 0)
+                             sparse_tissue, &out->sparse) < 0)
         return gs_error_prefix("blur sparse-tissue check");
-    if (!isfinite(logit)) {
+    out->blurry = gs_blur_network_verdict(b->m, logit, focus_threshold, &out->sparse, &out->focus);
+    if (!isfinite(out->focus)) {
+        out->blurry = 0;
+        out->focus = 0;
         snprintf(out->error, sizeof out->error, "the blur network gave a non-finite output");
         return 0;
     }
-    double focus = 1.0 - 1.0 / (1.0 + exp(-(double)logit));
-    /* A configured threshold in (0, 1) is on focus (1 - P(blurred)); else the bundle's
-     * threshold.blur: blurred when P(blurred) > threshold.blur, i.e. focus < 1 - it. */
-    double t = focus_threshold > 0 && focus_threshold < 1
-                   ? focus_threshold
-                   : 1.0 - (double)gs_model_get_thresholds(b->m).blur;
-    out->focus = focus;
-    out->blurry = focus < t || (out->sparse.ran && out->sparse.blurry);
     out->tissue_fraction = 1.0;
     return 0;
 }
 
 int gs_blur_judge_pixels(gs_blur *b, const uint8_t *px, int w, int h, int ch,
-                         double focus_threshold, gs_focus_judgement *out)
+                         double focus_threshold, double sparse_tissue, gs_focus_judgement *out)
 {
     memset(out, 0, sizeof *out);
     if (b->network)
-        return judge_network(b, px, w, h, ch, focus_threshold, out);
+        return judge_network(b, px, w, h, ch, focus_threshold, sparse_tissue, out);
     double t =
         focus_threshold > 0 && isfinite(focus_threshold) ? focus_threshold : GS_FOCUS_THRESHOLD;
     gs_focus f;
@@ -196,7 +218,7 @@ int gs_blur_judge(gs_blur *b, const Gastroscreen__V1__TileHeader *h, const uint8
     }
     gs_focus_judgement j;
     if (gs_blur_judge_pixels(b, px, (int)h->width, (int)h->height, ch, h->blur->focus_threshold,
-                             &j) < 0)
+                             h->blur->sparse_tissue, &j) < 0)
         return -1;
     if (j.error[0])
         fail(out, "%s", j.error);

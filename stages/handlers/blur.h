@@ -12,13 +12,13 @@
  *     threshold: the job's focus_threshold when it is in (0, 1), else 1 - the bundle's
  *     threshold.blur (blurry when P(blurred) > threshold.blur). The network's global mean pool
  *     averages over the whole crop, so on a crop that is mostly glass its evidence is diluted
- *     and it misses defocus there; when the bundle has threshold.blur_sparse_tissue (the
- *     sparse-tissue rule, model/FORMAT.md) and the crop's tissue share (grey below
- *     GS_FOCUS_GLASS_GREY, ops/focus's tissue mask) is under it, the classical measure below
- *     also judges the crop, and the tile is blurry if either says so; if the classical measure
- *     cannot judge it (too little tissue), the network's verdict stands. focus stays P(sharp);
- *     the classical threshold is the job's focus_threshold when >= 1 (a classical score), else
- *     GS_FOCUS_THRESHOLD;
+ *     and it misses defocus there; when the job's sparse_tissue (else the bundle's
+ *     threshold.blur_sparse_tissue: the sparse-tissue rule, model/FORMAT.md) is on and the
+ *     crop's tissue share (grey below GS_FOCUS_GLASS_GREY, ops/focus's tissue mask) is under
+ *     it, the classical measure below also judges the crop, and the tile is blurry if either
+ *     says so (gs_blur_network_verdict); if the classical measure cannot judge it (too little
+ *     tissue), the network's verdict stands. focus stays P(sharp); the classical threshold is
+ *     the job's focus_threshold when >= 1 (a classical score), else GS_FOCUS_THRESHOLD;
  *   - METHOD_CLASSICAL otherwise (an untrained or absent network, or no model at all):
  *     gs_focus_judge_tile of ops/focus, the brightness-normalised Laplacian variance over the
  *     tissue pixels; focus = that score, blurry when focus < threshold (the job's
@@ -63,22 +63,44 @@ void gs_blur_destroy(gs_blur **b);
 /* The method this state uses (METHOD_NETWORK or METHOD_CLASSICAL). */
 Gastroscreen__V1__Method gs_blur_method(const gs_blur *b);
 
+/* The sparse-tissue rule a job asks for (BlurJob/InferJob.sparse_tissue, PROTOCOL.md §6):
+ * GS_BLUR_SPARSE_BUNDLE (0, what a sender that predates the field sends) = the bundle's
+ * threshold.blur_sparse_tissue; a negative value (GS_BLUR_SPARSE_OFF) = the rule is off; a
+ * positive one = that tissue share instead of the bundle's. */
+#define GS_BLUR_SPARSE_BUNDLE 0.0
+#define GS_BLUR_SPARSE_OFF (-1.0)
+
 /* The sparse-tissue check of the network method on one crop. */
 typedef struct {
     double tissue_fraction; /* share of the crop's pixels with grey < GS_FOCUS_GLASS_GREY */
-    double below;           /* the bundle's threshold.blur_sparse_tissue; 0 = the rule is off */
+    double below;           /* the tissue share in effect (the job's or the bundle's); 0 = off */
     int ran;                /* 1: the crop was under `below` and the classical measure judged it */
     int blurry;             /* when ran: the classical verdict (blurry makes the tile blurry) */
     double score;           /* when ran: the classical focus score */
     double threshold;       /* the classical threshold the score is held to */
 } gs_blur_sparse;
 
-/* The sparse-tissue check of the w x h RGB crop rgb (rows w*3 bytes apart) for model m (NULL
- * or without the key: the rule is off, only the tissue share is measured); focus_threshold is
- * the job's (>= 1: the classical threshold, else GS_FOCUS_THRESHOLD). Fills *out; returns 0,
- * or -1 with the error (bad arguments, out of memory). gastroscreen infer --json reports it. */
+/* The classical threshold the sparse-tissue check holds a crop to, given the job's
+ * focus_threshold: that value when it is >= 1 (a classical score), else GS_FOCUS_THRESHOLD. */
+double gs_blur_sparse_classical_threshold(double focus_threshold);
+
+/* The sparse-tissue check of the w x h RGB crop rgb (rows w*3 bytes apart) for model m;
+ * focus_threshold is the job's (gs_blur_sparse_classical_threshold), sparse_tissue the job's
+ * (GS_BLUR_SPARSE_BUNDLE: m's key, where NULL m or a bundle without the key means off;
+ * GS_BLUR_SPARSE_OFF: off; > 0: that share). With the rule off only the tissue share is
+ * measured. Fills *out; returns 0, or -1 with the error (bad arguments, out of memory).
+ * gastroscreen infer --json reports it. */
 int gs_blur_sparse_check(const gs_model *m, const uint8_t *rgb, int w, int h,
-                         double focus_threshold, gs_blur_sparse *out);
+                         double focus_threshold, double sparse_tissue, gs_blur_sparse *out);
+
+/* The network method's verdict on a crop, the one rule the blur stage, the infer worker and
+ * gastroscreen infer share: from the blur network's logit on the crop, *focus = P(sharp) =
+ * 1 - sigmoid(logit); blurry when focus < the network threshold (the job's focus_threshold
+ * when in (0, 1), else 1 - m's threshold.blur) or when the sparse-tissue check sp ran and
+ * judged the crop blurry. Returns 1 (blurry) or 0; a non-finite logit gives 0 with *focus NaN
+ * (the caller reports it as unjudged). */
+int gs_blur_network_verdict(const gs_model *m, float logit, double focus_threshold,
+                            const gs_blur_sparse *sp, double *focus);
 
 /* One tile's focus: blurry (0/1), focus (higher = sharper: the network's P(sharp) or the
  * classical score), the share of pixels measured, or `error` when it cannot be judged. */
@@ -92,12 +114,14 @@ typedef struct {
 
 /* Judges the focus of a w x h tile of ch (1, 3 or 4) interleaved channels with this state's
  * method; focus_threshold is the job's (BlurJob/InferJob.focus_threshold, 0 = the default:
- * the bundle's threshold.blur for the network, GS_FOCUS_THRESHOLD for the classical measure).
+ * the bundle's threshold.blur for the network, GS_FOCUS_THRESHOLD for the classical measure),
+ * sparse_tissue the job's sparse-tissue rule (GS_BLUR_SPARSE_BUNDLE, GS_BLUR_SPARSE_OFF or a
+ * share; the network method only).
  * Returns 0 with *out filled (out->error set for a tile that cannot be judged: too small for
  * the crop, no tissue to measure, a non-finite output), or -1 with the error when the network
  * could not run. The infer worker uses it to judge every tile. */
 int gs_blur_judge_pixels(gs_blur *b, const uint8_t *px, int w, int h, int ch,
-                         double focus_threshold, gs_focus_judgement *out);
+                         double focus_threshold, double sparse_tissue, gs_focus_judgement *out);
 
 /* Judges one tile (header h, pixels px of len bytes, read in place) into *out; worker_id may
  * be NULL. Returns 0 with out->r filled (a tile that cannot be judged has out->r.error set),

@@ -357,7 +357,7 @@ int gs_infer_run(gs_infer *s, size_t n, const Gastroscreen__V1__TileHeader *cons
             int64_t t0 = gs_mono_us();
             gs_focus_judgement j;
             if (gs_blur_judge_pixels(s->focus, pixels[i], side, side, ch, h->infer->focus_threshold,
-                                     &j) < 0)
+                                     h->infer->sparse_tissue, &j) < 0)
                 return -1;
             sl->timing.compute_us += (uint64_t)(gs_mono_us() - t0);
             /* A tile whose focus cannot be judged is inferred: losing its evidence would be
