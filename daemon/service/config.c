@@ -75,6 +75,7 @@ static const key_field FIELDS[GS_CFG_KEY_COUNT] = {
     [GS_CFG_BLUR_BLUR_SLIDE_FRACTION] = F(blur_slide_fraction),
     [GS_CFG_BLUR_EVERY_TILE] = F(blur_every_tile),
     [GS_CFG_BLUR_FOCUS_THRESHOLD] = F(focus_threshold),
+    [GS_CFG_BLUR_SPARSE_TISSUE] = F(sparse_tissue),
     [GS_CFG_BLUR_TILE_INBOX] = F(blur_tile_inbox),
     [GS_CFG_BLUR_ADVERTISE_HOST] = F(blur_advertise_host),
     [GS_CFG_INFER_THREADS] = F(infer_threads),
@@ -234,7 +235,8 @@ void gs_config_decision(const gs_config *c, const gs_model *model, gs_decision *
         model && gs_model_has(model, GS_NET_BLUR) && !gs_model_untrained(model, GS_NET_BLUR);
     gs_decision_resolve_focus(d, model ? &b : NULL, blur_trained, c->blur_slide_fraction,
                               gs_config_is_set(c, GS_CFG_BLUR_BLUR_SLIDE_FRACTION),
-                              c->focus_threshold, gs_config_is_set(c, GS_CFG_BLUR_FOCUS_THRESHOLD));
+                              c->focus_threshold, gs_config_is_set(c, GS_CFG_BLUR_FOCUS_THRESHOLD),
+                              c->sparse_tissue, gs_config_is_set(c, GS_CFG_BLUR_SPARSE_TISSUE));
 }
 
 int gs_config_is_set(const gs_config *c, gs_config_key_id k)

@@ -56,7 +56,7 @@ typedef struct {
     uint32_t tiler_threads, tile_hwm;
     /* [blur] */
     uint32_t blur_threads, blur_batch, blur_sample, blur_min_valid, blur_every_tile;
-    double blur_slide_fraction, focus_threshold;
+    double blur_slide_fraction, focus_threshold, sparse_tissue;
     char *blur_tile_inbox, *blur_advertise_host;
     /* [infer] */
     uint32_t infer_threads, infer_batch, heatmap_size, infer_context;

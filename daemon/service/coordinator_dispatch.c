@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "ops/error.h"
+#include "stages/handlers/blur.h"
 #include "stages/runtime/npy.h"
 
 /* The features go to .npy as "<f4": the host's floats must be little-endian. */
@@ -101,6 +102,10 @@ int coord_dispatch_tiles(gs_coordinator *c, slide_rt *rt)
         Gastroscreen__V1__TileJob tj = GASTROSCREEN__V1__TILE_JOB__INIT;
         Gastroscreen__V1__InferJob ij = GASTROSCREEN__V1__INFER_JOB__INIT;
         Gastroscreen__V1__BlurJob bj = GASTROSCREEN__V1__BLUR_JOB__INIT;
+        /* The resolved rule, never the job's 0 (the worker's own bundle): the verdict records
+         * c->decision, so the workers must apply exactly that, off included. */
+        float sparse = c->decision.sparse_tissue > 0 ? (float)c->decision.sparse_tissue
+                                                     : (float)GS_BLUR_SPARSE_OFF;
         tj.slide_id = rt->id;
         tj.attempt = rt->attempt;
         tj.job_id = ++c->next_job_id;
@@ -118,6 +123,7 @@ int coord_dispatch_tiles(gs_coordinator *c, slide_rt *rt)
         tj.request = request;
         if (blur) {
             bj.focus_threshold = (float)c->cfg->focus_threshold;
+            bj.sparse_tissue = sparse;
             bj.model_sha256 = c->model.sha256;
             tj.job_case = GASTROSCREEN__V1__TILE_JOB__JOB_BLUR;
             tj.blur = &bj;
@@ -127,6 +133,7 @@ int coord_dispatch_tiles(gs_coordinator *c, slide_rt *rt)
             ij.judge_focus = c->cfg->blur_every_tile != 0;
             ij.context = c->cfg->infer_context;
             ij.focus_threshold = (float)c->cfg->focus_threshold;
+            ij.sparse_tissue = sparse;
             tj.job_case = GASTROSCREEN__V1__TILE_JOB__JOB_INFER;
             tj.infer = &ij;
         }

@@ -141,6 +141,11 @@ static const gs_config_key_info KEYS[GS_CFG_KEY_COUNT] = {
      * the network's: a larger threshold is a typing error. */
     [GS_CFG_BLUR_FOCUS_THRESHOLD] = {"blur", "focus_threshold", GS_CONFIG_NUMBER, "0", 0, 100000,
                                      "focus below which a tile is blurry; 0 = built in"},
+    /* A share of the crop's pixels; 0 is a meaningful setting (the rule off), so only an
+     * explicit key overrides the bundle. */
+    [GS_CFG_BLUR_SPARSE_TISSUE] = {"blur", "sparse_tissue", GS_CONFIG_NUMBER, "0", 0, 1,
+                                   "tissue share under which the blur network's crop is also "
+                                   "judged classically; 0 = off; unset = the bundle's"},
     [GS_CFG_BLUR_TILE_INBOX] = {"blur", "tile_inbox", GS_CONFIG_STRING, "tcp://*:*", 0, 0,
                                 "where to bind the tile inbox"},
     [GS_CFG_BLUR_ADVERTISE_HOST] = {"blur", "advertise_host", GS_CONFIG_STRING, "", 0, 0,

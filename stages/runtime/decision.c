@@ -29,7 +29,7 @@ void gs_decision_resolve(gs_decision *d, const gs_model_thresholds *bundle, doub
 
 void gs_decision_resolve_focus(gs_decision *d, const gs_model_thresholds *bundle, int blur_trained,
                                double cfg_fraction, int fraction_set, double cfg_focus,
-                               int focus_set)
+                               int focus_set, double cfg_sparse, int sparse_set)
 {
     if (focus_set && cfg_focus > 0) {
         d->focus_threshold = cfg_focus;
@@ -51,4 +51,20 @@ void gs_decision_resolve_focus(gs_decision *d, const gs_model_thresholds *bundle
         d->blur_slide_fraction = cfg_fraction;
         d->blur_slide_source = GS_DECISION_FROM_DEFAULT;
     }
+    /* The rule is a part of the network method: a classical judgement never consults it, so
+     * recording a configured share there would claim a rule that did not apply. */
+    if (!bundle || !blur_trained) {
+        d->sparse_tissue = 0;
+        d->sparse_tissue_source = GS_DECISION_FROM_DEFAULT;
+    } else if (sparse_set) {
+        d->sparse_tissue = cfg_sparse;
+        d->sparse_tissue_source = GS_DECISION_FROM_CONFIG;
+    } else {
+        d->sparse_tissue = bundle->blur_sparse_tissue;
+        d->sparse_tissue_source = GS_DECISION_FROM_BUNDLE;
+    }
+    /* The same choice stages/handlers/blur makes from the job's focus_threshold, which is the
+     * config's value (0 when unset). */
+    d->sparse_classical_threshold =
+        d->sparse_tissue > 0 ? (focus_set && cfg_focus >= 1 ? cfg_focus : GS_FOCUS_THRESHOLD) : 0;
 }

@@ -44,6 +44,12 @@ typedef struct {
      * the classical GS_FOCUS_THRESHOLD */
     double focus_threshold;
     const char *focus_threshold_source;
+    /* the blur network's sparse-tissue rule (model/FORMAT.md threshold.blur_sparse_tissue): a
+     * crop whose tissue share is below sparse_tissue is also judged by the classical measure,
+     * at sparse_classical_threshold; 0 and 0 = the rule is off */
+    double sparse_tissue;
+    const char *sparse_tissue_source;
+    double sparse_classical_threshold;
 } gs_decision;
 
 /* Fills *d: for each value, the config's when the key was set explicitly, else the bundle's
@@ -56,9 +62,14 @@ void gs_decision_resolve(gs_decision *d, const gs_model_thresholds *bundle, doub
 /* Sets the focus rules the same way: d->blur_slide_fraction is the config's [blur]
  * blur_slide_fraction when set explicitly, else the bundle's threshold.blur_slide, else the
  * config's default; d->focus_threshold as its comment says (blur_trained: the bundle's blur
- * network is trained, so its workers judge with it). */
+ * network is trained, so its workers judge with it). d->sparse_tissue applies only to that
+ * network: without a bundle or with an untrained blur network the rule is off (source
+ * "default") whatever the config says; else the config's [blur] sparse_tissue when set
+ * explicitly (0 = off), else the bundle's threshold.blur_sparse_tissue (0 when the bundle has
+ * none: off). d->sparse_classical_threshold is the classical threshold the rule holds a crop
+ * to (the config's focus_threshold when set and >= 1, else GS_FOCUS_THRESHOLD; 0 when off). */
 void gs_decision_resolve_focus(gs_decision *d, const gs_model_thresholds *bundle, int blur_trained,
                                double cfg_fraction, int fraction_set, double cfg_focus,
-                               int focus_set);
+                               int focus_set, double cfg_sparse, int sparse_set);
 
 #endif

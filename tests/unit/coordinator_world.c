@@ -63,6 +63,7 @@ void world_start(world *w)
     o.clock_ms = test_clock;
     o.clock_ud = w;
     o.quiet = 1;
+    o.decision = w->decision;
     Gastroscreen__V1__ModelProvenance mp = GASTROSCREEN__V1__MODEL_PROVENANCE__INIT;
     mp.bundle = "test.safetensors";
     mp.sha256 = "aaaa";
@@ -331,10 +332,13 @@ static void answer_tiles(world *w, fake *f, const Gastroscreen__V1__TileJob *j)
     snprintf(w->tile_quickhash, sizeof w->tile_quickhash, "%s",
              j->identity && j->identity->quickhash ? j->identity->quickhash : "");
     int blur = j->job_case == GASTROSCREEN__V1__TILE_JOB__JOB_BLUR;
-    if (blur)
+    if (blur) {
         w->blur_tile_jobs++;
-    else
+        w->blur_job_sparse = j->blur->sparse_tissue;
+    } else {
         w->infer_tile_jobs++;
+        w->infer_job_sparse = j->infer->sparse_tissue;
+    }
     assert_true(j->n_sink_endpoints > 0);
     for (size_t i = 0; i < j->n_tiles; i++) {
         fake *sink = fake_by_inbox(w, j->sink_endpoints[w->rr++ % j->n_sink_endpoints]);

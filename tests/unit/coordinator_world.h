@@ -67,6 +67,10 @@ typedef struct {
     /* > 0: the fake infer workers answer BLURRY for tiles whose index is a multiple of it */
     int infer_blurry_mod;
     int infer_judge_focus; /* the last InferJob asked to judge focus */
+    /* the focus rules handed to the coordinator at start (NULL: none, it resolves its own) */
+    const gs_decision *decision;
+    /* sparse_tissue of the last BlurJob / InferJob */
+    float blur_job_sparse, infer_job_sparse;
     int hold_screen;       /* the screener keeps its ScreenTask unanswered: */
     uint64_t held_job;     /*   its job id, */
     uint32_t held_attempt; /*   attempt */

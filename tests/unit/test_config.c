@@ -140,6 +140,7 @@ static void example_file_loads_and_matches_defaults(void **state)
     SAME_NUM(blur_min_valid);
     SAME_NUM(blur_slide_fraction);
     SAME_NUM(focus_threshold);
+    SAME_NUM(sparse_tissue);
     SAME_NUM(infer_threads);
     SAME_NUM(infer_batch);
     SAME_NUM(heatmap_size);

@@ -191,6 +191,37 @@ static void blurry_tiles_after_the_sample(void **state)
     }
 }
 
+/* The blur network's sparse-tissue rule resolved at start goes to every BlurJob and InferJob
+ * as it was resolved (the share, or -1 when off: never 0, which a worker reads as its own
+ * bundle's rule). */
+static void sparse_rule_reaches_jobs(void **state)
+{
+    (void)state;
+    static const gs_model_thresholds bundle = {
+        .topk = 64, .screen = 0.74f, .blur = 0.5f, .blur_slide = 0.5f, .blur_sparse_tissue = 0.5f};
+    for (int round = 0; round < 3; round++) {
+        world w;
+        world_init(&w);
+        gs_decision d;
+        gs_decision_resolve(&d, &bundle, 0.74, 0, 64, 0);
+        /* 0: the bundle's rule; 1: the config turned it off; 2: no decision handed over (no
+         * bundle: off, from the default) */
+        gs_decision_resolve_focus(&d, &bundle, 1, 0.5, 0, 0, 0, 0, round == 1);
+        w.decision = round < 2 ? &d : NULL;
+        start_with_workers(&w);
+        char id[GS_SLIDE_ID_LEN + 1];
+        assert_int_equal(gs_coordinator_intake(w.c, w.slide, GS_INTAKE_EMBEDDED, "", id, NULL), 0);
+        assert_true(run_until(&w, is_terminal, id));
+        printf("round %d: blur job %g, infer job %g\n", round, w.blur_job_sparse,
+               w.infer_job_sparse);
+        assert_true(w.blur_tile_jobs > 0 && w.infer_tile_jobs > 0);
+        float want = round == 0 ? 0.5f : -1.0f;
+        assert_true(w.blur_job_sparse == want);
+        assert_true(w.infer_job_sparse == want);
+        world_free(&w);
+    }
+}
+
 static int some_inferred(world *w, const char *id)
 {
     (void)id;
@@ -1002,6 +1033,7 @@ int main(void)
         cmocka_unit_test(slide_flows_to_done),
         cmocka_unit_test(blur_first_unassessable),
         cmocka_unit_test(blurry_tiles_after_the_sample),
+        cmocka_unit_test(sparse_rule_reaches_jobs),
         cmocka_unit_test(lost_worker_tiles_rerequested),
         cmocka_unit_test(garbage_on_every_socket),
         cmocka_unit_test(query_answers_events_and_state),
