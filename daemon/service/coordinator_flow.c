@@ -205,6 +205,9 @@ void coord_verdict_threshold(const gs_coordinator *c, const gs_slide_info *info,
     v->focus_threshold_source = (char *)c->decision.focus_threshold_source;
     v->blur_slide_fraction = (float)c->decision.blur_slide_fraction;
     v->blur_slide_source = (char *)c->decision.blur_slide_source;
+    v->sparse_tissue = (float)c->decision.sparse_tissue;
+    v->sparse_tissue_source = (char *)c->decision.sparse_tissue_source;
+    v->sparse_classical_threshold = (float)c->decision.sparse_classical_threshold;
     v->focus_every_tile = c->cfg->blur_every_tile != 0;
 }
 

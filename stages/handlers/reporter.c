@@ -226,6 +226,9 @@ int gs_reporter_write(const Gastroscreen__V1__ReportJob *job, const gs_reporter_
     r.focus_threshold_source = nonempty(v->focus_threshold_source);
     r.blur_slide_fraction = v->blur_slide_fraction;
     r.blur_slide_source = nonempty(v->blur_slide_source);
+    r.sparse_tissue = v->sparse_tissue;
+    r.sparse_tissue_source = nonempty(v->sparse_tissue_source);
+    r.sparse_classical_threshold = v->sparse_classical_threshold;
 
     gs_report_timing timings[16];
     size_t n_timings = 0;

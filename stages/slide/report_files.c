@@ -661,14 +661,19 @@ static json_t *report_json(const gs_report *r, const gs_report_paths *paths, int
         r->blur_sample_judged > 0 ? json_real(r->blurred_fraction) : json_null(), bad);
     put(o, "blur_sample_judged", json_integer(r->blur_sample_judged), bad);
     uint32_t tissue = r->tiles.planned - r->tiles.background;
+    int sparse = r->sparse_tissue > 0;
     put(o, "focus",
-        json_pack("{s:b, s:f, s:o, s:f, s:o, s:I, s:I, s:o}", "every_tile", r->focus_every_tile,
-                  "tile_threshold", round6(r->focus_threshold), "tile_threshold_source",
-                  str_or_null(r->focus_threshold_source), "slide_fraction",
-                  round6(r->blur_slide_fraction), "slide_fraction_source",
-                  str_or_null(r->blur_slide_source), "blurry_tiles", (json_int_t)r->tiles.blurry,
-                  "tissue_tiles", (json_int_t)tissue, "blurry_share",
-                  tissue ? json_real(round6((double)r->tiles.blurry / tissue)) : json_null()),
+        json_pack(
+            "{s:b, s:f, s:o, s:f, s:o, s:o, s:o, s:o, s:I, s:I, s:o}", "every_tile",
+            r->focus_every_tile, "tile_threshold", round6(r->focus_threshold),
+            "tile_threshold_source", str_or_null(r->focus_threshold_source), "slide_fraction",
+            round6(r->blur_slide_fraction), "slide_fraction_source",
+            str_or_null(r->blur_slide_source), "sparse_tissue",
+            sparse ? json_real(round6(r->sparse_tissue)) : json_null(), "sparse_tissue_source",
+            str_or_null(r->sparse_tissue_source), "sparse_classical_threshold",
+            sparse ? json_real(round6(r->sparse_classical_threshold)) : json_null(), "blurry_tiles",
+            (json_int_t)r->tiles.blurry, "tissue_tiles", (json_int_t)tissue, "blurry_share",
+            tissue ? json_real(round6((double)r->tiles.blurry / tissue)) : json_null()),
         bad);
     json_t *t = json_object();
     for (size_t i = 0; t && i < r->n_timings; i++)

@@ -25,8 +25,12 @@
  *   "focus": {"every_tile" (every tissue tile judged, not only the sample), "tile_threshold"
  *             (a tile is blurry when its focus is below it), "tile_threshold_source",
  *             "slide_fraction" (unassessable above this blurry share of tissue tiles),
- *             "slide_fraction_source", "blurry_tiles", "tissue_tiles" (planned - background),
- *             "blurry_share" (null without tissue tiles)},
+ *             "slide_fraction_source", "sparse_tissue" (the blur network's sparse-tissue rule:
+ *             a crop under this tissue share is also judged by the classical measure; null
+ *             when the rule is off), "sparse_tissue_source", "sparse_classical_threshold"
+ *             (the classical threshold such a crop is held to; null when the rule is off),
+ *             "blurry_tiles", "tissue_tiles" (planned - background), "blurry_share" (null
+ *             without tissue tiles)},
  *   "timings": {"<stage>": seconds, ...} in the order given (stage names must differ),
  *   "models": [{"network", "method", "algorithm", "version", "bundle", "sha256",
  *               "format_version", "trained_on", "untrained", "precision"}, ...]: every method
@@ -215,6 +219,10 @@ typedef struct {
     int focus_every_tile;
     double focus_threshold, blur_slide_fraction;
     const char *focus_threshold_source, *blur_slide_source;
+    /* The blur network's sparse-tissue rule (Verdict.sparse_*): the tissue share under which
+     * a crop is also judged classically, at sparse_classical_threshold; 0 = off. */
+    double sparse_tissue, sparse_classical_threshold;
+    const char *sparse_tissue_source;
     /* Tissue tiles judged out of focus: a hatched layer on heatmap.png, "Out of focus"
      * features in regions.geojson. */
     const gs_report_box *blurry;

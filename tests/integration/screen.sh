@@ -7,13 +7,15 @@
 #           folder and the untrained notice; report.json, heatmap.png, regions.geojson, tiles.geojson.gz exist;
 #           report.json lists the bundle's trained tissue and blur networks (each with its own
 #           provenance) and its two untrained networks, and the bundle's threshold.screen (0.74)
-#           as the threshold that judged. The run asks for --precision bf16: report.json's
+#           as the threshold that judged, and the bundle's blur sparse-tissue rule (0.5, held to
+#           the classical 60) in "focus". The run asks for --precision bf16: report.json's
 #           multi-task entry says "bf16" (or "fp32" after the one logged fallback line on a CPU
 #           without native bf16), the other networks no precision.
 #   mixed:  a tiny real slide, a corrupt one and a missing path, with a config file that sets
-#           [screener] threshold = 0.6 -> exit 1; the corrupt slide is `failed` with a reason,
-#           the real one gets a verdict other than failed, the missing one is "not screened";
-#           every verdict line and report.json give the config's 0.6, source "config".
+#           [screener] threshold = 0.6 and [blur] sparse_tissue = 0 -> exit 1; the corrupt slide
+#           is `failed` with a reason, the real one gets a verdict other than failed, the missing
+#           one is "not screened"; every verdict line and report.json give the config's 0.6,
+#           source "config", and report.json the sparse-tissue rule off (null), source "config".
 #   partial: the sample slide's pixels with its bottom quarter defocused (Gaussian, sigma 8 px at
 #           0.5 um/px), written here as a tiled TIFF -> a verdict (not unassessable: most tissue
 #           is sharp) with "partially out of focus: N of M tissue tiles (P%) not analysed" on
@@ -64,6 +66,10 @@ for e in m[:2]:
     assert e["untrained"] is False and e["trained_on"].startswith("trained by gastroscreen learn_"), e
 assert "learn_foreground" in m[0]["trained_on"] and "learn_blur" in m[1]["trained_on"], m
 assert r["focus"]["tile_threshold_source"] == "bundle", r["focus"]
+# The default bundle's threshold.blur_sparse_tissue, no config: the rule that judged.
+assert r["focus"]["sparse_tissue"] == 0.5, r["focus"]
+assert r["focus"]["sparse_tissue_source"] == "bundle", r["focus"]
+assert r["focus"]["sparse_classical_threshold"] == 60, r["focus"]
 for e in m[2:]:
     assert e["method"] == "network" and e["algorithm"] is None, e
     assert re.fullmatch("[0-9a-f]{64}", e["sha256"] or ""), e
@@ -73,7 +79,7 @@ assert r["threshold_source"] == "bundle" and abs(r["threshold"] - 0.74) < 1e-6, 
 PY
     ;;
 mixed)
-    printf '[screener]\nthreshold = 0.6\n' > "$d/lab.conf"
+    printf '[screener]\nthreshold = 0.6\n[blur]\nsparse_tissue = 0\n' > "$d/lab.conf"
     timeout -k 10 "$bound" "$exe" screen "$data/small.svs" "$data/corrupt/broken.svs" \
         "$d/no-such-slide.svs" --out "$d/reports" --config "$d/lab.conf" \
         > "$d/out.txt" 2> "$d/err.txt"
@@ -91,6 +97,8 @@ mixed)
     for f in "$d"/reports/*/report.json; do
         /usr/bin/python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); assert r["threshold_source"] == "config" and abs(r["threshold"] - 0.6) < 1e-6, (r["threshold"], r["threshold_source"])' "$f" ||
             fail "$f: threshold not the config's 0.6 from config"
+        /usr/bin/python3 -c 'import json,sys; f=json.load(open(sys.argv[1]))["focus"]; assert f["sparse_tissue"] is None and f["sparse_tissue_source"] == "config" and f["sparse_classical_threshold"] is None, f' "$f" ||
+            fail "$f: sparse-tissue rule not the config's off"
     done
     ;;
 partial)

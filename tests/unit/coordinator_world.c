@@ -399,6 +399,10 @@ static void answer_report(world *w, fake *f, const Gastroscreen__V1__ReportJob *
     snprintf(w->report_precision, sizeof w->report_precision, "%s",
              j->verdict->model ? j->verdict->model->precision : "(no model)");
     w->report_blur_method = j->verdict->blur_method;
+    w->report_sparse = j->verdict->sparse_tissue;
+    w->report_sparse_classical = j->verdict->sparse_classical_threshold;
+    snprintf(w->report_sparse_source, sizeof w->report_sparse_source, "%s",
+             j->verdict->sparse_tissue_source ? j->verdict->sparse_tissue_source : "(null)");
     w->report_n_warnings = j->verdict->n_warnings;
     snprintf(w->report_warning, sizeof w->report_warning, "%s",
              j->verdict->n_warnings ? j->verdict->warnings[0] : "");

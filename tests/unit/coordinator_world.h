@@ -71,6 +71,9 @@ typedef struct {
     const gs_decision *decision;
     /* sparse_tissue of the last BlurJob / InferJob */
     float blur_job_sparse, infer_job_sparse;
+    /* the sparse-tissue rule in the last ReportJob's verdict */
+    float report_sparse, report_sparse_classical;
+    char report_sparse_source[16];
     int hold_screen;       /* the screener keeps its ScreenTask unanswered: */
     uint64_t held_job;     /*   its job id, */
     uint32_t held_attempt; /*   attempt */

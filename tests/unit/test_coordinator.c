@@ -193,8 +193,8 @@ static void blurry_tiles_after_the_sample(void **state)
 
 /* The blur network's sparse-tissue rule resolved at start goes to every BlurJob and InferJob
  * as it was resolved (the share, or -1 when off: never 0, which a worker reads as its own
- * bundle's rule). */
-static void sparse_rule_reaches_jobs(void **state)
+ * bundle's rule) and into the verdict with its source and classical threshold. */
+static void sparse_rule_reaches_jobs_and_verdict(void **state)
 {
     (void)state;
     static const gs_model_thresholds bundle = {
@@ -212,12 +212,18 @@ static void sparse_rule_reaches_jobs(void **state)
         char id[GS_SLIDE_ID_LEN + 1];
         assert_int_equal(gs_coordinator_intake(w.c, w.slide, GS_INTAKE_EMBEDDED, "", id, NULL), 0);
         assert_true(run_until(&w, is_terminal, id));
-        printf("round %d: blur job %g, infer job %g\n", round, w.blur_job_sparse,
-               w.infer_job_sparse);
+        printf("round %d: blur job %g, infer job %g; verdict %g (%s), classical %g\n", round,
+               w.blur_job_sparse, w.infer_job_sparse, w.report_sparse, w.report_sparse_source,
+               w.report_sparse_classical);
         assert_true(w.blur_tile_jobs > 0 && w.infer_tile_jobs > 0);
         float want = round == 0 ? 0.5f : -1.0f;
         assert_true(w.blur_job_sparse == want);
         assert_true(w.infer_job_sparse == want);
+        assert_true(w.report_sparse == (round == 0 ? 0.5f : 0.0f));
+        assert_string_equal(w.report_sparse_source, round == 0   ? GS_DECISION_FROM_BUNDLE
+                                                    : round == 1 ? GS_DECISION_FROM_CONFIG
+                                                                 : GS_DECISION_FROM_DEFAULT);
+        assert_true(w.report_sparse_classical == (round == 0 ? 60.0f : 0.0f));
         world_free(&w);
     }
 }
@@ -1033,7 +1039,7 @@ int main(void)
         cmocka_unit_test(slide_flows_to_done),
         cmocka_unit_test(blur_first_unassessable),
         cmocka_unit_test(blurry_tiles_after_the_sample),
-        cmocka_unit_test(sparse_rule_reaches_jobs),
+        cmocka_unit_test(sparse_rule_reaches_jobs_and_verdict),
         cmocka_unit_test(lost_worker_tiles_rerequested),
         cmocka_unit_test(garbage_on_every_socket),
         cmocka_unit_test(query_answers_events_and_state),
