@@ -58,7 +58,8 @@ static void fail(gs_blur_result *out, const char *fmt, const char *arg)
     out->r.focus = 0;
 }
 
-double gs_blur_sparse_classical_threshold(double focus_threshold)
+/* The classical threshold the sparse-tissue check holds a crop to (blur.h). */
+static double sparse_classical_threshold(double focus_threshold)
 {
     /* A configured threshold in (0, 1) is the network's (on P(sharp)); one >= 1 is a classical
      * score, so a lab that set the classical threshold keeps it for this check. */
@@ -69,7 +70,7 @@ int gs_blur_sparse_check(const gs_model *m, const uint8_t *rgb, int w, int h,
                          double focus_threshold, double sparse_tissue, gs_blur_sparse *out)
 {
     memset(out, 0, sizeof *out);
-    out->threshold = gs_blur_sparse_classical_threshold(focus_threshold);
+    out->threshold = sparse_classical_threshold(focus_threshold);
     /* 0 (and NaN from a garbled sender) keep the bundle's rule: a job that does not say
      * otherwise is judged as the bundle was calibrated. */
     if (sparse_tissue < 0)

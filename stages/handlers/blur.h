@@ -80,12 +80,9 @@ typedef struct {
     double threshold;       /* the classical threshold the score is held to */
 } gs_blur_sparse;
 
-/* The classical threshold the sparse-tissue check holds a crop to, given the job's
- * focus_threshold: that value when it is >= 1 (a classical score), else GS_FOCUS_THRESHOLD. */
-double gs_blur_sparse_classical_threshold(double focus_threshold);
-
 /* The sparse-tissue check of the w x h RGB crop rgb (rows w*3 bytes apart) for model m;
- * focus_threshold is the job's (gs_blur_sparse_classical_threshold), sparse_tissue the job's
+ * focus_threshold is the job's (>= 1: the classical threshold, else GS_FOCUS_THRESHOLD;
+ * stages/runtime/decision records the same choice), sparse_tissue the job's
  * (GS_BLUR_SPARSE_BUNDLE: m's key, where NULL m or a bundle without the key means off;
  * GS_BLUR_SPARSE_OFF: off; > 0: that share). With the rule off only the tissue share is
  * measured. Fills *out; returns 0, or -1 with the error (bad arguments, out of memory).
