@@ -31,7 +31,11 @@ void gs_decision_resolve_focus(gs_decision *d, const gs_model_thresholds *bundle
                                double cfg_fraction, int fraction_set, double cfg_focus,
                                int focus_set, double cfg_sparse, int sparse_set)
 {
-    if (focus_set && cfg_focus > 0) {
+    /* The threshold the workers apply (stages/handlers/blur): a trained network takes a
+     * configured value only on its own scale, P(sharp) in (0, 1); one >= 1 is a classical score,
+     * which then holds only the sparse-tissue rule's crops (sparse_classical_threshold). */
+    int cfg_on = focus_set && cfg_focus > 0 && (!(bundle && blur_trained) || cfg_focus < 1);
+    if (cfg_on) {
         d->focus_threshold = cfg_focus;
         d->focus_threshold_source = GS_DECISION_FROM_CONFIG;
     } else if (bundle && blur_trained) {

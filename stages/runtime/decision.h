@@ -40,8 +40,9 @@ typedef struct {
     double blur_slide_fraction;
     const char *blur_slide_source;
     /* a tile is blurry when its focus < focus_threshold: the config's [blur] focus_threshold
-     * when set, else 1 - the bundle's threshold.blur when its blur network is trained, else
-     * the classical GS_FOCUS_THRESHOLD */
+     * when set (for a trained blur network only a value below 1, its P(sharp) scale), else
+     * 1 - the bundle's threshold.blur when its blur network is trained, else the classical
+     * GS_FOCUS_THRESHOLD */
     double focus_threshold;
     const char *focus_threshold_source;
     /* the blur network's sparse-tissue rule (model/FORMAT.md threshold.blur_sparse_tissue): a

@@ -63,8 +63,9 @@ static void no_bundle_uses_config(void **state)
 }
 
 /* The focus rules: the slide share as the threshold; the tile threshold is the config's when
- * set above 0, else the bundle's (1 - threshold.blur, on focus = P(sharp)) only when its blur
- * network is trained, else the classical default. */
+ * set above 0 (with a trained blur network only below 1, on its P(sharp) scale: a larger one
+ * is a classical score), else the bundle's (1 - threshold.blur, on focus = P(sharp)) when its
+ * blur network is trained, else the classical default. */
 static void focus_rules(void **state)
 {
     (void)state;
@@ -77,10 +78,17 @@ static void focus_rules(void **state)
     gs_decision_resolve_focus(&d, &BUNDLE, 0, 0.5, 0, 0, 1, 0, 0);
     assert_true(d.focus_threshold == GS_FOCUS_THRESHOLD);
     assert_string_equal(d.focus_threshold_source, GS_DECISION_FROM_DEFAULT);
-    gs_decision_resolve_focus(&d, &BUNDLE, 1, 0.25, 1, 40, 1, 0, 0);
+    gs_decision_resolve_focus(&d, &BUNDLE, 0, 0.25, 1, 40, 1, 0, 0);
     assert_true(d.blur_slide_fraction == 0.25);
     assert_string_equal(d.blur_slide_source, GS_DECISION_FROM_CONFIG);
     assert_true(d.focus_threshold == 40);
+    assert_string_equal(d.focus_threshold_source, GS_DECISION_FROM_CONFIG);
+    /* a classical score leaves a trained network at the bundle's threshold */
+    gs_decision_resolve_focus(&d, &BUNDLE, 1, 0.25, 1, 40, 1, 0, 0);
+    assert_true(d.focus_threshold == 0.75);
+    assert_string_equal(d.focus_threshold_source, GS_DECISION_FROM_BUNDLE);
+    gs_decision_resolve_focus(&d, &BUNDLE, 1, 0.25, 1, 0.4, 1, 0, 0);
+    assert_true(d.focus_threshold == 0.4);
     assert_string_equal(d.focus_threshold_source, GS_DECISION_FROM_CONFIG);
     gs_decision_resolve_focus(&d, NULL, 0, 0.5, 0, 0, 0, 0, 0);
     assert_true(d.blur_slide_fraction == 0.5);
