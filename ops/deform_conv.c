@@ -215,6 +215,16 @@ struct gs_deform_conv_scratch {
     deform_thread *t;
 };
 
+/* The column of input block cb, tap k, lane 0 in a row of the column block. A channels-last
+ * conv orders columns (tap, channel), so one tap of an input pixel is one contiguous run
+ * (the bf16 gather reads and writes 32 channels at a time); nChw16c orders them (block, tap,
+ * lane). The weights are laid out to match. */
+static size_t col_at(const gs_deform_conv *c, int cb, int k)
+{
+    return c->d.nhwc ? (size_t)k * c->d.cin + (size_t)cb * 16
+                     : ((size_t)cb * c->taps + (size_t)k) * 16;
+}
+
 static void *aligned_floats(size_t count)
 {
     size_t bytes = count * sizeof(float);
@@ -362,8 +372,9 @@ gs_deform_conv *gs_deform_conv_new(const gs_deform_conv_desc *d, const float *we
 
     DNNL_CHECK(dnnl_engine_create(&c->engine, dnnl_cpu, 0), "engine");
 
-    /* Column index = (input block, tap, lane) so one gathered 16-float vector fills 16
-     * consecutive columns; padded input channels and output columns get weight 0. */
+    /* Column index = (input block, tap, lane), channels-last (tap, channel): one gathered
+     * vector fills consecutive columns (col_at); padded input channels and output columns
+     * get weight 0. */
     plain = aligned_floats((size_t)c->kdim * c->ndim);
     c->bias = aligned_floats((size_t)c->ndim);
     if (!plain || !c->bias) {
@@ -374,7 +385,7 @@ gs_deform_conv *gs_deform_conv_new(const gs_deform_conv_desc *d, const float *we
     for (int co = 0; co < d->cout; co++)
         for (int ci = 0; ci < d->cin; ci++)
             for (int k = 0; k < c->taps; k++) {
-                size_t row = (size_t)(ci / 16) * c->taps * 16 + (size_t)k * 16 + ci % 16;
+                size_t row = col_at(c, ci / 16, k) + (size_t)(ci % 16);
                 plain[row * c->ndim + co] = weight[((size_t)co * d->cin + ci) * c->taps + k];
             }
     for (int co = 0; co < c->ndim; co++)
@@ -761,14 +772,14 @@ gather_avx512(const gs_deform_conv *c, const deform_thread *t, int np, const flo
             const __m512 b2 = _mm512_set1_ps(w2[p]), b3 = _mm512_set1_ps(w3[p]);
             const float *a0 = in + (size_t)i0[p] * px, *a1 = in + (size_t)i1[p] * px;
             const float *a2 = in + (size_t)i2[p] * px, *a3 = in + (size_t)i3[p] * px;
-            float *dst = col + (size_t)p * kdim + (size_t)k * 16;
+            float *dst = col + (size_t)p * kdim;
             for (int cb = 0; cb < cb_in; cb++) {
                 const size_t o = (size_t)cb * plane;
                 __m512 v = _mm512_mul_ps(b0, _mm512_loadu_ps(a0 + o));
                 v = _mm512_fmadd_ps(b1, _mm512_loadu_ps(a1 + o), v);
                 v = _mm512_fmadd_ps(b2, _mm512_loadu_ps(a2 + o), v);
                 v = _mm512_fmadd_ps(b3, _mm512_loadu_ps(a3 + o), v);
-                _mm512_store_ps(dst + (size_t)cb * taps * 16, v);
+                _mm512_store_ps(dst + col_at(c, cb, k), v);
             }
         }
     }
@@ -785,7 +796,7 @@ static void gather_generic(const gs_deform_conv *c, const deform_thread *t, int 
         for (int p = 0; p < np; p++)
             for (int cb = 0; cb < cb_in; cb++) {
                 const float *b = in + (size_t)cb * plane;
-                float *dst = col + (size_t)p * kdim + ((size_t)cb * taps + k) * 16;
+                float *dst = col + (size_t)p * kdim + col_at(c, cb, k);
                 for (int l = 0; l < 16; l++)
                     dst[l] = wt[p] * b[(size_t)idx[p] * px + l] +
                              wt[pad + p] * b[(size_t)idx[pad + p] * px + l] +
@@ -827,14 +838,66 @@ __attribute__((target("avx512f"))) static void gather_avx512_bf16(const gs_defor
             const __m512 b2 = _mm512_set1_ps(w2[p]), b3 = _mm512_set1_ps(w3[p]);
             const uint16_t *a0 = in + (size_t)i0[p] * px, *a1 = in + (size_t)i1[p] * px;
             const uint16_t *a2 = in + (size_t)i2[p] * px, *a3 = in + (size_t)i3[p] * px;
-            uint16_t *dst = col + (size_t)p * kdim + (size_t)k * 16;
+            uint16_t *dst = col + (size_t)p * kdim;
             for (int cb = 0; cb < cb_in; cb++) {
                 const size_t o = (size_t)cb * plane;
                 __m512 v = _mm512_mul_ps(b0, load_bf16x16(a0 + o));
                 v = _mm512_fmadd_ps(b1, load_bf16x16(a1 + o), v);
                 v = _mm512_fmadd_ps(b2, load_bf16x16(a2 + o), v);
                 v = _mm512_fmadd_ps(b3, load_bf16x16(a3 + o), v);
-                _mm256_store_si256((__m256i *)(dst + (size_t)cb * taps * 16), to_bf16x16(v));
+                _mm256_store_si256((__m256i *)(dst + col_at(c, cb, k)), to_bf16x16(v));
+            }
+        }
+    }
+}
+
+/* The bf16 gather of a channels-last conv, 32 channels per step instead of 16: one 64-byte
+ * load holds 32 bf16 values, and shifting each 32-bit lane left by 16 gives the even channels
+ * as float32 while masking off its low half gives the odd ones, so nothing is permuted. Each
+ * sum is rounded to nearest even in the integer domain (as to_bf16x16), and the two halves
+ * merge back into one 64-byte store. The arithmetic per value is gather_avx512_bf16's, so the
+ * results are the same bits; a Cin that is an odd multiple of 16 ends with a masked half step.
+ * On 64->64@128 this gather measured about half the cycles of the 16-channel one. */
+__attribute__((target("avx512f,avx512bw"))) static void
+gather_avx512_bf16_cl(const gs_deform_conv *c, const deform_thread *t, int np, const uint16_t *in,
+                      uint16_t *col)
+{
+    const int taps = c->taps, cin = c->d.cin, kdim = c->kdim, pad = c->tile_pad;
+    const __m512i hi = _mm512_set1_epi32((int)0xFFFF0000u), one = _mm512_set1_epi32(1);
+    const __m512i half = _mm512_set1_epi32(0x7fff);
+    for (int k = 0; k < taps; k++) {
+        const int32_t *i0 = t->idx + (size_t)k * 4 * pad, *i1 = i0 + pad, *i2 = i1 + pad,
+                      *i3 = i2 + pad;
+        const float *w0 = t->wt + (size_t)k * 4 * pad, *w1 = w0 + pad, *w2 = w1 + pad,
+                    *w3 = w2 + pad;
+        for (int p = 0; p < np; p++) {
+            const __m512 b0 = _mm512_set1_ps(w0[p]), b1 = _mm512_set1_ps(w1[p]);
+            const __m512 b2 = _mm512_set1_ps(w2[p]), b3 = _mm512_set1_ps(w3[p]);
+            const uint16_t *a0 = in + (size_t)i0[p] * cin, *a1 = in + (size_t)i1[p] * cin;
+            const uint16_t *a2 = in + (size_t)i2[p] * cin, *a3 = in + (size_t)i3[p] * cin;
+            uint16_t *dst = col + (size_t)p * kdim + col_at(c, 0, k);
+            for (int ch = 0; ch < cin; ch += 32) {
+                const __mmask32 m = cin - ch >= 32 ? 0xFFFFFFFFu : 0xFFFFu;
+                __m512i v = _mm512_maskz_loadu_epi16(m, a0 + ch);
+                __m512 e = _mm512_mul_ps(b0, _mm512_castsi512_ps(_mm512_slli_epi32(v, 16)));
+                __m512 o = _mm512_mul_ps(b0, _mm512_castsi512_ps(_mm512_and_si512(v, hi)));
+                v = _mm512_maskz_loadu_epi16(m, a1 + ch);
+                e = _mm512_fmadd_ps(b1, _mm512_castsi512_ps(_mm512_slli_epi32(v, 16)), e);
+                o = _mm512_fmadd_ps(b1, _mm512_castsi512_ps(_mm512_and_si512(v, hi)), o);
+                v = _mm512_maskz_loadu_epi16(m, a2 + ch);
+                e = _mm512_fmadd_ps(b2, _mm512_castsi512_ps(_mm512_slli_epi32(v, 16)), e);
+                o = _mm512_fmadd_ps(b2, _mm512_castsi512_ps(_mm512_and_si512(v, hi)), o);
+                v = _mm512_maskz_loadu_epi16(m, a3 + ch);
+                e = _mm512_fmadd_ps(b3, _mm512_castsi512_ps(_mm512_slli_epi32(v, 16)), e);
+                o = _mm512_fmadd_ps(b3, _mm512_castsi512_ps(_mm512_and_si512(v, hi)), o);
+                __m512i ei = _mm512_castps_si512(e), oi = _mm512_castps_si512(o);
+                ei = _mm512_add_epi32(
+                    ei, _mm512_add_epi32(_mm512_and_si512(_mm512_srli_epi32(ei, 16), one), half));
+                oi = _mm512_add_epi32(
+                    oi, _mm512_add_epi32(_mm512_and_si512(_mm512_srli_epi32(oi, 16), one), half));
+                _mm512_mask_storeu_epi16(
+                    dst + ch, m,
+                    _mm512_or_si512(_mm512_and_si512(oi, hi), _mm512_srli_epi32(ei, 16)));
             }
         }
     }
@@ -851,7 +914,7 @@ static void gather_generic_bf16(const gs_deform_conv *c, const deform_thread *t,
         for (int p = 0; p < np; p++)
             for (int cb = 0; cb < cb_in; cb++) {
                 const uint16_t *b = in + (size_t)cb * plane;
-                uint16_t *dst = col + (size_t)p * kdim + ((size_t)cb * taps + k) * 16;
+                uint16_t *dst = col + (size_t)p * kdim + col_at(c, cb, k);
                 for (int l = 0; l < 16; l++) {
                     /* Same operation order as the vector kernel (mul, then three FMAs). */
                     float v = wt[p] * gs_bf16_to_f32(b[(size_t)idx[p] * px + l]);
@@ -877,7 +940,9 @@ static dnnl_status_t run_tile(const gs_deform_conv *c, deform_thread *t, int use
     const size_t in_off = (size_t)n * c->cb_in * 16 * c->d.h * c->d.w;
 
     build_plan(c, t, v, p0, np, use_avx512);
-    if (c->d.bf16 && use_avx512)
+    if (c->d.bf16 && c->d.nhwc && use_avx512 && __builtin_cpu_supports("avx512bw"))
+        gather_avx512_bf16_cl(c, t, np, (const uint16_t *)input + in_off, (uint16_t *)t->col);
+    else if (c->d.bf16 && use_avx512)
         gather_avx512_bf16(c, t, np, (const uint16_t *)input + in_off, (uint16_t *)t->col);
     else if (c->d.bf16)
         gather_generic_bf16(c, t, np, (const uint16_t *)input + in_off, (uint16_t *)t->col);
