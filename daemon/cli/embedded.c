@@ -92,8 +92,8 @@ static int make_worker(gs_embedded *e, stage_worker *sw, const char *work, int q
     if (sw->stage != GASTROSCREEN__V1__STAGE__STAGE_TILER &&
         sw->stage != GASTROSCREEN__V1__STAGE__STAGE_REPORTER) {
         gs_net_id net = gs_provenance_stage_net(sw->stage);
-        if (gs_provenance_init(&sw->prov, cfg->bundle, e->model, &net, 1) != 0)
-            return -1;
+        /* The same file as e->prov's, hashed once. */
+        gs_provenance_init_hashed(&sw->prov, cfg->bundle, e->prov.sha256, e->model, &net, 1);
         wc.model = &sw->prov.msg;
     }
     const char *sha = e->prov.sha256;

@@ -149,9 +149,18 @@ int gs_sha256_file(const char *path, char hex[65])
 int gs_provenance_init(gs_provenance *p, const char *path, const gs_model *m, const gs_net_id *nets,
                        size_t n)
 {
-    memset(p, 0, sizeof *p);
-    if (gs_sha256_file(path, p->sha256) < 0)
+    char hex[65];
+    if (gs_sha256_file(path, hex) < 0)
         return -1;
+    gs_provenance_init_hashed(p, path, hex, m, nets, n);
+    return 0;
+}
+
+void gs_provenance_init_hashed(gs_provenance *p, const char *path, const char *sha256,
+                               const gs_model *m, const gs_net_id *nets, size_t n)
+{
+    memset(p, 0, sizeof *p);
+    snprintf(p->sha256, sizeof p->sha256, "%s", sha256);
     const char *slash = strrchr(path, '/');
     snprintf(p->bundle, sizeof p->bundle, "%s", slash ? slash + 1 : path);
     snprintf(p->precision, sizeof p->precision, "%s", gs_precision_name(gs_model_precision(m)));
@@ -197,7 +206,6 @@ int gs_provenance_init(gs_provenance *p, const char *path, const gs_model *m, co
     }
     p->msg.n_networks = GS_NET_COUNT;
     p->msg.networks = p->net_ptr;
-    return 0;
 }
 
 gs_net_id gs_provenance_stage_net(Gastroscreen__V1__Stage stage)
