@@ -757,6 +757,7 @@ static size_t blur_tissue_mask(const uint8_t *rgb, int h, int w, int fh, int fw,
  * the positions whose input block holds tissue. */
 static int blur_tissue_pool(const gs_rt_tensor *t, const uint8_t *rgb, int h, int w, float *out)
 {
+    GS_ASSERT(!t->cl && !t->q && !t->bf16); /* the blur network always runs fp32 nChw16c */
     size_t hw = (size_t)t->h * t->w;
     uint8_t *mask = malloc(hw);
     if (!mask)

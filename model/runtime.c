@@ -1167,7 +1167,7 @@ int gs_rt_plan_dwdeconv(gs_rt_plan *p, const gs_rt_conv *c, gs_rt_tensor *src, g
     GS_ASSERT(c->deconv && c->dwk);
     int ho, wo;
     conv_out_size(c, src->h, src->w, &ho, &wo);
-    if (src->c != c->cin || src->plain || skip->plain || src->cl != skip->cl ||
+    if (src->c != c->cin || src->plain || skip->plain || src->q || skip->q || src->cl != skip->cl ||
         (src->cl && src->c % 16) || skip->c != c->cout || skip->h != ho || skip->w != wo ||
         skip->bf16 != src->bf16)
         return gs_error_set("depthwise deconvolution: input %dx%dx%d, skip %dx%dx%d do not fit",
@@ -1379,9 +1379,13 @@ int gs_rt_plan_dcn(gs_rt_plan *p, const float *weight, const float *bias, int co
                    gs_rt_tensor *src, gs_rt_tensor *offset, gs_act act, gs_rt_tensor **dst)
 {
     if (offset->c != 27 || offset->h != src->h || offset->w != src->w || src->plain ||
-        offset->plain || offset->bf16 || src->cl != offset->cl)
+        offset->plain || offset->bf16 || src->q || offset->q || src->cl != offset->cl)
         return gs_error_set("deformable conv: offset tensor %dx%dx%d does not fit input %dx%dx%d",
                             offset->c, offset->h, offset->w, src->c, src->h, src->w);
+    /* Checked here too so that a dry plan, which builds no ops object, refuses it as well. */
+    if (src->cl && (src->c % 16 || cout % 16))
+        return gs_error_set("deformable conv %d->%d: channels-last needs multiples of 16 channels",
+                            src->c, cout);
     *dst = tensor_new(p, cout, src->h, src->w, 0, src->cl, src->bf16);
     if (!*dst)
         return -1;

@@ -103,11 +103,13 @@ int gs_rt_conv_init(gs_rt_conv *c, dnnl_engine_t engine, int cin, int cout, int 
                     int pad, int deconv, const float *w, const float *bias);
 void gs_rt_conv_free(gs_rt_conv *c);
 
-/* Adds bf16 weights to c (once; again is a no-op): the float32 weights (BN already folded)
- * rounded to nearest even into the layout oneDNN picks for a bf16 conv of this geometry
- * between nChw16c activations (cl != 0: channels-last ones, as the plans that will run it
- * have), the transposed conv's kernel likewise; the bias stays float32. Plans then run c on
- * bf16 sources. Returns 0, or -1 with the error set (c keeps its float32 weights). */
+/* Adds bf16 weights to c: the float32 weights (BN already folded) rounded to nearest even
+ * into the layout oneDNN picks for a bf16 conv of this geometry between nChw16c activations
+ * (cl != 0: channels-last ones, as the plans that will run it have), the transposed conv's
+ * kernel likewise; the bias stays float32. Plans then run c on bf16 sources. Once only: a
+ * second call is a no-op whatever cl says, and a plan wanting the other layout reorders the
+ * weights for itself (gs_rt_plan_weight_reorders). Returns 0, or -1 with the error set (c
+ * keeps its float32 weights). */
 int gs_rt_conv_make_bf16(gs_rt_conv *c, dnnl_engine_t engine, int cl);
 
 /* Adds int8 weights to c (again replaces them) for oneDNN int8 convolutions on VNNI:
@@ -216,12 +218,13 @@ int gs_rt_plan_copy(gs_rt_plan *p, gs_rt_tensor *src, gs_rt_tensor **dst);
 /* Step: dst += src elementwise (same shape and layout). */
 int gs_rt_plan_add(gs_rt_plan *p, gs_rt_tensor *dst, gs_rt_tensor *src);
 
-/* Step: dst (created) = skip + depthwise transposed conv c of src, in one pass over the
- * blocked layout (our own kernel; PyTorch's index relation out = in*stride - pad + k, no
- * flip). oneDNN 2.6's depthwise deconvolution (jit_dw, built on backward-data) was measured
- * at ~1 GFLOP/s here (15-18 ms for 64 channels 64x64 -> 128x128, about a quarter of the whole
- * multi-task forward for 0.2% of its FLOPs), so the network uses this; gs_rt_plan_conv still
- * runs c through oneDNN and the unit test checks the two against each other. */
+/* Step: dst (created) = skip + depthwise transposed conv c of src, in one pass over src's
+ * layout (nChw16c, or channels-last with a multiple of 16 channels; skip and dst in the same)
+ * (our own kernel; PyTorch's index relation out = in*stride - pad + k, no flip). oneDNN 2.6's
+ * depthwise deconvolution (jit_dw, built on backward-data) was measured at ~1 GFLOP/s here (15-18
+ * ms for 64 channels 64x64 -> 128x128, about a quarter of the whole multi-task forward for 0.2% of
+ * its FLOPs), so the network uses this; gs_rt_plan_conv still runs c through oneDNN and the unit
+ * test checks the two against each other. */
 int gs_rt_plan_dwdeconv(gs_rt_plan *p, const gs_rt_conv *c, gs_rt_tensor *src, gs_rt_tensor *skip,
                         gs_rt_tensor **dst);
 
@@ -231,7 +234,9 @@ int gs_rt_plan_act(gs_rt_plan *p, gs_rt_tensor *t, gs_act act);
 /* Step: dst (created) = act(modulated deformable 3x3 conv of src) with offsets and mask taken
  * from the 27-channel float32 raw tensor `offset` (output of the conv_offset_mask conv; a bf16
  * src makes a bf16 conv and output, ops/deform_conv gs_deform_conv_run_bf16), weights
- * [cout][cin][3][3] and bias [cout] (borrowed from the model; copied into the ops object). */
+ * [cout][cin][3][3] and bias [cout] (borrowed from the model; copied into the ops object).
+ * src, offset and dst share one layout, nChw16c or channels-last; channels-last needs cin and
+ * cout multiples of 16. */
 int gs_rt_plan_dcn(gs_rt_plan *p, const float *weight, const float *bias, int cout,
                    gs_rt_tensor *src, gs_rt_tensor *offset, gs_act act, gs_rt_tensor **dst);
 
@@ -262,7 +267,8 @@ int gs_rt_plan_weight_reorders(const gs_rt_plan *p);
  * caller-owned). */
 void gs_rt_gap(const gs_rt_tensor *t, float *out);
 
-/* Copies channel `ch` of (plain, blocked or channels-last) float tensor t into out[n][h][w]
+/* Copies channel `ch` of (plain, blocked or channels-last; float32 or bf16) tensor t into
+ * out[n][h][w] as float32
  * (caller-owned). */
 void gs_rt_extract_channel(const gs_rt_tensor *t, int ch, float *out);
 

@@ -755,8 +755,8 @@ static size_t in_block_step(const gs_deform_conv *c)
     return c->d.nhwc ? 16 : (size_t)c->d.h * c->d.w * 16;
 }
 
-/* col[p][(cb * taps + k) * 16 + l] = sum over corners of wt * in[cb][idx][l]. Tap-outer so
- * that consecutive pixels sample neighbouring input pixels. */
+/* col[p][col_at(cb, k) + l] = sum over corners of wt * in[cb][idx][l]. Tap-outer so that
+ * consecutive pixels sample neighbouring input pixels. */
 __attribute__((target("avx512f"))) static void
 gather_avx512(const gs_deform_conv *c, const deform_thread *t, int np, const float *in, float *col)
 {

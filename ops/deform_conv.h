@@ -34,7 +34,7 @@
  * channels of the input are ignored (their weights are 0) as long as they are finite.
  * gs_deform_conv_pack_nchw16c() / gs_deform_conv_unpack_nchw16c() convert plain NCHW.
  *
- * Offsets and mask may be given in three ways (gs_deform_offset_format):
+ * Offsets and mask may be given in four ways (gs_deform_offset_format):
  *  - GS_DEFORM_OFFSET_SPLIT: torchvision's arguments, offset float NCHW [N, 2*kh*kw, Ho, Wo]
  *    and mask float NCHW [N, kh*kw, Ho, Wo] already after the sigmoid (mask NULL means 1).
  *  - GS_DEFORM_OFFSET_RAW_NCHW: the raw output of DCNv2's conv_offset_mask, one float NCHW
@@ -43,7 +43,8 @@
  *  - GS_DEFORM_OFFSET_RAW_BLOCKED: the same 3*kh*kw channels in nChw16c (channels padded to a
  *    multiple of 16), so a oneDNN conv producing them in its preferred layout needs no reorder.
  *  - GS_DEFORM_OFFSET_RAW_NHWC: the same 3*kh*kw channels channels-last, float
- *    [N][Ho][Wo][3*kh*kw], for a conv built with d->nhwc.
+ *    [N][Ho][Wo][3*kh*kw]: the format of a conv built with d->nhwc, and of no other (a
+ *    channels-last conv refuses the other three).
  *
  * Channels-last (d->nhwc = 1, fast path only): input [N][H][W][Cin] and output
  * [N][Ho][Wo][Cout], no channel padding, Cin and Cout multiples of 16. oneDNN's AMX

@@ -49,7 +49,21 @@ static float *rand_buf(size_t n, float lo, float hi)
     return b;
 }
 
-/* Fills a plan tensor (f32 or bf16, blocked or plain) from NCHW float values. */
+/* NCHW <-> NHWC of n images of c channels and hw pixels (back = 1: NHWC to NCHW). */
+static void nhwc(const float *src, int n, int c, size_t hw, float *dst, int back)
+{
+    for (int b = 0; b < n; b++)
+        for (int ch = 0; ch < c; ch++)
+            for (size_t i = 0; i < hw; i++) {
+                size_t cf = ((size_t)b * c + ch) * hw + i, cl = ((size_t)b * hw + i) * c + ch;
+                if (back)
+                    dst[cf] = src[cl];
+                else
+                    dst[cl] = src[cf];
+            }
+}
+
+/* Fills a plan tensor (f32 or bf16; plain, blocked or channels-last) from NCHW float values. */
 static void fill(gs_rt_tensor *t, const float *nchw)
 {
     size_t n = t->nelems;
@@ -57,6 +71,8 @@ static void fill(gs_rt_tensor *t, const float *nchw)
     assert_non_null(f);
     if (t->plain)
         memcpy(f, nchw, sizeof(float) * t->n * t->c * t->h * t->w);
+    else if (t->cl)
+        nhwc(nchw, t->n, t->c, (size_t)t->h * t->w, f, 0);
     else
         gs_deform_conv_pack_nchw16c(nchw, t->n, t->c, t->h, t->w, f);
     if (t->bf16)
@@ -66,7 +82,7 @@ static void fill(gs_rt_tensor *t, const float *nchw)
     free(f);
 }
 
-/* Reads a blocked plan tensor into NCHW floats (caller frees). */
+/* Reads a blocked or channels-last plan tensor into NCHW floats (caller frees). */
 static float *read_back(const gs_rt_tensor *t)
 {
     size_t n = t->nelems;
@@ -76,12 +92,15 @@ static float *read_back(const gs_rt_tensor *t)
         gs_bf16_to_f32_array(t->data, f, n);
     else
         memcpy(f, t->data, n * sizeof *f);
-    gs_deform_conv_unpack_nchw16c(f, t->n, t->c, t->h, t->w, out);
+    if (t->cl)
+        nhwc(f, t->n, t->c, (size_t)t->h * t->w, out, 1);
+    else
+        gs_deform_conv_unpack_nchw16c(f, t->n, t->c, t->h, t->w, out);
     free(f);
     return out;
 }
 
-static void compare(const float *ref, const float *got, size_t n, const char *what)
+static void compare_tol(const float *ref, const float *got, size_t n, const char *what, double tol)
 {
     double scale = 0, err = 0;
     for (size_t i = 0; i < n; i++) {
@@ -89,9 +108,14 @@ static void compare(const float *ref, const float *got, size_t n, const char *wh
         double e = fabs((double)ref[i] - got[i]);
         err = e > err || isnan(e) ? (isnan(e) ? INFINITY : e) : err;
     }
-    printf("%s: max |bf16 - fp32| %g of scale %g\n", what, err, scale);
-    if (!(scale > 0 && err <= BF16_TOL * scale))
+    printf("%s: max |difference| %g of scale %g\n", what, err, scale);
+    if (!(scale > 0 && err <= tol * scale))
         fail_msg("%s: max err %g, scale %g", what, err, scale);
+}
+
+static void compare(const float *ref, const float *got, size_t n, const char *what)
+{
+    compare_tol(ref, got, n, what, BF16_TOL);
 }
 
 /* Builds the same little program in a float32 and a bf16 plan, runs both on the same
@@ -100,12 +124,14 @@ typedef struct {
     dnnl_engine_t e;
     gs_rt_conv c1, c2, up, off;
     float *dcn_w, *dcn_b;
+    int c; /* channels of every layer but the input's 3 */
 } program;
 
-enum { C = 24, H = 10, W = 12 };
+enum { H = 10, W = 12 };
 
-static void program_init(program *g)
+static void program_init(program *g, int C)
 {
+    g->c = C;
     assert_int_equal(dnnl_engine_create(&g->e, dnnl_cpu, 0), dnnl_success);
     float *w1 = rand_buf(C * 3 * 9, -0.5f, 0.5f), *b1 = rand_buf(C, -0.5f, 0.5f);
     float *w2 = rand_buf(C * C * 9, -0.2f, 0.2f), *b2 = rand_buf(C, -0.5f, 0.5f);
@@ -168,12 +194,14 @@ static const char *const step_names[N_STEPS] = {"conv + relu (plain input)",
 /* One step alone in a plan of the given precision, on inputs made from the seed (the same
  * bf16-representable values for both precisions, so only the step's own rounding differs).
  * Returns the output as NCHW floats (caller frees) and its element count. */
-static float *run_step(const program *g, int step, int bf16, uint32_t seed, size_t *count)
+static float *run_step(const program *g, int step, int bf16, int cl, uint32_t seed, size_t *count)
 {
     const gs_act relu = {GS_ACT_RELU, 0.0f}, none = {GS_ACT_NONE, 0.0f};
+    const int C = g->c;
     gs_rt_plan *p = gs_rt_plan_new(g->e, 2, 0);
     assert_non_null(p);
     gs_rt_plan_set_bf16(p, bf16);
+    gs_rt_plan_set_channels_last(p, cl);
     rng = seed;
     int plain = step == STEP_CONV_RELU, cin = plain ? 3 : C, h = step == STEP_DECONV ? H : 2 * H,
         w = step == STEP_DECONV ? W : 2 * W;
@@ -230,6 +258,7 @@ static float *run_step(const program *g, int step, int bf16, uint32_t seed, size
         fail_msg("%s: %s", step_names[step], gs_error_get());
     if (step != STEP_OFFSETS && step != STEP_HEAD)
         assert_int_equal(y->bf16, bf16);
+    assert_int_equal(y->cl, cl);
     *count = (size_t)y->n * y->c * y->h * y->w;
     float *out = read_back(y);
     gs_rt_plan_destroy(&p);
@@ -243,11 +272,11 @@ static void test_bf16_steps_match_fp32(void **state)
     (void)state;
     program g;
     rng = 11;
-    program_init(&g);
+    program_init(&g, 24);
     for (int step = 0; step < N_STEPS; step++) {
         size_t nf, nb;
-        float *f = run_step(&g, step, 0, 100 + step, &nf);
-        float *b = run_step(&g, step, 1, 100 + step, &nb);
+        float *f = run_step(&g, step, 0, 0, 100 + step, &nf);
+        float *b = run_step(&g, step, 1, 0, 100 + step, &nb);
         assert_int_equal(nf, nb);
         compare(f, b, nf, step_names[step]);
         /* Pool and copy move bf16 values: exact. */
@@ -255,6 +284,32 @@ static void test_bf16_steps_match_fp32(void **state)
             assert_memory_equal(f, b, nf * sizeof *f);
         free(f);
         free(b);
+    }
+    program_free(&g);
+}
+
+/* The same steps channels-last (the AMX layout; every step reads and writes it, batch 2):
+ * float32 channels-last against float32 nChw16c to float32 rounding, and bf16 channels-last
+ * against float32 nChw16c within the bf16 budget. 32 channels: channels-last deformable and
+ * transposed convs take whole 16-channel blocks. */
+static void test_steps_channels_last(void **state)
+{
+    (void)state;
+    program g;
+    rng = 12;
+    program_init(&g, 32);
+    for (int step = 0; step < N_STEPS; step++) {
+        size_t nf, nc, nb;
+        float *f = run_step(&g, step, 0, 0, 200 + step, &nf);
+        float *fc = run_step(&g, step, 0, 1, 200 + step, &nc);
+        float *bc = run_step(&g, step, 1, 1, 200 + step, &nb);
+        assert_int_equal(nf, nc);
+        assert_int_equal(nf, nb);
+        compare_tol(f, fc, nf, step_names[step], 1e-5);
+        compare(f, bc, nf, step_names[step]);
+        free(f);
+        free(fc);
+        free(bc);
     }
     program_free(&g);
 }
@@ -371,6 +426,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_precision_names),
         cmocka_unit_test(test_bf16_steps_match_fp32),
+        cmocka_unit_test(test_steps_channels_last),
         cmocka_unit_test(test_bf16_conv_without_bf16_weights),
         cmocka_unit_test(test_model_precision),
     };
