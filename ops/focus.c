@@ -222,3 +222,14 @@ int gs_focus_judge_tile(const uint8_t *px, int w, int h, size_t stride, int chan
     free(mask);
     return rc;
 }
+
+int gs_focus_is_network_threshold(double t)
+{
+    return t > 0 && t < 1;
+}
+
+double gs_focus_classical_threshold(double t)
+{
+    /* A lab that set the classical threshold keeps it wherever the classical measure judges. */
+    return t >= 1 && isfinite(t) ? t : GS_FOCUS_THRESHOLD;
+}

@@ -49,6 +49,16 @@
 /* A slide is out of focus when more than this fraction of judged sample tiles are blurry. */
 #define GS_FOCUS_SLIDE_FRACTION 0.5
 
+/* How a configured focus threshold ([blur] focus_threshold, BlurJob/InferJob.focus_threshold;
+ * 0 = not set) is read, in one place for the workers (stages/handlers/blur) and for what the
+ * report records (stages/runtime/decision): a value in (0, 1) is on the blur network's scale,
+ * P(sharp); one >= 1 is a classical score. */
+/* 1 when t is on the network's scale. */
+int gs_focus_is_network_threshold(double t);
+/* The classical threshold t asks for: t when it is a classical score, else GS_FOCUS_THRESHOLD
+ * (what the blur network's sparse-tissue check holds a crop to). */
+double gs_focus_classical_threshold(double t);
+
 typedef struct {
     double score;         /* var(L) * (128 / mean_grey)^2; 0 when mean_grey is 0 */
     double laplacian_var; /* raw variance of the Laplacian over the used pixels, grey units^2 */

@@ -101,6 +101,14 @@ const char *gs_verdict_class_name(int verdict);     /* VerdictClass */
 const char *gs_method_name(int method);             /* Method */
 const char *gs_tile_outcome_name(int tile_outcome); /* TileOutcome */
 
+/* BlurJob/InferJob.sparse_tissue, the blur network's sparse-tissue rule a job asks for
+ * (PROTOCOL.md §6): GS_BLUR_SPARSE_BUNDLE (0, what a sender that predates the field sends) =
+ * the worker's bundle's threshold.blur_sparse_tissue; a negative value (GS_BLUR_SPARSE_OFF) =
+ * the rule is off; a share in (0, 1] = that share instead of the bundle's; anything else (NaN,
+ * above 1) is read as 0. */
+#define GS_BLUR_SPARSE_BUNDLE 0.0
+#define GS_BLUR_SPARSE_OFF (-1.0)
+
 /* The word that begins the reason of a poison verdict ("poison: 3 workers were lost ..."), for
  * people; programs read Verdict.poison (PROTOCOL.md §12). */
 #define GS_POISON_REASON "poison"

@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "ops/error.h"
-#include "stages/handlers/blur.h"
+#include "proto/vocab.h"
 #include "stages/runtime/npy.h"
 
 /* The features go to .npy as "<f4": the host's floats must be little-endian. */

@@ -58,24 +58,16 @@ static void fail(gs_blur_result *out, const char *fmt, const char *arg)
     out->r.focus = 0;
 }
 
-/* The classical threshold the sparse-tissue check holds a crop to (blur.h). */
-static double sparse_classical_threshold(double focus_threshold)
-{
-    /* A configured threshold in (0, 1) is the network's (on P(sharp)); one >= 1 is a classical
-     * score, so a lab that set the classical threshold keeps it for this check. */
-    return focus_threshold >= 1 && isfinite(focus_threshold) ? focus_threshold : GS_FOCUS_THRESHOLD;
-}
-
 int gs_blur_sparse_check(const gs_model *m, const uint8_t *rgb, int w, int h,
                          double focus_threshold, double sparse_tissue, gs_blur_sparse *out)
 {
     memset(out, 0, sizeof *out);
-    out->threshold = sparse_classical_threshold(focus_threshold);
-    /* 0 (and NaN from a garbled sender) keep the bundle's rule: a job that does not say
-     * otherwise is judged as the bundle was calibrated. */
+    out->threshold = gs_focus_classical_threshold(focus_threshold);
+    /* 0 (and NaN or a share above 1 from a garbled sender) keep the bundle's rule: a job that
+     * does not say otherwise is judged as the bundle was calibrated. */
     if (sparse_tissue < 0)
         out->below = 0.0;
-    else if (sparse_tissue > 0)
+    else if (sparse_tissue > 0 && sparse_tissue <= 1)
         out->below = sparse_tissue;
     else
         out->below = m ? (double)gs_model_get_thresholds(m).blur_sparse_tissue : 0.0;
@@ -111,9 +103,9 @@ int gs_blur_network_verdict(const gs_model *m, float logit, double focus_thresho
         return 0;
     }
     *focus = 1.0 - 1.0 / (1.0 + exp(-(double)logit));
-    /* A configured threshold in (0, 1) is on focus (1 - P(blurred)); else the bundle's
-     * threshold.blur: blurred when P(blurred) > threshold.blur, i.e. focus < 1 - it. */
-    double t = focus_threshold > 0 && focus_threshold < 1
+    /* A configured threshold on the network's scale is on focus (1 - P(blurred)); else the
+     * bundle's threshold.blur: blurred when P(blurred) > threshold.blur, i.e. focus < 1 - it. */
+    double t = gs_focus_is_network_threshold(focus_threshold)
                    ? focus_threshold
                    : 1.0 - (double)gs_model_get_thresholds(m).blur;
     return *focus < t || (sp && sp->ran && sp->blurry);

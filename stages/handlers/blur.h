@@ -38,6 +38,7 @@
 
 #include "model/network.h"
 #include "proto/gastroscreen.pb-c.h"
+#include "proto/vocab.h"
 #include "stages/runtime/worker.h"
 
 /* Side of the central crop the blur network sees. */
@@ -63,12 +64,8 @@ void gs_blur_destroy(gs_blur **b);
 /* The method this state uses (METHOD_NETWORK or METHOD_CLASSICAL). */
 Gastroscreen__V1__Method gs_blur_method(const gs_blur *b);
 
-/* The sparse-tissue rule a job asks for (BlurJob/InferJob.sparse_tissue, PROTOCOL.md §6):
- * GS_BLUR_SPARSE_BUNDLE (0, what a sender that predates the field sends) = the bundle's
- * threshold.blur_sparse_tissue; a negative value (GS_BLUR_SPARSE_OFF) = the rule is off; a
- * positive one = that tissue share instead of the bundle's. */
-#define GS_BLUR_SPARSE_BUNDLE 0.0
-#define GS_BLUR_SPARSE_OFF (-1.0)
+/* The sparse-tissue rule a job asks for: BlurJob/InferJob.sparse_tissue, GS_BLUR_SPARSE_BUNDLE,
+ * GS_BLUR_SPARSE_OFF or a share (proto/vocab.h). */
 
 /* The sparse-tissue check of the network method on one crop. */
 typedef struct {
@@ -81,10 +78,10 @@ typedef struct {
 } gs_blur_sparse;
 
 /* The sparse-tissue check of the w x h RGB crop rgb (rows w*3 bytes apart) for model m;
- * focus_threshold is the job's (>= 1: the classical threshold, else GS_FOCUS_THRESHOLD;
- * stages/runtime/decision records the same choice), sparse_tissue the job's
- * (GS_BLUR_SPARSE_BUNDLE: m's key, where NULL m or a bundle without the key means off;
- * GS_BLUR_SPARSE_OFF: off; > 0: that share). With the rule off only the tissue share is
+ * focus_threshold is the job's (the classical threshold is gs_focus_classical_threshold of
+ * it, ops/focus), sparse_tissue the job's (GS_BLUR_SPARSE_BUNDLE: m's key, where NULL m or a
+ * bundle without the key means off; GS_BLUR_SPARSE_OFF: off; a share in (0, 1]: that share;
+ * proto/vocab.h). With the rule off only the tissue share is
  * measured. Fills *out; returns 0, or -1 with the error (bad arguments, out of memory).
  * gastroscreen infer --json reports it. */
 int gs_blur_sparse_check(const gs_model *m, const uint8_t *rgb, int w, int h,

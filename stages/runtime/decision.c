@@ -34,7 +34,8 @@ void gs_decision_resolve_focus(gs_decision *d, const gs_model_thresholds *bundle
     /* The threshold the workers apply (stages/handlers/blur): a trained network takes a
      * configured value only on its own scale, P(sharp) in (0, 1); one >= 1 is a classical score,
      * which then holds only the sparse-tissue rule's crops (sparse_classical_threshold). */
-    int cfg_on = focus_set && cfg_focus > 0 && (!(bundle && blur_trained) || cfg_focus < 1);
+    int cfg_on = focus_set && cfg_focus > 0 &&
+                 (!(bundle && blur_trained) || gs_focus_is_network_threshold(cfg_focus));
     if (cfg_on) {
         d->focus_threshold = cfg_focus;
         d->focus_threshold_source = GS_DECISION_FROM_CONFIG;
@@ -67,8 +68,7 @@ void gs_decision_resolve_focus(gs_decision *d, const gs_model_thresholds *bundle
         d->sparse_tissue = bundle->blur_sparse_tissue;
         d->sparse_tissue_source = GS_DECISION_FROM_BUNDLE;
     }
-    /* The same choice stages/handlers/blur makes from the job's focus_threshold, which is the
-     * config's value (0 when unset). */
+    /* As the workers read the job's focus_threshold, which is the config's value (0 unset). */
     d->sparse_classical_threshold =
-        d->sparse_tissue > 0 ? (focus_set && cfg_focus >= 1 ? cfg_focus : GS_FOCUS_THRESHOLD) : 0;
+        d->sparse_tissue > 0 ? gs_focus_classical_threshold(focus_set ? cfg_focus : 0) : 0;
 }

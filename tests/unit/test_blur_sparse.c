@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -299,6 +300,20 @@ static void check_without_a_model_is_off(void **state)
     assert_true(s.below == 0 && !s.ran && s.tissue_fraction == 0);
     assert_int_equal(gs_blur_sparse_check(NULL, NULL, 16, 16, 0, GS_BLUR_SPARSE_BUNDLE, &s), -1);
     gs_error_clear();
+    /* A job's share is taken only in (0, 1]; NaN or more than 1 is read as 0, the bundle's. */
+    assert_int_equal(gs_blur_sparse_check(NULL, px, 16, 16, 0, 0.25, &s), 0);
+    assert_true(s.below == 0.25);
+    assert_int_equal(gs_blur_sparse_check(NULL, px, 16, 16, 0, 1.0, &s), 0);
+    assert_true(s.below == 1.0);
+    assert_int_equal(gs_blur_sparse_check(NULL, px, 16, 16, 0, 2.0, &s), 0);
+    assert_true(s.below == 0);
+    assert_int_equal(gs_blur_sparse_check(NULL, px, 16, 16, 0, NAN, &s), 0);
+    assert_true(s.below == 0);
+    /* The classical threshold: a classical score is kept, anything else is 60. */
+    assert_int_equal(gs_blur_sparse_check(NULL, px, 16, 16, 40, 0.25, &s), 0);
+    assert_true(s.threshold == 40);
+    assert_int_equal(gs_blur_sparse_check(NULL, px, 16, 16, 0.4, 0.25, &s), 0);
+    assert_true(s.threshold == GS_FOCUS_THRESHOLD);
 }
 
 int main(void)

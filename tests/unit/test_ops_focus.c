@@ -214,6 +214,22 @@ static int shared_path(char *buf, size_t n, const char *rel)
     return 0;
 }
 
+/* How a configured threshold is read: (0, 1) on the network's scale, >= 1 a classical score. */
+static void configured_threshold_scales(void **state)
+{
+    (void)state;
+    assert_true(gs_focus_is_network_threshold(0.4));
+    assert_false(gs_focus_is_network_threshold(0));
+    assert_false(gs_focus_is_network_threshold(1));
+    assert_false(gs_focus_is_network_threshold(40));
+    assert_false(gs_focus_is_network_threshold(NAN));
+    assert_true(gs_focus_classical_threshold(40) == 40);
+    assert_true(gs_focus_classical_threshold(1) == 1);
+    assert_true(gs_focus_classical_threshold(0.4) == GS_FOCUS_THRESHOLD);
+    assert_true(gs_focus_classical_threshold(0) == GS_FOCUS_THRESHOLD);
+    assert_true(gs_focus_classical_threshold(INFINITY) == GS_FOCUS_THRESHOLD);
+}
+
 static void real_defocus_pair(void **state)
 {
     (void)state;
@@ -344,13 +360,10 @@ static void synthetic_blur_of_cmu_tile(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(fast_matches_reference_random),
-        cmocka_unit_test(edges_and_masks),
-        cmocka_unit_test(tiny_and_bad_arguments),
-        cmocka_unit_test(hand_computed),
-        cmocka_unit_test(brightness_invariant),
-        cmocka_unit_test(slide_rule),
-        cmocka_unit_test(real_defocus_pair),
+        cmocka_unit_test(fast_matches_reference_random), cmocka_unit_test(edges_and_masks),
+        cmocka_unit_test(tiny_and_bad_arguments),        cmocka_unit_test(hand_computed),
+        cmocka_unit_test(brightness_invariant),          cmocka_unit_test(slide_rule),
+        cmocka_unit_test(configured_threshold_scales),   cmocka_unit_test(real_defocus_pair),
         cmocka_unit_test(synthetic_blur_of_cmu_tile),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
