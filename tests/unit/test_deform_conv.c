@@ -18,6 +18,7 @@
 
 #include "ops/deform_conv.h"
 #include "ops/error.h"
+#include "tests/unit/layouts.h"
 
 /* Fast vs reference: max |fast - ref| <= REL_TOL * max |ref| (plus a tiny floor for all-zero
  * outputs). The two differ only in summation order and in folding the mask into the weights. */
@@ -445,14 +446,7 @@ static void raw_offset_formats(void **state)
     const float extreme[] = {-200.0f, -88.5f, -87.0f, -20.0f, 0.0f, 17.0f, 87.0f, 88.5f, 1e30f};
     for (size_t e = 0; e < sizeof extreme / sizeof extreme[0]; e++)
         raw[(18 + e) * ohw + 5 * e] = extreme[e];
-    for (int n = 0; n < d.n; n++)
-        for (size_t p = 0; p < ohw; p++) {
-            for (int ch = 0; ch < 18; ch++)
-                off[((size_t)n * 18 + ch) * ohw + p] = raw[((size_t)n * 27 + ch) * ohw + p];
-            for (int k = 0; k < 9; k++)
-                mask[((size_t)n * 9 + k) * ohw + p] =
-                    (float)(1.0 / (1.0 + exp(-(double)raw[((size_t)n * 27 + 18 + k) * ohw + p])));
-        }
+    test_split_raw_offsets(raw, d.n, ohw, off, mask);
     gs_deform_conv_pack_nchw16c(raw, d.n, 27, ho, wo, raw_b);
     assert_int_equal(gs_deform_conv2d_ref(&d, in, off, mask, wt, bias, ref), 0);
     double scale = max_abs(ref, n_out);
@@ -476,20 +470,6 @@ static void raw_offset_formats(void **state)
     free(raw_b);
     free(ref);
     free(out);
-}
-
-/* NCHW [n][c][hw] -> NHWC [n][hw][c] (back = 1: the other way). */
-static void nchw_nhwc(const float *src, int n, int c, size_t hw, float *dst, int back)
-{
-    for (int b = 0; b < n; b++)
-        for (int ch = 0; ch < c; ch++)
-            for (size_t p = 0; p < hw; p++) {
-                size_t cf = ((size_t)b * c + ch) * hw + p, cl = ((size_t)b * hw + p) * c + ch;
-                if (back)
-                    dst[cf] = src[cl];
-                else
-                    dst[cl] = src[cf];
-            }
 }
 
 /* The channels-last form (input, raw offsets and output NHWC) against the reference: batch 2,
@@ -520,19 +500,11 @@ static void channels_last_matches_reference(void **state)
             float *raw_cl = malloc((size_t)d.n * 27 * ohw * sizeof *raw_cl);
             float *out_cl = malloc(n_out * sizeof *out_cl);
             float *ref = malloc(n_out * sizeof *ref), *out = malloc(n_out * sizeof *out);
-            for (int n = 0; n < d.n; n++)
-                for (size_t p = 0; p < ohw; p++) {
-                    for (int ch = 0; ch < 18; ch++)
-                        off[((size_t)n * 18 + ch) * ohw + p] = raw[((size_t)n * 27 + ch) * ohw + p];
-                    for (int k = 0; k < 9; k++)
-                        mask[((size_t)n * 9 + k) * ohw + p] =
-                            (float)(1.0 /
-                                    (1.0 + exp(-(double)raw[((size_t)n * 27 + 18 + k) * ohw + p])));
-                }
+            test_split_raw_offsets(raw, d.n, ohw, off, mask);
             assert_int_equal(gs_deform_conv2d_ref(&d, in, off, mask, wt, bias, ref), 0);
             relu_inplace(ref, n_out);
-            nchw_nhwc(in, d.n, d.cin, hw, in_cl, 0);
-            nchw_nhwc(raw, d.n, 27, ohw, raw_cl, 0);
+            test_nchw_nhwc(in, d.n, d.cin, hw, in_cl, 0);
+            test_nchw_nhwc(raw, d.n, 27, ohw, raw_cl, 0);
             for (size_t i = 0; i < n_out; i++)
                 out_cl[i] = NAN; /* the run must overwrite everything */
             d.nhwc = 1;
@@ -542,7 +514,7 @@ static void channels_last_matches_reference(void **state)
             gs_deform_conv_scratch *sc = gs_deform_conv_scratch_new(c);
             assert_non_null(sc);
             assert_int_equal(gs_deform_conv_run(c, sc, in_cl, raw_cl, NULL, out_cl), 0);
-            nchw_nhwc(out_cl, d.n, d.cout, ohw, out, 1);
+            test_nchw_nhwc(out_cl, d.n, d.cout, ohw, out, 1);
             double e = max_diff(ref, out, n_out), scale = max_abs(ref, n_out);
             if (!(e <= REL_TOL * scale)) {
                 print_error("shape %zu portable %d: max error %g of %g\n", si, portable, e, scale);

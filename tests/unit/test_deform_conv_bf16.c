@@ -26,6 +26,7 @@
 #include "ops/deform_conv.h"
 #include "ops/dnnl_reorder.h"
 #include "ops/error.h"
+#include "tests/unit/layouts.h"
 
 /* Three roundings of 2^-9 relative each (weights, samples, output) over sums of up to a few
  * hundred terms of both signs: 1% of the output scale is several times the worst seen, and a
@@ -364,15 +365,7 @@ static void channels_last(void **state)
         float *ref = malloc(n_out * sizeof *ref), *fast = malloc(n_out * sizeof *fast);
         uint16_t *ba = malloc(n_out * sizeof *ba), *bb = malloc(n_out * sizeof *bb);
         assert_true(off && mask && ref && fast && ba && bb);
-        for (int n = 0; n < sh->n; n++)
-            for (size_t p = 0; p < hw; p++) {
-                for (int ch = 0; ch < 18; ch++)
-                    off[((size_t)n * 18 + ch) * hw + p] = raw[((size_t)n * 27 + ch) * hw + p];
-                for (int k = 0; k < 9; k++)
-                    mask[((size_t)n * 9 + k) * hw + p] =
-                        (float)(1.0 /
-                                (1.0 + exp(-(double)raw[((size_t)n * 27 + 18 + k) * hw + p])));
-            }
+        test_split_raw_offsets(raw, sh->n, hw, off, mask);
         assert_int_equal(gs_deform_conv2d_ref(&d, in, off, mask, wt, bias, ref), 0);
         for (size_t k = 0; k < n_out; k++)
             ref[k] = ref[k] > 0 ? ref[k] : 0;

@@ -27,6 +27,7 @@
 #include "model/runtime.h"
 #include "ops/dnnl_reorder.h"
 #include "ops/error.h"
+#include "tests/unit/layouts.h"
 
 /* bf16 vs float32 on the same bf16 input: weights and outputs each rounded once (2^-9
  * relative), sums of up to a few hundred terms: 1% of the output scale. */
@@ -49,20 +50,6 @@ static float *rand_buf(size_t n, float lo, float hi)
     return b;
 }
 
-/* NCHW <-> NHWC of n images of c channels and hw pixels (back = 1: NHWC to NCHW). */
-static void nhwc(const float *src, int n, int c, size_t hw, float *dst, int back)
-{
-    for (int b = 0; b < n; b++)
-        for (int ch = 0; ch < c; ch++)
-            for (size_t i = 0; i < hw; i++) {
-                size_t cf = ((size_t)b * c + ch) * hw + i, cl = ((size_t)b * hw + i) * c + ch;
-                if (back)
-                    dst[cf] = src[cl];
-                else
-                    dst[cl] = src[cf];
-            }
-}
-
 /* Fills a plan tensor (f32 or bf16; plain, blocked or channels-last) from NCHW float values. */
 static void fill(gs_rt_tensor *t, const float *nchw)
 {
@@ -72,7 +59,7 @@ static void fill(gs_rt_tensor *t, const float *nchw)
     if (t->plain)
         memcpy(f, nchw, sizeof(float) * t->n * t->c * t->h * t->w);
     else if (t->cl)
-        nhwc(nchw, t->n, t->c, (size_t)t->h * t->w, f, 0);
+        test_nchw_nhwc(nchw, t->n, t->c, (size_t)t->h * t->w, f, 0);
     else
         gs_deform_conv_pack_nchw16c(nchw, t->n, t->c, t->h, t->w, f);
     if (t->bf16)
@@ -93,7 +80,7 @@ static float *read_back(const gs_rt_tensor *t)
     else
         memcpy(f, t->data, n * sizeof *f);
     if (t->cl)
-        nhwc(f, t->n, t->c, (size_t)t->h * t->w, out, 1);
+        test_nchw_nhwc(f, t->n, t->c, (size_t)t->h * t->w, out, 1);
     else
         gs_deform_conv_unpack_nchw16c(f, t->n, t->c, t->h, t->w, out);
     free(f);

@@ -24,6 +24,7 @@
 #include "model/network.h"
 #include "model/runtime.h"
 #include "ops/error.h"
+#include "tests/unit/layouts.h"
 
 static void test_fold_bn_hand(void **state)
 {
@@ -62,18 +63,6 @@ static void test_act_parse(void **state)
     assert_non_null(strstr(gs_error_get(), "activation"));
 }
 
-/* NCHW [c][hw] <-> NHWC [hw][c] of one image (back = 1: NHWC to NCHW). */
-static void to_nhwc(const float *src, int c, int hw, float *dst, int back)
-{
-    for (int ch = 0; ch < c; ch++)
-        for (int i = 0; i < hw; i++) {
-            if (back)
-                dst[ch * hw + i] = src[i * c + ch];
-            else
-                dst[i * c + ch] = src[ch * hw + i];
-        }
-}
-
 /* Depthwise ConvTranspose2d(k = 2f, stride f, pad f/2) through gs_rt plans, plus a skip
  * tensor added, against the PyTorch index relation
  * out[y] += in[iy] * k[y - iy*f + pad] (no flip). cl: the plan's tensors are channels-last
@@ -102,8 +91,8 @@ static void check_deconv(int f, int c, int h, int w, int cl)
     assert_non_null(tp);
     assert_int_equal(tx->cl, cl);
     if (cl) {
-        to_nhwc(x, c, h * w, tx->data, 0);
-        to_nhwc(prev, c, ho * wo, tp->data, 0);
+        test_nchw_nhwc(x, 1, c, (size_t)(h * w), tx->data, 0);
+        test_nchw_nhwc(prev, 1, c, (size_t)(ho * wo), tp->data, 0);
     } else {
         gs_deform_conv_pack_nchw16c(x, 1, c, h, w, tx->data);
         gs_deform_conv_pack_nchw16c(prev, 1, c, ho, wo, tp->data);
@@ -120,7 +109,7 @@ static void check_deconv(int f, int c, int h, int w, int cl)
     assert_int_equal(gs_rt_plan_run(p), 0);
     float *mine = malloc(sizeof(float) * c * ho * wo);
     if (cl) {
-        to_nhwc(tk->data, c, ho * wo, mine, 1);
+        test_nchw_nhwc(tk->data, 1, c, (size_t)(ho * wo), mine, 1);
     } else {
         gs_deform_conv_unpack_nchw16c(to->data, 1, c, ho, wo, out);
         gs_deform_conv_unpack_nchw16c(tk->data, 1, c, ho, wo, mine);
