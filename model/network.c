@@ -345,19 +345,12 @@ gs_precision gs_precision_default(void)
     return GS_PRECISION_FP32;
 }
 
-static int vnni_native(void)
-{
-    const unsigned need = (unsigned)dnnl_cpu_isa_avx512_core_vnni;
-    return ((unsigned)dnnl_get_effective_cpu_isa() & need) == need;
-}
-
 /* oneDNN 2.6 runs its AMX convolutions (bf16 and int8) only on channels-last activations:
  * on an AMX CPU a bf16 3x3 conv 128->128 at 64x64 measured 1.2 ms channels-last against
  * 8.4 ms in nChw16c (jit_bf16) and 5.1 ms in fp32. Without AMX, bf16 keeps nChw16c. */
 static int amx_native(void)
 {
-    const unsigned need = (unsigned)dnnl_cpu_isa_avx512_core_amx;
-    return ((unsigned)dnnl_get_effective_cpu_isa() & need) == need;
+    return gs_dnnl_isa_has(dnnl_cpu_isa_avx512_core_amx);
 }
 
 gs_precision gs_precision_usable(gs_precision asked, char *why, size_t len)
@@ -365,7 +358,7 @@ gs_precision gs_precision_usable(gs_precision asked, char *why, size_t len)
     if (why && len)
         why[0] = '\0';
     if (asked == GS_PRECISION_INT8) {
-        if (vnni_native())
+        if (gs_dnnl_isa_has(dnnl_cpu_isa_avx512_core_vnni))
             return asked;
         gs_precision alt = gs_bf16_native() ? GS_PRECISION_BF16 : GS_PRECISION_FP32;
         if (why && len)
@@ -523,7 +516,7 @@ static gs_net_state *state_new(const gs_model *m, gs_net_id id, int n, int h, in
         /* The encoder channels-last, so its int8 convs write their outputs themselves; the
            bf16 decoder too on AMX. */
         gs_rt_plan_set_channels_last(st->p, 1);
-        st->decoder_cl = m->bf16_weights && m->bf16_cl;
+        st->decoder_cl = m->bf16_cl; /* set only with bf16 weights */
     }
     if (!st->p || gs_net_build(&b, st)) {
         gs_error_prefix("%s network, batch %d, %dx%d", net_names[id], n, h, w);

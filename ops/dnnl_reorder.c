@@ -57,9 +57,14 @@ void gs_bf16_to_f32_array(const uint16_t *src, float *dst, size_t n)
         dst[i] = gs_bf16_to_f32(src[i]);
 }
 
+int gs_dnnl_isa_has(dnnl_cpu_isa_t isa)
+{
+    /* The ISA values are nested bit masks: every ISA that includes isa contains its bits. */
+    const unsigned need = (unsigned)isa;
+    return ((unsigned)dnnl_get_effective_cpu_isa() & need) == need;
+}
+
 int gs_bf16_native(void)
 {
-    /* The ISA values are nested bit masks: every ISA with native bf16 contains this one's. */
-    const unsigned need = (unsigned)dnnl_cpu_isa_avx512_core_bf16;
-    return ((unsigned)dnnl_get_effective_cpu_isa() & need) == need;
+    return gs_dnnl_isa_has(dnnl_cpu_isa_avx512_core_bf16);
 }

@@ -56,4 +56,8 @@ void gs_bf16_to_f32_array(const uint16_t *src, float *dst, size_t n);
  * oneDNN would then emulate bf16 at a fraction of the fp32 speed. */
 int gs_bf16_native(void);
 
+/* 1 if oneDNN's effective ISA on this CPU (ONEDNN_MAX_CPU_ISA applied) includes isa, e.g.
+ * dnnl_cpu_isa_avx512_core_vnni or dnnl_cpu_isa_avx512_core_amx, else 0. */
+int gs_dnnl_isa_has(dnnl_cpu_isa_t isa);
+
 #endif

@@ -38,16 +38,14 @@ static const char *bundle_path(void)
 
 static int vnni(void)
 {
-    const unsigned need = (unsigned)dnnl_cpu_isa_avx512_core_vnni;
-    return ((unsigned)dnnl_get_effective_cpu_isa() & need) == need;
+    return gs_dnnl_isa_has(dnnl_cpu_isa_avx512_core_vnni);
 }
 
 /* On AMX the bf16 decoder runs channels-last too (model/network.c amx_native), so the four
  * encoder levels it reads need no conversion to nChw16c. */
 static int hand_overs(void)
 {
-    const unsigned amx = (unsigned)dnnl_cpu_isa_avx512_core_amx;
-    return ((unsigned)dnnl_get_effective_cpu_isa() & amx) == amx ? 0 : 4;
+    return gs_dnnl_isa_has(dnnl_cpu_isa_avx512_core_amx) ? 0 : 4;
 }
 
 static void test_names_and_usable(void **state)
