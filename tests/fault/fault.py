@@ -207,23 +207,28 @@ def case_coordinator(c, a):
               "slide %s: attempt %s after one restart (want 2)" % (sid, states[sid].get("attempt")))
 
 
+def metric_sample(text, name, stage):
+    key = '%s{stage="%s"} ' % (name, stage)
+    for line in text.splitlines():
+        if line.startswith(key):
+            return float(line.split()[1])
+    return None
+
+
 def infer_holding(c, sid):
-    """True when the slide is INFERRING and the one live infer worker reported tiles in hand
-    (queue depth, from the same heartbeat that carries its in_hand list) to the coordinator."""
+    """True when the one live infer worker has reported items in hand (queue depth, from the
+    same heartbeat that carries its in_hand list) to the coordinator. Read from /metrics, which
+    the coordinator fills from the newest heartbeat: an HTTP request, so the kill follows the
+    report by milliseconds. `top --once` waited for a whole stats round (1-2 s) plus a process
+    start, and a worker could finish the slide's tiles in that time (seen once in CI)."""
+    text = c.metrics()
+    if (metric_sample(text, "gastroscreen_workers", "infer") != 1
+            or (metric_sample(text, "gastroscreen_stage_queue_depth", "infer") or 0) < 1):
+        return False
     s = slide_state(c, sid)
     check(s is not None and s["state"] not in ("done", "failed"),
           "slide %s ended before the poison kills: %s" % (sid, s))
-    if s["state"] != "inferring":
-        return False
-    rc, out, _ = c.run_cli(["top", "--once", "--json", "--config", c.config,
-                            "--endpoint", "events=" + c.ep["events"],
-                            "--endpoint", "query=" + c.ep["query"]])
-    if rc != 0:
-        return False
-    for st in json.loads(out).get("stages", []):
-        if st["stage"] == "infer":
-            return st["instances"] == 1 and st["queue_depth"] >= 1
-    return False
+    return s["state"] == "inferring"
 
 
 def case_poison(c, a):
