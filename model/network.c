@@ -576,6 +576,11 @@ int gs_net_state_weight_reorders(const gs_net_state *s)
     return gs_rt_plan_weight_reorders(s->p);
 }
 
+int gs_net_state_winograd_convs(const gs_net_state *s)
+{
+    return gs_rt_plan_winograd_convs(s->p);
+}
+
 int gs_net_state_reorders(const gs_net_state *s)
 {
     return gs_rt_plan_reorders(s->p);

@@ -209,6 +209,10 @@ void gs_net_state_destroy(gs_net_state **s);
 /* Weights re-reordered for this state because oneDNN chose another layout than at load. */
 int gs_net_state_weight_reorders(const gs_net_state *s);
 
+/* Convs of this state that run as Winograd F(4x4, 3x3) (model/runtime.h says which): float32
+ * states on AVX-512 CPUs only; 0 otherwise. */
+int gs_net_state_winograd_convs(const gs_net_state *s);
+
 /* Activation reorders one forward of this state runs (model/runtime.h gs_rt_plan_reorders):
  * in int8, one quantisation per source some int8 conv reads as float (once however many int8
  * convs read it; none where the writing conv wrote it int8 for its lone reader) plus the

@@ -100,11 +100,24 @@ static void weights_dims(const gs_rt_conv *c, int *ndims, dnnl_dims_t dims)
     }
 }
 
+/* Whether an fp32 conv of c from src runs as oneDNN's Winograd F(4x4, 3x3) (runtime.h says
+ * why these): 3 x 3, stride 1, float32 nChw16c source of at least 64 channels and maps of at
+ * least 32 x 32. Measured per shape (2 threads, AVX-512): 0.42-0.66 of the direct conv's time
+ * for 64..512 channels on 32..128 px maps; 16 channels at 512 px took 3-4x longer, and on
+ * 16 x 16 maps the gain (0.86 at batch 1) does not pay for weights four times the size. */
+static int use_winograd(const gs_rt_conv *c, const dnnl_memory_desc_t *src)
+{
+    return !c->deconv && c->kh == 3 && c->kw == 3 && c->stride == 1 && src->data_type == dnnl_f32 &&
+           src->format_kind == dnnl_blocked && src->format_desc.blocking.inner_nblks == 1 &&
+           c->cin >= 64 && src->dims[2] >= 32 && src->dims[3] >= 32;
+}
+
 /* Creates the primitive descriptor of c between src and dst (whose shapes must match) with
- * weights md `wmd` (any or a fixed layout) and attributes attr (may be NULL). */
+ * weights md `wmd` (any or a fixed layout) and attributes attr (may be NULL). With winograd,
+ * tries oneDNN's Winograd algorithm first (use_winograd) and falls back to the direct one. */
 static int conv_pd(dnnl_engine_t engine, const gs_rt_conv *c, const dnnl_memory_desc_t *src,
                    const dnnl_memory_desc_t *dst, const dnnl_memory_desc_t *wmd,
-                   const_dnnl_primitive_attr_t attr, dnnl_primitive_desc_t *pd)
+                   const_dnnl_primitive_attr_t attr, int winograd, dnnl_primitive_desc_t *pd)
 {
     dnnl_memory_desc_t bmd;
     int h = (int)src->dims[2], w = (int)src->dims[3], ho = (int)dst->dims[2],
@@ -132,6 +145,12 @@ static int conv_pd(dnnl_engine_t engine, const gs_rt_conv *c, const dnnl_memory_
         DNNL_TRY(dnnl_primitive_desc_create(pd, &d, attr, engine, NULL), "deconvolution pd");
     } else {
         dnnl_convolution_desc_t d;
+        if (winograd && use_winograd(c, src) &&
+            dnnl_convolution_forward_desc_init(
+                &d, dnnl_forward_inference, dnnl_convolution_winograd, src, wmd,
+                c->has_bias ? &bmd : NULL, dst, strides, pl, pr) == dnnl_success &&
+            dnnl_primitive_desc_create(pd, &d, attr, engine, NULL) == dnnl_success)
+            return 0;
         DNNL_TRY(dnnl_convolution_forward_desc_init(
                      &d, dnnl_forward_inference, dnnl_convolution_direct, src, wmd,
                      c->has_bias ? &bmd : NULL, dst, strides, pl, pr),
@@ -187,7 +206,7 @@ int gs_rt_conv_init(gs_rt_conv *c, dnnl_engine_t engine, int cin, int cout, int 
     DNNL_TRY(dnnl_memory_desc_init_by_tag(&plain_md, ndims, wd, dnnl_f32,
                                           ndims == 5 ? dnnl_goihw : dnnl_oihw),
              "weights md");
-    if (conv_pd(engine, c, &src, &dst, &any, NULL, &pd) != 0)
+    if (conv_pd(engine, c, &src, &dst, &any, NULL, 0, &pd) != 0)
         goto fail_noset;
     c->wmd = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
     c->wr = aligned_floats(dnnl_memory_desc_get_size(&c->wmd) / sizeof(float));
@@ -240,7 +259,7 @@ int gs_rt_conv_make_bf16(gs_rt_conv *c, dnnl_engine_t engine, int cl)
     act_md_layout(1, c->cout, ho, wo, 0, cl, dnnl_bf16, &dst);
     DNNL_TRY(dnnl_memory_desc_init_by_tag(&any, ndims, wd, dnnl_bf16, dnnl_format_tag_any),
              "bf16 weights md");
-    if (conv_pd(engine, c, &src, &dst, &any, NULL, &pd) != 0)
+    if (conv_pd(engine, c, &src, &dst, &any, NULL, 0, &pd) != 0)
         goto fail_noset;
     c->wmd16 = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
     c->wr16 = aligned_floats(dnnl_memory_desc_get_size(&c->wmd16) / sizeof(float) + 1);
@@ -431,6 +450,7 @@ struct gs_rt_plan {
     dnnl_memory_t *mems; /* weight and bias memories */
     size_t nmems, cap_mems;
     int weight_reorders;
+    int winograd;    /* convs that run oneDNN's Winograd algorithm (use_winograd) */
     int part;        /* bucket of the steps added next */
     double *profile; /* per-bucket seconds, or NULL when not profiling */
     int nparts;
@@ -477,6 +497,11 @@ int gs_rt_plan_is_dry(const gs_rt_plan *p)
 int gs_rt_plan_weight_reorders(const gs_rt_plan *p)
 {
     return p->weight_reorders;
+}
+
+int gs_rt_plan_winograd_convs(const gs_rt_plan *p)
+{
+    return p->winograd;
 }
 
 void gs_rt_plan_destroy(gs_rt_plan **pp)
@@ -707,6 +732,30 @@ fail:
     return -1;
 }
 
+/* Reorders conv c's weights from (have, data) into want at dst. oneDNN reorders into its
+ * Winograd weight format only from plain OIHW float32, so that goes through a plain copy. */
+static int reorder_weights_to(dnnl_engine_t engine, const gs_rt_conv *c,
+                              const dnnl_memory_desc_t *have, const void *data,
+                              const dnnl_memory_desc_t *want, void *dst)
+{
+    if (want->format_kind != dnnl_format_kind_wino)
+        return gs_dnnl_reorder(engine, have, (void *)data, want, dst);
+    dnnl_memory_desc_t plain_md;
+    dnnl_dims_t wd = {c->cout, c->cin, c->kh, c->kw};
+    DNNL_TRY(dnnl_memory_desc_init_by_tag(&plain_md, 4, wd, dnnl_f32, dnnl_oihw), "weights md");
+    float *plain = aligned_floats((size_t)c->cout * c->cin * c->kh * c->kw);
+    if (!plain)
+        return gs_error_set("out of memory for conv weights");
+    int rc = gs_dnnl_reorder(engine, have, (void *)data, &plain_md, plain) != 0 ||
+                     gs_dnnl_reorder(engine, &plain_md, plain, want, dst) != 0
+                 ? -1
+                 : 0;
+    free(plain);
+    return rc;
+fail:
+    return -1;
+}
+
 /* Allocates a plan-owned buffer of `bytes` (64-byte aligned, zeroed). */
 static void *owned_bytes(gs_rt_plan *p, size_t bytes)
 {
@@ -812,7 +861,7 @@ static int plan_conv_int8(gs_rt_plan *p, const gs_rt_conv *c, gs_rt_tensor *src,
         /* conv_pd makes an f32 bias md; int8 convs take an f32 bias too. */
         gs_rt_conv shape = *c;
         shape.has_bias = c->bias8 != NULL;
-        if (conv_pd(p->engine, &shape, &qany, &dany, &wany, attr, &pd) != 0)
+        if (conv_pd(p->engine, &shape, &qany, &dany, &wany, attr, 0, &pd) != 0)
             goto fail_noset;
     }
     const dnnl_memory_desc_t *qmd = dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
@@ -1008,10 +1057,11 @@ int gs_rt_plan_conv(gs_rt_plan *p, const gs_rt_conv *c, gs_rt_tensor *src, gs_rt
              "weights md");
     if (make_attr(act, sum, &attr) != 0)
         goto fail_noset;
-    if (conv_pd(p->engine, c, &src->md, &d->md, &any, attr, &pd) != 0)
+    if (conv_pd(p->engine, c, &src->md, &d->md, &any, attr, 1, &pd) != 0)
         goto fail_noset;
     const dnnl_memory_desc_t *want = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
     void *wdata = src->bf16 ? c->wr16 : c->wr;
+    const int winograd = want->format_kind == dnnl_format_kind_wino;
     if (!dnnl_memory_desc_equal(want, have)) {
         /* oneDNN picked another layout for these shapes: reorder a private copy once. */
         float *copy = aligned_floats(dnnl_memory_desc_get_size(want) / sizeof(float));
@@ -1021,10 +1071,13 @@ int gs_rt_plan_conv(gs_rt_plan *p, const gs_rt_conv *c, gs_rt_tensor *src, gs_rt
             goto fail_noset;
         }
         p->owned[p->nowned++] = copy;
-        if (gs_dnnl_reorder(p->engine, have, wdata, want, copy) != 0)
+        if (reorder_weights_to(p->engine, c, have, wdata, want, copy) != 0)
             goto fail_noset;
         wdata = copy;
-        p->weight_reorders++;
+        /* Winograd weights are transformed per plan by design; only unexpected layout
+         * changes count as re-reorders. */
+        p->weight_reorders += !winograd;
+        p->winograd += winograd;
     }
     step *s = new_step(p, STEP_PRIM);
     if (!s)

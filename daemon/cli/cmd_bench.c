@@ -562,10 +562,11 @@ static json_t *bench_networks(const bench_opts *o, double dense_ref)
                 json_array_append_new(prof, pr);
                 double t = med[q * nb + b], rate = batches[b] * gflop / t;
                 json_array_append_new(
-                    rows, json_pack("{s:i, s:f, s:f, s:f, s:f, s:f}", "batch", batches[b], "ms",
-                                    t * 1e3, "tiles_per_s", batches[b] / t, "gflops", rate,
+                    rows, json_pack("{s:i, s:f, s:f, s:f, s:f, s:f, s:i}", "batch", batches[b],
+                                    "ms", t * 1e3, "tiles_per_s", batches[b] / t, "gflops", rate,
                                     "fraction_of_dense_reference", rate / dense_ref,
-                                    "fraction_of_interleaved_dense_reference", rate / inter_ref));
+                                    "fraction_of_interleaved_dense_reference", rate / inter_ref,
+                                    "winograd_convs", gs_net_state_winograd_convs(runs[q][b].st)));
                 net_run_free(&runs[q][b]);
             }
         }
@@ -913,20 +914,21 @@ static void print_text(json_t *r)
                (int)json_integer_value(json_object_get(mt, "tile")), num(mt, "gflop_per_tile"));
         printf("dense reference re-measured interleaved with the network: %.1f GFLOP/s\n",
                num(mt, "interleaved_dense_reference_gflops"));
-        printf("%9s %6s %10s %10s %10s %13s %13s\n", "precision", "batch", "ms", "tiles/s",
-               "GFLOP/s", "of dense ref", "of interleaved");
+        printf("%9s %6s %10s %10s %10s %13s %13s %9s\n", "precision", "batch", "ms", "tiles/s",
+               "GFLOP/s", "of dense ref", "of interleaved", "winograd");
         size_t q;
         json_t *per;
         json_array_foreach(json_object_get(mt, "precisions"), q, per)
         {
             json_array_foreach(json_object_get(per, "batches"), i, row)
             {
-                printf("%9s %6d %10.1f %10.3f %10.1f %12.1f%% %12.1f%%\n",
+                printf("%9s %6d %10.1f %10.3f %10.1f %12.1f%% %12.1f%% %9d\n",
                        json_string_value(json_object_get(per, "precision")),
                        (int)json_integer_value(json_object_get(row, "batch")), num(row, "ms"),
                        num(row, "tiles_per_s"), num(row, "gflops"),
                        100.0 * num(row, "fraction_of_dense_reference"),
-                       100.0 * num(row, "fraction_of_interleaved_dense_reference"));
+                       100.0 * num(row, "fraction_of_interleaved_dense_reference"),
+                       (int)json_integer_value(json_object_get(row, "winograd_convs")));
             }
         }
         json_array_foreach(json_object_get(mt, "precisions"), q, per)

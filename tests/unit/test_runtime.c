@@ -1,12 +1,12 @@
 /*
  * Unit tests of model/runtime and model/network: BN folding by hand, activation metadata,
  * the depthwise transposed conv against a direct ConvTranspose2d loop (asymmetric kernel, so
- * a spatial flip would show), and bundle loading: absent networks, missing tensor, wrong
- * shape, NaN, unexpected tensor, bad activation / bn_eps metadata, each naming the culprit;
- * and the same bundles with the blur network skipped (gs_model_load_nets): names and shapes
- * still checked, values (a NaN) not.
- * Bundles are written here by a small safetensors writer holding only the blur network, so
- * no Python is needed.
+ * a spatial flip would show), 3x3 convs against a direct loop with the Winograd choice
+ * asserted (runtime.h says which convs run it), and bundle loading: absent networks, missing
+ * tensor, wrong shape, NaN, unexpected tensor, bad activation / bn_eps metadata, each naming the
+ * culprit; and the same bundles with the blur network skipped (gs_model_load_nets): names and
+ * shapes still checked, values (a NaN) not. Bundles are written here by a small safetensors writer
+ * holding only the blur network, so no Python is needed.
  */
 #include <math.h>
 #include <pthread.h>
@@ -23,6 +23,7 @@
 
 #include "model/network.h"
 #include "model/runtime.h"
+#include "ops/dnnl_reorder.h"
 #include "ops/error.h"
 #include "tests/unit/layouts.h"
 
@@ -158,6 +159,76 @@ static void test_deconv_no_flip(void **state)
     check_deconv(2, 24, 4, 3, 0); /* channels not a multiple of 16 */
     check_deconv(2, 48, 5, 6, 1); /* channels-last: three 16-channel blocks per pixel */
     check_deconv(4, 32, 3, 4, 1);
+}
+
+/* A 3x3 stride-1 conv (bias, ReLU) in a float32 plan against a direct double-precision loop
+ * (zero padding at every border; odd sizes; 40 output channels, not a multiple of 16), and
+ * whether the plan ran it as Winograd. */
+static void check_conv3x3(int cin, int cout, int h, int w, int want_winograd)
+{
+    dnnl_engine_t e;
+    assert_int_equal(dnnl_engine_create(&e, dnnl_cpu, 0), dnnl_success);
+    float *wt = malloc(sizeof(float) * cout * cin * 9), *b = malloc(sizeof(float) * cout);
+    float *x = malloc(sizeof(float) * cin * h * w), *got = malloc(sizeof(float) * cout * h * w);
+    assert_true(wt && b && x && got);
+    for (int i = 0; i < cout * cin * 9; i++)
+        wt[i] = sinf((float)i * 0.731f) * 0.1f;
+    for (int i = 0; i < cout; i++)
+        b[i] = cosf((float)i) * 0.5f;
+    for (int i = 0; i < cin * h * w; i++)
+        x[i] = sinf((float)i * 0.37f) + 0.5f * cosf((float)i * 0.013f);
+    gs_rt_conv cv;
+    assert_int_equal(gs_rt_conv_init(&cv, e, cin, cout, 3, 1, 1, 0, wt, b), 0);
+    gs_rt_plan *p = gs_rt_plan_new(e, 1, 0);
+    assert_non_null(p);
+    gs_rt_tensor *tx = gs_rt_plan_tensor(p, cin, h, w, 0), *ty = NULL;
+    assert_non_null(tx);
+    gs_deform_conv_pack_nchw16c(x, 1, cin, h, w, tx->data);
+    gs_act relu = {GS_ACT_RELU, 0.0f};
+    assert_int_equal(gs_rt_plan_conv(p, &cv, tx, &ty, 0, relu), 0);
+    assert_int_equal(gs_rt_plan_run(p), 0);
+    gs_deform_conv_unpack_nchw16c(ty->data, 1, cout, h, w, got);
+    double err = 0.0, scale = 0.0;
+    for (int o = 0; o < cout; o++)
+        for (int y = 0; y < h; y++)
+            for (int xx = 0; xx < w; xx++) {
+                double r = b[o];
+                for (int i = 0; i < cin; i++)
+                    for (int ky = 0; ky < 3; ky++)
+                        for (int kx = 0; kx < 3; kx++) {
+                            int iy = y + ky - 1, ix = xx + kx - 1;
+                            if (iy >= 0 && iy < h && ix >= 0 && ix < w)
+                                r += (double)x[(i * h + iy) * w + ix] *
+                                     wt[((o * cin + i) * 3 + ky) * 3 + kx];
+                        }
+                r = r > 0 ? r : 0;
+                scale = fmax(scale, fabs(r));
+                err = fmax(err, fabs(r - got[(o * h + y) * w + xx]));
+            }
+    printf("conv3x3 %d->%d at %dx%d: %d Winograd, max |difference| %g of scale %g\n", cin, cout, h,
+           w, gs_rt_plan_winograd_convs(p), err, scale);
+    /* Winograd's transforms add rounding; a wrong tile, border or bias would be O(scale). */
+    assert_true(scale > 0.1 && err <= 1e-5 * scale * sqrt((double)cin * 9));
+    assert_int_equal(gs_rt_plan_winograd_convs(p), want_winograd);
+    assert_int_equal(gs_rt_plan_weight_reorders(p), 0);
+    gs_rt_plan_destroy(&p);
+    gs_rt_conv_free(&cv);
+    dnnl_engine_destroy(e);
+    free(wt);
+    free(b);
+    free(x);
+    free(got);
+}
+
+static void test_conv3x3_winograd(void **state)
+{
+    (void)state;
+    /* oneDNN 2.6 has fp32 Winograd on AVX-512 only (runtime.h: which convs use it). */
+    int wino = gs_dnnl_isa_has(dnnl_cpu_isa_avx512_core);
+    check_conv3x3(64, 40, 37, 33, wino);
+    check_conv3x3(80, 64, 32, 35, wino);
+    check_conv3x3(16, 16, 40, 40, 0); /* too few channels: direct */
+    check_conv3x3(64, 64, 16, 20, 0); /* map too small: direct */
 }
 
 /* ---- a tiny safetensors writer for blur-only bundles ---- */
@@ -485,10 +556,11 @@ static void test_load_nets_skipped_blur(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_fold_bn_hand),        cmocka_unit_test(test_act_parse),
-        cmocka_unit_test(test_deconv_no_flip),      cmocka_unit_test(test_load_blur_only),
-        cmocka_unit_test(test_load_errors),         cmocka_unit_test(test_thresholds_read),
-        cmocka_unit_test(test_threads_share_model), cmocka_unit_test(test_load_nets_skipped_blur),
+        cmocka_unit_test(test_fold_bn_hand),           cmocka_unit_test(test_act_parse),
+        cmocka_unit_test(test_conv3x3_winograd),       cmocka_unit_test(test_deconv_no_flip),
+        cmocka_unit_test(test_load_blur_only),         cmocka_unit_test(test_load_errors),
+        cmocka_unit_test(test_thresholds_read),        cmocka_unit_test(test_threads_share_model),
+        cmocka_unit_test(test_load_nets_skipped_blur),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
