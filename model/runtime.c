@@ -382,13 +382,13 @@ void gs_rt_conv_free(gs_rt_conv *c)
 /* ---------------------------------------------------------------------------------------- */
 /* Plans */
 
-enum { STEP_PRIM, STEP_COPY, STEP_DCN, STEP_ADD, STEP_DWDECONV, STEP_OBSERVE };
+enum { STEP_PRIM, STEP_PRIM_IMAGES, STEP_COPY, STEP_DCN, STEP_ADD, STEP_DWDECONV, STEP_OBSERVE };
 
 typedef struct {
     int kind;
     dnnl_primitive_t prim;
     int nargs;
-    dnnl_exec_arg_t args[5];
+    dnnl_exec_arg_t args[6];
     const void *src;
     void *dst;
     size_t nelems;          /* STEP_COPY, STEP_ADD */
@@ -403,6 +403,11 @@ typedef struct {
     int part;    /* profiling bucket (gs_rt_plan_set_part) */
     int obs;     /* STEP_OBSERVE: index into the plan's observations */
     int reorder; /* a oneDNN reorder of activations (gs_rt_plan_reorders counts them) */
+    /* STEP_PRIM_IMAGES: a one-image primitive run for each of n images; img_src and img_dst
+     * (in args) are one-image views moved along src and dst by these strides. */
+    dnnl_memory_t img_src, img_dst;
+    size_t src_image_bytes, dst_image_bytes;
+    dnnl_memory_t scr; /* STEP_PRIM_IMAGES: its scratchpad, a view of the plan's scratch */
 } step;
 
 typedef struct {
@@ -450,7 +455,12 @@ struct gs_rt_plan {
     dnnl_memory_t *mems; /* weight and bias memories */
     size_t nmems, cap_mems;
     int weight_reorders;
-    int winograd;    /* convs that run oneDNN's Winograd algorithm (use_winograd) */
+    int winograd; /* convs that run oneDNN's Winograd algorithm (use_winograd) */
+    /* One scratchpad for the Winograd steps (they run one after another), made at the first
+     * run: oneDNN's own per-thread scratchpad was left allocated at an infer worker's exit
+     * (~56 MB, LeakSanitizer) when its job threads had gone. */
+    void *scratch;
+    size_t scratch_bytes;
     int part;        /* bucket of the steps added next */
     double *profile; /* per-bucket seconds, or NULL when not profiling */
     int nparts;
@@ -533,6 +543,7 @@ void gs_rt_plan_destroy(gs_rt_plan **pp)
     free(p->owned);
     free(p->obs);
     free(p->qs);
+    free(p->scratch);
     if (p->stream)
         dnnl_stream_destroy(p->stream);
     free(p);
@@ -1039,7 +1050,7 @@ int gs_rt_plan_conv(gs_rt_plan *p, const gs_rt_conv *c, gs_rt_tensor *src, gs_rt
     }
     if (p->int8 && c->w8)
         return plan_conv_int8(p, c, src, d, sum, act);
-    dnnl_primitive_attr_t attr = NULL;
+    dnnl_primitive_attr_t attr = NULL, wattr = NULL;
     dnnl_primitive_desc_t pd = NULL;
     dnnl_memory_desc_t any;
     int ndims;
@@ -1057,11 +1068,37 @@ int gs_rt_plan_conv(gs_rt_plan *p, const gs_rt_conv *c, gs_rt_tensor *src, gs_rt
              "weights md");
     if (make_attr(act, sum, &attr) != 0)
         goto fail_noset;
-    if (conv_pd(p->engine, c, &src->md, &d->md, &any, attr, 1, &pd) != 0)
+    /* A Winograd conv is made for one image and run once per image: oneDNN blocks its
+     * transforms differently at other batch sizes, which changes the low bits, and a tile must
+     * get the same result in a full batch as alone (the infer stage runs partial batches tile
+     * by tile). Per image it measured as fast as batched, with a batch-1-sized scratchpad. */
+    dnnl_memory_desc_t src1, dst1;
+    const int n = (int)src->md.dims[0];
+    act_md(1, c->cin, src->h, src->w, 0, &src1);
+    act_md(1, c->cout, d->h, d->w, 0, &dst1);
+    int winograd = 0;
+    if (use_winograd(c, &src->md)) {
+        dnnl_memory_desc_t full;
+        act_md(n, c->cin, src->h, src->w, 0, &full);
+        if (dnnl_memory_desc_equal(&full, &src->md) &&
+            (attr ? dnnl_primitive_attr_clone(&wattr, attr) : dnnl_primitive_attr_create(&wattr)) ==
+                dnnl_success &&
+            dnnl_primitive_attr_set_scratchpad_mode(wattr, dnnl_scratchpad_mode_user) ==
+                dnnl_success &&
+            conv_pd(p->engine, c, &src1, &dst1, &any, wattr, 1, &pd) == 0) {
+            winograd = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0)->format_kind ==
+                       dnnl_format_kind_wino;
+            if (!winograd) {
+                dnnl_primitive_desc_destroy(pd);
+                pd = NULL;
+            }
+        }
+        gs_error_clear();
+    }
+    if (!winograd && conv_pd(p->engine, c, &src->md, &d->md, &any, attr, 0, &pd) != 0)
         goto fail_noset;
     const dnnl_memory_desc_t *want = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
     void *wdata = src->bf16 ? c->wr16 : c->wr;
-    const int winograd = want->format_kind == dnnl_format_kind_wino;
     if (!dnnl_memory_desc_equal(want, have)) {
         /* oneDNN picked another layout for these shapes: reorder a private copy once. */
         float *copy = aligned_floats(dnnl_memory_desc_get_size(want) / sizeof(float));
@@ -1079,7 +1116,7 @@ int gs_rt_plan_conv(gs_rt_plan *p, const gs_rt_conv *c, gs_rt_tensor *src, gs_rt
         p->weight_reorders += !winograd;
         p->winograd += winograd;
     }
-    step *s = new_step(p, STEP_PRIM);
+    step *s = new_step(p, winograd ? STEP_PRIM_IMAGES : STEP_PRIM);
     if (!s)
         goto fail_noset;
     DNNL_TRY(dnnl_primitive_create(&s->prim, pd), "conv primitive");
@@ -1087,9 +1124,38 @@ int gs_rt_plan_conv(gs_rt_plan *p, const gs_rt_conv *c, gs_rt_tensor *src, gs_rt
     DNNL_TRY(dnnl_memory_create(&wm, want, p->engine, wdata), "weights memory");
     if (keep_mem(p, wm))
         goto fail_noset;
-    s->args[s->nargs++] = (dnnl_exec_arg_t){DNNL_ARG_SRC, src->mem};
+    dnnl_memory_t sm = src->mem, dm = d->mem;
+    if (winograd) {
+        s->n = n;
+        s->src = src->data;
+        s->dst = d->data;
+        s->src_image_bytes = dnnl_memory_desc_get_size(&src1);
+        s->dst_image_bytes = dnnl_memory_desc_get_size(&dst1);
+        DNNL_TRY(dnnl_memory_create(&s->img_src, &src1, p->engine, src->data), "image memory");
+        if (keep_mem(p, s->img_src))
+            goto fail_noset;
+        DNNL_TRY(dnnl_memory_create(&s->img_dst, &dst1, p->engine, d->data), "image memory");
+        if (keep_mem(p, s->img_dst))
+            goto fail_noset;
+        sm = s->img_src;
+        dm = s->img_dst;
+        const dnnl_memory_desc_t *smd =
+            dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+        size_t sb = dnnl_memory_desc_get_size(smd);
+        if (sb > 0) {
+            DNNL_TRY(dnnl_memory_create(&s->scr, smd, p->engine, DNNL_MEMORY_NONE),
+                     "scratchpad memory");
+            if (keep_mem(p, s->scr))
+                goto fail_noset;
+            if (sb > p->scratch_bytes)
+                p->scratch_bytes = sb;
+        }
+    }
+    s->args[s->nargs++] = (dnnl_exec_arg_t){DNNL_ARG_SRC, sm};
     s->args[s->nargs++] = (dnnl_exec_arg_t){DNNL_ARG_WEIGHTS, wm};
-    s->args[s->nargs++] = (dnnl_exec_arg_t){DNNL_ARG_DST, d->mem};
+    s->args[s->nargs++] = (dnnl_exec_arg_t){DNNL_ARG_DST, dm};
+    if (s->scr)
+        s->args[s->nargs++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, s->scr};
     if (c->has_bias) {
         DNNL_TRY(dnnl_memory_create(&bm, dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 1),
                                     p->engine, c->bias),
@@ -1100,6 +1166,7 @@ int gs_rt_plan_conv(gs_rt_plan *p, const gs_rt_conv *c, gs_rt_tensor *src, gs_rt
     }
     dnnl_primitive_desc_destroy(pd);
     dnnl_primitive_attr_destroy(attr);
+    dnnl_primitive_attr_destroy(wattr);
     return 0;
 fail:
 fail_noset:
@@ -1107,6 +1174,8 @@ fail_noset:
         dnnl_primitive_desc_destroy(pd);
     if (attr)
         dnnl_primitive_attr_destroy(attr);
+    if (wattr)
+        dnnl_primitive_attr_destroy(wattr);
     return -1;
 }
 
@@ -1505,6 +1574,27 @@ int gs_rt_plan_run(gs_rt_plan *p)
         case STEP_PRIM:
             if (dnnl_primitive_execute(s->prim, p->stream, s->nargs, s->args) != dnnl_success)
                 return gs_error_set("oneDNN: step %zu failed", i);
+            break;
+        case STEP_PRIM_IMAGES:
+            if (s->scr && !p->scratch) {
+                p->scratch = aligned_floats(p->scratch_bytes / sizeof(float) + 1);
+                if (!p->scratch)
+                    return gs_error_set("out of memory for a %zu-byte conv scratchpad",
+                                        p->scratch_bytes);
+                for (size_t j2 = 0; j2 < p->nsteps; j2++)
+                    if (p->steps[j2].scr &&
+                        dnnl_memory_set_data_handle(p->steps[j2].scr, p->scratch) != dnnl_success)
+                        return gs_error_set("oneDNN: scratchpad handle");
+            }
+            for (int k = 0; k < s->n; k++)
+                if (dnnl_memory_set_data_handle(s->img_src,
+                                                (char *)s->src + (size_t)k * s->src_image_bytes) !=
+                        dnnl_success ||
+                    dnnl_memory_set_data_handle(s->img_dst,
+                                                (char *)s->dst + (size_t)k * s->dst_image_bytes) !=
+                        dnnl_success ||
+                    dnnl_primitive_execute(s->prim, p->stream, s->nargs, s->args) != dnnl_success)
+                    return gs_error_set("oneDNN: step %zu (image %d) failed", i, k);
             break;
         case STEP_COPY:
             if (dnnl_stream_wait(p->stream) != dnnl_success)

@@ -162,8 +162,8 @@ static void test_deconv_no_flip(void **state)
 }
 
 /* A 3x3 stride-1 conv (bias, ReLU) in a float32 plan against a direct double-precision loop
- * (zero padding at every border; odd sizes; 40 output channels, not a multiple of 16), and
- * whether the plan ran it as Winograd. */
+ * (zero padding at every border; odd sizes; 40 output channels, not a multiple of 16), whether
+ * the plan ran it as Winograd, and the same image within a batch giving the same bits. */
 static void check_conv3x3(int cin, int cout, int h, int w, int want_winograd)
 {
     dnnl_engine_t e;
@@ -211,6 +211,32 @@ static void check_conv3x3(int cin, int cout, int h, int w, int want_winograd)
     assert_true(scale > 0.1 && err <= 1e-5 * scale * sqrt((double)cin * 9));
     assert_int_equal(gs_rt_plan_winograd_convs(p), want_winograd);
     assert_int_equal(gs_rt_plan_weight_reorders(p), 0);
+    gs_rt_plan_destroy(&p);
+
+    /* The same image in the middle of a batch of 3 gives the same bits as alone: the infer
+     * stage runs full batches together and partial ones tile by tile. */
+    p = gs_rt_plan_new(e, 3, 0);
+    assert_non_null(p);
+    tx = gs_rt_plan_tensor(p, cin, h, w, 0);
+    assert_non_null(tx);
+    size_t img = tx->nelems / 3;
+    float *other = malloc(sizeof(float) * cin * h * w);
+    assert_non_null(other);
+    for (int k = 0; k < 3; k++) {
+        for (int i = 0; i < cin * h * w; i++)
+            other[i] = k == 1 ? x[i] : cosf((float)(i + k) * 0.29f);
+        gs_deform_conv_pack_nchw16c(other, 1, cin, h, w, (float *)tx->data + (size_t)k * img);
+    }
+    ty = NULL;
+    assert_int_equal(gs_rt_plan_conv(p, &cv, tx, &ty, 0, relu), 0);
+    assert_int_equal(gs_rt_plan_run(p), 0);
+    assert_int_equal(gs_rt_plan_winograd_convs(p), want_winograd);
+    float *batched = malloc(sizeof(float) * cout * h * w);
+    assert_non_null(batched);
+    gs_deform_conv_unpack_nchw16c((float *)ty->data + ty->nelems / 3, 1, cout, h, w, batched);
+    assert_memory_equal(batched, got, sizeof(float) * cout * h * w);
+    free(batched);
+    free(other);
     gs_rt_plan_destroy(&p);
     gs_rt_conv_free(&cv);
     dnnl_engine_destroy(e);
