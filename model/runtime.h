@@ -22,10 +22,11 @@
  * Winograd: a float32 3 x 3 stride-1 conv with at least 64 input channels on maps of at least
  * 32 x 32 (nChw16c) runs oneDNN's Winograd F(4x4, 3x3) where oneDNN offers it (AVX-512), which
  * does 2.25x fewer multiplications than the direct conv: measured at 0.42-0.66 of the direct
- * conv's time on those shapes (2 threads), with errors of ~1e-6 of the output scale. Its
- * weights are transformed for each plan (four times the direct weights: ~94 MB per state of
- * the multi-task network) and its scratchpad is larger (~100 MB at batch 1): a float32 state
- * costs ~0.2-0.4 GB more memory for ~20% less time. Smaller maps or fewer channels stay
+ * conv's time on those shapes (2 threads), with errors of ~1e-6 of the output scale. Such a
+ * conv is made for one image and run once per image (runtime.c gs_rt_plan_conv: batching must
+ * not change a tile's bits), with a scratchpad the plan owns. Its weights are transformed for
+ * each plan (four times the direct weights: ~94 MB per multi-task state): an infer worker
+ * peaked ~0.25 GB higher in fp32 for ~20% less time per tile. Smaller maps or fewer channels stay
  * direct (16 channels at 512 px was 3-4x slower as Winograd; 16 x 16 maps gained too little
  * for their large weights). bf16 and int8 have no Winograd in oneDNN 2.6.
  *
