@@ -207,23 +207,14 @@ def case_coordinator(c, a):
               "slide %s: attempt %s after one restart (want 2)" % (sid, states[sid].get("attempt")))
 
 
-def metric_sample(text, name, stage):
-    key = '%s{stage="%s"} ' % (name, stage)
-    for line in text.splitlines():
-        if line.startswith(key):
-            return float(line.split()[1])
-    return None
-
-
 def infer_holding(c, sid):
     """True when the one live infer worker has reported items in hand (queue depth, from the
     same heartbeat that carries its in_hand list) to the coordinator. Read from /metrics, which
     the coordinator fills from the newest heartbeat: an HTTP request, so the kill follows the
     report by milliseconds. `top --once` waited for a whole stats round (1-2 s) plus a process
     start, and a worker could finish the slide's tiles in that time (seen once in CI)."""
-    text = c.metrics()
-    if (metric_sample(text, "gastroscreen_workers", "infer") != 1
-            or (metric_sample(text, "gastroscreen_stage_queue_depth", "infer") or 0) < 1):
+    if (metric(c, 'gastroscreen_workers{stage="infer"}') != 1
+            or (metric(c, 'gastroscreen_stage_queue_depth{stage="infer"}') or 0) < 1):
         return False
     s = slide_state(c, sid)
     check(s is not None and s["state"] not in ("done", "failed"),
