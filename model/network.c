@@ -7,6 +7,7 @@
 
 #include "model/network_internal.h"
 #include "model/runtime.h"
+#include "ops/cpu_rate.h"
 #include "ops/dnnl_reorder.h"
 #include "ops/error.h"
 
@@ -360,7 +361,7 @@ gs_precision gs_precision_usable(gs_precision asked, char *why, size_t len)
     if (asked == GS_PRECISION_INT8) {
         if (gs_dnnl_isa_has(dnnl_cpu_isa_avx512_core_vnni))
             return asked;
-        gs_precision alt = gs_bf16_native() ? GS_PRECISION_BF16 : GS_PRECISION_FP32;
+        gs_precision alt = gs_bf16_pays() ? GS_PRECISION_BF16 : GS_PRECISION_FP32;
         if (why && len)
             snprintf(why, len,
                      "precision int8 asked for, but this CPU has no VNNI (oneDNN ISA without "
@@ -368,13 +369,21 @@ gs_precision gs_precision_usable(gs_precision asked, char *why, size_t len)
                      precision_names[alt]);
         return alt;
     }
-    if (asked != GS_PRECISION_BF16 || gs_bf16_native())
+    if (asked != GS_PRECISION_BF16)
         return asked;
-    if (why && len)
+    if (!gs_bf16_native()) {
+        if (why && len)
+            snprintf(why, len,
+                     "precision bf16 asked for, but this CPU has no native bf16 (oneDNN ISA "
+                     "without avx512_core_bf16): running fp32");
+        return GS_PRECISION_FP32;
+    }
+    if (!gs_bf16_pays() && why && len)
         snprintf(why, len,
-                 "precision bf16 asked for, but this CPU has no native bf16 (oneDNN ISA "
-                 "without avx512_core_bf16): running fp32");
-    return GS_PRECISION_FP32;
+                 "precision bf16 asked for: running it, but this CPU does bf16 multiply-adds at "
+                 "%.2fx its fp32 rate and has no AMX, so bf16 will be slower than fp32",
+                 gs_cpu_bf16_rate());
+    return asked;
 }
 
 /* The convs int8 quantises: the encoder's dense convs but the first (3 input channels: the
@@ -430,15 +439,18 @@ int gs_model_set_precision(gs_model *m, gs_precision p)
 {
     GS_ASSERT(p >= 0 && p < GS_PRECISION_COUNT);
     if (p == GS_PRECISION_INT8 && m->built[GS_NET_MULTITASK] && !gs_model_has_int8(m)) {
-        gs_precision alt = gs_bf16_native() ? GS_PRECISION_BF16 : GS_PRECISION_FP32;
+        gs_precision alt = gs_bf16_pays() ? GS_PRECISION_BF16 : GS_PRECISION_FP32;
         fprintf(stderr,
                 "gastroscreen: %s: precision int8 asked for, but the bundle has no int8 "
                 "calibration (make one with gastroscreen calibrate): running %s\n",
                 gs_weights_name(m->w), precision_names[alt]);
         p = alt;
     }
-    /* int8 keeps the layers it does not quantise in bf16 where bf16 is native. */
-    int want_bf16 = p == GS_PRECISION_BF16 || (p == GS_PRECISION_INT8 && gs_bf16_native());
+    /* int8 runs the layers it does not quantise in bf16 where bf16 pays, else in fp32 (on a
+     * CPU with bf16 at half the fp32 rate an int8 tile took 189-200 ms with them in bf16,
+     * 143-145 ms in fp32). */
+    int rest_bf16 = p == GS_PRECISION_INT8 && gs_bf16_pays();
+    int want_bf16 = p == GS_PRECISION_BF16 || rest_bf16;
     if (want_bf16 && !m->bf16_weights) {
         layer_list *l = &m->layers[GS_NET_MULTITASK];
         int cl = amx_native();
@@ -453,6 +465,8 @@ int gs_model_set_precision(gs_model *m, gs_precision p)
             return -1;
         m->int8_weights = 1;
     }
+    if (p == GS_PRECISION_INT8)
+        m->int8_rest_bf16 = rest_bf16;
     m->precision = p;
     return 0;
 }
@@ -511,12 +525,12 @@ static gs_net_state *state_new(const gs_model *m, gs_net_id id, int n, int h, in
         gs_rt_plan_set_channels_last(st->p, m->bf16_cl);
         st->decoder_cl = m->bf16_cl;
     } else if (st->p && id == GS_NET_MULTITASK && m->precision == GS_PRECISION_INT8) {
-        gs_rt_plan_set_bf16(st->p, m->bf16_weights);
+        gs_rt_plan_set_bf16(st->p, m->int8_rest_bf16);
         gs_rt_plan_set_int8(st->p, 1);
         /* The encoder channels-last, so its int8 convs write their outputs themselves; the
            bf16 decoder too on AMX. */
         gs_rt_plan_set_channels_last(st->p, 1);
-        st->decoder_cl = m->bf16_cl; /* set only with bf16 weights */
+        st->decoder_cl = m->int8_rest_bf16 && m->bf16_cl;
     }
     if (!st->p || gs_net_build(&b, st)) {
         gs_error_prefix("%s network, batch %d, %dx%d", net_names[id], n, h, w);

@@ -158,18 +158,20 @@ int gs_precision_parse(const char *s, gs_precision *p);
 gs_precision gs_precision_default(void);
 
 /* What can run when `asked` is asked for: asked itself, or fp32 when asked is bf16 and the
- * CPU lacks native bf16 (emulated bf16 would be slower than fp32). Then, if why is not NULL,
- * a one-line reason is written there (len bytes) for the caller's log; otherwise why[0] is
- * set to '\0'. */
+ * CPU lacks native bf16 (emulated bf16 would be slower than fp32). int8 likewise needs VNNI
+ * (oneDNN ISA avx512_core_vnni); without it the answer is bf16 where bf16 pays
+ * (ops/cpu_rate.h gs_bf16_pays), else fp32. When the answer is not `asked`, or when bf16 is
+ * asked for on a CPU where it runs natively but slower than fp32 (it then still runs), a
+ * one-line reason is written to why (len bytes, if not NULL) for the caller's log; otherwise
+ * why[0] is set to '\0'. */
 gs_precision gs_precision_usable(gs_precision asked, char *why, size_t len);
-/* int8 likewise needs VNNI (oneDNN ISA avx512_core_vnni); without it the answer is what bf16
- * would be (bf16 or fp32), with the reason in why. */
 
 /* Sets the precision of the states made from now on (states made before keep theirs). bf16
- * rounds the built multi-task network's conv weights to bf16 once (the first time). int8 also
- * quantises the encoder's convs with the bundle's calibration; a bundle without it (not made
- * by `gastroscreen calibrate`) cannot run int8: the model is then set to bf16 where the CPU
- * runs it natively, else fp32, and one line naming the bundle says so on stderr (check
+ * rounds the built multi-task network's conv weights to bf16 once (the first time). int8
+ * quantises the encoder's convs with the bundle's calibration and runs the other layers in
+ * bf16 where bf16 pays on this CPU (gs_bf16_pays), else in fp32; a bundle without calibration
+ * (not made by `gastroscreen calibrate`) cannot run int8: the model is then set to bf16 where
+ * bf16 pays, else fp32, and one line naming the bundle says so on stderr (check
  * gs_model_precision() for what was set). Call it
  * right after loading, before sharing the model between threads. Returns 0, or -1 with the
  * error set (the model stays as it was). */

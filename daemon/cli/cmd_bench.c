@@ -3,7 +3,8 @@
  * [--model BUNDLE] [--slide FILE]`, the performance figures of DESIGN.md §8 for this machine,
  * in one run.
  *
- * Prints the machine (CPU, threads used, oneDNN version and ISA), then:
+ * Prints the machine (CPU, threads used, oneDNN version and ISA, and the measured bf16/fp32
+ * multiply-add rate that decides whether bf16 pays here: ops/cpu_rate.h), then:
  *  - for each decoder deformable-conv shape (network-architecture.md §3.3), our primitive vs
  *    a dense oneDNN 3x3 conv of the same shape: median times, their ratio (target <= 1.5) and
  *    both GFLOP/s;
@@ -59,6 +60,7 @@
 #include "daemon/cli/embedded.h"
 #include "daemon/service/config.h"
 #include "model/network.h"
+#include "ops/cpu_rate.h"
 #include "ops/dnnl_reorder.h"
 #include "ops/error.h"
 #include "stages/runtime/fileio.h"
@@ -922,6 +924,12 @@ static void print_text(json_t *r)
            (int)json_integer_value(json_object_get(mach, "threads")),
            json_string_value(json_object_get(mach, "onednn")),
            json_string_value(json_object_get(mach, "isa")));
+    /* What decides where int8's unquantised layers run (model/network.h). */
+    int pays = json_is_true(json_object_get(mach, "bf16_pays"));
+    printf("bf16 multiply-adds at %.2fx the fp32 rate: bf16 %s here (int8 runs its other "
+           "layers in %s)\n",
+           json_number_value(json_object_get(mach, "bf16_rate")), pays ? "pays" : "does not pay",
+           pays ? "bf16" : "fp32");
     printf("medians over %d rounds after warm-up, variants interleaved\n\n",
            (int)json_integer_value(json_object_get(r, "repeat")));
     printf("deformable conv (ours) vs dense oneDNN 3x3 conv, batch 1 (target: ratio <= 1.5)\n");
@@ -1017,9 +1025,10 @@ int gs_cmd_bench(int argc, char **argv)
     gs_bench_machine_get(&mach);
     json_t *rows = json_array();
     json_t *r =
-        json_pack("{s:{s:s, s:i, s:i, s:s, s:s}, s:i, s:i, s:i}", "machine", "cpu", mach.cpu,
-                  "cpus", mach.cpus, "threads", omp_get_max_threads(), "onednn", mach.onednn, "isa",
-                  mach.isa, "repeat", o.repeat, "warmup", 2, "quick", o.quick);
+        json_pack("{s:{s:s, s:i, s:i, s:s, s:s, s:f, s:b}, s:i, s:i, s:i}", "machine", "cpu",
+                  mach.cpu, "cpus", mach.cpus, "threads", omp_get_max_threads(), "onednn",
+                  mach.onednn, "isa", mach.isa, "bf16_rate", gs_cpu_bf16_rate(), "bf16_pays",
+                  gs_bf16_pays(), "repeat", o.repeat, "warmup", 2, "quick", o.quick);
     int rc = 1;
     /* Found before the conv section so that a missing bundle fails at once. */
     if (!o.no_network && !o.model) {

@@ -7,6 +7,8 @@ gs_cmocka_test(test_ops_morph unit SOURCES unit/test_ops_morph.c LIBS gs_ops)
 gs_cmocka_test(test_ops_components unit SOURCES unit/test_ops_components.c LIBS gs_ops)
 gs_cmocka_test(test_ops_contours unit SOURCES unit/test_ops_contours.c LIBS gs_ops)
 gs_cmocka_test(test_ops_rng unit SOURCES unit/test_ops_rng.c LIBS gs_ops)
+# Whether bf16 pays on this CPU (measured once per process).
+gs_cmocka_test(test_ops_cpu_rate unit SOURCES unit/test_ops_cpu_rate.c LIBS gs_ops)
 # The classical focus measure; its test reads the real focus pairs as PNG (stages/slide/png_io).
 gs_cmocka_test(test_ops_focus unit SOURCES unit/test_ops_focus.c LIBS gs_stages)
 

@@ -22,6 +22,7 @@
 
 #include "model/network.h"
 #include "model/weights.h"
+#include "ops/cpu_rate.h"
 #include "ops/dnnl_reorder.h"
 #include "ops/error.h"
 
@@ -63,7 +64,7 @@ static void test_names_and_usable(void **state)
         assert_int_equal(u, GS_PRECISION_INT8);
         assert_string_equal(why, "");
     } else {
-        assert_int_equal(u, gs_bf16_native() ? GS_PRECISION_BF16 : GS_PRECISION_FP32);
+        assert_int_equal(u, gs_bf16_pays() ? GS_PRECISION_BF16 : GS_PRECISION_FP32);
         assert_non_null(strstr(why, "no VNNI"));
     }
     assert_int_equal(gs_precision_default(), GS_PRECISION_FP32);
@@ -91,8 +92,7 @@ static void test_uncalibrated_falls_back(void **state)
         fail_msg("%s", gs_error_get());
     assert_int_equal(gs_model_has_int8(m), 0);
     assert_int_equal(gs_model_set_precision(m, GS_PRECISION_INT8), 0);
-    assert_int_equal(gs_model_precision(m),
-                     gs_bf16_native() ? GS_PRECISION_BF16 : GS_PRECISION_FP32);
+    assert_int_equal(gs_model_precision(m), gs_bf16_pays() ? GS_PRECISION_BF16 : GS_PRECISION_FP32);
     gs_model_destroy(&m);
 }
 

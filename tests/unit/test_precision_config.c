@@ -19,6 +19,7 @@
 #include <cmocka.h>
 
 #include "model/network.h"
+#include "ops/cpu_rate.h"
 #include "ops/dnnl_reorder.h"
 #include "ops/error.h"
 #include "stages/runtime/config_schema.h"
@@ -86,6 +87,7 @@ static void capped_isa_falls_back(void **state)
 {
     (void)state;
     assert_int_equal(gs_bf16_native(), 0);
+    assert_int_equal(gs_bf16_pays(), 0);
     char why[160];
     assert_int_equal(gs_precision_usable(GS_PRECISION_BF16, why, sizeof why), GS_PRECISION_FP32);
     assert_non_null(strstr(why, "no native bf16"));
