@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -180,10 +181,25 @@ static void act_md(int n, int c, int h, int w, int plain, dnnl_memory_desc_t *md
     act_md_layout(n, c, h, w, plain, 0, dnnl_f32, md);
 }
 
+struct gs_rt_relaid {
+    pthread_mutex_t mu; /* plans are built from any thread */
+    size_t n, cap;
+    struct {
+        dnnl_memory_desc_t md;
+        void *data; /* 64-byte aligned, owned */
+    } * v;
+};
+
 int gs_rt_conv_init(gs_rt_conv *c, dnnl_engine_t engine, int cin, int cout, int k, int stride,
                     int pad, int deconv, const float *w, const float *bias)
 {
     memset(c, 0, sizeof *c);
+    c->relaid = calloc(1, sizeof *c->relaid);
+    if (!c->relaid || pthread_mutex_init(&c->relaid->mu, NULL) != 0) {
+        free(c->relaid);
+        c->relaid = NULL;
+        return gs_error_set("out of memory for a conv");
+    }
     c->cin = cin;
     c->cout = cout;
     c->kh = c->kw = k;
@@ -361,6 +377,14 @@ fail_free:
 
 void gs_rt_conv_free(gs_rt_conv *c)
 {
+    if (c->relaid) {
+        for (size_t i = 0; i < c->relaid->n; i++)
+            free(c->relaid->v[i].data);
+        free(c->relaid->v);
+        pthread_mutex_destroy(&c->relaid->mu);
+        free(c->relaid);
+        c->relaid = NULL;
+    }
     free(c->wr);
     free(c->bias);
     free(c->dwk);
@@ -377,6 +401,14 @@ void gs_rt_conv_free(gs_rt_conv *c)
     c->dwk = NULL;
     c->wr16 = NULL;
     c->dwk16 = NULL;
+}
+
+int gs_rt_conv_relaid(const gs_rt_conv *c)
+{
+    pthread_mutex_lock(&c->relaid->mu);
+    int n = (int)c->relaid->n;
+    pthread_mutex_unlock(&c->relaid->mu);
+    return n;
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -450,7 +482,7 @@ struct gs_rt_plan {
     size_t nbufs, cap_bufs;
     step *steps;
     size_t nsteps, cap_steps;
-    float **owned; /* weights re-reordered for this plan */
+    float **owned; /* buffers of this plan's int8 steps (owned_bytes) */
     size_t nowned, cap_owned;
     dnnl_memory_t *mems; /* weight and bias memories */
     size_t nmems, cap_mems;
@@ -765,6 +797,36 @@ static int reorder_weights_to(dnnl_engine_t engine, const gs_rt_conv *c,
     return rc;
 fail:
     return -1;
+}
+
+/* Conv c's weights (have, data) in layout want: the copy c->relaid holds, made now if this
+ * is the first plan to ask. Returns it (owned by c), or NULL with the error set. */
+static void *relaid_weights(dnnl_engine_t engine, const gs_rt_conv *c,
+                            const dnnl_memory_desc_t *have, const void *data,
+                            const dnnl_memory_desc_t *want)
+{
+    gs_rt_relaid *r = c->relaid;
+    GS_ASSERT(r); /* every conv comes from gs_rt_conv_init */
+    void *out = NULL;
+    pthread_mutex_lock(&r->mu);
+    for (size_t i = 0; i < r->n && !out; i++)
+        if (dnnl_memory_desc_equal(&r->v[i].md, want))
+            out = r->v[i].data;
+    if (!out) {
+        float *copy = aligned_floats(dnnl_memory_desc_get_size(want) / sizeof(float));
+        if (!copy || grow((void **)&r->v, &r->cap, r->n + 1, sizeof *r->v)) {
+            free(copy);
+            gs_error_set("out of memory for reordered weights");
+        } else if (reorder_weights_to(engine, c, have, data, want, copy) != 0) {
+            free(copy);
+        } else {
+            r->v[r->n].md = *want;
+            r->v[r->n++].data = copy;
+            out = copy;
+        }
+    }
+    pthread_mutex_unlock(&r->mu);
+    return out;
 }
 
 /* Allocates a plan-owned buffer of `bytes` (64-byte aligned, zeroed). */
@@ -1100,19 +1162,12 @@ int gs_rt_plan_conv(gs_rt_plan *p, const gs_rt_conv *c, gs_rt_tensor *src, gs_rt
     const dnnl_memory_desc_t *want = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
     void *wdata = src->bf16 ? c->wr16 : c->wr;
     if (!dnnl_memory_desc_equal(want, have)) {
-        /* oneDNN picked another layout for these shapes: reorder a private copy once. */
-        float *copy = aligned_floats(dnnl_memory_desc_get_size(want) / sizeof(float));
-        if (!copy || grow((void **)&p->owned, &p->cap_owned, p->nowned + 1, sizeof *p->owned)) {
-            free(copy);
-            gs_error_set("out of memory for reordered weights");
+        /* oneDNN picked another layout for these shapes (by design for Winograd): the conv's
+         * copy in that layout, made once for every plan. */
+        wdata = relaid_weights(p->engine, c, have, wdata, want);
+        if (!wdata)
             goto fail_noset;
-        }
-        p->owned[p->nowned++] = copy;
-        if (reorder_weights_to(p->engine, c, have, wdata, want, copy) != 0)
-            goto fail_noset;
-        wdata = copy;
-        /* Winograd weights are transformed per plan by design; only unexpected layout
-         * changes count as re-reorders. */
+        /* Only unexpected layout changes count as re-reorders. */
         p->weight_reorders += !winograd;
         p->winograd += winograd;
     }

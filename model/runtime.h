@@ -24,9 +24,9 @@
  * does 2.25x fewer multiplications than the direct conv: measured at 0.42-0.66 of the direct
  * conv's time on those shapes (2 threads), with errors of ~1e-6 of the output scale. Such a
  * conv is made for one image and run once per image (runtime.c gs_rt_plan_conv: batching must
- * not change a tile's bits), with a scratchpad the plan owns. Its weights are transformed for
- * each plan (four times the direct weights: ~94 MB per multi-task state): an infer worker
- * peaked ~0.25 GB higher in fp32 for ~20% less time per tile. Smaller maps or fewer channels stay
+ * not change a tile's bits), with a scratchpad the plan owns. Its weights are transformed once
+ * per conv and shared by every plan of every batch size (gs_rt_conv relaid; four times the
+ * direct weights: ~94 MB per multi-task model). Smaller maps or fewer channels stay
  * direct (16 channels at 512 px was 3-4x slower as Winograd; 16 x 16 maps gained too little
  * for their large weights). bf16 and int8 have no Winograd in oneDNN 2.6.
  *
@@ -86,8 +86,10 @@ int gs_act_parse(const char *spec, gs_act *act);
 void gs_rt_fold_bn(float *w, float *b, int cout, size_t per_out, const float *gamma,
                    const float *beta, const float *mean, const float *var, float eps);
 
+typedef struct gs_rt_relaid gs_rt_relaid;
+
 /* One convolution (or depthwise deconvolution) with its weights in oneDNN's layout. Owned by
- * whoever embeds it; free with gs_rt_conv_free. */
+ * whoever embeds it (not to be copied by value); free with gs_rt_conv_free. */
 typedef struct {
     int cin, cout, kh, kw, stride, pad;
     int deconv;               /* depthwise transposed conv: groups = cin = cout, no bias */
@@ -104,6 +106,9 @@ typedef struct {
     float *bias8;             /* int8: [cout] bias in accumulator units, or NULL (owned) */
     float in_scale;           /* int8: source quantised as round(x * in_scale) */
     int in_u8;                /* int8: source is u8 (after ReLU), else s8 */
+    /* Weights in the other layouts plans asked for (Winograd's above all), made by the first
+     * plan that asks and shared by every later one, of any batch size, from any thread. */
+    gs_rt_relaid *relaid;
 } gs_rt_conv;
 
 /* Fills c from plain weights: conv OIHW [cout][cin][kh][kw], deconv [c][1][kh][kw] (the
@@ -113,6 +118,9 @@ typedef struct {
 int gs_rt_conv_init(gs_rt_conv *c, dnnl_engine_t engine, int cin, int cout, int k, int stride,
                     int pad, int deconv, const float *w, const float *bias);
 void gs_rt_conv_free(gs_rt_conv *c);
+
+/* Number of other weight layouts c holds for plans (see relaid above). */
+int gs_rt_conv_relaid(const gs_rt_conv *c);
 
 /* Adds bf16 weights to c: the float32 weights (BN already folded) rounded to nearest even
  * into the layout oneDNN picks for a bf16 conv of this geometry between nChw16c activations

@@ -163,7 +163,8 @@ static void test_deconv_no_flip(void **state)
 
 /* A 3x3 stride-1 conv (bias, ReLU) in a float32 plan against a direct double-precision loop
  * (zero padding at every border; odd sizes; 40 output channels, not a multiple of 16), whether
- * the plan ran it as Winograd, and the same image within a batch giving the same bits. */
+ * the plan ran it as Winograd, the same image within a batch giving the same bits, and one
+ * set of transformed weights serving plans of both batch sizes. */
 static void check_conv3x3(int cin, int cout, int h, int w, int want_winograd)
 {
     dnnl_engine_t e;
@@ -211,6 +212,8 @@ static void check_conv3x3(int cin, int cout, int h, int w, int want_winograd)
     assert_true(scale > 0.1 && err <= 1e-5 * scale * sqrt((double)cin * 9));
     assert_int_equal(gs_rt_plan_winograd_convs(p), want_winograd);
     assert_int_equal(gs_rt_plan_weight_reorders(p), 0);
+    /* The Winograd weights are the conv's, kept past the plan for the next one. */
+    assert_int_equal(gs_rt_conv_relaid(&cv), want_winograd);
     gs_rt_plan_destroy(&p);
 
     /* The same image in the middle of a batch of 3 gives the same bits as alone: the infer
@@ -235,6 +238,8 @@ static void check_conv3x3(int cin, int cout, int h, int w, int want_winograd)
     assert_non_null(batched);
     gs_deform_conv_unpack_nchw16c((float *)ty->data + ty->nelems / 3, 1, cout, h, w, batched);
     assert_memory_equal(batched, got, sizeof(float) * cout * h * w);
+    /* ... and the batch-3 plan took the batch-1 plan's transformed weights, not a copy. */
+    assert_int_equal(gs_rt_conv_relaid(&cv), want_winograd);
     free(batched);
     free(other);
     gs_rt_plan_destroy(&p);
