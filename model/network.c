@@ -401,17 +401,30 @@ static const char *int8_amax(const gs_model *m, const layer *y)
     return gs_weights_meta(m->w, key);
 }
 
-int gs_model_has_int8(const gs_model *m)
+/* How many of the convs int8 quantises have a calibrated range in the bundle (*have) out of
+ * how many (returned); *missing = the first without one, or NULL. */
+static int int8_ranges(const gs_model *m, int *have, const layer **missing)
 {
     const layer_list *l = &m->layers[GS_NET_MULTITASK];
-    int any = 0;
+    int n = 0;
+    *have = 0;
+    *missing = NULL;
     for (size_t i = 0; i < l->n; i++)
         if (int8_layer(&l->v[i])) {
-            if (!int8_amax(m, &l->v[i]))
-                return 0;
-            any = 1;
+            n++;
+            if (int8_amax(m, &l->v[i]))
+                (*have)++;
+            else if (!*missing)
+                *missing = &l->v[i];
         }
-    return any;
+    return n;
+}
+
+int gs_model_has_int8(const gs_model *m)
+{
+    int have;
+    const layer *missing;
+    return int8_ranges(m, &have, &missing) > 0 && !missing;
 }
 
 static int make_int8(gs_model *m)
@@ -440,10 +453,21 @@ int gs_model_set_precision(gs_model *m, gs_precision p)
     GS_ASSERT(p >= 0 && p < GS_PRECISION_COUNT);
     if (p == GS_PRECISION_INT8 && m->built[GS_NET_MULTITASK] && !gs_model_has_int8(m)) {
         gs_precision alt = gs_bf16_pays() ? GS_PRECISION_BF16 : GS_PRECISION_FP32;
-        fprintf(stderr,
-                "gastroscreen: %s: precision int8 asked for, but the bundle has no int8 "
-                "calibration (make one with gastroscreen calibrate): running %s\n",
-                gs_weights_name(m->w), precision_names[alt]);
+        int have;
+        const layer *missing;
+        int n = int8_ranges(m, &have, &missing);
+        if (have > 0)
+            fprintf(stderr,
+                    "gastroscreen: %s: precision int8 asked for, but the bundle's int8 "
+                    "calibration is incomplete (%d of %d ranges; no metadata " GS_INT8_AMAX_PREFIX
+                    "%s.%s): running %s; calibrate it again with gastroscreen calibrate\n",
+                    gs_weights_name(m->w), have, n, net_names[GS_NET_MULTITASK],
+                    missing->name, precision_names[alt]);
+        else
+            fprintf(stderr,
+                    "gastroscreen: %s: precision int8 asked for, but the bundle has no int8 "
+                    "calibration (make one with gastroscreen calibrate): running %s\n",
+                    gs_weights_name(m->w), precision_names[alt]);
         p = alt;
     }
     /* int8 runs the layers it does not quantise in bf16 where bf16 pays, else in fp32 (on a

@@ -112,6 +112,29 @@ check "  with one fallback line naming the bundle" \
   bash -c "[ \$(grep -c 'no int8 calibration' e) -eq 1 ] && grep -q '$bundle: precision int8' e"
 check "  and prints what ran, not int8" bash -c '! grep -q "^precision: int8" o && grep -Eq "^precision: (bf16|fp32)" o'
 
+# A calibration missing one range (an edited or truncated file) is no calibration, and the
+# fallback line says which range is missing rather than that there is none.
+cat >"$work/partial.py" <<'PY'
+import json, struct, sys
+src, dst = sys.argv[1], sys.argv[2]
+raw = open(src, "rb").read()
+n = struct.unpack("<Q", raw[:8])[0]
+head = json.loads(raw[8:8 + n])
+meta = head["__metadata__"]
+gone = sorted(k for k in meta if k.startswith("int8.amax."))[3]
+del meta[gone]
+text = json.dumps(head, separators=(",", ":")).encode()
+assert len(text) <= n
+open(dst, "wb").write(raw[:8] + text + b" " * (n - len(text)) + raw[8 + n:])
+print(gone)
+PY
+check "a bundle missing one int8 range" /usr/bin/python3 "$work/partial.py" "$b8" "$work/partial.safetensors"
+gone=$(/usr/bin/python3 "$work/partial.py" "$b8" "$work/partial.safetensors")
+check "  still runs" runs 0 o e infer --model "$work/partial.safetensors" --precision int8 "$t0"
+check "  with one line naming the missing range" \
+  bash -c "[ \$(grep -c 'int8 calibration is incomplete' e) -eq 1 ] && grep -q 'no metadata $gone)' e"
+check "  and prints what ran, not int8" bash -c '! grep -q "^precision: int8" o && grep -Eq "^precision: (bf16|fp32)" o'
+
 check "re-calibrating a calibrated bundle (old keys replaced)" runs 0 o e calibrate --model "$b8" --tiles tiles --max 1 --out "$work/b8b.safetensors"
 check "  on one tile" grep -Eq "^calibrated [0-9]+ convs on 1 tiles" o
 check "  same tensors again" /usr/bin/python3 "$work/same.py" "$bundle" "$work/b8b.safetensors"
