@@ -461,8 +461,8 @@ int gs_model_set_precision(gs_model *m, gs_precision p)
                     "gastroscreen: %s: precision int8 asked for, but the bundle's int8 "
                     "calibration is incomplete (%d of %d ranges; no metadata " GS_INT8_AMAX_PREFIX
                     "%s.%s): running %s; calibrate it again with gastroscreen calibrate\n",
-                    gs_weights_name(m->w), have, n, net_names[GS_NET_MULTITASK],
-                    missing->name, precision_names[alt]);
+                    gs_weights_name(m->w), have, n, net_names[GS_NET_MULTITASK], missing->name,
+                    precision_names[alt]);
         else
             fprintf(stderr,
                     "gastroscreen: %s: precision int8 asked for, but the bundle has no int8 "
@@ -473,8 +473,7 @@ int gs_model_set_precision(gs_model *m, gs_precision p)
     /* int8 runs the layers it does not quantise in bf16 where bf16 pays, else in fp32 (on a
      * CPU with bf16 at half the fp32 rate an int8 tile took 189-200 ms with them in bf16,
      * 143-145 ms in fp32). */
-    int rest_bf16 = p == GS_PRECISION_INT8 && gs_bf16_pays();
-    int want_bf16 = p == GS_PRECISION_BF16 || rest_bf16;
+    int want_bf16 = p == GS_PRECISION_BF16 || (p == GS_PRECISION_INT8 && gs_bf16_pays());
     if (want_bf16 && !m->bf16_weights) {
         layer_list *l = &m->layers[GS_NET_MULTITASK];
         int cl = amx_native();
@@ -489,8 +488,6 @@ int gs_model_set_precision(gs_model *m, gs_precision p)
             return -1;
         m->int8_weights = 1;
     }
-    if (p == GS_PRECISION_INT8)
-        m->int8_rest_bf16 = rest_bf16;
     m->precision = p;
     return 0;
 }
@@ -549,12 +546,15 @@ static gs_net_state *state_new(const gs_model *m, gs_net_id id, int n, int h, in
         gs_rt_plan_set_channels_last(st->p, m->bf16_cl);
         st->decoder_cl = m->bf16_cl;
     } else if (st->p && id == GS_NET_MULTITASK && m->precision == GS_PRECISION_INT8) {
-        gs_rt_plan_set_bf16(st->p, m->int8_rest_bf16);
+        /* gs_bf16_pays() is fixed for the process: gs_model_set_precision made the bf16
+           weights by the same answer. */
+        const int rest_bf16 = gs_bf16_pays();
+        gs_rt_plan_set_bf16(st->p, rest_bf16);
         gs_rt_plan_set_int8(st->p, 1);
         /* The encoder channels-last, so its int8 convs write their outputs themselves; the
            bf16 decoder too on AMX. */
         gs_rt_plan_set_channels_last(st->p, 1);
-        st->decoder_cl = m->int8_rest_bf16 && m->bf16_cl;
+        st->decoder_cl = rest_bf16 && m->bf16_cl;
     }
     if (!st->p || gs_net_build(&b, st)) {
         gs_error_prefix("%s network, batch %d, %dx%d", net_names[id], n, h, w);

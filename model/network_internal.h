@@ -39,10 +39,9 @@ struct gs_model {
     const char *provenance[GS_NET_COUNT];
     layer_list layers[GS_NET_COUNT];
     gs_precision precision;
-    int bf16_weights;   /* the multi-task convs hold bf16 weights too */
-    int bf16_cl;        /* ... laid out for channels-last activations (gs_model_set_precision) */
-    int int8_weights;   /* the encoder's convs hold int8 weights too */
-    int int8_rest_bf16; /* int8 runs the layers it does not quantise in bf16 (gs_bf16_pays) */
+    int bf16_weights; /* the multi-task convs hold bf16 weights too */
+    int bf16_cl;      /* ... laid out for channels-last activations (gs_model_set_precision) */
+    int int8_weights; /* the encoder's convs hold int8 weights too */
 };
 
 struct gs_net_state {
