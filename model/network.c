@@ -474,6 +474,11 @@ int gs_model_set_precision(gs_model *m, gs_precision p)
      * CPU with bf16 at half the fp32 rate an int8 tile took 189-200 ms with them in bf16,
      * 143-145 ms in fp32). */
     int want_bf16 = p == GS_PRECISION_BF16 || (p == GS_PRECISION_INT8 && gs_bf16_pays());
+    /* oneDNN 2.6 has bf16 convolutions (native or emulated) from avx512_core up only. */
+    if (want_bf16 && !gs_dnnl_isa_has(dnnl_cpu_isa_avx512_core))
+        return gs_error_set("%s: precision bf16 needs AVX-512 (oneDNN ISA avx512_core), which "
+                            "this CPU lacks; gs_precision_usable says what runs instead",
+                            gs_weights_name(m->w));
     if (want_bf16 && !m->bf16_weights) {
         layer_list *l = &m->layers[GS_NET_MULTITASK];
         int cl = amx_native();
@@ -556,6 +561,8 @@ static gs_net_state *state_new(const gs_model *m, gs_net_id id, int n, int h, in
         gs_rt_plan_set_channels_last(st->p, 1);
         st->decoder_cl = rest_bf16 && m->bf16_cl;
     }
+    if (!gs_rt_blocked_native())
+        st->decoder_cl = 1;
     if (!st->p || gs_net_build(&b, st)) {
         gs_error_prefix("%s network, batch %d, %dx%d", net_names[id], n, h, w);
         gs_net_state_destroy(&st);
@@ -789,34 +796,37 @@ static size_t blur_tissue_mask(const uint8_t *rgb, int h, int w, int fh, int fw,
     return count;
 }
 
-/* The tissue pool of the conv2 output t (nChw16c, f32 or bf16) into out[n][c]: the mean over
+/* The tissue pool of the conv2 output t (float32, either layout) into out[n][c]: the mean over
  * the positions whose input block holds tissue. */
 static int blur_tissue_pool(const gs_rt_tensor *t, const uint8_t *rgb, int h, int w, float *out)
 {
-    GS_ASSERT(!t->cl && !t->q && !t->bf16); /* the blur network always runs fp32 nChw16c */
+    GS_ASSERT(!t->q && !t->bf16); /* the blur network always runs fp32 */
     size_t hw = (size_t)t->h * t->w;
-    uint8_t *mask = malloc(hw);
-    if (!mask)
-        return gs_error_set("blur: out of memory");
-    int nb = (t->c + 15) / 16;
-    for (int n = 0; n < t->n; n++) {
-        size_t count = blur_tissue_mask(rgb + (size_t)n * h * w * 3, h, w, t->h, t->w, mask);
-        for (int b = 0; b < nb; b++) {
-            size_t at = ((size_t)n * nb + b) * hw * 16;
-            double acc[16] = {0};
-            for (size_t i = 0; i < hw; i++) {
-                if (!mask[i])
-                    continue;
-                for (int l = 0; l < 16; l++)
-                    acc[l] += t->bf16 ? gs_bf16_to_f32(((const uint16_t *)t->data)[at + i * 16 + l])
-                                      : ((const float *)t->data)[at + i * 16 + l];
-            }
-            for (int l = 0; l < 16 && b * 16 + l < t->c; l++)
-                out[(size_t)n * t->c + b * 16 + l] = (float)(acc[l] / (double)count);
+    uint8_t *mask = malloc((size_t)t->n * hw);
+    float *plane = malloc((size_t)t->n * hw * sizeof(float));
+    size_t *count = malloc((size_t)t->n * sizeof *count);
+    int rc = 0;
+    if (!mask || !plane || !count) {
+        rc = gs_error_set("blur: out of memory");
+        goto free_buffers;
+    }
+    for (int n = 0; n < t->n; n++)
+        count[n] = blur_tissue_mask(rgb + (size_t)n * h * w * 3, h, w, t->h, t->w, mask + n * hw);
+    for (int c = 0; c < t->c; c++) {
+        gs_rt_extract_channel(t, c, plane);
+        for (int n = 0; n < t->n; n++) {
+            double acc = 0.0;
+            for (size_t i = n * hw; i < (n + 1) * hw; i++)
+                if (mask[i])
+                    acc += plane[i];
+            out[(size_t)n * t->c + c] = (float)(acc / (double)count[n]);
         }
     }
+free_buffers:
+    free(count);
+    free(plane);
     free(mask);
-    return 0;
+    return rc;
 }
 
 int gs_net_run_blur(gs_net_state *s, const uint8_t *rgb, float *logit)
@@ -848,7 +858,7 @@ int gs_net_run_blur(gs_net_state *s, const uint8_t *rgb, float *logit)
 int gs_net_run_screener(gs_net_state *s, const float *features, float *logit)
 {
     check_state(s, GS_NET_SCREENER);
-    /* [k][512] rows are exactly the nChw16c bytes of k images of 512 x 1 x 1. */
+    /* [k][512] rows are exactly the bytes of k images of 512 x 1 x 1, nChw16c or channels-last. */
     memcpy(s->in->data, features, (size_t)s->n * 512 * sizeof(float));
     if (gs_rt_plan_run(s->p))
         return gs_error_prefix("screener");

@@ -181,6 +181,11 @@ static void act_md(int n, int c, int h, int w, int plain, dnnl_memory_desc_t *md
     act_md_layout(n, c, h, w, plain, 0, dnnl_f32, md);
 }
 
+int gs_rt_blocked_native(void)
+{
+    return gs_dnnl_isa_has(dnnl_cpu_isa_avx512_core);
+}
+
 struct gs_rt_relaid {
     pthread_mutex_t mu; /* plans are built from any thread */
     size_t n, cap;
@@ -215,8 +220,9 @@ int gs_rt_conv_init(gs_rt_conv *c, dnnl_engine_t engine, int cin, int cout, int 
     weights_dims(c, &ndims, wd);
     conv_out_size(c, 64, 64, &ho, &wo);
     /* The 3-channel network input is the only plain activation (see runtime.h). */
-    act_md(1, cin, 64, 64, cin == 3, &src);
-    act_md(1, cout, ho, wo, 0, &dst);
+    const int cl = !gs_rt_blocked_native();
+    act_md_layout(1, cin, 64, 64, cin == 3, cl, dnnl_f32, &src);
+    act_md_layout(1, cout, ho, wo, 0, cl, dnnl_f32, &dst);
     DNNL_TRY(dnnl_memory_desc_init_by_tag(&any, ndims, wd, dnnl_f32, dnnl_format_tag_any),
              "weights md");
     DNNL_TRY(dnnl_memory_desc_init_by_tag(&plain_md, ndims, wd, dnnl_f32,
@@ -523,6 +529,7 @@ gs_rt_plan *gs_rt_plan_new(dnnl_engine_t engine, int n, int dry)
     p->engine = engine;
     p->n = n;
     p->dry = dry;
+    p->cl = !gs_rt_blocked_native();
     if (!dry && dnnl_stream_create(&p->stream, engine, dnnl_stream_default_flags) != dnnl_success) {
         gs_error_set("oneDNN: cannot create a stream");
         free(p);

@@ -16,8 +16,12 @@
  * Root's split-K convs and the residual copies stay plain memcpy/sum. Only the network input
  * (3 channels, NCHW) is plain. A plan can instead keep them channels-last
  * (gs_rt_plan_set_channels_last): oneDNN 2.6's int8 VNNI and its AMX (bf16, int8) convs run
- * only on that layout, and every step here accepts it. Weights are created with
- * format_tag_any and reordered to what the primitive asks for.
+ * only on that layout, and every step here accepts it. Below AVX-512 (gs_rt_blocked_native()
+ * == 0) channels-last is every plan's default and the layout weights are chosen for: there
+ * oneDNN's fast fp32 convs (jit:avx2) take nChw8c or channels-last, and an nChw16c conv falls
+ * to its reference kernel (a 512 x 512 tile did not finish in 10 minutes on an AVX2 CPU;
+ * channels-last took 0.94 s). Weights are created with format_tag_any and reordered to what
+ * the primitive asks for.
  *
  * Winograd: a float32 3 x 3 stride-1 conv with at least 64 input channels on maps of at least
  * 32 x 32 (nChw16c) runs oneDNN's Winograd F(4x4, 3x3) where oneDNN offers it (AVX-512), which
@@ -142,6 +146,10 @@ int gs_rt_conv_make_bf16(gs_rt_conv *c, dnnl_engine_t engine, int cl);
  * convs) can be made int8. Returns 0, or -1 with the error set (c is unchanged). */
 int gs_rt_conv_make_int8(gs_rt_conv *c, dnnl_engine_t engine, float amax, int u8);
 
+/* 1 when oneDNN runs its fast fp32 convs on nChw16c here (ISA avx512_core or above), 0 when
+ * plans default to channels-last (see the top). */
+int gs_rt_blocked_native(void);
+
 /* One activation tensor of a plan: n x c x h x w, nChw16c unless plain or cl, float32 or
  * bf16 (uint16_t, ops/dnnl_reorder.h). Owned by the plan. */
 typedef struct {
@@ -188,7 +196,8 @@ void gs_rt_plan_set_int8(gs_rt_plan *p, int on);
  * not plain ones) are channels-last; pools, copies, the deformable and transposed convs
  * follow their source's layout whatever this says (channels-last ones need channel counts
  * that are multiples of 16), gs_rt_gap and gs_rt_extract_channel read either, and
- * gs_rt_plan_to_blocked hands a tensor to an nChw16c part. Off by default. */
+ * gs_rt_plan_to_blocked hands a tensor to an nChw16c part. The default is
+ * !gs_rt_blocked_native(). */
 void gs_rt_plan_set_channels_last(gs_rt_plan *p, int on);
 int gs_rt_plan_channels_last(const gs_rt_plan *p);
 

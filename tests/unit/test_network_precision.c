@@ -28,7 +28,7 @@
 #include "ops/cpu_rate.h"
 #include "ops/dnnl_reorder.h"
 #include "ops/error.h"
-#include "tests/unit/layouts.h"
+#include "tests/unit/plan_tensors.h"
 
 /* bf16 vs float32 on the same bf16 input: weights and outputs each rounded once (2^-9
  * relative), sums of up to a few hundred terms: 1% of the output scale. */
@@ -49,43 +49,6 @@ static float *rand_buf(size_t n, float lo, float hi)
     for (size_t i = 0; i < n; i++)
         b[i] = uniform(lo, hi);
     return b;
-}
-
-/* Fills a plan tensor (f32 or bf16; plain, blocked or channels-last) from NCHW float values. */
-static void fill(gs_rt_tensor *t, const float *nchw)
-{
-    size_t n = t->nelems;
-    float *f = calloc(n, sizeof *f);
-    assert_non_null(f);
-    if (t->plain)
-        memcpy(f, nchw, sizeof(float) * t->n * t->c * t->h * t->w);
-    else if (t->cl)
-        test_nchw_nhwc(nchw, t->n, t->c, (size_t)t->h * t->w, f, 0);
-    else
-        gs_deform_conv_pack_nchw16c(nchw, t->n, t->c, t->h, t->w, f);
-    if (t->bf16)
-        gs_bf16_from_f32_array(f, t->data, n);
-    else
-        memcpy(t->data, f, n * sizeof *f);
-    free(f);
-}
-
-/* Reads a blocked or channels-last plan tensor into NCHW floats (caller frees). */
-static float *read_back(const gs_rt_tensor *t)
-{
-    size_t n = t->nelems;
-    float *f = malloc(n * sizeof *f), *out = malloc(sizeof(float) * t->n * t->c * t->h * t->w);
-    assert_true(f && out);
-    if (t->bf16)
-        gs_bf16_to_f32_array(t->data, f, n);
-    else
-        memcpy(f, t->data, n * sizeof *f);
-    if (t->cl)
-        test_nchw_nhwc(f, t->n, t->c, (size_t)t->h * t->w, out, 1);
-    else
-        gs_deform_conv_unpack_nchw16c(f, t->n, t->c, t->h, t->w, out);
-    free(f);
-    return out;
 }
 
 static void compare_tol(const float *ref, const float *got, size_t n, const char *what, double tol)
@@ -202,7 +165,7 @@ static float *run_step(const program *g, int step, int bf16, int cl, uint32_t se
         vx[i] = gs_bf16_to_f32(gs_bf16_from_f32(vx[i]));
     for (size_t i = 0; i < ny; i++)
         vy[i] = gs_bf16_to_f32(gs_bf16_from_f32(vy[i]));
-    fill(x, vx);
+    test_tensor_fill(x, vx);
     int rc = 0;
     switch (step) {
     case STEP_CONV_RELU:
@@ -210,7 +173,7 @@ static float *run_step(const program *g, int step, int bf16, int cl, uint32_t se
         break;
     case STEP_CONV_SUM:
         y = gs_rt_plan_tensor(p, C, 2 * H, 2 * W, 0);
-        fill(y, vy);
+        test_tensor_fill(y, vy);
         rc = gs_rt_plan_conv(p, &g->c2, x, &y, 1, relu);
         break;
     case STEP_POOL:
@@ -221,7 +184,7 @@ static float *run_step(const program *g, int step, int bf16, int cl, uint32_t se
         break;
     case STEP_DECONV:
         aux = gs_rt_plan_tensor(p, C, 2 * H, 2 * W, 0);
-        fill(aux, vy);
+        test_tensor_fill(aux, vy);
         rc = gs_rt_plan_dwdeconv(p, &g->up, x, aux, &y);
         break;
     case STEP_OFFSETS:
@@ -234,7 +197,7 @@ static float *run_step(const program *g, int step, int bf16, int cl, uint32_t se
         /* Offsets within 3 pixels and mask logits, float32 in both plans. */
         aux = gs_rt_plan_tensor_f32(p, 27, 2 * H, 2 * W, 0);
         float *vo = rand_buf((size_t)2 * 27 * 2 * H * 2 * W, -3, 3);
-        fill(aux, vo);
+        test_tensor_fill(aux, vo);
         free(vo);
         rc = gs_rt_plan_dcn(p, g->dcn_w, g->dcn_b, C, x, aux, relu, &y);
         break;
@@ -248,7 +211,7 @@ static float *run_step(const program *g, int step, int bf16, int cl, uint32_t se
         assert_int_equal(y->bf16, bf16);
     assert_int_equal(y->cl, cl);
     *count = (size_t)y->n * y->c * y->h * y->w;
-    float *out = read_back(y);
+    float *out = test_tensor_read(y);
     gs_rt_plan_destroy(&p);
     free(vx);
     free(vy);

@@ -25,7 +25,7 @@
 #include "model/runtime.h"
 #include "ops/dnnl_reorder.h"
 #include "ops/error.h"
-#include "tests/unit/layouts.h"
+#include "tests/unit/plan_tensors.h"
 
 static void test_fold_bn_hand(void **state)
 {
@@ -184,11 +184,15 @@ static void check_conv3x3(int cin, int cout, int h, int w, int want_winograd)
     assert_non_null(p);
     gs_rt_tensor *tx = gs_rt_plan_tensor(p, cin, h, w, 0), *ty = NULL;
     assert_non_null(tx);
-    gs_deform_conv_pack_nchw16c(x, 1, cin, h, w, tx->data);
+    /* The plan's default layout: nChw16c on AVX-512, channels-last below (runtime.h). */
+    assert_int_equal(tx->cl, !gs_rt_blocked_native());
+    test_tensor_fill(tx, x);
     gs_act relu = {GS_ACT_RELU, 0.0f};
     assert_int_equal(gs_rt_plan_conv(p, &cv, tx, &ty, 0, relu), 0);
     assert_int_equal(gs_rt_plan_run(p), 0);
-    gs_deform_conv_unpack_nchw16c(ty->data, 1, cout, h, w, got);
+    float *y1 = test_tensor_read(ty);
+    memcpy(got, y1, sizeof(float) * cout * h * w);
+    free(y1);
     double err = 0.0, scale = 0.0;
     for (int o = 0; o < cout; o++)
         for (int y = 0; y < h; y++)
@@ -222,22 +226,19 @@ static void check_conv3x3(int cin, int cout, int h, int w, int want_winograd)
     assert_non_null(p);
     tx = gs_rt_plan_tensor(p, cin, h, w, 0);
     assert_non_null(tx);
-    size_t img = tx->nelems / 3;
-    float *other = malloc(sizeof(float) * cin * h * w);
+    size_t img = (size_t)cin * h * w;
+    float *other = malloc(sizeof(float) * 3 * img);
     assert_non_null(other);
-    for (int k = 0; k < 3; k++) {
-        for (int i = 0; i < cin * h * w; i++)
-            other[i] = k == 1 ? x[i] : cosf((float)(i + k) * 0.29f);
-        gs_deform_conv_pack_nchw16c(other, 1, cin, h, w, (float *)tx->data + (size_t)k * img);
-    }
+    for (int k = 0; k < 3; k++)
+        for (size_t i = 0; i < img; i++)
+            other[k * img + i] = k == 1 ? x[i] : cosf((float)(i + k) * 0.29f);
+    test_tensor_fill(tx, other);
     ty = NULL;
     assert_int_equal(gs_rt_plan_conv(p, &cv, tx, &ty, 0, relu), 0);
     assert_int_equal(gs_rt_plan_run(p), 0);
     assert_int_equal(gs_rt_plan_winograd_convs(p), want_winograd);
-    float *batched = malloc(sizeof(float) * cout * h * w);
-    assert_non_null(batched);
-    gs_deform_conv_unpack_nchw16c((float *)ty->data + ty->nelems / 3, 1, cout, h, w, batched);
-    assert_memory_equal(batched, got, sizeof(float) * cout * h * w);
+    float *batched = test_tensor_read(ty);
+    assert_memory_equal(batched + (size_t)cout * h * w, got, sizeof(float) * cout * h * w);
     /* ... and the batch-3 plan took the batch-1 plan's transformed weights, not a copy. */
     assert_int_equal(gs_rt_conv_relaid(&cv), want_winograd);
     free(batched);
