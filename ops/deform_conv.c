@@ -173,11 +173,24 @@ void gs_deform_conv_unpack_nchw16c(const float *src, int n, int c, int h, int w,
 
 enum { MM_FULL = 0, MM_TAIL = 1 };
 
-static int portable_only;
+static int kernels_cap = GS_DEFORM_KERNELS_AVX512;
 
-void gs_deform_conv_use_portable_kernels(int on)
+/* The fastest kernels this CPU has at or below `best`. */
+static gs_deform_kernels kernels_for(gs_deform_kernels best)
 {
-    __atomic_store_n(&portable_only, on != 0, __ATOMIC_RELAXED);
+    if (best <= GS_DEFORM_KERNELS_AVX512 && __builtin_cpu_supports("avx512f"))
+        return GS_DEFORM_KERNELS_AVX512;
+    if (best <= GS_DEFORM_KERNELS_AVX2 && __builtin_cpu_supports("avx2") &&
+        __builtin_cpu_supports("fma"))
+        return GS_DEFORM_KERNELS_AVX2;
+    return GS_DEFORM_KERNELS_PORTABLE;
+}
+
+gs_deform_kernels gs_deform_conv_cap_kernels(gs_deform_kernels best)
+{
+    GS_ASSERT(best >= GS_DEFORM_KERNELS_AVX512 && best <= GS_DEFORM_KERNELS_PORTABLE);
+    __atomic_store_n(&kernels_cap, (int)best, __ATOMIC_RELAXED);
+    return kernels_for(best);
 }
 
 struct gs_deform_conv {
@@ -653,6 +666,66 @@ plan_tap_avx512(int h, int w, int np, const float *by, const float *bx, float io
     }
 }
 
+/* plan_tap_generic, 8 pixels at a time, with the same arithmetic (so the same bits); the last
+ * np % 8 pixels go through plan_tap_generic. */
+__attribute__((target("avx2,fma"))) static void
+plan_tap_avx2(int h, int w, int np, const float *by, const float *bx, float ioff, float joff,
+              const float *dy, const float *dx, const float *m, int32_t *idx, float *wt, int pad)
+{
+    const __m256 vio = _mm256_set1_ps(ioff), vjo = _mm256_set1_ps(joff);
+    const __m256 minus1 = _mm256_set1_ps(-1.0f), one = _mm256_set1_ps(1.0f);
+    const __m256 fh = _mm256_set1_ps((float)h), fw = _mm256_set1_ps((float)w);
+    const __m256i minus1_i = _mm256_set1_epi32(-1), one_i = _mm256_set1_epi32(1);
+    const __m256i hi = _mm256_set1_epi32(h), wi = _mm256_set1_epi32(w);
+    const __m256i hm1 = _mm256_set1_epi32(h - 1), wm1 = _mm256_set1_epi32(w - 1);
+    const int nv = np - np % 8;
+    for (int p = 0; p < nv; p += 8) {
+        __m256 y =
+            _mm256_add_ps(_mm256_add_ps(_mm256_loadu_ps(by + p), vio), _mm256_loadu_ps(dy + p));
+        __m256 x =
+            _mm256_add_ps(_mm256_add_ps(_mm256_loadu_ps(bx + p), vjo), _mm256_loadu_ps(dx + p));
+        __m256 mk = m ? _mm256_loadu_ps(m + p) : one;
+        /* Ordered compares: NaN offsets land outside, as in the generic kernel. */
+        __m256 in = _mm256_and_ps(
+            _mm256_and_ps(_mm256_cmp_ps(y, minus1, _CMP_GT_OQ), _mm256_cmp_ps(y, fh, _CMP_LT_OQ)),
+            _mm256_and_ps(_mm256_cmp_ps(x, minus1, _CMP_GT_OQ), _mm256_cmp_ps(x, fw, _CMP_LT_OQ)));
+        y = _mm256_and_ps(in, y);
+        x = _mm256_and_ps(in, x);
+        __m256 fy = _mm256_floor_ps(y), fx = _mm256_floor_ps(x);
+        __m256i y0 = _mm256_cvttps_epi32(fy), x0 = _mm256_cvttps_epi32(fx);
+        __m256i y1 = _mm256_add_epi32(y0, one_i), x1 = _mm256_add_epi32(x0, one_i);
+        __m256 ly = _mm256_sub_ps(y, fy), lx = _mm256_sub_ps(x, fx);
+        __m256 hy = _mm256_sub_ps(one, ly), hx = _mm256_sub_ps(one, lx);
+        __m256i ini = _mm256_castps_si256(in);
+        __m256i vy0 = _mm256_and_si256(ini, _mm256_cmpgt_epi32(y0, minus1_i));
+        __m256i vy1 = _mm256_and_si256(ini, _mm256_cmpgt_epi32(hi, y1));
+        __m256i vx0 = _mm256_and_si256(ini, _mm256_cmpgt_epi32(x0, minus1_i));
+        __m256i vx1 = _mm256_and_si256(ini, _mm256_cmpgt_epi32(wi, x1));
+        __m256i cy0 = _mm256_and_si256(vy0, y0), cx0 = _mm256_and_si256(vx0, x0);
+        __m256i cy1 = _mm256_blendv_epi8(hm1, y1, vy1), cx1 = _mm256_blendv_epi8(wm1, x1, vx1);
+        __m256i r0 = _mm256_mullo_epi32(cy0, wi), r1 = _mm256_mullo_epi32(cy1, wi);
+        _mm256_storeu_si256((__m256i *)(idx + 0 * pad + p), _mm256_add_epi32(r0, cx0));
+        _mm256_storeu_si256((__m256i *)(idx + 1 * pad + p), _mm256_add_epi32(r0, cx1));
+        _mm256_storeu_si256((__m256i *)(idx + 2 * pad + p), _mm256_add_epi32(r1, cx0));
+        _mm256_storeu_si256((__m256i *)(idx + 3 * pad + p), _mm256_add_epi32(r1, cx1));
+        const __m256 v00 = _mm256_castsi256_ps(_mm256_and_si256(vy0, vx0));
+        const __m256 v01 = _mm256_castsi256_ps(_mm256_and_si256(vy0, vx1));
+        const __m256 v10 = _mm256_castsi256_ps(_mm256_and_si256(vy1, vx0));
+        const __m256 v11 = _mm256_castsi256_ps(_mm256_and_si256(vy1, vx1));
+        _mm256_storeu_ps(wt + 0 * pad + p,
+                         _mm256_and_ps(v00, _mm256_mul_ps(_mm256_mul_ps(hy, hx), mk)));
+        _mm256_storeu_ps(wt + 1 * pad + p,
+                         _mm256_and_ps(v01, _mm256_mul_ps(_mm256_mul_ps(hy, lx), mk)));
+        _mm256_storeu_ps(wt + 2 * pad + p,
+                         _mm256_and_ps(v10, _mm256_mul_ps(_mm256_mul_ps(ly, hx), mk)));
+        _mm256_storeu_ps(wt + 3 * pad + p,
+                         _mm256_and_ps(v11, _mm256_mul_ps(_mm256_mul_ps(ly, lx), mk)));
+    }
+    if (nv < np)
+        plan_tap_generic(h, w, np - nv, by + nv, bx + nv, ioff, joff, dy + nv, dx + nv,
+                         m ? m + nv : NULL, idx + nv, wt + nv, pad);
+}
+
 /* dst[p] = 1 / (1 + exp(-src[p])) for p < n. exp by range reduction to r in [-ln2/2, ln2/2]
  * and a degree-6 polynomial (the Cephes expf coefficients), within ~2 ulp of expf; the
  * division is exact-rounded. Inputs beyond +-88 saturate to 0 and 1 as expf's do. */
@@ -684,9 +757,44 @@ __attribute__((target("avx512f"))) static void sigmoid_avx512(const float *src, 
     }
 }
 
+/* sigmoid_avx512's arithmetic on 8 lanes; 2^k from exponent bits with k >= -126 (at k = -127
+ * the result is 1 either way: 1 + e rounds to 1 for e < 2^-124). The last n % 8 use expf. */
+__attribute__((target("avx2,fma"))) static void sigmoid_avx2(const float *src, float *dst, int n)
+{
+    const __m256 lo = _mm256_set1_ps(-88.0f), hi = _mm256_set1_ps(88.0f);
+    const __m256 log2e = _mm256_set1_ps(1.44269504088896341f);
+    const __m256 ln2_hi = _mm256_set1_ps(0.693359375f), ln2_lo = _mm256_set1_ps(-2.12194440e-4f);
+    const __m256 one = _mm256_set1_ps(1.0f);
+    const __m256 c0 = _mm256_set1_ps(1.9875691500e-4f), c1 = _mm256_set1_ps(1.3981999507e-3f);
+    const __m256 c2 = _mm256_set1_ps(8.3334519073e-3f), c3 = _mm256_set1_ps(4.1665795894e-2f);
+    const __m256 c4 = _mm256_set1_ps(1.6666665459e-1f), c5 = _mm256_set1_ps(5.0000001201e-1f);
+    const __m256i kmin = _mm256_set1_epi32(-126), bias = _mm256_set1_epi32(127);
+    const int nv = n - n % 8;
+    for (int p = 0; p < nv; p += 8) {
+        __m256 x = _mm256_sub_ps(_mm256_setzero_ps(), _mm256_loadu_ps(src + p));
+        x = _mm256_min_ps(_mm256_max_ps(x, lo), hi);
+        __m256 k =
+            _mm256_round_ps(_mm256_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        __m256 r = _mm256_fnmadd_ps(k, ln2_hi, x);
+        r = _mm256_fnmadd_ps(k, ln2_lo, r);
+        __m256 q = _mm256_fmadd_ps(c0, r, c1);
+        q = _mm256_fmadd_ps(q, r, c2);
+        q = _mm256_fmadd_ps(q, r, c3);
+        q = _mm256_fmadd_ps(q, r, c4);
+        q = _mm256_fmadd_ps(q, r, c5);
+        __m256 e = _mm256_add_ps(_mm256_fmadd_ps(_mm256_mul_ps(q, r), r, r), one);
+        __m256i ki = _mm256_max_epi32(_mm256_cvtps_epi32(k), kmin);
+        e = _mm256_mul_ps(e,
+                          _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(ki, bias), 23)));
+        _mm256_storeu_ps(dst + p, _mm256_div_ps(one, _mm256_add_ps(one, e)));
+    }
+    for (int p = nv; p < n; p++)
+        dst[p] = 1.0f / (1.0f + expf(-src[p]));
+}
+
 /* Builds the plan of output pixels p0 .. p0+np-1 of one image into t->idx / t->wt. */
 static void build_plan(const gs_deform_conv *c, deform_thread *t, const offset_view *v, int p0,
-                       int np, int use_avx512)
+                       int np, gs_deform_kernels kern)
 {
     const gs_deform_conv_desc *d = &c->d;
     const int taps = c->taps, pad = c->tile_pad;
@@ -710,14 +818,17 @@ static void build_plan(const gs_deform_conv *c, deform_thread *t, const offset_v
         } else if (v->sigmoid) {
             const float *raw =
                 v->base + offset_channel(c, 2 * taps + k) + (size_t)p0 * v->pix_stride;
-            if (use_avx512 && v->pix_stride == 1) {
-                sigmoid_avx512(raw, t->mask, np);
-            } else if (use_avx512) {
-                /* Blocked logits (the network's format): stage them contiguously and use the
+            if (kern != GS_DEFORM_KERNELS_PORTABLE) {
+                /* Strided logits (the network's formats): stage them contiguously and use the
                  * vector sigmoid in place; scalar expf cost ~4% of the 64->64@128 run. */
-                for (int p = 0; p < np; p++)
-                    t->mask[p] = raw[(size_t)p * v->pix_stride];
-                sigmoid_avx512(t->mask, t->mask, np);
+                if (v->pix_stride != 1)
+                    for (int p = 0; p < np; p++)
+                        t->mask[p] = raw[(size_t)p * v->pix_stride];
+                const float *logits = v->pix_stride == 1 ? raw : t->mask;
+                if (kern == GS_DEFORM_KERNELS_AVX512)
+                    sigmoid_avx512(logits, t->mask, np);
+                else
+                    sigmoid_avx2(logits, t->mask, np);
             } else {
                 for (int p = 0; p < np; p++)
                     t->mask[p] = 1.0f / (1.0f + expf(-raw[(size_t)p * v->pix_stride]));
@@ -735,9 +846,12 @@ static void build_plan(const gs_deform_conv *c, deform_thread *t, const offset_v
         int32_t *idx = t->idx + (size_t)k * 4 * pad;
         float *wt = t->wt + (size_t)k * 4 * pad;
         const float ioff = (float)(i * d->dil_h), joff = (float)(j * d->dil_w);
-        if (use_avx512)
+        if (kern == GS_DEFORM_KERNELS_AVX512)
             plan_tap_avx512(d->h, d->w, np, t->base_y, t->base_x, ioff, joff, dy, dx, m, idx, wt,
                             pad);
+        else if (kern == GS_DEFORM_KERNELS_AVX2)
+            plan_tap_avx2(d->h, d->w, np, t->base_y, t->base_x, ioff, joff, dy, dx, m, idx, wt,
+                          pad);
         else
             plan_tap_generic(d->h, d->w, np, t->base_y, t->base_x, ioff, joff, dy, dx, m, idx, wt,
                              pad);
@@ -781,6 +895,36 @@ gather_avx512(const gs_deform_conv *c, const deform_thread *t, int np, const flo
                 v = _mm512_fmadd_ps(b3, _mm512_loadu_ps(a3 + o), v);
                 _mm512_store_ps(dst + col_at(c, cb, k), v);
             }
+        }
+    }
+}
+
+/* gather_avx512 on two 8-float halves of each 16-channel block (same arithmetic). */
+__attribute__((target("avx2,fma"))) static void
+gather_avx2(const gs_deform_conv *c, const deform_thread *t, int np, const float *in, float *col)
+{
+    const int taps = c->taps, cb_in = c->cb_in, kdim = c->kdim, pad = c->tile_pad;
+    const size_t px = in_pixel_step(c), plane = in_block_step(c);
+    for (int k = 0; k < taps; k++) {
+        const int32_t *i0 = t->idx + (size_t)k * 4 * pad, *i1 = i0 + pad, *i2 = i1 + pad,
+                      *i3 = i2 + pad;
+        const float *w0 = t->wt + (size_t)k * 4 * pad, *w1 = w0 + pad, *w2 = w1 + pad,
+                    *w3 = w2 + pad;
+        for (int p = 0; p < np; p++) {
+            const __m256 b0 = _mm256_set1_ps(w0[p]), b1 = _mm256_set1_ps(w1[p]);
+            const __m256 b2 = _mm256_set1_ps(w2[p]), b3 = _mm256_set1_ps(w3[p]);
+            const float *a0 = in + (size_t)i0[p] * px, *a1 = in + (size_t)i1[p] * px;
+            const float *a2 = in + (size_t)i2[p] * px, *a3 = in + (size_t)i3[p] * px;
+            float *dst = col + (size_t)p * kdim;
+            for (int cb = 0; cb < cb_in; cb++)
+                for (int half = 0; half < 16; half += 8) {
+                    const size_t o = (size_t)cb * plane + (size_t)half;
+                    __m256 v = _mm256_mul_ps(b0, _mm256_loadu_ps(a0 + o));
+                    v = _mm256_fmadd_ps(b1, _mm256_loadu_ps(a1 + o), v);
+                    v = _mm256_fmadd_ps(b2, _mm256_loadu_ps(a2 + o), v);
+                    v = _mm256_fmadd_ps(b3, _mm256_loadu_ps(a3 + o), v);
+                    _mm256_store_ps(dst + col_at(c, cb, k) + half, v);
+                }
         }
     }
 }
@@ -931,8 +1075,8 @@ static void gather_generic_bf16(const gs_deform_conv *c, const deform_thread *t,
 }
 
 /* Does one tile; returns a oneDNN status. */
-static dnnl_status_t run_tile(const gs_deform_conv *c, deform_thread *t, int use_avx512, int n,
-                              int tile, const void *input, const offset_view *v, void *out)
+static dnnl_status_t run_tile(const gs_deform_conv *c, deform_thread *t, gs_deform_kernels kern,
+                              int n, int tile, const void *input, const offset_view *v, void *out)
 {
     const size_t ohw = (size_t)c->ho * c->wo;
     const int p0 = tile * c->tile_p;
@@ -940,7 +1084,8 @@ static dnnl_status_t run_tile(const gs_deform_conv *c, deform_thread *t, int use
     const int which = np == c->tile_p ? MM_FULL : MM_TAIL;
     const size_t in_off = (size_t)n * c->cb_in * 16 * c->d.h * c->d.w;
 
-    build_plan(c, t, v, p0, np, use_avx512);
+    const int use_avx512 = kern == GS_DEFORM_KERNELS_AVX512;
+    build_plan(c, t, v, p0, np, kern);
     if (c->d.bf16 && c->d.nhwc && use_avx512 && __builtin_cpu_supports("avx512bw"))
         gather_avx512_bf16_cl(c, t, np, (const uint16_t *)input + in_off, (uint16_t *)t->col);
     else if (c->d.bf16 && use_avx512)
@@ -949,6 +1094,8 @@ static dnnl_status_t run_tile(const gs_deform_conv *c, deform_thread *t, int use
         gather_generic_bf16(c, t, np, (const uint16_t *)input + in_off, (uint16_t *)t->col);
     else if (use_avx512)
         gather_avx512(c, t, np, (const float *)input + in_off, t->col);
+    else if (kern == GS_DEFORM_KERNELS_AVX2)
+        gather_avx2(c, t, np, (const float *)input + in_off, t->col);
     else
         gather_generic(c, t, np, (const float *)input + in_off, t->col);
 
@@ -1037,8 +1184,8 @@ static int run_any(const gs_deform_conv *c, gs_deform_conv_scratch *s, const voi
         off_image = (size_t)((3 * taps + 15) / 16) * 16 * ohw;
         break;
     }
-    const int use_avx512 =
-        !__atomic_load_n(&portable_only, __ATOMIC_RELAXED) && __builtin_cpu_supports("avx512f");
+    const gs_deform_kernels kern =
+        kernels_for((gs_deform_kernels)__atomic_load_n(&kernels_cap, __ATOMIC_RELAXED));
     int nthr = omp_get_max_threads();
     if (nthr > s->nthr)
         nthr = s->nthr;
@@ -1062,7 +1209,7 @@ static int run_any(const gs_deform_conv *c, gs_deform_conv_scratch *s, const voi
                                                                               : 1;
             v.sigmoid = c->d.offset_format != GS_DEFORM_OFFSET_SPLIT;
             v.mask_base = mask ? mask + (size_t)n * taps * ohw : NULL;
-            dnnl_status_t st = run_tile(c, t, use_avx512, n, tile, input, &v, out);
+            dnnl_status_t st = run_tile(c, t, kern, n, tile, input, &v, out);
             if (st != dnnl_success) {
 #pragma omp critical(gs_deform_conv_fail)
                 failed = st;

@@ -20,7 +20,8 @@
  *    whole tiles: build the sampling plan for the tile (four corner addresses and four
  *    bilinear weights with the mask folded in, invalid corners weight 0 at a clamped valid
  *    address), gather the column block [tile pixels, Cin16 * taps * 16] (one bilinear sample
- *    of 16 channels = four 16-float vector loads and FMAs), multiply it by the reordered
+ *    of 16 channels = four 16-float vector loads and FMAs with AVX-512, eight 8-float ones
+ *    with AVX2, plain C without either), multiply it by the reordered
  *    weight with a single-threaded oneDNN matmul (bias and optional ReLU fused) into a
  *    [tile pixels, Cout16] buffer, and copy its 16-channel rows into the blocked output.
  *    Tiles are ranges of output pixels (not whole rows) sized so that the column block is
@@ -134,9 +135,18 @@ int gs_deform_conv_run_bf16(const gs_deform_conv *c, gs_deform_conv_scratch *s,
                             const uint16_t *input, const float *offset, const float *mask,
                             uint16_t *out);
 
-/* With on != 0, later runs use the portable C kernels for planning and gathering even on
- * AVX-512 machines (process-wide; for tests and measurements). Results agree to rounding. */
-void gs_deform_conv_use_portable_kernels(int on);
+/* The kernels that plan and gather, fastest first; a run uses the fastest the CPU has (float32
+ * gathers: AVX-512, AVX2 with FMA, else portable C; bf16 gathers: AVX-512 or portable). */
+typedef enum {
+    GS_DEFORM_KERNELS_AVX512 = 0,
+    GS_DEFORM_KERNELS_AVX2 = 1,
+    GS_DEFORM_KERNELS_PORTABLE = 2,
+} gs_deform_kernels;
+
+/* Later runs use no kernels faster than `best` (process-wide; for tests and measurements;
+ * GS_DEFORM_KERNELS_AVX512 lifts the cap). Returns the kernels runs will now use: the fastest
+ * this CPU has at or below best. Results of all kernels agree to rounding. */
+gs_deform_kernels gs_deform_conv_cap_kernels(gs_deform_kernels best);
 
 /* Number of floats of an nChw16c buffer for n x c x h x w. */
 size_t gs_deform_conv_blocked_size(int n, int c, int h, int w);

@@ -9,6 +9,7 @@
 #include <oneapi/dnnl/dnnl.h>
 #include <oneapi/dnnl/dnnl_debug.h>
 
+#include "model/runtime.h"
 #include "ops/deform_conv.h"
 #include "ops/error.h"
 #include "stages/runtime/fileio.h"
@@ -222,6 +223,11 @@ gs_bench_deform *gs_bench_deform_new(int n, int cin, int cout, int h, int w)
     gs_deform_conv_desc d;
     gs_deform_conv_desc_3x3(&d, n, cin, cout, h, w);
     d.offset_format = GS_DEFORM_OFFSET_RAW_NCHW;
+    if (!gs_rt_blocked_native()) {
+        /* The network's layout on this CPU (model/runtime.h); the sizes below still fit. */
+        d.nhwc = 1;
+        d.offset_format = GS_DEFORM_OFFSET_RAW_NHWC;
+    }
     unsigned seed = 11;
     size_t hw = (size_t)h * (size_t)w;
     /* Offsets within +-3 pixels and mask logits within +-3: samples land inside and outside

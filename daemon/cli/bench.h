@@ -11,9 +11,9 @@
  *  - gs_bench_dense: a dense oneDNN 3x3 convolution (bias + fused ReLU, format_tag_any for
  *    src, weights and dst, so oneDNN picks its preferred blocked layouts) on random data, the
  *    reference our deformable conv is compared with;
- *  - gs_bench_deform: ops/deform_conv on the same shape with random data, called the way the
- *    network calls it (nChw16c in and out, the raw 27-channel offset/mask tensor in NCHW with
- *    offsets within +-3 pixels, bias + fused ReLU);
+ *  - gs_bench_deform: ops/deform_conv on the same shape with random data (nChw16c in and out
+ *    and the raw 27-channel offset/mask tensor in NCHW; below AVX-512 all channels-last, as
+ *    the network runs there; offsets within +-3 pixels, bias + fused ReLU);
  *  - gs_bench_machine_get(): CPU model, cores, oneDNN version and ISA;
  *  - gs_bench_multitask_gflop(): the multi-task network's FLOPs per tile, counted from the
  *    layer shapes found in a bundle.

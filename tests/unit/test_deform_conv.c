@@ -482,8 +482,9 @@ static void channels_last_matches_reference(void **state)
         {2, 32, 16, 12, 7, 3, 3, 2, 2, 1, 1, 1, 1},
     };
     rng_seed(21);
-    for (int portable = 0; portable <= 1; portable++) {
-        gs_deform_conv_use_portable_kernels(portable);
+    for (int kern = GS_DEFORM_KERNELS_AVX512; kern <= GS_DEFORM_KERNELS_PORTABLE; kern++) {
+        if ((int)gs_deform_conv_cap_kernels((gs_deform_kernels)kern) != kern)
+            continue; /* this CPU lacks them */
         for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
             gs_deform_conv_desc d = desc_of(&shapes[si]);
             int ho, wo;
@@ -517,7 +518,7 @@ static void channels_last_matches_reference(void **state)
             test_nchw_nhwc(out_cl, d.n, d.cout, ohw, out, 1);
             double e = max_diff(ref, out, n_out), scale = max_abs(ref, n_out);
             if (!(e <= REL_TOL * scale)) {
-                print_error("shape %zu portable %d: max error %g of %g\n", si, portable, e, scale);
+                print_error("shape %zu kernels %d: max error %g of %g\n", si, kern, e, scale);
                 fail();
             }
             gs_deform_conv_scratch_destroy(&sc);
@@ -535,7 +536,7 @@ static void channels_last_matches_reference(void **state)
             free(out);
         }
     }
-    gs_deform_conv_use_portable_kernels(0);
+    gs_deform_conv_cap_kernels(GS_DEFORM_KERNELS_AVX512);
 
     /* Channel counts that are not whole 16-channel blocks, and offsets in another layout than
      * the conv's, are refused. */
@@ -634,23 +635,27 @@ static void repeated_runs_reuse_scratch(void **state)
     free(a2);
 }
 
-/* The portable C kernels (used on machines without AVX-512) against the reference. */
-static void portable_kernels_match_reference(void **state)
+/* The AVX2 and portable C kernels (used on machines without AVX-512, or without AVX2) against
+ * the reference. */
+static void slower_kernels_match_reference(void **state)
 {
     const shape shapes[] = {
         {2, 3, 17, 7, 13, 3, 3, 1, 1, 1, 1, 1, 1},
         {1, 32, 48, 11, 10, 3, 3, 2, 2, 1, 1, 1, 1},
         {2, 16, 16, 12, 13, 3, 3, 1, 1, 2, 2, 2, 2},
     };
-    gs_deform_conv_use_portable_kernels(1);
-    rng_seed(12);
-    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
-        check_random(&shapes[s], 2.5f, 1, 1);
-        check_random(&shapes[s], 20.0f, 0, 1);
+    for (int kern = GS_DEFORM_KERNELS_AVX2; kern <= GS_DEFORM_KERNELS_PORTABLE; kern++) {
+        if ((int)gs_deform_conv_cap_kernels((gs_deform_kernels)kern) != kern)
+            continue; /* this CPU lacks them */
+        rng_seed(12);
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+            check_random(&shapes[s], 2.5f, 1, 1);
+            check_random(&shapes[s], 20.0f, 0, 1);
+        }
+        fractional_offsets_at_borders(state);
+        raw_offset_formats(state);
     }
-    fractional_offsets_at_borders(state);
-    raw_offset_formats(state);
-    gs_deform_conv_use_portable_kernels(0);
+    gs_deform_conv_cap_kernels(GS_DEFORM_KERNELS_AVX512);
 }
 
 /* Convs built under different OpenMP thread counts coexist (oneDNN caches primitives by the
@@ -843,7 +848,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(channels_last_matches_reference),
         cmocka_unit_test(sigmoid_of_raw_mask_is_accurate),
         cmocka_unit_test(repeated_runs_reuse_scratch),
-        cmocka_unit_test(portable_kernels_match_reference),
+        cmocka_unit_test(slower_kernels_match_reference),
         cmocka_unit_test(thread_count_changes),
         cmocka_unit_test(bad_arguments_are_errors),
         cmocka_unit_test(pack_unpack_round_trip),

@@ -280,9 +280,9 @@ static void portable_matches_avx512(void **state)
     uint16_t *ra = malloc(blocked * sizeof *ra), *rb = malloc(blocked * sizeof *rb);
     assert_true(a && b && ra && rb);
     assert_int_equal(run_bf16(&d, in, off, mask, wt, NULL, 1, a, ra), 0);
-    gs_deform_conv_use_portable_kernels(1);
+    gs_deform_conv_cap_kernels(GS_DEFORM_KERNELS_PORTABLE);
     int rc = run_bf16(&d, in, off, mask, wt, NULL, 1, b, rb);
-    gs_deform_conv_use_portable_kernels(0);
+    gs_deform_conv_cap_kernels(GS_DEFORM_KERNELS_AVX512);
     assert_int_equal(rc, 0);
     assert_memory_equal(ra, rb, blocked * sizeof *ra);
     free(in);
@@ -375,9 +375,9 @@ static void channels_last(void **state)
             print_error("channels-last %zu: max err %g, max |ref| %g\n", i, err, scale);
             fail();
         }
-        gs_deform_conv_use_portable_kernels(1);
+        gs_deform_conv_cap_kernels(GS_DEFORM_KERNELS_PORTABLE);
         run_bf16_cl(sh, in, raw, wt, bias, fast, bb);
-        gs_deform_conv_use_portable_kernels(0);
+        gs_deform_conv_cap_kernels(GS_DEFORM_KERNELS_AVX512);
         assert_memory_equal(ba, bb, n_out * sizeof *ba);
         free(in);
         free(raw);
