@@ -20,6 +20,15 @@ add_test(NAME runtime_parity
                  --size ${GS_RUNTIME_PARITY_SIZE})
 set_tests_properties(runtime_parity PROPERTIES LABELS parity ENVIRONMENT "${GS_TEST_ENV}"
                      TIMEOUT 900)
+# The same with oneDNN capped at AVX2: every network channels-last, as on a CPU without
+# AVX-512 (model/runtime.h), on 128x128 inputs (the reference kernels of anything still
+# blocked would take minutes at 512).
+add_test(NAME runtime_parity_avx2
+         COMMAND /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/parity/runtime_parity.py
+                 --gastroscreen $<TARGET_FILE:gastroscreen>
+                 --work ${CMAKE_CURRENT_BINARY_DIR}/runtime_parity_avx2 --size 128)
+set_tests_properties(runtime_parity_avx2 PROPERTIES LABELS parity TIMEOUT 900
+                     ENVIRONMENT "${GS_TEST_ENV};ONEDNN_MAX_CPU_ISA=AVX2")
 
 
 # gs_model_load_nets: building only some networks of the seeded four-network bundle.
