@@ -666,8 +666,9 @@ plan_tap_avx512(int h, int w, int np, const float *by, const float *bx, float io
     }
 }
 
-/* plan_tap_generic, 8 pixels at a time, with the same arithmetic (so the same bits); the last
- * np % 8 pixels go through plan_tap_generic. */
+/* plan_tap_generic, 8 pixels at a time, with the same arithmetic (so the same weights; a sample
+ * outside the map gets other clamped addresses, at weight 0); the last np % 8 pixels go
+ * through plan_tap_generic. */
 __attribute__((target("avx2,fma"))) static void
 plan_tap_avx2(int h, int w, int np, const float *by, const float *bx, float ioff, float joff,
               const float *dy, const float *dx, const float *m, int32_t *idx, float *wt, int pad)
