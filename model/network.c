@@ -773,8 +773,8 @@ int gs_net_run_foreground(gs_net_state *s, const uint8_t *rgb, float *logit, flo
  * holding tissue every position counts (the plain mean). */
 enum { BLUR_GLASS_GREY = 215, BLUR_BLOCK_TISSUE = 4, BLUR_MIN_SHARE_DIV = 32, BLUR_STRIDE = 4 };
 
-/* mask[fh*fw] of one h x w RGB crop; returns the number of positions counted. */
-static size_t blur_tissue_mask(const uint8_t *rgb, int h, int w, int fh, int fw, uint8_t *mask)
+/* mask[fh*fw] of one h x w RGB crop. */
+static void blur_tissue_mask(const uint8_t *rgb, int h, int w, int fh, int fw, uint8_t *mask)
 {
     size_t count = 0;
     for (int fy = 0; fy < fh; fy++)
@@ -789,11 +789,8 @@ static size_t blur_tissue_mask(const uint8_t *rgb, int h, int w, int fh, int fw,
             mask[(size_t)fy * fw + fx] = n >= BLUR_BLOCK_TISSUE;
             count += n >= BLUR_BLOCK_TISSUE;
         }
-    if (count * BLUR_MIN_SHARE_DIV < (size_t)fh * fw) {
+    if (count * BLUR_MIN_SHARE_DIV < (size_t)fh * fw)
         memset(mask, 1, (size_t)fh * fw);
-        count = (size_t)fh * fw;
-    }
-    return count;
 }
 
 /* The tissue pool of the conv2 output t (float32, either layout) into out[n][c]: the mean over
@@ -803,30 +800,13 @@ static int blur_tissue_pool(const gs_rt_tensor *t, const uint8_t *rgb, int h, in
     GS_ASSERT(!t->q && !t->bf16); /* the blur network always runs fp32 */
     size_t hw = (size_t)t->h * t->w;
     uint8_t *mask = malloc((size_t)t->n * hw);
-    float *plane = malloc((size_t)t->n * hw * sizeof(float));
-    size_t *count = malloc((size_t)t->n * sizeof *count);
-    int rc = 0;
-    if (!mask || !plane || !count) {
-        rc = gs_error_set("blur: out of memory");
-        goto free_buffers;
-    }
+    if (!mask)
+        return gs_error_set("blur: out of memory");
     for (int n = 0; n < t->n; n++)
-        count[n] = blur_tissue_mask(rgb + (size_t)n * h * w * 3, h, w, t->h, t->w, mask + n * hw);
-    for (int c = 0; c < t->c; c++) {
-        gs_rt_extract_channel(t, c, plane);
-        for (int n = 0; n < t->n; n++) {
-            double acc = 0.0;
-            for (size_t i = n * hw; i < (n + 1) * hw; i++)
-                if (mask[i])
-                    acc += plane[i];
-            out[(size_t)n * t->c + c] = (float)(acc / (double)count[n]);
-        }
-    }
-free_buffers:
-    free(count);
-    free(plane);
+        blur_tissue_mask(rgb + (size_t)n * h * w * 3, h, w, t->h, t->w, mask + n * hw);
+    gs_rt_masked_mean(t, mask, out);
     free(mask);
-    return rc;
+    return 0;
 }
 
 int gs_net_run_blur(gs_net_state *s, const uint8_t *rgb, float *logit)

@@ -1747,10 +1747,23 @@ static void block_at(const gs_rt_tensor *t, int n, int b, size_t *at, size_t *px
 
 void gs_rt_gap(const gs_rt_tensor *t, float *out)
 {
+    gs_rt_masked_mean(t, NULL, out);
+}
+
+void gs_rt_masked_mean(const gs_rt_tensor *t, const uint8_t *mask, float *out)
+{
     GS_ASSERT(!t->plain && !t->q);
     int nb = (t->c + 15) / 16;
     size_t hw = (size_t)t->h * t->w;
-    for (int n = 0; n < t->n; n++)
+    for (int n = 0; n < t->n; n++) {
+        const uint8_t *mk = mask ? mask + (size_t)n * hw : NULL;
+        size_t count = hw;
+        if (mk) {
+            count = 0;
+            for (size_t i = 0; i < hw; i++)
+                count += mk[i] != 0;
+            GS_ASSERT(count > 0);
+        }
         for (int b = 0; b < nb; b++) {
             size_t at, px;
             int lanes;
@@ -1758,18 +1771,25 @@ void gs_rt_gap(const gs_rt_tensor *t, float *out)
             double acc[16] = {0};
             if (t->bf16) {
                 const uint16_t *base = (const uint16_t *)t->data + at;
-                for (size_t i = 0; i < hw; i++)
+                for (size_t i = 0; i < hw; i++) {
+                    if (mk && !mk[i])
+                        continue;
                     for (int l = 0; l < lanes; l++)
                         acc[l] += gs_bf16_to_f32(base[i * px + l]);
+                }
             } else {
                 const float *base = (const float *)t->data + at;
-                for (size_t i = 0; i < hw; i++)
+                for (size_t i = 0; i < hw; i++) {
+                    if (mk && !mk[i])
+                        continue;
                     for (int l = 0; l < lanes; l++)
                         acc[l] += base[i * px + l];
+                }
             }
             for (int l = 0; l < lanes; l++)
-                out[(size_t)n * t->c + b * 16 + l] = (float)(acc[l] / (double)hw);
+                out[(size_t)n * t->c + b * 16 + l] = (float)(acc[l] / (double)count);
         }
+    }
 }
 
 void gs_rt_extract_channel(const gs_rt_tensor *t, int ch, float *out)

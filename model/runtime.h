@@ -298,6 +298,10 @@ int gs_rt_plan_winograd_convs(const gs_rt_plan *p);
  * caller-owned). */
 void gs_rt_gap(const gs_rt_tensor *t, float *out);
 
+/* As gs_rt_gap, but the mean of image n is over the positions i with mask[n * h * w + i] != 0
+ * (mask: n x h x w bytes, borrowed; every image must have at least one; NULL: all). */
+void gs_rt_masked_mean(const gs_rt_tensor *t, const uint8_t *mask, float *out);
+
 /* Copies channel `ch` of (plain, blocked or channels-last; float32 or bf16) tensor t into
  * out[n][h][w] as float32
  * (caller-owned). */
