@@ -174,8 +174,19 @@ static int apply_options(gs_transport *t, const char *endpoint, int hwm)
         return -1;
     if (zmq_setsockopt(t->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) < 0)
         return gs_error_set("%s: setting ZMQ_MAXMSGSIZE: %s", t->name, zmq_strerror(errno));
-    /* ZMTP heartbeats tear down dead tcp links; inproc and ipc peers die with their host. */
-    if (!strncmp(endpoint, "tcp://", 6) &&
+    /* Dead tcp links must be torn down; inproc and ipc peers die with their host. ZMTP
+     * heartbeats do it on every channel but the tiles: an inbox at its high-water mark stops
+     * reading its tcp stream on purpose (back-pressure), so the PINGs behind the tiles went
+     * unanswered, the link timed out and the tiles in the kernel's buffers were lost (PROTOCOL.md
+     * §2, §10). Tile links use the kernel's keepalive probes, which the peer's kernel answers. */
+    int tcp = !strncmp(endpoint, "tcp://", 6);
+    if (tcp && t->channel == GS_CHANNEL_TILES &&
+        (set_int(t, ZMQ_TCP_KEEPALIVE, 1, "ZMQ_TCP_KEEPALIVE") < 0 ||
+         set_int(t, ZMQ_TCP_KEEPALIVE_IDLE, 10, "ZMQ_TCP_KEEPALIVE_IDLE") < 0 ||
+         set_int(t, ZMQ_TCP_KEEPALIVE_INTVL, 5, "ZMQ_TCP_KEEPALIVE_INTVL") < 0 ||
+         set_int(t, ZMQ_TCP_KEEPALIVE_CNT, 3, "ZMQ_TCP_KEEPALIVE_CNT") < 0))
+        return -1;
+    if (tcp && t->channel != GS_CHANNEL_TILES &&
         (set_int(t, ZMQ_HEARTBEAT_IVL, 1000, "ZMQ_HEARTBEAT_IVL") < 0 ||
          set_int(t, ZMQ_HEARTBEAT_TIMEOUT, 5000, "ZMQ_HEARTBEAT_TIMEOUT") < 0 ||
          set_int(t, ZMQ_HEARTBEAT_TTL, 10000, "ZMQ_HEARTBEAT_TTL") < 0))

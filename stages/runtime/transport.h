@@ -3,9 +3,9 @@
  *
  * Every socket of proto/PROTOCOL.md §2 is a gs_transport: a ZeroMQ socket of one channel
  * (work, tiles, events, intake, submit, query), created with the options the protocol table
- * gives that channel (linger, message size cap, high-water marks, ZMTP heartbeats on tcp://,
- * reconnect back-off, ROUTER_MANDATORY, IMMEDIATE on connecting PUSH/DEALER), bound or
- * connected to an endpoint string (tcp://, ipc://, inproc://).
+ * gives that channel (linger, message size cap, high-water marks, ZMTP heartbeats on tcp://
+ * but kernel keepalives on tile links, reconnect back-off, ROUTER_MANDATORY, IMMEDIATE on
+ * connecting PUSH/DEALER), bound or connected to an endpoint string (tcp://, ipc://, inproc://).
  *
  * Sending packs the channel's envelope and adds the frames of PROTOCOL.md §3 around it: the
  * routing id on a ROUTER (plus the empty delimiter on submit/query), the topic on a PUB

@@ -382,6 +382,57 @@ static void tiles_round_trip_tcp(void **state)
     tiles_round_trip("tcp://127.0.0.1:*");
 }
 
+/* An inbox that stops reading (its worker busy on a batch: the back-pressure of PROTOCOL.md
+ * §10) for longer than a ZMTP heartbeat timeout must lose nothing: the tiles pushed before and
+ * during the stall all arrive once it reads again. With ZMTP heartbeats on the tile link the
+ * PINGs waited behind the tiles, the link was torn down after ~6 s and the tiles in the
+ * kernel's buffers were lost. */
+static void tiles_survive_a_stalled_inbox(void **state)
+{
+    (void)state;
+    enum { SIDE = 512, STALL_MS = 8000 };
+    void *ctx = zmq_ctx_new();
+    gs_transport *pull =
+        gs_transport_new(ctx, GS_CHANNEL_TILES, ZMQ_PULL, GS_BIND, "tcp://127.0.0.1:*", &quiet);
+    assert_non_null(pull);
+    gs_transport *push = gs_transport_new(ctx, GS_CHANNEL_TILES, ZMQ_PUSH, GS_CONNECT,
+                                          gs_transport_endpoint(pull), &quiet);
+    assert_non_null(push);
+    Gastroscreen__V1__TileMessage tm;
+    Gastroscreen__V1__TileHeader th;
+    make_tile(&tm, &th, SIDE, SIDE, 3, GASTROSCREEN__V1__PIXEL_FORMAT__PIXEL_FORMAT_RGB8);
+    size_t n = (size_t)SIDE * SIDE * 3;
+    uint8_t *px = calloc(n, 1);
+    assert_non_null(px);
+
+    /* Push as the tiler does (wait for room, then send) for the whole stall. */
+    uint32_t sent = 0;
+    for (int waited = 0; waited < STALL_MS;) {
+        zmq_pollitem_t it = {gs_transport_socket(push), 0, ZMQ_POLLOUT, 0};
+        int r = zmq_poll(&it, 1, 100);
+        assert_true(r >= 0);
+        if (r == 0) {
+            waited += 100;
+            continue;
+        }
+        th.tile_index = sent;
+        assert_int_equal(gs_transport_send_tile(push, &tm, px, n, NULL, NULL, GS_SEND_DONTWAIT), 0);
+        sent++;
+    }
+    assert_true(sent > 0);
+
+    for (uint32_t i = 0; i < sent; i++) {
+        gs_inbound in;
+        assert_int_equal(recv_one(pull, &in), GS_RECV_MESSAGE);
+        assert_int_equal(in.msg.tile->tile->tile_index, i); /* none lost, in order */
+        gs_inbound_release(&in);
+    }
+    free(px);
+    gs_transport_destroy(&push);
+    gs_transport_destroy(&pull);
+    zmq_ctx_term(ctx);
+}
+
 static void expect_tile_drop(gs_transport *pull, void *raw, const void *const *frames,
                              const size_t *lens, int n, gs_drop_reason reason)
 {
@@ -699,12 +750,19 @@ static void bad_arguments(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(work_round_trip_inproc),  cmocka_unit_test(work_round_trip_tcp),
-        cmocka_unit_test(work_garbage_inproc),     cmocka_unit_test(work_garbage_tcp),
-        cmocka_unit_test(tiles_round_trip_inproc), cmocka_unit_test(tiles_round_trip_tcp),
-        cmocka_unit_test(tiles_garbage_inproc),    cmocka_unit_test(tiles_garbage_tcp),
-        cmocka_unit_test(submit_answers_garbage),  cmocka_unit_test(event_topics),
-        cmocka_unit_test(events_topic_checked),    cmocka_unit_test(bad_arguments),
+        cmocka_unit_test(work_round_trip_inproc),
+        cmocka_unit_test(work_round_trip_tcp),
+        cmocka_unit_test(work_garbage_inproc),
+        cmocka_unit_test(work_garbage_tcp),
+        cmocka_unit_test(tiles_round_trip_inproc),
+        cmocka_unit_test(tiles_round_trip_tcp),
+        cmocka_unit_test(tiles_garbage_inproc),
+        cmocka_unit_test(tiles_garbage_tcp),
+        cmocka_unit_test(tiles_survive_a_stalled_inbox),
+        cmocka_unit_test(submit_answers_garbage),
+        cmocka_unit_test(event_topics),
+        cmocka_unit_test(events_topic_checked),
+        cmocka_unit_test(bad_arguments),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
