@@ -341,8 +341,24 @@ int gs_precision_parse(const char *s, gs_precision *p)
                         s ? s : "(missing)");
 }
 
-gs_precision gs_precision_default(void)
+int gs_precision_budget_met(const gs_weights *w, gs_precision p)
 {
+    GS_ASSERT(p >= 0 && p < GS_PRECISION_COUNT);
+    if (p == GS_PRECISION_FP32)
+        return 1;
+    char key[64];
+    snprintf(key, sizeof key, GS_PRECISION_BUDGET_PREFIX "%s", precision_names[p]);
+    const char *v = w ? gs_weights_meta(w, key) : NULL;
+    return v && !strncmp(v, "met", 3) && (v[3] == '\0' || v[3] == ';');
+}
+
+gs_precision gs_precision_default(const gs_weights *w)
+{
+    if (gs_precision_budget_met(w, GS_PRECISION_INT8) &&
+        gs_dnnl_isa_has(dnnl_cpu_isa_avx512_core_vnni))
+        return GS_PRECISION_INT8;
+    if (gs_precision_budget_met(w, GS_PRECISION_BF16) && gs_bf16_pays())
+        return GS_PRECISION_BF16;
     return GS_PRECISION_FP32;
 }
 

@@ -149,13 +149,32 @@ const char *gs_precision_name(gs_precision p);
 /* "fp32", "bf16" or "int8" -> *p. Returns 0, or -1 with the error naming the value. */
 int gs_precision_parse(const char *s, gs_precision *p);
 
-/* The precision to run when none is asked for: bf16 only where the CPU runs it natively AND
- * its accuracy budget against fp32 holds (patch score within 0.01, feature cosine >= 0.999,
- * segmentation within 0.02 on real tiles; tests/parity/precision_budget.py). The budget does
- * not hold for the bundles this project has (seeded random weights: bf16 moves their
- * segmentation logits by ~20% of their range, and so does rounding only the weights to bf16
- * in the PyTorch mirror), so this is fp32 until a trained bundle meets it. */
-gs_precision gs_precision_default(void);
+/* Metadata key prefix of the accuracy budgets a bundle records (model/FORMAT.md "precision
+ * budgets"): GS_PRECISION_BUDGET_PREFIX "bf16" and "int8", written by `gastroscreen calibrate`
+ * after running that precision against fp32 on real tiles. */
+#define GS_PRECISION_BUDGET_PREFIX "precision.budget."
+
+/* The budgets (patch score, feature cosine, segmentation; against fp32, on every tile): bf16
+ * |score| <= 0.01, cosine >= 0.999, max |seg sigmoid| <= 0.02; int8 |score| <= 0.03, cosine
+ * >= 0.99, Dice of seg > 0.5 >= 0.95. */
+#define GS_BF16_BUDGET_SCORE 0.01
+#define GS_BF16_BUDGET_COSINE 0.999
+#define GS_BF16_BUDGET_SEG 0.02
+#define GS_INT8_BUDGET_SCORE 0.03
+#define GS_INT8_BUDGET_COSINE 0.99
+#define GS_INT8_BUDGET_DICE 0.95
+
+/* 1 when the bundle w records the budget of p as met (its key's value is "met" or starts with
+ * "met;"); fp32 always; 0 otherwise (w NULL, no key, "unmet ..."). */
+int gs_precision_budget_met(const gs_weights *w, gs_precision p);
+
+/* The precision to run when none is asked for, on bundle w (may be NULL): the fastest this CPU
+ * runs natively whose budget w records as met (gs_precision_budget_met): int8 where the CPU
+ * has VNNI (oneDNN ISA avx512_core_vnni), else bf16 where bf16 pays (ops/cpu_rate.h
+ * gs_bf16_pays), else fp32. A bundle nobody measured (every bundle this project makes: seeded
+ * random weights move their segmentation by tenths in bf16, tests/parity/precision_budget.py)
+ * runs fp32. */
+gs_precision gs_precision_default(const gs_weights *w);
 
 /* What can run when `asked` is asked for: asked itself, or fp32 when asked is bf16 and the
  * CPU lacks native bf16 (emulated bf16 would be slower than fp32). int8 likewise needs VNNI

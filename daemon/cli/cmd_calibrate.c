@@ -12,18 +12,28 @@
  * does; it is also what oneDNN's and OpenVINO's default min/max calibration do. Tiles should
  * look like what the lab scans (tissue tiles of real slides): the scales fit what was seen.
  *
- * Exit status: 0 written, 1 failure (message names the file), 2 usage.
+ * It then measures the accuracy budgets (model/network.h GS_BF16_BUDGET_*, GS_INT8_BUDGET_*)
+ * of each reduced precision this CPU runs natively, from B8 against fp32, on the tiles of
+ * --check DIR (held-out tiles; without it, the calibration tiles, which flatters int8) and
+ * records each as "precision.budget.<p>" = "met; ..." or "unmet; ..." with the worst figures
+ * (model/FORMAT.md "precision budgets"): gs_precision_default runs a bundle in the fastest
+ * precision whose budget it records as met. A precision this CPU cannot run is not measured
+ * and gets no key (a key of B is dropped: the ranges it was measured with are gone).
+ *
+ * Exit status: 0 written, 1 failure (message names the file; B8 is not left behind), 2 usage.
  */
 #include "daemon/cli/commands.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "model/network.h"
 #include "model/weights.h"
@@ -34,9 +44,13 @@ enum { MAX_SIZES = 8 };
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: gastroscreen calibrate --model BUNDLE --tiles DIR [--max N] --out BUNDLE8\n"
+    fprintf(f, "usage: gastroscreen calibrate --model BUNDLE --tiles DIR [--max N] [--check DIR2]\n"
+               "                              --out BUNDLE8\n"
                "  runs the multi-task network on DIR's PNG tiles (at most N, default 64) and\n"
-               "  writes BUNDLE8: BUNDLE plus the int8 activation ranges (precision = int8)\n");
+               "  writes BUNDLE8: BUNDLE plus the int8 activation ranges (precision = int8)\n"
+               "  and, for bf16 and int8 where this CPU runs them natively, whether their\n"
+               "  accuracy budget against fp32 holds on DIR2's tiles (at most N; default: the\n"
+               "  calibration tiles); the default precision is the fastest whose budget holds\n");
 }
 
 typedef struct {
@@ -127,14 +141,189 @@ oom:
     return gs_error_set("out of memory listing %s", dir);
 }
 
+static float sigmoidf(float x)
+{
+    return 1.0f / (1.0f + expf(-x));
+}
+
+/* One forward of a tile: score = sigmoid(logit), feature, seg logits (caller-sized). */
+typedef struct {
+    float score, feature[512], *seg;
+} tile_out;
+
+/* The worst figures of one precision against fp32 over the check tiles. */
+typedef struct {
+    double score;  /* max |score - score_fp32| */
+    double cosine; /* min feature cosine */
+    double seg;    /* bf16: max |sigmoid(seg) - sigmoid(seg_fp32)|; int8: min Dice at 0.5 */
+} budget_figs;
+
+static double cosine(const float *a, const float *b, int n)
+{
+    double ab = 0, aa = 0, bb = 0;
+    for (int i = 0; i < n; i++) {
+        ab += (double)a[i] * b[i];
+        aa += (double)a[i] * a[i];
+        bb += (double)b[i] * b[i];
+    }
+    /* Two zero features are the same feature. */
+    return aa > 0 && bb > 0 ? ab / sqrt(aa * bb) : (aa == bb ? 1.0 : 0.0);
+}
+
+/* fmax / fmin that let a NaN through as the worst value, so it never passes a budget. */
+static double worst_max(double a, double b)
+{
+    return isnan(b) ? INFINITY : fmax(a, b);
+}
+
+static double worst_min(double a, double b)
+{
+    return isnan(b) ? -INFINITY : fmin(a, b);
+}
+
+static void compare(gs_precision p, const tile_out *ref, const tile_out *o, size_t nseg,
+                    budget_figs *f)
+{
+    f->score = worst_max(f->score, fabs((double)o->score - ref->score));
+    f->cosine = worst_min(f->cosine, cosine(ref->feature, o->feature, 512));
+    if (p == GS_PRECISION_BF16) {
+        for (size_t i = 0; i < nseg; i++)
+            f->seg = worst_max(f->seg, fabs((double)sigmoidf(o->seg[i]) - sigmoidf(ref->seg[i])));
+        return;
+    }
+    /* logit > 0 is sigmoid > 0.5. Two empty masks agree. */
+    size_t both = 0, a = 0, b = 0;
+    for (size_t i = 0; i < nseg; i++) {
+        a += ref->seg[i] > 0.0f;
+        b += o->seg[i] > 0.0f;
+        both += ref->seg[i] > 0.0f && o->seg[i] > 0.0f;
+    }
+    f->seg = worst_min(f->seg, a + b ? 2.0 * (double)both / (double)(a + b) : 1.0);
+}
+
+static int figs_met(gs_precision p, const budget_figs *f)
+{
+    if (p == GS_PRECISION_BF16)
+        return f->score <= GS_BF16_BUDGET_SCORE && f->cosine >= GS_BF16_BUDGET_COSINE &&
+               f->seg <= GS_BF16_BUDGET_SEG;
+    return f->score <= GS_INT8_BUDGET_SCORE && f->cosine >= GS_INT8_BUDGET_COSINE &&
+           f->seg >= GS_INT8_BUDGET_DICE;
+}
+
+/* Runs the calibrated bundle at path in fp32 and in each reduced precision this CPU runs
+ * natively on the tiles, and rewrites it with one precision.budget key per precision run.
+ * Prints the figures. Returns 0 or -1 with the error set. */
+static int check_budgets(const char *path, char **tiles, int ntiles, const char *which)
+{
+    gs_precision precs[3] = {GS_PRECISION_FP32};
+    int np = 1;
+    for (gs_precision p = GS_PRECISION_BF16; p <= GS_PRECISION_INT8; p++)
+        if (gs_precision_usable(p, NULL, 0) == p)
+            precs[np++] = p;
+    const gs_net_id mt = GS_NET_MULTITASK;
+    gs_model *m = gs_model_load_nets(path, &mt, 1);
+    gs_net_state *st[3] = {0};
+    tile_out out[3] = {0};
+    budget_figs figs[3];
+    char *keys[2] = {0}, *vals[2] = {0};
+    int rc = -1, used = 0, sw = 0, sh = 0;
+    for (int q = 0; q < 3; q++)
+        figs[q] = (budget_figs){0.0, 1.0, q && precs[q] == GS_PRECISION_INT8 ? 1.0 : 0.0};
+    if (!m)
+        goto done;
+    for (int i = 0; i < ntiles; i++) {
+        uint8_t *px = NULL;
+        int w, h;
+        if (gs_png_read(tiles[i], 3, &px, &w, &h))
+            goto done;
+        if (w % 32 || h % 32) {
+            free(px);
+            continue;
+        }
+        size_t nseg = (size_t)(h / 4) * (w / 4);
+        if (w != sw || h != sh) {
+            for (int q = 0; q < np; q++) {
+                gs_net_state_destroy(&st[q]);
+                float *seg = realloc(out[q].seg, nseg * sizeof *seg);
+                if (!seg) {
+                    free(px);
+                    gs_error_set("out of memory");
+                    goto done;
+                }
+                out[q].seg = seg;
+                /* A state keeps the precision set when it was made. */
+                if (gs_model_set_precision(m, precs[q]) ||
+                    !(st[q] = gs_net_state_new(m, mt, 1, h, w))) {
+                    free(px);
+                    goto done;
+                }
+            }
+            sw = w;
+            sh = h;
+        }
+        for (int q = 0; q < np; q++) {
+            float logit;
+            if (gs_net_run_multitask(st[q], px, &logit, out[q].feature, out[q].seg)) {
+                free(px);
+                goto done;
+            }
+            out[q].score = sigmoidf(logit);
+            if (q)
+                compare(precs[q], &out[0], &out[q], nseg, &figs[q]);
+        }
+        free(px);
+        used++;
+    }
+    if (used == 0) {
+        gs_error_set("no check tile with a size that is a multiple of 32");
+        goto done;
+    }
+    for (int q = 1; q < np; q++) {
+        const char *name = gs_precision_name(precs[q]);
+        int met = figs_met(precs[q], &figs[q]);
+        keys[q - 1] = malloc(64);
+        vals[q - 1] = malloc(256);
+        if (!keys[q - 1] || !vals[q - 1]) {
+            gs_error_set("out of memory");
+            goto done;
+        }
+        snprintf(keys[q - 1], 64, GS_PRECISION_BUDGET_PREFIX "%s", name);
+        snprintf(vals[q - 1], 256,
+                 "%s; worst of %d tiles (%s) against fp32: score %.3g, feature cosine %.6f, "
+                 "segmentation %s %.4g",
+                 met ? "met" : "unmet", used, which, figs[q].score, figs[q].cosine,
+                 precs[q] == GS_PRECISION_BF16 ? "max |sigmoid|" : "Dice", figs[q].seg);
+        printf("%s budget %s\n", name, vals[q - 1]);
+    }
+    if (np == 1)
+        printf("no bf16 or int8 budget measured: this CPU runs neither natively\n");
+    rc = gs_weights_write_with_meta(gs_model_weights(m), path, GS_PRECISION_BUDGET_PREFIX,
+                                    (const char *const *)keys, (const char *const *)vals,
+                                    (size_t)np - 1);
+done:
+    for (int q = 0; q < 3; q++) {
+        gs_net_state_destroy(&st[q]);
+        free(out[q].seg);
+    }
+    for (int q = 0; q < 2; q++) {
+        free(keys[q]);
+        free(vals[q]);
+    }
+    gs_model_destroy(&m);
+    return rc;
+}
+
 int gs_cmd_calibrate(int argc, char **argv)
 {
-    const char *model_path = NULL, *dir = NULL, *out = NULL;
+    const char *model_path = NULL, *dir = NULL, *out = NULL, *check_dir = NULL;
     int max = 64;
-    static const struct option opts[] = {
-        {"model", required_argument, NULL, 'm'}, {"tiles", required_argument, NULL, 't'},
-        {"max", required_argument, NULL, 'n'},   {"out", required_argument, NULL, 'o'},
-        {"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {{"model", required_argument, NULL, 'm'},
+                                         {"tiles", required_argument, NULL, 't'},
+                                         {"max", required_argument, NULL, 'n'},
+                                         {"out", required_argument, NULL, 'o'},
+                                         {"check", required_argument, NULL, 'c'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -161,6 +350,9 @@ int gs_cmd_calibrate(int argc, char **argv)
         case 'o':
             out = optarg;
             break;
+        case 'c':
+            check_dir = optarg;
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -174,8 +366,8 @@ int gs_cmd_calibrate(int argc, char **argv)
         return 2;
     }
 
-    int rc = 1, ntiles = 0, used = 0;
-    char **tiles = NULL;
+    int rc = 1, ntiles = 0, used = 0, nchecks = 0, written = 0;
+    char **tiles = NULL, **checks = NULL;
     gs_model *m = NULL;
     gs_net_state *states[MAX_SIZES] = {0};
     int sizes[MAX_SIZES][2];
@@ -190,6 +382,15 @@ int gs_cmd_calibrate(int argc, char **argv)
     if (ntiles == 0) {
         gs_error_set("%s: no PNG tiles to calibrate on", dir);
         goto fail;
+    }
+    if (check_dir) {
+        nchecks = list_tiles(check_dir, max, &checks);
+        if (nchecks < 0)
+            goto fail;
+        if (nchecks == 0) {
+            gs_error_set("%s: no PNG tiles to check the budgets on", check_dir);
+            goto fail;
+        }
     }
     const gs_net_id mt = GS_NET_MULTITASK;
     m = gs_model_load_nets(model_path, &mt, 1);
@@ -278,11 +479,19 @@ int gs_cmd_calibrate(int argc, char **argv)
     if (gs_weights_write_with_meta(gs_model_weights(m), out, GS_INT8_AMAX_PREFIX,
                                    (const char *const *)r.keys, (const char *const *)vals, r.n))
         goto fail;
+    written = 1;
     printf("calibrated %zu convs on %d tiles of %s: wrote %s\n", r.n, used, dir, out);
+    if (check_budgets(out, check_dir ? checks : tiles, check_dir ? nchecks : ntiles,
+                      check_dir ? check_dir : "the calibration tiles"))
+        goto fail;
     rc = 0;
     goto done;
 fail:
     fprintf(stderr, "gastroscreen calibrate: %s\n", gs_error_get());
+    /* Half a result (ranges without their budgets, or a budget of the input bundle kept with
+     * other ranges) must not pass for a calibrated bundle. */
+    if (written)
+        unlink(out);
 done:
     for (int k = 0; k < nstates; k++)
         gs_net_state_destroy(&states[k]);
@@ -290,6 +499,9 @@ done:
     for (int i = 0; i < ntiles; i++)
         free(tiles[i]);
     free(tiles);
+    for (int i = 0; i < nchecks; i++)
+        free(checks[i]);
+    free(checks);
     for (size_t i = 0; i < r.n; i++) {
         free(r.keys[i]);
         if (vals)

@@ -72,10 +72,11 @@ static void usage(FILE *f)
     fprintf(f, "usage: gastroscreen infer --model BUNDLE TILE.png [TILE.png ...] [--out DIR] "
                "[--json]\n"
                "       gastroscreen infer --model BUNDLE SLIDE --x X --y Y [--out DIR] [--json]\n"
-               "       (either form also takes --precision fp32|bf16|int8, default fp32; bf16 on\n"
-               "       a CPU without native bf16 runs fp32, int8 from a bundle without\n"
-               "       `gastroscreen calibrate`'s ranges or on a CPU without VNNI runs bf16 or\n"
-               "       fp32, and each says so)\n"
+               "       (either form also takes --precision fp32|bf16|int8; default: the fastest\n"
+               "       this CPU runs natively whose accuracy budget the bundle records as met by\n"
+               "       `gastroscreen calibrate`, else fp32; bf16 on a CPU without native bf16\n"
+               "       runs fp32, int8 from a bundle without `gastroscreen calibrate`'s ranges\n"
+               "       or on a CPU without VNNI runs bf16 or fp32, and each says so)\n"
                "\n"
                "Runs the multi-task network on a tile (PNG, H and W multiples of 32; several PNGs\n"
                "of one size make a batch) or on the tile_size tile of SLIDE at the bundle's\n"
@@ -486,7 +487,8 @@ int gs_cmd_infer(int argc, char **argv)
     const char *model_path = NULL, *out = NULL;
     long long x = 0, y = 0;
     int have_x = 0, have_y = 0, c;
-    gs_precision precision = gs_precision_default();
+    gs_precision precision = GS_PRECISION_FP32;
+    int have_precision = 0;
     optind = 1;
     json_mode = 0;
     while ((c = getopt_long(argc, argv, "m:o:h", opts, NULL)) != -1) {
@@ -516,6 +518,7 @@ int gs_cmd_infer(int argc, char **argv)
                 fprintf(stderr, "gastroscreen infer: --precision: %s\n", gs_error_get());
                 return 2;
             }
+            have_precision = 1;
             break;
         case 'h':
             usage(stdout);
@@ -562,6 +565,8 @@ int gs_cmd_infer(int argc, char **argv)
     m = gs_model_load(model_path);
     if (!m)
         goto fail;
+    if (!have_precision)
+        precision = gs_precision_default(gs_model_weights(m));
     char why[160];
     precision = gs_precision_usable(precision, why, sizeof why);
     if (why[0])

@@ -49,6 +49,8 @@
 #include "daemon/service/config.h"
 #include "daemon/cli/embedded.h"
 #include "daemon/cli/default_bundle.h"
+#include "model/network.h"
+#include "model/weights.h"
 #include "ops/error.h"
 #include "stages/runtime/fileio.h"
 
@@ -82,9 +84,11 @@ static void usage(FILE *f)
           "                  k x 512 float32) as DIR/<slide id>.npy (`gastroscreen features`)\n"
           "  --precision P   the multi-task network's arithmetic, fp32, bf16 or int8 (from a\n"
           "                  bundle made by `gastroscreen calibrate`); default: [infer]\n"
-          "                  precision of --config, else fp32 (bf16 on a CPU without native\n"
-          "                  bf16 runs fp32, int8 without VNNI or ranges runs bf16 or fp32,\n"
-          "                  said once on stderr)\n"
+          "                  precision of --config, else the fastest this CPU runs natively\n"
+          "                  whose accuracy budget the bundle records as met (`gastroscreen\n"
+          "                  calibrate` measures it), else fp32 (bf16 on a CPU without\n"
+          "                  native bf16 runs fp32, int8 without VNNI or ranges runs bf16 or\n"
+          "                  fp32, said once on stderr)\n"
           "Exit status: 0 when every slide got a negative, positive or unassessable verdict;\n"
           "1 when any slide failed or could not be submitted, or the service failed; 2 on a\n"
           "usage error.\n",
@@ -229,7 +233,7 @@ int gs_cmd_screen(int argc, char **argv)
 {
     const char *model_arg = NULL, *out_arg = DEFAULT_OUT, *config_path = NULL, *features_dir = NULL;
     int quiet = 1, have_precision = 0;
-    gs_precision precision = gs_precision_default();
+    gs_precision precision = GS_PRECISION_FP32;
     static const struct option opts[] = {{"model", required_argument, NULL, 'm'},
                                          {"out", required_argument, NULL, 'o'},
                                          {"config", required_argument, NULL, 'c'},
@@ -297,9 +301,19 @@ int gs_cmd_screen(int argc, char **argv)
     char model[PATH_MAX];
     if (find_model(model_arg, cfg, model, sizeof model) != 0)
         goto report;
-    if (!have_precision && cfg->infer_precision[0] &&
-        gs_precision_parse(cfg->infer_precision, &precision) != 0)
-        goto report;
+    if (!have_precision && cfg->infer_precision[0]) {
+        if (gs_precision_parse(cfg->infer_precision, &precision) != 0)
+            goto report;
+        have_precision = 1;
+    }
+    if (!have_precision) {
+        /* Only the header is read (the tensors are mapped, not loaded). */
+        gs_weights *w = gs_weights_open(model);
+        if (!w)
+            goto report;
+        precision = gs_precision_default(w);
+        gs_weights_destroy(&w);
+    }
     char why[160];
     precision = gs_precision_usable(precision, why, sizeof why);
     if (why[0])

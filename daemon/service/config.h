@@ -61,7 +61,7 @@ typedef struct {
     /* [infer] */
     uint32_t infer_threads, infer_batch, heatmap_size, infer_context;
     char *infer_tile_inbox, *infer_advertise_host;
-    char *infer_precision; /* "fp32", "bf16" or "" (model/network.h gs_precision_default) */
+    char *infer_precision; /* "fp32", "bf16", "int8" or "" (model/network.h gs_precision_default) */
     /* [screener] */
     uint32_t screener_threads, top_k;
     double threshold;

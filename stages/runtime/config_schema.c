@@ -161,8 +161,10 @@ static const gs_config_key_info KEYS[GS_CFG_KEY_COUNT] = {
                                  "where to bind the tile inbox"},
     [GS_CFG_INFER_ADVERTISE_HOST] = {"infer", "advertise_host", GS_CONFIG_STRING, "", 0, 0,
                                      "host tilers connect to; empty = this host's name"},
-    [GS_CFG_INFER_PRECISION] = {"infer", "precision", GS_CONFIG_STRING, "", 0, 0,
-                                "fp32 or bf16; empty = fp32 (gs_precision_default)"},
+    [GS_CFG_INFER_PRECISION] =
+        {"infer", "precision", GS_CONFIG_STRING, "", 0, 0,
+         "fp32, bf16 or int8; empty = the fastest the CPU runs natively whose budget the bundle "
+         "records as met, else fp32 (gs_precision_default)"},
     [GS_CFG_SCREENER_THREADS] = {"screener", "threads", GS_CONFIG_COUNT, "1", 1, 256,
                                  "screener worker threads"},
     [GS_CFG_SCREENER_THRESHOLD] = {"screener", "threshold", GS_CONFIG_NUMBER, "0.74", 0, 1,

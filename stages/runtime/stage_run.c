@@ -51,11 +51,12 @@ static int fail(const char *name)
     return 1;
 }
 
-/* The infer worker's precision: [infer] precision or --precision, else this CPU's best; bf16
- * on a CPU without it runs fp32 after one warning line. Returns 0 or -1 with the error set. */
+/* The infer worker's precision: [infer] precision or --precision, else the fastest this CPU runs
+ * natively whose budget the bundle records as met (gs_precision_default); bf16 on a CPU without
+ * it runs fp32 after one warning line. Returns 0 or -1 with the error set. */
 static int apply_precision(const char *name, const gs_stage_config *c, gs_model *m)
 {
-    gs_precision asked = gs_precision_default();
+    gs_precision asked = gs_precision_default(gs_model_weights(m));
     if (c->precision[0] && gs_precision_parse(c->precision, &asked))
         return -1;
     char why[160];

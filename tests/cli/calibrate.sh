@@ -2,8 +2,11 @@
 # gastroscreen calibrate, end to end on the build's default bundle: usage and folder errors
 # (missing, empty, only tiles of unusable sizes), a calibration on three 256 x 256 tiles of
 # the CMU-1 small region (plus a 50 x 50 PNG it must skip) whose bundle keeps every tensor
-# byte for byte and adds one positive int8.amax key per quantised conv, `infer --precision
-# int8` running from it (no fallback line, features close to fp32), the uncalibrated bundle
+# byte for byte and adds one positive int8.amax key per quantised conv and one
+# precision.budget key per reduced precision this CPU runs (the verdict agreeing with its
+# figures and with what was printed; --check on other tiles), `infer --precision
+# int8` running from it (no fallback line, features close to fp32), `infer` without
+# --precision following the recorded budgets, the uncalibrated bundle
 # falling back with one line naming it, and a re-calibration of the calibrated bundle. Exits
 # 77 (skipped) after the calibration checks on a CPU without VNNI.
 # Usage: calibrate.sh GASTROSCREEN_BINARY DEFAULT_BUNDLE
@@ -36,6 +39,10 @@ os.makedirs(odd)
 s = openslide.OpenSlide(slide)
 for i, (x, y) in enumerate(((700, 900), (200, 300), (1200, 500))):
     s.read_region((x, y), 0, (256, 256)).convert("RGB").save(os.path.join(tiles, "t%d.png" % i))
+os.makedirs(tiles + "-check")
+for i, (x, y) in enumerate(((900, 1500), (1500, 2000))):
+    s.read_region((x, y), 0, (256, 256)).convert("RGB").save(
+        os.path.join(tiles + "-check", "c%d.png" % i))
 Image.new("RGB", (50, 50), (200, 120, 180)).save(os.path.join(tiles, "z_small.png"))
 Image.new("RGB", (50, 50), (200, 120, 180)).save(os.path.join(odd, "small.png"))
 PY
@@ -53,6 +60,12 @@ check "a folder of unusable sizes fails (1)" runs 1 o e calibrate --model "$bund
 check "  saying why" grep -q "not a multiple of 32" e
 check "a missing bundle fails (1)" runs 1 o e calibrate --model "$work/none.safetensors" --tiles tiles --out "$b8"
 check "  and writes nothing" test ! -e "$b8"
+check "a missing --check folder fails (1)" runs 1 o e calibrate --model "$bundle" --tiles tiles --check "$work/nope" --out "$b8"
+check "  naming the folder" grep -q "$work/nope: cannot open the tiles folder" e
+check "  and writes nothing" test ! -e "$b8"
+check "a --check folder of unusable sizes fails (1)" runs 1 o e calibrate --model "$bundle" --tiles tiles --check odd --out "$b8"
+check "  saying why" grep -q "no check tile with a size that is a multiple of 32" e
+check "  and leaves no bundle behind" test ! -e "$b8"
 
 check "calibrate on three tiles" runs 0 o e calibrate --model "$bundle" --tiles tiles --out "$b8"
 check "  skips the 50x50 tile" grep -q "z_small.png: 50x50 is not a multiple of 32; skipped" e
@@ -73,9 +86,10 @@ ma, ta, ha = read(sys.argv[1])
 mb, tb, hb = read(sys.argv[2])
 assert ta == tb, "tensor bytes differ"
 assert all(ha[k]["shape"] == hb[k]["shape"] and ha[k]["dtype"] == hb[k]["dtype"] for k in ha)
-extra = {k: v for k, v in mb.items() if k not in ma}
+extra = {k: v for k, v in mb.items() if k not in ma and not k.startswith("precision.budget.")}
 assert {k: v for k, v in mb.items() if k in ma} == {k: v for k, v in ma.items()
-                                                     if not k.startswith("int8.amax.")}
+                                                     if not k.startswith(("int8.amax.",
+                                                                          "precision.budget."))}
 assert extra and all(k.startswith("int8.amax.multitask.base.") for k in extra), sorted(extra)[:3]
 assert all(float(v) > 0 for v in extra.values())
 assert "int8.amax.multitask.base.base_layer.0" not in extra, "the 3-channel conv stays float"
@@ -83,6 +97,38 @@ assert "int8.amax.multitask.base.base_layer.3" in extra
 print(len(extra), "int8 keys")
 PY
 check "  same tensors and metadata plus int8.amax keys" /usr/bin/python3 "$work/same.py" "$bundle" "$b8"
+
+# One precision.budget key per reduced precision this CPU runs natively: its verdict is what
+# its figures give against the budgets of model/network.h, and it is what was printed.
+cat >"$work/budgets.py" <<'PY'
+import json, re, struct, sys
+path, printed, which = sys.argv[1], open(sys.argv[2]).read(), sys.argv[3]
+raw = open(path, "rb").read()
+meta = json.loads(raw[8:8 + struct.unpack("<Q", raw[:8])[0]])["__metadata__"]
+keys = sorted(k for k in meta if k.startswith("precision.budget."))
+assert set(keys) <= {"precision.budget.bf16", "precision.budget.int8"}, keys
+for k in keys:
+    p, v = k.rsplit(".", 1)[1], meta[k]
+    m = re.fullmatch(r"(met|unmet); worst of (\d+) tiles \((.*)\) against fp32: score (\S+), "
+                     r"feature cosine (\S+), segmentation (max \|sigmoid\||Dice) (\S+)", v)
+    assert m, v
+    score, cos, seg = float(m.group(4)), float(m.group(5)), float(m.group(7))
+    assert m.group(3) == which and int(m.group(2)) > 0, v
+    if p == "bf16":
+        assert m.group(6) == "max |sigmoid|", v
+        met = score <= 0.01 and cos >= 0.999 and seg <= 0.02
+    else:
+        assert m.group(6) == "Dice", v
+        met = score <= 0.03 and cos >= 0.99 and seg >= 0.95
+    assert m.group(1) == ("met" if met else "unmet"), v
+    assert "%s budget %s\n" % (p, v) in printed, (p, v)
+    print(k, "=", v)
+print(len(keys), "budget keys")
+PY
+check "  and a precision.budget key per precision run, true to its figures" \
+  /usr/bin/python3 "$work/budgets.py" "$b8" o "the calibration tiles"
+check "calibrate with --check on other tiles" runs 0 o e calibrate --model "$bundle" --tiles tiles --check tiles-check --out "$work/b8c.safetensors"
+check "  measures the budgets on them" /usr/bin/python3 "$work/budgets.py" "$work/b8c.safetensors" o tiles-check
 
 t0="$work/tiles/t0.png"
 check "infer --precision fp32 from the calibrated bundle" runs 0 o e infer --model "$b8" --precision fp32 --out fp32 "$t0"
@@ -107,6 +153,27 @@ assert cos > 0.95, cos
 assert not np.array_equal(a, b), "int8 gave the fp32 features bit for bit: nothing quantised"
 PY
 check "  features close to fp32, not identical" /usr/bin/python3 "$work/close.py"
+# A bundle that records a budget as met runs, without --precision, in the fastest such
+# precision this CPU has (int8 here: it has VNNI); one recording none met runs fp32.
+cat >"$work/mark.py" <<'PY'
+import json, struct, sys
+src, dst, bf16, int8 = sys.argv[1:]
+raw = open(src, "rb").read()
+n = struct.unpack("<Q", raw[:8])[0]
+head = json.loads(raw[8:8 + n])
+head["__metadata__"]["precision.budget.bf16"] = bf16
+head["__metadata__"]["precision.budget.int8"] = int8
+text = json.dumps(head, separators=(",", ":")).encode()
+text += b" " * (-(len(text)) % 8)
+open(dst, "wb").write(struct.pack("<Q", len(text)) + text + raw[8 + n:])
+PY
+check "a bundle recording both budgets met" /usr/bin/python3 "$work/mark.py" "$b8" "$work/met.safetensors" "met; test" "met; test"
+check "  runs int8 without --precision" runs 0 o e infer --model "$work/met.safetensors" "$t0"
+check "  (says so)" grep -q "^precision: int8" o
+check "a bundle recording neither met" /usr/bin/python3 "$work/mark.py" "$b8" "$work/unmet.safetensors" "unmet; test" "unmet; test"
+check "  runs fp32 without --precision" runs 0 o e infer --model "$work/unmet.safetensors" "$t0"
+check "  (says so)" grep -q "^precision: fp32" o
+
 check "int8 on the uncalibrated bundle still runs" runs 0 o e infer --model "$bundle" --precision int8 "$t0"
 check "  with one fallback line naming the bundle" \
   bash -c "[ \$(grep -c 'no int8 calibration' e) -eq 1 ] && grep -q '$bundle: precision int8' e"

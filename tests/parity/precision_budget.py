@@ -17,8 +17,9 @@ any bf16 implementation rounds) is run on the same tiles. Asserted, per input an
 ours within the budget OR within twice the emulated gap (a wrong kernel is off by far
 more); the worst tile of an input is compared with the worst emulated tile, since both are
 single draws of the same rounding noise. Printed: whether the budget itself holds on every tile; it does not on the seeded
-bundles (the segmentation of their random decoders moves by tenths), which is why
-gs_precision_default stays fp32.
+bundles (the segmentation of their random decoders moves by tenths), which is why they run fp32
+by default (gs_precision_default picks a reduced precision only for a bundle that records its
+budget as met; `gastroscreen calibrate` measures and records it).
 
 Inputs: three tiles of the CMU-1 small region (tests/data), a tile of the TCGA slide and the
 first Kather 2016 patch of each of the eight tissue classes (centre 128 x 128 crops, one batch),

@@ -67,7 +67,56 @@ static void test_names_and_usable(void **state)
         assert_int_equal(u, gs_bf16_pays() ? GS_PRECISION_BF16 : GS_PRECISION_FP32);
         assert_non_null(strstr(why, "no VNNI"));
     }
-    assert_int_equal(gs_precision_default(), GS_PRECISION_FP32);
+    assert_int_equal(gs_precision_default(NULL), GS_PRECISION_FP32);
+}
+
+/* Writes the seeded bundle with the given precision.budget values (NULL: no key) and returns
+ * what gs_precision_default picks for it. */
+static gs_precision default_with(const char *bf16, const char *int8)
+{
+    gs_weights *w = gs_weights_open(bundle_path());
+    if (!w)
+        fail_msg("%s", gs_error_get());
+    const char *keys[2], *vals[2];
+    size_t n = 0;
+    if (bf16) {
+        keys[n] = GS_PRECISION_BUDGET_PREFIX "bf16";
+        vals[n++] = bf16;
+    }
+    if (int8) {
+        keys[n] = GS_PRECISION_BUDGET_PREFIX "int8";
+        vals[n++] = int8;
+    }
+    char path[4096];
+    snprintf(path, sizeof path, "%s/tests/budget-%d.safetensors", getenv("GS_BUILD_DIR"),
+             (int)getpid());
+    assert_int_equal(gs_weights_write_with_meta(w, path, GS_PRECISION_BUDGET_PREFIX, keys, vals, n),
+                     0);
+    gs_weights_destroy(&w);
+    w = gs_weights_open(path);
+    unlink(path);
+    if (!w)
+        fail_msg("%s", gs_error_get());
+    gs_precision p = gs_precision_default(w);
+    assert_int_equal(gs_precision_budget_met(w, GS_PRECISION_FP32), 1);
+    gs_weights_destroy(&w);
+    return p;
+}
+
+/* The default is the fastest precision this CPU runs natively among those whose budget the
+ * bundle records as met: int8 on VNNI, then bf16 where it pays, else fp32. */
+static void test_default_follows_recorded_budgets(void **state)
+{
+    (void)state;
+    gs_precision bf16_or_fp32 = gs_bf16_pays() ? GS_PRECISION_BF16 : GS_PRECISION_FP32;
+    assert_int_equal(default_with(NULL, NULL), GS_PRECISION_FP32);
+    assert_int_equal(default_with("met; 3 tiles", "met; 3 tiles"),
+                     vnni() ? GS_PRECISION_INT8 : bf16_or_fp32);
+    assert_int_equal(default_with("met", "unmet; score 0.2"), bf16_or_fp32);
+    assert_int_equal(default_with(NULL, "met"), vnni() ? GS_PRECISION_INT8 : GS_PRECISION_FP32);
+    assert_int_equal(default_with("unmet; seg 0.4", "unmet"), GS_PRECISION_FP32);
+    /* Only "met" or "met;" at the start counts. */
+    assert_int_equal(default_with("metric", "Met"), GS_PRECISION_FP32);
 }
 
 typedef struct {
@@ -225,6 +274,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_names_and_usable),
+        cmocka_unit_test(test_default_follows_recorded_budgets),
         cmocka_unit_test(test_uncalibrated_falls_back),
         cmocka_unit_test(test_calibrate_and_run),
     };
