@@ -34,7 +34,7 @@ typedef struct {
     Gastroscreen__V1__ModelProvenance msg; /* points into the fields above */
 } gs_provenance;
 
-/* SHA-256 of `len` bytes; writes 32 bytes into digest. */
+/* SHA-256 of `len` bytes (Nettle); writes 32 bytes into digest. */
 void gs_sha256(const void *data, size_t len, uint8_t digest[32]);
 
 /* Lower-case hex SHA-256 of the file at path into hex (65 bytes with the NUL). Returns 0, or

@@ -22,7 +22,7 @@
  * changes every id already imported into a QuPath project. */
 #define GS_UUID5_NAMESPACE "6789bdd7-0e14-42e2-a92a-f09e95af40f4"
 
-/* SHA-1 (RFC 3174) of `len` bytes at data; writes 20 bytes into digest. */
+/* SHA-1 (RFC 3174, Nettle) of `len` bytes at data; writes 20 bytes into digest. */
 void gs_sha1(const void *data, size_t len, uint8_t digest[20]);
 
 /* The version-5 UUID of name (a NUL-terminated UTF-8 string) in the namespace `ns` (a UUID
