@@ -141,6 +141,23 @@ oom:
     return gs_error_set("out of memory listing %s", dir);
 }
 
+/* Reads the PNG tile at path into *px (caller frees), *w x *h. Returns 1, 0 for a tile whose
+ * size is not a multiple of 32 (said on stderr, when say_skips, and skipped), or -1 with the
+ * error set. */
+static int read_tile(const char *path, int say_skips, uint8_t **px, int *w, int *h)
+{
+    if (gs_png_read(path, 3, px, w, h))
+        return -1;
+    if (*w % 32 == 0 && *h % 32 == 0)
+        return 1;
+    if (say_skips)
+        fprintf(stderr, "gastroscreen calibrate: %s: %dx%d is not a multiple of 32; skipped\n",
+                path, *w, *h);
+    free(*px);
+    *px = NULL;
+    return 0;
+}
+
 static float sigmoidf(float x)
 {
     return 1.0f / (1.0f + expf(-x));
@@ -211,9 +228,11 @@ static int figs_met(gs_precision p, const budget_figs *f)
 }
 
 /* Runs the calibrated bundle at path in fp32 and in each reduced precision this CPU runs
- * natively on the tiles, and rewrites it with one precision.budget key per precision run.
- * Prints the figures. Returns 0 or -1 with the error set. */
-static int check_budgets(const char *path, char **tiles, int ntiles, const char *which)
+ * natively on the tiles (which names them; say_skips: say which are skipped, they were not
+ * said yet), and rewrites it with one precision.budget key per precision run. Prints the
+ * figures. Returns 0 or -1 with the error set. */
+static int check_budgets(const char *path, char **tiles, int ntiles, const char *which,
+                         int say_skips)
 {
     gs_precision precs[3] = {GS_PRECISION_FP32};
     int np = 1;
@@ -233,13 +252,11 @@ static int check_budgets(const char *path, char **tiles, int ntiles, const char 
         goto done;
     for (int i = 0; i < ntiles; i++) {
         uint8_t *px = NULL;
-        int w, h;
-        if (gs_png_read(tiles[i], 3, &px, &w, &h))
+        int w, h, got = read_tile(tiles[i], say_skips, &px, &w, &h);
+        if (got < 0)
             goto done;
-        if (w % 32 || h % 32) {
-            free(px);
+        if (got == 0)
             continue;
-        }
         size_t nseg = (size_t)(h / 4) * (w / 4);
         if (w != sw || h != sh) {
             for (int q = 0; q < np; q++) {
@@ -402,15 +419,11 @@ int gs_cmd_calibrate(int argc, char **argv)
     }
     for (int i = 0; i < ntiles; i++) {
         uint8_t *px = NULL;
-        int w, h;
-        if (gs_png_read(tiles[i], 3, &px, &w, &h))
+        int w, h, got = read_tile(tiles[i], 1, &px, &w, &h);
+        if (got < 0)
             goto fail;
-        if (w % 32 || h % 32) {
-            fprintf(stderr, "gastroscreen calibrate: %s: %dx%d is not a multiple of 32; skipped\n",
-                    tiles[i], w, h);
-            free(px);
+        if (got == 0)
             continue;
-        }
         int k = 0;
         while (k < nstates && (sizes[k][0] != w || sizes[k][1] != h))
             k++;
@@ -482,7 +495,7 @@ int gs_cmd_calibrate(int argc, char **argv)
     written = 1;
     printf("calibrated %zu convs on %d tiles of %s: wrote %s\n", r.n, used, dir, out);
     if (check_budgets(out, check_dir ? checks : tiles, check_dir ? nchecks : ntiles,
-                      check_dir ? check_dir : "the calibration tiles"))
+                      check_dir ? check_dir : "the calibration tiles", check_dir != NULL))
         goto fail;
     rc = 0;
     goto done;
