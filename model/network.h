@@ -171,9 +171,9 @@ int gs_precision_budget_met(const gs_weights *w, gs_precision p);
 /* The precision to run when none is asked for, on bundle w (may be NULL): the fastest this CPU
  * runs natively whose budget w records as met (gs_precision_budget_met): int8 where the CPU
  * has VNNI (oneDNN ISA avx512_core_vnni), else bf16 where bf16 pays (ops/cpu_rate.h
- * gs_bf16_pays), else fp32. A bundle nobody measured (every bundle this project makes: seeded
- * random weights move their segmentation by tenths in bf16, tests/parity/precision_budget.py)
- * runs fp32. */
+ * gs_bf16_pays), else fp32. A bundle without such keys runs fp32; so do the seeded bundles this
+ * project makes, calibrated or not (their random decoders' segmentation moves by tenths in
+ * bf16: tests/parity/precision_budget.py; calibrate records the budgets as unmet). */
 gs_precision gs_precision_default(const gs_weights *w);
 
 /* What can run when `asked` is asked for: asked itself, or fp32 when asked is bf16 and the

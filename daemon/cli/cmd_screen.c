@@ -307,7 +307,7 @@ int gs_cmd_screen(int argc, char **argv)
         have_precision = 1;
     }
     if (!have_precision) {
-        /* Only the header is read (the tensors are mapped, not loaded). */
+        /* The bundle's metadata says which budgets it met; its tensors are mapped, not read. */
         gs_weights *w = gs_weights_open(model);
         if (!w)
             goto report;
