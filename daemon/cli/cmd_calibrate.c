@@ -100,8 +100,9 @@ static int by_name(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* The PNG files of dir, sorted, at most max. Returns the count (0 allowed) or -1. */
-static int list_tiles(const char *dir, int max, char ***out)
+/* The PNG files of dir, sorted, at most max. Returns the count, or -1 with the error set (none
+ * there: "no PNG tiles to <purpose>"). */
+static int list_tiles(const char *dir, int max, const char *purpose, char ***out)
 {
     DIR *d = opendir(dir);
     char **v = NULL;
@@ -132,6 +133,8 @@ static int list_tiles(const char *dir, int max, char ***out)
     for (int i = max; i < n; i++)
         free(v[i]);
     *out = v;
+    if (n == 0)
+        return gs_error_set("%s: no PNG tiles to %s", dir, purpose);
     return n < max ? n : max;
 oom:
     closedir(d);
@@ -393,22 +396,9 @@ int gs_cmd_calibrate(int argc, char **argv)
     char **vals = NULL;
     float logit, feature[512], *seg = NULL;
 
-    ntiles = list_tiles(dir, max, &tiles);
-    if (ntiles < 0)
+    if ((ntiles = list_tiles(dir, max, "calibrate on", &tiles)) < 0 ||
+        (check_dir && (nchecks = list_tiles(check_dir, max, "check the budgets on", &checks)) < 0))
         goto fail;
-    if (ntiles == 0) {
-        gs_error_set("%s: no PNG tiles to calibrate on", dir);
-        goto fail;
-    }
-    if (check_dir) {
-        nchecks = list_tiles(check_dir, max, &checks);
-        if (nchecks < 0)
-            goto fail;
-        if (nchecks == 0) {
-            gs_error_set("%s: no PNG tiles to check the budgets on", check_dir);
-            goto fail;
-        }
-    }
     const gs_net_id mt = GS_NET_MULTITASK;
     m = gs_model_load_nets(model_path, &mt, 1);
     if (!m)

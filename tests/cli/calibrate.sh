@@ -141,6 +141,13 @@ if grep -q "no VNNI" e; then
   exit 1
 fi
 check "  runs int8" grep -q "^precision: int8" o
+# This CPU runs int8, so the calibration must have measured and recorded its budget.
+check "  whose budget the calibrated bundle records" /usr/bin/python3 -c '
+import json, struct, sys
+raw = open(sys.argv[1], "rb").read()
+meta = json.loads(raw[8:8 + struct.unpack("<Q", raw[:8])[0]])["__metadata__"]
+assert meta.get("precision.budget.int8", "").split(";")[0] in ("met", "unmet"), meta.keys()
+' "$b8"
 check "  without a fallback line" bash -c '! grep -q "no int8 calibration" e'
 cat >"$work/close.py" <<'PY'
 import sys
