@@ -801,6 +801,10 @@ int gs_slide_read_region(gs_slide *s, int level, int64_t x, int64_t y, int w, in
  * target grid with almost no registration error. */
 enum { SPAN_SEARCH = 24 };
 
+/* Most pixels a target read holds at once, before and after resampling (384 MB of RGB each):
+ * a 1672-px tile (the largest a tile job allows) from a level up to 6.7x finer. */
+enum { READ_PIXELS_MAX = 1 << 27 };
+
 typedef struct {
     int64_t start; /* first level pixel */
     int len;       /* level pixels */
@@ -861,6 +865,14 @@ int gs_slide_read_target(gs_slide *s, int64_t tx, int64_t ty, int w, int h, uint
         return read_pieces(s, level, llround(lx * ds), llround(ly * ds), w, h, rgb);
     }
 
+    /* A target resolution far from every level's (a job's own target_mpp, a slide without a
+     * pyramid) would make either span huge: refuse it before planning, in doubles. */
+    double src_side = (double)(w > h ? w : h) / k + 2 * (2.0 / k + 2 + SPAN_SEARCH);
+    double out_side = src_side * k;
+    if (src_side * src_side > READ_PIXELS_MAX || out_side * out_side > READ_PIXELS_MAX)
+        return gs_error_set("%s: a %dx%d tile at %g um/px needs a level-%d region of about "
+                            "%.0f px a side resampled by %g; over the %d-pixel limit",
+                            s->path, w, h, s->opt.target_mpp, level, src_side, k, READ_PIXELS_MAX);
     span sx = plan_span(tx, w, k), sy = plan_span(ty, h, k);
     GS_ASSERT(sx.crop >= 0 && sx.crop + w <= sx.out_len);
     GS_ASSERT(sy.crop >= 0 && sy.crop + h <= sy.out_len);

@@ -410,6 +410,32 @@ static void bad_region_arguments_are_errors(void **state)
     gs_slide_destroy(&s);
 }
 
+/* A target resolution far from every level (a tile job's own target_mpp) would need a source or
+ * resampled region of gigabytes: the read is refused with a message, and the slide stays usable.
+ * (Found by fuzz_worker: a TileJob with a target of about 1e-300 um/px.) */
+static void target_reads_beyond_the_pixel_limit_are_errors(void **state)
+{
+    char path[1024];
+    data_path(path, sizeof path, "boxes.tiff");
+    const double targets[] = {1e-300, 1e-4, 1000.0, 1e300};
+    uint8_t tile[64 * 64 * 3];
+    for (size_t i = 0; i < sizeof targets / sizeof targets[0]; i++) {
+        gs_slide_options o = {.target_mpp = targets[i], .default_mpp = 0.5};
+        gs_slide *s = gs_slide_open(path, &o);
+        assert_non_null(s);
+        assert_int_equal(gs_slide_read_target(s, 0, 0, 64, 64, tile), -1);
+        assert_error_contains("pixel limit");
+        assert_int_equal(gs_slide_read_region(s, 0, 0, 0, 2, 2, tile), 0);
+        gs_slide_destroy(&s);
+    }
+    /* Within the limit, far downsampling still reads: 32 um/px, 8x the coarsest level's. */
+    gs_slide_options o = {.target_mpp = 32.0, .default_mpp = 0.5};
+    gs_slide *s = gs_slide_open(path, &o);
+    assert_non_null(s);
+    assert_int_equal(gs_slide_read_target(s, 0, 0, 8, 8, tile), 0);
+    gs_slide_destroy(&s);
+}
+
 /* Reads a large region (more than one 4 Mpx piece) and checks it against small reads. */
 static void large_reads_are_pieced_seamlessly(void **state)
 {
@@ -933,6 +959,7 @@ int main(void)
         cmocka_unit_test(boxes_level0_matches_png),
         cmocka_unit_test(out_of_bounds_reads_are_white),
         cmocka_unit_test(bad_region_arguments_are_errors),
+        cmocka_unit_test(target_reads_beyond_the_pixel_limit_are_errors),
         cmocka_unit_test(large_reads_are_pieced_seamlessly),
         cmocka_unit_test(shrunk_regions_match_a_whole_read),
         cmocka_unit_test(level_choice),
