@@ -468,8 +468,12 @@ typedef struct {
 static int gz_open(gz_mem *g)
 {
     memset(g, 0, sizeof *g);
-    /* 15 + 16: a 32 KiB window with the gzip header and trailer instead of zlib's. */
-    return deflateInit2(&g->z, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) == Z_OK ? 0 : -1;
+    /* 15 + 16: a 32 KiB window with the gzip header and trailer instead of zlib's. Level 1: on
+     * the 32 MB tiles.geojson of a 113-tile mosaic it takes 0.15 s against level 6's 0.37 s,
+     * for a file 19% larger (5.8 MB against 4.9), CPU the reporter would take from the network
+     * on a 2-core server. */
+    int rc = deflateInit2(&g->z, Z_BEST_SPEED, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY);
+    return rc == Z_OK ? 0 : -1;
 }
 
 /* Compresses n bytes of s; finish ends the stream. */
