@@ -19,6 +19,11 @@
 
 static const char *const net_names[GS_NET_COUNT] = {"multitask", "foreground", "blur", "screener"};
 
+double gs_sigmoid(double logit)
+{
+    return 1.0 / (1.0 + exp(-logit));
+}
+
 const char *gs_net_name(gs_net_id id)
 {
     GS_ASSERT(id >= 0 && id < GS_NET_COUNT);

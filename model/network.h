@@ -57,6 +57,10 @@ typedef struct gs_net_state gs_net_state;
 /* "multitask", "foreground", "blur", "screener" (static strings). */
 const char *gs_net_name(gs_net_id id);
 
+/* 1 / (1 + e^-logit), in double: the probability every network's logit stands for (patch
+ * score, screener score, P(blurred), segmentation map). */
+double gs_sigmoid(double logit);
+
 /* Opens the bundle at `path` (gs_weights_open + gs_weights_check_bundle) and builds every
  * network present. Returns a new model (free with gs_model_destroy) or NULL with an error that
  * starts with the file name and names the tensor or metadata key at fault. */

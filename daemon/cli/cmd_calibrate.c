@@ -161,11 +161,6 @@ static int read_tile(const char *path, int say_skips, uint8_t **px, int *w, int 
     return 0;
 }
 
-static float sigmoidf(float x)
-{
-    return 1.0f / (1.0f + expf(-x));
-}
-
 /* One forward of a tile: score = sigmoid(logit), feature, seg logits (caller-sized). */
 typedef struct {
     float score, feature[512], *seg;
@@ -208,7 +203,7 @@ static void compare(gs_precision p, const tile_out *ref, const tile_out *o, size
     f->cosine = worst_min(f->cosine, cosine(ref->feature, o->feature, 512));
     if (p == GS_PRECISION_BF16) {
         for (size_t i = 0; i < nseg; i++)
-            f->seg = worst_max(f->seg, fabs((double)sigmoidf(o->seg[i]) - sigmoidf(ref->seg[i])));
+            f->seg = worst_max(f->seg, fabs(gs_sigmoid(o->seg[i]) - gs_sigmoid(ref->seg[i])));
         return;
     }
     /* logit > 0 is sigmoid > 0.5. Two empty masks agree. */
@@ -287,7 +282,7 @@ static int check_budgets(const char *path, char **tiles, int ntiles, const char 
                 free(px);
                 goto done;
             }
-            out[q].score = sigmoidf(logit);
+            out[q].score = gs_sigmoid(logit);
             if (q)
                 compare(precs[q], &out[0], &out[q], nseg, &figs[q]);
         }

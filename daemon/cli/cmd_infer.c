@@ -120,17 +120,12 @@ static int ends_with_png(const char *s)
     return n >= 4 && !strcasecmp(s + n - 4, ".png");
 }
 
-static float sigmoidf(float x)
-{
-    return 1.0f / (1.0f + expf(-x));
-}
-
 static void summary(const char *what, const float *v, size_t n, int apply_sigmoid)
 {
     double lo = INFINITY, hi = -INFINITY, sum = 0.0, sq = 0.0;
     size_t over = 0;
     for (size_t i = 0; i < n; i++) {
-        double x = apply_sigmoid ? sigmoidf(v[i]) : v[i];
+        double x = apply_sigmoid ? gs_sigmoid(v[i]) : v[i];
         lo = x < lo ? x : lo;
         hi = x > hi ? x : hi;
         sum += x;
@@ -269,7 +264,7 @@ static int run_others(const gs_model *m, const uint8_t *rgb, int n, int h, int w
         /* Tissue where P(foreground) > the bundle's threshold.foreground (model/FORMAT.md). */
         double t = gs_model_get_thresholds(m).foreground, frac = 0.0;
         for (size_t i = 0; i < (size_t)n * h * w; i++)
-            frac += sigmoidf(a[i]) > t;
+            frac += gs_sigmoid(a[i]) > t;
         say("foreground: tissue fraction (P > threshold.foreground %.4g) %.4f\n", t,
             frac / ((double)n * h * w));
         gs_net_state_destroy(&s);
@@ -298,8 +293,8 @@ static int run_others(const gs_model *m, const uint8_t *rgb, int n, int h, int w
             write_npy(dir, "blur_logit.npy", "<f4", a, 4, 2, sl))
             goto done;
         for (int i = 0; i < n; i++)
-            say("blur: tile %d: P(blurred) %.4f (logit %.6f)%s\n", i, sigmoidf(a[i]), a[i],
-                sigmoidf(a[i]) > gs_model_get_thresholds(m).blur ? ": blurred" : "");
+            say("blur: tile %d: P(blurred) %.4f (logit %.6f)%s\n", i, gs_sigmoid(a[i]), a[i],
+                gs_sigmoid(a[i]) > gs_model_get_thresholds(m).blur ? ": blurred" : "");
         gs_net_state_destroy(&s);
         free(a);
         a = NULL;
@@ -321,7 +316,7 @@ static int run_others(const gs_model *m, const uint8_t *rgb, int n, int h, int w
             if (gs_net_run_screener(s, rows, &a[i]))
                 goto done;
             say("screener: tile %d feature x %d rows: score %.4f (logit %.6f)\n", i, SCREENER_ROWS,
-                sigmoidf(a[i]), a[i]);
+                gs_sigmoid(a[i]), a[i]);
         }
         long si[3] = {n, SCREENER_ROWS, 512}, sl[2] = {n, 1};
         if (write_npy(dir, "screener_input.npy", "<f4", b, 4, 3, si) ||
@@ -407,7 +402,7 @@ static json_t *blur_json(const gs_model *m, json_nets *j, const uint8_t *tile, i
         float logit;
         if (gs_net_run_blur(j->blur, j->crop, &logit))
             return NULL;
-        double p = sigmoidf(logit), t = gs_model_get_thresholds(m).blur;
+        double p = gs_sigmoid(logit), t = gs_model_get_thresholds(m).blur;
         /* The bundle's rules, as a worker applies them to a job that sets none (the command
          * has no threshold options). */
         gs_blur_sparse sp;
@@ -455,7 +450,7 @@ static json_t *tissue_json(const gs_model *m, json_nets *j, const uint8_t *tile,
         double t = gs_model_get_thresholds(m).foreground;
         size_t tissue = 0;
         for (size_t i = 0; i < np; i++)
-            tissue += sigmoidf(j->fg_logit[i]) > t;
+            tissue += gs_sigmoid(j->fg_logit[i]) > t;
         net = json_pack("{s:f, s:f}", "fraction", (double)tissue / (double)np, "threshold", t);
     }
     uint8_t *mask = malloc(np);
@@ -615,7 +610,7 @@ int gs_cmd_infer(int argc, char **argv)
         goto fail;
     for (int i = 0; i < n; i++) {
         const char *what = is_slide ? argv[optind] : argv[optind + i];
-        say("tile %d (%s): patch score %.4f (logit %.6f)%s\n", i, what, sigmoidf(logit[i]),
+        say("tile %d (%s): patch score %.4f (logit %.6f)%s\n", i, what, gs_sigmoid(logit[i]),
             logit[i],
             gs_model_untrained(m, GS_NET_MULTITASK)
                 ? " [model: untrained \xe2\x80\x94 not a diagnosis]"
@@ -624,7 +619,7 @@ int gs_cmd_infer(int argc, char **argv)
         const float *sg = seg + (size_t)i * sh * sw;
         summary("heatmap", sg, sh * sw, 1);
         for (size_t k = 0; k < sh * sw; k++)
-            heat[k] = (uint8_t)lrintf(sigmoidf(sg[k]) * 255.0f);
+            heat[k] = (uint8_t)lrint(gs_sigmoid(sg[k]) * 255.0);
         char path[4096];
         if (n == 1)
             snprintf(path, sizeof path, "%s/heatmap.png", dir);
@@ -638,7 +633,7 @@ int gs_cmd_infer(int argc, char **argv)
             double hsum = 0;
             size_t over = 0;
             for (size_t k = 0; k < sh * sw; k++) {
-                double p = sigmoidf(sg[k]);
+                double p = gs_sigmoid(sg[k]);
                 hsum += p;
                 over += p >= 0.5;
             }
@@ -655,7 +650,7 @@ int gs_cmd_infer(int argc, char **argv)
             json_t *o = json_pack(
                 "{s:s, s:s, s:f, s:b, s:{s:f, s:f, s:f, s:f, s:s, s:b, s:s}, s:o, s:o, s:o}",
                 "source", what, "bundle", model_path, "mpp", mpp, "mpp_assumed", !is_slide,
-                "multitask", "patch_score", (double)sigmoidf(logit[i]), "logit", (double)logit[i],
+                "multitask", "patch_score", gs_sigmoid(logit[i]), "logit", (double)logit[i],
                 "heatmap_mean", hsum / (double)(sh * sw), "heatmap_fraction_over_half",
                 (double)over / (double)(sh * sw), "heatmap_png", path, "untrained",
                 gs_model_untrained(m, GS_NET_MULTITASK), "provenance",

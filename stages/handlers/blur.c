@@ -102,7 +102,7 @@ int gs_blur_network_verdict(const gs_model *m, float logit, double focus_thresho
         *focus = NAN;
         return 0;
     }
-    *focus = 1.0 - 1.0 / (1.0 + exp(-(double)logit));
+    *focus = 1.0 - gs_sigmoid(logit);
     /* A configured threshold on the network's scale is on focus (1 - P(blurred)); else the
      * bundle's threshold.blur: blurred when P(blurred) > threshold.blur, i.e. focus < 1 - it. */
     double t = gs_focus_is_network_threshold(focus_threshold)

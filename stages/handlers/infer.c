@@ -241,7 +241,7 @@ static void pool_heatmap(const float *seg, int q, int off, int qc, int hs, uint8
             double sum = 0;
             for (int y = y0; y < y1; y++)
                 for (int x = x0; x < x1; x++)
-                    sum += 1.0 / (1.0 + exp(-(double)seg[(size_t)y * q + x]));
+                    sum += gs_sigmoid(seg[(size_t)y * q + x]);
             double p = sum / ((double)(y1 - y0) * (x1 - x0));
             long v = lround(p * 255.0);
             out[i * hs + j] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
@@ -312,7 +312,7 @@ static int run_batch(gs_infer *s, const size_t *idx, const int *hs, size_t k)
         pool_heatmap(seg, q, sl->context / 4, q - sl->context / 2, hs[b], sl->heat);
         memcpy(sl->feature, f, sizeof sl->feature);
         sl->r.outcome = GASTROSCREEN__V1__TILE_OUTCOME__TILE_OUTCOME_INFERRED;
-        sl->r.score = (float)(1.0 / (1.0 + exp(-(double)s->logit[b])));
+        sl->r.score = (float)gs_sigmoid(s->logit[b]);
         sl->r.feature = sl->feature;
         sl->r.n_feature = GS_FEATURE_DIM;
         sl->r.heatmap.data = sl->heat;

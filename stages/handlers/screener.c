@@ -134,7 +134,7 @@ int gs_screener_score(gs_screener *s, const Gastroscreen__V1__ScreenTask *t, con
         fail(out, "the screener gave a non-finite output");
         return 0;
     }
-    out->r.score = (float)(1.0 / (1.0 + exp(-(double)logit)));
+    out->r.score = (float)gs_sigmoid(logit);
     out->timing.compute_us = (uint64_t)(gs_mono_us() - t0);
     return 0;
 }
