@@ -368,15 +368,31 @@ int gs_plan_read_thumbnail(gs_slide *slide, const gs_tissue_options *o, uint8_t 
     return gs_slide_thumbnail_capped(slide, max_dim, o->max_thumbnail_source_pixels, rgb, w, h);
 }
 
-/* The grid of the plan at the job's tile size and target resolution. */
-static void plan_grid(gs_plan *p, gs_slide *slide, const gs_tissue_options *o)
+/* Most tiles a plan's grid may have: 16.8 million, 4.4 Tpx at 512 px, thousands of times a
+ * whole-slide scan. A bigger grid means a wrong resolution (a default mpp or a target far off),
+ * and would cost gigabytes of tile slots before a single tile is read. */
+#define PLAN_GRID_TILES_MAX ((int64_t)1 << 24)
+
+/* The grid of the plan at the job's tile size and target resolution. Returns 0, or -1 with
+ * the error set when the grid is over PLAN_GRID_TILES_MAX. */
+static int plan_grid(gs_plan *p, gs_slide *slide, const gs_tissue_options *o)
 {
     p->tile_size = o->tile_size;
     p->min_fraction = (float)o->min_tissue_fraction;
     p->target_mpp = gs_slide_target_mpp(slide);
     gs_slide_target_size(slide, &p->target_w, &p->target_h);
-    p->cols = (int32_t)((p->target_w + o->tile_size - 1) / o->tile_size);
-    p->rows = (int32_t)((p->target_h + o->tile_size - 1) / o->tile_size);
+    int64_t cols = (p->target_w + o->tile_size - 1) / o->tile_size;
+    int64_t rows = (p->target_h + o->tile_size - 1) / o->tile_size;
+    if (cols > PLAN_GRID_TILES_MAX || rows > PLAN_GRID_TILES_MAX ||
+        cols * rows > PLAN_GRID_TILES_MAX)
+        return gs_error_set("%s: at %g um/px the slide is %" PRId64 " x %" PRId64
+                            " tiles of %d px, over the %" PRId64
+                            "-tile limit; is its resolution (%g um/px, %s) right?",
+                            gs_slide_path(slide), p->target_mpp, cols, rows, o->tile_size,
+                            PLAN_GRID_TILES_MAX, gs_slide_mpp(slide), gs_slide_mpp_source(slide));
+    p->cols = (int32_t)cols;
+    p->rows = (int32_t)rows;
+    return 0;
 }
 
 gs_plan *gs_plan_new(gs_slide *slide, const gs_tissue_options *o)
@@ -401,7 +417,8 @@ gs_plan *gs_plan_new(gs_slide *slide, const gs_tissue_options *o)
         gs_error_prefix("%s", gs_slide_path(slide));
         goto fail;
     }
-    plan_grid(p, slide, o);
+    if (plan_grid(p, slide, o) < 0)
+        goto fail;
     if (!p->stats.brightfield) {
         p->status = GS_TISSUE_NOT_BRIGHTFIELD;
         return p;
@@ -455,7 +472,8 @@ gs_plan *gs_plan_from_mask(gs_slide *slide, const gs_tissue_options *o, uint8_t 
     for (size_t i = 0; i < nm; i++)
         tissue += mask[i] != 0;
     p->stats.tissue_fraction = (double)tissue / (double)nm;
-    plan_grid(p, slide, o);
+    if (plan_grid(p, slide, o) < 0)
+        goto fail;
     if (!p->stats.brightfield) {
         p->stats.tissue_fraction = 0;
         p->status = GS_TISSUE_NOT_BRIGHTFIELD;

@@ -231,6 +231,34 @@ static void slide_without_mpp_still_plans(void **state)
     gs_slide_destroy(&s);
 }
 
+/* A wrong resolution (here a default mpp of a metre per pixel for a slide without its own)
+ * makes a grid of about 10^12 tiles: the plan is refused with a message naming the resolution
+ * and where it came from, instead of trying to allocate a slot per tile. */
+static void absurd_grid_is_refused(void **state)
+{
+    char path[4096];
+    path_in(path, sizeof path, getenv("GS_TEST_DATA"), "boxes.tiff");
+    gs_slide_options so;
+    gs_tissue_options to;
+    gs_slide_options_default(&so);
+    gs_tissue_options_default(&to);
+    so.default_mpp = 1e6;
+    gs_slide *s = gs_slide_open(path, &so);
+    assert_non_null(s);
+    assert_null(gs_plan_new(s, &to));
+    assert_non_null(strstr(gs_error_get(), "tile limit"));
+    assert_non_null(strstr(gs_error_get(), "default"));
+    gs_slide_destroy(&s);
+    /* At its real scale the same slide plans. */
+    so.default_mpp = 0.5;
+    s = gs_slide_open(path, &so);
+    assert_non_null(s);
+    gs_plan *p = gs_plan_new(s, &to);
+    assert_non_null(p);
+    gs_plan_destroy(&p);
+    gs_slide_destroy(&s);
+}
+
 static void blank_and_flat_images(void **state)
 {
     gs_tissue_options o;
@@ -278,6 +306,7 @@ int main(void)
         cmocka_unit_test(labelled_patches),
         cmocka_unit_test(fluorescence_is_not_brightfield),
         cmocka_unit_test(slide_without_mpp_still_plans),
+        cmocka_unit_test(absurd_grid_is_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
