@@ -202,6 +202,9 @@ struct gs_deform_conv {
     int tile_p, tiles, tail_p;
     int tile_pad; /* tile_p rounded up to 16 */
     int relu;
+    int q;          /* int8 columns: 1 = u8, -1 = s8, 0 = none (gs_deform_conv_new_int8) */
+    float in_scale; /* int8: column value = round(sample * in_scale), saturated */
+    float *oscale;  /* int8: per output column, 1 / (in_scale * weight scale) */
     dnnl_engine_t engine;
     dnnl_primitive_t mm[2];
     dnnl_memory_desc_t src_md[2], dst_md[2], wei_md[2], bias_md;
@@ -215,7 +218,7 @@ typedef struct {
     float *wt;
     float *base_y, *base_x; /* per tile pixel: oy*stride - pad, ox*stride - pad */
     float *dy, *dx, *mask;  /* one tap's offsets and mask, staged contiguously */
-    float *col;             /* float32, or bf16 (uint16_t) for a bf16 conv, in the same bytes */
+    float *col;             /* float32, bf16 (uint16_t) or int8 columns, in the same bytes */
     float *gemm;            /* matmul output [tile_p, ndim]: float32, or bf16 for a bf16 conv */
     void *scratchpad;
     dnnl_stream_t stream;
@@ -272,7 +275,8 @@ static int create_matmul(gs_deform_conv *c, int which, int rows, int fixed_wei)
                 dst_dims = {rows, c->ndim}, bias_dims = {1, c->ndim};
 
     const dnnl_data_type_t in_dt = c->d.bf16 ? dnnl_bf16 : dnnl_f32;
-    DNNL_CHECK(dnnl_memory_desc_init_by_tag(&c->src_md[which], 2, src_dims, in_dt, dnnl_ab),
+    const dnnl_data_type_t col_dt = c->q > 0 ? dnnl_u8 : c->q < 0 ? dnnl_s8 : in_dt;
+    DNNL_CHECK(dnnl_memory_desc_init_by_tag(&c->src_md[which], 2, src_dims, col_dt, dnnl_ab),
                "src desc");
     /* A bf16 conv's matmul rounds its fp32 accumulator (bias and ReLU applied) to bf16 itself,
      * so the copy into the blocked output is a plain 32-byte move per pixel and block. */
@@ -281,8 +285,8 @@ static int create_matmul(gs_deform_conv *c, int which, int rows, int fixed_wei)
     DNNL_CHECK(dnnl_memory_desc_init_by_tag(&c->bias_md, 2, bias_dims, dnnl_f32, dnnl_ab),
                "bias desc");
     if (!fixed_wei)
-        DNNL_CHECK(dnnl_memory_desc_init_by_tag(&c->wei_md[which], 2, wei_dims, in_dt,
-                                                dnnl_format_tag_any),
+        DNNL_CHECK(dnnl_memory_desc_init_by_tag(&c->wei_md[which], 2, wei_dims,
+                                                c->q ? dnnl_s8 : in_dt, dnnl_format_tag_any),
                    "weights desc");
     DNNL_CHECK(dnnl_matmul_desc_init(&md, &c->src_md[which], &c->wei_md[which], &c->bias_md,
                                      &c->dst_md[which]),
@@ -290,6 +294,10 @@ static int create_matmul(gs_deform_conv *c, int which, int rows, int fixed_wei)
     DNNL_CHECK(dnnl_primitive_attr_create(&attr), "attr");
     DNNL_CHECK(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user),
                "scratchpad mode");
+    /* int8: dst = oscale[col] * (u8/s8 columns x s8 weights + bias), the bias pre-scaled. */
+    if (c->q)
+        DNNL_CHECK(dnnl_primitive_attr_set_output_scales(attr, c->ndim, 1 << 1, c->oscale),
+                   "output scales");
     if (c->relu) {
         DNNL_CHECK(dnnl_post_ops_create(&ops), "post-ops");
         DNNL_CHECK(dnnl_post_ops_append_eltwise(ops, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f),
@@ -320,8 +328,9 @@ fail:
     return ok;
 }
 
-/* Reorders the plain [kdim, ndim] weight into the layout matmul `which` asked for. */
-static int reorder_weights(gs_deform_conv *c, int which, float *plain)
+/* Reorders the plain [kdim, ndim] weight (float32, or int8 for an int8 conv) into the layout
+ * matmul `which` asked for. */
+static int reorder_weights(gs_deform_conv *c, int which, void *plain)
 {
     dnnl_memory_desc_t plain_md;
     dnnl_dims_t dims = {c->kdim, c->ndim};
@@ -333,7 +342,7 @@ static int reorder_weights(gs_deform_conv *c, int which, float *plain)
         gs_error_set("deform_conv: out of memory for weights");
         goto fail;
     }
-    DNNL_CHECK(dnnl_memory_desc_init_by_tag(&plain_md, 2, dims, dnnl_f32, dnnl_ab),
+    DNNL_CHECK(dnnl_memory_desc_init_by_tag(&plain_md, 2, dims, c->q ? dnnl_s8 : dnnl_f32, dnnl_ab),
                "plain weights desc");
     if (gs_dnnl_reorder(c->engine, &plain_md, plain, &c->wei_md[which], c->wei[which]) != 0) {
         gs_error_prefix("deform_conv: weights");
@@ -344,18 +353,54 @@ fail:
     return ok;
 }
 
-gs_deform_conv *gs_deform_conv_new(const gs_deform_conv_desc *d, const float *weight,
-                                   const float *bias, int fuse_relu)
+/* Quantises the plain float [kdim, ndim] weight in place of an int8 conv: per output column a
+ * symmetric scale 127 / max|w| into *w8, the bias into the accumulator's scale, and the output
+ * scales. Returns 0, or -1 with the error set. */
+static int quantise_weights(gs_deform_conv *c, const float *plain, int8_t *w8)
+{
+    for (int co = 0; co < c->ndim; co++) {
+        float m = 0.0f;
+        for (int r = 0; r < c->kdim; r++)
+            m = fmaxf(m, fabsf(plain[(size_t)r * c->ndim + co]));
+        const float ws = m > 0.0f ? 127.0f / m : 1.0f;
+        for (int r = 0; r < c->kdim; r++) {
+            float q = nearbyintf(plain[(size_t)r * c->ndim + co] * ws);
+            w8[(size_t)r * c->ndim + co] = (int8_t)fminf(127.0f, fmaxf(-127.0f, q));
+        }
+        c->bias[co] *= c->in_scale * ws;
+        c->oscale[co] = 1.0f / (c->in_scale * ws);
+        /* A range so small that the scales leave float would make the matmul compute 0 * inf. */
+        if (!(isfinite(c->oscale[co]) && c->oscale[co] > 0.0f && isfinite(c->bias[co])))
+            return gs_error_set("deform_conv: input range %g gives no usable int8 scale for "
+                                "output channel %d",
+                                (double)((c->q > 0 ? 255.0f : 127.0f) / c->in_scale), co);
+    }
+    return 0;
+}
+
+static gs_deform_conv *build(const gs_deform_conv_desc *d, const float *weight, const float *bias,
+                             int fuse_relu, float amax, int q)
 {
     float *plain = NULL;
+    int8_t *w8 = NULL;
     gs_deform_conv *c = calloc(1, sizeof *c);
     if (!c) {
         gs_error_set("deform_conv: out of memory");
         return NULL;
     }
     c->d = *d;
+    c->q = q;
     if (gs_deform_conv_out_size(d, &c->ho, &c->wo) < 0)
         goto fail;
+    if (q && !d->bf16) {
+        gs_error_set("deform_conv: int8 columns go with bf16 input and output only");
+        goto fail;
+    }
+    if (q && !(amax > 0.0f && isfinite(amax))) {
+        gs_error_set("deform_conv: int8 input range %g is not a positive number", (double)amax);
+        goto fail;
+    }
+    c->in_scale = q ? (q > 0 ? 255.0f : 127.0f) / amax : 0.0f;
     if (d->nhwc && (d->cin % 16 || d->cout % 16)) {
         gs_error_set("deform_conv: channels-last needs channel counts that are multiples of 16");
         goto fail;
@@ -372,7 +417,7 @@ gs_deform_conv *gs_deform_conv_new(const gs_deform_conv_desc *d, const float *we
     c->relu = fuse_relu != 0;
 
     const int ohw = c->ho * c->wo;
-    int tile = GS_DEFORM_TILE_BYTES / (c->kdim * (d->bf16 ? 2 : (int)sizeof(float)));
+    int tile = GS_DEFORM_TILE_BYTES / (c->kdim * (q ? 1 : d->bf16 ? 2 : (int)sizeof(float)));
     tile = tile / 16 * 16;
     if (tile < 32)
         tile = 32;
@@ -390,7 +435,11 @@ gs_deform_conv *gs_deform_conv_new(const gs_deform_conv_desc *d, const float *we
      * get weight 0. */
     plain = aligned_floats((size_t)c->kdim * c->ndim);
     c->bias = aligned_floats((size_t)c->ndim);
-    if (!plain || !c->bias) {
+    if (q) {
+        w8 = malloc((size_t)c->kdim * c->ndim);
+        c->oscale = aligned_floats((size_t)c->ndim);
+    }
+    if (!plain || !c->bias || (q && (!w8 || !c->oscale))) {
         gs_error_set("deform_conv: out of memory for weights");
         goto fail;
     }
@@ -403,8 +452,11 @@ gs_deform_conv *gs_deform_conv_new(const gs_deform_conv_desc *d, const float *we
             }
     for (int co = 0; co < c->ndim; co++)
         c->bias[co] = (bias && co < d->cout) ? bias[co] : 0.0f;
+    if (q && quantise_weights(c, plain, w8) < 0)
+        goto fail;
+    void *wplain = q ? (void *)w8 : (void *)plain;
 
-    if (create_matmul(c, MM_FULL, c->tile_p, 0) < 0 || reorder_weights(c, MM_FULL, plain) < 0)
+    if (create_matmul(c, MM_FULL, c->tile_p, 0) < 0 || reorder_weights(c, MM_FULL, wplain) < 0)
         goto fail;
     if (c->tail_p != c->tile_p) {
         /* Prefer the full tile's weight layout so one reordered copy serves both. */
@@ -414,17 +466,36 @@ gs_deform_conv *gs_deform_conv_new(const gs_deform_conv_desc *d, const float *we
         } else {
             gs_error_clear();
             if (create_matmul(c, MM_TAIL, c->tail_p, 0) < 0 ||
-                reorder_weights(c, MM_TAIL, plain) < 0)
+                reorder_weights(c, MM_TAIL, wplain) < 0)
                 goto fail;
         }
     }
+    free(w8);
     free(plain);
     return c;
 fail:
     gs_error_prefix("deform_conv %d->%d @%dx%d", d->cin, d->cout, d->h, d->w);
+    free(w8);
     free(plain);
     gs_deform_conv_destroy(&c);
     return NULL;
+}
+
+gs_deform_conv *gs_deform_conv_new(const gs_deform_conv_desc *d, const float *weight,
+                                   const float *bias, int fuse_relu)
+{
+    return build(d, weight, bias, fuse_relu, 0.0f, 0);
+}
+
+gs_deform_conv *gs_deform_conv_new_int8(const gs_deform_conv_desc *d, const float *weight,
+                                        const float *bias, int fuse_relu, float amax, int u8)
+{
+    return build(d, weight, bias, fuse_relu, amax, u8 ? 1 : -1);
+}
+
+int gs_deform_conv_int8(const gs_deform_conv *c)
+{
+    return c->q;
 }
 
 void gs_deform_conv_destroy(gs_deform_conv **pc)
@@ -439,6 +510,7 @@ void gs_deform_conv_destroy(gs_deform_conv **pc)
         free(c->wei[MM_TAIL]);
     free(c->wei[MM_FULL]);
     free(c->bias);
+    free(c->oscale);
     if (c->engine)
         dnnl_engine_destroy(c->engine);
     free(c);
@@ -493,7 +565,9 @@ static int thread_init(const gs_deform_conv *c, deform_thread *t)
         return gs_error_set("deform_conv: out of memory for scratch");
     /* A bf16 conv's columns and matmul output take half the bytes. */
     const size_t col_elems = (size_t)c->tile_p * c->kdim, gemm_elems = (size_t)c->tile_p * c->ndim;
-    t->col = aligned_floats(c->d.bf16 ? (col_elems + 1) / 2 : col_elems);
+    t->col = aligned_floats(c->q        ? (col_elems + 3) / 4
+                            : c->d.bf16 ? (col_elems + 1) / 2
+                                        : col_elems);
     /* A channels-last conv's matmul writes the output rows in place. */
     if (!c->d.nhwc)
         t->gemm = aligned_floats(c->d.bf16 ? (gemm_elems + 1) / 2 : gemm_elems);
@@ -1075,6 +1149,73 @@ static void gather_generic_bf16(const gs_deform_conv *c, const deform_thread *t,
     }
 }
 
+/* int8 gathers (gs_deform_conv_new_int8): gather_generic_bf16's sums with the input scale
+ * folded into the four bilinear weights, clamped in float to the column type's range (0..255,
+ * or -127..127) and rounded to nearest even into one byte. Same operation order in both, so
+ * they agree bit for bit. */
+__attribute__((target("avx512f"))) static void gather_avx512_int8(const gs_deform_conv *c,
+                                                                  const deform_thread *t, int np,
+                                                                  const uint16_t *in, uint8_t *col)
+{
+    const int taps = c->taps, cb_in = c->cb_in, kdim = c->kdim, pad = c->tile_pad;
+    const size_t px = in_pixel_step(c), plane = in_block_step(c);
+    const float sc = c->in_scale;
+    const __m512 lo = _mm512_set1_ps(c->q > 0 ? 0.0f : -127.0f);
+    const __m512 hi = _mm512_set1_ps(c->q > 0 ? 255.0f : 127.0f);
+    for (int k = 0; k < taps; k++) {
+        const int32_t *i0 = t->idx + (size_t)k * 4 * pad, *i1 = i0 + pad, *i2 = i1 + pad,
+                      *i3 = i2 + pad;
+        const float *w0 = t->wt + (size_t)k * 4 * pad, *w1 = w0 + pad, *w2 = w1 + pad,
+                    *w3 = w2 + pad;
+        for (int p = 0; p < np; p++) {
+            const __m512 b0 = _mm512_set1_ps(w0[p] * sc), b1 = _mm512_set1_ps(w1[p] * sc);
+            const __m512 b2 = _mm512_set1_ps(w2[p] * sc), b3 = _mm512_set1_ps(w3[p] * sc);
+            const uint16_t *a0 = in + (size_t)i0[p] * px, *a1 = in + (size_t)i1[p] * px;
+            const uint16_t *a2 = in + (size_t)i2[p] * px, *a3 = in + (size_t)i3[p] * px;
+            uint8_t *dst = col + (size_t)p * kdim;
+            for (int cb = 0; cb < cb_in; cb++) {
+                const size_t o = (size_t)cb * plane;
+                __m512 v = _mm512_mul_ps(b0, load_bf16x16(a0 + o));
+                v = _mm512_fmadd_ps(b1, load_bf16x16(a1 + o), v);
+                v = _mm512_fmadd_ps(b2, load_bf16x16(a2 + o), v);
+                v = _mm512_fmadd_ps(b3, load_bf16x16(a3 + o), v);
+                const __m512i q = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(v, lo), hi));
+                const __m128i bytes =
+                    c->q > 0 ? _mm512_cvtusepi32_epi8(q) : _mm512_cvtsepi32_epi8(q);
+                _mm_storeu_si128((__m128i *)(dst + col_at(c, cb, k)), bytes);
+            }
+        }
+    }
+}
+
+static void gather_generic_int8(const gs_deform_conv *c, const deform_thread *t, int np,
+                                const uint16_t *in, uint8_t *col)
+{
+    const int taps = c->taps, cb_in = c->cb_in, kdim = c->kdim, pad = c->tile_pad;
+    const size_t px = in_pixel_step(c), plane = in_block_step(c);
+    const float sc = c->in_scale, lo = c->q > 0 ? 0.0f : -127.0f, hi = c->q > 0 ? 255.0f : 127.0f;
+    for (int k = 0; k < taps; k++) {
+        const int32_t *idx = t->idx + (size_t)k * 4 * pad;
+        const float *wt = t->wt + (size_t)k * 4 * pad;
+        for (int p = 0; p < np; p++) {
+            const float b0 = wt[p] * sc, b1 = wt[pad + p] * sc, b2 = wt[2 * pad + p] * sc,
+                        b3 = wt[3 * pad + p] * sc;
+            for (int cb = 0; cb < cb_in; cb++) {
+                const uint16_t *b = in + (size_t)cb * plane;
+                uint8_t *dst = col + (size_t)p * kdim + col_at(c, cb, k);
+                for (int l = 0; l < 16; l++) {
+                    float v = b0 * gs_bf16_to_f32(b[(size_t)idx[p] * px + l]);
+                    v = fmaf(b1, gs_bf16_to_f32(b[(size_t)idx[pad + p] * px + l]), v);
+                    v = fmaf(b2, gs_bf16_to_f32(b[(size_t)idx[2 * pad + p] * px + l]), v);
+                    v = fmaf(b3, gs_bf16_to_f32(b[(size_t)idx[3 * pad + p] * px + l]), v);
+                    const long q = lrintf(fminf(fmaxf(v, lo), hi));
+                    dst[l] = c->q > 0 ? (uint8_t)q : (uint8_t)(int8_t)q;
+                }
+            }
+        }
+    }
+}
+
 /* Does one tile; returns a oneDNN status. */
 static dnnl_status_t run_tile(const gs_deform_conv *c, deform_thread *t, gs_deform_kernels kern,
                               int n, int tile, const void *input, const offset_view *v, void *out)
@@ -1087,7 +1228,11 @@ static dnnl_status_t run_tile(const gs_deform_conv *c, deform_thread *t, gs_defo
 
     const int use_avx512 = kern == GS_DEFORM_KERNELS_AVX512;
     build_plan(c, t, v, p0, np, kern);
-    if (c->d.bf16 && c->d.nhwc && use_avx512 && __builtin_cpu_supports("avx512bw"))
+    if (c->q && use_avx512)
+        gather_avx512_int8(c, t, np, (const uint16_t *)input + in_off, (uint8_t *)t->col);
+    else if (c->q)
+        gather_generic_int8(c, t, np, (const uint16_t *)input + in_off, (uint8_t *)t->col);
+    else if (c->d.bf16 && c->d.nhwc && use_avx512 && __builtin_cpu_supports("avx512bw"))
         gather_avx512_bf16_cl(c, t, np, (const uint16_t *)input + in_off, (uint16_t *)t->col);
     else if (c->d.bf16 && use_avx512)
         gather_avx512_bf16(c, t, np, (const uint16_t *)input + in_off, (uint16_t *)t->col);

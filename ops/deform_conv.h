@@ -47,6 +47,10 @@
  *    [N][Ho][Wo][3*kh*kw]: the format of a conv built with d->nhwc, and of no other (a
  *    channels-last conv refuses the other three).
  *
+ * int8 (gs_deform_conv_new_int8, a bf16 conv): the same gather rounds each sample into a u8 or
+ * s8 column with a calibrated input scale and the matmul multiplies int8 columns by int8
+ * weights (per output channel scales) into bf16; see that function.
+ *
  * Channels-last (d->nhwc = 1, fast path only): input [N][H][W][Cin] and output
  * [N][Ho][Wo][Cout], no channel padding, Cin and Cout multiples of 16. oneDNN's AMX
  * convolutions run only on channels-last activations, so a network that uses them keeps its
@@ -135,8 +139,26 @@ int gs_deform_conv_run_bf16(const gs_deform_conv *c, gs_deform_conv_scratch *s,
                             const uint16_t *input, const float *offset, const float *mask,
                             uint16_t *out);
 
+/* The int8 form of a bf16 conv (d->bf16 = 1; run with gs_deform_conv_run_bf16, same input,
+ * offsets and output): each bilinear sample, computed in float32 from the bf16 corners as the
+ * bf16 path does, is multiplied by in_scale = 255 / amax (u8 != 0, for an input known to be
+ * non-negative) or 127 / amax (else), clamped to 0..255 or -127..127 and rounded to nearest
+ * even into a u8 or s8 column; the weight is quantised per output channel (symmetric s8,
+ * 127 / max|w| of that channel); the matmul (VNNI where the CPU has it) accumulates in int32,
+ * adds the bias (pre-scaled into the accumulator's units), scales each output channel back by
+ * 1 / (in_scale * weight scale) in float32, applies the ReLU and rounds to bf16. amax is the
+ * calibrated largest |input| (model/FORMAT.md): samples beyond it saturate. Returns a new
+ * object as gs_deform_conv_new(), or NULL with the error set (also for a float32 descriptor
+ * or an amax that is not a positive finite number). */
+gs_deform_conv *gs_deform_conv_new_int8(const gs_deform_conv_desc *d, const float *weight,
+                                        const float *bias, int fuse_relu, float amax, int u8);
+
+/* 1 for a conv built by gs_deform_conv_new_int8 with u8 columns, -1 with s8, 0 for the others. */
+int gs_deform_conv_int8(const gs_deform_conv *c);
+
 /* The kernels that plan and gather, fastest first; a run uses the fastest the CPU has (float32
- * gathers: AVX-512, AVX2 with FMA, else portable C; bf16 gathers: AVX-512 or portable). */
+ * gathers: AVX-512, AVX2 with FMA, else portable C; bf16 and int8 gathers: AVX-512 or
+ * portable). */
 typedef enum {
     GS_DEFORM_KERNELS_AVX512 = 0,
     GS_DEFORM_KERNELS_AVX2 = 1,

@@ -18,6 +18,9 @@ gs_cmocka_test(test_deform_conv unit SOURCES unit/test_deform_conv.c LIBS gs_ops
 # The bf16 path against the float32 reference; skipped (exit 77) on a CPU without native bf16.
 gs_cmocka_test(test_deform_conv_bf16 unit SOURCES unit/test_deform_conv_bf16.c LIBS gs_ops)
 set_tests_properties(test_deform_conv_bf16 PROPERTIES SKIP_RETURN_CODE 77)
+# The int8 form against the float32 reference; skipped (exit 77) without VNNI and native bf16.
+gs_cmocka_test(test_deform_conv_int8 unit SOURCES unit/test_deform_conv_int8.c LIBS gs_ops)
+set_tests_properties(test_deform_conv_int8 PROPERTIES SKIP_RETURN_CODE 77)
 add_test(NAME deform_conv_torch_parity
          COMMAND /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/parity/deform_conv_torch.py
                  --checker $<TARGET_FILE:test_deform_conv>)
