@@ -415,6 +415,12 @@ static int int8_layer(const layer *y)
            !strncmp(y->name, "base.", 5);
 }
 
+/* The deformable convs int8 quantises where the bundle has their ranges (make_int8). */
+static int int8_dcn(const layer *y)
+{
+    return y->kind == LAYER_DCN;
+}
+
 static const char *int8_amax(const gs_model *m, const layer *y)
 {
     char key[160];
@@ -465,6 +471,42 @@ static int make_int8(gs_model *m)
                                 v ? v : "(missing)");
         if (gs_rt_conv_make_int8(&y->conv, m->engine, amax, m->act.kind == GS_ACT_RELU))
             return gs_error_prefix("layer %s", y->name);
+    }
+    /* The deformable convs: int8 when every one has a range, else all in bf16 as before them
+     * (a bundle calibrated by an older release). A proj_* conv reads an encoder level or an
+     * earlier node, both after the activation, so with ReLU its input is non-negative and gets
+     * u8 columns; a node_* conv reads a transposed conv plus a skip, of either sign: s8. */
+    int have = 0, n = 0;
+    const layer *missing = NULL;
+    for (size_t i = 0; i < l->n; i++)
+        if (int8_dcn(&l->v[i])) {
+            n++;
+            if (int8_amax(m, &l->v[i]))
+                have++;
+            else if (!missing)
+                missing = &l->v[i];
+        }
+    if (missing) {
+        fprintf(stderr,
+                "gastroscreen: %s: no int8 range for the deformable conv %s (%d of %d; bundles "
+                "calibrated before int8 deformable convs have none): they run in %s; calibrate "
+                "again with gastroscreen calibrate\n",
+                gs_weights_name(m->w), missing->name, have, n, gs_bf16_pays() ? "bf16" : "fp32");
+        return 0;
+    }
+    for (size_t i = 0; i < l->n; i++) {
+        layer *y = &l->v[i];
+        if (!int8_dcn(y))
+            continue;
+        const char *v = int8_amax(m, y);
+        char *end = NULL;
+        float amax = strtof(v, &end);
+        if (*end != '\0' || !(amax > 0.0f) || !isfinite(amax))
+            return gs_error_set("%s: metadata " GS_INT8_AMAX_PREFIX "%s.%s: \"%s\" is not a "
+                                "positive number",
+                                gs_weights_name(m->w), net_names[GS_NET_MULTITASK], y->name, v);
+        y->dcn_amax = amax;
+        y->dcn_u8 = m->act.kind == GS_ACT_RELU && strstr(y->name, ".proj_") != NULL;
     }
     return 0;
 }
@@ -612,9 +654,10 @@ int gs_net_state_calibration(const gs_net_state *s,
     const layer_list *l = &s->m->layers[GS_NET_MULTITASK];
     int count = 0;
     for (size_t i = 0; i < l->n; i++) {
-        if (!int8_layer(&l->v[i]))
+        if (!int8_layer(&l->v[i]) && !int8_dcn(&l->v[i]))
             continue;
-        float amax = gs_rt_plan_observed(s->p, &l->v[i].conv);
+        float amax = gs_rt_plan_observed(s->p, int8_dcn(&l->v[i]) ? (const void *)l->v[i].w
+                                                                  : (const void *)&l->v[i].conv);
         if (amax < 0.0f)
             return gs_error_set("layer %s: no range recorded", l->v[i].name);
         char key[160];

@@ -192,7 +192,9 @@ gs_precision gs_precision_usable(gs_precision asked, char *why, size_t len);
 /* Sets the precision of the states made from now on (states made before keep theirs). bf16
  * rounds the built multi-task network's conv weights to bf16 once (the first time). int8
  * quantises the encoder's convs with the bundle's calibration and runs the other layers in
- * bf16 where bf16 pays on this CPU (gs_bf16_pays), else in fp32; a bundle without calibration
+ * bf16 where bf16 pays on this CPU (gs_bf16_pays), else in fp32; the decoder's deformable
+ * convs run int8 too when the rest runs bf16 and the bundle has their ranges (without them:
+ * one line on stderr, and they run as the rest); a bundle without calibration
  * (not made by `gastroscreen calibrate`) cannot run int8: the model is then set to bf16 where
  * bf16 pays, else fp32, and one line naming the bundle says so on stderr (check
  * gs_model_precision() for what was set). Call it
@@ -204,18 +206,20 @@ int gs_model_set_precision(gs_model *m, gs_precision p);
 gs_precision gs_model_precision(const gs_model *m);
 
 /* Metadata key prefix of the int8 calibration: "int8.amax.multitask.<layer>" holds the max
- * |x| seen at the input of that conv layer (model/FORMAT.md). */
+ * |x| seen at the input of that conv or deformable conv layer (model/FORMAT.md). */
 #define GS_INT8_AMAX_PREFIX "int8.amax."
 
-/* 1 if the bundle holds a calibrated range for every conv int8 quantises. */
+/* 1 if the bundle holds a calibrated range for every encoder conv int8 quantises (the
+ * deformable convs' ranges are optional: model/FORMAT.md). */
 int gs_model_has_int8(const gs_model *m);
 
 /* A multi-task state (float32, whatever the precision set) that records the range at the
- * input of every conv int8 quantises while it runs (gs_net_run_multitask); for calibration.
+ * input of every conv and deformable conv int8 quantises while it runs
+ * (gs_net_run_multitask); for calibration.
  * Free with gs_net_state_destroy. Returns NULL with the error set. */
 gs_net_state *gs_net_state_new_calibrating(const gs_model *m, int n, int h, int w);
 
-/* Calls fn(ctx, key, amax) for each conv int8 quantises, in network order, with its metadata
+/* Calls fn(ctx, key, amax) for each layer int8 quantises, in network order, with its metadata
  * key (GS_INT8_AMAX_PREFIX "multitask.<layer>") and the max |x| over the runs of the
  * calibrating state s so far. Returns the number of layers, or -1 with the error set (s is not
  * calibrating, or has not run). */

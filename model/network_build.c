@@ -472,7 +472,7 @@ static int deform(builder *b, const char *pfx, gs_rt_tensor *x, int cout, gs_rt_
             check_bn(b, bn, cout))
             return -1;
         /* A dry plan reads neither weights nor bias. */
-        if (gs_rt_plan_dcn(b->p, NULL, NULL, cout, x, off, b->m->act, out))
+        if (gs_rt_plan_dcn(b->p, NULL, NULL, cout, x, off, b->m->act, 0.0f, 0, out))
             return -1;
         gs_rt_plan_release(b->p, off);
         return 0;
@@ -500,7 +500,7 @@ static int deform(builder *b, const char *pfx, gs_rt_tensor *x, int cout, gs_rt_
     } else {
         y = take_layer(b, k, LAYER_DCN);
     }
-    if (gs_rt_plan_dcn(b->p, y->w, y->b, cout, x, off, b->m->act, out))
+    if (gs_rt_plan_dcn(b->p, y->w, y->b, cout, x, off, b->m->act, y->dcn_amax, y->dcn_u8, out))
         return -1;
     gs_rt_plan_release(b->p, off);
     return 0;

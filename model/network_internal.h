@@ -20,6 +20,8 @@ typedef struct {
     gs_rt_conv conv; /* LAYER_CONV */
     float *w, *b;    /* LAYER_DCN: folded [cout][cin][3][3], [cout]; LAYER_FC: [out][in] */
     int cin, cout;
+    float dcn_amax; /* LAYER_DCN in int8: the calibrated input range (0: the DCN runs bf16) */
+    int dcn_u8;     /* ... and its input is known non-negative (u8 columns, else s8) */
 } layer;
 
 typedef struct {
@@ -41,7 +43,7 @@ struct gs_model {
     gs_precision precision;
     int bf16_weights; /* the multi-task convs hold bf16 weights too */
     int bf16_cl;      /* ... laid out for channels-last activations (gs_model_set_precision) */
-    int int8_weights; /* the encoder's convs hold int8 weights too */
+    int int8_weights; /* the encoder's convs hold int8 weights too (and the DCNs ranges) */
 };
 
 struct gs_net_state {

@@ -449,7 +449,7 @@ typedef struct {
 } step;
 
 typedef struct {
-    const gs_rt_conv *conv;
+    const void *key; /* the conv, or a deformable conv's weight pointer */
     float amax;
 } observation;
 
@@ -622,12 +622,30 @@ void gs_rt_plan_set_observe(gs_rt_plan *p, int on)
     p->observe = on != 0;
 }
 
-float gs_rt_plan_observed(const gs_rt_plan *p, const gs_rt_conv *c)
+float gs_rt_plan_observed(const gs_rt_plan *p, const void *key)
 {
     for (size_t i = 0; i < p->nobs; i++)
-        if (p->obs[i].conv == c)
+        if (p->obs[i].key == key)
             return p->obs[i].amax;
     return -1.0f;
+}
+
+static step *new_step(gs_rt_plan *p, int kind);
+
+/* Step: record max |x| of src as the range of the layer `key` stands for. */
+static int observe(gs_rt_plan *p, const gs_rt_tensor *src, const void *key)
+{
+    if (grow((void **)&p->obs, &p->cap_obs, p->nobs + 1, sizeof *p->obs))
+        return -1;
+    step *o = new_step(p, STEP_OBSERVE);
+    if (!o)
+        return -1;
+    o->src = src->data;
+    o->nelems = src->nelems;
+    o->bf16 = src->bf16;
+    o->obs = (int)p->nobs;
+    p->obs[p->nobs++] = (observation){key, 0.0f};
+    return 0;
 }
 
 static gs_rt_tensor *tensor_new(gs_rt_plan *p, int c, int h, int w, int plain, int cl, int bf16);
@@ -1105,18 +1123,8 @@ int gs_rt_plan_conv(gs_rt_plan *p, const gs_rt_conv *c, gs_rt_tensor *src, gs_rt
     if (p->observe && src->q)
         return gs_error_set("conv %dx%d %d->%d: a calibrating plan cannot read an int8 source",
                             c->kh, c->kw, c->cin, c->cout);
-    if (p->observe) {
-        if (grow((void **)&p->obs, &p->cap_obs, p->nobs + 1, sizeof *p->obs))
-            return -1;
-        step *o = new_step(p, STEP_OBSERVE);
-        if (!o)
-            return -1;
-        o->src = src->data;
-        o->nelems = src->nelems;
-        o->bf16 = src->bf16;
-        o->obs = (int)p->nobs;
-        p->obs[p->nobs++] = (observation){c, 0.0f};
-    }
+    if (p->observe && observe(p, src, c) < 0)
+        return -1;
     if (p->int8 && c->w8)
         return plan_conv_int8(p, c, src, d, sum, act);
     dnnl_primitive_attr_t attr = NULL, wattr = NULL;
@@ -1560,7 +1568,8 @@ fail_noset:
 }
 
 int gs_rt_plan_dcn(gs_rt_plan *p, const float *weight, const float *bias, int cout,
-                   gs_rt_tensor *src, gs_rt_tensor *offset, gs_act act, gs_rt_tensor **dst)
+                   gs_rt_tensor *src, gs_rt_tensor *offset, gs_act act, float int8_amax,
+                   int int8_u8, gs_rt_tensor **dst)
 {
     if (offset->c != 27 || offset->h != src->h || offset->w != src->w || src->plain ||
         offset->plain || offset->bf16 || src->q || offset->q || src->cl != offset->cl)
@@ -1580,10 +1589,15 @@ int gs_rt_plan_dcn(gs_rt_plan *p, const float *weight, const float *bias, int co
     d.offset_format = src->cl ? GS_DEFORM_OFFSET_RAW_NHWC : GS_DEFORM_OFFSET_RAW_BLOCKED;
     d.nhwc = src->cl;
     d.bf16 = src->bf16;
+    if (p->observe && observe(p, src, weight) < 0)
+        return -1;
     step *s = new_step(p, STEP_DCN);
     if (!s)
         return -1;
-    s->dcn = gs_deform_conv_new(&d, weight, bias, act.kind == GS_ACT_RELU);
+    const int relu = act.kind == GS_ACT_RELU;
+    s->dcn = p->int8 && src->bf16 && int8_amax > 0.0f
+                 ? gs_deform_conv_new_int8(&d, weight, bias, relu, int8_amax, int8_u8)
+                 : gs_deform_conv_new(&d, weight, bias, relu);
     if (!s->dcn)
         return -1;
     s->scratch = gs_deform_conv_scratch_new(s->dcn);

@@ -208,13 +208,15 @@ int gs_rt_plan_to_blocked(gs_rt_plan *p, gs_rt_tensor *src, gs_rt_tensor **dst);
  * layout conversions); weights reordered while planning are not steps and not counted. */
 int gs_rt_plan_reorders(const gs_rt_plan *p);
 
-/* on != 0: every conv added later first records max |x| of its source (over all runs, padding
- * channels included: they are zeros) for calibration; gs_rt_plan_observed reads it. */
+/* on != 0: every conv and deformable conv added later first records max |x| of its source
+ * (over all runs, padding channels included: they are zeros) for calibration;
+ * gs_rt_plan_observed reads it. */
 void gs_rt_plan_set_observe(gs_rt_plan *p, int on);
 
-/* The largest |x| seen at the input of conv c over the runs so far, or -1 if no observed step
- * reads c. */
-float gs_rt_plan_observed(const gs_rt_plan *p, const gs_rt_conv *c);
+/* The largest |x| seen over the runs so far at the input of the layer `key` stands for (a
+ * conv: its gs_rt_conv; a deformable conv: the weight pointer it was planned with), or -1 if no
+ * observed step reads it. */
+float gs_rt_plan_observed(const gs_rt_plan *p, const void *key);
 
 /* As gs_rt_plan_tensor, but float32 whatever the plan: a conv from a bf16 source may write
  * it (oneDNN accumulates in float32 and skips the final rounding), e.g. the deformable convs'
@@ -264,9 +266,12 @@ int gs_rt_plan_act(gs_rt_plan *p, gs_rt_tensor *t, gs_act act);
  * src makes a bf16 conv and output, ops/deform_conv gs_deform_conv_run_bf16), weights
  * [cout][cin][3][3] and bias [cout] (borrowed from the model; copied into the ops object).
  * src, offset and dst share one layout, nChw16c or channels-last; channels-last needs cin and
- * cout multiples of 16. */
+ * cout multiples of 16. In an int8 plan (gs_rt_plan_set_int8) with a bf16 src and
+ * int8_amax > 0 it is the int8 form (gs_deform_conv_new_int8: columns u8 when int8_u8, else
+ * s8, for inputs within +-int8_amax); otherwise int8_amax and int8_u8 are ignored. */
 int gs_rt_plan_dcn(gs_rt_plan *p, const float *weight, const float *bias, int cout,
-                   gs_rt_tensor *src, gs_rt_tensor *offset, gs_act act, gs_rt_tensor **dst);
+                   gs_rt_tensor *src, gs_rt_tensor *offset, gs_act act, float int8_amax,
+                   int int8_u8, gs_rt_tensor **dst);
 
 /* Profiling buckets the runtime itself assigns: residual copies and adds always go to
  * GS_RT_PART_MOVES; every other step goes to the bucket last set with gs_rt_plan_set_part

@@ -73,7 +73,8 @@ check "  reports convs and tiles" grep -Eq "^calibrated [0-9]+ convs on 3 tiles"
 check "  no temporary file left" test ! -e "$b8.tmp"
 
 # Same tensors byte for byte, same metadata plus positive int8.amax keys, one per
-# quantised conv: the encoder's convs but the first (base.*).
+# quantised layer: the encoder's convs but the first (base.*, 49) and the decoder's 16
+# deformable convs (<ida>.proj_j.conv, <ida>.node_j.conv).
 cat >"$work/same.py" <<'PY'
 import json, struct, sys
 def read(p):
@@ -90,7 +91,11 @@ extra = {k: v for k, v in mb.items() if k not in ma and not k.startswith("precis
 assert {k: v for k, v in mb.items() if k in ma} == {k: v for k, v in ma.items()
                                                      if not k.startswith(("int8.amax.",
                                                                           "precision.budget."))}
-assert extra and all(k.startswith("int8.amax.multitask.base.") for k in extra), sorted(extra)[:3]
+base = [k for k in extra if k.startswith("int8.amax.multitask.base.")]
+dcn = [k for k in extra if k.startswith(("int8.amax.multitask.dla_up.",
+                                         "int8.amax.multitask.ida_up."))
+       and k.endswith(".conv") and (".proj_" in k or ".node_" in k)]
+assert len(base) == 49 and len(dcn) == 16 and len(extra) == 65, sorted(extra)[:3]
 assert all(float(v) > 0 for v in extra.values())
 assert "int8.amax.multitask.base.base_layer.0" not in extra, "the 3-channel conv stays float"
 assert "int8.amax.multitask.base.base_layer.3" in extra
@@ -208,6 +213,30 @@ check "  still runs" runs 0 o e infer --model "$work/partial.safetensors" --prec
 check "  with one line naming the missing range" \
   bash -c "[ \$(grep -c 'int8 calibration is incomplete' e) -eq 1 ] && grep -q 'no metadata $gone)' e"
 check "  and prints what ran, not int8" bash -c '! grep -q "^precision: int8" o && grep -Eq "^precision: (bf16|fp32)" o'
+
+# A bundle calibrated before the deformable convs had ranges (their 16 keys absent) still
+# runs int8, the deformable convs as the rest of the decoder, and says so once.
+cat >"$work/nodcn.py" <<'PY'
+import json, struct, sys
+src, dst = sys.argv[1], sys.argv[2]
+raw = open(src, "rb").read()
+n = struct.unpack("<Q", raw[:8])[0]
+head = json.loads(raw[8:8 + n])
+meta = head["__metadata__"]
+gone = [k for k in meta if k.startswith("int8.amax.") and k.endswith(".conv")
+        and (".proj_" in k or ".node_" in k)]
+assert len(gone) == 16, gone
+for k in gone:
+    del meta[k]
+text = json.dumps(head, separators=(",", ":")).encode()
+assert len(text) <= n
+open(dst, "wb").write(raw[:8] + text + b" " * (n - len(text)) + raw[8 + n:])
+PY
+check "a bundle without the deformable convs' ranges" /usr/bin/python3 "$work/nodcn.py" "$b8" "$work/nodcn.safetensors"
+check "  runs int8" runs 0 o e infer --model "$work/nodcn.safetensors" --precision int8 "$t0"
+check "  with one line naming the first deformable conv" \
+  bash -c "[ \$(grep -c 'no int8 range for the deformable conv dla_up.ida_0.proj_1.conv' e) -eq 1 ]"
+check "  and prints int8" grep -q "^precision: int8" o
 
 check "re-calibrating a calibrated bundle (old keys replaced)" runs 0 o e calibrate --model "$b8" --tiles tiles --max 1 --out "$work/b8b.safetensors"
 check "  on one tile" grep -Eq "^calibrated [0-9]+ convs on 1 tiles" o

@@ -1,10 +1,12 @@
 /*
  * Unit tests of the int8 precision at the network level (model/network.h): names and parsing,
  * the VNNI fallback of gs_precision_usable, a bundle without calibration falling back in
- * gs_model_set_precision, the calibrating state and its ranges (one per quantised conv, the
- * encoder's convs but the first, positive), and a model calibrated in memory from those
- * ranges running int8: its outputs differ from fp32 (so int8 ran) but stay close. The seeded
- * bundle of the seeded_bundle fixture is used; tests/cli/calibrate.sh covers the command.
+ * gs_model_set_precision, the calibrating state and its ranges (one per quantised layer: the
+ * encoder's convs but the first and the decoder's 16 deformable convs, positive), and a model
+ * calibrated in memory from those ranges running int8: its outputs differ from fp32 (so int8
+ * ran) but stay close, and its deformable convs run int8 only when the bundle has their ranges
+ * (a bundle calibrated before them still runs, with them in bf16). The seeded bundle of the
+ * seeded_bundle fixture is used; tests/cli/calibrate.sh covers the command.
  */
 #include <math.h>
 #include <setjmp.h>
@@ -119,16 +121,18 @@ static void test_default_follows_recorded_budgets(void **state)
     assert_int_equal(default_with("metric", "Met"), GS_PRECISION_FP32);
 }
 
+enum { RANGES_MAX = 96 };
+
 typedef struct {
-    char keys[64][160];
-    float amax[64];
+    char keys[RANGES_MAX][160];
+    float amax[RANGES_MAX];
     int n;
 } ranges;
 
 static void keep(void *ctx, const char *key, float amax)
 {
     ranges *r = ctx;
-    assert_true(r->n < 64);
+    assert_true(r->n < RANGES_MAX);
     snprintf(r->keys[r->n], sizeof r->keys[r->n], "%s", key);
     r->amax[r->n++] = amax;
 }
@@ -175,23 +179,36 @@ static void test_calibrate_and_run(void **state)
     /* Observing changes nothing: the calibrating state runs fp32. */
     assert_memory_equal(f32, fc, sizeof f32);
     int n = gs_net_state_calibration(cal, keep, &r);
-    assert_int_equal(n, 49);
-    assert_int_equal(r.n, 49);
+    assert_int_equal(n, 49 + 16);
+    assert_int_equal(r.n, 49 + 16);
     assert_string_equal(r.keys[0], "int8.amax.multitask.base.base_layer.3");
-    int roots = 0;
+    int roots = 0, proj = 0, node = 0;
     for (int i = 0; i < r.n; i++) {
         assert_true(r.amax[i] > 0.0f && isfinite(r.amax[i]));
-        assert_non_null(strstr(r.keys[i], "int8.amax.multitask.base."));
-        roots += strstr(r.keys[i], ".root.conv[") != NULL;
+        if (i < 49) {
+            assert_non_null(strstr(r.keys[i], "int8.amax.multitask.base."));
+            roots += strstr(r.keys[i], ".root.conv[") != NULL;
+        } else {
+            /* The deformable convs, named as their weights ("<prefix>.conv.weight"). */
+            assert_true(!strncmp(r.keys[i], "int8.amax.multitask.dla_up.", 27) ||
+                        !strncmp(r.keys[i], "int8.amax.multitask.ida_up.", 27));
+            assert_string_equal(r.keys[i] + strlen(r.keys[i]) - 5, ".conv");
+            proj += strstr(r.keys[i], ".proj_") != NULL;
+            node += strstr(r.keys[i], ".node_") != NULL;
+        }
     }
     assert_true(roots > 0);
+    assert_int_equal(proj, 8);
+    assert_int_equal(node, 8);
     gs_net_state_destroy(&cal);
 
-    /* Those ranges written into a bundle: the model runs int8. */
-    char path[64];
+    /* Those ranges written into a bundle: the model runs int8. Also a bundle with the
+       encoder's ranges only, as calibrated before the deformable convs had theirs. */
+    char path[64], path_old[64];
     snprintf(path, sizeof path, "test_network_int8_%d.safetensors", (int)getpid());
-    const char *keys[64], *vals[64];
-    char vbuf[64][32];
+    snprintf(path_old, sizeof path_old, "test_network_int8_old_%d.safetensors", (int)getpid());
+    const char *keys[RANGES_MAX], *vals[RANGES_MAX];
+    char vbuf[RANGES_MAX][32];
     for (int i = 0; i < r.n; i++) {
         keys[i] = r.keys[i];
         snprintf(vbuf[i], sizeof vbuf[i], "%.9g", (double)r.amax[i]);
@@ -199,11 +216,15 @@ static void test_calibrate_and_run(void **state)
     }
     assert_int_equal(
         gs_weights_write_with_meta(gs_model_weights(m), path, "int8.amax.", keys, vals, r.n), 0);
-    gs_model *m8 = gs_model_load(path);
+    assert_int_equal(
+        gs_weights_write_with_meta(gs_model_weights(m), path_old, "int8.amax.", keys, vals, 49), 0);
+    gs_model *m8 = gs_model_load(path), *m8old = gs_model_load(path_old);
     unlink(path);
-    if (!m8)
+    unlink(path_old);
+    if (!m8 || !m8old)
         fail_msg("%s", gs_error_get());
     assert_int_equal(gs_model_has_int8(m8), 1);
+    assert_int_equal(gs_model_has_int8(m8old), 1);
     if (!vnni()) {
         printf("no VNNI: the int8 run is not checked here\n");
     } else {
@@ -263,7 +284,33 @@ static void test_calibrate_and_run(void **state)
         gs_net_state_destroy(&s8b);
         free(rgb2);
         gs_net_state_destroy(&s8);
+
+        /* Without the deformable convs' ranges the encoder still runs int8 (the same feature,
+           which the decoder does not reach) and the deformable convs run as before: the
+           segmentation differs from the int8 one, by about what int8 costs there. */
+        assert_int_equal(gs_model_set_precision(m8old, GS_PRECISION_INT8), 0);
+        assert_int_equal(gs_model_precision(m8old), GS_PRECISION_INT8);
+        gs_net_state *so = gs_net_state_new(m8old, GS_NET_MULTITASK, 1, S, S);
+        assert_non_null(so);
+        float lo, fo[512], sego[(S / 4) * (S / 4)];
+        assert_int_equal(gs_net_run_multitask(so, rgb, &lo, fo, sego), 0);
+        assert_memory_equal(fo, f8, sizeof fo);
+        assert_true(memcmp(sego, seg8, sizeof sego) != 0);
+        /* The seeded decoder is random and amplifies any rounding (the int8 encoder alone
+           moves its logits by most of their range), so what is checked is that int8
+           deformable convs add little to that: mean |error| against fp32 at most 1.5x. */
+        double e_old = 0, e_new = 0;
+        for (size_t i = 0; i < len[2]; i++) {
+            e_old += fabs((double)sego[i] - seg32[i]) / (double)len[2];
+            e_new += fabs((double)seg8[i] - seg32[i]) / (double)len[2];
+        }
+        printf("segmentation logits against fp32, mean |error|: deformable convs bf16 %g, "
+               "int8 %g\n",
+               e_old, e_new);
+        assert_true(e_new <= 1.5 * e_old);
+        gs_net_state_destroy(&so);
     }
+    gs_model_destroy(&m8old);
     gs_model_destroy(&m8);
     gs_net_state_destroy(&plain);
     gs_model_destroy(&m);

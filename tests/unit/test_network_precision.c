@@ -199,7 +199,7 @@ static float *run_step(const program *g, int step, int bf16, int cl, uint32_t se
         float *vo = rand_buf((size_t)2 * 27 * 2 * H * 2 * W, -3, 3);
         test_tensor_fill(aux, vo);
         free(vo);
-        rc = gs_rt_plan_dcn(p, g->dcn_w, g->dcn_b, C, x, aux, relu, &y);
+        rc = gs_rt_plan_dcn(p, g->dcn_w, g->dcn_b, C, x, aux, relu, 0.0f, 0, &y);
         break;
     }
     default:
