@@ -19,34 +19,11 @@
 #include "ops/deform_conv.h"
 #include "ops/error.h"
 #include "tests/unit/layouts.h"
+#include "tests/unit/testrand.h"
 
 /* Fast vs reference: max |fast - ref| <= REL_TOL * max |ref| (plus a tiny floor for all-zero
  * outputs). The two differ only in summation order and in folding the mask into the weights. */
 #define REL_TOL 1e-5
-
-static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
-
-static void rng_seed(uint64_t s)
-{
-    rng_state = s * 0x9E3779B97F4A7C15ull + 1;
-}
-
-static float rng_uniform(float lo, float hi)
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return lo + (hi - lo) * (float)((rng_state >> 11) * (1.0 / 9007199254740992.0));
-}
-
-static float *rand_buf(size_t n, float lo, float hi)
-{
-    float *b = malloc(n * sizeof *b);
-    assert_non_null(b);
-    for (size_t i = 0; i < n; i++)
-        b[i] = rng_uniform(lo, hi);
-    return b;
-}
 
 static float *const_buf(size_t n, float v)
 {
@@ -55,26 +32,6 @@ static float *const_buf(size_t n, float v)
     for (size_t i = 0; i < n; i++)
         b[i] = v;
     return b;
-}
-
-static double max_abs(const float *a, size_t n)
-{
-    double m = 0;
-    for (size_t i = 0; i < n; i++)
-        if (fabs(a[i]) > m)
-            m = fabs(a[i]);
-    return m;
-}
-
-static double max_diff(const float *a, const float *b, size_t n)
-{
-    double m = 0;
-    for (size_t i = 0; i < n; i++) {
-        double e = fabs((double)a[i] - b[i]);
-        if (!(e <= m)) /* NaN counts as a huge error */
-            m = isnan(e) ? INFINITY : e;
-    }
-    return m;
 }
 
 /* Runs the fast path on NCHW buffers through pack/unpack; out is NCHW [n,cout,ho,wo]. Also

@@ -27,55 +27,12 @@
 #include "ops/dnnl_reorder.h"
 #include "ops/error.h"
 #include "tests/unit/layouts.h"
+#include "tests/unit/testrand.h"
 
 /* Three roundings of 2^-9 relative each (weights, samples, output) over sums of up to a few
  * hundred terms of both signs: 1% of the output scale is several times the worst seen, and a
  * wrong index or a missed corner is off by far more. */
 #define BF16_TOL 1e-2
-
-static uint64_t rng_state;
-
-static void rng_seed(uint64_t s)
-{
-    rng_state = s * 0x9E3779B97F4A7C15ull + 1;
-}
-
-static float rng_uniform(float lo, float hi)
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return lo + (hi - lo) * (float)((rng_state >> 11) * (1.0 / 9007199254740992.0));
-}
-
-static float *rand_buf(size_t n, float lo, float hi)
-{
-    float *b = malloc((n ? n : 1) * sizeof *b);
-    assert_non_null(b);
-    for (size_t i = 0; i < n; i++)
-        b[i] = rng_uniform(lo, hi);
-    return b;
-}
-
-static double max_abs(const float *a, size_t n)
-{
-    double m = 0;
-    for (size_t i = 0; i < n; i++)
-        if (fabs(a[i]) > m)
-            m = fabs(a[i]);
-    return m;
-}
-
-static double max_diff(const float *a, const float *b, size_t n)
-{
-    double m = 0;
-    for (size_t i = 0; i < n; i++) {
-        double e = fabs((double)a[i] - b[i]);
-        if (!(e <= m))
-            m = isnan(e) ? INFINITY : e;
-    }
-    return m;
-}
 
 /* Rounds a buffer to bf16 values in place (what a bf16 activation holds). */
 static void round_bf16(float *a, size_t n)

@@ -27,51 +27,17 @@
 #include "ops/dnnl_reorder.h"
 #include "ops/error.h"
 #include "tests/unit/layouts.h"
+#include "tests/unit/testrand.h"
 
 #define INT8_TOL 2e-2
 
-static uint64_t rng_state;
-
-static void rng_seed(uint64_t s)
+/* rand_buf rounded to bf16 values (what a bf16 activation holds). */
+static float *rand_bf16(size_t n, float lo, float hi)
 {
-    rng_state = s * 0x9E3779B97F4A7C15ull + 1;
-}
-
-static float rng_uniform(float lo, float hi)
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return lo + (hi - lo) * (float)((rng_state >> 11) * (1.0 / 9007199254740992.0));
-}
-
-static float *rand_buf(size_t n, float lo, float hi)
-{
-    float *b = malloc((n ? n : 1) * sizeof *b);
-    assert_non_null(b);
+    float *b = rand_buf(n, lo, hi);
     for (size_t i = 0; i < n; i++)
-        b[i] = gs_bf16_to_f32(gs_bf16_from_f32(rng_uniform(lo, hi)));
+        b[i] = gs_bf16_to_f32(gs_bf16_from_f32(b[i]));
     return b;
-}
-
-static double max_abs(const float *a, size_t n)
-{
-    double m = 0;
-    for (size_t i = 0; i < n; i++)
-        if (fabs(a[i]) > m)
-            m = fabs(a[i]);
-    return m;
-}
-
-static double max_diff(const float *a, const float *b, size_t n)
-{
-    double m = 0;
-    for (size_t i = 0; i < n; i++) {
-        double e = fabs((double)a[i] - b[i]);
-        if (!(e <= m))
-            m = isnan(e) ? INFINITY : e;
-    }
-    return m;
 }
 
 typedef struct {
@@ -160,8 +126,8 @@ static double check(const shape *sh, int cl, const float *in, const float *raw, 
 {
     size_t hw = (size_t)sh->h * sh->w, n_in = (size_t)sh->n * sh->cin * hw;
     size_t n_out = (size_t)sh->n * sh->cout * hw;
-    float *wt = rand_buf((size_t)sh->cout * sh->cin * 9, -0.5f, 0.5f);
-    float *bias = rand_buf((size_t)sh->cout, -1, 1);
+    float *wt = rand_bf16((size_t)sh->cout * sh->cin * 9, -0.5f, 0.5f);
+    float *bias = rand_bf16((size_t)sh->cout, -1, 1);
     float *ref = malloc(n_out * sizeof *ref), *fast = malloc(n_out * sizeof *fast);
     assert_true(ref && fast);
     reference(sh, in, raw, wt, bias, relu, ref);
@@ -195,9 +161,9 @@ static void random_shapes(void **state)
             rng_seed(10 + i + 100 * (size_t)layout);
             const shape *sh = &shapes[i];
             size_t hw = (size_t)sh->h * sh->w;
-            float *raw = rand_buf((size_t)sh->n * 27 * hw, -3, 3);
-            float *in = rand_buf((size_t)sh->n * sh->cin * hw, -1, 1);
-            float *pos = rand_buf((size_t)sh->n * sh->cin * hw, 0, 2);
+            float *raw = rand_bf16((size_t)sh->n * 27 * hw, -3, 3);
+            float *in = rand_bf16((size_t)sh->n * sh->cin * hw, -1, 1);
+            float *pos = rand_bf16((size_t)sh->n * sh->cin * hw, 0, 2);
             worst = fmax(worst, check(sh, layout, in, raw, 0, 0, "s8"));
             worst = fmax(worst, check(sh, layout, in, raw, 1, 0, "s8 + relu"));
             worst = fmax(worst, check(sh, layout, pos, raw, 1, 1, "u8 + relu"));
@@ -217,8 +183,8 @@ static void huge_offsets_and_borders(void **state)
     const shape sh = {2, 20, 24, 9, 10};
     rng_seed(3);
     size_t hw = (size_t)sh.h * sh.w, n_raw = (size_t)sh.n * 27 * hw;
-    float *in = rand_buf((size_t)sh.n * sh.cin * hw, -1, 1);
-    float *raw = rand_buf(n_raw, -40, 40);
+    float *in = rand_bf16((size_t)sh.n * sh.cin * hw, -1, 1);
+    float *raw = rand_bf16(n_raw, -40, 40);
     check(&sh, 0, in, raw, 0, 0, "offsets within 40 px");
     for (int n = 0; n < sh.n; n++)
         for (size_t i = 0; i < 18 * hw; i++)
@@ -246,9 +212,9 @@ static void zero_columns_give_bias(void **state)
     const shape sh = {1, 16, 5, 4, 4};
     rng_seed(5);
     size_t hw = (size_t)sh.h * sh.w;
-    float *raw = rand_buf(27 * hw, -2, 2);
-    float *neg = rand_buf((size_t)sh.cin * hw, -2, -0.01f);
-    float *wt = rand_buf((size_t)sh.cout * sh.cin * 9, -1, 1);
+    float *raw = rand_bf16(27 * hw, -2, 2);
+    float *neg = rand_bf16((size_t)sh.cin * hw, -2, -0.01f);
+    float *wt = rand_bf16((size_t)sh.cout * sh.cin * 9, -1, 1);
     float bias[5] = {0.1f, -2.5f, 3.14159f, 0.0f, 1e-3f};
     float *out = malloc((size_t)sh.cout * hw * sizeof *out);
     assert_non_null(out);
@@ -277,9 +243,9 @@ static void inputs_beyond_the_range_saturate(void **state)
     const shape sh = {1, 32, 16, 8, 8};
     rng_seed(7);
     size_t hw = (size_t)sh.h * sh.w, n_in = (size_t)sh.cin * hw, n_out = (size_t)sh.cout * hw;
-    float *in = rand_buf(n_in, -2, 2), *clamped = malloc(n_in * sizeof *clamped);
-    float *raw = rand_buf(27 * hw, -0.01f, 0.01f);
-    float *wt = rand_buf((size_t)sh.cout * sh.cin * 9, -0.5f, 0.5f);
+    float *in = rand_bf16(n_in, -2, 2), *clamped = malloc(n_in * sizeof *clamped);
+    float *raw = rand_bf16(27 * hw, -0.01f, 0.01f);
+    float *wt = rand_bf16((size_t)sh.cout * sh.cin * 9, -0.5f, 0.5f);
     float *ref = malloc(n_out * sizeof *ref), *fast = malloc(n_out * sizeof *fast);
     float *unclamped = malloc(n_out * sizeof *unclamped);
     assert_true(clamped && ref && fast && unclamped);
@@ -316,9 +282,9 @@ static void portable_matches_avx512(void **state)
         rng_seed(6 + (uint64_t)cl);
         size_t hw = (size_t)sh->h * sh->w, n_out = (size_t)sh->n * sh->cout * hw;
         size_t bits = cl ? n_out : gs_deform_conv_blocked_size(sh->n, sh->cout, sh->h, sh->w);
-        float *in = rand_buf((size_t)sh->n * sh->cin * hw, -2, 2);
-        float *raw = rand_buf((size_t)sh->n * 27 * hw, -4, 4);
-        float *wt = rand_buf((size_t)sh->cout * sh->cin * 9, -0.5f, 0.5f);
+        float *in = rand_bf16((size_t)sh->n * sh->cin * hw, -2, 2);
+        float *raw = rand_bf16((size_t)sh->n * 27 * hw, -4, 4);
+        float *wt = rand_bf16((size_t)sh->cout * sh->cin * 9, -0.5f, 0.5f);
         float *a = malloc(n_out * sizeof *a);
         uint16_t *ra = malloc(bits * sizeof *ra), *rb = malloc(bits * sizeof *rb);
         assert_true(a && ra && rb);
