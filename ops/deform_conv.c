@@ -353,9 +353,9 @@ fail:
     return ok;
 }
 
-/* Quantises the plain float [kdim, ndim] weight in place of an int8 conv: per output column a
- * symmetric scale 127 / max|w| into *w8, the bias into the accumulator's scale, and the output
- * scales. Returns 0, or -1 with the error set. */
+/* For an int8 conv: quantises the plain float [kdim, ndim] weight into w8 with a symmetric
+ * scale 127 / max|w| per output column, brings c->bias into the accumulator's units and sets
+ * c->oscale. Returns 0, or -1 with the error set. */
 static int quantise_weights(gs_deform_conv *c, const float *plain, int8_t *w8)
 {
     for (int co = 0; co < c->ndim; co++) {
