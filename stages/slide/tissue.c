@@ -368,9 +368,9 @@ int gs_plan_read_thumbnail(gs_slide *slide, const gs_tissue_options *o, uint8_t 
     return gs_slide_thumbnail_capped(slide, max_dim, o->max_thumbnail_source_pixels, rgb, w, h);
 }
 
-/* Most tiles a plan's grid may have: 16.8 million, 4.4 Tpx at 512 px, thousands of times a
- * whole-slide scan. A bigger grid means a wrong resolution (a default mpp or a target far off),
- * and would cost gigabytes of tile slots before a single tile is read. */
+/* Most tiles a plan's grid may have: 16.8 million, 4.4 Tpx at 512 px, hundreds of times a
+ * large whole-slide scan. A bigger grid means a wrong resolution (a default mpp or a target far
+ * off), and would cost gigabytes of tile slots before a single tile is read. */
 #define PLAN_GRID_TILES_MAX ((int64_t)1 << 24)
 
 /* The grid of the plan at the job's tile size and target resolution. Returns 0, or -1 with
