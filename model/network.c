@@ -428,16 +428,17 @@ static const char *int8_amax(const gs_model *m, const layer *y)
     return gs_weights_meta(m->w, key);
 }
 
-/* How many of the convs int8 quantises have a calibrated range in the bundle (*have) out of
- * how many (returned); *missing = the first without one, or NULL. */
-static int int8_ranges(const gs_model *m, int *have, const layer **missing)
+/* How many of the layers `which` selects (int8_layer, int8_dcn) have a calibrated range in
+ * the bundle (*have) out of how many (returned); *missing = the first without one, or NULL. */
+static int int8_ranges(const gs_model *m, int (*which)(const layer *), int *have,
+                       const layer **missing)
 {
     const layer_list *l = &m->layers[GS_NET_MULTITASK];
     int n = 0;
     *have = 0;
     *missing = NULL;
     for (size_t i = 0; i < l->n; i++)
-        if (int8_layer(&l->v[i])) {
+        if (which(&l->v[i])) {
             n++;
             if (int8_amax(m, &l->v[i]))
                 (*have)++;
@@ -451,7 +452,22 @@ int gs_model_has_int8(const gs_model *m)
 {
     int have;
     const layer *missing;
-    return int8_ranges(m, &have, &missing) > 0 && !missing;
+    return int8_ranges(m, int8_layer, &have, &missing) > 0 && !missing;
+}
+
+/* The calibrated range of layer y into *amax; returns 0, or -1 with the error set when the
+ * bundle's value is missing or not a positive finite number. */
+static int layer_amax(const gs_model *m, const layer *y, float *amax)
+{
+    const char *v = int8_amax(m, y);
+    char *end = NULL;
+    *amax = v ? strtof(v, &end) : 0.0f;
+    if (!v || *end != '\0' || !(*amax > 0.0f) || !isfinite(*amax))
+        return gs_error_set("%s: metadata " GS_INT8_AMAX_PREFIX "%s.%s: \"%s\" is not a "
+                            "positive number",
+                            gs_weights_name(m->w), net_names[GS_NET_MULTITASK], y->name,
+                            v ? v : "(missing)");
+    return 0;
 }
 
 static int make_int8(gs_model *m)
@@ -459,16 +475,11 @@ static int make_int8(gs_model *m)
     layer_list *l = &m->layers[GS_NET_MULTITASK];
     for (size_t i = 0; i < l->n; i++) {
         layer *y = &l->v[i];
+        float amax;
         if (!int8_layer(y))
             continue;
-        const char *v = int8_amax(m, y);
-        char *end = NULL;
-        float amax = v ? strtof(v, &end) : 0.0f;
-        if (!v || *end != '\0' || !(amax > 0.0f) || !isfinite(amax))
-            return gs_error_set("%s: metadata " GS_INT8_AMAX_PREFIX "%s.%s: \"%s\" is not a "
-                                "positive number",
-                                gs_weights_name(m->w), net_names[GS_NET_MULTITASK], y->name,
-                                v ? v : "(missing)");
+        if (layer_amax(m, y, &amax) < 0)
+            return -1;
         if (gs_rt_conv_make_int8(&y->conv, m->engine, amax, m->act.kind == GS_ACT_RELU))
             return gs_error_prefix("layer %s", y->name);
     }
@@ -476,16 +487,9 @@ static int make_int8(gs_model *m)
      * (a bundle calibrated by an older release). A proj_* conv reads an encoder level or an
      * earlier node, both after the activation, so with ReLU its input is non-negative and gets
      * u8 columns; a node_* conv reads a transposed conv plus a skip, of either sign: s8. */
-    int have = 0, n = 0;
-    const layer *missing = NULL;
-    for (size_t i = 0; i < l->n; i++)
-        if (int8_dcn(&l->v[i])) {
-            n++;
-            if (int8_amax(m, &l->v[i]))
-                have++;
-            else if (!missing)
-                missing = &l->v[i];
-        }
+    int have;
+    const layer *missing;
+    int n = int8_ranges(m, int8_dcn, &have, &missing);
     if (missing) {
         /* Where the rest runs fp32 the deformable convs do too, ranges or not: nothing to say. */
         if (gs_bf16_pays())
@@ -500,14 +504,8 @@ static int make_int8(gs_model *m)
         layer *y = &l->v[i];
         if (!int8_dcn(y))
             continue;
-        const char *v = int8_amax(m, y);
-        char *end = NULL;
-        float amax = strtof(v, &end);
-        if (*end != '\0' || !(amax > 0.0f) || !isfinite(amax))
-            return gs_error_set("%s: metadata " GS_INT8_AMAX_PREFIX "%s.%s: \"%s\" is not a "
-                                "positive number",
-                                gs_weights_name(m->w), net_names[GS_NET_MULTITASK], y->name, v);
-        y->dcn_amax = amax;
+        if (layer_amax(m, y, &y->dcn_amax) < 0)
+            return -1;
         y->dcn_u8 = m->act.kind == GS_ACT_RELU && strstr(y->name, ".proj_") != NULL;
     }
     return 0;
@@ -520,7 +518,7 @@ int gs_model_set_precision(gs_model *m, gs_precision p)
         gs_precision alt = gs_bf16_pays() ? GS_PRECISION_BF16 : GS_PRECISION_FP32;
         int have;
         const layer *missing;
-        int n = int8_ranges(m, &have, &missing);
+        int n = int8_ranges(m, int8_layer, &have, &missing);
         if (have > 0)
             fprintf(stderr,
                     "gastroscreen: %s: precision int8 asked for, but the bundle's int8 "
