@@ -563,7 +563,8 @@ static int thread_init(const gs_deform_conv *c, deform_thread *t)
     t->mask = aligned_floats((size_t)c->tile_pad);
     if (!t->idx || !t->wt || !t->base_y || !t->base_x || !t->dy || !t->dx || !t->mask)
         return gs_error_set("deform_conv: out of memory for scratch");
-    /* A bf16 conv's columns and matmul output take half the bytes. */
+    /* A bf16 conv's columns and matmul output take half the bytes; an int8 conv's columns a
+     * quarter (its output is bf16). */
     const size_t col_elems = (size_t)c->tile_p * c->kdim, gemm_elems = (size_t)c->tile_p * c->ndim;
     t->col = aligned_floats(c->q        ? (col_elems + 3) / 4
                             : c->d.bf16 ? (col_elems + 1) / 2
