@@ -11,6 +11,7 @@
 
 #include "model/runtime.h"
 #include "ops/deform_conv.h"
+#include "ops/dnnl_reorder.h"
 #include "ops/error.h"
 #include "stages/runtime/fileio.h"
 
@@ -99,16 +100,41 @@ struct gs_bench_dense {
     dnnl_primitive_t conv;
     dnnl_exec_arg_t args[5];
     int nargs;
-    float *bufs[5];
+    void *bufs[5];
     char impl[64];
 };
 
-gs_bench_dense *gs_bench_dense_new(int n, int cin, int cout, int h, int w)
+/* Fills a buffer for one tensor of data type dt with plain finite values: uniform floats in
+ * [-1, 1) as f32 or rounded to bf16; any bytes for s8/u8 (every value is finite there). */
+static int fill_tensor(void *buf, size_t bytes, dnnl_data_type_t dt, unsigned *seed)
+{
+    if (dt == dnnl_f32 || dt == dnnl_bf16) {
+        size_t n = dt == dnnl_f32 ? bytes / sizeof(float) : bytes / sizeof(uint16_t);
+        float *f = rand_floats(n, -1, 1, seed);
+        if (!f)
+            return -1;
+        if (dt == dnnl_f32)
+            memcpy(buf, f, n * sizeof(float));
+        else
+            for (size_t i = 0; i < n; i++)
+                ((uint16_t *)buf)[i] = gs_bf16_from_f32(f[i]);
+        free(f);
+        return 0;
+    }
+    for (size_t i = 0; i < bytes; i++) {
+        *seed = *seed * 1664525u + 1013904223u;
+        ((uint8_t *)buf)[i] = (uint8_t)(*seed >> 24);
+    }
+    return 0;
+}
+
+gs_bench_dense *gs_bench_dense_new(int n, int cin, int cout, int h, int w, gs_precision p)
 {
     gs_bench_dense *d = calloc(1, sizeof *d);
     dnnl_primitive_attr_t attr = NULL;
     dnnl_post_ops_t ops = NULL;
     dnnl_primitive_desc_t pd = NULL;
+    float *scales = NULL;
     if (!d) {
         gs_error_set("bench: out of memory");
         return NULL;
@@ -118,10 +144,14 @@ gs_bench_dense *gs_bench_dense_new(int n, int cin, int cout, int h, int w)
     dnnl_memory_desc_t src, wei, bias, dst;
     dnnl_dims_t sd = {n, cin, h, w}, wd = {cout, cin, 3, 3}, bd = {cout}, dd = {n, cout, h, w};
     dnnl_dims_t strides = {1, 1}, pad = {1, 1};
-    DNNL_TRY(dnnl_memory_desc_init_by_tag(&src, 4, sd, dnnl_f32, dnnl_format_tag_any), "src md");
-    DNNL_TRY(dnnl_memory_desc_init_by_tag(&wei, 4, wd, dnnl_f32, dnnl_format_tag_any), "wei md");
+    const dnnl_data_type_t act = p == GS_PRECISION_INT8   ? dnnl_u8
+                                 : p == GS_PRECISION_BF16 ? dnnl_bf16
+                                                          : dnnl_f32;
+    const dnnl_data_type_t wdt = p == GS_PRECISION_INT8 ? dnnl_s8 : act;
+    DNNL_TRY(dnnl_memory_desc_init_by_tag(&src, 4, sd, act, dnnl_format_tag_any), "src md");
+    DNNL_TRY(dnnl_memory_desc_init_by_tag(&wei, 4, wd, wdt, dnnl_format_tag_any), "wei md");
     DNNL_TRY(dnnl_memory_desc_init_by_tag(&bias, 1, bd, dnnl_f32, dnnl_x), "bias md");
-    DNNL_TRY(dnnl_memory_desc_init_by_tag(&dst, 4, dd, dnnl_f32, dnnl_format_tag_any), "dst md");
+    DNNL_TRY(dnnl_memory_desc_init_by_tag(&dst, 4, dd, act, dnnl_format_tag_any), "dst md");
     dnnl_convolution_desc_t cd;
     DNNL_TRY(dnnl_convolution_forward_desc_init(&cd, dnnl_forward_inference,
                                                 dnnl_convolution_direct, &src, &wei, &bias, &dst,
@@ -131,6 +161,19 @@ gs_bench_dense *gs_bench_dense_new(int n, int cin, int cout, int h, int w)
     DNNL_TRY(dnnl_post_ops_create(&ops), "post-ops");
     DNNL_TRY(dnnl_post_ops_append_eltwise(ops, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f), "relu");
     DNNL_TRY(dnnl_primitive_attr_set_post_ops(attr, ops), "set post-ops");
+    if (p == GS_PRECISION_INT8) {
+        /* Per output channel, as the network's int8 convs: the scale values do not change the
+         * speed, only that they are applied. */
+        scales = malloc(sizeof(float) * (size_t)cout);
+        if (!scales) {
+            gs_error_set("bench: out of memory");
+            goto fail;
+        }
+        for (int k = 0; k < cout; k++)
+            scales[k] = 1.0f / (64.0f + (float)(k % 7));
+        DNNL_TRY(dnnl_primitive_attr_set_output_scales(attr, cout, 1 << 1, scales),
+                 "output scales");
+    }
     DNNL_TRY(dnnl_primitive_desc_create(&pd, &cd, attr, d->eng, NULL), "conv pd");
     const char *impl = "";
     DNNL_TRY(dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl), "impl query");
@@ -149,9 +192,15 @@ gs_bench_dense *gs_bench_dense_new(int n, int cin, int cout, int h, int w)
         size_t bytes = mds[i] ? dnnl_memory_desc_get_size(mds[i]) : 0;
         if (bytes == 0)
             continue; /* no scratchpad needed */
-        float *buf = rand_floats((bytes + sizeof(float) - 1) / sizeof(float), -1, 1, &seed);
-        if (!buf)
+        void *buf = aligned_alloc(64, (bytes + 63) / 64 * 64);
+        if (!buf) {
+            gs_error_set("bench: out of memory");
             goto fail;
+        }
+        if (fill_tensor(buf, bytes, mds[i]->data_type, &seed) < 0) {
+            free(buf);
+            goto fail;
+        }
         d->bufs[d->nargs] = buf;
         d->args[d->nargs].arg = arg_ids[i];
         DNNL_TRY(dnnl_memory_create(&d->args[d->nargs].memory, mds[i], d->eng, buf), "memory");
@@ -160,15 +209,17 @@ gs_bench_dense *gs_bench_dense_new(int n, int cin, int cout, int h, int w)
     dnnl_primitive_desc_destroy(pd);
     dnnl_post_ops_destroy(ops);
     dnnl_primitive_attr_destroy(attr);
+    free(scales);
     return d;
 fail:
+    free(scales);
     if (pd)
         dnnl_primitive_desc_destroy(pd);
     if (ops)
         dnnl_post_ops_destroy(ops);
     if (attr)
         dnnl_primitive_attr_destroy(attr);
-    gs_error_prefix("dense conv %d->%d @%dx%d", cin, cout, h, w);
+    gs_error_prefix("dense %s conv %d->%d @%dx%d", gs_precision_name(p), cin, cout, h, w);
     gs_bench_dense_destroy(&d);
     return NULL;
 }

@@ -18,7 +18,7 @@
  *  - gs_bench_multitask_gflop(): the multi-task network's FLOPs per tile, counted from the
  *    layer shapes found in a bundle.
  *
- *     gs_bench_dense *d = gs_bench_dense_new(1, 64, 64, 128, 128);
+ *     gs_bench_dense *d = gs_bench_dense_new(1, 64, 64, 128, 128, GS_PRECISION_FP32);
  *     gs_bench_deform *f = gs_bench_deform_new(1, 64, 64, 128, 128);
  *     gs_bench_fn fns[2] = {gs_bench_deform_run, gs_bench_dense_run};
  *     void *ctx[2] = {f, d};
@@ -33,6 +33,7 @@
 
 #include <stddef.h>
 
+#include "model/network.h"
 #include "model/weights.h"
 
 /* Seconds on a monotonic clock (arbitrary origin). */
@@ -58,9 +59,11 @@ double gs_bench_conv_gflop(int n, int cin, int cout, int ho, int wo, int k);
 typedef struct gs_bench_dense gs_bench_dense;
 
 /* A dense 3x3, stride 1, pad 1 conv n x cin x h x w -> n x cout x h x w with bias and ReLU, on
- * random data. Returns a new object (free with gs_bench_dense_destroy) or NULL with the error
- * set (oneDNN failure, out of memory). */
-gs_bench_dense *gs_bench_dense_new(int n, int cin, int cout, int h, int w);
+ * random data, in precision p as the network runs its convs in p: fp32 throughout; bf16
+ * source, weights and output (f32 bias); int8 u8 source and output, s8 weights, f32 bias and
+ * per-channel output scales. Returns a new object (free with gs_bench_dense_destroy) or NULL
+ * with the error set (oneDNN failure, no implementation for p on this CPU, out of memory). */
+gs_bench_dense *gs_bench_dense_new(int n, int cin, int cout, int h, int w, gs_precision p);
 void gs_bench_dense_destroy(gs_bench_dense **d);
 
 /* Runs the conv once (waits for the stream); ctx is a gs_bench_dense. Returns 0 or -1. */

@@ -17,7 +17,10 @@
  *    reference (target >= 0.70), also against the same reference convs re-timed interleaved
  *    with the network (so a change of machine load between sections does not skew the
  *    fraction), for fp32 and, where the CPU runs it natively, bf16 (or the --precision
- *    asked for), all interleaved in the same rounds; where a tile's time goes (separate
+ *    asked for), all interleaved in the same rounds; each precision also against the same
+ *    dense convs run in that precision (bf16, or u8/s8 int8), with the time a tile would take
+ *    at that rate, the floor a precision's target is to be read against on this CPU (the
+ *    fp32 network beats its floor only through Winograd); where a tile's time goes (separate
  *    profiled runs, gs_net_state_profile: per part medians, whose sum is a little above the
  *    unprofiled time because every step is waited for); and the small networks' times.
  * Medians over --repeat timed rounds after warm-up rounds; the variants being compared run
@@ -126,9 +129,10 @@ static const char *const USAGE =
     "primitive vs a dense oneDNN 3x3 conv of the same shape (target: ratio <= 1.5); the\n"
     "dense-conv FLOP rate reference (median GFLOP/s of oneDNN dense convs over the network's\n"
     "own 3x3 shapes); the multi-task network's tiles/s and GFLOP/s at batch 1 and 4 on\n"
-    "512x512 tiles and their fraction of that reference (target >= 0.70), where its time goes\n"
-    "(per part: input, encoder, decoder offsets, decoder DCN, transposed convs, heads,\n"
-    "reorders), and the small networks' times.\n"
+    "512x512 tiles and their fraction of that reference (target >= 0.70) and of the same\n"
+    "dense convs run in each precision measured (with the time a tile would take at that\n"
+    "rate), where its time goes (per part: input, encoder, decoder offsets, decoder DCN,\n"
+    "transposed convs, heads, reorders), and the small networks' times.\n"
     "\n"
     "  --json         print one JSON object with every figure instead of the table\n"
     "  --threads N    OpenMP threads for everything (default: all, as OMP_NUM_THREADS)\n"
@@ -258,7 +262,8 @@ static int bench_deform_shape(const conv_shape *s, const bench_opts *o, json_t *
 {
     int rc = -1;
     gs_bench_deform *f = gs_bench_deform_new(1, s->cin, s->cout, s->res, s->res);
-    gs_bench_dense *d = f ? gs_bench_dense_new(1, s->cin, s->cout, s->res, s->res) : NULL;
+    gs_bench_dense *d =
+        f ? gs_bench_dense_new(1, s->cin, s->cout, s->res, s->res, GS_PRECISION_FP32) : NULL;
     if (!d)
         goto free_objects;
     gs_bench_fn fns[2] = {gs_bench_deform_run, gs_bench_dense_run};
@@ -285,7 +290,7 @@ free_objects:
 /* Times a dense conv alone (the reference shapes not in the decoder table). */
 static int bench_dense_shape(const conv_shape *s, const bench_opts *o, double *gflops)
 {
-    gs_bench_dense *d = gs_bench_dense_new(1, s->cin, s->cout, s->res, s->res);
+    gs_bench_dense *d = gs_bench_dense_new(1, s->cin, s->cout, s->res, s->res, GS_PRECISION_FP32);
     if (!d)
         return -1;
     gs_bench_fn fn = gs_bench_dense_run;
@@ -526,7 +531,7 @@ static json_t *bench_networks(const bench_opts *o, double dense_ref)
     /* runs[precision][batch]; runs[0][0] also serves the small networks. */
     net_run runs[GS_PRECISION_COUNT][2];
     memset(runs, 0, sizeof runs);
-    gs_bench_dense *refs[N_REF] = {NULL};
+    gs_bench_dense *refs[GS_PRECISION_COUNT][N_REF] = {{NULL}};
     json_t *mt = json_null(), *small = json_array();
     if (gs_model_has(m, GS_NET_MULTITASK)) {
         const int tile = 512;
@@ -563,40 +568,60 @@ static json_t *bench_networks(const bench_opts *o, double dense_ref)
                     goto fail;
         }
         /* The reference dense convs run again here, interleaved with the network, so that the
-         * fraction is not skewed by the load changing between the two sections. */
+         * fraction is not skewed by the load changing between the two sections: in fp32 (the
+         * issue's reference), and in each other precision measured, as the network runs its
+         * convs there, so that every precision is also compared with what dense convs reach in
+         * it on this CPU (the network's floor at that rate is its FLOPs over that rate). */
         conv_shape shapes[N_REF];
         const int nref = reference_shapes(o, shapes);
         const int nrun = np * nb;
-        gs_bench_fn fns[GS_PRECISION_COUNT * 2 + N_REF];
-        void *ctx[GS_PRECISION_COUNT * 2 + N_REF];
-        double med[GS_PRECISION_COUNT * 2 + N_REF];
+        gs_precision ref_precs[GS_PRECISION_COUNT];
+        int nrp = 0;
+        ref_precs[nrp++] = GS_PRECISION_FP32;
+        for (int q = 0; q < np; q++)
+            if (precs[q] != GS_PRECISION_FP32)
+                ref_precs[nrp++] = precs[q];
+        gs_bench_fn fns[GS_PRECISION_COUNT * 2 + GS_PRECISION_COUNT * N_REF];
+        void *ctx[GS_PRECISION_COUNT * 2 + GS_PRECISION_COUNT * N_REF];
+        double med[GS_PRECISION_COUNT * 2 + GS_PRECISION_COUNT * N_REF];
         for (int q = 0; q < np; q++)
             for (int b = 0; b < nb; b++) {
                 fns[q * nb + b] = net_run_once;
                 ctx[q * nb + b] = &runs[q][b];
             }
-        for (int k = 0; k < nref; k++) {
-            refs[k] =
-                gs_bench_dense_new(1, shapes[k].cin, shapes[k].cout, shapes[k].res, shapes[k].res);
-            if (!refs[k])
-                goto fail;
-            fns[nrun + k] = gs_bench_dense_run;
-            ctx[nrun + k] = refs[k];
-        }
-        if (gs_bench_interleaved(nrun + nref, fns, ctx, 1, o->repeat, med) < 0)
+        for (int r = 0; r < nrp; r++)
+            for (int k = 0; k < nref; k++) {
+                refs[r][k] = gs_bench_dense_new(1, shapes[k].cin, shapes[k].cout, shapes[k].res,
+                                                shapes[k].res, ref_precs[r]);
+                if (!refs[r][k])
+                    goto fail;
+                fns[nrun + r * nref + k] = gs_bench_dense_run;
+                ctx[nrun + r * nref + k] = refs[r][k];
+            }
+        if (gs_bench_interleaved(nrun + nrp * nref, fns, ctx, 1, o->repeat, med) < 0)
             goto fail;
-        double rates[N_REF];
-        for (int k = 0; k < nref; k++)
-            rates[k] = gs_bench_conv_gflop(1, shapes[k].cin, shapes[k].cout, shapes[k].res,
-                                           shapes[k].res, 3) /
-                       med[nrun + k];
-        const double inter_ref = gs_bench_median(rates, nref);
+        double ref_rate[GS_PRECISION_COUNT];
+        for (int r = 0; r < nrp; r++) {
+            double rates[N_REF];
+            for (int k = 0; k < nref; k++)
+                rates[k] = gs_bench_conv_gflop(1, shapes[k].cin, shapes[k].cout, shapes[k].res,
+                                               shapes[k].res, 3) /
+                           med[nrun + r * nref + k];
+            ref_rate[r] = gs_bench_median(rates, nref);
+        }
+        const double inter_ref = ref_rate[0];
         json_t *per = json_array();
         for (int q = 0; q < np; q++) {
             json_t *rows = json_array(), *prof = json_array();
-            json_array_append_new(per, json_pack("{s:s, s:o, s:o}", "precision",
-                                                 gs_precision_name(precs[q]), "batches", rows,
-                                                 "layers", prof));
+            double own_ref = inter_ref;
+            for (int r = 0; r < nrp; r++)
+                if (ref_precs[r] == precs[q])
+                    own_ref = ref_rate[r];
+            json_array_append_new(
+                per,
+                json_pack("{s:s, s:f, s:f, s:o, s:o}", "precision", gs_precision_name(precs[q]),
+                          "dense_reference_gflops", own_ref, "ms_per_tile_at_dense_reference",
+                          gflop / own_ref * 1e3, "batches", rows, "layers", prof));
             for (int b = 0; b < nb; b++) {
                 json_t *pr = profile_parts(&runs[q][b], o->repeat);
                 if (!pr) {
@@ -606,10 +631,11 @@ static json_t *bench_networks(const bench_opts *o, double dense_ref)
                 json_array_append_new(prof, pr);
                 double t = med[q * nb + b], rate = batches[b] * gflop / t;
                 json_array_append_new(
-                    rows, json_pack("{s:i, s:f, s:f, s:f, s:f, s:f, s:i}", "batch", batches[b],
+                    rows, json_pack("{s:i, s:f, s:f, s:f, s:f, s:f, s:f, s:i}", "batch", batches[b],
                                     "ms", t * 1e3, "tiles_per_s", batches[b] / t, "gflops", rate,
                                     "fraction_of_dense_reference", rate / dense_ref,
                                     "fraction_of_interleaved_dense_reference", rate / inter_ref,
+                                    "fraction_of_same_precision_dense_reference", rate / own_ref,
                                     "winograd_convs", gs_net_state_winograd_convs(runs[q][b].st)));
                 net_run_free(&runs[q][b]);
             }
@@ -651,8 +677,9 @@ fail:
     for (int q = 0; q < GS_PRECISION_COUNT; q++)
         for (int b = 0; b < 2; b++)
             net_run_free(&runs[q][b]);
-    for (int k = 0; k < N_REF; k++)
-        gs_bench_dense_destroy(&refs[k]);
+    for (int q = 0; q < GS_PRECISION_COUNT; q++)
+        for (int k = 0; k < N_REF; k++)
+            gs_bench_dense_destroy(&refs[q][k]);
     json_decref(mt);
     json_decref(small);
     gs_model_destroy(&m);
@@ -962,22 +989,30 @@ static void print_text(json_t *r)
                "target: >= 0.70 of the dense reference\n",
                (int)json_integer_value(json_object_get(mt, "tile")),
                (int)json_integer_value(json_object_get(mt, "tile")), num(mt, "gflop_per_tile"));
-        printf("dense reference re-measured interleaved with the network: %.1f GFLOP/s\n",
-               num(mt, "interleaved_dense_reference_gflops"));
-        printf("%9s %6s %10s %10s %10s %13s %13s %9s\n", "precision", "batch", "ms", "tiles/s",
-               "GFLOP/s", "of dense ref", "of interleaved", "winograd");
+        printf("dense reference re-measured interleaved with the network, in each precision "
+               "measured:\n");
         size_t q;
         json_t *per;
         json_array_foreach(json_object_get(mt, "precisions"), q, per)
         {
+            printf("  in %s: %.1f GFLOP/s, so the network at that rate would take %.1f ms per "
+                   "tile\n",
+                   json_string_value(json_object_get(per, "precision")),
+                   num(per, "dense_reference_gflops"), num(per, "ms_per_tile_at_dense_reference"));
+        }
+        printf("%9s %6s %10s %10s %10s %13s %13s %13s %9s\n", "precision", "batch", "ms", "tiles/s",
+               "GFLOP/s", "of dense ref", "of interleaved", "of same prec.", "winograd");
+        json_array_foreach(json_object_get(mt, "precisions"), q, per)
+        {
             json_array_foreach(json_object_get(per, "batches"), i, row)
             {
-                printf("%9s %6d %10.1f %10.3f %10.1f %12.1f%% %12.1f%% %9d\n",
+                printf("%9s %6d %10.1f %10.3f %10.1f %12.1f%% %12.1f%% %12.1f%% %9d\n",
                        json_string_value(json_object_get(per, "precision")),
                        (int)json_integer_value(json_object_get(row, "batch")), num(row, "ms"),
                        num(row, "tiles_per_s"), num(row, "gflops"),
                        100.0 * num(row, "fraction_of_dense_reference"),
                        100.0 * num(row, "fraction_of_interleaved_dense_reference"),
+                       100.0 * num(row, "fraction_of_same_precision_dense_reference"),
                        (int)json_integer_value(json_object_get(row, "winograd_convs")));
             }
         }

@@ -138,7 +138,12 @@ class BenchSmoke(unittest.TestCase):
         self.assertEqual(mt["precisions"][0]["batches"], mt["batches"])
         for p in mt["precisions"]:
             self.assertTrue(positive(p["batches"][0]["ms"]))
+            self.assertTrue(positive(p["dense_reference_gflops"]))
             self.assertEqual(len(p["layers"][0]["parts"]), 7)
+        text = run("--repeat", "1", "--quick").stdout
+        for name in names:
+            self.assertRegex(text, r"in %s: [0-9.]+ GFLOP/s, so the network at that rate would take "
+                             r"[0-9.]+ ms per tile" % name)
 
     def test_precision_option(self):
         r = json.loads(run("--json", "--repeat", "1", "--quick", "--precision", "fp32").stdout)
@@ -189,6 +194,18 @@ class BenchSmoke(unittest.TestCase):
                 b["gflops"] / mt["interleaved_dense_reference_gflops"],
                 delta=1e-3 * b["fraction_of_interleaved_dense_reference"],
             )
+            # Each precision also against dense convs in that precision (fp32's is the
+            # interleaved reference itself), and the network's time at that rate.
+            for p in mt["precisions"]:
+                ref = p["dense_reference_gflops"]
+                self.assertTrue(positive(ref), p)
+                if p["precision"] == "fp32":
+                    self.assertEqual(ref, mt["interleaved_dense_reference_gflops"])
+                self.assertAlmostEqual(p["ms_per_tile_at_dense_reference"],
+                                       mt["gflop_per_tile"] / ref * 1e3, delta=1e-4 * 1e3 / ref)
+                for b in p["batches"]:
+                    self.assertAlmostEqual(b["fraction_of_same_precision_dense_reference"],
+                                           b["gflops"] / ref, delta=1e-4 * b["gflops"] / ref)
             self.assertEqual([s["name"] for s in net["small"]], ["foreground", "blur", "screener"])
             for s in net["small"]:
                 self.assertTrue(positive(s["ms"]))
