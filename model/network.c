@@ -736,27 +736,42 @@ static int run_plan(gs_net_state *s, const uint8_t *rgb)
 }
 
 /* rgb[n][h][w][3] -> normalised float input, NCHW or (channels-last plans) NHWC, with
- * PyTorch's float32 arithmetic. */
+ * PyTorch's float32 arithmetic. A channel's value depends only on its byte, so each of the
+ * 768 values is computed once, as PyTorch does it, and the pixels are a table lookup: the
+ * two float divisions per value took 1.5 ms of a 512 x 512 tile on one thread (the work no
+ * other thread shared), the lookups, split among the threads, a fraction of that. */
 static void normalise(const gs_net_state *s, const uint8_t *rgb)
 {
-    size_t hw = (size_t)s->h * s->w;
-    size_t step = s->in->cl ? 3 : 1;
-    for (int n = 0; n < s->n; n++)
+    const size_t hw = (size_t)s->h * s->w;
+    float tab[3][256];
+    uint16_t tab16[3][256];
+    for (int c = 0; c < 3; c++)
+        for (int v = 0; v < 256; v++) {
+            tab[c][v] = ((float)v / 255.0f - s->m->mean[c]) / s->m->std[c];
+            tab16[c][v] = gs_bf16_from_f32(tab[c][v]);
+        }
+    const int cl = s->in->cl, bf16 = s->in->bf16;
+    const long rows = (long)s->n * s->h;
+#pragma omp parallel for schedule(static)
+    for (long r = 0; r < rows; r++) {
+        const size_t n = (size_t)(r / s->h), y = (size_t)(r % s->h);
+        const uint8_t *src = rgb + (n * hw + y * s->w) * 3;
+        /* NHWC: the row's 3 * w values in order; NCHW: plane c of image n, row y. */
+        const size_t nhwc_at = (n * hw + y * s->w) * 3;
         for (int c = 0; c < 3; c++) {
-            float mean = s->m->mean[c], std = s->m->std[c];
-            const uint8_t *src = rgb + (size_t)n * hw * 3 + c;
-            size_t at = s->in->cl ? (size_t)n * hw * 3 + c : ((size_t)n * 3 + c) * hw;
-            if (s->in->bf16) {
-                /* 256 possible values per channel: a table would not be faster than this. */
+            const size_t at = cl ? nhwc_at + (size_t)c : ((n * 3 + (size_t)c) * hw + y * s->w);
+            const size_t step = cl ? 3 : 1;
+            if (bf16) {
                 uint16_t *d = (uint16_t *)s->in->data + at;
-                for (size_t i = 0; i < hw; i++)
-                    d[i * step] = gs_bf16_from_f32(((float)src[i * 3] / 255.0f - mean) / std);
+                for (int x = 0; x < s->w; x++)
+                    d[(size_t)x * step] = tab16[c][src[(size_t)x * 3 + (size_t)c]];
             } else {
                 float *d = (float *)s->in->data + at;
-                for (size_t i = 0; i < hw; i++)
-                    d[i * step] = ((float)src[i * 3] / 255.0f - mean) / std;
+                for (int x = 0; x < s->w; x++)
+                    d[(size_t)x * step] = tab[c][src[(size_t)x * 3 + (size_t)c]];
             }
         }
+    }
 }
 
 static void fc_apply(const layer *y, const float *x, int n, float *out)
