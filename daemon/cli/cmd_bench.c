@@ -569,9 +569,9 @@ static json_t *bench_networks(const bench_opts *o, double dense_ref)
         }
         /* The reference dense convs run again here, interleaved with the network, so that the
          * fraction is not skewed by the load changing between the two sections: in fp32 (the
-         * issue's reference), and in each other precision measured, as the network runs its
-         * convs there, so that every precision is also compared with what dense convs reach in
-         * it on this CPU (the network's floor at that rate is its FLOPs over that rate). */
+         * reference of the fraction targets), and in each other precision measured, as the
+         * network runs its convs there, so that every precision is also compared with what
+         * dense convs reach in it on this CPU (the network at that rate: its FLOPs over it). */
         conv_shape shapes[N_REF];
         const int nref = reference_shapes(o, shapes);
         const int nrun = np * nb;
