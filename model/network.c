@@ -745,21 +745,22 @@ static void normalise(const gs_net_state *s, const uint8_t *rgb)
     const size_t hw = (size_t)s->h * s->w;
     float tab[3][256];
     uint16_t tab16[3][256];
+    const int cl = s->in->cl, bf16 = s->in->bf16;
     for (int c = 0; c < 3; c++)
         for (int v = 0; v < 256; v++) {
             tab[c][v] = ((float)v / 255.0f - s->m->mean[c]) / s->m->std[c];
-            tab16[c][v] = gs_bf16_from_f32(tab[c][v]);
+            if (bf16)
+                tab16[c][v] = gs_bf16_from_f32(tab[c][v]);
         }
-    const int cl = s->in->cl, bf16 = s->in->bf16;
     const long rows = (long)s->n * s->h;
 #pragma omp parallel for schedule(static)
     for (long r = 0; r < rows; r++) {
         const size_t n = (size_t)(r / s->h), y = (size_t)(r % s->h);
-        const uint8_t *src = rgb + (n * hw + y * s->w) * 3;
-        /* NHWC: the row's 3 * w values in order; NCHW: plane c of image n, row y. */
-        const size_t nhwc_at = (n * hw + y * s->w) * 3;
+        /* The row in rgb and, channels-last, in the input; NCHW: plane c of image n, row y. */
+        const size_t row_at = (n * hw + y * s->w) * 3;
+        const uint8_t *src = rgb + row_at;
         for (int c = 0; c < 3; c++) {
-            const size_t at = cl ? nhwc_at + (size_t)c : ((n * 3 + (size_t)c) * hw + y * s->w);
+            const size_t at = cl ? row_at + (size_t)c : ((n * 3 + (size_t)c) * hw + y * s->w);
             const size_t step = cl ? 3 : 1;
             if (bf16) {
                 uint16_t *d = (uint16_t *)s->in->data + at;

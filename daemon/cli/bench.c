@@ -63,9 +63,15 @@ double gs_bench_conv_gflop(int n, int cin, int cout, int ho, int wo, int k)
     return 2e-9 * n * (double)cin * cout * ho * wo * k * k;
 }
 
-/* Deterministic uniform floats in [lo, hi): the figures must not depend on the data, but
- * denormals or NaNs would, so the data is plain and finite. 64-byte aligned (oneDNN likes it;
- * deform_conv's vector loads need it). */
+/* The next deterministic uniform float in [lo, hi): the figures must not depend on the data,
+ * but denormals or NaNs would, so the data is plain and finite. */
+static float rand_float(float lo, float hi, unsigned *seed)
+{
+    *seed = *seed * 1664525u + 1013904223u;
+    return lo + (hi - lo) * (float)(*seed >> 8) / 16777216.0f;
+}
+
+/* n rand_float()s, 64-byte aligned (oneDNN likes it; deform_conv's vector loads need it). */
 static float *rand_floats(size_t n, float lo, float hi, unsigned *seed)
 {
     float *b = aligned_alloc(64, (n * sizeof(float) + 63) / 64 * 64);
@@ -73,10 +79,8 @@ static float *rand_floats(size_t n, float lo, float hi, unsigned *seed)
         gs_error_set("bench: out of memory (%zu floats)", n);
         return NULL;
     }
-    for (size_t i = 0; i < n; i++) {
-        *seed = *seed * 1664525u + 1013904223u;
-        b[i] = lo + (hi - lo) * (float)(*seed >> 8) / 16777216.0f;
-    }
+    for (size_t i = 0; i < n; i++)
+        b[i] = rand_float(lo, hi, seed);
     return b;
 }
 
@@ -102,30 +106,25 @@ struct gs_bench_dense {
     int nargs;
     void *bufs[5];
     char impl[64];
+    const char *src_type;
 };
 
-/* Fills a buffer for one tensor of data type dt with plain finite values: uniform floats in
+/* Fills a buffer for one tensor of data type dt with plain finite values: rand_float()s in
  * [-1, 1) as f32 or rounded to bf16; any bytes for s8/u8 (every value is finite there). */
-static int fill_tensor(void *buf, size_t bytes, dnnl_data_type_t dt, unsigned *seed)
+static void fill_tensor(void *buf, size_t bytes, dnnl_data_type_t dt, unsigned *seed)
 {
-    if (dt == dnnl_f32 || dt == dnnl_bf16) {
-        size_t n = dt == dnnl_f32 ? bytes / sizeof(float) : bytes / sizeof(uint16_t);
-        float *f = rand_floats(n, -1, 1, seed);
-        if (!f)
-            return -1;
-        if (dt == dnnl_f32)
-            memcpy(buf, f, n * sizeof(float));
-        else
-            for (size_t i = 0; i < n; i++)
-                ((uint16_t *)buf)[i] = gs_bf16_from_f32(f[i]);
-        free(f);
-        return 0;
+    if (dt == dnnl_f32) {
+        for (size_t i = 0; i < bytes / sizeof(float); i++)
+            ((float *)buf)[i] = rand_float(-1, 1, seed);
+    } else if (dt == dnnl_bf16) {
+        for (size_t i = 0; i < bytes / sizeof(uint16_t); i++)
+            ((uint16_t *)buf)[i] = gs_bf16_from_f32(rand_float(-1, 1, seed));
+    } else {
+        for (size_t i = 0; i < bytes; i++) {
+            *seed = *seed * 1664525u + 1013904223u;
+            ((uint8_t *)buf)[i] = (uint8_t)(*seed >> 24);
+        }
     }
-    for (size_t i = 0; i < bytes; i++) {
-        *seed = *seed * 1664525u + 1013904223u;
-        ((uint8_t *)buf)[i] = (uint8_t)(*seed >> 24);
-    }
-    return 0;
 }
 
 gs_bench_dense *gs_bench_dense_new(int n, int cin, int cout, int h, int w, gs_precision p)
@@ -179,6 +178,7 @@ gs_bench_dense *gs_bench_dense_new(int n, int cin, int cout, int h, int w, gs_pr
     DNNL_TRY(dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl), "impl query");
     snprintf(d->impl, sizeof d->impl, "%s", impl);
     DNNL_TRY(dnnl_primitive_create(&d->conv, pd), "conv");
+    d->src_type = dnnl_dt2str(dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0)->data_type);
     const dnnl_memory_desc_t *mds[5] = {
         dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0),
         dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0),
@@ -197,10 +197,7 @@ gs_bench_dense *gs_bench_dense_new(int n, int cin, int cout, int h, int w, gs_pr
             gs_error_set("bench: out of memory");
             goto fail;
         }
-        if (fill_tensor(buf, bytes, mds[i]->data_type, &seed) < 0) {
-            free(buf);
-            goto fail;
-        }
+        fill_tensor(buf, bytes, mds[i]->data_type, &seed);
         d->bufs[d->nargs] = buf;
         d->args[d->nargs].arg = arg_ids[i];
         DNNL_TRY(dnnl_memory_create(&d->args[d->nargs].memory, mds[i], d->eng, buf), "memory");
@@ -256,6 +253,11 @@ int gs_bench_dense_run(void *ctx)
 const char *gs_bench_dense_impl(const gs_bench_dense *d)
 {
     return d->impl;
+}
+
+const char *gs_bench_dense_src_type(const gs_bench_dense *d)
+{
+    return d->src_type;
 }
 
 struct gs_bench_deform {

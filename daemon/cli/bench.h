@@ -72,6 +72,9 @@ int gs_bench_dense_run(void *ctx);
 /* The oneDNN implementation oneDNN chose (e.g. "brg:avx512_core"); owned by d. */
 const char *gs_bench_dense_impl(const gs_bench_dense *d);
 
+/* The data type of the conv's source as oneDNN built it ("f32", "bf16", "u8"); static. */
+const char *gs_bench_dense_src_type(const gs_bench_dense *d);
+
 typedef struct gs_bench_deform gs_bench_deform;
 
 /* Our deformable 3x3 conv with the same geometry as gs_bench_dense_new(), on random data.

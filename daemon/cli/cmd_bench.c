@@ -613,15 +613,17 @@ static json_t *bench_networks(const bench_opts *o, double dense_ref)
         json_t *per = json_array();
         for (int q = 0; q < np; q++) {
             json_t *rows = json_array(), *prof = json_array();
-            double own_ref = inter_ref;
+            int own = 0;
             for (int r = 0; r < nrp; r++)
                 if (ref_precs[r] == precs[q])
-                    own_ref = ref_rate[r];
+                    own = r;
+            const double own_ref = ref_rate[own];
             json_array_append_new(
-                per,
-                json_pack("{s:s, s:f, s:f, s:o, s:o}", "precision", gs_precision_name(precs[q]),
-                          "dense_reference_gflops", own_ref, "ms_per_tile_at_dense_reference",
-                          gflop / own_ref * 1e3, "batches", rows, "layers", prof));
+                per, json_pack("{s:s, s:f, s:s, s:f, s:o, s:o}", "precision",
+                               gs_precision_name(precs[q]), "dense_reference_gflops", own_ref,
+                               "dense_reference_src_type", gs_bench_dense_src_type(refs[own][0]),
+                               "ms_per_tile_at_dense_reference", gflop / own_ref * 1e3, "batches",
+                               rows, "layers", prof));
             for (int b = 0; b < nb; b++) {
                 json_t *pr = profile_parts(&runs[q][b], o->repeat);
                 if (!pr) {

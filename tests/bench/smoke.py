@@ -139,6 +139,9 @@ class BenchSmoke(unittest.TestCase):
         for p in mt["precisions"]:
             self.assertTrue(positive(p["batches"][0]["ms"]))
             self.assertTrue(positive(p["dense_reference_gflops"]))
+            # The reference convs run in the precision they stand for.
+            self.assertEqual(p["dense_reference_src_type"],
+                             {"fp32": "f32", "bf16": "bf16", "int8": "u8"}[p["precision"]])
             self.assertEqual(len(p["layers"][0]["parts"]), 7)
         text = run("--repeat", "1", "--quick").stdout
         for name in names:
